@@ -1,0 +1,45 @@
+//! Builds libmcrelay (the native dataplane loaded by bun:ffi) and runs its unit tests.
+//!   zig build                      -> zig-out/lib/libmcrelay.so (ReleaseSafe by default)
+//!   zig build test                 -> unit tests next to the code
+const std = @import("std");
+const builtin = @import("builtin");
+
+/// The one Zig release this code is written against; keep in step with scripts/toolchain.env.
+const zig_version_pinned = "0.17.1";
+
+comptime {
+    const want = std.SemanticVersion.parse(zig_version_pinned) catch unreachable;
+    if (builtin.zig_version.order(want) != .eq) {
+        @compileError("mcrelay needs Zig " ++ zig_version_pinned ++ ", this is " ++
+            builtin.zig_version_string ++ ": run scripts/bootstrap.sh and use .toolchain/bin/zig");
+    }
+}
+
+pub fn build(b: *std.Build) void {
+    const target = b.standardTargetOptions(.{});
+    // Assertions stay on in the shipped library unless a benchmark proves they cost.
+    const optimize = b.option(std.builtin.Optimize, "optimize", "debug, safe, fast or small (default safe)") orelse .safe;
+
+    const lib_module = b.createModule(.{
+        .root_source_file = b.path("zig/lib.zig"),
+        .target = target,
+        .optimize = optimize,
+        .link_libc = false,
+    });
+    const lib = b.addLibrary(.{
+        .name = "mcrelay",
+        .linkage = .dynamic,
+        .root_module = lib_module,
+    });
+    b.installArtifact(lib);
+
+    const test_module = b.createModule(.{
+        .root_source_file = b.path("zig/all_tests.zig"),
+        .target = target,
+        .optimize = .debug,
+    });
+    const tests = b.addTest(.{ .root_module = test_module });
+    const run_tests = b.addRunArtifact(tests);
+    const test_step = b.step("test", "Run the native unit tests");
+    test_step.dependOn(&run_tests.step);
+}

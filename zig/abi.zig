@@ -1,0 +1,133 @@
+//! Structures that cross the FFI boundary. Layouts are checked from TypeScript right after
+//! the library is loaded (see `layout` in lib.zig); any change here bumps `version`.
+const std = @import("std");
+
+pub const version: u32 = 1;
+
+/// Addresses are 16 bytes everywhere; IPv4 is stored v4-mapped (::ffff:a.b.c.d).
+pub const Addr = [16]u8;
+
+pub const table_magic: u32 = 0x4d435254; // "MCRT"
+
+/// A rule table is one buffer: TableHeader, rule_count RuleDesc, output_count OutputDesc.
+pub const TableHeader = extern struct {
+    magic: u32,
+    rule_count: u32,
+    output_count: u32,
+    generation: u32,
+};
+
+pub const rule_flag_source_filter: u16 = 1;
+
+pub const RuleDesc = extern struct {
+    /// Stable identity: counters follow the id across table changes.
+    id: u64,
+    /// Destination address matched (multicast group or a local unicast address).
+    group: Addr,
+    /// Source address required when rule_flag_source_filter is set.
+    source: Addr,
+    /// Destination UDP port, host byte order.
+    port: u16,
+    flags: u16,
+    /// Outputs of this rule: outputs[output_first .. output_first + output_count].
+    output_first: u16,
+    output_count: u16,
+};
+
+pub const OutputDesc = extern struct {
+    /// Stable identity: the egress socket and counters are kept while id and settings match.
+    id: u64,
+    addr: Addr,
+    port: u16,
+    ttl: u8,
+    _pad: u8 = 0,
+    /// Egress interface; 0 lets the kernel route.
+    ifindex: u32,
+};
+
+/// Dataplane configuration at open.
+pub const DpConfig = extern struct {
+    /// AF_PACKET socket created by the supervisor (protocol 0: nothing queued until bind).
+    packet_fd: i32,
+    /// Readable when the worker's control channel has a message: run() returns early.
+    wake_fd: i32,
+    ifindex: u32,
+    mtu: u32,
+    ring_bytes: u32,
+    block_timeout_ms: u32,
+    /// PACKET_FANOUT group id; 0 when this worker is alone on its interface.
+    fanout_id: u32,
+    _pad: u32 = 0,
+};
+
+pub const RingGeometry = extern struct {
+    block_bytes: u32,
+    block_count: u32,
+    frame_bytes: u32,
+    frame_count: u32,
+};
+
+/// Link facts read with ioctl on an AF_INET socket.
+pub const LinkInfo = extern struct {
+    ifindex: u32,
+    mtu: u32,
+    flags: u32,
+    /// Primary IPv4 address, v4-mapped; all-zero when the link has none.
+    addr4: Addr,
+};
+
+/// Traffic generator configuration.
+pub const GenConfig = extern struct {
+    addr: Addr,
+    port: u16,
+    ttl: u8,
+    _pad: u8 = 0,
+    ifindex: u32,
+    /// Payload bytes per datagram (>= payload header size).
+    size: u32,
+    stream_id: u32,
+    /// Packets per second; 0 sends as fast as possible.
+    rate_pps: u64,
+    /// Stop after this many packets; 0 = no limit.
+    count: u64,
+    /// Stop after this long; 0 = no limit.
+    duration_ns: u64,
+};
+
+/// Measuring receiver configuration.
+pub const SinkConfig = extern struct {
+    addr: Addr,
+    port: u16,
+    _pad: u16 = 0,
+    ifindex: u32,
+    /// Receive buffer bytes.
+    rcvbuf_bytes: u32,
+    _pad2: u32 = 0,
+};
+
+/// Every payload of `mcrelay gen` begins with this, little-endian, then a pattern.
+pub const payload_magic: u32 = 0x4c52434d; // "MCRL"
+pub const PayloadHeader = extern struct {
+    magic: u32,
+    stream_id: u32,
+    seq: u64,
+    /// CLOCK_REALTIME at send, nanoseconds.
+    sent_ns: u64,
+};
+pub const payload_header_bytes: u32 = @sizeOf(PayloadHeader);
+
+/// Pattern byte i (counted from the start of the payload, i >= payload_header_bytes).
+pub fn patternByte(seq: u64, i: u32) u8 {
+    return @truncate((seq *% 31) +% i);
+}
+
+comptime {
+    std.debug.assert(@sizeOf(TableHeader) == 16);
+    std.debug.assert(@sizeOf(RuleDesc) == 48);
+    std.debug.assert(@sizeOf(OutputDesc) == 32);
+    std.debug.assert(@sizeOf(DpConfig) == 32);
+    std.debug.assert(@sizeOf(LinkInfo) == 28);
+    std.debug.assert(@sizeOf(GenConfig) == 56);
+    std.debug.assert(@sizeOf(SinkConfig) == 32);
+    std.debug.assert(@sizeOf(PayloadHeader) == 24);
+}

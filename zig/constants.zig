@@ -1,0 +1,49 @@
+//! Every fixed limit of the native library, in one place. Memory is sized from these at
+//! open time; nothing is allocated on the packet path.
+const std = @import("std");
+
+/// Rules one dataplane (one worker) can hold.
+pub const rules_max: u32 = 1024;
+/// Outputs across all rules of one dataplane.
+pub const outputs_max: u32 = 2048;
+/// Outputs of one rule (fan-out 1:50 and beyond the kernel's 32-VIF limit).
+pub const outputs_per_rule_max: u32 = 256;
+/// Hash table slots for (address, port) lookup; power of two, load factor <= 0.5.
+pub const table_slots: u32 = 2 * rules_max;
+
+/// Datagrams one output queues before a sendmmsg flush.
+pub const egress_batch_max: u32 = 32;
+/// Egress socket send buffer. A small buffer collapsed throughput in the earlier relay.
+pub const egress_sndbuf_bytes: u32 = 4 * 1024 * 1024;
+/// Groups one UDP socket may join: the kernel's default igmp_max_memberships is 20.
+pub const joins_per_socket_max: u32 = 20;
+/// Sockets used for ingress joins.
+pub const join_sockets_max: u32 = (rules_max + joins_per_socket_max - 1) / joins_per_socket_max;
+
+/// RX ring: block size is a power-of-two number of pages that holds a maximum-size frame.
+pub const ring_block_bytes_min: u32 = 1 << 17;
+pub const ring_bytes_default: u32 = 32 * 1024 * 1024;
+pub const ring_blocks_max: u32 = 1024;
+/// Block retire timeout: a quiet stream waits at most this long in a half-filled block.
+pub const ring_block_timeout_ms: u32 = 1;
+/// Largest link MTU we size for (jumbo frames plus headroom).
+pub const mtu_max: u32 = 65535;
+
+/// Largest UDP payload over IPv4.
+pub const udp_payload_max: u32 = 65507;
+
+/// Traffic generator / sink limits.
+pub const gen_batch_max: u32 = 64;
+pub const sink_batch_max: u32 = 64;
+pub const sink_streams_max: u32 = 1024;
+/// Sequence window (bits) per stream for duplicate detection.
+pub const sink_seq_window: u32 = 1 << 17;
+pub const sink_latency_buckets: u32 = 64 * 16;
+
+comptime {
+    std.debug.assert(std.math.isPowerOfTwo(table_slots));
+    std.debug.assert(table_slots >= 2 * rules_max);
+    std.debug.assert(outputs_per_rule_max <= outputs_max);
+    std.debug.assert(std.math.isPowerOfTwo(sink_seq_window));
+    std.debug.assert(outputs_per_rule_max <= std.math.maxInt(u16));
+}
