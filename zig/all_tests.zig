@@ -2,6 +2,7 @@
 test {
     _ = @import("abi.zig");
     _ = @import("constants.zig");
+    _ = @import("sys.zig");
     _ = @import("dataplane/parse.zig");
     _ = @import("filter.zig");
     _ = @import("tools/gen.zig");
