@@ -3,8 +3,14 @@ test {
     _ = @import("abi.zig");
     _ = @import("constants.zig");
     _ = @import("sys.zig");
-    _ = @import("dataplane/parse.zig");
     _ = @import("filter.zig");
-    _ = @import("tools/gen.zig");
-    _ = @import("tools/sink.zig");
+    _ = @import("ring.zig");
+    _ = @import("egress.zig");
+    _ = @import("join.zig");
+    _ = @import("scm.zig");
+    _ = @import("link.zig");
+    _ = @import("dataplane/parse.zig");
+    _ = @import("dataplane/table.zig");
+    _ = @import("dataplane/stats.zig");
+    _ = @import("dataplane/loop.zig");
 }

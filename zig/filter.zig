@@ -1,1 +1,329 @@
-//! (being written)
+//! Classic BPF socket filter for the AF_PACKET RX socket.
+//!
+//! The kernel runs this before a frame is copied into the RX ring, so frames we never relay
+//! cost no ring space and no wakeups. It filters on three things only:
+//!   - pkt_type < PACKET_OUTGOING: the host's own transmissions (and looped-back copies) never
+//!     reach the ring. This is the loop guard: two rules relaying in opposite directions
+//!     between two interfaces must never see each other's output.
+//!   - EtherType IPv4, directly or behind one 802.1Q tag left in the frame.
+//!   - IPv4 protocol UDP.
+//! Fragments and malformed IPv4/UDP frames pass on purpose: the parser counts each per reason,
+//! and a frame dropped here would be invisible to the operator.
+const std = @import("std");
+const assert = std.debug.assert;
+const linux = std.os.linux;
+const sys = @import("sys.zig");
+
+/// struct sock_filter (linux/filter.h).
+pub const Insn = extern struct { code: u16, jt: u8, jf: u8, k: u32 };
+
+/// struct sock_fprog: `filter` is pointer-aligned, so an extern struct gets the kernel's
+/// padding after `len` (6 bytes on 64-bit, 2 on 32-bit).
+pub const Program = extern struct { len: u16, filter: [*]const Insn };
+
+comptime {
+    assert(@sizeOf(Insn) == 8);
+    assert(@offsetOf(Program, "filter") == @sizeOf(usize));
+    assert(@sizeOf(Program) == 2 * @sizeOf(usize));
+}
+
+// Instruction classes (linux/bpf_common.h).
+pub const BPF_LD: u16 = 0x00;
+pub const BPF_LDX: u16 = 0x01;
+pub const BPF_ST: u16 = 0x02;
+pub const BPF_STX: u16 = 0x03;
+pub const BPF_ALU: u16 = 0x04;
+pub const BPF_JMP: u16 = 0x05;
+pub const BPF_RET: u16 = 0x06;
+pub const BPF_MISC: u16 = 0x07;
+// Load sizes.
+pub const BPF_W: u16 = 0x00;
+pub const BPF_H: u16 = 0x08;
+pub const BPF_B: u16 = 0x10;
+// Load modes.
+pub const BPF_IMM: u16 = 0x00;
+pub const BPF_ABS: u16 = 0x20;
+pub const BPF_IND: u16 = 0x40;
+pub const BPF_MEM: u16 = 0x60;
+pub const BPF_LEN: u16 = 0x80;
+pub const BPF_MSH: u16 = 0xa0;
+// Jump operations.
+pub const BPF_JA: u16 = 0x00;
+pub const BPF_JEQ: u16 = 0x10;
+pub const BPF_JGT: u16 = 0x20;
+pub const BPF_JGE: u16 = 0x30;
+pub const BPF_JSET: u16 = 0x40;
+// Operand sources.
+pub const BPF_K: u16 = 0x00;
+pub const BPF_X: u16 = 0x08;
+/// RET source: the accumulator (linux/filter.h).
+pub const BPF_A: u16 = 0x10;
+/// Most instructions the kernel accepts in one classic program.
+pub const BPF_MAXINSNS: u32 = 4096;
+
+/// Ancillary data is loaded with BPF_ABS at offsets from SKF_AD_OFF (-0x1000).
+pub const SKF_AD_OFF: u32 = @bitCast(@as(i32, -0x1000));
+pub const SKF_AD_PKTTYPE: u32 = 4;
+
+/// Snap length of an accepted frame: more than any frame we size for, so the whole frame.
+pub const accept_bytes: u32 = 0x40000;
+
+/// pkt_type values (linux/if_packet.h): everything from OUTGOING up is not a received frame.
+const packet_outgoing: u32 = linux.PACKET.OUTGOING;
+const ethertype_ipv4: u32 = 0x0800;
+const ethertype_vlan: u32 = 0x8100;
+const ip_protocol_udp: u32 = 17;
+/// Offsets in the frame: EtherType, then for an 802.1Q frame the inner EtherType; the IPv4
+/// protocol byte is 9 bytes into the IPv4 header.
+const offset_ethertype: u32 = 12;
+const offset_inner_ethertype: u32 = 16;
+const offset_protocol: u32 = 14 + 9;
+const offset_protocol_vlan: u32 = 18 + 9;
+
+comptime {
+    assert(packet_outgoing == 4);
+    assert(linux.PACKET.LOOPBACK > packet_outgoing);
+    assert(SKF_AD_OFF == 0xfffff000);
+    assert(accept_bytes > @import("constants.zig").mtu_max + 14 + 8);
+}
+
+fn stmt(code: u16, k: u32) Insn {
+    return .{ .code = code, .jt = 0, .jf = 0, .k = k };
+}
+
+/// A conditional jump from instruction `from` to `true_to` / `false_to`. Classic BPF jumps only
+/// forward, by an offset counted from the next instruction.
+fn jump(code: u16, k: u32, from: u32, true_to: u32, false_to: u32) Insn {
+    assert(true_to > from and false_to > from);
+    return .{
+        .code = code,
+        .jt = @intCast(true_to - from - 1),
+        .jf = @intCast(false_to - from - 1),
+        .k = k,
+    };
+}
+
+// Instruction indices of the ingress program, so the jumps are written by name.
+const at_pkttype = 0;
+const at_outgoing = 1;
+const at_ethertype = 2;
+const at_is_ipv4 = 3;
+const at_protocol = 4;
+const at_is_udp = 5;
+const at_is_vlan = 6;
+const at_inner_ethertype = 7;
+const at_inner_is_ipv4 = 8;
+const at_protocol_vlan = 9;
+const at_vlan_is_udp = 10;
+const at_accept = 11;
+const at_reject = 12;
+const ingress_len = 13;
+
+const ingress_program: [ingress_len]Insn = .{
+    stmt(BPF_LD | BPF_B | BPF_ABS, SKF_AD_OFF + SKF_AD_PKTTYPE),
+    jump(BPF_JMP | BPF_JGE | BPF_K, packet_outgoing, at_outgoing, at_reject, at_ethertype),
+    stmt(BPF_LD | BPF_H | BPF_ABS, offset_ethertype),
+    jump(BPF_JMP | BPF_JEQ | BPF_K, ethertype_ipv4, at_is_ipv4, at_protocol, at_is_vlan),
+    stmt(BPF_LD | BPF_B | BPF_ABS, offset_protocol),
+    jump(BPF_JMP | BPF_JEQ | BPF_K, ip_protocol_udp, at_is_udp, at_accept, at_reject),
+    jump(BPF_JMP | BPF_JEQ | BPF_K, ethertype_vlan, at_is_vlan, at_inner_ethertype, at_reject),
+    stmt(BPF_LD | BPF_H | BPF_ABS, offset_inner_ethertype),
+    jump(BPF_JMP | BPF_JEQ | BPF_K, ethertype_ipv4, at_inner_is_ipv4, at_protocol_vlan, at_reject),
+    stmt(BPF_LD | BPF_B | BPF_ABS, offset_protocol_vlan),
+    jump(BPF_JMP | BPF_JEQ | BPF_K, ip_protocol_udp, at_vlan_is_udp, at_accept, at_reject),
+    stmt(BPF_RET | BPF_K, accept_bytes),
+    stmt(BPF_RET | BPF_K, 0),
+};
+
+comptime {
+    // The named indices and the array agree: each label sits on the instruction it names.
+    assert(ingress_program[at_pkttype].k == SKF_AD_OFF + SKF_AD_PKTTYPE);
+    assert(ingress_program[at_is_vlan].k == ethertype_vlan);
+    assert(ingress_program[at_accept].code == BPF_RET | BPF_K);
+    assert(ingress_program[at_accept].k == accept_bytes);
+    assert(ingress_program[at_reject].code == BPF_RET | BPF_K);
+    assert(ingress_program[at_reject].k == 0);
+}
+
+/// The static ingress program (see the file comment for what it accepts).
+pub fn ingress() []const Insn {
+    return &ingress_program;
+}
+
+/// Attaches a classic BPF program to `fd` (SO_ATTACH_FILTER). The kernel copies the program,
+/// so `insns` need not outlive the call. error.INVAL: the kernel's checker refused the
+/// program (a jump out of range, no final RET, an unknown opcode); error.NOMEM: no memory for
+/// the copy; error.BADF / error.NOTSOCK: not a socket.
+pub fn attach(fd: i32, insns: []const Insn) sys.Error!void {
+    assert(fd >= 0);
+    assert(insns.len > 0);
+    assert(insns.len <= BPF_MAXINSNS);
+    const program = Program{ .len = @intCast(insns.len), .filter = insns.ptr };
+    try sys.setsockopt(fd, linux.SOL.SOCKET, linux.SO.ATTACH_FILTER, &program);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tests
+// ---------------------------------------------------------------------------------------------
+
+const testing = std.testing;
+
+/// A classic BPF interpreter for the instructions the ingress program uses, with the kernel's
+/// rule that a load past the end of the frame ends the program with 0.
+fn testRun(insns: []const Insn, frame: []const u8, pkt_type: u8) !u32 {
+    var a: u32 = 0;
+    var pc: usize = 0;
+    // Jumps only go forward, so a program runs at most len instructions.
+    var steps: usize = 0;
+    while (steps < insns.len) : (steps += 1) {
+        if (pc >= insns.len) return error.TestJumpOutOfRange;
+        const insn = insns[pc];
+        pc += 1;
+        switch (insn.code) {
+            BPF_LD | BPF_W | BPF_ABS, BPF_LD | BPF_H | BPF_ABS, BPF_LD | BPF_B | BPF_ABS => {
+                if (insn.k >= SKF_AD_OFF) {
+                    if (insn.k != SKF_AD_OFF + SKF_AD_PKTTYPE) return error.TestUnsupportedAncillary;
+                    a = pkt_type;
+                } else {
+                    a = testLoad(frame, insn.code & 0x18, insn.k) orelse return 0;
+                }
+            },
+            BPF_JMP | BPF_JA => pc += insn.k,
+            BPF_JMP | BPF_JEQ | BPF_K, BPF_JMP | BPF_JGT | BPF_K, BPF_JMP | BPF_JGE | BPF_K, BPF_JMP | BPF_JSET | BPF_K => {
+                const taken = switch (insn.code & 0xf0) {
+                    BPF_JEQ => a == insn.k,
+                    BPF_JGT => a > insn.k,
+                    BPF_JGE => a >= insn.k,
+                    BPF_JSET => a & insn.k != 0,
+                    else => unreachable,
+                };
+                pc += if (taken) insn.jt else insn.jf;
+            },
+            BPF_RET | BPF_K => return insn.k,
+            BPF_RET | BPF_A => return a,
+            else => return error.TestUnsupportedInstruction,
+        }
+    }
+    return error.TestFellOffTheEnd;
+}
+
+fn testLoad(frame: []const u8, size: u16, offset: u32) ?u32 {
+    const bytes: u32 = switch (size) {
+        BPF_W => 4,
+        BPF_H => 2,
+        BPF_B => 1,
+        else => unreachable,
+    };
+    if (@as(u64, offset) + bytes > frame.len) return null;
+    const field = frame[offset..][0..bytes];
+    var value: u32 = 0;
+    for (field) |byte| value = (value << 8) | byte;
+    return value;
+}
+
+/// A minimal frame: EtherType `ethertype` after an optional 802.1Q tag; for IPv4, a header
+/// with protocol `protocol`, fragment field `fragment`, and 8 zero bytes after it.
+fn testFrame(buffer: []u8, vlan: bool, ethertype: u16, protocol: u8, fragment: u16) []u8 {
+    @memset(buffer, 0);
+    var offset: usize = 12;
+    if (vlan) {
+        std.mem.writeInt(u16, buffer[offset..][0..2], ethertype_vlan, .big);
+        std.mem.writeInt(u16, buffer[offset + 2 ..][0..2], 42, .big);
+        offset += 4;
+    }
+    std.mem.writeInt(u16, buffer[offset..][0..2], ethertype, .big);
+    const l3 = offset + 2;
+    buffer[l3] = 0x45;
+    std.mem.writeInt(u16, buffer[l3 + 6 ..][0..2], fragment, .big);
+    buffer[l3 + 9] = protocol;
+    return buffer[0 .. l3 + 28];
+}
+
+fn testAccepts(frame: []const u8, pkt_type: u8) !bool {
+    const verdict = try testRun(ingress(), frame, pkt_type);
+    try testing.expect(verdict == 0 or verdict == accept_bytes);
+    return verdict != 0;
+}
+
+test "ingress program is well formed: forward jumps in range, ends in RET" {
+    const insns = ingress();
+    try testing.expect(insns.len <= BPF_MAXINSNS);
+    try testing.expectEqual(BPF_RET, insns[insns.len - 1].code & 0x07);
+    for (insns, 0..) |insn, pc| {
+        if (insn.code & 0x07 != BPF_JMP) continue;
+        try testing.expect(pc + 1 + insn.jt < insns.len);
+        try testing.expect(pc + 1 + insn.jf < insns.len);
+    }
+}
+
+test "IPv4 UDP accepted when received, rejected when sent or looped back by this host" {
+    var buffer: [64]u8 = undefined;
+    const frame = testFrame(&buffer, false, 0x0800, 17, 0);
+    for ([_]u8{ 0, 1, 2, 3 }) |pkt_type| try testing.expect(try testAccepts(frame, pkt_type));
+    for ([_]u8{ 4, 5, 6, 7 }) |pkt_type| try testing.expect(!try testAccepts(frame, pkt_type));
+    try testing.expectEqual(accept_bytes, try testRun(ingress(), frame, 2));
+}
+
+test "802.1Q-tagged IPv4 UDP accepted, tagged TCP and ARP rejected" {
+    var buffer: [64]u8 = undefined;
+    try testing.expect(try testAccepts(testFrame(&buffer, true, 0x0800, 17, 0), 2));
+    try testing.expect(!try testAccepts(testFrame(&buffer, true, 0x0800, 17, 0), 4));
+    try testing.expect(!try testAccepts(testFrame(&buffer, true, 0x0800, 6, 0), 2));
+    try testing.expect(!try testAccepts(testFrame(&buffer, true, 0x0806, 17, 0), 2));
+    try testing.expect(!try testAccepts(testFrame(&buffer, true, 0x86dd, 17, 0), 2));
+}
+
+test "TCP, ARP and IPv6 rejected" {
+    var buffer: [64]u8 = undefined;
+    try testing.expect(!try testAccepts(testFrame(&buffer, false, 0x0800, 6, 0), 2));
+    try testing.expect(!try testAccepts(testFrame(&buffer, false, 0x0800, 1, 0), 2));
+    try testing.expect(!try testAccepts(testFrame(&buffer, false, 0x0806, 17, 0), 1));
+    // IPv6 next header UDP sits elsewhere; the EtherType alone rejects it.
+    try testing.expect(!try testAccepts(testFrame(&buffer, false, 0x86dd, 17, 0), 2));
+}
+
+test "IPv4 UDP fragments and malformed headers pass for userspace to count" {
+    var buffer: [64]u8 = undefined;
+    try testing.expect(try testAccepts(testFrame(&buffer, false, 0x0800, 17, 0x2000), 2));
+    try testing.expect(try testAccepts(testFrame(&buffer, false, 0x0800, 17, 0x00b9), 2));
+    try testing.expect(try testAccepts(testFrame(&buffer, true, 0x0800, 17, 0x2000), 2));
+    const bad_version = testFrame(&buffer, false, 0x0800, 17, 0);
+    bad_version[14] = 0x65;
+    try testing.expect(try testAccepts(bad_version, 2));
+}
+
+test "frames too short for a load are rejected" {
+    var buffer: [64]u8 = undefined;
+    const frame = testFrame(&buffer, false, 0x0800, 17, 0);
+    // The protocol byte is frame[23]: anything shorter cannot be shown to be UDP.
+    for (0..24) |len| try testing.expect(!try testAccepts(frame[0..len], 2));
+    try testing.expect(try testAccepts(frame[0..24], 2));
+
+    const tagged = testFrame(&buffer, true, 0x0800, 17, 0);
+    for (0..28) |len| try testing.expect(!try testAccepts(tagged[0..len], 2));
+    try testing.expect(try testAccepts(tagged[0..28], 2));
+}
+
+fn testSocket() !i32 {
+    const rc = linux.socket(linux.AF.INET, linux.SOCK.DGRAM | linux.SOCK.CLOEXEC, 0);
+    return @intCast(sys.check(rc) catch return error.SkipZigTest);
+}
+
+test "the kernel accepts the ingress program on a real socket" {
+    const fd = try testSocket();
+    defer sys.close(fd);
+    try attach(fd, ingress());
+}
+
+test "the kernel refuses a program whose jump leaves it" {
+    const fd = try testSocket();
+    defer sys.close(fd);
+    const bad = [_]Insn{
+        .{ .code = BPF_JMP | BPF_JEQ | BPF_K, .jt = 5, .jf = 0, .k = 0 },
+        stmt(BPF_RET | BPF_K, 0),
+    };
+    try testing.expectError(error.INVAL, attach(fd, &bad));
+    // No final RET is refused too.
+    const no_ret = [_]Insn{stmt(BPF_LD | BPF_H | BPF_ABS, 12)};
+    try testing.expectError(error.INVAL, attach(fd, &no_ret));
+}

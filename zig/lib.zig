@@ -1,5 +1,179 @@
-//! The only file with exports.
+//! The C ABI of libmcrelay: the only file with `export fn`. Every export is a thin shim over
+//! a module that knows nothing of the ABI. Fallible exports return i32: >= 0 is success,
+//! < 0 is -errno. Handles cross as pointers written to an out-parameter; 64-bit values
+//! cross through memory, never as return values.
+const std = @import("std");
 const abi = @import("abi.zig");
+const constants = @import("constants.zig");
+const sys = @import("sys.zig");
+const link = @import("link.zig");
+const scm = @import("scm.zig");
+const parse = @import("dataplane/parse.zig");
+const stats = @import("dataplane/stats.zig");
+const Dataplane = @import("dataplane/loop.zig").Dataplane;
+const Gen = @import("tools/gen.zig").Gen;
+const gen_mod = @import("tools/gen.zig");
+const Sink = @import("tools/sink.zig").Sink;
+const sink_mod = @import("tools/sink.zig");
+const linux = std.os.linux;
+
+fn rc(err: sys.Error) i32 {
+    return -sys.toErrno(err);
+}
+
+// ABI identity and layout, checked by TypeScript right after loading.
+
 export fn mcr_abi_version() u32 {
     return abi.version;
+}
+
+/// Sizes and counts TypeScript must agree with, in this order.
+const layout = [_]u32{
+    @sizeOf(abi.TableHeader),
+    @sizeOf(abi.RuleDesc),
+    @sizeOf(abi.OutputDesc),
+    @sizeOf(abi.DpConfig),
+    @sizeOf(abi.RingGeometry),
+    @sizeOf(abi.LinkInfo),
+    @sizeOf(abi.GenConfig),
+    @sizeOf(abi.SinkConfig),
+    @sizeOf(abi.PayloadHeader),
+    stats.total_words,
+    stats.header_words,
+    stats.worker_fixed_words,
+    parse.drop_count,
+    stats.rule_words,
+    stats.output_words,
+    constants.rules_max,
+    constants.outputs_max,
+    constants.outputs_per_rule_max,
+    gen_mod.counter_count,
+    sink_mod.global_counter_count,
+    sink_mod.stream_counter_count,
+    constants.sink_streams_max,
+    scm.fds_max,
+};
+
+export fn mcr_abi_layout(out: [*]u32, cap: u32) u32 {
+    const n = @min(cap, layout.len);
+    @memcpy(out[0..n], layout[0..n]);
+    return layout.len;
+}
+
+// Sockets and descriptors.
+
+/// An AF_PACKET socket that queues nothing until the worker binds it (protocol 0). Needs
+/// CAP_NET_RAW: the supervisor calls this and passes the descriptor on.
+export fn mcr_packet_open() i32 {
+    const fd = sys.check(linux.socket(linux.AF.PACKET, linux.SOCK.RAW | linux.SOCK.CLOEXEC, 0)) catch |err| return rc(err);
+    return @intCast(fd);
+}
+
+export fn mcr_fd_close(fd: i32) i32 {
+    _ = sys.check(linux.close(fd)) catch |err| return rc(err);
+    return 0;
+}
+
+/// Clears close-on-exec so a child process inherits the descriptor.
+export fn mcr_fd_inherit(fd: i32) i32 {
+    _ = sys.check(linux.fcntl(fd, linux.F.SETFD, 0)) catch |err| return rc(err);
+    return 0;
+}
+
+export fn mcr_link_query(name: [*]const u8, name_len: u32, out: *abi.LinkInfo) i32 {
+    out.* = link.query(name[0..name_len]) catch |err| return rc(err);
+    return 0;
+}
+
+export fn mcr_scm_pair(out: *[2]i32) i32 {
+    out.* = scm.pair() catch |err| return rc(err);
+    return 0;
+}
+
+export fn mcr_scm_send(fd: i32, data: [*]const u8, len: u32, fds: [*]const i32, fd_count: u32) i32 {
+    const n = scm.send(fd, data[0..len], fds[0..fd_count]) catch |err| return rc(err);
+    return @intCast(n);
+}
+
+/// Receives one message; returns its length and writes the descriptor count to `fd_count`.
+export fn mcr_scm_recv(fd: i32, buf: [*]u8, cap: u32, fds: [*]i32, fds_cap: u32, fd_count: *u32, dont_wait: u32) i32 {
+    const r = scm.recv(fd, buf[0..cap], fds[0..fds_cap], dont_wait != 0) catch |err| return rc(err);
+    fd_count.* = r.fd_count;
+    return @intCast(r.bytes);
+}
+
+// Dataplane.
+
+export fn mcr_dp_open(cfg: *const abi.DpConfig, out: *?*Dataplane) i32 {
+    out.* = Dataplane.create(cfg) catch |err| return rc(err);
+    return 0;
+}
+
+export fn mcr_dp_apply(dp: *Dataplane, table: [*]const u8, len: u32) i32 {
+    dp.apply(table[0..len]) catch |err| return rc(err);
+    return 0;
+}
+
+/// Returns 0 when the budget ran out, 1 when the wake descriptor became readable.
+export fn mcr_dp_run(dp: *Dataplane, budget_ms: u32) i32 {
+    const r = dp.run(budget_ms) catch |err| return rc(err);
+    return @intFromEnum(r);
+}
+
+export fn mcr_dp_stats(dp: *Dataplane) [*]u64 {
+    return &dp.stats_words;
+}
+
+export fn mcr_dp_geometry(dp: *Dataplane, out: *abi.RingGeometry) void {
+    out.* = dp.ring.geo;
+}
+
+export fn mcr_dp_close(dp: *Dataplane) void {
+    dp.destroy();
+}
+
+// Traffic generator.
+
+export fn mcr_gen_open(cfg: *const abi.GenConfig, out: *?*Gen) i32 {
+    out.* = Gen.create(cfg) catch |err| return rc(err);
+    return 0;
+}
+
+/// Returns 1 when done (count or duration reached), 0 when the budget ran out.
+export fn mcr_gen_run(gen: *Gen, budget_ms: u32) i32 {
+    const done = gen.run(budget_ms) catch |err| return rc(err);
+    return @intFromBool(done);
+}
+
+export fn mcr_gen_counters(gen: *Gen) [*]u64 {
+    return gen.counters();
+}
+
+export fn mcr_gen_close(gen: *Gen) void {
+    gen.destroy();
+}
+
+// Measuring receiver.
+
+export fn mcr_sink_open(cfg: *const abi.SinkConfig, out: *?*Sink) i32 {
+    out.* = Sink.create(cfg) catch |err| return rc(err);
+    return 0;
+}
+
+/// Returns how many datagrams arrived during this call (capped at i32 max).
+export fn mcr_sink_run(sink: *Sink, budget_ms: u32) i32 {
+    const n = sink.run(budget_ms) catch |err| return rc(err);
+    return @intCast(@min(n, std.math.maxInt(i32)));
+}
+
+export fn mcr_sink_summarize(sink: *Sink) void {
+    sink.summarize();
+}
+
+export fn mcr_sink_counters(sink: *Sink) [*]u64 {
+    return sink.counters().ptr;
+}
+
+export fn mcr_sink_close(sink: *Sink) void {
+    sink.destroy();
 }

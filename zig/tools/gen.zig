@@ -1,1 +1,559 @@
-//! (being written)
+//! Traffic generator: one connected UDP socket sending numbered, timestamped, patterned
+//! datagrams (abi.PayloadHeader + pattern) in sendmmsg batches, paced against the monotonic
+//! clock. It is the measuring instrument for the relay, so it never loses its own packets:
+//! a full socket buffer makes it wait and retry, and only a real send error consumes a
+//! sequence number without a datagram (the sink then counts it as loss).
+//!
+//! Also holds the small socket-address helpers the sink shares (addresses are 16 bytes,
+//! IPv4 v4-mapped; IPv6 works where it costs nothing extra).
+const std = @import("std");
+const linux = std.os.linux;
+const assert = std.debug.assert;
+
+const abi = @import("../abi.zig");
+const constants = @import("../constants.zig");
+const sys = @import("../sys.zig");
+
+const ns_per_s = std.time.ns_per_s;
+const ns_per_ms = std.time.ns_per_ms;
+const ns_per_us = std.time.ns_per_us;
+
+/// Indexes into Gen.counters(); TypeScript reads them through a BigUint64Array view.
+pub const Counter = enum(u32) {
+    /// Datagrams the kernel accepted.
+    sent,
+    /// Payload bytes of those datagrams.
+    bytes,
+    /// Datagrams not sent because of an error other than a full buffer (their sequence
+    /// numbers are consumed: the sink sees them as loss), plus asynchronous ICMP errors.
+    send_errors,
+    /// Times the socket buffer was full (EAGAIN/ENOBUFS) and the generator waited.
+    eagain,
+    /// CLOCK_MONOTONIC of the first successful send, 0 before.
+    started_ns,
+    /// CLOCK_MONOTONIC of the latest successful send.
+    last_ns,
+    /// Next sequence number: every sequence number below it was sent or failed.
+    seq_next,
+};
+pub const counter_count: u32 = std.meta.fieldNames(Counter).len;
+
+/// Bigger than the default so a batch at high rate never waits on the buffer. The kernel
+/// clamps SO_SNDBUF to wmem_max; SO_SNDBUFFORCE lifts that when we have CAP_NET_ADMIN.
+const sndbuf_bytes: u32 = constants.egress_sndbuf_bytes;
+/// At high rates wait until this much traffic is due before waking: one sleep per batch
+/// instead of one per packet, while bursts stay this short.
+const pace_burst_ns: u64 = 50 * ns_per_us;
+/// Wait for POLLOUT at most this long per attempt, so the budget is checked often.
+const eagain_wait_ns: u64 = 1 * ns_per_ms;
+/// ENOBUFS is not signalled through poll (the socket buffer may have room while the device
+/// queue is full): sleep this long instead.
+const enobufs_wait_ns: u64 = 100 * ns_per_us;
+
+/// The body of datagram `seq` is pattern_template[off + i] for payload offset i, with
+/// off = (seq * 31) mod 256 (see abi.patternByte): one memcpy/memcmp per datagram.
+pub const pattern_period: u32 = 256;
+
+comptime {
+    assert(constants.gen_batch_max > 0);
+    assert(constants.udp_payload_max >= abi.payload_header_bytes);
+    // The whole batch of maximum-size datagrams stays a few MiB.
+    assert(@as(u64, constants.gen_batch_max) * constants.udp_payload_max <= 8 * 1024 * 1024);
+}
+
+pub const Gen = struct {
+    fd: i32,
+    cfg: abi.GenConfig,
+    values: [counter_count]u64,
+    /// gen_batch_max slots of cfg.size bytes: one batch of datagrams.
+    slots: []u8,
+    /// pattern_period + cfg.size bytes, byte k = k mod 256.
+    template: []u8,
+    iovecs: [constants.gen_batch_max]std.posix.iovec,
+    msgs: [constants.gen_batch_max]linux.mmsghdr,
+    /// Packets to wait for before waking up when paced (1 at low rates).
+    burst: u32,
+    /// CLOCK_MONOTONIC of the first run(): pacing and duration are measured from it.
+    epoch_ns: u64,
+    started: bool,
+    done: bool,
+
+    pub fn create(cfg: *const abi.GenConfig) sys.Error!*Gen {
+        if (cfg.size < abi.payload_header_bytes) return error.INVAL;
+        if (cfg.size > constants.udp_payload_max) return error.INVAL;
+        if (cfg.port == 0) return error.INVAL;
+        if (isUnspecified(&cfg.addr)) return error.INVAL;
+
+        const allocator = std.heap.page_allocator;
+        const self = allocator.create(Gen) catch return error.NOMEM;
+        errdefer allocator.destroy(self);
+        const slots = allocator.alloc(u8, @as(usize, constants.gen_batch_max) * cfg.size) catch
+            return error.NOMEM;
+        errdefer allocator.free(slots);
+        const template = allocator.alloc(u8, pattern_period + cfg.size) catch return error.NOMEM;
+        errdefer allocator.free(template);
+        const fd = try openSocket(cfg);
+
+        self.* = .{
+            .fd = fd,
+            .cfg = cfg.*,
+            .values = @splat(0),
+            .slots = slots,
+            .template = template,
+            .iovecs = undefined,
+            .msgs = undefined,
+            .burst = burstPackets(cfg.rate_pps),
+            .epoch_ns = 0,
+            .started = false,
+            .done = false,
+        };
+        for (self.template, 0..) |*byte, k| byte.* = @truncate(k);
+        // The socket is connected: no msg_name. Pointers into self are stable (heap).
+        for (&self.msgs, &self.iovecs, 0..) |*msg, *iov, i| {
+            iov.* = .{ .base = self.slot(@intCast(i)).ptr, .len = cfg.size };
+            msg.* = .{
+                .hdr = .{
+                    .name = null,
+                    .namelen = 0,
+                    .iov = @ptrCast(iov),
+                    .iovlen = 1,
+                    .control = null,
+                    .controllen = 0,
+                    .flags = 0,
+                },
+                .len = 0,
+            };
+        }
+        return self;
+    }
+
+    pub fn destroy(self: *Gen) void {
+        sys.close(self.fd);
+        const allocator = std.heap.page_allocator;
+        allocator.free(self.template);
+        allocator.free(self.slots);
+        allocator.destroy(self);
+    }
+
+    pub fn counters(self: *Gen) *[counter_count]u64 {
+        return &self.values;
+    }
+
+    /// Sends until done or budget_ms elapsed; returns true when done (count reached or
+    /// duration elapsed). A budget of 0 sends at most one batch (whatever is due) and never
+    /// sleeps, so a caller can interleave the generator with other work.
+    pub fn run(self: *Gen, budget_ms: u32) sys.Error!bool {
+        if (self.done) return true;
+        const start_ns = sys.monotonicNs();
+        if (!self.started) {
+            self.started = true;
+            self.epoch_ns = start_ns;
+        }
+        const deadline_ns = start_ns + @as(u64, budget_ms) * ns_per_ms;
+        var now_ns = start_ns;
+        // Bounded by the deadline: every iteration sends, sleeps toward a time no later than
+        // the deadline, or returns.
+        while (true) {
+            if (self.finished(now_ns)) {
+                self.done = true;
+                return true;
+            }
+            const due = self.packetsDue(now_ns);
+            if (due > 0) {
+                try self.sendBatch(due, deadline_ns);
+            } else {
+                if (now_ns >= deadline_ns) return false;
+                self.sleepUntil(@min(self.wakeNs(), deadline_ns));
+            }
+            now_ns = sys.monotonicNs();
+            if (now_ns >= deadline_ns) {
+                self.done = self.finished(now_ns);
+                return self.done;
+            }
+        }
+    }
+
+    fn finished(self: *const Gen, now_ns: u64) bool {
+        if (self.cfg.count != 0 and self.values[@intFromEnum(Counter.seq_next)] >= self.cfg.count) {
+            return true;
+        }
+        if (self.cfg.duration_ns != 0 and now_ns - self.epoch_ns >= self.cfg.duration_ns) {
+            return true;
+        }
+        return false;
+    }
+
+    /// Datagrams to send now: at most one batch, never past count, never ahead of the rate.
+    fn packetsDue(self: *const Gen, now_ns: u64) u32 {
+        const seq_next = self.values[@intFromEnum(Counter.seq_next)];
+        var limit = seq_next +| constants.gen_batch_max;
+        if (self.cfg.count != 0) limit = @min(limit, self.cfg.count);
+        if (self.cfg.rate_pps != 0) limit = @min(limit, dueCount(self.cfg.rate_pps, now_ns - self.epoch_ns));
+        if (limit <= seq_next) return 0;
+        return @intCast(limit - seq_next);
+    }
+
+    /// When to wake while ahead of the rate: when `burst` packets are due, but not past the
+    /// last packet of count or the end of duration (then run() notices it is finished).
+    fn wakeNs(self: *const Gen) u64 {
+        assert(self.cfg.rate_pps != 0); // Unpaced sending always has something due.
+        const seq_next = self.values[@intFromEnum(Counter.seq_next)];
+        var index = seq_next + self.burst - 1;
+        if (self.cfg.count != 0) index = @min(index, self.cfg.count - 1);
+        var wake_ns = self.epoch_ns +| dueNs(self.cfg.rate_pps, index);
+        if (self.cfg.duration_ns != 0) wake_ns = @min(wake_ns, self.epoch_ns + self.cfg.duration_ns);
+        return wake_ns;
+    }
+
+    fn sleepUntil(self: *const Gen, wake_ns: u64) void {
+        _ = self;
+        const ts: linux.timespec = .{
+            .sec = @intCast(wake_ns / ns_per_s),
+            .nsec = @intCast(wake_ns % ns_per_s),
+        };
+        // EINTR only shortens the sleep: the caller re-reads the clock either way.
+        _ = linux.clock_nanosleep(.MONOTONIC, .{ .ABSTIME = true }, &ts, null);
+    }
+
+    /// Fills `count` datagrams with the next sequence numbers and sends them, waiting and
+    /// retrying while the socket buffer is full. Returns early at the deadline with the
+    /// unsent rest not consumed: the next call rebuilds them with the same numbers.
+    fn sendBatch(self: *Gen, count: u32, deadline_ns: u64) sys.Error!void {
+        assert(count > 0 and count <= constants.gen_batch_max);
+        const seq_first = self.values[@intFromEnum(Counter.seq_next)];
+        for (0..count) |i| self.fill(@intCast(i), seq_first + i);
+
+        var first: u32 = 0;
+        // Bounded: each iteration sends or skips at least one datagram, or waits; waiting
+        // stops at the deadline.
+        while (first < count) {
+            for (first..count) |i| self.stamp(@intCast(i));
+            const rc = linux.sendmmsg(self.fd, self.msgs[first..].ptr, count - first, 0);
+            const sent = sys.check(rc) catch |err| switch (err) {
+                error.INTR => continue,
+                error.AGAIN, error.NOBUFS => {
+                    self.add(.eagain, 1);
+                    if (sys.monotonicNs() >= deadline_ns) return;
+                    self.backoff(err == error.AGAIN, deadline_ns);
+                    continue;
+                },
+                // A connected UDP socket reports an earlier datagram's ICMP port
+                // unreachable on the next send, which is then not sent: retry it.
+                error.CONNREFUSED => {
+                    self.add(.send_errors, 1);
+                    continue;
+                },
+                else => {
+                    // This datagram cannot be sent (no route, interface down, ...): its
+                    // sequence number is consumed so the receiver reports the loss.
+                    self.add(.send_errors, 1);
+                    self.add(.seq_next, 1);
+                    first += 1;
+                    continue;
+                },
+            };
+            assert(sent >= 1 and sent <= count - first);
+            const now_ns = sys.monotonicNs();
+            if (self.values[@intFromEnum(Counter.started_ns)] == 0) {
+                self.values[@intFromEnum(Counter.started_ns)] = now_ns;
+            }
+            self.values[@intFromEnum(Counter.last_ns)] = now_ns;
+            self.add(.sent, sent);
+            self.add(.bytes, sent * self.cfg.size);
+            self.add(.seq_next, sent);
+            first += @intCast(sent);
+        }
+    }
+
+    fn backoff(self: *const Gen, buffer_full: bool, deadline_ns: u64) void {
+        const now_ns = sys.monotonicNs();
+        if (now_ns >= deadline_ns) return;
+        if (buffer_full) {
+            const wait_ns = @min(eagain_wait_ns, deadline_ns - now_ns);
+            var ts: linux.timespec = .{ .sec = 0, .nsec = @intCast(wait_ns) };
+            var pfd = [1]linux.pollfd{.{ .fd = self.fd, .events = linux.POLL.OUT }};
+            // Timeout, EINTR and readiness all mean "try again".
+            _ = linux.ppoll(&pfd, 1, &ts, null);
+        } else {
+            self.sleepUntil(@min(now_ns + enobufs_wait_ns, deadline_ns));
+        }
+    }
+
+    fn slot(self: *const Gen, index: u32) []u8 {
+        assert(index < constants.gen_batch_max);
+        return self.slots[@as(usize, index) * self.cfg.size ..][0..self.cfg.size];
+    }
+
+    fn fill(self: *Gen, index: u32, seq: u64) void {
+        const buf = self.slot(index);
+        const h = abi.payload_header_bytes;
+        std.mem.writeInt(u32, buf[@offsetOf(abi.PayloadHeader, "magic")..][0..4], abi.payload_magic, .little);
+        std.mem.writeInt(u32, buf[@offsetOf(abi.PayloadHeader, "stream_id")..][0..4], self.cfg.stream_id, .little);
+        std.mem.writeInt(u64, buf[@offsetOf(abi.PayloadHeader, "seq")..][0..8], seq, .little);
+        const off = patternOffset(seq);
+        @memcpy(buf[h..], self.template[off + h .. off + self.cfg.size]);
+    }
+
+    /// Stamped right before the sendmmsg that carries it (again on a retry), so latency
+    /// measured by the sink excludes time spent waiting for buffer space.
+    fn stamp(self: *Gen, index: u32) void {
+        const buf = self.slot(index);
+        std.mem.writeInt(u64, buf[@offsetOf(abi.PayloadHeader, "sent_ns")..][0..8], sys.realtimeNs(), .little);
+    }
+
+    fn add(self: *Gen, counter: Counter, value: u64) void {
+        self.values[@intFromEnum(counter)] +%= value;
+    }
+};
+
+/// Offset into a pattern template (byte k = k mod 256) where datagram `seq`'s pattern starts.
+pub fn patternOffset(seq: u64) u32 {
+    return @as(u8, @truncate(seq *% 31));
+}
+
+/// Packets due `elapsed_ns` after the epoch: packet k is due at k / rate seconds, so the
+/// first is due at once. 128-bit so no rate or elapsed time overflows.
+fn dueCount(rate_pps: u64, elapsed_ns: u64) u64 {
+    assert(rate_pps > 0);
+    const due: u128 = @as(u128, elapsed_ns) * rate_pps / ns_per_s + 1;
+    return @intCast(@min(due, std.math.maxInt(u64)));
+}
+
+/// Time after the epoch at which packet `index` is due, rounded up (so dueCount agrees).
+fn dueNs(rate_pps: u64, index: u64) u64 {
+    assert(rate_pps > 0);
+    const t: u128 = (@as(u128, index) * ns_per_s + rate_pps - 1) / rate_pps;
+    return @intCast(@min(t, std.math.maxInt(u64)));
+}
+
+fn burstPackets(rate_pps: u64) u32 {
+    const packets: u128 = @as(u128, rate_pps) * pace_burst_ns / ns_per_s;
+    return @intCast(std.math.clamp(packets, 1, constants.gen_batch_max));
+}
+
+fn openSocket(cfg: *const abi.GenConfig) sys.Error!i32 {
+    const sa = SockAddr.init(&cfg.addr, cfg.port, cfg.ifindex);
+    const family = sa.family();
+    const fd: i32 = @intCast(try sys.check(linux.socket(
+        family,
+        linux.SOCK.DGRAM | linux.SOCK.NONBLOCK | linux.SOCK.CLOEXEC,
+        0,
+    )));
+    errdefer sys.close(fd);
+    try setBufferBytes(fd, linux.SO.SNDBUF, linux.SO.SNDBUFFORCE, sndbuf_bytes);
+
+    const ttl: c_int = cfg.ttl;
+    if (family == linux.AF.INET) {
+        if (isMulticast(&cfg.addr)) {
+            if (cfg.ifindex != 0) {
+                const mreq: IpMreqn = .{ .multiaddr = 0, .address = 0, .ifindex = @intCast(cfg.ifindex) };
+                try sys.setsockopt(fd, linux.IPPROTO.IP, linux.IP.MULTICAST_IF, &mreq);
+            }
+            try sys.setsockoptInt(fd, linux.IPPROTO.IP, linux.IP.MULTICAST_TTL, ttl);
+            // Copies looped back to this host would be counted by a local sink as if the
+            // relay had forwarded them.
+            try sys.setsockoptInt(fd, linux.IPPROTO.IP, linux.IP.MULTICAST_LOOP, 0);
+        } else {
+            try sys.setsockoptInt(fd, linux.IPPROTO.IP, linux.IP.TTL, ttl);
+            if (cfg.ifindex != 0) {
+                // IPv4 takes the index in network byte order (ip(7)).
+                const index: u32 = std.mem.nativeToBig(u32, cfg.ifindex);
+                try sys.setsockoptInt(fd, linux.IPPROTO.IP, linux.IP.UNICAST_IF, @bitCast(index));
+            }
+        }
+    } else {
+        assert(family == linux.AF.INET6);
+        const index: c_int = @intCast(cfg.ifindex);
+        if (isMulticast(&cfg.addr)) {
+            if (cfg.ifindex != 0) try sys.setsockoptInt(fd, linux.IPPROTO.IPV6, linux.IPV6.MULTICAST_IF, index);
+            try sys.setsockoptInt(fd, linux.IPPROTO.IPV6, linux.IPV6.MULTICAST_HOPS, ttl);
+            try sys.setsockoptInt(fd, linux.IPPROTO.IPV6, linux.IPV6.MULTICAST_LOOP, 0);
+        } else {
+            try sys.setsockoptInt(fd, linux.IPPROTO.IPV6, linux.IPV6.UNICAST_HOPS, ttl);
+            // IPv6 takes the index in host byte order.
+            if (cfg.ifindex != 0) try sys.setsockoptInt(fd, linux.IPPROTO.IPV6, linux.IPV6.UNICAST_IF, index);
+        }
+    }
+    _ = try sys.retry(linux.connect, .{ fd, @as(*const anyopaque, &sa), sa.len() });
+    return fd;
+}
+
+/// Sets a socket buffer size, then tries the FORCE variant, which exceeds the sysctl
+/// maximum but needs CAP_NET_ADMIN: EPERM leaves the clamped size in place.
+pub fn setBufferBytes(fd: i32, opt: u32, opt_force: u32, bytes: u32) sys.Error!void {
+    const value: c_int = @intCast(@min(bytes, std.math.maxInt(c_int)));
+    try sys.setsockoptInt(fd, linux.SOL.SOCKET, opt, value);
+    sys.setsockoptInt(fd, linux.SOL.SOCKET, opt_force, value) catch |err| switch (err) {
+        error.PERM => {},
+        else => return err,
+    };
+}
+
+/// struct ip_mreqn (ip(7)): group and interface for IPv4 multicast options.
+pub const IpMreqn = extern struct {
+    /// Group, network byte order as stored in memory.
+    multiaddr: u32,
+    /// Local address, 0 = any (the index decides).
+    address: u32,
+    ifindex: i32,
+};
+
+/// struct ipv6_mreq (ipv6(7)).
+pub const Ipv6Mreq = extern struct {
+    multiaddr: [16]u8,
+    ifindex: u32,
+};
+
+comptime {
+    assert(@sizeOf(IpMreqn) == 12);
+    assert(@sizeOf(Ipv6Mreq) == 20);
+}
+
+/// A socket address built from a 16-byte abi.Addr: v4-mapped and all-zero addresses become
+/// AF_INET (all-zero = INADDR_ANY), everything else AF_INET6.
+pub const SockAddr = extern union {
+    any: linux.sockaddr,
+    in: linux.sockaddr.in,
+    in6: linux.sockaddr.in6,
+
+    /// `port` in host byte order; `scope_id` matters for IPv6 link-local addresses only.
+    pub fn init(addr: *const abi.Addr, port: u16, scope_id: u32) SockAddr {
+        if (isV4(addr) or isUnspecified(addr)) {
+            return .{ .in = .{ .port = std.mem.nativeToBig(u16, port), .addr = v4Bits(addr) } };
+        }
+        return .{ .in6 = .{
+            .port = std.mem.nativeToBig(u16, port),
+            .flowinfo = 0,
+            .addr = addr.*,
+            .scope_id = scope_id,
+        } };
+    }
+
+    pub fn family(self: *const SockAddr) u32 {
+        return self.any.family;
+    }
+
+    pub fn len(self: *const SockAddr) linux.socklen_t {
+        return if (self.family() == linux.AF.INET) @sizeOf(linux.sockaddr.in) else @sizeOf(linux.sockaddr.in6);
+    }
+};
+
+/// ::ffff:a.b.c.d
+pub fn isV4(addr: *const abi.Addr) bool {
+    return std.mem.allEqual(u8, addr[0..10], 0) and addr[10] == 0xff and addr[11] == 0xff;
+}
+
+/// :: or ::ffff:0.0.0.0
+pub fn isUnspecified(addr: *const abi.Addr) bool {
+    return std.mem.allEqual(u8, addr[0..10], 0) and
+        (std.mem.allEqual(u8, addr[10..12], 0) or std.mem.allEqual(u8, addr[10..12], 0xff)) and
+        std.mem.allEqual(u8, addr[12..16], 0);
+}
+
+/// 224.0.0.0/4 or ff00::/8
+pub fn isMulticast(addr: *const abi.Addr) bool {
+    if (isV4(addr)) return addr[12] & 0xf0 == 0xe0;
+    return addr[0] == 0xff;
+}
+
+/// The IPv4 address as stored in struct in_addr (network byte order in memory).
+pub fn v4Bits(addr: *const abi.Addr) u32 {
+    return @bitCast(addr[12..16].*);
+}
+
+/// ::ffff:a.b.c.d (tests and callers building IPv4 addresses).
+pub fn v4Addr(a: u8, b: u8, c: u8, d: u8) abi.Addr {
+    return .{ 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, a, b, c, d };
+}
+
+// ---------------------------------------------------------------------------------------
+// Tests. The gen -> sink tests over real sockets live in sink.zig (they need both).
+
+const testing = std.testing;
+
+fn testConfig(port: u16) abi.GenConfig {
+    return .{
+        .addr = v4Addr(127, 0, 0, 1),
+        .port = port,
+        .ttl = 1,
+        .ifindex = 0,
+        .size = 64,
+        .stream_id = 7,
+        .rate_pps = 0,
+        .count = 0,
+        .duration_ns = 0,
+    };
+}
+
+test "create rejects sizes below the header or above a UDP payload, port 0, no address" {
+    var cfg = testConfig(9);
+    cfg.size = abi.payload_header_bytes - 1;
+    try testing.expectError(error.INVAL, Gen.create(&cfg));
+    cfg.size = constants.udp_payload_max + 1;
+    try testing.expectError(error.INVAL, Gen.create(&cfg));
+    cfg = testConfig(0);
+    try testing.expectError(error.INVAL, Gen.create(&cfg));
+    cfg = testConfig(9);
+    cfg.addr = @splat(0);
+    try testing.expectError(error.INVAL, Gen.create(&cfg));
+}
+
+test "filled datagrams carry the header and abi.patternByte" {
+    var cfg = testConfig(9);
+    cfg.size = 600;
+    const gen = try Gen.create(&cfg);
+    defer gen.destroy();
+    for ([_]u64{ 0, 1, 255, 256, 1 << 40 }) |seq| {
+        gen.fill(3, seq);
+        gen.stamp(3);
+        const buf = gen.slot(3);
+        const header = std.mem.bytesToValue(abi.PayloadHeader, buf[0..abi.payload_header_bytes]);
+        try testing.expectEqual(abi.payload_magic, header.magic);
+        try testing.expectEqual(@as(u32, 7), header.stream_id);
+        try testing.expectEqual(seq, header.seq);
+        try testing.expect(header.sent_ns > 0);
+        for (buf[abi.payload_header_bytes..], abi.payload_header_bytes..) |byte, i| {
+            try testing.expectEqual(abi.patternByte(seq, @intCast(i)), byte);
+        }
+    }
+}
+
+test "pacing arithmetic: packet k is due at k / rate, the first at once" {
+    try testing.expectEqual(@as(u64, 1), dueCount(1000, 0));
+    try testing.expectEqual(@as(u64, 1), dueCount(1000, 999_999));
+    try testing.expectEqual(@as(u64, 2), dueCount(1000, 1_000_000));
+    try testing.expectEqual(@as(u64, 1_000_001), dueCount(1000, 1000 * ns_per_s));
+    // No overflow at absurd rates and times.
+    try testing.expectEqual(std.math.maxInt(u64), dueCount(std.math.maxInt(u64), std.math.maxInt(u64)));
+    for ([_]u64{ 1, 3, 2000, 999_983, 10_000_000 }) |rate| {
+        for ([_]u64{ 0, 1, 2, 17, 1000, 123_456 }) |k| {
+            const t = dueNs(rate, k);
+            try testing.expect(dueCount(rate, t) >= k + 1);
+            if (t > 0) try testing.expect(dueCount(rate, t - 1) <= k);
+        }
+    }
+    try testing.expectEqual(@as(u32, 1), burstPackets(2000));
+    try testing.expectEqual(@as(u32, 50), burstPackets(1_000_000));
+    try testing.expectEqual(constants.gen_batch_max, burstPackets(std.math.maxInt(u64)));
+}
+
+test "address helpers" {
+    const lo = v4Addr(127, 0, 0, 1);
+    try testing.expect(isV4(&lo));
+    try testing.expect(!isMulticast(&lo));
+    const group = v4Addr(239, 1, 2, 3);
+    try testing.expect(isMulticast(&group));
+    const sa = SockAddr.init(&group, 5000, 0);
+    try testing.expectEqual(@as(u32, linux.AF.INET), sa.family());
+    try testing.expectEqual(std.mem.nativeToBig(u16, 5000), sa.in.port);
+    try testing.expectEqualSlices(u8, &.{ 239, 1, 2, 3 }, std.mem.asBytes(&sa.in.addr));
+    const any: abi.Addr = @splat(0);
+    try testing.expect(isUnspecified(&any));
+    try testing.expectEqual(@as(u32, linux.AF.INET), SockAddr.init(&any, 1, 0).family());
+    var v6: abi.Addr = @splat(0);
+    v6[15] = 1;
+    try testing.expect(!isV4(&v6) and !isUnspecified(&v6));
+    try testing.expectEqual(@as(u32, linux.AF.INET6), SockAddr.init(&v6, 1, 0).family());
+    v6[0] = 0xff;
+    try testing.expect(isMulticast(&v6));
+}

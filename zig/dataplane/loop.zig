@@ -1,0 +1,198 @@
+//! One worker's dataplane: RX ring -> parse -> lookup -> batched egress, in a loop that runs
+//! for a time budget and returns, so the worker's control code gets its turn. Nothing on the
+//! packet path allocates, logs or crosses the FFI boundary.
+const std = @import("std");
+const linux = std.os.linux;
+const sys = @import("../sys.zig");
+const abi = @import("../abi.zig");
+const constants = @import("../constants.zig");
+const ring_mod = @import("../ring.zig");
+const egress_mod = @import("../egress.zig");
+const join_mod = @import("../join.zig");
+const parse = @import("parse.zig");
+const table_mod = @import("table.zig");
+const stats_mod = @import("stats.zig");
+
+pub const RunResult = enum(i32) { budget = 0, woken = 1 };
+
+/// Blocks processed before the loop looks at the clock and the wake fd again.
+const blocks_per_turn_max: u32 = 64;
+
+pub const Dataplane = struct {
+    cfg: abi.DpConfig,
+    ring: ring_mod.Ring,
+    egress: egress_mod.Egress,
+    joins: join_mod.Joins,
+    /// Active table and the one the next apply builds into (then they swap).
+    tables: [2]table_mod.Table,
+    active: u1,
+    stats_words: [stats_mod.total_words]u64 align(64),
+    /// Scratch for carrying counters across a table change.
+    rule_scratch: [constants.rules_max * stats_mod.rule_words]u64,
+    output_scratch: [constants.outputs_max * stats_mod.output_words]u64,
+    wanted_groups: [constants.rules_max]abi.Addr,
+
+    pub fn create(cfg: *const abi.DpConfig) sys.Error!*Dataplane {
+        if (cfg.fanout_id != 0) return error.OPNOTSUPP; // several workers per interface: not yet
+        if (cfg.mtu == 0 or cfg.mtu > constants.mtu_max or cfg.ifindex == 0) return error.INVAL;
+        const self = std.heap.page_allocator.create(Dataplane) catch return error.NOMEM;
+        errdefer std.heap.page_allocator.destroy(self);
+        self.cfg = cfg.*;
+        const ring_bytes = if (cfg.ring_bytes == 0) constants.ring_bytes_default else cfg.ring_bytes;
+        const timeout = if (cfg.block_timeout_ms == 0) constants.ring_block_timeout_ms else cfg.block_timeout_ms;
+        self.ring = try ring_mod.Ring.init(cfg.packet_fd, cfg.ifindex, cfg.mtu, ring_bytes, timeout);
+        self.egress.init();
+        self.joins.init(cfg.ifindex);
+        self.tables[0].clear();
+        self.tables[1].clear();
+        self.active = 0;
+        _ = stats_mod.Stats.init(&self.stats_words);
+        return self;
+    }
+
+    pub fn destroy(self: *Dataplane) void {
+        self.egress.deinit();
+        self.joins.deinit();
+        self.ring.deinit();
+        sys.close(self.cfg.packet_fd);
+        std.heap.page_allocator.destroy(self);
+    }
+
+    pub fn stats(self: *Dataplane) stats_mod.Stats {
+        return .{ .words = &self.stats_words };
+    }
+
+    /// Replaces the rule table with a complete new one. All or nothing: a refused table leaves
+    /// the current one forwarding. Counters and egress sockets follow rule and output ids.
+    pub fn apply(self: *Dataplane, buf: []const u8) sys.Error!void {
+        const next = &self.tables[self.active +% 1];
+        try next.build(buf);
+        const current = &self.tables[self.active];
+        const s = self.stats();
+
+        @memcpy(&self.rule_scratch, s.rules());
+        @memcpy(&self.output_scratch, s.outputs());
+        @memset(s.rules(), 0);
+        @memset(s.outputs(), 0);
+        for (next.rules[0..next.rule_count], 0..) |rule, i| {
+            s.rule(@intCast(i), .id).* = rule.id;
+            for (current.rules[0..current.rule_count], 0..) |old, j| {
+                if (old.id != rule.id) continue;
+                const from = self.rule_scratch[j * stats_mod.rule_words ..][0..stats_mod.rule_words];
+                @memcpy(s.rules()[i * stats_mod.rule_words ..][0..stats_mod.rule_words], from);
+                break;
+            }
+        }
+        for (next.outputs[0..next.output_count], 0..) |out, i| {
+            s.output(@intCast(i), .id).* = out.id;
+            for (current.outputs[0..current.output_count], 0..) |old, j| {
+                if (old.id != out.id) continue;
+                const from = self.output_scratch[j * stats_mod.output_words ..][0..stats_mod.output_words];
+                @memcpy(s.outputs()[i * stats_mod.output_words ..][0..stats_mod.output_words], from);
+                break;
+            }
+        }
+
+        self.egress.reconcile(next.outputs[0..next.output_count]);
+        for (next.rules[0..next.rule_count], 0..) |rule, i| self.wanted_groups[i] = rule.group;
+        const join_failures = self.joins.reconcile(self.wanted_groups[0..next.rule_count]);
+        s.worker(.join_errors).* += join_failures;
+
+        self.active +%= 1;
+        s.header(.generation).* = next.generation;
+        s.header(.rule_count).* = next.rule_count;
+        s.header(.output_count).* = next.output_count;
+    }
+
+    /// Forwards until `budget_ms` elapses or the wake fd becomes readable.
+    pub fn run(self: *Dataplane, budget_ms: u32) sys.Error!RunResult {
+        const s = self.stats();
+        s.worker(.run_calls).* += 1;
+        const deadline_ns = sys.monotonicNs() + @as(u64, budget_ms) * std.time.ns_per_ms;
+        defer self.collectKernelStatistics();
+        while (true) {
+            var blocks: u32 = 0;
+            while (blocks < blocks_per_turn_max) : (blocks += 1) {
+                const block = self.ring.nextBlock() orelse break;
+                self.processBlock(&block);
+                // Egress copied the payloads synchronously: the block can go back at once.
+                self.ring.release(block);
+            }
+            const now_ns = sys.monotonicNs();
+            if (now_ns >= deadline_ns) return .budget;
+            if (blocks == blocks_per_turn_max) {
+                if (self.wakePending()) return .woken;
+                continue;
+            }
+            const remaining_ms: i32 = @intCast(@max(1, (deadline_ns - now_ns) / std.time.ns_per_ms));
+            var fds = [_]linux.pollfd{
+                .{ .fd = self.ring.fd, .events = linux.POLL.IN | linux.POLL.ERR },
+                .{ .fd = self.cfg.wake_fd, .events = linux.POLL.IN },
+            };
+            const nfds: usize = if (self.cfg.wake_fd >= 0) 2 else 1;
+            s.worker(.polls).* += 1;
+            const rc = linux.poll(&fds, nfds, remaining_ms);
+            switch (linux.errno(rc)) {
+                .SUCCESS => {},
+                .INTR => continue,
+                else => |e| return sys.fromErrno(e),
+            }
+            if (nfds == 2 and fds[1].revents != 0) {
+                s.worker(.wakeups).* += 1;
+                return .woken;
+            }
+        }
+    }
+
+    fn wakePending(self: *Dataplane) bool {
+        if (self.cfg.wake_fd < 0) return false;
+        var fds = [_]linux.pollfd{.{ .fd = self.cfg.wake_fd, .events = linux.POLL.IN }};
+        const rc = linux.poll(&fds, 1, 0);
+        return linux.errno(rc) == .SUCCESS and rc > 0;
+    }
+
+    fn processBlock(self: *Dataplane, block: *const ring_mod.Block) void {
+        const s = self.stats();
+        const table = &self.tables[self.active];
+        s.worker(.rx_blocks).* += 1;
+        var frames = block.frames();
+        while (frames.next()) |frame| {
+            s.worker(.rx_frames).* += 1;
+            s.worker(.rx_bytes).* += frame.wire_len;
+            if (frame.data.len < frame.wire_len) s.worker(.rx_truncated).* += 1;
+            const packet = switch (parse.parse(frame.data)) {
+                .ok => |p| p,
+                .drop => |reason| {
+                    s.drop(reason).* += 1;
+                    continue;
+                },
+            };
+            const index = table.lookup(&packet.dst, packet.dst_port, &packet.src) orelse {
+                if (table.keyExists(&packet.dst, packet.dst_port)) {
+                    s.worker(.source_mismatch).* += 1;
+                } else {
+                    s.worker(.no_match).* += 1;
+                }
+                continue;
+            };
+            s.worker(.matched).* += 1;
+            s.rule(index, .packets).* += 1;
+            s.rule(index, .bytes).* += packet.payload_len;
+            const payload = frame.data[packet.payload_offset..][0..packet.payload_len];
+            const rule = &table.rules[index];
+            var o: u32 = rule.output_first;
+            while (o < @as(u32, rule.output_first) + rule.output_count) : (o += 1) {
+                self.egress.queue(s, o, payload);
+            }
+        }
+        self.egress.flush(s);
+    }
+
+    fn collectKernelStatistics(self: *Dataplane) void {
+        const st = self.ring.statistics() catch return;
+        const s = self.stats();
+        s.worker(.kernel_packets).* += st[0];
+        s.worker(.kernel_drops).* += st[1];
+        s.worker(.kernel_freezes).* += st[2];
+    }
+};

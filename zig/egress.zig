@@ -1,0 +1,306 @@
+//! UDP egress: one socket per output, datagrams queued as pointers into the RX ring and sent
+//! in sendmmsg batches. Sends never block: a full socket buffer drops and counts per output,
+//! so a slow output can never stall the ring or the other outputs.
+const std = @import("std");
+const linux = std.os.linux;
+const sys = @import("sys.zig");
+const abi = @import("abi.zig");
+const constants = @import("constants.zig");
+const stats_mod = @import("dataplane/stats.zig");
+
+const batch_max = constants.egress_batch_max;
+const outputs_max = constants.outputs_max;
+const no_fd: i32 = -1;
+
+/// Socket address big enough for AF_INET and AF_INET6.
+const SockAddr = extern union {
+    in4: linux.sockaddr.in,
+    in6: linux.sockaddr.in6,
+};
+
+pub fn isV4Mapped(addr: *const abi.Addr) bool {
+    return std.mem.eql(u8, addr[0..12], &[_]u8{ 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff });
+}
+
+pub fn isMulticast(addr: *const abi.Addr) bool {
+    return if (isV4Mapped(addr)) addr[12] & 0xf0 == 0xe0 else addr[0] == 0xff;
+}
+
+fn sockAddr(addr: *const abi.Addr, port: u16) struct { sa: SockAddr, len: linux.socklen_t } {
+    if (isV4Mapped(addr)) {
+        return .{ .sa = .{ .in4 = .{
+            .port = std.mem.nativeToBig(u16, port),
+            .addr = std.mem.readInt(u32, addr[12..16], .native),
+        } }, .len = @sizeOf(linux.sockaddr.in) };
+    }
+    return .{ .sa = .{ .in6 = .{
+        .port = std.mem.nativeToBig(u16, port),
+        .flowinfo = 0,
+        .addr = addr.*,
+        .scope_id = 0,
+    } }, .len = @sizeOf(linux.sockaddr.in6) };
+}
+
+const Mreqn = extern struct { multiaddr: u32, address: u32, ifindex: i32 };
+
+/// Opens and configures the socket of one output. Returns the fd and whether it is connected
+/// (a connected socket skips the route lookup per datagram; an output whose destination has
+/// no route yet stays unconnected so every send reports its own errno).
+fn openSocket(out: *const abi.OutputDesc, dest: *const SockAddr, dest_len: linux.socklen_t) sys.Error!struct { fd: i32, connected: bool } {
+    const v4 = isV4Mapped(&out.addr);
+    const family: u32 = if (v4) linux.AF.INET else linux.AF.INET6;
+    const fd: i32 = @intCast(try sys.check(linux.socket(family, linux.SOCK.DGRAM | linux.SOCK.NONBLOCK | linux.SOCK.CLOEXEC, 0)));
+    errdefer sys.close(fd);
+
+    // SO_SNDBUFFORCE passes the sysctl limit when privileged; otherwise take what SO_SNDBUF gives.
+    sys.setsockoptInt(fd, linux.SOL.SOCKET, linux.SO.SNDBUFFORCE, constants.egress_sndbuf_bytes) catch {
+        try sys.setsockoptInt(fd, linux.SOL.SOCKET, linux.SO.SNDBUF, constants.egress_sndbuf_bytes);
+    };
+    // Nothing is ever read from an egress socket: keep its receive queue tiny.
+    try sys.setsockoptInt(fd, linux.SOL.SOCKET, linux.SO.RCVBUF, 1);
+
+    if (v4) {
+        if (isMulticast(&out.addr)) {
+            const mreq = Mreqn{ .multiaddr = 0, .address = 0, .ifindex = @intCast(out.ifindex) };
+            if (out.ifindex != 0) try sys.setsockopt(fd, linux.SOL.IP, linux.IP.MULTICAST_IF, &mreq);
+            try sys.setsockoptInt(fd, linux.SOL.IP, linux.IP.MULTICAST_TTL, out.ttl);
+            // A looped-back copy would reach our own capture on a joined interface.
+            try sys.setsockoptInt(fd, linux.SOL.IP, linux.IP.MULTICAST_LOOP, 0);
+        } else {
+            try sys.setsockoptInt(fd, linux.SOL.IP, linux.IP.TTL, out.ttl);
+            if (out.ifindex != 0) {
+                // IP_UNICAST_IF takes the index in network byte order for IPv4 (ip(7)).
+                try sys.setsockoptInt(fd, linux.SOL.IP, linux.IP.UNICAST_IF, @bitCast(std.mem.nativeToBig(u32, out.ifindex)));
+            }
+        }
+    } else {
+        if (isMulticast(&out.addr)) {
+            if (out.ifindex != 0) try sys.setsockoptInt(fd, linux.SOL.IPV6, linux.IPV6.MULTICAST_IF, @intCast(out.ifindex));
+            try sys.setsockoptInt(fd, linux.SOL.IPV6, linux.IPV6.MULTICAST_HOPS, out.ttl);
+            try sys.setsockoptInt(fd, linux.SOL.IPV6, linux.IPV6.MULTICAST_LOOP, 0);
+        } else {
+            try sys.setsockoptInt(fd, linux.SOL.IPV6, linux.IPV6.UNICAST_HOPS, out.ttl);
+            if (out.ifindex != 0) try sys.setsockoptInt(fd, linux.SOL.IPV6, linux.IPV6.UNICAST_IF, @intCast(out.ifindex));
+        }
+    }
+    const connected = sys.check(linux.connect(fd, @ptrCast(dest), dest_len)) catch null;
+    return .{ .fd = fd, .connected = connected != null };
+}
+
+fn sameSettings(a: *const abi.OutputDesc, b: *const abi.OutputDesc) bool {
+    return a.id == b.id and a.port == b.port and a.ttl == b.ttl and a.ifindex == b.ifindex and
+        std.mem.eql(u8, &a.addr, &b.addr);
+}
+
+pub const Egress = struct {
+    count: u32,
+    descs: [outputs_max]abi.OutputDesc,
+    fds: [outputs_max]i32,
+    /// Why an output has no socket (its errno bucket counts every datagram meant for it).
+    setup_error: [outputs_max]stats_mod.Output,
+    connected: [outputs_max]bool,
+    addrs: [outputs_max]SockAddr,
+    addr_lens: [outputs_max]linux.socklen_t,
+    pending: [outputs_max]u32,
+    msgs: [outputs_max][batch_max]linux.mmsghdr,
+    iovs: [outputs_max][batch_max]std.posix.iovec_const,
+    /// Outputs with queued datagrams, so a flush visits only those.
+    dirty: [outputs_max]u16,
+    dirty_count: u32,
+    /// Scratch for reconcile.
+    next_fds: [outputs_max]i32,
+    next_connected: [outputs_max]bool,
+
+    pub fn init(self: *Egress) void {
+        self.count = 0;
+        self.dirty_count = 0;
+        @memset(&self.fds, no_fd);
+        @memset(&self.pending, 0);
+    }
+
+    pub fn deinit(self: *Egress) void {
+        for (self.fds[0..self.count]) |fd| if (fd != no_fd) sys.close(fd);
+        self.count = 0;
+    }
+
+    /// Moves to a new set of outputs: sockets of outputs whose id and settings did not change
+    /// are kept (no datagram lost on them); others are opened; the rest are closed. A socket
+    /// that cannot be opened leaves that output failing, counted per datagram, and never fails
+    /// the whole table.
+    pub fn reconcile(self: *Egress, next: []const abi.OutputDesc) void {
+        std.debug.assert(self.dirty_count == 0);
+        std.debug.assert(next.len <= outputs_max);
+        var kept = std.StaticBitSet(outputs_max).empty;
+        for (next, 0..) |*out, i| {
+            self.next_fds[i] = no_fd;
+            for (self.descs[0..self.count], 0..) |*old, j| {
+                if (!kept.isSet(j) and self.fds[j] != no_fd and sameSettings(old, out)) {
+                    kept.set(j);
+                    self.next_fds[i] = self.fds[j];
+                    self.next_connected[i] = self.connected[j];
+                    break;
+                }
+            }
+        }
+        for (0..self.count) |j| if (!kept.isSet(j) and self.fds[j] != no_fd) sys.close(self.fds[j]);
+
+        for (next, 0..) |*out, i| {
+            self.descs[i] = out.*;
+            const dest = sockAddr(&out.addr, out.port);
+            self.addrs[i] = dest.sa;
+            self.addr_lens[i] = dest.len;
+            self.pending[i] = 0;
+            self.fds[i] = self.next_fds[i];
+            self.connected[i] = self.next_connected[i];
+            self.setup_error[i] = .err_other;
+            if (self.fds[i] == no_fd) {
+                if (openSocket(out, &self.addrs[i], dest.len)) |s| {
+                    self.fds[i] = s.fd;
+                    self.connected[i] = s.connected;
+                } else |err| {
+                    self.setup_error[i] = stats_mod.errnoBucket(@enumFromInt(sys.toErrno(err)));
+                }
+            }
+        }
+        self.count = @intCast(next.len);
+    }
+
+    /// Queues one datagram for an output. The payload must stay valid until `flush`.
+    pub inline fn queue(self: *Egress, stats: stats_mod.Stats, index: u32, payload: []const u8) void {
+        std.debug.assert(index < self.count);
+        if (self.fds[index] == no_fd) {
+            stats.output(index, self.setup_error[index]).* += 1;
+            stats.worker(.tx_errors).* += 1;
+            return;
+        }
+        var n = self.pending[index];
+        if (n == batch_max) {
+            self.flushOne(stats, index);
+            n = 0;
+        }
+        if (n == 0) {
+            self.dirty[self.dirty_count] = @intCast(index);
+            self.dirty_count += 1;
+        }
+        self.iovs[index][n] = .{ .base = payload.ptr, .len = payload.len };
+        self.msgs[index][n] = .{
+            .hdr = .{
+                .name = if (self.connected[index]) null else @ptrCast(&self.addrs[index]),
+                .namelen = if (self.connected[index]) 0 else self.addr_lens[index],
+                .iov = @ptrCast(&self.iovs[index][n]),
+                .iovlen = 1,
+                .control = null,
+                .controllen = 0,
+                .flags = 0,
+            },
+            .len = 0,
+        };
+        self.pending[index] = n + 1;
+    }
+
+    /// Sends everything queued. Called before the ring block the payloads live in is released.
+    pub fn flush(self: *Egress, stats: stats_mod.Stats) void {
+        var i: u32 = 0;
+        while (i < self.dirty_count) : (i += 1) {
+            const index = self.dirty[i];
+            if (self.pending[index] > 0) self.flushOne(stats, index);
+        }
+        self.dirty_count = 0;
+    }
+
+    fn flushOne(self: *Egress, stats: stats_mod.Stats, index: u32) void {
+        const n = self.pending[index];
+        const msgs = &self.msgs[index];
+        var sent: u32 = 0;
+        // Bounded: every iteration sends or drops at least one datagram.
+        while (sent < n) {
+            const rc = linux.sendmmsg(self.fds[index], msgs[sent..n].ptr, n - sent, linux.MSG.DONTWAIT);
+            const e = linux.errno(rc);
+            switch (e) {
+                .SUCCESS => {
+                    const done: u32 = @intCast(rc);
+                    std.debug.assert(done > 0 and done <= n - sent);
+                    var bytes: u64 = 0;
+                    for (self.iovs[index][sent .. sent + done]) |iov| bytes += iov.len;
+                    stats.output(index, .packets).* += done;
+                    stats.output(index, .bytes).* += bytes;
+                    stats.worker(.tx_packets).* += done;
+                    stats.worker(.tx_bytes).* += bytes;
+                    sent += done;
+                },
+                .INTR => continue,
+                .AGAIN, .NOBUFS => {
+                    // The socket buffer is full: drop the rest of this batch rather than wait.
+                    const dropped = n - sent;
+                    stats.output(index, stats_mod.errnoBucket(e)).* += dropped;
+                    stats.worker(.tx_errors).* += dropped;
+                    sent = n;
+                },
+                else => {
+                    // The first unsent datagram failed; count it and go on with the next.
+                    stats.output(index, stats_mod.errnoBucket(e)).* += 1;
+                    stats.worker(.tx_errors).* += 1;
+                    sent += 1;
+                },
+            }
+        }
+        self.pending[index] = 0;
+    }
+};
+
+test "address helpers" {
+    const g = abi.Addr{ 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 239, 1, 2, 3 };
+    const u = abi.Addr{ 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 10, 1, 2, 3 };
+    try std.testing.expect(isV4Mapped(&g));
+    try std.testing.expect(isMulticast(&g));
+    try std.testing.expect(!isMulticast(&u));
+    const s = sockAddr(&g, 5000);
+    try std.testing.expectEqual(@as(u16, linux.AF.INET), s.sa.in4.family);
+    try std.testing.expectEqual(std.mem.nativeToBig(u16, 5000), s.sa.in4.port);
+}
+
+test "egress to loopback: sent, counted, sockets kept across reconcile" {
+    const stats_words = try std.testing.allocator.create([stats_mod.total_words]u64);
+    defer std.testing.allocator.destroy(stats_words);
+    const stats = stats_mod.Stats.init(stats_words);
+    const eg = try std.testing.allocator.create(Egress);
+    defer std.testing.allocator.destroy(eg);
+    eg.init();
+    defer eg.deinit();
+
+    // A receiver on 127.0.0.1 with an ephemeral port.
+    const rx: i32 = @intCast(try sys.check(linux.socket(linux.AF.INET, linux.SOCK.DGRAM | linux.SOCK.NONBLOCK, 0)));
+    defer sys.close(rx);
+    var sa = linux.sockaddr.in{ .port = 0, .addr = std.mem.nativeToBig(u32, 0x7f000001) };
+    _ = try sys.check(linux.bind(rx, @ptrCast(&sa), @sizeOf(linux.sockaddr.in)));
+    var len: linux.socklen_t = @sizeOf(linux.sockaddr.in);
+    _ = try sys.check(linux.getsockname(rx, @ptrCast(&sa), &len));
+    const port = std.mem.bigToNative(u16, sa.port);
+
+    const out = abi.OutputDesc{ .id = 7, .addr = .{ 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 127, 0, 0, 1 }, .port = port, .ttl = 4, .ifindex = 0 };
+    eg.reconcile(&.{out});
+    try std.testing.expect(eg.fds[0] != no_fd);
+    const fd_before = eg.fds[0];
+    const payload = "hello";
+    for (0..batch_max + 3) |_| eg.queue(stats, 0, payload);
+    eg.flush(stats);
+    try std.testing.expectEqual(@as(u64, batch_max + 3), stats.output(0, .packets).*);
+    try std.testing.expectEqual(@as(u64, (batch_max + 3) * payload.len), stats.output(0, .bytes).*);
+
+    var buf: [64]u8 = undefined;
+    var got: u32 = 0;
+    while (true) {
+        const rc = linux.recvfrom(rx, &buf, buf.len, 0, null, null);
+        if (linux.errno(rc) != .SUCCESS) break;
+        try std.testing.expectEqualStrings(payload, buf[0..rc]);
+        got += 1;
+    }
+    try std.testing.expectEqual(@as(u32, batch_max + 3), got);
+
+    eg.reconcile(&.{out});
+    try std.testing.expectEqual(fd_before, eg.fds[0]);
+    var changed = out;
+    changed.ttl = 9;
+    eg.reconcile(&.{changed});
+    try std.testing.expect(eg.fds[0] != no_fd);
+}

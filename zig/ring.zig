@@ -1,0 +1,189 @@
+//! AF_PACKET receive ring (TPACKET_V3, PACKET_MMAP) on a socket created by the supervisor.
+//! Nothing here needs privilege: the socket was opened by a privileged process and passed in.
+const std = @import("std");
+const linux = std.os.linux;
+const sys = @import("sys.zig");
+const abi = @import("abi.zig");
+const constants = @import("constants.zig");
+const filter = @import("filter.zig");
+
+const page_bytes: u32 = 4096;
+/// TPACKET_ALIGN(sizeof(tpacket3_hdr)) + sizeof(sockaddr_ll), rounded: room before the frame.
+const frame_header_bytes: u32 = 48 + 32;
+/// Block descriptor at the start of every block (struct tpacket_block_desc), aligned.
+const block_header_bytes: u32 = 48;
+/// Room for two in-band VLAN tags on top of the Ethernet header.
+const l2_header_bytes_max: u32 = 14 + 8;
+
+const TP_STATUS_KERNEL: u32 = 0;
+const TP_STATUS_USER: u32 = 1;
+const TP_STATUS_VLAN_VALID: u32 = 1 << 4;
+
+/// Ring geometry for an interface MTU: a block holds at least one whole maximum-size frame,
+/// so jumbo frames arrive whole; the ring's total size stays near `ring_bytes`.
+pub fn geometry(mtu: u32, ring_bytes: u32) abi.RingGeometry {
+    std.debug.assert(mtu > 0 and mtu <= constants.mtu_max);
+    const frame_max = frame_header_bytes + l2_header_bytes_max + mtu;
+    const frame_bytes = std.math.ceilPowerOfTwoAssert(u32, @max(frame_max, 2048));
+    const block_bytes = @max(constants.ring_block_bytes_min, std.math.ceilPowerOfTwoAssert(u32, frame_bytes + block_header_bytes));
+    const block_count = std.math.clamp(ring_bytes / block_bytes, 4, constants.ring_blocks_max);
+    std.debug.assert(block_bytes % page_bytes == 0);
+    return .{
+        .block_bytes = block_bytes,
+        .block_count = block_count,
+        .frame_bytes = frame_bytes,
+        .frame_count = (block_bytes / frame_bytes) * block_count,
+    };
+}
+
+pub const Frame = struct {
+    data: []const u8,
+    /// Length on the wire; larger than data.len when the capture was cut short.
+    wire_len: u32,
+    vlan_tci: ?u16,
+};
+
+pub const Ring = struct {
+    fd: i32,
+    map: []align(page_bytes) u8,
+    geo: abi.RingGeometry,
+    block_next: u32,
+
+    /// Configures the ring on `fd`, then binds it to the interface. Order matters: the filter
+    /// and ring exist before bind, so no unfiltered frame is ever queued.
+    pub fn init(fd: i32, ifindex: u32, mtu: u32, ring_bytes: u32, block_timeout_ms: u32) sys.Error!Ring {
+        const version: c_int = @intFromEnum(linux.tpacket_versions.V3);
+        try sys.setsockoptInt(fd, linux.SOL.PACKET, linux.PACKET.VERSION, version);
+        // Our own transmissions are never input (loop guard); the filter checks it too, for
+        // kernels without this option.
+        sys.setsockoptInt(fd, linux.SOL.PACKET, linux.PACKET.IGNORE_OUTGOING, 1) catch |err| switch (err) {
+            error.NOPROTOOPT => {},
+            else => return err,
+        };
+        try filter.attach(fd, filter.ingress());
+
+        const geo = geometry(mtu, ring_bytes);
+        const req = linux.tpacket_req3{
+            .block_size = geo.block_bytes,
+            .block_nr = geo.block_count,
+            .frame_size = geo.frame_bytes,
+            .frame_nr = geo.frame_count,
+            .retire_blk_tov = block_timeout_ms,
+            .sizeof_priv = 0,
+            .feature_req_word = 0,
+        };
+        try sys.setsockopt(fd, linux.SOL.PACKET, linux.PACKET.RX_RING, &req);
+        const len = @as(usize, geo.block_bytes) * geo.block_count;
+        const addr = linux.mmap(null, len, .{ .READ = true, .WRITE = true }, .{ .TYPE = .SHARED, .POPULATE = true }, fd, 0);
+        _ = try sys.check(addr);
+        const map = @as([*]align(page_bytes) u8, @ptrFromInt(addr))[0..len];
+        errdefer _ = linux.munmap(map.ptr, map.len);
+
+        var sll = linux.sockaddr.ll{
+            .protocol = std.mem.nativeToBig(u16, linux.ETH.P.ALL),
+            .ifindex = @intCast(ifindex),
+            .hatype = 0,
+            .pkttype = 0,
+            .halen = 0,
+            .addr = @splat(0),
+        };
+        _ = try sys.check(linux.bind(fd, @ptrCast(&sll), @sizeOf(linux.sockaddr.ll)));
+        return .{ .fd = fd, .map = map, .geo = geo, .block_next = 0 };
+    }
+
+    pub fn deinit(self: *Ring) void {
+        _ = linux.munmap(self.map.ptr, self.map.len);
+        self.map = &.{};
+    }
+
+    fn blockDesc(self: *Ring, index: u32) *linux.tpacket_block_desc {
+        return @ptrCast(@alignCast(self.map.ptr + @as(usize, index) * self.geo.block_bytes));
+    }
+
+    /// The next block owned by user space, if any. Released with `release` after its frames
+    /// were processed and their egress flushed.
+    pub fn nextBlock(self: *Ring) ?Block {
+        const desc = self.blockDesc(self.block_next);
+        const status = @atomicLoad(u32, @as(*const u32, @ptrCast(&desc.hdr.bh1.block_status)), .acquire);
+        if (status & TP_STATUS_USER == 0) return null;
+        const base = @as([*]const u8, @ptrCast(desc));
+        return .{
+            .base = base[0..self.geo.block_bytes],
+            .count = desc.hdr.bh1.num_pkts,
+            .offset = desc.hdr.bh1.offset_to_first_pkt,
+            .index = self.block_next,
+        };
+    }
+
+    pub fn release(self: *Ring, block: Block) void {
+        std.debug.assert(block.index == self.block_next);
+        const desc = self.blockDesc(block.index);
+        @atomicStore(u32, @as(*u32, @ptrCast(&desc.hdr.bh1.block_status)), TP_STATUS_KERNEL, .release);
+        self.block_next = (self.block_next + 1) % self.geo.block_count;
+    }
+
+    /// Kernel counters since the last call (reading resets them): packets seen, dropped
+    /// because the ring was full, and times the queue froze.
+    pub fn statistics(self: *Ring) sys.Error![3]u32 {
+        var st: [3]u32 = .{ 0, 0, 0 };
+        var len: linux.socklen_t = @sizeOf([3]u32);
+        _ = try sys.check(linux.getsockopt(self.fd, linux.SOL.PACKET, linux.PACKET.STATISTICS, std.mem.asBytes(&st), &len));
+        return st;
+    }
+};
+
+pub const Block = struct {
+    base: []const u8,
+    count: u32,
+    offset: u32,
+    index: u32,
+
+    pub const Iterator = struct {
+        block: *const Block,
+        remaining: u32,
+        offset: u32,
+
+        pub fn next(it: *Iterator) ?Frame {
+            if (it.remaining == 0) return null;
+            const b = it.block.base;
+            // The kernel wrote these; still, never index outside the block.
+            if (it.offset + @sizeOf(linux.tpacket3_hdr) > b.len) {
+                it.remaining = 0;
+                return null;
+            }
+            const hdr = std.mem.bytesToValue(linux.tpacket3_hdr, b[it.offset..][0..@sizeOf(linux.tpacket3_hdr)]);
+            const start = it.offset + hdr.mac;
+            const end = start + hdr.snaplen;
+            it.remaining -= 1;
+            const here = it.offset;
+            it.offset = if (hdr.next_offset == 0) @intCast(b.len) else it.offset + hdr.next_offset;
+            if (end > b.len or start < here) {
+                it.remaining = 0;
+                return null;
+            }
+            return .{
+                .data = b[start..end],
+                .wire_len = hdr.len,
+                .vlan_tci = if (hdr.status & TP_STATUS_VLAN_VALID != 0) @truncate(hdr.variant.hv1.vlan_tci) else null,
+            };
+        }
+    };
+
+    pub fn frames(self: *const Block) Iterator {
+        return .{ .block = self, .remaining = self.count, .offset = self.offset };
+    }
+};
+
+test "geometry: frames fit a block for every MTU, jumbo included" {
+    for ([_]u32{ 68, 576, 1500, 1504, 4000, 9000, 9216, 16000, 65535 }) |mtu| {
+        const g = geometry(mtu, constants.ring_bytes_default);
+        try std.testing.expect(g.block_bytes >= frame_header_bytes + l2_header_bytes_max + mtu + block_header_bytes);
+        try std.testing.expect(g.frame_bytes <= g.block_bytes);
+        try std.testing.expect(g.block_count >= 4 and g.block_count <= constants.ring_blocks_max);
+        try std.testing.expectEqual(@as(u32, 0), g.block_bytes % page_bytes);
+        try std.testing.expect(std.math.isPowerOfTwo(g.block_bytes));
+    }
+    const g = geometry(1500, constants.ring_bytes_default);
+    try std.testing.expectEqual(@as(u32, 1 << 17), g.block_bytes);
+    try std.testing.expectEqual(@as(u32, 256), g.block_count);
+}
