@@ -40,6 +40,8 @@ pub fn build(b: *std.Build) void {
     });
     const tests = b.addTest(.{ .root_module = test_module });
     const run_tests = b.addRunArtifact(tests);
+    // Always run (and report counts), even when nothing changed since the last run.
+    run_tests.has_side_effects = true;
     const test_step = b.step("test", "Run the native unit tests");
     test_step.dependOn(&run_tests.step);
 }

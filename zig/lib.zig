@@ -90,8 +90,8 @@ export fn mcr_scm_pair(out: *[2]i32) i32 {
     return 0;
 }
 
-export fn mcr_scm_send(fd: i32, data: [*]const u8, len: u32, fds: [*]const i32, fd_count: u32) i32 {
-    const n = scm.send(fd, data[0..len], fds[0..fd_count]) catch |err| return rc(err);
+export fn mcr_scm_send(fd: i32, data: [*]const u8, len: u32, fds: [*]const i32, fd_count: u32, dont_wait: u32) i32 {
+    const n = scm.send(fd, data[0..len], fds[0..fd_count], dont_wait != 0) catch |err| return rc(err);
     return @intCast(n);
 }
 

@@ -18,7 +18,7 @@ pub fn pair() sys.Error![2]i32 {
     return fds;
 }
 
-pub fn send(fd: i32, data: []const u8, fds: []const i32) sys.Error!usize {
+pub fn send(fd: i32, data: []const u8, fds: []const i32, dont_wait: bool) sys.Error!usize {
     if (fds.len > fds_max) return error.INVAL;
     if (data.len == 0) return error.INVAL; // a message carries at least one byte
     var control: [control_bytes]u8 align(@alignOf(linux.cmsghdr)) = undefined;
@@ -36,7 +36,8 @@ pub fn send(fd: i32, data: []const u8, fds: []const i32) sys.Error!usize {
         .controllen = if (fds.len > 0) std.mem.alignForward(usize, used, @alignOf(usize)) else 0,
         .flags = 0,
     };
-    return sys.retry(linux.sendmsg, .{ fd, &msg, linux.MSG.NOSIGNAL });
+    const flags: u32 = linux.MSG.NOSIGNAL | @as(u32, if (dont_wait) linux.MSG.DONTWAIT else 0);
+    return sys.retry(linux.sendmsg, .{ fd, &msg, flags });
 }
 
 pub const Received = struct { bytes: usize, fd_count: u32 };
@@ -94,7 +95,7 @@ test "descriptors cross a socketpair and stay usable" {
     defer sys.close(pipe_fds[0]);
     defer sys.close(pipe_fds[1]);
 
-    _ = try send(p[0], "fds", &pipe_fds);
+    _ = try send(p[0], "fds", &pipe_fds, false);
     var buf: [16]u8 = undefined;
     var got: [4]i32 = undefined;
     const r = try recv(p[1], &buf, &got, false);
@@ -107,8 +108,8 @@ test "descriptors cross a socketpair and stay usable" {
     try std.testing.expectEqual(@as(usize, 1), try sys.check(linux.read(pipe_fds[0], &one, 1)));
 
     // Message boundaries are kept; nothing waiting is EAGAIN without blocking.
-    _ = try send(p[0], "a", &.{});
-    _ = try send(p[0], "bc", &.{});
+    _ = try send(p[0], "a", &.{}, false);
+    _ = try send(p[0], "bc", &.{}, true);
     try std.testing.expectEqual(@as(usize, 1), (try recv(p[1], &buf, &got, true)).bytes);
     try std.testing.expectEqual(@as(usize, 2), (try recv(p[1], &buf, &got, true)).bytes);
     try std.testing.expectError(error.AGAIN, recv(p[1], &buf, &got, true));
@@ -118,7 +119,7 @@ test "too many descriptors for the receiver: closed, reported" {
     const p = try pair();
     defer sys.close(p[0]);
     defer sys.close(p[1]);
-    _ = try send(p[0], "x", &.{ 0, 1, 2 });
+    _ = try send(p[0], "x", &.{ 0, 1, 2 }, false);
     var buf: [4]u8 = undefined;
     var got: [1]i32 = undefined;
     try std.testing.expectError(error.MSGSIZE, recv(p[1], &buf, &got, false));

@@ -81,7 +81,7 @@ export interface LinkEnd {
 }
 
 interface Tracked {
-  proc: Subprocess;
+  proc: Pick<Subprocess, "kill" | "exited" | "exitCode" | "signalCode">;
   killGraceMs: number;
 }
 
@@ -119,6 +119,11 @@ async function run(cmd: string[], opts: ExecOptions = {}): Promise<ExecResult> {
 
 async function ip(args: string[]): Promise<ExecResult> {
   return run([ip_bin, ...args], { check: true });
+}
+
+/** True when this process can build namespaces: root, with iproute2 installed. */
+export function netnsAvailable(): boolean {
+  return process.getuid?.() === 0 && (ip_bin.startsWith("/") || Bun.which(ip_bin) !== null);
 }
 
 /** Names of all network namespaces on this machine (from `ip netns list`). */
@@ -169,8 +174,8 @@ function pidAlive(pid: number): boolean {
 /** The pid encoded in `mcr-<pid>-...`, or null when the name does not follow the scheme. */
 export function creatorPid(name: string, prefix = NETNS_PREFIX): number | null {
   if (!name.startsWith(prefix)) return null;
-  const m = /^(\d+)-/.exec(name.slice(prefix.length));
-  return m?.[1] === undefined ? null : Number.parseInt(m[1], 10);
+  const digits = /^(\d+)-/.exec(name.slice(prefix.length))?.[1];
+  return digits === undefined ? null : Number.parseInt(digits, 10);
 }
 
 /**

@@ -6,12 +6,15 @@ import {
   Topology,
   checkTestAddress,
   creatorPid,
-  namespaceExists,
   listNamespaces,
+  namespaceExists,
+  netnsAvailable,
   sweepStale,
   withTopology,
 } from "../support/netns.ts";
 
+// Namespaces need root and iproute2 (CI has both); elsewhere these tests are skipped.
+const describe_netns = describe.skipIf(!netnsAvailable());
 const netns_path = new URL("../support/netns.ts", import.meta.url).pathname;
 const bun = process.execPath;
 
@@ -72,7 +75,7 @@ function senderScript(dest: string, port: number, text: string, count = 5): stri
   `;
 }
 
-describe("Topology", () => {
+describe_netns("Topology", () => {
   test("two namespaces joined by a veth have their addresses, carry UDP and vanish on destroy", async () => {
     const topo = await Topology.create("pair");
     let names: string[] = [];
@@ -171,7 +174,7 @@ describe("Topology", () => {
   });
 });
 
-describe("cleanup from afterEach", () => {
+describe_netns("cleanup from afterEach", () => {
   let topo: Topology | undefined;
   let leftover: string[] = [];
   afterEach(async () => {
@@ -193,7 +196,7 @@ describe("cleanup from afterEach", () => {
   });
 });
 
-describe("safety nets", () => {
+describe_netns("safety nets", () => {
   /** Runs a child bun that creates one namespace, prints its name, then does `ending`. */
   async function childLeaves(ending: string): Promise<{ name: string; exitCode: number | null }> {
     const script = `
@@ -242,8 +245,8 @@ describe("safety nets", () => {
     try {
       await withTopology("live", async (topo) => {
         const kept = await topo.ns("a");
+        // A parallel run's sweep may get to `stale` first: assert the outcome, not who won.
         const deleted = sweepStale();
-        expect(deleted).toContain(stale);
         expect(deleted).not.toContain(kept);
         expect(listNamespaces()).not.toContain(stale);
         expect(namespaceExists(kept)).toBe(true);

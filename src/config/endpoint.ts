@@ -1,0 +1,88 @@
+// Endpoints are written ADDR:PORT@IFACE (IPv6: [ADDR]:PORT@IFACE). This module parses them
+// and offers valibot schemas so the CLI, the config file and the control protocol share the
+// same rules and the same error messages.
+import * as v from "valibot";
+import { isMulticast, isUnspecified, parseIp, type IpAddress } from "./address.ts";
+
+export interface Endpoint {
+  addr: IpAddress;
+  port: number;
+  /** Interface name; null when the kernel chooses by route (unicast outputs). */
+  iface: string | null;
+}
+
+export const IFNAME = /^[A-Za-z0-9_.:@-]{1,15}$/;
+
+export function formatEndpoint(e: Endpoint): string {
+  const a = e.addr.family === 6 ? `[${e.addr.text}]` : e.addr.text;
+  return `${a}:${e.port}${e.iface ? `@${e.iface}` : ""}`;
+}
+
+/** Parses an endpoint; returns the problem as text when it is not one. */
+export function parseEndpoint(text: string): Endpoint | string {
+  const at = text.lastIndexOf("@");
+  const hostPort = at >= 0 ? text.slice(0, at) : text;
+  const iface = at >= 0 ? text.slice(at + 1) : null;
+  if (iface !== null && !IFNAME.test(iface)) {
+    return `interface name '${iface}' is not valid (1-15 characters: letters, digits, _ . : - @)`;
+  }
+  let addrText: string;
+  let portText: string;
+  if (hostPort.startsWith("[")) {
+    const close = hostPort.indexOf("]");
+    if (close < 0 || hostPort[close + 1] !== ":") return "expected [IPV6]:PORT";
+    addrText = hostPort.slice(1, close);
+    portText = hostPort.slice(close + 2);
+  } else {
+    const colon = hostPort.lastIndexOf(":");
+    if (colon < 0) return "expected ADDRESS:PORT (with @INTERFACE where needed)";
+    addrText = hostPort.slice(0, colon);
+    portText = hostPort.slice(colon + 1);
+    if (addrText.includes(":")) return "IPv6 addresses are written in brackets: [ADDRESS]:PORT";
+  }
+  const addr = parseIp(addrText);
+  if (!addr) return `'${addrText}' is not an IPv4 or IPv6 address`;
+  if (!/^\d{1,5}$/.test(portText)) return `port '${portText}' is not a number`;
+  const port = Number(portText);
+  if (port < 1 || port > 65535) return `port ${port} is out of range (1-65535)`;
+  return { addr, port, iface };
+}
+
+type EndpointRole = "input" | "output" | "gen" | "sink";
+
+/** Checks that depend on where the endpoint is used. */
+function roleProblem(e: Endpoint, role: EndpointRole): string | null {
+  if (isUnspecified(e.addr) && role !== "sink") return `address ${e.addr.text} is unspecified`;
+  switch (role) {
+    case "input":
+      if (!e.iface) return "an input needs its interface: ADDRESS:PORT@INTERFACE";
+      if (e.addr.family === 6) return "IPv6 inputs are not supported yet (IPv4 only)";
+      return null;
+    case "output":
+    case "gen":
+      if (isMulticast(e.addr) && !e.iface) return "a multicast destination needs its interface: GROUP:PORT@INTERFACE";
+      return null;
+    case "sink":
+      if (isMulticast(e.addr) && !e.iface) return "a multicast group is joined on an interface: GROUP:PORT@INTERFACE";
+      return null;
+  }
+}
+
+export function endpointSchema(role: EndpointRole) {
+  return v.pipe(
+    v.string(),
+    v.rawTransform(({ dataset, addIssue, NEVER }) => {
+      const parsed = parseEndpoint(dataset.value);
+      if (typeof parsed === "string") {
+        addIssue({ message: `'${dataset.value}': ${parsed}` });
+        return NEVER;
+      }
+      const problem = roleProblem(parsed, role);
+      if (problem) {
+        addIssue({ message: `'${dataset.value}': ${problem}` });
+        return NEVER;
+      }
+      return parsed;
+    }),
+  );
+}

@@ -1,0 +1,73 @@
+// One place for error kinds and the exit codes they map to (documented in docs/reference.md).
+import { constants } from "node:os";
+
+export const EXIT = {
+  ok: 0,
+  /** Unexpected failure: a bug or an unhandled system error. */
+  failure: 1,
+  /** Wrong command-line usage: unknown flag, bad endpoint, value out of range. */
+  usage: 2,
+  /** A configuration file or rule that is invalid. */
+  config: 3,
+  /** The daemon is not running (no control socket). */
+  notRunning: 4,
+  /** Permission denied (no CAP_NET_RAW, control socket not accessible). */
+  permission: 5,
+  /** The daemon refused the request. */
+  refused: 6,
+  /** A system resource problem: interface missing, address in use. */
+  system: 7,
+} as const;
+
+/** Something the user did wrong; the message names the argument and the problem. */
+export class UsageError extends Error {
+  override name = "UsageError";
+  readonly exitCode: number = EXIT.usage;
+}
+
+export class ConfigError extends Error {
+  override name = "ConfigError";
+  readonly exitCode: number = EXIT.config;
+}
+
+export class PermissionError extends Error {
+  override name = "PermissionError";
+  readonly exitCode: number = EXIT.permission;
+}
+
+const errnoNames: Record<number, string> = Object.fromEntries(
+  Object.entries(constants.errno).map(([name, value]) => [value as number, name]),
+);
+
+export function errnoName(errno: number): string {
+  return errnoNames[errno] ?? `errno ${errno}`;
+}
+
+/** A native call that failed: the operation and the errno name ("ring setup eth0: EPERM"). */
+export class NativeError extends Error {
+  override name = "NativeError";
+  readonly op: string;
+  readonly errno: number;
+  readonly code: string;
+
+  constructor(op: string, errno: number, detail?: string) {
+    super(detail ? `${op}: ${detail}` : `${op}: ${errnoName(errno)}`);
+    this.op = op;
+    this.errno = errno;
+    this.code = errno ? errnoName(errno) : "EABI";
+  }
+
+  static fromErrno(op: string, errno: number): NativeError {
+    return new NativeError(op, errno);
+  }
+
+  get exitCode(): number {
+    if (this.code === "EPERM" || this.code === "EACCES") return EXIT.permission;
+    return EXIT.system;
+  }
+}
+
+export function exitCodeOf(err: unknown): number {
+  if (err && typeof err === "object" && "exitCode" in err && typeof err.exitCode === "number") return err.exitCode;
+  return EXIT.failure;
+}

@@ -1,0 +1,295 @@
+// The only module that imports bun:ffi. It loads libmcrelay (embedded in the compiled
+// executable, from zig-out/ under `bun run`), checks the ABI, and offers typed methods; the
+// rest of the code never sees a pointer.
+import { dlopen, ptr, toArrayBuffer, type Pointer } from "bun:ffi";
+import embeddedLibPath from "../../zig-out/lib/libmcrelay.so" with { type: "file" };
+import { NativeError } from "../errors.ts";
+import {
+  ABI_VERSION,
+  EXPECTED_LAYOUT,
+  GEN_COUNTERS,
+  LIMITS,
+  SIZE,
+  SINK_GLOBAL_COUNTERS,
+  SINK_STREAM_COUNTERS,
+  STATS_TOTAL_WORDS,
+  decodeLinkInfo,
+  encodeDpConfig,
+  encodeGenConfig,
+  encodeSinkConfig,
+  type DpConfig,
+  type GenConfig,
+  type LinkInfo,
+  type SinkConfig,
+} from "./abi.ts";
+
+const symbols = {
+  mcr_abi_version: { args: [], returns: "u32" },
+  mcr_abi_layout: { args: ["ptr", "u32"], returns: "u32" },
+  mcr_packet_open: { args: [], returns: "i32" },
+  mcr_fd_close: { args: ["i32"], returns: "i32" },
+  mcr_fd_inherit: { args: ["i32"], returns: "i32" },
+  mcr_link_query: { args: ["ptr", "u32", "ptr"], returns: "i32" },
+  mcr_scm_pair: { args: ["ptr"], returns: "i32" },
+  mcr_scm_send: { args: ["i32", "ptr", "u32", "ptr", "u32", "u32"], returns: "i32" },
+  mcr_scm_recv: { args: ["i32", "ptr", "u32", "ptr", "u32", "ptr", "u32"], returns: "i32" },
+  mcr_dp_open: { args: ["ptr", "ptr"], returns: "i32" },
+  mcr_dp_apply: { args: ["ptr", "ptr", "u32"], returns: "i32" },
+  mcr_dp_run: { args: ["ptr", "u32"], returns: "i32" },
+  mcr_dp_stats: { args: ["ptr"], returns: "ptr" },
+  mcr_dp_geometry: { args: ["ptr", "ptr"], returns: "void" },
+  mcr_dp_close: { args: ["ptr"], returns: "void" },
+  mcr_gen_open: { args: ["ptr", "ptr"], returns: "i32" },
+  mcr_gen_run: { args: ["ptr", "u32"], returns: "i32" },
+  mcr_gen_counters: { args: ["ptr"], returns: "ptr" },
+  mcr_gen_close: { args: ["ptr"], returns: "void" },
+  mcr_sink_open: { args: ["ptr", "ptr"], returns: "i32" },
+  mcr_sink_run: { args: ["ptr", "u32"], returns: "i32" },
+  mcr_sink_summarize: { args: ["ptr"], returns: "void" },
+  mcr_sink_counters: { args: ["ptr"], returns: "ptr" },
+  mcr_sink_close: { args: ["ptr"], returns: "void" },
+} as const;
+
+type Symbols = ReturnType<typeof dlopen<typeof symbols>>["symbols"];
+
+let loaded: Symbols | null = null;
+
+/** The library, loaded and checked on first use. */
+function lib(): Symbols {
+  if (loaded) return loaded;
+  const path = process.env.MCRELAY_LIB ?? embeddedLibPath;
+  const handle = dlopen(path, symbols);
+  checkAbi(handle.symbols);
+  loaded = handle.symbols;
+  return loaded;
+}
+
+function checkAbi(s: Symbols): void {
+  const version = s.mcr_abi_version();
+  if (version !== ABI_VERSION) {
+    throw new NativeError("abi check", 0, `native library ABI ${version}, this build expects ${ABI_VERSION}`);
+  }
+  const words = new Uint32Array(EXPECTED_LAYOUT.length + 8);
+  const n = s.mcr_abi_layout(ptr(words), words.length);
+  if (n !== EXPECTED_LAYOUT.length) {
+    throw new NativeError("abi check", 0, `native layout has ${n} entries, expected ${EXPECTED_LAYOUT.length}`);
+  }
+  EXPECTED_LAYOUT.forEach(([name, want], i) => {
+    if (words[i] !== want) {
+      throw new NativeError("abi check", 0, `native ${name} is ${words[i]}, TypeScript expects ${want}`);
+    }
+  });
+}
+
+function check(op: string, rc: number): number {
+  if (rc < 0) throw NativeError.fromErrno(op, -rc);
+  return rc;
+}
+
+function handleFrom(out: BigUint64Array): Pointer {
+  const value = out[0]!;
+  if (value === 0n) throw new NativeError("open", 0, "native open returned no handle");
+  return Number(value) as Pointer;
+}
+
+/** Loads the library and runs the ABI check (called at start-up to fail early). */
+export function loadNative(): void {
+  lib();
+}
+
+export function abiVersion(): number {
+  return lib().mcr_abi_version();
+}
+
+/** Opens an AF_PACKET socket (needs CAP_NET_RAW); queues nothing until bound by a worker. */
+export function packetOpen(): number {
+  return check("open AF_PACKET socket", lib().mcr_packet_open());
+}
+
+export function fdClose(fd: number): void {
+  check(`close fd ${fd}`, lib().mcr_fd_close(fd));
+}
+
+export function fdInherit(fd: number): void {
+  check(`clear close-on-exec on fd ${fd}`, lib().mcr_fd_inherit(fd));
+}
+
+export function linkQuery(name: string): LinkInfo {
+  const nameBytes = new TextEncoder().encode(name);
+  const out = new Uint8Array(SIZE.linkInfo);
+  check(`interface ${name}`, lib().mcr_link_query(ptr(nameBytes.length ? nameBytes : new Uint8Array(1)), nameBytes.length, ptr(out)));
+  return decodeLinkInfo(out);
+}
+
+export function scmPair(): [number, number] {
+  const out = new Int32Array(2);
+  check("socketpair", lib().mcr_scm_pair(ptr(out)));
+  return [out[0]!, out[1]!];
+}
+
+export function scmSend(fd: number, data: Uint8Array, fds: readonly number[] = []): void {
+  const fdArray = new Int32Array(Math.max(1, fds.length));
+  fdArray.set(fds);
+  check("send message with descriptors", lib().mcr_scm_send(fd, ptr(data), data.length, ptr(fdArray), fds.length, 0));
+}
+
+/** Sends a one-byte wake-up; a full channel already holds one, so EAGAIN is fine. */
+export function scmWake(fd: number): void {
+  const rc = lib().mcr_scm_send(fd, ptr(WAKE_BYTE), 1, ptr(NO_FDS), 0, 1);
+  if (rc < 0 && rc !== -11) throw NativeError.fromErrno("wake worker", -rc);
+}
+const WAKE_BYTE = new Uint8Array([0x77]);
+const NO_FDS = new Int32Array(1);
+
+export interface ScmMessage {
+  data: Uint8Array;
+  fds: number[];
+}
+
+/** One message from the socketpair, or null when none is waiting (dontWait). */
+export function scmRecv(fd: number, dontWait: boolean, capacity = 64 * 1024): ScmMessage | null {
+  const buf = new Uint8Array(capacity);
+  const fds = new Int32Array(LIMITS.scmFdsMax);
+  const count = new Uint32Array(1);
+  const rc = lib().mcr_scm_recv(fd, ptr(buf), buf.length, ptr(fds), fds.length, ptr(count), dontWait ? 1 : 0);
+  if (rc === -11 && dontWait) return null; // EAGAIN
+  check("receive message with descriptors", rc);
+  return { data: buf.slice(0, rc), fds: Array.from(fds.subarray(0, count[0]!)) };
+}
+
+export interface RingGeometry {
+  blockBytes: number;
+  blockCount: number;
+  frameBytes: number;
+  frameCount: number;
+}
+
+/** A worker's dataplane. Owns the packet socket from open on (closes it on close). */
+export class Dataplane {
+  readonly #handle: Pointer;
+  readonly stats: BigUint64Array;
+  #closed = false;
+
+  private constructor(handle: Pointer) {
+    this.#handle = handle;
+    const p = lib().mcr_dp_stats(handle);
+    if (p === null) throw new NativeError("dataplane stats", 0, "no stats region");
+    this.stats = new BigUint64Array(toArrayBuffer(p, 0, STATS_TOTAL_WORDS * 8));
+  }
+
+  static open(config: DpConfig, what: string): Dataplane {
+    const out = new BigUint64Array(1);
+    check(`ring setup ${what}`, lib().mcr_dp_open(ptr(encodeDpConfig(config)), ptr(out)));
+    return new Dataplane(handleFrom(out));
+  }
+
+  apply(table: Uint8Array): void {
+    check("apply rule table", lib().mcr_dp_apply(this.#handle, ptr(table), table.length));
+  }
+
+  /** Forwards for up to budgetMs; true when woken by the control channel. */
+  run(budgetMs: number): boolean {
+    return check("dataplane run", lib().mcr_dp_run(this.#handle, budgetMs)) === 1;
+  }
+
+  geometry(): RingGeometry {
+    const out = new Uint32Array(4);
+    lib().mcr_dp_geometry(this.#handle, ptr(out));
+    return { blockBytes: out[0]!, blockCount: out[1]!, frameBytes: out[2]!, frameCount: out[3]! };
+  }
+
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    lib().mcr_dp_close(this.#handle);
+  }
+}
+
+export type GenCounters = Record<(typeof GEN_COUNTERS)[number], bigint>;
+
+export class Generator {
+  readonly #handle: Pointer;
+  readonly #counters: BigUint64Array;
+  #closed = false;
+
+  private constructor(handle: Pointer) {
+    this.#handle = handle;
+    const p = lib().mcr_gen_counters(handle);
+    if (p === null) throw new NativeError("generator counters", 0, "no counters");
+    this.#counters = new BigUint64Array(toArrayBuffer(p, 0, GEN_COUNTERS.length * 8));
+  }
+
+  static open(config: GenConfig): Generator {
+    const out = new BigUint64Array(1);
+    check("generator open", lib().mcr_gen_open(ptr(encodeGenConfig(config)), ptr(out)));
+    return new Generator(handleFrom(out));
+  }
+
+  /** Sends for up to budgetMs; true when the count or duration is reached. */
+  run(budgetMs: number): boolean {
+    return check("generator send", lib().mcr_gen_run(this.#handle, budgetMs)) === 1;
+  }
+
+  counters(): GenCounters {
+    return Object.fromEntries(GEN_COUNTERS.map((name, i) => [name, this.#counters[i]!])) as GenCounters;
+  }
+
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    lib().mcr_gen_close(this.#handle);
+  }
+}
+
+export type SinkGlobals = Record<(typeof SINK_GLOBAL_COUNTERS)[number], bigint>;
+export type SinkStream = Record<(typeof SINK_STREAM_COUNTERS)[number], bigint>;
+
+export class Sink {
+  readonly #handle: Pointer;
+  readonly #counters: BigUint64Array;
+  #closed = false;
+
+  private constructor(handle: Pointer) {
+    this.#handle = handle;
+    const p = lib().mcr_sink_counters(handle);
+    if (p === null) throw new NativeError("sink counters", 0, "no counters");
+    const words = SINK_GLOBAL_COUNTERS.length + LIMITS.sinkStreamsMax * SINK_STREAM_COUNTERS.length;
+    this.#counters = new BigUint64Array(toArrayBuffer(p, 0, words * 8));
+  }
+
+  static open(config: SinkConfig): Sink {
+    const out = new BigUint64Array(1);
+    check("sink open", lib().mcr_sink_open(ptr(encodeSinkConfig(config)), ptr(out)));
+    return new Sink(handleFrom(out));
+  }
+
+  /** Receives for up to budgetMs; returns datagrams received in this call. */
+  run(budgetMs: number): number {
+    return check("sink receive", lib().mcr_sink_run(this.#handle, budgetMs));
+  }
+
+  globals(): SinkGlobals {
+    return Object.fromEntries(SINK_GLOBAL_COUNTERS.map((name, i) => [name, this.#counters[i]!])) as SinkGlobals;
+  }
+
+  /** Per-stream counters with percentiles filled in (summarizes first). */
+  streams(): SinkStream[] {
+    lib().mcr_sink_summarize(this.#handle);
+    const out: SinkStream[] = [];
+    const base = SINK_GLOBAL_COUNTERS.length;
+    const stride = SINK_STREAM_COUNTERS.length;
+    const usedIndex = SINK_STREAM_COUNTERS.indexOf("used");
+    for (let s = 0; s < LIMITS.sinkStreamsMax; s++) {
+      const at = base + s * stride;
+      if (this.#counters[at + usedIndex] === 0n) continue;
+      out.push(Object.fromEntries(SINK_STREAM_COUNTERS.map((name, i) => [name, this.#counters[at + i]!])) as SinkStream);
+    }
+    return out;
+  }
+
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    lib().mcr_sink_close(this.#handle);
+  }
+}
