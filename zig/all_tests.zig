@@ -13,4 +13,7 @@ test {
     _ = @import("dataplane/table.zig");
     _ = @import("dataplane/stats.zig");
     _ = @import("dataplane/loop.zig");
+    _ = @import("tools/gen.zig");
+    _ = @import("tools/sink.zig");
+    _ = @import("lib.zig");
 }

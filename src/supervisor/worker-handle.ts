@@ -1,0 +1,200 @@
+// The supervisor's side of one worker process: acquire the AF_PACKET socket first, then spawn
+// the worker, hand the socket over SCM_RIGHTS, and talk to it with validated request/response
+// messages, each with a deadline.
+import * as v from "valibot";
+import { logger, getLogFormat, getLogLevel } from "../log.ts";
+import { packetOpen, fdClose, fdInherit, scmPair, scmSend, scmWake, type LinkInfo } from "../native/lib.ts";
+import type { LinkInfo as Link } from "../native/abi.ts";
+import { selfCommand } from "../self-command.ts";
+import type { DataplaneSnapshot } from "../stats/decode.ts";
+import { FromWorkerSchema, type FromWorker, type ToWorker, type WireRule } from "../worker/messages.ts";
+
+const log = logger("workers");
+
+export const READY_TIMEOUT_MS = 5000;
+export const REQUEST_TIMEOUT_MS = 2000;
+export const STOP_TIMEOUT_MS = 2000;
+
+type Pending = { resolve: (m: FromWorker) => void; reject: (e: Error) => void; timer: ReturnType<typeof setTimeout> };
+type Request = ToWorker extends infer T ? (T extends { id: number } ? Omit<T, "id"> : never) : never;
+
+export class WorkerError extends Error {
+  override name = "WorkerError";
+}
+
+export interface WorkerOptions {
+  ifname: string;
+  link: Link;
+  ringBytes?: number;
+  /** Called when the worker process exits, expectedly or not. */
+  onExit?: (code: number | null, signal: string | null) => void;
+}
+
+export class WorkerHandle {
+  readonly ifname: string;
+  readonly pid: number;
+  readonly startedAt = Date.now();
+  readonly ring: Record<string, number>;
+  readonly #proc: ReturnType<typeof Bun.spawn>;
+  readonly #channel: number;
+  readonly #pending = new Map<number, Pending>();
+  #nextId = 1;
+  #exited = false;
+  readonly exited: Promise<number | null>;
+
+  private constructor(ifname: string, proc: ReturnType<typeof Bun.spawn>, channel: number, ring: Record<string, number>) {
+    this.ifname = ifname;
+    this.pid = proc.pid;
+    this.#proc = proc;
+    this.#channel = channel;
+    this.ring = ring;
+    this.exited = proc.exited.then((code) => {
+      this.#exited = true;
+      for (const [, p] of this.#pending) {
+        clearTimeout(p.timer);
+        p.reject(new WorkerError(`worker ${ifname} (pid ${this.pid}) exited (code ${code})`));
+      }
+      this.#pending.clear();
+      fdClose(channel);
+      return code;
+    });
+  }
+
+  static async start(opts: WorkerOptions): Promise<WorkerHandle> {
+    // Acquire the privileged resource before spawning: a failure leaves no orphan process.
+    const packetFd = packetOpen();
+    let pair: [number, number];
+    try {
+      pair = scmPair();
+    } catch (err) {
+      fdClose(packetFd);
+      throw err;
+    }
+    const [mine, theirs] = pair;
+    let handle: WorkerHandle | null = null;
+    let readyResolve!: (m: FromWorker & { type: "ready" }) => void;
+    let readyReject!: (e: Error) => void;
+    const ready = new Promise<FromWorker & { type: "ready" }>((res, rej) => {
+      readyResolve = res;
+      readyReject = rej;
+    });
+    let proc: ReturnType<typeof Bun.spawn>;
+    try {
+      fdInherit(theirs);
+      proc = Bun.spawn(selfCommand(["_worker", "--iface", opts.ifname]), {
+        stdio: ["ignore", "inherit", "inherit", theirs],
+        env: {
+          ...process.env,
+          MCRELAY_LOG_IDENTITY: `worker:${opts.ifname}`,
+          MCRELAY_LOG_LEVEL: getLogLevel(),
+          MCRELAY_LOG_FORMAT: getLogFormat(),
+        },
+        ipc(raw) {
+          const parsed = v.safeParse(FromWorkerSchema, raw);
+          if (!parsed.success) {
+            log.warn(`worker ${opts.ifname}: malformed message ignored: ${v.summarize(parsed.issues)}`);
+            return;
+          }
+          const msg = parsed.output;
+          if (msg.type === "ready") return readyResolve(msg);
+          if (msg.type === "fatal") {
+            log.error(`worker ${opts.ifname}: ${msg.message}`);
+            readyReject(new WorkerError(`worker ${opts.ifname}: ${msg.message}`));
+            return;
+          }
+          handle?.#settle(msg);
+        },
+        serialization: "json",
+      });
+    } finally {
+      fdClose(theirs);
+    }
+    try {
+      const setup = {
+        kind: "packet-socket",
+        ifname: opts.ifname,
+        ifindex: opts.link.ifindex,
+        mtu: opts.link.mtu,
+        ringBytes: opts.ringBytes ?? 0,
+      };
+      scmSend(mine, new TextEncoder().encode(JSON.stringify(setup)), [packetFd]);
+    } finally {
+      fdClose(packetFd);
+    }
+    const timer = setTimeout(() => readyReject(new WorkerError(`worker ${opts.ifname} not ready within ${READY_TIMEOUT_MS} ms`)), READY_TIMEOUT_MS);
+    proc.exited.then((code) => readyReject(new WorkerError(`worker ${opts.ifname} exited during start-up (code ${code})`)));
+    let readyMsg: FromWorker & { type: "ready" };
+    try {
+      readyMsg = await ready;
+    } catch (err) {
+      proc.kill("SIGKILL");
+      await proc.exited;
+      fdClose(mine);
+      throw err;
+    } finally {
+      clearTimeout(timer);
+    }
+    handle = new WorkerHandle(opts.ifname, proc, mine, readyMsg.ring);
+    handle.exited.then((code) => opts.onExit?.(code, proc.signalCode ?? null));
+    log.debug(`worker ${opts.ifname} ready (pid ${proc.pid})`);
+    return handle;
+  }
+
+  #settle(msg: FromWorker): void {
+    if (!("id" in msg)) return;
+    const p = this.#pending.get(msg.id);
+    if (!p) return; // answered after its deadline: already reported
+    this.#pending.delete(msg.id);
+    clearTimeout(p.timer);
+    if (msg.type === "error") p.reject(new WorkerError(`worker ${this.ifname}: ${msg.message}`));
+    else p.resolve(msg);
+  }
+
+  request(req: Request, timeoutMs = REQUEST_TIMEOUT_MS): Promise<FromWorker> {
+    if (this.#exited) return Promise.reject(new WorkerError(`worker ${this.ifname} is not running`));
+    const id = this.#nextId++;
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.#pending.delete(id);
+        reject(new WorkerError(`worker ${this.ifname} did not answer '${req.type}' within ${timeoutMs} ms`));
+      }, timeoutMs);
+      this.#pending.set(id, { resolve, reject, timer });
+      this.#proc.send({ ...req, id });
+      // The dataplane may be inside a slice: wake it so the message is handled now.
+      scmWake(this.#channel);
+    });
+  }
+
+  async applyTable(rules: WireRule[], generation: number, hash: string): Promise<void> {
+    const reply = await this.request({ type: "table", generation, hash, rules });
+    if (reply.type !== "applied" || reply.hash !== hash) {
+      throw new WorkerError(`worker ${this.ifname} applied table hash ${"hash" in reply ? reply.hash : "?"}, expected ${hash}`);
+    }
+  }
+
+  async stats(): Promise<DataplaneSnapshot> {
+    const reply = await this.request({ type: "stats" });
+    if (reply.type !== "stats") throw new WorkerError(`worker ${this.ifname}: unexpected reply ${reply.type}`);
+    return reply.snapshot as unknown as DataplaneSnapshot;
+  }
+
+  /** Asks the worker to stop, returning its final counters; kills it after the deadline. */
+  async stop(): Promise<DataplaneSnapshot | null> {
+    if (this.#exited) return null;
+    let final: DataplaneSnapshot | null = null;
+    try {
+      const reply = await this.request({ type: "stop" }, STOP_TIMEOUT_MS);
+      if (reply.type === "stats") final = reply.snapshot as unknown as DataplaneSnapshot;
+    } catch (err) {
+      log.warn((err as Error).message);
+    }
+    const timer = setTimeout(() => this.#proc.kill("SIGKILL"), STOP_TIMEOUT_MS);
+    await this.exited;
+    clearTimeout(timer);
+    return final;
+  }
+
+  kill(signal: NodeJS.Signals = "SIGKILL"): void {
+    if (!this.#exited) this.#proc.kill(signal);
+  }
+}

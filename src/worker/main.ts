@@ -1,0 +1,122 @@
+// A worker process (`mcrelay _worker`): receives its AF_PACKET socket from the supervisor over
+// the socketpair on fd 3, runs the Zig dataplane in time-boxed slices, and answers control
+// messages between slices. It never opens privileged resources itself.
+import * as v from "valibot";
+import { logger, setLogLevel } from "../log.ts";
+import { Dataplane, scmRecv, fdClose } from "../native/lib.ts";
+import { decodeStats } from "../stats/decode.ts";
+import { tableHash, wireToNative } from "../rules/wire.ts";
+import { FromWorkerSchema, PacketSocketSchema, ToWorkerSchema, type FromWorker, type ToWorker } from "./messages.ts";
+
+/** The socketpair end the supervisor passes as the child's fd 3. */
+export const CHANNEL_FD = 3;
+/** Longest slice the dataplane runs before the worker's own event loop gets a turn. */
+const RUN_BUDGET_MS = 50;
+
+const log = logger("worker");
+
+function send(msg: FromWorker): void {
+  // Validated on the way out too: a malformed message is a bug here, not noise there.
+  process.send!(v.parse(FromWorkerSchema, msg));
+}
+
+export async function runWorker(): Promise<number> {
+  if (!process.send) {
+    log.error("_worker is started by the supervisor, not by hand");
+    return 2;
+  }
+  const first = scmRecv(CHANNEL_FD, false);
+  if (!first || first.fds.length !== 1) {
+    log.error("expected one packet socket on the channel, got", first?.fds.length ?? 0);
+    first?.fds.forEach((fd) => fdClose(fd));
+    return 1;
+  }
+  const setup = v.safeParse(PacketSocketSchema, JSON.parse(new TextDecoder().decode(first.data)));
+  if (!setup.success) {
+    log.error("bad packet-socket message:", v.summarize(setup.issues));
+    return 1;
+  }
+  const { ifname, ifindex, mtu, ringBytes } = setup.output;
+  const dp = Dataplane.open({ packetFd: first.fds[0]!, wakeFd: CHANNEL_FD, ifindex, mtu, ringBytes, blockTimeoutMs: 1 }, ifname);
+  const ring = dp.geometry();
+  log.debug(`ring on ${ifname}: ${ring.blockCount} blocks of ${ring.blockBytes} bytes, frames up to ${ring.frameBytes}`);
+
+  let stopping = false;
+  let resolveDone!: (code: number) => void;
+  const done = new Promise<number>((r) => (resolveDone = r));
+
+  const handle = (raw: unknown) => {
+    const parsed = v.safeParse(ToWorkerSchema, raw);
+    if (!parsed.success) {
+      log.warn("ignored malformed control message:", v.summarize(parsed.issues));
+      return;
+    }
+    const msg: ToWorker = parsed.output;
+    switch (msg.type) {
+      case "table": {
+        try {
+          const hash = tableHash(msg.rules);
+          dp.apply(wireToNative(msg.rules, msg.generation));
+          send({ type: "applied", id: msg.id, generation: msg.generation, hash });
+        } catch (err) {
+          send({ type: "error", id: msg.id, message: (err as Error).message });
+        }
+        return;
+      }
+      case "ping":
+        send({ type: "pong", id: msg.id });
+        return;
+      case "stats":
+        send({ type: "stats", id: msg.id, snapshot: decodeStats(dp.stats) as unknown as { generation: number } });
+        return;
+      case "log-level":
+        setLogLevel(msg.level);
+        send({ type: "ok", id: msg.id });
+        return;
+      case "stop":
+        stopping = true;
+        send({ type: "stats", id: msg.id, snapshot: decodeStats(dp.stats) as unknown as { generation: number } });
+        return;
+    }
+  };
+  process.on("message", handle);
+  // The supervisor is gone: nothing may forward without it.
+  process.on("disconnect", () => {
+    stopping = true;
+  });
+
+  const tick = () => {
+    if (stopping) {
+      dp.close();
+      process.off("message", handle);
+      resolveDone(0);
+      return;
+    }
+    try {
+      if (dp.run(RUN_BUDGET_MS)) drainChannel();
+    } catch (err) {
+      log.error((err as Error).message);
+      send({ type: "fatal", message: (err as Error).message });
+      dp.close();
+      resolveDone(1);
+      return;
+    }
+    // setImmediate lets IPC messages and signals in before the next slice.
+    setImmediate(tick);
+  };
+  send({ type: "ready", pid: process.pid, ring: { ...ring } });
+  tick();
+  return done;
+}
+
+/** Reads wake-ups off the channel; nothing else is expected on it after set-up. */
+function drainChannel(): void {
+  for (let i = 0; i < 1024; i++) {
+    const m = scmRecv(CHANNEL_FD, true);
+    if (!m) return;
+    if (m.fds.length > 0) {
+      log.warn(`unexpected descriptors on the channel (${m.fds.length}), closed`);
+      m.fds.forEach((fd) => fdClose(fd));
+    }
+  }
+}

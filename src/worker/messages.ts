@@ -1,0 +1,58 @@
+// Messages between the supervisor and a worker. Control messages travel over Bun's IPC
+// channel as JSON; the socketpair (fd 3 in the worker) carries descriptors and wake-ups.
+// Both directions are validated with valibot on receipt.
+import * as v from "valibot";
+import { LOG_LEVELS } from "../log.ts";
+
+const u16 = v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(65535));
+const id = v.pipe(v.string(), v.regex(/^\d{1,20}$/));
+
+export const WireOutputSchema = v.strictObject({
+  id,
+  addr: v.string(),
+  port: u16,
+  ttl: v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(255)),
+  ifindex: v.pipe(v.number(), v.integer(), v.minValue(0)),
+});
+export type WireOutput = v.InferOutput<typeof WireOutputSchema>;
+
+export const WireRuleSchema = v.strictObject({
+  id,
+  group: v.string(),
+  port: u16,
+  source: v.nullable(v.string()),
+  outputs: v.pipe(v.array(WireOutputSchema), v.minLength(1)),
+});
+export type WireRule = v.InferOutput<typeof WireRuleSchema>;
+
+/** First message on the socketpair, with the AF_PACKET socket attached. */
+export const PacketSocketSchema = v.strictObject({
+  kind: v.literal("packet-socket"),
+  ifname: v.string(),
+  ifindex: v.pipe(v.number(), v.integer(), v.minValue(1)),
+  mtu: v.pipe(v.number(), v.integer(), v.minValue(68), v.maxValue(65535)),
+  ringBytes: v.pipe(v.number(), v.integer(), v.minValue(0)),
+});
+export type PacketSocketMessage = v.InferOutput<typeof PacketSocketSchema>;
+
+export const ToWorkerSchema = v.variant("type", [
+  v.strictObject({ type: v.literal("table"), id: v.number(), generation: v.number(), hash: v.string(), rules: v.array(WireRuleSchema) }),
+  v.strictObject({ type: v.literal("ping"), id: v.number() }),
+  v.strictObject({ type: v.literal("stats"), id: v.number() }),
+  v.strictObject({ type: v.literal("log-level"), id: v.number(), level: v.picklist(LOG_LEVELS) }),
+  v.strictObject({ type: v.literal("stop"), id: v.number() }),
+]);
+export type ToWorker = v.InferOutput<typeof ToWorkerSchema>;
+
+const snapshot = v.looseObject({ generation: v.number() });
+
+export const FromWorkerSchema = v.variant("type", [
+  v.strictObject({ type: v.literal("ready"), pid: v.number(), ring: v.record(v.string(), v.number()) }),
+  v.strictObject({ type: v.literal("applied"), id: v.number(), generation: v.number(), hash: v.string() }),
+  v.strictObject({ type: v.literal("pong"), id: v.number() }),
+  v.strictObject({ type: v.literal("stats"), id: v.number(), snapshot }),
+  v.strictObject({ type: v.literal("ok"), id: v.number() }),
+  v.strictObject({ type: v.literal("error"), id: v.number(), message: v.string() }),
+  v.strictObject({ type: v.literal("fatal"), message: v.string() }),
+]);
+export type FromWorker = v.InferOutput<typeof FromWorkerSchema>;
