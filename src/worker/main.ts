@@ -89,6 +89,8 @@ export async function runWorker(): Promise<number> {
     if (stopping) {
       dp.close();
       process.off("message", handle);
+      // Closing the IPC channel (after queued messages are written) lets the process exit.
+      process.disconnect?.();
       resolveDone(0);
       return;
     }
@@ -98,6 +100,8 @@ export async function runWorker(): Promise<number> {
       log.error((err as Error).message);
       send({ type: "fatal", message: (err as Error).message });
       dp.close();
+      process.off("message", handle);
+      process.disconnect?.();
       resolveDone(1);
       return;
     }

@@ -1,0 +1,122 @@
+// `mcrelay forward`: a one-shot relay in the foreground, rules from flags, counters on exit.
+import { defineCommand } from "citty";
+import * as v from "valibot";
+import { endpointSchema } from "../config/endpoint.ts";
+import { parseIp } from "../config/address.ts";
+import { UsageError, PermissionError, NativeError } from "../errors.ts";
+import { DEFAULT_TTL, resolveRule, ruleProblems, type Rule } from "../rules/rule.ts";
+import { Relay, lookupLink, type RelayReport } from "../supervisor/relay.ts";
+import { checkFlags, intFlag, jsonArg, repeated, secondsFlag, validate } from "./args.ts";
+import { printJson, printLine, printTable } from "./output.ts";
+import { watchStop } from "./stop-signal.ts";
+import { logger } from "../log.ts";
+
+const log = logger("forward");
+
+const args = {
+  from: { type: "string", description: "Input GROUP:PORT@IFACE (or a local ADDRESS:PORT@IFACE)", required: true },
+  to: { type: "string", description: "Output ADDR:PORT[@IFACE]; repeat for fan-out", required: true },
+  ttl: { type: "string", description: `TTL of relayed packets (default ${DEFAULT_TTL})` },
+  source: { type: "string", description: "Relay only packets from this source address" },
+  name: { type: "string", description: "Rule name in the report (default: forward)" },
+  duration: { type: "string", description: "Stop after this many seconds (default: until SIGINT/SIGTERM)" },
+  ...jsonArg,
+} as const;
+
+const sourceSchema = v.pipe(
+  v.string(),
+  v.rawTransform(({ dataset, addIssue, NEVER }) => {
+    const a = parseIp(dataset.value);
+    if (!a) {
+      addIssue({ message: `'${dataset.value}' is not an IP address` });
+      return NEVER;
+    }
+    return a;
+  }),
+);
+
+const Schema = v.object({
+  from: endpointSchema("input"),
+  to: v.pipe(v.array(endpointSchema("output")), v.minLength(1, "at least one output is needed")),
+  ttl: v.optional(intFlag(1, 255)),
+  source: v.optional(sourceSchema),
+  name: v.optional(v.pipe(v.string(), v.regex(/^[A-Za-z0-9_.-]{1,64}$/, "1-64 letters, digits, _ . -"))),
+  duration: v.optional(secondsFlag()),
+});
+
+export default defineCommand({
+  meta: { name: "forward", description: "Relay in the foreground until SIGINT/SIGTERM or --duration, then print counters" },
+  args,
+  async run({ rawArgs, args: a }) {
+    checkFlags(rawArgs, args);
+    const input = validate(Schema, {
+      from: a.from,
+      to: repeated(rawArgs, "to"),
+      ttl: a.ttl,
+      source: a.source,
+      name: a.name,
+      duration: a.duration,
+    });
+    const ttl = input.ttl ?? DEFAULT_TTL;
+    const rule: Rule = {
+      id: 1n,
+      name: input.name ?? "forward",
+      input: { ...input.from, iface: input.from.iface! },
+      source: input.source ?? null,
+      outputs: input.to.map((to, i) => ({ id: BigInt(i + 1), to, ttl })),
+    };
+    const problems = ruleProblems(rule);
+    if (problems.length) throw new UsageError(problems.map((p) => `--to: ${p}`).join("\n"));
+    const resolved = resolveRule(rule, lookupLink);
+    if (resolved.pending.length) throw new UsageError(resolved.pending.join("\n"));
+
+    const relay = new Relay();
+    const stop = watchStop(input.duration);
+    const startedAt = performance.now();
+    try {
+      await relay.start([rule]);
+    } catch (err) {
+      stop.dispose();
+      await relay.stop();
+      if (err instanceof NativeError && err.exitCode === 5) {
+        throw new PermissionError(`${err.message}: forwarding needs root or CAP_NET_RAW`);
+      }
+      throw err;
+    }
+    const why = await stop.done;
+    stop.dispose();
+    log.debug(`stopping (${why})`);
+    const report = await relay.stop();
+    const seconds = (performance.now() - startedAt) / 1000;
+    if (a.json) printJson({ duration_s: Number(seconds.toFixed(3)), stopped_by: why, ...report });
+    else printHuman(report, seconds);
+  },
+});
+
+function printHuman(report: RelayReport, seconds: number): void {
+  printLine(`forwarded for ${seconds.toFixed(1)} s`);
+  for (const rule of report.rules) {
+    printLine();
+    printLine(`rule ${rule.name}: ${rule.input}  ${rule.packets.toLocaleString("en-US")} packets in, ${rule.bytes.toLocaleString("en-US")} bytes`);
+    printTable(
+      ["output", "ttl", "packets", "bytes", "send errors"],
+      rule.outputs.map((o) => [o.to, o.ttl, o.packets, o.bytes, errorsText(o.send_errors)]),
+    );
+  }
+  for (const w of report.workers) {
+    printLine();
+    const drops = Object.entries(w.parse_drops).filter(([, n]) => n > 0);
+    printLine(
+      `worker ${w.interface}: ${w.counters.rx_frames.toLocaleString("en-US")} frames, ` +
+        `${w.counters.matched.toLocaleString("en-US")} matched, ${w.counters.no_match.toLocaleString("en-US")} no match, ` +
+        `${w.counters.kernel_drops.toLocaleString("en-US")} ring drops` +
+        (drops.length ? `, dropped: ${drops.map(([k, n]) => `${k} ${n}`).join(", ")}` : ""),
+    );
+  }
+}
+
+function errorsText(errors: Record<string, number>): string {
+  const entries = Object.entries(errors);
+  return entries.length ? entries.map(([k, n]) => `${k} ${n}`).join(", ") : "-";
+}
+

@@ -1,0 +1,31 @@
+// The only place that writes command output to stdout: JSON documents and plain tables.
+
+export function printJson(value: unknown): void {
+  process.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
+}
+
+export function printLine(text = ""): void {
+  process.stdout.write(`${text}\n`);
+}
+
+/** A left-aligned text table; numbers are right-aligned. */
+export function printTable(header: string[], rows: (string | number)[][]): void {
+  const cells = [header, ...rows.map((r) => r.map((c) => (typeof c === "number" ? c.toLocaleString("en-US") : c)))];
+  const widths = header.map((_, i) => Math.max(...cells.map((r) => String(r[i] ?? "").length)));
+  cells.forEach((row, ri) => {
+    const line = row
+      .map((c, i) => {
+        const s = String(c ?? "");
+        const numeric = ri > 0 && typeof rows[ri - 1]![i] === "number";
+        return numeric ? s.padStart(widths[i]!) : s.padEnd(widths[i]!);
+      })
+      .join("  ");
+    printLine(line.trimEnd());
+  });
+}
+
+export function formatRate(perSecond: number, unit: string): string {
+  if (perSecond >= 1e6) return `${(perSecond / 1e6).toFixed(2)} M${unit}`;
+  if (perSecond >= 1e3) return `${(perSecond / 1e3).toFixed(1)} k${unit}`;
+  return `${perSecond.toFixed(0)} ${unit}`;
+}

@@ -1,0 +1,132 @@
+// `mcrelay sink`: joins a group (or listens on a unicast address) and measures what arrives:
+// loss, duplicates, reordering, payload pattern errors, one-way latency, per stream.
+import { defineCommand } from "citty";
+import * as v from "valibot";
+import { endpointSchema, formatEndpoint } from "../config/endpoint.ts";
+import { UsageError } from "../errors.ts";
+import { Sink, type SinkStream } from "../native/lib.ts";
+import { lookupLink } from "../supervisor/relay.ts";
+import { checkFlags, intFlag, jsonArg, secondsFlag, validate } from "./args.ts";
+import { printJson, printLine, printTable } from "./output.ts";
+import { watchStop } from "./stop-signal.ts";
+import { logger } from "../log.ts";
+
+const log = logger("sink");
+
+const args = {
+  listen: { type: "string", description: "GROUP:PORT@IFACE to join, or ADDR:PORT to listen on", required: true },
+  expect: { type: "string", description: "Packets expected per stream (loss is counted against it)" },
+  count: { type: "string", description: "Stop after receiving this many packets" },
+  duration: { type: "string", description: "Stop after this many seconds" },
+  idle: { type: "string", description: "Stop after this many seconds without packets (once one arrived)" },
+  ...jsonArg,
+} as const;
+
+const Schema = v.object({
+  listen: endpointSchema("sink"),
+  expect: v.optional(intFlag(0, Number.MAX_SAFE_INTEGER)),
+  count: v.optional(intFlag(1, Number.MAX_SAFE_INTEGER)),
+  duration: v.optional(secondsFlag()),
+  idle: v.optional(secondsFlag()),
+});
+
+export interface StreamReport {
+  stream: number;
+  received: number;
+  lost: number;
+  duplicates: number;
+  reordered: number;
+  late: number;
+  bytes: number;
+  pattern_errors: number;
+  latency_us: { p50: number; p99: number; p999: number; max: number; mean: number };
+}
+
+export function streamReport(s: SinkStream, expect: number | undefined): StreamReport {
+  const unique = Number(s.received - s.duplicates);
+  const expected = expect ?? Number(s.max_seq) + 1;
+  const us = (ns: bigint) => Number(ns) / 1000;
+  return {
+    stream: Number(s.stream_id),
+    received: unique,
+    lost: Math.max(0, expected - unique),
+    duplicates: Number(s.duplicates),
+    reordered: Number(s.reordered),
+    late: Number(s.late),
+    bytes: Number(s.bytes),
+    pattern_errors: Number(s.pattern_errors),
+    latency_us: {
+      p50: us(s.lat_p50_ns),
+      p99: us(s.lat_p99_ns),
+      p999: us(s.lat_p999_ns),
+      max: us(s.lat_max_ns),
+      mean: s.lat_count > 0n ? Number(s.lat_sum_ns / s.lat_count) / 1000 : 0,
+    },
+  };
+}
+
+export default defineCommand({
+  meta: { name: "sink", description: "Receive and measure a stream from `mcrelay gen`" },
+  args,
+  async run({ rawArgs, args: a }) {
+    checkFlags(rawArgs, args);
+    const input = validate(Schema, { listen: a.listen, expect: a.expect, count: a.count, duration: a.duration, idle: a.idle });
+    let ifindex = 0;
+    if (input.listen.iface) {
+      const link = lookupLink(input.listen.iface);
+      if (!link) throw new UsageError(`--listen: interface ${input.listen.iface} does not exist`);
+      ifindex = link.ifindex;
+    }
+    const sink = Sink.open({ addr: input.listen.addr.bytes, port: input.listen.port, ifindex, rcvbufBytes: 32 * 1024 * 1024 });
+    log.info(`listening on ${formatEndpoint(input.listen)}`);
+    const stop = watchStop(input.duration);
+    const startedAt = performance.now();
+    let received = 0;
+    let lastRxAt = 0;
+    try {
+      while (!stop.stopped) {
+        const n = sink.run(50);
+        const now = performance.now();
+        if (n > 0) {
+          received += n;
+          lastRxAt = now;
+        }
+        if (input.count !== undefined && received >= input.count) break;
+        if (input.idle !== undefined && lastRxAt > 0 && now - lastRxAt >= input.idle * 1000) break;
+        await new Promise((r) => setImmediate(r));
+      }
+    } finally {
+      stop.dispose();
+    }
+    const globals = sink.globals();
+    const streams = sink.streams().map((s) => streamReport(s, input.expect));
+    sink.close();
+    const totals = {
+      received: streams.reduce((n, s) => n + s.received, 0),
+      lost: streams.reduce((n, s) => n + s.lost, 0) + (streams.length === 0 && input.expect ? input.expect : 0),
+      duplicates: streams.reduce((n, s) => n + s.duplicates, 0),
+      reordered: streams.reduce((n, s) => n + s.reordered, 0),
+      pattern_errors: streams.reduce((n, s) => n + s.pattern_errors, 0),
+      foreign: Number(globals.foreign),
+      datagrams: Number(globals.datagrams),
+      bytes: Number(globals.bytes),
+    };
+    const result = {
+      listen: formatEndpoint(input.listen),
+      duration_s: Number(((performance.now() - startedAt) / 1000).toFixed(3)),
+      totals,
+      streams,
+    };
+    if (a.json) {
+      printJson(result);
+      return;
+    }
+    printLine(`received ${totals.received.toLocaleString("en-US")} packets on ${result.listen}, lost ${totals.lost}, duplicates ${totals.duplicates}, reordered ${totals.reordered}, pattern errors ${totals.pattern_errors}, foreign ${totals.foreign}`);
+    if (streams.length) {
+      printTable(
+        ["stream", "received", "lost", "dup", "reord", "pattern err", "p50 us", "p99 us", "max us"],
+        streams.map((s) => [s.stream, s.received, s.lost, s.duplicates, s.reordered, s.pattern_errors, Math.round(s.latency_us.p50), Math.round(s.latency_us.p99), Math.round(s.latency_us.max)]),
+      );
+    }
+  },
+});

@@ -1,0 +1,90 @@
+#!/usr/bin/env bun
+// mcrelay: one executable for the daemon, its clients, the one-shot relay, the traffic tools,
+// and the hidden worker. Subcommands load lazily so `mcrelay version` stays fast.
+import { defineCommand, runCommand, showUsage, type CommandDef } from "citty";
+import { EXIT, exitCodeOf, UsageError } from "./errors.ts";
+import { logger, setLogFormat, setLogLevel, LOG_LEVELS, type LogLevelName } from "./log.ts";
+import { VERSION } from "./version.ts";
+
+const log = logger("mcrelay");
+
+const subCommands = {
+  forward: () => import("./cli/forward.ts").then((m) => m.default),
+  gen: () => import("./cli/gen.ts").then((m) => m.default),
+  sink: () => import("./cli/sink.ts").then((m) => m.default),
+  version: () => import("./cli/version.ts").then((m) => m.default),
+  _worker: () => import("./cli/worker.ts").then((m) => m.default),
+};
+
+const main = defineCommand({
+  meta: { name: "mcrelay", version: VERSION, description: "Userspace multicast relay for Linux" },
+  subCommands,
+});
+
+/** Global options, accepted before or after the verb: --log-level L, --log-format F. */
+function takeGlobalOptions(argv: string[]): string[] {
+  const rest: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    const [flag, inline] = arg.includes("=") ? [arg.slice(0, arg.indexOf("=")), arg.slice(arg.indexOf("=") + 1)] : [arg, undefined];
+    if (flag === "--log-level" || flag === "--log-format") {
+      const value = inline ?? argv[++i];
+      if (value === undefined) throw new UsageError(`option ${flag} needs a value`);
+      if (flag === "--log-level") {
+        if (!(LOG_LEVELS as readonly string[]).includes(value)) throw new UsageError(`--log-level: '${value}' is not one of ${LOG_LEVELS.join(", ")}`);
+        setLogLevel(value as LogLevelName);
+      } else {
+        if (value !== "pretty" && value !== "json") throw new UsageError(`--log-format: '${value}' is not one of pretty, json`);
+        setLogFormat(value);
+      }
+      continue;
+    }
+    if (arg === "--") {
+      rest.push(...argv.slice(i));
+      break;
+    }
+    rest.push(arg);
+  }
+  return rest;
+}
+
+async function resolveCommand(rawArgs: string[]): Promise<[CommandDef, CommandDef | undefined]> {
+  const name = rawArgs.find((a) => !a.startsWith("-"));
+  const loader = name ? subCommands[name as keyof typeof subCommands] : undefined;
+  return loader ? [(await loader()) as CommandDef, main as CommandDef] : [main as CommandDef, undefined];
+}
+
+async function run(): Promise<number> {
+  let rawArgs: string[];
+  try {
+    rawArgs = takeGlobalOptions(process.argv.slice(2));
+  } catch (err) {
+    log.error((err as Error).message);
+    return EXIT.usage;
+  }
+  if (rawArgs.length === 0 || rawArgs.includes("--help") || rawArgs.includes("-h")) {
+    await showUsage(...(await resolveCommand(rawArgs)));
+    return rawArgs.length === 0 ? EXIT.usage : EXIT.ok;
+  }
+  if (rawArgs.length === 1 && (rawArgs[0] === "--version" || rawArgs[0] === "-v")) {
+    process.stdout.write(`${VERSION}\n`);
+    return EXIT.ok;
+  }
+  try {
+    await runCommand(main, { rawArgs });
+    return typeof process.exitCode === "number" ? process.exitCode : EXIT.ok;
+  } catch (err) {
+    const code = (err as { code?: string }).code;
+    // citty's own argument errors (unknown command, missing required argument).
+    if (typeof code === "string" && code.startsWith("E") && (err as Error).name === "CLIError") {
+      log.error(`${(err as Error).message.replace(/\u001b\[[0-9;]*m/g, "")} (see mcrelay --help)`);
+      return EXIT.usage;
+    }
+    const exitCode = exitCodeOf(err);
+    if (exitCode === EXIT.failure) log.error(err);
+    else log.error((err as Error).message);
+    return exitCode;
+  }
+}
+
+process.exitCode = await run();

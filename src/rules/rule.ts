@@ -1,0 +1,81 @@
+// A forwarding rule as the supervisor holds it, and its resolution against the interfaces of
+// this network namespace into the table a worker applies.
+import { isMulticast, type IpAddress } from "../config/address.ts";
+import { formatEndpoint, type Endpoint } from "../config/endpoint.ts";
+import { IFF_UP, type LinkInfo } from "../native/abi.ts";
+import type { WireRule } from "../worker/messages.ts";
+
+export const DEFAULT_TTL = 8;
+
+export interface RuleOutput {
+  id: bigint;
+  to: Endpoint;
+  ttl: number;
+}
+
+export interface Rule {
+  id: bigint;
+  name: string;
+  input: Endpoint & { iface: string };
+  source: IpAddress | null;
+  outputs: RuleOutput[];
+}
+
+export type LinkLookup = (ifname: string) => LinkInfo | null;
+
+/** Problems that make a rule unusable whatever the interfaces do. */
+export function ruleProblems(rule: Rule): string[] {
+  const problems: string[] = [];
+  for (const out of rule.outputs) {
+    if (out.to.iface && out.to.iface === rule.input.iface) {
+      problems.push(
+        `output ${formatEndpoint(out.to)} uses the input interface ${rule.input.iface}: ` +
+          "a relay on one interface would see its own traffic; use another interface",
+      );
+    }
+  }
+  const seen = new Set<string>();
+  for (const out of rule.outputs) {
+    const key = formatEndpoint(out.to);
+    if (seen.has(key)) problems.push(`output ${key} is listed twice`);
+    seen.add(key);
+  }
+  return problems;
+}
+
+export interface Resolved {
+  wire: WireRule | null;
+  /** Why the rule cannot forward now (interface missing or down). */
+  pending: string[];
+}
+
+/** Resolves interface names to indexes; a missing or down interface makes the rule pending. */
+export function resolveRule(rule: Rule, lookup: LinkLookup): Resolved {
+  const pending: string[] = [];
+  const input = lookup(rule.input.iface);
+  if (!input) pending.push(`input interface ${rule.input.iface} does not exist`);
+  else if ((input.flags & IFF_UP) === 0) pending.push(`input interface ${rule.input.iface} is down`);
+  else if (!isMulticast(rule.input.addr) && input.addr4 !== rule.input.addr.text) {
+    pending.push(`input address ${rule.input.addr.text} is not a multicast group and not the address of ${rule.input.iface}`);
+  }
+  const outputs = rule.outputs.map((out) => {
+    let ifindex = 0;
+    if (out.to.iface) {
+      const link = lookup(out.to.iface);
+      if (!link) pending.push(`output interface ${out.to.iface} does not exist`);
+      else ifindex = link.ifindex;
+    }
+    return { id: out.id.toString(), addr: out.to.addr.text, port: out.to.port, ttl: out.ttl, ifindex };
+  });
+  if (pending.length > 0) return { wire: null, pending };
+  return {
+    wire: {
+      id: rule.id.toString(),
+      group: rule.input.addr.text,
+      port: rule.input.port,
+      source: rule.source?.text ?? null,
+      outputs,
+    },
+    pending,
+  };
+}
