@@ -6,7 +6,7 @@ import { endpointSchema, formatEndpoint } from "../config/endpoint.ts";
 import { UsageError } from "../errors.ts";
 import { LIMITS, SIZE } from "../native/abi.ts";
 import { Generator } from "../native/lib.ts";
-import { lookupLink } from "../supervisor/relay.ts";
+import { lookupLink } from "../supervisor/links.ts";
 import { checkFlags, intFlag, jsonArg, secondsFlag, validate } from "./args.ts";
 import { printJson, printLine, formatRate } from "./output.ts";
 import { watchStop } from "./stop-signal.ts";

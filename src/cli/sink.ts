@@ -5,7 +5,7 @@ import * as v from "valibot";
 import { endpointSchema, formatEndpoint } from "../config/endpoint.ts";
 import { UsageError } from "../errors.ts";
 import { Sink, type SinkStream } from "../native/lib.ts";
-import { lookupLink } from "../supervisor/relay.ts";
+import { lookupLink } from "../supervisor/links.ts";
 import { checkFlags, intFlag, jsonArg, secondsFlag, validate } from "./args.ts";
 import { printJson, printLine, printTable } from "./output.ts";
 import { watchStop } from "./stop-signal.ts";

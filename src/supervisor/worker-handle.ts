@@ -3,7 +3,7 @@
 // messages, each with a deadline.
 import * as v from "valibot";
 import { logger, getLogFormat, getLogLevel } from "../log.ts";
-import { packetOpen, fdClose, fdInherit, scmPair, scmSend, scmWake, type LinkInfo } from "../native/lib.ts";
+import { packetOpen, fdClose, fdInherit, scmPair, scmSend, scmWake } from "../native/lib.ts";
 import type { LinkInfo as Link } from "../native/abi.ts";
 import { selfCommand } from "../self-command.ts";
 import type { DataplaneSnapshot } from "../stats/decode.ts";
@@ -170,6 +170,17 @@ export class WorkerHandle {
     if (reply.type !== "applied" || reply.hash !== hash) {
       throw new WorkerError(`worker ${this.ifname} applied table hash ${"hash" in reply ? reply.hash : "?"}, expected ${hash}`);
     }
+  }
+
+  /** Health probe: answers with the table the worker says it holds. */
+  async ping(timeoutMs: number): Promise<{ generation: number; hash: string }> {
+    const reply = await this.request({ type: "ping" }, timeoutMs);
+    if (reply.type !== "pong") throw new WorkerError(`worker ${this.ifname}: unexpected reply ${reply.type}`);
+    return { generation: reply.generation, hash: reply.hash };
+  }
+
+  async setLogLevel(level: string): Promise<void> {
+    await this.request({ type: "log-level", level: level as never });
   }
 
   async stats(): Promise<DataplaneSnapshot> {

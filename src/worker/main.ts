@@ -42,6 +42,8 @@ export async function runWorker(): Promise<number> {
   log.debug(`ring on ${ifname}: ${ring.blockCount} blocks of ${ring.blockBytes} bytes, frames up to ${ring.frameBytes}`);
 
   let stopping = false;
+  // What the dataplane holds now, reported on every ping so drift is seen.
+  let applied = { generation: 0, hash: tableHash([]) };
   let resolveDone!: (code: number) => void;
   const done = new Promise<number>((r) => (resolveDone = r));
 
@@ -57,6 +59,7 @@ export async function runWorker(): Promise<number> {
         try {
           const hash = tableHash(msg.rules);
           dp.apply(wireToNative(msg.rules, msg.generation));
+          applied = { generation: msg.generation, hash };
           send({ type: "applied", id: msg.id, generation: msg.generation, hash });
         } catch (err) {
           send({ type: "error", id: msg.id, message: (err as Error).message });
@@ -64,7 +67,7 @@ export async function runWorker(): Promise<number> {
         return;
       }
       case "ping":
-        send({ type: "pong", id: msg.id });
+        send({ type: "pong", id: msg.id, ...applied });
         return;
       case "stats":
         send({ type: "stats", id: msg.id, snapshot: decodeStats(dp.stats) as unknown as { generation: number } });

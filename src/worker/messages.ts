@@ -49,7 +49,7 @@ const snapshot = v.looseObject({ generation: v.number() });
 export const FromWorkerSchema = v.variant("type", [
   v.strictObject({ type: v.literal("ready"), pid: v.number(), ring: v.record(v.string(), v.number()) }),
   v.strictObject({ type: v.literal("applied"), id: v.number(), generation: v.number(), hash: v.string() }),
-  v.strictObject({ type: v.literal("pong"), id: v.number() }),
+  v.strictObject({ type: v.literal("pong"), id: v.number(), generation: v.number(), hash: v.string() }),
   v.strictObject({ type: v.literal("stats"), id: v.number(), snapshot }),
   v.strictObject({ type: v.literal("ok"), id: v.number() }),
   v.strictObject({ type: v.literal("error"), id: v.number(), message: v.string() }),

@@ -1,0 +1,149 @@
+// The client side of the control socket, used by every CLI verb that talks to the daemon.
+import type { Socket } from "bun";
+import * as v from "valibot";
+import { EXIT, PermissionError } from "../errors.ts";
+import { VERSION } from "../version.ts";
+import { PROTOCOL_VERSION, ResponseSchema, mismatchMessage, type Command } from "./protocol.ts";
+
+export const DEFAULT_SOCKET = "/run/mcrelay/mcrelay.sock";
+
+export function socketPath(flag?: string): string {
+  return flag || process.env.MCRELAY_SOCKET || DEFAULT_SOCKET;
+}
+
+export class NotRunningError extends Error {
+  override name = "NotRunningError";
+  readonly exitCode = EXIT.notRunning;
+}
+
+/** The daemon answered with an error. */
+export class RefusedError extends Error {
+  override name = "RefusedError";
+  readonly exitCode: number = EXIT.refused;
+  readonly code: string;
+  constructor(code: string, message: string) {
+    super(message);
+    this.code = code;
+  }
+}
+
+type Waiter = { resolve: (r: unknown) => void; reject: (e: Error) => void };
+
+export class ControlClient {
+  readonly #socket: Socket<undefined>;
+  readonly #waiting = new Map<number, Waiter>();
+  #nextId = 1;
+  #buf = "";
+  #closedError: Error | null = null;
+  daemonVersion = "";
+
+  private constructor(socket: Socket<undefined>) {
+    this.#socket = socket;
+  }
+
+  static async connect(path: string, timeoutMs = 3000): Promise<ControlClient> {
+    let client!: ControlClient;
+    let socket: Socket<undefined>;
+    try {
+      socket = await withTimeout(
+        Bun.connect({
+          unix: path,
+          socket: {
+            data(_s, chunk) {
+              client.#onData(chunk);
+            },
+            close() {
+              client?.#onClose(new NotRunningError("the daemon closed the connection"));
+            },
+            error(_s, err) {
+              client?.#onClose(err);
+            },
+          },
+        }),
+        timeoutMs,
+        `no answer from ${path} within ${timeoutMs} ms`,
+      );
+    } catch (err) {
+      const code = (err as { code?: string }).code;
+      if (code === "EACCES" || code === "EPERM") throw new PermissionError(`cannot connect to ${path}: permission denied (are you in the socket's group?)`);
+      if (code === "ENOENT" || code === "ECONNREFUSED" || code === "ENOTDIR") {
+        throw new NotRunningError(`the daemon is not running (no control socket at ${path}; start it with 'mcrelay run')`);
+      }
+      throw new NotRunningError(`cannot connect to ${path}: ${(err as Error).message}`);
+    }
+    client = new ControlClient(socket);
+    const hello = (await client.request("hello", { client: `mcrelay ${VERSION}` })) as { daemon: string };
+    client.daemonVersion = hello.daemon;
+    return client;
+  }
+
+  #onData(chunk: Uint8Array): void {
+    this.#buf += new TextDecoder().decode(chunk);
+    let nl: number;
+    while ((nl = this.#buf.indexOf("\n")) >= 0) {
+      const line = this.#buf.slice(0, nl);
+      this.#buf = this.#buf.slice(nl + 1);
+      this.#onLine(line);
+    }
+  }
+
+  #onLine(line: string): void {
+    let raw: unknown;
+    try {
+      raw = JSON.parse(line);
+    } catch {
+      return this.#onClose(new Error("the daemon sent something that is not JSON"));
+    }
+    const parsed = v.safeParse(ResponseSchema, raw);
+    if (!parsed.success) return this.#onClose(new Error("the daemon sent a malformed response"));
+    const res = parsed.output;
+    if (res.v !== PROTOCOL_VERSION) {
+      return this.#onClose(new RefusedError("protocol_mismatch", mismatchMessage(res.v, PROTOCOL_VERSION, "client")));
+    }
+    const waiter = typeof res.id === "number" ? this.#waiting.get(res.id) : undefined;
+    if (!waiter) {
+      // An error without an id is about the connection (e.g. a protocol mismatch).
+      if (!res.ok) this.#onClose(new RefusedError(res.error.code, res.error.message));
+      return;
+    }
+    this.#waiting.delete(res.id as number);
+    if (res.ok) waiter.resolve(res.result);
+    else waiter.reject(new RefusedError(res.error.code, res.error.message));
+  }
+
+  #onClose(err: Error): void {
+    if (this.#closedError) return;
+    this.#closedError = err;
+    for (const w of this.#waiting.values()) w.reject(err);
+    this.#waiting.clear();
+  }
+
+  request(cmd: Command, args?: unknown, timeoutMs = 10_000): Promise<unknown> {
+    if (this.#closedError) return Promise.reject(this.#closedError);
+    const id = this.#nextId++;
+    const msg = args === undefined ? { v: PROTOCOL_VERSION, id, cmd } : { v: PROTOCOL_VERSION, id, cmd, args };
+    return withTimeout(
+      new Promise((resolve, reject) => {
+        this.#waiting.set(id, { resolve, reject });
+        this.#socket.write(`${JSON.stringify(msg)}\n`);
+      }),
+      timeoutMs,
+      `the daemon did not answer '${cmd}' within ${timeoutMs} ms`,
+    );
+  }
+
+  close(): void {
+    this.#onClose(new Error("closed"));
+    this.#socket.end();
+  }
+}
+
+function withTimeout<T>(p: Promise<T>, ms: number, message: string): Promise<T> {
+  let timer: ReturnType<typeof setTimeout>;
+  return Promise.race([
+    p.finally(() => clearTimeout(timer)),
+    new Promise<T>((_, reject) => {
+      timer = setTimeout(() => reject(new NotRunningError(message)), ms);
+    }),
+  ]);
+}

@@ -1,0 +1,68 @@
+// The control protocol between clients and the daemon: newline-delimited JSON over a Unix
+// stream socket. Every message carries the protocol version `v`; the first request of a
+// connection is `hello`, and a peer of another major version gets `protocol_mismatch`
+// naming both versions. Requests carry an id that the response echoes.
+import * as v from "valibot";
+import { LOG_LEVELS } from "../log.ts";
+import { RuleSpecSchema } from "../config/rule-spec.ts";
+import { PROTOCOL_VERSION } from "../version.ts";
+
+export { PROTOCOL_VERSION };
+
+/** A line longer than this is refused and the connection closed. */
+export const LINE_BYTES_MAX = 1024 * 1024;
+/** Output queued for a client that does not read; past it the client is dropped. */
+export const CLIENT_BACKLOG_BYTES_MAX = 8 * 1024 * 1024;
+
+export const ERROR_CODES = [
+  "bad_json",
+  "bad_request",
+  "protocol_mismatch",
+  "hello_required",
+  "unknown_command",
+  "not_found",
+  "exists",
+  "config_invalid",
+  "too_large",
+  "internal",
+] as const;
+export type ErrorCode = (typeof ERROR_CODES)[number];
+
+const id = v.union([v.pipe(v.string(), v.maxLength(64)), v.pipe(v.number(), v.integer())]);
+
+/** Only `v` and `id` are read before the version check, so any version can be told off. */
+export const EnvelopeSchema = v.looseObject({ v: v.pipe(v.number(), v.integer()), id: v.optional(id), cmd: v.optional(v.string()) });
+
+const nameOrId = v.pipe(v.string(), v.minLength(1), v.maxLength(64));
+
+export const RequestSchema = v.variant("cmd", [
+  v.strictObject({ v: v.number(), id, cmd: v.literal("hello"), args: v.strictObject({ client: v.pipe(v.string(), v.maxLength(64)) }) }),
+  v.strictObject({ v: v.number(), id, cmd: v.literal("ping") }),
+  v.strictObject({ v: v.number(), id, cmd: v.literal("version") }),
+  v.strictObject({ v: v.number(), id, cmd: v.literal("add"), args: v.strictObject({ rule: RuleSpecSchema, replace: v.optional(v.boolean()) }) }),
+  v.strictObject({ v: v.number(), id, cmd: v.literal("remove"), args: v.strictObject({ rule: nameOrId }) }),
+  v.strictObject({ v: v.number(), id, cmd: v.literal("list") }),
+  v.strictObject({ v: v.number(), id, cmd: v.literal("stats"), args: v.optional(v.strictObject({ rule: v.optional(nameOrId) })) }),
+  v.strictObject({ v: v.number(), id, cmd: v.literal("workers") }),
+  v.strictObject({ v: v.number(), id, cmd: v.literal("log-level"), args: v.optional(v.strictObject({ level: v.optional(v.picklist(LOG_LEVELS)) })) }),
+  v.strictObject({ v: v.number(), id, cmd: v.literal("reload") }),
+  v.strictObject({ v: v.number(), id, cmd: v.literal("config-show") }),
+]);
+export type Request = v.InferOutput<typeof RequestSchema>;
+export type Command = Request["cmd"];
+export const COMMANDS: readonly Command[] = ["hello", "ping", "version", "add", "remove", "list", "stats", "workers", "log-level", "reload", "config-show"];
+
+export type Response =
+  | { v: number; id: string | number | null; ok: true; result: unknown }
+  | { v: number; id: string | number | null; ok: false; error: { code: ErrorCode; message: string } };
+
+export const ResponseSchema = v.variant("ok", [
+  v.object({ v: v.number(), id: v.nullable(id), ok: v.literal(true), result: v.unknown() }),
+  v.object({ v: v.number(), id: v.nullable(id), ok: v.literal(false), error: v.object({ code: v.string(), message: v.string() }) }),
+]);
+
+export function mismatchMessage(theirs: number, ours: number, who: "client" | "daemon"): string {
+  return who === "daemon"
+    ? `protocol mismatch: client speaks protocol ${theirs}, daemon speaks protocol ${ours}`
+    : `protocol mismatch: daemon speaks protocol ${theirs}, client speaks protocol ${ours}`;
+}

@@ -1,0 +1,100 @@
+// Counter totals across worker lifetimes: the latest snapshot of each live worker plus what
+// retired workers had counted, so a restart never loses counts. Also the per-second rates.
+import type { DataplaneSnapshot, OutputCounters, RuleCounters } from "../stats/decode.ts";
+import { WORKER_COUNTERS, PARSE_DROPS, type WorkerCounter, type ParseDrop } from "../native/abi.ts";
+
+export interface Totals {
+  rules: Map<string, { packets: number; bytes: number }>;
+  outputs: Map<string, { packets: number; bytes: number; sendErrors: Record<string, number> }>;
+  /** Worker-level counters summed per interface. */
+  interfaces: Map<string, { worker: Record<WorkerCounter, number>; parseDrops: Record<ParseDrop, number> }>;
+}
+
+function emptyIface() {
+  return {
+    worker: Object.fromEntries(WORKER_COUNTERS.map((n) => [n, 0])) as Record<WorkerCounter, number>,
+    parseDrops: Object.fromEntries(PARSE_DROPS.map((n) => [n, 0])) as Record<ParseDrop, number>,
+  };
+}
+
+function addRule(into: Totals["rules"], r: RuleCounters): void {
+  const t = into.get(r.id) ?? { packets: 0, bytes: 0 };
+  t.packets += r.packets;
+  t.bytes += r.bytes;
+  into.set(r.id, t);
+}
+
+function addOutput(into: Totals["outputs"], o: OutputCounters): void {
+  const t = into.get(o.id) ?? { packets: 0, bytes: 0, sendErrors: {} };
+  t.packets += o.packets;
+  t.bytes += o.bytes;
+  for (const [k, n] of Object.entries(o.sendErrors)) t.sendErrors[k] = (t.sendErrors[k] ?? 0) + n;
+  into.set(o.id, t);
+}
+
+function addSnapshot(into: Totals, iface: string, s: DataplaneSnapshot): void {
+  for (const r of s.rules) addRule(into.rules, r);
+  for (const o of s.outputs) addOutput(into.outputs, o);
+  const i = into.interfaces.get(iface) ?? emptyIface();
+  for (const n of WORKER_COUNTERS) i.worker[n] += s.worker[n];
+  for (const n of PARSE_DROPS) i.parseDrops[n] += s.parseDrops[n];
+  into.interfaces.set(iface, i);
+}
+
+export interface Rates {
+  rules: Map<string, { pps: number; bps: number }>;
+  outputs: Map<string, { pps: number; bps: number }>;
+}
+
+export class CounterBook {
+  /** Latest snapshot per live worker, keyed by worker key (interface/pid). */
+  readonly #live = new Map<string, { iface: string; snap: DataplaneSnapshot }>();
+  readonly #retired: Totals = { rules: new Map(), outputs: new Map(), interfaces: new Map() };
+  #previous: { at: number; totals: Totals } | null = null;
+  #rates: Rates = { rules: new Map(), outputs: new Map() };
+
+  observe(key: string, iface: string, snap: DataplaneSnapshot): void {
+    this.#live.set(key, { iface, snap });
+  }
+
+  /** A worker is gone: its last counts join the retired totals. */
+  retire(key: string, final?: DataplaneSnapshot | null): void {
+    const entry = this.#live.get(key);
+    const snap = final ?? entry?.snap;
+    if (snap && entry) addSnapshot(this.#retired, entry.iface, snap);
+    this.#live.delete(key);
+  }
+
+  totals(): Totals {
+    const t: Totals = { rules: new Map(), outputs: new Map(), interfaces: new Map() };
+    for (const [id, r] of this.#retired.rules) t.rules.set(id, { ...r });
+    for (const [id, o] of this.#retired.outputs) t.outputs.set(id, { ...o, sendErrors: { ...o.sendErrors } });
+    for (const [k, i] of this.#retired.interfaces) t.interfaces.set(k, { worker: { ...i.worker }, parseDrops: { ...i.parseDrops } });
+    for (const { iface, snap } of this.#live.values()) addSnapshot(t, iface, snap);
+    return t;
+  }
+
+  /** Call about once a second after observing every worker: updates the rates. */
+  sample(now = performance.now()): void {
+    const totals = this.totals();
+    if (this.#previous) {
+      const dt = (now - this.#previous.at) / 1000;
+      if (dt > 0) {
+        const rate = (cur: Map<string, { packets: number; bytes: number }>, prev: Map<string, { packets: number; bytes: number }>) => {
+          const out = new Map<string, { pps: number; bps: number }>();
+          for (const [id, c] of cur) {
+            const p = prev.get(id) ?? { packets: 0, bytes: 0 };
+            out.set(id, { pps: Math.max(0, (c.packets - p.packets) / dt), bps: Math.max(0, ((c.bytes - p.bytes) * 8) / dt) });
+          }
+          return out;
+        };
+        this.#rates = { rules: rate(totals.rules, this.#previous.totals.rules), outputs: rate(totals.outputs, this.#previous.totals.outputs) };
+      }
+    }
+    this.#previous = { at: now, totals };
+  }
+
+  rates(): Rates {
+    return this.#rates;
+  }
+}

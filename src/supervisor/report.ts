@@ -1,0 +1,83 @@
+// Stats reports (for `stats`, `forward` and `list`) built from counter totals and rates.
+import { formatEndpoint } from "../config/endpoint.ts";
+import type { Rule } from "../rules/rule.ts";
+import type { Rates, Totals } from "./counters.ts";
+import type { ParseDrop, WorkerCounter } from "../native/abi.ts";
+
+export interface OutputReport {
+  to: string;
+  ttl: number;
+  packets: number;
+  bytes: number;
+  pps: number;
+  bps: number;
+  send_errors: Record<string, number>;
+}
+
+export interface RuleReport {
+  name: string;
+  id: string;
+  origin: string;
+  input: string;
+  state: "active" | "pending";
+  pending_reasons: string[];
+  packets: number;
+  bytes: number;
+  pps: number;
+  bps: number;
+  outputs: OutputReport[];
+}
+
+export interface InterfaceReport {
+  interface: string;
+  counters: Record<WorkerCounter, number>;
+  parse_drops: Record<ParseDrop, number>;
+}
+
+export interface RuleView {
+  rule: Rule;
+  pending: string[];
+  origin: string;
+}
+
+export function buildRuleReports(views: RuleView[], totals: Totals, rates: Rates): RuleReport[] {
+  return views.map(({ rule, pending, origin }) => {
+    const id = rule.id.toString();
+    const t = totals.rules.get(id);
+    const r = rates.rules.get(id);
+    return {
+      name: rule.name,
+      id,
+      origin,
+      input: formatEndpoint(rule.input),
+      state: pending.length ? "pending" : "active",
+      pending_reasons: pending,
+      packets: t?.packets ?? 0,
+      bytes: t?.bytes ?? 0,
+      pps: round(r?.pps ?? 0),
+      bps: round(r?.bps ?? 0),
+      outputs: rule.outputs.map((out) => {
+        const oid = out.id.toString();
+        const ot = totals.outputs.get(oid);
+        const or = rates.outputs.get(oid);
+        return {
+          to: formatEndpoint(out.to),
+          ttl: out.ttl,
+          packets: ot?.packets ?? 0,
+          bytes: ot?.bytes ?? 0,
+          pps: round(or?.pps ?? 0),
+          bps: round(or?.bps ?? 0),
+          send_errors: ot?.sendErrors ?? {},
+        };
+      }),
+    };
+  });
+}
+
+export function buildInterfaceReports(totals: Totals): InterfaceReport[] {
+  return [...totals.interfaces].map(([iface, t]) => ({ interface: iface, counters: t.worker, parse_drops: t.parseDrops }));
+}
+
+function round(n: number): number {
+  return Math.round(n * 10) / 10;
+}

@@ -1,0 +1,83 @@
+// Runtime rules survive restarts: written atomically (temporary file, fsync, rename, fsync of
+// the directory) on every change, and read back at start. A corrupt file is reported and set
+// aside under another name, never silently dropped.
+import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, writeSync } from "node:fs";
+import { join } from "node:path";
+import * as v from "valibot";
+import { RuleSpecSchema, formatIssues, type RuleSpec } from "../config/rule-spec.ts";
+import { logger } from "../log.ts";
+
+const log = logger("state");
+
+export const STATE_FILE = "rules.json";
+
+const StateSchema = v.strictObject({
+  version: v.literal(1),
+  next_id: v.pipe(v.string(), v.regex(/^\d+$/)),
+  rules: v.array(v.strictObject({ id: v.pipe(v.string(), v.regex(/^\d+$/)), spec: RuleSpecSchema })),
+});
+
+export interface SavedRule {
+  id: bigint;
+  spec: RuleSpec;
+}
+
+export interface State {
+  nextId: bigint;
+  rules: SavedRule[];
+}
+
+export class StateFile {
+  readonly dir: string;
+  readonly path: string;
+
+  constructor(dir: string) {
+    this.dir = dir;
+    this.path = join(dir, STATE_FILE);
+  }
+
+  load(): State {
+    if (!existsSync(this.path)) return { nextId: 1n, rules: [] };
+    let problem: string;
+    try {
+      const parsed = v.safeParse(StateSchema, JSON.parse(readFileSync(this.path, "utf8")));
+      if (parsed.success) {
+        return {
+          nextId: BigInt(parsed.output.next_id),
+          rules: parsed.output.rules.map((r) => ({ id: BigInt(r.id), spec: r.spec })),
+        };
+      }
+      problem = formatIssues(parsed.issues).join("; ");
+    } catch (err) {
+      problem = (err as Error).message;
+    }
+    const aside = `${this.path}.corrupt-${new Date().toISOString().replace(/[:.]/g, "-")}`;
+    renameSync(this.path, aside);
+    log.error(`state file ${this.path} is corrupt (${problem}); moved to ${aside}; starting without runtime rules`);
+    return { nextId: 1n, rules: [] };
+  }
+
+  save(state: State): void {
+    mkdirSync(this.dir, { recursive: true, mode: 0o750 });
+    const body = JSON.stringify(
+      { version: 1, next_id: state.nextId.toString(), rules: state.rules.map((r) => ({ id: r.id.toString(), spec: r.spec })) },
+      null,
+      2,
+    );
+    const tmp = `${this.path}.tmp-${process.pid}`;
+    const fd = openSync(tmp, "w", 0o640);
+    try {
+      writeSync(fd, `${body}\n`);
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+    renameSync(tmp, this.path);
+    const dirFd = openSync(this.dir, "r");
+    try {
+      fsyncSync(dirFd);
+    } finally {
+      closeSync(dirFd);
+    }
+  }
+}
