@@ -79,7 +79,7 @@ export function parseZigSummary(output: string): Counts | null {
 
 async function zigTests(): Promise<StepOutcome> {
   const step = "zig build test";
-  const zig = [join(root, ".toolchain/bin/zig"), Bun.which("zig")].find((p) => p && existsSync(p));
+  const zig = [join(root, ".toolchain/bin/zig"), Bun.which("zig")].find((p): p is string => !!p && existsSync(p));
   if (zig === undefined) return { step, counts: zero(), error: "no zig: run scripts/bootstrap.sh" };
   log.start(step);
   let r = await runStreaming([zig, "build", "test", "--summary", "all"]);
@@ -137,6 +137,17 @@ export function parseBunSummary(output: string): Counts | null {
   return { passed: get("pass"), failed: Math.max(get("fail"), get("error")), skipped: get("skip") + get("todo") };
 }
 
+// tsc --noEmit: counted as one test, so a type error fails the run.
+async function typecheck(): Promise<StepOutcome> {
+  const step = "typecheck (tsc --noEmit)";
+  log.start(step);
+  const r = await runStreaming([bun, "x", "tsc", "--noEmit", "-p", "."]);
+  const counts = zero();
+  if (r.exitCode === 0) counts.passed = 1;
+  else counts.failed = 1;
+  return { step, counts };
+}
+
 async function bunTests(args: string[]): Promise<StepOutcome> {
   const step = "bun test";
   // Paths given on the command line replace the default; flags alone keep it.
@@ -178,6 +189,7 @@ async function main(): Promise<number> {
   outcomes.push(await zigTests());
   const built = await build();
   if (built !== null) outcomes.push(built);
+  outcomes.push(await typecheck());
   outcomes.push(await bunTests(process.argv.slice(2)));
   sweep("after the tests");
 

@@ -53,10 +53,10 @@ export class ControlClient {
               client.#onData(chunk);
             },
             close() {
-              client?.#onClose(new NotRunningError("the daemon closed the connection"));
+              if (client) client.#onClose(new NotRunningError("the daemon closed the connection"));
             },
             error(_s, err) {
-              client?.#onClose(err);
+              if (client) client.#onClose(err);
             },
           },
         }),

@@ -102,7 +102,7 @@ export class WorkerHandle {
             readyReject(new WorkerError(`worker ${opts.ifname}: ${msg.message}`));
             return;
           }
-          handle?.#settle(msg);
+          if (handle) handle.#settle(msg);
         },
         serialization: "json",
       });
@@ -135,7 +135,7 @@ export class WorkerHandle {
       clearTimeout(timer);
     }
     handle = new WorkerHandle(opts.ifname, proc, mine, readyMsg.ring);
-    handle.exited.then((code) => opts.onExit?.(code, proc.signalCode ?? null));
+    handle.exited.then((code) => opts.onExit?.(code, proc.signalCode === null || proc.signalCode === undefined ? null : String(proc.signalCode)));
     log.debug(`worker ${opts.ifname} ready (pid ${proc.pid})`);
     return handle;
   }

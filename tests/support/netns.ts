@@ -96,7 +96,7 @@ function ipSync(args: string[]): ExecResult {
 async function run(cmd: string[], opts: ExecOptions = {}): Promise<ExecResult> {
   const proc = Bun.spawn({
     cmd,
-    stdin: opts.stdin === undefined ? "ignore" : new Blob([opts.stdin]),
+    stdin: opts.stdin === undefined ? "ignore" : new Blob([opts.stdin as BlobPart]),
     stdout: "pipe",
     stderr: "pipe",
     env: opts.env === undefined ? undefined : { ...process.env, ...opts.env },

@@ -1,0 +1,335 @@
+// Kernel integration tests of `mcrelay forward` under bun: real namespaces, real veth links,
+// real traffic from `mcrelay gen`, and assertions on what `mcrelay sink` received (and on the
+// relay's counters where they say something a receiver cannot).
+import { afterEach, describe, expect, test } from "bun:test";
+import { netnsAvailable, Topology } from "../support/netns.ts";
+import {
+  buildRelayTopology,
+  injectFrames,
+  note,
+  runFlow,
+  runGen,
+  stream,
+  workerSum,
+  type RelayTopology,
+  type RelayTopologyOptions,
+} from "../support/relay-harness.ts";
+
+const describe_netns = describe.skipIf(!netnsAvailable());
+const mode = "bun" as const;
+/** Generous: two cores, other work running, and each test starts several bun processes. */
+const TEST_TIMEOUT_MS = 180_000;
+
+let topo: Topology | undefined;
+
+afterEach(async () => {
+  await topo?.destroy();
+  topo = undefined;
+});
+
+async function topology(opts: RelayTopologyOptions): Promise<RelayTopology> {
+  topo = await Topology.create(opts.label);
+  return buildRelayTopology(topo, opts);
+}
+
+async function ipIn(rt: RelayTopology, ns: string, args: string[]): Promise<void> {
+  await rt.topo.exec(ns, ["ip", ...args], { check: true });
+}
+
+describe_netns("forward (kernel, under bun)", () => {
+  test(
+    "10,000 packets at 10,000 pps are relayed with group and port rewritten, none lost or duplicated",
+    async () => {
+      const rt = await topology({ label: "rewrite" });
+      const count = 10_000;
+      const size = 1316;
+      const r = await runFlow(rt, {
+        mode,
+        forwards: [{ args: ["--from", "239.1.1.1:5000@r0", "--to", "239.2.2.2:6000@r1"] }],
+        sinks: [{ ns: rt.sinks[0]!.ns, listen: "239.2.2.2:6000@s0", args: ["--expect", String(count)] }],
+        traffic: () => runGen(rt.topo, rt.gen, mode, ["--to", "239.1.1.1:5000@g0", "--rate", "10000", "--count", String(count), "--size", String(size)]),
+      });
+      const [sink] = r.sinks;
+      const [relay] = r.forwards;
+      note("rewrite", { gen: r.traffic, sink: sink!.totals, latency_us: sink!.streams[0]?.latency_us });
+
+      expect(r.traffic.sent).toBe(count);
+      expect(sink!.totals).toMatchObject({ received: count, lost: 0, duplicates: 0, pattern_errors: 0, foreign: 0, datagrams: count, bytes: count * size });
+      expect(stream(sink!, 1)?.received).toBe(count);
+      expect(relay!.rules[0]!.packets).toBe(count);
+      expect(relay!.rules[0]!.outputs[0]).toMatchObject({ to: "239.2.2.2:6000@r1", packets: count, bytes: count * size, send_errors: {} });
+      expect(workerSum(relay!, "matched")).toBe(count);
+      expect(workerSum(relay!, "no_match")).toBe(0);
+    },
+    TEST_TIMEOUT_MS,
+  );
+
+  test(
+    "a source with no route back from the relay, rp_filter=1 and TTL 1 is still relayed in full",
+    async () => {
+      const rt = await topology({ label: "unroutable", unroutableSource: true, rpFilter: 1 });
+      // The premise: the relay namespace cannot route back to the source, and rp_filter is strict.
+      const route = await rt.topo.exec(rt.relay, ["ip", "route", "get", rt.genAddr]);
+      expect(route.exitCode).not.toBe(0);
+      for (const dev of ["all", "default", "r0", "r1"]) {
+        expect(await rt.topo.sysctlGet(rt.relay, `net/ipv4/conf/${dev}/rp_filter`)).toBe("1");
+      }
+      const count = 5_000;
+      const r = await runFlow(rt, {
+        mode,
+        forwards: [{ args: ["--from", "239.1.1.1:5000@r0", "--to", "239.2.2.2:6000@r1"] }],
+        sinks: [
+          { ns: rt.sinks[0]!.ns, listen: "239.2.2.2:6000@s0", args: ["--expect", String(count)] },
+          // A plain socket in the relay namespace, joined on the input: the kernel's own
+          // receive path drops these packets (RPF), which is why a userspace relay is needed.
+          { ns: rt.relay, listen: "239.1.1.1:5000@r0", graceMs: 1_000, label: "kernel-path sink in relay ns" },
+        ],
+        traffic: () => runGen(rt.topo, rt.gen, mode, ["--to", "239.1.1.1:5000@g0", "--rate", "10000", "--count", String(count), "--ttl", "1"]),
+      });
+      const [sink, kernel_path] = r.sinks;
+      note("unroutable", { sink: sink!.totals, kernel_path: kernel_path!.totals, latency_us: sink!.streams[0]?.latency_us });
+
+      expect(r.traffic.sent).toBe(count);
+      expect(sink!.totals).toMatchObject({ received: count, lost: 0, duplicates: 0, pattern_errors: 0, datagrams: count });
+      expect(kernel_path!.totals.datagrams).toBe(0);
+      expect(r.forwards[0]!.rules[0]!.packets).toBe(count);
+    },
+    TEST_TIMEOUT_MS,
+  );
+
+  test(
+    "one input fanned out to three interfaces reaches every packet to each of three sinks",
+    async () => {
+      const rt = await topology({ label: "fanout", sinks: 3 });
+      const count = 10_000;
+      const r = await runFlow(rt, {
+        mode,
+        forwards: [{ args: ["--from", "239.1.1.1:5000@r0", "--to", "239.2.2.2:6000@r1", "--to", "239.2.2.2:6000@r2", "--to", "239.2.2.2:6000@r3"] }],
+        sinks: rt.sinks.map((s) => ({ ns: s.ns, listen: "239.2.2.2:6000@s0", args: ["--expect", String(count)] })),
+        traffic: () => runGen(rt.topo, rt.gen, mode, ["--to", "239.1.1.1:5000@g0", "--rate", "10000", "--count", String(count)]),
+      });
+      note("fanout", { sinks: r.sinks.map((s) => ({ ...s.totals, p99_us: s.streams[0]?.latency_us.p99 })) });
+
+      expect(r.traffic.sent).toBe(count);
+      expect(r.sinks).toHaveLength(3);
+      for (const sink of r.sinks) {
+        expect(sink.totals).toMatchObject({ received: count, lost: 0, duplicates: 0, pattern_errors: 0, datagrams: count });
+      }
+      const rule = r.forwards[0]!.rules[0]!;
+      expect(rule.packets).toBe(count);
+      expect(rule.outputs.map((o) => o.packets)).toEqual([count, count, count]);
+    },
+    TEST_TIMEOUT_MS,
+  );
+
+  test(
+    "8000-byte datagrams over MTU 9000 links are relayed whole",
+    async () => {
+      const rt = await topology({ label: "jumbo", mtu: 9000 });
+      const count = 5_000;
+      const size = 8000;
+      const r = await runFlow(rt, {
+        mode,
+        forwards: [{ args: ["--from", "239.1.1.1:5000@r0", "--to", "239.2.2.2:6000@r1"] }],
+        sinks: [{ ns: rt.sinks[0]!.ns, listen: "239.2.2.2:6000@s0", args: ["--expect", String(count)] }],
+        traffic: () => runGen(rt.topo, rt.gen, mode, ["--to", "239.1.1.1:5000@g0", "--rate", "10000", "--count", String(count), "--size", String(size)]),
+      });
+      const [sink] = r.sinks;
+      const [relay] = r.forwards;
+      note("jumbo", { sink: sink!.totals, relay: relay!.workers[0]?.counters, latency_us: sink!.streams[0]?.latency_us });
+
+      expect(r.traffic.sent).toBe(count);
+      expect(sink!.totals).toMatchObject({ received: count, lost: 0, duplicates: 0, pattern_errors: 0, datagrams: count, bytes: count * size });
+      expect(relay!.rules[0]!).toMatchObject({ packets: count, bytes: count * size });
+      expect(workerSum(relay!, "rx_truncated")).toBe(0);
+      expect(workerSum(relay!, "ipv4_fragment", "parse_drops")).toBe(0);
+    },
+    TEST_TIMEOUT_MS,
+  );
+
+  test(
+    "fragments and malformed frames are counted per reason and never relayed, while well-formed traffic is",
+    async () => {
+      const rt = await topology({ label: "malformed" });
+      const fragmented = { count: 200, size: 3000 };
+      // 3008 UDP bytes over MTU 1500: IPv4 payloads of 1480, 1480 and 48 bytes.
+      const fragments_per_datagram = Math.ceil((fragmented.size + 8) / 1480);
+      const good = { count: 1000, size: 1000 };
+      const injected = { bad_checksum: 50, udp_length: 50, valid: 20 };
+      const frame = { src: rt.genAddr, group: "239.1.1.1", dstPort: 5000, ifname: "g0" };
+      const r = await runFlow(rt, {
+        mode,
+        forwards: [{ args: ["--from", "239.1.1.1:5000@r0", "--to", "239.2.2.2:6000@r1"] }],
+        sinks: [{ ns: rt.sinks[0]!.ns, listen: "239.2.2.2:6000@s0" }],
+        traffic: async () => {
+          const frag = await runGen(rt.topo, rt.gen, mode, ["--to", "239.1.1.1:5000@g0", "--rate", "1000", "--count", String(fragmented.count), "--size", String(fragmented.size), "--stream", "1"]);
+          const bad_checksum = await injectFrames(rt.topo, rt.gen, { ...frame, kind: "bad-checksum", count: injected.bad_checksum });
+          const udp_length = await injectFrames(rt.topo, rt.gen, { ...frame, kind: "udp-length", count: injected.udp_length });
+          // The positive control: the same frames, well-formed, do get through.
+          const valid = await injectFrames(rt.topo, rt.gen, { ...frame, kind: "valid", count: injected.valid });
+          const ok = await runGen(rt.topo, rt.gen, mode, ["--to", "239.1.1.1:5000@g0", "--rate", "10000", "--count", String(good.count), "--size", String(good.size), "--stream", "2"]);
+          return { frag, ok, bad_checksum, udp_length, valid };
+        },
+      });
+      const [sink] = r.sinks;
+      const [relay] = r.forwards;
+      note("malformed", { traffic: r.traffic, sink: sink!.totals, parse_drops: relay!.workers[0]?.parse_drops, counters: relay!.workers[0]?.counters });
+
+      expect(r.traffic).toMatchObject({ bad_checksum: injected.bad_checksum, udp_length: injected.udp_length, valid: injected.valid });
+      expect(r.traffic.frag.sent).toBe(fragmented.count);
+      expect(r.traffic.frag.send_errors).toBe(0);
+      expect(r.traffic.ok.sent).toBe(good.count);
+
+      // The receiver got the well-formed stream and the valid injected frames, nothing else.
+      expect(stream(sink!, 1)).toBeUndefined();
+      expect(stream(sink!, 2)).toMatchObject({ received: good.count, duplicates: 0, pattern_errors: 0 });
+      expect(sink!.totals.foreign).toBe(injected.valid);
+      expect(sink!.totals.datagrams).toBe(good.count + injected.valid);
+
+      const drops = relay!.workers[0]!.parse_drops;
+      expect(drops.ipv4_fragment).toBe(fragmented.count * fragments_per_datagram);
+      expect(drops.ipv4_bad_checksum).toBe(injected.bad_checksum);
+      expect(drops.udp_truncated).toBe(injected.udp_length);
+      const other_drops = Object.entries(drops).filter(([k, n]) => !["ipv4_fragment", "ipv4_bad_checksum", "udp_truncated"].includes(k) && n !== 0);
+      expect(other_drops).toEqual([]);
+      expect(relay!.rules[0]!.packets).toBe(good.count + injected.valid);
+      // Every frame that reached the ring was counted exactly once: relayed or dropped for one reason.
+      expect(workerSum(relay!, "kernel_drops")).toBe(0);
+      expect(workerSum(relay!, "rx_frames")).toBe(
+        fragmented.count * fragments_per_datagram + injected.bad_checksum + injected.udp_length + injected.valid + good.count,
+      );
+    },
+    TEST_TIMEOUT_MS,
+  );
+
+  test(
+    "two rules in opposite directions between the same interfaces do not loop",
+    async () => {
+      const rt = await topology({ label: "noloop" });
+      const count = 5_000;
+      const r = await runFlow(rt, {
+        mode,
+        forwards: [
+          { args: ["--name", "r0-to-r1", "--from", "239.1.1.1:5000@r0", "--to", "239.1.1.1:5000@r1"], label: "forward A r0->r1" },
+          { args: ["--name", "r1-to-r0", "--from", "239.1.1.1:5000@r1", "--to", "239.1.1.1:5000@r0"], label: "forward B r1->r0" },
+        ],
+        sinks: [
+          { ns: rt.sinks[0]!.ns, listen: "239.1.1.1:5000@s0", args: ["--expect", String(count)] },
+          // The generator does not loop its own packets back (IP_MULTICAST_LOOP 0): anything
+          // this sink gets came back from the relay.
+          { ns: rt.gen, listen: "239.1.1.1:5000@g0", graceMs: 1_000, label: "echo sink in gen ns" },
+        ],
+        traffic: () => runGen(rt.topo, rt.gen, mode, ["--to", "239.1.1.1:5000@g0", "--rate", "10000", "--count", String(count)]),
+      });
+      const [sink, echo] = r.sinks;
+      const [a, b] = r.forwards;
+      note("noloop", { sink: sink!.totals, echo: echo!.totals, a: a!.rules[0]!.packets, b: b!.rules[0]!.packets });
+
+      expect(r.traffic.sent).toBe(count);
+      expect(sink!.totals).toMatchObject({ received: count, lost: 0, duplicates: 0, pattern_errors: 0, datagrams: count });
+      expect(echo!.totals.datagrams).toBe(0);
+      expect(a!.rules[0]!.packets).toBe(count);
+      expect(b!.rules[0]!.packets).toBe(0);
+      expect(workerSum(b!, "matched")).toBe(0);
+    },
+    TEST_TIMEOUT_MS,
+  );
+
+  test(
+    "outputs whose sends fail count the errors per errno while the rule's other output forwards everything",
+    async () => {
+      const rt = await topology({ label: "senderr" });
+      // d0: an interface that exists but is down.
+      await ipIn(rt, rt.relay, ["link", "add", "d0", "type", "dummy"]);
+      const count = 5_000;
+      const r = await runFlow(rt, {
+        mode,
+        forwards: [
+          {
+            args: [
+              "--from", "239.1.1.1:5000@r0",
+              "--to", "239.2.2.2:6000@r1",
+              // No route to 10.250.0.0/16 in the relay namespace (no default route either).
+              "--to", "10.250.0.1:6000",
+              "--to", "239.3.3.3:6000@d0",
+            ],
+          },
+        ],
+        sinks: [{ ns: rt.sinks[0]!.ns, listen: "239.2.2.2:6000@s0", args: ["--expect", String(count)] }],
+        traffic: async () => {
+          const first = await runGen(rt.topo, rt.gen, mode, ["--to", "239.1.1.1:5000@g0", "--rate", "10000", "--count", String(count / 2), "--stream", "1"]);
+          // After a first batch of failures, the worker still relays a second one.
+          const second = await runGen(rt.topo, rt.gen, mode, ["--to", "239.1.1.1:5000@g0", "--rate", "10000", "--count", String(count / 2), "--stream", "2"]);
+          return [first, second];
+        },
+      });
+      const [sink] = r.sinks;
+      const [relay] = r.forwards;
+      const [good, unreachable, down] = relay!.rules[0]!.outputs;
+      note("senderr", { sink: sink!.totals, outputs: relay!.rules[0]!.outputs, counters: relay!.workers[0]?.counters });
+
+      // runFlow checked the forward was still running after the traffic; it stopped on our SIGINT.
+      expect(relay!.stopped_by).toBe("SIGINT");
+      expect(sink!.totals).toMatchObject({ received: count, duplicates: 0, pattern_errors: 0, datagrams: count });
+      expect(stream(sink!, 1)?.received).toBe(count / 2);
+      expect(stream(sink!, 2)?.received).toBe(count / 2);
+      expect(relay!.rules[0]!.packets).toBe(count);
+      expect(good).toMatchObject({ to: "239.2.2.2:6000@r1", packets: count, send_errors: {} });
+      expect(unreachable).toMatchObject({ to: "10.250.0.1:6000", packets: 0, send_errors: { ENETUNREACH: count } });
+      // What the kernel does for a multicast send on a down interface: ENETUNREACH.
+      expect(down).toMatchObject({ to: "239.3.3.3:6000@d0", packets: 0, send_errors: { ENETUNREACH: count } });
+      expect(workerSum(relay!, "tx_errors")).toBe(2 * count);
+    },
+    TEST_TIMEOUT_MS,
+  );
+
+  test(
+    "a multicast output on an up interface without an IPv4 address is sent (the kernel borrows another interface's address)",
+    async () => {
+      const rt = await topology({ label: "noaddr" });
+      // r9 has no address on either end: the relay's egress socket still sends through it.
+      const bare = await rt.topo.ns("bare");
+      await rt.topo.link({ ns: rt.relay, ifname: "r9" }, { ns: bare, ifname: "b0" });
+      const count = 2_000;
+      const r = await runFlow(rt, {
+        mode,
+        forwards: [{ args: ["--from", "239.1.1.1:5000@r0", "--to", "239.2.2.2:6000@r1", "--to", "239.3.3.3:6000@r9"] }],
+        sinks: [
+          { ns: rt.sinks[0]!.ns, listen: "239.2.2.2:6000@s0", args: ["--expect", String(count)] },
+          { ns: bare, listen: "239.3.3.3:6000@b0", args: ["--expect", String(count)] },
+        ],
+        traffic: () => runGen(rt.topo, rt.gen, mode, ["--to", "239.1.1.1:5000@g0", "--rate", "10000", "--count", String(count)]),
+      });
+      note("noaddr", { sinks: r.sinks.map((s) => s.totals), outputs: r.forwards[0]!.rules[0]!.outputs });
+
+      for (const sink of r.sinks) expect(sink.totals).toMatchObject({ received: count, duplicates: 0, pattern_errors: 0 });
+      expect(r.forwards[0]!.rules[0]!.outputs.map((o) => [o.packets, o.send_errors])).toEqual([
+        [count, {}],
+        [count, {}],
+      ]);
+    },
+    TEST_TIMEOUT_MS,
+  );
+
+  test(
+    "multicast in, unicast out reaches a receiver in another namespace",
+    async () => {
+      const rt = await topology({ label: "unicast" });
+      const count = 10_000;
+      const dest = `${rt.sinks[0]!.addr}:7000`;
+      const r = await runFlow(rt, {
+        mode,
+        forwards: [{ args: ["--from", "239.1.1.1:5000@r0", "--to", dest] }],
+        sinks: [{ ns: rt.sinks[0]!.ns, listen: dest, args: ["--expect", String(count)] }],
+        traffic: () => runGen(rt.topo, rt.gen, mode, ["--to", "239.1.1.1:5000@g0", "--rate", "10000", "--count", String(count)]),
+      });
+      const [sink] = r.sinks;
+      note("unicast", { sink: sink!.totals, latency_us: sink!.streams[0]?.latency_us });
+
+      expect(r.traffic.sent).toBe(count);
+      expect(sink!.totals).toMatchObject({ received: count, lost: 0, duplicates: 0, pattern_errors: 0, datagrams: count });
+      expect(r.forwards[0]!.rules[0]!.outputs[0]).toMatchObject({ to: dest, packets: count, send_errors: {} });
+    },
+    TEST_TIMEOUT_MS,
+  );
+});
