@@ -49,6 +49,8 @@ const root: ConsolaInstance = createConsola({
   level: levelNumber[level],
   stdout: process.stderr,
   stderr: process.stderr,
+  // Plain lines (no boxes): logs are read in journals and terminals alike.
+  ...({ fancy: false } as object),
   formatOptions: { colors: !process.env.NO_COLOR && process.stderr.isTTY, date: false },
 });
 if (format === "json") root.setReporters([jsonReporter]);

@@ -9,6 +9,16 @@ import { VERSION } from "./version.ts";
 const log = logger("mcrelay");
 
 const subCommands = {
+  run: () => import("./cli/run.ts").then((m) => m.default),
+  add: () => import("./cli/add.ts").then((m) => m.default),
+  remove: () => import("./cli/remove.ts").then((m) => m.default),
+  list: () => import("./cli/list.ts").then((m) => m.default),
+  stats: () => import("./cli/stats.ts").then((m) => m.default),
+  workers: () => import("./cli/workers.ts").then((m) => m.default),
+  "log-level": () => import("./cli/log-level.ts").then((m) => m.default),
+  ping: () => import("./cli/ping.ts").then((m) => m.default),
+  reload: () => import("./cli/reload.ts").then((m) => m.default),
+  config: () => import("./cli/config.ts").then((m) => m.default),
   forward: () => import("./cli/forward.ts").then((m) => m.default),
   gen: () => import("./cli/gen.ts").then((m) => m.default),
   sink: () => import("./cli/sink.ts").then((m) => m.default),

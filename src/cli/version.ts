@@ -5,14 +5,25 @@ import { abiVersion } from "../native/lib.ts";
 import { isCompiled } from "../self-command.ts";
 import { checkFlags, jsonArg } from "./args.ts";
 import { printJson, printLine } from "./output.ts";
+import { socketArg } from "./daemon-client.ts";
+import { ControlClient, NotRunningError, socketPath } from "../control/client.ts";
 
-const args = { ...jsonArg } as const;
+const args = { ...socketArg, ...jsonArg } as const;
 
 export default defineCommand({
   meta: { name: "version", description: "Print the version" },
   args,
-  run({ rawArgs, args: a }) {
+  async run({ rawArgs, args: a }) {
     checkFlags(rawArgs, args);
+    let daemon: { version: string | null; protocol: number | null; error?: string } = { version: null, protocol: null };
+    try {
+      const c = await ControlClient.connect(socketPath(a.socket), 1000);
+      const r = (await c.request("version")) as { daemon: string; protocol: number };
+      c.close();
+      daemon = { version: r.daemon, protocol: r.protocol };
+    } catch (err) {
+      daemon.error = err instanceof NotRunningError ? "not running" : (err as Error).message;
+    }
     const info = {
       version: VERSION,
       protocol: PROTOCOL_VERSION,
@@ -20,8 +31,12 @@ export default defineCommand({
       bun: Bun.version,
       compiled: isCompiled(),
       arch: process.arch,
+      daemon,
     };
     if (a.json) printJson(info);
-    else printLine(`mcrelay ${info.version} (protocol ${info.protocol}, native ABI ${info.native_abi}, bun ${info.bun}, ${info.arch})`);
+    else {
+      printLine(`mcrelay ${info.version} (protocol ${info.protocol}, native ABI ${info.native_abi}, bun ${info.bun}, ${info.arch})`);
+      printLine(daemon.version ? `daemon ${daemon.version} (protocol ${daemon.protocol})` : `daemon: ${daemon.error}`);
+    }
   },
 });

@@ -1,0 +1,43 @@
+// `mcrelay add`: a rule at runtime (kept across restarts); --replace changes one in place.
+import { defineCommand } from "citty";
+import { checkFlags, intFlag, jsonArg, repeated, validate } from "./args.ts";
+import { socketArg, withClient } from "./daemon-client.ts";
+import { printJson, printLine } from "./output.ts";
+import { logger } from "../log.ts";
+import { nameSchema } from "../config/rule-spec.ts";
+import * as v from "valibot";
+
+const log = logger("add");
+
+const args = {
+  name: { type: "string", description: "Rule name (unique)", required: true },
+  from: { type: "string", description: "Input GROUP:PORT@IFACE", required: true },
+  to: { type: "string", description: "Output ADDR:PORT[@IFACE]; repeat for fan-out", required: true },
+  ttl: { type: "string", description: "TTL of relayed packets" },
+  source: { type: "string", description: "Relay only packets from this source address" },
+  replace: { type: "boolean", description: "Change the existing rule of this name in place" },
+  ...socketArg,
+  ...jsonArg,
+} as const;
+
+const Schema = v.object({ name: nameSchema, ttl: v.optional(intFlag(1, 255)) });
+
+export default defineCommand({
+  meta: { name: "add", description: "Add (or --replace) a forwarding rule in the running daemon" },
+  args,
+  async run({ rawArgs, args: a }) {
+    checkFlags(rawArgs, args);
+    const checked = validate(Schema, { name: a.name, ttl: a.ttl });
+    const rule: Record<string, unknown> = { name: checked.name, from: a.from, to: repeated(rawArgs, "to") };
+    if (checked.ttl !== undefined) rule.ttl = checked.ttl;
+    if (a.source) rule.source = a.source;
+    const result = (await withClient(a.socket, (c) => c.request("add", { rule, replace: !!a.replace }))) as {
+      rule: { name: string; id: string; state: string; reasons: string[] };
+      warnings: string[];
+      replaced: boolean;
+    };
+    for (const w of result.warnings) log.warn(w);
+    if (a.json) printJson(result);
+    else printLine(`${result.replaced ? "replaced" : "added"} rule ${result.rule.name} (id ${result.rule.id}): ${result.rule.state}${result.rule.reasons.length ? ` (${result.rule.reasons.join("; ")})` : ""}`);
+  },
+});

@@ -1,0 +1,32 @@
+// `mcrelay list`: rules with their state and origin.
+import { defineCommand } from "citty";
+import { checkFlags, jsonArg } from "./args.ts";
+import { socketArg, withClient } from "./daemon-client.ts";
+import { printJson, printLine, printTable } from "./output.ts";
+
+const args = { ...socketArg, ...jsonArg } as const;
+
+interface ListedRule {
+  name: string;
+  id: string;
+  origin: string;
+  input: string;
+  outputs: { to: string; ttl: number }[];
+  state: string;
+  reasons: string[];
+}
+
+export default defineCommand({
+  meta: { name: "list", description: "List the daemon's rules" },
+  args,
+  async run({ rawArgs, args: a }) {
+    checkFlags(rawArgs, args);
+    const result = (await withClient(a.socket, (c) => c.request("list"))) as { rules: ListedRule[] };
+    if (a.json) return printJson(result);
+    if (result.rules.length === 0) return printLine("no rules");
+    printTable(
+      ["name", "id", "state", "origin", "input", "outputs", "why"],
+      result.rules.map((r) => [r.name, r.id, r.state, r.origin, r.input, r.outputs.map((o) => o.to).join(", "), r.reasons.join("; ")]),
+    );
+  },
+});

@@ -1,0 +1,60 @@
+// `mcrelay stats [NAME] [--watch]`: per rule and per output counters, rates and drops.
+import { defineCommand } from "citty";
+import { checkFlags, jsonArg, secondsFlag, validate } from "./args.ts";
+import { socketArg, withClient } from "./daemon-client.ts";
+import { printJson, printLine, printTable, formatRate } from "./output.ts";
+import type { RuleReport, InterfaceReport } from "../supervisor/report.ts";
+import type { WorkerInfo } from "../supervisor/dataplanes.ts";
+import * as v from "valibot";
+
+const args = {
+  rule: { type: "positional", description: "Only this rule (name or id)", required: false },
+  watch: { type: "boolean", description: "Print again every --interval seconds until interrupted" },
+  interval: { type: "string", description: "Seconds between --watch updates (default 1)" },
+  ...socketArg,
+  ...jsonArg,
+} as const;
+
+interface StatsResult {
+  rules: RuleReport[];
+  interfaces: InterfaceReport[];
+  workers: WorkerInfo[];
+}
+
+function printHuman(s: StatsResult): void {
+  for (const r of s.rules) {
+    printLine(`${r.name} (${r.state}) ${r.input}: ${r.packets.toLocaleString("en-US")} packets, ${formatRate(r.pps, "pps")}, ${formatRate(r.bps, "bit/s")}`);
+    printTable(
+      ["  output", "packets", "pps", "bit/s", "send errors"],
+      r.outputs.map((o) => [`  ${o.to}`, o.packets, formatRate(o.pps, ""), formatRate(o.bps, ""), Object.entries(o.send_errors).map(([k, n]) => `${k} ${n}`).join(", ") || "-"]),
+    );
+  }
+  for (const i of s.interfaces) {
+    const drops = Object.entries(i.parse_drops).filter(([, n]) => n > 0).map(([k, n]) => `${k} ${n}`);
+    printLine(
+      `interface ${i.interface}: rx ${i.counters.rx_frames.toLocaleString("en-US")} frames, no match ${i.counters.no_match}, ` +
+        `ring drops ${i.counters.kernel_drops}, send errors ${i.counters.tx_errors}${drops.length ? `, parse drops: ${drops.join(", ")}` : ""}`,
+    );
+  }
+}
+
+export default defineCommand({
+  meta: { name: "stats", description: "Counters per rule and output, rates, drops by reason" },
+  args,
+  async run({ rawArgs, args: a }) {
+    checkFlags(rawArgs, args, 1);
+    const interval = validate(v.object({ interval: v.optional(secondsFlag(3600)) }), { interval: a.interval }).interval ?? 1;
+    await withClient(a.socket, async (c) => {
+      const query = a.rule ? { rule: a.rule } : undefined;
+      do {
+        const result = (await c.request("stats", query)) as StatsResult;
+        if (a.json) printJson(a.watch ? { time: new Date().toISOString(), ...result } : result);
+        else {
+          if (a.watch) printLine(`--- ${new Date().toISOString()}`);
+          printHuman(result);
+        }
+        if (a.watch) await Bun.sleep(interval * 1000);
+      } while (a.watch);
+    });
+  },
+});

@@ -1,0 +1,23 @@
+// `mcrelay workers`: pid, interface, state, uptime, restarts, backoff.
+import { defineCommand } from "citty";
+import { checkFlags, jsonArg } from "./args.ts";
+import { socketArg, withClient } from "./daemon-client.ts";
+import { printJson, printLine, printTable } from "./output.ts";
+import type { WorkerInfo } from "../supervisor/dataplanes.ts";
+
+const args = { ...socketArg, ...jsonArg } as const;
+
+export default defineCommand({
+  meta: { name: "workers", description: "List the dataplane workers" },
+  args,
+  async run({ rawArgs, args: a }) {
+    checkFlags(rawArgs, args);
+    const result = (await withClient(a.socket, (c) => c.request("workers"))) as { workers: WorkerInfo[] };
+    if (a.json) return printJson(result);
+    if (result.workers.length === 0) return printLine("no workers");
+    printTable(
+      ["interface", "pid", "state", "uptime s", "restarts", "backoff ms", "drift repairs", "rules", "last error"],
+      result.workers.map((w) => [w.interface, w.pid ?? "-", w.state, w.uptime_s, w.restarts, w.backoff_ms, w.drift_repairs, w.rules, w.last_error ?? "-"]),
+    );
+  },
+});

@@ -1,0 +1,322 @@
+// The supervisor as a daemon: the single source of truth for rules. Rules come from the config
+// file and from clients at runtime (persisted in the state directory); every change is
+// resolved against the interfaces, split per input interface and handed to the workers. It
+// answers the control socket while all of this happens.
+import { formatEndpoint } from "../config/endpoint.ts";
+import { loadConfig } from "../config/file.ts";
+import { ruleFromSpec, specFromRule, type RuleSpec } from "../config/rule-spec.ts";
+import { ConfigError } from "../errors.ts";
+import { getLogLevel, logger, setLogLevel, type LogLevelName } from "../log.ts";
+import { resolveRule, type Rule } from "../rules/rule.ts";
+import { PROTOCOL_VERSION, VERSION } from "../version.ts";
+import type { WireRule } from "../worker/messages.ts";
+import { ControlError, ControlServer } from "../control/server.ts";
+import type { Request } from "../control/protocol.ts";
+import { Dataplanes } from "./dataplanes.ts";
+import { lookupLink } from "./links.ts";
+import { buildInterfaceReports, buildRuleReports } from "./report.ts";
+import { StateFile } from "./state-file.ts";
+
+const log = logger("daemon");
+
+/** How often interfaces are re-checked for rules waiting on them (until netlink drives it). */
+export const LINK_POLL_MS = 1000;
+
+export type Origin = "config" | "runtime";
+
+interface Stored {
+  rule: Rule;
+  spec: RuleSpec;
+  origin: Origin;
+  pending: string[];
+}
+
+export interface DaemonOptions {
+  socketPath: string;
+  stateDir: string;
+  configPath?: string;
+  socketMode?: number;
+  socketGid?: number;
+}
+
+export class Daemon {
+  readonly #opts: DaemonOptions;
+  readonly #state: StateFile;
+  readonly #rules = new Map<string, Stored>();
+  readonly #dataplanes = new Dataplanes();
+  #nextId = 1n;
+  #server: ControlServer | null = null;
+  #mutations: Promise<unknown> = Promise.resolve();
+  #linkSignature = "";
+  #linkTimer: ReturnType<typeof setInterval> | null = null;
+  #stopping = false;
+
+  private constructor(opts: DaemonOptions) {
+    this.#opts = opts;
+    this.#state = new StateFile(opts.stateDir);
+  }
+
+  /** Loads config and state, starts workers, then opens the control socket. */
+  static async start(opts: DaemonOptions): Promise<Daemon> {
+    const d = new Daemon(opts);
+    const saved = d.#state.load();
+    d.#nextId = saved.nextId;
+    if (opts.configPath) {
+      const cfg = loadConfig(opts.configPath);
+      for (const spec of cfg.specs) d.#put(spec, "config", d.#takeId());
+    }
+    for (const r of saved.rules) {
+      if (d.#rules.has(r.spec.name)) {
+        log.warn(`runtime rule ${r.spec.name} overrides the config file's rule of that name`);
+      }
+      const built = ruleFromSpec(r.spec, r.id);
+      if (!built.ok) {
+        log.error(`saved rule ${r.spec.name} is no longer valid (${built.problems.join("; ")}); kept in the state file, not loaded`);
+        continue;
+      }
+      d.#rules.set(r.spec.name, { rule: built.rule, spec: r.spec, origin: "runtime", pending: [] });
+      if (r.id >= d.#nextId) d.#nextId = r.id + 1n;
+    }
+    d.#reconcile();
+    try {
+      await d.#dataplanes.settled(10_000);
+    } catch (err) {
+      log.warn(`not every worker is forwarding yet: ${(err as Error).message}`);
+    }
+    d.#server = await ControlServer.start(opts.socketPath, (req) => d.#handle(req), { mode: opts.socketMode, gid: opts.socketGid });
+    d.#linkTimer = setInterval(() => d.#pollLinks(), LINK_POLL_MS);
+    log.info(`ready: ${d.#rules.size} rules, control socket ${opts.socketPath}`);
+    return d;
+  }
+
+  #takeId(): bigint {
+    return this.#nextId++;
+  }
+
+  #put(spec: RuleSpec, origin: Origin, id: bigint): Stored {
+    const built = ruleFromSpec(spec, id);
+    if (!built.ok) throw new ControlError("bad_request", built.problems.join("; "));
+    const stored: Stored = { rule: built.rule, spec, origin, pending: [] };
+    this.#rules.set(spec.name, stored);
+    return stored;
+  }
+
+  #persist(): void {
+    const runtime = [...this.#rules.values()].filter((s) => s.origin === "runtime");
+    this.#state.save({ nextId: this.#nextId, rules: runtime.map((s) => ({ id: s.rule.id, spec: s.spec })) });
+  }
+
+  /** Resolves every rule against the interfaces and gives each worker its complete table. */
+  #reconcile(): void {
+    const tables = new Map<string, WireRule[]>();
+    for (const stored of this.#rules.values()) {
+      const resolved = resolveRule(stored.rule, lookupLink);
+      const was = stored.pending.join("; ");
+      stored.pending = resolved.pending;
+      if (was !== stored.pending.join("; ")) {
+        if (stored.pending.length) log.warn(`rule ${stored.rule.name} is pending: ${stored.pending.join("; ")}`);
+        else if (was) log.info(`rule ${stored.rule.name} is active`);
+      }
+      if (!resolved.wire) continue;
+      const iface = stored.rule.input.iface;
+      tables.set(iface, [...(tables.get(iface) ?? []), resolved.wire]);
+    }
+    this.#linkSignature = this.#signature();
+    this.#dataplanes.setTables(tables);
+  }
+
+  /** Interfaces the rules name, as facts that matter to forwarding. */
+  #signature(): string {
+    const names = new Set<string>();
+    for (const s of this.#rules.values()) {
+      names.add(s.rule.input.iface);
+      for (const o of s.rule.outputs) if (o.to.iface) names.add(o.to.iface);
+    }
+    return [...names]
+      .sort()
+      .map((n) => {
+        const l = lookupLink(n);
+        return l ? `${n}:${l.ifindex}:${l.flags & 1}:${l.mtu}:${l.addr4}` : `${n}:-`;
+      })
+      .join(",");
+  }
+
+  #pollLinks(): void {
+    if (this.#stopping) return;
+    if (this.#signature() !== this.#linkSignature) {
+      this.#mutate(async () => this.#reconcile());
+    }
+  }
+
+  /** Changes to rules run one after another. */
+  #mutate<T>(fn: () => Promise<T>): Promise<T> {
+    const next = this.#mutations.then(fn, fn);
+    this.#mutations = next.catch(() => undefined);
+    return next;
+  }
+
+  async #handle(req: Request): Promise<unknown> {
+    switch (req.cmd) {
+      case "hello":
+        return { daemon: VERSION, protocol: PROTOCOL_VERSION };
+      case "ping":
+        return { pong: true, rules: this.#rules.size, workers: this.#dataplanes.info().length };
+      case "version":
+        return { daemon: VERSION, protocol: PROTOCOL_VERSION, bun: Bun.version };
+      case "add":
+        return this.#mutate(() => this.#add(req.args.rule, req.args.replace ?? false));
+      case "remove":
+        return this.#mutate(() => this.#remove(req.args.rule));
+      case "list":
+        return { rules: this.#list() };
+      case "stats":
+        return this.#stats(req.args?.rule);
+      case "workers":
+        return { workers: this.#dataplanes.info() };
+      case "log-level":
+        if (req.args?.level) {
+          setLogLevel(req.args.level as LogLevelName);
+          await this.#dataplanes.setLogLevel(req.args.level);
+          log.info(`log level set to ${req.args.level}`);
+        }
+        return { level: getLogLevel() };
+      case "reload":
+        return this.#mutate(() => this.reload());
+      case "config-show":
+        return {
+          config_file: this.#opts.configPath ?? null,
+          state_dir: this.#opts.stateDir,
+          rules: [...this.#rules.values()].map((s) => ({ ...s.spec, origin: s.origin, id: s.rule.id.toString() })),
+        };
+    }
+  }
+
+  #find(nameOrId: string): Stored | undefined {
+    return this.#rules.get(nameOrId) ?? [...this.#rules.values()].find((s) => s.rule.id.toString() === nameOrId);
+  }
+
+  async #add(spec: RuleSpec, replace: boolean) {
+    const existing = this.#rules.get(spec.name);
+    if (existing && !replace) throw new ControlError("exists", `a rule named '${spec.name}' exists (use --replace to change it)`);
+    if (!existing && replace) throw new ControlError("not_found", `no rule named '${spec.name}' to replace`);
+    const id = existing ? existing.rule.id : this.#takeId();
+    const before = existing ? { ...existing } : null;
+    const stored = this.#put(spec, "runtime", id);
+    try {
+      this.#persist();
+    } catch (err) {
+      if (before) this.#rules.set(spec.name, before);
+      else this.#rules.delete(spec.name);
+      throw new ControlError("internal", `cannot save state: ${(err as Error).message}`);
+    }
+    this.#reconcile();
+    await this.#settle();
+    return { rule: this.#view(stored), warnings: stored.pending, replaced: !!existing };
+  }
+
+  async #remove(nameOrId: string) {
+    const stored = this.#find(nameOrId);
+    if (!stored) throw new ControlError("not_found", `no rule named or numbered '${nameOrId}'`);
+    this.#rules.delete(stored.rule.name);
+    this.#persist();
+    this.#reconcile();
+    await this.#settle();
+    const warnings = stored.origin === "config" ? ["this rule comes from the config file: a reload brings it back unless it is removed there"] : [];
+    return { removed: stored.rule.name, id: stored.rule.id.toString(), warnings };
+  }
+
+  /** Waits for workers to acknowledge; a failure to do so is reported, not thrown. */
+  async #settle(): Promise<void> {
+    try {
+      await this.#dataplanes.settled(5000);
+    } catch (err) {
+      log.warn((err as Error).message);
+    }
+  }
+
+  /** Reload: validate the whole file first (a bad file changes nothing), then apply the difference. */
+  async reload() {
+    if (!this.#opts.configPath) throw new ControlError("config_invalid", "the daemon was started without --config: nothing to reload");
+    let specs: RuleSpec[];
+    try {
+      specs = loadConfig(this.#opts.configPath).specs;
+    } catch (err) {
+      if (err instanceof ConfigError) throw new ControlError("config_invalid", `reload refused, nothing changed: ${err.message}`);
+      throw err;
+    }
+    const wanted = new Map(specs.map((s) => [s.name, s]));
+    const added: string[] = [];
+    const removed: string[] = [];
+    const changed: string[] = [];
+    const conflicts: string[] = [];
+    for (const [name, s] of this.#rules) {
+      if (s.origin === "config" && !wanted.has(name)) {
+        this.#rules.delete(name);
+        removed.push(name);
+      }
+    }
+    for (const [name, spec] of wanted) {
+      const s = this.#rules.get(name);
+      if (!s) {
+        this.#put(spec, "config", this.#takeId());
+        added.push(name);
+      } else if (s.origin === "runtime") {
+        conflicts.push(name);
+      } else if (JSON.stringify(s.spec) !== JSON.stringify(spec)) {
+        this.#put(spec, "config", s.rule.id);
+        changed.push(name);
+      }
+    }
+    this.#reconcile();
+    await this.#settle();
+    log.info(`reloaded ${this.#opts.configPath}: ${added.length} added, ${removed.length} removed, ${changed.length} changed`);
+    const warnings = conflicts.map((n) => `rule ${n}: a runtime rule of that name is kept; the config file's version is ignored`);
+    return { added, removed, changed, unchanged: wanted.size - added.length - changed.length - conflicts.length, warnings };
+  }
+
+  #view(s: Stored) {
+    const worker = this.#dataplanes.info().find((w) => w.interface === s.rule.input.iface);
+    const failing = !s.pending.length && worker && worker.state === "backoff";
+    return {
+      name: s.rule.name,
+      id: s.rule.id.toString(),
+      origin: s.origin,
+      input: formatEndpoint(s.rule.input),
+      source: s.rule.source?.text ?? null,
+      outputs: s.rule.outputs.map((o) => ({ to: formatEndpoint(o.to), ttl: o.ttl })),
+      state: s.pending.length ? "pending" : failing ? "error" : "active",
+      reasons: s.pending.length ? s.pending : failing && worker.last_error ? [worker.last_error] : [],
+    };
+  }
+
+  #list() {
+    return [...this.#rules.values()].sort((a, b) => (a.rule.id < b.rule.id ? -1 : 1)).map((s) => this.#view(s));
+  }
+
+  #stats(name?: string) {
+    const selected = name ? [this.#find(name)].filter((s): s is Stored => !!s) : [...this.#rules.values()];
+    if (name && selected.length === 0) throw new ControlError("not_found", `no rule named or numbered '${name}'`);
+    const totals = this.#dataplanes.counters.totals();
+    const rules = buildRuleReports(
+      selected.map((s) => ({ rule: s.rule, pending: s.pending, origin: s.origin })),
+      totals,
+      this.#dataplanes.counters.rates(),
+    );
+    return { rules, interfaces: buildInterfaceReports(totals), workers: this.#dataplanes.info() };
+  }
+
+  /** Graceful stop: workers within their deadline, final counters logged, socket removed. */
+  async stop(): Promise<void> {
+    if (this.#stopping) return;
+    this.#stopping = true;
+    if (this.#linkTimer) clearInterval(this.#linkTimer);
+    this.#server?.stop();
+    await this.#dataplanes.collect();
+    await this.#dataplanes.close();
+    const totals = this.#dataplanes.counters.totals();
+    for (const s of this.#rules.values()) {
+      const t = totals.rules.get(s.rule.id.toString());
+      log.info(`final: rule ${s.rule.name}: ${t?.packets ?? 0} packets, ${t?.bytes ?? 0} bytes`);
+    }
+  }
+}

@@ -1,0 +1,100 @@
+// Command-line validation of forward / gen / sink: a wrong argument ends with exit code 2 and
+// one message naming the argument, before anything is opened, and never with a stack trace.
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { netnsAvailable, Topology } from "../support/netns.ts";
+import { mcrelayCommand } from "../support/relay-harness.ts";
+
+const mcrelay = mcrelayCommand("bun");
+/** A JS stack frame as bun prints it ("    at run (/path/file.ts:12:3)"). */
+const STACK_FRAME = /^\s+at .*(\.[jt]s:\d+|<anonymous>|native)/m;
+
+interface Outcome {
+  exitCode: number;
+  stdout: string;
+  stderr: string;
+}
+
+function runHost(args: string[]): Outcome {
+  const r = Bun.spawnSync({ cmd: [...mcrelay, ...args], stdin: "ignore", stdout: "pipe", stderr: "pipe", env: { ...process.env, NO_COLOR: "1" } });
+  return { exitCode: r.exitCode ?? -1, stdout: r.stdout.toString(), stderr: r.stderr.toString() };
+}
+
+function expectUsageError(r: Outcome, ...mentions: string[]): void {
+  const context = `stderr: ${JSON.stringify(r.stderr)}`;
+  expect({ exitCode: r.exitCode, context }).toEqual({ exitCode: 2, context });
+  for (const m of mentions) expect(r.stderr).toContain(m);
+  expect(r.stderr).not.toMatch(STACK_FRAME);
+  expect(r.stdout).toBe("");
+}
+
+describe("CLI validation (no namespace: rejected while parsing)", () => {
+  test("an endpoint without a port is refused, naming --from and the value", () => {
+    expectUsageError(runHost(["forward", "--from", "239.1.1.1@r0", "--to", "239.2.2.2:6000@r1"]), "--from", "239.1.1.1@r0");
+  });
+
+  test("an address that is not an IP address is refused, naming --to", () => {
+    expectUsageError(runHost(["forward", "--from", "239.1.1.1:5000@r0", "--to", "239.2.2.300:6000@r1"]), "--to", "239.2.2.300");
+  });
+
+  test("port 0 is refused, naming the flag and the range", () => {
+    expectUsageError(runHost(["forward", "--from", "239.1.1.1:5000@r0", "--to", "239.2.2.2:0@r1"]), "--to", "port 0", "1-65535");
+    expectUsageError(runHost(["sink", "--listen", "239.2.2.2:0@s0"]), "--listen", "port 0");
+  });
+
+  test("a gen payload size out of range is refused, naming --size and the range", () => {
+    expectUsageError(runHost(["gen", "--to", "239.1.1.1:5000@g0", "--size", "70000"]), "--size", "70000", "out of range");
+    expectUsageError(runHost(["gen", "--to", "239.1.1.1:5000@g0", "--size", "3"]), "--size", "3", "out of range");
+  });
+
+  test("an unknown flag is refused, naming it", () => {
+    expectUsageError(runHost(["forward", "--from", "239.1.1.1:5000@r0", "--to", "239.2.2.2:6000@r1", "--bogus"]), "--bogus");
+    expectUsageError(runHost(["gen", "--to", "239.1.1.1:5000@g0", "--rat", "10"]), "--rat");
+  });
+
+  test("a multicast group without an interface is refused where one is needed", () => {
+    expectUsageError(runHost(["sink", "--listen", "239.1.1.1:5000"]), "--listen", "interface");
+    expectUsageError(runHost(["forward", "--from", "239.1.1.1:5000", "--to", "239.2.2.2:6000@r1"]), "--from", "interface");
+  });
+
+  test("the same interface for input and output is refused, naming --to and the interface", () => {
+    expectUsageError(runHost(["forward", "--from", "239.1.1.1:5000@lo", "--to", "239.2.2.2:6000@lo"]), "--to", "lo");
+  });
+});
+
+// These resolve interface names: they run in a namespace of their own, so that a validation
+// that failed to reject could not start relaying on this machine's interfaces.
+describe.skipIf(!netnsAvailable())("CLI validation (against a namespace's interfaces)", () => {
+  let topo: Topology;
+  let ns: string;
+
+  beforeAll(async () => {
+    topo = await Topology.create("cli");
+    ns = await topo.ns("a");
+    await topo.link({ ns, ifname: "v0", addr: "10.98.0.1/24" }, { ns, ifname: "v1", addr: "10.98.1.1/24" });
+  });
+
+  afterAll(async () => {
+    await topo?.destroy();
+  });
+
+  async function runNs(args: string[]): Promise<Outcome> {
+    return topo.exec(ns, [...mcrelay, ...args], { env: { NO_COLOR: "1" }, timeoutMs: 30_000 });
+  }
+
+  test("an unknown input interface is refused, naming it", async () => {
+    expectUsageError(await runNs(["forward", "--from", "239.1.1.1:5000@nosuch0", "--to", "239.2.2.2:6000@v1"]), "nosuch0", "input");
+  });
+
+  test("an unknown output interface is refused, naming it", async () => {
+    expectUsageError(await runNs(["forward", "--from", "239.1.1.1:5000@v0", "--to", "239.2.2.2:6000@nosuch1"]), "nosuch1", "output");
+  });
+
+  test("an unknown interface for gen and sink is refused, naming the flag and the interface", async () => {
+    expectUsageError(await runNs(["gen", "--to", "239.1.1.1:5000@nosuch2", "--count", "1"]), "--to", "nosuch2");
+    expectUsageError(await runNs(["sink", "--listen", "239.1.1.1:5000@nosuch3", "--duration", "1"]), "--listen", "nosuch3");
+  });
+
+  test("a unicast input address that is not the interface's own is refused, naming the address", async () => {
+    expectUsageError(await runNs(["forward", "--from", "10.98.0.77:5000@v0", "--to", "239.2.2.2:6000@v1"]), "10.98.0.77", "v0");
+  });
+});
