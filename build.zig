@@ -24,7 +24,8 @@ pub fn build(b: *std.Build) void {
         .root_source_file = b.path("zig/lib.zig"),
         .target = target,
         .optimize = optimize,
-        .link_libc = false,
+        // libc for set*id calls that must reach every thread (see zig/privileges.zig).
+        .link_libc = true,
     });
     const lib = b.addLibrary(.{
         .name = "mcrelay",
@@ -37,6 +38,7 @@ pub fn build(b: *std.Build) void {
         .root_source_file = b.path("zig/all_tests.zig"),
         .target = target,
         .optimize = .debug,
+        .link_libc = true,
     });
     const tests = b.addTest(.{ .root_module = test_module });
     const run_tests = b.addRunArtifact(tests);

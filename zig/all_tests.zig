@@ -9,6 +9,7 @@ test {
     _ = @import("join.zig");
     _ = @import("scm.zig");
     _ = @import("link.zig");
+    _ = @import("privileges.zig");
     _ = @import("dataplane/parse.zig");
     _ = @import("dataplane/table.zig");
     _ = @import("dataplane/stats.zig");

@@ -8,6 +8,7 @@ const constants = @import("constants.zig");
 const sys = @import("sys.zig");
 const link = @import("link.zig");
 const scm = @import("scm.zig");
+const privileges = @import("privileges.zig");
 const parse = @import("dataplane/parse.zig");
 const stats = @import("dataplane/stats.zig");
 const Dataplane = @import("dataplane/loop.zig").Dataplane;
@@ -100,6 +101,13 @@ export fn mcr_scm_recv(fd: i32, buf: [*]u8, cap: u32, fds: [*]i32, fds_cap: u32,
     const r = scm.recv(fd, buf[0..cap], fds[0..fds_cap], dont_wait != 0) catch |err| return rc(err);
     fd_count.* = r.fd_count;
     return @intCast(r.bytes);
+}
+
+/// Drops to uid/gid (when change_ids != 0), clears every capability set, sets no_new_privs on
+/// every thread and SIGKILL on parent death.
+export fn mcr_privileges_drop(uid: u32, gid: u32, change_ids: u32) i32 {
+    privileges.drop(uid, gid, change_ids != 0) catch |err| return rc(err);
+    return 0;
 }
 
 // Dataplane.

@@ -9,6 +9,7 @@ import { Relay, lookupLink, type RelayReport } from "../supervisor/relay.ts";
 import { checkFlags, intFlag, jsonArg, repeated, secondsFlag, validate } from "./args.ts";
 import { printJson, printLine, printTable } from "./output.ts";
 import { watchStop } from "./stop-signal.ts";
+import { workerUser } from "../supervisor/user.ts";
 import { logger } from "../log.ts";
 
 const log = logger("forward");
@@ -20,6 +21,7 @@ const args = {
   source: { type: "string", description: "Relay only packets from this source address" },
   name: { type: "string", description: "Rule name in the report (default: forward)" },
   duration: { type: "string", description: "Stop after this many seconds (default: until SIGINT/SIGTERM)" },
+  user: { type: "string", description: "Unprivileged user the worker runs as (default nobody)" },
   ...jsonArg,
 } as const;
 
@@ -70,7 +72,7 @@ export default defineCommand({
     const resolved = resolveRule(rule, lookupLink);
     if (resolved.pending.length) throw new UsageError(resolved.pending.join("\n"));
 
-    const relay = new Relay();
+    const relay = new Relay({ user: workerUser(a.user) });
     const stop = watchStop(input.duration);
     const startedAt = performance.now();
     try {

@@ -8,6 +8,7 @@ import { logger } from "../log.ts";
 import { Daemon } from "../supervisor/daemon.ts";
 import { loadNative } from "../native/lib.ts";
 import { checkFlags } from "./args.ts";
+import { workerUser } from "../supervisor/user.ts";
 import { socketArg } from "./daemon-client.ts";
 
 const log = logger("run");
@@ -19,6 +20,7 @@ const args = {
   ...socketArg,
   "state-dir": { type: "string", description: `Where runtime rules are kept (default $MCRELAY_STATE_DIR or ${DEFAULT_STATE_DIR})` },
   "socket-group": { type: "string", description: "Group allowed to use the control socket (mode 0660)" },
+  user: { type: "string", description: "Unprivileged user the workers run as (default nobody)" },
 } as const;
 
 function groupId(name: string): number {
@@ -44,6 +46,7 @@ export default defineCommand({
         stateDir,
         configPath: a.config,
         socketGid: a["socket-group"] ? groupId(a["socket-group"]) : undefined,
+        user: workerUser(a.user),
       });
     } catch (err) {
       if (err instanceof DaemonRunningError) throw new UsageError(`${err.message}: another mcrelay daemon is running`);

@@ -33,6 +33,7 @@ const symbols = {
   mcr_scm_pair: { args: ["ptr"], returns: "i32" },
   mcr_scm_send: { args: ["i32", "ptr", "u32", "ptr", "u32", "u32"], returns: "i32" },
   mcr_scm_recv: { args: ["i32", "ptr", "u32", "ptr", "u32", "ptr", "u32"], returns: "i32" },
+  mcr_privileges_drop: { args: ["u32", "u32", "u32"], returns: "i32" },
   mcr_dp_open: { args: ["ptr", "ptr"], returns: "i32" },
   mcr_dp_apply: { args: ["ptr", "ptr", "u32"], returns: "i32" },
   mcr_dp_run: { args: ["ptr", "u32"], returns: "i32" },
@@ -140,6 +141,11 @@ export function scmWake(fd: number): void {
 }
 const WAKE_BYTE = new Uint8Array([0x77]);
 const NO_FDS = new Int32Array(1);
+
+/** Drops to uid/gid (or only sheds capabilities when changeIds is false); see zig/privileges.zig. */
+export function privilegesDrop(uid: number, gid: number, changeIds: boolean): void {
+  check(`drop privileges to uid ${uid} gid ${gid}`, lib().mcr_privileges_drop(uid, gid, changeIds ? 1 : 0));
+}
 
 export interface ScmMessage {
   data: Uint8Array;

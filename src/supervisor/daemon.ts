@@ -16,6 +16,7 @@ import { Dataplanes } from "./dataplanes.ts";
 import { lookupLink } from "./links.ts";
 import { buildInterfaceReports, buildRuleReports } from "./report.ts";
 import { StateFile } from "./state-file.ts";
+import type { WorkerUser } from "./user.ts";
 
 const log = logger("daemon");
 
@@ -37,13 +38,14 @@ export interface DaemonOptions {
   configPath?: string;
   socketMode?: number;
   socketGid?: number;
+  user: WorkerUser | null;
 }
 
 export class Daemon {
   readonly #opts: DaemonOptions;
   readonly #state: StateFile;
   readonly #rules = new Map<string, Stored>();
-  readonly #dataplanes = new Dataplanes();
+  readonly #dataplanes: Dataplanes;
   #nextId = 1n;
   #server: ControlServer | null = null;
   #mutations: Promise<unknown> = Promise.resolve();
@@ -54,6 +56,7 @@ export class Daemon {
   private constructor(opts: DaemonOptions) {
     this.#opts = opts;
     this.#state = new StateFile(opts.stateDir);
+    this.#dataplanes = new Dataplanes({ user: opts.user });
   }
 
   /** Loads config and state, starts workers, then opens the control socket. */

@@ -8,6 +8,7 @@ import type { WireRule } from "../worker/messages.ts";
 import { CounterBook } from "./counters.ts";
 import { lookupLink } from "./links.ts";
 import { WorkerHandle } from "./worker-handle.ts";
+import type { WorkerUser } from "./user.ts";
 
 const log = logger("workers");
 
@@ -70,7 +71,10 @@ export class Dataplanes {
   #closed = false;
   #waiters: (() => void)[] = [];
 
-  constructor() {
+  readonly #user: WorkerUser | null;
+
+  constructor(opts: { user: WorkerUser | null }) {
+    this.#user = opts.user;
     this.#timer = setInterval(() => this.#tick(), TICK_MS);
   }
 
@@ -245,6 +249,7 @@ export class Dataplanes {
     const handle = await WorkerHandle.start({
       ifname: e.ifname,
       link,
+      user: this.#user,
       onExit: (code, signal) => this.#exited(e, handle, code, signal),
     });
     if (e.retiring) {

@@ -7,6 +7,7 @@ import { resolveRule, type Rule } from "../rules/rule.ts";
 import type { WireRule } from "../worker/messages.ts";
 import { Dataplanes, type WorkerInfo } from "./dataplanes.ts";
 import { lookupLink } from "./links.ts";
+import type { WorkerUser } from "./user.ts";
 import { buildRuleReports, buildInterfaceReports, type RuleReport, type InterfaceReport } from "./report.ts";
 
 export { lookupLink };
@@ -20,9 +21,13 @@ export interface RelayReport {
 
 export class Relay {
   readonly #rules: Rule[] = [];
-  readonly #dataplanes = new Dataplanes();
+  readonly #dataplanes: Dataplanes;
   readonly #pending = new Map<bigint, string[]>();
   #workers: WorkerInfo[] = [];
+
+  constructor(opts: { user: WorkerUser | null }) {
+    this.#dataplanes = new Dataplanes(opts);
+  }
 
   /** Starts workers for the rules' input interfaces; resolves once every table is applied. */
   async start(rules: Rule[]): Promise<void> {

@@ -6,6 +6,7 @@ import { logger, getLogFormat, getLogLevel } from "../log.ts";
 import { packetOpen, fdClose, fdInherit, scmPair, scmSend, scmWake } from "../native/lib.ts";
 import type { LinkInfo as Link } from "../native/abi.ts";
 import { selfCommand } from "../self-command.ts";
+import type { WorkerUser } from "./user.ts";
 import type { DataplaneSnapshot } from "../stats/decode.ts";
 import { FromWorkerSchema, type FromWorker, type ToWorker, type WireRule } from "../worker/messages.ts";
 
@@ -26,6 +27,8 @@ export interface WorkerOptions {
   ifname: string;
   link: Link;
   ringBytes?: number;
+  /** The unprivileged user the worker becomes; null keeps the supervisor's credentials. */
+  user: WorkerUser | null;
   /** Called when the worker process exits, expectedly or not. */
   onExit?: (code: number | null, signal: string | null) => void;
 }
@@ -99,7 +102,7 @@ export class WorkerHandle {
           if (msg.type === "ready") return readyResolve(msg);
           if (msg.type === "fatal") {
             log.error(`worker ${opts.ifname}: ${msg.message}`);
-            readyReject(new WorkerError(`worker ${opts.ifname}: ${msg.message}`));
+            readyReject(new WorkerError(msg.message));
             return;
           }
           if (handle) handle.#settle(msg);
@@ -116,6 +119,7 @@ export class WorkerHandle {
         ifindex: opts.link.ifindex,
         mtu: opts.link.mtu,
         ringBytes: opts.ringBytes ?? 0,
+        user: opts.user,
       };
       scmSend(mine, new TextEncoder().encode(JSON.stringify(setup)), [packetFd]);
     } finally {

@@ -3,7 +3,8 @@
 // messages between slices. It never opens privileged resources itself.
 import * as v from "valibot";
 import { logger, setLogLevel } from "../log.ts";
-import { Dataplane, scmRecv, fdClose } from "../native/lib.ts";
+import { Dataplane, scmRecv, fdClose, privilegesDrop } from "../native/lib.ts";
+import { verifyDropped } from "./privileges.ts";
 import { decodeStats } from "../stats/decode.ts";
 import { tableHash, wireToNative } from "../rules/wire.ts";
 import { FromWorkerSchema, PacketSocketSchema, ToWorkerSchema, type FromWorker, type ToWorker } from "./messages.ts";
@@ -36,7 +37,24 @@ export async function runWorker(): Promise<number> {
     log.error("bad packet-socket message:", v.summarize(setup.issues));
     return 1;
   }
-  const { ifname, ifindex, mtu, ringBytes } = setup.output;
+  const { ifname, ifindex, mtu, ringBytes, user } = setup.output;
+  if (user) {
+    // Everything privileged (the AF_PACKET socket) is in hand: give up the rest now.
+    try {
+      privilegesDrop(user.uid, user.gid, process.getuid?.() !== user.uid || process.getgid?.() !== user.gid);
+    } catch (err) {
+      log.error(`${(err as Error).message}: refusing to run privileged`);
+      send({ type: "fatal", message: `privilege drop failed: ${(err as Error).message}` });
+      return 1;
+    }
+    const problems = verifyDropped(user);
+    if (problems.length) {
+      log.error(`privileges not dropped: ${problems.join("; ")}`);
+      send({ type: "fatal", message: `privileges not dropped: ${problems[0]}` });
+      return 1;
+    }
+    log.debug(`running as ${user.name} (uid ${user.uid}, gid ${user.gid}), no capabilities, no_new_privs`);
+  }
   const dp = Dataplane.open({ packetFd: first.fds[0]!, wakeFd: CHANNEL_FD, ifindex, mtu, ringBytes, blockTimeoutMs: 1 }, ifname);
   const ring = dp.geometry();
   log.debug(`ring on ${ifname}: ${ring.blockCount} blocks of ${ring.blockBytes} bytes, frames up to ${ring.frameBytes}`);

@@ -32,6 +32,8 @@ export const PacketSocketSchema = v.strictObject({
   ifindex: v.pipe(v.number(), v.integer(), v.minValue(1)),
   mtu: v.pipe(v.number(), v.integer(), v.minValue(68), v.maxValue(65535)),
   ringBytes: v.pipe(v.number(), v.integer(), v.minValue(0)),
+  /** Who the worker becomes after taking the socket (null: stay as started, tests only). */
+  user: v.nullable(v.strictObject({ name: v.string(), uid: v.pipe(v.number(), v.integer(), v.minValue(0)), gid: v.pipe(v.number(), v.integer(), v.minValue(0)) })),
 });
 export type PacketSocketMessage = v.InferOutput<typeof PacketSocketSchema>;
 

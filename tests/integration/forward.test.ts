@@ -236,6 +236,46 @@ describe_netns("forward (kernel, under bun)", () => {
   );
 
   test(
+    "two opposite rules carry traffic both ways, each packet exactly once, none echoed back",
+    async () => {
+      const rt = await topology({ label: "bothways" });
+      const sink_side = rt.sinks[0]!;
+      await rt.topo.addMulticastRoute(sink_side.ns, sink_side.ifname);
+      const forward_count = 4_000;
+      const backward_count = 3_000;
+      const r = await runFlow(rt, {
+        mode,
+        forwards: [
+          { args: ["--name", "r0-to-r1", "--from", "239.1.1.1:5000@r0", "--to", "239.1.1.1:5000@r1"], label: "forward A r0->r1" },
+          { args: ["--name", "r1-to-r0", "--from", "239.1.1.1:5000@r1", "--to", "239.1.1.1:5000@r0"], label: "forward B r1->r0" },
+        ],
+        // Neither generator hears itself (IP_MULTICAST_LOOP 0), so each sink sees only what
+        // the relay sent it: the other side's stream, once, and never its own.
+        sinks: [
+          { ns: sink_side.ns, listen: "239.1.1.1:5000@s0", label: "sink on the r1 side" },
+          { ns: rt.gen, listen: "239.1.1.1:5000@g0", label: "sink on the r0 side" },
+        ],
+        traffic: async () => [
+          await runGen(rt.topo, rt.gen, mode, ["--to", "239.1.1.1:5000@g0", "--rate", "10000", "--count", String(forward_count), "--stream", "1"]),
+          await runGen(rt.topo, sink_side.ns, mode, ["--to", "239.1.1.1:5000@s0", "--rate", "10000", "--count", String(backward_count), "--stream", "2"]),
+        ],
+      });
+      const [r1_side, r0_side] = r.sinks;
+      const [a, b] = r.forwards;
+      note("bothways", { r1_side: r1_side!.totals, r0_side: r0_side!.totals, a: a!.rules[0]!.packets, b: b!.rules[0]!.packets });
+
+      expect(r.traffic.map((g) => g.sent)).toEqual([forward_count, backward_count]);
+      expect(r1_side!.streams.map((s) => [s.stream, s.received, s.duplicates])).toEqual([[1, forward_count, 0]]);
+      expect(r1_side!.totals.datagrams).toBe(forward_count);
+      expect(r0_side!.streams.map((s) => [s.stream, s.received, s.duplicates])).toEqual([[2, backward_count, 0]]);
+      expect(r0_side!.totals.datagrams).toBe(backward_count);
+      expect(a!.rules[0]!.packets).toBe(forward_count);
+      expect(b!.rules[0]!.packets).toBe(backward_count);
+    },
+    TEST_TIMEOUT_MS,
+  );
+
+  test(
     "outputs whose sends fail count the errors per errno while the rule's other output forwards everything",
     async () => {
       const rt = await topology({ label: "senderr" });
