@@ -2,7 +2,7 @@
 //! the library is loaded (see `layout` in lib.zig); any change here bumps `version`.
 const std = @import("std");
 
-pub const version: u32 = 1;
+pub const version: u32 = 2;
 
 /// Addresses are 16 bytes everywhere; IPv4 is stored v4-mapped (::ffff:a.b.c.d).
 pub const Addr = [16]u8;
@@ -57,7 +57,8 @@ pub const DpConfig = extern struct {
     block_timeout_ms: u32,
     /// PACKET_FANOUT group id; 0 when this worker is alone on its interface.
     fanout_id: u32,
-    _pad: u32 = 0,
+    /// Shared memory (memfd) for the counters, from the supervisor; -1 keeps them private.
+    stats_fd: i32,
 };
 
 pub const RingGeometry = extern struct {

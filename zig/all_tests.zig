@@ -8,6 +8,7 @@ test {
     _ = @import("egress.zig");
     _ = @import("join.zig");
     _ = @import("scm.zig");
+    _ = @import("shm.zig");
     _ = @import("link.zig");
     _ = @import("privileges.zig");
     _ = @import("dataplane/parse.zig");

@@ -11,7 +11,9 @@ const scm = @import("scm.zig");
 const privileges = @import("privileges.zig");
 const parse = @import("dataplane/parse.zig");
 const stats = @import("dataplane/stats.zig");
-const Dataplane = @import("dataplane/loop.zig").Dataplane;
+const loop = @import("dataplane/loop.zig");
+const Dataplane = loop.Dataplane;
+const shm = @import("shm.zig");
 const Gen = @import("tools/gen.zig").Gen;
 const gen_mod = @import("tools/gen.zig");
 const Sink = @import("tools/sink.zig").Sink;
@@ -110,6 +112,26 @@ export fn mcr_privileges_drop(uid: u32, gid: u32, change_ids: u32) i32 {
     return 0;
 }
 
+// Shared counter memory.
+
+/// A memfd sized for one dataplane's counters; returns the descriptor.
+export fn mcr_shm_create() i32 {
+    const fd = shm.create(loop.stats_bytes) catch |err| return rc(err);
+    return fd;
+}
+
+/// Maps a counter memfd; writes the address to `out`.
+export fn mcr_shm_map(fd: i32, out: *?[*]u64) i32 {
+    const region = shm.map(fd, loop.stats_bytes) catch |err| return rc(err);
+    out.* = @ptrCast(@alignCast(region.ptr));
+    return 0;
+}
+
+export fn mcr_shm_unmap(words: [*]u64) void {
+    const len = std.mem.alignForward(usize, loop.stats_bytes, 4096);
+    shm.unmap(@as([*]align(4096) u8, @ptrCast(@alignCast(words)))[0..len]);
+}
+
 // Dataplane.
 
 export fn mcr_dp_open(cfg: *const abi.DpConfig, out: *?*Dataplane) i32 {
@@ -129,7 +151,7 @@ export fn mcr_dp_run(dp: *Dataplane, budget_ms: u32) i32 {
 }
 
 export fn mcr_dp_stats(dp: *Dataplane) [*]u64 {
-    return &dp.stats_words;
+    return dp.stats_words;
 }
 
 export fn mcr_dp_geometry(dp: *Dataplane, out: *abi.RingGeometry) void {

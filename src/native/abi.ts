@@ -2,7 +2,7 @@
 // The native module checks these numbers against the library right after loading it, so a
 // drift between the two sides refuses to run instead of misreading memory.
 
-export const ABI_VERSION = 1;
+export const ABI_VERSION = 2;
 
 export const TABLE_MAGIC = 0x4d435254;
 export const RULE_FLAG_SOURCE_FILTER = 1;
@@ -232,6 +232,8 @@ export interface DpConfig {
   mtu: number;
   ringBytes: number;
   blockTimeoutMs: number;
+  /** Counter memfd from the supervisor, or -1. */
+  statsFd: number;
 }
 
 export function encodeDpConfig(c: DpConfig): Uint8Array {
@@ -244,6 +246,7 @@ export function encodeDpConfig(c: DpConfig): Uint8Array {
   v.setUint32(16, c.ringBytes, true);
   v.setUint32(20, c.blockTimeoutMs, true);
   v.setUint32(24, 0, true); // fanout id: one worker per interface for now
+  v.setInt32(28, c.statsFd, true);
   return buf;
 }
 

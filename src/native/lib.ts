@@ -33,6 +33,9 @@ const symbols = {
   mcr_scm_pair: { args: ["ptr"], returns: "i32" },
   mcr_scm_send: { args: ["i32", "ptr", "u32", "ptr", "u32", "u32"], returns: "i32" },
   mcr_scm_recv: { args: ["i32", "ptr", "u32", "ptr", "u32", "ptr", "u32"], returns: "i32" },
+  mcr_shm_create: { args: [], returns: "i32" },
+  mcr_shm_map: { args: ["i32", "ptr"], returns: "i32" },
+  mcr_shm_unmap: { args: ["ptr"], returns: "void" },
   mcr_privileges_drop: { args: ["u32", "u32", "u32"], returns: "i32" },
   mcr_dp_open: { args: ["ptr", "ptr"], returns: "i32" },
   mcr_dp_apply: { args: ["ptr", "ptr", "u32"], returns: "i32" },
@@ -161,6 +164,42 @@ export function scmRecv(fd: number, dontWait: boolean, capacity = 64 * 1024): Sc
   if (rc === -11 && dontWait) return null; // EAGAIN
   check("receive message with descriptors", rc);
   return { data: buf.slice(0, rc), fds: Array.from(fds.subarray(0, count[0]!)) };
+}
+
+/** A dataplane's counters in shared memory: created and read by the supervisor, written by the worker. */
+export class SharedStats {
+  readonly fd: number;
+  readonly #ptr: Pointer;
+  readonly words: BigUint64Array;
+  #released = false;
+
+  private constructor(fd: number, p: Pointer) {
+    this.fd = fd;
+    this.#ptr = p;
+    this.words = new BigUint64Array(toArrayBuffer(p, 0, STATS_TOTAL_WORDS * 8));
+  }
+
+  static create(): SharedStats {
+    const fd = check("create counter memory", lib().mcr_shm_create());
+    const out = new BigUint64Array(1);
+    const rc = lib().mcr_shm_map(fd, ptr(out));
+    if (rc < 0) {
+      lib().mcr_fd_close(fd);
+      check("map counter memory", rc);
+    }
+    return new SharedStats(fd, handleFrom(out));
+  }
+
+  /** Closes the descriptor (after it was passed on); the mapping stays. */
+  closeFd(): void {
+    lib().mcr_fd_close(this.fd);
+  }
+
+  release(): void {
+    if (this.#released) return;
+    this.#released = true;
+    lib().mcr_shm_unmap(this.#ptr);
+  }
 }
 
 export interface RingGeometry {

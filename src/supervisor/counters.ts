@@ -58,10 +58,8 @@ export class CounterBook {
   }
 
   /** A worker is gone: its last counts join the retired totals. */
-  retire(key: string, final?: DataplaneSnapshot | null): void {
-    const entry = this.#live.get(key);
-    const snap = final ?? entry?.snap;
-    if (snap && entry) addSnapshot(this.#retired, entry.iface, snap);
+  retire(key: string, iface: string, final: DataplaneSnapshot): void {
+    addSnapshot(this.#retired, iface, final);
     this.#live.delete(key);
   }
 

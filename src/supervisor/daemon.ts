@@ -299,6 +299,7 @@ export class Daemon {
   #stats(name?: string) {
     const selected = name ? [this.#find(name)].filter((s): s is Stored => !!s) : [...this.#rules.values()];
     if (name && selected.length === 0) throw new ControlError("not_found", `no rule named or numbered '${name}'`);
+    this.#dataplanes.refresh();
     const totals = this.#dataplanes.counters.totals();
     const rules = buildRuleReports(
       selected.map((s) => ({ rule: s.rule, pending: s.pending, origin: s.origin })),

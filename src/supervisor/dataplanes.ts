@@ -39,7 +39,6 @@ interface Entry {
   nextStartAt: number;
   startedAt: number;
   lastPingAt: number;
-  lastStatsAt: number;
   lastError: string | null;
   driftRepairs: number;
   /** Set when the worker is stopped on purpose (no restart, not a failure). */
@@ -113,7 +112,6 @@ export class Dataplanes {
         nextStartAt: 0,
         startedAt: 0,
         lastPingAt: 0,
-        lastStatsAt: 0,
         lastError: null,
         driftRepairs: 0,
         retiring: false,
@@ -173,15 +171,16 @@ export class Dataplanes {
     await Promise.allSettled([...this.#entries.values()].map((e) => e.handle?.setLogLevel(level)));
   }
 
-  /** Collects fresh counters from every running worker (for a final report). */
-  async collect(): Promise<void> {
-    await Promise.allSettled(
-      [...this.#entries.values()].map(async (e) => {
-        if (!e.handle) return;
-        const snap = await e.handle.stats();
-        this.counters.observe(workerKey(e), e.ifname, snap);
-      }),
-    );
+  /** Reads fresh counters of every running worker (from shared memory). */
+  refresh(): void {
+    for (const e of this.#entries.values()) {
+      if (e.handle) this.counters.observe(workerKey(e), e.ifname, e.handle.snapshot());
+    }
+  }
+
+  /** refresh(), then a rate sample (about once a second). */
+  collect(): void {
+    this.refresh();
     this.counters.sample();
   }
 
@@ -201,8 +200,9 @@ export class Dataplanes {
     const handle = entry.handle;
     if (!handle) return;
     const key = workerKey(entry);
-    const final = await handle.stop();
-    this.counters.retire(key, final);
+    await handle.stop();
+    this.counters.retire(key, entry.ifname, handle.snapshot());
+    handle.release();
     entry.handle = null;
   }
 
@@ -217,8 +217,6 @@ export class Dataplanes {
         this.#run(e, () => this.#apply(e));
       } else if (now - e.lastPingAt >= PING_INTERVAL_MS) {
         this.#run(e, () => this.#ping(e));
-      } else if (now - e.lastStatsAt >= STATS_INTERVAL_MS) {
-        this.#run(e, () => this.#stats(e));
       }
       if (e.handle && e.failures > 0 && Date.now() - e.startedAt >= HEALTHY_RESET_MS) {
         e.failures = 0;
@@ -227,7 +225,7 @@ export class Dataplanes {
     }
     if (now - this.#lastSampleAt >= STATS_INTERVAL_MS) {
       this.#lastSampleAt = now;
-      this.counters.sample();
+      this.collect();
     }
   }
   #lastSampleAt = 0;
@@ -287,11 +285,6 @@ export class Dataplanes {
     }
   }
 
-  async #stats(e: Entry): Promise<void> {
-    e.lastStatsAt = performance.now();
-    this.counters.observe(workerKey(e), e.ifname, await e.handle!.stats());
-  }
-
   /** A failed operation: the worker is replaced (the exit handler schedules the restart). */
   #fail(e: Entry, message: string): void {
     e.lastError = message;
@@ -304,8 +297,11 @@ export class Dataplanes {
   }
 
   #exited(e: Entry, handle: WorkerHandle, code: number | null, signal: string | null): void {
-    if (e.handle !== handle) return;
-    this.counters.retire(workerKey(e));
+    // A worker stopped on purpose is retired by #retire.
+    if (e.handle !== handle || e.retiring) return;
+    // Shared memory still holds its exact final counts, even after SIGKILL.
+    this.counters.retire(workerKey(e), e.ifname, handle.snapshot());
+    handle.release();
     e.handle = null;
     e.appliedHash = null;
     if (e.retiring || this.#closed) return;

@@ -3,7 +3,8 @@
 // messages, each with a deadline.
 import * as v from "valibot";
 import { logger, getLogFormat, getLogLevel } from "../log.ts";
-import { packetOpen, fdClose, fdInherit, scmPair, scmSend, scmWake } from "../native/lib.ts";
+import { packetOpen, fdClose, fdInherit, scmPair, scmSend, scmWake, SharedStats } from "../native/lib.ts";
+import { decodeStats } from "../stats/decode.ts";
 import type { LinkInfo as Link } from "../native/abi.ts";
 import { selfCommand } from "../self-command.ts";
 import type { WorkerUser } from "./user.ts";
@@ -14,7 +15,8 @@ const log = logger("workers");
 
 export const READY_TIMEOUT_MS = 5000;
 export const REQUEST_TIMEOUT_MS = 2000;
-export const STOP_TIMEOUT_MS = 2000;
+/** A worker asked to stop is killed after this long: all stop within the 2 s promised. */
+export const STOP_TIMEOUT_MS = 1500;
 
 type Pending = { resolve: (m: FromWorker) => void; reject: (e: Error) => void; timer: ReturnType<typeof setTimeout> };
 type Request = ToWorker extends infer T ? (T extends { id: number } ? Omit<T, "id"> : never) : never;
@@ -40,13 +42,15 @@ export class WorkerHandle {
   readonly ring: Record<string, number>;
   readonly #proc: ReturnType<typeof Bun.spawn>;
   readonly #channel: number;
+  readonly #shared: SharedStats;
   readonly #pending = new Map<number, Pending>();
   #nextId = 1;
   #exited = false;
   readonly exited: Promise<number | null>;
 
-  private constructor(ifname: string, proc: ReturnType<typeof Bun.spawn>, channel: number, ring: Record<string, number>) {
+  private constructor(ifname: string, proc: ReturnType<typeof Bun.spawn>, channel: number, ring: Record<string, number>, shared: SharedStats) {
     this.ifname = ifname;
+    this.#shared = shared;
     this.pid = proc.pid;
     this.#proc = proc;
     this.#channel = channel;
@@ -67,10 +71,19 @@ export class WorkerHandle {
     // Acquire the privileged resource before spawning: a failure leaves no orphan process.
     const packetFd = packetOpen();
     let pair: [number, number];
+    let shared: SharedStats;
+    try {
+      shared = SharedStats.create();
+    } catch (err) {
+      fdClose(packetFd);
+      throw err;
+    }
     try {
       pair = scmPair();
     } catch (err) {
       fdClose(packetFd);
+      shared.closeFd();
+      shared.release();
       throw err;
     }
     const [mine, theirs] = pair;
@@ -121,9 +134,10 @@ export class WorkerHandle {
         ringBytes: opts.ringBytes ?? 0,
         user: opts.user,
       };
-      scmSend(mine, new TextEncoder().encode(JSON.stringify(setup)), [packetFd]);
+      scmSend(mine, new TextEncoder().encode(JSON.stringify(setup)), [packetFd, shared.fd]);
     } finally {
       fdClose(packetFd);
+      shared.closeFd();
     }
     const timer = setTimeout(() => readyReject(new WorkerError(`worker ${opts.ifname} not ready within ${READY_TIMEOUT_MS} ms`)), READY_TIMEOUT_MS);
     proc.exited.then((code) => readyReject(new WorkerError(`worker ${opts.ifname} exited during start-up (code ${code})`)));
@@ -134,11 +148,12 @@ export class WorkerHandle {
       proc.kill("SIGKILL");
       await proc.exited;
       fdClose(mine);
+      shared.release();
       throw err;
     } finally {
       clearTimeout(timer);
     }
-    handle = new WorkerHandle(opts.ifname, proc, mine, readyMsg.ring);
+    handle = new WorkerHandle(opts.ifname, proc, mine, readyMsg.ring, shared);
     handle.exited.then((code) => opts.onExit?.(code, proc.signalCode === null || proc.signalCode === undefined ? null : String(proc.signalCode)));
     log.debug(`worker ${opts.ifname} ready (pid ${proc.pid})`);
     return handle;
@@ -187,26 +202,28 @@ export class WorkerHandle {
     await this.request({ type: "log-level", level: level as never });
   }
 
-  async stats(): Promise<DataplaneSnapshot> {
-    const reply = await this.request({ type: "stats" });
-    if (reply.type !== "stats") throw new WorkerError(`worker ${this.ifname}: unexpected reply ${reply.type}`);
-    return reply.snapshot as unknown as DataplaneSnapshot;
+  /** The worker's counters, read from shared memory (exact even after the worker died). */
+  snapshot(): DataplaneSnapshot {
+    return decodeStats(this.#shared.words);
   }
 
-  /** Asks the worker to stop, returning its final counters; kills it after the deadline. */
-  async stop(): Promise<DataplaneSnapshot | null> {
-    if (this.#exited) return null;
-    let final: DataplaneSnapshot | null = null;
+  /** Unmaps the shared counters; call after the last snapshot. */
+  release(): void {
+    this.#shared.release();
+  }
+
+  /** Asks the worker to stop and waits for it; kills it after the deadline. */
+  async stop(): Promise<void> {
+    if (this.#exited) return;
+    const timer = setTimeout(() => this.#proc.kill("SIGKILL"), STOP_TIMEOUT_MS);
     try {
-      const reply = await this.request({ type: "stop" }, STOP_TIMEOUT_MS);
-      if (reply.type === "stats") final = reply.snapshot as unknown as DataplaneSnapshot;
+      await this.request({ type: "stop" }, STOP_TIMEOUT_MS);
     } catch (err) {
       log.warn((err as Error).message);
+      this.#proc.kill("SIGKILL");
     }
-    const timer = setTimeout(() => this.#proc.kill("SIGKILL"), STOP_TIMEOUT_MS);
     await this.exited;
     clearTimeout(timer);
-    return final;
   }
 
   kill(signal: NodeJS.Signals = "SIGKILL"): void {

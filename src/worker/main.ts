@@ -5,7 +5,6 @@ import * as v from "valibot";
 import { logger, setLogLevel } from "../log.ts";
 import { Dataplane, scmRecv, fdClose, privilegesDrop } from "../native/lib.ts";
 import { verifyDropped } from "./privileges.ts";
-import { decodeStats } from "../stats/decode.ts";
 import { tableHash, wireToNative } from "../rules/wire.ts";
 import { FromWorkerSchema, PacketSocketSchema, ToWorkerSchema, type FromWorker, type ToWorker } from "./messages.ts";
 
@@ -27,8 +26,8 @@ export async function runWorker(): Promise<number> {
     return 2;
   }
   const first = scmRecv(CHANNEL_FD, false);
-  if (!first || first.fds.length !== 1) {
-    log.error("expected one packet socket on the channel, got", first?.fds.length ?? 0);
+  if (!first || first.fds.length !== 2) {
+    log.error("expected a packet socket and counter memory on the channel, got descriptors:", first?.fds.length ?? 0);
     first?.fds.forEach((fd) => fdClose(fd));
     return 1;
   }
@@ -55,7 +54,7 @@ export async function runWorker(): Promise<number> {
     }
     log.debug(`running as ${user.name} (uid ${user.uid}, gid ${user.gid}), no capabilities, no_new_privs`);
   }
-  const dp = Dataplane.open({ packetFd: first.fds[0]!, wakeFd: CHANNEL_FD, ifindex, mtu, ringBytes, blockTimeoutMs: 1 }, ifname);
+  const dp = Dataplane.open({ packetFd: first.fds[0]!, statsFd: first.fds[1]!, wakeFd: CHANNEL_FD, ifindex, mtu, ringBytes, blockTimeoutMs: 1 }, ifname);
   const ring = dp.geometry();
   log.debug(`ring on ${ifname}: ${ring.blockCount} blocks of ${ring.blockBytes} bytes, frames up to ${ring.frameBytes}`);
 
@@ -87,16 +86,14 @@ export async function runWorker(): Promise<number> {
       case "ping":
         send({ type: "pong", id: msg.id, ...applied });
         return;
-      case "stats":
-        send({ type: "stats", id: msg.id, snapshot: decodeStats(dp.stats) as unknown as { generation: number } });
-        return;
       case "log-level":
         setLogLevel(msg.level);
         send({ type: "ok", id: msg.id });
         return;
       case "stop":
         stopping = true;
-        send({ type: "stats", id: msg.id, snapshot: decodeStats(dp.stats) as unknown as { generation: number } });
+        // Counters are in memory the supervisor shares: nothing to report.
+        send({ type: "ok", id: msg.id });
         return;
     }
   };

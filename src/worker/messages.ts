@@ -40,19 +40,15 @@ export type PacketSocketMessage = v.InferOutput<typeof PacketSocketSchema>;
 export const ToWorkerSchema = v.variant("type", [
   v.strictObject({ type: v.literal("table"), id: v.number(), generation: v.number(), hash: v.string(), rules: v.array(WireRuleSchema) }),
   v.strictObject({ type: v.literal("ping"), id: v.number() }),
-  v.strictObject({ type: v.literal("stats"), id: v.number() }),
   v.strictObject({ type: v.literal("log-level"), id: v.number(), level: v.picklist(LOG_LEVELS) }),
   v.strictObject({ type: v.literal("stop"), id: v.number() }),
 ]);
 export type ToWorker = v.InferOutput<typeof ToWorkerSchema>;
 
-const snapshot = v.looseObject({ generation: v.number() });
-
 export const FromWorkerSchema = v.variant("type", [
   v.strictObject({ type: v.literal("ready"), pid: v.number(), ring: v.record(v.string(), v.number()) }),
   v.strictObject({ type: v.literal("applied"), id: v.number(), generation: v.number(), hash: v.string() }),
   v.strictObject({ type: v.literal("pong"), id: v.number(), generation: v.number(), hash: v.string() }),
-  v.strictObject({ type: v.literal("stats"), id: v.number(), snapshot }),
   v.strictObject({ type: v.literal("ok"), id: v.number() }),
   v.strictObject({ type: v.literal("error"), id: v.number(), message: v.string() }),
   v.strictObject({ type: v.literal("fatal"), message: v.string() }),

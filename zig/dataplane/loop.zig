@@ -12,6 +12,9 @@ const join_mod = @import("../join.zig");
 const parse = @import("parse.zig");
 const table_mod = @import("table.zig");
 const stats_mod = @import("stats.zig");
+const shm = @import("../shm.zig");
+
+pub const stats_bytes: usize = stats_mod.total_words * @sizeOf(u64);
 
 pub const RunResult = enum(i32) { budget = 0, woken = 1 };
 
@@ -26,7 +29,10 @@ pub const Dataplane = struct {
     /// Active table and the one the next apply builds into (then they swap).
     tables: [2]table_mod.Table,
     active: u1,
-    stats_words: [stats_mod.total_words]u64 align(64),
+    /// The counters: in shared memory from the supervisor, or in `private_stats`.
+    stats_words: *[stats_mod.total_words]u64,
+    stats_region: ?[]align(4096) u8,
+    private_stats: [stats_mod.total_words]u64 align(64),
     /// Scratch for carrying counters across a table change.
     rule_scratch: [constants.rules_max * stats_mod.rule_words]u64,
     output_scratch: [constants.outputs_max * stats_mod.output_words]u64,
@@ -46,7 +52,15 @@ pub const Dataplane = struct {
         self.tables[0].clear();
         self.tables[1].clear();
         self.active = 0;
-        _ = stats_mod.Stats.init(&self.stats_words);
+        self.stats_region = null;
+        self.stats_words = &self.private_stats;
+        if (cfg.stats_fd >= 0) {
+            const region = try shm.map(cfg.stats_fd, stats_bytes);
+            self.stats_region = region;
+            self.stats_words = @ptrCast(@alignCast(region.ptr));
+            sys.close(cfg.stats_fd); // the mapping keeps the memory
+        }
+        _ = stats_mod.Stats.init(self.stats_words);
         return self;
     }
 
@@ -54,12 +68,13 @@ pub const Dataplane = struct {
         self.egress.deinit();
         self.joins.deinit();
         self.ring.deinit();
+        if (self.stats_region) |region| shm.unmap(region);
         sys.close(self.cfg.packet_fd);
         std.heap.page_allocator.destroy(self);
     }
 
     pub fn stats(self: *Dataplane) stats_mod.Stats {
-        return .{ .words = &self.stats_words };
+        return .{ .words = self.stats_words };
     }
 
     /// Replaces the rule table with a complete new one. All or nothing: a refused table leaves

@@ -1,0 +1,245 @@
+/**
+ * NDR/PDR search for one contender on one scenario variant, in the manner of MLRsearch
+ * (IETF BMWG draft, used by FD.io CSIT): short trials narrow two brackets at once, then
+ * full-length trials confirm the results.
+ *
+ *   NDR: the highest offered rate with zero loss; PDR: the highest with loss <= 0.1 %.
+ *   Each bracket is [lower, upper): lower = highest offered rate seen to pass, upper = lowest
+ *   seen to fail. A trial updates both (a zero-loss trial passes both; a trial with loss in
+ *   (0, 0.1 %] fails NDR and passes PDR).
+ *
+ * Coarse phase (trials of coarse_s):
+ *   1. a trial at rate_max: the generator's ceiling in this topology; its delivered rate is
+ *      the first estimate of the capacity;
+ *   2. while a bracket has no lower bound: try 97 % of the delivered rate at its upper bound,
+ *      and at most 90 %, 75 %, then 50 % of that bound on consecutive failures (sporadic loss
+ *      far below the throughput is still found in a few trials);
+ *   3. then bisect the wider bracket (relative width) at its middle until both are narrower
+ *      than `precision` (relative) or coarse_trials_max trials ran.
+ * Final phase (trials of final_s): a trial at NDR's lower bound; if it loses anything, the
+ * candidate steps down by max(precision, 3 %) and is tried again, up to final_retries times.
+ * PDR likewise, unless a passing NDR final trial is within precision of PDR's lower bound.
+ * Rates are the rates the generator achieved (the offered rate), not the ones asked for.
+ */
+
+export const PDR_LOSS_RATIO = 0.001;
+
+export interface SearchParams {
+  rateMin: number;
+  rateMax: number;
+  precision: number;
+  coarseS: number;
+  coarseWarmupS: number;
+  finalS: number;
+  finalWarmupS: number;
+  coarseTrialsMax: number;
+  finalRetries: number;
+  /** Start narrower around a previous result (a repeat), or null. */
+  hint: number | null;
+}
+
+export interface TrialRequest {
+  targetPps: number;
+  phase: "coarse" | "final";
+  purpose: "ndr" | "pdr" | "search";
+  warmupS: number;
+  durationS: number;
+}
+
+export interface TrialOutcome {
+  offeredPps: number;
+  deliveredPps: number;
+  lossRatio: number;
+  genLimited: boolean;
+}
+
+interface Bracket {
+  lower: number | null;
+  upper: number | null;
+  /** Delivered rate of the trial that set `upper`. */
+  upperDelivered: number;
+}
+
+export interface SearchResult {
+  ndr: { pps: number; deliveredPps: number; lossRatio: number; confirmed: boolean } | null;
+  pdr: { pps: number; deliveredPps: number; lossRatio: number; confirmed: boolean } | null;
+  atGeneratorCeiling: boolean;
+  trials: number;
+  notes: string[];
+}
+
+type Stage = "coarse" | "final-ndr" | "final-pdr" | "done";
+
+export class NdrPdrSearch {
+  private readonly ndr: Bracket = { lower: null, upper: null, upperDelivered: 0 };
+  private readonly pdr: Bracket = { lower: null, upper: null, upperDelivered: 0 };
+  private stage: Stage = "coarse";
+  private coarseTrials = 0;
+  private trials = 0;
+  private finalTries = 0;
+  private finalCandidate = 0;
+  private pending: TrialRequest | null = null;
+  private maxOffered = 0;
+  /** Consecutive coarse trials that failed while looking for a lower bound. */
+  private seeks = 0;
+  private ceilingPass = false;
+  private readonly notes: string[] = [];
+  private ndrFinal: SearchResult["ndr"] = null;
+  private pdrFinal: SearchResult["pdr"] = null;
+
+  constructor(private readonly p: SearchParams) {
+    if (!(p.rateMin > 0 && p.rateMax > p.rateMin && p.precision > 0 && p.precision < 1)) throw new Error("search: bad parameters");
+  }
+
+  get done(): boolean {
+    return this.stage === "done";
+  }
+
+  /** The next trial to run, or null when the search is over. */
+  next(): TrialRequest | null {
+    if (this.pending) throw new Error("search: next() before record() of the previous trial");
+    const req = this.choose();
+    this.pending = req;
+    return req;
+  }
+
+  record(o: TrialOutcome): void {
+    const req = this.pending;
+    if (!req) throw new Error("search: record() without a trial");
+    this.pending = null;
+    this.trials += 1;
+    // A generator that could not offer the rate asked for tested the rate it did offer.
+    const rate = o.offeredPps;
+    this.maxOffered = Math.max(this.maxOffered, rate);
+    this.update(rate, o);
+    if (req.phase === "coarse") {
+      this.coarseTrials += 1;
+      if (o.genLimited && o.lossRatio === 0 && req.targetPps >= this.p.rateMax) this.ceilingPass = true;
+      return;
+    }
+    if (req.purpose === "ndr") this.recordFinalNdr(rate, o);
+    else this.recordFinalPdr(rate, o);
+  }
+
+  result(): SearchResult {
+    return { ndr: this.ndrFinal, pdr: this.pdrFinal, atGeneratorCeiling: this.ceilingPass, trials: this.trials, notes: this.notes };
+  }
+
+  private update(rate: number, o: TrialOutcome): void {
+    const pass = (b: Bracket, ok: boolean) => {
+      if (ok) {
+        b.lower = b.lower === null ? rate : Math.max(b.lower, rate);
+        // A pass above the failing rate: the newer result wins (noise or non-monotonic loss).
+        if (b.upper !== null && b.upper <= rate) b.upper = null;
+      } else {
+        if (b.upper === null || rate <= b.upper) {
+          b.upper = rate;
+          b.upperDelivered = o.deliveredPps;
+        }
+        if (b.lower !== null && b.lower >= rate) b.lower = null;
+      }
+    };
+    pass(this.ndr, o.lossRatio === 0);
+    pass(this.pdr, o.lossRatio <= PDR_LOSS_RATIO);
+  }
+
+  private narrow(b: Bracket): boolean {
+    if (b.lower === null) return b.upper !== null && b.upper <= this.p.rateMin;
+    if (b.upper === null) return this.ceilingPass || b.lower >= this.p.rateMax * 0.97;
+    return (b.upper - b.lower) / b.upper <= this.p.precision;
+  }
+
+  private coarse(targetPps: number): TrialRequest {
+    const t = Math.round(Math.min(this.p.rateMax, Math.max(this.p.rateMin, targetPps)));
+    return { targetPps: t, phase: "coarse", purpose: "search", warmupS: this.p.coarseWarmupS, durationS: this.p.coarseS };
+  }
+
+  private final(purpose: "ndr" | "pdr", targetPps: number): TrialRequest {
+    return { targetPps: Math.round(targetPps), phase: "final", purpose, warmupS: this.p.finalWarmupS, durationS: this.p.finalS };
+  }
+
+  private choose(): TrialRequest | null {
+    if (this.stage === "coarse") {
+      const req = this.chooseCoarse();
+      if (req) return req;
+      this.stage = "final-ndr";
+      this.finalTries = 0;
+      this.finalCandidate = this.ndr.lower ?? 0;
+    }
+    if (this.stage === "final-ndr") {
+      if (this.finalCandidate >= this.p.rateMin && this.finalTries <= this.p.finalRetries) return this.final("ndr", this.finalCandidate);
+      if (!this.ndrFinal) this.notes.push(this.ndr.lower === null ? `NDR below ${this.p.rateMin} pps` : "NDR not confirmed by a full-length trial");
+      this.stage = "final-pdr";
+      this.finalTries = 0;
+      this.finalCandidate = this.pdr.lower ?? 0;
+      // A final NDR trial (or one whose loss was within 0.1 %) close enough to PDR's lower
+      // bound already confirms PDR.
+      if (this.pdrFinal && this.finalCandidate <= this.pdrFinal.pps * (1 + this.p.precision)) {
+        this.stage = "done";
+        return null;
+      }
+    }
+    if (this.stage === "final-pdr") {
+      if (this.finalCandidate >= this.p.rateMin && this.finalTries <= this.p.finalRetries) return this.final("pdr", this.finalCandidate);
+      if (!this.pdrFinal) this.notes.push(this.pdr.lower === null ? `PDR below ${this.p.rateMin} pps` : "PDR not confirmed by a full-length trial");
+      this.stage = "done";
+    }
+    return null;
+  }
+
+  private chooseCoarse(): TrialRequest | null {
+    if (this.coarseTrials === 0) {
+      if (this.p.hint !== null) return this.coarse(this.p.hint * 1.05);
+      return this.coarse(this.p.rateMax);
+    }
+    if (this.coarseTrials >= this.p.coarseTrialsMax) {
+      this.notes.push(`coarse phase stopped after ${this.coarseTrials} trials`);
+      return null;
+    }
+    if (this.narrow(this.ndr) && this.narrow(this.pdr)) return null;
+    // Find a lower bound first (PDR's, then NDR's), from the delivered rate at the upper bound.
+    for (const b of [this.pdr, this.ndr]) {
+      if (b.lower === null && b.upper !== null && b.upper > this.p.rateMin) {
+        const step = [0.9, 0.75][this.seeks] ?? 0.5;
+        this.seeks += 1;
+        return this.coarse(Math.min(b.upperDelivered * 0.97, b.upper * step));
+      }
+    }
+    this.seeks = 0;
+    // Every trial passed so far: go up (a hinted start that was too low).
+    for (const b of [this.pdr, this.ndr]) {
+      if (b.upper === null && !this.narrow(b)) return this.coarse(Math.max(b.lower! * 1.5, this.maxOffered * 1.1));
+    }
+    const width = (b: Bracket) => (b.lower !== null && b.upper !== null ? (b.upper - b.lower) / b.upper : 0);
+    const b = width(this.ndr) >= width(this.pdr) ? this.ndr : this.pdr;
+    if (b.lower === null || b.upper === null) return null;
+    return this.coarse((b.lower + b.upper) / 2);
+  }
+
+  private recordFinalNdr(rate: number, o: TrialOutcome): void {
+    this.finalTries += 1;
+    if (o.lossRatio <= PDR_LOSS_RATIO && (!this.pdrFinal || this.pdrFinal.pps < rate)) {
+      this.pdrFinal = { pps: rate, deliveredPps: o.deliveredPps, lossRatio: o.lossRatio, confirmed: true };
+    }
+    if (o.lossRatio === 0) {
+      this.ndrFinal = { pps: rate, deliveredPps: o.deliveredPps, lossRatio: 0, confirmed: true };
+      this.finalCandidate = 0; // done with NDR
+      this.finalTries = this.p.finalRetries + 1;
+      return;
+    }
+    this.notes.push(`NDR final trial at ${rate} pps lost ${(o.lossRatio * 100).toFixed(4)} %: stepping down`);
+    this.finalCandidate = rate * (1 - Math.max(this.p.precision, 0.03));
+  }
+
+  private recordFinalPdr(rate: number, o: TrialOutcome): void {
+    this.finalTries += 1;
+    if (o.lossRatio <= PDR_LOSS_RATIO) {
+      if (!this.pdrFinal || this.pdrFinal.pps < rate) this.pdrFinal = { pps: rate, deliveredPps: o.deliveredPps, lossRatio: o.lossRatio, confirmed: true };
+      this.finalCandidate = 0;
+      this.finalTries = this.p.finalRetries + 1;
+      return;
+    }
+    this.notes.push(`PDR final trial at ${rate} pps lost ${(o.lossRatio * 100).toFixed(4)} %: stepping down`);
+    this.finalCandidate = rate * (1 - Math.max(this.p.precision, 0.03));
+  }
+}

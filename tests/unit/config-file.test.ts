@@ -1,0 +1,160 @@
+// The config file: JSON5 validated completely before anything uses it. Errors name the key
+// path, the value and the rule; the earlier Rust implementation's rule format is accepted.
+import { afterAll, describe, expect, test } from "bun:test";
+import { loadConfig, parseConfig } from "../../src/config/file.ts";
+import { ConfigError, EXIT } from "../../src/errors.ts";
+import { TempDir } from "../support/daemon-harness.ts";
+
+const dir = new TempDir("mcr-cfg-");
+afterAll(() => dir.remove());
+
+/** The ConfigError's message for `text`, failing the test when the text is accepted. */
+function problems(text: string): string {
+  try {
+    parseConfig(text, "test.json5");
+  } catch (err) {
+    expect(err).toBeInstanceOf(ConfigError);
+    expect((err as ConfigError).exitCode).toBe(EXIT.config);
+    return (err as Error).message;
+  }
+  throw new Error(`accepted: ${text}`);
+}
+
+describe("config file", () => {
+  test("a JSON5 file with comments, unquoted keys and trailing commas gives its rules in order", () => {
+    const cfg = parseConfig(
+      `// relays
+      {
+        rules: [
+          { name: "a", from: "239.1.1.1:5000@eth0", to: ["239.2.2.2:6000@eth1", "10.0.0.5:7000",], ttl: 4, },
+          { name: "b", from: "239.1.1.2:5000@eth0", to: ["239.2.2.3:6000@eth1"], source: "10.1.1.1" }, /* fan-in */
+        ],
+      }`,
+      "x.json5",
+    );
+    expect(cfg.path).toBe("x.json5");
+    expect(cfg.specs).toEqual([
+      { name: "a", from: "239.1.1.1:5000@eth0", to: ["239.2.2.2:6000@eth1", "10.0.0.5:7000"], ttl: 4 },
+      { name: "b", from: "239.1.1.2:5000@eth0", to: ["239.2.2.3:6000@eth1"], source: "10.1.1.1" },
+    ]);
+  });
+
+  test("an empty object and an empty rule list are valid and give no rules", () => {
+    expect(parseConfig("{}", "e").specs).toEqual([]);
+    expect(parseConfig("{ rules: [] }", "e").specs).toEqual([]);
+  });
+
+  test("an unknown key in a rule is named by its path", () => {
+    const m = problems(`{ rules: [ { name: "a", from: "239.1.1.1:5000@eth0", to: ["239.2.2.2:6000@eth1"], bogus: 1 } ] }`);
+    expect(m).toContain("test.json5");
+    expect(m).toContain("rules[0].bogus: unknown key");
+  });
+
+  test("an unknown top-level key is named", () => {
+    expect(problems(`{ rules: [], rulez: [] }`)).toContain("rulez: unknown key");
+  });
+
+  test("a bad endpoint is refused naming the rule, the field, the value and the rule broken", () => {
+    const m = problems(`{ rules: [ { name: "ok", from: "239.1.1.1:5000@eth0", to: ["239.2.2.2:6000@eth1"] },
+                                   { name: "bad", from: "239.1.1.1:5000@eth0", to: ["239.2.2.2:70000@eth1"] } ] }`);
+    expect(m).toContain("rules[1] (bad)");
+    expect(m).toContain("to[0]");
+    expect(m).toContain("239.2.2.2:70000@eth1");
+    expect(m).toContain("out of range");
+    expect(m).not.toContain("rules[0]");
+  });
+
+  test("a wrong type is refused naming the key path", () => {
+    expect(problems(`{ rules: [ { name: "a", from: "239.1.1.1:5000@eth0", to: "239.2.2.2:6000@eth1" } ] }`)).toContain("rules[0].to");
+    expect(problems(`{ rules: [ { name: "a", from: "239.1.1.1:5000@eth0", to: ["239.2.2.2:6000@eth1"], ttl: 0 } ] }`)).toMatch(/rules\[0\]\.ttl: .*at least 1/);
+    expect(problems(`{ rules: {} }`)).toContain("rules");
+  });
+
+  test("an input without an interface, or an output on the input's interface, is refused", () => {
+    expect(problems(`{ rules: [ { name: "a", from: "239.1.1.1:5000", to: ["239.2.2.2:6000@eth1"] } ] }`)).toMatch(/rules\[0\] \(a\): from: .*needs its interface/);
+    expect(problems(`{ rules: [ { name: "a", from: "239.1.1.1:5000@eth0", to: ["239.2.2.2:6000@eth0"] } ] }`)).toMatch(/rules\[0\] \(a\): .*input interface eth0/);
+  });
+
+  test("two rules with one name are refused, naming both positions", () => {
+    const m = problems(`{ rules: [ { name: "a", from: "239.1.1.1:5000@eth0", to: ["239.2.2.2:6000@eth1"] },
+                                   { name: "a", from: "239.1.1.2:5000@eth0", to: ["239.2.2.3:6000@eth1"] } ] }`);
+    expect(m).toContain("rules[1]: name 'a' is already used by rules[0]");
+  });
+
+  test("every problem of a file is listed at once, not only the first kind found", () => {
+    // One schema problem (rules[0]) and one rule problem (rules[1]): a user fixing the file
+    // should learn about both from one `config check`.
+    const m = problems(`{ rules: [ { name: "a", from: "239.1.1.1:5000@eth0", to: ["239.2.2.2:6000@eth1"], bogus: 1 },
+                                   { name: "b", from: "239.1.1.2:5000@eth0", to: ["239.2.2.3:6000@eth0"] } ] }`);
+    expect(m).toContain("rules[0].bogus: unknown key");
+    expect(m).toContain("rules[1] (b)");
+  });
+
+  test("text that is not JSON5 is refused with the file named", () => {
+    expect(problems(`{ rules: [ `)).toMatch(/test\.json5: not valid JSON5/);
+  });
+
+  test("a missing file is a ConfigError naming the path and the errno", () => {
+    const path = dir.join("absent.json5");
+    expect(() => loadConfig(path)).toThrow(ConfigError);
+    expect(() => loadConfig(path)).toThrow(`${path}: cannot read: ENOENT`);
+  });
+
+  test("loadConfig reads a file from disk", () => {
+    const path = dir.file("good.json5", `{ rules: [ { name: "a", from: "239.1.1.1:5000@eth0", to: ["239.2.2.2:6000@eth1"] } ] }`);
+    expect(loadConfig(path)).toEqual({ path, specs: [{ name: "a", from: "239.1.1.1:5000@eth0", to: ["239.2.2.2:6000@eth1"] }] });
+  });
+});
+
+describe("the earlier Rust implementation's format", () => {
+  test("input/outputs rules become from/to rules; multicast_ttl is the default TTL; unnamed rules get rule-N", () => {
+    const cfg = parseConfig(
+      `{
+        multicast_ttl: 4,
+        rules: [
+          { name: "old", input: { interface: "eth0", group: "239.1.1.1", port: 5000 },
+            outputs: [ { group: "239.2.2.2", port: 6000, interface: "eth1" }, { group: "10.0.0.5", port: 6001 } ] },
+          { input: { interface: "eth0", group: "239.1.1.9", port: 5009 },
+            outputs: [ { group: "239.2.2.9", port: 6009, interface: "eth1", ttl: 2 } ] },
+        ],
+      }`,
+      "legacy.json5",
+    );
+    expect(cfg.specs).toEqual([
+      { name: "old", from: "239.1.1.1:5000@eth0", to: ["239.2.2.2:6000@eth1", "10.0.0.5:6001"], ttl: 4 },
+      { name: "rule-2", from: "239.1.1.9:5009@eth0", to: ["239.2.2.9:6009@eth1"], ttl: 2 },
+    ]);
+  });
+
+  test("without multicast_ttl or a per-output ttl the rule has no ttl (the default applies)", () => {
+    const cfg = parseConfig(`{ rules: [ { input: { interface: "eth0", group: "239.1.1.1", port: 5000 }, outputs: [ { group: "239.2.2.2", port: 6000, interface: "eth1" } ] } ] }`, "l");
+    expect(cfg.specs).toEqual([{ name: "rule-1", from: "239.1.1.1:5000@eth0", to: ["239.2.2.2:6000@eth1"] }]);
+  });
+
+  test("old and new rules can be mixed in one file", () => {
+    const cfg = parseConfig(
+      `{ rules: [ { name: "new", from: "239.1.1.1:5000@eth0", to: ["239.2.2.2:6000@eth1"] },
+                  { name: "old", input: { interface: "eth0", group: "239.1.1.2", port: 5000 }, outputs: [ { group: "239.2.2.3", port: 6000, interface: "eth1" } ] } ] }`,
+      "m",
+    );
+    expect(cfg.specs.map((s) => s.name)).toEqual(["new", "old"]);
+  });
+
+  test("an unknown key in an old-format rule is named by its path", () => {
+    expect(problems(`{ rules: [ { input: { interface: "eth0", group: "239.1.1.1", port: 5000, foo: 1 }, outputs: [ { group: "239.2.2.2", port: 6000, interface: "eth1" } ] } ] }`)).toContain(
+      "rules[0].input.foo: unknown key",
+    );
+  });
+
+  test("different TTLs on the outputs of one old-format rule are refused, naming the rule", () => {
+    const m = problems(`{ rules: [ { input: { interface: "eth0", group: "239.1.1.1", port: 5000 },
+      outputs: [ { group: "239.2.2.2", port: 6000, interface: "eth1", ttl: 2 }, { group: "239.2.2.3", port: 6000, interface: "eth1", ttl: 3 } ] } ] }`);
+    expect(m).toContain("rules[0].outputs: different TTLs per output are not supported");
+  });
+
+  test("an old-format port out of range is refused, naming its path", () => {
+    expect(problems(`{ rules: [ { input: { interface: "eth0", group: "239.1.1.1", port: 0 }, outputs: [ { group: "239.2.2.2", port: 6000, interface: "eth1" } ] } ] }`)).toMatch(
+      /rules\[0\]\.input\.port: a port is 1-65535/,
+    );
+  });
+});
