@@ -2,7 +2,7 @@
 //! the library is loaded (see `layout` in lib.zig); any change here bumps `version`.
 const std = @import("std");
 
-pub const version: u32 = 2;
+pub const version: u32 = 3;
 
 /// Addresses are 16 bytes everywhere; IPv4 is stored v4-mapped (::ffff:a.b.c.d).
 pub const Addr = [16]u8;
@@ -45,27 +45,35 @@ pub const OutputDesc = extern struct {
     ifindex: u32,
 };
 
-/// Dataplane configuration at open.
-pub const DpConfig = extern struct {
-    /// AF_PACKET socket created by the supervisor (protocol 0: nothing queued until bind).
-    packet_fd: i32,
-    /// Readable when the worker's control channel has a message: run() returns early.
-    wake_fd: i32,
-    ifindex: u32,
-    mtu: u32,
-    ring_bytes: u32,
-    block_timeout_ms: u32,
-    /// PACKET_FANOUT group id; 0 when this worker is alone on its interface.
-    fanout_id: u32,
-    /// Shared memory (memfd) for the counters, from the supervisor; -1 keeps them private.
-    stats_fd: i32,
-};
-
 pub const RingGeometry = extern struct {
     block_bytes: u32,
     block_count: u32,
     frame_bytes: u32,
     frame_count: u32,
+};
+
+/// Dataplane configuration at open (in the worker).
+pub const DpConfig = extern struct {
+    /// AF_PACKET socket set up by the supervisor (ring.setup): ring, filter, bind, fanout.
+    packet_fd: i32,
+    /// Readable when the worker's control channel has a message: run() returns early.
+    wake_fd: i32,
+    ifindex: u32,
+    /// Shared memory (memfd) for the counters, from the supervisor; -1 keeps them private.
+    stats_fd: i32,
+    /// The ring as set up, to map it.
+    geometry: RingGeometry,
+};
+
+/// How the supervisor sets up a packet socket (ring.setup).
+pub const PacketSetup = extern struct {
+    ifindex: u32,
+    mtu: u32,
+    ring_bytes: u32,
+    block_timeout_ms: u32,
+    /// PACKET_FANOUT group id; 0 when one worker serves the interface.
+    fanout_id: u16,
+    _pad: u16 = 0,
 };
 
 /// Link facts read with ioctl on an AF_INET socket.
@@ -127,6 +135,7 @@ comptime {
     std.debug.assert(@sizeOf(RuleDesc) == 48);
     std.debug.assert(@sizeOf(OutputDesc) == 32);
     std.debug.assert(@sizeOf(DpConfig) == 32);
+    std.debug.assert(@sizeOf(PacketSetup) == 20);
     std.debug.assert(@sizeOf(LinkInfo) == 28);
     std.debug.assert(@sizeOf(GenConfig) == 56);
     std.debug.assert(@sizeOf(SinkConfig) == 32);

@@ -4,6 +4,7 @@ test {
     _ = @import("constants.zig");
     _ = @import("sys.zig");
     _ = @import("filter.zig");
+    _ = @import("fanout.zig");
     _ = @import("ring.zig");
     _ = @import("egress.zig");
     _ = @import("join.zig");

@@ -53,6 +53,12 @@ pub const BPF_JEQ: u16 = 0x10;
 pub const BPF_JGT: u16 = 0x20;
 pub const BPF_JGE: u16 = 0x30;
 pub const BPF_JSET: u16 = 0x40;
+// ALU operations.
+pub const BPF_MUL: u16 = 0x20;
+pub const BPF_RSH: u16 = 0x70;
+pub const BPF_XOR: u16 = 0xa0;
+// MISC operations.
+pub const BPF_TAX: u16 = 0x00;
 // Operand sources.
 pub const BPF_K: u16 = 0x00;
 pub const BPF_X: u16 = 0x08;

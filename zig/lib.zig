@@ -14,6 +14,8 @@ const stats = @import("dataplane/stats.zig");
 const loop = @import("dataplane/loop.zig");
 const Dataplane = loop.Dataplane;
 const shm = @import("shm.zig");
+const ring = @import("ring.zig");
+const fanout = @import("fanout.zig");
 const Gen = @import("tools/gen.zig").Gen;
 const gen_mod = @import("tools/gen.zig");
 const Sink = @import("tools/sink.zig").Sink;
@@ -36,6 +38,7 @@ const layout = [_]u32{
     @sizeOf(abi.RuleDesc),
     @sizeOf(abi.OutputDesc),
     @sizeOf(abi.DpConfig),
+    @sizeOf(abi.PacketSetup),
     @sizeOf(abi.RingGeometry),
     @sizeOf(abi.LinkInfo),
     @sizeOf(abi.GenConfig),
@@ -70,6 +73,21 @@ export fn mcr_abi_layout(out: [*]u32, cap: u32) u32 {
 export fn mcr_packet_open() i32 {
     const fd = sys.check(linux.socket(linux.AF.PACKET, linux.SOCK.RAW | linux.SOCK.CLOEXEC, 0)) catch |err| return rc(err);
     return @intCast(fd);
+}
+
+/// Sets up a packet socket for an interface (ring, filter, bind, fanout); writes the ring
+/// geometry the worker maps.
+export fn mcr_packet_setup(fd: i32, cfg: *const abi.PacketSetup, out: *abi.RingGeometry) i32 {
+    const ring_bytes = if (cfg.ring_bytes == 0) constants.ring_bytes_default else cfg.ring_bytes;
+    const timeout = if (cfg.block_timeout_ms == 0) constants.ring_block_timeout_ms else cfg.block_timeout_ms;
+    if (cfg.mtu == 0 or cfg.mtu > constants.mtu_max or cfg.ifindex == 0) return -sys.toErrno(error.INVAL);
+    out.* = ring.setup(fd, cfg.ifindex, cfg.mtu, ring_bytes, timeout, cfg.fanout_id) catch |err| return rc(err);
+    return 0;
+}
+
+/// flowHash(dst, port) of the fanout program, for tests of the TypeScript twin.
+export fn mcr_fanout_hash(dst: u32, port: u16) u32 {
+    return fanout.flowHash(dst, port);
 }
 
 export fn mcr_fd_close(fd: i32) i32 {

@@ -6,6 +6,7 @@ const sys = @import("sys.zig");
 const abi = @import("abi.zig");
 const constants = @import("constants.zig");
 const filter = @import("filter.zig");
+const fanout = @import("fanout.zig");
 
 const page_bytes: u32 = 4096;
 /// TPACKET_ALIGN(sizeof(tpacket3_hdr)) + sizeof(sockaddr_ll), rounded: room before the frame.
@@ -43,52 +44,85 @@ pub const Frame = struct {
     vlan_tci: ?u16,
 };
 
+/// Configures an AF_PACKET socket for receiving on an interface: TPACKET_V3, the ingress filter,
+/// the RX ring, bind, and (with several workers) the fanout group. Done by the supervisor,
+/// which keeps the socket for the interface's lifetime: a replaced worker attaches to the same
+/// ring and fanout slot, so nothing is reassigned and what arrived meanwhile is still there.
+/// Order matters: the filter and ring exist before bind, so no unfiltered frame is queued.
+pub fn setup(fd: i32, ifindex: u32, mtu: u32, ring_bytes: u32, block_timeout_ms: u32, fanout_id: u16) sys.Error!abi.RingGeometry {
+    const version: c_int = @intFromEnum(linux.tpacket_versions.V3);
+    try sys.setsockoptInt(fd, linux.SOL.PACKET, linux.PACKET.VERSION, version);
+    // Our own transmissions are never input (loop guard); the filter checks it too, for
+    // kernels without this option.
+    sys.setsockoptInt(fd, linux.SOL.PACKET, linux.PACKET.IGNORE_OUTGOING, 1) catch |err| switch (err) {
+        error.NOPROTOOPT => {},
+        else => return err,
+    };
+    try filter.attach(fd, filter.ingress());
+
+    const geo = geometry(mtu, ring_bytes);
+    const req = linux.tpacket_req3{
+        .block_size = geo.block_bytes,
+        .block_nr = geo.block_count,
+        .frame_size = geo.frame_bytes,
+        .frame_nr = geo.frame_count,
+        .retire_blk_tov = block_timeout_ms,
+        .sizeof_priv = 0,
+        .feature_req_word = 0,
+    };
+    try sys.setsockopt(fd, linux.SOL.PACKET, linux.PACKET.RX_RING, &req);
+    var sll = linux.sockaddr.ll{
+        .protocol = std.mem.nativeToBig(u16, linux.ETH.P.ALL),
+        .ifindex = @intCast(ifindex),
+        .hatype = 0,
+        .pkttype = 0,
+        .halen = 0,
+        .addr = @splat(0),
+    };
+    _ = try sys.check(linux.bind(fd, @ptrCast(&sll), @sizeOf(linux.sockaddr.ll)));
+    if (fanout_id != 0) try fanout.join(fd, fanout_id);
+    return geo;
+}
+
 pub const Ring = struct {
     fd: i32,
     map: []align(page_bytes) u8,
     geo: abi.RingGeometry,
     block_next: u32,
 
-    /// Configures the ring on `fd`, then binds it to the interface. Order matters: the filter
-    /// and ring exist before bind, so no unfiltered frame is ever queued.
-    pub fn init(fd: i32, ifindex: u32, mtu: u32, ring_bytes: u32, block_timeout_ms: u32) sys.Error!Ring {
-        const version: c_int = @intFromEnum(linux.tpacket_versions.V3);
-        try sys.setsockoptInt(fd, linux.SOL.PACKET, linux.PACKET.VERSION, version);
-        // Our own transmissions are never input (loop guard); the filter checks it too, for
-        // kernels without this option.
-        sys.setsockoptInt(fd, linux.SOL.PACKET, linux.PACKET.IGNORE_OUTGOING, 1) catch |err| switch (err) {
-            error.NOPROTOOPT => {},
-            else => return err,
-        };
-        try filter.attach(fd, filter.ingress());
-
-        const geo = geometry(mtu, ring_bytes);
-        const req = linux.tpacket_req3{
-            .block_size = geo.block_bytes,
-            .block_nr = geo.block_count,
-            .frame_size = geo.frame_bytes,
-            .frame_nr = geo.frame_count,
-            .retire_blk_tov = block_timeout_ms,
-            .sizeof_priv = 0,
-            .feature_req_word = 0,
-        };
-        try sys.setsockopt(fd, linux.SOL.PACKET, linux.PACKET.RX_RING, &req);
+    /// Maps the ring of a socket set up by `setup` (possibly used by a previous worker) and
+    /// finds where to continue: the oldest block handed to user space, else the block the
+    /// kernel is filling (the one it opened last: highest sequence number).
+    pub fn attach(fd: i32, geo: abi.RingGeometry) sys.Error!Ring {
+        if (geo.block_count == 0 or geo.block_bytes % page_bytes != 0) return error.INVAL;
         const len = @as(usize, geo.block_bytes) * geo.block_count;
         const addr = linux.mmap(null, len, .{ .READ = true, .WRITE = true }, .{ .TYPE = .SHARED, .POPULATE = true }, fd, 0);
         _ = try sys.check(addr);
         const map = @as([*]align(page_bytes) u8, @ptrFromInt(addr))[0..len];
-        errdefer _ = linux.munmap(map.ptr, map.len);
+        var ring = Ring{ .fd = fd, .map = map, .geo = geo, .block_next = 0 };
+        ring.block_next = ring.resumeIndex();
+        return ring;
+    }
 
-        var sll = linux.sockaddr.ll{
-            .protocol = std.mem.nativeToBig(u16, linux.ETH.P.ALL),
-            .ifindex = @intCast(ifindex),
-            .hatype = 0,
-            .pkttype = 0,
-            .halen = 0,
-            .addr = @splat(0),
-        };
-        _ = try sys.check(linux.bind(fd, @ptrCast(&sll), @sizeOf(linux.sockaddr.ll)));
-        return .{ .fd = fd, .map = map, .geo = geo, .block_next = 0 };
+    fn resumeIndex(self: *Ring) u32 {
+        var oldest_user: ?u32 = null;
+        var oldest_seq: u64 = std.math.maxInt(u64);
+        var newest: u32 = 0;
+        var newest_seq: u64 = 0;
+        for (0..self.geo.block_count) |i| {
+            const desc = self.blockDesc(@intCast(i));
+            const status = @atomicLoad(u32, @as(*const u32, @ptrCast(&desc.hdr.bh1.block_status)), .acquire);
+            const seq = desc.hdr.bh1.seq_num;
+            if (status & TP_STATUS_USER != 0 and seq < oldest_seq) {
+                oldest_seq = seq;
+                oldest_user = @intCast(i);
+            }
+            if (seq > newest_seq) {
+                newest_seq = seq;
+                newest = @intCast(i);
+            }
+        }
+        return oldest_user orelse newest;
     }
 
     pub fn deinit(self: *Ring) void {

@@ -14,8 +14,11 @@
  *   2. while a bracket has no lower bound: try 97 % of the delivered rate at its upper bound,
  *      and at most 90 %, 75 %, then 50 % of that bound on consecutive failures (sporadic loss
  *      far below the throughput is still found in a few trials);
- *   3. then bisect the wider bracket (relative width) at its middle until both are narrower
- *      than `precision` (relative) or coarse_trials_max trials ran.
+ *   3. then bisect the wider bracket (relative width) until both are narrower than
+ *      `precision` (relative) or coarse_trials_max trials ran; the next rate is the middle,
+ *      or the delivered rate of the upper bound's trial when that is lower (a trial with
+ *      heavy loss delivers about what the contender can carry), or just above the lower
+ *      bound when that delivered rate is no higher than it.
  * Final phase (trials of final_s): a trial at NDR's lower bound; if it loses anything, the
  * candidate steps down by max(precision, 3 %) and is tried again, up to final_retries times.
  * PDR likewise, unless a passing NDR final trial is within precision of PDR's lower bound.
@@ -213,7 +216,12 @@ export class NdrPdrSearch {
     const width = (b: Bracket) => (b.lower !== null && b.upper !== null ? (b.upper - b.lower) / b.upper : 0);
     const b = width(this.ndr) >= width(this.pdr) ? this.ndr : this.pdr;
     if (b.lower === null || b.upper === null) return null;
-    return this.coarse((b.lower + b.upper) / 2);
+    // A trial that lost a lot delivered about what the contender can carry: try that rate
+    // instead of the middle, or just above the lower bound when it is no higher.
+    const mid = (b.lower + b.upper) / 2;
+    const nearLower = b.lower * (1 + this.p.precision / 2);
+    if (b.upperDelivered <= nearLower) return this.coarse(Math.min(mid, b.lower * (1 + this.p.precision)));
+    return this.coarse(Math.min(mid, b.upperDelivered));
   }
 
   private recordFinalNdr(rate: number, o: TrialOutcome): void {

@@ -50,6 +50,8 @@ export interface TrialSpec {
   purpose: string;
   shape: Shape;
   targetPps: number;
+  /** Warm-up rate when it differs from the target (S4 warms up at NDR, then overloads). */
+  warmupPps?: number;
   warmupS: number;
   durationS: number;
   /** Record a perf profile of the relay during the measured part. */
@@ -253,7 +255,8 @@ export async function runTrial(ctx: TrialContext, contender: Contender, spec: Tr
     const pids = running.pids();
 
     if (spec.warmupS > 0) {
-      const run = startGen(ctx, genArgv(tools, spec.targetPps, spec.targetPps * spec.warmupS, spec.warmupS, spec.shape.payload, WARMUP_STREAM), WARMUP_STREAM);
+      const rate = spec.warmupPps ?? spec.targetPps;
+      const run = startGen(ctx, genArgv(tools, rate, rate * spec.warmupS, spec.warmupS, spec.shape.payload, WARMUP_STREAM), WARMUP_STREAM);
       spawned.push(run.spawned);
       gens.push({ run, result: await finishGen(run, (spec.warmupS + 20) * 1000), role: "warmup" });
     }

@@ -21,7 +21,8 @@ const args = {
   source: { type: "string", description: "Relay only packets from this source address" },
   name: { type: "string", description: "Rule name in the report (default: forward)" },
   duration: { type: "string", description: "Stop after this many seconds (default: until SIGINT/SIGTERM)" },
-  user: { type: "string", description: "Unprivileged user the worker runs as (default nobody)" },
+  user: { type: "string", description: "Unprivileged user the workers run as (default nobody)" },
+  workers: { type: "string", description: "Workers on the input interface (default 1)" },
   ...jsonArg,
 } as const;
 
@@ -44,6 +45,7 @@ const Schema = v.object({
   source: v.optional(sourceSchema),
   name: v.optional(v.pipe(v.string(), v.regex(/^[A-Za-z0-9_.-]{1,64}$/, "1-64 letters, digits, _ . -"))),
   duration: v.optional(secondsFlag()),
+  workers: v.optional(intFlag(1, 64)),
 });
 
 export default defineCommand({
@@ -58,6 +60,7 @@ export default defineCommand({
       source: a.source,
       name: a.name,
       duration: a.duration,
+      workers: a.workers,
     });
     const ttl = input.ttl ?? DEFAULT_TTL;
     const rule: Rule = {
@@ -72,7 +75,7 @@ export default defineCommand({
     const resolved = resolveRule(rule, lookupLink);
     if (resolved.pending.length) throw new UsageError(resolved.pending.join("\n"));
 
-    const relay = new Relay({ user: workerUser(a.user) });
+    const relay = new Relay({ user: workerUser(a.user), workers: input.workers });
     const stop = watchStop(input.duration);
     const startedAt = performance.now();
     try {

@@ -7,7 +7,8 @@ import { UsageError } from "../errors.ts";
 import { logger } from "../log.ts";
 import { Daemon } from "../supervisor/daemon.ts";
 import { loadNative } from "../native/lib.ts";
-import { checkFlags } from "./args.ts";
+import { checkFlags, intFlag, validate } from "./args.ts";
+import * as v from "valibot";
 import { workerUser } from "../supervisor/user.ts";
 import { socketArg } from "./daemon-client.ts";
 
@@ -21,6 +22,7 @@ const args = {
   "state-dir": { type: "string", description: `Where runtime rules are kept (default $MCRELAY_STATE_DIR or ${DEFAULT_STATE_DIR})` },
   "socket-group": { type: "string", description: "Group allowed to use the control socket (mode 0660)" },
   user: { type: "string", description: "Unprivileged user the workers run as (default nobody)" },
+  workers: { type: "string", description: "Workers per input interface (default 1; config `workers` overrides per interface)" },
 } as const;
 
 function groupId(name: string): number {
@@ -47,6 +49,7 @@ export default defineCommand({
         configPath: a.config,
         socketGid: a["socket-group"] ? groupId(a["socket-group"]) : undefined,
         user: workerUser(a.user),
+        workers: validate(v.object({ workers: v.optional(intFlag(1, 64)) }), { workers: a.workers }).workers,
       });
     } catch (err) {
       if (err instanceof DaemonRunningError) throw new UsageError(`${err.message}: another mcrelay daemon is running`);

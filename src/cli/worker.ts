@@ -5,9 +5,9 @@ import { setLogIdentity } from "../log.ts";
 
 export default defineCommand({
   meta: { name: "_worker", description: "(internal) dataplane worker started by the supervisor", hidden: true },
-  args: { iface: { type: "string", required: true } },
+  args: { iface: { type: "string", required: true }, slot: { type: "string" } },
   async run({ args }) {
-    setLogIdentity(`worker:${args.iface}`);
+    setLogIdentity(args.slot && args.slot !== "0" ? `worker:${args.iface}/${args.slot}` : `worker:${args.iface}`);
     process.exitCode = await runWorker();
   },
 });

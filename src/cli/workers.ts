@@ -17,7 +17,7 @@ export default defineCommand({
     if (result.workers.length === 0) return printLine("no workers");
     printTable(
       ["interface", "pid", "state", "uptime s", "restarts", "backoff ms", "drift repairs", "rules", "last error"],
-      result.workers.map((w) => [w.interface, w.pid ?? "-", w.state, w.uptime_s, w.restarts, w.backoff_ms, w.drift_repairs, w.rules, w.last_error ?? "-"]),
+      result.workers.map((w) => [w.workers_on_interface > 1 ? `${w.interface}/${w.slot}` : w.interface, w.pid ?? "-", w.state, w.uptime_s, w.restarts, w.backoff_ms, w.drift_repairs, w.rules, w.last_error ?? "-"]),
     );
   },
 });

@@ -25,6 +25,8 @@ const LegacyRuleSchema = v.strictObject({
 
 export const ConfigSchema = v.strictObject({
   rules: v.optional(v.array(v.union([RuleSpecSchema, LegacyRuleSchema], "a rule is {name, from, to[, ttl, source]} or the earlier {name, input, outputs}"))),
+  /** Workers per input interface: { eth0: 2 } (default 1, or `mcrelay run --workers`). */
+  workers: v.optional(v.record(ifname, v.pipe(v.number("a worker count is a number"), v.integer(), v.minValue(1, "at least 1 worker"), v.maxValue(64, "at most 64 workers")))),
   /** Default TTL of the earlier format's outputs. */
   multicast_ttl: v.optional(v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(255))),
 });
@@ -38,6 +40,7 @@ function endpointText(addr: string, p: number, iface?: string): string {
 export interface LoadedConfig {
   path: string;
   specs: RuleSpec[];
+  workers: Map<string, number>;
 }
 
 /** Reads, parses and validates a config file completely; throws ConfigError listing every problem. */
@@ -95,5 +98,5 @@ export function parseConfig(text: string, path: string): LoadedConfig {
     else names.set(spec.name, i);
   });
   if (problems.length) throw new ConfigError(`${path}:\n  ${problems.join("\n  ")}`);
-  return { path, specs };
+  return { path, specs, workers: new Map(Object.entries(cfg.workers ?? {})) };
 }

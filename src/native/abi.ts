@@ -2,7 +2,7 @@
 // The native module checks these numbers against the library right after loading it, so a
 // drift between the two sides refuses to run instead of misreading memory.
 
-export const ABI_VERSION = 2;
+export const ABI_VERSION = 3;
 
 export const TABLE_MAGIC = 0x4d435254;
 export const RULE_FLAG_SOURCE_FILTER = 1;
@@ -12,6 +12,7 @@ export const SIZE = {
   ruleDesc: 48,
   outputDesc: 32,
   dpConfig: 32,
+  packetSetup: 20,
   ringGeometry: 16,
   linkInfo: 28,
   genConfig: 56,
@@ -151,6 +152,7 @@ export const EXPECTED_LAYOUT: readonly [string, number][] = [
   ["sizeof RuleDesc", SIZE.ruleDesc],
   ["sizeof OutputDesc", SIZE.outputDesc],
   ["sizeof DpConfig", SIZE.dpConfig],
+  ["sizeof PacketSetup", SIZE.packetSetup],
   ["sizeof RingGeometry", SIZE.ringGeometry],
   ["sizeof LinkInfo", SIZE.linkInfo],
   ["sizeof GenConfig", SIZE.genConfig],
@@ -225,15 +227,20 @@ export function encodeTable(rules: readonly TableRule[], generation: number): Ui
   return buf;
 }
 
+export interface RingGeometry {
+  blockBytes: number;
+  blockCount: number;
+  frameBytes: number;
+  frameCount: number;
+}
+
 export interface DpConfig {
   packetFd: number;
   wakeFd: number;
   ifindex: number;
-  mtu: number;
-  ringBytes: number;
-  blockTimeoutMs: number;
   /** Counter memfd from the supervisor, or -1. */
   statsFd: number;
+  geometry: RingGeometry;
 }
 
 export function encodeDpConfig(c: DpConfig): Uint8Array {
@@ -242,12 +249,36 @@ export function encodeDpConfig(c: DpConfig): Uint8Array {
   v.setInt32(0, c.packetFd, true);
   v.setInt32(4, c.wakeFd, true);
   v.setUint32(8, c.ifindex, true);
-  v.setUint32(12, c.mtu, true);
-  v.setUint32(16, c.ringBytes, true);
-  v.setUint32(20, c.blockTimeoutMs, true);
-  v.setUint32(24, 0, true); // fanout id: one worker per interface for now
-  v.setInt32(28, c.statsFd, true);
+  v.setInt32(12, c.statsFd, true);
+  v.setUint32(16, c.geometry.blockBytes, true);
+  v.setUint32(20, c.geometry.blockCount, true);
+  v.setUint32(24, c.geometry.frameBytes, true);
+  v.setUint32(28, c.geometry.frameCount, true);
   return buf;
+}
+
+export interface PacketSetup {
+  ifindex: number;
+  mtu: number;
+  ringBytes: number;
+  blockTimeoutMs: number;
+  /** 0 when one worker serves the interface. */
+  fanoutId: number;
+}
+
+export function encodePacketSetup(c: PacketSetup): Uint8Array {
+  const buf = new Uint8Array(SIZE.packetSetup);
+  const v = new DataView(buf.buffer);
+  v.setUint32(0, c.ifindex, true);
+  v.setUint32(4, c.mtu, true);
+  v.setUint32(8, c.ringBytes, true);
+  v.setUint32(12, c.blockTimeoutMs, true);
+  v.setUint16(16, c.fanoutId, true);
+  return buf;
+}
+
+export function decodeGeometry(words: Uint32Array): RingGeometry {
+  return { blockBytes: words[0]!, blockCount: words[1]!, frameBytes: words[2]!, frameCount: words[3]! };
 }
 
 export interface GenConfig {

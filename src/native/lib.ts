@@ -13,12 +13,16 @@ import {
   SINK_GLOBAL_COUNTERS,
   SINK_STREAM_COUNTERS,
   STATS_TOTAL_WORDS,
+  decodeGeometry,
   decodeLinkInfo,
   encodeDpConfig,
+  encodePacketSetup,
   encodeGenConfig,
   encodeSinkConfig,
   type DpConfig,
   type GenConfig,
+  type PacketSetup,
+  type RingGeometry,
   type LinkInfo,
   type SinkConfig,
 } from "./abi.ts";
@@ -27,6 +31,8 @@ const symbols = {
   mcr_abi_version: { args: [], returns: "u32" },
   mcr_abi_layout: { args: ["ptr", "u32"], returns: "u32" },
   mcr_packet_open: { args: [], returns: "i32" },
+  mcr_packet_setup: { args: ["i32", "ptr", "ptr"], returns: "i32" },
+  mcr_fanout_hash: { args: ["u32", "u16"], returns: "u32" },
   mcr_fd_close: { args: ["i32"], returns: "i32" },
   mcr_fd_inherit: { args: ["i32"], returns: "i32" },
   mcr_link_query: { args: ["ptr", "u32", "ptr"], returns: "i32" },
@@ -108,6 +114,18 @@ export function abiVersion(): number {
 /** Opens an AF_PACKET socket (needs CAP_NET_RAW); queues nothing until bound by a worker. */
 export function packetOpen(): number {
   return check("open AF_PACKET socket", lib().mcr_packet_open());
+}
+
+/** Ring, filter, bind and fanout on a packet socket (by the supervisor, before passing it). */
+export function packetSetup(fd: number, setup: PacketSetup, what: string): RingGeometry {
+  const out = new Uint32Array(4);
+  check(`ring setup ${what}`, lib().mcr_packet_setup(fd, ptr(encodePacketSetup(setup)), ptr(out)));
+  return decodeGeometry(out);
+}
+
+/** The fanout program's hash, computed natively (to test the TypeScript twin against). */
+export function fanoutHashNative(dst: number, port: number): number {
+  return lib().mcr_fanout_hash(dst >>> 0, port);
 }
 
 export function fdClose(fd: number): void {
@@ -202,13 +220,6 @@ export class SharedStats {
   }
 }
 
-export interface RingGeometry {
-  blockBytes: number;
-  blockCount: number;
-  frameBytes: number;
-  frameCount: number;
-}
-
 /** A worker's dataplane. Owns the packet socket from open on (closes it on close). */
 export class Dataplane {
   readonly #handle: Pointer;
@@ -240,7 +251,7 @@ export class Dataplane {
   geometry(): RingGeometry {
     const out = new Uint32Array(4);
     lib().mcr_dp_geometry(this.#handle, ptr(out));
-    return { blockBytes: out[0]!, blockCount: out[1]!, frameBytes: out[2]!, frameCount: out[3]! };
+    return decodeGeometry(out);
   }
 
   close(): void {
@@ -249,6 +260,8 @@ export class Dataplane {
     lib().mcr_dp_close(this.#handle);
   }
 }
+
+export type { RingGeometry };
 
 export type GenCounters = Record<(typeof GEN_COUNTERS)[number], bigint>;
 

@@ -9,10 +9,9 @@ import { ConfigError } from "../errors.ts";
 import { getLogLevel, logger, setLogLevel, type LogLevelName } from "../log.ts";
 import { resolveRule, type Rule } from "../rules/rule.ts";
 import { PROTOCOL_VERSION, VERSION } from "../version.ts";
-import type { WireRule } from "../worker/messages.ts";
 import { ControlError, ControlServer } from "../control/server.ts";
 import type { Request } from "../control/protocol.ts";
-import { Dataplanes } from "./dataplanes.ts";
+import { Dataplanes, type Desired } from "./dataplanes.ts";
 import { lookupLink } from "./links.ts";
 import { buildInterfaceReports, buildRuleReports } from "./report.ts";
 import { StateFile } from "./state-file.ts";
@@ -39,6 +38,8 @@ export interface DaemonOptions {
   socketMode?: number;
   socketGid?: number;
   user: WorkerUser | null;
+  /** Workers per input interface unless the config file says otherwise (default 1). */
+  workers?: number;
 }
 
 export class Daemon {
@@ -52,6 +53,8 @@ export class Daemon {
   #linkSignature = "";
   #linkTimer: ReturnType<typeof setInterval> | null = null;
   #stopping = false;
+  /** Workers per interface from the config file. */
+  #workersConfig = new Map<string, number>();
 
   private constructor(opts: DaemonOptions) {
     this.#opts = opts;
@@ -66,6 +69,7 @@ export class Daemon {
     d.#nextId = saved.nextId;
     if (opts.configPath) {
       const cfg = loadConfig(opts.configPath);
+      d.#workersConfig = cfg.workers;
       for (const spec of cfg.specs) d.#put(spec, "config", d.#takeId());
     }
     for (const r of saved.rules) {
@@ -111,7 +115,7 @@ export class Daemon {
 
   /** Resolves every rule against the interfaces and gives each worker its complete table. */
   #reconcile(): void {
-    const tables = new Map<string, WireRule[]>();
+    const tables = new Map<string, Desired>();
     for (const stored of this.#rules.values()) {
       const resolved = resolveRule(stored.rule, lookupLink);
       const was = stored.pending.join("; ");
@@ -122,10 +126,16 @@ export class Daemon {
       }
       if (!resolved.wire) continue;
       const iface = stored.rule.input.iface;
-      tables.set(iface, [...(tables.get(iface) ?? []), resolved.wire]);
+      const entry = tables.get(iface) ?? { rules: [], workers: this.#workersFor(iface) };
+      entry.rules.push(resolved.wire);
+      tables.set(iface, entry);
     }
     this.#linkSignature = this.#signature();
     this.#dataplanes.setTables(tables);
+  }
+
+  #workersFor(iface: string): number {
+    return this.#workersConfig.get(iface) ?? this.#opts.workers ?? 1;
   }
 
   /** Interfaces the rules name, as facts that matter to forwarding. */
@@ -242,7 +252,9 @@ export class Daemon {
     if (!this.#opts.configPath) throw new ControlError("config_invalid", "the daemon was started without --config: nothing to reload");
     let specs: RuleSpec[];
     try {
-      specs = loadConfig(this.#opts.configPath).specs;
+      const cfg = loadConfig(this.#opts.configPath);
+      specs = cfg.specs;
+      this.#workersConfig = cfg.workers;
     } catch (err) {
       if (err instanceof ConfigError) throw new ControlError("config_invalid", `reload refused, nothing changed: ${err.message}`);
       throw err;

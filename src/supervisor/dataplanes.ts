@@ -1,14 +1,21 @@
-// The worker manager: one worker per input interface, each holding the complete table of its
-// interface's rules. A control tick (one interval, created once) starts workers, applies
-// tables, pings with a deadline, repairs drift and restarts failed workers with escalating
-// backoff. Nothing here blocks the event loop: the control socket stays responsive.
+// The worker manager. Each input interface gets a plane: N packet sockets set up by the
+// supervisor (ring, filter, bind, and a fanout group when N > 1) and one worker per socket.
+// The supervisor keeps the sockets for the plane's lifetime, so a replaced worker attaches to
+// the same ring and fanout slot: nothing is reassigned, and packets that arrived meanwhile are
+// still in the ring. Rules of an interface are split by flowHash(group, port) % N, the hash
+// the kernel's fanout program computes. A control tick (one interval, created once) starts
+// workers, applies tables, pings with a deadline, repairs drift and restarts failed workers
+// with escalating backoff. Nothing here blocks the event loop.
+import { randomInt } from "node:crypto";
 import { logger } from "../log.ts";
+import { fdClose, packetOpen, packetSetup, type RingGeometry } from "../native/lib.ts";
+import { workerSlot } from "../rules/flow-hash.ts";
 import { tableHash } from "../rules/wire.ts";
 import type { WireRule } from "../worker/messages.ts";
 import { CounterBook } from "./counters.ts";
 import { lookupLink } from "./links.ts";
-import { WorkerHandle } from "./worker-handle.ts";
 import type { WorkerUser } from "./user.ts";
+import { WorkerHandle } from "./worker-handle.ts";
 
 const log = logger("workers");
 
@@ -20,18 +27,31 @@ export const BACKOFF_MIN_MS = 250;
 export const BACKOFF_MAX_MS = 16_000;
 /** A worker that stayed up this long has its failure streak forgiven. */
 export const HEALTHY_RESET_MS = 30_000;
+export const WORKERS_PER_INTERFACE_MAX = 64;
 
 export type WorkerState = "starting" | "running" | "backoff" | "stopping";
 
+/** The sockets of one input interface. */
+interface Plane {
+  ifname: string;
+  ifindex: number;
+  mtu: number;
+  fds: number[];
+  geometry: RingGeometry;
+  fanoutId: number;
+}
+
 interface Entry {
   ifname: string;
+  slot: number;
+  members: number;
   rules: WireRule[];
   hash: string;
   generation: number;
   handle: WorkerHandle | null;
   state: WorkerState;
   appliedHash: string | null;
-  /** One operation at a time per worker (start, apply, ping, stats). */
+  /** One operation at a time per worker (start, apply, ping). */
   busy: boolean;
   restarts: number;
   failures: number;
@@ -47,6 +67,8 @@ interface Entry {
 
 export interface WorkerInfo {
   interface: string;
+  slot: number;
+  workers_on_interface: number;
   pid: number | null;
   state: WorkerState;
   uptime_s: number;
@@ -61,63 +83,123 @@ export interface WorkerInfo {
   ring: Record<string, number>;
 }
 
+export interface Desired {
+  rules: WireRule[];
+  /** Workers for this interface (PACKET_FANOUT when more than one). */
+  workers: number;
+}
+
+function entryKey(ifname: string, slot: number): string {
+  return `${ifname}#${slot}`;
+}
+
 export class Dataplanes {
   readonly counters = new CounterBook();
   readonly #entries = new Map<string, Entry>();
+  readonly #planes = new Map<string, Plane>();
   readonly #timer: ReturnType<typeof setInterval>;
+  readonly #user: WorkerUser | null;
   #generation = 0;
   #logLevel: string | null = null;
   #closed = false;
+  #lastSampleAt = 0;
   #waiters: (() => void)[] = [];
-
-  readonly #user: WorkerUser | null;
 
   constructor(opts: { user: WorkerUser | null }) {
     this.#user = opts.user;
     this.#timer = setInterval(() => this.#tick(), TICK_MS);
   }
 
-  /** Sets the desired tables (interfaces absent from the map get their worker stopped). */
-  setTables(tables: Map<string, WireRule[]>): void {
-    for (const [ifname, entry] of this.#entries) {
-      if (!tables.has(ifname) || tables.get(ifname)!.length === 0) {
-        this.#entries.delete(ifname);
-        void this.#retire(entry);
-      }
+  /**
+   * Sets what every interface should forward. Interfaces absent (or with no rules) get their
+   * workers stopped and sockets closed; a changed worker count, ifindex or MTU rebuilds the
+   * interface's plane.
+   */
+  setTables(desired: Map<string, Desired>): void {
+    for (const [ifname, plane] of this.#planes) {
+      const want = desired.get(ifname);
+      const link = want && want.rules.length ? lookupLink(ifname) : null;
+      const stale = !want || want.rules.length === 0 || plane.fds.length !== want.workers || !link || link.ifindex !== plane.ifindex || link.mtu !== plane.mtu;
+      if (stale) void this.#closePlane(ifname);
     }
-    for (const [ifname, rules] of tables) {
-      if (rules.length === 0) continue;
-      const hash = tableHash(rules);
-      const entry = this.#entries.get(ifname);
-      if (entry) {
-        if (entry.hash !== hash) {
-          entry.rules = rules;
-          entry.hash = hash;
-          entry.generation = ++this.#generation;
-        }
-        continue;
-      }
-      this.#entries.set(ifname, {
-        ifname,
-        rules,
-        hash,
-        generation: ++this.#generation,
-        handle: null,
-        state: "starting",
-        appliedHash: null,
-        busy: false,
-        restarts: 0,
-        failures: 0,
-        backoffMs: 0,
-        nextStartAt: 0,
-        startedAt: 0,
-        lastPingAt: 0,
-        lastError: null,
-        driftRepairs: 0,
-        retiring: false,
-      });
+    for (const [ifname, want] of desired) {
+      if (want.rules.length === 0) continue;
+      const members = Math.max(1, Math.min(WORKERS_PER_INTERFACE_MAX, want.workers));
+      const split: WireRule[][] = Array.from({ length: members }, () => []);
+      for (const r of want.rules) split[workerSlot(r.group, r.port, members)]!.push(r);
+      for (let slot = 0; slot < members; slot++) this.#setEntry(ifname, slot, members, split[slot]!);
     }
     this.#tick();
+  }
+
+  #setEntry(ifname: string, slot: number, members: number, rules: WireRule[]): void {
+    const hash = tableHash(rules);
+    const key = entryKey(ifname, slot);
+    const entry = this.#entries.get(key);
+    if (entry) {
+      if (entry.hash !== hash) {
+        entry.rules = rules;
+        entry.hash = hash;
+        entry.generation = ++this.#generation;
+      }
+      return;
+    }
+    this.#entries.set(key, {
+      ifname,
+      slot,
+      members,
+      rules,
+      hash,
+      generation: ++this.#generation,
+      handle: null,
+      state: "starting",
+      appliedHash: null,
+      busy: false,
+      restarts: 0,
+      failures: 0,
+      backoffMs: 0,
+      nextStartAt: 0,
+      startedAt: 0,
+      lastPingAt: 0,
+      lastError: null,
+      driftRepairs: 0,
+      retiring: false,
+    });
+  }
+
+  /** Stops the interface's workers and closes its sockets. */
+  async #closePlane(ifname: string): Promise<void> {
+    const plane = this.#planes.get(ifname);
+    this.#planes.delete(ifname);
+    const entries = [...this.#entries.values()].filter((e) => e.ifname === ifname);
+    for (const e of entries) this.#entries.delete(entryKey(e.ifname, e.slot));
+    await Promise.all(entries.map((e) => this.#retire(e)));
+    for (const fd of plane?.fds ?? []) fdClose(fd);
+  }
+
+  /** The plane of an interface, set up on first use: all sockets join before any worker runs. */
+  #plane(ifname: string, members: number): Plane {
+    const existing = this.#planes.get(ifname);
+    if (existing) return existing;
+    const link = lookupLink(ifname);
+    if (!link) throw new Error(`interface ${ifname} does not exist`);
+    const fanoutId = members > 1 ? randomInt(1, 0xffff) : 0;
+    const fds: number[] = [];
+    let geometry: RingGeometry | null = null;
+    try {
+      for (let i = 0; i < members; i++) {
+        const fd = packetOpen();
+        fds.push(fd);
+        geometry = packetSetup(fd, { ifindex: link.ifindex, mtu: link.mtu, ringBytes: 0, blockTimeoutMs: 0, fanoutId }, ifname);
+      }
+    } catch (err) {
+      for (const fd of fds) fdClose(fd);
+      throw err;
+    }
+    const plane: Plane = { ifname, ifindex: link.ifindex, mtu: link.mtu, fds, geometry: geometry!, fanoutId };
+    this.#planes.set(ifname, plane);
+    log.debug(`interface ${ifname}: ${members} socket(s), ring ${geometry!.blockCount} x ${geometry!.blockBytes} bytes${fanoutId ? `, fanout group ${fanoutId}` : ""}`);
+    return plane;
   }
 
   /** Resolves when every worker holds its desired table, or rejects after the deadline. */
@@ -126,7 +208,7 @@ export class Dataplanes {
     while (!this.#allApplied()) {
       if (performance.now() > deadline) {
         const late = [...this.#entries.values()].filter((e) => e.appliedHash !== e.hash);
-        throw new Error(late.map((e) => `worker ${e.ifname}: ${e.lastError ?? `table not applied yet (${e.state})`}`).join("; "));
+        throw new Error(late.map((e) => `worker ${label(e)}: ${e.lastError ?? `table not applied yet (${e.state})`}`).join("; "));
       }
       await new Promise<void>((r) => {
         this.#waiters.push(r);
@@ -150,6 +232,8 @@ export class Dataplanes {
     const now = Date.now();
     return [...this.#entries.values()].map((e) => ({
       interface: e.ifname,
+      slot: e.slot,
+      workers_on_interface: e.members,
       pid: e.handle?.pid ?? null,
       state: e.state,
       uptime_s: e.handle ? Math.round((now - e.startedAt) / 100) / 10 : 0,
@@ -189,9 +273,7 @@ export class Dataplanes {
     if (this.#closed) return;
     this.#closed = true;
     clearInterval(this.#timer);
-    const entries = [...this.#entries.values()];
-    this.#entries.clear();
-    await Promise.all(entries.map((e) => this.#retire(e)));
+    await Promise.all([...this.#planes.keys(), ...[...this.#entries.values()].map((e) => e.ifname)].filter((v, i, a) => a.indexOf(v) === i).map((ifname) => this.#closePlane(ifname)));
   }
 
   async #retire(entry: Entry): Promise<void> {
@@ -228,7 +310,6 @@ export class Dataplanes {
       this.collect();
     }
   }
-  #lastSampleAt = 0;
 
   #run(e: Entry, op: () => Promise<void>): void {
     e.busy = true;
@@ -241,17 +322,21 @@ export class Dataplanes {
   }
 
   async #start(e: Entry): Promise<void> {
-    const link = lookupLink(e.ifname);
-    if (!link) throw new Error(`interface ${e.ifname} does not exist`);
     e.state = "starting";
+    const plane = this.#plane(e.ifname, e.members);
     const handle = await WorkerHandle.start({
       ifname: e.ifname,
-      link,
+      ifindex: plane.ifindex,
+      packetFd: plane.fds[e.slot]!,
+      geometry: plane.geometry,
+      slot: e.slot,
+      members: e.members,
       user: this.#user,
       onExit: (code, signal) => this.#exited(e, handle, code, signal),
     });
     if (e.retiring) {
       await handle.stop();
+      handle.release();
       return;
     }
     e.handle = handle;
@@ -268,7 +353,7 @@ export class Dataplanes {
     const { rules, hash, generation } = e;
     await handle.applyTable(rules, generation, hash);
     e.appliedHash = hash;
-    log.debug(`worker ${e.ifname}: table ${hash} applied (${rules.length} rules)`);
+    log.debug(`worker ${label(e)}: table ${hash} applied (${rules.length} rules)`);
   }
 
   async #ping(e: Entry): Promise<void> {
@@ -276,7 +361,7 @@ export class Dataplanes {
     const pong = await e.handle!.ping(PING_TIMEOUT_MS);
     if (pong.hash !== e.appliedHash) {
       e.driftRepairs += 1;
-      log.warn(`worker ${e.ifname}: holds table ${pong.hash}, expected ${e.appliedHash}: resyncing`);
+      log.warn(`worker ${label(e)}: holds table ${pong.hash}, expected ${e.appliedHash}: resyncing`);
       try {
         await this.#apply(e);
       } catch (err) {
@@ -288,7 +373,7 @@ export class Dataplanes {
   /** A failed operation: the worker is replaced (the exit handler schedules the restart). */
   #fail(e: Entry, message: string): void {
     e.lastError = message;
-    log.error(`worker ${e.ifname}: ${message}`);
+    log.error(`worker ${label(e)}: ${message}`);
     if (e.handle) {
       e.handle.kill();
     } else if (!e.retiring) {
@@ -304,9 +389,9 @@ export class Dataplanes {
     handle.release();
     e.handle = null;
     e.appliedHash = null;
-    if (e.retiring || this.#closed) return;
+    if (this.#closed) return;
     e.lastError = e.lastError ?? `exited (${signal ?? `code ${code}`})`;
-    log.warn(`worker ${e.ifname} (pid ${handle.pid}) exited (${signal ?? `code ${code}`})`);
+    log.warn(`worker ${label(e)} (pid ${handle.pid}) exited (${signal ?? `code ${code}`})`);
     this.#scheduleRestart(e);
   }
 
@@ -316,10 +401,14 @@ export class Dataplanes {
     e.backoffMs = Math.min(BACKOFF_MAX_MS, BACKOFF_MIN_MS * 2 ** (e.failures - 1));
     e.nextStartAt = performance.now() + e.backoffMs;
     e.state = "backoff";
-    log.info(`worker ${e.ifname}: restart in ${e.backoffMs} ms (failure ${e.failures})`);
+    log.info(`worker ${label(e)}: restart in ${e.backoffMs} ms (failure ${e.failures})`);
   }
 }
 
+function label(e: Entry): string {
+  return e.members > 1 ? `${e.ifname}/${e.slot}` : e.ifname;
+}
+
 function workerKey(e: Entry): string {
-  return `${e.ifname}/${e.handle?.pid ?? 0}`;
+  return `${e.ifname}#${e.slot}/${e.handle?.pid ?? 0}`;
 }

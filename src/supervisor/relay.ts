@@ -4,8 +4,7 @@
 import { logger } from "../log.ts";
 import { formatEndpoint } from "../config/endpoint.ts";
 import { resolveRule, type Rule } from "../rules/rule.ts";
-import type { WireRule } from "../worker/messages.ts";
-import { Dataplanes, type WorkerInfo } from "./dataplanes.ts";
+import { Dataplanes, type Desired, type WorkerInfo } from "./dataplanes.ts";
 import { lookupLink } from "./links.ts";
 import type { WorkerUser } from "./user.ts";
 import { buildRuleReports, buildInterfaceReports, type RuleReport, type InterfaceReport } from "./report.ts";
@@ -16,7 +15,7 @@ const log = logger("relay");
 
 export interface RelayReport {
   rules: RuleReport[];
-  workers: (InterfaceReport & { pid: number | null; restarts: number; ring: Record<string, number> })[];
+  workers: (InterfaceReport & { pid: number | null; pids: (number | null)[]; restarts: number; ring: Record<string, number> })[];
 }
 
 export class Relay {
@@ -25,14 +24,17 @@ export class Relay {
   readonly #pending = new Map<bigint, string[]>();
   #workers: WorkerInfo[] = [];
 
-  constructor(opts: { user: WorkerUser | null }) {
+  readonly #workersPerInterface: number;
+
+  constructor(opts: { user: WorkerUser | null; workers?: number }) {
     this.#dataplanes = new Dataplanes(opts);
+    this.#workersPerInterface = opts.workers ?? 1;
   }
 
   /** Starts workers for the rules' input interfaces; resolves once every table is applied. */
   async start(rules: Rule[]): Promise<void> {
     this.#rules.push(...rules);
-    const tables = new Map<string, WireRule[]>();
+    const tables = new Map<string, Desired>();
     for (const rule of rules) {
       const resolved = resolveRule(rule, lookupLink);
       this.#pending.set(rule.id, resolved.pending);
@@ -40,7 +42,9 @@ export class Relay {
         log.warn(`rule ${rule.name} is pending: ${resolved.pending.join("; ")}`);
         continue;
       }
-      tables.set(rule.input.iface, [...(tables.get(rule.input.iface) ?? []), resolved.wire]);
+      const entry = tables.get(rule.input.iface) ?? { rules: [], workers: this.#workersPerInterface };
+      entry.rules.push(resolved.wire);
+      tables.set(rule.input.iface, entry);
     }
     this.#dataplanes.setTables(tables);
     await this.#dataplanes.settled(10_000);
@@ -63,8 +67,14 @@ export class Relay {
       this.#dataplanes.counters.rates(),
     );
     const workers = buildInterfaceReports(totals).map((i) => {
-      const w = this.#workers.find((x) => x.interface === i.interface);
-      return { ...i, pid: w?.pid ?? null, restarts: w?.restarts ?? 0, ring: w?.ring ?? {} };
+      const ws = this.#workers.filter((x) => x.interface === i.interface);
+      return {
+        ...i,
+        pid: ws[0]?.pid ?? null,
+        pids: ws.map((w) => w.pid),
+        restarts: ws.reduce((n, w) => n + w.restarts, 0),
+        ring: ws[0]?.ring ?? {},
+      };
     });
     return { rules, workers };
   }

@@ -3,9 +3,9 @@
 // messages, each with a deadline.
 import * as v from "valibot";
 import { logger, getLogFormat, getLogLevel } from "../log.ts";
-import { packetOpen, fdClose, fdInherit, scmPair, scmSend, scmWake, SharedStats } from "../native/lib.ts";
+import { fdClose, fdInherit, scmPair, scmSend, scmWake, SharedStats } from "../native/lib.ts";
 import { decodeStats } from "../stats/decode.ts";
-import type { LinkInfo as Link } from "../native/abi.ts";
+import type { RingGeometry } from "../native/abi.ts";
 import { selfCommand } from "../self-command.ts";
 import type { WorkerUser } from "./user.ts";
 import type { DataplaneSnapshot } from "../stats/decode.ts";
@@ -27,8 +27,12 @@ export class WorkerError extends Error {
 
 export interface WorkerOptions {
   ifname: string;
-  link: Link;
-  ringBytes?: number;
+  ifindex: number;
+  /** The interface's packet socket for this worker, set up by the supervisor (kept by it). */
+  packetFd: number;
+  geometry: RingGeometry;
+  slot: number;
+  members: number;
   /** The unprivileged user the worker becomes; null keeps the supervisor's credentials. */
   user: WorkerUser | null;
   /** Called when the worker process exits, expectedly or not. */
@@ -68,20 +72,12 @@ export class WorkerHandle {
   }
 
   static async start(opts: WorkerOptions): Promise<WorkerHandle> {
-    // Acquire the privileged resource before spawning: a failure leaves no orphan process.
-    const packetFd = packetOpen();
+    // Resources first, then the process: a failure leaves no orphan.
     let pair: [number, number];
-    let shared: SharedStats;
-    try {
-      shared = SharedStats.create();
-    } catch (err) {
-      fdClose(packetFd);
-      throw err;
-    }
+    const shared = SharedStats.create();
     try {
       pair = scmPair();
     } catch (err) {
-      fdClose(packetFd);
       shared.closeFd();
       shared.release();
       throw err;
@@ -97,11 +93,11 @@ export class WorkerHandle {
     let proc: ReturnType<typeof Bun.spawn>;
     try {
       fdInherit(theirs);
-      proc = Bun.spawn(selfCommand(["_worker", "--iface", opts.ifname]), {
+      proc = Bun.spawn(selfCommand(["_worker", "--iface", opts.ifname, "--slot", String(opts.slot)]), {
         stdio: ["ignore", "inherit", "inherit", theirs],
         env: {
           ...process.env,
-          MCRELAY_LOG_IDENTITY: `worker:${opts.ifname}`,
+          MCRELAY_LOG_IDENTITY: opts.members > 1 ? `worker:${opts.ifname}/${opts.slot}` : `worker:${opts.ifname}`,
           MCRELAY_LOG_LEVEL: getLogLevel(),
           MCRELAY_LOG_FORMAT: getLogFormat(),
         },
@@ -129,14 +125,16 @@ export class WorkerHandle {
       const setup = {
         kind: "packet-socket",
         ifname: opts.ifname,
-        ifindex: opts.link.ifindex,
-        mtu: opts.link.mtu,
-        ringBytes: opts.ringBytes ?? 0,
+        ifindex: opts.ifindex,
+        slot: opts.slot,
+        members: opts.members,
+        geometry: opts.geometry,
         user: opts.user,
       };
-      scmSend(mine, new TextEncoder().encode(JSON.stringify(setup)), [packetFd, shared.fd]);
+      // The worker gets its own reference; ours keeps the socket (and its fanout slot and
+      // ring) alive for the next worker if this one dies.
+      scmSend(mine, new TextEncoder().encode(JSON.stringify(setup)), [opts.packetFd, shared.fd]);
     } finally {
-      fdClose(packetFd);
       shared.closeFd();
     }
     const timer = setTimeout(() => readyReject(new WorkerError(`worker ${opts.ifname} not ready within ${READY_TIMEOUT_MS} ms`)), READY_TIMEOUT_MS);

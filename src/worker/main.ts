@@ -36,7 +36,7 @@ export async function runWorker(): Promise<number> {
     log.error("bad packet-socket message:", v.summarize(setup.issues));
     return 1;
   }
-  const { ifname, ifindex, mtu, ringBytes, user } = setup.output;
+  const { ifname, ifindex, geometry, slot, members, user } = setup.output;
   if (user) {
     // Everything privileged (the AF_PACKET socket) is in hand: give up the rest now.
     try {
@@ -54,9 +54,9 @@ export async function runWorker(): Promise<number> {
     }
     log.debug(`running as ${user.name} (uid ${user.uid}, gid ${user.gid}), no capabilities, no_new_privs`);
   }
-  const dp = Dataplane.open({ packetFd: first.fds[0]!, statsFd: first.fds[1]!, wakeFd: CHANNEL_FD, ifindex, mtu, ringBytes, blockTimeoutMs: 1 }, ifname);
+  const dp = Dataplane.open({ packetFd: first.fds[0]!, statsFd: first.fds[1]!, wakeFd: CHANNEL_FD, ifindex, geometry }, ifname);
   const ring = dp.geometry();
-  log.debug(`ring on ${ifname}: ${ring.blockCount} blocks of ${ring.blockBytes} bytes, frames up to ${ring.frameBytes}`);
+  log.debug(`worker ${slot + 1}/${members} on ${ifname}: ring of ${ring.blockCount} blocks of ${ring.blockBytes} bytes`);
 
   let stopping = false;
   // What the dataplane holds now, reported on every ping so drift is seen.
@@ -126,6 +126,16 @@ export async function runWorker(): Promise<number> {
     // setImmediate lets IPC messages and signals in before the next slice.
     setImmediate(tick);
   };
+  // Test-only: make this worker's table diverge from the supervisor's once, so the drift
+  // repair path runs for real. Never set outside tests.
+  const divergeAfterMs = Number(process.env.MCRELAY_TEST_DIVERGE_AFTER_MS ?? "");
+  if (Number.isFinite(divergeAfterMs) && divergeAfterMs > 0) {
+    setTimeout(() => {
+      log.warn("test hook: dropping this worker's rules to simulate drift");
+      dp.apply(wireToNative([], applied.generation));
+      applied = { generation: applied.generation, hash: tableHash([]) };
+    }, divergeAfterMs);
+  }
   send({ type: "ready", pid: process.pid, ring: { ...ring } });
   tick();
   return done;

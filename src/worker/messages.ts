@@ -30,8 +30,15 @@ export const PacketSocketSchema = v.strictObject({
   kind: v.literal("packet-socket"),
   ifname: v.string(),
   ifindex: v.pipe(v.number(), v.integer(), v.minValue(1)),
-  mtu: v.pipe(v.number(), v.integer(), v.minValue(68), v.maxValue(65535)),
-  ringBytes: v.pipe(v.number(), v.integer(), v.minValue(0)),
+  /** This worker's index among the interface's workers, and how many there are. */
+  slot: v.pipe(v.number(), v.integer(), v.minValue(0)),
+  members: v.pipe(v.number(), v.integer(), v.minValue(1)),
+  geometry: v.strictObject({
+    blockBytes: v.pipe(v.number(), v.integer(), v.minValue(4096)),
+    blockCount: v.pipe(v.number(), v.integer(), v.minValue(1)),
+    frameBytes: v.pipe(v.number(), v.integer(), v.minValue(1)),
+    frameCount: v.pipe(v.number(), v.integer(), v.minValue(1)),
+  }),
   /** Who the worker becomes after taking the socket (null: stay as started, tests only). */
   user: v.nullable(v.strictObject({ name: v.string(), uid: v.pipe(v.number(), v.integer(), v.minValue(0)), gid: v.pipe(v.number(), v.integer(), v.minValue(0)) })),
 });

@@ -99,6 +99,7 @@ export class RawClient {
   #queue: Uint8Array[] = [];
   #drained: (() => void)[] = [];
   #closed = false;
+  #writeFailed = false;
   #nextId = 1;
   readonly closedPromise: Promise<void>;
   #resolveClosed!: () => void;
@@ -128,8 +129,9 @@ export class RawClient {
             else earlyClose = true;
           },
           error() {
-            if (client) client.#onClose();
-            else earlyClose = true;
+            // A failed write (EPIPE after the daemon hung up) ends writing; what the daemon
+            // wrote before hanging up is still read, until the close event.
+            client?.#onWriteError();
           },
         },
       }),
@@ -143,8 +145,14 @@ export class RawClient {
     return client;
   }
 
+  /** The daemon closed the connection (everything it wrote before has been received). */
   get closed(): boolean {
     return this.#closed;
+  }
+
+  /** Writing failed (the daemon hung up) or the connection is closed. */
+  get writeFailed(): boolean {
+    return this.#writeFailed;
   }
 
   /** Lines received and not yet taken. */
@@ -166,9 +174,16 @@ export class RawClient {
     this.#notify();
   }
 
+  #onWriteError(): void {
+    this.#writeFailed = true;
+    this.#queue = [];
+    for (const d of this.#drained.splice(0)) d();
+  }
+
   #onClose(): void {
     if (this.#closed) return;
     this.#closed = true;
+    this.#writeFailed = true;
     this.#queue = [];
     for (const d of this.#drained.splice(0)) d();
     this.#resolveClosed();
@@ -182,10 +197,10 @@ export class RawClient {
   }
 
   #flush(): void {
-    while (this.#queue.length > 0 && !this.#closed) {
+    while (this.#queue.length > 0 && !this.#writeFailed) {
       const head = this.#queue[0]!;
       const n = this.#socket.write(head);
-      if (n < 0) return this.#onClose();
+      if (n < 0) return this.#onWriteError();
       if (n < head.length) {
         this.#queue[0] = head.subarray(n);
         return;
@@ -197,7 +212,7 @@ export class RawClient {
 
   /** Writes bytes or text as they are; resolves when the kernel took all of it (or the connection closed). */
   write(data: string | Uint8Array): Promise<void> {
-    if (this.#closed) return Promise.resolve();
+    if (this.#writeFailed) return Promise.resolve();
     const bytes = typeof data === "string" ? new TextEncoder().encode(data) : data;
     this.#queue.push(bytes);
     const done = new Promise<void>((r) => this.#drained.push(r));
@@ -497,4 +512,19 @@ export function pidAlive(pid: number): boolean {
   } catch {
     return false;
   }
+}
+
+/** `mcrelay <args>` in this process's namespace (for verbs that need no interface: config check, version, clients of a missing socket). */
+export async function runMcrelay(args: string[], mode: Mode = "bun", timeoutMs = CLI_TIMEOUT_MS): Promise<ExecResult> {
+  const p = Bun.spawn({
+    cmd: [...mcrelayCommand(mode), ...args],
+    stdin: "ignore",
+    stdout: "pipe",
+    stderr: "pipe",
+    env: { ...process.env, NO_COLOR: "1" },
+    timeout: timeoutMs,
+    killSignal: "SIGKILL",
+  });
+  const [stdout, stderr, exitCode] = await Promise.all([new Response(p.stdout).text(), new Response(p.stderr).text(), p.exited]);
+  return { stdout, stderr, exitCode };
 }

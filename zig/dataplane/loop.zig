@@ -39,14 +39,11 @@ pub const Dataplane = struct {
     wanted_groups: [constants.rules_max]abi.Addr,
 
     pub fn create(cfg: *const abi.DpConfig) sys.Error!*Dataplane {
-        if (cfg.fanout_id != 0) return error.OPNOTSUPP; // several workers per interface: not yet
-        if (cfg.mtu == 0 or cfg.mtu > constants.mtu_max or cfg.ifindex == 0) return error.INVAL;
+        if (cfg.ifindex == 0) return error.INVAL;
         const self = std.heap.page_allocator.create(Dataplane) catch return error.NOMEM;
         errdefer std.heap.page_allocator.destroy(self);
         self.cfg = cfg.*;
-        const ring_bytes = if (cfg.ring_bytes == 0) constants.ring_bytes_default else cfg.ring_bytes;
-        const timeout = if (cfg.block_timeout_ms == 0) constants.ring_block_timeout_ms else cfg.block_timeout_ms;
-        self.ring = try ring_mod.Ring.init(cfg.packet_fd, cfg.ifindex, cfg.mtu, ring_bytes, timeout);
+        self.ring = try ring_mod.Ring.attach(cfg.packet_fd, cfg.geometry);
         self.egress.init();
         self.joins.init(cfg.ifindex);
         self.tables[0].clear();

@@ -1,0 +1,241 @@
+// The control socket server against a temporary path with a fake handler: many clients at
+// once, none able to block or break another (slow requests, slow writers, clients that never
+// read), oversized lines refused, a stale socket replaced and a live one respected.
+import { afterEach, beforeEach, describe, expect, test } from "bun:test";
+import { existsSync, statSync, writeFileSync } from "node:fs";
+import { ControlError, ControlServer, DaemonRunningError } from "../../src/control/server.ts";
+import { LINE_BYTES_MAX, type Request } from "../../src/control/protocol.ts";
+import { helloClient, percentile, RawClient, TempDir } from "../support/daemon-harness.ts";
+
+let dir: TempDir;
+let server: ControlServer | null = null;
+let path: string;
+const clients: RawClient[] = [];
+const children: { kill(): void }[] = [];
+
+/** The fake daemon: `stats {rule: "slow"}` takes 1.5 s, `stats {rule: "boom"}` throws, `list` answers with 4 KiB. */
+async function handler(req: Request): Promise<unknown> {
+  switch (req.cmd) {
+    case "hello":
+      return { daemon: "test", protocol: 1 };
+    case "ping":
+      return { pong: true };
+    case "list":
+      return { rules: [], padding: "x".repeat(4096) };
+    case "stats":
+      if (req.args?.rule === "slow") {
+        await Bun.sleep(1500);
+        return { slow: true };
+      }
+      if (req.args?.rule === "boom") throw new Error("boom");
+      if (req.args?.rule === "missing") throw new ControlError("not_found", "no rule named 'missing'");
+      return { rules: [] };
+    default:
+      return {};
+  }
+}
+
+beforeEach(async () => {
+  dir = new TempDir("mcr-srv-");
+  path = dir.join("s.sock");
+  server = await ControlServer.start(path, handler);
+});
+
+afterEach(() => {
+  for (const c of clients.splice(0)) c.close();
+  for (const p of children.splice(0)) p.kill();
+  server?.stop();
+  server = null;
+  dir.remove();
+});
+
+async function connect(): Promise<RawClient> {
+  const c = await RawClient.connect(path);
+  clients.push(c);
+  return c;
+}
+
+async function hello(): Promise<RawClient> {
+  const c = await helloClient(path);
+  clients.push(c);
+  return c;
+}
+
+/** Explicit: bun test's default is 5 s, and a busy 2-core machine is slow. */
+const T = 30_000;
+
+describe("control server", () => {
+  test("the socket is created with mode 0660 and removed by stop()", () => {
+    expect(statSync(path).mode & 0o777).toBe(0o660);
+    server!.stop();
+    server = null;
+    expect(existsSync(path)).toBe(false);
+  }, T);
+
+  test("50 clients with 20 pipelined requests each all get their answers, in order, with their ids", async () => {
+    const conns = await Promise.all(Array.from({ length: 50 }, () => connect()));
+    expect(server!.clients).toBe(50);
+    await Promise.all(
+      conns.map(async (c, ci) => {
+        const lines = [{ v: 1, id: `c${ci}-hello`, cmd: "hello", args: { client: `t${ci}` } }, ...Array.from({ length: 20 }, (_, i) => ({ v: 1, id: ci * 1000 + i, cmd: "ping" }))];
+        await c.write(lines.map((l) => `${JSON.stringify(l)}\n`).join(""));
+        for (const sent of lines) {
+          const r = await c.next();
+          expect(r).toMatchObject({ v: 1, id: sent.id, ok: true });
+        }
+      }),
+    );
+  }, T);
+
+  test("a slow request on one connection does not delay another connection", async () => {
+    const slow = await hello();
+    const fast = await hello();
+    const slowAnswer = slow.request("stats", { rule: "slow" });
+    await Bun.sleep(50);
+    const rtts: number[] = [];
+    for (let i = 0; i < 10; i++) {
+      const t = performance.now();
+      await fast.call("ping");
+      rtts.push(performance.now() - t);
+    }
+    // All ten pings answered while the slow request (1.5 s) is still running.
+    expect(rtts.reduce((a, b) => a + b, 0)).toBeLessThan(1000);
+    expect((await slowAnswer).result).toEqual({ slow: true });
+  }, T);
+
+  test("requests on one connection are answered one at a time, in the order sent", async () => {
+    const c = await hello();
+    await c.write(`${JSON.stringify({ v: 1, id: 1, cmd: "stats", args: { rule: "slow" } })}\n${JSON.stringify({ v: 1, id: 2, cmd: "ping" })}\n`);
+    expect((await c.next(5000)).id).toBe(1);
+    expect((await c.next(5000)).id).toBe(2);
+  }, T);
+
+  test("a client writing one byte at a time is answered, and others are served meanwhile", async () => {
+    const trickle = await connect();
+    const other = await hello();
+    const line = `${JSON.stringify({ v: 1, id: 7, cmd: "hello", args: { client: "slowpoke" } })}\n`;
+    const writing = (async () => {
+      for (const ch of line) {
+        await trickle.write(ch);
+        await Bun.sleep(5);
+      }
+    })();
+    for (let i = 0; i < 5; i++) expect((await other.call("ping")).pong).toBe(true);
+    await writing;
+    expect(await trickle.next()).toMatchObject({ id: 7, ok: true });
+  }, T);
+
+  test("a half-written line left open neither blocks others nor gets an answer", async () => {
+    const half = await connect();
+    await half.write('{"v":1,"id":1,"cmd":"pi');
+    const other = await hello();
+    expect((await other.call("ping")).pong).toBe(true);
+    await expect(half.nextLine(300)).rejects.toThrow("no line");
+    // Finishing the line later completes it.
+    await half.write('ng"}\n');
+    expect(await half.next()).toMatchObject({ id: 1, ok: false, error: { code: "hello_required" } });
+  }, T);
+
+  test("a line of exactly LINE_BYTES_MAX bytes is accepted", async () => {
+    const c = await connect();
+    const base = JSON.stringify({ v: 1, id: 1, cmd: "hello", args: { client: "x" } });
+    const padded = base + " ".repeat(LINE_BYTES_MAX - base.length);
+    expect(padded.length).toBe(LINE_BYTES_MAX);
+    await c.write(`${padded}\n`);
+    expect(await c.next()).toMatchObject({ id: 1, ok: true });
+  }, T);
+
+  test("a line one byte over LINE_BYTES_MAX gets too_large and the connection is closed", async () => {
+    const c = await connect();
+    const base = JSON.stringify({ v: 1, id: 1, cmd: "hello", args: { client: "x" } });
+    await c.write(`${base}${" ".repeat(LINE_BYTES_MAX + 1 - base.length)}\n`);
+    expect(await c.next()).toMatchObject({ v: 1, id: null, ok: false, error: { code: "too_large" } });
+    expect(await c.waitClosed()).toBe(true);
+  }, T);
+
+  test("a 10 MB line without a newline gets too_large, is cut off, and others are unaffected", async () => {
+    const big = await connect();
+    const other = await hello();
+    const chunk = new Uint8Array(1024 * 1024).fill(0x61);
+    const writing = (async () => {
+      for (let i = 0; i < 10 && !big.writeFailed; i++) await big.write(chunk);
+    })();
+    const first = await big.nextLine(10_000);
+    expect(first).not.toBeNull();
+    expect(JSON.parse(first!)).toMatchObject({ ok: false, error: { code: "too_large" } });
+    expect(await big.waitClosed()).toBe(true);
+    await writing;
+    expect((await other.call("ping")).pong).toBe(true);
+  }, T);
+
+  test("a client that never reads its answers is disconnected past the backlog limit; others are served", async () => {
+    // A separate process writes 3,000 `list` requests (about 12 MiB of answers) and never reads;
+    // then it probes with empty lines (which get no answer) until a write fails.
+    const script = `
+import socket, sys, time
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.connect(sys.argv[1])
+s.sendall(b'{"v":1,"id":0,"cmd":"hello","args":{"client":"mute"}}\\n' + b'{"v":1,"id":1,"cmd":"list"}\\n' * 3000)
+print("sent", flush=True)
+for _ in range(400):
+    try:
+        s.send(b"\\n")
+    except OSError as e:
+        print("disconnected", e.errno, flush=True)
+        sys.exit(0)
+    time.sleep(0.05)
+print("still connected", flush=True)
+`;
+    const proc = Bun.spawn({ cmd: ["python3", "-c", script, path], stdout: "pipe", stderr: "inherit" });
+    children.push(proc);
+    const other = await hello();
+    const rtts: number[] = [];
+    while (proc.exitCode === null) {
+      const t = performance.now();
+      await other.call("ping");
+      rtts.push(performance.now() - t);
+      await Bun.sleep(5);
+    }
+    const out = await new Response(proc.stdout).text();
+    expect(out).toContain("sent");
+    expect(out).toContain("disconnected");
+    expect(rtts.length).toBeGreaterThan(0);
+    expect(percentile(rtts, 99)).toBeLessThan(100);
+    expect(server!.clients).toBe(1);
+    expect((await other.call("ping")).pong).toBe(true);
+  }, T);
+
+  test("a handler failure is an `internal` error and a ControlError keeps its code; the connection stays usable", async () => {
+    const c = await hello();
+    expect(await c.request("stats", { rule: "boom" })).toMatchObject({ ok: false, error: { code: "internal", message: "boom" } });
+    expect(await c.request("stats", { rule: "missing" })).toMatchObject({ ok: false, error: { code: "not_found", message: "no rule named 'missing'" } });
+    expect((await c.call("ping")).pong).toBe(true);
+  }, T);
+
+  test("a client that disconnects with a request in flight does not disturb the server", async () => {
+    const c = await hello();
+    await c.send({ v: 1, id: 1, cmd: "stats", args: { rule: "slow" } });
+    c.close();
+    await Bun.sleep(1700);
+    const other = await hello();
+    expect((await other.call("ping")).pong).toBe(true);
+  }, T);
+
+  test("a stale socket file (nobody listening) is replaced", async () => {
+    server!.stop();
+    server = null;
+    // A leftover of a crashed daemon: a socket file nobody listens on.
+    const stale = Bun.listen({ unix: path, socket: { data() {} } });
+    stale.stop(false);
+    if (!existsSync(path)) writeFileSync(path, "");
+    server = await ControlServer.start(path, handler);
+    const c = await hello();
+    expect((await c.call("ping")).pong).toBe(true);
+  }, T);
+
+  test("a second server on a path where one answers is refused (DaemonRunningError), and the first keeps serving", async () => {
+    await expect(ControlServer.start(path, handler)).rejects.toBeInstanceOf(DaemonRunningError);
+    const c = await hello();
+    expect((await c.call("ping")).pong).toBe(true);
+  }, T);
+});
