@@ -21,9 +21,12 @@ pub const joins_per_socket_max: u32 = 20;
 pub const join_sockets_max: u32 = (rules_max + joins_per_socket_max - 1) / joins_per_socket_max;
 
 /// RX ring: block size is a power-of-two number of pages that holds a maximum-size frame.
-pub const ring_block_bytes_min: u32 = 1 << 17;
+/// Blocks are small and many because a quiet stream retires a block every block timeout with
+/// only a few frames in it: capacity in frames is about the block count at low rates, and
+/// the ring must hold a worker restart's worth of traffic.
+pub const ring_block_bytes_min: u32 = 1 << 14;
 pub const ring_bytes_default: u32 = 32 * 1024 * 1024;
-pub const ring_blocks_max: u32 = 1024;
+pub const ring_blocks_max: u32 = 4096;
 /// Block retire timeout: a quiet stream waits at most this long in a half-filled block.
 pub const ring_block_timeout_ms: u32 = 1;
 /// Largest link MTU we size for (jumbo frames plus headroom).

@@ -7,7 +7,7 @@
  *   socat        one `socat -u UDP4-RECV ... UDP4-SENDTO ...` per output (socat is 1:1), rewriting
  *   calibration  no relay: the generator is linked straight to the sink (the box's ceiling)
  */
-import { mkdirSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { BenchTopology, Placement } from "./topology.ts";
 import { childrenOf, interruptAndCollect, parseJson, spawnIn, tail, type Spawned } from "./proc.ts";
@@ -19,8 +19,17 @@ export const REWRITTEN = { group: "239.2.2.2", port: 6000 };
 export const GEN_TTL = 8;
 /** The kernel's multicast routing has MAXVIFS = 32 interfaces per table. */
 export const KERNEL_VIFS_MAX = 32;
-/** socat's socket buffers: the ceiling every namespace allows, as a tuned deployment would set. */
-export const PEER_SOCKET_BUFFER_BYTES = 32 * 1024 * 1024;
+/**
+ * socat's socket buffers: as large as net.core.{r,w}mem_max allow (SO_RCVBUF is capped there
+ * and doubled by the kernel), as a tuned deployment would set them.
+ */
+function peerSocketBufferBytes(kind: "rmem_max" | "wmem_max"): number {
+  try {
+    return Number(readFileSync(`/proc/sys/net/core/${kind}`, "utf8").trim()) || 4 * 1024 * 1024;
+  } catch {
+    return 4 * 1024 * 1024;
+  }
+}
 const READY_TIMEOUT_MS = 15_000;
 
 export interface Tools {
@@ -201,8 +210,8 @@ const socat: Contender = {
         "-u",
         "-b",
         "65536",
-        `UDP4-RECV:${INPUT.port},reuseaddr,ip-add-membership=${INPUT.group}:${bt.inIf},rcvbuf=${PEER_SOCKET_BUFFER_BYTES}`,
-        `UDP4-SENDTO:${REWRITTEN.group}:${REWRITTEN.port},ip-multicast-if=${bt.outAddrs[i]},ip-multicast-ttl=${GEN_TTL},ip-multicast-loop=0,sndbuf=${PEER_SOCKET_BUFFER_BYTES}`,
+        `UDP4-RECV:${INPUT.port},reuseaddr,ip-add-membership=${INPUT.group}:${bt.inIf},rcvbuf=${peerSocketBufferBytes("rmem_max")}`,
+        `UDP4-SENDTO:${REWRITTEN.group}:${REWRITTEN.port},ip-multicast-if=${bt.outAddrs[i]},ip-multicast-ttl=${GEN_TTL},ip-multicast-loop=0,sndbuf=${peerSocketBufferBytes("wmem_max")}`,
       ]),
     );
     const deadline = performance.now() + READY_TIMEOUT_MS;

@@ -10,8 +10,6 @@ import { Topology } from "../../tests/support/netns.ts";
 
 /** Fan-out is bounded by the address plan (10.99.10.0/24 .. 10.99.254.0/24). */
 export const FANOUT_MAX = 200;
-/** Socket buffer ceiling set in every namespace (net.core.{r,w}mem_max are per-namespace here). */
-export const SOCKET_BUFFER_MAX_BYTES = 32 * 1024 * 1024;
 
 export type RpsMode = "off" | "relay";
 
@@ -93,8 +91,6 @@ async function populate(topo: Topology, fanout: number, calibration: boolean, pl
       // One sh per namespace: a few dozen sysctls for 1:50 would otherwise be hundreds of spawns.
       const script = [
         "for f in /proc/sys/net/ipv4/conf/*/rp_filter; do echo 0 > $f; done",
-        `echo ${SOCKET_BUFFER_MAX_BYTES} > /proc/sys/net/core/rmem_max`,
-        `echo ${SOCKET_BUFFER_MAX_BYTES} > /proc/sys/net/core/wmem_max`,
         "echo 1 > /proc/sys/net/ipv6/conf/all/disable_ipv6",
         "echo 1 > /proc/sys/net/ipv6/conf/default/disable_ipv6",
         ns === relay ? "echo 1 > /proc/sys/net/ipv4/ip_forward" : "true",
@@ -103,8 +99,11 @@ async function populate(topo: Topology, fanout: number, calibration: boolean, pl
     }),
   );
   applied["net.ipv4.conf.*.rp_filter"] = "0 (every namespace)";
-  applied["net.core.rmem_max"] = `${SOCKET_BUFFER_MAX_BYTES} (every namespace)`;
-  applied["net.core.wmem_max"] = `${SOCKET_BUFFER_MAX_BYTES} (every namespace)`;
+  // net.core.{r,w}mem_max are read-only in a child namespace and copied from the host's at
+  // creation: the host's values apply, unchanged.
+  for (const key of ["rmem_max", "wmem_max"]) {
+    applied[`net.core.${key}`] = `${(await topo.sysctlGet(gen, `net.core.${key}`)).trim()} (host value, read-only in a namespace)`;
+  }
   applied["net.ipv6.conf.all.disable_ipv6"] = "1 (every namespace: no ND/MLD chatter on the links)";
   applied["net.ipv4.ip_forward"] = "1 (relay namespace)";
   // Softirq placement. With RPS off, a veth frame is received on the CPU that sent it: the

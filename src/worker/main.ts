@@ -59,6 +59,7 @@ export async function runWorker(): Promise<number> {
   log.debug(`worker ${slot + 1}/${members} on ${ifname}: ring of ${ring.blockCount} blocks of ${ring.blockBytes} bytes`);
 
   let stopping = false;
+  let ticking = false;
   // What the dataplane holds now, reported on every ping so drift is seen.
   let applied = { generation: 0, hash: tableHash([]) };
   let resolveDone!: (code: number) => void;
@@ -77,6 +78,12 @@ export async function runWorker(): Promise<number> {
           const hash = tableHash(msg.rules);
           dp.apply(wireToNative(msg.rules, msg.generation));
           applied = { generation: msg.generation, hash };
+          // The ring is drained only once rules are in place: what arrived before (e.g. while
+          // a replaced worker was restarting) is forwarded, not dropped as unmatched.
+          if (!ticking) {
+            ticking = true;
+            setImmediate(tick);
+          }
           send({ type: "applied", id: msg.id, generation: msg.generation, hash });
         } catch (err) {
           send({ type: "error", id: msg.id, message: (err as Error).message });
@@ -92,6 +99,10 @@ export async function runWorker(): Promise<number> {
         return;
       case "stop":
         stopping = true;
+        if (!ticking) {
+          ticking = true;
+          setImmediate(tick);
+        }
         // Counters are in memory the supervisor shares: nothing to report.
         send({ type: "ok", id: msg.id });
         return;
@@ -137,7 +148,6 @@ export async function runWorker(): Promise<number> {
     }, divergeAfterMs);
   }
   send({ type: "ready", pid: process.pid, ring: { ...ring } });
-  tick();
   return done;
 }
 

@@ -1,0 +1,653 @@
+/**
+ * docs/benchmarks.md from a results file: the targets of the issue with their status, the
+ * environment and method, one section per scenario with medians, spreads and ratios to each
+ * peer, where packets were dropped, the perf profile, and for each missed target the data that
+ * explains it. Everything here is computed from the JSON lines; nothing is typed in by hand.
+ */
+import { renderSvg } from "./svg.ts";
+import {
+  CONTENDER_IDS,
+  CONTENDER_LABEL,
+  type BenchRecord,
+  type ContenderId,
+  type EndRecord,
+  type OverloadRecord,
+  type ProfileRecord,
+  type RunRecord,
+  type SearchRecord,
+  type SkipRecord,
+  type TrialRecord,
+} from "./results.ts";
+
+interface Data {
+  run: RunRecord | null;
+  end: EndRecord | null;
+  trials: TrialRecord[];
+  searches: SearchRecord[];
+  overloads: OverloadRecord[];
+  skips: SkipRecord[];
+  profiles: ProfileRecord[];
+}
+
+function split(records: BenchRecord[]): Data {
+  const d: Data = { run: null, end: null, trials: [], searches: [], overloads: [], skips: [], profiles: [] };
+  for (const r of records) {
+    switch (r.type) {
+      case "run":
+        d.run = r;
+        break;
+      case "end":
+        d.end = r;
+        break;
+      case "trial":
+        d.trials.push(r);
+        break;
+      case "search":
+        d.searches.push(r);
+        break;
+      case "overload":
+        d.overloads.push(r);
+        break;
+      case "skip":
+        d.skips.push(r);
+        break;
+      case "profile":
+        d.profiles.push(r);
+        break;
+    }
+  }
+  return d;
+}
+
+// ---------------------------------------------------------------------------------------
+// Formatting
+
+function median(xs: number[]): number | null {
+  if (xs.length === 0) return null;
+  const s = [...xs].sort((a, b) => a - b);
+  const m = Math.floor(s.length / 2);
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+}
+
+function pps(v: number | null | undefined): string {
+  if (v === null || v === undefined) return "—";
+  if (v >= 1e6) return `${(v / 1e6).toFixed(2)} M`;
+  if (v >= 1e3) return `${(v / 1e3).toFixed(v >= 1e5 ? 0 : 1)} k`;
+  return String(Math.round(v));
+}
+
+function pct(v: number | null | undefined, digits = 3): string {
+  return v === null || v === undefined ? "—" : `${(v * 100).toFixed(digits)} %`;
+}
+
+function us(v: number | null | undefined): string {
+  if (v === null || v === undefined) return "—";
+  return v >= 100 ? v.toFixed(0) : v.toFixed(1);
+}
+
+function cpuUs(ns: number | null | undefined): string {
+  return ns === null || ns === undefined ? "n/a" : (ns / 1000).toFixed(2);
+}
+
+function ratio(a: number | null, b: number | null): string {
+  return a === null || b === null || b === 0 ? "—" : `${(a / b).toFixed(2)}×`;
+}
+
+function table(header: string[], rows: (string | number)[][]): string {
+  const line = (cells: (string | number)[]) => `| ${cells.map((c) => String(c).replace(/\|/g, "\\|")).join(" | ")} |`;
+  return [line(header), line(header.map(() => "---")), ...rows.map(line)].join("\n");
+}
+
+function spread(xs: number[]): string {
+  if (xs.length < 2) return "—";
+  const m = median(xs)!;
+  const lo = Math.min(...xs);
+  const hi = Math.max(...xs);
+  return `${pps(lo)}–${pps(hi)} (±${((100 * (hi - lo)) / 2 / m).toFixed(1)} %)`;
+}
+
+function label(c: ContenderId): string {
+  return CONTENDER_LABEL[c];
+}
+
+// ---------------------------------------------------------------------------------------
+// Derived values
+
+interface SearchSummary {
+  contender: ContenderId;
+  ndrs: number[];
+  pdrs: number[];
+  ndr: number | null;
+  pdr: number | null;
+  ceiling: boolean;
+  notes: string[];
+}
+
+function searchSummaries(d: Data, variant: string): SearchSummary[] {
+  const out: SearchSummary[] = [];
+  for (const c of CONTENDER_IDS) {
+    const list = d.searches.filter((s) => s.variant === variant && s.contender === c);
+    if (list.length === 0) continue;
+    const ndrs = list.flatMap((s) => (s.ndr ? [s.ndr.pps] : []));
+    const pdrs = list.flatMap((s) => (s.pdr ? [s.pdr.pps] : []));
+    out.push({ contender: c, ndrs, pdrs, ndr: median(ndrs), pdr: median(pdrs), ceiling: list.some((s) => s.at_generator_ceiling), notes: [...new Set(list.flatMap((s) => s.notes))] });
+  }
+  return out;
+}
+
+/** The full-length trial that confirmed the (last) NDR of a contender on a variant. */
+function ndrTrial(d: Data, variant: string, c: ContenderId): TrialRecord | null {
+  const finals = d.trials.filter((t) => t.variant === variant && t.contender === c && t.phase === "final" && t.purpose === "ndr" && t.loss_ratio === 0);
+  return finals[finals.length - 1] ?? null;
+}
+
+/** Where a trial's lost packets went, largest first: "ring_drops 1234 (80 %)". */
+function dropSites(t: TrialRecord): { site: string; n: number }[] {
+  const sites: { site: string; n: number }[] = [];
+  for (const [k, v] of Object.entries(t.relay_drops)) if (v > 0) sites.push({ site: `${t.contender}: ${k}`, n: v });
+  for (const [k, v] of Object.entries(t.kernel_counters.veth)) {
+    if (v.rx_dropped) sites.push({ site: `veth ${k} rx_dropped`, n: v.rx_dropped });
+    if (v.tx_dropped) sites.push({ site: `veth ${k} tx_dropped`, n: v.tx_dropped });
+  }
+  for (const [ns, s] of Object.entries(t.kernel_counters.snmp)) {
+    for (const key of ["Udp.RcvbufErrors", "Udp.SndbufErrors", "Ip.InDiscards", "Ip.OutDiscards"]) {
+      if (s[key]) sites.push({ site: `${ns} ${key}`, n: s[key]! });
+    }
+  }
+  if (t.kernel_counters.softnet.dropped) sites.push({ site: "softnet_stat dropped (also in veth drops)", n: t.kernel_counters.softnet.dropped });
+  return sites.sort((a, b) => b.n - a.n);
+}
+
+function dropText(t: TrialRecord): string {
+  const sites = dropSites(t);
+  if (t.accounting.lost_all === 0 && sites.length === 0) return "none";
+  const total = Math.max(1, t.accounting.lost_all);
+  const parts = sites.slice(0, 4).map((s) => `${s.site} ${s.n} (${Math.round((100 * s.n) / total)} %)`);
+  if (t.accounting.unaccounted > 0) parts.push(`**unaccounted ${t.accounting.unaccounted}**`);
+  return parts.join("; ") || "—";
+}
+
+function ringText(d: Data): string {
+  const t = d.trials.find((x) => x.contender === "mcrelay" && x.ring);
+  if (!t?.ring) return "not recorded";
+  return Object.entries(t.ring)
+    .map(([k, v]) => `${k} ${v}`)
+    .join(", ");
+}
+
+// ---------------------------------------------------------------------------------------
+// Targets
+
+type Status = "PASS" | "MISS" | "not measured";
+
+interface Target {
+  id: string;
+  text: string;
+  measured: string;
+  status: Status;
+  /** Trials and contenders that explain a miss. */
+  evidence: TrialRecord[];
+}
+
+function targets(d: Data): Target[] {
+  const out: Target[] = [];
+  const s1 = searchSummaries(d, "S1-1316");
+  const get = (list: SearchSummary[], c: ContenderId) => list.find((s) => s.contender === c) ?? null;
+  const m1 = get(s1, "mcrelay");
+  const k1 = get(s1, "kernel");
+  const x1 = get(s1, "socat");
+  const failingAbove = (variant: string, c: ContenderId, ndr: number | null) =>
+    d.trials.filter((t) => t.variant === variant && t.contender === c && t.loss_ratio > 0 && (ndr === null || t.offered_pps > ndr)).sort((a, b) => a.offered_pps - b.offered_pps).slice(0, 1);
+  const cmp = (id: string, text: string, a: SearchSummary | null, b: SearchSummary | null, want: number, variant: string): Target => {
+    if (!a?.ndr || !b?.ndr) return { id, text, measured: "—", status: "not measured", evidence: [] };
+    const r = a.ndr / b.ndr;
+    return {
+      id,
+      text,
+      measured: `${pps(a.ndr)} / ${pps(b.ndr)} pps = ${r.toFixed(2)}×`,
+      status: r >= want ? "PASS" : "MISS",
+      evidence: r >= want ? [] : failingAbove(variant, "mcrelay", a.ndr),
+    };
+  };
+  out.push(cmp("S1-kernel", "S1 1316 B: mcrelay NDR ≥ 1.3× kernel multicast forwarding", m1, k1, 1.3, "S1-1316"));
+  out.push(cmp("S1-socat", "S1 1316 B: mcrelay NDR ≥ 10× socat", m1, x1, 10, "S1-1316"));
+  const s2 = searchSummaries(d, "S2-1:4");
+  out.push(cmp("S2-kernel", "S2 1:4: mcrelay input NDR ≥ the kernel's", get(s2, "mcrelay"), get(s2, "kernel"), 1.0, "S2-1:4"));
+  const f50 = d.trials.filter((t) => t.variant === "S2-1:50" && t.contender === "mcrelay" && t.phase === "fixed");
+  out.push(
+    f50.length === 0
+      ? { id: "S2-50", text: "S2 1:50: zero loss at 5k pps input", measured: "—", status: "not measured", evidence: [] }
+      : {
+          id: "S2-50",
+          text: "S2 1:50: zero loss at 5k pps input",
+          measured: f50.map((t) => `${pps(t.offered_pps)} pps in, ${t.lost} of ${t.expected} copies lost`).join("; "),
+          status: f50.every((t) => t.lost === 0 && !t.gen_limited) ? "PASS" : "MISS",
+          evidence: f50.filter((t) => t.lost > 0),
+        },
+  );
+  const o = d.overloads.filter((x) => x.contender === "mcrelay");
+  const oTrials = d.trials.filter((t) => t.contender === "mcrelay" && t.phase === "overload");
+  out.push(
+    o.length === 0
+      ? { id: "S4-delivered", text: "S4: at 2× NDR offered, delivered ≥ 90 % of NDR", measured: "—", status: "not measured", evidence: [] }
+      : {
+          id: "S4-delivered",
+          text: "S4: at 2× NDR offered, delivered ≥ 90 % of NDR",
+          measured: o.map((x) => `${pps(x.delivered_pps)} of NDR ${pps(x.ndr_pps)} = ${(x.delivered_ratio_of_ndr * 100).toFixed(1)} %`).join("; "),
+          status: o.every((x) => x.delivered_ratio_of_ndr >= 0.9) ? "PASS" : "MISS",
+          evidence: oTrials,
+        },
+  );
+  out.push(
+    o.length === 0
+      ? { id: "S4-counted", text: "S4: every dropped packet appears in a counter", measured: "—", status: "not measured", evidence: [] }
+      : {
+          id: "S4-counted",
+          text: "S4: every dropped packet appears in a counter",
+          measured: o.map((x) => `lost ${x.accounting.lost_all}, counted ${x.accounting.counted}, unaccounted ${Math.max(0, x.accounting.unaccounted)}`).join("; "),
+          status: o.every((x) => x.accounting.unaccounted <= 0) ? "PASS" : "MISS",
+          evidence: oTrials.filter((t) => t.accounting.unaccounted > 0),
+        },
+  );
+  const lat = d.trials.filter((t) => t.variant === "S5-1316" && t.contender === "mcrelay" && t.phase === "fixed");
+  out.push(
+    lat.length === 0
+      ? { id: "S5", text: "S5: p99 one-way latency ≤ 1 ms at 1k, 10k and 100k pps", measured: "—", status: "not measured", evidence: [] }
+      : {
+          id: "S5",
+          text: "S5: p99 one-way latency ≤ 1 ms at 1k, 10k and 100k pps",
+          measured: lat.map((t) => `${pps(t.target_pps)}: ${us(t.latency_us.p99)} µs`).join("; "),
+          status: lat.every((t) => t.latency_us.p99 <= 1000 && t.received > 0) ? "PASS" : "MISS",
+          evidence: lat.filter((t) => t.latency_us.p99 > 1000),
+        },
+  );
+  const cpu = d.trials.filter((t) => t.contender === "mcrelay" && t.purpose === "cpu" && t.phase === "fixed");
+  out.push(
+    cpu.length === 0
+      ? { id: "CPU", text: "Relay CPU ≤ 1 µs per forwarded packet at 300k pps", measured: "—", status: "not measured", evidence: [] }
+      : {
+          id: "CPU",
+          text: "Relay CPU ≤ 1 µs per forwarded packet at 300k pps",
+          measured: cpu.map((t) => `${cpuUs(t.cpu.per_input_pkt_ns)} µs/packet at ${pps(t.offered_pps)} pps offered (loss ${pct(t.loss_ratio)})`).join("; "),
+          status: cpu.every((t) => t.cpu.per_input_pkt_ns !== null && t.cpu.per_input_pkt_ns <= 1000 && t.offered_pps >= 0.97 * 300_000) ? "PASS" : "MISS",
+          evidence: cpu,
+        },
+  );
+  return out;
+}
+
+/** Hints from the data about what limits a contender; labelled as automatic in the report. */
+function diagnose(d: Data, t: TrialRecord): string[] {
+  const hints: string[] = [];
+  const sites = dropSites(t);
+  const top = sites[0]?.site ?? "";
+  const syscall = (d.run?.env as { syscall_getppid_ns?: number } | undefined)?.syscall_getppid_ns;
+  if (t.gen_limited) hints.push(`The generator offered less than asked (${pps(t.offered_pps)} of ${pps(t.target_pps)} pps): the box, not the relay, set this limit.`);
+  if (/ring_drops/.test(top)) {
+    hints.push(
+      "Most loss is in mcrelay's receive ring (PACKET_STATISTICS drops): the worker does not drain the ring as fast as the kernel fills it. " +
+        "Lower per-packet work in the worker (see the profile: syscalls per batch, copies, parsing), larger batches per sendmmsg, " +
+        "or keeping the receive softirq off the relay's CPU (--rps) would close it.",
+    );
+  }
+  if (/Udp\.RcvbufErrors/.test(top) && /sink/.test(top)) hints.push("Most loss is at the sink's socket: the measuring side saturates before the relay does; compare with the calibration's ceiling.");
+  if (/send_errors|Sndbuf/.test(top)) hints.push("Loss is on the output side (send errors / full send buffers): the egress path (veth queue, socket buffer) is the limit.");
+  if (/veth .* tx_dropped|softnet/.test(top)) hints.push("Loss is at the veth backlog (netdev_max_backlog): the receiving CPU's softirq does not keep up.");
+  if (t.cpu.per_input_pkt_ns !== null && syscall) {
+    hints.push(`Relay CPU: ${cpuUs(t.cpu.per_input_pkt_ns)} µs per packet; one getppid() costs ${(syscall / 1000).toFixed(2)} µs on this machine.`);
+  }
+  return hints;
+}
+
+// ---------------------------------------------------------------------------------------
+// Sections
+
+function envSection(d: Data): string {
+  const env = (d.run?.env ?? d.trials[0]?.env ?? {}) as Record<string, unknown>;
+  const t0 = d.trials[0];
+  const placement = (t0?.env as { placement?: { gen: number; relay: number; sink: number; rps: string } } | undefined)?.placement;
+  const applied = (t0?.env as { applied?: Record<string, string> } | undefined)?.applied ?? {};
+  const versions = (env.versions ?? {}) as Record<string, string | null>;
+  const sysctls = (env.sysctls ?? {}) as Record<string, string>;
+  const params = (d.run?.options as { params?: Record<string, unknown> } | undefined)?.params as
+    | { search: { precision: number; coarseS: number; coarseWarmupS: number; finalS: number; finalWarmupS: number; coarseTrialsMax: number; finalRetries: number; rateMax: number }; repeatsTarget: number; repeatsOther: number; fixed: { warmupS: number; durationS: number } }
+    | undefined;
+  const lines: string[] = [];
+  lines.push("## Environment");
+  lines.push("");
+  lines.push(
+    table(
+      ["what", "value"],
+      [
+        ["kernel", `${env.kernel ?? "?"} (${env.kernel_build ?? ""})`],
+        ["CPU", `${env.cpu_model ?? "?"}, ${env.cpus ?? "?"} CPUs${env.hypervisor ? ", virtual machine" : ""}, ${env.cpu_mhz ?? "?"} MHz`],
+        ["memory", `${env.memory_mib ?? "?"} MiB`],
+        ["clocksource", String(env.clocksource ?? "?")],
+        ["syscall cost", env.syscall_getppid_ns ? `${env.syscall_getppid_ns} ns per getppid() (perf bench syscall basic)` : "not measured"],
+        ["git revision", `${env.git_revision ?? "?"}${env.git_dirty ? " (working tree modified)" : ""}`],
+        ["versions", Object.entries(versions).map(([k, v]) => `${k} ${v ?? "—"}`).join("; ")],
+        ["mcrelay ring", ringText(d)],
+      ],
+    ),
+  );
+  lines.push("");
+  lines.push("Host sysctls (unchanged by the harness): " + Object.entries(sysctls).map(([k, v]) => `\`${k}=${v}\``).join(", ") + ".");
+  lines.push("");
+  lines.push("## Method");
+  lines.push("");
+  lines.push("Same for every contender, in the same run:");
+  lines.push("");
+  if (placement) {
+    lines.push(
+      `- **Pinning:** generator on CPU ${placement.gen}, relay processes (mcrelay supervisor and worker, socat, smcrouted) on CPU ${placement.relay}, sinks on CPU ${placement.sink} (\`taskset\`).`,
+    );
+    lines.push(
+      placement.rps === "off"
+        ? `- **Softirq placement:** RPS off on every veth. A veth frame is received in the softirq of the CPU that sent it: the relay's input is processed on the generator's CPU (${placement.gen}) — for the kernel contender that is the whole forwarding path — and the relay's outputs on the relay's CPU (${placement.relay}).`
+        : `- **Softirq placement:** RPS on the relay's input interface steers its receive processing to the relay's CPU (${placement.relay}).`,
+    );
+  }
+  lines.push(`- **Sysctls set in every namespace:** ${Object.entries(applied).map(([k, v]) => `\`${k}\` = ${v}`).join("; ")}.`);
+  lines.push(
+    "- **Topology:** generator, relay and each sink in their own network namespace, joined by veth pairs; a fresh topology per contender and scenario. " +
+      "Before every trial the harness checks that no forwarder (smcrouted, socat, mcrelay forward, mrouted, ...) runs anywhere on the machine and that no multicast routing is active in the relay namespace; each contender is started for the trial and stopped after it.",
+  );
+  lines.push(
+    "- **Contenders:** mcrelay (`mcrelay forward`, rewriting 239.1.1.1:5000 to 239.2.2.2:6000); the kernel's multicast forwarding programmed by smcrouted with an (S,G) route (it cannot rewrite, so its sinks listen to 239.1.1.1:5000); " +
+      "socat (`UDP4-RECV` with `ip-add-membership` to `UDP4-SENDTO`, one process per output since socat is 1:1, socket buffers at `net.core.rmem_max`/`wmem_max`); the calibration (generator linked straight to the sink: the ceiling of generator plus sink on this box). Generator TTL 8 for all.",
+  );
+  lines.push(
+    "- **Loss** is counted end to end: packets the generators sent (times the fan-out) minus unique packets the sinks received, by sequence number per stream. " +
+      "Every trial also records where packets were dropped: mcrelay's ring drops (PACKET_STATISTICS), parse and no-match drops and per-output send errors; every veth's rx/tx drops; each namespace's UDP receive/send buffer errors and IP discards; `/proc/net/softnet_stat`. " +
+      "`unaccounted` is the loss no counter explains.",
+  );
+  lines.push(
+    "- **CPU** is the relay processes' run time from `/proc/<pid>/task/*/schedstat` (every thread of the supervisor and the worker; of every socat), read just before and after the measured part, divided by the packets forwarded. " +
+      "The kernel forwards in softirq context, on no task's account: its CPU per packet is not attributable (n/a); `/proc/stat` is unreliable in this VM and only recorded. **RSS** is the relay processes' VmRSS, sampled every 250 ms (maximum), and VmHWM.",
+  );
+  if (params) {
+    const s = params.search;
+    lines.push(
+      `- **Search (NDR: zero loss; PDR: ≤ 0.1 % loss):** MLRsearch-style: coarse trials of ${s.coarseS} s after ${s.coarseWarmupS} s warm-up narrow both brackets at once (start at ${pps(s.rateMax)} pps, then the delivered rate, then bisection) to ${(s.precision * 100).toFixed(0)} % (at most ${s.coarseTrialsMax} coarse trials); ` +
+        `then full trials of ${s.finalS} s after ${s.finalWarmupS} s warm-up confirm NDR and PDR, stepping down on loss (at most ${s.finalRetries} retries). Rates are the generator's achieved rates. ` +
+        `Repeats: ${params.repeatsTarget} for the target variants (S1 1316 B, S2 1:4) of mcrelay and the kernel, ${params.repeatsOther} otherwise; medians reported with the spread (min–max). ` +
+        `Contenders alternate trial by trial, in an order rotated per scenario and repeat. Fixed-rate trials: ${params.fixed.durationS} s after ${params.fixed.warmupS} s warm-up.`,
+    );
+  }
+  lines.push("- **Latency** is one-way, CLOCK_REALTIME at the sink minus the generator's stamp in the payload (same host); for several streams or outputs, p50 is the median of the per-stream p50s and p99/p99.9/max the worst stream's.");
+  return lines.join("\n");
+}
+
+function searchSection(d: Data, variant: string, heading: string): string {
+  const sums = searchSummaries(d, variant);
+  if (sums.length === 0) return "";
+  const lines = [`### ${heading}`, ""];
+  lines.push(
+    table(
+      ["contender", "NDR (median)", "NDR spread", "PDR (median)", "PDR spread", "repeats", "p99 at NDR (µs)", "CPU at NDR (µs/pkt)", "RSS (MiB)", "notes"],
+      sums.map((s) => {
+        const t = ndrTrial(d, variant, s.contender);
+        return [
+          label(s.contender),
+          `${pps(s.ndr)}${s.ceiling ? " (generator ceiling)" : ""}`,
+          spread(s.ndrs),
+          pps(s.pdr),
+          spread(s.pdrs),
+          Math.max(s.ndrs.length, s.pdrs.length),
+          us(t?.latency_us.p99),
+          cpuUs(t?.cpu.per_input_pkt_ns),
+          t && t.rss_kib.relay_max ? (t.rss_kib.relay_max / 1024).toFixed(0) : "—",
+          s.notes.join("; ") || "",
+        ];
+      }),
+    ),
+  );
+  lines.push("");
+  const present = sums.filter((s) => s.ndr !== null);
+  if (present.length > 1) {
+    lines.push("Ratios of NDR (row ÷ column), PDR in parentheses:");
+    lines.push("");
+    lines.push(
+      table(
+        ["", ...present.map((s) => label(s.contender))],
+        present.map((a) => [label(a.contender), ...present.map((b) => (a === b ? "—" : `${ratio(a.ndr, b.ndr)} (${ratio(a.pdr, b.pdr)})`))]),
+      ),
+    );
+    lines.push("");
+  }
+  const above = sums
+    .map((s) => {
+      const t = d.trials
+        .filter((x) => x.variant === variant && x.contender === s.contender && x.loss_ratio > 0 && x.phase !== "profile")
+        .sort((a, b) => a.offered_pps - b.offered_pps)[0];
+      return t ? [label(s.contender), pps(t.offered_pps), pct(t.loss_ratio), dropText(t)] : null;
+    })
+    .filter((r): r is string[] => r !== null);
+  if (above.length) {
+    lines.push("Where packets were lost in the lowest-rate trial with loss:");
+    lines.push("");
+    lines.push(table(["contender", "offered (pps)", "loss", "dropped at"], above));
+    lines.push("");
+  }
+  return lines.join("\n");
+}
+
+function fixedTable(trials: TrialRecord[]): string {
+  return table(
+    ["contender", "target (pps)", "offered", "delivered", "loss", "dup", "reord", "p50 µs", "p99 µs", "p99.9 µs", "max µs", "CPU µs/pkt", "RSS MiB", "dropped at"],
+    trials.map((t) => [
+      label(t.contender),
+      pps(t.target_pps),
+      pps(t.offered_pps),
+      pps(t.delivered_pps),
+      pct(t.loss_ratio),
+      t.duplicates,
+      t.reordered,
+      us(t.latency_us.p50),
+      us(t.latency_us.p99),
+      us(t.latency_us.p999),
+      us(t.latency_us.max),
+      cpuUs(t.cpu.per_input_pkt_ns),
+      t.rss_kib.relay_max ? (t.rss_kib.relay_max / 1024).toFixed(0) : "—",
+      dropText(t),
+    ]),
+  );
+}
+
+function skipsFor(d: Data, variant: string): string {
+  const s = d.skips.filter((x) => x.variant === variant);
+  if (s.length === 0) return "";
+  return s.map((x) => `- ${label(x.contender)}: ${x.kind === "not-possible" ? "**not possible**" : x.kind}: ${x.reason}`).join("\n") + "\n";
+}
+
+function overloadSection(d: Data): string {
+  if (d.overloads.length === 0) return "";
+  const lines = ["## S4: overload at 2× NDR, then recovery", ""];
+  lines.push(
+    table(
+      ["contender", "NDR used", "offered", "delivered", "% of NDR", "overload (s)", "back to zero loss", "lost", "counted", "unaccounted", "dropped at"],
+      d.overloads.map((o) => {
+        const t = d.trials.find((x) => x.run_id === o.run_id && x.contender === o.contender && x.phase === "overload" && x.ts === o.ts);
+        return [
+          label(o.contender),
+          pps(o.ndr_pps),
+          pps(o.offered_pps),
+          pps(o.delivered_pps),
+          `${(o.delivered_ratio_of_ndr * 100).toFixed(1)} %`,
+          o.overload_s.toFixed(1),
+          o.recovery_s === null ? "not within the window" : o.recovery_s === 0 ? `≤ ${(o.probes[0]?.end_s ?? 0).toFixed(2)} s (first probe clean)` : `${o.recovery_s.toFixed(2)} s`,
+          o.accounting.lost_all,
+          o.accounting.counted,
+          Math.max(0, o.accounting.unaccounted),
+          t ? dropText(t) : "—",
+        ];
+      }),
+    ),
+  );
+  lines.push("");
+  lines.push(
+    "Recovery is measured with back-to-back probe streams at half the NDR, each 0.2 s long in a 0.25 s window, started as the overload ends; " +
+      "the time back to zero loss is the end of the last probe window that lost packets, from the end of the overload.",
+  );
+  lines.push("");
+  lines.push(skipsFor(d, "S4-1316"));
+  return lines.join("\n");
+}
+
+function profileSection(d: Data): string {
+  if (d.profiles.length === 0) return "";
+  const lines = ["## Profiles", ""];
+  for (const p of d.profiles) {
+    lines.push(`${label(p.contender)} at ${pps(p.rate_pps)} pps for ${p.seconds} s (CPU ${cpuUs(p.cpu_per_input_pkt_ns)} µs/packet during the profile, perf's own cost included): \`${p.command.replace(/-o \S+ /, "")}\``);
+    lines.push("");
+    lines.push("```");
+    lines.push("overhead  command  object  symbol");
+    lines.push(...p.top.slice(0, 25));
+    lines.push("```");
+    lines.push("");
+  }
+  return lines.join("\n");
+}
+
+function missedSection(d: Data, ts: Target[]): string {
+  const missed = ts.filter((t) => t.status === "MISS");
+  if (missed.length === 0) return "";
+  const lines = ["## Missed targets", ""];
+  for (const m of missed) {
+    lines.push(`### ${m.text}`);
+    lines.push("");
+    lines.push(`Measured: ${m.measured}.`);
+    lines.push("");
+    for (const t of m.evidence.slice(0, 3)) {
+      lines.push(`At ${pps(t.offered_pps)} pps offered (${t.variant}, ${t.phase}): loss ${pct(t.loss_ratio)}, dropped at: ${dropText(t)}.`);
+      for (const h of diagnose(d, t)) lines.push(`- ${h}`);
+      lines.push("");
+    }
+    const prof = d.profiles.filter((p) => p.contender === "mcrelay");
+    if (prof.length) lines.push(`The perf profiles of mcrelay are in [Profiles](#profiles): the top symbols are where its CPU goes at those rates.`);
+    lines.push("");
+  }
+  lines.push("_The hints above are derived automatically from the counters; read them with the profile._");
+  lines.push("");
+  return lines.join("\n");
+}
+
+function trialsAppendix(d: Data): string {
+  const rows = d.trials.map((t) => [
+    t.variant,
+    label(t.contender),
+    t.repeat + 1,
+    t.phase,
+    pps(t.target_pps),
+    pps(t.offered_pps),
+    pps(t.delivered_pps),
+    pct(t.loss_ratio, 4),
+    us(t.latency_us.p99),
+    cpuUs(t.cpu.per_input_pkt_ns),
+    t.accounting.unaccounted > 0 ? t.accounting.unaccounted : 0,
+    t.problems.join("; "),
+  ]);
+  return [
+    "<details><summary>Every trial</summary>",
+    "",
+    table(["variant", "contender", "repeat", "phase", "target", "offered", "delivered", "loss", "p99 µs", "CPU µs/pkt", "unaccounted", "problems"], rows),
+    "",
+    "</details>",
+  ].join("\n");
+}
+
+export function renderReport(records: BenchRecord[], opts: { svgFile: string; resultsFile: string }): { markdown: string; svg: string } {
+  const d = split(records);
+  const ts = targets(d);
+  const mode = d.run?.mode ?? "?";
+  const out: string[] = [];
+  out.push("# Benchmarks");
+  out.push("");
+  out.push(
+    `Generated by \`bun run bench${mode === "quick" ? " --quick" : ""}\` (run ${d.run?.run_id ?? "?"}, ${mode}${d.end ? `, ${Math.round(d.end.elapsed_s / 60)} min, ${d.end.outcome}` : ", unfinished"}) from \`${opts.resultsFile}\`. ` +
+      "Do not edit: regenerate with `bun scripts/bench.ts --report FILE`.",
+  );
+  if (mode === "smoke") out.push("", "**Smoke run: 2 s trials at one rate on a shared machine. These numbers show that the pipeline works; they are not results.**");
+  if (mode === "quick") out.push("", "Quick run: single repeats and 10 s trials; figures are indicative (about ±20 % on this machine class).");
+  const foreign = d.trials.filter((t) => t.foreign_forwarders.length > 0).length;
+  if (foreign) out.push("", `**${foreign} trial(s) ran while other forwarders were active on the machine (--allow-foreign): not publishable.**`);
+  out.push("");
+  out.push("## Targets");
+  out.push("");
+  out.push(table(["target", "measured", "status"], ts.map((t) => [t.text, t.measured, t.status === "MISS" ? "**MISS**" : t.status])));
+  out.push("");
+  out.push(`![delivered vs offered](${opts.svgFile})`);
+  out.push("");
+  out.push(envSection(d));
+  out.push("");
+  out.push("## S1: one stream, 1:1");
+  out.push("");
+  for (const v of [...new Set(d.searches.map((s) => s.variant))].filter((v) => v.startsWith("S1-")).sort()) {
+    out.push(searchSection(d, v, `${v.replace("S1-", "")} B payload`));
+    out.push(skipsFor(d, v));
+  }
+  const cpu = d.trials.filter((t) => t.purpose === "cpu");
+  if (cpu.length) {
+    out.push(`### Relay CPU at ${pps(cpu[0]!.target_pps)} pps`);
+    out.push("");
+    out.push(fixedTable(cpu));
+    out.push("");
+  }
+  const s2 = searchSection(d, "S2-1:4", "S2: fan-out 1:4 (input NDR: zero loss on every output)");
+  const f50 = d.trials.filter((t) => t.variant === "S2-1:50");
+  if (s2 || f50.length || d.skips.some((s) => s.variant.startsWith("S2"))) {
+    out.push("## S2: fan-out");
+    out.push("");
+    if (s2) out.push(s2);
+    out.push(skipsFor(d, "S2-1:4"));
+    const f4 = d.trials.filter((t) => t.variant === "S2-1:4" && t.phase === "fixed");
+    if (f4.length) out.push("### 1:4 at a fixed rate", "", fixedTable(f4), "");
+    if (f50.length || d.skips.some((s) => s.variant === "S2-1:50")) {
+      out.push("### 1:50 (beyond the kernel's 32 VIFs)");
+      out.push("");
+      if (f50.length) out.push(fixedTable(f50), "");
+      out.push(skipsFor(d, "S2-1:50"));
+    }
+  }
+  const s3s = searchSection(d, "S3-100", "S3: 100 streams at equal rate");
+  const s3f = d.trials.filter((t) => t.variant === "S3-100" && t.phase === "fixed");
+  if (s3s || s3f.length) {
+    out.push("## S3: 100 streams");
+    out.push("");
+    out.push(
+      "Each stream is its own `mcrelay gen` process (distinct stream id and source port) sending to the same group at 1/100 of the rate; the relay has one rule, the sink tells the streams apart by the id in the payload. " +
+        "The generators start within a second or two of each other, so the 100 streams overlap for most but not all of a trial; loss counts every packet of every stream.",
+    );
+    out.push("");
+    if (s3s) out.push(s3s);
+    if (s3f.length) out.push(fixedTable(s3f), "");
+    out.push(skipsFor(d, "S3-100"));
+  }
+  out.push(overloadSection(d));
+  const lat = d.trials.filter((t) => t.variant === "S5-1316" && t.phase === "fixed");
+  if (lat.length) {
+    out.push("## S5: one-way latency");
+    out.push("");
+    out.push(fixedTable([...lat].sort((a, b) => a.target_pps - b.target_pps || CONTENDER_IDS.indexOf(a.contender) - CONTENDER_IDS.indexOf(b.contender))));
+    out.push("");
+  }
+  const smoke = d.trials.filter((t) => t.purpose === "smoke");
+  if (smoke.length) {
+    out.push("## Smoke trials");
+    out.push("");
+    out.push(fixedTable(smoke));
+    out.push("");
+  }
+  out.push(missedSection(d, ts));
+  out.push(profileSection(d));
+  const otherSkips = d.skips.filter((s) => s.kind === "time-budget" || s.kind === "failed");
+  if (otherSkips.length) {
+    out.push("## Not run");
+    out.push("");
+    out.push(otherSkips.map((s) => `- ${s.variant} ${label(s.contender)}: ${s.kind}: ${s.reason}`).join("\n"));
+    out.push("");
+  }
+  out.push(trialsAppendix(d));
+  out.push("");
+  return { markdown: out.join("\n").replace(/\n{3,}/g, "\n\n"), svg: renderSvg(d.trials) };
+}
