@@ -19,6 +19,7 @@ const subCommands = {
   ping: () => import("./cli/ping.ts").then((m) => m.default),
   reload: () => import("./cli/reload.ts").then((m) => m.default),
   config: () => import("./cli/config.ts").then((m) => m.default),
+  events: () => import("./cli/events.ts").then((m) => m.default),
   forward: () => import("./cli/forward.ts").then((m) => m.default),
   gen: () => import("./cli/gen.ts").then((m) => m.default),
   sink: () => import("./cli/sink.ts").then((m) => m.default),

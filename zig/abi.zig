@@ -2,7 +2,7 @@
 //! the library is loaded (see `layout` in lib.zig); any change here bumps `version`.
 const std = @import("std");
 
-pub const version: u32 = 3;
+pub const version: u32 = 5;
 
 /// Addresses are 16 bytes everywhere; IPv4 is stored v4-mapped (::ffff:a.b.c.d).
 pub const Addr = [16]u8;
@@ -38,6 +38,8 @@ pub const OutputDesc = extern struct {
     /// Stable identity: the egress socket and counters are kept while id and settings match.
     id: u64,
     addr: Addr,
+    /// Source address to send from (bound before connect); all-zero lets the kernel choose.
+    source: Addr,
     port: u16,
     ttl: u8,
     _pad: u8 = 0,
@@ -83,6 +85,25 @@ pub const LinkInfo = extern struct {
     flags: u32,
     /// Primary IPv4 address, v4-mapped; all-zero when the link has none.
     addr4: Addr,
+};
+
+pub const NlEventKind = enum(u8) { link_new = 1, link_del = 2, addr_new = 3, addr_del = 4, dump_done = 5, overflow = 6, failed = 7 };
+
+/// One rtnetlink change, parsed (zig/netlink.zig).
+pub const NlEvent = extern struct {
+    kind: u8,
+    family: u8,
+    prefixlen: u8,
+    _pad: u8 = 0,
+    ifindex: u32,
+    /// Link flags (IFF_*), or the errno of a failed request.
+    flags: u32,
+    mtu: u32,
+    /// Netlink sequence number: matches a dump request's for its answers and dump_done.
+    seq: u32,
+    addr: Addr,
+    name: [16]u8,
+    _pad2: [12]u8 = @splat(0),
 };
 
 /// Traffic generator configuration.
@@ -133,10 +154,11 @@ pub fn patternByte(seq: u64, i: u32) u8 {
 comptime {
     std.debug.assert(@sizeOf(TableHeader) == 16);
     std.debug.assert(@sizeOf(RuleDesc) == 48);
-    std.debug.assert(@sizeOf(OutputDesc) == 32);
+    std.debug.assert(@sizeOf(OutputDesc) == 48);
     std.debug.assert(@sizeOf(DpConfig) == 32);
     std.debug.assert(@sizeOf(PacketSetup) == 20);
     std.debug.assert(@sizeOf(LinkInfo) == 28);
+    std.debug.assert(@sizeOf(NlEvent) == 64);
     std.debug.assert(@sizeOf(GenConfig) == 56);
     std.debug.assert(@sizeOf(SinkConfig) == 32);
     std.debug.assert(@sizeOf(PayloadHeader) == 24);

@@ -11,6 +11,7 @@ test {
     _ = @import("scm.zig");
     _ = @import("shm.zig");
     _ = @import("link.zig");
+    _ = @import("netlink.zig");
     _ = @import("privileges.zig");
     _ = @import("dataplane/parse.zig");
     _ = @import("dataplane/table.zig");

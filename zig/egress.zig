@@ -83,13 +83,20 @@ fn openSocket(out: *const abi.OutputDesc, dest: *const SockAddr, dest_len: linux
             if (out.ifindex != 0) try sys.setsockoptInt(fd, linux.SOL.IPV6, linux.IPV6.UNICAST_IF, @intCast(out.ifindex));
         }
     }
+    if (!std.mem.allEqual(u8, &out.source, 0)) {
+        // Send from the output interface's address: when it changes, the supervisor gives a
+        // new source, the settings differ, and the socket is rebuilt.
+        const src = sockAddr(&out.source, 0);
+        if (src.len != dest_len) return error.AFNOSUPPORT;
+        _ = try sys.check(linux.bind(fd, @ptrCast(&src.sa), src.len));
+    }
     const connected = sys.check(linux.connect(fd, @ptrCast(dest), dest_len)) catch null;
     return .{ .fd = fd, .connected = connected != null };
 }
 
 fn sameSettings(a: *const abi.OutputDesc, b: *const abi.OutputDesc) bool {
     return a.id == b.id and a.port == b.port and a.ttl == b.ttl and a.ifindex == b.ifindex and
-        std.mem.eql(u8, &a.addr, &b.addr);
+        std.mem.eql(u8, &a.addr, &b.addr) and std.mem.eql(u8, &a.source, &b.source);
 }
 
 pub const Egress = struct {
@@ -277,7 +284,7 @@ test "egress to loopback: sent, counted, sockets kept across reconcile" {
     _ = try sys.check(linux.getsockname(rx, @ptrCast(&sa), &len));
     const port = std.mem.bigToNative(u16, sa.port);
 
-    const out = abi.OutputDesc{ .id = 7, .addr = .{ 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 127, 0, 0, 1 }, .port = port, .ttl = 4, .ifindex = 0 };
+    const out = abi.OutputDesc{ .id = 7, .addr = .{ 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 127, 0, 0, 1 }, .source = .{ 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 127, 0, 0, 1 }, .port = port, .ttl = 4, .ifindex = 0 };
     eg.reconcile(&.{out});
     try std.testing.expect(eg.fds[0] != no_fd);
     const fd_before = eg.fds[0];

@@ -15,6 +15,7 @@ const loop = @import("dataplane/loop.zig");
 const Dataplane = loop.Dataplane;
 const shm = @import("shm.zig");
 const ring = @import("ring.zig");
+const netlink = @import("netlink.zig");
 const fanout = @import("fanout.zig");
 const Gen = @import("tools/gen.zig").Gen;
 const gen_mod = @import("tools/gen.zig");
@@ -41,6 +42,7 @@ const layout = [_]u32{
     @sizeOf(abi.PacketSetup),
     @sizeOf(abi.RingGeometry),
     @sizeOf(abi.LinkInfo),
+    @sizeOf(abi.NlEvent),
     @sizeOf(abi.GenConfig),
     @sizeOf(abi.SinkConfig),
     @sizeOf(abi.PayloadHeader),
@@ -148,6 +150,30 @@ export fn mcr_shm_map(fd: i32, out: *?[*]u64) i32 {
 export fn mcr_shm_unmap(words: [*]u64) void {
     const len = std.mem.alignForward(usize, loop.stats_bytes, 4096);
     shm.unmap(@as([*]align(4096) u8, @ptrCast(@alignCast(words)))[0..len]);
+}
+
+// Netlink (links and addresses).
+
+export fn mcr_nl_open(out: *?*netlink.Netlink) i32 {
+    out.* = netlink.Netlink.create() catch |err| return rc(err);
+    return 0;
+}
+
+/// Requests a dump (1 links, 2 addresses); returns its sequence number.
+export fn mcr_nl_dump(nl: *netlink.Netlink, what: u32) i32 {
+    if (what != 1 and what != 2) return -sys.toErrno(error.INVAL);
+    const seq = nl.requestDump(@enumFromInt(what)) catch |err| return rc(err);
+    return @intCast(seq & 0x7fffffff);
+}
+
+/// Reads waiting changes into `out` (up to `cap` records); returns how many.
+export fn mcr_nl_read(nl: *netlink.Netlink, out: [*]abi.NlEvent, cap: u32) i32 {
+    const n = nl.read(out[0..cap]) catch |err| return rc(err);
+    return @intCast(n);
+}
+
+export fn mcr_nl_close(nl: *netlink.Netlink) void {
+    nl.destroy();
 }
 
 // Dataplane.

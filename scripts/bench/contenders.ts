@@ -130,11 +130,11 @@ const kernel: Contender = {
     const argv = [tools.smcrouted, "-n", "-N", "-f", conf, "-i", ident, "-u", join(dir, "sock"), "-P", join(dir, "pid"), "-l", "notice"];
     const s = spawnIn(bt.topo, bt.relay!, placement.relay, argv);
     const relayNs = bt.relay!;
-    const want = `(${bt.genAddr}, ${INPUT.group})`;
+    const want = new RegExp(`\\(${bt.genAddr.replaceAll(".", "\\.")},\\s*${INPUT.group.replaceAll(".", "\\.")}\\)`);
     const deadline = performance.now() + READY_TIMEOUT_MS;
     for (;;) {
       const r = await bt.topo.exec(relayNs, ["ip", "mroute", "show"]);
-      if (r.stdout.includes(want)) break;
+      if (want.test(r.stdout)) break;
       if (s.proc.exitCode !== null || performance.now() > deadline) {
         s.proc.kill("SIGKILL");
         throw new Error(`smcrouted did not install ${want}: ${tail(s.stderr())} ${tail(r.stdout)}`);

@@ -152,19 +152,23 @@ export function buildPlan(p: ModeParams, scenarios: Set<string>): WorkItem[] {
       searchOverride,
     };
   };
-  const fixed = (scenario: WorkItem["scenario"], variant: string, title: string, shape: Shape, contenders: ContenderId[], rates: number[], purpose: string, warmupS: number, durationS: number): WorkItem => ({
-    scenario,
-    variant,
-    title,
-    kind: "fixed",
-    shape,
-    contenders,
-    rates,
-    purpose,
-    warmupS,
-    durationS,
-    estimateS: fixedEstimate(shape, rates.length * contenders.length, warmupS, durationS) + contenders.length * 1.5,
-  });
+  const fixed = (scenario: WorkItem["scenario"], variant: string, title: string, shape: Shape, contenders: ContenderId[], rates: number[], purpose: string, warmupS: number, durationS: number): WorkItem => {
+    // Contenders that cannot run the shape cost nothing (the kernel past 32 VIFs, socat past 1:8).
+    const runs = contenders.filter((c) => !(c === "kernel" && shape.fanout + 1 > 32) && !(c === "socat" && shape.fanout > 8) && !(c === "calibration" && shape.fanout > 1));
+    return {
+      scenario,
+      variant,
+      title,
+      kind: "fixed",
+      shape,
+      contenders,
+      rates,
+      purpose,
+      warmupS,
+      durationS,
+      estimateS: fixedEstimate(shape, rates.length * runs.length, warmupS, durationS) + runs.length * (1 + shape.fanout * 0.05),
+    };
+  };
 
   if (p.mode === "smoke") {
     // One fixed rate per contender and scenario; S1 alone unless others are asked for.

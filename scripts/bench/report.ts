@@ -339,7 +339,8 @@ function envSection(d: Data): string {
   lines.push("");
   if (placement) {
     lines.push(
-      `- **Pinning:** generator on CPU ${placement.gen}, relay processes (mcrelay supervisor and worker, socat, smcrouted) on CPU ${placement.relay}, sinks on CPU ${placement.sink} (\`taskset\`).`,
+      `- **Pinning:** generator on CPU ${placement.gen}, relay processes (mcrelay supervisor and worker, socat, smcrouted) on CPU ${placement.relay}, sinks on CPU ${placement.sink} (\`taskset\`); ` +
+        `with more than 8 outputs (1:50, mcrelay only) the 50 sink processes run on CPU ${placement.gen} instead, so that the measuring side does not share the relay's CPU.`,
     );
     lines.push(
       placement.rps === "off"
@@ -434,7 +435,7 @@ function searchSection(d: Data, variant: string, heading: string): string {
 
 function fixedTable(trials: TrialRecord[]): string {
   return table(
-    ["contender", "target (pps)", "offered", "delivered", "loss", "dup", "reord", "p50 µs", "p99 µs", "p99.9 µs", "max µs", "CPU µs/pkt", "RSS MiB", "dropped at"],
+    ["contender", "target (pps)", "offered", "delivered", "loss", "dup", "reord", "p50 µs", "p99 µs", "p99.9 µs", "max µs", "CPU µs/pkt", "RSS MiB", "relay's own count", "dropped at"],
     trials.map((t) => [
       label(t.contender),
       pps(t.target_pps),
@@ -449,6 +450,7 @@ function fixedTable(trials: TrialRecord[]): string {
       us(t.latency_us.max),
       cpuUs(t.cpu.per_input_pkt_ns),
       t.rss_kib.relay_max ? (t.rss_kib.relay_max / 1024).toFixed(0) : "—",
+      t.relay_forwarded === null ? "—" : `${t.relay_forwarded} of ${t.accounting.sent_all}`,
       dropText(t),
     ]),
   );

@@ -33,8 +33,15 @@ import {
 const log = consola.withTag("trial");
 
 const RSS_SAMPLE_MS = 250;
-/** After the last measured packet is sent: time for queues (rings, socket buffers) to empty. */
-const DRAIN_MS = 500;
+/**
+ * Sinks stop by themselves this long after their last packet, so every packet still queued
+ * (ring, socket buffers) when the generators finish is counted before they exit.
+ */
+const SINK_IDLE_S = 1;
+/** After the generators finish, sinks that have not stopped by themselves are interrupted after this. */
+const SINK_DRAIN_MAX_MS = 6_000;
+/** Beyond this fan-out the sinks (one process each) run on the generator's CPU, away from the relay's. */
+export const SINKS_ON_RELAY_CPU_MAX = 8;
 const SINK_READY_MS = 15_000;
 /** Below this share of the target, the generator could not offer the rate. */
 const GEN_LIMITED_RATIO = 0.97;
@@ -126,6 +133,14 @@ function genArgv(tools: Tools, rate: number, count: number, durationS: number, s
   ];
 }
 
+/**
+ * A generator stops at its count (rate x seconds) when it keeps up; the duration only bounds a
+ * generator that cannot, which then offers less than asked for, a little longer.
+ */
+function capS(seconds: number): number {
+  return seconds + Math.max(0.2, seconds * 0.05);
+}
+
 function startGen(ctx: TrialContext, argv: string[], stream: number, delayS = 0): GenRun {
   const cmd = delayS > 0 ? ["sh", "-c", `sleep ${delayS.toFixed(3)}; exec "$@"`, "gen", ...argv] : argv;
   const spawned = spawnIn(ctx.bt.topo, ctx.bt.gen, ctx.placement.gen, cmd);
@@ -191,7 +206,7 @@ function countedKernelDrops(d: CounterDelta, bt: BenchTopology): number {
 async function startProfile(ctx: TrialContext, pids: number[], seconds: number): Promise<{ proc: Spawned | null; file: string; command: string }> {
   const file = join(ctx.tools.tmpDir, `perf-${process.pid}-${Date.now()}.data`);
   const target = pids.length ? ["-p", pids.join(",")] : ["-a"];
-  const argv = ["perf", "record", "-F", "499", "-g", "-o", file, ...target, "--", "sleep", String(seconds)];
+  const argv = ["perf", "record", "-F", "999", "-g", "-o", file, ...target, "--", "sleep", String(seconds)];
   const proc = Bun.spawn({ cmd: argv, stdin: "ignore", stdout: "ignore", stderr: "pipe" });
   const spawned: Spawned = {
     proc: proc as unknown as Spawned["proc"],
@@ -217,7 +232,7 @@ async function profileTop(file: string): Promise<string[]> {
     .split("\n")
     .filter((l) => /^\s+\d+\.\d+%/.test(l))
     .slice(0, 40)
-    .map((l) => l.trim().replace(/\s+/g, " "));
+    .map((l) => l.trim().replace(/\s+/g, " ").replace(/( -)+$/, ""));
 }
 
 export async function runTrial(ctx: TrialContext, contender: Contender, spec: TrialSpec): Promise<TrialOutput> {
@@ -234,7 +249,8 @@ export async function runTrial(ctx: TrialContext, contender: Contender, spec: Tr
   const sinkCapS = spec.warmupS + spec.durationS * 2 + (spec.overload?.recoveryS ?? 0) + 60;
   const spawned: Spawned[] = [];
   const sinks = bt.sinks.map((ns) => {
-    const s = spawnIn(bt.topo, ns, placement.sink, [tools.mcrelay, "sink", "--listen", listen, "--duration", String(sinkCapS), "--json"]);
+    const cpu = bt.sinks.length > SINKS_ON_RELAY_CPU_MAX ? placement.gen : placement.sink;
+    const s = spawnIn(bt.topo, ns, cpu, [tools.mcrelay, "sink", "--listen", listen, "--duration", String(sinkCapS), "--idle", String(SINK_IDLE_S), "--json"]);
     spawned.push(s);
     return s;
   });
@@ -256,7 +272,7 @@ export async function runTrial(ctx: TrialContext, contender: Contender, spec: Tr
 
     if (spec.warmupS > 0) {
       const rate = spec.warmupPps ?? spec.targetPps;
-      const run = startGen(ctx, genArgv(tools, rate, rate * spec.warmupS, spec.warmupS, spec.shape.payload, WARMUP_STREAM), WARMUP_STREAM);
+      const run = startGen(ctx, genArgv(tools, rate, rate * spec.warmupS, capS(spec.warmupS), spec.shape.payload, WARMUP_STREAM), WARMUP_STREAM);
       spawned.push(run.spawned);
       gens.push({ run, result: await finishGen(run, (spec.warmupS + 20) * 1000), role: "warmup" });
     }
@@ -283,7 +299,7 @@ export async function runTrial(ctx: TrialContext, contender: Contender, spec: Tr
     } else {
       const perStream = spec.targetPps / spec.shape.streams;
       for (let i = 1; i <= spec.shape.streams; i++) {
-        measured.push(startGen(ctx, genArgv(tools, perStream, perStream * spec.durationS, spec.durationS, spec.shape.payload, i), i));
+        measured.push(startGen(ctx, genArgv(tools, perStream, perStream * spec.durationS, capS(spec.durationS), spec.shape.payload, i), i));
       }
     }
     for (const run of measured) spawned.push(run.spawned);
@@ -315,7 +331,8 @@ export async function runTrial(ctx: TrialContext, contender: Contender, spec: Tr
         cpu_per_input_pkt_ns: null,
       };
     }
-    await Bun.sleep(DRAIN_MS);
+    // Sinks stop SINK_IDLE_S after their last packet; the relay stays up until they have.
+    await Promise.race([Promise.all(sinks.map((s) => s.exited)), Bun.sleep(SINK_DRAIN_MAX_MS)]);
   } finally {
     if (running) {
       try {

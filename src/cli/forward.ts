@@ -73,7 +73,8 @@ export default defineCommand({
     const problems = ruleProblems(rule);
     if (problems.length) throw new UsageError(problems.map((p) => `--to: ${p}`).join("\n"));
     const resolved = resolveRule(rule, lookupLink);
-    if (resolved.pending.length) throw new UsageError(resolved.pending.join("\n"));
+    const unusable = [...resolved.pending, ...resolved.pendingOutputs.values()];
+    if (unusable.length) throw new UsageError(unusable.join("\n"));
 
     const relay = new Relay({ user: workerUser(a.user), workers: input.workers });
     const stop = watchStop(input.duration);

@@ -3,7 +3,7 @@ import type { Socket } from "bun";
 import * as v from "valibot";
 import { EXIT, PermissionError } from "../errors.ts";
 import { VERSION } from "../version.ts";
-import { PROTOCOL_VERSION, ResponseSchema, mismatchMessage, type Command } from "./protocol.ts";
+import { EventSchema, PROTOCOL_VERSION, ResponseSchema, mismatchMessage, type Command } from "./protocol.ts";
 
 export const DEFAULT_SOCKET = "/run/mcrelay/mcrelay.sock";
 
@@ -35,6 +35,8 @@ export class ControlClient {
   #nextId = 1;
   #buf = "";
   #closedError: Error | null = null;
+  #onEvent: ((e: Record<string, unknown>) => void) | null = null;
+  #closeWaiters: ((e: Error) => void)[] = [];
   daemonVersion = "";
 
   private constructor(socket: Socket<undefined>) {
@@ -94,6 +96,11 @@ export class ControlClient {
     } catch {
       return this.#onClose(new Error("the daemon sent something that is not JSON"));
     }
+    if (raw && typeof raw === "object" && "event" in raw) {
+      const ev = v.safeParse(EventSchema, raw);
+      if (ev.success) this.#onEvent?.(ev.output.event);
+      return;
+    }
     const parsed = v.safeParse(ResponseSchema, raw);
     if (!parsed.success) return this.#onClose(new Error("the daemon sent a malformed response"));
     const res = parsed.output;
@@ -116,6 +123,15 @@ export class ControlClient {
     this.#closedError = err;
     for (const w of this.#waiting.values()) w.reject(err);
     this.#waiting.clear();
+    for (const w of this.#closeWaiters) w(err);
+  }
+
+  /** Subscribes to daemon events; resolves when the connection ends. */
+  async events(onEvent: (e: Record<string, unknown>) => void): Promise<Error> {
+    this.#onEvent = onEvent;
+    const ended = new Promise<Error>((r) => this.#closeWaiters.push(r));
+    await this.request("events");
+    return ended;
   }
 
   request(cmd: Command, args?: unknown, timeoutMs = 10_000): Promise<unknown> {

@@ -47,10 +47,14 @@ export const RequestSchema = v.variant("cmd", [
   v.strictObject({ v: v.number(), id, cmd: v.literal("log-level"), args: v.optional(v.strictObject({ level: v.optional(v.picklist(LOG_LEVELS)) })) }),
   v.strictObject({ v: v.number(), id, cmd: v.literal("reload") }),
   v.strictObject({ v: v.number(), id, cmd: v.literal("config-show") }),
+  v.strictObject({ v: v.number(), id, cmd: v.literal("events") }),
 ]);
 export type Request = v.InferOutput<typeof RequestSchema>;
 export type Command = Request["cmd"];
-export const COMMANDS: readonly Command[] = ["hello", "ping", "version", "add", "remove", "list", "stats", "workers", "log-level", "reload", "config-show"];
+export const COMMANDS: readonly Command[] = ["hello", "ping", "version", "add", "remove", "list", "stats", "workers", "log-level", "reload", "config-show", "events"];
+
+/** After `events` is answered, the daemon sends {v, id, event} lines with the request's id. */
+export const EventSchema = v.object({ v: v.number(), id: v.nullable(id), event: v.record(v.string(), v.unknown()) });
 
 export type Response =
   | { v: number; id: string | number | null; ok: true; result: unknown }

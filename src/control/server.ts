@@ -30,7 +30,12 @@ export class ControlError extends Error {
   }
 }
 
-export type Handler = (req: Request) => Promise<unknown>;
+export interface RequestContext {
+  /** Keeps the connection subscribed to events, sent with this request's id. */
+  subscribe(): void;
+}
+
+export type Handler = (req: Request, ctx: RequestContext) => Promise<unknown>;
 
 interface Conn {
   buf: Uint8Array[];
@@ -40,6 +45,8 @@ interface Conn {
   backlog: Uint8Array[];
   backlogBytes: number;
   closed: boolean;
+  /** The id of the `events` request when subscribed. */
+  subscription: string | number | null;
 }
 
 export class DaemonRunningError extends Error {}
@@ -77,7 +84,7 @@ export class ControlServer {
       unix: path,
       socket: {
         open(socket) {
-          socket.data = { buf: [], bufBytes: 0, hello: false, chain: Promise.resolve(), backlog: [], backlogBytes: 0, closed: false };
+          socket.data = { buf: [], bufBytes: 0, hello: false, chain: Promise.resolve(), backlog: [], backlogBytes: 0, closed: false, subscription: null };
           server.#conns.add(socket);
         },
         data(socket, chunk) {
@@ -103,6 +110,15 @@ export class ControlServer {
 
   get clients(): number {
     return this.#conns.size;
+  }
+
+  /** Sends an event to every subscribed client (a client that does not read is dropped). */
+  publish(event: Record<string, unknown>): void {
+    for (const socket of this.#conns) {
+      const id = socket.data.subscription;
+      if (id === null || socket.data.closed) continue;
+      this.#write(socket, `${JSON.stringify({ v: PROTOCOL_VERSION, id, event })}\n`);
+    }
   }
 
   stop(): void {
@@ -173,8 +189,13 @@ export class ControlServer {
     const req = parsed.output;
     if (!socket.data.hello && req.cmd !== "hello") return this.#error(socket, req.id, "hello_required", "the first request of a connection is 'hello'");
     if (req.cmd === "hello") socket.data.hello = true;
+    const ctx: RequestContext = {
+      subscribe: () => {
+        socket.data.subscription = req.id;
+      },
+    };
     try {
-      const result = await handler(req);
+      const result = await handler(req, ctx);
       this.#send(socket, { v: PROTOCOL_VERSION, id: req.id, ok: true, result });
     } catch (err) {
       if (err instanceof ControlError) return this.#error(socket, req.id, err.code, err.message);
@@ -188,9 +209,13 @@ export class ControlServer {
   }
 
   #send(socket: Socket<Conn>, response: Response): void {
+    this.#write(socket, `${JSON.stringify(response)}\n`);
+  }
+
+  #write(socket: Socket<Conn>, line: string): void {
     const c = socket.data;
     if (c.closed) return;
-    const bytes = new TextEncoder().encode(`${JSON.stringify(response)}\n`);
+    const bytes = new TextEncoder().encode(line);
     if (c.backlogBytes > 0) {
       c.backlog.push(bytes);
       c.backlogBytes += bytes.length;

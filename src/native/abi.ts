@@ -2,7 +2,7 @@
 // The native module checks these numbers against the library right after loading it, so a
 // drift between the two sides refuses to run instead of misreading memory.
 
-export const ABI_VERSION = 3;
+export const ABI_VERSION = 5;
 
 export const TABLE_MAGIC = 0x4d435254;
 export const RULE_FLAG_SOURCE_FILTER = 1;
@@ -10,11 +10,12 @@ export const RULE_FLAG_SOURCE_FILTER = 1;
 export const SIZE = {
   tableHeader: 16,
   ruleDesc: 48,
-  outputDesc: 32,
+  outputDesc: 48,
   dpConfig: 32,
   packetSetup: 20,
   ringGeometry: 16,
   linkInfo: 28,
+  nlEvent: 64,
   genConfig: 56,
   sinkConfig: 32,
   payloadHeader: 24,
@@ -76,6 +77,7 @@ export const WORKER_COUNTERS = [
   "wakeups",
   "run_calls",
   "join_errors",
+  "ring_errors",
 ] as const;
 export type WorkerCounter = (typeof WORKER_COUNTERS)[number];
 
@@ -155,6 +157,7 @@ export const EXPECTED_LAYOUT: readonly [string, number][] = [
   ["sizeof PacketSetup", SIZE.packetSetup],
   ["sizeof RingGeometry", SIZE.ringGeometry],
   ["sizeof LinkInfo", SIZE.linkInfo],
+  ["sizeof NlEvent", SIZE.nlEvent],
   ["sizeof GenConfig", SIZE.genConfig],
   ["sizeof SinkConfig", SIZE.sinkConfig],
   ["sizeof PayloadHeader", SIZE.payloadHeader],
@@ -190,6 +193,8 @@ export interface TableRule {
 export interface TableOutput {
   id: bigint;
   addr: Addr16;
+  /** Source address to send from; null lets the kernel choose. */
+  source: Addr16 | null;
   port: number;
   ttl: number;
   ifindex: number;
@@ -218,9 +223,10 @@ export function encodeTable(rules: readonly TableRule[], generation: number): Ui
       const o = outputsStart + outputIndex * SIZE.outputDesc;
       view.setBigUint64(o, out.id, true);
       buf.set(out.addr, o + 8);
-      view.setUint16(o + 24, out.port, true);
-      view.setUint8(o + 26, out.ttl);
-      view.setUint32(o + 28, out.ifindex, true);
+      if (out.source) buf.set(out.source, o + 24);
+      view.setUint16(o + 40, out.port, true);
+      view.setUint8(o + 42, out.ttl);
+      view.setUint32(o + 44, out.ifindex, true);
       outputIndex += 1;
     }
   });
@@ -345,4 +351,46 @@ export function decodeLinkInfo(buf: Uint8Array): LinkInfo {
     flags: v.getUint32(8, true),
     addr4: hasAddr ? `${a[0]}.${a[1]}.${a[2]}.${a[3]}` : null,
   };
+}
+
+export const NL_EVENT_KINDS = { 1: "link_new", 2: "link_del", 3: "addr_new", 4: "addr_del", 5: "dump_done", 6: "overflow", 7: "failed" } as const;
+export type NlEventKind = (typeof NL_EVENT_KINDS)[keyof typeof NL_EVENT_KINDS];
+
+export interface NlEvent {
+  kind: NlEventKind;
+  ifindex: number;
+  flags: number;
+  mtu: number;
+  seq: number;
+  family: 4 | 6 | 0;
+  prefixlen: number;
+  /** Address text (addr events). */
+  addr: string | null;
+  /** Interface name (link events). */
+  name: string;
+}
+
+export function decodeNlEvents(buf: Uint8Array, count: number, decodeAddr: (bytes: Uint8Array) => string): NlEvent[] {
+  const v = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+  const out: NlEvent[] = [];
+  for (let i = 0; i < count; i++) {
+    const at = i * SIZE.nlEvent;
+    const kind = NL_EVENT_KINDS[buf[at] as keyof typeof NL_EVENT_KINDS];
+    if (!kind) continue;
+    const family = buf[at + 1] === 2 ? 4 : buf[at + 1] === 10 ? 6 : 0;
+    const nameBytes = buf.subarray(at + 36, at + 52);
+    const nul = nameBytes.indexOf(0);
+    out.push({
+      kind,
+      family,
+      prefixlen: buf[at + 2]!,
+      ifindex: v.getUint32(at + 4, true),
+      flags: v.getUint32(at + 8, true),
+      mtu: v.getUint32(at + 12, true),
+      seq: v.getUint32(at + 16, true),
+      addr: family ? decodeAddr(buf.slice(at + 20, at + 36)) : null,
+      name: new TextDecoder().decode(nameBytes.subarray(0, nul < 0 ? 16 : nul)),
+    });
+  }
+  return out;
 }

@@ -15,6 +15,7 @@ import {
   STATS_TOTAL_WORDS,
   decodeGeometry,
   decodeLinkInfo,
+  decodeNlEvents,
   encodeDpConfig,
   encodePacketSetup,
   encodeGenConfig,
@@ -24,6 +25,7 @@ import {
   type PacketSetup,
   type RingGeometry,
   type LinkInfo,
+  type NlEvent,
   type SinkConfig,
 } from "./abi.ts";
 
@@ -43,6 +45,10 @@ const symbols = {
   mcr_shm_map: { args: ["i32", "ptr"], returns: "i32" },
   mcr_shm_unmap: { args: ["ptr"], returns: "void" },
   mcr_privileges_drop: { args: ["u32", "u32", "u32"], returns: "i32" },
+  mcr_nl_open: { args: ["ptr"], returns: "i32" },
+  mcr_nl_dump: { args: ["ptr", "u32"], returns: "i32" },
+  mcr_nl_read: { args: ["ptr", "ptr", "u32"], returns: "i32" },
+  mcr_nl_close: { args: ["ptr"], returns: "void" },
   mcr_dp_open: { args: ["ptr", "ptr"], returns: "i32" },
   mcr_dp_apply: { args: ["ptr", "ptr", "u32"], returns: "i32" },
   mcr_dp_run: { args: ["ptr", "u32"], returns: "i32" },
@@ -262,6 +268,54 @@ export class Dataplane {
 }
 
 export type { RingGeometry };
+
+const NL_BATCH = 256;
+
+/** An rtnetlink socket subscribed to link and address changes (see zig/netlink.zig). */
+export class NetlinkSocket {
+  readonly #handle: Pointer;
+  readonly #buf = new Uint8Array(NL_BATCH * SIZE.nlEvent);
+  #closed = false;
+
+  private constructor(handle: Pointer) {
+    this.#handle = handle;
+  }
+
+  static open(): NetlinkSocket {
+    const out = new BigUint64Array(1);
+    check("netlink open", lib().mcr_nl_open(ptr(out)));
+    return new NetlinkSocket(handleFrom(out));
+  }
+
+  /** Requests every link or every address; returns the dump's sequence number. */
+  dump(what: "links" | "addresses"): number {
+    return check(`netlink dump ${what}`, lib().mcr_nl_dump(this.#handle, what === "links" ? 1 : 2));
+  }
+
+  /** Every change waiting now (never blocks). */
+  read(): NlEvent[] {
+    const events: NlEvent[] = [];
+    for (;;) {
+      const n = check("netlink read", lib().mcr_nl_read(this.#handle, ptr(this.#buf), NL_BATCH));
+      events.push(...decodeNlEvents(this.#buf, n, addrText));
+      if (n < NL_BATCH) return events;
+    }
+  }
+
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    lib().mcr_nl_close(this.#handle);
+  }
+}
+
+function addrText(bytes: Uint8Array): string {
+  const mapped = bytes.subarray(0, 10).every((b) => b === 0) && bytes[10] === 0xff && bytes[11] === 0xff;
+  if (mapped) return `${bytes[12]}.${bytes[13]}.${bytes[14]}.${bytes[15]}`;
+  const groups: string[] = [];
+  for (let i = 0; i < 16; i += 2) groups.push(((bytes[i]! << 8) | bytes[i + 1]!).toString(16));
+  return groups.join(":");
+}
 
 export type GenCounters = Record<(typeof GEN_COUNTERS)[number], bigint>;
 

@@ -3,7 +3,7 @@
 import { isMulticast, type IpAddress } from "../config/address.ts";
 import { formatEndpoint, type Endpoint } from "../config/endpoint.ts";
 import { IFF_UP, type LinkInfo } from "../native/abi.ts";
-import type { WireRule } from "../worker/messages.ts";
+import type { WireOutput, WireRule } from "../worker/messages.ts";
 
 export const DEFAULT_TTL = 8;
 
@@ -44,30 +44,51 @@ export function ruleProblems(rule: Rule): string[] {
 }
 
 export interface Resolved {
+  /** The rule as a worker applies it (usable outputs only), or null when it cannot forward. */
   wire: WireRule | null;
-  /** Why the rule cannot forward now (interface missing or down). */
+  /** Why the rule cannot forward now (input interface missing or down, no usable output). */
   pending: string[];
+  /** Outputs that cannot send now, by output id, with the reason. */
+  pendingOutputs: Map<bigint, string>;
 }
 
-/** Resolves interface names to indexes; a missing or down interface makes the rule pending. */
+/**
+ * Resolves interface names against the current links. A missing or down input interface makes
+ * the rule pending; a missing, down or address-less output interface makes that output pending
+ * while the rule's other outputs forward.
+ */
 export function resolveRule(rule: Rule, lookup: LinkLookup): Resolved {
   const pending: string[] = [];
+  const pendingOutputs = new Map<bigint, string>();
   const input = lookup(rule.input.iface);
   if (!input) pending.push(`input interface ${rule.input.iface} does not exist`);
   else if ((input.flags & IFF_UP) === 0) pending.push(`input interface ${rule.input.iface} is down`);
   else if (!isMulticast(rule.input.addr) && input.addr4 !== rule.input.addr.text) {
     pending.push(`input address ${rule.input.addr.text} is not a multicast group and not the address of ${rule.input.iface}`);
   }
-  const outputs = rule.outputs.map((out) => {
+  const outputs: WireOutput[] = [];
+  for (const out of rule.outputs) {
     let ifindex = 0;
+    let source: string | null = null;
     if (out.to.iface) {
       const link = lookup(out.to.iface);
-      if (!link) pending.push(`output interface ${out.to.iface} does not exist`);
-      else ifindex = link.ifindex;
+      let why: string | null = null;
+      if (!link) why = `output interface ${out.to.iface} does not exist`;
+      else if ((link.flags & IFF_UP) === 0) why = `output interface ${out.to.iface} is down`;
+      else if (out.to.addr.family === 4 && !link.addr4) why = `output interface ${out.to.iface} has no IPv4 address`;
+      if (why) {
+        pendingOutputs.set(out.id, why);
+        continue;
+      }
+      ifindex = link!.ifindex;
+      if (out.to.addr.family === 4) source = link!.addr4;
     }
-    return { id: out.id.toString(), addr: out.to.addr.text, port: out.to.port, ttl: out.ttl, ifindex };
-  });
-  if (pending.length > 0) return { wire: null, pending };
+    outputs.push({ id: out.id.toString(), addr: out.to.addr.text, port: out.to.port, ttl: out.ttl, ifindex, source });
+  }
+  if (outputs.length === 0 && rule.outputs.length > 0) {
+    pending.push(`no output can send: ${[...pendingOutputs.values()].join("; ")}`);
+  }
+  if (pending.length > 0) return { wire: null, pending, pendingOutputs };
   return {
     wire: {
       id: rule.id.toString(),
@@ -77,5 +98,6 @@ export function resolveRule(rule: Rule, lookup: LinkLookup): Resolved {
       outputs,
     },
     pending,
+    pendingOutputs,
   };
 }

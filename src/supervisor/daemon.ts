@@ -7,20 +7,18 @@ import { loadConfig } from "../config/file.ts";
 import { ruleFromSpec, specFromRule, type RuleSpec } from "../config/rule-spec.ts";
 import { ConfigError } from "../errors.ts";
 import { getLogLevel, logger, setLogLevel, type LogLevelName } from "../log.ts";
-import { resolveRule, type Rule } from "../rules/rule.ts";
+import { resolveRule, type LinkLookup, type Rule } from "../rules/rule.ts";
 import { PROTOCOL_VERSION, VERSION } from "../version.ts";
-import { ControlError, ControlServer } from "../control/server.ts";
+import { ControlError, ControlServer, type RequestContext } from "../control/server.ts";
 import type { Request } from "../control/protocol.ts";
 import { Dataplanes, type Desired } from "./dataplanes.ts";
-import { lookupLink } from "./links.ts";
+import { LinkMonitor } from "./link-monitor.ts";
 import { buildInterfaceReports, buildRuleReports } from "./report.ts";
 import { StateFile } from "./state-file.ts";
 import type { WorkerUser } from "./user.ts";
 
 const log = logger("daemon");
 
-/** How often interfaces are re-checked for rules waiting on them (until netlink drives it). */
-export const LINK_POLL_MS = 1000;
 
 export type Origin = "config" | "runtime";
 
@@ -29,6 +27,7 @@ interface Stored {
   spec: RuleSpec;
   origin: Origin;
   pending: string[];
+  pendingOutputs: Map<bigint, string>;
 }
 
 export interface DaemonOptions {
@@ -50,8 +49,10 @@ export class Daemon {
   #nextId = 1n;
   #server: ControlServer | null = null;
   #mutations: Promise<unknown> = Promise.resolve();
-  #linkSignature = "";
-  #linkTimer: ReturnType<typeof setInterval> | null = null;
+  readonly #links: LinkMonitor;
+  readonly #lookup: LinkLookup;
+  /** Recent events, for `mcrelay events` subscribers. */
+  #eventSeq = 0;
   #stopping = false;
   /** Workers per interface from the config file. */
   #workersConfig = new Map<string, number>();
@@ -59,12 +60,19 @@ export class Daemon {
   private constructor(opts: DaemonOptions) {
     this.#opts = opts;
     this.#state = new StateFile(opts.stateDir);
-    this.#dataplanes = new Dataplanes({ user: opts.user });
+    this.#links = new LinkMonitor();
+    this.#lookup = (name) => this.#links.lookup(name);
+    this.#dataplanes = new Dataplanes({ user: opts.user, lookup: this.#lookup });
   }
 
   /** Loads config and state, starts workers, then opens the control socket. */
   static async start(opts: DaemonOptions): Promise<Daemon> {
     const d = new Daemon(opts);
+    await Promise.race([d.#links.ready, Bun.sleep(5000).then(() => Promise.reject(new Error("netlink: no answer to the initial dump within 5 s")))]);
+    d.#links.onChange((events) => {
+      for (const e of events) d.#publish({ kind: "link", ...e });
+      void d.#mutate(async () => d.#reconcile());
+    });
     const saved = d.#state.load();
     d.#nextId = saved.nextId;
     if (opts.configPath) {
@@ -81,7 +89,7 @@ export class Daemon {
         log.error(`saved rule ${r.spec.name} is no longer valid (${built.problems.join("; ")}); kept in the state file, not loaded`);
         continue;
       }
-      d.#rules.set(r.spec.name, { rule: built.rule, spec: r.spec, origin: "runtime", pending: [] });
+      d.#rules.set(r.spec.name, { rule: built.rule, spec: r.spec, origin: "runtime", pending: [], pendingOutputs: new Map() });
       if (r.id >= d.#nextId) d.#nextId = r.id + 1n;
     }
     d.#reconcile();
@@ -90,8 +98,7 @@ export class Daemon {
     } catch (err) {
       log.warn(`not every worker is forwarding yet: ${(err as Error).message}`);
     }
-    d.#server = await ControlServer.start(opts.socketPath, (req) => d.#handle(req), { mode: opts.socketMode, gid: opts.socketGid });
-    d.#linkTimer = setInterval(() => d.#pollLinks(), LINK_POLL_MS);
+    d.#server = await ControlServer.start(opts.socketPath, (req, ctx) => d.#handle(req, ctx), { mode: opts.socketMode, gid: opts.socketGid });
     log.info(`ready: ${d.#rules.size} rules, control socket ${opts.socketPath}`);
     return d;
   }
@@ -103,7 +110,7 @@ export class Daemon {
   #put(spec: RuleSpec, origin: Origin, id: bigint): Stored {
     const built = ruleFromSpec(spec, id);
     if (!built.ok) throw new ControlError("bad_request", built.problems.join("; "));
-    const stored: Stored = { rule: built.rule, spec, origin, pending: [] };
+    const stored: Stored = { rule: built.rule, spec, origin, pending: [], pendingOutputs: new Map() };
     this.#rules.set(spec.name, stored);
     return stored;
   }
@@ -117,48 +124,35 @@ export class Daemon {
   #reconcile(): void {
     const tables = new Map<string, Desired>();
     for (const stored of this.#rules.values()) {
-      const resolved = resolveRule(stored.rule, lookupLink);
-      const was = stored.pending.join("; ");
+      const resolved = resolveRule(stored.rule, this.#lookup);
+      const was = JSON.stringify([stored.pending, [...stored.pendingOutputs]]);
       stored.pending = resolved.pending;
-      if (was !== stored.pending.join("; ")) {
-        if (stored.pending.length) log.warn(`rule ${stored.rule.name} is pending: ${stored.pending.join("; ")}`);
-        else if (was) log.info(`rule ${stored.rule.name} is active`);
-      }
+      stored.pendingOutputs = resolved.pendingOutputs;
+      if (was !== JSON.stringify([stored.pending, [...stored.pendingOutputs]])) this.#ruleChanged(stored);
       if (!resolved.wire) continue;
       const iface = stored.rule.input.iface;
       const entry = tables.get(iface) ?? { rules: [], workers: this.#workersFor(iface) };
       entry.rules.push(resolved.wire);
       tables.set(iface, entry);
     }
-    this.#linkSignature = this.#signature();
     this.#dataplanes.setTables(tables);
+  }
+
+  #ruleChanged(s: Stored): void {
+    const view = this.#view(s);
+    if (s.pending.length) log.warn(`rule ${s.rule.name} is pending: ${s.pending.join("; ")}`);
+    else if (s.pendingOutputs.size) log.warn(`rule ${s.rule.name}: outputs pending: ${[...s.pendingOutputs.values()].join("; ")}`);
+    else log.info(`rule ${s.rule.name} is active`);
+    this.#publish({ kind: "rule", rule: view.name, id: view.id, state: view.state, reasons: view.reasons, outputs: view.outputs });
+  }
+
+  #publish(event: Record<string, unknown>): void {
+    this.#eventSeq += 1;
+    this.#server?.publish({ seq: this.#eventSeq, time: new Date().toISOString(), ...event });
   }
 
   #workersFor(iface: string): number {
     return this.#workersConfig.get(iface) ?? this.#opts.workers ?? 1;
-  }
-
-  /** Interfaces the rules name, as facts that matter to forwarding. */
-  #signature(): string {
-    const names = new Set<string>();
-    for (const s of this.#rules.values()) {
-      names.add(s.rule.input.iface);
-      for (const o of s.rule.outputs) if (o.to.iface) names.add(o.to.iface);
-    }
-    return [...names]
-      .sort()
-      .map((n) => {
-        const l = lookupLink(n);
-        return l ? `${n}:${l.ifindex}:${l.flags & 1}:${l.mtu}:${l.addr4}` : `${n}:-`;
-      })
-      .join(",");
-  }
-
-  #pollLinks(): void {
-    if (this.#stopping) return;
-    if (this.#signature() !== this.#linkSignature) {
-      this.#mutate(async () => this.#reconcile());
-    }
   }
 
   /** Changes to rules run one after another. */
@@ -168,7 +162,7 @@ export class Daemon {
     return next;
   }
 
-  async #handle(req: Request): Promise<unknown> {
+  async #handle(req: Request, ctx: RequestContext): Promise<unknown> {
     switch (req.cmd) {
       case "hello":
         return { daemon: VERSION, protocol: PROTOCOL_VERSION };
@@ -195,6 +189,9 @@ export class Daemon {
         return { level: getLogLevel() };
       case "reload":
         return this.#mutate(() => this.reload());
+      case "events":
+        ctx.subscribe();
+        return { subscribed: true, seq: this.#eventSeq };
       case "config-show":
         return {
           config_file: this.#opts.configPath ?? null,
@@ -224,7 +221,7 @@ export class Daemon {
     }
     this.#reconcile();
     await this.#settle();
-    return { rule: this.#view(stored), warnings: stored.pending, replaced: !!existing };
+    return { rule: this.#view(stored), warnings: [...stored.pending, ...stored.pendingOutputs.values()], replaced: !!existing };
   }
 
   async #remove(nameOrId: string) {
@@ -298,7 +295,12 @@ export class Daemon {
       origin: s.origin,
       input: formatEndpoint(s.rule.input),
       source: s.rule.source?.text ?? null,
-      outputs: s.rule.outputs.map((o) => ({ to: formatEndpoint(o.to), ttl: o.ttl })),
+      outputs: s.rule.outputs.map((o) => ({
+        to: formatEndpoint(o.to),
+        ttl: o.ttl,
+        state: s.pendingOutputs.has(o.id) ? "pending" : "active",
+        reason: s.pendingOutputs.get(o.id) ?? null,
+      })),
       state: s.pending.length ? "pending" : failing ? "error" : "active",
       reasons: s.pending.length ? s.pending : failing && worker.last_error ? [worker.last_error] : [],
     };
@@ -314,7 +316,7 @@ export class Daemon {
     this.#dataplanes.refresh();
     const totals = this.#dataplanes.counters.totals();
     const rules = buildRuleReports(
-      selected.map((s) => ({ rule: s.rule, pending: s.pending, origin: s.origin })),
+      selected.map((s) => ({ rule: s.rule, pending: s.pending, pendingOutputs: s.pendingOutputs, origin: s.origin })),
       totals,
       this.#dataplanes.counters.rates(),
     );
@@ -325,7 +327,7 @@ export class Daemon {
   async stop(): Promise<void> {
     if (this.#stopping) return;
     this.#stopping = true;
-    if (this.#linkTimer) clearInterval(this.#linkTimer);
+    this.#links.close();
     this.#server?.stop();
     await this.#dataplanes.collect();
     await this.#dataplanes.close();

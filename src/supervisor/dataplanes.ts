@@ -15,6 +15,7 @@ import type { WireRule } from "../worker/messages.ts";
 import { CounterBook } from "./counters.ts";
 import { lookupLink } from "./links.ts";
 import type { WorkerUser } from "./user.ts";
+import type { LinkLookup } from "../rules/rule.ts";
 import { WorkerHandle } from "./worker-handle.ts";
 
 const log = logger("workers");
@@ -99,14 +100,16 @@ export class Dataplanes {
   readonly #planes = new Map<string, Plane>();
   readonly #timer: ReturnType<typeof setInterval>;
   readonly #user: WorkerUser | null;
+  readonly #lookup: LinkLookup;
   #generation = 0;
   #logLevel: string | null = null;
   #closed = false;
   #lastSampleAt = 0;
   #waiters: (() => void)[] = [];
 
-  constructor(opts: { user: WorkerUser | null }) {
+  constructor(opts: { user: WorkerUser | null; lookup?: LinkLookup }) {
     this.#user = opts.user;
+    this.#lookup = opts.lookup ?? lookupLink;
     this.#timer = setInterval(() => this.#tick(), TICK_MS);
   }
 
@@ -118,7 +121,7 @@ export class Dataplanes {
   setTables(desired: Map<string, Desired>): void {
     for (const [ifname, plane] of this.#planes) {
       const want = desired.get(ifname);
-      const link = want && want.rules.length ? lookupLink(ifname) : null;
+      const link = want && want.rules.length ? this.#lookup(ifname) : null;
       const stale = !want || want.rules.length === 0 || plane.fds.length !== want.workers || !link || link.ifindex !== plane.ifindex || link.mtu !== plane.mtu;
       if (stale) void this.#closePlane(ifname);
     }
@@ -181,7 +184,7 @@ export class Dataplanes {
   #plane(ifname: string, members: number): Plane {
     const existing = this.#planes.get(ifname);
     if (existing) return existing;
-    const link = lookupLink(ifname);
+    const link = this.#lookup(ifname);
     if (!link) throw new Error(`interface ${ifname} does not exist`);
     const fanoutId = members > 1 ? randomInt(1, 0xffff) : 0;
     const fds: number[] = [];

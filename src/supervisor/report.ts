@@ -6,6 +6,8 @@ import type { ParseDrop, WorkerCounter } from "../native/abi.ts";
 
 export interface OutputReport {
   to: string;
+  state: "active" | "pending";
+  reason: string | null;
   ttl: number;
   packets: number;
   bytes: number;
@@ -37,11 +39,12 @@ export interface InterfaceReport {
 export interface RuleView {
   rule: Rule;
   pending: string[];
+  pendingOutputs?: Map<bigint, string>;
   origin: string;
 }
 
 export function buildRuleReports(views: RuleView[], totals: Totals, rates: Rates): RuleReport[] {
-  return views.map(({ rule, pending, origin }) => {
+  return views.map(({ rule, pending, pendingOutputs, origin }) => {
     const id = rule.id.toString();
     const t = totals.rules.get(id);
     const r = rates.rules.get(id);
@@ -62,6 +65,8 @@ export function buildRuleReports(views: RuleView[], totals: Totals, rates: Rates
         const or = rates.outputs.get(oid);
         return {
           to: formatEndpoint(out.to),
+          state: pendingOutputs?.has(out.id) ? "pending" : "active",
+          reason: pendingOutputs?.get(out.id) ?? null,
           ttl: out.ttl,
           packets: ot?.packets ?? 0,
           bytes: ot?.bytes ?? 0,

@@ -13,6 +13,8 @@ export const WireOutputSchema = v.strictObject({
   port: u16,
   ttl: v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(255)),
   ifindex: v.pipe(v.number(), v.integer(), v.minValue(0)),
+  /** Address to send from (the output interface's); null lets the kernel choose. */
+  source: v.nullable(v.string()),
 });
 export type WireOutput = v.InferOutput<typeof WireOutputSchema>;
 

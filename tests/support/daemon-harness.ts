@@ -472,7 +472,27 @@ export interface StreamOptions {
  */
 export function startStream(rt: RelayTopology, o: StreamOptions, label = `gen ${o.to}`): LoggedProcess {
   const argv = [...mcrelayCommand(o.mode ?? "bun"), "gen", "--to", o.to, "--rate", String(o.ratePps), "--duration", "600", "--size", String(o.size ?? 256), "--stream", String(o.stream ?? 1), "--json"];
-  return startLogged(rt.topo, rt.gen, argv, label);
+  return track(startLogged(rt.topo, rt.gen, argv, label));
+}
+
+/**
+ * Streams and sinks started by these helpers, so a test that fails half-way does not leave a
+ * stream running into the next test of the same topology: call `killBackground()` in afterEach.
+ */
+const background = new Set<LoggedProcess>();
+
+function track(p: LoggedProcess): LoggedProcess {
+  background.add(p);
+  void p.exited.then(() => background.delete(p));
+  return p;
+}
+
+/** SIGKILLs every stream and sink still running and waits for them. */
+export async function killBackground(): Promise<void> {
+  const running = [...background];
+  background.clear();
+  for (const p of running) if (p.running) p.proc.kill("SIGKILL");
+  await Promise.all(running.map((p) => p.exited.catch(() => undefined)));
 }
 
 export async function stopStream(p: LoggedProcess): Promise<GenReport> {
@@ -482,7 +502,7 @@ export async function stopStream(p: LoggedProcess): Promise<GenReport> {
 
 /** A sink started and joined; it stops by itself `idleS` seconds after the last packet. */
 export async function sink(rt: RelayTopology, ns: string, listen: string, extra: string[] = [], idleS = 2): Promise<LoggedProcess> {
-  return startSink(rt.topo, ns, "bun", ["--listen", listen, "--idle", String(idleS), ...extra], `sink ${listen}`);
+  return track(await startSink(rt.topo, ns, "bun", ["--listen", listen, "--idle", String(idleS), ...extra], `sink ${listen}`));
 }
 
 /** Waits for a sink to idle out (SIGINT after `graceMs`) and returns its report. */
@@ -527,4 +547,29 @@ export async function runMcrelay(args: string[], mode: Mode = "bun", timeoutMs =
   });
   const [stdout, stderr, exitCode] = await Promise.all([new Response(p.stdout).text(), new Response(p.stderr).text(), p.exited]);
   return { stdout, stderr, exitCode };
+}
+
+export interface BurstOptions {
+  /** gen --to (e.g. 239.1.1.4:5000@g0). */
+  to: string;
+  /** Namespace and --listen of the receiving sink. */
+  sinkNs: string;
+  listen: string;
+  count: number;
+  ratePps?: number;
+  /** The sink is expected to see nothing: it listens for a fixed time instead of idling out. */
+  expectNothing?: boolean;
+  stream?: number;
+}
+
+/** A sink joined first, then `count` packets from gen; returns what the sink saw. */
+export async function burst(rt: RelayTopology, o: BurstOptions): Promise<{ gen: GenReport; sink: SinkReport }> {
+  const rate = o.ratePps ?? 2000;
+  const extra = o.expectNothing ? ["--duration", String(Math.ceil(o.count / rate) + 2)] : ["--expect", String(o.count)];
+  const s = await sink(rt, o.sinkNs, o.listen, extra, 1);
+  const argv = [...mcrelayCommand("bun"), "gen", "--to", o.to, "--rate", String(rate), "--count", String(o.count), "--size", "200", "--stream", String(o.stream ?? 7), "--json"];
+  const r = await rt.topo.exec(rt.gen, argv, { timeoutMs: 60_000 });
+  if (r.exitCode !== 0) throw new Error(`gen ${o.to}: exit code ${r.exitCode}: ${r.stderr}`);
+  const gen = JSON.parse(r.stdout) as GenReport;
+  return { gen, sink: await sinkReport(s) };
 }

@@ -153,6 +153,21 @@ pub const Dataplane = struct {
                 s.worker(.wakeups).* += 1;
                 return .woken;
             }
+            if (fds[0].revents & linux.POLL.ERR != 0) {
+                // The interface went down or away (ENETDOWN). Reading SO_ERROR clears it; the
+                // supervisor stops or keeps this worker as the interface's fate requires.
+                var err: c_int = 0;
+                var len: linux.socklen_t = @sizeOf(c_int);
+                _ = linux.getsockopt(self.ring.fd, linux.SOL.SOCKET, linux.SO.ERROR, std.mem.asBytes(&err), &len);
+                s.worker(.ring_errors).* += 1;
+                if (self.cfg.wake_fd < 0) return .budget;
+                // Do not spin on a socket that may stay in error: wait for the control side.
+                var wake = [_]linux.pollfd{.{ .fd = self.cfg.wake_fd, .events = linux.POLL.IN }};
+                const left_ns = deadline_ns -| sys.monotonicNs();
+                const woke = linux.poll(&wake, 1, @intCast(left_ns / std.time.ns_per_ms));
+                if (linux.errno(woke) == .SUCCESS and woke > 0) return .woken;
+                return .budget;
+            }
         }
     }
 

@@ -52,6 +52,8 @@ pub const Worker = enum(u32) {
     run_calls,
     /// Ingress group joins that failed (the stream may not arrive on a filtering NIC).
     join_errors,
+    /// Times the packet socket reported an error (its interface went down or away).
+    ring_errors,
 };
 pub const worker_fixed_words: u32 = @typeInfo(Worker).@"enum".field_names.len;
 pub const worker_words: u32 = worker_fixed_words + parse.drop_count;

@@ -164,7 +164,7 @@ const TestTable = struct {
     output_count: u32 = 0,
 
     fn rule(self: *TestTable, id: u64, group: abi.Addr, port: u16, source: ?abi.Addr) void {
-        self.outputs[self.output_count] = .{ .id = id * 100, .addr = v4(239, 9, 9, 9), .port = 6000, .ttl = 1, .ifindex = 0 };
+        self.outputs[self.output_count] = .{ .id = id * 100, .addr = v4(239, 9, 9, 9), .source = std.mem.zeroes(abi.Addr), .port = 6000, .ttl = 1, .ifindex = 0 };
         self.rules[self.rule_count] = .{
             .id = id,
             .group = group,
@@ -269,7 +269,7 @@ test "full table: every rule found, misses stay misses" {
             .output_count = 1,
         };
         @memcpy(buf[@sizeOf(abi.TableHeader) + i * @sizeOf(abi.RuleDesc) ..][0..@sizeOf(abi.RuleDesc)], std.mem.asBytes(&rule));
-        const out = abi.OutputDesc{ .id = i + 1, .addr = v4(239, 3, 0, 1), .port = 6000, .ttl = 1, .ifindex = 0 };
+        const out = abi.OutputDesc{ .id = i + 1, .addr = v4(239, 3, 0, 1), .source = std.mem.zeroes(abi.Addr), .port = 6000, .ttl = 1, .ifindex = 0 };
         @memcpy(buf[@sizeOf(abi.TableHeader) + n * @sizeOf(abi.RuleDesc) + i * @sizeOf(abi.OutputDesc) ..][0..@sizeOf(abi.OutputDesc)], std.mem.asBytes(&out));
     }
     try t.build(buf);

@@ -1,0 +1,228 @@
+// The supervisor's view of the network: links and their addresses from rtnetlink, kept by a
+// full dump at start and after any overflow, and by change notifications in between. Changes
+// are reported as events (for reconciliation and for `mcrelay events`). A timer reads the
+// socket every POLL_MS: one native call returns every waiting change, already parsed.
+import { parseIp } from "../config/address.ts";
+import { logger } from "../log.ts";
+import { NetlinkSocket } from "../native/lib.ts";
+import { IFF_UP, type LinkInfo, type NlEvent } from "../native/abi.ts";
+
+const log = logger("netlink");
+
+export const POLL_MS = 50;
+
+interface Link {
+  name: string;
+  ifindex: number;
+  flags: number;
+  mtu: number;
+  /** IPv4 addresses in the order the kernel reported them; the first is the primary. */
+  v4: string[];
+  v6: string[];
+}
+
+export type LinkEvent =
+  | { type: "link-added"; interface: string; ifindex: number; up: boolean; mtu: number }
+  | { type: "link-removed"; interface: string; ifindex: number }
+  | { type: "link-up" | "link-down"; interface: string; ifindex: number }
+  | { type: "mtu-changed"; interface: string; ifindex: number; from: number; to: number }
+  | { type: "link-recreated"; interface: string; from_ifindex: number; ifindex: number }
+  | { type: "address-added" | "address-removed"; interface: string; address: string }
+  | { type: "resync"; reason: string };
+
+type Table = Map<number, Link>;
+
+function clone(t: Table): Table {
+  const out: Table = new Map();
+  for (const [k, l] of t) out.set(k, { ...l, v4: [...l.v4], v6: [...l.v6] });
+  return out;
+}
+
+export class LinkMonitor {
+  #nl: NetlinkSocket;
+  #current: Table = new Map();
+  /** The table being rebuilt by a dump, and the dumps still to run. */
+  #next: Table | null = null;
+  #dumpSeq = -1;
+  #dumpQueue: ("links" | "addresses")[] = [];
+  #timer: ReturnType<typeof setInterval>;
+  #readyResolve!: () => void;
+  readonly ready: Promise<void>;
+  #listeners: ((events: LinkEvent[]) => void)[] = [];
+  dumps = 0;
+  overflows = 0;
+
+  constructor() {
+    this.#nl = NetlinkSocket.open();
+    this.ready = new Promise((r) => (this.#readyResolve = r));
+    this.#startFullDump("start");
+    this.#timer = setInterval(() => this.poll(), POLL_MS);
+  }
+
+  onChange(fn: (events: LinkEvent[]) => void): void {
+    this.#listeners.push(fn);
+  }
+
+  close(): void {
+    clearInterval(this.#timer);
+    this.#nl.close();
+  }
+
+  /** The link named `name` as the rules need it, or null when it does not exist. */
+  lookup(name: string): LinkInfo | null {
+    for (const l of this.#current.values()) {
+      if (l.name === name) return { ifindex: l.ifindex, mtu: l.mtu, flags: l.flags, addr4: l.v4[0] ?? null };
+    }
+    return null;
+  }
+
+  #startFullDump(reason: string): void {
+    if (this.#next) {
+      // A dump is running: run a complete one again after it.
+      this.#dumpQueue = ["links", "addresses"];
+      return;
+    }
+    log.debug(`full dump (${reason})`);
+    this.#next = new Map();
+    this.#dumpQueue = ["addresses"];
+    this.#dumpSeq = this.#nl.dump("links");
+  }
+
+  /** Reads and applies every waiting change; public so tests and shutdown can flush. */
+  poll(): void {
+    let events: NlEvent[];
+    try {
+      events = this.#nl.read();
+    } catch (err) {
+      log.error(`netlink read failed: ${(err as Error).message}`);
+      return;
+    }
+    if (events.length === 0) return;
+    // Changes are reported against the table as it was before this batch (or as a dump left it).
+    let before = this.#next ? null : clone(this.#current);
+    let resync: string | null = null;
+    for (const e of events) {
+      if (e.kind === "overflow") {
+        this.overflows += 1;
+        resync = "netlink overflow: changes were lost, re-reading everything";
+        continue;
+      }
+      if (e.kind === "failed") {
+        log.warn(`netlink request failed: errno ${e.flags}`);
+        continue;
+      }
+      if (e.kind === "dump_done") {
+        if (this.#next && e.seq === this.#dumpSeq) {
+          this.#dumpStep();
+          if (!this.#next) before = clone(this.#current);
+        }
+        continue;
+      }
+      this.#apply(this.#next ?? this.#current, e);
+    }
+    if (resync) {
+      log.warn(resync);
+      this.#emit([{ type: "resync", reason: resync }]);
+      this.#startFullDump("overflow");
+    }
+    if (before && !this.#next) this.#emit(diff(before, this.#current));
+  }
+
+  #dumpStep(): void {
+    const what = this.#dumpQueue.shift();
+    if (what) {
+      if (what === "links") this.#next = new Map();
+      this.#dumpSeq = this.#nl.dump(what);
+      return;
+    }
+    const before = this.#current;
+    this.#current = this.#next!;
+    this.#next = null;
+    this.dumps += 1;
+    if (this.dumps === 1) this.#readyResolve();
+    this.#emit(diff(before, this.#current));
+  }
+
+  #apply(t: Table, e: NlEvent): void {
+    switch (e.kind) {
+      case "link_new": {
+        const old = t.get(e.ifindex);
+        t.set(e.ifindex, { name: e.name || old?.name || `if${e.ifindex}`, ifindex: e.ifindex, flags: e.flags, mtu: e.mtu || old?.mtu || 0, v4: old?.v4 ?? [], v6: old?.v6 ?? [] });
+        return;
+      }
+      case "link_del":
+        t.delete(e.ifindex);
+        return;
+      case "addr_new":
+      case "addr_del": {
+        const link = t.get(e.ifindex);
+        if (!link || !e.addr) return;
+        const text = parseIp(e.addr)?.text ?? e.addr;
+        const list = e.family === 4 ? link.v4 : link.v6;
+        const at = list.indexOf(text);
+        if (e.kind === "addr_new" && at < 0) list.push(text);
+        if (e.kind === "addr_del" && at >= 0) list.splice(at, 1);
+        return;
+      }
+    }
+  }
+
+  #emit(events: LinkEvent[]): void {
+    if (events.length === 0) return;
+    for (const ev of events) log.info(describe(ev));
+    for (const fn of this.#listeners) fn(events);
+  }
+}
+
+function byName(t: Table): Map<string, Link> {
+  return new Map([...t.values()].map((l) => [l.name, l]));
+}
+
+/** What changed between two tables, by interface name (what rules refer to). */
+export function diff(before: Table, after: Table): LinkEvent[] {
+  const out: LinkEvent[] = [];
+  const a = byName(before);
+  const b = byName(after);
+  for (const [name, old] of a) {
+    if (!b.has(name)) out.push({ type: "link-removed", interface: name, ifindex: old.ifindex });
+  }
+  for (const [name, now] of b) {
+    const old = a.get(name);
+    if (!old) {
+      out.push({ type: "link-added", interface: name, ifindex: now.ifindex, up: (now.flags & IFF_UP) !== 0, mtu: now.mtu });
+      for (const addr of [...now.v4, ...now.v6]) out.push({ type: "address-added", interface: name, address: addr });
+      continue;
+    }
+    if (old.ifindex !== now.ifindex) out.push({ type: "link-recreated", interface: name, from_ifindex: old.ifindex, ifindex: now.ifindex });
+    const wasUp = (old.flags & IFF_UP) !== 0;
+    const isUp = (now.flags & IFF_UP) !== 0;
+    if (wasUp !== isUp) out.push({ type: isUp ? "link-up" : "link-down", interface: name, ifindex: now.ifindex });
+    if (old.mtu !== now.mtu) out.push({ type: "mtu-changed", interface: name, ifindex: now.ifindex, from: old.mtu, to: now.mtu });
+    const oldAddrs = new Set([...old.v4, ...old.v6]);
+    const newAddrs = new Set([...now.v4, ...now.v6]);
+    for (const x of newAddrs) if (!oldAddrs.has(x)) out.push({ type: "address-added", interface: name, address: x });
+    for (const x of oldAddrs) if (!newAddrs.has(x)) out.push({ type: "address-removed", interface: name, address: x });
+  }
+  return out;
+}
+
+export function describe(e: LinkEvent): string {
+  switch (e.type) {
+    case "link-added":
+      return `interface ${e.interface} appeared (index ${e.ifindex}, ${e.up ? "up" : "down"}, mtu ${e.mtu})`;
+    case "link-removed":
+      return `interface ${e.interface} vanished`;
+    case "link-up":
+    case "link-down":
+      return `interface ${e.interface} is ${e.type === "link-up" ? "up" : "down"}`;
+    case "mtu-changed":
+      return `interface ${e.interface} mtu ${e.from} -> ${e.to}`;
+    case "link-recreated":
+      return `interface ${e.interface} was recreated (index ${e.from_ifindex} -> ${e.ifindex})`;
+    case "address-added":
+    case "address-removed":
+      return `interface ${e.interface} ${e.type === "address-added" ? "gained" : "lost"} address ${e.address}`;
+    case "resync":
+      return e.reason;
+  }
+}

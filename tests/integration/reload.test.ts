@@ -1,0 +1,218 @@
+// Reload (`mcrelay reload` and SIGHUP) against a live daemon with real traffic: a bad file
+// changes nothing and says so; a good file applies only the difference, without a single lost
+// packet on a rule it did not touch; runtime rules survive every reload.
+import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
+import { writeFileSync } from "node:fs";
+import { netnsAvailable, Topology } from "../support/netns.ts";
+import { buildRelayTopology, note, type RelayTopology } from "../support/relay-harness.ts";
+import {
+  TempDir,
+  TestDaemon,
+  burst,
+  helloClient,
+  killBackground,
+  ruleNamed,
+  sink,
+  sinkReport,
+  startStream,
+  stopStream,
+  waitFor,
+  type ListedRule,
+  type StatsResult,
+  type WorkerRow,
+} from "../support/daemon-harness.ts";
+
+const describe_netns = describe.skipIf(!netnsAvailable());
+const T = 180_000;
+
+let topo: Topology | undefined;
+let rt: RelayTopology;
+let dir: TempDir | undefined;
+let daemon: TestDaemon | undefined;
+
+interface Spec {
+  name: string;
+  from: string;
+  to: string[];
+  ttl?: number;
+}
+
+/** Rules on r0 (the generator side): input 239.1.1.N:5000, output 239.2.2.N:600N on `out`. */
+function rule(name: string, n: number, out = "r1"): Spec {
+  return { name, from: `239.1.1.${n}:5000@r0`, to: [`239.2.2.${n}:600${n}@${out}`] };
+}
+
+function writeConfig(path: string, rules: Spec[]): void {
+  writeFileSync(path, JSON.stringify({ rules }, null, 2));
+}
+
+async function start(rules: Spec[]): Promise<TestDaemon> {
+  dir = new TempDir();
+  const configPath = dir.join("mcrelay.json5");
+  writeConfig(configPath, rules);
+  daemon = await TestDaemon.start(rt, dir, { configPath });
+  return daemon;
+}
+
+async function list(d: TestDaemon): Promise<ListedRule[]> {
+  return (await d.json<{ rules: ListedRule[] }>(["list"])).rules;
+}
+
+describe_netns("reload (kernel, under bun)", () => {
+  beforeAll(async () => {
+    topo = await Topology.create("reload");
+    rt = await buildRelayTopology(topo, { label: "reload", sinks: 2 });
+  }, T);
+
+  afterEach(async () => {
+    await killBackground();
+    if (daemon?.running) expect(await daemon.stop()).toBe(0);
+    daemon = undefined;
+    dir?.remove();
+    dir = undefined;
+  }, T);
+
+  afterAll(async () => {
+    await topo?.destroy();
+  }, T);
+
+  test(
+    "a reload with a bad file is refused (exit 6, config_invalid), says nothing changed, names the problem, and changes nothing",
+    async () => {
+      const d = await start([rule("a", 1), rule("b", 2)]);
+      const before = await list(d);
+      const workersBefore = (await d.json<{ workers: WorkerRow[] }>(["workers"])).workers;
+      // A file that would remove b and add c, but has one unknown key.
+      writeFileSync(d.configPath!, JSON.stringify({ rules: [rule("a", 1), { ...rule("c", 3), bogus: true }] }));
+      const r = await d.cli(["reload", "--json"]);
+      expect({ code: r.exitCode, stdout: r.stdout }).toEqual({ code: 6, stdout: "" });
+      expect(r.stderr).toContain("reload refused, nothing changed");
+      expect(r.stderr).toContain("rules[1].bogus: unknown key");
+      // The raw answer carries the documented code.
+      const c = await helloClient(d.socket);
+      try {
+        expect(await c.request("reload")).toMatchObject({ ok: false, error: { code: "config_invalid" } });
+      } finally {
+        c.close();
+      }
+
+      // Not JSON5 at all, and a file that vanished: refused the same way.
+      writeFileSync(d.configPath!, "{ rules: [ ");
+      const notJson = await d.cli(["reload"]);
+      expect(notJson.exitCode).toBe(6);
+      expect(notJson.stderr).toContain("not valid JSON5");
+      expect(await list(d)).toEqual(before);
+      const workersAfter = (await d.json<{ workers: WorkerRow[] }>(["workers"])).workers;
+      // Same workers, same table: nothing was touched.
+      expect(workersAfter.map((w) => [w.interface, w.pid, w.table_hash])).toEqual(workersBefore.map((w) => [w.interface, w.pid, w.table_hash]));
+      // And the rules still forward.
+      const a = await burst(rt, { to: "239.1.1.1:5000@g0", sinkNs: rt.sinks[0]!.ns, listen: "239.2.2.1:6001@s0", count: 500 });
+      expect(a.sink.totals).toMatchObject({ received: 500, lost: 0 });
+    },
+    T,
+  );
+
+  test(
+    "a reload that adds one rule and removes another applies just that, while a third rule's stream loses nothing",
+    async () => {
+      const d = await start([rule("a", 1), rule("b", 2), rule("c", 3, "r2")]);
+      const before = await list(d);
+      const s = await sink(rt, rt.sinks[1]!.ns, "239.2.2.3:6003@s0");
+      const gen = startStream(rt, { to: "239.1.1.3:5000@g0", ratePps: 5000, size: 300 });
+      await waitFor("rule c to forward", async () => ruleNamed((await d.json<StatsResult>(["stats", "c"])).rules, "c").packets > 2000, 20_000, 200);
+
+      writeConfig(d.configPath!, [rule("a", 1), rule("c", 3, "r2"), rule("d", 4)]);
+      const result = await d.json(["reload"]);
+      expect(result).toEqual({ added: ["d"], removed: ["b"], changed: [], unchanged: 2, warnings: [] });
+      // Back and forth a few more times while the stream runs: each reload rewrites r0's table.
+      for (let i = 0; i < 3; i++) {
+        writeConfig(d.configPath!, [rule("a", 1), rule("b", 2), rule("c", 3, "r2")]);
+        expect(await d.json(["reload"])).toMatchObject({ added: ["b"], removed: ["d"] });
+        writeConfig(d.configPath!, [rule("a", 1), rule("c", 3, "r2"), rule("d", 4)]);
+        expect(await d.json(["reload"])).toMatchObject({ added: ["d"], removed: ["b"] });
+      }
+      await Bun.sleep(500);
+      const sent = (await stopStream(gen)).sent;
+      const got = await sinkReport(s);
+      note("reload zero loss", { sent, sink: got.totals });
+      expect(got.totals).toMatchObject({ received: sent, lost: 0, duplicates: 0 });
+
+      const after = await list(d);
+      expect(after.map((r) => [r.name, r.origin, r.state])).toEqual([
+        ["a", "config", "active"],
+        ["c", "config", "active"],
+        ["d", "config", "active"],
+      ]);
+      // Untouched rules keep their ids.
+      expect(ruleNamed(after, "a").id).toBe(ruleNamed(before, "a").id);
+      expect(ruleNamed(after, "c").id).toBe(ruleNamed(before, "c").id);
+      const cStats = ruleNamed((await d.json<StatsResult>(["stats", "c"])).rules, "c");
+      expect(cStats.packets).toBe(sent);
+
+      // The added rule forwards; the removed one does not.
+      const dFlow = await burst(rt, { to: "239.1.1.4:5000@g0", sinkNs: rt.sinks[0]!.ns, listen: "239.2.2.4:6004@s0", count: 500 });
+      expect(dFlow.sink.totals).toMatchObject({ received: 500, lost: 0 });
+      const bFlow = await burst(rt, { to: "239.1.1.2:5000@g0", sinkNs: rt.sinks[0]!.ns, listen: "239.2.2.2:6002@s0", count: 500, expectNothing: true });
+      expect(bFlow.gen.sent).toBe(500);
+      expect(bFlow.sink.totals.datagrams).toBe(0);
+    },
+    T,
+  );
+
+  test(
+    "SIGHUP reloads the file like `mcrelay reload` and never stops the daemon; a bad file on SIGHUP changes nothing",
+    async () => {
+      const d = await start([rule("a", 1)]);
+      writeConfig(d.configPath!, [rule("a", 1), rule("e", 5)]);
+      d.proc.proc.kill("SIGHUP");
+      const withE = await waitFor("rule e to appear after SIGHUP", async () => {
+        const rules = await list(d);
+        return rules.some((r) => r.name === "e") ? rules : undefined;
+      });
+      expect(withE.map((r) => [r.name, r.origin, r.state])).toEqual([
+        ["a", "config", "active"],
+        ["e", "config", "active"],
+      ]);
+      const eFlow = await burst(rt, { to: "239.1.1.5:5000@g0", sinkNs: rt.sinks[0]!.ns, listen: "239.2.2.5:6005@s0", count: 500 });
+      expect(eFlow.sink.totals).toMatchObject({ received: 500, lost: 0 });
+
+      writeFileSync(d.configPath!, JSON.stringify({ rules: [rule("a", 1)], surprise: 1 }));
+      d.proc.proc.kill("SIGHUP");
+      await waitFor("the daemon to log the refused SIGHUP reload", () => /SIGHUP reload failed: .*surprise: unknown key/.test(d.proc.stderr), 10_000);
+      expect(d.running).toBe(true);
+      expect((await d.json(["ping"])).pong).toBe(true);
+      expect((await list(d)).map((r) => r.name)).toEqual(["a", "e"]);
+    },
+    T,
+  );
+
+  test(
+    "runtime rules survive reloads, keep their origin and win over a config rule of the same name",
+    async () => {
+      const d = await start([rule("a", 1)]);
+      const added = await d.json(["add", "--name", "rt", "--from", "239.1.1.6:5000@r0", "--to", "239.2.2.6:6006@r2"]);
+      expect(added.rule.origin).toBe("runtime");
+
+      // The file now changes a, and also defines a rule named rt (different output).
+      writeConfig(d.configPath!, [rule("a", 1, "r2"), rule("rt", 6)]);
+      const r1 = await d.json(["reload"]);
+      expect(r1).toMatchObject({ added: [], removed: [], changed: ["a"] });
+      expect(r1.warnings).toEqual([expect.stringContaining("rule rt: a runtime rule of that name is kept")]);
+      let rules = await list(d);
+      expect(ruleNamed(rules, "rt")).toEqual(added.rule);
+      expect(ruleNamed(rules, "a").outputs.map((o) => o.to)).toEqual(["239.2.2.1:6001@r2"]);
+
+      // A file with no rules at all: config rules go, the runtime rule stays.
+      writeConfig(d.configPath!, []);
+      expect(await d.json(["reload"])).toEqual({ added: [], removed: ["a"], changed: [], unchanged: 0, warnings: [] });
+      rules = await list(d);
+      expect(rules).toEqual([added.rule]);
+      const flow = await burst(rt, { to: "239.1.1.6:5000@g0", sinkNs: rt.sinks[1]!.ns, listen: "239.2.2.6:6006@s0", count: 500 });
+      expect(flow.sink.totals).toMatchObject({ received: 500, lost: 0 });
+      // And it is still in the state file for the next start.
+      const state = JSON.parse(await Bun.file(`${d.stateDir}/rules.json`).text());
+      expect(state.rules.map((x: { spec: { name: string } }) => x.spec.name)).toEqual(["rt"]);
+    },
+    T,
+  );
+});
