@@ -12,6 +12,7 @@ test {
     _ = @import("shm.zig");
     _ = @import("link.zig");
     _ = @import("netlink.zig");
+    _ = @import("notify.zig");
     _ = @import("privileges.zig");
     _ = @import("dataplane/parse.zig");
     _ = @import("dataplane/table.zig");

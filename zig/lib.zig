@@ -16,6 +16,7 @@ const Dataplane = loop.Dataplane;
 const shm = @import("shm.zig");
 const ring = @import("ring.zig");
 const netlink = @import("netlink.zig");
+const notify = @import("notify.zig");
 const fanout = @import("fanout.zig");
 const Gen = @import("tools/gen.zig").Gen;
 const gen_mod = @import("tools/gen.zig");
@@ -150,6 +151,12 @@ export fn mcr_shm_map(fd: i32, out: *?[*]u64) i32 {
 export fn mcr_shm_unmap(words: [*]u64) void {
     const len = std.mem.alignForward(usize, loop.stats_bytes, 4096);
     shm.unmap(@as([*]align(4096) u8, @ptrCast(@alignCast(words)))[0..len]);
+}
+
+/// sd_notify: sends `message` to the datagram socket `path` ($NOTIFY_SOCKET).
+export fn mcr_notify(path: [*]const u8, path_len: u32, message: [*]const u8, message_len: u32) i32 {
+    notify.send(path[0..path_len], message[0..message_len]) catch |err| return rc(err);
+    return 0;
 }
 
 // Netlink (links and addresses).

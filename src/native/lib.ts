@@ -45,6 +45,7 @@ const symbols = {
   mcr_shm_map: { args: ["i32", "ptr"], returns: "i32" },
   mcr_shm_unmap: { args: ["ptr"], returns: "void" },
   mcr_privileges_drop: { args: ["u32", "u32", "u32"], returns: "i32" },
+  mcr_notify: { args: ["ptr", "u32", "ptr", "u32"], returns: "i32" },
   mcr_nl_open: { args: ["ptr"], returns: "i32" },
   mcr_nl_dump: { args: ["ptr", "u32"], returns: "i32" },
   mcr_nl_read: { args: ["ptr", "ptr", "u32"], returns: "i32" },
@@ -268,6 +269,15 @@ export class Dataplane {
 }
 
 export type { RingGeometry };
+
+/** sd_notify(3): tells a Type=notify service manager about readiness, reload and stop. */
+export function sdNotify(message: string): void {
+  const path = process.env.NOTIFY_SOCKET;
+  if (!path) return;
+  const p = new TextEncoder().encode(path);
+  const m = new TextEncoder().encode(message);
+  check(`notify ${path}`, lib().mcr_notify(ptr(p), p.length, ptr(m), m.length));
+}
 
 const NL_BATCH = 256;
 

@@ -13,11 +13,20 @@ import { ControlError, ControlServer, type RequestContext } from "../control/ser
 import type { Request } from "../control/protocol.ts";
 import { Dataplanes, type Desired } from "./dataplanes.ts";
 import { LinkMonitor } from "./link-monitor.ts";
+import { sdNotify } from "../native/lib.ts";
 import { buildInterfaceReports, buildRuleReports } from "./report.ts";
 import { StateFile } from "./state-file.ts";
 import type { WorkerUser } from "./user.ts";
 
 const log = logger("daemon");
+
+function notifyServiceManager(message: string): void {
+  try {
+    sdNotify(message);
+  } catch (err) {
+    log.warn(`cannot notify the service manager: ${(err as Error).message}`);
+  }
+}
 
 
 export type Origin = "config" | "runtime";
@@ -100,6 +109,7 @@ export class Daemon {
     }
     d.#server = await ControlServer.start(opts.socketPath, (req, ctx) => d.#handle(req, ctx), { mode: opts.socketMode, gid: opts.socketGid });
     log.info(`ready: ${d.#rules.size} rules, control socket ${opts.socketPath}`);
+    notifyServiceManager(`READY=1\nSTATUS=${d.#rules.size} rules`);
     return d;
   }
 
@@ -246,6 +256,15 @@ export class Daemon {
 
   /** Reload: validate the whole file first (a bad file changes nothing), then apply the difference. */
   async reload() {
+    notifyServiceManager("RELOADING=1");
+    try {
+      return await this.#reload();
+    } finally {
+      notifyServiceManager(`READY=1\nSTATUS=${this.#rules.size} rules`);
+    }
+  }
+
+  async #reload() {
     if (!this.#opts.configPath) throw new ControlError("config_invalid", "the daemon was started without --config: nothing to reload");
     let specs: RuleSpec[];
     try {
@@ -327,6 +346,7 @@ export class Daemon {
   async stop(): Promise<void> {
     if (this.#stopping) return;
     this.#stopping = true;
+    notifyServiceManager("STOPPING=1");
     this.#links.close();
     this.#server?.stop();
     await this.#dataplanes.collect();
