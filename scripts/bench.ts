@@ -11,12 +11,13 @@
  * softirq runs), --allow-foreign (record, rather than refuse, forwarders found running on the
  * machine), --contenders a,b (a subset, for development), --out FILE (results file).
  * Hidden: --smoke (2 s trials at one rate, to show every contender forwards and every
- * measurement works; writes its report next to the results, never to docs/).
+ * measurement works; writes its report next to the results, never to docs/), and
+ * --smoke-search (adds a short NDR/PDR search of mcrelay to the smoke run).
  *
  * Every namespace is named mcr-<pid>-..., and is deleted with everything in it at the end, on
  * SIGINT/SIGTERM, and by a reaper process if this one dies.
  */
-import { existsSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { consola } from "consola";
@@ -70,6 +71,7 @@ function parseOptions(argv: string[]): Options {
     options: {
       quick: { type: "boolean" },
       smoke: { type: "boolean" },
+      "smoke-search": { type: "boolean" },
       scenario: { type: "string", multiple: true },
       pin: { type: "string" },
       rps: { type: "string" },
@@ -93,6 +95,8 @@ function parseOptions(argv: string[]): Options {
   for (const s of scenarios) if (!SCENARIOS.includes(s)) throw new Error(`--scenario: '${s}' is not one of ${SCENARIOS.join(", ")}`);
   const mode: Mode = values.smoke ? "smoke" : values.quick ? "quick" : "full";
   if (scenarios.size === 0) for (const s of mode === "smoke" ? ["S1"] : SCENARIOS) scenarios.add(s);
+  // Hidden: a short NDR/PDR search of mcrelay in the smoke run, to exercise the bisection.
+  if (mode === "smoke" && values["smoke-search"]) scenarios.add("search");
   const rps = (values.rps ?? "off") as RpsMode;
   if (rps !== "off" && rps !== "relay") throw new Error(`--rps: '${values.rps}' is not one of off, relay`);
   let only: Set<ContenderId> | null = null;
@@ -166,6 +170,7 @@ async function main(): Promise<number> {
   if (!which("taskset") || !which("perf")) log.warn("taskset or perf is missing: pinning or profiles will fail");
 
   const runId = timestamp();
+  removeStaleTmpDirs();
   const tmpDir = join("/tmp", `mcr-bench-${process.pid}`);
   mkdirSync(tmpDir, { recursive: true });
   const tools: Tools = { mcrelay, smcrouted: peers.smcrouted ?? "smcrouted", socat: peers.socat ?? "socat", tmpDir };
@@ -199,24 +204,23 @@ async function main(): Promise<number> {
     env,
   });
 
-  const onSignal = (signal: NodeJS.Signals) => {
-    if (state.interrupted) return;
-    state.interrupted = true;
-    log.warn(`${signal}: stopping; namespaces and peer processes are being removed`);
-    // The netns module's own handler has already killed our processes and deleted our namespaces.
-    setTimeout(() => finish("interrupted", `${signal}`, 130), 3_000).unref();
-  };
   let finished = false;
-  const finish = (outcome: "complete" | "interrupted" | "failed", message: string, code: number): number => {
-    if (finished) return code;
+  const finish = (outcome: "complete" | "interrupted" | "failed", message: string): void => {
+    if (finished) return;
     finished = true;
     results.write({ type: "end", schema: SCHEMA_VERSION, run_id: runId, ts: new Date().toISOString(), elapsed_s: Math.round(elapsedS(state)), outcome, message });
     rmSync(tmpDir, { recursive: true, force: true });
-    const mine = `${NETNS_PREFIX}${process.pid}-`;
-    const left = sweepAll(mine);
-    if (left.length) log.warn(`removed ${left.length} namespace(s) left behind`);
-    if (outcome === "interrupted") process.exit(code);
-    return code;
+    // Kills whatever is still inside our namespaces (relays, peers, generators, sinks) and deletes them.
+    const left = sweepAll(`${NETNS_PREFIX}${process.pid}-`);
+    if (left.length) log.info(`removed ${left.length} namespace(s) with everything in them`);
+  };
+  // Synchronous, and first: the netns module's own handler may exit the process right after.
+  const onSignal = (signal: NodeJS.Signals) => {
+    state.interrupted = true;
+    log.warn(`${signal}: stopping; removing namespaces and every process in them`);
+    finish("interrupted", signal);
+    log.info(`partial results in ${resultsPath}; \`bun scripts/bench.ts --report ${resultsPath}\` makes a report of them`);
+    process.exit(130);
   };
   process.on("SIGINT", onSignal);
   process.on("SIGTERM", onSignal);
@@ -227,10 +231,11 @@ async function main(): Promise<number> {
       if (state.interrupted) break;
       await runItem(state, item, i);
     }
-    code = finish(state.interrupted ? "interrupted" : "complete", "", state.interrupted ? 130 : 0);
+    finish("complete", "");
   } catch (err) {
     log.error((err as Error).message);
-    code = finish(state.interrupted ? "interrupted" : "failed", (err as Error).message, state.interrupted ? 130 : 1);
+    finish("failed", (err as Error).message);
+    code = 1;
   }
   const ours = listNamespaces().filter((n) => n.startsWith(`${NETNS_PREFIX}${process.pid}-`));
   if (ours.length) log.warn(`namespaces still present: ${ours.join(", ")}`);
@@ -238,6 +243,19 @@ async function main(): Promise<number> {
   if (opts.mode === "smoke") writeReport(resultsPath, join(root, "bench-results"), `${runId}-smoke`);
   else writeReport(resultsPath, opts.docs, "benchmarks");
   return code;
+}
+
+/** Temporary directories of earlier runs that died without cleaning up (SIGKILL). */
+function removeStaleTmpDirs(): void {
+  for (const name of readdirSync("/tmp")) {
+    const pid = Number(/^mcr-bench-(\d+)$/.exec(name)?.[1] ?? NaN);
+    if (!Number.isInteger(pid) || pid === process.pid) continue;
+    try {
+      process.kill(pid, 0);
+    } catch {
+      rmSync(join("/tmp", name), { recursive: true, force: true });
+    }
+  }
 }
 
 /** apt-get may start smcroute's own service on a host with an init system: stop what it started. */

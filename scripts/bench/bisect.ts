@@ -88,6 +88,9 @@ export class NdrPdrSearch {
   private ceilingPass = false;
   private readonly notes: string[] = [];
   private ndrFinal: SearchResult["ndr"] = null;
+  /** Lower bounds at the end of the coarse phase, for the notes. */
+  private coarseNdr: number | null = null;
+  private coarsePdr: number | null = null;
   private pdrFinal: SearchResult["pdr"] = null;
 
   constructor(private readonly p: SearchParams) {
@@ -168,10 +171,14 @@ export class NdrPdrSearch {
       this.stage = "final-ndr";
       this.finalTries = 0;
       this.finalCandidate = this.ndr.lower ?? 0;
+      this.coarseNdr = this.ndr.lower;
+      this.coarsePdr = this.pdr.lower;
     }
     if (this.stage === "final-ndr") {
       if (this.finalCandidate >= this.p.rateMin && this.finalTries <= this.p.finalRetries) return this.final("ndr", this.finalCandidate);
-      if (!this.ndrFinal) this.notes.push(this.ndr.lower === null ? `NDR below ${this.p.rateMin} pps` : "NDR not confirmed by a full-length trial");
+      if (!this.ndrFinal) {
+        this.notes.push(this.coarseNdr === null ? `NDR below ${this.p.rateMin} pps` : `NDR not confirmed: coarse trials passed at ${Math.round(this.coarseNdr)} pps, full-length trials lost packets`);
+      }
       this.stage = "final-pdr";
       this.finalTries = 0;
       this.finalCandidate = this.pdr.lower ?? 0;
@@ -184,7 +191,9 @@ export class NdrPdrSearch {
     }
     if (this.stage === "final-pdr") {
       if (this.finalCandidate >= this.p.rateMin && this.finalTries <= this.p.finalRetries) return this.final("pdr", this.finalCandidate);
-      if (!this.pdrFinal) this.notes.push(this.pdr.lower === null ? `PDR below ${this.p.rateMin} pps` : "PDR not confirmed by a full-length trial");
+      if (!this.pdrFinal) {
+        this.notes.push(this.coarsePdr === null ? `PDR below ${this.p.rateMin} pps` : `PDR not confirmed: coarse trials passed at ${Math.round(this.coarsePdr)} pps, full-length trials lost more than 0.1 %`);
+      }
       this.stage = "done";
     }
     return null;

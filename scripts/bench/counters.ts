@@ -204,3 +204,42 @@ export function delta(a: Snapshot, b: Snapshot, short: (ns: string) => string): 
   });
   return { veth, snmp, mr_cache: mr, softnet, proc_stat_ms, drops_total: drops };
 }
+
+/** What is arriving at a sink namespace: UDP datagrams so far and bytes queued on `port`. */
+export async function sinkProgress(topo: Topology, ns: string, port: number): Promise<{ datagrams: number; queuedBytes: number }> {
+  const r = await topo.exec(ns, ["sh", "-c", `cat /proc/net/snmp; echo ${SEP}; cat /proc/net/udp`]);
+  const [snmp = "", udp = ""] = r.stdout.split(`${SEP}\n`);
+  const datagrams = parseSnmp(snmp)["Udp.InDatagrams"] ?? 0;
+  const portHex = port.toString(16).toUpperCase().padStart(4, "0");
+  let queuedBytes = 0;
+  for (const line of udp.split("\n").slice(1)) {
+    const f = line.trim().split(/\s+/);
+    if (f.length < 5 || !f[1]?.endsWith(`:${portHex}`)) continue;
+    queuedBytes += Number.parseInt(f[4]!.split(":")[1] ?? "0", 16) || 0;
+  }
+  return { datagrams, queuedBytes };
+}
+
+/**
+ * Waits until nothing more reaches the sinks: no new datagram in any sink namespace for
+ * `quietMs` and no byte left in their sockets' queues, or `maxMs` passed. Returns the wait in ms.
+ */
+export async function waitDrained(topo: Topology, sinks: string[], port: number, quietMs: number, maxMs: number): Promise<number> {
+  const started = performance.now();
+  let last = -1;
+  let quietSince = performance.now();
+  for (;;) {
+    const p = await Promise.all(sinks.map((ns) => sinkProgress(topo, ns, port)));
+    const total = p.reduce((n, x) => n + x.datagrams, 0);
+    const queued = p.reduce((n, x) => n + x.queuedBytes, 0);
+    const now = performance.now();
+    if (total !== last || queued > 0) {
+      last = total;
+      quietSince = now;
+    } else if (now - quietSince >= quietMs) {
+      return now - started;
+    }
+    if (now - started >= maxMs) return now - started;
+    await Bun.sleep(50);
+  }
+}

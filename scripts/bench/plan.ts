@@ -35,7 +35,7 @@ export const MODES: Record<Mode, ModeParams> = {
   quick: {
     mode: "quick",
     budgetS: 570,
-    search: { ...COMMON_SEARCH, precision: 0.1, coarseS: 1, coarseWarmupS: 0.5, finalS: 10, finalWarmupS: 2, coarseTrialsMax: 6, finalRetries: 1 },
+    search: { ...COMMON_SEARCH, precision: 0.1, coarseS: 1, coarseWarmupS: 0.3, finalS: 10, finalWarmupS: 1, coarseTrialsMax: 6, finalRetries: 1 },
     searchSecondary: { precision: 0.1, coarseTrialsMax: 6 },
     repeatsTarget: 1,
     repeatsOther: 1,
@@ -109,7 +109,7 @@ const RELAYS: ContenderId[] = ["mcrelay", "kernel", "socat"];
 
 /** Seconds a trial costs beyond warm-up and measurement (sinks, relay, counters, drain), by shape. */
 export function trialOverheadS(shape: Shape): number {
-  return 2 + shape.fanout * 0.08 + shape.streams * 0.04;
+  return 1.2 + shape.fanout * 0.12 + shape.streams * 0.035;
 }
 
 function searchEstimate(p: ModeParams, shape: Shape, coarseMax: number, coarseS: number, repeatsTotal: number, firstRuns: number): number {
@@ -208,7 +208,7 @@ export function buildPlan(p: ModeParams, scenarios: Set<string>): WorkItem[] {
   if (want("S3")) {
     const shape = { ...one, streams: 100 };
     if (p.s3.mode === "fixed") {
-      items.push(fixed("S3", "S3-100", `S3: 100 streams at equal rate, ${p.s3.fixedPps / 1000}k pps in total`, shape, ALL, [p.s3.fixedPps], "streams", p.fixed.warmupS, Math.min(p.fixed.durationS, 6)));
+      items.push(fixed("S3", "S3-100", `S3: 100 streams at equal rate, ${p.s3.fixedPps / 1000}k pps in total`, shape, ALL, [p.s3.fixedPps], "streams", p.fixed.warmupS, Math.min(p.fixed.durationS, 5)));
     } else {
       items.push(search("S3", "S3-100", "S3: 100 streams at equal rate", shape, ALL, false, { searchOverride: { coarseS: p.s3.coarseS } }));
     }

@@ -83,7 +83,7 @@ export function renderSvg(trials: TrialRecord[]): string {
   const width = PANEL_W * Math.min(COLUMNS, Math.max(1, panels.length));
   const height = PANEL_H * rows + 24;
   const body = panels.map((p, i) => panel(p.v, p.list, (i % COLUMNS) * PANEL_W, Math.floor(i / COLUMNS) * PANEL_H)).join("\n");
-  const note = `<text x="8" y="${height - 8}" font-size="11" fill="#555">Delivered vs offered rate per trial. Filled: no loss; hollow: loss. Large: full-length trials. Dashed: delivered = offered.</text>`;
+  const note = `<text x="8" y="${height - 8}" font-size="11" fill="#555">filled: no loss · hollow: loss · large: full-length trial · dashed: delivered = offered</text>`;
   return `<?xml version="1.0" encoding="UTF-8"?>
 <svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="sans-serif">
 <rect width="100%" height="100%" fill="white"/>

@@ -17,7 +17,7 @@ import { join } from "node:path";
 import { consola } from "consola";
 import type { BenchTopology, Placement } from "./topology.ts";
 import { CONTENDERS, GEN_TTL, INPUT, type Contender, type RelayOutcome, type RunningRelay, type Tools } from "./contenders.ts";
-import { delta, snapshot, type CounterDelta } from "./counters.ts";
+import { delta, snapshot, waitDrained, type CounterDelta } from "./counters.ts";
 import { findForwarders, interruptAndCollect, memoryKib, netnsId, parseJson, schedstatNs, spawnIn, tail, type Spawned } from "./proc.ts";
 import {
   SCHEMA_VERSION,
@@ -33,13 +33,10 @@ import {
 const log = consola.withTag("trial");
 
 const RSS_SAMPLE_MS = 250;
-/**
- * Sinks stop by themselves this long after their last packet, so every packet still queued
- * (ring, socket buffers) when the generators finish is counted before they exit.
- */
-const SINK_IDLE_S = 1;
-/** After the generators finish, sinks that have not stopped by themselves are interrupted after this. */
-const SINK_DRAIN_MAX_MS = 6_000;
+/** The sinks are stopped once no datagram reached them for this long and their queues are empty. */
+const DRAIN_QUIET_MS = 300;
+/** ... or after this, whatever still arrives. */
+const DRAIN_MAX_MS = 6_000;
 /** Beyond this fan-out the sinks (one process each) run on the generator's CPU, away from the relay's. */
 export const SINKS_ON_RELAY_CPU_MAX = 8;
 const SINK_READY_MS = 15_000;
@@ -250,7 +247,7 @@ export async function runTrial(ctx: TrialContext, contender: Contender, spec: Tr
   const spawned: Spawned[] = [];
   const sinks = bt.sinks.map((ns) => {
     const cpu = bt.sinks.length > SINKS_ON_RELAY_CPU_MAX ? placement.gen : placement.sink;
-    const s = spawnIn(bt.topo, ns, cpu, [tools.mcrelay, "sink", "--listen", listen, "--duration", String(sinkCapS), "--idle", String(SINK_IDLE_S), "--json"]);
+    const s = spawnIn(bt.topo, ns, cpu, [tools.mcrelay, "sink", "--listen", listen, "--duration", String(sinkCapS), "--json"]);
     spawned.push(s);
     return s;
   });
@@ -263,6 +260,7 @@ export async function runTrial(ctx: TrialContext, contender: Contender, spec: Tr
   let rssMax = 0;
   let rssHwm = 0;
   let overloadEnd = 0;
+  let drainMs = 0;
   let profile: ProfileRecord | null = null;
   const sinkResults: SinkResult[] = [];
   try {
@@ -331,8 +329,8 @@ export async function runTrial(ctx: TrialContext, contender: Contender, spec: Tr
         cpu_per_input_pkt_ns: null,
       };
     }
-    // Sinks stop SINK_IDLE_S after their last packet; the relay stays up until they have.
-    await Promise.race([Promise.all(sinks.map((s) => s.exited)), Bun.sleep(SINK_DRAIN_MAX_MS)]);
+    // Everything still queued (ring, socket buffers) reaches the sinks before they stop.
+    drainMs = await waitDrained(bt.topo, bt.sinks, contender.sinkGroup.port, DRAIN_QUIET_MS, DRAIN_MAX_MS);
   } finally {
     if (running) {
       try {
@@ -373,6 +371,7 @@ export async function runTrial(ctx: TrialContext, contender: Contender, spec: Tr
   });
   // Delivered: the offered rate scaled by the share that reached the outputs.
   const delivered = offered * (expected > 0 ? received / expected : 0);
+  if (drainMs >= DRAIN_MAX_MS) problems.push(`packets still arriving ${DRAIN_MAX_MS} ms after the generators stopped`);
   if (offered < spec.targetPps * GEN_LIMITED_RATIO) problems.push(`generator offered ${Math.round(offered)} of ${spec.targetPps} pps`);
   const sentAll = gens.reduce((n, g) => n + (g.result?.sent ?? 0), 0);
   const receivedAll = sinkResults.reduce((n, r) => n + r.totals.received, 0);

@@ -4,7 +4,8 @@ import { checkFlags, intFlag, jsonArg, repeated, validate } from "./args.ts";
 import { socketArg, withClient } from "./daemon-client.ts";
 import { printJson, printLine } from "./output.ts";
 import { logger } from "../log.ts";
-import { nameSchema } from "../config/rule-spec.ts";
+import { nameSchema, ruleFromSpec, type RuleSpec } from "../config/rule-spec.ts";
+import { UsageError } from "../errors.ts";
 import * as v from "valibot";
 
 const log = logger("add");
@@ -31,6 +32,10 @@ export default defineCommand({
     const rule: Record<string, unknown> = { name: checked.name, from: a.from, to: repeated(rawArgs, "to") };
     if (checked.ttl !== undefined) rule.ttl = checked.ttl;
     if (a.source) rule.source = a.source;
+    // The daemon validates again; checking here too turns a typo into a usage error (exit 2)
+    // that names the flag, before any connection is made.
+    const local = ruleFromSpec(rule as RuleSpec, 1n);
+    if (!local.ok) throw new UsageError(local.problems.map((p) => (/^(from|to|source|ttl|name)\b/.test(p) ? `--${p}` : p)).join("\n"));
     const result = (await withClient(a.socket, (c) => c.request("add", { rule, replace: !!a.replace }))) as {
       rule: { name: string; id: string; state: string; reasons: string[] };
       warnings: string[];

@@ -73,8 +73,9 @@ export default defineCommand({
     const problems = ruleProblems(rule);
     if (problems.length) throw new UsageError(problems.map((p) => `--to: ${p}`).join("\n"));
     const resolved = resolveRule(rule, lookupLink);
-    const unusable = [...resolved.pending, ...resolved.pendingOutputs.values()];
-    if (unusable.length) throw new UsageError(unusable.join("\n"));
+    if (resolved.pending.length) throw new UsageError(resolved.pending.join("\n"));
+    // An output that cannot send now is reported; the others forward.
+    for (const why of resolved.pendingOutputs.values()) log.warn(`${why}: that output is pending`);
 
     const relay = new Relay({ user: workerUser(a.user), workers: input.workers });
     const stop = watchStop(input.duration);

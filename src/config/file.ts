@@ -54,6 +54,9 @@ export function loadConfig(path: string): LoadedConfig {
   return parseConfig(text, path);
 }
 
+/** Top-level keys, with rules checked one by one below (so every rule's problems are listed). */
+const TopSchema = v.strictObject({ ...ConfigSchema.entries, rules: v.optional(v.array(v.unknown())) });
+
 export function parseConfig(text: string, path: string): LoadedConfig {
   let raw: unknown;
   try {
@@ -61,42 +64,58 @@ export function parseConfig(text: string, path: string): LoadedConfig {
   } catch (err) {
     throw new ConfigError(`${path}: not valid JSON5: ${(err as Error).message}`);
   }
-  // Union errors hide which branch was meant: pick the schema by the rule's own keys.
   const problems: string[] = [];
-  if (raw && typeof raw === "object" && Array.isArray((raw as { rules?: unknown }).rules)) {
-    (raw as { rules: unknown[] }).rules.forEach((r, i) => {
-      const legacy = r !== null && typeof r === "object" && "input" in r;
-      const result = v.safeParse(legacy ? LegacyRuleSchema : RuleSpecSchema, r);
-      if (!result.success) problems.push(...formatIssues(result.issues, `rules[${i}]`));
-    });
-  }
-  const parsed = v.safeParse(ConfigSchema, raw);
-  if (!parsed.success && problems.length === 0) problems.push(...formatIssues(parsed.issues));
-  if (problems.length || !parsed.success) throw new ConfigError(`${path}:\n  ${problems.join("\n  ")}`);
+  const top = v.safeParse(TopSchema, raw);
+  if (!top.success) problems.push(...formatIssues(top.issues));
+  const cfg = top.success ? top.output : null;
+  const rawRules = raw && typeof raw === "object" && Array.isArray((raw as { rules?: unknown }).rules) ? (raw as { rules: unknown[] }).rules : [];
 
-  const cfg = parsed.output;
-  const specs: RuleSpec[] = (cfg.rules ?? []).map((r, i) => {
-    if ("from" in r) return r;
-    const ttl = r.outputs[0]?.ttl ?? cfg.multicast_ttl;
-    const perOutputTtl = new Set(r.outputs.map((o) => o.ttl ?? cfg.multicast_ttl));
-    if (perOutputTtl.size > 1) problems.push(`rules[${i}].outputs: different TTLs per output are not supported; use one TTL per rule`);
-    const spec: RuleSpec = {
-      name: r.name ?? `rule-${i + 1}`,
-      from: endpointText(r.input.group, r.input.port, r.input.interface),
-      to: r.outputs.map((o) => endpointText(o.group, o.port, o.interface)),
-    };
-    if (ttl !== undefined) spec.ttl = ttl;
-    return spec;
-  });
-  // Full rule validation (endpoints, interfaces not equal, ...), and unique names.
+  // Each rule on its own: the schema chosen by its own keys (union errors would hide which
+  // form was meant), then its meaning (endpoints, interfaces), then names across rules.
+  const specs: RuleSpec[] = [];
   const names = new Map<string, number>();
-  specs.forEach((spec, i) => {
+  rawRules.forEach((r, i) => {
+    const legacy = r !== null && typeof r === "object" && "input" in r;
+    const spec = legacy ? legacySpec(r, i, cfg?.multicast_ttl, problems) : ourSpec(r, i, problems);
+    if (!spec) return;
     const built = ruleFromSpec(spec, BigInt(i + 1));
     if (!built.ok) problems.push(...built.problems.map((p) => `rules[${i}] (${spec.name}): ${p}`));
     const first = names.get(spec.name);
     if (first !== undefined) problems.push(`rules[${i}]: name '${spec.name}' is already used by rules[${first}]`);
     else names.set(spec.name, i);
+    specs.push(spec);
   });
   if (problems.length) throw new ConfigError(`${path}:\n  ${problems.join("\n  ")}`);
-  return { path, specs, workers: new Map(Object.entries(cfg.workers ?? {})) };
+  return { path, specs, workers: new Map(Object.entries(cfg?.workers ?? {})) };
+}
+
+function ourSpec(r: unknown, i: number, problems: string[]): RuleSpec | null {
+  const parsed = v.safeParse(RuleSpecSchema, r);
+  if (!parsed.success) {
+    problems.push(...formatIssues(parsed.issues, `rules[${i}]`));
+    return null;
+  }
+  return parsed.output;
+}
+
+function legacySpec(r: unknown, i: number, multicastTtl: number | undefined, problems: string[]): RuleSpec | null {
+  const parsed = v.safeParse(LegacyRuleSchema, r);
+  if (!parsed.success) {
+    problems.push(...formatIssues(parsed.issues, `rules[${i}]`));
+    return null;
+  }
+  const rule = parsed.output;
+  const ttls = new Set(rule.outputs.map((o) => o.ttl ?? multicastTtl));
+  if (ttls.size > 1) {
+    problems.push(`rules[${i}].outputs: different TTLs per output are not supported; use one TTL per rule`);
+    return null;
+  }
+  const ttl = rule.outputs[0]?.ttl ?? multicastTtl;
+  const spec: RuleSpec = {
+    name: rule.name ?? `rule-${i + 1}`,
+    from: endpointText(rule.input.group, rule.input.port, rule.input.interface),
+    to: rule.outputs.map((o) => endpointText(o.group, o.port, o.interface)),
+  };
+  if (ttl !== undefined) spec.ttl = ttl;
+  return spec;
 }

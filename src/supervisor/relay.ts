@@ -22,6 +22,7 @@ export class Relay {
   readonly #rules: Rule[] = [];
   readonly #dataplanes: Dataplanes;
   readonly #pending = new Map<bigint, string[]>();
+  readonly #pendingOutputs = new Map<bigint, Map<bigint, string>>();
   #workers: WorkerInfo[] = [];
 
   readonly #workersPerInterface: number;
@@ -38,6 +39,7 @@ export class Relay {
     for (const rule of rules) {
       const resolved = resolveRule(rule, lookupLink);
       this.#pending.set(rule.id, resolved.pending);
+      this.#pendingOutputs.set(rule.id, resolved.pendingOutputs);
       if (!resolved.wire) {
         log.warn(`rule ${rule.name} is pending: ${resolved.pending.join("; ")}`);
         continue;
@@ -62,7 +64,7 @@ export class Relay {
     await this.#dataplanes.close();
     const totals = this.#dataplanes.counters.totals();
     const rules = buildRuleReports(
-      this.#rules.map((rule) => ({ rule, pending: this.#pending.get(rule.id) ?? [], origin: "cli" })),
+      this.#rules.map((rule) => ({ rule, pending: this.#pending.get(rule.id) ?? [], pendingOutputs: this.#pendingOutputs.get(rule.id), origin: "cli" })),
       totals,
       this.#dataplanes.counters.rates(),
     );
