@@ -2,7 +2,7 @@
 import { defineCommand } from "citty";
 import * as v from "valibot";
 import { endpointSchema } from "../config/endpoint.ts";
-import { parseIp } from "../config/address.ts";
+import { sourceSchema } from "../config/rule-spec.ts";
 import { UsageError, PermissionError, NativeError } from "../errors.ts";
 import { DEFAULT_TTL, resolveRule, ruleProblems, type Rule } from "../rules/rule.ts";
 import { Relay, lookupLink, type RelayReport } from "../supervisor/relay.ts";
@@ -25,18 +25,6 @@ const args = {
   workers: { type: "string", description: "Workers on the input interface (default 1)" },
   ...jsonArg,
 } as const;
-
-const sourceSchema = v.pipe(
-  v.string(),
-  v.rawTransform(({ dataset, addIssue, NEVER }) => {
-    const a = parseIp(dataset.value);
-    if (!a) {
-      addIssue({ message: `'${dataset.value}' is not an IP address` });
-      return NEVER;
-    }
-    return a;
-  }),
-);
 
 const Schema = v.object({
   from: endpointSchema("input"),

@@ -3,6 +3,7 @@
 // workers, config show, all with --json parsed here; config check offline; ping and version;
 // exit codes for a refused request and for a daemon that is not there.
 import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
+import { existsSync } from "node:fs";
 import pkg from "../../package.json" with { type: "json" };
 import { netnsAvailable, Topology } from "../support/netns.ts";
 import { buildRelayTopology, note, runGen, type RelayTopology } from "../support/relay-harness.ts";
@@ -259,7 +260,7 @@ describe_netns("daemon CLI round trip (kernel, under bun)", () => {
       note("sigterm", { stop_ms: Math.round(stopMs) });
       // Workers get 1.5 s before SIGKILL; the whole daemon is gone well within 3 s, even right after start.
       expect(stopMs).toBeLessThan(3000);
-      expect(await Bun.file(d.socket).exists()).toBe(false);
+      expect(existsSync(d.socket)).toBe(false);
       for (const pid of pids) expect(() => process.kill(pid!, 0)).toThrow();
       expect(d.proc.stderr).toContain("final: rule one");
     },
