@@ -17,22 +17,22 @@
  * Every namespace is named mcr-<pid>-..., and is deleted with everything in it at the end, on
  * SIGINT/SIGTERM, and by a reaper process if this one dies.
  */
-import { existsSync, mkdirSync, readdirSync, rmSync, writeFileSync } from "node:fs";
-import { join, resolve } from "node:path";
+import { chmodSync, copyFileSync, existsSync, mkdirSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { basename, dirname, join, resolve } from "node:path";
 import { parseArgs } from "node:util";
-import { consola } from "consola";
+import { logger } from "./bench/log.ts";
 import { NETNS_PREFIX, listNamespaces, netnsAvailable, sweepAll } from "../tests/support/netns.ts";
 import type { Tools } from "./bench/contenders.ts";
 import { captureEnv } from "./bench/env.ts";
 import { PEERS, ensurePeers, which } from "./bench/peers.ts";
 import { MODES, buildPlan, planEstimateS, type Mode } from "./bench/plan.ts";
-import { findForwarders } from "./bench/proc.ts";
+import { findForwarders, killHostProcesses } from "./bench/proc.ts";
 import { renderReport } from "./bench/report.ts";
 import { CONTENDER_IDS, ResultsFile, SCHEMA_VERSION, readResults, type ContenderId } from "./bench/results.ts";
 import { elapsedS, runItem, type RunState } from "./bench/run.ts";
 import type { Placement, RpsMode } from "./bench/topology.ts";
 
-const log = consola.withTag("bench");
+const log = logger("bench");
 const root = resolve(import.meta.dir, "..");
 const SCENARIOS = ["S1", "S2", "S3", "S4", "S5"];
 
@@ -173,11 +173,15 @@ async function main(): Promise<number> {
   removeStaleTmpDirs();
   const tmpDir = join("/tmp", `mcr-bench-${process.pid}`);
   mkdirSync(tmpDir, { recursive: true });
-  const tools: Tools = { mcrelay, smcrouted: peers.smcrouted ?? "smcrouted", socat: peers.socat ?? "socat", tmpDir };
+  // The run measures one binary: a rebuild of dist/ while it runs does not change it.
+  const mcrelayCopy = join(tmpDir, "mcrelay");
+  copyFileSync(mcrelay, mcrelayCopy);
+  chmodSync(mcrelayCopy, 0o755);
+  const tools: Tools = { mcrelay: mcrelayCopy, smcrouted: peers.smcrouted ?? "smcrouted", socat: peers.socat ?? "socat", tmpDir };
   const resultsPath = resolve(opts.out ?? join(root, "bench-results", `${runId}${opts.mode === "full" ? "" : `-${opts.mode}`}.jsonl`));
   const results = new ResultsFile(resultsPath);
   log.info(`run ${runId} (${opts.mode}): ${plan.length} items, about ${Math.round(estimate / 60)} min (budget ${Math.round(params.budgetS / 60)} min); results in ${resultsPath}`);
-  const env = captureEnv(root, tools);
+  const env = { ...captureEnv(root, tools), mcrelay_sha256: new Bun.CryptoHasher("sha256").update(await Bun.file(mcrelayCopy).arrayBuffer()).digest("hex") };
   const state: RunState = {
     runId,
     params,
@@ -209,6 +213,7 @@ async function main(): Promise<number> {
     if (finished) return;
     finished = true;
     results.write({ type: "end", schema: SCHEMA_VERSION, run_id: runId, ts: new Date().toISOString(), elapsed_s: Math.round(elapsedS(state)), outcome, message });
+    killHostProcesses();
     rmSync(tmpDir, { recursive: true, force: true });
     // Kills whatever is still inside our namespaces (relays, peers, generators, sinks) and deletes them.
     const left = sweepAll(`${NETNS_PREFIX}${process.pid}-`);
@@ -240,7 +245,8 @@ async function main(): Promise<number> {
   const ours = listNamespaces().filter((n) => n.startsWith(`${NETNS_PREFIX}${process.pid}-`));
   if (ours.length) log.warn(`namespaces still present: ${ours.join(", ")}`);
   log.info(`done in ${Math.round(elapsedS(state))} s`);
-  if (opts.mode === "smoke") writeReport(resultsPath, join(root, "bench-results"), `${runId}-smoke`);
+  // Only a complete quick or full run replaces docs/benchmarks.md; anything else reports next to its results.
+  if (opts.mode === "smoke" || code !== 0) writeReport(resultsPath, dirname(resultsPath), basename(resultsPath, ".jsonl"));
   else writeReport(resultsPath, opts.docs, "benchmarks");
   return code;
 }

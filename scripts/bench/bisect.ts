@@ -18,7 +18,8 @@
  *      `precision` (relative) or coarse_trials_max trials ran; the next rate is the middle,
  *      or the delivered rate of the upper bound's trial when that is lower (a trial with
  *      heavy loss delivers about what the contender can carry), or just above the lower
- *      bound when that delivered rate is no higher than it.
+ *      bound when that delivered rate is no higher than it, and the geometric middle once
+ *      such a probe passed (the contender had collapsed under the overload, not saturated);
  * Final phase (trials of final_s): a trial at NDR's lower bound; if it loses anything, the
  * candidate steps down by max(precision, 3 %) and is tried again, up to final_retries times.
  * PDR likewise, unless a passing NDR final trial is within precision of PDR's lower bound.
@@ -85,6 +86,8 @@ export class NdrPdrSearch {
   private maxOffered = 0;
   /** Consecutive coarse trials that failed while looking for a lower bound. */
   private seeks = 0;
+  /** The rate of the last probe just above a lower bound (see chooseCoarse). */
+  private probedAbove: number | null = null;
   private ceilingPass = false;
   private readonly notes: string[] = [];
   private ndrFinal: SearchResult["ndr"] = null;
@@ -229,7 +232,17 @@ export class NdrPdrSearch {
     // instead of the middle, or just above the lower bound when it is no higher.
     const mid = (b.lower + b.upper) / 2;
     const nearLower = b.lower * (1 + this.p.precision / 2);
-    if (b.upperDelivered <= nearLower) return this.coarse(Math.min(mid, b.lower * (1 + this.p.precision)));
+    if (b.upperDelivered <= nearLower) {
+      // Either the contender carries about `lower` (a probe just above it fails), or it
+      // collapsed under the overload of the upper trial (the probe passes): then bisect
+      // geometrically instead of creeping up by `precision`.
+      const probePassed = this.probedAbove !== null && b.lower >= this.probedAbove * 0.97;
+      if (!probePassed) {
+        this.probedAbove = b.lower * (1 + this.p.precision);
+        return this.coarse(Math.min(mid, this.probedAbove));
+      }
+      return this.coarse(Math.sqrt(b.lower * b.upper));
+    }
     return this.coarse(Math.min(mid, b.upperDelivered));
   }
 

@@ -68,7 +68,8 @@ export interface Contender {
 
 interface McrelayReport {
   rules: { packets: number; outputs: { packets: number; send_errors: Record<string, number> }[] }[];
-  workers: { pid: number; counters: Record<string, number>; parse_drops: Record<string, number>; ring: Record<string, number> }[];
+  /** One entry per input interface (counters summed over its workers). */
+  workers: { pid?: number | null; restarts?: number; counters: Record<string, number>; parse_drops: Record<string, number>; ring: Record<string, number> }[];
 }
 
 const mcrelay: Contender = {
@@ -89,18 +90,20 @@ const mcrelay: Contender = {
         const out = await interruptAndCollect(s);
         const report = parseJson<McrelayReport>("mcrelay forward", out, s.stderr());
         const fanout = bt.outIfs.length;
-        const w = report.workers[0];
-        const drops: Record<string, number> = {};
-        if (w) {
-          // An input packet dropped before the rule table costs one copy per output.
-          drops.ring_drops = (w.counters.kernel_drops ?? 0) * fanout;
-          drops.rx_truncated = (w.counters.rx_truncated ?? 0) * fanout;
-          drops.no_match = (w.counters.no_match ?? 0) * fanout;
-          drops.source_mismatch = (w.counters.source_mismatch ?? 0) * fanout;
-          drops.parse = Object.values(w.parse_drops).reduce((a, b) => a + b, 0) * fanout;
-        }
-        drops.send_errors = report.rules.flatMap((r) => r.outputs).reduce((n, o) => n + Object.values(o.send_errors).reduce((a, b) => a + b, 0), 0);
+        const sum = (name: string) => report.workers.reduce((n, w) => n + (w.counters[name] ?? 0), 0);
+        // An input packet dropped before the rule table costs one copy per output.
+        const drops: Record<string, number> = {
+          ring_drops: sum("kernel_drops") * fanout,
+          rx_truncated: sum("rx_truncated") * fanout,
+          no_match: sum("no_match") * fanout,
+          source_mismatch: sum("source_mismatch") * fanout,
+          parse: report.workers.reduce((n, w) => n + Object.values(w.parse_drops).reduce((a, b) => a + b, 0), 0) * fanout,
+          send_errors: report.rules.flatMap((r) => r.outputs).reduce((n, o) => n + Object.values(o.send_errors).reduce((a, b) => a + b, 0), 0),
+        };
         const problems = pids.length < 2 ? ["worker process not found at start: CPU is the supervisor's only"] : [];
+        const restarts = report.workers.reduce((n, w) => n + (w.restarts ?? 0), 0);
+        if (restarts > 0) problems.push(`${restarts} worker restart(s) during the trial: CPU of the replaced workers is missing`);
+        const w = report.workers[0];
         return { forwarded: report.rules[0]?.packets ?? null, drops, ring: w?.ring ?? null, problems };
       },
     };

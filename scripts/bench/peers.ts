@@ -3,9 +3,9 @@
  * multicast forwarding) and socat. Installed with apt-get when missing; the package lists are
  * refreshed once if the first attempt fails.
  */
-import { consola } from "consola";
+import { logger } from "./log.ts";
 
-const log = consola.withTag("peers");
+const log = logger("peers");
 
 const SEARCH_PATH = "/usr/sbin:/usr/bin:/sbin:/bin:/usr/local/sbin:/usr/local/bin";
 

@@ -11,8 +11,10 @@ export type Mode = "quick" | "full" | "smoke";
 
 export interface ModeParams {
   mode: Mode;
-  /** The run stops starting new work past this (seconds from the start). */
+  /** No work item starts that is estimated to end past this (seconds from the start). */
   budgetS: number;
+  /** No trial starts that would end past this: the promise of the mode (quick < 10 min, full < 1 h). */
+  hardStopS: number;
   search: Omit<SearchParams, "hint">;
   /** Precision and coarse-trial cap for variants no target depends on. */
   searchSecondary: { precision: number; coarseTrialsMax: number };
@@ -35,6 +37,7 @@ export const MODES: Record<Mode, ModeParams> = {
   quick: {
     mode: "quick",
     budgetS: 570,
+    hardStopS: 590,
     search: { ...COMMON_SEARCH, precision: 0.1, coarseS: 1, coarseWarmupS: 0.3, finalS: 10, finalWarmupS: 1, coarseTrialsMax: 6, finalRetries: 1 },
     searchSecondary: { precision: 0.1, coarseTrialsMax: 6 },
     repeatsTarget: 1,
@@ -51,6 +54,7 @@ export const MODES: Record<Mode, ModeParams> = {
   full: {
     mode: "full",
     budgetS: 3_480,
+    hardStopS: 3_570,
     search: { ...COMMON_SEARCH, precision: 0.03, coarseS: 2, coarseWarmupS: 1, finalS: 30, finalWarmupS: 3, coarseTrialsMax: 9, finalRetries: 2 },
     searchSecondary: { precision: 0.05, coarseTrialsMax: 6 },
     repeatsTarget: 3,
@@ -68,6 +72,7 @@ export const MODES: Record<Mode, ModeParams> = {
   smoke: {
     mode: "smoke",
     budgetS: 600,
+    hardStopS: 620,
     search: { ...COMMON_SEARCH, precision: 0.2, coarseS: 1, coarseWarmupS: 0.3, finalS: 2, finalWarmupS: 0.5, coarseTrialsMax: 3, finalRetries: 0 },
     searchSecondary: { precision: 0.2, coarseTrialsMax: 3 },
     repeatsTarget: 1,

@@ -70,6 +70,26 @@ export function spawnIn(topo: Topology, ns: string, cpu: number | null, argv: st
   };
 }
 
+/** Processes started outside the namespaces (perf): killed by `killHostProcesses` on the way out. */
+const hostProcs = new Set<Subprocess<"ignore", "ignore", "ignore">>();
+
+export function spawnHost(argv: string[]): Subprocess<"ignore", "ignore", "ignore"> {
+  const proc = Bun.spawn({ cmd: argv, stdin: "ignore", stdout: "ignore", stderr: "ignore" });
+  hostProcs.add(proc);
+  void proc.exited.then(() => hostProcs.delete(proc));
+  return proc;
+}
+
+export function killHostProcesses(): void {
+  for (const p of hostProcs) {
+    try {
+      p.kill("SIGKILL");
+    } catch {
+      // Gone already.
+    }
+  }
+}
+
 export function tail(text: string, chars = 600): string {
   const t = text.trim();
   return t.length > chars ? `...${t.slice(-chars)}` : t;
@@ -200,7 +220,7 @@ export function findForwarders(): Forwarder[] {
     const names = new Set([p.comm, exe]);
     const isPeer = ["smcrouted", "socat", "mrouted", "pimd", "pimd-dense", "igmpproxy", "mcproxy"].some((n) => names.has(n));
     const isRelay = (names.has("mcrelay") || p.argv.some((a) => a.endsWith("/mcrelay") || a.endsWith("main.ts"))) &&
-      p.argv.some((a) => a === "forward" || a === "_worker" || a === "daemon");
+      p.argv.some((a) => a === "forward" || a === "_worker" || a === "daemon" || a === "run");
     if (isPeer || isRelay) found.push({ pid: p.pid, what: p.argv.join(" ").slice(0, 160) || p.comm, netns: p.netns });
   }
   return found;

@@ -293,6 +293,17 @@ function diagnose(d: Data, t: TrialRecord): string[] {
   if (/Udp\.RcvbufErrors/.test(top) && /sink/.test(top)) hints.push("Most loss is at the sink's socket: the measuring side saturates before the relay does; compare with the calibration's ceiling.");
   if (/send_errors|Sndbuf/.test(top)) hints.push("Loss is on the output side (send errors / full send buffers): the egress path (veth queue, socket buffer) is the limit.");
   if (/veth .* tx_dropped|softnet/.test(top)) hints.push("Loss is at the veth backlog (netdev_max_backlog): the receiving CPU's softirq does not keep up.");
+  if (t.variant.startsWith("S5") && t.contender === "mcrelay") {
+    const cal = d.trials.find((x) => x.variant === t.variant && x.contender === "calibration" && x.target_pps === t.target_pps);
+    if (cal) {
+      hints.push(
+        `Against the calibration at the same rate, mcrelay adds ${us(t.latency_us.p50 - cal.latency_us.p50)} µs at p50 and ${us(t.latency_us.p99 - cal.latency_us.p99)} µs at p99.` +
+          (t.target_pps <= 10_000
+            ? " At low rates that is consistent with packets waiting in the TPACKET_V3 ring until a partly filled block is retired by its timeout; a shorter retire timeout, or reading the current block without waiting for it to be retired, would close it."
+            : ""),
+      );
+    }
+  }
   if (t.cpu.per_input_pkt_ns !== null && syscall) {
     hints.push(`Relay CPU: ${cpuUs(t.cpu.per_input_pkt_ns)} µs per packet; one getppid() costs ${(syscall / 1000).toFixed(2)} µs on this machine.`);
   }
@@ -325,6 +336,7 @@ function envSection(d: Data): string {
         ["clocksource", String(env.clocksource ?? "?")],
         ["syscall cost", env.syscall_getppid_ns ? `${env.syscall_getppid_ns} ns per getppid() (perf bench syscall basic)` : "not measured"],
         ["git revision", `${env.git_revision ?? "?"}${env.git_dirty ? " (working tree modified)" : ""}`],
+        ["dist/mcrelay", env.mcrelay_sha256 ? `sha256 ${String(env.mcrelay_sha256).slice(0, 16)}… (copied at the start: a rebuild during the run does not change what is measured)` : "?"],
         ["versions", Object.entries(versions).map(([k, v]) => `${k} ${v ?? "—"}`).join("; ")],
         ["mcrelay ring", ringText(d)],
       ],
@@ -364,7 +376,9 @@ function envSection(d: Data): string {
   );
   lines.push(
     "- **CPU** is the relay processes' run time from `/proc/<pid>/task/*/schedstat` (every thread of the supervisor and the worker; of every socat), read just before and after the measured part, divided by the packets forwarded. " +
-      "The kernel forwards in softirq context, on no task's account: its CPU per packet is not attributable (n/a); `/proc/stat` is unreliable in this VM and only recorded. **RSS** is the relay processes' VmRSS, sampled every 250 ms (maximum), and VmHWM.",
+      "It includes the kernel work done in the relay's own system calls: its transmit path and, on veth, the receiving namespace's softirq for each copy (up to the sink's socket), which a physical NIC would not charge to the relay. " +
+      "The kernel forwards in softirq context, on no task's account: its CPU per packet is not attributable (n/a); `/proc/stat` is unreliable in this VM and only recorded. " +
+      "**RSS** is the relay processes' VmRSS, sampled every 250 ms (maximum), and VmHWM; for the kernel contender it is smcrouted's, the kernel's own memory not being attributable.",
   );
   if (params) {
     const s = params.search;
@@ -459,7 +473,7 @@ function fixedTable(trials: TrialRecord[]): string {
 function skipsFor(d: Data, variant: string): string {
   const s = d.skips.filter((x) => x.variant === variant);
   if (s.length === 0) return "";
-  return s.map((x) => `- ${label(x.contender)}: ${x.kind === "not-possible" ? "**not possible**" : x.kind}: ${x.reason}`).join("\n") + "\n";
+  return s.map((x) => `- ${label(x.contender)}: ${x.kind === "not-possible" ? `**${x.reason}**` : /^not (run|applicable)/.test(x.reason) ? x.reason : `${x.kind}: ${x.reason}`}`).join("\n") + "\n";
 }
 
 function overloadSection(d: Data): string {
@@ -633,7 +647,7 @@ export function renderReport(records: BenchRecord[], opts: { svgFile: string; re
     out.push(fixedTable([...lat].sort((a, b) => a.target_pps - b.target_pps || CONTENDER_IDS.indexOf(a.contender) - CONTENDER_IDS.indexOf(b.contender))));
     out.push("");
   }
-  const smoke = d.trials.filter((t) => t.purpose === "smoke");
+  const smoke = d.trials.filter((t) => t.purpose === "smoke" && t.scenario === "S1");
   if (smoke.length) {
     out.push("## Smoke trials");
     out.push("");

@@ -4,15 +4,15 @@
  * contender in turn, so slow drifts of the machine touch every contender alike), every trial
  * and result written as a JSON line as soon as it is known.
  */
-import { consola } from "consola";
+import { logger } from "./log.ts";
 import { NdrPdrSearch, type SearchParams } from "./bisect.ts";
 import { CONTENDERS, type Tools } from "./contenders.ts";
-import type { ModeParams, WorkItem } from "./plan.ts";
+import { trialOverheadS, type ModeParams, type WorkItem } from "./plan.ts";
 import { SCHEMA_VERSION, type ContenderId, type ResultsFile, type SearchRecord, type TrialRecord } from "./results.ts";
 import { buildTopology, type BenchTopology, type Placement } from "./topology.ts";
 import { describeTrial, runTrial, type TrialContext, type TrialOutput, type TrialSpec } from "./trial.ts";
 
-const log = consola.withTag("bench");
+const log = logger("bench");
 
 /** A trial that fails for a reason other than loss (a process that did not start) is tried again this often. */
 const TRIAL_ATTEMPTS_MAX = 2;
@@ -64,7 +64,15 @@ function noteNdr(state: RunState, variant: string, c: ContenderId, pps: number):
   state.ndrs.set(variant, byC);
 }
 
+export class OutOfTime extends Error {
+  override name = "OutOfTime";
+}
+
 async function trialWithRetry(state: RunState, ctx: TrialContext, c: ContenderId, spec: TrialSpec): Promise<TrialOutput> {
+  const trialS = trialOverheadS(spec.shape) + spec.warmupS + spec.durationS + (spec.overload?.recoveryS ?? 0);
+  if (elapsedS(state) + trialS > state.params.hardStopS) {
+    throw new OutOfTime(`a ${Math.round(trialS)} s trial would end past the ${state.params.hardStopS} s limit at ${Math.round(elapsedS(state))} s`);
+  }
   let last: Error | null = null;
   for (let attempt = 1; attempt <= TRIAL_ATTEMPTS_MAX; attempt++) {
     if (state.interrupted) throw new Error("interrupted");
@@ -150,10 +158,6 @@ async function runSearches(state: RunState, item: WorkItem, index: number, usabl
     const live = new Map(order.map((c) => [c, { search: new NdrPdrSearch(searchParams(state, item, r > 0 ? knownNdr(state, item.variant, c) : null)), started: performance.now(), failed: false }]));
     while ([...live.values()].some((s) => !s.search.done && !s.failed)) {
       if (state.interrupted) return;
-      if (elapsedS(state) > state.params.budgetS + 120) {
-        for (const c of order) if (!live.get(c)!.search.done) skip(state, item, c, "time-budget", `search stopped at ${Math.round(elapsedS(state))} s (repeat ${r + 1})`);
-        return;
-      }
       for (const c of order) {
         const s = live.get(c)!;
         if (s.search.done || s.failed) continue;
@@ -180,7 +184,7 @@ async function runSearches(state: RunState, item: WorkItem, index: number, usabl
         } catch (err) {
           if (/another forwarder is active|interrupted/.test((err as Error).message)) throw err;
           s.failed = true;
-          skip(state, item, c, "failed", `search repeat ${r + 1}: ${(err as Error).message}`);
+          skip(state, item, c, err instanceof OutOfTime ? "time-budget" : "failed", `search repeat ${r + 1}: ${(err as Error).message}`);
         }
       }
     }
@@ -236,7 +240,7 @@ async function runFixed(state: RunState, item: WorkItem, index: number, usable: 
         await trialWithRetry(state, ctxFor(c), c, spec);
       } catch (err) {
         if (/another forwarder is active|interrupted/.test((err as Error).message)) throw err;
-        skip(state, item, c, "failed", `${rate} pps: ${(err as Error).message}`);
+        skip(state, item, c, err instanceof OutOfTime ? "time-budget" : "failed", `${rate} pps: ${(err as Error).message}`);
       }
     }
   }
@@ -284,7 +288,7 @@ async function runOverload(state: RunState, item: WorkItem, index: number, usabl
       });
     } catch (err) {
       if (/another forwarder is active|interrupted/.test((err as Error).message)) throw err;
-      skip(state, item, c, "failed", (err as Error).message);
+      skip(state, item, c, err instanceof OutOfTime ? "time-budget" : "failed", (err as Error).message);
     }
   }
 }
@@ -312,7 +316,7 @@ async function runProfile(state: RunState, item: WorkItem, usable: ContenderId[]
         });
       } catch (err) {
         if (/another forwarder is active|interrupted/.test((err as Error).message)) throw err;
-        skip(state, item, c, "failed", `profile at ${rate} pps: ${(err as Error).message}`);
+        skip(state, item, c, err instanceof OutOfTime ? "time-budget" : "failed", `profile at ${rate} pps: ${(err as Error).message}`);
       }
     }
   }

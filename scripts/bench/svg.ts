@@ -73,9 +73,11 @@ function panel(title: string, trials: TrialRecord[], x0: number, y0: number): st
   return out.join("\n");
 }
 
-/** Panels for every variant with trials; filled points lost nothing, hollow ones lost packets. */
+/** One panel per searched variant (or per variant, without searches); filled points lost nothing, hollow ones lost packets. */
 export function renderSvg(trials: TrialRecord[]): string {
-  const variants = [...new Set(trials.map((t) => t.variant))];
+  // Searches are what this plot is for; a run without any (smoke) shows its fixed trials.
+  const searched = new Set(trials.filter((t) => t.phase === "coarse" || t.phase === "final").map((t) => t.variant));
+  const variants = [...new Set(trials.map((t) => t.variant))].filter((v) => searched.size === 0 || searched.has(v));
   const panels = variants
     .map((v) => ({ v, list: trials.filter((t) => t.variant === v && t.phase !== "profile" && t.phase !== "overload") }))
     .filter((p) => p.list.length > 0);

@@ -14,11 +14,11 @@
  */
 import { rmSync } from "node:fs";
 import { join } from "node:path";
-import { consola } from "consola";
+import { logger } from "./log.ts";
 import type { BenchTopology, Placement } from "./topology.ts";
-import { CONTENDERS, GEN_TTL, INPUT, type Contender, type RelayOutcome, type RunningRelay, type Tools } from "./contenders.ts";
+import { GEN_TTL, INPUT, type Contender, type RelayOutcome, type RunningRelay, type Tools } from "./contenders.ts";
 import { delta, snapshot, waitDrained, type CounterDelta } from "./counters.ts";
-import { findForwarders, interruptAndCollect, memoryKib, netnsId, parseJson, schedstatNs, spawnIn, tail, type Spawned } from "./proc.ts";
+import { findForwarders, interruptAndCollect, memoryKib, netnsId, parseJson, schedstatNs, spawnHost, spawnIn, type Spawned } from "./proc.ts";
 import {
   SCHEMA_VERSION,
   type ContenderId,
@@ -30,7 +30,7 @@ import {
   type TrialRecord,
 } from "./results.ts";
 
-const log = consola.withTag("trial");
+const log = logger("trial");
 
 const RSS_SAMPLE_MS = 250;
 /** The sinks are stopped once no datagram reached them for this long and their queues are empty. */
@@ -154,17 +154,29 @@ function relayCpuNs(pids: number[]): { ns: number; threads: number } {
   return pids.map(schedstatNs).reduce((a, b) => ({ ns: a.ns + b.ns, threads: a.threads + b.threads }), { ns: 0, threads: 0 });
 }
 
-function checkNoForwarder(ctx: TrialContext): string[] {
+/** How long a trial waits for forwarders of others (a test suite, say) to go away before refusing to run. */
+const FOREIGN_WAIT_MS = 90_000;
+let foreignWarned = false;
+
+async function checkNoForwarder(ctx: TrialContext): Promise<string[]> {
   const ours = new Set([...ctx.bt.roles.keys()].map(netnsId));
-  const found = findForwarders();
-  const leftovers = found.filter((f) => ours.has(f.netns));
-  if (leftovers.length) throw new Error(`a forwarder is still running in this topology: ${leftovers.map((f) => `${f.pid} ${f.what}`).join("; ")}`);
-  if (found.length === 0) return [];
-  const text = found.map((f) => `pid ${f.pid} (${f.netns}): ${f.what}`);
-  if (!ctx.allowForeign) {
-    throw new Error(`another forwarder is active on this machine; stop it or pass --allow-foreign to record it: ${text.join("; ")}`);
+  const deadline = performance.now() + FOREIGN_WAIT_MS;
+  for (;;) {
+    const found = findForwarders();
+    const leftovers = found.filter((f) => ours.has(f.netns));
+    if (leftovers.length) throw new Error(`a forwarder is still running in this topology: ${leftovers.map((f) => `${f.pid} ${f.what}`).join("; ")}`);
+    if (found.length === 0) return [];
+    const text = found.map((f) => `pid ${f.pid} (${f.netns}): ${f.what}`);
+    if (ctx.allowForeign) return text;
+    if (performance.now() > deadline) {
+      throw new Error(`another forwarder is active on this machine; stop it or pass --allow-foreign to record it: ${text.join("; ")}`);
+    }
+    if (!foreignWarned) {
+      foreignWarned = true;
+      log.warn(`waiting up to ${FOREIGN_WAIT_MS / 1000} s for other forwarders to stop: ${text.join("; ")}`);
+    }
+    await Bun.sleep(2_000);
   }
-  return text;
 }
 
 function aggregateLatency(streams: SinkStreamResult[]): Latency {
@@ -200,20 +212,18 @@ function countedKernelDrops(d: CounterDelta, bt: BenchTopology): number {
   return n;
 }
 
-async function startProfile(ctx: TrialContext, pids: number[], seconds: number): Promise<{ proc: Spawned | null; file: string; command: string }> {
+interface Profiler {
+  proc: ReturnType<typeof spawnHost>;
+  file: string;
+  command: string;
+}
+
+/** perf record of the relay's processes (or of every CPU when the relay has no task: the kernel). */
+function startProfile(ctx: TrialContext, pids: number[], seconds: number): Profiler {
   const file = join(ctx.tools.tmpDir, `perf-${process.pid}-${Date.now()}.data`);
   const target = pids.length ? ["-p", pids.join(",")] : ["-a"];
   const argv = ["perf", "record", "-F", "999", "-g", "-o", file, ...target, "--", "sleep", String(seconds)];
-  const proc = Bun.spawn({ cmd: argv, stdin: "ignore", stdout: "ignore", stderr: "pipe" });
-  const spawned: Spawned = {
-    proc: proc as unknown as Spawned["proc"],
-    pid: proc.pid,
-    stdout: Promise.resolve(""),
-    stderr: () => "",
-    waitFor: async () => {},
-    exited: proc.exited,
-  };
-  return { proc: spawned, file, command: argv.join(" ") };
+  return { proc: spawnHost(argv), file, command: argv.join(" ") };
 }
 
 async function profileTop(file: string): Promise<string[]> {
@@ -235,7 +245,7 @@ async function profileTop(file: string): Promise<string[]> {
 export async function runTrial(ctx: TrialContext, contender: Contender, spec: TrialSpec): Promise<TrialOutput> {
   const { bt, placement, tools } = ctx;
   const problems: string[] = [];
-  const foreign = checkNoForwarder(ctx);
+  const foreign = await checkNoForwarder(ctx);
   if (foreign.length) problems.push(`foreign forwarders running: ${foreign.length}`);
   const namespaces = [...bt.roles.keys()];
   const before = await snapshot(bt.topo, namespaces);
@@ -263,6 +273,8 @@ export async function runTrial(ctx: TrialContext, contender: Contender, spec: Tr
   let drainMs = 0;
   let profile: ProfileRecord | null = null;
   const sinkResults: SinkResult[] = [];
+  let sampler: ReturnType<typeof setInterval> | null = null;
+  let prof: Profiler | null = null;
   try {
     await Promise.all(sinks.map((s) => s.waitFor("listening on", SINK_READY_MS)));
     running = await contender.start(bt, placement, tools);
@@ -279,10 +291,10 @@ export async function runTrial(ctx: TrialContext, contender: Contender, spec: Tr
     const cpu0 = relayCpuNs(pids);
     const sinkCpu0 = relayCpuNs(sinkPids).ns;
     const t0 = performance.now();
-    const sampler = setInterval(() => {
+    sampler = setInterval(() => {
       rssMax = Math.max(rssMax, pids.reduce((n, p) => n + memoryKib(p).rss, 0));
     }, RSS_SAMPLE_MS);
-    const prof = spec.profileS ? await startProfile(ctx, running.cpuAttributable ? pids : [], spec.profileS) : null;
+    prof = spec.profileS ? startProfile(ctx, running.cpuAttributable ? pids : [], spec.profileS) : null;
     const measured: GenRun[] = [];
     if (spec.overload) {
       // The overload runs for durationS whatever the generator manages; probes follow it.
@@ -311,9 +323,10 @@ export async function runTrial(ctx: TrialContext, contender: Contender, spec: Tr
     sinkCpu = relayCpuNs(sinkPids).ns - sinkCpu0;
     rssHwm = pids.reduce((n, p) => n + memoryKib(p).hwm, 0);
     clearInterval(sampler);
+    sampler = null;
     rssMax = Math.max(rssMax, pids.reduce((n, p) => n + memoryKib(p).rss, 0));
     for (const g of gens.filter((g) => g.role === "probe")) g.result = await finishGen(g.run, (spec.overload!.recoveryS + 30) * 1000);
-    if (prof?.proc) {
+    if (prof) {
       await prof.proc.exited;
       profile = {
         type: "profile",
@@ -332,6 +345,8 @@ export async function runTrial(ctx: TrialContext, contender: Contender, spec: Tr
     // Everything still queued (ring, socket buffers) reaches the sinks before they stop.
     drainMs = await waitDrained(bt.topo, bt.sinks, contender.sinkGroup.port, DRAIN_QUIET_MS, DRAIN_MAX_MS);
   } finally {
+    if (sampler) clearInterval(sampler);
+    if (prof && prof.proc.exitCode === null) prof.proc.kill("SIGINT");
     if (running) {
       try {
         outcome = await running.stop();
@@ -494,4 +509,3 @@ export function describeTrial(r: TrialRecord): string {
   );
 }
 
-export { CONTENDERS, tail };
