@@ -11,8 +11,8 @@ pub const outputs_per_rule_max: u32 = 256;
 /// Hash table slots for (address, port) lookup; power of two, load factor <= 0.5.
 pub const table_slots: u32 = 2 * rules_max;
 
-/// Datagrams one output queues before a sendmmsg flush.
-pub const egress_batch_max: u32 = 32;
+/// Datagrams one output queues before a flush (one UDP GSO buffer holds up to ~48 of 1316 bytes).
+pub const egress_batch_max: u32 = 48;
 /// Egress socket send buffer. A small buffer collapsed throughput in the earlier relay.
 pub const egress_sndbuf_bytes: u32 = 4 * 1024 * 1024;
 /// Groups one UDP socket may join: the kernel's default igmp_max_memberships is 20.

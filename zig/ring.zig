@@ -134,10 +134,11 @@ pub const Ring = struct {
         return @ptrCast(@alignCast(self.map.ptr + @as(usize, index) * self.geo.block_bytes));
     }
 
-    /// The next block owned by user space, if any. Released with `release` after its frames
-    /// were processed and their egress flushed.
-    pub fn nextBlock(self: *Ring) ?Block {
-        const desc = self.blockDesc(self.block_next);
+    /// The block `ahead` places after the next one to release, if user space owns it.
+    pub fn peekBlock(self: *Ring, ahead: u32) ?Block {
+        std.debug.assert(ahead < self.geo.block_count);
+        const index = (self.block_next + ahead) % self.geo.block_count;
+        const desc = self.blockDesc(index);
         const status = @atomicLoad(u32, @as(*const u32, @ptrCast(&desc.hdr.bh1.block_status)), .acquire);
         if (status & TP_STATUS_USER == 0) return null;
         const base = @as([*]const u8, @ptrCast(desc));
@@ -145,10 +146,11 @@ pub const Ring = struct {
             .base = base[0..self.geo.block_bytes],
             .count = desc.hdr.bh1.num_pkts,
             .offset = desc.hdr.bh1.offset_to_first_pkt,
-            .index = self.block_next,
+            .index = index,
         };
     }
 
+    /// Gives a block back to the kernel; blocks are released in ring order.
     pub fn release(self: *Ring, block: Block) void {
         std.debug.assert(block.index == self.block_next);
         const desc = self.blockDesc(block.index);

@@ -73,6 +73,7 @@ export const WORKER_COUNTERS = [
   "tx_packets",
   "tx_bytes",
   "tx_errors",
+  "tx_gso_sends",
   "polls",
   "wakeups",
   "run_calls",

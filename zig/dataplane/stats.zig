@@ -47,6 +47,8 @@ pub const Worker = enum(u32) {
     tx_packets,
     tx_bytes,
     tx_errors,
+    /// sendmsg calls that carried a whole batch as one UDP GSO buffer.
+    tx_gso_sends,
     polls,
     wakeups,
     run_calls,
