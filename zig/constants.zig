@@ -24,7 +24,7 @@ pub const join_sockets_max: u32 = (rules_max + joins_per_socket_max - 1) / joins
 /// Blocks are small and many because a quiet stream retires a block every block timeout with
 /// only a few frames in it: capacity in frames is about the block count at low rates, and
 /// the ring must hold a worker restart's worth of traffic.
-pub const ring_block_bytes_min: u32 = 1 << 14;
+pub const ring_block_bytes_min: u32 = 1 << 13;
 pub const ring_bytes_default: u32 = 32 * 1024 * 1024;
 pub const ring_blocks_max: u32 = 4096;
 /// Block retire timeout: a quiet stream waits at most this long in a half-filled block.

@@ -220,6 +220,6 @@ test "geometry: frames fit a block for every MTU, jumbo included" {
         try std.testing.expect(std.math.isPowerOfTwo(g.block_bytes));
     }
     const g = geometry(1500, constants.ring_bytes_default);
-    try std.testing.expectEqual(@as(u32, 1 << 14), g.block_bytes);
-    try std.testing.expectEqual(@as(u32, 2048), g.block_count);
+    try std.testing.expectEqual(@as(u32, 1 << 13), g.block_bytes);
+    try std.testing.expectEqual(@as(u32, 4096), g.block_count);
 }
