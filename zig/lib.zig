@@ -126,10 +126,10 @@ export fn mcr_scm_recv(fd: i32, buf: [*]u8, cap: u32, fds: [*]i32, fds_cap: u32,
     return @intCast(r.bytes);
 }
 
-/// Drops to uid/gid (when change_ids != 0), clears every capability set, sets no_new_privs on
+/// Drops to uid/gid (with CAP_SETUID), clears every capability set, sets no_new_privs on
 /// every thread and SIGKILL on parent death.
-export fn mcr_privileges_drop(uid: u32, gid: u32, change_ids: u32) i32 {
-    privileges.drop(uid, gid, change_ids != 0) catch |err| return rc(err);
+export fn mcr_privileges_drop(uid: u32, gid: u32) i32 {
+    privileges.drop(uid, gid) catch |err| return rc(err);
     return 0;
 }
 

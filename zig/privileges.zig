@@ -24,12 +24,30 @@ fn prctl(option: linux.PR, arg2: usize) sys.Error!usize {
     return sys.check(linux.prctl(@intFromEnum(option), arg2, 0, 0, 0));
 }
 
+const CAP_SETUID: u5 = 7;
+
+fn effectiveCaps() sys.Error!u64 {
+    var header = linux.cap_user_header_t{ .version = LINUX_CAPABILITY_VERSION_3, .pid = 0 };
+    var data: [2]linux.cap_user_data_t = undefined;
+    _ = try sys.check(linux.capget(&header, &data[0]));
+    return @as(u64, data[0].effective) | (@as(u64, data[1].effective) << 32);
+}
+
 /// Becomes uid/gid with no supplementary groups, no capabilities in any set, no_new_privs on
-/// every thread, and SIGKILL when the parent (the supervisor) dies. `change_ids` is false when
-/// the process has no right to change ids (then only capabilities and no_new_privs are shed).
-pub fn drop(uid: u32, gid: u32, change_ids: bool) sys.Error!void {
-    if (change_ids) {
-        // Groups and gid first: once the uid is not 0 they cannot be changed any more.
+/// every thread, and SIGKILL when the parent (the supervisor) dies.
+///
+/// Capabilities are per thread and capset(2) reaches only the calling thread, but the kernel
+/// clears the permitted, effective and ambient sets of a thread whose ids all become non-zero
+/// when one of them was 0. So with CAP_SETUID the ids go to 0 first and then to the target,
+/// through libc (which repeats set*id on every thread): every thread loses its capabilities,
+/// also when the supervisor is a non-root user holding them as ambient capabilities. Without
+/// CAP_SETUID the ids stay; the caller's verification then says what remains.
+pub fn drop(uid: u32, gid: u32) sys.Error!void {
+    if (uid == 0) return error.INVAL;
+    const caps = try effectiveCaps();
+    if (caps & (@as(u64, 1) << CAP_SETUID) != 0) {
+        try libcCheck(setresuid(0, 0, 0));
+        // Groups and gid while the uid is 0: afterwards they cannot be changed any more.
         try libcCheck(setgroups(0, null));
         try libcCheck(setresgid(gid, gid, gid));
         try libcCheck(setresuid(uid, uid, uid));
@@ -66,7 +84,7 @@ test "dropping in a child process gives nobody, no caps, no_new_privs" {
     if (linux.geteuid() != 0) return error.SkipZigTest;
     const pid = linux.fork();
     if (pid == 0) {
-        drop(65534, 65534, true) catch linux.exit(2);
+        drop(65534, 65534) catch linux.exit(2);
         var r: linux.uid_t = undefined;
         var e: linux.uid_t = undefined;
         var s: linux.uid_t = undefined;

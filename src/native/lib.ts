@@ -44,7 +44,7 @@ const symbols = {
   mcr_shm_create: { args: [], returns: "i32" },
   mcr_shm_map: { args: ["i32", "ptr"], returns: "i32" },
   mcr_shm_unmap: { args: ["ptr"], returns: "void" },
-  mcr_privileges_drop: { args: ["u32", "u32", "u32"], returns: "i32" },
+  mcr_privileges_drop: { args: ["u32", "u32"], returns: "i32" },
   mcr_notify: { args: ["ptr", "u32", "ptr", "u32"], returns: "i32" },
   mcr_nl_open: { args: ["ptr"], returns: "i32" },
   mcr_nl_dump: { args: ["ptr", "u32"], returns: "i32" },
@@ -170,9 +170,9 @@ export function scmWake(fd: number): void {
 const WAKE_BYTE = new Uint8Array([0x77]);
 const NO_FDS = new Int32Array(1);
 
-/** Drops to uid/gid (or only sheds capabilities when changeIds is false); see zig/privileges.zig. */
-export function privilegesDrop(uid: number, gid: number, changeIds: boolean): void {
-  check(`drop privileges to uid ${uid} gid ${gid}`, lib().mcr_privileges_drop(uid, gid, changeIds ? 1 : 0));
+/** Drops to uid/gid and sheds every capability on every thread; see zig/privileges.zig. */
+export function privilegesDrop(uid: number, gid: number): void {
+  check(`drop privileges to uid ${uid} gid ${gid}`, lib().mcr_privileges_drop(uid, gid));
 }
 
 export interface ScmMessage {

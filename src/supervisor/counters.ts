@@ -41,6 +41,10 @@ function addSnapshot(into: Totals, iface: string, s: DataplaneSnapshot): void {
   into.interfaces.set(iface, i);
 }
 
+function sumErrors(o: OutputCounters): number {
+  return Object.values(o.sendErrors).reduce((n, v) => n + v, 0);
+}
+
 export interface Rates {
   rules: Map<string, { pps: number; bps: number }>;
   outputs: Map<string, { pps: number; bps: number }>;
@@ -53,7 +57,25 @@ export class CounterBook {
   #previous: { at: number; totals: Totals } | null = null;
   #rates: Rates = { rules: new Map(), outputs: new Map() };
 
+  /**
+   * The latest counters of a live worker. A worker counts per rule and output id while the id
+   * is in its table: when an id leaves the table (rule removed, moved to another worker, or a
+   * drift repair), or its count restarts lower, what it had counted is kept as retired.
+   */
   observe(key: string, iface: string, snap: DataplaneSnapshot): void {
+    const prev = this.#live.get(key)?.snap;
+    if (prev) {
+      const rules = new Map(snap.rules.map((r) => [r.id, r]));
+      for (const r of prev.rules) {
+        const now = rules.get(r.id);
+        if (!now || now.packets < r.packets || now.bytes < r.bytes) addRule(this.#retired.rules, r);
+      }
+      const outputs = new Map(snap.outputs.map((o) => [o.id, o]));
+      for (const o of prev.outputs) {
+        const now = outputs.get(o.id);
+        if (!now || now.packets < o.packets || now.bytes < o.bytes || sumErrors(now) < sumErrors(o)) addOutput(this.#retired.outputs, o);
+      }
+    }
     this.#live.set(key, { iface, snap });
   }
 

@@ -77,7 +77,13 @@ export class Daemon {
   /** Loads config and state, starts workers, then opens the control socket. */
   static async start(opts: DaemonOptions): Promise<Daemon> {
     const d = new Daemon(opts);
-    await Promise.race([d.#links.ready, Bun.sleep(5000).then(() => Promise.reject(new Error("netlink: no answer to the initial dump within 5 s")))]);
+    let readyTimer: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([
+      d.#links.ready,
+      new Promise((_, reject) => {
+        readyTimer = setTimeout(() => reject(new Error("netlink: no answer to the initial dump within 5 s")), 5000);
+      }),
+    ]).finally(() => clearTimeout(readyTimer));
     d.#links.onChange((events) => {
       for (const e of events) d.#publish({ kind: "link", ...e });
       void d.#mutate(async () => d.#reconcile());

@@ -354,7 +354,10 @@ export class Dataplanes {
   async #apply(e: Entry): Promise<void> {
     const handle = e.handle!;
     const { rules, hash, generation } = e;
+    // Counters of rules leaving this worker's table restart; the book keeps what they had.
+    this.counters.observe(workerKey(e), e.ifname, handle.snapshot());
     await handle.applyTable(rules, generation, hash);
+    this.counters.observe(workerKey(e), e.ifname, handle.snapshot());
     e.appliedHash = hash;
     log.debug(`worker ${label(e)}: table ${hash} applied (${rules.length} rules)`);
   }

@@ -34,6 +34,23 @@ export function lookupUser(name: string, passwd = "/etc/passwd"): WorkerUser {
  * user unless one is named (then the worker needs CAP_SETUID and CAP_SETGID to switch).
  */
 export function workerUser(flag: string | undefined): WorkerUser {
-  if (flag || process.geteuid?.() === 0) return lookupUser(flag || DEFAULT_WORKER_USER);
-  return { name: String(process.getuid?.()), uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0 };
+  const root = process.geteuid?.() === 0;
+  if (!flag && !root) return { name: String(process.getuid?.()), uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0 };
+  const user = lookupUser(flag || DEFAULT_WORKER_USER);
+  // Signalling a process of another user needs CAP_KILL: without it a hung worker could not be
+  // stopped. Root has it; a non-root supervisor must hold it to use --user.
+  if (!root && user.uid !== process.getuid?.() && !hasCapability(CAP_KILL)) {
+    throw new UsageError(
+      `--user ${flag}: a non-root supervisor needs CAP_KILL to stop workers of another user; ` +
+        "omit --user (workers then run as the supervisor's own user, without capabilities) or grant CAP_KILL",
+    );
+  }
+  return user;
+}
+
+const CAP_KILL = 5;
+
+function hasCapability(cap: number): boolean {
+  const hex = readFileSync("/proc/self/status", "utf8").match(/^CapEff:\s*([0-9a-f]+)/m)?.[1];
+  return hex !== undefined && ((BigInt(`0x${hex}`) >> BigInt(cap)) & 1n) === 1n;
 }

@@ -21,6 +21,15 @@ export const STOP_TIMEOUT_MS = 1500;
 type Pending = { resolve: (m: FromWorker) => void; reject: (e: Error) => void; timer: ReturnType<typeof setTimeout> };
 type Request = ToWorker extends infer T ? (T extends { id: number } ? Omit<T, "id"> : never) : never;
 
+/** Signals a worker; a failure (the worker is gone, or EPERM) is logged, never thrown. */
+function safeKill(proc: ReturnType<typeof Bun.spawn>, signal: NodeJS.Signals): void {
+  try {
+    proc.kill(signal);
+  } catch (err) {
+    log.warn(`cannot send ${signal} to worker pid ${proc.pid}: ${(err as Error).message}`);
+  }
+}
+
 export class WorkerError extends Error {
   override name = "WorkerError";
 }
@@ -143,8 +152,8 @@ export class WorkerHandle {
     try {
       readyMsg = await ready;
     } catch (err) {
-      proc.kill("SIGKILL");
-      await proc.exited;
+      safeKill(proc, "SIGKILL");
+      await Promise.race([proc.exited, Bun.sleep(STOP_TIMEOUT_MS)]);
       fdClose(mine);
       shared.release();
       throw err;
@@ -213,18 +222,18 @@ export class WorkerHandle {
   /** Asks the worker to stop and waits for it; kills it after the deadline. */
   async stop(): Promise<void> {
     if (this.#exited) return;
-    const timer = setTimeout(() => this.#proc.kill("SIGKILL"), STOP_TIMEOUT_MS);
+    const timer = setTimeout(() => safeKill(this.#proc, "SIGKILL"), STOP_TIMEOUT_MS);
     try {
       await this.request({ type: "stop" }, STOP_TIMEOUT_MS);
     } catch (err) {
       log.warn((err as Error).message);
-      this.#proc.kill("SIGKILL");
+      safeKill(this.#proc, "SIGKILL");
     }
     await this.exited;
     clearTimeout(timer);
   }
 
   kill(signal: NodeJS.Signals = "SIGKILL"): void {
-    if (!this.#exited) this.#proc.kill(signal);
+    if (!this.#exited) safeKill(this.#proc, signal);
   }
 }
