@@ -10,6 +10,7 @@ test {
     _ = @import("join.zig");
     _ = @import("scm.zig");
     _ = @import("shm.zig");
+    _ = @import("background.zig");
     _ = @import("link.zig");
     _ = @import("netlink.zig");
     _ = @import("notify.zig");

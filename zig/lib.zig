@@ -17,6 +17,7 @@ const shm = @import("shm.zig");
 const ring = @import("ring.zig");
 const netlink = @import("netlink.zig");
 const notify = @import("notify.zig");
+const background = @import("background.zig");
 const fanout = @import("fanout.zig");
 const Gen = @import("tools/gen.zig").Gen;
 const gen_mod = @import("tools/gen.zig");
@@ -86,6 +87,25 @@ export fn mcr_packet_setup(fd: i32, cfg: *const abi.PacketSetup, out: *abi.RingG
     if (cfg.mtu == 0 or cfg.mtu > constants.mtu_max or cfg.ifindex == 0) return -sys.toErrno(error.INVAL);
     out.* = ring.setup(fd, cfg.ifindex, cfg.mtu, ring_bytes, timeout, cfg.fanout_id) catch |err| return rc(err);
     return 0;
+}
+
+/// Starts mcr_packet_setup on a native thread; poll with mcr_packet_setup_poll.
+export fn mcr_packet_setup_start(fd: i32, cfg: *const abi.PacketSetup, out: *?*background.SetupJob) i32 {
+    if (cfg.mtu == 0 or cfg.mtu > constants.mtu_max or cfg.ifindex == 0) return -sys.toErrno(error.INVAL);
+    const ring_bytes = if (cfg.ring_bytes == 0) constants.ring_bytes_default else cfg.ring_bytes;
+    const timeout = if (cfg.block_timeout_ms == 0) constants.ring_block_timeout_ms else cfg.block_timeout_ms;
+    out.* = background.startSetup(fd, cfg.*, ring_bytes, timeout) catch |err| return rc(err);
+    return 0;
+}
+
+/// 1 while running; when done: 0 (geometry written) or -errno, and the job is freed.
+export fn mcr_packet_setup_poll(job: *background.SetupJob, out: *abi.RingGeometry) i32 {
+    return background.pollSetup(job, out);
+}
+
+/// Closes a descriptor on a native thread, without waiting.
+export fn mcr_fd_close_async(fd: i32) void {
+    background.closeLater(fd);
 }
 
 /// flowHash(dst, port) of the fanout program, for tests of the TypeScript twin.

@@ -47,7 +47,12 @@ interface Conn {
   closed: boolean;
   /** The id of the `events` request when subscribed. */
   subscription: string | number | null;
+  /** Requests read and not yet answered; past REQUESTS_QUEUED_MAX the client is dropped. */
+  queued: number;
 }
+
+/** A client pipelining more requests than this without reading answers is disconnected. */
+export const REQUESTS_QUEUED_MAX = 1024;
 
 export class DaemonRunningError extends Error {}
 
@@ -72,6 +77,11 @@ export class ControlServer {
     this.#listener = listener;
   }
 
+  /** Throws DaemonRunningError when another daemon answers on `path`. */
+  static async ensureFree(path: string): Promise<void> {
+    if (existsSync(path) && (await alive(path))) throw new DaemonRunningError(`another daemon answers on ${path}`);
+  }
+
   static async start(path: string, handler: Handler, opts: { mode?: number; gid?: number } = {}): Promise<ControlServer> {
     mkdirSync(dirname(path), { recursive: true, mode: 0o755 });
     if (existsSync(path)) {
@@ -84,7 +94,7 @@ export class ControlServer {
       unix: path,
       socket: {
         open(socket) {
-          socket.data = { buf: [], bufBytes: 0, hello: false, chain: Promise.resolve(), backlog: [], backlogBytes: 0, closed: false, subscription: null };
+          socket.data = { buf: [], bufBytes: 0, hello: false, chain: Promise.resolve(), backlog: [], backlogBytes: 0, closed: false, subscription: null, queued: 0 };
           server.#conns.add(socket);
         },
         data(socket, chunk) {
@@ -145,8 +155,16 @@ export class ControlServer {
       if (line.length > LINE_BYTES_MAX) return this.#refuseLarge(socket);
       if (c.closed) return;
       const text = new TextDecoder().decode(line);
+      if (++c.queued > REQUESTS_QUEUED_MAX) {
+        log.warn(`client has ${REQUESTS_QUEUED_MAX} requests waiting; disconnecting it`);
+        c.closed = true;
+        socket.end();
+        return;
+      }
       // One request at a time per client, in order; other clients are not affected.
-      c.chain = c.chain.then(() => this.#handleLine(socket, text, handler));
+      c.chain = c.chain.then(() => this.#handleLine(socket, text, handler)).finally(() => {
+        c.queued -= 1;
+      });
     }
     if (start < chunk.length) {
       const rest = chunk.slice(start);
@@ -231,6 +249,7 @@ export class ControlServer {
       log.warn("client does not read its responses; disconnecting it");
       c.backlog = [];
       c.backlogBytes = 0;
+      c.closed = true; // its queued requests are not run
       socket.end();
     }
   }

@@ -34,6 +34,9 @@ const symbols = {
   mcr_abi_layout: { args: ["ptr", "u32"], returns: "u32" },
   mcr_packet_open: { args: [], returns: "i32" },
   mcr_packet_setup: { args: ["i32", "ptr", "ptr"], returns: "i32" },
+  mcr_packet_setup_start: { args: ["i32", "ptr", "ptr"], returns: "i32" },
+  mcr_packet_setup_poll: { args: ["ptr", "ptr"], returns: "i32" },
+  mcr_fd_close_async: { args: ["i32"], returns: "void" },
   mcr_fanout_hash: { args: ["u32", "u16"], returns: "u32" },
   mcr_fd_close: { args: ["i32"], returns: "i32" },
   mcr_fd_inherit: { args: ["i32"], returns: "i32" },
@@ -128,6 +131,30 @@ export function packetSetup(fd: number, setup: PacketSetup, what: string): RingG
   const out = new Uint32Array(4);
   check(`ring setup ${what}`, lib().mcr_packet_setup(fd, ptr(encodePacketSetup(setup)), ptr(out)));
   return decodeGeometry(out);
+}
+
+/**
+ * packetSetup on a native thread: allocating and clearing a ring takes milliseconds that the
+ * supervisor's event loop (and its control socket) must not wait for.
+ */
+export async function packetSetupAsync(fd: number, setup: PacketSetup, what: string): Promise<RingGeometry> {
+  const out = new BigUint64Array(1);
+  check(`ring setup ${what}`, lib().mcr_packet_setup_start(fd, ptr(encodePacketSetup(setup)), ptr(out)));
+  const job = handleFrom(out);
+  const geo = new Uint32Array(4);
+  for (;;) {
+    const rc = lib().mcr_packet_setup_poll(job, ptr(geo));
+    if (rc !== 1) {
+      check(`ring setup ${what}`, rc);
+      return decodeGeometry(geo);
+    }
+    await Bun.sleep(1);
+  }
+}
+
+/** Closes a descriptor on a native thread (a packet socket's close can take tens of ms). */
+export function fdCloseAsync(fd: number): void {
+  lib().mcr_fd_close_async(fd);
 }
 
 /** The fanout program's hash, computed natively (to test the TypeScript twin against). */

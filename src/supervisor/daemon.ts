@@ -76,27 +76,44 @@ export class Daemon {
 
   /** Loads config and state, starts workers, then opens the control socket. */
   static async start(opts: DaemonOptions): Promise<Daemon> {
+    // Before anything forwards: a second daemon must not relay the same streams again.
+    await ControlServer.ensureFree(opts.socketPath);
     const d = new Daemon(opts);
+    try {
+      await d.#init();
+      return d;
+    } catch (err) {
+      d.#stopping = true;
+      d.#links.close();
+      await d.#dataplanes.close();
+      d.#server?.stop();
+      throw err;
+    }
+  }
+
+  async #init(): Promise<void> {
+    const opts = this.#opts;
     let readyTimer: ReturnType<typeof setTimeout> | undefined;
     await Promise.race([
-      d.#links.ready,
+      this.#links.ready,
       new Promise((_, reject) => {
         readyTimer = setTimeout(() => reject(new Error("netlink: no answer to the initial dump within 5 s")), 5000);
       }),
     ]).finally(() => clearTimeout(readyTimer));
-    d.#links.onChange((events) => {
-      for (const e of events) d.#publish({ kind: "link", ...e });
-      void d.#mutate(async () => d.#reconcile());
+    this.#links.onChange((events) => {
+      for (const e of events) this.#publish({ kind: "link", ...e });
+      void this.#mutate(async () => this.#reconcile());
     });
-    const saved = d.#state.load();
-    d.#nextId = saved.nextId;
+    const saved = this.#state.load();
+    this.#nextId = saved.nextId;
     if (opts.configPath) {
       const cfg = loadConfig(opts.configPath);
-      d.#workersConfig = cfg.workers;
-      for (const spec of cfg.specs) d.#put(spec, "config", d.#takeId());
+      this.#workersConfig = cfg.workers;
+      // A config rule keeps its id across restarts (by name), as runtime rules do.
+      for (const spec of cfg.specs) this.#put(spec, "config", saved.configIds.get(spec.name) ?? this.#takeId());
     }
     for (const r of saved.rules) {
-      if (d.#rules.has(r.spec.name)) {
+      if (this.#rules.has(r.spec.name)) {
         log.warn(`runtime rule ${r.spec.name} overrides the config file's rule of that name`);
       }
       const built = ruleFromSpec(r.spec, r.id);
@@ -104,19 +121,24 @@ export class Daemon {
         log.error(`saved rule ${r.spec.name} is no longer valid (${built.problems.join("; ")}); kept in the state file, not loaded`);
         continue;
       }
-      d.#rules.set(r.spec.name, { rule: built.rule, spec: r.spec, origin: "runtime", pending: [], pendingOutputs: new Map() });
-      if (r.id >= d.#nextId) d.#nextId = r.id + 1n;
+      this.#rules.set(r.spec.name, { rule: built.rule, spec: r.spec, origin: "runtime", pending: [], pendingOutputs: new Map() });
+      if (r.id >= this.#nextId) this.#nextId = r.id + 1n;
     }
-    d.#reconcile();
+    for (const id of saved.configIds.values()) if (id >= this.#nextId) this.#nextId = id + 1n;
     try {
-      await d.#dataplanes.settled(10_000);
+      this.#persist(); // config rules' ids, for the next start
+    } catch (err) {
+      log.warn(`cannot write the state file: ${(err as Error).message}`);
+    }
+    this.#reconcile();
+    try {
+      await this.#dataplanes.settled(10_000);
     } catch (err) {
       log.warn(`not every worker is forwarding yet: ${(err as Error).message}`);
     }
-    d.#server = await ControlServer.start(opts.socketPath, (req, ctx) => d.#handle(req, ctx), { mode: opts.socketMode, gid: opts.socketGid });
-    log.info(`ready: ${d.#rules.size} rules, control socket ${opts.socketPath}`);
-    notifyServiceManager(`READY=1\nSTATUS=${d.#rules.size} rules`);
-    return d;
+    this.#server = await ControlServer.start(opts.socketPath, (req, ctx) => this.#handle(req, ctx), { mode: opts.socketMode, gid: opts.socketGid });
+    log.info(`ready: ${this.#rules.size} rules, control socket ${opts.socketPath}`);
+    notifyServiceManager(`READY=1\nSTATUS=${this.#rules.size} rules`);
   }
 
   #takeId(): bigint {
@@ -133,7 +155,12 @@ export class Daemon {
 
   #persist(): void {
     const runtime = [...this.#rules.values()].filter((s) => s.origin === "runtime");
-    this.#state.save({ nextId: this.#nextId, rules: runtime.map((s) => ({ id: s.rule.id, spec: s.spec })) });
+    const config = [...this.#rules.values()].filter((s) => s.origin === "config");
+    this.#state.save({
+      nextId: this.#nextId,
+      rules: runtime.map((s) => ({ id: s.rule.id, spec: s.spec })),
+      configIds: new Map(config.map((s) => [s.rule.name, s.rule.id])),
+    });
   }
 
   /** Resolves every rule against the interfaces and gives each worker its complete table. */
@@ -304,6 +331,7 @@ export class Daemon {
         changed.push(name);
       }
     }
+    this.#persist();
     this.#reconcile();
     await this.#settle();
     log.info(`reloaded ${this.#opts.configPath}: ${added.length} added, ${removed.length} removed, ${changed.length} changed`);

@@ -8,7 +8,7 @@
 // with escalating backoff. Nothing here blocks the event loop.
 import { randomInt } from "node:crypto";
 import { logger } from "../log.ts";
-import { fdClose, packetOpen, packetSetup, type RingGeometry } from "../native/lib.ts";
+import { fdCloseAsync, packetOpen, packetSetupAsync, type RingGeometry } from "../native/lib.ts";
 import { workerSlot } from "../rules/flow-hash.ts";
 import { tableHash } from "../rules/wire.ts";
 import type { WireRule } from "../worker/messages.ts";
@@ -97,7 +97,8 @@ function entryKey(ifname: string, slot: number): string {
 export class Dataplanes {
   readonly counters = new CounterBook();
   readonly #entries = new Map<string, Entry>();
-  readonly #planes = new Map<string, Plane>();
+  /** Planes by interface; a promise while its sockets are being set up. */
+  readonly #planes = new Map<string, Promise<Plane>>();
   readonly #timer: ReturnType<typeof setInterval>;
   readonly #user: WorkerUser | null;
   readonly #lookup: LinkLookup;
@@ -105,6 +106,8 @@ export class Dataplanes {
   #logLevel: string | null = null;
   #closed = false;
   #lastSampleAt = 0;
+  /** What each plane was built for (known before its sockets are ready). */
+  readonly #planeFacts = new Map<string, { ifindex: number; mtu: number; members: number }>();
   #waiters: (() => void)[] = [];
 
   constructor(opts: { user: WorkerUser | null; lookup?: LinkLookup }) {
@@ -119,10 +122,11 @@ export class Dataplanes {
    * interface's plane.
    */
   setTables(desired: Map<string, Desired>): void {
-    for (const [ifname, plane] of this.#planes) {
+    for (const [ifname, facts] of this.#planeFacts) {
       const want = desired.get(ifname);
       const link = want && want.rules.length ? this.#lookup(ifname) : null;
-      const stale = !want || want.rules.length === 0 || plane.fds.length !== want.workers || !link || link.ifindex !== plane.ifindex || link.mtu !== plane.mtu;
+      const members = want ? Math.max(1, Math.min(WORKERS_PER_INTERFACE_MAX, want.workers)) : 0;
+      const stale = !want || want.rules.length === 0 || facts.members !== members || !link || link.ifindex !== facts.ifindex || link.mtu !== facts.mtu;
       if (stale) void this.#closePlane(ifname);
     }
     for (const [ifname, want] of desired) {
@@ -172,37 +176,53 @@ export class Dataplanes {
 
   /** Stops the interface's workers and closes its sockets. */
   async #closePlane(ifname: string): Promise<void> {
-    const plane = this.#planes.get(ifname);
+    const pending = this.#planes.get(ifname);
     this.#planes.delete(ifname);
+    this.#planeFacts.delete(ifname);
     const entries = [...this.#entries.values()].filter((e) => e.ifname === ifname);
     for (const e of entries) this.#entries.delete(entryKey(e.ifname, e.slot));
     await Promise.all(entries.map((e) => this.#retire(e)));
-    for (const fd of plane?.fds ?? []) fdClose(fd);
+    const plane = await pending?.catch(() => null);
+    // Closing a packet socket waits for the stack to let go of it: off the event loop.
+    for (const fd of plane?.fds ?? []) fdCloseAsync(fd);
   }
 
   /** The plane of an interface, set up on first use: all sockets join before any worker runs. */
-  #plane(ifname: string, members: number): Plane {
+  #plane(ifname: string, members: number): Promise<Plane> {
     const existing = this.#planes.get(ifname);
     if (existing) return existing;
     const link = this.#lookup(ifname);
-    if (!link) throw new Error(`interface ${ifname} does not exist`);
+    if (!link) return Promise.reject(new Error(`interface ${ifname} does not exist`));
+    this.#planeFacts.set(ifname, { ifindex: link.ifindex, mtu: link.mtu, members });
+    const building = this.#buildPlane(ifname, link.ifindex, link.mtu, members);
+    this.#planes.set(ifname, building);
+    // A failed setup is tried again by the next worker start.
+    building.catch(() => {
+      if (this.#planes.get(ifname) === building) {
+        this.#planes.delete(ifname);
+        this.#planeFacts.delete(ifname);
+      }
+    });
+    return building;
+  }
+
+  async #buildPlane(ifname: string, ifindex: number, mtu: number, members: number): Promise<Plane> {
     const fanoutId = members > 1 ? randomInt(1, 0xffff) : 0;
     const fds: number[] = [];
     let geometry: RingGeometry | null = null;
     try {
+      // One after another: fanout slots are taken in join order.
       for (let i = 0; i < members; i++) {
         const fd = packetOpen();
         fds.push(fd);
-        geometry = packetSetup(fd, { ifindex: link.ifindex, mtu: link.mtu, ringBytes: 0, blockTimeoutMs: 0, fanoutId }, ifname);
+        geometry = await packetSetupAsync(fd, { ifindex, mtu, ringBytes: 0, blockTimeoutMs: 0, fanoutId }, ifname);
       }
     } catch (err) {
-      for (const fd of fds) fdClose(fd);
+      for (const fd of fds) fdCloseAsync(fd);
       throw err;
     }
-    const plane: Plane = { ifname, ifindex: link.ifindex, mtu: link.mtu, fds, geometry: geometry!, fanoutId };
-    this.#planes.set(ifname, plane);
     log.debug(`interface ${ifname}: ${members} socket(s), ring ${geometry!.blockCount} x ${geometry!.blockBytes} bytes${fanoutId ? `, fanout group ${fanoutId}` : ""}`);
-    return plane;
+    return { ifname, ifindex, mtu, fds, geometry: geometry!, fanoutId };
   }
 
   /** Resolves when every worker holds its desired table, or rejects after the deadline. */
@@ -326,7 +346,7 @@ export class Dataplanes {
 
   async #start(e: Entry): Promise<void> {
     e.state = "starting";
-    const plane = this.#plane(e.ifname, e.members);
+    const plane = await this.#plane(e.ifname, e.members);
     const handle = await WorkerHandle.start({
       ifname: e.ifname,
       ifindex: plane.ifindex,

@@ -15,6 +15,8 @@ const StateSchema = v.strictObject({
   version: v.literal(1),
   next_id: v.pipe(v.string(), v.regex(/^\d+$/)),
   rules: v.array(v.strictObject({ id: v.pipe(v.string(), v.regex(/^\d+$/)), spec: RuleSpecSchema })),
+  /** Ids of config-file rules by name, so they keep their ids across restarts. */
+  config_ids: v.optional(v.record(v.string(), v.pipe(v.string(), v.regex(/^\d+$/)))),
 });
 
 export interface SavedRule {
@@ -25,6 +27,7 @@ export interface SavedRule {
 export interface State {
   nextId: bigint;
   rules: SavedRule[];
+  configIds: Map<string, bigint>;
 }
 
 export class StateFile {
@@ -37,7 +40,7 @@ export class StateFile {
   }
 
   load(): State {
-    if (!existsSync(this.path)) return { nextId: 1n, rules: [] };
+    if (!existsSync(this.path)) return { nextId: 1n, rules: [], configIds: new Map() };
     let problem: string;
     try {
       const parsed = v.safeParse(StateSchema, JSON.parse(readFileSync(this.path, "utf8")));
@@ -45,6 +48,7 @@ export class StateFile {
         return {
           nextId: BigInt(parsed.output.next_id),
           rules: parsed.output.rules.map((r) => ({ id: BigInt(r.id), spec: r.spec })),
+          configIds: new Map(Object.entries(parsed.output.config_ids ?? {}).map(([name, id]) => [name, BigInt(id)])),
         };
       }
       problem = formatIssues(parsed.issues).join("; ");
@@ -54,13 +58,18 @@ export class StateFile {
     const aside = `${this.path}.corrupt-${new Date().toISOString().replace(/[:.]/g, "-")}`;
     renameSync(this.path, aside);
     log.error(`state file ${this.path} is corrupt (${problem}); moved to ${aside}; starting without runtime rules`);
-    return { nextId: 1n, rules: [] };
+    return { nextId: 1n, rules: [], configIds: new Map() };
   }
 
   save(state: State): void {
     mkdirSync(this.dir, { recursive: true, mode: 0o750 });
     const body = JSON.stringify(
-      { version: 1, next_id: state.nextId.toString(), rules: state.rules.map((r) => ({ id: r.id.toString(), spec: r.spec })) },
+      {
+        version: 1,
+        next_id: state.nextId.toString(),
+        rules: state.rules.map((r) => ({ id: r.id.toString(), spec: r.spec })),
+        config_ids: Object.fromEntries([...state.configIds].map(([name, id]) => [name, id.toString()])),
+      },
       null,
       2,
     );

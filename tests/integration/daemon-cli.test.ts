@@ -94,9 +94,10 @@ describe_netns("daemon CLI round trip (kernel, under bun)", () => {
       const second = await statsUntil(d, "tv", "a packet rate", (r) => r.pps > 0 && r.packets > first.packets);
       // Counters grow while traffic flows, and the rate is about what the generator sends.
       expect(second.outputs[0]!.packets).toBeGreaterThan(first.outputs[0]!.packets);
-      expect(second.pps).toBeGreaterThan(3500);
-      expect(second.pps).toBeLessThan(6500);
-      expect(second.outputs[0]!.pps).toBeGreaterThan(3500);
+      // (Wide bounds: a starved generator catches up in bursts on a busy machine.)
+      expect(second.pps).toBeGreaterThan(2500);
+      expect(second.pps).toBeLessThan(8000);
+      expect(second.outputs[0]!.pps).toBeGreaterThan(2500);
       const sent = (await stopStream(gen)).sent;
       const got = await sinkReport(s);
       expect(got.totals).toMatchObject({ received: sent, lost: 0, duplicates: 0 });
@@ -269,7 +270,10 @@ describe_netns("daemon CLI round trip (kernel, under bun)", () => {
 });
 
 describe("daemon CLI without a daemon", () => {
-  const tmp = new TempDir();
+  let tmp: TempDir;
+  beforeAll(() => {
+    tmp = new TempDir();
+  });
   afterAll(() => tmp.remove());
 
   test(

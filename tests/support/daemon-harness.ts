@@ -122,7 +122,7 @@ export class RawClient {
             else early.push(new Uint8Array(chunk));
           },
           drain() {
-            client?.#flush();
+            if (client) client.#flush();
           },
           close() {
             if (client) client.#onClose();
@@ -131,7 +131,7 @@ export class RawClient {
           error() {
             // A failed write (EPIPE after the daemon hung up) ends writing; what the daemon
             // wrote before hanging up is still read, until the close event.
-            client?.#onWriteError();
+            if (client) client.#onWriteError();
           },
         },
       }),

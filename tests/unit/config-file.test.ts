@@ -1,11 +1,14 @@
 // The config file: JSON5 validated completely before anything uses it. Errors name the key
 // path, the value and the rule; the earlier Rust implementation's rule format is accepted.
-import { afterAll, describe, expect, test } from "bun:test";
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { loadConfig, parseConfig } from "../../src/config/file.ts";
 import { ConfigError, EXIT } from "../../src/errors.ts";
 import { TempDir } from "../support/daemon-harness.ts";
 
-const dir = new TempDir("mcr-cfg-");
+let dir: TempDir;
+beforeAll(() => {
+  dir = new TempDir("mcr-cfg-");
+});
 afterAll(() => dir.remove());
 
 /** The ConfigError's message for `text`, failing the test when the text is accepted. */
@@ -90,6 +93,14 @@ describe("config file", () => {
     expect(m).toContain("rules[1] (b)");
   });
 
+  test("workers per interface are read; a count out of range is refused naming the interface", () => {
+    const cfg = parseConfig(`{ workers: { eth0: 2, "eth1.5": 1 }, rules: [] }`, "w");
+    expect(cfg.workers).toEqual(new Map([["eth0", 2], ["eth1.5", 1]]));
+    expect(parseConfig("{}", "w").workers).toEqual(new Map());
+    expect(problems(`{ workers: { eth0: 0 } }`)).toMatch(/workers\.eth0: at least 1 worker/);
+    expect(problems(`{ workers: { eth0: 65 } }`)).toMatch(/workers\.eth0: at most 64 workers/);
+  });
+
   test("text that is not JSON5 is refused with the file named", () => {
     expect(problems(`{ rules: [ `)).toMatch(/test\.json5: not valid JSON5/);
   });
@@ -102,7 +113,7 @@ describe("config file", () => {
 
   test("loadConfig reads a file from disk", () => {
     const path = dir.file("good.json5", `{ rules: [ { name: "a", from: "239.1.1.1:5000@eth0", to: ["239.2.2.2:6000@eth1"] } ] }`);
-    expect(loadConfig(path)).toEqual({ path, specs: [{ name: "a", from: "239.1.1.1:5000@eth0", to: ["239.2.2.2:6000@eth1"] }] });
+    expect(loadConfig(path)).toEqual({ path, specs: [{ name: "a", from: "239.1.1.1:5000@eth0", to: ["239.2.2.2:6000@eth1"] }], workers: new Map() });
   });
 });
 

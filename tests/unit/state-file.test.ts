@@ -18,12 +18,13 @@ const sample: State = {
     { id: 3n, spec: { name: "a", from: "239.1.1.1:5000@eth0", to: ["239.2.2.2:6000@eth1"] } },
     { id: 9_007_199_254_740_992n, spec: { name: "b.x-1", from: "239.1.1.2:5000@eth0", to: ["239.2.2.3:6000@eth1", "10.0.0.5:7000"], ttl: 3, source: "10.9.9.9" } },
   ],
+  configIds: new Map([["from-config", 7n]]),
 };
 
 describe("state file", () => {
   test("a missing file loads as no rules, next id 1, and creates nothing", () => {
     const sf = new StateFile(dir.join("nested/state"));
-    expect(sf.load()).toEqual({ nextId: 1n, rules: [] });
+    expect(sf.load()).toEqual({ nextId: 1n, rules: [], configIds: new Map() });
     expect(existsSync(dir.join("nested"))).toBe(false);
   });
 
@@ -45,10 +46,10 @@ describe("state file", () => {
     const sf = new StateFile(sd);
     sf.save(sample);
     const before = statSync(join(sd, STATE_FILE)).ino;
-    sf.save({ nextId: 2n, rules: [] });
+    sf.save({ nextId: 2n, rules: [], configIds: new Map() });
     // A new inode: the old file was replaced by rename, so a reader sees old or new, never half.
     expect(statSync(join(sd, STATE_FILE)).ino).not.toBe(before);
-    expect(sf.load()).toEqual({ nextId: 2n, rules: [] });
+    expect(sf.load()).toEqual({ nextId: 2n, rules: [], configIds: new Map() });
     expect(readdirSync(sd)).toEqual([STATE_FILE]);
   });
 
@@ -59,7 +60,7 @@ describe("state file", () => {
     const full = readFileSync(join(sd, STATE_FILE), "utf8");
     const half = full.slice(0, Math.floor(full.length / 2));
     writeFileSync(join(sd, STATE_FILE), half);
-    expect(sf.load()).toEqual({ nextId: 1n, rules: [] });
+    expect(sf.load()).toEqual({ nextId: 1n, rules: [], configIds: new Map() });
     const files = readdirSync(sd);
     expect(files).not.toContain(STATE_FILE);
     const aside = files.filter((f) => f.startsWith(`${STATE_FILE}.corrupt-`));
@@ -73,7 +74,7 @@ describe("state file", () => {
     sf.save(sample);
     const bad = JSON.stringify({ version: 1, next_id: "5", rules: [{ id: "1", spec: { name: "a", from: "x", to: [], extra: true } }] });
     writeFileSync(join(sd, STATE_FILE), bad);
-    expect(sf.load()).toEqual({ nextId: 1n, rules: [] });
+    expect(sf.load()).toEqual({ nextId: 1n, rules: [], configIds: new Map() });
     expect(readdirSync(sd).filter((f) => f.includes(".corrupt-"))).toHaveLength(1);
     // A later save works normally and loads back.
     sf.save(sample);

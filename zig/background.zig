@@ -1,0 +1,91 @@
+//! Slow kernel work off the supervisor's event loop: setting up a packet socket allocates and
+//! clears its ring (several ms for 32 MiB), and closing one waits for the network stack to let
+//! go of it (tens of ms). Each runs on a short-lived native thread; TypeScript polls for the
+//! result. The thread never calls into JavaScript.
+const std = @import("std");
+const sys = @import("sys.zig");
+const abi = @import("abi.zig");
+const ring = @import("ring.zig");
+
+const thread_stack_bytes = 1024 * 1024;
+
+pub const SetupJob = struct {
+    fd: i32,
+    setup: abi.PacketSetup,
+    ring_bytes: u32,
+    block_timeout_ms: u32,
+    done: std.atomic.Value(u32),
+    result: i32,
+    geometry: abi.RingGeometry,
+
+    fn run(job: *SetupJob) void {
+        if (ring.setup(job.fd, job.setup.ifindex, job.setup.mtu, job.ring_bytes, job.block_timeout_ms, job.setup.fanout_id)) |geo| {
+            job.geometry = geo;
+            job.result = 0;
+        } else |err| {
+            job.result = -sys.toErrno(err);
+        }
+        job.done.store(1, .release);
+    }
+};
+
+pub fn startSetup(fd: i32, setup: abi.PacketSetup, ring_bytes: u32, block_timeout_ms: u32) sys.Error!*SetupJob {
+    const job = std.heap.page_allocator.create(SetupJob) catch return error.NOMEM;
+    job.* = .{
+        .fd = fd,
+        .setup = setup,
+        .ring_bytes = ring_bytes,
+        .block_timeout_ms = block_timeout_ms,
+        .done = .init(0),
+        .result = 0,
+        .geometry = std.mem.zeroes(abi.RingGeometry),
+    };
+    const thread = std.Thread.spawn(.{ .stack_size = thread_stack_bytes }, SetupJob.run, .{job}) catch {
+        std.heap.page_allocator.destroy(job);
+        return error.AGAIN;
+    };
+    thread.detach();
+    return job;
+}
+
+/// Done: writes the geometry, frees the job and returns its result (0 or -errno). Not done: 1.
+pub fn pollSetup(job: *SetupJob, out: *abi.RingGeometry) i32 {
+    if (job.done.load(.acquire) == 0) return 1;
+    const result = job.result;
+    out.* = job.geometry;
+    std.heap.page_allocator.destroy(job);
+    return result;
+}
+
+fn closeFd(fd: i32) void {
+    sys.close(fd);
+}
+
+/// Closes a descriptor on a native thread (a packet socket's close can take tens of ms).
+pub fn closeLater(fd: i32) void {
+    const thread = std.Thread.spawn(.{ .stack_size = thread_stack_bytes }, closeFd, .{fd}) catch {
+        sys.close(fd);
+        return;
+    };
+    thread.detach();
+}
+
+test "a socket set up on another thread reports its geometry" {
+    if (std.os.linux.geteuid() != 0) return error.SkipZigTest;
+    const linux = std.os.linux;
+    const fd: i32 = @intCast(try sys.check(linux.socket(linux.AF.PACKET, linux.SOCK.RAW | linux.SOCK.CLOEXEC, 0)));
+    const job = try startSetup(fd, .{ .ifindex = 1, .mtu = 1500, .ring_bytes = 0, .block_timeout_ms = 0, .fanout_id = 0 }, 1 << 20, 1);
+    var geo: abi.RingGeometry = undefined;
+    var rc: i32 = 1;
+    var tries: u32 = 0;
+    while (rc == 1 and tries < 1000) : (tries += 1) {
+        rc = pollSetup(job, &geo);
+        if (rc == 1) {
+            var ts = std.os.linux.timespec{ .sec = 0, .nsec = 1_000_000 };
+            _ = std.os.linux.nanosleep(&ts, null);
+        }
+    }
+    try std.testing.expectEqual(@as(i32, 0), rc);
+    try std.testing.expect(geo.block_count > 0);
+    closeLater(fd);
+}
