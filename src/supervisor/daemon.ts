@@ -20,6 +20,11 @@ import type { WorkerUser } from "./user.ts";
 
 const log = logger("daemon");
 
+/** What makes a rule's state: compared to tell when it changed. */
+function pendingKey(s: { pending: string[]; pendingOutputs: Map<bigint, string> }): string {
+  return JSON.stringify([s.pending, [...s.pendingOutputs].map(([id, why]) => `${id}:${why}`)]);
+}
+
 function notifyServiceManager(message: string): void {
   try {
     sdNotify(message);
@@ -168,10 +173,10 @@ export class Daemon {
     const tables = new Map<string, Desired>();
     for (const stored of this.#rules.values()) {
       const resolved = resolveRule(stored.rule, this.#lookup);
-      const was = JSON.stringify([stored.pending, [...stored.pendingOutputs]]);
+      const was = pendingKey(stored);
       stored.pending = resolved.pending;
       stored.pendingOutputs = resolved.pendingOutputs;
-      if (was !== JSON.stringify([stored.pending, [...stored.pendingOutputs]])) this.#ruleChanged(stored);
+      if (was !== pendingKey(stored)) this.#ruleChanged(stored);
       if (!resolved.wire) continue;
       const iface = stored.rule.input.iface;
       const entry = tables.get(iface) ?? { rules: [], workers: this.#workersFor(iface) };
