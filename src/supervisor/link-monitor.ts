@@ -41,6 +41,8 @@ function clone(t: Table): Table {
 export class LinkMonitor {
   #nl: NetlinkSocket;
   #current: Table = new Map();
+  /** The table as last reported to listeners: changes are always reported against it. */
+  #reported: Table = new Map();
   /** The table being rebuilt by a dump, and the dumps still to run. */
   #next: Table | null = null;
   #dumpSeq = -1;
@@ -98,8 +100,6 @@ export class LinkMonitor {
       return;
     }
     if (events.length === 0) return;
-    // Changes are reported against the table as it was before this batch (or as a dump left it).
-    let before = this.#next ? null : clone(this.#current);
     let resync: string | null = null;
     for (const e of events) {
       if (e.kind === "overflow") {
@@ -112,10 +112,7 @@ export class LinkMonitor {
         continue;
       }
       if (e.kind === "dump_done") {
-        if (this.#next && e.seq === this.#dumpSeq) {
-          this.#dumpStep();
-          if (!this.#next) before = clone(this.#current);
-        }
+        if (this.#next && e.seq === this.#dumpSeq) this.#dumpStep();
         continue;
       }
       this.#apply(this.#next ?? this.#current, e);
@@ -125,7 +122,14 @@ export class LinkMonitor {
       this.#emit([{ type: "resync", reason: resync }]);
       this.#startFullDump("overflow");
     }
-    if (before && !this.#next) this.#emit(diff(before, this.#current));
+    // While a dump runs the table is incomplete: report once it is whole again.
+    if (!this.#next) this.#report();
+  }
+
+  #report(): void {
+    const events = diff(this.#reported, this.#current);
+    this.#reported = clone(this.#current);
+    this.#emit(events);
   }
 
   #dumpStep(): void {
@@ -135,12 +139,10 @@ export class LinkMonitor {
       this.#dumpSeq = this.#nl.dump(what);
       return;
     }
-    const before = this.#current;
     this.#current = this.#next!;
     this.#next = null;
     this.dumps += 1;
     if (this.dumps === 1) this.#readyResolve();
-    this.#emit(diff(before, this.#current));
   }
 
   #apply(t: Table, e: NlEvent): void {
