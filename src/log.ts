@@ -53,15 +53,21 @@ const root: ConsolaInstance = createConsola({
   ...({ fancy: false } as object),
   formatOptions: { colors: !process.env.NO_COLOR && process.stderr.isTTY, date: false },
 });
+const prettyReporters = [...root.options.reporters];
 if (format === "json") root.setReporters([jsonReporter]);
 
+/** Every tagged logger: consola copies options into each, so changes are applied to all. */
+const instances = new Set<ConsolaInstance>([root]);
+
 export function logger(tag: string): ConsolaInstance {
-  return root.withTag(identity ? `${identity}:${tag}` : tag);
+  const l = root.withTag(identity ? `${identity}:${tag}` : tag);
+  instances.add(l);
+  return l;
 }
 
 export function setLogLevel(next: LogLevelName): void {
   level = next;
-  root.level = levelNumber[next];
+  for (const l of instances) l.level = levelNumber[next];
 }
 
 export function getLogLevel(): LogLevelName {
@@ -70,7 +76,7 @@ export function getLogLevel(): LogLevelName {
 
 export function setLogFormat(next: LogFormat): void {
   format = next;
-  if (next === "json") root.setReporters([jsonReporter]);
+  for (const l of instances) l.setReporters(next === "json" ? [jsonReporter] : prettyReporters);
 }
 
 export function getLogFormat(): LogFormat {

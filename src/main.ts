@@ -98,4 +98,10 @@ async function run(): Promise<number> {
   }
 }
 
+// `mcrelay stats | head`: a closed pipe ends the output quietly, not with a stack trace.
+process.stdout.on("error", (err: NodeJS.ErrnoException) => {
+  if (err.code === "EPIPE") process.exit(process.exitCode ?? 0);
+  throw err;
+});
+
 process.exitCode = await run();

@@ -10,6 +10,7 @@ import { checkFlags, intFlag, jsonArg, repeated, secondsFlag, validate } from ".
 import { printJson, printLine, printTable } from "./output.ts";
 import { watchStop } from "./stop-signal.ts";
 import { workerUser } from "../supervisor/user.ts";
+import { fdClose, packetOpen } from "../native/lib.ts";
 import { logger } from "../log.ts";
 
 const log = logger("forward");
@@ -21,7 +22,7 @@ const args = {
   source: { type: "string", description: "Relay only packets from this source address" },
   name: { type: "string", description: "Rule name in the report (default: forward)" },
   duration: { type: "string", description: "Stop after this many seconds (default: until SIGINT/SIGTERM)" },
-  user: { type: "string", description: "Unprivileged user the workers run as (default nobody)" },
+  user: { type: "string", description: "User the workers run as (default: nobody as root, else your own user)" },
   workers: { type: "string", description: "Workers on the input interface (default 1)" },
   ...jsonArg,
 } as const;
@@ -65,6 +66,13 @@ export default defineCommand({
     // An output that cannot send now is reported; the others forward.
     for (const why of resolved.pendingOutputs.values()) log.warn(`${why}: that output is pending`);
 
+    // Fail fast and clearly without CAP_NET_RAW (the workers would only time out later).
+    try {
+      fdClose(packetOpen());
+    } catch (err) {
+      if (err instanceof NativeError && err.exitCode === 5) throw new PermissionError(`${err.message}: forwarding needs root or CAP_NET_RAW`);
+      throw err;
+    }
     const relay = new Relay({ user: workerUser(a.user), workers: input.workers });
     const stop = watchStop(input.duration);
     const startedAt = performance.now();

@@ -11,7 +11,7 @@ interface ListedRule {
   id: string;
   origin: string;
   input: string;
-  outputs: { to: string; ttl: number }[];
+  outputs: { to: string; ttl: number; state: string; reason: string | null }[];
   state: string;
   reasons: string[];
 }
@@ -26,7 +26,7 @@ export default defineCommand({
     if (result.rules.length === 0) return printLine("no rules");
     printTable(
       ["name", "id", "state", "origin", "input", "outputs", "why"],
-      result.rules.map((r) => [r.name, r.id, r.state, r.origin, r.input, r.outputs.map((o) => o.to).join(", "), r.reasons.join("; ")]),
+      result.rules.map((r) => [r.name, r.id, r.state, r.origin, r.input, r.outputs.map((o) => (o.state === "pending" ? `${o.to} (pending)` : o.to)).join(", "), [...r.reasons, ...r.outputs.filter((o) => o.reason).map((o) => o.reason!)].join("; ")]),
     );
   },
 });

@@ -21,7 +21,7 @@ const args = {
   ...socketArg,
   "state-dir": { type: "string", description: `Where runtime rules are kept (default $MCRELAY_STATE_DIR or ${DEFAULT_STATE_DIR})` },
   "socket-group": { type: "string", description: "Group allowed to use the control socket (mode 0660)" },
-  user: { type: "string", description: "Unprivileged user the workers run as (default nobody)" },
+  user: { type: "string", description: "User the workers run as (default: nobody as root, else the daemon's own user)" },
   workers: { type: "string", description: "Workers per input interface (default 1; config `workers` overrides per interface)" },
 } as const;
 

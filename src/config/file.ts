@@ -6,6 +6,7 @@ import { readFileSync } from "node:fs";
 import * as v from "valibot";
 import { formatIssues, ruleFromSpec, RuleSpecSchema, type RuleSpec } from "./rule-spec.ts";
 import { ConfigError } from "../errors.ts";
+import { describeInput, inputKey } from "../rules/rule.ts";
 
 const port = v.pipe(v.number("a port is a number"), v.integer(), v.minValue(1, "a port is 1-65535"), v.maxValue(65535, "a port is 1-65535"));
 const ifname = v.pipe(v.string(), v.regex(/^[A-Za-z0-9_.:@-]{1,15}$/, "an interface name is 1-15 characters"));
@@ -74,12 +75,19 @@ export function parseConfig(text: string, path: string): LoadedConfig {
   // form was meant), then its meaning (endpoints, interfaces), then names across rules.
   const specs: RuleSpec[] = [];
   const names = new Map<string, number>();
+  const inputs = new Map<string, number>();
   rawRules.forEach((r, i) => {
     const legacy = r !== null && typeof r === "object" && "input" in r;
     const spec = legacy ? legacySpec(r, i, cfg?.multicast_ttl, problems) : ourSpec(r, i, problems);
     if (!spec) return;
     const built = ruleFromSpec(spec, BigInt(i + 1));
     if (!built.ok) problems.push(...built.problems.map((p) => `rules[${i}] (${spec.name}): ${p}`));
+    else {
+      const key = inputKey(built.rule);
+      const other = inputs.get(key);
+      if (other !== undefined) problems.push(`rules[${i}] (${spec.name}): relays the same input as rules[${other}] (${describeInput(built.rule)})`);
+      else inputs.set(key, i);
+    }
     const first = names.get(spec.name);
     if (first !== undefined) problems.push(`rules[${i}]: name '${spec.name}' is already used by rules[${first}]`);
     else names.set(spec.name, i);

@@ -43,6 +43,15 @@ export function ruleProblems(rule: Rule): string[] {
   return problems;
 }
 
+/** What a worker looks rules up by: two rules with the same key cannot both exist. */
+export function inputKey(rule: Rule): string {
+  return `${rule.input.iface}|${rule.input.addr.text}|${rule.input.port}|${rule.source?.text ?? "*"}`;
+}
+
+export function describeInput(rule: Rule): string {
+  return `${formatEndpoint(rule.input)} from ${rule.source ? rule.source.text : "any source"}`;
+}
+
 export interface Resolved {
   /** The rule as a worker applies it (usable outputs only), or null when it cannot forward. */
   wire: WireRule | null;

@@ -7,7 +7,7 @@ import { loadConfig } from "../config/file.ts";
 import { ruleFromSpec, specFromRule, type RuleSpec } from "../config/rule-spec.ts";
 import { ConfigError } from "../errors.ts";
 import { getLogLevel, logger, setLogLevel, type LogLevelName } from "../log.ts";
-import { resolveRule, type LinkLookup, type Rule } from "../rules/rule.ts";
+import { describeInput, inputKey, resolveRule, type LinkLookup, type Rule } from "../rules/rule.ts";
 import { PROTOCOL_VERSION, VERSION } from "../version.ts";
 import { ControlError, ControlServer, type RequestContext } from "../control/server.ts";
 import type { Request } from "../control/protocol.ts";
@@ -15,7 +15,7 @@ import { Dataplanes, type Desired } from "./dataplanes.ts";
 import { LinkMonitor } from "./link-monitor.ts";
 import { sdNotify } from "../native/lib.ts";
 import { buildInterfaceReports, buildRuleReports } from "./report.ts";
-import { StateFile } from "./state-file.ts";
+import { StateFile, type SavedRule } from "./state-file.ts";
 import type { WorkerUser } from "./user.ts";
 
 const log = logger("daemon");
@@ -68,6 +68,8 @@ export class Daemon {
   /** Recent events, for `mcrelay events` subscribers. */
   #eventSeq = 0;
   #stopping = false;
+  /** Saved runtime rules that could not be loaded: kept in the state file, not dropped. */
+  #unloadable: SavedRule[] = [];
   /** Workers per interface from the config file. */
   #workersConfig = new Map<string, number>();
 
@@ -121,12 +123,13 @@ export class Daemon {
       if (this.#rules.has(r.spec.name)) {
         log.warn(`runtime rule ${r.spec.name} overrides the config file's rule of that name`);
       }
-      const built = ruleFromSpec(r.spec, r.id);
-      if (!built.ok) {
-        log.error(`saved rule ${r.spec.name} is no longer valid (${built.problems.join("; ")}); kept in the state file, not loaded`);
+      try {
+        this.#put(r.spec, "runtime", r.id);
+      } catch (err) {
+        this.#unloadable.push(r);
+        log.error(`saved rule ${r.spec.name} is not loaded (${(err as Error).message}); it stays in the state file`);
         continue;
       }
-      this.#rules.set(r.spec.name, { rule: built.rule, spec: r.spec, origin: "runtime", pending: [], pendingOutputs: new Map() });
       if (r.id >= this.#nextId) this.#nextId = r.id + 1n;
     }
     for (const id of saved.configIds.values()) if (id >= this.#nextId) this.#nextId = id + 1n;
@@ -153,6 +156,12 @@ export class Daemon {
   #put(spec: RuleSpec, origin: Origin, id: bigint): Stored {
     const built = ruleFromSpec(spec, id);
     if (!built.ok) throw new ControlError("bad_request", built.problems.join("; "));
+    const key = inputKey(built.rule);
+    for (const other of this.#rules.values()) {
+      if (other.rule.name !== spec.name && inputKey(other.rule) === key) {
+        throw new ControlError("exists", `rule ${other.rule.name} already relays ${describeInput(built.rule)}`);
+      }
+    }
     const stored: Stored = { rule: built.rule, spec, origin, pending: [], pendingOutputs: new Map() };
     this.#rules.set(spec.name, stored);
     return stored;
@@ -163,7 +172,7 @@ export class Daemon {
     const config = [...this.#rules.values()].filter((s) => s.origin === "config");
     this.#state.save({
       nextId: this.#nextId,
-      rules: runtime.map((s) => ({ id: s.rule.id, spec: s.spec })),
+      rules: [...runtime.map((s) => ({ id: s.rule.id, spec: s.spec })), ...this.#unloadable],
       configIds: new Map(config.map((s) => [s.rule.name, s.rule.id])),
     });
   }
@@ -318,23 +327,31 @@ export class Daemon {
     const removed: string[] = [];
     const changed: string[] = [];
     const conflicts: string[] = [];
-    for (const [name, s] of this.#rules) {
-      if (s.origin === "config" && !wanted.has(name)) {
-        this.#rules.delete(name);
-        removed.push(name);
+    // All or nothing: a rule that cannot be applied restores the rules as they were.
+    const before = new Map(this.#rules);
+    try {
+      for (const [name, s] of this.#rules) {
+        if (s.origin === "config" && !wanted.has(name)) {
+          this.#rules.delete(name);
+          removed.push(name);
+        }
       }
-    }
-    for (const [name, spec] of wanted) {
-      const s = this.#rules.get(name);
-      if (!s) {
-        this.#put(spec, "config", this.#takeId());
-        added.push(name);
-      } else if (s.origin === "runtime") {
-        conflicts.push(name);
-      } else if (JSON.stringify(s.spec) !== JSON.stringify(spec)) {
-        this.#put(spec, "config", s.rule.id);
-        changed.push(name);
+      for (const [name, spec] of wanted) {
+        const s = this.#rules.get(name);
+        if (!s) {
+          this.#put(spec, "config", this.#takeId());
+          added.push(name);
+        } else if (s.origin === "runtime") {
+          conflicts.push(name);
+        } else if (JSON.stringify(s.spec) !== JSON.stringify(spec)) {
+          this.#put(spec, "config", s.rule.id);
+          changed.push(name);
+        }
       }
+    } catch (err) {
+      this.#rules.clear();
+      for (const [k, v] of before) this.#rules.set(k, v);
+      throw new ControlError("config_invalid", `reload refused, nothing changed: ${(err as Error).message}`);
     }
     this.#persist();
     this.#reconcile();

@@ -129,6 +129,15 @@ export class Dataplanes {
       const stale = !want || want.rules.length === 0 || facts.members !== members || !link || link.ifindex !== facts.ifindex || link.mtu !== facts.mtu;
       if (stale) void this.#closePlane(ifname);
     }
+    // Workers whose plane was never built (its setup kept failing) are pruned here too.
+    for (const e of [...this.#entries.values()]) {
+      const want = desired.get(e.ifname);
+      const members = want ? Math.max(1, Math.min(WORKERS_PER_INTERFACE_MAX, want.workers)) : 0;
+      if (!want || want.rules.length === 0 || members !== e.members) {
+        this.#entries.delete(entryKey(e.ifname, e.slot));
+        void this.#retire(e);
+      }
+    }
     for (const [ifname, want] of desired) {
       if (want.rules.length === 0) continue;
       const members = Math.max(1, Math.min(WORKERS_PER_INTERFACE_MAX, want.workers));
