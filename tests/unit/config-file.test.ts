@@ -169,3 +169,21 @@ describe("the earlier Rust implementation's format", () => {
     );
   });
 });
+
+describe("config file: rules that would collide in a worker", () => {
+  test("two rules relaying the same input (interface, group, port, any source) are refused, naming both", () => {
+    const m = problems(`{ rules: [ { name: "a", from: "239.1.1.1:5000@eth0", to: ["239.2.2.2:6000@eth1"] },
+                                   { name: "b", from: "239.1.1.1:5000@eth0", to: ["239.2.2.3:6000@eth1"] } ] }`);
+    expect(m).toContain("rules[1] (b): relays the same input as rules[0]");
+  });
+
+  test("the same group and port on another interface, or with a source filter, is a different input", () => {
+    const cfg = parseConfig(
+      `{ rules: [ { name: "a", from: "239.1.1.1:5000@eth0", to: ["239.2.2.2:6000@eth1"] },
+                  { name: "b", from: "239.1.1.1:5000@eth2", to: ["239.2.2.3:6000@eth1"] },
+                  { name: "c", from: "239.1.1.1:5000@eth0", to: ["239.2.2.4:6000@eth1"], source: "10.0.0.9" } ] }`,
+      "test.json5",
+    );
+    expect(cfg.specs.map((s) => s.name)).toEqual(["a", "b", "c"]);
+  });
+});
