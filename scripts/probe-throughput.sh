@@ -28,6 +28,6 @@ wait %2
 jq -c '.totals' $D/sink.json
 kill -INT %1; wait %1
 jq -c '.rules[0] | {packets, out: .outputs[0].packets, err: .outputs[0].send_errors}' $D/fwd.json
-jq -c '.workers[0].counters | {rx_frames, kernel_packets, kernel_drops, rx_blocks, polls, tx_errors, tx_gso_sends, run_calls}' $D/fwd.json
+jq -c '.workers[0].counters | {rx_frames, kernel_packets, kernel_drops, rx_blocks, polls, tx_errors, tx_gso_sends, coalesced, run_calls}' $D/fwd.json
 ip -n $P-r -s link show r0 | grep -A1 RX | tail -1
 rm -rf $D

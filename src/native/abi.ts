@@ -75,6 +75,7 @@ export const WORKER_COUNTERS = [
   "tx_errors",
   "tx_gso_sends",
   "polls",
+  "coalesced",
   "wakeups",
   "run_calls",
   "join_errors",

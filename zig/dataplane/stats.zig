@@ -50,6 +50,8 @@ pub const Worker = enum(u32) {
     /// sendmsg calls that carried a whole batch as one UDP GSO buffer.
     tx_gso_sends,
     polls,
+    /// Short sleeps taken instead of a poll while traffic flowed (wake-up coalescing).
+    coalesced,
     wakeups,
     run_calls,
     /// Ingress group joins that failed (the stream may not arrive on a filtering NIC).
