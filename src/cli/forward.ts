@@ -24,6 +24,7 @@ const args = {
   duration: { type: "string", description: "Stop after this many seconds (default: until SIGINT/SIGTERM)" },
   user: { type: "string", description: "User the workers run as (default: nobody as root, else your own user)" },
   workers: { type: "string", description: "Workers on the input interface (default 1)" },
+  socket: { type: "string", description: "Also answer read-only control requests (stats, list, workers, ...) on this socket" },
   ...jsonArg,
 } as const;
 
@@ -77,6 +78,7 @@ export default defineCommand({
     const stop = watchStop(input.duration);
     const startedAt = performance.now();
     try {
+      if (a.socket) await relay.serve(a.socket);
       await relay.start([rule]);
     } catch (err) {
       stop.dispose();

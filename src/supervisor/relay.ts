@@ -1,6 +1,6 @@
-// The one-shot relay behind `mcrelay forward`: the daemon's worker manager without a control
-// socket. Rules are resolved once; the report is built from the same counter totals the
-// daemon's `stats` uses.
+// The one-shot relay behind `mcrelay forward`: the daemon's worker manager, with a control
+// socket only when asked (read-only: ping, version, list, stats, workers, log-level). Rules are
+// resolved once; reports are built from the same counter totals the daemon's `stats` uses.
 import { logger } from "../log.ts";
 import { formatEndpoint } from "../config/endpoint.ts";
 import { resolveRule, type Rule } from "../rules/rule.ts";
@@ -8,6 +8,10 @@ import { Dataplanes, type Desired, type WorkerInfo } from "./dataplanes.ts";
 import { lookupLink } from "./links.ts";
 import type { WorkerUser } from "./user.ts";
 import { buildRuleReports, buildInterfaceReports, type RuleReport, type InterfaceReport } from "./report.ts";
+import { ControlError, ControlServer } from "../control/server.ts";
+import type { Request } from "../control/protocol.ts";
+import { getLogLevel, setLogLevel, type LogLevelName } from "../log.ts";
+import { PROTOCOL_VERSION, VERSION } from "../version.ts";
 
 export { lookupLink };
 
@@ -24,6 +28,7 @@ export class Relay {
   readonly #pending = new Map<bigint, string[]>();
   readonly #pendingOutputs = new Map<bigint, Map<bigint, string>>();
   #workers: WorkerInfo[] = [];
+  #server: ControlServer | null = null;
 
   readonly #workersPerInterface: number;
 
@@ -56,18 +61,57 @@ export class Relay {
     }
   }
 
+  /** Serves the read-only part of the control protocol on `path` while forwarding. */
+  async serve(path: string): Promise<void> {
+    this.#server = await ControlServer.start(path, (req) => this.#handle(req));
+  }
+
+  async #handle(req: Request): Promise<unknown> {
+    switch (req.cmd) {
+      case "hello":
+      case "version":
+        return { daemon: VERSION, protocol: PROTOCOL_VERSION, bun: Bun.version, mode: "forward" };
+      case "ping":
+        return { pong: true, rules: this.#rules.length, workers: this.#dataplanes.info().length };
+      case "list":
+        return { rules: this.#ruleReports().map((r) => ({ name: r.name, id: r.id, origin: r.origin, input: r.input, source: null, outputs: r.outputs.map((o) => ({ to: o.to, ttl: o.ttl, state: o.state, reason: o.reason })), state: r.state, reasons: r.pending_reasons })) };
+      case "stats": {
+        this.#dataplanes.refresh();
+        const rules = this.#ruleReports().filter((r) => !req.args?.rule || r.name === req.args.rule || r.id === req.args.rule);
+        if (req.args?.rule && rules.length === 0) throw new ControlError("not_found", `no rule named or numbered '${req.args.rule}'`);
+        return { rules, interfaces: buildInterfaceReports(this.#dataplanes.counters.totals()), workers: this.#dataplanes.info() };
+      }
+      case "workers":
+        return { workers: this.#dataplanes.info() };
+      case "log-level":
+        if (req.args?.level) {
+          setLogLevel(req.args.level as LogLevelName);
+          await this.#dataplanes.setLogLevel(req.args.level);
+        }
+        return { level: getLogLevel() };
+      default:
+        throw new ControlError("bad_request", `'${req.cmd}' needs the daemon (mcrelay run); this is a one-shot 'mcrelay forward'`);
+    }
+  }
+
+  #ruleReports(): RuleReport[] {
+    return buildRuleReports(
+      this.#rules.map((rule) => ({ rule, pending: this.#pending.get(rule.id) ?? [], pendingOutputs: this.#pendingOutputs.get(rule.id), origin: "cli" })),
+      this.#dataplanes.counters.totals(),
+      this.#dataplanes.counters.rates(),
+    );
+  }
+
   /** Stops every worker and returns the final counters. */
   async stop(): Promise<RelayReport> {
+    this.#server?.stop();
+    this.#server = null;
     await this.#dataplanes.collect();
     const live = this.#dataplanes.info();
     if (live.length) this.#workers = live;
     await this.#dataplanes.close();
     const totals = this.#dataplanes.counters.totals();
-    const rules = buildRuleReports(
-      this.#rules.map((rule) => ({ rule, pending: this.#pending.get(rule.id) ?? [], pendingOutputs: this.#pendingOutputs.get(rule.id), origin: "cli" })),
-      totals,
-      this.#dataplanes.counters.rates(),
-    );
+    const rules = this.#ruleReports();
     const workers = buildInterfaceReports(totals).map((i) => {
       const ws = this.#workers.filter((x) => x.interface === i.interface);
       return {

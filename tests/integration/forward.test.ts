@@ -2,10 +2,15 @@
 // real traffic from `mcrelay gen`, and assertions on what `mcrelay sink` received (and on the
 // relay's counters where they say something a receiver cannot).
 import { afterEach, describe, expect, test } from "bun:test";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { netnsAvailable, Topology } from "../support/netns.ts";
 import {
   buildRelayTopology,
+  execJson,
   injectFrames,
+  mcrelayCommand,
   note,
   runFlow,
   runGen,
@@ -376,6 +381,41 @@ describe_netns("forward (kernel, under bun)", () => {
       expect(r.traffic.sent).toBe(count);
       expect(sink!.totals).toMatchObject({ received: count, lost: 0, duplicates: 0, pattern_errors: 0, datagrams: count });
       expect(r.forwards[0]!.rules[0]!.outputs[0]).toMatchObject({ to: dest, packets: count, send_errors: {} });
+    },
+    TEST_TIMEOUT_MS,
+  );
+});
+
+describe_netns("forward with a control socket (kernel, under bun)", () => {
+  test(
+    "forward --socket answers stats while it relays, and refuses requests that need the daemon",
+    async () => {
+      const rt = await topology({ label: "fwdsock" });
+      const dir = mkdtempSync(join(tmpdir(), "mcr-fwdsock-"));
+      const socket = join(dir, "ctl.sock");
+      try {
+        const count = 3_000;
+        const r = await runFlow(rt, {
+          mode,
+          forwards: [{ args: ["--from", "239.1.1.1:5000@r0", "--to", "239.2.2.2:6000@r1", "--socket", socket] }],
+          sinks: [{ ns: rt.sinks[0]!.ns, listen: "239.2.2.2:6000@s0", args: ["--expect", String(count)] }],
+          traffic: async () => {
+            const sent = await runGen(rt.topo, rt.gen, mode, ["--to", "239.1.1.1:5000@g0", "--rate", "5000", "--count", String(count)]);
+            // While forward still runs: its counters through the socket, as `mcrelay stats` shows them.
+            const stats = await execJson<{ rules: { name: string; packets: number }[] }>(rt.topo, rt.relay, [...mcrelayCommand(mode), "stats", "--json", "--socket", socket]);
+            const add = await rt.topo.exec(rt.relay, [...mcrelayCommand(mode), "add", "--name", "x", "--from", "239.1.1.9:5000@r0", "--to", "239.2.2.9:6000@r1", "--socket", socket]);
+            return { sent, stats, add };
+          },
+        });
+        expect(r.traffic.sent.sent).toBe(count);
+        expect(r.traffic.stats.rules[0]).toMatchObject({ name: "forward", packets: count });
+        expect(r.traffic.add.exitCode).toBe(6);
+        expect(r.traffic.add.stderr).toContain("needs the daemon");
+        expect(r.sinks[0]!.totals).toMatchObject({ received: count, lost: 0 });
+        expect(existsSync(socket)).toBe(false); // removed when forward stopped
+      } finally {
+        rmSync(dir, { recursive: true, force: true });
+      }
     },
     TEST_TIMEOUT_MS,
   );
