@@ -1,6 +1,7 @@
 #!/usr/bin/env bun
 // mcrelay: one executable for the daemon, its clients, the one-shot relay, the traffic tools,
 // and the hidden worker. Subcommands load lazily so `mcrelay version` stays fast.
+import "./no-color.ts";
 import { defineCommand, runCommand, showUsage, type CommandDef } from "citty";
 import { EXIT, exitCodeOf, UsageError } from "./errors.ts";
 import { logger, setLogFormat, setLogLevel, LOG_LEVELS, type LogLevelName } from "./log.ts";
@@ -59,10 +60,14 @@ function takeGlobalOptions(argv: string[]): string[] {
   return rest;
 }
 
+/** The command `--help` is about: the verb, or its sub-verb (`config check --help`). */
 async function resolveCommand(rawArgs: string[]): Promise<[CommandDef, CommandDef | undefined]> {
-  const name = rawArgs.find((a) => !a.startsWith("-"));
+  const [name, sub] = rawArgs.filter((a) => !a.startsWith("-"));
   const loader = name ? subCommands[name as keyof typeof subCommands] : undefined;
-  return loader ? [(await loader()) as CommandDef, main as CommandDef] : [main as CommandDef, undefined];
+  if (!loader) return [main as CommandDef, undefined];
+  const verb = (await loader()) as CommandDef;
+  const nested = (verb.subCommands as Record<string, CommandDef> | undefined)?.[sub ?? ""];
+  return nested ? [nested, verb] : [verb, main as CommandDef];
 }
 
 async function run(): Promise<number> {
