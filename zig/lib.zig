@@ -79,17 +79,8 @@ export fn mcr_packet_open() i32 {
     return @intCast(fd);
 }
 
-/// Sets up a packet socket for an interface (ring, filter, bind, fanout); writes the ring
-/// geometry the worker maps.
-export fn mcr_packet_setup(fd: i32, cfg: *const abi.PacketSetup, out: *abi.RingGeometry) i32 {
-    const ring_bytes = if (cfg.ring_bytes == 0) constants.ring_bytes_default else cfg.ring_bytes;
-    const timeout = if (cfg.block_timeout_ms == 0) constants.ring_block_timeout_ms else cfg.block_timeout_ms;
-    if (cfg.mtu == 0 or cfg.mtu > constants.mtu_max or cfg.ifindex == 0) return -sys.toErrno(error.INVAL);
-    out.* = ring.setup(fd, cfg.ifindex, cfg.mtu, ring_bytes, timeout, cfg.fanout_id) catch |err| return rc(err);
-    return 0;
-}
-
-/// Starts mcr_packet_setup on a native thread; poll with mcr_packet_setup_poll.
+/// Sets up a packet socket for an interface (ring, filter, bind, fanout) on a native thread;
+/// mcr_packet_setup_poll gives the ring geometry the worker maps.
 export fn mcr_packet_setup_start(fd: i32, cfg: *const abi.PacketSetup, out: *?*background.SetupJob) i32 {
     if (cfg.mtu == 0 or cfg.mtu > constants.mtu_max or cfg.ifindex == 0) return -sys.toErrno(error.INVAL);
     const ring_bytes = if (cfg.ring_bytes == 0) constants.ring_bytes_default else cfg.ring_bytes;

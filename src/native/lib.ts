@@ -33,7 +33,6 @@ const symbols = {
   mcr_abi_version: { args: [], returns: "u32" },
   mcr_abi_layout: { args: ["ptr", "u32"], returns: "u32" },
   mcr_packet_open: { args: [], returns: "i32" },
-  mcr_packet_setup: { args: ["i32", "ptr", "ptr"], returns: "i32" },
   mcr_packet_setup_start: { args: ["i32", "ptr", "ptr"], returns: "i32" },
   mcr_packet_setup_poll: { args: ["ptr", "ptr"], returns: "i32" },
   mcr_fd_close_async: { args: ["i32"], returns: "void" },
@@ -126,15 +125,9 @@ export function packetOpen(): number {
   return check("open AF_PACKET socket", lib().mcr_packet_open());
 }
 
-/** Ring, filter, bind and fanout on a packet socket (by the supervisor, before passing it). */
-export function packetSetup(fd: number, setup: PacketSetup, what: string): RingGeometry {
-  const out = new Uint32Array(4);
-  check(`ring setup ${what}`, lib().mcr_packet_setup(fd, ptr(encodePacketSetup(setup)), ptr(out)));
-  return decodeGeometry(out);
-}
-
 /**
- * packetSetup on a native thread: allocating and clearing a ring takes milliseconds that the
+ * Ring, filter, bind and fanout on a packet socket (by the supervisor, before passing it), on a
+ * native thread: allocating and clearing a ring takes milliseconds that the
  * supervisor's event loop (and its control socket) must not wait for.
  */
 export async function packetSetupAsync(fd: number, setup: PacketSetup, what: string): Promise<RingGeometry> {
