@@ -3,6 +3,7 @@ test {
     _ = @import("abi.zig");
     _ = @import("constants.zig");
     _ = @import("sys.zig");
+    _ = @import("net.zig");
     _ = @import("filter.zig");
     _ = @import("fanout.zig");
     _ = @import("ring.zig");

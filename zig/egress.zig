@@ -7,6 +7,7 @@ const sys = @import("sys.zig");
 const abi = @import("abi.zig");
 const constants = @import("constants.zig");
 const stats_mod = @import("dataplane/stats.zig");
+const net = @import("net.zig");
 
 const batch_max = constants.egress_batch_max;
 const outputs_max = constants.outputs_max;
@@ -17,85 +18,22 @@ const sol_udp: i32 = 17;
 const gso_bytes_max: usize = 65_000;
 const gso_control_bytes = std.mem.alignForward(usize, @sizeOf(linux.cmsghdr) + @sizeOf(u16), @alignOf(linux.cmsghdr));
 
-/// Socket address big enough for AF_INET and AF_INET6.
-const SockAddr = extern union {
-    in4: linux.sockaddr.in,
-    in6: linux.sockaddr.in6,
-};
-
-pub fn isV4Mapped(addr: *const abi.Addr) bool {
-    return std.mem.eql(u8, addr[0..12], &[_]u8{ 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff });
-}
-
-pub fn isMulticast(addr: *const abi.Addr) bool {
-    return if (isV4Mapped(addr)) addr[12] & 0xf0 == 0xe0 else addr[0] == 0xff;
-}
-
-fn sockAddr(addr: *const abi.Addr, port: u16) struct { sa: SockAddr, len: linux.socklen_t } {
-    if (isV4Mapped(addr)) {
-        return .{ .sa = .{ .in4 = .{
-            .port = std.mem.nativeToBig(u16, port),
-            .addr = std.mem.readInt(u32, addr[12..16], .native),
-        } }, .len = @sizeOf(linux.sockaddr.in) };
-    }
-    return .{ .sa = .{ .in6 = .{
-        .port = std.mem.nativeToBig(u16, port),
-        .flowinfo = 0,
-        .addr = addr.*,
-        .scope_id = 0,
-    } }, .len = @sizeOf(linux.sockaddr.in6) };
-}
-
-const Mreqn = extern struct { multiaddr: u32, address: u32, ifindex: i32 };
-
 /// Opens and configures the socket of one output. Returns the fd and whether it is connected
 /// (a connected socket skips the route lookup per datagram; an output whose destination has
 /// no route yet stays unconnected so every send reports its own errno).
-fn openSocket(out: *const abi.OutputDesc, dest: *const SockAddr, dest_len: linux.socklen_t) sys.Error!struct { fd: i32, connected: bool } {
-    const v4 = isV4Mapped(&out.addr);
-    const family: u32 = if (v4) linux.AF.INET else linux.AF.INET6;
-    const fd: i32 = @intCast(try sys.check(linux.socket(family, linux.SOCK.DGRAM | linux.SOCK.NONBLOCK | linux.SOCK.CLOEXEC, 0)));
+fn openSocket(out: *const abi.OutputDesc, dest: *const net.SockAddr) sys.Error!struct { fd: i32, connected: bool } {
+    const fd = try net.openSender(&out.addr, out.ifindex, out.ttl, constants.egress_sndbuf_bytes);
     errdefer sys.close(fd);
-
-    // SO_SNDBUFFORCE passes the sysctl limit when privileged; otherwise take what SO_SNDBUF gives.
-    sys.setsockoptInt(fd, linux.SOL.SOCKET, linux.SO.SNDBUFFORCE, constants.egress_sndbuf_bytes) catch {
-        try sys.setsockoptInt(fd, linux.SOL.SOCKET, linux.SO.SNDBUF, constants.egress_sndbuf_bytes);
-    };
     // Nothing is ever read from an egress socket: keep its receive queue tiny.
     try sys.setsockoptInt(fd, linux.SOL.SOCKET, linux.SO.RCVBUF, 1);
-
-    if (v4) {
-        if (isMulticast(&out.addr)) {
-            const mreq = Mreqn{ .multiaddr = 0, .address = 0, .ifindex = @intCast(out.ifindex) };
-            if (out.ifindex != 0) try sys.setsockopt(fd, linux.SOL.IP, linux.IP.MULTICAST_IF, &mreq);
-            try sys.setsockoptInt(fd, linux.SOL.IP, linux.IP.MULTICAST_TTL, out.ttl);
-            // A looped-back copy would reach our own capture on a joined interface.
-            try sys.setsockoptInt(fd, linux.SOL.IP, linux.IP.MULTICAST_LOOP, 0);
-        } else {
-            try sys.setsockoptInt(fd, linux.SOL.IP, linux.IP.TTL, out.ttl);
-            if (out.ifindex != 0) {
-                // IP_UNICAST_IF takes the index in network byte order for IPv4 (ip(7)).
-                try sys.setsockoptInt(fd, linux.SOL.IP, linux.IP.UNICAST_IF, @bitCast(std.mem.nativeToBig(u32, out.ifindex)));
-            }
-        }
-    } else {
-        if (isMulticast(&out.addr)) {
-            if (out.ifindex != 0) try sys.setsockoptInt(fd, linux.SOL.IPV6, linux.IPV6.MULTICAST_IF, @intCast(out.ifindex));
-            try sys.setsockoptInt(fd, linux.SOL.IPV6, linux.IPV6.MULTICAST_HOPS, out.ttl);
-            try sys.setsockoptInt(fd, linux.SOL.IPV6, linux.IPV6.MULTICAST_LOOP, 0);
-        } else {
-            try sys.setsockoptInt(fd, linux.SOL.IPV6, linux.IPV6.UNICAST_HOPS, out.ttl);
-            if (out.ifindex != 0) try sys.setsockoptInt(fd, linux.SOL.IPV6, linux.IPV6.UNICAST_IF, @intCast(out.ifindex));
-        }
-    }
     if (!std.mem.allEqual(u8, &out.source, 0)) {
         // Send from the output interface's address: when it changes, the supervisor gives a
         // new source, the settings differ, and the socket is rebuilt.
-        const src = sockAddr(&out.source, 0);
-        if (src.len != dest_len) return error.AFNOSUPPORT;
-        _ = try sys.check(linux.bind(fd, @ptrCast(&src.sa), src.len));
+        const src = net.SockAddr.init(&out.source, 0, 0);
+        if (src.family() != dest.family()) return error.AFNOSUPPORT;
+        _ = try sys.check(linux.bind(fd, @ptrCast(&src), src.len()));
     }
-    const connected = sys.check(linux.connect(fd, @ptrCast(dest), dest_len)) catch null;
+    const connected = sys.check(linux.connect(fd, @ptrCast(dest), dest.len())) catch null;
     return .{ .fd = fd, .connected = connected != null };
 }
 
@@ -111,8 +49,7 @@ pub const Egress = struct {
     /// Why an output has no socket (its errno bucket counts every datagram meant for it).
     setup_error: [outputs_max]stats_mod.Output,
     connected: [outputs_max]bool,
-    addrs: [outputs_max]SockAddr,
-    addr_lens: [outputs_max]linux.socklen_t,
+    addrs: [outputs_max]net.SockAddr,
     pending: [outputs_max]u32,
     msgs: [outputs_max][batch_max]linux.mmsghdr,
     iovs: [outputs_max][batch_max]std.posix.iovec_const,
@@ -160,16 +97,14 @@ pub const Egress = struct {
 
         for (next, 0..) |*out, i| {
             self.descs[i] = out.*;
-            const dest = sockAddr(&out.addr, out.port);
-            self.addrs[i] = dest.sa;
-            self.addr_lens[i] = dest.len;
+            self.addrs[i] = net.SockAddr.init(&out.addr, out.port, 0);
             self.pending[i] = 0;
             self.fds[i] = self.next_fds[i];
             self.connected[i] = self.next_connected[i];
             self.setup_error[i] = .err_other;
             self.gso[i] = true;
             if (self.fds[i] == no_fd) {
-                if (openSocket(out, &self.addrs[i], dest.len)) |s| {
+                if (openSocket(out, &self.addrs[i])) |s| {
                     self.fds[i] = s.fd;
                     self.connected[i] = s.connected;
                 } else |err| {
@@ -201,7 +136,7 @@ pub const Egress = struct {
         self.msgs[index][n] = .{
             .hdr = .{
                 .name = if (self.connected[index]) null else @ptrCast(&self.addrs[index]),
-                .namelen = if (self.connected[index]) 0 else self.addr_lens[index],
+                .namelen = if (self.connected[index]) 0 else self.addrs[index].len(),
                 .iov = @ptrCast(&self.iovs[index][n]),
                 .iovlen = 1,
                 .control = null,
@@ -256,7 +191,7 @@ pub const Egress = struct {
         std.mem.writeInt(u16, control[@sizeOf(linux.cmsghdr)..][0..2], seg, .native);
         const msg = linux.msghdr_const{
             .name = if (self.connected[index]) null else @ptrCast(&self.addrs[index]),
-            .namelen = if (self.connected[index]) 0 else self.addr_lens[index],
+            .namelen = if (self.connected[index]) 0 else self.addrs[index].len(),
             .iov = &self.iovs[index],
             .iovlen = n,
             .control = &control,
@@ -332,17 +267,6 @@ pub const Egress = struct {
         }
     }
 };
-
-test "address helpers" {
-    const g = abi.Addr{ 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 239, 1, 2, 3 };
-    const u = abi.Addr{ 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 10, 1, 2, 3 };
-    try std.testing.expect(isV4Mapped(&g));
-    try std.testing.expect(isMulticast(&g));
-    try std.testing.expect(!isMulticast(&u));
-    const s = sockAddr(&g, 5000);
-    try std.testing.expectEqual(@as(u16, linux.AF.INET), s.sa.in4.family);
-    try std.testing.expectEqual(std.mem.nativeToBig(u16, 5000), s.sa.in4.port);
-}
 
 test "egress to loopback: sent, counted, sockets kept across reconcile" {
     const stats_words = try std.testing.allocator.create([stats_mod.total_words]u64);

@@ -6,12 +6,11 @@ const linux = std.os.linux;
 const sys = @import("sys.zig");
 const abi = @import("abi.zig");
 const constants = @import("constants.zig");
-const egress = @import("egress.zig");
+const net = @import("net.zig");
 
 const per_socket = constants.joins_per_socket_max;
 const sockets_max = constants.join_sockets_max;
 
-const Mreqn = extern struct { multiaddr: u32, address: u32, ifindex: i32 };
 
 pub const Joins = struct {
     ifindex: u32,
@@ -53,7 +52,7 @@ pub const Joins = struct {
         }
         // Join what is new.
         for (wanted) |*group| {
-            if (!egress.isV4Mapped(group) or !egress.isMulticast(group)) continue;
+            if (!net.isV4(group) or !net.isMulticast(group)) continue;
             if (contains(self.groups[0..self.count], group)) continue;
             const socket_index = self.socketWithRoom() catch {
                 failures += 1;
@@ -84,8 +83,8 @@ pub const Joins = struct {
     }
 
     fn membership(self: *Joins, op: u32, socket_index: u16, group: *const abi.Addr) sys.Error!void {
-        const mreq = Mreqn{
-            .multiaddr = std.mem.readInt(u32, group[12..16], .native),
+        const mreq = net.IpMreqn{
+            .multiaddr = net.v4Bits(group),
             .address = 0,
             .ifindex = @intCast(self.ifindex),
         };

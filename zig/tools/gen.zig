@@ -13,6 +13,7 @@ const assert = std.debug.assert;
 const abi = @import("../abi.zig");
 const constants = @import("../constants.zig");
 const sys = @import("../sys.zig");
+const net = @import("../net.zig");
 
 const ns_per_s = std.time.ns_per_s;
 const ns_per_ms = std.time.ns_per_ms;
@@ -82,7 +83,7 @@ pub const Gen = struct {
         if (cfg.size < abi.payload_header_bytes) return error.INVAL;
         if (cfg.size > constants.udp_payload_max) return error.INVAL;
         if (cfg.port == 0) return error.INVAL;
-        if (isUnspecified(&cfg.addr)) return error.INVAL;
+        if (net.isUnspecified(&cfg.addr)) return error.INVAL;
 
         const allocator = std.heap.page_allocator;
         const self = allocator.create(Gen) catch return error.NOMEM;
@@ -332,138 +333,11 @@ fn burstPackets(rate_pps: u64) u32 {
 }
 
 fn openSocket(cfg: *const abi.GenConfig) sys.Error!i32 {
-    const sa = SockAddr.init(&cfg.addr, cfg.port, cfg.ifindex);
-    const family = sa.family();
-    const fd: i32 = @intCast(try sys.check(linux.socket(
-        family,
-        linux.SOCK.DGRAM | linux.SOCK.NONBLOCK | linux.SOCK.CLOEXEC,
-        0,
-    )));
+    const fd = try net.openSender(&cfg.addr, cfg.ifindex, cfg.ttl, sndbuf_bytes);
     errdefer sys.close(fd);
-    try setBufferBytes(fd, linux.SO.SNDBUF, linux.SO.SNDBUFFORCE, sndbuf_bytes);
-
-    const ttl: c_int = cfg.ttl;
-    if (family == linux.AF.INET) {
-        if (isMulticast(&cfg.addr)) {
-            if (cfg.ifindex != 0) {
-                const mreq: IpMreqn = .{ .multiaddr = 0, .address = 0, .ifindex = @intCast(cfg.ifindex) };
-                try sys.setsockopt(fd, linux.IPPROTO.IP, linux.IP.MULTICAST_IF, &mreq);
-            }
-            try sys.setsockoptInt(fd, linux.IPPROTO.IP, linux.IP.MULTICAST_TTL, ttl);
-            // Copies looped back to this host would be counted by a local sink as if the
-            // relay had forwarded them.
-            try sys.setsockoptInt(fd, linux.IPPROTO.IP, linux.IP.MULTICAST_LOOP, 0);
-        } else {
-            try sys.setsockoptInt(fd, linux.IPPROTO.IP, linux.IP.TTL, ttl);
-            if (cfg.ifindex != 0) {
-                // IPv4 takes the index in network byte order (ip(7)).
-                const index: u32 = std.mem.nativeToBig(u32, cfg.ifindex);
-                try sys.setsockoptInt(fd, linux.IPPROTO.IP, linux.IP.UNICAST_IF, @bitCast(index));
-            }
-        }
-    } else {
-        assert(family == linux.AF.INET6);
-        const index: c_int = @intCast(cfg.ifindex);
-        if (isMulticast(&cfg.addr)) {
-            if (cfg.ifindex != 0) try sys.setsockoptInt(fd, linux.IPPROTO.IPV6, linux.IPV6.MULTICAST_IF, index);
-            try sys.setsockoptInt(fd, linux.IPPROTO.IPV6, linux.IPV6.MULTICAST_HOPS, ttl);
-            try sys.setsockoptInt(fd, linux.IPPROTO.IPV6, linux.IPV6.MULTICAST_LOOP, 0);
-        } else {
-            try sys.setsockoptInt(fd, linux.IPPROTO.IPV6, linux.IPV6.UNICAST_HOPS, ttl);
-            // IPv6 takes the index in host byte order.
-            if (cfg.ifindex != 0) try sys.setsockoptInt(fd, linux.IPPROTO.IPV6, linux.IPV6.UNICAST_IF, index);
-        }
-    }
+    const sa = net.SockAddr.init(&cfg.addr, cfg.port, cfg.ifindex);
     _ = try sys.retry(linux.connect, .{ fd, @as(*const anyopaque, &sa), sa.len() });
     return fd;
-}
-
-/// Sets a socket buffer size, then tries the FORCE variant, which exceeds the sysctl
-/// maximum but needs CAP_NET_ADMIN: EPERM leaves the clamped size in place.
-pub fn setBufferBytes(fd: i32, opt: u32, opt_force: u32, bytes: u32) sys.Error!void {
-    const value: c_int = @intCast(@min(bytes, std.math.maxInt(c_int)));
-    try sys.setsockoptInt(fd, linux.SOL.SOCKET, opt, value);
-    sys.setsockoptInt(fd, linux.SOL.SOCKET, opt_force, value) catch |err| switch (err) {
-        error.PERM => {},
-        else => return err,
-    };
-}
-
-/// struct ip_mreqn (ip(7)): group and interface for IPv4 multicast options.
-pub const IpMreqn = extern struct {
-    /// Group, network byte order as stored in memory.
-    multiaddr: u32,
-    /// Local address, 0 = any (the index decides).
-    address: u32,
-    ifindex: i32,
-};
-
-/// struct ipv6_mreq (ipv6(7)).
-pub const Ipv6Mreq = extern struct {
-    multiaddr: [16]u8,
-    ifindex: u32,
-};
-
-comptime {
-    assert(@sizeOf(IpMreqn) == 12);
-    assert(@sizeOf(Ipv6Mreq) == 20);
-}
-
-/// A socket address built from a 16-byte abi.Addr: v4-mapped and all-zero addresses become
-/// AF_INET (all-zero = INADDR_ANY), everything else AF_INET6.
-pub const SockAddr = extern union {
-    any: linux.sockaddr,
-    in: linux.sockaddr.in,
-    in6: linux.sockaddr.in6,
-
-    /// `port` in host byte order; `scope_id` matters for IPv6 link-local addresses only.
-    pub fn init(addr: *const abi.Addr, port: u16, scope_id: u32) SockAddr {
-        if (isV4(addr) or isUnspecified(addr)) {
-            return .{ .in = .{ .port = std.mem.nativeToBig(u16, port), .addr = v4Bits(addr) } };
-        }
-        return .{ .in6 = .{
-            .port = std.mem.nativeToBig(u16, port),
-            .flowinfo = 0,
-            .addr = addr.*,
-            .scope_id = scope_id,
-        } };
-    }
-
-    pub fn family(self: *const SockAddr) u32 {
-        return self.any.family;
-    }
-
-    pub fn len(self: *const SockAddr) linux.socklen_t {
-        return if (self.family() == linux.AF.INET) @sizeOf(linux.sockaddr.in) else @sizeOf(linux.sockaddr.in6);
-    }
-};
-
-/// ::ffff:a.b.c.d
-pub fn isV4(addr: *const abi.Addr) bool {
-    return std.mem.allEqual(u8, addr[0..10], 0) and addr[10] == 0xff and addr[11] == 0xff;
-}
-
-/// :: or ::ffff:0.0.0.0
-pub fn isUnspecified(addr: *const abi.Addr) bool {
-    return std.mem.allEqual(u8, addr[0..10], 0) and
-        (std.mem.allEqual(u8, addr[10..12], 0) or std.mem.allEqual(u8, addr[10..12], 0xff)) and
-        std.mem.allEqual(u8, addr[12..16], 0);
-}
-
-/// 224.0.0.0/4 or ff00::/8
-pub fn isMulticast(addr: *const abi.Addr) bool {
-    if (isV4(addr)) return addr[12] & 0xf0 == 0xe0;
-    return addr[0] == 0xff;
-}
-
-/// The IPv4 address as stored in struct in_addr (network byte order in memory).
-pub fn v4Bits(addr: *const abi.Addr) u32 {
-    return @bitCast(addr[12..16].*);
-}
-
-/// ::ffff:a.b.c.d (tests and callers building IPv4 addresses).
-pub fn v4Addr(a: u8, b: u8, c: u8, d: u8) abi.Addr {
-    return .{ 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, a, b, c, d };
 }
 
 // ---------------------------------------------------------------------------------------
@@ -473,7 +347,7 @@ const testing = std.testing;
 
 fn testConfig(port: u16) abi.GenConfig {
     return .{
-        .addr = v4Addr(127, 0, 0, 1),
+        .addr = net.v4Addr(127, 0, 0, 1),
         .port = port,
         .ttl = 1,
         .ifindex = 0,
@@ -537,23 +411,3 @@ test "pacing arithmetic: packet k is due at k / rate, the first at once" {
     try testing.expectEqual(constants.gen_batch_max, burstPackets(std.math.maxInt(u64)));
 }
 
-test "address helpers" {
-    const lo = v4Addr(127, 0, 0, 1);
-    try testing.expect(isV4(&lo));
-    try testing.expect(!isMulticast(&lo));
-    const group = v4Addr(239, 1, 2, 3);
-    try testing.expect(isMulticast(&group));
-    const sa = SockAddr.init(&group, 5000, 0);
-    try testing.expectEqual(@as(u32, linux.AF.INET), sa.family());
-    try testing.expectEqual(std.mem.nativeToBig(u16, 5000), sa.in.port);
-    try testing.expectEqualSlices(u8, &.{ 239, 1, 2, 3 }, std.mem.asBytes(&sa.in.addr));
-    const any: abi.Addr = @splat(0);
-    try testing.expect(isUnspecified(&any));
-    try testing.expectEqual(@as(u32, linux.AF.INET), SockAddr.init(&any, 1, 0).family());
-    var v6: abi.Addr = @splat(0);
-    v6[15] = 1;
-    try testing.expect(!isV4(&v6) and !isUnspecified(&v6));
-    try testing.expectEqual(@as(u32, linux.AF.INET6), SockAddr.init(&v6, 1, 0).family());
-    v6[0] = 0xff;
-    try testing.expect(isMulticast(&v6));
-}

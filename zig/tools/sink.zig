@@ -14,6 +14,7 @@ const abi = @import("../abi.zig");
 const constants = @import("../constants.zig");
 const sys = @import("../sys.zig");
 const gen = @import("gen.zig");
+const net = @import("../net.zig");
 
 /// Indexes into the first global_counter_count entries of Sink.counters().
 pub const GlobalCounter = enum(u32) {
@@ -417,9 +418,9 @@ fn percentile(histogram: *const [buckets]u64, count: u64, max_ns: u64, per_mille
 }
 
 fn openSocket(cfg: *const abi.SinkConfig) sys.Error!i32 {
-    const multicast = gen.isMulticast(&cfg.addr);
+    const multicast = net.isMulticast(&cfg.addr);
     // Binding the group address (not INADDR_ANY) keeps other groups on the same port out.
-    const sa = gen.SockAddr.init(&cfg.addr, cfg.port, cfg.ifindex);
+    const sa = net.SockAddr.init(&cfg.addr, cfg.port, cfg.ifindex);
     const family = sa.family();
     const fd: i32 = @intCast(try sys.check(linux.socket(
         family,
@@ -430,7 +431,7 @@ fn openSocket(cfg: *const abi.SinkConfig) sys.Error!i32 {
     // Several sinks (or a sink beside the relay's own join socket) may share group and port.
     try sys.setsockoptInt(fd, linux.SOL.SOCKET, linux.SO.REUSEADDR, 1);
     if (cfg.rcvbuf_bytes != 0) {
-        try gen.setBufferBytes(fd, linux.SO.RCVBUF, linux.SO.RCVBUFFORCE, cfg.rcvbuf_bytes);
+        try net.setBufferBytes(fd, linux.SO.RCVBUF, linux.SO.RCVBUFFORCE, cfg.rcvbuf_bytes);
     }
     _ = try sys.check(linux.bind(fd, &sa.any, sa.len()));
     if (!multicast) return fd;
@@ -442,14 +443,14 @@ fn openSocket(cfg: *const abi.SinkConfig) sys.Error!i32 {
             error.NOPROTOOPT => {}, // Kernels before 2.6.31.
             else => return err,
         };
-        const mreq: gen.IpMreqn = .{
-            .multiaddr = gen.v4Bits(&cfg.addr),
+        const mreq: net.IpMreqn = .{
+            .multiaddr = net.v4Bits(&cfg.addr),
             .address = 0,
             .ifindex = @intCast(cfg.ifindex),
         };
         try sys.setsockopt(fd, linux.IPPROTO.IP, linux.IP.ADD_MEMBERSHIP, &mreq);
     } else {
-        const mreq: gen.Ipv6Mreq = .{ .multiaddr = cfg.addr, .ifindex = cfg.ifindex };
+        const mreq: net.Ipv6Mreq = .{ .multiaddr = cfg.addr, .ifindex = cfg.ifindex };
         try sys.setsockopt(fd, linux.IPPROTO.IPV6, linux.IPV6.ADD_MEMBERSHIP, &mreq);
     }
     return fd;
@@ -459,7 +460,7 @@ fn boundPort(fd: i32) sys.Error!u16 {
     var storage: linux.sockaddr.storage = undefined;
     var len: linux.socklen_t = @sizeOf(linux.sockaddr.storage);
     _ = try sys.check(linux.getsockname(fd, @ptrCast(&storage), &len));
-    const sa: *const gen.SockAddr = @ptrCast(&storage);
+    const sa: *const net.SockAddr = @ptrCast(&storage);
     // sin_port and sin6_port sit at the same offset.
     return std.mem.bigToNative(u16, sa.in.port);
 }
@@ -759,10 +760,10 @@ fn genCounter(g: *gen.Gen, counter: gen.Counter) u64 {
 }
 
 test "gen to sink over loopback: 1000 datagrams arrive once, in order, intact" {
-    const sink = try Sink.create(&sinkConfig(gen.v4Addr(127, 0, 0, 1), 0));
+    const sink = try Sink.create(&sinkConfig(net.v4Addr(127, 0, 0, 1), 0));
     defer sink.destroy();
     try testing.expect(sink.port != 0);
-    var cfg = genConfig(gen.v4Addr(127, 0, 0, 1), sink.port, 0);
+    var cfg = genConfig(net.v4Addr(127, 0, 0, 1), sink.port, 0);
     cfg.count = 1000;
     const g = try gen.Gen.create(&cfg);
     defer g.destroy();
@@ -790,9 +791,9 @@ test "gen to sink over loopback: 1000 datagrams arrive once, in order, intact" {
 }
 
 test "paced gen: 2000 pps for 0.25 s sends about 500, spread over about 0.25 s" {
-    const sink = try Sink.create(&sinkConfig(gen.v4Addr(127, 0, 0, 1), 0));
+    const sink = try Sink.create(&sinkConfig(net.v4Addr(127, 0, 0, 1), 0));
     defer sink.destroy();
-    var cfg = genConfig(gen.v4Addr(127, 0, 0, 1), sink.port, 0);
+    var cfg = genConfig(net.v4Addr(127, 0, 0, 1), sink.port, 0);
     cfg.rate_pps = 2000;
     cfg.duration_ns = 250 * std.time.ns_per_ms;
     const g = try gen.Gen.create(&cfg);
@@ -813,7 +814,7 @@ test "gen to sink over IPv4 multicast on lo" {
     // Group traffic on lo needs no root: the sink joins on lo (ifindex 1 in every network
     // namespace) and the generator sends out of lo, which hands the datagram straight back.
     const lo_ifindex: u32 = 1;
-    const group = gen.v4Addr(239, 255, 77, 1);
+    const group = net.v4Addr(239, 255, 77, 1);
     const sink = Sink.create(&sinkConfig(group, lo_ifindex)) catch |err| switch (err) {
         error.NODEV, error.ADDRNOTAVAIL, error.NOBUFS, error.ADDRINUSE => return error.SkipZigTest,
         else => return err,
