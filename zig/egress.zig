@@ -289,6 +289,7 @@ test "egress to loopback: sent, counted, sockets kept across reconcile" {
     const out = abi.OutputDesc{ .id = 7, .addr = .{ 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 127, 0, 0, 1 }, .source = .{ 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 127, 0, 0, 1 }, .port = port, .ttl = 4, .ifindex = 0 };
     eg.reconcile(&.{out});
     try std.testing.expect(eg.fds[0] != no_fd);
+    try std.testing.expectEqual(@as(c_int, 4), try socketTtl(eg.fds[0]));
     const fd_before = eg.fds[0];
     const payload = "hello";
     for (0..batch_max + 3) |_| eg.queue(stats, 0, payload);
@@ -312,4 +313,13 @@ test "egress to loopback: sent, counted, sockets kept across reconcile" {
     changed.ttl = 9;
     eg.reconcile(&.{changed});
     try std.testing.expect(eg.fds[0] != no_fd);
+    // A changed setting gets a socket that has it (the unicast TTL of this output).
+    try std.testing.expectEqual(@as(c_int, 9), try socketTtl(eg.fds[0]));
+}
+
+fn socketTtl(fd: i32) sys.Error!c_int {
+    var ttl: c_int = 0;
+    var len: linux.socklen_t = @sizeOf(c_int);
+    _ = try sys.check(linux.getsockopt(fd, linux.SOL.IP, linux.IP.TTL, std.mem.asBytes(&ttl), &len));
+    return ttl;
 }

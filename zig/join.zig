@@ -105,7 +105,6 @@ test "joins spread over sockets and follow the wanted set (loopback)" {
     var groups: [45]abi.Addr = undefined;
     for (&groups, 0..) |*g, i| g.* = .{ 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 239, 77, 0, @intCast(i + 1) };
     const failed = j.reconcile(&groups);
-    if (failed == groups.len) return error.SkipZigTest; // no multicast on lo here
     try std.testing.expectEqual(@as(u32, 0), failed);
     try std.testing.expectEqual(@as(u32, 45), j.count);
     try std.testing.expectEqual(@as(u32, 20), j.members[0]);

@@ -825,7 +825,6 @@ test "gen to sink over IPv4 multicast on lo" {
     const g = try gen.Gen.create(&cfg);
     defer g.destroy();
     try pump(g, sink, 0, 2000);
-    if (genCounter(g, .send_errors) == cfg.count or sink.streamCount() == 0) return error.SkipZigTest;
 
     try testing.expectEqual(@as(u64, 300), genCounter(g, .sent));
     const slot = try slotOf(sink, 77);
