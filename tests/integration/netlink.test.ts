@@ -205,7 +205,8 @@ function expectAllArrived(r: { gen: GenReport; sink: SinkReport }, count: number
 /**
  * Python, because the sink does not report who sent a datagram: joins GROUP on the interface
  * with address IFADDR, says "ready" on stderr, then counts datagrams by source address until
- * COUNT arrived or TIMEOUT seconds passed, and prints {"received", "first_at_ms", "sources"}.
+ * COUNT arrived or TIMEOUT seconds passed, and prints {"received", "first_at_ms", "sources",
+ * "ttls"} (ttls: the IP TTL the datagrams arrived with, counted per value).
  * first_at_ms is CLOCK_REALTIME, comparable with Date.now() of this process.
  */
 const receiver_py = String.raw`
@@ -216,9 +217,10 @@ s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
 s.bind((group, port))
 s.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, socket.inet_aton(group) + socket.inet_aton(ifaddr))
+s.setsockopt(socket.IPPROTO_IP, getattr(socket, "IP_RECVTTL", 12), 1)
 sys.stderr.write("ready\n")
 sys.stderr.flush()
-first, n, sources = None, 0, {}
+first, n, sources, ttls = None, 0, {}, {}
 deadline = time.time() + timeout
 while n < count:
     left = deadline - time.time()
@@ -226,20 +228,25 @@ while n < count:
         break
     s.settimeout(left)
     try:
-        data, (addr, _) = s.recvfrom(65536)
+        data, anc, _, (addr, _) = s.recvmsg(65536, socket.CMSG_SPACE(4))
     except socket.timeout:
         break
     if first is None:
         first = time.time()
     n += 1
     sources[addr] = sources.get(addr, 0) + 1
-print(json.dumps({"received": n, "first_at_ms": None if first is None else first * 1000, "sources": sources}))
+    for level, kind, value in anc:
+        if level == socket.IPPROTO_IP and kind == getattr(socket, "IP_TTL", 2):
+            ttl = str(int.from_bytes(value[:4], sys.byteorder))
+            ttls[ttl] = ttls.get(ttl, 0) + 1
+print(json.dumps({"received": n, "first_at_ms": None if first is None else first * 1000, "sources": sources, "ttls": ttls}))
 `;
 
 interface Received {
   received: number;
   first_at_ms: number | null;
   sources: Record<string, number>;
+  ttls: Record<string, number>;
 }
 
 async function startReceiver(rt: RelayTopology, ns: string, group: string, port: number, ifaddr: string, count: number, timeoutS: number): Promise<LoggedProcess> {
@@ -432,14 +439,14 @@ describe_netns("netlink: the daemon follows the interfaces (kernel, under bun)",
   );
 
   test(
-    "after the output interface's address is replaced, relayed packets leave from the new address",
+    "after the output interface's address is replaced, relayed packets leave from the new address, with the rule's TTL",
     async () => {
       const rt = await setup("nl-srcaddr");
       const s1 = rt.sinks[0]!;
-      const d = await startDaemon(rt, [{ name: "src", from: "239.1.1.1:5000@r0", to: ["239.2.2.2:6000@r1"] }]);
+      const d = await startDaemon(rt, [{ name: "src", from: "239.1.1.1:5000@r0", to: ["239.2.2.2:6000@r1"], ttl: 5 }]);
       const w0 = await waitWorker(d, "r0", "running");
-      // The control: before the change, packets come from r1's address.
-      expect(await sendAndCapture(rt, s1, 500, 1)).toEqual({ received: 500, first_at_ms: expect.any(Number), sources: { [s1.relayAddr]: 500 } });
+      // The control: before the change, packets come from r1's address, with the rule's TTL.
+      expect(await sendAndCapture(rt, s1, 500, 1)).toEqual({ received: 500, first_at_ms: expect.any(Number), sources: { [s1.relayAddr]: 500 }, ttls: { "5": 500 } });
 
       // Replaced without a moment without an address: the new one is added (secondary), the
       // old primary deleted, and the kernel promotes the new one.
@@ -451,7 +458,7 @@ describe_netns("netlink: the daemon follows the interfaces (kernel, under bun)",
       await waitWorker(d, "r0", "holding a table with the new address", (w) => w.table_hash !== w0.table_hash);
       const rule = ruleNamed(await listCli(d), "src");
       expect([rule.state, rule.outputs.map((o) => o.state)]).toEqual(["active", ["active"]]);
-      expect(await sendAndCapture(rt, s1, 500, 2)).toEqual({ received: 500, first_at_ms: expect.any(Number), sources: { "10.99.2.5": 500 } });
+      expect(await sendAndCapture(rt, s1, 500, 2)).toEqual({ received: 500, first_at_ms: expect.any(Number), sources: { "10.99.2.5": 500 }, ttls: { "5": 500 } });
       expect(failureLines(d)).toEqual([]);
     },
     T,
@@ -481,7 +488,8 @@ describe_netns("netlink: the daemon follows the interfaces (kernel, under bun)",
       await ip(rt, rt.relay, ["addr", "add", "10.99.2.5/24", "dev", "r1"]);
       await waitRule(d, "two", "with every output active", (r) => r.outputs.every((o) => o.state === "active"));
       await waitWorker(d, "r0", "holding the table with r1's output again", (w) => w.table_hash !== bareTable, 10_000);
-      expect(await sendAndCapture(rt, s1, 500, 2)).toEqual({ received: 500, first_at_ms: expect.any(Number), sources: { "10.99.2.5": 500 } });
+      // The default TTL (8) when the rule names none.
+      expect(await sendAndCapture(rt, s1, 500, 2)).toEqual({ received: 500, first_at_ms: expect.any(Number), sources: { "10.99.2.5": 500 }, ttls: { "8": 500 } });
 
       // r2 down: its output waits, r1's keeps forwarding.
       const tableBefore = (await waitWorker(d, "r0", "settled")).table_hash;
