@@ -8,6 +8,7 @@
 // `mcrelay events` reports it all in order. Every check ends at a receiver in another
 // namespace, not only at the daemon's own view. Each test builds its own topology (they
 // change links under the daemon).
+import type { RuleSpec } from "../../src/config/rule-spec.ts";
 import { afterEach, describe, expect, test } from "bun:test";
 import { readFileSync } from "node:fs";
 import { netnsAvailable, Topology } from "../support/netns.ts";
@@ -87,7 +88,7 @@ async function setup(label: string, sinks = 1): Promise<RelayTopology> {
   return buildRelayTopology(topo, { label, sinks });
 }
 
-async function startDaemon(rt: RelayTopology, rules: { name: string; from: string; to: string[] }[]): Promise<TestDaemon> {
+async function startDaemon(rt: RelayTopology, rules: RuleSpec[]): Promise<TestDaemon> {
   const configPath = dir!.file("mcrelay.json5", JSON.stringify({ rules }));
   const d = await TestDaemon.start(rt, dir!, { configPath });
   daemons.push(d);
