@@ -19,11 +19,15 @@ pub fn build(b: *std.Build) void {
     const target = b.standardTargetOptions(.{});
     // Assertions stay on in the shipped library unless a benchmark proves they cost.
     const optimize = b.option(std.builtin.Optimize, "optimize", "debug, safe, fast or small (default safe)") orelse .safe;
+    // The library embedded in dist/mcrelay is stripped (3.8 MB -> about 0.6 MB); a panic then
+    // prints its message and addresses without symbol names.
+    const strip = b.option(bool, "strip", "strip symbols and debug info from the library (default false)") orelse false;
 
     const lib_module = b.createModule(.{
         .root_source_file = b.path("zig/lib.zig"),
         .target = target,
         .optimize = optimize,
+        .strip = strip,
         // libc for set*id calls that must reach every thread (see zig/privileges.zig).
         .link_libc = true,
     });

@@ -1,9 +1,10 @@
 // The only module that imports bun:ffi. It loads libmcrelay (embedded in the compiled
 // executable, from zig-out/ under `bun run`), checks the ABI, and offers typed methods; the
 // rest of the code never sees a pointer.
+import { closeSync, readFileSync, writeSync } from "node:fs";
 import { dlopen, ptr, toArrayBuffer, type Pointer } from "bun:ffi";
 import embeddedLibPath from "../../zig-out/lib/libmcrelay.so" with { type: "file" };
-import { NativeError } from "../errors.ts";
+import { NativeError, errnoName } from "../errors.ts";
 import {
   ABI_VERSION,
   EXPECTED_LAYOUT,
@@ -76,11 +77,64 @@ let loaded: Symbols | null = null;
 /** The library, loaded and checked on first use. */
 function lib(): Symbols {
   if (loaded) return loaded;
-  const path = process.env.MCRELAY_LIB ?? embeddedLibPath;
-  const handle = dlopen(path, symbols);
+  const override = process.env.MCRELAY_LIB;
+  const handle = override ? dlopen(override, symbols) : openEmbedded();
   checkAbi(handle.symbols);
   loaded = handle.symbols;
   return loaded;
+}
+
+/** Where `bun build --compile` puts embedded files: a virtual path inside the executable. */
+const EMBEDDED_PREFIX = "/$bunfs/";
+const MFD_CLOEXEC = 0x1;
+/** Linux 6.3+: ask for an executable memfd explicitly (vm.memfd_noexec=1 defaults to noexec). */
+const MFD_EXEC = 0x10;
+const EINVAL = 22;
+
+/**
+ * Opens the library without writing it to a file system. Bun's own dlopen of an embedded file
+ * extracts it into $TMPDIR (so a noexec /tmp breaks every command, and a copy is left behind);
+ * instead the bytes go into an anonymous memory file (memfd_create) that is dlopen'ed through
+ * /proc/self/fd/N. Under `bun run` the path is a real file and is opened directly.
+ */
+function openEmbedded(): ReturnType<typeof dlopen<typeof symbols>> {
+  if (!embeddedLibPath.startsWith(EMBEDDED_PREFIX)) return dlopen(embeddedLibPath, symbols);
+  const bytes = readFileSync(embeddedLibPath);
+  const fd = memfdCreate("libmcrelay.so");
+  try {
+    for (let off = 0; off < bytes.length; ) off += writeSync(fd, bytes, off, bytes.length - off);
+    return dlopen(`/proc/self/fd/${fd}`, symbols);
+  } finally {
+    // The loaded mapping keeps the memory file alive; the descriptor is not needed after dlopen.
+    closeSync(fd);
+  }
+}
+
+/**
+ * memfd_create(2) through the C library the runtime already uses. "libc.so.6" names glibc, and
+ * musl's loader resolves every "libc.*" name to itself, so the same name works on both.
+ */
+function memfdCreate(name: string): number {
+  const libc = dlopen("libc.so.6", {
+    memfd_create: { args: ["ptr", "u32"], returns: "i32" },
+    __errno_location: { args: [], returns: "ptr" },
+  });
+  try {
+    const cname = new TextEncoder().encode(`${name}\0`);
+    const errno = (): number => new Int32Array(toArrayBuffer(libc.symbols.__errno_location()!, 0, 4))[0]!;
+    let fd = libc.symbols.memfd_create(ptr(cname), MFD_CLOEXEC | MFD_EXEC);
+    // Kernels before 6.3 refuse the unknown MFD_EXEC flag; their memfds are executable anyway.
+    if (fd < 0 && errno() === EINVAL) fd = libc.symbols.memfd_create(ptr(cname), MFD_CLOEXEC);
+    if (fd < 0) {
+      const code = errno();
+      throw new NativeError("memfd_create for the native library", code,
+        `${errnoName(code)}; ` +
+        "set MCRELAY_LIB to a copy of libmcrelay.so on an exec-allowed file system");
+    }
+    return fd;
+  } finally {
+    libc.close();
+  }
 }
 
 function checkAbi(s: Symbols): void {
