@@ -13,6 +13,8 @@ pub const table_slots: u32 = 2 * rules_max;
 
 /// Datagrams one output queues before a flush (one UDP GSO buffer holds up to ~48 of 1316 bytes).
 pub const egress_batch_max: u32 = 48;
+/// Largest UDP GSO buffer egress sends: 64 KiB less the IPv4 and UDP headers, rounded down.
+pub const egress_gso_bytes_max: u32 = 65_000;
 /// Egress socket send buffer. A small buffer collapsed throughput in the earlier relay.
 pub const egress_sndbuf_bytes: u32 = 4 * 1024 * 1024;
 /// Groups one UDP socket may join: the kernel's default igmp_max_memberships is 20.
@@ -24,8 +26,12 @@ pub const join_sockets_max: u32 = (rules_max + joins_per_socket_max - 1) / joins
 /// Blocks are small and many because a quiet stream retires a block every block timeout with
 /// only a few frames in it: capacity in frames is about the block count at low rates, and
 /// the ring must hold a worker restart's worth of traffic.
-pub const ring_block_bytes_min: u32 = 1 << 13;
-pub const ring_bytes_default: u32 = 32 * 1024 * 1024;
+/// 64 KiB: a block holds a UDP GSO super-frame as another mcrelay (or most GSO senders) sends
+/// it over veth, so it can be split into its datagrams instead of being cut short.
+pub const ring_block_bytes_min: u32 = 1 << 16;
+/// 1024 blocks of 64 KiB at MTU 1500: at low rates (one frame per block) a second of a
+/// 1000 pps stream waits through a worker restart.
+pub const ring_bytes_default: u32 = 64 * 1024 * 1024;
 pub const ring_blocks_max: u32 = 4096;
 /// Block retire timeout: a quiet stream waits at most this long in a half-filled block.
 pub const ring_block_timeout_ms: u32 = 1;

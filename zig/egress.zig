@@ -14,8 +14,7 @@ const outputs_max = constants.outputs_max;
 const no_fd: i32 = -1;
 /// SOL_UDP: the option level of UDP options (the protocol number).
 const sol_udp: i32 = 17;
-/// Largest UDP GSO buffer: 64 KiB less the IP and UDP headers, rounded down. */
-const gso_bytes_max: usize = 65_000;
+const gso_bytes_max: usize = constants.egress_gso_bytes_max;
 const gso_control_bytes = std.mem.alignForward(usize, @sizeOf(linux.cmsghdr) + @sizeOf(u16), @alignOf(linux.cmsghdr));
 
 /// Opens and configures the socket of one output. Returns the fd and whether it is connected
@@ -177,7 +176,8 @@ pub const Egress = struct {
         const seg = iovs[0].len;
         if (seg == 0 or seg * n > gso_bytes_max) return false;
         for (iovs[1 .. n - 1]) |iov| if (iov.len != seg) return false;
-        return iovs[n - 1].len <= seg;
+        // An empty last datagram would vanish: GSO cuts the buffer, and nothing is left to cut.
+        return iovs[n - 1].len <= seg and iovs[n - 1].len > 0;
     }
 
     /// One sendmsg with UDP_SEGMENT for the whole batch: the stack is crossed once instead of
@@ -322,4 +322,43 @@ fn socketTtl(fd: i32) sys.Error!c_int {
     var len: linux.socklen_t = @sizeOf(c_int);
     _ = try sys.check(linux.getsockopt(fd, linux.SOL.IP, linux.IP.TTL, std.mem.asBytes(&ttl), &len));
     return ttl;
+}
+
+test "an empty datagram behind full-size ones is sent, not lost in a GSO buffer" {
+    const stats_words = try std.testing.allocator.create([stats_mod.total_words]u64);
+    defer std.testing.allocator.destroy(stats_words);
+    const stats = stats_mod.Stats.init(stats_words);
+    const eg = try std.testing.allocator.create(Egress);
+    defer std.testing.allocator.destroy(eg);
+    eg.init();
+    defer eg.deinit();
+
+    const rx: i32 = @intCast(try sys.check(linux.socket(linux.AF.INET, linux.SOCK.DGRAM | linux.SOCK.NONBLOCK, 0)));
+    defer sys.close(rx);
+    var sa = linux.sockaddr.in{ .port = 0, .addr = std.mem.nativeToBig(u32, 0x7f000001) };
+    _ = try sys.check(linux.bind(rx, @ptrCast(&sa), @sizeOf(linux.sockaddr.in)));
+    var len: linux.socklen_t = @sizeOf(linux.sockaddr.in);
+    _ = try sys.check(linux.getsockname(rx, @ptrCast(&sa), &len));
+    const lo = abi.Addr{ 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 127, 0, 0, 1 };
+    eg.reconcile(&.{.{ .id = 1, .addr = lo, .source = lo, .port = std.mem.bigToNative(u16, sa.port), .ttl = 4, .ifindex = 0 }});
+
+    const full: [100]u8 = @splat(0xab);
+    // Two batches: three full and an empty one; one full and an empty one.
+    const sizes = [_]usize{ 100, 100, 100, 0, 100, 0 };
+    for (sizes[0..4]) |n| eg.queue(stats, 0, full[0..n]);
+    eg.flush(stats);
+    for (sizes[4..]) |n| eg.queue(stats, 0, full[0..n]);
+    eg.flush(stats);
+    try std.testing.expectEqual(@as(u64, sizes.len), stats.output(0, .packets).*);
+
+    var buf: [256]u8 = undefined;
+    var got: [sizes.len]usize = undefined;
+    var count: usize = 0;
+    while (count < got.len) {
+        const rc = linux.recvfrom(rx, &buf, buf.len, 0, null, null);
+        if (linux.errno(rc) != .SUCCESS) break;
+        got[count] = rc;
+        count += 1;
+    }
+    try std.testing.expectEqualSlices(usize, &sizes, got[0..count]);
 }

@@ -15,16 +15,49 @@ const frame_header_bytes: u32 = 48 + 32;
 const block_header_bytes: u32 = 48;
 /// Room for two in-band VLAN tags on top of the Ethernet header.
 const l2_header_bytes_max: u32 = 14 + 8;
+/// A UDP GSO super-frame as mcrelay's own egress sends it (the largest buffer plus UDP, IPv4
+/// and link headers): a block must hold it whole, or a chain of relays loses it. Larger
+/// super-frames from other senders (up to a 64 KiB IP packet) are cut at the block size and
+/// counted in rx_truncated.
+const egress_super_frame_bytes: u32 = frame_header_bytes + vnet_hdr_bytes + l2_header_bytes_max + 20 + 8 + constants.egress_gso_bytes_max;
 
 const TP_STATUS_KERNEL: u32 = 0;
 const TP_STATUS_USER: u32 = 1;
+/// The skb's checksum is still to be filled in (CHECKSUM_PARTIAL: sent on this host, or by a
+/// peer namespace over veth): it is valid by construction.
+const TP_STATUS_CSUMNOTREADY: u32 = 1 << 3;
 const TP_STATUS_VLAN_VALID: u32 = 1 << 4;
+/// The device or the stack verified the transport checksum (CHECKSUM_UNNECESSARY).
+const TP_STATUS_CSUM_VALID: u32 = 1 << 7;
+
+/// struct virtio_net_hdr (linux/virtio_net.h), written by the kernel right before the frame
+/// when PACKET_VNET_HDR is on. Little-endian on the hosts we run on (vio_le).
+pub const VnetHdr = extern struct {
+    flags: u8,
+    gso_type: u8,
+    hdr_len: u16,
+    gso_size: u16,
+    csum_start: u16,
+    csum_offset: u16,
+};
+pub const vnet_hdr_bytes: u32 = @sizeOf(VnetHdr);
+/// VIRTIO_NET_HDR_GSO_UDP_L4: a UDP GSO super-frame, gso_size payload bytes per datagram.
+pub const gso_type_udp_l4: u8 = 5;
+/// sockaddr_ll follows the tpacket3_hdr at TPACKET_ALIGN(sizeof(tpacket3_hdr)); its
+/// sll_pkttype byte is 10 bytes in.
+const sll_offset: u32 = 48;
+const sll_pkttype_offset: u32 = 10;
+
+comptime {
+    std.debug.assert(vnet_hdr_bytes == 10);
+    std.debug.assert(std.mem.alignForward(usize, @sizeOf(linux.tpacket3_hdr), 16) == sll_offset);
+}
 
 /// Ring geometry for an interface MTU: a block holds at least one whole maximum-size frame,
 /// so jumbo frames arrive whole; the ring's total size stays near `ring_bytes`.
 pub fn geometry(mtu: u32, ring_bytes: u32) abi.RingGeometry {
     std.debug.assert(mtu > 0 and mtu <= constants.mtu_max);
-    const frame_max = frame_header_bytes + l2_header_bytes_max + mtu;
+    const frame_max = frame_header_bytes + vnet_hdr_bytes + l2_header_bytes_max + mtu;
     const frame_bytes = std.math.ceilPowerOfTwoAssert(u32, @max(frame_max, 2048));
     const block_bytes = @max(constants.ring_block_bytes_min, std.math.ceilPowerOfTwoAssert(u32, frame_bytes + block_header_bytes));
     const block_count = std.math.clamp(ring_bytes / block_bytes, 4, constants.ring_blocks_max);
@@ -37,11 +70,23 @@ pub fn geometry(mtu: u32, ring_bytes: u32) abi.RingGeometry {
     };
 }
 
+pub const Checksum = enum {
+    /// Pending (CHECKSUM_PARTIAL) or verified by the device or stack: nothing to check.
+    trusted,
+    /// Nobody checked it: the parser verifies the UDP checksum.
+    unverified,
+};
+
 pub const Frame = struct {
     data: []const u8,
     /// Length on the wire; larger than data.len when the capture was cut short.
     wire_len: u32,
     vlan_tci: ?u16,
+    checksum: Checksum,
+    /// PACKET_HOST, PACKET_OTHERHOST, ... (linux/if_packet.h).
+    pkt_type: u8,
+    /// Payload bytes per datagram when the frame is a UDP GSO/GRO super-frame, else 0.
+    gso_size: u16,
 };
 
 /// Configures an AF_PACKET socket for receiving on an interface: TPACKET_V3, the ingress filter,
@@ -52,6 +97,10 @@ pub const Frame = struct {
 pub fn setup(fd: i32, ifindex: u32, mtu: u32, ring_bytes: u32, block_timeout_ms: u32, fanout_id: u16) sys.Error!abi.RingGeometry {
     const version: c_int = @intFromEnum(linux.tpacket_versions.V3);
     try sys.setsockoptInt(fd, linux.SOL.PACKET, linux.PACKET.VERSION, version);
+    // A virtio_net_hdr before every frame: the gso_size of a UDP GSO super-frame (veth passes
+    // a sender's GSO buffer on unsegmented), so it can be split into its datagrams. Only
+    // allowed before the ring exists.
+    try sys.setsockoptInt(fd, linux.SOL.PACKET, linux.PACKET.VNET_HDR, 1);
     // Our own transmissions are never input (loop guard); the filter checks it too, for
     // kernels without this option.
     sys.setsockoptInt(fd, linux.SOL.PACKET, linux.PACKET.IGNORE_OUTGOING, 1) catch |err| switch (err) {
@@ -193,14 +242,20 @@ pub const Block = struct {
             it.remaining -= 1;
             const here = it.offset;
             it.offset = if (hdr.next_offset == 0) @intCast(b.len) else it.offset + hdr.next_offset;
-            if (end > b.len or start < here) {
+            if (end > b.len or start < here + sll_offset + sll_pkttype_offset + 1 or start < here + vnet_hdr_bytes) {
                 it.remaining = 0;
                 return null;
             }
+            const vnet = std.mem.bytesToValue(VnetHdr, b[start - vnet_hdr_bytes ..][0..vnet_hdr_bytes]);
+            const gso_size = std.mem.littleToNative(u16, vnet.gso_size);
+            const trusted = hdr.status & (TP_STATUS_CSUMNOTREADY | TP_STATUS_CSUM_VALID) != 0;
             return .{
                 .data = b[start..end],
                 .wire_len = hdr.len,
                 .vlan_tci = if (hdr.status & TP_STATUS_VLAN_VALID != 0) @truncate(hdr.variant.hv1.vlan_tci) else null,
+                .checksum = if (trusted) .trusted else .unverified,
+                .pkt_type = b[here + sll_offset + sll_pkttype_offset],
+                .gso_size = if (vnet.gso_type & 0x7f == gso_type_udp_l4) gso_size else 0,
             };
         }
     };
@@ -220,6 +275,7 @@ test "geometry: frames fit a block for every MTU, jumbo included" {
         try std.testing.expect(std.math.isPowerOfTwo(g.block_bytes));
     }
     const g = geometry(1500, constants.ring_bytes_default);
-    try std.testing.expectEqual(@as(u32, 1 << 13), g.block_bytes);
-    try std.testing.expectEqual(@as(u32, 4096), g.block_count);
+    try std.testing.expectEqual(@as(u32, 1 << 16), g.block_bytes);
+    try std.testing.expect(g.block_bytes >= egress_super_frame_bytes + block_header_bytes);
+    try std.testing.expectEqual(@as(u32, 1024), g.block_count);
 }

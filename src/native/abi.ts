@@ -2,7 +2,7 @@
 // The native module checks these numbers against the library right after loading it, so a
 // drift between the two sides refuses to run instead of misreading memory.
 
-export const ABI_VERSION = 5;
+export const ABI_VERSION = 6;
 
 export const TABLE_MAGIC = 0x4d435254;
 export const RULE_FLAG_SOURCE_FILTER = 1;
@@ -42,6 +42,7 @@ export const PARSE_DROPS = [
   "not_udp",
   "udp_truncated",
   "udp_bad_length",
+  "udp_bad_checksum",
 ] as const;
 export type ParseDrop = (typeof PARSE_DROPS)[number];
 
@@ -80,6 +81,8 @@ export const WORKER_COUNTERS = [
   "run_calls",
   "join_errors",
   "ring_errors",
+  "rx_gso_frames",
+  "rx_gso_datagrams",
 ] as const;
 export type WorkerCounter = (typeof WORKER_COUNTERS)[number];
 

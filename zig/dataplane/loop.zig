@@ -217,7 +217,7 @@ pub const Dataplane = struct {
             s.worker(.rx_frames).* += 1;
             s.worker(.rx_bytes).* += frame.wire_len;
             if (frame.data.len < frame.wire_len) s.worker(.rx_truncated).* += 1;
-            const packet = switch (parse.parse(frame.data)) {
+            const packet = switch (parse.parseWith(frame.data, .{ .verify_udp_checksum = frame.checksum == .unverified })) {
                 .ok => |p| p,
                 .drop => |reason| {
                     s.drop(reason).* += 1;
@@ -232,15 +232,32 @@ pub const Dataplane = struct {
                 }
                 continue;
             };
-            s.worker(.matched).* += 1;
-            s.rule(index, .packets).* += 1;
-            s.rule(index, .bytes).* += packet.payload_len;
             const payload = frame.data[packet.payload_offset..][0..packet.payload_len];
             const rule = &table.rules[index];
-            var o: u32 = rule.output_first;
-            while (o < @as(u32, rule.output_first) + rule.output_count) : (o += 1) {
-                self.egress.queue(s, o, payload);
+            // A super-frame stands for several datagrams of gso_size bytes (the last may be
+            // shorter): each is relayed as itself, as the sender sent it.
+            const segment_bytes: u32 = if (frame.gso_size != 0 and payload.len > frame.gso_size) frame.gso_size else @intCast(@max(payload.len, 1));
+            if (segment_bytes < payload.len) {
+                s.worker(.rx_gso_frames).* += 1;
+                s.worker(.rx_gso_datagrams).* += (payload.len + segment_bytes - 1) / segment_bytes;
             }
+            var offset: u32 = 0;
+            while (true) {
+                const datagram = payload[offset..][0..@min(segment_bytes, payload.len - offset)];
+                self.relay(s, rule, index, datagram);
+                offset += @intCast(datagram.len);
+                if (offset >= payload.len) break;
+            }
+        }
+    }
+
+    inline fn relay(self: *Dataplane, s: stats_mod.Stats, rule: *const abi.RuleDesc, index: u16, datagram: []const u8) void {
+        s.worker(.matched).* += 1;
+        s.rule(index, .packets).* += 1;
+        s.rule(index, .bytes).* += datagram.len;
+        var o: u32 = rule.output_first;
+        while (o < @as(u32, rule.output_first) + rule.output_count) : (o += 1) {
+            self.egress.queue(s, o, datagram);
         }
     }
 

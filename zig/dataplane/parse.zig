@@ -22,6 +22,8 @@ pub const Drop = enum(u8) {
     not_udp,
     udp_truncated,
     udp_bad_length,
+    /// UDP checksum wrong, on a frame nobody verified before (see Options).
+    udp_bad_checksum,
 };
 
 /// Number of Drop reasons: sizes the per-reason counter arrays.
@@ -41,6 +43,17 @@ pub const Packet = struct {
     payload_len: u32,
     /// VID of the outermost in-band tag; 0 when untagged.
     vlan_id: u16,
+    /// In-band tags (802.1Q or 802.1ad) in front of the IPv4 header.
+    vlan_tags: u8,
+    /// IPv4 TOS byte (DSCP and ECN) and TTL as received.
+    tos: u8,
+    ttl: u8,
+};
+
+pub const Options = struct {
+    /// Verify the UDP checksum: for frames whose checksum neither the kernel nor the device
+    /// checked (a locally pending checksum, CHECKSUM_PARTIAL, is valid by construction).
+    verify_udp_checksum: bool = false,
 };
 
 pub const Result = union(enum) { ok: Packet, drop: Drop };
@@ -71,7 +84,7 @@ const vlan_id_mask: u16 = 0x0fff;
 const eth_type_offset: u32 = 12;
 
 comptime {
-    assert(drop_count == 11);
+    assert(drop_count == 12);
     assert(eth_type_offset + 2 == eth_header_bytes);
     // The largest offset a packet can report still fits the u32 fields with room to spare.
     assert(eth_header_bytes + vlan_tags_max * vlan_tag_bytes + std.math.maxInt(u16) <
@@ -88,16 +101,21 @@ const Link = struct {
     /// Offset of the network header in the frame.
     l3_offset: u32,
     vlan_id: u16,
+    tags: u8,
 };
 
 pub fn parse(frame: []const u8) Result {
+    return parseWith(frame, .{});
+}
+
+pub fn parseWith(frame: []const u8, options: Options) Result {
     const link = switch (parseLink(frame)) {
         .ok => |link| link,
         .drop => |reason| return .{ .drop = reason },
     };
     assert(link.l3_offset <= frame.len);
     const result = switch (link.ethertype) {
-        ethertype_ipv4 => parseIpv4(frame, link),
+        ethertype_ipv4 => parseIpv4(frame, link, options),
         ethertype_ipv6 => Result{ .drop = .ipv6_unsupported },
         else => Result{ .drop = .not_ip },
     };
@@ -126,14 +144,14 @@ fn parseLink(frame: []const u8) Step(Link) {
         ethertype = readU16(frame, type_offset);
     }
     assert(type_offset + 2 <= frame.len);
-    return .{ .ok = .{ .ethertype = ethertype, .l3_offset = type_offset + 2, .vlan_id = vlan_id } };
+    return .{ .ok = .{ .ethertype = ethertype, .l3_offset = type_offset + 2, .vlan_id = vlan_id, .tags = @intCast(tags) } };
 }
 
 fn isTagProtocol(ethertype: u16) bool {
     return ethertype == ethertype_vlan or ethertype == ethertype_qinq;
 }
 
-fn parseIpv4(frame: []const u8, link: Link) Result {
+fn parseIpv4(frame: []const u8, link: Link, options: Options) Result {
     const ip = frame[link.l3_offset..];
     if (ip.len < ipv4_header_bytes_min) return .{ .drop = .ipv4_truncated };
 
@@ -158,11 +176,11 @@ fn parseIpv4(frame: []const u8, link: Link) Result {
     if (ip[9] != ip_protocol_udp) return .{ .drop = .not_udp };
 
     assert(header_bytes <= ipv4_header_bytes_max);
-    return parseUdp(ip[0..total_bytes], header_bytes, link);
+    return parseUdp(ip[0..total_bytes], header_bytes, link, options);
 }
 
 /// `datagram` is the IPv4 packet cut at its total length.
-fn parseUdp(datagram: []const u8, header_bytes: u32, link: Link) Result {
+fn parseUdp(datagram: []const u8, header_bytes: u32, link: Link, options: Options) Result {
     assert(datagram.len >= header_bytes);
     assert(datagram.len <= std.math.maxInt(u16));
 
@@ -172,6 +190,9 @@ fn parseUdp(datagram: []const u8, header_bytes: u32, link: Link) Result {
     if (udp_bytes < udp_header_bytes) return .{ .drop = .udp_bad_length };
     // Bytes after the UDP length but inside the IP packet are ignored, as the kernel does.
     if (udp_bytes > udp.len) return .{ .drop = .udp_truncated };
+    // A zero checksum field means the sender computed none (allowed over IPv4).
+    if (options.verify_udp_checksum and readU16(udp, 6) != 0 and
+        !udpChecksumOk(datagram[12..20], udp[0..udp_bytes])) return .{ .drop = .udp_bad_checksum };
 
     return .{ .ok = .{
         .dst = v4Mapped(datagram[16..20]),
@@ -181,7 +202,40 @@ fn parseUdp(datagram: []const u8, header_bytes: u32, link: Link) Result {
         .payload_offset = link.l3_offset + header_bytes + udp_header_bytes,
         .payload_len = udp_bytes - udp_header_bytes,
         .vlan_id = link.vlan_id,
+        .vlan_tags = link.tags,
+        .tos = datagram[1],
+        .ttl = datagram[8],
     } };
+}
+
+/// Verifies a UDP checksum: the one's-complement sum over the pseudo-header (addresses,
+/// protocol, UDP length) and the whole datagram, its checksum field included, is all ones.
+/// Sums 32-bit native words with end-around carry: the one's-complement sum does not depend on
+/// byte order or word width, and all ones reads the same either way.
+pub fn udpChecksumOk(addresses: *const [8]u8, udp: []const u8) bool {
+    assert(udp.len >= udp_header_bytes and udp.len <= std.math.maxInt(u16));
+    var pseudo: [12]u8 = undefined;
+    @memcpy(pseudo[0..8], addresses);
+    pseudo[8] = 0;
+    pseudo[9] = ip_protocol_udp;
+    std.mem.writeInt(u16, pseudo[10..12], @intCast(udp.len), .big);
+    const sum = sumWords(&pseudo) + sumWords(udp);
+    return foldSum(sum) == 0xffff;
+}
+
+inline fn sumWords(bytes: []const u8) u64 {
+    var sum: u64 = 0;
+    var offset: usize = 0;
+    while (offset + 4 <= bytes.len) : (offset += 4) sum += std.mem.readInt(u32, bytes[offset..][0..4], .native);
+    var tail: [4]u8 = @splat(0);
+    @memcpy(tail[0 .. bytes.len - offset], bytes[offset..]);
+    return sum + std.mem.readInt(u32, &tail, .native);
+}
+
+fn foldSum(sum64: u64) u16 {
+    var sum = sum64;
+    while (sum > 0xffff) sum = (sum & 0xffff) + (sum >> 16);
+    return @intCast(sum);
 }
 
 /// RFC 1071 Internet checksum of `header` (an odd trailing byte is padded with zero).
@@ -545,6 +599,55 @@ test "ipv4Checksum matches a known header" {
     // Odd length pads with a zero byte.
     try testing.expectEqual(ipv4Checksum(&.{ 0x12, 0x34, 0x56, 0x00 }), ipv4Checksum(&.{ 0x12, 0x34, 0x56 }));
     try testing.expectEqual(@as(u16, 0xffff), ipv4Checksum(&.{}));
+}
+
+/// Fills in the UDP checksum of a testFrame with the reference RFC 1071 sum (big-endian words).
+fn testFixUdpChecksum(frame: []u8, l3: u32) void {
+    const ip = frame[l3..];
+    const header_bytes = @as(u32, ip[0] & 0x0f) * 4;
+    const udp = ip[header_bytes..];
+    const udp_bytes = std.mem.readInt(u16, udp[4..6], .big);
+    testWrite16(udp, 6, 0);
+    var scratch: [12 + 2048]u8 = undefined;
+    @memcpy(scratch[0..8], ip[12..20]);
+    scratch[8] = 0;
+    scratch[9] = ip_protocol_udp;
+    std.mem.writeInt(u16, scratch[10..12], udp_bytes, .big);
+    @memcpy(scratch[12..][0..udp_bytes], udp[0..udp_bytes]);
+    const sum = ipv4Checksum(scratch[0 .. 12 + udp_bytes]);
+    testWrite16(udp, 6, if (sum == 0) 0xffff else sum);
+}
+
+test "UDP checksum: verified only when asked, wrong ones drop, zero means none" {
+    var buffer: [256]u8 = undefined;
+    const verify = Options{ .verify_udp_checksum = true };
+    for ([_]u32{ 0, 1, 17, 18, 101 }) |payload_bytes| {
+        const frame = testFrame(&buffer, .{ .payload_bytes = payload_bytes });
+        // Zero: the sender computed no checksum.
+        try testing.expect(parseWith(frame, verify) == .ok);
+        testFixUdpChecksum(frame, 14);
+        try testing.expect(parseWith(frame, verify) == .ok);
+        // One bit off in the payload (or, without payload, in the source port).
+        if (payload_bytes == 0) frame[14 + 20 + 1] ^= 0x01 else frame[14 + 20 + 8 + payload_bytes / 2] ^= 0x01;
+        switch (parseWith(frame, verify)) {
+            .ok => return error.TestExpectedDrop,
+            .drop => |reason| try testing.expectEqual(Drop.udp_bad_checksum, reason),
+        }
+        // Not asked (the kernel vouched for it): the same frame passes.
+        try testing.expect(parseWith(frame, .{}) == .ok);
+    }
+}
+
+test "TOS, TTL and tag count are reported" {
+    var buffer: [128]u8 = undefined;
+    const frame = testFrame(&buffer, .{ .tags = &.{.{ .tpid = ethertype_vlan, .vid = 100 }} });
+    frame[18 + 1] = 0xb9; // DSCP 46, ECN 1
+    testFixChecksum(frame, 18);
+    const packet = try expectOk(frame);
+    try testing.expectEqual(@as(u8, 0xb9), packet.tos);
+    try testing.expectEqual(@as(u8, 64), packet.ttl);
+    try testing.expectEqual(@as(u8, 1), packet.vlan_tags);
+    try testing.expectEqual(@as(u16, 100), packet.vlan_id);
 }
 
 fn expectPayloadInside(frame: []const u8) !void {

@@ -58,6 +58,10 @@ pub const Worker = enum(u32) {
     join_errors,
     /// Times the packet socket reported an error (its interface went down or away).
     ring_errors,
+    /// UDP GSO/GRO super-frames received (one frame standing for several datagrams, as veth
+    /// delivers a sender's GSO buffer), and the datagrams they were split into.
+    rx_gso_frames,
+    rx_gso_datagrams,
 };
 pub const worker_fixed_words: u32 = @typeInfo(Worker).@"enum".field_names.len;
 pub const worker_words: u32 = worker_fixed_words + parse.drop_count;

@@ -1,0 +1,137 @@
+// Faithful forwarding (issue 10), kernel tests under bun: every datagram that should be relayed
+// arrives whole and once, as what it was; every frame that should not is dropped and counted.
+// Receivers are independent: `mcrelay sink` or a plain Python UDP socket (tests/support/udp-tools.ts).
+import { afterEach, describe, expect, test } from "bun:test";
+import { netnsAvailable, Topology } from "../support/netns.ts";
+import {
+  buildRelayTopology,
+  note,
+  runGen,
+  startForward,
+  startSink,
+  workerSum,
+  type ForwardReport,
+  type RelayTopology,
+  type RelayTopologyOptions,
+  type SinkReport,
+} from "../support/relay-harness.ts";
+import { startUdpReceiver, udpSend } from "../support/udp-tools.ts";
+
+const describe_netns = describe.skipIf(!netnsAvailable());
+const mode = "bun" as const;
+const TEST_TIMEOUT_MS = 240_000;
+
+let topo: Topology | undefined;
+
+afterEach(async () => {
+  await topo?.destroy();
+  topo = undefined;
+});
+
+async function topology(opts: RelayTopologyOptions): Promise<RelayTopology> {
+  topo = await Topology.create(opts.label);
+  return buildRelayTopology(topo, opts);
+}
+
+describe_netns("fidelity: GSO super-frames and empty datagrams", () => {
+  test(
+    "a chain of 3 relays (each rewriting the group) at 20k pps delivers 20,000 x 1316 B, each once and byte-exact",
+    async () => {
+      topo = await Topology.create("chain3");
+      const t = topo;
+      const names = ["gen", "hop1", "hop2", "hop3", "sink"];
+      const ns: string[] = [];
+      for (const n of names) ns.push(await t.ns(n));
+      // gen g0 -- i0 hop1 o0 -- i0 hop2 o0 -- i0 hop3 o0 -- s0 sink
+      for (let k = 0; k < 4; k++) {
+        await t.link(
+          { ns: ns[k]!, ifname: k === 0 ? "g0" : "o0", addr: `10.98.${k + 1}.1/24` },
+          { ns: ns[k + 1]!, ifname: k === 3 ? "s0" : "i0", addr: `10.98.${k + 1}.2/24` },
+        );
+      }
+      await t.addMulticastRoute(ns[0]!, "g0");
+      const groups = ["239.1.1.1:5000", "239.2.2.2:5001", "239.3.3.3:5002", "239.4.4.4:5003"];
+      const relays = [];
+      for (let k = 1; k <= 3; k++) {
+        relays.push(await startForward(t, ns[k]!, mode, ["--from", `${groups[k - 1]}@i0`, "--to", `${groups[k]}@o0`], `hop${k}`));
+      }
+      const count = 20_000;
+      const size = 1316;
+      const sink = await startSink(t, ns[4]!, mode, ["--listen", `${groups[3]}@s0`, "--idle", "3", "--expect", String(count)]);
+      const gen = await runGen(t, ns[0]!, mode, ["--to", `${groups[0]}@g0`, "--rate", "20000", "--count", String(count), "--size", String(size)]);
+      const got = await sink.json<SinkReport>(120_000);
+      const reports: ForwardReport[] = [];
+      for (const r of relays) reports.push(await r.stopJson<ForwardReport>());
+      note("chain3", {
+        gen,
+        sink: got.totals,
+        hops: reports.map((r) => ({ packets: r.rules[0]!.packets, gso_frames: workerSum(r, "rx_gso_frames"), gso_datagrams: workerSum(r, "rx_gso_datagrams"), truncated: workerSum(r, "rx_truncated") })),
+      });
+
+      expect(gen.sent).toBe(count);
+      expect(got.totals).toMatchObject({ received: count, lost: 0, duplicates: 0, pattern_errors: 0, foreign: 0, datagrams: count, bytes: count * size });
+      for (const r of reports) {
+        expect(r.rules[0]!.packets).toBe(count);
+        expect(r.rules[0]!.outputs[0]!.packets).toBe(count);
+        expect(workerSum(r, "rx_truncated")).toBe(0);
+        expect(workerSum(r, "ipv4_fragment", "parse_drops")).toBe(0);
+      }
+      // The premise: hops 2 and 3 received the previous hop's GSO buffers as super-frames.
+      for (const r of reports.slice(1)) {
+        expect(workerSum(r, "rx_gso_frames")).toBeGreaterThan(0);
+        expect(workerSum(r, "rx_gso_datagrams")).toBeGreaterThan(workerSum(r, "rx_gso_frames"));
+      }
+    },
+    TEST_TIMEOUT_MS,
+  );
+
+  test(
+    "datagrams a sender sent with UDP_SEGMENT are relayed one by one, each with its own size",
+    async () => {
+      const rt = await topology({ label: "udpseg" });
+      const fwd = await startForward(rt.topo, rt.relay, mode, ["--from", "239.1.1.1:5000@r0", "--to", "239.2.2.2:6000@r1"]);
+      const rx = await startUdpReceiver(rt.topo, rt.sinks[0]!.ns, { group: "239.2.2.2", port: 6000, ifname: "s0", idle_s: 3 });
+      const repeat = 100;
+      // Three buffer shapes: a shorter last datagram, all equal, a tiny last one.
+      const batches = [[...Array(7).fill(1000), 333], Array(5).fill(1316), [200, 200, 200, 17]];
+      const sent = await udpSend(rt.topo, rt.gen, { ifname: "g0", group: "239.1.1.1", port: 5000, gso: true, batches, repeat, pause_s: 0.002 });
+      const got = await rx.report();
+      const relay = await fwd.stopJson<ForwardReport>();
+      note("udpseg", { sent, got, counters: relay.workers[0]?.counters });
+
+      const datagrams = repeat * batches.reduce((n, b) => n + b.length, 0);
+      expect(sent).toMatchObject({ sent: datagrams, gso_sends: repeat * batches.length });
+      expect(got).toMatchObject({ datagrams, numbered: datagrams, duplicates: 0, pattern_errors: 0 });
+      expect(got.sizes).toEqual({ "1000": 7 * repeat, "333": repeat, "1316": 5 * repeat, "200": 3 * repeat, "17": repeat });
+      expect(relay.rules[0]!.packets).toBe(datagrams);
+      // Each buffer reached the relay as one super-frame and was split there.
+      expect(workerSum(relay, "rx_gso_frames")).toBe(repeat * batches.length);
+      expect(workerSum(relay, "rx_gso_datagrams")).toBe(datagrams);
+      expect(workerSum(relay, "rx_frames")).toBe(repeat * batches.length);
+    },
+    TEST_TIMEOUT_MS,
+  );
+
+  test(
+    "300 zero-length datagrams alone and 300 right behind full-size ones all arrive",
+    async () => {
+      const rt = await topology({ label: "empty" });
+      const fwd = await startForward(rt.topo, rt.relay, mode, ["--from", "239.1.1.1:5000@r0", "--to", "239.2.2.2:6000@r1"]);
+      const rx = await startUdpReceiver(rt.topo, rt.sinks[0]!.ns, { group: "239.2.2.2", port: 6000, ifname: "s0", idle_s: 3 });
+      const alone = await udpSend(rt.topo, rt.gen, { ifname: "g0", group: "239.1.1.1", port: 5000, batches: [[0]], repeat: 300, pause_s: 0.001 });
+      // Back to back, so the relay queues the empty one in the same egress batch as the full
+      // ones (the shape a GSO send would lose).
+      const behind = await udpSend(rt.topo, rt.gen, { ifname: "g0", group: "239.1.1.1", port: 5000, batches: [[1316, 1316, 1316, 0]], repeat: 300, pause_s: 0.002 });
+      const got = await rx.report();
+      const relay = await fwd.stopJson<ForwardReport>();
+      note("empty", { alone, behind, got, out: relay.rules[0]!.outputs[0], counters: relay.workers[0]?.counters });
+
+      expect(alone.sent).toBe(300);
+      expect(behind.sent).toBe(1200);
+      expect(got.sizes).toEqual({ "0": 600, "1316": 900 });
+      expect(got).toMatchObject({ datagrams: 1500, numbered: 900, duplicates: 0, pattern_errors: 0 });
+      expect(relay.rules[0]!.outputs[0]!.packets).toBe(1500);
+    },
+    TEST_TIMEOUT_MS,
+  );
+});
