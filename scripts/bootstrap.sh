@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the pinned toolchain into .toolchain/ (idempotent): Bun from the npm registry,
-# Zig from PyPI's `ziglang` wheel, plus the system tools the tests and demo use (iproute2).
+# Zig from PyPI's `ziglang` wheel, the test-only Prometheus parser (PyPI `prometheus-client`),
+# plus the system tools the tests and demo use (iproute2).
 # Then installs the locked JavaScript dependencies.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -23,6 +24,12 @@ if ! have_version "$tc/bin/zig" version "$ZIG_VERSION"; then
   python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
     --target "$tc/zig" "ziglang==$ZIG_VERSION" >&2
   ln -sf "$tc/zig/ziglang/zig" "$tc/bin/zig"
+fi
+if [ ! -d "$tc/python/prometheus_client-$PROMETHEUS_CLIENT_VERSION.dist-info" ]; then
+  echo "bootstrap: installing prometheus-client $PROMETHEUS_CLIENT_VERSION from PyPI (tests parse /metrics with it)" >&2
+  rm -rf "$tc/python"
+  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
+    --target "$tc/python" "prometheus-client==$PROMETHEUS_CLIENT_VERSION" >&2
 fi
 if ! command -v ip >/dev/null 2>&1; then
   echo "bootstrap: installing iproute2" >&2

@@ -35,6 +35,12 @@ export class PermissionError extends Error {
   readonly exitCode: number = EXIT.permission;
 }
 
+/** A system resource that cannot be had: an address in use, a missing interface. */
+export class SystemError extends Error {
+  override name = "SystemError";
+  readonly exitCode: number = EXIT.system;
+}
+
 const errnoNames: Record<number, string> = Object.fromEntries(
   Object.entries(constants.errno).map(([name, value]) => [value as number, name]),
 );

@@ -11,6 +11,7 @@ import { checkFlags, intFlag, validate } from "./args.ts";
 import * as v from "valibot";
 import { workerUser } from "../supervisor/user.ts";
 import { socketArg } from "./daemon-client.ts";
+import { ListenSchema } from "../config/listen.ts";
 
 const log = logger("run");
 
@@ -23,6 +24,8 @@ const args = {
   "socket-group": { type: "string", description: "Group allowed to use the control socket (mode 0660)" },
   user: { type: "string", description: "User the workers run as (default: nobody as root, else the daemon's own user)" },
   workers: { type: "string", description: "Workers per input interface (default 1; config `workers` overrides per interface)" },
+  metrics: { type: "string", description: "Serve /metrics, /healthz, /readyz over HTTP on ADDR:PORT (e.g. 127.0.0.1:9464; config `metrics`)" },
+  "watch-config": { type: "boolean", description: "Reload when the config file changes (as SIGHUP does)" },
 } as const;
 
 function groupId(name: string): number {
@@ -40,6 +43,7 @@ export default defineCommand({
   async run({ rawArgs, args: a }) {
     checkFlags(rawArgs, args);
     loadNative();
+    if (a["watch-config"] && !a.config) throw new UsageError("--watch-config: needs --config");
     const stateDir = a["state-dir"] || process.env.MCRELAY_STATE_DIR || DEFAULT_STATE_DIR;
     let daemon: Daemon;
     try {
@@ -50,6 +54,8 @@ export default defineCommand({
         socketGid: a["socket-group"] ? groupId(a["socket-group"]) : undefined,
         user: workerUser(a.user),
         workers: validate(v.object({ workers: v.optional(intFlag(1, 64)) }), { workers: a.workers }).workers,
+        metrics: validate(v.object({ metrics: v.optional(ListenSchema) }), { metrics: a.metrics }).metrics,
+        watchConfig: a["watch-config"] ?? false,
       });
     } catch (err) {
       if (err instanceof DaemonRunningError) throw new UsageError(`${err.message}: another mcrelay daemon is running`);
@@ -61,7 +67,7 @@ export default defineCommand({
     });
     // SIGHUP is reload, never death (a unit's ExecReload sends it).
     process.on("SIGHUP", () => {
-      daemon.reload().then(
+      daemon.requestReload("SIGHUP").then(
         (r) => log.info(`SIGHUP reload: ${JSON.stringify(r)}`),
         (err) => log.error(`SIGHUP reload failed: ${(err as Error).message}`),
       );

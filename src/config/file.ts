@@ -7,6 +7,7 @@ import * as v from "valibot";
 import { formatIssues, ruleFromSpec, RuleSpecSchema, type RuleSpec } from "./rule-spec.ts";
 import { ConfigError } from "../errors.ts";
 import { describeInput, inputKey } from "../rules/rule.ts";
+import { ListenSchema, type ListenAddress } from "./listen.ts";
 
 const port = v.pipe(v.number("a port is a number"), v.integer(), v.minValue(1, "a port is 1-65535"), v.maxValue(65535, "a port is 1-65535"));
 const ifname = v.pipe(v.string(), v.regex(/^[A-Za-z0-9_.:@-]{1,15}$/, "an interface name is 1-15 characters"));
@@ -28,6 +29,8 @@ export const ConfigSchema = v.strictObject({
   rules: v.optional(v.array(v.union([RuleSpecSchema, LegacyRuleSchema], "a rule is {name, from, to[, ttl, source]} or the earlier {name, input, outputs}"))),
   /** Workers per input interface: { eth0: 2 } (default 1, or `mcrelay run --workers`). */
   workers: v.optional(v.record(ifname, v.pipe(v.number("a worker count is a number"), v.integer(), v.minValue(1, "at least 1 worker"), v.maxValue(64, "at most 64 workers")))),
+  /** `ADDR:PORT` of the HTTP listener for /metrics, /healthz, /readyz (`run --metrics` overrides). */
+  metrics: v.optional(ListenSchema),
   /** Default TTL of the earlier format's outputs. */
   multicast_ttl: v.optional(v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(255))),
 });
@@ -42,6 +45,7 @@ export interface LoadedConfig {
   path: string;
   specs: RuleSpec[];
   workers: Map<string, number>;
+  metrics: ListenAddress | null;
 }
 
 /** Reads, parses and validates a config file completely; throws ConfigError listing every problem. */
@@ -94,7 +98,7 @@ export function parseConfig(text: string, path: string): LoadedConfig {
     specs.push(spec);
   });
   if (problems.length) throw new ConfigError(`${path}:\n  ${problems.join("\n  ")}`);
-  return { path, specs, workers: new Map(Object.entries(cfg?.workers ?? {})) };
+  return { path, specs, workers: new Map(Object.entries(cfg?.workers ?? {})), metrics: cfg?.metrics ?? null };
 }
 
 function ourSpec(r: unknown, i: number, problems: string[]): RuleSpec | null {

@@ -17,8 +17,35 @@ import { sdNotify } from "../native/lib.ts";
 import { buildInterfaceReports, buildRuleReports } from "./report.ts";
 import { StateFile, type SavedRule } from "./state-file.ts";
 import type { WorkerUser } from "./user.ts";
+import type { ListenAddress } from "../config/listen.ts";
+import { HttpEndpoint, type Readiness } from "./http.ts";
+import { renderMetrics, type RuleState } from "./metrics.ts";
+import { ConfigWatcher } from "./config-watch.ts";
 
 const log = logger("daemon");
+const audit = logger("audit");
+
+/**
+ * Who sent a control request, for the audit log: the peer's credentials when the control
+ * server identifies peers (SO_PEERCRED: `ctx.peer`), else the client name from its hello.
+ */
+function requester(ctx: RequestContext): string {
+  const peer = (ctx as { peer?: { uid: number; pid: number } | null }).peer;
+  if (peer) return `uid ${peer.uid} pid ${peer.pid}`;
+  return "a control client (peer not identified)";
+}
+
+/** One audit line per change: what, who asked, and how it ended. */
+async function audited<T>(what: string, who: string, run: () => Promise<T>, outcome: (r: T) => string): Promise<T> {
+  try {
+    const r = await run();
+    audit.info(`${what} by ${who}: ${outcome(r)}`);
+    return r;
+  } catch (err) {
+    audit.info(`${what} by ${who}: refused: ${(err as Error).message}`);
+    throw err;
+  }
+}
 
 /** What makes a rule's state: compared to tell when it changed. */
 function pendingKey(s: { pending: string[]; pendingOutputs: Map<bigint, string> }): string {
@@ -53,6 +80,10 @@ export interface DaemonOptions {
   user: WorkerUser | null;
   /** Workers per input interface unless the config file says otherwise (default 1). */
   workers?: number;
+  /** HTTP listener for /metrics, /healthz, /readyz (overrides the config file's `metrics`). */
+  metrics?: ListenAddress;
+  /** Reload when the config file's content changes. */
+  watchConfig?: boolean;
 }
 
 export class Daemon {
@@ -72,6 +103,11 @@ export class Daemon {
   #unloadable: SavedRule[] = [];
   /** Workers per interface from the config file. */
   #workersConfig = new Map<string, number>();
+  #http: HttpEndpoint | null = null;
+  #watcher: ConfigWatcher | null = null;
+  /** Set once start-up finished (rules loaded, workers given their tables, socket open). */
+  #started = false;
+  readonly #startedAtMs = Date.now();
 
   private constructor(opts: DaemonOptions) {
     this.#opts = opts;
@@ -94,12 +130,14 @@ export class Daemon {
       d.#links.close();
       await d.#dataplanes.close();
       d.#server?.stop();
+      d.#http?.stop();
       throw err;
     }
   }
 
   async #init(): Promise<void> {
     const opts = this.#opts;
+    let metricsAt = opts.metrics ?? null;
     let readyTimer: ReturnType<typeof setTimeout> | undefined;
     await Promise.race([
       this.#links.ready,
@@ -116,6 +154,7 @@ export class Daemon {
     if (opts.configPath) {
       const cfg = loadConfig(opts.configPath);
       this.#workersConfig = cfg.workers;
+      metricsAt ??= cfg.metrics;
       // A config rule keeps its id across restarts (by name), as runtime rules do.
       for (const spec of cfg.specs) this.#put(spec, "config", saved.configIds.get(spec.name) ?? this.#takeId());
     }
@@ -138,6 +177,14 @@ export class Daemon {
     } catch (err) {
       log.warn(`cannot write the state file: ${(err as Error).message}`);
     }
+    // Before the workers start: /healthz answers during start-up, /readyz says why not yet.
+    if (metricsAt) {
+      this.#http = HttpEndpoint.start(metricsAt, {
+        metrics: () => this.#metrics(),
+        alive: () => this.#alive(),
+        readiness: () => this.readiness(),
+      });
+    }
     this.#reconcile();
     try {
       await this.#dataplanes.settled(10_000);
@@ -145,6 +192,11 @@ export class Daemon {
       log.warn(`not every worker is forwarding yet: ${(err as Error).message}`);
     }
     this.#server = await ControlServer.start(opts.socketPath, (req, ctx) => this.#handle(req, ctx), { mode: opts.socketMode, gid: opts.socketGid });
+    this.#started = true;
+    if (opts.watchConfig && opts.configPath) {
+      this.#watcher = new ConfigWatcher(opts.configPath, async () => void (await this.requestReload("a change of the config file")));
+      log.info(`watching ${opts.configPath} for changes`);
+    }
     log.info(`ready: ${this.#rules.size} rules, control socket ${opts.socketPath}`);
     notifyServiceManager(`READY=1\nSTATUS=${this.#rules.size} rules`);
   }
@@ -227,10 +279,13 @@ export class Daemon {
         return { pong: true, rules: this.#rules.size, workers: this.#dataplanes.info().length };
       case "version":
         return { daemon: VERSION, protocol: PROTOCOL_VERSION, bun: Bun.version };
-      case "add":
-        return this.#mutate(() => this.#add(req.args.rule, req.args.replace ?? false));
+      case "add": {
+        const spec = req.args.rule;
+        const what = `${req.args.replace ? "replace" : "add"} rule ${spec.name} (${spec.from} -> ${spec.to.join(", ")})`;
+        return audited(what, requester(ctx), () => this.#mutate(() => this.#add(spec, req.args.replace ?? false)), (r) => `ok, id ${r.rule.id}, ${r.rule.state}`);
+      }
       case "remove":
-        return this.#mutate(() => this.#remove(req.args.rule));
+        return audited(`remove rule ${req.args.rule}`, requester(ctx), () => this.#mutate(() => this.#remove(req.args.rule)), (r) => `ok, removed ${r.removed} (id ${r.id})`);
       case "list":
         return { rules: this.#list() };
       case "stats":
@@ -245,7 +300,7 @@ export class Daemon {
         }
         return { level: getLogLevel() };
       case "reload":
-        return this.#mutate(() => this.reload());
+        return this.requestReload(requester(ctx));
       case "events":
         ctx.subscribe();
         return { subscribed: true, seq: this.#eventSeq };
@@ -299,6 +354,13 @@ export class Daemon {
     } catch (err) {
       log.warn((err as Error).message);
     }
+  }
+
+  /** A reload asked by `who` (a client, SIGHUP, the config watcher), after any change in progress. */
+  requestReload(who: string) {
+    return audited(`reload ${this.#opts.configPath ?? "(no config file)"}`, who, () => this.#mutate(() => this.reload()), (r) =>
+      `ok, added [${r.added.join(", ")}], removed [${r.removed.join(", ")}], changed [${r.changed.join(", ")}]`,
+    );
   }
 
   /** Reload: validate the whole file first (a bad file changes nothing), then apply the difference. */
@@ -398,13 +460,60 @@ export class Daemon {
     return { rules, interfaces: buildInterfaceReports(totals), workers: this.#dataplanes.info() };
   }
 
+  /** The Prometheus exposition: the same totals as `stats`, read now. */
+  #metrics(): string {
+    this.#dataplanes.refresh();
+    const totals = this.#dataplanes.counters.totals();
+    const stored = [...this.#rules.values()].sort((a, b) => (a.rule.id < b.rule.id ? -1 : 1));
+    const reports = buildRuleReports(
+      stored.map((s) => ({ rule: s.rule, pending: s.pending, pendingOutputs: s.pendingOutputs, origin: s.origin })),
+      totals,
+      this.#dataplanes.counters.rates(),
+    );
+    return renderMetrics({
+      version: VERSION,
+      protocol: PROTOCOL_VERSION,
+      bun: Bun.version,
+      startedAtS: Math.floor(this.#startedAtMs / 1000),
+      rules: reports.map((r, i) => ({ ...r, current: this.#view(stored[i]!).state as RuleState })),
+      interfaces: buildInterfaceReports(totals),
+      workers: this.#dataplanes.info(),
+    });
+  }
+
+  /** Alive while the worker manager's tick (every 100 ms) keeps running. */
+  #alive(): { ok: boolean; reason: string } {
+    const ago = this.#dataplanes.sinceTickMs();
+    if (this.#stopping) return { ok: false, reason: "stopping" };
+    return ago < 5000 ? { ok: true, reason: `supervisor loop ran ${Math.round(ago)} ms ago` } : { ok: false, reason: `supervisor loop last ran ${Math.round(ago)} ms ago` };
+  }
+
+  /** Ready when start-up is over, every rule is active and every worker runs its table. */
+  readiness(): Readiness {
+    if (!this.#started) return { ready: false, reasons: ["starting"] };
+    if (this.#stopping) return { ready: false, reasons: ["stopping"] };
+    const reasons: string[] = [];
+    for (const s of this.#rules.values()) {
+      const v = this.#view(s);
+      if (v.state !== "active") reasons.push(`rule ${v.name} is ${v.state}: ${v.reasons.join("; ") || "no reason known"}`);
+    }
+    for (const w of this.#dataplanes.info()) {
+      if (w.state !== "running" || w.applied_hash !== w.table_hash) {
+        reasons.push(`worker ${w.interface}/${w.slot} is ${w.state}${w.applied_hash !== w.table_hash ? " (table not applied)" : ""}${w.last_error ? `: ${w.last_error}` : ""}`);
+      }
+    }
+    return { ready: reasons.length === 0, reasons };
+  }
+
   /** Graceful stop: workers within their deadline, final counters logged, socket removed. */
   async stop(): Promise<void> {
     if (this.#stopping) return;
     this.#stopping = true;
     notifyServiceManager("STOPPING=1");
+    this.#watcher?.close();
     this.#links.close();
     this.#server?.stop();
+    this.#http?.stop();
     await this.#dataplanes.collect();
     await this.#dataplanes.close();
     const totals = this.#dataplanes.counters.totals();

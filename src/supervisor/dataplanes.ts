@@ -106,6 +106,7 @@ export class Dataplanes {
   #logLevel: string | null = null;
   #closed = false;
   #lastSampleAt = 0;
+  #lastTickAt = performance.now();
   /** What each plane was built for (known before its sockets are ready). */
   readonly #planeFacts = new Map<string, { ifindex: number; mtu: number; members: number }>();
   #waiters: (() => void)[] = [];
@@ -320,9 +321,15 @@ export class Dataplanes {
     entry.handle = null;
   }
 
+  /** Milliseconds since the control tick last ran (for /healthz). */
+  sinceTickMs(): number {
+    return performance.now() - this.#lastTickAt;
+  }
+
   #tick(): void {
     if (this.#closed) return;
     const now = performance.now();
+    this.#lastTickAt = now;
     for (const e of this.#entries.values()) {
       if (e.busy || e.retiring) continue;
       if (!e.handle) {

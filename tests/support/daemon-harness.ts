@@ -297,6 +297,8 @@ export interface DaemonStartOptions {
   configPath?: string;
   mode?: Mode;
   label?: string;
+  /** More `run` options (e.g. --metrics 127.0.0.1:9464, --watch-config). */
+  extraArgs?: string[];
 }
 
 /** A `mcrelay run` process in the relay namespace, with the CLI pointed at its socket. */
@@ -317,6 +319,7 @@ export class TestDaemon {
     const stateDir = o.stateDir ?? dir.join("state");
     const argv = [...mcrelayCommand(mode), "run", "--socket", socket, "--state-dir", stateDir];
     if (o.configPath) argv.push("--config", o.configPath);
+    argv.push(...(o.extraArgs ?? []));
     const proc = startLogged(rt.topo, rt.relay, argv, o.label ?? "daemon");
     const d = new TestDaemon(rt, proc, socket, stateDir, o.configPath, mode);
     await d.waitReady();

@@ -113,7 +113,7 @@ describe("config file", () => {
 
   test("loadConfig reads a file from disk", () => {
     const path = dir.file("good.json5", `{ rules: [ { name: "a", from: "239.1.1.1:5000@eth0", to: ["239.2.2.2:6000@eth1"] } ] }`);
-    expect(loadConfig(path)).toEqual({ path, specs: [{ name: "a", from: "239.1.1.1:5000@eth0", to: ["239.2.2.2:6000@eth1"] }], workers: new Map() });
+    expect(loadConfig(path)).toEqual({ path, specs: [{ name: "a", from: "239.1.1.1:5000@eth0", to: ["239.2.2.2:6000@eth1"] }], workers: new Map(), metrics: null });
   });
 });
 

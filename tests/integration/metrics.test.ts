@@ -1,0 +1,164 @@
+// `run --metrics`: /metrics read by the reference parser (prometheus_client) and by a strict
+// reader, its counters equal to `stats --json` and to what a sink received; /readyz 503 while a
+// rule's input interface is missing and 200 once it appears; /healthz 200; scraping ten times a
+// second while a stream runs loses no packet.
+import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
+import { netnsAvailable, Topology } from "../support/netns.ts";
+import { buildRelayTopology, mcrelayCommand, note, type RelayTopology } from "../support/relay-harness.ts";
+import { TempDir, TestDaemon, burst, killBackground, ruleNamed, sink, sinkReport, startStream, stopStream, waitFor, type StatsResult } from "../support/daemon-harness.ts";
+import { httpGet, parseExposition, parseWithPython, sampleOf, type Family } from "../support/prom.ts";
+
+const describe_netns = describe.skipIf(!netnsAvailable());
+const T = 180_000;
+const LISTEN = "127.0.0.1:9464";
+const URL_BASE = `http://${LISTEN}`;
+const IP = "ip";
+
+let topo: Topology | undefined;
+let rt: RelayTopology;
+let dir: TempDir | undefined;
+let daemon: TestDaemon | undefined;
+
+async function start(rules: object[]): Promise<TestDaemon> {
+  dir = new TempDir();
+  const configPath = dir.file("mcrelay.json5", JSON.stringify({ rules }));
+  daemon = await TestDaemon.start(rt, dir, { configPath, extraArgs: ["--metrics", LISTEN] });
+  return daemon;
+}
+
+describe_netns("metrics and health endpoints (kernel, under bun)", () => {
+  beforeAll(async () => {
+    topo = await Topology.create("metrics");
+    rt = await buildRelayTopology(topo, { label: "metrics", sinks: 1 });
+  }, T);
+
+  afterEach(async () => {
+    await killBackground();
+    if (daemon?.running) await daemon.stop();
+    daemon = undefined;
+    dir?.remove();
+    dir = undefined;
+  }, T);
+
+  afterAll(async () => {
+    await topo?.destroy();
+  }, T);
+
+  test(
+    "/metrics parses with prometheus_client and a strict reader, and its counters equal stats --json and the sink",
+    async () => {
+      const s = rt.sinks[0]!;
+      const d = await start([{ name: "cam.1", from: "239.1.1.1:5000@r0", to: [`239.2.2.1:6001@${s.relayIf}`] }]);
+      const got = await burst(rt, { to: "239.1.1.1:5000@g0", sinkNs: s.ns, listen: `239.2.2.1:6001@${s.ifname}`, count: 3000, ratePps: 5000 });
+      expect(got.sink.totals.received).toBe(3000);
+      // Nothing flows now: both readings see the same counters.
+      const stats = await d.json<StatsResult>(["stats"]);
+      const page = await httpGet(rt.topo, rt.relay, `${URL_BASE}/metrics`);
+      expect(page.status).toBe(200);
+      const fams = parseExposition(page.body);
+      for (const f of fams.values()) {
+        expect(f.name.startsWith("mcrelay_")).toBe(true);
+        if (f.type === "counter") expect(f.name.endsWith("_total")).toBe(true);
+      }
+      const rule = ruleNamed(stats.rules, "cam.1");
+      expect(rule.packets).toBe(3000);
+      expect(sampleOf(fams, "mcrelay_rule_packets_total", { rule: "cam.1" })).toBe(rule.packets);
+      expect(sampleOf(fams, "mcrelay_rule_bytes_total", { rule: "cam.1" })).toBe(rule.bytes);
+      expect(sampleOf(fams, "mcrelay_rule_state", { rule: "cam.1", state: "active" })).toBe(1);
+      expect(sampleOf(fams, "mcrelay_rule_state", { rule: "cam.1", state: "pending" })).toBe(0);
+      const out = rule.outputs[0]!;
+      expect(sampleOf(fams, "mcrelay_output_packets_total", { rule: "cam.1", output: out.to })).toBe(out.packets);
+      expect(sampleOf(fams, "mcrelay_output_bytes_total", { rule: "cam.1", output: out.to })).toBe(out.bytes);
+      expect(out.packets).toBe(3000);
+      const iface = stats.interfaces.find((i) => i.interface === "r0")!;
+      expect(sampleOf(fams, "mcrelay_interface_rx_frames_total", { interface: "r0" })).toBe(iface.counters.rx_frames!);
+      expect(sampleOf(fams, "mcrelay_interface_matched_total", { interface: "r0" })).toBe(iface.counters.matched!);
+      expect(sampleOf(fams, "mcrelay_interface_ring_drops_total", { interface: "r0" })).toBe(iface.counters.kernel_drops!);
+      for (const [reason, n] of Object.entries(iface.parse_drops)) {
+        expect(sampleOf(fams, "mcrelay_interface_parse_drops_total", { interface: "r0", reason })).toBe(n);
+      }
+      expect(sampleOf(fams, "mcrelay_worker_up", { interface: "r0", slot: "0" })).toBe(1);
+      expect(sampleOf(fams, "mcrelay_worker_restarts_total", { interface: "r0" })).toBe(stats.workers[0]!.restarts);
+      expect(fams.get("mcrelay_build_info")!.samples[0]!.labels.version).toMatch(/^\d+\.\d+\.\d+/);
+
+      // The reference parser reads the same page (fetched again: counters unchanged).
+      const py = await parseWithPython(rt.topo, rt.relay, `${URL_BASE}/metrics`);
+      const byName = new Map<string, Family>(py.map((f) => [f.name, f]));
+      // prometheus_client names a counter family without `_total` and its samples with it.
+      const pyRule = byName.get("mcrelay_rule_packets")!;
+      expect(pyRule.type).toBe("counter");
+      expect(pyRule.samples).toEqual([{ name: "mcrelay_rule_packets_total", labels: { rule: "cam.1" }, value: 3000 }]);
+      expect(byName.get("mcrelay_rule_state")!.type).toBe("gauge");
+      const pySamples = py.reduce((n, f) => n + f.samples.length, 0);
+      const tsSamples = [...fams.values()].reduce((n, f) => n + f.samples.length, 0);
+      expect(pySamples).toBe(tsSamples);
+      note("metrics", { families: fams.size, samples: tsSamples, bytes: page.body.length });
+    },
+    T,
+  );
+
+  test(
+    "/readyz is 503 naming the pending rule while its input interface is missing, and 200 once it appears; /healthz is 200",
+    async () => {
+      const s = rt.sinks[0]!;
+      await start([
+        { name: "here", from: "239.1.1.2:5000@r0", to: [`239.2.2.2:6002@${s.relayIf}`] },
+        { name: "late", from: "239.1.1.3:5000@late0", to: [`239.2.2.3:6003@${s.relayIf}`] },
+      ]);
+      const before = await httpGet(rt.topo, rt.relay, `${URL_BASE}/readyz`);
+      expect(before.status).toBe(503);
+      expect(before.body).toContain("rule late is pending");
+      expect(before.body).toContain("late0");
+      expect(before.body).not.toContain("rule here");
+      const health = await httpGet(rt.topo, rt.relay, `${URL_BASE}/healthz`);
+      expect(health.status).toBe(200);
+      const metrics = parseExposition((await httpGet(rt.topo, rt.relay, `${URL_BASE}/metrics`)).body);
+      expect(sampleOf(metrics, "mcrelay_rule_state", { rule: "late", state: "pending" })).toBe(1);
+
+      await rt.topo.exec(rt.relay, [IP, "link", "add", "late0", "type", "veth", "peer", "name", "late1"], { check: true });
+      await rt.topo.exec(rt.relay, [IP, "link", "set", "late1", "up"], { check: true });
+      await rt.topo.exec(rt.relay, [IP, "link", "set", "late0", "up"], { check: true });
+      const after = await waitFor("readyz 200", async () => {
+        const r = await httpGet(rt.topo, rt.relay, `${URL_BASE}/readyz`);
+        return r.status === 200 ? r : undefined;
+      }, 20_000, 200);
+      expect(after.body).toBe("ready\n");
+      await rt.topo.exec(rt.relay, [IP, "link", "del", "late0"], { check: true });
+      const notFound = await httpGet(rt.topo, rt.relay, `${URL_BASE}/nosuch`);
+      expect(notFound.status).toBe(404);
+    },
+    T,
+  );
+
+  test(
+    "scraping /metrics ten times a second while a stream runs loses no packet",
+    async () => {
+      const s = rt.sinks[0]!;
+      await start([{ name: "busy", from: "239.1.1.4:5000@r0", to: [`239.2.2.4:6004@${s.relayIf}`] }]);
+      const receiver = await sink(rt, s.ns, `239.2.2.4:6004@${s.ifname}`, [], 2);
+      const stream = startStream(rt, { to: "239.1.1.4:5000@g0", ratePps: 20_000, stream: 4 });
+      // A scraper inside the relay namespace: 10 Hz for 8 s, every answer checked.
+      const script = `let ok = 0, bad = 0; const end = Date.now() + 8000; while (Date.now() < end) { const t = Date.now(); const r = await fetch("${URL_BASE}/metrics"); const b = await r.text(); if (r.status === 200 && b.includes("mcrelay_rule_packets_total")) ok++; else bad++; await Bun.sleep(Math.max(0, 100 - (Date.now() - t))); } console.log(JSON.stringify({ ok, bad }));`;
+      const scraped = await rt.topo.exec(rt.relay, [process.execPath, "-e", script], { timeoutMs: 60_000, check: true });
+      const gen = await stopStream(stream);
+      const report = await sinkReport(receiver);
+      const scrapes = JSON.parse(scraped.stdout) as { ok: number; bad: number };
+      note("scrape-10hz", { scrapes, sent: gen.sent, received: report.totals.received, lost: report.totals.lost });
+      expect(scrapes.bad).toBe(0);
+      expect(scrapes.ok).toBeGreaterThanOrEqual(60);
+      expect(report.totals.received).toBe(gen.sent);
+      expect(report.totals.duplicates).toBe(0);
+    },
+    T,
+  );
+
+  test(
+    "run --metrics with a bad address is a usage error naming the flag",
+    async () => {
+      const r = await rt.topo.exec(rt.relay, [...mcrelayCommand("bun"), "run", "--metrics", "localhost:99999", "--socket", "/tmp/mcr-none.sock"], { timeoutMs: 30_000 });
+      expect(r.exitCode).toBe(2);
+      expect(r.stderr).toContain("--metrics");
+    },
+    T,
+  );
+});
