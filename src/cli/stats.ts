@@ -2,7 +2,8 @@
 import { defineCommand } from "citty";
 import { checkFlags, jsonArg, secondsFlag, validate } from "./args.ts";
 import { socketArg, withClient } from "./daemon-client.ts";
-import { printJson, printLine, printTable, formatRate } from "./output.ts";
+import { printJson, printJsonLine, printLine, printTable, formatRate } from "./output.ts";
+import { HOME_CLEAR, renderTop } from "./stats-top.ts";
 import type { RuleReport, InterfaceReport } from "../supervisor/report.ts";
 import type { WorkerInfo } from "../supervisor/dataplanes.ts";
 import * as v from "valibot";
@@ -46,10 +47,17 @@ export default defineCommand({
     const interval = validate(v.object({ interval: v.optional(secondsFlag(3600)) }), { interval: a.interval }).interval ?? 1;
     await withClient(a.socket, async (c) => {
       const query = a.rule ? { rule: a.rule } : undefined;
+      // --watch: a screen redrawn in place on a terminal, one JSON line per interval with
+      // --json, plain blocks of lines otherwise (a pipe, a log file).
+      const top = a.watch && !a.json && process.stdout.isTTY === true;
       do {
         const result = (await c.request("stats", query)) as StatsResult;
-        if (a.json) printJson(a.watch ? { time: new Date().toISOString(), ...result } : result);
-        else {
+        if (a.json && a.watch) printJsonLine({ time: new Date().toISOString(), ...result });
+        else if (a.json) printJson(result);
+        else if (top) {
+          const screen = renderTop(result, { time: new Date(), intervalS: interval, width: process.stdout.columns || Number(process.env.COLUMNS) || 80, height: process.stdout.rows || Number(process.env.LINES) || 24, title: "mcrelay stats" });
+          process.stdout.write(`${HOME_CLEAR}${screen.join("\n")}\n`);
+        } else {
           if (a.watch) printLine(`--- ${new Date().toISOString()}`);
           printHuman(result);
         }

@@ -153,6 +153,46 @@ describe_netns("metrics and health endpoints (kernel, under bun)", () => {
   );
 
   test(
+    "stats --watch: one JSON line per interval with --json, plain blocks in a pipe, and on a terminal a screen redrawn in place with rules sorted by pps",
+    async () => {
+      const s = rt.sinks[0]!;
+      const d = await start([
+        { name: "slow", from: "239.1.1.6:5000@r0", to: [`239.2.2.6:6006@${s.relayIf}`] },
+        { name: "fast", from: "239.1.1.7:5000@r0", to: [`239.2.2.7:6007@${s.relayIf}`] },
+      ]);
+      const slow = startStream(rt, { to: "239.1.1.6:5000@g0", ratePps: 200, stream: 6 });
+      const fast = startStream(rt, { to: "239.1.1.7:5000@g0", ratePps: 3000, stream: 7 });
+      await waitFor("both rates measured", async () => {
+        const st = await d.json<StatsResult>(["stats"]);
+        return st.rules.every((r) => r.pps > 0) || undefined;
+      }, 20_000, 300);
+      const cli = [...mcrelayCommand("bun"), "stats", "--socket", d.socket];
+      const json = await rt.topo.exec(rt.relay, ["timeout", "-s", "INT", "3", ...cli, "--watch", "--json", "--interval", "0.5"], { timeoutMs: 30_000 });
+      const docs = json.stdout.trim().split("\n").map((l) => JSON.parse(l) as StatsResult & { time: string });
+      expect(docs.length).toBeGreaterThanOrEqual(3);
+      for (const doc of docs) expect(doc.rules.map((r) => r.name).sort()).toEqual(["fast", "slow"]);
+      expect(new Set(docs.map((x) => x.time)).size).toBe(docs.length);
+
+      const plain = await rt.topo.exec(rt.relay, ["timeout", "-s", "INT", "2", ...cli, "--watch", "--interval", "0.5"], { timeoutMs: 30_000 });
+      expect(plain.stdout).not.toContain("\u001b[");
+      expect(plain.stdout.match(/^--- \d{4}-/gm)!.length).toBeGreaterThanOrEqual(2);
+
+      // A terminal: script(1) gives the command a pty.
+      const line = ["timeout", "-s", "INT", "3", ...cli, "--watch", "--interval", "0.5"].map((x) => `'${x}'`).join(" ");
+      const tty = await rt.topo.exec(rt.relay, ["script", "-qfec", line, "/dev/null"], { timeoutMs: 30_000, env: { COLUMNS: "120", LINES: "30" } });
+      const screens = tty.stdout.split("\u001b[H\u001b[J").filter((x) => x.trim());
+      expect(screens.length).toBeGreaterThanOrEqual(3);
+      const last = screens[screens.length - 1]!;
+      expect(last).toContain("RULE");
+      expect(last.indexOf("\nfast")).toBeGreaterThan(0);
+      expect(last.indexOf("\nfast")).toBeLessThan(last.indexOf("\nslow"));
+      await stopStream(slow);
+      await stopStream(fast);
+    },
+    T,
+  );
+
+  test(
     "run --metrics with a bad address is a usage error naming the flag",
     async () => {
       const r = await rt.topo.exec(rt.relay, [...mcrelayCommand("bun"), "run", "--metrics", "localhost:99999", "--socket", "/tmp/mcr-none.sock"], { timeoutMs: 30_000 });
