@@ -2,7 +2,7 @@
 //! the library is loaded (see `layout` in lib.zig); any change here bumps `version`.
 const std = @import("std");
 
-pub const version: u32 = 6;
+pub const version: u32 = 7;
 
 /// Addresses are 16 bytes everywhere; IPv4 is stored v4-mapped (::ffff:a.b.c.d).
 pub const Addr = [16]u8;
@@ -42,10 +42,18 @@ pub const OutputDesc = extern struct {
     source: Addr,
     port: u16,
     ttl: u8,
-    _pad: u8 = 0,
+    /// Fixed DSCP 0..63, or dscp_copy: the input packet's DSCP. The ECN bits are always copied.
+    dscp: u8 = dscp_copy,
     /// Egress interface; 0 lets the kernel route.
     ifindex: u32,
+    /// output_flag_*.
+    flags: u32 = 0,
+    _pad: u32 = 0,
 };
+
+pub const dscp_copy: u8 = 0xff;
+/// Never send this output's batches as UDP GSO buffers (next hop reads with a packet socket).
+pub const output_flag_gso_off: u32 = 1;
 
 pub const RingGeometry = extern struct {
     block_bytes: u32,
@@ -154,7 +162,7 @@ pub fn patternByte(seq: u64, i: u32) u8 {
 comptime {
     std.debug.assert(@sizeOf(TableHeader) == 16);
     std.debug.assert(@sizeOf(RuleDesc) == 48);
-    std.debug.assert(@sizeOf(OutputDesc) == 48);
+    std.debug.assert(@sizeOf(OutputDesc) == 56);
     std.debug.assert(@sizeOf(DpConfig) == 32);
     std.debug.assert(@sizeOf(PacketSetup) == 20);
     std.debug.assert(@sizeOf(LinkInfo) == 28);

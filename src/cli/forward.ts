@@ -2,7 +2,8 @@
 import { defineCommand } from "citty";
 import * as v from "valibot";
 import { endpointSchema } from "../config/endpoint.ts";
-import { sourceSchema } from "../config/rule-spec.ts";
+import { ruleOutput, sourceSchema } from "../config/rule-spec.ts";
+import { outputTextSchema } from "../config/endpoint-options.ts";
 import { UsageError, PermissionError, NativeError } from "../errors.ts";
 import { DEFAULT_TTL, resolveRule, ruleProblems, type Rule } from "../rules/rule.ts";
 import { Relay, lookupLink, type RelayReport } from "../supervisor/relay.ts";
@@ -17,8 +18,8 @@ const log = logger("forward");
 
 const args = {
   from: { type: "string", description: "Input GROUP:PORT@IFACE (or a local ADDRESS:PORT@IFACE)", required: true },
-  to: { type: "string", description: "Output ADDR:PORT[@IFACE]; repeat for fan-out", required: true },
-  ttl: { type: "string", description: `TTL of relayed packets (default ${DEFAULT_TTL})` },
+  to: { type: "string", description: "Output ADDR:PORT[@IFACE][,ttl=N][,dscp=N|copy][,gso=off]; repeat for fan-out", required: true },
+  ttl: { type: "string", description: `TTL of relayed packets, for outputs without their own ttl= (default ${DEFAULT_TTL})` },
   source: { type: "string", description: "Relay only packets from this source address" },
   name: { type: "string", description: "Rule name in the report (default: forward)" },
   duration: { type: "string", description: "Stop after this many seconds (default: until SIGINT/SIGTERM)" },
@@ -30,7 +31,7 @@ const args = {
 
 const Schema = v.object({
   from: endpointSchema("input"),
-  to: v.pipe(v.array(endpointSchema("output")), v.minLength(1, "at least one output is needed")),
+  to: v.pipe(v.array(outputTextSchema), v.minLength(1, "at least one output is needed")),
   ttl: v.optional(intFlag(1, 255)),
   source: v.optional(sourceSchema),
   name: v.optional(v.pipe(v.string(), v.regex(/^[A-Za-z0-9_.-]{1,64}$/, "1-64 letters, digits, _ . -"))),
@@ -58,7 +59,7 @@ export default defineCommand({
       name: input.name ?? "forward",
       input: { ...input.from, iface: input.from.iface! },
       source: input.source ?? null,
-      outputs: input.to.map((to, i) => ({ id: BigInt(i + 1), to, ttl })),
+      outputs: input.to.map((entry) => ruleOutput(1n, entry, ttl)),
     };
     const problems = ruleProblems(rule);
     if (problems.length) throw new UsageError(problems.map((p) => `--to: ${p}`).join("\n"));
@@ -104,8 +105,8 @@ function printHuman(report: RelayReport, seconds: number): void {
     printLine();
     printLine(`rule ${rule.name}: ${rule.input}  ${rule.packets.toLocaleString("en-US")} packets in, ${rule.bytes.toLocaleString("en-US")} bytes`);
     printTable(
-      ["output", "ttl", "packets", "bytes", "send errors"],
-      rule.outputs.map((o) => [o.to, o.ttl, o.packets, o.bytes, errorsText(o.send_errors)]),
+      ["output", "ttl", "dscp", "gso", "packets", "bytes", "send errors"],
+      rule.outputs.map((o) => [o.to, o.ttl, o.dscp, o.gso ? "on" : "off", o.packets, o.bytes, errorsText(o.send_errors)]),
     );
   }
   for (const w of report.workers) {

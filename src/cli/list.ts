@@ -11,7 +11,7 @@ interface ListedRule {
   id: string;
   origin: string;
   input: string;
-  outputs: { to: string; ttl: number; state: string; reason: string | null }[];
+  outputs: { to: string; ttl: number; dscp: number | "copy"; gso: boolean; state: string; reason: string | null }[];
   state: string;
   reasons: string[];
 }
@@ -26,7 +26,12 @@ export default defineCommand({
     if (result.rules.length === 0) return printLine("no rules");
     printTable(
       ["name", "id", "state", "origin", "input", "outputs", "why"],
-      result.rules.map((r) => [r.name, r.id, r.state, r.origin, r.input, r.outputs.map((o) => (o.state === "pending" ? `${o.to} (pending)` : o.to)).join(", "), [...r.reasons, ...r.outputs.filter((o) => o.reason).map((o) => o.reason!)].join("; ")]),
+      result.rules.map((r) => [r.name, r.id, r.state, r.origin, r.input, r.outputs.map((o) => `${o.to} ${outputSettings(o)}${o.state === "pending" ? " (pending)" : ""}`).join(", "), [...r.reasons, ...r.outputs.filter((o) => o.reason).map((o) => o.reason!)].join("; ")]),
     );
   },
 });
+
+/** Per-output settings as one short word group: "ttl 8 dscp copy gso on". */
+function outputSettings(o: { ttl: number; dscp: number | "copy"; gso: boolean }): string {
+  return `[ttl ${o.ttl} dscp ${o.dscp} gso ${o.gso ? "on" : "off"}]`;
+}

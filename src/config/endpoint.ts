@@ -48,10 +48,10 @@ export function parseEndpoint(text: string): Endpoint | string {
   return { addr, port, iface };
 }
 
-type EndpointRole = "input" | "output" | "gen" | "sink";
+export type EndpointRole = "input" | "output" | "gen" | "sink";
 
 /** Checks that depend on where the endpoint is used. */
-function roleProblem(e: Endpoint, role: EndpointRole): string | null {
+export function roleProblem(e: Endpoint, role: EndpointRole): string | null {
   if (isUnspecified(e.addr) && role !== "sink") return `address ${e.addr.text} is unspecified`;
   switch (role) {
     case "input":

@@ -117,17 +117,18 @@ function legacySpec(r: unknown, i: number, multicastTtl: number | undefined, pro
     return null;
   }
   const rule = parsed.output;
+  // One TTL for every output is the rule's; otherwise each output keeps its own (the object
+  // form), the others take multicast_ttl or the default.
   const ttls = new Set(rule.outputs.map((o) => o.ttl ?? multicastTtl));
-  if (ttls.size > 1) {
-    problems.push(`rules[${i}].outputs: different TTLs per output are not supported; use one TTL per rule`);
-    return null;
-  }
-  const ttl = rule.outputs[0]?.ttl ?? multicastTtl;
+  const ruleTtl = ttls.size === 1 ? rule.outputs[0]!.ttl ?? multicastTtl : multicastTtl;
   const spec: RuleSpec = {
     name: rule.name ?? `rule-${i + 1}`,
     from: endpointText(rule.input.group, rule.input.port, rule.input.interface),
-    to: rule.outputs.map((o) => endpointText(o.group, o.port, o.interface)),
+    to: rule.outputs.map((o) => {
+      const to = endpointText(o.group, o.port, o.interface);
+      return o.ttl !== undefined && o.ttl !== ruleTtl ? { to, ttl: o.ttl } : to;
+    }),
   };
-  if (ttl !== undefined) spec.ttl = ttl;
+  if (ruleTtl !== undefined) spec.ttl = ruleTtl;
   return spec;
 }

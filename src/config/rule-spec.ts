@@ -3,8 +3,9 @@
 import * as v from "valibot";
 import { createHash } from "node:crypto";
 import { parseIp } from "./address.ts";
-import { endpointSchema, formatEndpoint } from "./endpoint.ts";
-import { DEFAULT_TTL, ruleProblems, type Rule } from "../rules/rule.ts";
+import { endpointSchema, formatEndpoint, type Endpoint } from "./endpoint.ts";
+import { formatOutputOptions, outputEntrySchema, outputSpecSchema, type OutputEntry } from "./endpoint-options.ts";
+import { DEFAULT_TTL, ruleProblems, type Rule, type RuleOutput } from "../rules/rule.ts";
 import { LIMITS } from "../native/abi.ts";
 
 export const RULE_NAME = /^[A-Za-z0-9_.-]{1,64}$/;
@@ -28,7 +29,12 @@ export const sourceSchema = v.pipe(
 export const RuleSpecSchema = v.strictObject({
   name: nameSchema,
   from: v.string(),
-  to: v.pipe(v.array(v.string()), v.minLength(1, "at least one output is needed"), v.maxLength(LIMITS.outputsPerRuleMax, `at most ${LIMITS.outputsPerRuleMax} outputs`)),
+  /** Each output: "ADDR:PORT@IFACE[,ttl=N][,dscp=N|copy][,gso=off]" or {to, ttl, dscp, gso}. */
+  to: v.pipe(
+    v.array(outputSpecSchema),
+    v.minLength(1, "at least one output is needed"),
+    v.maxLength(LIMITS.outputsPerRuleMax, `at most ${LIMITS.outputsPerRuleMax} outputs`),
+  ),
   ttl: v.optional(ttlSchema),
   source: v.optional(v.string()),
 });
@@ -37,15 +43,32 @@ export type RuleSpec = v.InferOutput<typeof RuleSpecSchema>;
 const ParsedSpecSchema = v.object({
   name: nameSchema,
   from: endpointSchema("input"),
-  to: v.array(endpointSchema("output")),
+  to: v.array(outputEntrySchema),
   ttl: v.optional(ttlSchema),
   source: v.optional(sourceSchema),
 });
 
-/** Stable 63-bit id of an output within a rule: an unchanged output keeps its socket and counters. */
-export function outputId(ruleId: bigint, to: string, ttl: number): bigint {
-  const h = createHash("sha256").update(`${ruleId}|${to}|${ttl}`).digest();
+/**
+ * Stable 63-bit id of an output within a rule: an unchanged output keeps its socket and
+ * counters. DSCP and GSO enter only when not the defaults, so earlier ids stay the same.
+ */
+export function outputId(ruleId: bigint, to: string, ttl: number, dscp: number | null = null, gso = true): bigint {
+  const extra = dscp === null && gso ? "" : `|${dscp ?? "copy"}|${gso ? "gso" : "nogso"}`;
+  const h = createHash("sha256").update(`${ruleId}|${to}|${ttl}${extra}`).digest();
   return h.readBigUInt64LE(0) & 0x7fff_ffff_ffff_ffffn;
+}
+
+/** A rule's output from its entry: the rule's TTL unless the output has its own, DSCP copied and GSO on unless set. */
+export function ruleOutput(ruleId: bigint, entry: OutputEntry, ruleTtl: number): RuleOutput {
+  const ttl = entry.ttl ?? ruleTtl;
+  const dscp = entry.dscp === undefined || entry.dscp === "copy" ? null : entry.dscp;
+  const gso = entry.gso ?? true;
+  return { id: outputId(ruleId, formatEndpoint(entry.to), ttl, dscp, gso), to: entry.to, ttl, dscp, gso };
+}
+
+/** "ADDR:PORT@IFACE" with the output's options that differ from the defaults. */
+export function formatOutput(o: { to: Endpoint; ttl: number; dscp: number | null; gso: boolean }, ruleTtl: number): string {
+  return formatEndpoint(o.to) + formatOutputOptions(o, ruleTtl);
 }
 
 /** Validates a spec and builds the rule; the id is the caller's (kept across replace). */
@@ -59,7 +82,7 @@ export function ruleFromSpec(spec: RuleSpec, id: bigint): { ok: true; rule: Rule
     name: p.name,
     input: { ...p.from, iface: p.from.iface! },
     source: p.source ?? null,
-    outputs: p.to.map((to) => ({ id: outputId(id, formatEndpoint(to), ttl), to, ttl })),
+    outputs: p.to.map((entry) => ruleOutput(id, entry, ttl)),
   };
   const problems = ruleProblems(rule);
   return problems.length ? { ok: false, problems } : { ok: true, rule };
@@ -67,12 +90,14 @@ export function ruleFromSpec(spec: RuleSpec, id: bigint): { ok: true; rule: Rule
 
 /** The spec a rule was made from (what `config show` and the state file write). */
 export function specFromRule(rule: Rule): RuleSpec {
+  // One TTL for all outputs is written rule-wide; outputs that differ carry their own.
+  const ttls = new Set(rule.outputs.map((o) => o.ttl));
+  const ttl = ttls.size === 1 ? rule.outputs[0]!.ttl : DEFAULT_TTL;
   const spec: RuleSpec = {
     name: rule.name,
     from: formatEndpoint(rule.input),
-    to: rule.outputs.map((o) => formatEndpoint(o.to)),
+    to: rule.outputs.map((o) => formatOutput(o, ttl)),
   };
-  const ttl = rule.outputs[0]?.ttl ?? DEFAULT_TTL;
   if (ttl !== DEFAULT_TTL) spec.ttl = ttl;
   if (rule.source) spec.source = rule.source.text;
   return spec;

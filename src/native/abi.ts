@@ -2,15 +2,18 @@
 // The native module checks these numbers against the library right after loading it, so a
 // drift between the two sides refuses to run instead of misreading memory.
 
-export const ABI_VERSION = 6;
+export const ABI_VERSION = 7;
 
 export const TABLE_MAGIC = 0x4d435254;
 export const RULE_FLAG_SOURCE_FILTER = 1;
+export const OUTPUT_FLAG_GSO_OFF = 1;
+/** OutputDesc.dscp meaning "copy the input packet's DSCP". */
+export const DSCP_COPY = 0xff;
 
 export const SIZE = {
   tableHeader: 16,
   ruleDesc: 48,
-  outputDesc: 48,
+  outputDesc: 56,
   dpConfig: 32,
   packetSetup: 20,
   ringGeometry: 16,
@@ -202,6 +205,9 @@ export interface TableOutput {
   source: Addr16 | null;
   port: number;
   ttl: number;
+  /** Fixed DSCP, or null to copy the input's. */
+  dscp: number | null;
+  gso: boolean;
   ifindex: number;
 }
 
@@ -231,7 +237,9 @@ export function encodeTable(rules: readonly TableRule[], generation: number): Ui
       if (out.source) buf.set(out.source, o + 24);
       view.setUint16(o + 40, out.port, true);
       view.setUint8(o + 42, out.ttl);
+      view.setUint8(o + 43, out.dscp ?? DSCP_COPY);
       view.setUint32(o + 44, out.ifindex, true);
+      view.setUint32(o + 48, out.gso ? 0 : OUTPUT_FLAG_GSO_OFF, true);
       outputIndex += 1;
     }
   });

@@ -11,6 +11,10 @@ export interface RuleOutput {
   id: bigint;
   to: Endpoint;
   ttl: number;
+  /** Fixed DSCP 0..63, or null: copy the input packet's DSCP (the ECN bits are always copied). */
+  dscp: number | null;
+  /** Send batches as UDP GSO buffers (off for next hops that read with packet sockets). */
+  gso: boolean;
 }
 
 export interface Rule {
@@ -92,7 +96,7 @@ export function resolveRule(rule: Rule, lookup: LinkLookup): Resolved {
       ifindex = link!.ifindex;
       if (out.to.addr.family === 4) source = link!.addr4;
     }
-    outputs.push({ id: out.id.toString(), addr: out.to.addr.text, port: out.to.port, ttl: out.ttl, ifindex, source });
+    outputs.push({ id: out.id.toString(), addr: out.to.addr.text, port: out.to.port, ttl: out.ttl, dscp: out.dscp, gso: out.gso, ifindex, source });
   }
   if (outputs.length === 0 && rule.outputs.length > 0) {
     pending.push(`no output can send: ${[...pendingOutputs.values()].join("; ")}`);

@@ -8,7 +8,7 @@ import type { WireRule } from "../worker/messages.ts";
 export function tableHash(rules: readonly WireRule[]): string {
   const canonical = [...rules]
     .sort((a, b) => (BigInt(a.id) < BigInt(b.id) ? -1 : 1))
-    .map((r) => [r.id, r.group, r.port, r.source, r.outputs.map((o) => [o.id, o.addr, o.port, o.ttl, o.ifindex, o.source])]);
+    .map((r) => [r.id, r.group, r.port, r.source, r.outputs.map((o) => [o.id, o.addr, o.port, o.ttl, o.dscp, o.gso, o.ifindex, o.source])]);
   return createHash("sha256").update(JSON.stringify(canonical)).digest("hex").slice(0, 16);
 }
 
@@ -30,6 +30,8 @@ export function wireToNative(rules: readonly WireRule[], generation: number): Ui
       source: o.source === null ? null : addr(o.source, `rule ${r.id} output ${o.id} source`),
       port: o.port,
       ttl: o.ttl,
+      dscp: o.dscp,
+      gso: o.gso,
       ifindex: o.ifindex,
     })),
   }));

@@ -435,6 +435,8 @@ export class Daemon {
       outputs: s.rule.outputs.map((o) => ({
         to: formatEndpoint(o.to),
         ttl: o.ttl,
+        dscp: o.dscp ?? "copy",
+        gso: o.gso,
         state: s.pendingOutputs.has(o.id) ? "pending" : "active",
         reason: s.pendingOutputs.get(o.id) ?? null,
       })),

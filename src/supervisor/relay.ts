@@ -74,7 +74,7 @@ export class Relay {
       case "ping":
         return { pong: true, rules: this.#rules.length, workers: this.#dataplanes.info().length };
       case "list":
-        return { rules: this.#ruleReports().map((r) => ({ name: r.name, id: r.id, origin: r.origin, input: r.input, source: null, outputs: r.outputs.map((o) => ({ to: o.to, ttl: o.ttl, state: o.state, reason: o.reason })), state: r.state, reasons: r.pending_reasons })) };
+        return { rules: this.#ruleReports().map((r) => ({ name: r.name, id: r.id, origin: r.origin, input: r.input, source: null, outputs: r.outputs.map((o) => ({ to: o.to, ttl: o.ttl, dscp: o.dscp, gso: o.gso, state: o.state, reason: o.reason })), state: r.state, reasons: r.pending_reasons })) };
       case "stats": {
         this.#dataplanes.refresh();
         const rules = this.#ruleReports().filter((r) => !req.args?.rule || r.name === req.args.rule || r.id === req.args.rule);

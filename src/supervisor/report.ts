@@ -9,6 +9,9 @@ export interface OutputReport {
   state: "active" | "pending";
   reason: string | null;
   ttl: number;
+  /** Fixed DSCP, or "copy" (the input packet's). */
+  dscp: number | "copy";
+  gso: boolean;
   packets: number;
   bytes: number;
   pps: number;
@@ -68,6 +71,8 @@ export function buildRuleReports(views: RuleView[], totals: Totals, rates: Rates
           state: pendingOutputs?.has(out.id) ? "pending" : "active",
           reason: pendingOutputs?.get(out.id) ?? null,
           ttl: out.ttl,
+          dscp: out.dscp ?? "copy",
+          gso: out.gso,
           packets: ot?.packets ?? 0,
           bytes: ot?.bytes ?? 0,
           pps: round(or?.pps ?? 0),

@@ -12,6 +12,9 @@ export const WireOutputSchema = v.strictObject({
   addr: v.string(),
   port: u16,
   ttl: v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(255)),
+  /** Fixed DSCP, or null to copy the input's. */
+  dscp: v.nullable(v.pipe(v.number(), v.integer(), v.minValue(0), v.maxValue(63))),
+  gso: v.boolean(),
   ifindex: v.pipe(v.number(), v.integer(), v.minValue(0)),
   /** Address to send from (the output interface's); null lets the kernel choose. */
   source: v.nullable(v.string()),

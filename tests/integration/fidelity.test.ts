@@ -16,6 +16,7 @@ import {
   type SinkReport,
 } from "../support/relay-harness.ts";
 import { startUdpReceiver, udpSend } from "../support/udp-tools.ts";
+import { TempDir, TestDaemon, type ListedRule } from "../support/daemon-harness.ts";
 
 const describe_netns = describe.skipIf(!netnsAvailable());
 const mode = "bun" as const;
@@ -131,6 +132,87 @@ describe_netns("fidelity: GSO super-frames and empty datagrams", () => {
       expect(got.sizes).toEqual({ "0": 600, "1316": 900 });
       expect(got).toMatchObject({ datagrams: 1500, numbered: 900, duplicates: 0, pattern_errors: 0 });
       expect(relay.rules[0]!.outputs[0]!.packets).toBe(1500);
+    },
+    TEST_TIMEOUT_MS,
+  );
+});
+
+describe_netns("fidelity: per-output TTL and DSCP", () => {
+  test(
+    "two outputs of one rule: the rule's TTL and the input DSCP+ECN copied on one, its own TTL and a fixed DSCP (ECN kept) on the other",
+    async () => {
+      const rt = await topology({ label: "ttldscp", sinks: 2 });
+      const fwd = await startForward(rt.topo, rt.relay, mode, [
+        "--from", "239.1.1.1:5000@r0",
+        "--ttl", "3",
+        "--to", "239.2.2.2:6000@r1",
+        "--to", "239.3.3.3:6000@r2,ttl=9,dscp=10,gso=off",
+      ]);
+      const rx1 = await startUdpReceiver(rt.topo, rt.sinks[0]!.ns, { group: "239.2.2.2", port: 6000, ifname: "s0", idle_s: 3 });
+      const rx2 = await startUdpReceiver(rt.topo, rt.sinks[1]!.ns, { group: "239.3.3.3", port: 6000, ifname: "s0", idle_s: 3 });
+      // EF (DSCP 46) without ECN, then EF with ECT(1); bursts of 8 so that GSO batches form.
+      const ef = await udpSend(rt.topo, rt.gen, { ifname: "g0", group: "239.1.1.1", port: 5000, tos: 0xb8, batches: [Array(8).fill(1000)], repeat: 25, pause_s: 0.002, stream: 1 });
+      const ect = await udpSend(rt.topo, rt.gen, { ifname: "g0", group: "239.1.1.1", port: 5000, tos: 0xb9, batches: [Array(8).fill(1000)], repeat: 25, pause_s: 0.002, stream: 2 });
+      const [got1, got2] = [await rx1.report(), await rx2.report()];
+      const relay = await fwd.stopJson<ForwardReport>();
+      note("ttldscp", { ef, ect, got1, got2, outputs: relay.rules[0]!.outputs });
+
+      expect([ef.sent, ect.sent]).toEqual([200, 200]);
+      expect(got1).toMatchObject({ datagrams: 400, numbered: 400, duplicates: 0, pattern_errors: 0, ttl: { "3": 400 }, tos: { "184": 200, "185": 200 } });
+      expect(got2).toMatchObject({ datagrams: 400, numbered: 400, duplicates: 0, pattern_errors: 0, ttl: { "9": 400 }, tos: { "40": 200, "41": 200 } });
+      expect(relay.rules[0]!.outputs.map((o) => [o.ttl, o.dscp, o.gso])).toEqual([[3, "copy", true], [9, 10, false]]);
+      // gso=off: the second output never sent a GSO buffer; the first did (it is the default).
+      expect(workerSum(relay, "tx_gso_sends")).toBeGreaterThan(0);
+    },
+    TEST_TIMEOUT_MS,
+  );
+
+  test(
+    "config outputs in object form and an earlier-format rule with per-output TTLs: list shows each output's settings and receivers see them",
+    async () => {
+      const rt = await topology({ label: "cfgttl", sinks: 2 });
+      const dir = new TempDir();
+      try {
+        const config = dir.file(
+          "mcrelay.json5",
+          `{ multicast_ttl: 6, rules: [
+              { name: "obj", from: "239.1.1.1:5000@r0", to: [ { to: "239.2.2.2:6000@r1", ttl: 4, dscp: 46, gso: false }, "239.2.2.3:6000@r2,ttl=7" ] },
+              { name: "old", input: { interface: "r0", group: "239.1.1.2", port: 5000 },
+                outputs: [ { group: "239.2.2.4", port: 6000, interface: "r1", ttl: 2 }, { group: "239.2.2.5", port: 6000, interface: "r2" } ] } ] }`,
+        );
+        const d = await TestDaemon.start(rt, dir, { configPath: config });
+        try {
+          const rules = (await d.json<{ rules: ListedRule[] }>(["list"])).rules;
+          const settings = Object.fromEntries(rules.map((r) => [r.name, r.outputs.map((o) => [o.to, o.ttl, o.dscp, o.gso])]));
+          expect(settings).toEqual({
+            obj: [["239.2.2.2:6000@r1", 4, 46, false], ["239.2.2.3:6000@r2", 7, "copy", true]],
+            old: [["239.2.2.4:6000@r1", 2, "copy", true], ["239.2.2.5:6000@r2", 6, "copy", true]],
+          });
+          const human = await d.cli(["list"]);
+          expect(human.stdout).toContain("239.2.2.2:6000@r1 [ttl 4 dscp 46 gso off]");
+          const rx = [
+            await startUdpReceiver(rt.topo, rt.sinks[0]!.ns, { group: "239.2.2.2", port: 6000, ifname: "s0", idle_s: 3 }),
+            await startUdpReceiver(rt.topo, rt.sinks[1]!.ns, { group: "239.2.2.3", port: 6000, ifname: "s0", idle_s: 3 }),
+            await startUdpReceiver(rt.topo, rt.sinks[0]!.ns, { group: "239.2.2.4", port: 6000, ifname: "s0", idle_s: 3 }),
+            await startUdpReceiver(rt.topo, rt.sinks[1]!.ns, { group: "239.2.2.5", port: 6000, ifname: "s0", idle_s: 3 }),
+          ];
+          await udpSend(rt.topo, rt.gen, { ifname: "g0", group: "239.1.1.1", port: 5000, tos: 0x04, batches: [[500, 500]], repeat: 50, pause_s: 0.002 });
+          await udpSend(rt.topo, rt.gen, { ifname: "g0", group: "239.1.1.2", port: 5000, tos: 0x04, batches: [[500, 500]], repeat: 50, pause_s: 0.002 });
+          const got = [];
+          for (const r of rx) got.push(await r.report());
+          note("cfgttl", got);
+          expect(got.map((g) => [g.datagrams, g.duplicates, g.ttl, g.tos])).toEqual([
+            [100, 0, { "4": 100 }, { "184": 100 }],
+            [100, 0, { "7": 100 }, { "4": 100 }],
+            [100, 0, { "2": 100 }, { "4": 100 }],
+            [100, 0, { "6": 100 }, { "4": 100 }],
+          ]);
+        } finally {
+          await d.stop();
+        }
+      } finally {
+        dir.remove();
+      }
     },
     TEST_TIMEOUT_MS,
   );

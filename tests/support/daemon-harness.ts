@@ -407,7 +407,7 @@ export interface ListedRule {
   origin: "config" | "runtime";
   input: string;
   source: string | null;
-  outputs: { to: string; ttl: number }[];
+  outputs: { to: string; ttl: number; dscp: number | "copy"; gso: boolean }[];
   state: string;
   reasons: string[];
 }

@@ -2,6 +2,7 @@
 // path, the value and the rule; the earlier Rust implementation's rule format is accepted.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { loadConfig, parseConfig } from "../../src/config/file.ts";
+import { ruleFromSpec, specFromRule } from "../../src/config/rule-spec.ts";
 import { ConfigError, EXIT } from "../../src/errors.ts";
 import { TempDir } from "../support/daemon-harness.ts";
 
@@ -157,10 +158,18 @@ describe("the earlier Rust implementation's format", () => {
     );
   });
 
-  test("different TTLs on the outputs of one old-format rule are refused, naming the rule", () => {
-    const m = problems(`{ rules: [ { input: { interface: "eth0", group: "239.1.1.1", port: 5000 },
-      outputs: [ { group: "239.2.2.2", port: 6000, interface: "eth1", ttl: 2 }, { group: "239.2.2.3", port: 6000, interface: "eth1", ttl: 3 } ] } ] }`);
-    expect(m).toContain("rules[0].outputs: different TTLs per output are not supported");
+  test("different TTLs on the outputs of one old-format rule become per-output TTLs", () => {
+    const cfg = parseConfig(
+      `{ multicast_ttl: 5, rules: [ { input: { interface: "eth0", group: "239.1.1.1", port: 5000 },
+      outputs: [ { group: "239.2.2.2", port: 6000, interface: "eth1", ttl: 2 }, { group: "239.2.2.3", port: 6000, interface: "eth1", ttl: 3 },
+                 { group: "239.2.2.4", port: 6000, interface: "eth1" } ] } ] }`,
+      "l",
+    );
+    expect(cfg.specs).toEqual([
+      { name: "rule-1", from: "239.1.1.1:5000@eth0", to: [{ to: "239.2.2.2:6000@eth1", ttl: 2 }, { to: "239.2.2.3:6000@eth1", ttl: 3 }, "239.2.2.4:6000@eth1"], ttl: 5 },
+    ]);
+    const rule = ruleFromSpec(cfg.specs[0]!, 1n);
+    expect(rule.ok && rule.rule.outputs.map((o) => o.ttl)).toEqual([2, 3, 5]);
   });
 
   test("an old-format port out of range is refused, naming its path", () => {

@@ -244,20 +244,20 @@ pub const Dataplane = struct {
             var offset: u32 = 0;
             while (true) {
                 const datagram = payload[offset..][0..@min(segment_bytes, payload.len - offset)];
-                self.relay(s, rule, index, datagram);
+                self.relay(s, rule, index, datagram, packet.tos);
                 offset += @intCast(datagram.len);
                 if (offset >= payload.len) break;
             }
         }
     }
 
-    inline fn relay(self: *Dataplane, s: stats_mod.Stats, rule: *const abi.RuleDesc, index: u16, datagram: []const u8) void {
+    inline fn relay(self: *Dataplane, s: stats_mod.Stats, rule: *const abi.RuleDesc, index: u16, datagram: []const u8, tos: u8) void {
         s.worker(.matched).* += 1;
         s.rule(index, .packets).* += 1;
         s.rule(index, .bytes).* += datagram.len;
         var o: u32 = rule.output_first;
         while (o < @as(u32, rule.output_first) + rule.output_count) : (o += 1) {
-            self.egress.queue(s, o, datagram);
+            self.egress.queue(s, o, datagram, tos);
         }
     }
 

@@ -60,6 +60,8 @@ pub const Table = struct {
         }
         for (self.outputs[0..self.output_count], 0..) |output, i| {
             if (output.port == 0 or output.ttl == 0) return error.INVAL;
+            if (output.dscp > 63 and output.dscp != abi.dscp_copy) return error.INVAL;
+            if (output.flags & ~abi.output_flag_gso_off != 0) return error.INVAL;
             for (self.outputs[0..i]) |other| if (other.id == output.id) return error.EXIST;
         }
     }
