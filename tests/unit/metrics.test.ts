@@ -28,8 +28,8 @@ function input(): MetricsInput {
         pps: 0,
         bps: 0,
         outputs: [
-          { to: "239.2.2.2:6000@eth1", state: "active" as const, reason: null, ttl: 8, packets: 9, bytes: 1800, pps: 0, bps: 0, send_errors: { ENOBUFS: 1 } },
-          { to: 'weird"\\\nname', state: "pending" as const, reason: "no interface", ttl: 8, packets: 0, bytes: 0, pps: 0, bps: 0, send_errors: {} as Record<string, number> },
+          { to: "239.2.2.2:6000@eth1", state: "active" as const, reason: null, ttl: 8, dscp: "copy" as const, gso: true, packets: 9, bytes: 1800, pps: 0, bps: 0, send_errors: { ENOBUFS: 1 } },
+          { to: 'weird"\\\nname', state: "pending" as const, reason: "no interface", ttl: 8, dscp: "copy" as const, gso: true, packets: 0, bytes: 0, pps: 0, bps: 0, send_errors: {} as Record<string, number> },
         ],
       },
     ],
