@@ -17,12 +17,20 @@ export const EXIT = {
   refused: 6,
   /** A system resource problem: interface missing, address in use. */
   system: 7,
+  /** Another daemon runs on the same state directory or control socket. */
+  running: 8,
 } as const;
 
 /** Something the user did wrong; the message names the argument and the problem. */
 export class UsageError extends Error {
   override name = "UsageError";
   readonly exitCode: number = EXIT.usage;
+}
+
+/** `run`: another daemon holds the state directory or answers on the socket. */
+export class AlreadyRunningError extends Error {
+  override name = "AlreadyRunningError";
+  readonly exitCode: number = EXIT.running;
 }
 
 export class ConfigError extends Error {

@@ -15,6 +15,9 @@ test {
     _ = @import("link.zig");
     _ = @import("netlink.zig");
     _ = @import("notify.zig");
+    _ = @import("rlimit.zig");
+    _ = @import("peer.zig");
+    _ = @import("lock.zig");
     _ = @import("privileges.zig");
     _ = @import("dataplane/parse.zig");
     _ = @import("dataplane/table.zig");

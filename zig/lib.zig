@@ -17,6 +17,9 @@ const shm = @import("shm.zig");
 const ring = @import("ring.zig");
 const netlink = @import("netlink.zig");
 const notify = @import("notify.zig");
+const rlimit = @import("rlimit.zig");
+const peer = @import("peer.zig");
+const lock = @import("lock.zig");
 const background = @import("background.zig");
 const fanout = @import("fanout.zig");
 const Gen = @import("tools/gen.zig").Gen;
@@ -142,6 +145,44 @@ export fn mcr_scm_recv(fd: i32, buf: [*]u8, cap: u32, fds: [*]i32, fds_cap: u32,
 export fn mcr_privileges_drop(uid: u32, gid: u32) i32 {
     privileges.drop(uid, gid) catch |err| return rc(err);
     return 0;
+}
+
+// Process limits, peers of the control socket, the state directory's lock.
+
+/// Raises the soft RLIMIT_NOFILE to the hard limit; writes [soft, hard] to `out`.
+export fn mcr_nofile_raise(out: *[2]u64) i32 {
+    const n = rlimit.raiseNofile() catch |err| return rc(err);
+    out.* = .{ n.soft, n.hard };
+    return 0;
+}
+
+/// SO_PEERCRED of a connected Unix socket: writes [pid, uid, gid] to `out`.
+export fn mcr_peer_cred(fd: i32, out: *[3]u32) i32 {
+    const c = peer.cred(fd) catch |err| return rc(err);
+    out.* = .{ @bitCast(c.pid), c.uid, c.gid };
+    return 0;
+}
+
+/// SO_PEERGROUPS: writes up to `cap` group ids to `out`; returns how many (ERANGE: more).
+export fn mcr_peer_groups(fd: i32, out: [*]u32, cap: u32) i32 {
+    const n = peer.groups(fd, out[0..cap]) catch |err| return rc(err);
+    return @intCast(n);
+}
+
+/// SO_PEERPIDFD: a pidfd of the peer (the caller closes it).
+export fn mcr_peer_pidfd(fd: i32) i32 {
+    return peer.pidfd(fd) catch |err| return rc(err);
+}
+
+/// 1 when the process behind the pidfd still runs, 0 when it ended.
+export fn mcr_pidfd_alive(pid_fd: i32) i32 {
+    const yes = peer.alive(pid_fd) catch |err| return rc(err);
+    return @intFromBool(yes);
+}
+
+/// Opens and flock()s a directory (LOCK_EX|LOCK_NB); returns the descriptor holding the lock.
+export fn mcr_dir_lock(path: [*:0]const u8) i32 {
+    return lock.lockDir(std.mem.span(path)) catch |err| return rc(err);
 }
 
 // Shared counter memory.

@@ -1,15 +1,16 @@
 // `mcrelay run`: the daemon (supervisor) in the foreground, for a service manager.
-import { readFileSync } from "node:fs";
+import { readdirSync, readFileSync } from "node:fs";
 import { defineCommand } from "citty";
 import { socketPath } from "../control/client.ts";
-import { DaemonRunningError } from "../control/server.ts";
-import { UsageError } from "../errors.ts";
+import { DaemonRunningError, SocketPathError } from "../control/server.ts";
+import { CLIENTS_MAX_DEFAULT, CLIENTS_MAX_LIMIT, FD_RESERVE } from "../control/protocol.ts";
+import { AlreadyRunningError, UsageError } from "../errors.ts";
 import { logger } from "../log.ts";
 import { Daemon } from "../supervisor/daemon.ts";
-import { loadNative } from "../native/lib.ts";
+import { loadNative, nofileRaise } from "../native/lib.ts";
 import { checkFlags, intFlag, validate } from "./args.ts";
 import * as v from "valibot";
-import { workerUser } from "../supervisor/user.ts";
+import { workerUser, type WorkerUser } from "../supervisor/user.ts";
 import { socketArg } from "./daemon-client.ts";
 import { ListenSchema } from "../config/listen.ts";
 
@@ -21,20 +22,52 @@ const args = {
   config: { type: "string", description: "Config file (JSON5); reloaded on SIGHUP and `mcrelay reload`" },
   ...socketArg,
   "state-dir": { type: "string", description: `Where runtime rules are kept (default $MCRELAY_STATE_DIR or ${DEFAULT_STATE_DIR})` },
-  "socket-group": { type: "string", description: "Group allowed to use the control socket (mode 0660)" },
+  "socket-group": { type: "string", description: "Group allowed to read through the control socket (list, stats, events; mode 0660)" },
+  "admin-group": { type: "string", description: "Group allowed to change rules through the control socket (root and CAP_NET_ADMIN always may)" },
+  "clients-max": { type: "string", description: `Control connections at once (default ${CLIENTS_MAX_DEFAULT}; lowered to fit the descriptor limit)` },
   user: { type: "string", description: "User the workers run as (default: nobody as root, else the daemon's own user)" },
   workers: { type: "string", description: "Workers per input interface (default 1; config `workers` overrides per interface)" },
   metrics: { type: "string", description: "Serve /metrics, /healthz, /readyz over HTTP on ADDR:PORT (e.g. 127.0.0.1:9464; config `metrics`)" },
   "watch-config": { type: "boolean", description: "Reload when the config file changes (as SIGHUP does)" },
 } as const;
 
-function groupId(name: string): number {
+function groupId(flag: string, name: string): number {
   if (/^\d+$/.test(name)) return Number(name);
   const line = readFileSync("/etc/group", "utf8")
     .split("\n")
     .find((l) => l.split(":")[0] === name);
-  if (!line) throw new UsageError(`--socket-group: no group named '${name}'`);
+  if (!line) throw new UsageError(`--${flag}: no group named '${name}'`);
   return Number(line.split(":")[2]);
+}
+
+/**
+ * Who may use the socket. With both groups and different ones, the file is 0666 and every
+ * connection is checked by its peer credentials alone (the daemon always checks them).
+ */
+function socketAccess(a: { "socket-group"?: string; "admin-group"?: string }, user: WorkerUser | null) {
+  const socketGid = a["socket-group"] ? groupId("socket-group", a["socket-group"]) : undefined;
+  const adminGid = a["admin-group"] ? groupId("admin-group", a["admin-group"]) : undefined;
+  for (const [flag, gid] of [["socket-group", socketGid], ["admin-group", adminGid]] as const) {
+    if (gid !== undefined && user && user.gid === gid) {
+      throw new UsageError(`--${flag}: the workers' user ${user.name} has group ${gid}; a worker must not be able to use the control socket (choose another group or --user)`);
+    }
+  }
+  const fileGid = socketGid ?? adminGid;
+  const mode = socketGid !== undefined && adminGid !== undefined && socketGid !== adminGid ? 0o666 : 0o660;
+  return { socketGid: fileGid, socketMode: mode, adminGid };
+}
+
+/** The descriptor limit raised to its hard limit; the client cap lowered so FD_RESERVE stays free for workers. */
+function clientsWithinLimit(wanted: number): number {
+  const { soft } = nofileRaise();
+  const open = readdirSync("/proc/self/fd").length;
+  const room = soft - open - FD_RESERVE;
+  if (room < wanted) {
+    const n = Math.max(1, room);
+    log.warn(`descriptor limit ${soft}: at most ${n} control clients (not ${wanted}), keeping ${FD_RESERVE} descriptors for workers`);
+    return n;
+  }
+  return wanted;
 }
 
 export default defineCommand({
@@ -45,20 +78,24 @@ export default defineCommand({
     loadNative();
     if (a["watch-config"] && !a.config) throw new UsageError("--watch-config: needs --config");
     const stateDir = a["state-dir"] || process.env.MCRELAY_STATE_DIR || DEFAULT_STATE_DIR;
+    const flags = validate(v.object({ workers: v.optional(intFlag(1, 64)), clientsMax: v.optional(intFlag(1, CLIENTS_MAX_LIMIT)) }), { workers: a.workers, clientsMax: a["clients-max"] });
+    const user = workerUser(a.user);
     let daemon: Daemon;
     try {
       daemon = await Daemon.start({
         socketPath: socketPath(a.socket),
         stateDir,
         configPath: a.config,
-        socketGid: a["socket-group"] ? groupId(a["socket-group"]) : undefined,
-        user: workerUser(a.user),
-        workers: validate(v.object({ workers: v.optional(intFlag(1, 64)) }), { workers: a.workers }).workers,
+        ...socketAccess(a, user),
+        clientsMax: clientsWithinLimit(flags.clientsMax ?? CLIENTS_MAX_DEFAULT),
+        user,
+        workers: flags.workers,
         metrics: validate(v.object({ metrics: v.optional(ListenSchema) }), { metrics: a.metrics }).metrics,
         watchConfig: a["watch-config"] ?? false,
       });
     } catch (err) {
-      if (err instanceof DaemonRunningError) throw new UsageError(`${err.message}: another mcrelay daemon is running`);
+      if (err instanceof DaemonRunningError) throw new AlreadyRunningError(`${err.message}: another mcrelay daemon is running`);
+      if (err instanceof SocketPathError) throw new UsageError(`--socket: ${err.message}`);
       throw err;
     }
     const done = new Promise<string>((resolve) => {

@@ -9,10 +9,30 @@ import { PROTOCOL_VERSION } from "../version.ts";
 
 export { PROTOCOL_VERSION };
 
-/** A line longer than this is refused and the connection closed. */
-export const LINE_BYTES_MAX = 1024 * 1024;
-/** Output queued for a client that does not read; past it the client is dropped. */
-export const CLIENT_BACKLOG_BYTES_MAX = 8 * 1024 * 1024;
+// Bounds of the control server (see server.ts and docs/operations.md). Worst case held for
+// clients: CLIENTS_MAX_DEFAULT x (INPUT_BYTES_MAX + one read + one answer + events backlog).
+
+/** A line longer than this is refused and the connection closed (the largest `add` is ~20 KiB). */
+export const LINE_BYTES_MAX = 64 * 1024;
+/** Bytes read ahead per connection; past it reading pauses until lines are handled. */
+export const INPUT_BYTES_MAX = LINE_BYTES_MAX;
+/** Connections at once unless --clients-max says otherwise. */
+export const CLIENTS_MAX_DEFAULT = 64;
+export const CLIENTS_MAX_LIMIT = 4096;
+/** Of the connection slots, this many are kept for peers with the admin right. */
+export const ADMIN_SLOTS_RESERVED = 4;
+/** Events queued for a subscriber that does not read; past it events are dropped and counted. */
+export const EVENTS_BACKLOG_BYTES_MAX = 256 * 1024;
+/** A client that takes none of its queued answers for this long is disconnected. */
+export const WRITE_STALL_MS = 10_000;
+/** An incomplete line older than this closes the connection. */
+export const PARTIAL_LINE_TIMEOUT_MS = 10_000;
+/** A connection that has not said hello after this long is closed. */
+export const HELLO_TIMEOUT_MS = 10_000;
+/** Requests handled in one go before the event loop reads sockets again. */
+export const PUMP_SLICE_MS = 5;
+/** Descriptors kept free for workers and packet sockets: the client cap is lowered to keep them. */
+export const FD_RESERVE = 256;
 
 export const ERROR_CODES = [
   "bad_json",
@@ -24,6 +44,9 @@ export const ERROR_CODES = [
   "exists",
   "config_invalid",
   "too_large",
+  "busy",
+  "timeout",
+  "forbidden",
   "internal",
 ] as const;
 export type ErrorCode = (typeof ERROR_CODES)[number];
@@ -52,6 +75,20 @@ export const RequestSchema = v.variant("cmd", [
 export type Request = v.InferOutput<typeof RequestSchema>;
 export type Command = Request["cmd"];
 export const COMMANDS: readonly Command[] = ["hello", "ping", "version", "add", "remove", "list", "stats", "workers", "log-level", "reload", "config-show", "events"];
+
+/** Requests that change rules, workers or logging: they need the admin right and are logged. */
+export function isChange(req: Request): boolean {
+  switch (req.cmd) {
+    case "add":
+    case "remove":
+    case "reload":
+      return true;
+    case "log-level":
+      return req.args?.level !== undefined;
+    default:
+      return false;
+  }
+}
 
 /** After `events` is answered, the daemon sends {v, id, event} lines with the request's id. */
 export const EventSchema = v.object({ v: v.number(), id: v.nullable(id), event: v.record(v.string(), v.unknown()) });

@@ -48,6 +48,12 @@ const symbols = {
   mcr_shm_map: { args: ["i32", "ptr"], returns: "i32" },
   mcr_shm_unmap: { args: ["ptr"], returns: "void" },
   mcr_privileges_drop: { args: ["u32", "u32"], returns: "i32" },
+  mcr_nofile_raise: { args: ["ptr"], returns: "i32" },
+  mcr_peer_cred: { args: ["i32", "ptr"], returns: "i32" },
+  mcr_peer_groups: { args: ["i32", "ptr", "u32"], returns: "i32" },
+  mcr_peer_pidfd: { args: ["i32"], returns: "i32" },
+  mcr_pidfd_alive: { args: ["i32"], returns: "i32" },
+  mcr_dir_lock: { args: ["ptr"], returns: "i32" },
   mcr_notify: { args: ["ptr", "u32", "ptr", "u32"], returns: "i32" },
   mcr_nl_open: { args: ["ptr"], returns: "i32" },
   mcr_nl_dump: { args: ["ptr", "u32"], returns: "i32" },
@@ -247,6 +253,55 @@ const NO_FDS = new Int32Array(1);
 /** Drops to uid/gid and sheds every capability on every thread; see zig/privileges.zig. */
 export function privilegesDrop(uid: number, gid: number): void {
   check(`drop privileges to uid ${uid} gid ${gid}`, lib().mcr_privileges_drop(uid, gid));
+}
+
+/** Raises the soft descriptor limit to the hard one; returns both. */
+export function nofileRaise(): { soft: number; hard: number } {
+  const out = new BigUint64Array(2);
+  check("raise RLIMIT_NOFILE", lib().mcr_nofile_raise(ptr(out)));
+  const clamp = (x: bigint) => (x > BigInt(Number.MAX_SAFE_INTEGER) ? Number.MAX_SAFE_INTEGER : Number(x));
+  return { soft: clamp(out[0]!), hard: clamp(out[1]!) };
+}
+
+/** Who is at the other end of a connected Unix socket, as the kernel recorded it at connect(2). */
+export interface PeerCred {
+  pid: number;
+  uid: number;
+  gid: number;
+  /** Supplementary groups (SO_PEERGROUPS). */
+  groups: number[];
+}
+
+const PEER_GROUPS_MAX = 1024;
+
+export function peerCred(fd: number): PeerCred {
+  const out = new Uint32Array(3);
+  check(`SO_PEERCRED of fd ${fd}`, lib().mcr_peer_cred(fd, ptr(out)));
+  const groups = new Uint32Array(PEER_GROUPS_MAX);
+  const n = check(`SO_PEERGROUPS of fd ${fd}`, lib().mcr_peer_groups(fd, ptr(groups), groups.length));
+  return { pid: out[0]! | 0, uid: out[1]!, gid: out[2]!, groups: [...groups.subarray(0, n)] };
+}
+
+/**
+ * Runs `look` (which reads /proc/<pid>) while the peer's pidfd pins the process, and returns
+ * its result only if the process still runs afterwards, so a recycled pid cannot answer for
+ * it. null when the process ended or the kernel has no SO_PEERPIDFD.
+ */
+export function withPeerPinned<T>(fd: number, look: () => T): T | null {
+  const pidfd = lib().mcr_peer_pidfd(fd);
+  if (pidfd < 0) return null;
+  try {
+    const result = look();
+    return lib().mcr_pidfd_alive(pidfd) === 1 ? result : null;
+  } finally {
+    lib().mcr_fd_close(pidfd);
+  }
+}
+
+/** Locks a directory for this process's life (flock LOCK_EX|LOCK_NB); throws EAGAIN when taken. */
+export function dirLock(path: string): number {
+  const p = new TextEncoder().encode(`${path}\0`);
+  return check(`lock ${path}`, lib().mcr_dir_lock(ptr(p)));
 }
 
 export interface ScmMessage {

@@ -9,13 +9,13 @@ import { ConfigError } from "../errors.ts";
 import { getLogLevel, logger, setLogLevel, type LogLevelName } from "../log.ts";
 import { describeInput, inputKey, resolveRule, type LinkLookup, type Rule } from "../rules/rule.ts";
 import { PROTOCOL_VERSION, VERSION } from "../version.ts";
-import { ControlError, ControlServer, type RequestContext } from "../control/server.ts";
+import { ControlError, ControlServer, DaemonRunningError, type RequestContext } from "../control/server.ts";
 import type { Request } from "../control/protocol.ts";
 import { Dataplanes, type Desired } from "./dataplanes.ts";
 import { LinkMonitor } from "./link-monitor.ts";
 import { sdNotify } from "../native/lib.ts";
 import { buildInterfaceReports, buildRuleReports } from "./report.ts";
-import { StateFile, type SavedRule } from "./state-file.ts";
+import { StateDirLockedError, StateFile, lockStateDir, type SavedRule } from "./state-file.ts";
 import type { WorkerUser } from "./user.ts";
 import type { ListenAddress } from "../config/listen.ts";
 import { HttpEndpoint, type Readiness } from "./http.ts";
@@ -77,6 +77,10 @@ export interface DaemonOptions {
   configPath?: string;
   socketMode?: number;
   socketGid?: number;
+  /** Members may change rules (--admin-group); root, the daemon's user and CAP_NET_ADMIN may anyway. */
+  adminGid?: number;
+  /** Control connections at once (--clients-max), already lowered to fit the descriptor limit. */
+  clientsMax?: number;
   user: WorkerUser | null;
   /** Workers per input interface unless the config file says otherwise (default 1). */
   workers?: number;
@@ -119,8 +123,15 @@ export class Daemon {
 
   /** Loads config and state, starts workers, then opens the control socket. */
   static async start(opts: DaemonOptions): Promise<Daemon> {
-    // Before anything forwards: a second daemon must not relay the same streams again.
+    // Before anything forwards: a second daemon must not relay the same streams again, nor
+    // share the state directory (the lock is held until the process exits).
     await ControlServer.ensureFree(opts.socketPath);
+    try {
+      lockStateDir(opts.stateDir);
+    } catch (err) {
+      if (err instanceof StateDirLockedError) throw new DaemonRunningError(err.message);
+      throw err;
+    }
     const d = new Daemon(opts);
     try {
       await d.#init();
@@ -191,7 +202,12 @@ export class Daemon {
     } catch (err) {
       log.warn(`not every worker is forwarding yet: ${(err as Error).message}`);
     }
-    this.#server = await ControlServer.start(opts.socketPath, (req, ctx) => this.#handle(req, ctx), { mode: opts.socketMode, gid: opts.socketGid });
+    this.#server = await ControlServer.start(opts.socketPath, (req, ctx) => this.#handle(req, ctx), {
+      mode: opts.socketMode,
+      gid: opts.socketGid,
+      clientsMax: opts.clientsMax,
+      access: { ownUid: process.geteuid?.() ?? 0, readGid: opts.socketGid ?? process.getegid?.() ?? 0, adminGid: opts.adminGid },
+    });
     this.#started = true;
     if (opts.watchConfig && opts.configPath) {
       this.#watcher = new ConfigWatcher(opts.configPath, async () => void (await this.requestReload("a change of the config file")));
@@ -294,9 +310,13 @@ export class Daemon {
         return { workers: this.#dataplanes.info() };
       case "log-level":
         if (req.args?.level) {
-          setLogLevel(req.args.level as LogLevelName);
-          await this.#dataplanes.setLogLevel(req.args.level);
-          log.info(`log level set to ${req.args.level}`);
+          const level = req.args.level;
+          return audited(`log-level ${level}`, requester(ctx), async () => {
+            setLogLevel(level as LogLevelName);
+            await this.#dataplanes.setLogLevel(level);
+            log.info(`log level set to ${level}`);
+            return { level: getLogLevel() };
+          }, () => "ok");
         }
         return { level: getLogLevel() };
       case "reload":

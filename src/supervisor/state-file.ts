@@ -4,6 +4,8 @@
 import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, writeSync } from "node:fs";
 import { join } from "node:path";
 import * as v from "valibot";
+import { dirLock } from "../native/lib.ts";
+import { NativeError } from "../errors.ts";
 import { RuleSpecSchema, formatIssues, type RuleSpec } from "../config/rule-spec.ts";
 import { logger } from "../log.ts";
 
@@ -28,6 +30,28 @@ export interface State {
   nextId: bigint;
   rules: SavedRule[];
   configIds: Map<string, bigint>;
+}
+
+/** Another process holds the state directory's lock. */
+export class StateDirLockedError extends Error {}
+
+/**
+ * Creates the state directory if needed and takes its lock (flock) for the life of the
+ * process: two daemons on one directory would give one id to two rules and overwrite each
+ * other's rules. Returns the descriptor that holds the lock.
+ */
+export function lockStateDir(dir: string): number {
+  try {
+    mkdirSync(dir, { recursive: true, mode: 0o750 });
+  } catch (err) {
+    throw new Error(`state directory ${dir}: cannot create it: ${(err as Error).message}`);
+  }
+  try {
+    return dirLock(dir);
+  } catch (err) {
+    if (err instanceof NativeError && err.errno === 11 /* EAGAIN: LOCK_NB and the lock is taken */) throw new StateDirLockedError(`state directory ${dir} is locked by another daemon`);
+    throw err;
+  }
 }
 
 export class StateFile {

@@ -132,13 +132,14 @@ function unknownCommand(): Hostile {
 }
 
 function deepNesting(): Hostile {
-  // Lines stay under the 1 MiB limit: up to 400,000 levels of [] (2 bytes each), 150,000 of {"a":} (6 bytes).
+  // Lines stay under the 64 KiB limit (LINE_BYTES_MAX): up to 32,000 levels of [] (2 bytes
+  // each), 10,000 of {"a":} (6 bytes).
   const id = ++serial;
   if (rand() < 0.5) {
-    const depth = pick([100, 1000, 10_000, 100_000, 400_000]);
+    const depth = pick([100, 1000, 10_000, 32_000]);
     return { kind: "deep-array", line: "[".repeat(depth) + "]".repeat(depth), codes: ["bad_request", "bad_json"], id: null };
   }
-  const depth = pick([100, 1000, 10_000, 150_000]);
+  const depth = pick([100, 1000, 5_000, 10_000]);
   const nested = '{"a":'.repeat(depth) + "1" + "}".repeat(depth);
   const line = `{"v":1,"id":${id},"cmd":"add","args":{"rule":{"name":"deep","from":${nested},"to":["239.2.2.2:6000@r1"]}}}`;
   return { kind: "deep-object", line, codes: ["bad_request", "bad_json"], id: null };
@@ -146,7 +147,7 @@ function deepNesting(): Hostile {
 
 function hugeId(): Hostile {
   const variant = int(4);
-  if (variant === 0) return { kind: "huge-id", line: `{"v":1,"id":"${"9".repeat(100_000)}","cmd":"ping"}`, codes: ["bad_request"], id: null };
+  if (variant === 0) return { kind: "huge-id", line: `{"v":1,"id":"${"9".repeat(60_000)}","cmd":"ping"}`, codes: ["bad_request"], id: null };
   if (variant === 1) return { kind: "huge-id", line: `{"v":1,"id":${"9".repeat(400)},"cmd":"nosuch"}`, codes: ["bad_request", "unknown_command"], id: null };
   if (variant === 2) return { kind: "huge-id", line: `{"v":1,"id":1e999,"cmd":"nosuch"}`, codes: ["bad_request", "unknown_command"], id: null };
   return { kind: "huge-id", line: JSON.stringify({ v: 1, id: -(2 ** 60), cmd: "nosuch" }), codes: ["unknown_command"], id: -(2 ** 60) };

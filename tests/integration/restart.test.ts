@@ -141,7 +141,7 @@ describe_netns("restart (kernel, under bun)", () => {
   );
 
   test(
-    "a second daemon on a socket where one answers exits 2 without forwarding anything, and the first keeps serving",
+    "a second daemon on a socket where one answers exits 8 without forwarding anything, and the first keeps serving",
     async () => {
       dir = new TempDir();
       const configPath = dir.file("mcrelay.json5", `{ rules: [ { name: "keep", from: "239.1.1.1:5000@r0", to: ["239.2.2.1:6001@r1"] } ] }`);
@@ -154,7 +154,7 @@ describe_netns("restart (kernel, under bun)", () => {
         const b = await burst(rt, { to: "239.1.1.1:5000@g0", sinkNs: rt.sinks[0]!.ns, listen: "239.2.2.1:6001@s0", count: 1000 });
         note("second daemon", { running_after_15s: second.running, exit: second.running ? null : second.describeExit(), sink: b.sink.totals });
         expect(b.sink.totals).toMatchObject({ received: 1000, lost: 0, duplicates: 0 });
-        expect({ running: second.running, exit: second.proc.exitCode }).toEqual({ running: false, exit: 2 });
+        expect({ running: second.running, exit: second.proc.exitCode }).toEqual({ running: false, exit: 8 });
         expect(second.stderr).toContain("another mcrelay daemon is running");
       } finally {
         if (second.running) second.proc.kill("SIGKILL");
@@ -162,6 +162,34 @@ describe_netns("restart (kernel, under bun)", () => {
       }
       expect((await d1.json(["ping"])).pong).toBe(true);
       expect((await list(d1)).map((r) => r.name)).toEqual(["keep"]);
+      expect(await d1.stop()).toBe(0);
+    },
+    T,
+  );
+
+  test(
+    "M8: a second daemon on the same state directory (another socket) exits 8 at once, forwards nothing, and the first keeps its rules",
+    async () => {
+      dir = new TempDir();
+      const d1 = await start();
+      await d1.json(["add", "--name", "only", "--from", "239.1.1.1:5000@r0", "--to", "239.2.2.1:6001@r1"]);
+      const t0 = performance.now();
+      const second = startLogged(rt.topo, rt.relay, [...mcrelayCommand("bun"), "run", "--socket", dir.join("other.sock"), "--state-dir", d1.stateDir], "second daemon");
+      try {
+        await Promise.race([second.exited, Bun.sleep(15_000)]);
+        const exitMs = performance.now() - t0;
+        note("second daemon on the state dir", { exit_ms: Math.round(exitMs), exit: second.running ? null : second.describeExit() });
+        expect({ running: second.running, exit: second.proc.exitCode }).toEqual({ running: false, exit: 8 });
+        expect(second.stderr).toContain(`state directory ${d1.stateDir} is locked by another daemon`);
+        // Before netlink, workers or the socket: it never forwarded (one copy reaches the sink).
+        expect(second.stderr).not.toContain("ready:");
+        const b = await burst(rt, { to: "239.1.1.1:5000@g0", sinkNs: rt.sinks[0]!.ns, listen: "239.2.2.1:6001@s0", count: 500 });
+        expect(b.sink.totals).toMatchObject({ received: 500, lost: 0, duplicates: 0 });
+      } finally {
+        if (second.running) second.proc.kill("SIGKILL");
+        await second.exited;
+      }
+      expect((await list(d1)).map((r) => r.name)).toEqual(["only"]);
       expect(await d1.stop()).toBe(0);
     },
     T,

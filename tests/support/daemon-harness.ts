@@ -299,6 +299,8 @@ export interface DaemonStartOptions {
   label?: string;
   /** More `run` options (e.g. --metrics 127.0.0.1:9464, --watch-config). */
   extraArgs?: string[];
+  /** A command the daemon is started through (e.g. prlimit --nofile=1024:1024 --). */
+  prefix?: string[];
 }
 
 /** A `mcrelay run` process in the relay namespace, with the CLI pointed at its socket. */
@@ -317,7 +319,7 @@ export class TestDaemon {
     const mode = o.mode ?? "bun";
     const socket = o.socket ?? dir.join("ctl.sock");
     const stateDir = o.stateDir ?? dir.join("state");
-    const argv = [...mcrelayCommand(mode), "run", "--socket", socket, "--state-dir", stateDir];
+    const argv = [...(o.prefix ?? []), ...mcrelayCommand(mode), "run", "--socket", socket, "--state-dir", stateDir];
     if (o.configPath) argv.push("--config", o.configPath);
     argv.push(...(o.extraArgs ?? []));
     const proc = startLogged(rt.topo, rt.relay, argv, o.label ?? "daemon");

@@ -2,8 +2,8 @@
 // once, none able to block or break another (slow requests, slow writers, clients that never
 // read), oversized lines refused, a stale socket replaced and a live one respected.
 import { afterEach, beforeEach, describe, expect, test } from "bun:test";
-import { existsSync, statSync, writeFileSync } from "node:fs";
-import { ControlError, ControlServer, DaemonRunningError } from "../../src/control/server.ts";
+import { existsSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { ControlError, ControlServer, DaemonRunningError, SocketPathError } from "../../src/control/server.ts";
 import { LINE_BYTES_MAX, type Request } from "../../src/control/protocol.ts";
 import { helloClient, percentile, RawClient, TempDir } from "../support/daemon-harness.ts";
 
@@ -168,7 +168,7 @@ describe("control server", () => {
     expect((await other.call("ping")).pong).toBe(true);
   }, T);
 
-  test("a client that never reads its answers is disconnected past the backlog limit; others are served", async () => {
+  test("a client that never reads its answers holds one answer, is disconnected after 10 s without reading, and others are served", async () => {
     // A separate process writes 3,000 `list` requests (about 12 MiB of answers) and never reads;
     // then it probes with empty lines (which get no answer) until a write fails.
     const script = `
@@ -224,13 +224,32 @@ print("still connected", flush=True)
   test("a stale socket file (nobody listening) is replaced", async () => {
     server!.stop();
     server = null;
-    // A leftover of a crashed daemon: a socket file nobody listens on.
-    const stale = Bun.listen({ unix: path, socket: { data() {} } });
-    stale.stop(false);
-    if (!existsSync(path)) writeFileSync(path, "");
+    // A leftover of a crashed daemon: a socket file nobody listens on (bound, never unlinked).
+    Bun.spawnSync({ cmd: ["python3", "-c", "import socket, sys; socket.socket(socket.AF_UNIX).bind(sys.argv[1])", path] });
+    expect(statSync(path).isSocket()).toBe(true);
     server = await ControlServer.start(path, handler);
     const c = await hello();
     expect((await c.call("ping")).pong).toBe(true);
+  }, T);
+
+  test("a regular file at the socket path is refused (SocketPathError) and left as it was", async () => {
+    server!.stop();
+    server = null;
+    writeFileSync(path, "precious");
+    await expect(ControlServer.start(path, handler)).rejects.toBeInstanceOf(SocketPathError);
+    expect(readFileSync(path, "utf8")).toBe("precious");
+  }, T);
+
+  test("the socket is bound with its final mode: the umask is set around bind, whatever the process umask", async () => {
+    server!.stop();
+    const old = process.umask(0);
+    try {
+      server = await ControlServer.start(path, handler, { mode: 0o600 });
+    } finally {
+      process.umask(old);
+    }
+    expect(statSync(path).mode & 0o777).toBe(0o600);
+    expect(process.umask()).toBe(old);
   }, T);
 
   test("a second server on a path where one answers is refused (DaemonRunningError), and the first keeps serving", async () => {
