@@ -16,8 +16,8 @@ if ! have; then
     exit 1
   fi
   export DEBIAN_FRONTEND=noninteractive
-  apt-get install -y -q --no-install-recommends qemu-user libc6-arm64-cross >&2 ||
-    { apt-get update -q >&2 && apt-get install -y -q --no-install-recommends qemu-user libc6-arm64-cross >&2; }
+  apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends qemu-user libc6-arm64-cross >&2 ||
+    { apt-get -o DPkg::Lock::Timeout=600 update -q >&2 && apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends qemu-user libc6-arm64-cross >&2; }
 fi
 have || { echo "qemu-arm64-deps: installed, but qemu-aarch64 or $sysroot/lib/ld-linux-aarch64.so.1 is still missing" >&2; exit 1; }
 echo "$(command -v qemu-aarch64) $sysroot"

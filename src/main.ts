@@ -4,34 +4,13 @@
 import "./no-color.ts";
 import { defineCommand, runCommand, showUsage, type CommandDef } from "citty";
 import { EXIT, exitCodeOf, UsageError } from "./errors.ts";
-import { logger, setLogFormat, setLogLevel, LOG_LEVELS, type LogLevelName } from "./log.ts";
+import { globalArgs, mainMeta, subCommands } from "./cli/commands.ts";
+import { logger, setLogFormat, setLogLevel, type LogLevelName } from "./log.ts";
 import { VERSION } from "./version.ts";
 
 const log = logger("mcrelay");
 
-const subCommands = {
-  run: () => import("./cli/run.ts").then((m) => m.default),
-  add: () => import("./cli/add.ts").then((m) => m.default),
-  remove: () => import("./cli/remove.ts").then((m) => m.default),
-  list: () => import("./cli/list.ts").then((m) => m.default),
-  stats: () => import("./cli/stats.ts").then((m) => m.default),
-  workers: () => import("./cli/workers.ts").then((m) => m.default),
-  "log-level": () => import("./cli/log-level.ts").then((m) => m.default),
-  ping: () => import("./cli/ping.ts").then((m) => m.default),
-  reload: () => import("./cli/reload.ts").then((m) => m.default),
-  config: () => import("./cli/config.ts").then((m) => m.default),
-  events: () => import("./cli/events.ts").then((m) => m.default),
-  forward: () => import("./cli/forward.ts").then((m) => m.default),
-  gen: () => import("./cli/gen.ts").then((m) => m.default),
-  sink: () => import("./cli/sink.ts").then((m) => m.default),
-  version: () => import("./cli/version.ts").then((m) => m.default),
-  _worker: () => import("./cli/worker.ts").then((m) => m.default),
-};
-
-const main = defineCommand({
-  meta: { name: "mcrelay", version: VERSION, description: "Userspace multicast relay for Linux" },
-  subCommands,
-});
+const main = defineCommand({ meta: mainMeta, subCommands });
 
 /** Global options, accepted before or after the verb: --log-level L, --log-format F. */
 function takeGlobalOptions(argv: string[]): string[] {
@@ -42,13 +21,10 @@ function takeGlobalOptions(argv: string[]): string[] {
     if (flag === "--log-level" || flag === "--log-format") {
       const value = inline ?? argv[++i];
       if (value === undefined) throw new UsageError(`option ${flag} needs a value`);
-      if (flag === "--log-level") {
-        if (!(LOG_LEVELS as readonly string[]).includes(value)) throw new UsageError(`--log-level: '${value}' is not one of ${LOG_LEVELS.join(", ")}`);
-        setLogLevel(value as LogLevelName);
-      } else {
-        if (value !== "pretty" && value !== "json") throw new UsageError(`--log-format: '${value}' is not one of pretty, json`);
-        setLogFormat(value);
-      }
+      const allowed: readonly string[] = globalArgs[flag.slice(2) as keyof typeof globalArgs].options;
+      if (!allowed.includes(value)) throw new UsageError(`${flag}: '${value}' is not one of ${allowed.join(", ")}`);
+      if (flag === "--log-level") setLogLevel(value as LogLevelName);
+      else setLogFormat(value as "pretty" | "json");
       continue;
     }
     if (arg === "--") {
