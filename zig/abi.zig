@@ -2,7 +2,7 @@
 //! the library is loaded (see `layout` in lib.zig); any change here bumps `version`.
 const std = @import("std");
 
-pub const version: u32 = 7;
+pub const version: u32 = 8;
 
 /// Addresses are 16 bytes everywhere; IPv4 is stored v4-mapped (::ffff:a.b.c.d).
 pub const Addr = [16]u8;
@@ -32,6 +32,10 @@ pub const RuleDesc = extern struct {
     /// Outputs of this rule: outputs[output_first .. output_first + output_count].
     output_first: u16,
     output_count: u16,
+    /// 802.1Q VID the frames must carry, 1..4094; 0 = untagged frames only.
+    vlan_id: u16 = 0,
+    _pad: u16 = 0,
+    _reserved: u32 = 0,
 };
 
 pub const OutputDesc = extern struct {
@@ -161,7 +165,7 @@ pub fn patternByte(seq: u64, i: u32) u8 {
 
 comptime {
     std.debug.assert(@sizeOf(TableHeader) == 16);
-    std.debug.assert(@sizeOf(RuleDesc) == 48);
+    std.debug.assert(@sizeOf(RuleDesc) == 56);
     std.debug.assert(@sizeOf(OutputDesc) == 56);
     std.debug.assert(@sizeOf(DpConfig) == 32);
     std.debug.assert(@sizeOf(PacketSetup) == 20);

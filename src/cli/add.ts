@@ -12,7 +12,7 @@ const log = logger("add");
 
 const args = {
   name: { type: "string", description: "Rule name (unique)", required: true },
-  from: { type: "string", description: "Input GROUP:PORT@IFACE", required: true },
+  from: { type: "string", description: "Input GROUP:PORT@IFACE[,vlan=ID]", required: true },
   to: { type: "string", description: "Output ADDR:PORT[@IFACE][,ttl=N][,dscp=N|copy][,gso=off]; repeat for fan-out", required: true },
   ttl: { type: "string", description: "TTL of relayed packets, for outputs without their own ttl= (default 8)" },
   source: { type: "string", description: "Relay only packets from this source address" },

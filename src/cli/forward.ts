@@ -3,7 +3,7 @@ import { defineCommand } from "citty";
 import * as v from "valibot";
 import { endpointSchema } from "../config/endpoint.ts";
 import { ruleOutput, sourceSchema } from "../config/rule-spec.ts";
-import { outputTextSchema } from "../config/endpoint-options.ts";
+import { inputTextSchema, outputTextSchema } from "../config/endpoint-options.ts";
 import { UsageError, PermissionError, NativeError } from "../errors.ts";
 import { DEFAULT_TTL, resolveRule, ruleProblems, type Rule } from "../rules/rule.ts";
 import { Relay, lookupLink, type RelayReport } from "../supervisor/relay.ts";
@@ -17,7 +17,7 @@ import { logger } from "../log.ts";
 const log = logger("forward");
 
 const args = {
-  from: { type: "string", description: "Input GROUP:PORT@IFACE (or a local ADDRESS:PORT@IFACE)", required: true },
+  from: { type: "string", description: "Input GROUP:PORT@IFACE[,vlan=ID] (or a local ADDRESS:PORT@IFACE)", required: true },
   to: { type: "string", description: "Output ADDR:PORT[@IFACE][,ttl=N][,dscp=N|copy][,gso=off]; repeat for fan-out", required: true },
   ttl: { type: "string", description: `TTL of relayed packets, for outputs without their own ttl= (default ${DEFAULT_TTL})` },
   source: { type: "string", description: "Relay only packets from this source address" },
@@ -30,7 +30,7 @@ const args = {
 } as const;
 
 const Schema = v.object({
-  from: endpointSchema("input"),
+  from: inputTextSchema,
   to: v.pipe(v.array(outputTextSchema), v.minLength(1, "at least one output is needed")),
   ttl: v.optional(intFlag(1, 255)),
   source: v.optional(sourceSchema),
@@ -57,8 +57,9 @@ export default defineCommand({
     const rule: Rule = {
       id: 1n,
       name: input.name ?? "forward",
-      input: { ...input.from, iface: input.from.iface! },
+      input: { ...input.from.endpoint, iface: input.from.endpoint.iface! },
       source: input.source ?? null,
+      vlan: input.from.options.vlan ?? null,
       outputs: input.to.map((entry) => ruleOutput(1n, entry, ttl)),
     };
     const problems = ruleProblems(rule);

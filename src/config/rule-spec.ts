@@ -4,13 +4,14 @@ import * as v from "valibot";
 import { createHash } from "node:crypto";
 import { parseIp } from "./address.ts";
 import { endpointSchema, formatEndpoint, type Endpoint } from "./endpoint.ts";
-import { formatOutputOptions, outputEntrySchema, outputSpecSchema, type OutputEntry } from "./endpoint-options.ts";
+import { formatOutputOptions, inputTextSchema, outputEntrySchema, outputSpecSchema, type OutputEntry } from "./endpoint-options.ts";
 import { DEFAULT_TTL, ruleProblems, type Rule, type RuleOutput } from "../rules/rule.ts";
 import { LIMITS } from "../native/abi.ts";
 
 export const RULE_NAME = /^[A-Za-z0-9_.-]{1,64}$/;
 
 export const nameSchema = v.pipe(v.string(), v.regex(RULE_NAME, "a name is 1-64 letters, digits, _ . -"));
+export const vlanSchema = v.pipe(v.number("a VLAN id is a number"), v.integer("a VLAN id is a whole number"), v.minValue(1, "a VLAN id is 1-4094"), v.maxValue(4094, "a VLAN id is 1-4094"));
 export const ttlSchema = v.pipe(v.number("a TTL is a number"), v.integer("a TTL is a whole number"), v.minValue(1, "a TTL is at least 1"), v.maxValue(255, "a TTL is at most 255"));
 
 export const sourceSchema = v.pipe(
@@ -37,12 +38,15 @@ export const RuleSpecSchema = v.strictObject({
   ),
   ttl: v.optional(ttlSchema),
   source: v.optional(v.string()),
+  /** 802.1Q VID the input frames carry (also written "from": "...@eth0,vlan=100"). */
+  vlan: v.optional(vlanSchema),
 });
 export type RuleSpec = v.InferOutput<typeof RuleSpecSchema>;
 
 const ParsedSpecSchema = v.object({
   name: nameSchema,
-  from: endpointSchema("input"),
+  from: inputTextSchema,
+  vlan: v.optional(vlanSchema),
   to: v.array(outputEntrySchema),
   ttl: v.optional(ttlSchema),
   source: v.optional(sourceSchema),
@@ -77,11 +81,16 @@ export function ruleFromSpec(spec: RuleSpec, id: bigint): { ok: true; rule: Rule
   if (!parsed.success) return { ok: false, problems: formatIssues(parsed.issues) };
   const p = parsed.output;
   const ttl = p.ttl ?? DEFAULT_TTL;
+  const fromVlan = p.from.options.vlan;
+  if (fromVlan !== undefined && p.vlan !== undefined && fromVlan !== p.vlan) {
+    return { ok: false, problems: [`vlan: ${p.vlan} differs from the input's vlan=${fromVlan}`] };
+  }
   const rule: Rule = {
     id,
     name: p.name,
-    input: { ...p.from, iface: p.from.iface! },
+    input: { ...p.from.endpoint, iface: p.from.endpoint.iface! },
     source: p.source ?? null,
+    vlan: fromVlan ?? p.vlan ?? null,
     outputs: p.to.map((entry) => ruleOutput(id, entry, ttl)),
   };
   const problems = ruleProblems(rule);
@@ -100,6 +109,7 @@ export function specFromRule(rule: Rule): RuleSpec {
   };
   if (ttl !== DEFAULT_TTL) spec.ttl = ttl;
   if (rule.source) spec.source = rule.source.text;
+  if (rule.vlan !== null) spec.vlan = rule.vlan;
   return spec;
 }
 

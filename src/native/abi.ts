@@ -2,7 +2,7 @@
 // The native module checks these numbers against the library right after loading it, so a
 // drift between the two sides refuses to run instead of misreading memory.
 
-export const ABI_VERSION = 7;
+export const ABI_VERSION = 8;
 
 export const TABLE_MAGIC = 0x4d435254;
 export const RULE_FLAG_SOURCE_FILTER = 1;
@@ -12,7 +12,7 @@ export const DSCP_COPY = 0xff;
 
 export const SIZE = {
   tableHeader: 16,
-  ruleDesc: 48,
+  ruleDesc: 56,
   outputDesc: 56,
   dpConfig: 32,
   packetSetup: 20,
@@ -36,6 +36,7 @@ export const LIMITS = {
 export const PARSE_DROPS = [
   "eth_truncated",
   "vlan_truncated",
+  "vlan_stacked",
   "not_ip",
   "ipv6_unsupported",
   "ipv4_truncated",
@@ -86,6 +87,7 @@ export const WORKER_COUNTERS = [
   "ring_errors",
   "rx_gso_frames",
   "rx_gso_datagrams",
+  "vlan_mismatch",
 ] as const;
 export type WorkerCounter = (typeof WORKER_COUNTERS)[number];
 
@@ -195,6 +197,8 @@ export interface TableRule {
   group: Addr16;
   source: Addr16 | null;
   port: number;
+  /** 802.1Q VID 1..4094, or 0: untagged frames only. */
+  vlan: number;
   outputs: TableOutput[];
 }
 
@@ -230,6 +234,7 @@ export function encodeTable(rules: readonly TableRule[], generation: number): Ui
     view.setUint16(at + 42, rule.source ? RULE_FLAG_SOURCE_FILTER : 0, true);
     view.setUint16(at + 44, outputIndex, true);
     view.setUint16(at + 46, rule.outputs.length, true);
+    view.setUint16(at + 48, rule.vlan, true);
     for (const out of rule.outputs) {
       const o = outputsStart + outputIndex * SIZE.outputDesc;
       view.setBigUint64(o, out.id, true);

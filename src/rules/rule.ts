@@ -22,6 +22,8 @@ export interface Rule {
   name: string;
   input: Endpoint & { iface: string };
   source: IpAddress | null;
+  /** 802.1Q VID the input frames must carry, or null: untagged frames only. */
+  vlan: number | null;
   outputs: RuleOutput[];
 }
 
@@ -49,11 +51,16 @@ export function ruleProblems(rule: Rule): string[] {
 
 /** What a worker looks rules up by: two rules with the same key cannot both exist. */
 export function inputKey(rule: Rule): string {
-  return `${rule.input.iface}|${rule.input.addr.text}|${rule.input.port}|${rule.source?.text ?? "*"}`;
+  return `${rule.input.iface}|${rule.input.addr.text}|${rule.input.port}|${rule.vlan ?? 0}|${rule.source?.text ?? "*"}`;
+}
+
+/** The input as written: "239.1.1.1:5000@eth0", with ",vlan=100" for a VLAN rule. */
+export function formatInput(rule: Rule): string {
+  return `${formatEndpoint(rule.input)}${rule.vlan !== null ? `,vlan=${rule.vlan}` : ""}`;
 }
 
 export function describeInput(rule: Rule): string {
-  return `${formatEndpoint(rule.input)} from ${rule.source ? rule.source.text : "any source"}`;
+  return `${formatInput(rule)} from ${rule.source ? rule.source.text : "any source"}`;
 }
 
 export interface Resolved {
@@ -108,6 +115,7 @@ export function resolveRule(rule: Rule, lookup: LinkLookup): Resolved {
       group: rule.input.addr.text,
       port: rule.input.port,
       source: rule.source?.text ?? null,
+      vlan: rule.vlan ?? 0,
       outputs,
     },
     pending,

@@ -8,7 +8,7 @@ import type { WireRule } from "../worker/messages.ts";
 export function tableHash(rules: readonly WireRule[]): string {
   const canonical = [...rules]
     .sort((a, b) => (BigInt(a.id) < BigInt(b.id) ? -1 : 1))
-    .map((r) => [r.id, r.group, r.port, r.source, r.outputs.map((o) => [o.id, o.addr, o.port, o.ttl, o.dscp, o.gso, o.ifindex, o.source])]);
+    .map((r) => [r.id, r.group, r.port, r.source, r.vlan, r.outputs.map((o) => [o.id, o.addr, o.port, o.ttl, o.dscp, o.gso, o.ifindex, o.source])]);
   return createHash("sha256").update(JSON.stringify(canonical)).digest("hex").slice(0, 16);
 }
 
@@ -24,6 +24,7 @@ export function wireToNative(rules: readonly WireRule[], generation: number): Ui
     group: addr(r.group, `rule ${r.id} group`),
     source: r.source === null ? null : addr(r.source, `rule ${r.id} source`),
     port: r.port,
+    vlan: r.vlan,
     outputs: r.outputs.map((o) => ({
       id: BigInt(o.id),
       addr: addr(o.addr, `rule ${r.id} output ${o.id}`),

@@ -7,7 +7,7 @@ import { loadConfig } from "../config/file.ts";
 import { ruleFromSpec, specFromRule, type RuleSpec } from "../config/rule-spec.ts";
 import { ConfigError } from "../errors.ts";
 import { getLogLevel, logger, setLogLevel, type LogLevelName } from "../log.ts";
-import { describeInput, inputKey, resolveRule, type LinkLookup, type Rule } from "../rules/rule.ts";
+import { describeInput, formatInput, inputKey, resolveRule, type LinkLookup, type Rule } from "../rules/rule.ts";
 import { PROTOCOL_VERSION, VERSION } from "../version.ts";
 import { ControlError, ControlServer, DaemonRunningError, type RequestContext } from "../control/server.ts";
 import type { Request } from "../control/protocol.ts";
@@ -450,8 +450,9 @@ export class Daemon {
       name: s.rule.name,
       id: s.rule.id.toString(),
       origin: s.origin,
-      input: formatEndpoint(s.rule.input),
+      input: formatInput(s.rule),
       source: s.rule.source?.text ?? null,
+      vlan: s.rule.vlan,
       outputs: s.rule.outputs.map((o) => ({
         to: formatEndpoint(o.to),
         ttl: o.ttl,

@@ -3,7 +3,7 @@
 // resolved once; reports are built from the same counter totals the daemon's `stats` uses.
 import { logger } from "../log.ts";
 import { formatEndpoint } from "../config/endpoint.ts";
-import { resolveRule, type Rule } from "../rules/rule.ts";
+import { formatInput, resolveRule, type Rule } from "../rules/rule.ts";
 import { Dataplanes, type Desired, type WorkerInfo } from "./dataplanes.ts";
 import { lookupLink } from "./links.ts";
 import type { WorkerUser } from "./user.ts";
@@ -57,7 +57,7 @@ export class Relay {
     await this.#dataplanes.settled(10_000);
     this.#workers = this.#dataplanes.info();
     for (const rule of rules) {
-      log.info(`forwarding ${rule.name}: ${formatEndpoint(rule.input)} -> ${rule.outputs.map((o) => formatEndpoint(o.to)).join(", ")}`);
+      log.info(`forwarding ${rule.name}: ${formatInput(rule)} -> ${rule.outputs.map((o) => formatEndpoint(o.to)).join(", ")}`);
     }
   }
 

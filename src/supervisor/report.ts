@@ -1,6 +1,6 @@
 // Stats reports (for `stats`, `forward` and `list`) built from counter totals and rates.
 import { formatEndpoint } from "../config/endpoint.ts";
-import type { Rule } from "../rules/rule.ts";
+import { formatInput, type Rule } from "../rules/rule.ts";
 import type { Rates, Totals } from "./counters.ts";
 import type { ParseDrop, WorkerCounter } from "../native/abi.ts";
 
@@ -24,6 +24,9 @@ export interface RuleReport {
   id: string;
   origin: string;
   input: string;
+  source: string | null;
+  /** 802.1Q VID the rule relays, or null: untagged frames only. */
+  vlan: number | null;
   state: "active" | "pending";
   pending_reasons: string[];
   packets: number;
@@ -55,7 +58,9 @@ export function buildRuleReports(views: RuleView[], totals: Totals, rates: Rates
       name: rule.name,
       id,
       origin,
-      input: formatEndpoint(rule.input),
+      input: formatInput(rule),
+      source: rule.source?.text ?? null,
+      vlan: rule.vlan,
       state: pending.length ? "pending" : "active",
       pending_reasons: pending,
       packets: t?.packets ?? 0,

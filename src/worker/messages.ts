@@ -26,6 +26,8 @@ export const WireRuleSchema = v.strictObject({
   group: v.string(),
   port: u16,
   source: v.nullable(v.string()),
+  /** 802.1Q VID the frames must carry; 0 = untagged only. */
+  vlan: v.pipe(v.number(), v.integer(), v.minValue(0), v.maxValue(4094)),
   outputs: v.pipe(v.array(WireOutputSchema), v.minLength(1)),
 });
 export type WireRule = v.InferOutput<typeof WireRuleSchema>;

@@ -15,7 +15,7 @@ import {
   type RelayTopologyOptions,
   type SinkReport,
 } from "../support/relay-harness.ts";
-import { startUdpReceiver, udpSend } from "../support/udp-tools.ts";
+import { sendRawFrames, startUdpReceiver, udpSend, type RawFrame } from "../support/udp-tools.ts";
 import { TempDir, TestDaemon, type ListedRule } from "../support/daemon-harness.ts";
 
 const describe_netns = describe.skipIf(!netnsAvailable());
@@ -213,6 +213,89 @@ describe_netns("fidelity: per-output TTL and DSCP", () => {
       } finally {
         dir.remove();
       }
+    },
+    TEST_TIMEOUT_MS,
+  );
+});
+
+describe_netns("fidelity: VLANs", () => {
+  test(
+    "two VLANs with the same group and port, two rules: no cross-talk, the untagged rule gets neither, QinQ and double tags dropped and counted",
+    async () => {
+      const rt = await topology({ label: "vlans", sinks: 3 });
+      const dir = new TempDir();
+      try {
+        const config = dir.file(
+          "mcrelay.json5",
+          `{ rules: [
+              { name: "v100", from: "239.1.1.1:5000@r0,vlan=100", to: ["239.2.2.2:6000@r1"] },
+              { name: "v200", from: "239.1.1.1:5000@r0", vlan: 200, to: ["239.2.2.2:6000@r2"] },
+              { name: "plain", from: "239.1.1.1:5000@r0", to: ["239.2.2.2:6000@r3"] } ] }`,
+        );
+        const d = await TestDaemon.start(rt, dir, { configPath: config });
+        try {
+          const listed = (await d.json<{ rules: (ListedRule & { vlan: number | null })[] }>(["list"])).rules;
+          expect(listed.map((r) => [r.name, r.state, r.input, r.vlan])).toEqual([
+            ["v100", "active", "239.1.1.1:5000@r0,vlan=100", 100],
+            ["v200", "active", "239.1.1.1:5000@r0,vlan=200", 200],
+            ["plain", "active", "239.1.1.1:5000@r0", null],
+          ]);
+          const rx = [];
+          for (const s of rt.sinks) rx.push(await startUdpReceiver(rt.topo, s.ns, { group: "239.2.2.2", port: 6000, ifname: "s0", idle_s: 3, first_s: 15 }));
+          const frame = (stream: number, seq: number, tags: [number, number][]): RawFrame => ({ src: rt.genAddr, dst: "239.1.1.1", dport: 5000, size: 200, stream, seq, tags });
+          const frames: RawFrame[] = [];
+          for (let i = 0; i < 100; i++) {
+            frames.push(frame(100, i, [[0x8100, 100]]));
+            frames.push(frame(200, i, [[0x8100, 200]]));
+            frames.push(frame(1, i, []));
+            if (i < 50) {
+              frames.push(frame(7, i, [[0x88a8, 100], [0x8100, 200]]));
+              frames.push(frame(8, i, [[0x8100, 100], [0x8100, 200]]));
+            }
+          }
+          const sent = await sendRawFrames(rt.topo, rt.gen, "g0", frames, 0.0005);
+          const got = [];
+          for (const r of rx) got.push(await r.report());
+          const stats = await d.json<{ interfaces: { interface: string; counters: Record<string, number>; parse_drops: Record<string, number> }[] }>(["stats"]);
+          const r0 = stats.interfaces.find((i) => i.interface === "r0")!;
+          note("vlans", { sent, got, counters: r0.counters, drops: r0.parse_drops });
+
+          expect(sent).toBe(400);
+          expect(got.map((g) => [g.datagrams, g.duplicates, g.pattern_errors, g.streams])).toEqual([
+            [100, 0, 0, { "100": 100 }],
+            [100, 0, 0, { "200": 100 }],
+            [100, 0, 0, { "1": 100 }],
+          ]);
+          expect(r0.parse_drops.vlan_stacked).toBe(100);
+          expect(r0.counters.matched).toBe(300);
+        } finally {
+          await d.stop();
+        }
+      } finally {
+        dir.remove();
+      }
+    },
+    TEST_TIMEOUT_MS,
+  );
+
+  test(
+    "tagged frames reaching only an untagged rule are not relayed and are counted as vlan_mismatch",
+    async () => {
+      const rt = await topology({ label: "vlanmiss" });
+      const fwd = await startForward(rt.topo, rt.relay, mode, ["--from", "239.1.1.1:5000@r0", "--to", "239.2.2.2:6000@r1"]);
+      const rx = await startUdpReceiver(rt.topo, rt.sinks[0]!.ns, { group: "239.2.2.2", port: 6000, ifname: "s0", idle_s: 3, first_s: 10 });
+      const frames: RawFrame[] = [];
+      for (let i = 0; i < 50; i++) {
+        frames.push({ src: rt.genAddr, dst: "239.1.1.1", dport: 5000, size: 100, stream: 5, seq: i, tags: [[0x8100, 300]] });
+        frames.push({ src: rt.genAddr, dst: "239.1.1.1", dport: 5000, size: 100, stream: 1, seq: i });
+      }
+      expect(await sendRawFrames(rt.topo, rt.gen, "g0", frames)).toBe(100);
+      const got = await rx.report();
+      const relay = await fwd.stopJson<ForwardReport>();
+      note("vlanmiss", { got, counters: relay.workers[0]?.counters });
+      expect(got.streams).toEqual({ "1": 50 });
+      expect(workerSum(relay, "vlan_mismatch")).toBe(50);
+      expect(workerSum(relay, "matched")).toBe(50);
     },
     TEST_TIMEOUT_MS,
   );

@@ -87,6 +87,7 @@ last = None
 datagrams = 0
 sizes, ttls, toss = {}, {}, {}
 seen = set()
+streams = {}
 duplicates = bad = short = 0
 while True:
     now = time.time()
@@ -110,6 +111,7 @@ while True:
         short += 1
         continue
     seq, stream = struct.unpack("!II", data[:8])
+    streams[stream] = streams.get(stream, 0) + 1
     if data != payload(seq, stream, len(data)):
         bad += 1
     key = (stream, seq)
@@ -117,7 +119,7 @@ while True:
         duplicates += 1
     seen.add(key)
 print(json.dumps({"datagrams": datagrams, "numbered": len(seen), "short": short, "duplicates": duplicates,
-                  "pattern_errors": bad, "sizes": sizes, "ttl": ttls, "tos": toss}))
+                  "pattern_errors": bad, "sizes": sizes, "ttl": ttls, "tos": toss, "streams": streams}))
 `;
 
 const raw_py = String.raw`
@@ -213,6 +215,8 @@ export interface ReceiveReport {
   sizes: Record<string, number>;
   ttl: Record<string, number>;
   tos: Record<string, number>;
+  /** Count by stream id (the second word of the payload). */
+  streams: Record<string, number>;
 }
 
 export class UdpReceiver {

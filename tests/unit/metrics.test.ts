@@ -20,6 +20,8 @@ function input(): MetricsInput {
         id: "1",
         origin: "config",
         input: "239.1.1.1:5000@eth0",
+        source: null,
+        vlan: null,
         state: "active" as const,
         current: "active" as const,
         pending_reasons: [],

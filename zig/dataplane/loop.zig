@@ -217,16 +217,23 @@ pub const Dataplane = struct {
             s.worker(.rx_frames).* += 1;
             s.worker(.rx_bytes).* += frame.wire_len;
             if (frame.data.len < frame.wire_len) s.worker(.rx_truncated).* += 1;
-            const packet = switch (parse.parseWith(frame.data, .{ .verify_udp_checksum = frame.checksum == .unverified })) {
+            const packet = switch (parse.parseWith(frame.data, .{
+                .verify_udp_checksum = frame.checksum == .unverified,
+                .metadata_tags = @intFromBool(frame.vlan_tci != null),
+            })) {
                 .ok => |p| p,
                 .drop => |reason| {
                     s.drop(reason).* += 1;
                     continue;
                 },
             };
-            const index = table.lookup(&packet.dst, packet.dst_port, &packet.src) orelse {
-                if (table.keyExists(&packet.dst, packet.dst_port)) {
+            // The VID from metadata or the frame; VID 0 (a priority tag) is untagged.
+            const vlan_id: u16 = if (frame.vlan_tci) |tci| tci & 0x0fff else packet.vlan_id;
+            const index = table.lookup(&packet.dst, packet.dst_port, vlan_id, &packet.src) orelse {
+                if (table.keyExists(&packet.dst, packet.dst_port, vlan_id)) {
                     s.worker(.source_mismatch).* += 1;
+                } else if (vlan_id != 0 and table.keyExists(&packet.dst, packet.dst_port, 0)) {
+                    s.worker(.vlan_mismatch).* += 1;
                 } else {
                     s.worker(.no_match).* += 1;
                 }

@@ -13,6 +13,9 @@ const abi = @import("../abi.zig");
 pub const Drop = enum(u8) {
     eth_truncated,
     vlan_truncated,
+    /// More than one VLAN tag (QinQ, double 802.1Q), counting a tag the kernel moved into
+    /// metadata: a stacked frame is not relayed.
+    vlan_stacked,
     not_ip,
     ipv6_unsupported,
     ipv4_truncated,
@@ -41,9 +44,9 @@ pub const Packet = struct {
     /// From the UDP header (UDP length - 8), never from the frame length: the frame may carry
     /// Ethernet padding after the datagram.
     payload_len: u32,
-    /// VID of the outermost in-band tag; 0 when untagged.
+    /// VID of the in-band tag; 0 when untagged (or the tag is in metadata).
     vlan_id: u16,
-    /// In-band tags (802.1Q or 802.1ad) in front of the IPv4 header.
+    /// In-band tags (802.1Q or 802.1ad) in front of the IPv4 header: 0 or 1 (more drop).
     vlan_tags: u8,
     /// IPv4 TOS byte (DSCP and ECN) and TTL as received.
     tos: u8,
@@ -54,6 +57,8 @@ pub const Options = struct {
     /// Verify the UDP checksum: for frames whose checksum neither the kernel nor the device
     /// checked (a locally pending checksum, CHECKSUM_PARTIAL, is valid by construction).
     verify_udp_checksum: bool = false,
+    /// Tags the kernel already took off the frame (TP_STATUS_VLAN_VALID: 0 or 1).
+    metadata_tags: u8 = 0,
 };
 
 pub const Result = union(enum) { ok: Packet, drop: Drop };
@@ -84,7 +89,7 @@ const vlan_id_mask: u16 = 0x0fff;
 const eth_type_offset: u32 = 12;
 
 comptime {
-    assert(drop_count == 12);
+    assert(drop_count == 13);
     assert(eth_type_offset + 2 == eth_header_bytes);
     // The largest offset a packet can report still fits the u32 fields with room to spare.
     assert(eth_header_bytes + vlan_tags_max * vlan_tag_bytes + std.math.maxInt(u16) <
@@ -114,6 +119,7 @@ pub fn parseWith(frame: []const u8, options: Options) Result {
         .drop => |reason| return .{ .drop = reason },
     };
     assert(link.l3_offset <= frame.len);
+    if (link.tags + options.metadata_tags > 1) return .{ .drop = .vlan_stacked };
     const result = switch (link.ethertype) {
         ethertype_ipv4 => parseIpv4(frame, link, options),
         ethertype_ipv6 => Result{ .drop = .ipv6_unsupported },
@@ -406,23 +412,28 @@ test "802.1Q tag: VID reported and payload after the tag" {
     try testing.expectEqual(@as(u16, 6000), packet.dst_port);
 }
 
-test "QinQ: outer VID reported for 802.1ad and for double 802.1Q, a third tag is not IP" {
+test "stacked tags drop: QinQ and double 802.1Q in the frame, or one in the frame plus one in metadata" {
     var buffer: [128]u8 = undefined;
     const stacks = [_][]const Tag{
         &.{ .{ .tpid = ethertype_qinq, .vid = 100 }, .{ .tpid = ethertype_vlan, .vid = 200 } },
         &.{ .{ .tpid = ethertype_vlan, .vid = 100 }, .{ .tpid = ethertype_vlan, .vid = 200 } },
     };
-    for (stacks) |tags| {
-        const packet = try expectOk(testFrame(&buffer, .{ .tags = tags }));
-        try testing.expectEqual(@as(u16, 100), packet.vlan_id);
-        try testing.expectEqual(@as(u32, 14 + 8 + 20 + 8), packet.payload_offset);
+    for (stacks) |tags| try expectDrop(.vlan_stacked, testFrame(&buffer, .{ .tags = tags }));
+    // The kernel moved the outer tag to metadata; the inner one is still in the frame.
+    const inner = testFrame(&buffer, .{ .tags = &.{.{ .tpid = ethertype_vlan, .vid = 200 }} });
+    try testing.expect(parse(inner) == .ok);
+    switch (parseWith(inner, .{ .metadata_tags = 1 })) {
+        .ok => return error.TestExpectedDrop,
+        .drop => |reason| try testing.expectEqual(Drop.vlan_stacked, reason),
     }
+    // One tag in metadata and none in the frame: an ordinary tagged frame.
+    try testing.expect(parseWith(testFrame(&buffer, .{}), .{ .metadata_tags = 1 }) == .ok);
     const three = testFrame(&buffer, .{ .tags = &.{
         .{ .tpid = ethertype_qinq, .vid = 1 },
         .{ .tpid = ethertype_vlan, .vid = 2 },
         .{ .tpid = ethertype_vlan, .vid = 3 },
     } });
-    try expectDrop(.not_ip, three);
+    try expectDrop(.vlan_stacked, three);
 }
 
 test "every prefix of a valid frame drops with the layer it stops in" {
@@ -431,10 +442,7 @@ test "every prefix of a valid frame drops with the layer it stops in" {
         .{},
         .{ .options_bytes = 12 },
         .{ .tags = &.{.{ .tpid = ethertype_vlan, .vid = 7 }} },
-        .{
-            .tags = &.{ .{ .tpid = ethertype_qinq, .vid = 7 }, .{ .tpid = ethertype_vlan, .vid = 8 } },
-            .options_bytes = 40,
-        },
+        .{ .tags = &.{.{ .tpid = ethertype_qinq, .vid = 7 }}, .options_bytes = 40 },
     };
     for (specs) |spec| {
         const frame = testFrame(&buffer, spec);

@@ -62,6 +62,8 @@ pub const Worker = enum(u32) {
     /// delivers a sender's GSO buffer), and the datagrams they were split into.
     rx_gso_frames,
     rx_gso_datagrams,
+    /// Tagged frames whose (group, port) has a rule for untagged frames only, none for the VID.
+    vlan_mismatch,
 };
 pub const worker_fixed_words: u32 = @typeInfo(Worker).@"enum".field_names.len;
 pub const worker_words: u32 = worker_fixed_words + parse.drop_count;

@@ -1,5 +1,5 @@
-//! The rule table: fixed capacity, keyed by (destination address, port), with an optional
-//! source filter. Built whole from a table buffer (never edited in place), looked up per packet.
+//! The rule table: fixed capacity, keyed by (destination address, port, VLAN id; 0 = untagged),
+//! with an optional source filter. Built whole from a table buffer (never edited in place), looked up per packet.
 const std = @import("std");
 const abi = @import("../abi.zig");
 const constants = @import("../constants.zig");
@@ -53,6 +53,7 @@ pub const Table = struct {
 
         for (self.rules[0..self.rule_count], 0..) |rule, i| {
             if (rule.port == 0) return error.INVAL;
+            if (rule.vlan_id > 4094) return error.INVAL;
             if (rule.output_count == 0 or rule.output_count > constants.outputs_per_rule_max) return error.INVAL;
             if (@as(u32, rule.output_first) + rule.output_count > self.output_count) return error.INVAL;
             for (self.rules[0..i]) |other| if (other.id == rule.id) return error.EXIST;
@@ -69,7 +70,7 @@ pub const Table = struct {
     fn insert(self: *Table, index: u16) sys.Error!void {
         const rule = &self.rules[index];
         self.chain[index] = slot_empty;
-        var slot = hash(&rule.group, rule.port);
+        var slot = hash(&rule.group, rule.port, rule.vlan_id);
         var probes: u32 = 0;
         while (probes < constants.table_slots) : (probes += 1) {
             const head = self.slots[slot];
@@ -78,7 +79,7 @@ pub const Table = struct {
                 return;
             }
             const first = &self.rules[head];
-            if (first.port == rule.port and std.mem.eql(u8, &first.group, &rule.group)) {
+            if (first.port == rule.port and first.vlan_id == rule.vlan_id and std.mem.eql(u8, &first.group, &rule.group)) {
                 // Same key: one rule may match any source, the others need distinct sources.
                 var at: u16 = head;
                 while (true) {
@@ -97,14 +98,14 @@ pub const Table = struct {
 
     /// The rule that takes a packet to (dst, port) from src, if any. Rules with a source filter
     /// win over the rule for any source.
-    pub inline fn lookup(self: *const Table, dst: *const abi.Addr, port: u16, src: *const abi.Addr) ?u16 {
-        var slot = hash(dst, port);
+    pub inline fn lookup(self: *const Table, dst: *const abi.Addr, port: u16, vlan_id: u16, src: *const abi.Addr) ?u16 {
+        var slot = hash(dst, port, vlan_id);
         var probes: u32 = 0;
         while (probes < constants.table_slots) : (probes += 1) {
             const head = self.slots[slot];
             if (head == slot_empty) return null;
             const first = &self.rules[head];
-            if (first.port == port and std.mem.eql(u8, &first.group, dst)) {
+            if (first.port == port and first.vlan_id == vlan_id and std.mem.eql(u8, &first.group, dst)) {
                 var any: ?u16 = null;
                 var at: u16 = head;
                 while (at != slot_empty) : (at = self.chain[at]) {
@@ -123,14 +124,14 @@ pub const Table = struct {
     }
 
     /// True when the key exists but no rule accepts this source (counted apart from no_match).
-    pub fn keyExists(self: *const Table, dst: *const abi.Addr, port: u16) bool {
-        var slot = hash(dst, port);
+    pub fn keyExists(self: *const Table, dst: *const abi.Addr, port: u16, vlan_id: u16) bool {
+        var slot = hash(dst, port, vlan_id);
         var probes: u32 = 0;
         while (probes < constants.table_slots) : (probes += 1) {
             const head = self.slots[slot];
             if (head == slot_empty) return false;
             const first = &self.rules[head];
-            if (first.port == port and std.mem.eql(u8, &first.group, dst)) return true;
+            if (first.port == port and first.vlan_id == vlan_id and std.mem.eql(u8, &first.group, dst)) return true;
             slot = (slot + 1) & (constants.table_slots - 1);
         }
         return false;
@@ -144,10 +145,10 @@ fn sameSourceFilter(a: *const abi.RuleDesc, b: *const abi.RuleDesc) bool {
     return !a_filtered or std.mem.eql(u8, &a.source, &b.source);
 }
 
-inline fn hash(addr: *const abi.Addr, port: u16) u32 {
+inline fn hash(addr: *const abi.Addr, port: u16, vlan_id: u16) u32 {
     const lo = std.mem.readInt(u64, addr[0..8], .little);
     const hi = std.mem.readInt(u64, addr[8..16], .little);
-    const x = (lo *% 0x9e3779b97f4a7c15) ^ hi ^ (@as(u64, port) << 48);
+    const x = (lo *% 0x9e3779b97f4a7c15) ^ hi ^ (@as(u64, port) << 48) ^ (@as(u64, vlan_id) << 32);
     const mixed = (x ^ (x >> 29)) *% 0xbf58476d1ce4e5b9;
     return @truncate((mixed >> 32) & (constants.table_slots - 1));
 }
@@ -205,11 +206,11 @@ test "lookup by group and port, source filter wins over any-source" {
     try t.build(tt.bytes());
     const any_src = v4(10, 0, 0, 1);
     const src7 = v4(10, 0, 0, 7);
-    try std.testing.expectEqual(@as(?u16, 0), t.lookup(&v4(239, 1, 1, 1), 5000, &any_src));
-    try std.testing.expectEqual(@as(?u16, 2), t.lookup(&v4(239, 1, 1, 1), 5000, &src7));
-    try std.testing.expectEqual(@as(?u16, 1), t.lookup(&v4(239, 1, 1, 1), 5001, &any_src));
-    try std.testing.expectEqual(@as(?u16, null), t.lookup(&v4(239, 1, 1, 2), 5000, &any_src));
-    try std.testing.expectEqual(@as(?u16, null), t.lookup(&v4(239, 1, 1, 1), 5002, &any_src));
+    try std.testing.expectEqual(@as(?u16, 0), t.lookup(&v4(239, 1, 1, 1), 5000, 0, &any_src));
+    try std.testing.expectEqual(@as(?u16, 2), t.lookup(&v4(239, 1, 1, 1), 5000, 0, &src7));
+    try std.testing.expectEqual(@as(?u16, 1), t.lookup(&v4(239, 1, 1, 1), 5001, 0, &any_src));
+    try std.testing.expectEqual(@as(?u16, null), t.lookup(&v4(239, 1, 1, 2), 5000, 0, &any_src));
+    try std.testing.expectEqual(@as(?u16, null), t.lookup(&v4(239, 1, 1, 1), 5002, 0, &any_src));
 }
 
 test "source-filtered key without a match is known as a key" {
@@ -219,8 +220,8 @@ test "source-filtered key without a match is known as a key" {
     tt.rule(1, v4(239, 1, 1, 1), 5000, v4(10, 0, 0, 7));
     try t.build(tt.bytes());
     const other = v4(10, 0, 0, 8);
-    try std.testing.expectEqual(@as(?u16, null), t.lookup(&v4(239, 1, 1, 1), 5000, &other));
-    try std.testing.expect(t.keyExists(&v4(239, 1, 1, 1), 5000));
+    try std.testing.expectEqual(@as(?u16, null), t.lookup(&v4(239, 1, 1, 1), 5000, 0, &other));
+    try std.testing.expect(t.keyExists(&v4(239, 1, 1, 1), 5000, 0));
 }
 
 test "duplicate keys and ids are refused; a refused table is left empty" {
@@ -278,8 +279,31 @@ test "full table: every rule found, misses stay misses" {
     try std.testing.expectEqual(@as(u32, 3), t.generation);
     const src = v4(10, 0, 0, 1);
     for (0..n) |i| {
-        const found = t.lookup(&v4(239, 2, @intCast(i >> 8), @intCast(i & 0xff)), @intCast(5000 + (i % 7)), &src);
+        const found = t.lookup(&v4(239, 2, @intCast(i >> 8), @intCast(i & 0xff)), @intCast(5000 + (i % 7)), 0, &src);
         try std.testing.expectEqual(@as(?u16, @intCast(i)), found);
-        try std.testing.expectEqual(@as(?u16, null), t.lookup(&v4(239, 2, @intCast(i >> 8), @intCast(i & 0xff)), @intCast(5000 + ((i + 1) % 7)), &src));
+        try std.testing.expectEqual(@as(?u16, null), t.lookup(&v4(239, 2, @intCast(i >> 8), @intCast(i & 0xff)), @intCast(5000 + ((i + 1) % 7)), 0, &src));
     }
+}
+
+test "rules with the same group and port on different VLANs coexist; untagged is its own key" {
+    const t = try std.testing.allocator.create(Table);
+    defer std.testing.allocator.destroy(t);
+    var tt = TestTable{};
+    tt.rule(1, v4(239, 1, 1, 1), 5000, null);
+    tt.rule(2, v4(239, 1, 1, 1), 5000, null);
+    tt.rules[1].vlan_id = 100;
+    tt.rule(3, v4(239, 1, 1, 1), 5000, null);
+    tt.rules[2].vlan_id = 200;
+    try t.build(tt.bytes());
+    const any_src = v4(10, 0, 0, 1);
+    try std.testing.expectEqual(@as(?u16, 0), t.lookup(&v4(239, 1, 1, 1), 5000, 0, &any_src));
+    try std.testing.expectEqual(@as(?u16, 1), t.lookup(&v4(239, 1, 1, 1), 5000, 100, &any_src));
+    try std.testing.expectEqual(@as(?u16, 2), t.lookup(&v4(239, 1, 1, 1), 5000, 200, &any_src));
+    try std.testing.expectEqual(@as(?u16, null), t.lookup(&v4(239, 1, 1, 1), 5000, 300, &any_src));
+    try std.testing.expect(!t.keyExists(&v4(239, 1, 1, 1), 5000, 300));
+    // The same VLAN twice is a duplicate key; a VID past 4094 is refused.
+    tt.rules[2].vlan_id = 100;
+    try std.testing.expectError(error.EXIST, t.build(tt.bytes()));
+    tt.rules[2].vlan_id = 4095;
+    try std.testing.expectError(error.INVAL, t.build(tt.bytes()));
 }
