@@ -301,6 +301,8 @@ export interface DaemonStartOptions {
   extraArgs?: string[];
   /** A command the daemon is started through (e.g. prlimit --nofile=1024:1024 --). */
   prefix?: string[];
+  /** Added to the daemon's environment (its workers inherit it). */
+  env?: Record<string, string>;
 }
 
 /** A `mcrelay run` process in the relay namespace, with the CLI pointed at its socket. */
@@ -322,7 +324,10 @@ export class TestDaemon {
     const argv = [...(o.prefix ?? []), ...mcrelayCommand(mode), "run", "--socket", socket, "--state-dir", stateDir];
     if (o.configPath) argv.push("--config", o.configPath);
     argv.push(...(o.extraArgs ?? []));
-    const proc = startLogged(rt.topo, rt.relay, argv, o.label ?? "daemon");
+    const label = o.label ?? "daemon";
+    const proc = o.env === undefined
+      ? startLogged(rt.topo, rt.relay, argv, label)
+      : new LoggedProcess(rt.topo.spawn(rt.relay, argv, { stdout: "pipe", stderr: "pipe", env: o.env, killGraceMs: 5_000 }), label);
     const d = new TestDaemon(rt, proc, socket, stateDir, o.configPath, mode);
     await d.waitReady();
     return d;

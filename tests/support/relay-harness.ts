@@ -390,10 +390,37 @@ export function note(what: string, data: unknown): void {
 export type FrameKind =
   /** A well-formed IPv4/UDP datagram (payload foreign to the sink): the positive control. */
   | "valid"
+  // Malformed IPv4/UDP: the ingress filter lets them through on purpose, the parser counts each.
   /** IPv4 header checksum wrong: the parser's `ipv4_bad_checksum`. */
   | "bad-checksum"
   /** UDP length 100 bytes beyond the IPv4 payload: the parser's `udp_truncated`. */
-  | "udp-length";
+  | "udp-length"
+  /** UDP length 4 (below its own 8-byte header): the parser's `udp_bad_length`. */
+  | "udp-short"
+  /** IPv4 total length 200 bytes beyond the frame: the parser's `ipv4_truncated`. */
+  | "ip-truncated"
+  /** IPv4 header length field 3 words (below the 5-word minimum): the parser's `ipv4_bad_header`. */
+  | "bad-ihl"
+  // Not IPv4/UDP at all: the ingress filter drops them before the ring.
+  /** IPv4 carrying TCP (a SYN to dstPort). */
+  | "tcp"
+  /** IPv4 carrying an ICMP echo request. */
+  | "icmp"
+  /** An ARP request (EtherType 0x0806). */
+  | "arp"
+  /** IPv6/UDP to ff15::1 (EtherType 0x86dd). */
+  | "ipv6-udp";
+
+/** The kinds the ingress BPF filter drops (everything that is not IPv4 carrying UDP). */
+export const NON_UDP_KINDS = ["tcp", "icmp", "arp", "ipv6-udp"] as const satisfies readonly FrameKind[];
+/** Malformed IPv4/UDP kinds and the parser drop reason that counts each. */
+export const MALFORMED_KINDS = {
+  "bad-checksum": "ipv4_bad_checksum",
+  "udp-length": "udp_truncated",
+  "udp-short": "udp_bad_length",
+  "ip-truncated": "ipv4_truncated",
+  "bad-ihl": "ipv4_bad_header",
+} as const satisfies Partial<Record<FrameKind, string>>;
 
 export interface InjectOptions {
   ifname: string;
@@ -417,6 +444,8 @@ import json, socket, struct, sys, time
 ifname, kind, count, src, group, sport, dport, size, ttl = sys.argv[1:10]
 count, sport, dport, size, ttl = int(count), int(sport), int(dport), int(size), int(ttl)
 def csum(b):
+    if len(b) % 2:
+        b += b"\0"
     s = sum(struct.unpack("!%dH" % (len(b) // 2), b))
     while s >> 16:
         s = (s & 0xffff) + (s >> 16)
@@ -429,19 +458,38 @@ sock.bind((ifname, 0))
 mac_src = sock.getsockname()[4]
 mac_dst = bytes([0x01, 0x00, 0x5e, g[1] & 0x7f, g[2], g[3]])
 payload = bytes((i * 7 + 3) & 0xff for i in range(size))
-sent = 0
-for i in range(count):
-    udp_len = 8 + size + (100 if kind == "udp-length" else 0)
-    udp = struct.pack("!HHHH", sport, dport, udp_len, 0) + payload
-    hdr = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + 8 + size, (0x4d00 + i) & 0xffff, 0, ttl, 17, 0, socket.inet_aton(src), g)
+def ipv4(i, proto, body, total_extra=0, ihl=5):
+    hdr = struct.pack("!BBHHHBBH4s4s", 0x40 | ihl, 0, 20 + len(body) + total_extra, (0x4d00 + i) & 0xffff, 0, ttl, proto, 0, socket.inet_aton(src), g)
     c = csum(hdr)
     if kind == "bad-checksum":
         c ^= 0x5a5a
-    elif kind not in ("valid", "udp-length"):
-        sys.exit("unknown kind " + kind)
-    hdr = hdr[:10] + struct.pack("!H", c) + hdr[12:]
-    frame = mac_dst + mac_src + b"\x08\x00" + hdr + udp
-    sent += 1 if sock.send(frame) == len(frame) else 0
+    return mac_dst + mac_src + b"\x08\x00" + hdr[:10] + struct.pack("!H", c) + hdr[12:] + body
+def frame(i):
+    if kind in ("valid", "bad-checksum", "udp-length", "udp-short", "ip-truncated", "bad-ihl"):
+        udp_len = {"udp-length": 8 + size + 100, "udp-short": 4}.get(kind, 8 + size)
+        udp = struct.pack("!HHHH", sport, dport, udp_len, 0) + payload
+        return ipv4(i, 17, udp, 200 if kind == "ip-truncated" else 0, 3 if kind == "bad-ihl" else 5)
+    if kind == "tcp":
+        tcp = struct.pack("!HHIIBBHHH", sport, dport, i, 0, 5 << 4, 0x02, 8192, 0, 0) + payload
+        return ipv4(i, 6, tcp)
+    if kind == "icmp":
+        body = struct.pack("!BBHHH", 8, 0, 0, 0x4d, i & 0xffff) + payload
+        body = body[:2] + struct.pack("!H", csum(body)) + body[4:]
+        return ipv4(i, 1, body)
+    if kind == "arp":
+        arp = struct.pack("!HHBBH6s4s6s4s", 1, 0x0800, 6, 4, 1, mac_src, socket.inet_aton(src), b"\0" * 6, g)
+        return b"\xff" * 6 + mac_src + b"\x08\x06" + arp
+    if kind == "ipv6-udp":
+        dst6 = socket.inet_pton(socket.AF_INET6, "ff15::1")
+        src6 = socket.inet_pton(socket.AF_INET6, "fe80::4d")
+        udp = struct.pack("!HHHH", sport, dport, 8 + size, 0) + payload
+        ip6 = struct.pack("!IHBB16s16s", 6 << 28, len(udp), 17, ttl, src6, dst6)
+        return bytes([0x33, 0x33, 0, 0, 0, 1]) + mac_src + b"\x86\xdd" + ip6 + udp
+    sys.exit("unknown kind " + kind)
+sent = 0
+for i in range(count):
+    f = frame(i)
+    sent += 1 if sock.send(f) == len(f) else 0
     time.sleep(0.001)
 print(json.dumps({"sent": sent}))
 `;

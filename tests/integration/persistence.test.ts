@@ -1,0 +1,144 @@
+// What the state directory keeps across a daemon restart (clean stop, then start with the same
+// state dir): a removed runtime rule stays removed; config-file rules keep their ids, compared
+// whole, ids included; a saved runtime rule that cannot be loaded at start (here: it clashes with
+// a config rule's input) is reported, kept in the state file through later changes, and loads
+// again once the clash is gone. Every rule that is said to forward is checked at a receiver.
+import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
+import { netnsAvailable, Topology } from "../support/netns.ts";
+import { buildRelayTopology, type RelayTopology } from "../support/relay-harness.ts";
+import { TempDir, TestDaemon, burst, killBackground, type ListedRule } from "../support/daemon-harness.ts";
+
+const describe_netns = describe.skipIf(!netnsAvailable());
+const T = 180_000;
+
+let topo: Topology | undefined;
+let rt: RelayTopology;
+let dir: TempDir | undefined;
+const daemons: TestDaemon[] = [];
+
+async function start(configText?: string): Promise<TestDaemon> {
+  const configPath = configText === undefined ? undefined : dir!.file("mcrelay.json5", configText);
+  const d = await TestDaemon.start(rt, dir!, { configPath });
+  daemons.push(d);
+  return d;
+}
+
+async function list(d: TestDaemon): Promise<ListedRule[]> {
+  return (await d.json<{ rules: ListedRule[] }>(["list"])).rules;
+}
+
+async function savedNames(d: TestDaemon): Promise<string[]> {
+  const state = JSON.parse(await Bun.file(`${d.stateDir}/rules.json`).text());
+  return state.rules.map((r: { spec: { name: string } }) => r.spec.name).sort();
+}
+
+/** 500 packets into `group` on r0; the sink behind r1 must get each exactly once. */
+async function expectForwards(group: string, out: string): Promise<void> {
+  const b = await burst(rt, { to: `${group}:5000@g0`, sinkNs: rt.sinks[0]!.ns, listen: `${out}@s0`, count: 500 });
+  expect(b.gen.sent).toBe(500);
+  expect(b.sink.totals).toMatchObject({ received: 500, lost: 0, duplicates: 0, datagrams: 500 });
+}
+
+describe_netns("persistence across restarts (kernel, under bun)", () => {
+  beforeAll(async () => {
+    topo = await Topology.create("persist");
+    rt = await buildRelayTopology(topo, { label: "persist", sinks: 1 });
+  }, T);
+
+  afterEach(async () => {
+    await killBackground();
+    for (const d of daemons.splice(0)) if (d.running) await d.kill9();
+    dir?.remove();
+    dir = undefined;
+  }, T);
+
+  afterAll(async () => {
+    await topo?.destroy();
+  }, T);
+
+  test(
+    "a removed runtime rule stays removed after a restart, and the rule kept beside it comes back",
+    async () => {
+      dir = new TempDir();
+      const d1 = await start();
+      await d1.json(["add", "--name", "gone", "--from", "239.1.1.1:5000@r0", "--to", "239.2.2.1:6001@r1"]);
+      await d1.json(["add", "--name", "kept", "--from", "239.1.1.2:5000@r0", "--to", "239.2.2.2:6002@r1"]);
+      expect((await d1.json(["remove", "gone"])).removed).toBe("gone");
+      const before = await list(d1);
+      expect(await d1.stop()).toBe(0);
+
+      const d2 = await start();
+      expect(await list(d2)).toEqual(before);
+      expect((await list(d2)).map((r) => r.name)).toEqual(["kept"]);
+      expect(await savedNames(d2)).toEqual(["kept"]);
+      await expectForwards("239.1.1.2", "239.2.2.2:6002");
+      // And the removed one does not forward.
+      const none = await burst(rt, { to: "239.1.1.1:5000@g0", sinkNs: rt.sinks[0]!.ns, listen: "239.2.2.1:6001@s0", count: 300, expectNothing: true });
+      expect(none.gen.sent).toBe(300);
+      expect(none.sink.totals.datagrams).toBe(0);
+      expect(await d2.stop()).toBe(0);
+    },
+    T,
+  );
+
+  test(
+    "config-file rules keep their ids across restarts: the whole list, ids included, is the same after a restart",
+    async () => {
+      dir = new TempDir();
+      const config = `{ rules: [
+        { name: "c1", from: "239.1.1.1:5000@r0", to: ["239.2.2.1:6001@r1"] },
+        { name: "c2", from: "239.1.1.2:5000@r0", to: ["239.2.2.2:6002@r1"] },
+      ] }`;
+      const d1 = await start(config);
+      await d1.json(["add", "--name", "rt", "--from", "239.1.1.3:5000@r0", "--to", "239.2.2.3:6003@r1"]);
+      // A runtime rule added and removed: its id is used up, so a fresh id would differ from c1's and c2's.
+      await d1.json(["add", "--name", "tmp", "--from", "239.1.1.4:5000@r0", "--to", "239.2.2.4:6004@r1"]);
+      await d1.json(["remove", "tmp"]);
+      const before = await list(d1);
+      expect(before.map((r) => [r.name, r.origin])).toEqual([["c1", "config"], ["c2", "config"], ["rt", "runtime"]]);
+      expect(await d1.stop()).toBe(0);
+
+      const d2 = await start(config);
+      expect(await list(d2)).toEqual(before);
+      expect(await d2.stop()).toBe(0);
+      // A third start, with the config rules listed in the other order: still the same ids.
+      const d3 = await start(`{ rules: [
+        { name: "c2", from: "239.1.1.2:5000@r0", to: ["239.2.2.2:6002@r1"] },
+        { name: "c1", from: "239.1.1.1:5000@r0", to: ["239.2.2.1:6001@r1"] },
+      ] }`);
+      expect(await list(d3)).toEqual(before);
+      await expectForwards("239.1.1.1", "239.2.2.1:6001");
+      expect(await d3.stop()).toBe(0);
+    },
+    T,
+  );
+
+  test(
+    "a saved rule that cannot be loaded is reported, kept in the state file through later changes, and loads once it can",
+    async () => {
+      dir = new TempDir();
+      const d1 = await start();
+      await d1.json(["add", "--name", "clash", "--from", "239.1.1.1:5000@r0", "--to", "239.2.2.1:6001@r1"]);
+      expect(await d1.stop()).toBe(0);
+
+      // Now a config rule relays the same input: the saved rule cannot be loaded beside it.
+      const d2 = await start(`{ rules: [ { name: "cfg", from: "239.1.1.1:5000@r0", to: ["239.2.2.5:6005@r1"] } ] }`);
+      expect((await list(d2)).map((r) => [r.name, r.origin])).toEqual([["cfg", "config"]]);
+      expect(d2.proc.stderr).toMatch(/saved rule clash is not loaded .*it stays in the state file/);
+      expect(await savedNames(d2)).toEqual(["clash"]);
+      // A later change rewrites the state file: the unloadable rule is still in it.
+      await d2.json(["add", "--name", "other", "--from", "239.1.1.2:5000@r0", "--to", "239.2.2.2:6002@r1"]);
+      expect(await savedNames(d2)).toEqual(["clash", "other"]);
+      expect(await d2.stop()).toBe(0);
+
+      // Without the clashing config rule it loads, with its id, and forwards.
+      const d3 = await start();
+      const rules = await list(d3);
+      expect(rules.map((r) => [r.name, r.origin, r.state])).toEqual([["clash", "runtime", "active"], ["other", "runtime", "active"]]);
+      expect(d3.proc.stderr).not.toContain("is not loaded");
+      await expectForwards("239.1.1.1", "239.2.2.1:6001");
+      expect(await d3.stop()).toBe(0);
+    },
+    T,
+  );
+});
