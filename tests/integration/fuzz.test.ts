@@ -35,7 +35,8 @@ const BATCH = 150;
 const MISMATCH_CONNECTIONS = 100;
 
 // ---------------------------------------------------------------------------------------
-// Deterministic randomness (the seed is printed with MCR_TEST_METRICS=1 to replay a failure)
+// Deterministic randomness: the seed is printed whenever the test fails (and with
+// MCR_TEST_METRICS=1), and MCR_FUZZ_SEED=<seed> replays that run's messages.
 
 function mulberry32(seed: number): () => number {
   let a = seed >>> 0;
@@ -52,6 +53,18 @@ const SEED = Number(process.env.MCR_FUZZ_SEED ?? Math.floor(Math.random() * 2 **
 const rand = mulberry32(SEED);
 const int = (n: number) => Math.floor(rand() * n);
 const pick = <T>(xs: readonly T[]): T => xs[int(xs.length)]!;
+
+/** Runs a test body; on any failure, says which seed to replay before passing the failure on. */
+function withSeed(body: () => Promise<void>): () => Promise<void> {
+  return async () => {
+    try {
+      await body();
+    } catch (err) {
+      process.stderr.write(`fuzz seed ${SEED}: replay with MCR_FUZZ_SEED=${SEED} bun test tests/integration/fuzz.test.ts\n`);
+      throw err;
+    }
+  };
+}
 
 // ---------------------------------------------------------------------------------------
 // The messages. Each yields exactly one answer line on a connection that stays open; `codes`
@@ -315,7 +328,7 @@ describe_netns("fuzzing the control socket under traffic (kernel, under bun)", (
 
   test(
     "over 10,000 malformed and hostile messages on concurrent connections leave the rules, the answers and a 10k pps stream intact",
-    async () => {
+    withSeed(async () => {
       const d = daemon!;
       await d.json(["add", "--name", "keep", "--from", "239.1.1.1:5000@r0", "--to", "239.2.2.1:6001@r1"]);
       const rulesBefore = (await d.json<{ rules: ListedRule[] }>(["list"])).rules;
@@ -394,7 +407,7 @@ describe_netns("fuzzing the control socket under traffic (kernel, under bun)", (
       half.close();
       for (const c of silent) c.close();
       expect(await d.stop()).toBe(0);
-    },
+    }),
     T,
   );
 });

@@ -107,7 +107,7 @@ describe_netns("reload (kernel, under bun)", () => {
       expect(workersAfter.map((w) => [w.interface, w.pid, w.table_hash])).toEqual(workersBefore.map((w) => [w.interface, w.pid, w.table_hash]));
       // And the rules still forward.
       const a = await burst(rt, { to: "239.1.1.1:5000@g0", sinkNs: rt.sinks[0]!.ns, listen: "239.2.2.1:6001@s0", count: 500 });
-      expect(a.sink.totals).toMatchObject({ received: 500, lost: 0 });
+      expect(a.sink.totals).toMatchObject({ received: 500, lost: 0, duplicates: 0, datagrams: 500 });
     },
     T,
   );
@@ -151,7 +151,7 @@ describe_netns("reload (kernel, under bun)", () => {
 
       // The added rule forwards; the removed one does not.
       const dFlow = await burst(rt, { to: "239.1.1.4:5000@g0", sinkNs: rt.sinks[0]!.ns, listen: "239.2.2.4:6004@s0", count: 500 });
-      expect(dFlow.sink.totals).toMatchObject({ received: 500, lost: 0 });
+      expect(dFlow.sink.totals).toMatchObject({ received: 500, lost: 0, duplicates: 0, datagrams: 500 });
       const bFlow = await burst(rt, { to: "239.1.1.2:5000@g0", sinkNs: rt.sinks[0]!.ns, listen: "239.2.2.2:6002@s0", count: 500, expectNothing: true });
       expect(bFlow.gen.sent).toBe(500);
       expect(bFlow.sink.totals.datagrams).toBe(0);
@@ -174,7 +174,7 @@ describe_netns("reload (kernel, under bun)", () => {
         ["e", "config", "active"],
       ]);
       const eFlow = await burst(rt, { to: "239.1.1.5:5000@g0", sinkNs: rt.sinks[0]!.ns, listen: "239.2.2.5:6005@s0", count: 500 });
-      expect(eFlow.sink.totals).toMatchObject({ received: 500, lost: 0 });
+      expect(eFlow.sink.totals).toMatchObject({ received: 500, lost: 0, duplicates: 0, datagrams: 500 });
 
       writeFileSync(d.configPath!, JSON.stringify({ rules: [rule("a", 1)], surprise: 1 }));
       d.proc.proc.kill("SIGHUP");
@@ -208,7 +208,7 @@ describe_netns("reload (kernel, under bun)", () => {
       rules = await list(d);
       expect(rules).toEqual([added.rule]);
       const flow = await burst(rt, { to: "239.1.1.6:5000@g0", sinkNs: rt.sinks[1]!.ns, listen: "239.2.2.6:6006@s0", count: 500 });
-      expect(flow.sink.totals).toMatchObject({ received: 500, lost: 0 });
+      expect(flow.sink.totals).toMatchObject({ received: 500, lost: 0, duplicates: 0, datagrams: 500 });
       // And it is still in the state file for the next start.
       const state = JSON.parse(await Bun.file(`${d.stateDir}/rules.json`).text());
       expect(state.rules.map((x: { spec: { name: string } }) => x.spec.name)).toEqual(["rt"]);
