@@ -7,12 +7,15 @@
  * `tests: N passed, N failed, N skipped` summed over both runners. Exits non-zero when a test
  * failed or a step could not run; such a step counts as one failure in the closing line, so
  * the line never says "0 failed" for a failed run.
+ *
+ * Under CI=true a skipped kernel test is a failure: the integration files skip themselves when
+ * the run is not root (no namespaces), and a CI run that skipped them has not tested the relay.
  */
 import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createConsola } from "consola";
-import { sweepStale } from "../tests/support/netns.ts";
+import { netnsAvailable, sweepStale } from "../tests/support/netns.ts";
 
 // Progress goes to stderr: stdout carries the runners' output and the closing line.
 const log = createConsola({ stdout: process.stderr, stderr: process.stderr }).withTag("test");
@@ -155,7 +158,16 @@ async function bunTests(args: string[]): Promise<StepOutcome> {
   const cmd = [bun, "test", ...(has_path ? [] : ["./tests/"]), ...args];
   log.start(["bun", ...cmd.slice(1)].join(" "));
   const r = await runStreaming(cmd);
-  return finish(step, parseBunSummary(r.output), r.exitCode);
+  const outcome = finish(step, parseBunSummary(r.output), r.exitCode);
+  return outcome.error === undefined ? { ...outcome, error: ciSkipProblem(outcome.counts.skipped) } : outcome;
+}
+
+/** Under CI=true: why skipped tests make the run fail (undefined when they do not). */
+export function ciSkipProblem(skipped: number, env: Record<string, string | undefined> = process.env, kernel = netnsAvailable()): string | undefined {
+  if (env.CI !== "true") return undefined;
+  if (!kernel) return "CI=true but the kernel tests cannot run here (they need root and iproute2): they were skipped";
+  if (skipped > 0) return `CI=true and ${skipped} test(s) were skipped`;
+  return undefined;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -190,7 +202,8 @@ async function main(): Promise<number> {
   const built = await build();
   if (built !== null) outcomes.push(built);
   outcomes.push(await typecheck());
-  outcomes.push(await bunTests(process.argv.slice(2)));
+  const args = process.argv.slice(2);
+  outcomes.push(await bunTests(args));
   sweep("after the tests");
 
   const total = zero();
