@@ -21,7 +21,7 @@ import { chmodSync, copyFileSync, existsSync, mkdirSync, readdirSync, rmSync, wr
 import { basename, dirname, join, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { logger } from "./bench/log.ts";
-import { NETNS_PREFIX, listNamespaces, netnsAvailable, sweepAll } from "../tests/support/netns.ts";
+import { NETNS_PREFIX, listNamespaces, netnsAvailable, sweepAll } from "./lib/netns.ts";
 import type { Tools } from "./bench/contenders.ts";
 import { captureEnv } from "./bench/env.ts";
 import { PEERS, ensurePeers, which } from "./bench/peers.ts";

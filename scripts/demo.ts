@@ -3,7 +3,7 @@
 // source unroutable from the relay, TTL 1), prints what the sink received, removes everything.
 import { existsSync } from "node:fs";
 import { resolve } from "node:path";
-import { Topology } from "../tests/support/netns.ts";
+import { Topology } from "./lib/netns.ts";
 
 const root = resolve(import.meta.dir, "..");
 const mcrelay = resolve(root, "dist/mcrelay");

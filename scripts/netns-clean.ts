@@ -11,7 +11,7 @@
  */
 import { parseArgs } from "node:util";
 import { createConsola } from "consola";
-import { NETNS_PREFIX, listNamespaces, sweepAll, sweepStale } from "../tests/support/netns.ts";
+import { NETNS_PREFIX, listNamespaces, sweepAll, sweepStale } from "./lib/netns.ts";
 
 const log = createConsola({ stdout: process.stderr, stderr: process.stderr }).withTag("netns-clean");
 

@@ -15,7 +15,7 @@ import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createConsola } from "consola";
-import { netnsAvailable, sweepStale } from "../tests/support/netns.ts";
+import { netnsAvailable, sweepStale } from "./lib/netns.ts";
 
 // Progress goes to stderr: stdout carries the runners' output and the closing line.
 const log = createConsola({ stdout: process.stderr, stderr: process.stderr }).withTag("test");

@@ -7,8 +7,6 @@ test {
     _ = @import("filter.zig");
     _ = @import("fanout.zig");
     _ = @import("ring.zig");
-    _ = @import("egress.zig");
-    _ = @import("join.zig");
     _ = @import("scm.zig");
     _ = @import("shm.zig");
     _ = @import("background.zig");
@@ -22,6 +20,8 @@ test {
     _ = @import("dataplane/parse.zig");
     _ = @import("dataplane/table.zig");
     _ = @import("dataplane/stats.zig");
+    _ = @import("dataplane/egress.zig");
+    _ = @import("dataplane/join.zig");
     _ = @import("dataplane/loop.zig");
     _ = @import("tools/gen.zig");
     _ = @import("tools/sink.zig");

@@ -6,8 +6,9 @@ const std = @import("std");
 const sys = @import("sys.zig");
 const abi = @import("abi.zig");
 const ring = @import("ring.zig");
+const constants = @import("constants.zig");
 
-const thread_stack_bytes = 1024 * 1024;
+const thread_stack_bytes = constants.background_stack_bytes;
 
 pub const SetupJob = struct {
     fd: i32,

@@ -11,6 +11,14 @@ pub const outputs_per_rule_max: u32 = 256;
 /// Hash table slots for (address, port) lookup; power of two, load factor <= 0.5.
 pub const table_slots: u32 = 2 * rules_max;
 
+/// Ring blocks the dataplane loop processes before it looks at the clock and the wake fd again.
+pub const blocks_per_turn_max: u32 = 64;
+/// Ring blocks whose frames are queued before one egress flush (bigger send batches; the
+/// payloads stay in their blocks until the flush).
+pub const blocks_per_flush_max: u32 = 8;
+/// At most one wake-up per this long while traffic flows (wake-up coalescing, decision 007).
+pub const coalesce_window_ns: u64 = 100 * std.time.ns_per_us;
+
 /// Datagrams one output queues before a flush (one UDP GSO buffer holds up to ~48 of 1316 bytes).
 pub const egress_batch_max: u32 = 48;
 /// Largest UDP GSO buffer egress sends: 64 KiB less the IPv4 and UDP headers, rounded down.
@@ -40,6 +48,16 @@ pub const mtu_max: u32 = 65535;
 
 /// Largest UDP payload over IPv4.
 pub const udp_payload_max: u32 = 65507;
+/// Snap length of a frame the ingress filter accepts: more than any frame we size for, so
+/// the whole frame.
+pub const filter_accept_bytes: u32 = 0x40000;
+
+/// Descriptors one SCM_RIGHTS message may carry.
+pub const scm_fds_max: u32 = 16;
+/// Receive buffer of the rtnetlink socket: an overflow (ENOBUFS) forces a full dump.
+pub const netlink_rcvbuf_bytes: u32 = 4 * 1024 * 1024;
+/// Stack of the short-lived native threads (packet socket setup, asynchronous close).
+pub const background_stack_bytes: usize = 1024 * 1024;
 
 /// Traffic generator / sink limits.
 pub const gen_batch_max: u32 = 64;
@@ -55,4 +73,7 @@ comptime {
     std.debug.assert(outputs_per_rule_max <= outputs_max);
     std.debug.assert(std.math.isPowerOfTwo(sink_seq_window));
     std.debug.assert(outputs_per_rule_max <= std.math.maxInt(u16));
+    std.debug.assert(blocks_per_flush_max <= blocks_per_turn_max);
+    std.debug.assert(egress_gso_bytes_max <= 65535 - 20 - 8);
+    std.debug.assert(filter_accept_bytes > mtu_max + 14 + 8);
 }

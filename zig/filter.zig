@@ -15,6 +15,7 @@ const std = @import("std");
 const assert = std.debug.assert;
 const linux = std.os.linux;
 const sys = @import("sys.zig");
+const constants = @import("constants.zig");
 
 /// struct sock_filter (linux/filter.h).
 pub const Insn = extern struct { code: u16, jt: u8, jf: u8, k: u32 };
@@ -73,8 +74,7 @@ pub const BPF_MAXINSNS: u32 = 4096;
 pub const SKF_AD_OFF: u32 = @bitCast(@as(i32, -0x1000));
 pub const SKF_AD_PKTTYPE: u32 = 4;
 
-/// Snap length of an accepted frame: more than any frame we size for, so the whole frame.
-pub const accept_bytes: u32 = 0x40000;
+pub const accept_bytes: u32 = constants.filter_accept_bytes;
 
 /// pkt_type values (linux/if_packet.h): everything from OUTGOING up is not a received frame.
 const packet_outgoing: u32 = linux.PACKET.OUTGOING;
@@ -91,7 +91,7 @@ comptime {
     assert(packet_outgoing == 4);
     assert(linux.PACKET.LOOPBACK > packet_outgoing);
     assert(SKF_AD_OFF == 0xfffff000);
-    assert(accept_bytes > @import("constants.zig").mtu_max + 14 + 8);
+    assert(accept_bytes > constants.mtu_max + 14 + 8);
 }
 
 fn stmt(code: u16, k: u32) Insn {

@@ -6,6 +6,7 @@ const std = @import("std");
 const linux = std.os.linux;
 const sys = @import("sys.zig");
 const abi = @import("abi.zig");
+const constants = @import("constants.zig");
 
 const NETLINK_ROUTE: u32 = 0;
 const RTMGRP_LINK: u32 = 0x1;
@@ -34,7 +35,7 @@ const IfInfo = extern struct { family: u8, _pad: u8, type: u16, index: i32, flag
 const IfAddr = extern struct { family: u8, prefixlen: u8, flags: u8, scope: u8, index: u32 };
 const Attr = extern struct { len: u16, type: u16 };
 
-pub const receive_buffer_bytes: u32 = 4 * 1024 * 1024;
+pub const receive_buffer_bytes: u32 = constants.netlink_rcvbuf_bytes;
 
 pub const Dump = enum(u32) { links = 1, addresses = 2 };
 

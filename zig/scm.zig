@@ -4,8 +4,9 @@
 const std = @import("std");
 const linux = std.os.linux;
 const sys = @import("sys.zig");
+const constants = @import("constants.zig");
 
-pub const fds_max: u32 = 16;
+pub const fds_max: u32 = constants.scm_fds_max;
 const SCM_RIGHTS: i32 = 1;
 const MSG_CMSG_CLOEXEC: u32 = 0x40000000;
 

@@ -6,7 +6,7 @@
  * /proc/stat CPU time (recorded, but known to be unreliable in this VM).
  */
 import { readFileSync } from "node:fs";
-import type { Topology } from "../../tests/support/netns.ts";
+import type { Topology } from "../lib/netns.ts";
 
 export interface NsCounters {
   /** ifname -> link statistics. */

@@ -6,7 +6,7 @@
  */
 import { readdirSync, readFileSync, readlinkSync, statSync } from "node:fs";
 import type { Subprocess } from "bun";
-import type { Topology } from "../../tests/support/netns.ts";
+import type { Topology } from "../lib/netns.ts";
 
 /** A spawned process whose stdout is collected whole and whose stderr is kept and searchable. */
 export interface Spawned {

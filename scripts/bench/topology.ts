@@ -6,7 +6,7 @@
  *   gen [g0 10.99.1.1] --- [r0 10.99.1.2] relay [r<i+1> 10.99.<10+i>.1] --- [s0 10.99.<10+i>.2] sink<i>
  *   gen [g0 10.99.1.1] --- [s0 10.99.1.2] sink0                          (calibration)
  */
-import { Topology } from "../../tests/support/netns.ts";
+import { Topology } from "../lib/netns.ts";
 
 /** Fan-out is bounded by the address plan (10.99.10.0/24 .. 10.99.254.0/24). */
 export const FANOUT_MAX = 200;

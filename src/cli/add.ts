@@ -6,6 +6,7 @@ import { printJson, printLine } from "./output.ts";
 import { logger } from "../log.ts";
 import { nameSchema, ruleFromSpec, type RuleSpec } from "../config/rule-spec.ts";
 import { UsageError } from "../errors.ts";
+import { TTL_MAX, TTL_MIN } from "../limits.ts";
 import * as v from "valibot";
 
 const log = logger("add");
@@ -21,7 +22,7 @@ const args = {
   ...jsonArg,
 } as const;
 
-const Schema = v.object({ name: nameSchema, ttl: v.optional(intFlag(1, 255)) });
+const Schema = v.object({ name: nameSchema, ttl: v.optional(intFlag(TTL_MIN, TTL_MAX)) });
 
 export default defineCommand({
   meta: { name: "add", description: "Add (or --replace) a forwarding rule in the running daemon" },

@@ -3,7 +3,7 @@ import { defineCommand } from "citty";
 import { checkFlags, jsonArg } from "./args.ts";
 import { socketArg, withClient } from "./daemon-client.ts";
 import { printLine } from "./output.ts";
-import { describe, type LinkEvent } from "../supervisor/link-monitor.ts";
+import { describe, type LinkEvent } from "../control/events.ts";
 
 const args = { ...socketArg, ...jsonArg } as const;
 

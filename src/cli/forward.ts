@@ -1,11 +1,12 @@
 // `mcrelay forward`: a one-shot relay in the foreground, rules from flags, counters on exit.
 import { defineCommand } from "citty";
 import * as v from "valibot";
-import { endpointSchema } from "../config/endpoint.ts";
-import { ruleOutput, sourceSchema } from "../config/rule-spec.ts";
+import { endpointSchema } from "../base/endpoint.ts";
+import { nameSchema, ruleOutput, sourceSchema } from "../config/rule-spec.ts";
 import { inputTextSchema, outputTextSchema } from "../config/endpoint-options.ts";
 import { UsageError, PermissionError, NativeError } from "../errors.ts";
-import { DEFAULT_TTL, resolveRule, ruleProblems, type Rule } from "../rules/rule.ts";
+import { resolveRule, ruleProblems, type Rule } from "../rules/rule.ts";
+import { DEFAULT_TTL, TTL_MAX, TTL_MIN, WORKERS_PER_INTERFACE_MAX } from "../limits.ts";
 import { Relay, lookupLink, type RelayReport } from "../supervisor/relay.ts";
 import { checkFlags, intFlag, jsonArg, repeated, secondsFlag, validate } from "./args.ts";
 import { printJson, printLine, printTable } from "./output.ts";
@@ -32,11 +33,11 @@ const args = {
 const Schema = v.object({
   from: inputTextSchema,
   to: v.pipe(v.array(outputTextSchema), v.minLength(1, "at least one output is needed")),
-  ttl: v.optional(intFlag(1, 255)),
+  ttl: v.optional(intFlag(TTL_MIN, TTL_MAX)),
   source: v.optional(sourceSchema),
-  name: v.optional(v.pipe(v.string(), v.regex(/^[A-Za-z0-9_.-]{1,64}$/, "1-64 letters, digits, _ . -"))),
+  name: v.optional(nameSchema),
   duration: v.optional(secondsFlag()),
-  workers: v.optional(intFlag(1, 64)),
+  workers: v.optional(intFlag(1, WORKERS_PER_INTERFACE_MAX)),
 });
 
 export default defineCommand({

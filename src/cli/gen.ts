@@ -2,8 +2,9 @@
 // sequence number, send timestamp, deterministic pattern).
 import { defineCommand } from "citty";
 import * as v from "valibot";
-import { endpointSchema, formatEndpoint } from "../config/endpoint.ts";
+import { endpointSchema, formatEndpoint } from "../base/endpoint.ts";
 import { UsageError } from "../errors.ts";
+import { TTL_MAX, TTL_MIN } from "../limits.ts";
 import { LIMITS, SIZE } from "../native/abi.ts";
 import { Generator } from "../native/lib.ts";
 import { lookupLink } from "../supervisor/links.ts";
@@ -31,7 +32,7 @@ const Schema = v.object({
   count: v.optional(intFlag(1, Number.MAX_SAFE_INTEGER)),
   duration: v.optional(secondsFlag()),
   size: v.optional(intFlag(SIZE.payloadHeader, LIMITS.udpPayloadMax)),
-  ttl: v.optional(intFlag(1, 255)),
+  ttl: v.optional(intFlag(TTL_MIN, TTL_MAX)),
   stream: v.optional(intFlag(0, 0xffffffff)),
 });
 

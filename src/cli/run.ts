@@ -5,6 +5,7 @@ import { socketPath } from "../control/client.ts";
 import { DaemonRunningError, SocketPathError } from "../control/server.ts";
 import { CLIENTS_MAX_DEFAULT, CLIENTS_MAX_LIMIT, FD_RESERVE } from "../control/protocol.ts";
 import { AlreadyRunningError, UsageError } from "../errors.ts";
+import { WORKERS_PER_INTERFACE_MAX } from "../limits.ts";
 import { logger } from "../log.ts";
 import { Daemon } from "../supervisor/daemon.ts";
 import { loadNative, nofileRaise } from "../native/lib.ts";
@@ -78,7 +79,7 @@ export default defineCommand({
     loadNative();
     if (a["watch-config"] && !a.config) throw new UsageError("--watch-config: needs --config");
     const stateDir = a["state-dir"] || process.env.MCRELAY_STATE_DIR || DEFAULT_STATE_DIR;
-    const flags = validate(v.object({ workers: v.optional(intFlag(1, 64)), clientsMax: v.optional(intFlag(1, CLIENTS_MAX_LIMIT)) }), { workers: a.workers, clientsMax: a["clients-max"] });
+    const flags = validate(v.object({ workers: v.optional(intFlag(1, WORKERS_PER_INTERFACE_MAX)), clientsMax: v.optional(intFlag(1, CLIENTS_MAX_LIMIT)) }), { workers: a.workers, clientsMax: a["clients-max"] });
     const user = workerUser(a.user);
     let daemon: Daemon;
     try {

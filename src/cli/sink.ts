@@ -2,7 +2,7 @@
 // loss, duplicates, reordering, payload pattern errors, one-way latency, per stream.
 import { defineCommand } from "citty";
 import * as v from "valibot";
-import { endpointSchema, formatEndpoint } from "../config/endpoint.ts";
+import { endpointSchema, formatEndpoint } from "../base/endpoint.ts";
 import { UsageError } from "../errors.ts";
 import { Sink, type SinkStream } from "../native/lib.ts";
 import { lookupLink } from "../supervisor/links.ts";

@@ -5,7 +5,7 @@ import { socketArg, withClient } from "./daemon-client.ts";
 import { printJson, printJsonLine, printLine, printTable, formatRate } from "./output.ts";
 import { HOME_CLEAR, renderTop } from "./stats-top.ts";
 import type { RuleReport, InterfaceReport } from "../supervisor/report.ts";
-import type { WorkerInfo } from "../supervisor/dataplanes.ts";
+import type { WorkerInfo } from "../supervisor/worker-pool.ts";
 import * as v from "valibot";
 
 const args = {

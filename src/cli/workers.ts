@@ -3,7 +3,7 @@ import { defineCommand } from "citty";
 import { checkFlags, jsonArg } from "./args.ts";
 import { socketArg, withClient } from "./daemon-client.ts";
 import { printJson, printLine, printTable } from "./output.ts";
-import type { WorkerInfo } from "../supervisor/dataplanes.ts";
+import type { WorkerInfo } from "../supervisor/worker-pool.ts";
 
 const args = { ...socketArg, ...jsonArg } as const;
 

@@ -4,7 +4,8 @@
 // The same text is accepted by `add`, `forward` and the config file; an entry of a config rule's
 // `to` may also be an object {to, ttl, dscp, gso}.
 import * as v from "valibot";
-import { parseEndpoint, roleProblem, type Endpoint } from "./endpoint.ts";
+import { parseEndpoint, roleProblem, type Endpoint } from "../base/endpoint.ts";
+import { DSCP_MAX, TTL_MAX, TTL_MIN, VLAN_MAX, VLAN_MIN } from "../limits.ts";
 
 /** Per-output settings; absent keys take the defaults (the rule's TTL, DSCP copied, GSO on). */
 export interface OutputOptions {
@@ -16,10 +17,10 @@ export interface OutputOptions {
 
 export const dscpSchema = v.union(
   [
-    v.pipe(v.number(), v.integer("a DSCP is a whole number"), v.minValue(0, "a DSCP is 0-63"), v.maxValue(63, "a DSCP is 0-63")),
+    v.pipe(v.number(), v.integer("a DSCP is a whole number"), v.minValue(0, `a DSCP is 0-${DSCP_MAX}`), v.maxValue(DSCP_MAX, `a DSCP is 0-${DSCP_MAX}`)),
     v.literal("copy"),
   ],
-  'a DSCP is 0-63 or "copy"',
+  `a DSCP is 0-${DSCP_MAX} or "copy"`,
 );
 
 /** Splits "ENDPOINT,key=value,..." at the first comma (addresses and interface names have none). */
@@ -48,7 +49,7 @@ export function parseOutputOptions(options: readonly [string, string][]): Output
     if (key in out) return `option ${key} is given twice`;
     switch (key) {
       case "ttl": {
-        const n = wholeNumber(value, 1, 255, "ttl");
+        const n = wholeNumber(value, TTL_MIN, TTL_MAX, "ttl");
         if (typeof n === "string") return n;
         out.ttl = n;
         break;
@@ -58,7 +59,7 @@ export function parseOutputOptions(options: readonly [string, string][]): Output
           out.dscp = "copy";
           break;
         }
-        const n = wholeNumber(value, 0, 63, "dscp");
+        const n = wholeNumber(value, 0, DSCP_MAX, "dscp");
         if (typeof n === "string") return `${n} (or dscp=copy)`;
         out.dscp = n;
         break;
@@ -85,7 +86,7 @@ export function parseInputOptions(options: readonly [string, string][]): InputOp
     if (key in out) return `option ${key} is given twice`;
     switch (key) {
       case "vlan": {
-        const n = wholeNumber(value, 1, 4094, "vlan");
+        const n = wholeNumber(value, VLAN_MIN, VLAN_MAX, "vlan");
         if (typeof n === "string") return n;
         out.vlan = n;
         break;
@@ -143,7 +144,7 @@ export const outputTextSchema = v.pipe(
 /** The object form of a config rule's output: {to: "239.2.2.2:6000@eth1", ttl: 4, dscp: 46, gso: false}. */
 export const OutputObjectSchema = v.strictObject({
   to: v.string(),
-  ttl: v.optional(v.pipe(v.number("a TTL is a number"), v.integer("a TTL is a whole number"), v.minValue(1, "a TTL is at least 1"), v.maxValue(255, "a TTL is at most 255"))),
+  ttl: v.optional(v.pipe(v.number("a TTL is a number"), v.integer("a TTL is a whole number"), v.minValue(TTL_MIN, `a TTL is at least ${TTL_MIN}`), v.maxValue(TTL_MAX, `a TTL is at most ${TTL_MAX}`))),
   dscp: v.optional(dscpSchema),
   gso: v.optional(v.boolean("gso is true or false")),
 });

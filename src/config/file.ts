@@ -4,19 +4,21 @@
 // `multicast_ttl`) so its users can switch without rewriting.
 import { readFileSync } from "node:fs";
 import * as v from "valibot";
-import { formatIssues, ruleFromSpec, RuleSpecSchema, type RuleSpec } from "./rule-spec.ts";
+import { formatIssues, ruleFromSpec, RuleSpecSchema, ttlSchema, type RuleSpec } from "./rule-spec.ts";
 import { ConfigError } from "../errors.ts";
 import { describeInput, inputKey } from "../rules/rule.ts";
 import { ListenSchema, type ListenAddress } from "./listen.ts";
+import { PORT_MAX, PORT_MIN, WORKERS_PER_INTERFACE_MAX } from "../limits.ts";
 
-const port = v.pipe(v.number("a port is a number"), v.integer(), v.minValue(1, "a port is 1-65535"), v.maxValue(65535, "a port is 1-65535"));
+const portRange = `a port is ${PORT_MIN}-${PORT_MAX}`;
+const port = v.pipe(v.number("a port is a number"), v.integer(), v.minValue(PORT_MIN, portRange), v.maxValue(PORT_MAX, portRange));
 const ifname = v.pipe(v.string(), v.regex(/^[A-Za-z0-9_.:@-]{1,15}$/, "an interface name is 1-15 characters"));
 
 const LegacyOutputSchema = v.strictObject({
   group: v.string(),
   port,
   interface: v.optional(ifname),
-  ttl: v.optional(v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(255))),
+  ttl: v.optional(ttlSchema),
 });
 
 const LegacyRuleSchema = v.strictObject({
@@ -28,11 +30,11 @@ const LegacyRuleSchema = v.strictObject({
 export const ConfigSchema = v.strictObject({
   rules: v.optional(v.array(v.union([RuleSpecSchema, LegacyRuleSchema], "a rule is {name, from, to[, ttl, source]} or the earlier {name, input, outputs}"))),
   /** Workers per input interface: { eth0: 2 } (default 1, or `mcrelay run --workers`). */
-  workers: v.optional(v.record(ifname, v.pipe(v.number("a worker count is a number"), v.integer(), v.minValue(1, "at least 1 worker"), v.maxValue(64, "at most 64 workers")))),
+  workers: v.optional(v.record(ifname, v.pipe(v.number("a worker count is a number"), v.integer(), v.minValue(1, "at least 1 worker"), v.maxValue(WORKERS_PER_INTERFACE_MAX, `at most ${WORKERS_PER_INTERFACE_MAX} workers`)))),
   /** `ADDR:PORT` of the HTTP listener for /metrics, /healthz, /readyz (`run --metrics` overrides). */
   metrics: v.optional(ListenSchema),
   /** Default TTL of the earlier format's outputs. */
-  multicast_ttl: v.optional(v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(255))),
+  multicast_ttl: v.optional(ttlSchema),
 });
 export type ConfigFile = v.InferOutput<typeof ConfigSchema>;
 

@@ -1,7 +1,8 @@
 // A TCP listen address `ADDR:PORT` (IPv6 `[ADDR]:PORT`), for `run --metrics` and the config
 // key `metrics`: one parser and one valibot schema, so both say the same thing about bad input.
 import * as v from "valibot";
-import { parseIp } from "./address.ts";
+import { parseIp } from "../base/address.ts";
+import { PORT_MAX, PORT_MIN } from "../limits.ts";
 
 export interface ListenAddress {
   host: string;
@@ -25,7 +26,7 @@ export function parseListen(text: string): ListenAddress | string {
   }
   const ip = parseIp(host);
   if (!ip || (text.startsWith("[") ? ip.family !== 6 : ip.family !== 4)) return `'${host}' is not an IP address`;
-  if (!/^\d{1,5}$/.test(portText) || Number(portText) < 1 || Number(portText) > 65535) return `port '${portText}' is not 1-65535`;
+  if (!/^\d{1,5}$/.test(portText) || Number(portText) < PORT_MIN || Number(portText) > PORT_MAX) return `port '${portText}' is not ${PORT_MIN}-${PORT_MAX}`;
   return { host, port: Number(portText) };
 }
 

@@ -2,17 +2,17 @@
 // into a resolved Rule. One schema for every edge, so every edge gives the same messages.
 import * as v from "valibot";
 import { createHash } from "node:crypto";
-import { parseIp } from "./address.ts";
-import { endpointSchema, formatEndpoint, type Endpoint } from "./endpoint.ts";
+import { parseIp } from "../base/address.ts";
+import { endpointSchema, formatEndpoint, type Endpoint } from "../base/endpoint.ts";
 import { formatOutputOptions, inputTextSchema, outputEntrySchema, outputSpecSchema, type OutputEntry } from "./endpoint-options.ts";
-import { DEFAULT_TTL, ruleProblems, type Rule, type RuleOutput } from "../rules/rule.ts";
-import { LIMITS } from "../native/abi.ts";
+import { ruleProblems, type Rule, type RuleOutput } from "../rules/rule.ts";
+import { DEFAULT_TTL, NATIVE_LIMITS, TTL_MAX, TTL_MIN, VLAN_MAX, VLAN_MIN } from "../limits.ts";
 
 export const RULE_NAME = /^[A-Za-z0-9_.-]{1,64}$/;
 
 export const nameSchema = v.pipe(v.string(), v.regex(RULE_NAME, "a name is 1-64 letters, digits, _ . -"));
-export const vlanSchema = v.pipe(v.number("a VLAN id is a number"), v.integer("a VLAN id is a whole number"), v.minValue(1, "a VLAN id is 1-4094"), v.maxValue(4094, "a VLAN id is 1-4094"));
-export const ttlSchema = v.pipe(v.number("a TTL is a number"), v.integer("a TTL is a whole number"), v.minValue(1, "a TTL is at least 1"), v.maxValue(255, "a TTL is at most 255"));
+export const vlanSchema = v.pipe(v.number("a VLAN id is a number"), v.integer("a VLAN id is a whole number"), v.minValue(VLAN_MIN, `a VLAN id is ${VLAN_MIN}-${VLAN_MAX}`), v.maxValue(VLAN_MAX, `a VLAN id is ${VLAN_MIN}-${VLAN_MAX}`));
+export const ttlSchema = v.pipe(v.number("a TTL is a number"), v.integer("a TTL is a whole number"), v.minValue(TTL_MIN, `a TTL is at least ${TTL_MIN}`), v.maxValue(TTL_MAX, `a TTL is at most ${TTL_MAX}`));
 
 export const sourceSchema = v.pipe(
   v.string(),
@@ -34,7 +34,7 @@ export const RuleSpecSchema = v.strictObject({
   to: v.pipe(
     v.array(outputSpecSchema),
     v.minLength(1, "at least one output is needed"),
-    v.maxLength(LIMITS.outputsPerRuleMax, `at most ${LIMITS.outputsPerRuleMax} outputs`),
+    v.maxLength(NATIVE_LIMITS.outputsPerRuleMax, `at most ${NATIVE_LIMITS.outputsPerRuleMax} outputs`),
   ),
   ttl: v.optional(ttlSchema),
   source: v.optional(v.string()),

@@ -1,7 +1,7 @@
 // Which worker of an interface holds a rule: the same hash as the kernel's fanout program
 // (zig/fanout.zig), modulo the number of workers. Both must agree bit for bit; a test checks
 // this against the native function.
-import { parseIp } from "../config/address.ts";
+import { parseIp } from "../base/address.ts";
 
 export function flowHash(dst: number, port: number): number {
   let a = Math.imul(dst >>> 0, 0x9e3779b1) >>> 0;

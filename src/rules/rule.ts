@@ -1,11 +1,9 @@
 // A forwarding rule as the supervisor holds it, and its resolution against the interfaces of
 // this network namespace into the table a worker applies.
-import { isMulticast, type IpAddress } from "../config/address.ts";
-import { formatEndpoint, type Endpoint } from "../config/endpoint.ts";
+import { isMulticast, type IpAddress } from "../base/address.ts";
+import { formatEndpoint, type Endpoint } from "../base/endpoint.ts";
 import { IFF_UP, type LinkInfo } from "../native/abi.ts";
-import type { WireOutput, WireRule } from "../worker/messages.ts";
-
-export const DEFAULT_TTL = 8;
+import type { WireOutput, WireRule } from "./wire.ts";
 
 export interface RuleOutput {
   id: bigint;

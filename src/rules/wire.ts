@@ -1,8 +1,38 @@
-// Rule tables as they travel to workers, their content hash, and their native encoding.
+// Rule tables as they travel to workers: their schema (validated by the worker on receipt),
+// their content hash, and their native encoding.
 import { createHash } from "node:crypto";
-import { parseIp } from "../config/address.ts";
+import * as v from "valibot";
+import { parseIp } from "../base/address.ts";
 import { encodeTable, type TableRule } from "../native/abi.ts";
-import type { WireRule } from "../worker/messages.ts";
+import { DSCP_MAX, PORT_MAX, PORT_MIN, TTL_MAX, TTL_MIN, VLAN_MAX } from "../limits.ts";
+
+const port = v.pipe(v.number(), v.integer(), v.minValue(PORT_MIN), v.maxValue(PORT_MAX));
+const id = v.pipe(v.string(), v.regex(/^\d{1,20}$/));
+
+export const WireOutputSchema = v.strictObject({
+  id,
+  addr: v.string(),
+  port,
+  ttl: v.pipe(v.number(), v.integer(), v.minValue(TTL_MIN), v.maxValue(TTL_MAX)),
+  /** Fixed DSCP, or null to copy the input's. */
+  dscp: v.nullable(v.pipe(v.number(), v.integer(), v.minValue(0), v.maxValue(DSCP_MAX))),
+  gso: v.boolean(),
+  ifindex: v.pipe(v.number(), v.integer(), v.minValue(0)),
+  /** Address to send from (the output interface's); null lets the kernel choose. */
+  source: v.nullable(v.string()),
+});
+export type WireOutput = v.InferOutput<typeof WireOutputSchema>;
+
+export const WireRuleSchema = v.strictObject({
+  id,
+  group: v.string(),
+  port,
+  source: v.nullable(v.string()),
+  /** 802.1Q VID the frames must carry; 0 = untagged only. */
+  vlan: v.pipe(v.number(), v.integer(), v.minValue(0), v.maxValue(VLAN_MAX)),
+  outputs: v.pipe(v.array(WireOutputSchema), v.minLength(1)),
+});
+export type WireRule = v.InferOutput<typeof WireRuleSchema>;
 
 /** Content hash of a table: the same rules give the same hash, whatever their order. */
 export function tableHash(rules: readonly WireRule[]): string {

@@ -2,7 +2,7 @@
 // file and from clients at runtime (persisted in the state directory); every change is
 // resolved against the interfaces, split per input interface and handed to the workers. It
 // answers the control socket while all of this happens.
-import { formatEndpoint } from "../config/endpoint.ts";
+import { formatEndpoint } from "../base/endpoint.ts";
 import { loadConfig } from "../config/file.ts";
 import { ruleFromSpec, specFromRule, type RuleSpec } from "../config/rule-spec.ts";
 import { ConfigError } from "../errors.ts";
@@ -11,7 +11,7 @@ import { describeInput, formatInput, inputKey, resolveRule, type LinkLookup, typ
 import { PROTOCOL_VERSION, VERSION } from "../version.ts";
 import { ControlError, ControlServer, DaemonRunningError, type RequestContext } from "../control/server.ts";
 import type { Request } from "../control/protocol.ts";
-import { Dataplanes, type Desired } from "./dataplanes.ts";
+import { WorkerPool, type Desired } from "./worker-pool.ts";
 import { LinkMonitor } from "./link-monitor.ts";
 import { sdNotify } from "../native/lib.ts";
 import { buildInterfaceReports, buildRuleReports } from "./report.ts";
@@ -94,7 +94,7 @@ export class Daemon {
   readonly #opts: DaemonOptions;
   readonly #state: StateFile;
   readonly #rules = new Map<string, Stored>();
-  readonly #dataplanes: Dataplanes;
+  readonly #pool: WorkerPool;
   #nextId = 1n;
   #server: ControlServer | null = null;
   #mutations: Promise<unknown> = Promise.resolve();
@@ -118,7 +118,7 @@ export class Daemon {
     this.#state = new StateFile(opts.stateDir);
     this.#links = new LinkMonitor();
     this.#lookup = (name) => this.#links.lookup(name);
-    this.#dataplanes = new Dataplanes({ user: opts.user, lookup: this.#lookup });
+    this.#pool = new WorkerPool({ user: opts.user, lookup: this.#lookup });
   }
 
   /** Loads config and state, starts workers, then opens the control socket. */
@@ -139,7 +139,7 @@ export class Daemon {
     } catch (err) {
       d.#stopping = true;
       d.#links.close();
-      await d.#dataplanes.close();
+      await d.#pool.close();
       d.#server?.stop();
       d.#http?.stop();
       throw err;
@@ -198,7 +198,7 @@ export class Daemon {
     }
     this.#reconcile();
     try {
-      await this.#dataplanes.settled(10_000);
+      await this.#pool.settled(10_000);
     } catch (err) {
       log.warn(`not every worker is forwarding yet: ${(err as Error).message}`);
     }
@@ -260,7 +260,7 @@ export class Daemon {
       entry.rules.push(resolved.wire);
       tables.set(iface, entry);
     }
-    this.#dataplanes.setTables(tables);
+    this.#pool.setTables(tables);
   }
 
   #ruleChanged(s: Stored): void {
@@ -292,7 +292,7 @@ export class Daemon {
       case "hello":
         return { daemon: VERSION, protocol: PROTOCOL_VERSION };
       case "ping":
-        return { pong: true, rules: this.#rules.size, workers: this.#dataplanes.info().length };
+        return { pong: true, rules: this.#rules.size, workers: this.#pool.info().length };
       case "version":
         return { daemon: VERSION, protocol: PROTOCOL_VERSION, bun: Bun.version };
       case "add": {
@@ -307,13 +307,13 @@ export class Daemon {
       case "stats":
         return this.#stats(req.args?.rule);
       case "workers":
-        return { workers: this.#dataplanes.info() };
+        return { workers: this.#pool.info() };
       case "log-level":
         if (req.args?.level) {
           const level = req.args.level;
           return audited(`log-level ${level}`, requester(ctx), async () => {
             setLogLevel(level as LogLevelName);
-            await this.#dataplanes.setLogLevel(level);
+            await this.#pool.setLogLevel(level);
             log.info(`log level set to ${level}`);
             return { level: getLogLevel() };
           }, () => "ok");
@@ -370,7 +370,7 @@ export class Daemon {
   /** Waits for workers to acknowledge; a failure to do so is reported, not thrown. */
   async #settle(): Promise<void> {
     try {
-      await this.#dataplanes.settled(5000);
+      await this.#pool.settled(5000);
     } catch (err) {
       log.warn((err as Error).message);
     }
@@ -444,7 +444,7 @@ export class Daemon {
   }
 
   #view(s: Stored) {
-    const worker = this.#dataplanes.info().find((w) => w.interface === s.rule.input.iface);
+    const worker = this.#pool.info().find((w) => w.interface === s.rule.input.iface);
     const failing = !s.pending.length && worker && worker.state === "backoff";
     return {
       name: s.rule.name,
@@ -473,25 +473,25 @@ export class Daemon {
   #stats(name?: string) {
     const selected = name ? [this.#find(name)].filter((s): s is Stored => !!s) : [...this.#rules.values()];
     if (name && selected.length === 0) throw new ControlError("not_found", `no rule named or numbered '${name}'`);
-    this.#dataplanes.refresh();
-    const totals = this.#dataplanes.counters.totals();
+    this.#pool.refresh();
+    const totals = this.#pool.counters.totals();
     const rules = buildRuleReports(
       selected.map((s) => ({ rule: s.rule, pending: s.pending, pendingOutputs: s.pendingOutputs, origin: s.origin })),
       totals,
-      this.#dataplanes.counters.rates(),
+      this.#pool.counters.rates(),
     );
-    return { rules, interfaces: buildInterfaceReports(totals), workers: this.#dataplanes.info() };
+    return { rules, interfaces: buildInterfaceReports(totals), workers: this.#pool.info() };
   }
 
   /** The Prometheus exposition: the same totals as `stats`, read now. */
   #metrics(): string {
-    this.#dataplanes.refresh();
-    const totals = this.#dataplanes.counters.totals();
+    this.#pool.refresh();
+    const totals = this.#pool.counters.totals();
     const stored = [...this.#rules.values()].sort((a, b) => (a.rule.id < b.rule.id ? -1 : 1));
     const reports = buildRuleReports(
       stored.map((s) => ({ rule: s.rule, pending: s.pending, pendingOutputs: s.pendingOutputs, origin: s.origin })),
       totals,
-      this.#dataplanes.counters.rates(),
+      this.#pool.counters.rates(),
     );
     return renderMetrics({
       version: VERSION,
@@ -500,13 +500,13 @@ export class Daemon {
       startedAtS: Math.floor(this.#startedAtMs / 1000),
       rules: reports.map((r, i) => ({ ...r, current: this.#view(stored[i]!).state as RuleState })),
       interfaces: buildInterfaceReports(totals),
-      workers: this.#dataplanes.info(),
+      workers: this.#pool.info(),
     });
   }
 
   /** Alive while the worker manager's tick (every 100 ms) keeps running. */
   #alive(): { ok: boolean; reason: string } {
-    const ago = this.#dataplanes.sinceTickMs();
+    const ago = this.#pool.sinceTickMs();
     if (this.#stopping) return { ok: false, reason: "stopping" };
     return ago < 5000 ? { ok: true, reason: `supervisor loop ran ${Math.round(ago)} ms ago` } : { ok: false, reason: `supervisor loop last ran ${Math.round(ago)} ms ago` };
   }
@@ -520,7 +520,7 @@ export class Daemon {
       const v = this.#view(s);
       if (v.state !== "active") reasons.push(`rule ${v.name} is ${v.state}: ${v.reasons.join("; ") || "no reason known"}`);
     }
-    for (const w of this.#dataplanes.info()) {
+    for (const w of this.#pool.info()) {
       if (w.state !== "running" || w.applied_hash !== w.table_hash) {
         reasons.push(`worker ${w.interface}/${w.slot} is ${w.state}${w.applied_hash !== w.table_hash ? " (table not applied)" : ""}${w.last_error ? `: ${w.last_error}` : ""}`);
       }
@@ -537,9 +537,9 @@ export class Daemon {
     this.#links.close();
     this.#server?.stop();
     this.#http?.stop();
-    await this.#dataplanes.collect();
-    await this.#dataplanes.close();
-    const totals = this.#dataplanes.counters.totals();
+    await this.#pool.collect();
+    await this.#pool.close();
+    const totals = this.#pool.counters.totals();
     for (const s of this.#rules.values()) {
       const t = totals.rules.get(s.rule.id.toString());
       log.info(`final: rule ${s.rule.name}: ${t?.packets ?? 0} packets, ${t?.bytes ?? 0} bytes`);

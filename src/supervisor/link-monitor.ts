@@ -2,10 +2,11 @@
 // full dump at start and after any overflow, and by change notifications in between. Changes
 // are reported as events (for reconciliation and for `mcrelay events`). A timer reads the
 // socket every POLL_MS: one native call returns every waiting change, already parsed.
-import { parseIp } from "../config/address.ts";
+import { parseIp } from "../base/address.ts";
 import { logger } from "../log.ts";
 import { NetlinkSocket } from "../native/lib.ts";
 import { IFF_UP, type LinkInfo, type NlEvent } from "../native/abi.ts";
+import { describe, type LinkEvent } from "../control/events.ts";
 
 const log = logger("netlink");
 
@@ -20,15 +21,6 @@ interface Link {
   v4: string[];
   v6: string[];
 }
-
-export type LinkEvent =
-  | { type: "link-added"; interface: string; ifindex: number; up: boolean; mtu: number }
-  | { type: "link-removed"; interface: string; ifindex: number }
-  | { type: "link-up" | "link-down"; interface: string; ifindex: number }
-  | { type: "mtu-changed"; interface: string; ifindex: number; from: number; to: number }
-  | { type: "link-recreated"; interface: string; from_ifindex: number; ifindex: number }
-  | { type: "address-added" | "address-removed"; interface: string; address: string }
-  | { type: "resync"; reason: string };
 
 type Table = Map<number, Link>;
 
@@ -206,25 +198,4 @@ export function diff(before: Table, after: Table): LinkEvent[] {
     for (const x of oldAddrs) if (!newAddrs.has(x)) out.push({ type: "address-removed", interface: name, address: x });
   }
   return out;
-}
-
-export function describe(e: LinkEvent): string {
-  switch (e.type) {
-    case "link-added":
-      return `interface ${e.interface} appeared (index ${e.ifindex}, ${e.up ? "up" : "down"}, mtu ${e.mtu})`;
-    case "link-removed":
-      return `interface ${e.interface} vanished`;
-    case "link-up":
-    case "link-down":
-      return `interface ${e.interface} is ${e.type === "link-up" ? "up" : "down"}`;
-    case "mtu-changed":
-      return `interface ${e.interface} mtu ${e.from} -> ${e.to}`;
-    case "link-recreated":
-      return `interface ${e.interface} was recreated (index ${e.from_ifindex} -> ${e.ifindex})`;
-    case "address-added":
-    case "address-removed":
-      return `interface ${e.interface} ${e.type === "address-added" ? "gained" : "lost"} address ${e.address}`;
-    case "resync":
-      return e.reason;
-  }
 }

@@ -4,7 +4,7 @@
 // (rule, output, interface, reason, state). Rendering is one pass over the totals into an
 // array of lines joined once: nothing is kept between scrapes.
 import { PARSE_DROPS, WORKER_COUNTERS, type WorkerCounter } from "../native/abi.ts";
-import type { WorkerInfo } from "./dataplanes.ts";
+import type { WorkerInfo } from "./worker-pool.ts";
 import type { InterfaceReport, RuleReport } from "./report.ts";
 
 export type RuleState = "active" | "pending" | "error";

@@ -2,9 +2,9 @@
 // socket only when asked (read-only: ping, version, list, stats, workers, log-level). Rules are
 // resolved once; reports are built from the same counter totals the daemon's `stats` uses.
 import { logger } from "../log.ts";
-import { formatEndpoint } from "../config/endpoint.ts";
+import { formatEndpoint } from "../base/endpoint.ts";
 import { formatInput, resolveRule, type Rule } from "../rules/rule.ts";
-import { Dataplanes, type Desired, type WorkerInfo } from "./dataplanes.ts";
+import { WorkerPool, type Desired, type WorkerInfo } from "./worker-pool.ts";
 import { lookupLink } from "./links.ts";
 import type { WorkerUser } from "./user.ts";
 import { buildRuleReports, buildInterfaceReports, type RuleReport, type InterfaceReport } from "./report.ts";
@@ -24,7 +24,7 @@ export interface RelayReport {
 
 export class Relay {
   readonly #rules: Rule[] = [];
-  readonly #dataplanes: Dataplanes;
+  readonly #pool: WorkerPool;
   readonly #pending = new Map<bigint, string[]>();
   readonly #pendingOutputs = new Map<bigint, Map<bigint, string>>();
   #workers: WorkerInfo[] = [];
@@ -33,7 +33,7 @@ export class Relay {
   readonly #workersPerInterface: number;
 
   constructor(opts: { user: WorkerUser | null; workers?: number }) {
-    this.#dataplanes = new Dataplanes(opts);
+    this.#pool = new WorkerPool(opts);
     this.#workersPerInterface = opts.workers ?? 1;
   }
 
@@ -53,9 +53,9 @@ export class Relay {
       entry.rules.push(resolved.wire);
       tables.set(rule.input.iface, entry);
     }
-    this.#dataplanes.setTables(tables);
-    await this.#dataplanes.settled(10_000);
-    this.#workers = this.#dataplanes.info();
+    this.#pool.setTables(tables);
+    await this.#pool.settled(10_000);
+    this.#workers = this.#pool.info();
     for (const rule of rules) {
       log.info(`forwarding ${rule.name}: ${formatInput(rule)} -> ${rule.outputs.map((o) => formatEndpoint(o.to)).join(", ")}`);
     }
@@ -72,21 +72,21 @@ export class Relay {
       case "version":
         return { daemon: VERSION, protocol: PROTOCOL_VERSION, bun: Bun.version, mode: "forward" };
       case "ping":
-        return { pong: true, rules: this.#rules.length, workers: this.#dataplanes.info().length };
+        return { pong: true, rules: this.#rules.length, workers: this.#pool.info().length };
       case "list":
         return { rules: this.#ruleReports().map((r) => ({ name: r.name, id: r.id, origin: r.origin, input: r.input, source: null, outputs: r.outputs.map((o) => ({ to: o.to, ttl: o.ttl, dscp: o.dscp, gso: o.gso, state: o.state, reason: o.reason })), state: r.state, reasons: r.pending_reasons })) };
       case "stats": {
-        this.#dataplanes.refresh();
+        this.#pool.refresh();
         const rules = this.#ruleReports().filter((r) => !req.args?.rule || r.name === req.args.rule || r.id === req.args.rule);
         if (req.args?.rule && rules.length === 0) throw new ControlError("not_found", `no rule named or numbered '${req.args.rule}'`);
-        return { rules, interfaces: buildInterfaceReports(this.#dataplanes.counters.totals()), workers: this.#dataplanes.info() };
+        return { rules, interfaces: buildInterfaceReports(this.#pool.counters.totals()), workers: this.#pool.info() };
       }
       case "workers":
-        return { workers: this.#dataplanes.info() };
+        return { workers: this.#pool.info() };
       case "log-level":
         if (req.args?.level) {
           setLogLevel(req.args.level as LogLevelName);
-          await this.#dataplanes.setLogLevel(req.args.level);
+          await this.#pool.setLogLevel(req.args.level);
         }
         return { level: getLogLevel() };
       default:
@@ -97,8 +97,8 @@ export class Relay {
   #ruleReports(): RuleReport[] {
     return buildRuleReports(
       this.#rules.map((rule) => ({ rule, pending: this.#pending.get(rule.id) ?? [], pendingOutputs: this.#pendingOutputs.get(rule.id), origin: "cli" })),
-      this.#dataplanes.counters.totals(),
-      this.#dataplanes.counters.rates(),
+      this.#pool.counters.totals(),
+      this.#pool.counters.rates(),
     );
   }
 
@@ -106,11 +106,11 @@ export class Relay {
   async stop(): Promise<RelayReport> {
     this.#server?.stop();
     this.#server = null;
-    await this.#dataplanes.collect();
-    const live = this.#dataplanes.info();
+    await this.#pool.collect();
+    const live = this.#pool.info();
     if (live.length) this.#workers = live;
-    await this.#dataplanes.close();
-    const totals = this.#dataplanes.counters.totals();
+    await this.#pool.close();
+    const totals = this.#pool.counters.totals();
     const rules = this.#ruleReports();
     const workers = buildInterfaceReports(totals).map((i) => {
       const ws = this.#workers.filter((x) => x.interface === i.interface);

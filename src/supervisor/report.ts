@@ -1,5 +1,5 @@
 // Stats reports (for `stats`, `forward` and `list`) built from counter totals and rates.
-import { formatEndpoint } from "../config/endpoint.ts";
+import { formatEndpoint } from "../base/endpoint.ts";
 import { formatInput, type Rule } from "../rules/rule.ts";
 import type { Rates, Totals } from "./counters.ts";
 import type { ParseDrop, WorkerCounter } from "../native/abi.ts";

@@ -9,7 +9,8 @@ import type { RingGeometry } from "../native/abi.ts";
 import { selfCommand } from "../self-command.ts";
 import type { WorkerUser } from "./user.ts";
 import type { DataplaneSnapshot } from "../stats/decode.ts";
-import { FromWorkerSchema, type FromWorker, type ToWorker, type WireRule } from "../worker/messages.ts";
+import { FromWorkerSchema, type FromWorker, type ToWorker } from "../worker/messages.ts";
+import type { WireRule } from "../rules/wire.ts";
 
 const log = logger("workers");
 

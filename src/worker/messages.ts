@@ -3,34 +3,7 @@
 // Both directions are validated with valibot on receipt.
 import * as v from "valibot";
 import { LOG_LEVELS } from "../log.ts";
-
-const u16 = v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(65535));
-const id = v.pipe(v.string(), v.regex(/^\d{1,20}$/));
-
-export const WireOutputSchema = v.strictObject({
-  id,
-  addr: v.string(),
-  port: u16,
-  ttl: v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(255)),
-  /** Fixed DSCP, or null to copy the input's. */
-  dscp: v.nullable(v.pipe(v.number(), v.integer(), v.minValue(0), v.maxValue(63))),
-  gso: v.boolean(),
-  ifindex: v.pipe(v.number(), v.integer(), v.minValue(0)),
-  /** Address to send from (the output interface's); null lets the kernel choose. */
-  source: v.nullable(v.string()),
-});
-export type WireOutput = v.InferOutput<typeof WireOutputSchema>;
-
-export const WireRuleSchema = v.strictObject({
-  id,
-  group: v.string(),
-  port: u16,
-  source: v.nullable(v.string()),
-  /** 802.1Q VID the frames must carry; 0 = untagged only. */
-  vlan: v.pipe(v.number(), v.integer(), v.minValue(0), v.maxValue(4094)),
-  outputs: v.pipe(v.array(WireOutputSchema), v.minLength(1)),
-});
-export type WireRule = v.InferOutput<typeof WireRuleSchema>;
+import { WireRuleSchema } from "../rules/wire.ts";
 
 /** First message on the socketpair, with the AF_PACKET socket attached. */
 export const PacketSocketSchema = v.strictObject({

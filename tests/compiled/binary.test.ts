@@ -2,7 +2,7 @@
 // what users install, with the native library embedded, so it gets its own end-to-end run.
 import { afterEach, describe, expect, test } from "bun:test";
 import { existsSync, readdirSync } from "node:fs";
-import { netnsAvailable, Topology } from "../support/netns.ts";
+import { netnsAvailable, Topology } from "../../scripts/lib/netns.ts";
 import { buildRelayTopology, COMPILED_PATH, mcrelayCommand, note, runFlow, runGen, workerSum } from "../support/relay-harness.ts";
 
 const mode = "compiled" as const;

@@ -3,7 +3,7 @@
 // with a fresh noexec tmpfs over /tmp, so the host's /tmp is untouched.
 import { afterEach, describe, expect, test } from "bun:test";
 import { existsSync } from "node:fs";
-import { netnsAvailable, Topology } from "../support/netns.ts";
+import { netnsAvailable, Topology } from "../../scripts/lib/netns.ts";
 import {
   buildRelayTopology,
   COMPILED_PATH,

@@ -4,7 +4,7 @@
 // and an IPv6 multicast output leaving by its interface (IPV6_MULTICAST_IF) against a route
 // that says otherwise. Each receiver reads until it has been idle, so duplicates are counted.
 import { afterEach, describe, expect, test } from "bun:test";
-import { netnsAvailable, Topology } from "../support/netns.ts";
+import { netnsAvailable, Topology } from "../../scripts/lib/netns.ts";
 import {
   buildRelayTopology,
   note,

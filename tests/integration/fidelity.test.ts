@@ -2,7 +2,7 @@
 // arrives whole and once, as what it was; every frame that should not is dropped and counted.
 // Receivers are independent: `mcrelay sink` or a plain Python UDP socket (tests/support/udp-tools.ts).
 import { afterEach, describe, expect, test } from "bun:test";
-import { netnsAvailable, Topology } from "../support/netns.ts";
+import { netnsAvailable, Topology } from "../../scripts/lib/netns.ts";
 import {
   buildRelayTopology,
   note,

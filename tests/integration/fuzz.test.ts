@@ -5,7 +5,7 @@
 // half-written line left open. Every message gets exactly one error answer (or the documented
 // disconnect), the rules do not change, the daemon keeps answering, and the stream loses nothing.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { netnsAvailable, Topology } from "../support/netns.ts";
+import { netnsAvailable, Topology } from "../../scripts/lib/netns.ts";
 import { buildRelayTopology, note, type RelayTopology } from "../support/relay-harness.ts";
 import {
   RawClient,

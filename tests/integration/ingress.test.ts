@@ -5,7 +5,7 @@
 // IPv4/UDP never reach the ring, because the ingress BPF filter drops them, while malformed
 // IPv4/UDP frames do reach it and are counted per reason.
 import { afterEach, describe, expect, test } from "bun:test";
-import { netnsAvailable, Topology } from "../support/netns.ts";
+import { netnsAvailable, Topology } from "../../scripts/lib/netns.ts";
 import {
   buildRelayTopology,
   injectFrames,

@@ -3,7 +3,7 @@
 // rule's input interface is missing and 200 once it appears; /healthz 200; scraping ten times a
 // second while a stream runs loses no packet.
 import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
-import { netnsAvailable, Topology } from "../support/netns.ts";
+import { netnsAvailable, Topology } from "../../scripts/lib/netns.ts";
 import { buildRelayTopology, mcrelayCommand, note, type RelayTopology } from "../support/relay-harness.ts";
 import { TempDir, TestDaemon, burst, killBackground, ruleNamed, sink, sinkReport, startStream, stopStream, waitFor, type StatsResult } from "../support/daemon-harness.ts";
 import { httpGet, parseExposition, parseWithPython, sampleOf, type Family } from "../support/prom.ts";

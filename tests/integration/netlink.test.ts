@@ -11,7 +11,7 @@
 import type { RuleSpec } from "../../src/config/rule-spec.ts";
 import { afterEach, describe, expect, test } from "bun:test";
 import { readFileSync } from "node:fs";
-import { netnsAvailable, Topology } from "../support/netns.ts";
+import { netnsAvailable, Topology } from "../../scripts/lib/netns.ts";
 import {
   buildRelayTopology,
   mcrelayCommand,

@@ -4,7 +4,7 @@
 // a config rule's input) is reported, kept in the state file through later changes, and loads
 // again once the clash is gone. Every rule that is said to forward is checked at a receiver.
 import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
-import { netnsAvailable, Topology } from "../support/netns.ts";
+import { netnsAvailable, Topology } from "../../scripts/lib/netns.ts";
 import { buildRelayTopology, type RelayTopology } from "../support/relay-harness.ts";
 import { TempDir, TestDaemon, burst, killBackground, type ListedRule } from "../support/daemon-harness.ts";
 

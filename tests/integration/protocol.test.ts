@@ -2,7 +2,7 @@
 // mismatch, hello first, unknown commands and malformed fields each get their documented error
 // code with a message that names what is wrong; only a version mismatch ends the connection.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { netnsAvailable, Topology } from "../support/netns.ts";
+import { netnsAvailable, Topology } from "../../scripts/lib/netns.ts";
 import { buildRelayTopology, mcrelayCommand } from "../support/relay-harness.ts";
 import { RawClient, TempDir, TestDaemon, helloClient, type RawResponse } from "../support/daemon-harness.ts";
 

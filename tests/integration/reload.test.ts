@@ -3,7 +3,7 @@
 // packet on a rule it did not touch; runtime rules survive every reload.
 import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
 import { writeFileSync } from "node:fs";
-import { netnsAvailable, Topology } from "../support/netns.ts";
+import { netnsAvailable, Topology } from "../../scripts/lib/netns.ts";
 import { buildRelayTopology, note, type RelayTopology } from "../support/relay-harness.ts";
 import {
   TempDir,

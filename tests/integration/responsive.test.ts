@@ -3,7 +3,7 @@
 // interfaces are added and removed in a loop (each add starts a worker, each remove stops one)
 // and a stream flows through a steady rule.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { netnsAvailable, Topology } from "../support/netns.ts";
+import { netnsAvailable, Topology } from "../../scripts/lib/netns.ts";
 import { buildRelayTopology, note, type RelayTopology } from "../support/relay-harness.ts";
 import {
   RawClient,

@@ -4,7 +4,7 @@
 // state file is set aside rather than stopping the start.
 import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
 import { existsSync, readdirSync, writeFileSync } from "node:fs";
-import { netnsAvailable, Topology } from "../support/netns.ts";
+import { netnsAvailable, Topology } from "../../scripts/lib/netns.ts";
 import { buildRelayTopology, mcrelayCommand, note, startLogged, type RelayTopology } from "../support/relay-harness.ts";
 import {
   TempDir,

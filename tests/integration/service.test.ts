@@ -4,7 +4,7 @@
 // and SIGHUP), STOPPING=1 on SIGTERM. And the final log line of each rule, whose packet and
 // byte counts must be the numbers a receiver got, not just the words.
 import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
-import { netnsAvailable, Topology } from "../support/netns.ts";
+import { netnsAvailable, Topology } from "../../scripts/lib/netns.ts";
 import { buildRelayTopology, LoggedProcess, note, type RelayTopology } from "../support/relay-harness.ts";
 import { RawClient, TempDir, TestDaemon, burst, killBackground, waitFor } from "../support/daemon-harness.ts";
 

@@ -4,7 +4,7 @@
 // with who asked.
 import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
 import { mkdirSync, renameSync, symlinkSync, writeFileSync } from "node:fs";
-import { netnsAvailable, Topology } from "../support/netns.ts";
+import { netnsAvailable, Topology } from "../../scripts/lib/netns.ts";
 import { buildRelayTopology, type RelayTopology } from "../support/relay-harness.ts";
 import { TempDir, TestDaemon, burst, killBackground, waitFor, type ListedRule } from "../support/daemon-harness.ts";
 

@@ -10,7 +10,7 @@ import { afterEach, describe, expect, test } from "bun:test";
 import { chmodSync, copyFileSync, readdirSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { workerSlot } from "../../src/rules/flow-hash.ts";
-import type { WorkerInfo } from "../../src/supervisor/dataplanes.ts";
+import type { WorkerInfo } from "../../src/supervisor/worker-pool.ts";
 import { lookupUser } from "../../src/supervisor/user.ts";
 import {
   helloClient,
@@ -26,7 +26,7 @@ import {
   type ListedRule,
   type StatsResult,
 } from "../support/daemon-harness.ts";
-import { netnsAvailable, Topology } from "../support/netns.ts";
+import { netnsAvailable, Topology } from "../../scripts/lib/netns.ts";
 import {
   buildRelayTopology,
   COMPILED_PATH,
@@ -48,7 +48,7 @@ const describe_netns = describe.skipIf(!netnsAvailable());
 /** Generous: two cores shared with other test runs, and every test starts many bun processes. */
 const T = 240_000;
 const NOBODY = lookupUser("nobody");
-/** The specification the tests hold the worker manager to (src/supervisor/dataplanes.ts). */
+/** The specification the tests hold the worker manager to (src/supervisor/worker-pool.ts). */
 const PING_INTERVAL_MS = 1_000;
 const PING_DEADLINE_MS = 1_000;
 const BACKOFF_FIRST_MS = 250;

@@ -11,7 +11,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Socket } from "bun";
-import type { ExecResult } from "./netns.ts";
+import type { ExecResult } from "../../scripts/lib/netns.ts";
 import {
   LoggedProcess,
   mcrelayCommand,

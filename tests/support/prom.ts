@@ -9,7 +9,7 @@
  */
 import { existsSync } from "node:fs";
 import { join } from "node:path";
-import type { Topology } from "./netns.ts";
+import type { Topology } from "../../scripts/lib/netns.ts";
 import { REPO_ROOT } from "./relay-harness.ts";
 
 export interface Sample {

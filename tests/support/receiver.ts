@@ -10,7 +10,7 @@
  * payloads carrying mcrelay gen's header (magic, stream, seq), unique sequence numbers and
  * duplicates per stream.
  */
-import type { Topology } from "./netns.ts";
+import type { Topology } from "../../scripts/lib/netns.ts";
 import { startLogged, type LoggedProcess } from "./relay-harness.ts";
 
 const PYTHON3 = Bun.which("python3") ?? Bun.which("python3", { PATH: "/usr/bin:/bin:/usr/local/bin" }) ?? "python3";

@@ -10,7 +10,7 @@
 import { existsSync } from "node:fs";
 import { join, resolve } from "node:path";
 import type { Subprocess } from "bun";
-import { Topology } from "./netns.ts";
+import { Topology } from "../../scripts/lib/netns.ts";
 
 export const REPO_ROOT = resolve(import.meta.dir, "../..");
 export const MAIN_TS = join(REPO_ROOT, "src/main.ts");

@@ -11,7 +11,7 @@
  * = (seq * 7 + i) & 0xff. Shorter datagrams (zero-length included) carry no sequence number and
  * are counted by size only.
  */
-import { Topology } from "./netns.ts";
+import { Topology } from "../../scripts/lib/netns.ts";
 import { execJson, startLogged, type LoggedProcess } from "./relay-harness.ts";
 
 const python3 = Bun.which("python3") ?? Bun.which("python3", { PATH: "/usr/bin:/bin:/usr/local/bin" }) ?? "python3";

@@ -1,7 +1,7 @@
 // Command-line validation of forward / gen / sink: a wrong argument ends with exit code 2 and
 // one message naming the argument, before anything is opened, and never with a stack trace.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { netnsAvailable, Topology } from "../support/netns.ts";
+import { netnsAvailable, Topology } from "../../scripts/lib/netns.ts";
 import { mcrelayCommand } from "../support/relay-harness.ts";
 
 const mcrelay = mcrelayCommand("bun");

@@ -2,7 +2,7 @@
 // with a message that says what is wrong; role checks depend on where the endpoint is used.
 import { describe, expect, test } from "bun:test";
 import * as v from "valibot";
-import { endpointSchema, formatEndpoint, parseEndpoint, type Endpoint } from "../../src/config/endpoint.ts";
+import { endpointSchema, formatEndpoint, parseEndpoint, type Endpoint } from "../../src/base/endpoint.ts";
 
 function ok(text: string): Endpoint {
   const e = parseEndpoint(text);

@@ -11,11 +11,11 @@ import {
   netnsAvailable,
   sweepStale,
   withTopology,
-} from "../support/netns.ts";
+} from "../../scripts/lib/netns.ts";
 
 // Namespaces need root and iproute2 (CI has both); elsewhere these tests are skipped.
 const describe_netns = describe.skipIf(!netnsAvailable());
-const netns_path = new URL("../support/netns.ts", import.meta.url).pathname;
+const netns_path = new URL("../../scripts/lib/netns.ts", import.meta.url).pathname;
 const bun = process.execPath;
 
 /** Reads a child's output line by line; keeps what it has read so later waits see it too. */

@@ -7,8 +7,8 @@ const sys = @import("../sys.zig");
 const abi = @import("../abi.zig");
 const constants = @import("../constants.zig");
 const ring_mod = @import("../ring.zig");
-const egress_mod = @import("../egress.zig");
-const join_mod = @import("../join.zig");
+const egress_mod = @import("egress.zig");
+const join_mod = @import("join.zig");
 const parse = @import("parse.zig");
 const table_mod = @import("table.zig");
 const stats_mod = @import("stats.zig");
@@ -18,12 +18,9 @@ pub const stats_bytes: usize = stats_mod.total_words * @sizeOf(u64);
 
 pub const RunResult = enum(i32) { budget = 0, woken = 1 };
 
-/// Blocks processed before the loop looks at the clock and the wake fd again.
-const blocks_per_turn_max: u32 = 64;
-/// At most one wake-up per this long while traffic flows (see run).
-const coalesce_window_ns: u64 = 100 * std.time.ns_per_us;
-/// Blocks whose frames are queued before one egress flush.
-const blocks_per_flush_max: u32 = 8;
+const blocks_per_turn_max = constants.blocks_per_turn_max;
+const blocks_per_flush_max = constants.blocks_per_flush_max;
+const coalesce_window_ns = constants.coalesce_window_ns;
 
 pub const Dataplane = struct {
     cfg: abi.DpConfig,

@@ -8,10 +8,11 @@
 // with escalating backoff. Nothing here blocks the event loop.
 import { randomInt } from "node:crypto";
 import { logger } from "../log.ts";
+import { WORKERS_PER_INTERFACE_MAX } from "../limits.ts";
 import { fdCloseAsync, packetOpen, packetSetupAsync, type RingGeometry } from "../native/lib.ts";
 import { workerSlot } from "../rules/flow-hash.ts";
 import { tableHash } from "../rules/wire.ts";
-import type { WireRule } from "../worker/messages.ts";
+import type { WireRule } from "../rules/wire.ts";
 import { CounterBook } from "./counters.ts";
 import { lookupLink } from "./links.ts";
 import type { WorkerUser } from "./user.ts";
@@ -28,7 +29,6 @@ export const BACKOFF_MIN_MS = 250;
 export const BACKOFF_MAX_MS = 16_000;
 /** A worker that stayed up this long has its failure streak forgiven. */
 export const HEALTHY_RESET_MS = 30_000;
-export const WORKERS_PER_INTERFACE_MAX = 64;
 
 export type WorkerState = "starting" | "running" | "backoff" | "stopping";
 
@@ -94,7 +94,7 @@ function entryKey(ifname: string, slot: number): string {
   return `${ifname}#${slot}`;
 }
 
-export class Dataplanes {
+export class WorkerPool {
   readonly counters = new CounterBook();
   readonly #entries = new Map<string, Entry>();
   /** Planes by interface; a promise while its sockets are being set up. */

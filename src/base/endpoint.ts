@@ -3,6 +3,7 @@
 // same rules and the same error messages.
 import * as v from "valibot";
 import { isMulticast, isUnspecified, parseIp, type IpAddress } from "./address.ts";
+import { PORT_MAX, PORT_MIN } from "../limits.ts";
 
 export interface Endpoint {
   addr: IpAddress;
@@ -44,7 +45,7 @@ export function parseEndpoint(text: string): Endpoint | string {
   if (!addr) return `'${addrText}' is not an IPv4 or IPv6 address`;
   if (!/^\d{1,5}$/.test(portText)) return `port '${portText}' is not a number`;
   const port = Number(portText);
-  if (port < 1 || port > 65535) return `port ${port} is out of range (1-65535)`;
+  if (port < PORT_MIN || port > PORT_MAX) return `port ${port} is out of range (${PORT_MIN}-${PORT_MAX})`;
   return { addr, port, iface };
 }
 

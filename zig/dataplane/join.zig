@@ -3,10 +3,10 @@
 //! several sockets because the kernel allows igmp_max_memberships (default 20) per socket.
 const std = @import("std");
 const linux = std.os.linux;
-const sys = @import("sys.zig");
-const abi = @import("abi.zig");
-const constants = @import("constants.zig");
-const net = @import("net.zig");
+const sys = @import("../sys.zig");
+const abi = @import("../abi.zig");
+const constants = @import("../constants.zig");
+const net = @import("../net.zig");
 
 const per_socket = constants.joins_per_socket_max;
 const sockets_max = constants.join_sockets_max;

@@ -3,11 +3,11 @@
 //! so a slow output can never stall the ring or the other outputs.
 const std = @import("std");
 const linux = std.os.linux;
-const sys = @import("sys.zig");
-const abi = @import("abi.zig");
-const constants = @import("constants.zig");
-const stats_mod = @import("dataplane/stats.zig");
-const net = @import("net.zig");
+const sys = @import("../sys.zig");
+const abi = @import("../abi.zig");
+const constants = @import("../constants.zig");
+const stats_mod = @import("stats.zig");
+const net = @import("../net.zig");
 
 const batch_max = constants.egress_batch_max;
 const outputs_max = constants.outputs_max;
