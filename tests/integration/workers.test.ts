@@ -411,7 +411,7 @@ describe_netns("workers (kernel, under bun)", () => {
   );
 
   test(
-    "a worker SIGKILLed under 10,000 pps is replaced by a running worker within 1 s, the stream loses nothing and the rule's count equals what the receiver got",
+    "a worker SIGKILLed under 10,000 pps is replaced by a running worker within 1 s, the stream loses nothing, at most one ring block is sent twice, and the rule's count equals what the receiver got",
     async () => {
       const rt = await topology({ label: "kill" });
       const dir = tempDir();
@@ -460,10 +460,14 @@ describe_netns("workers (kernel, under bun)", () => {
         expect(row).toMatchObject({ pid: replaced.pid, state: "running", restarts: 1 });
         expect(restartMs).toBeLessThanOrEqual(1_000);
         // The packet socket outlives its worker: the replacement picks up the ring's backlog, so
-        // nothing is lost and nothing is relayed twice (measured: 0 of 60,000 lost).
-        expect(report.totals).toMatchObject({ received: count, lost: 0, duplicates: 0, pattern_errors: 0, datagrams: count });
-        // The killed worker's counts are kept: the rule's total is what the receiver got.
-        expect(ruleNamed(st.rules, "a").packets).toBe(report.totals.received);
+        // nothing is lost (measured: 0 of 60,000, every run). It resumes at the block the killed
+        // worker had not released yet, so what that worker had already sent of it is sent again:
+        // duplicates are bounded by one block (measured 0 to 9; a 256-byte payload per frame at least).
+        const block_packets_max = Math.floor(replaced.ring.blockBytes! / 256);
+        expect(report.totals).toMatchObject({ received: count, lost: 0, pattern_errors: 0, datagrams: count + report.totals.duplicates });
+        expect(report.totals.duplicates).toBeLessThanOrEqual(block_packets_max);
+        // The killed worker's counts are kept: the rule's total is every datagram the receiver got.
+        expect(ruleNamed(st.rules, "a").packets).toBe(report.totals.datagrams);
       } finally {
         c.close();
       }
