@@ -81,6 +81,21 @@ export default defineCommand({
     const stateDir = a["state-dir"] || process.env.MCRELAY_STATE_DIR || DEFAULT_STATE_DIR;
     const flags = validate(v.object({ workers: v.optional(intFlag(1, WORKERS_PER_INTERFACE_MAX)), clientsMax: v.optional(intFlag(1, CLIENTS_MAX_LIMIT)) }), { workers: a.workers, clientsMax: a["clients-max"] });
     const user = workerUser(a.user);
+    // Signal handlers before start-up: until a listener exists SIGTERM/SIGHUP kill at once (a
+    // `systemctl stop` or reload right after READY=1 ended the daemon with status 143).
+    const done = new Promise<string>((resolve) => {
+      process.on("SIGTERM", () => resolve("SIGTERM"));
+      process.on("SIGINT", () => resolve("SIGINT"));
+    });
+    let started: Daemon | null = null;
+    // SIGHUP is reload, never death (a unit's ExecReload sends it).
+    process.on("SIGHUP", () => {
+      if (!started) return log.warn("SIGHUP during start-up ignored: the config file is being read now");
+      started.requestReload("SIGHUP").then(
+        (r) => log.info(`SIGHUP reload: ${JSON.stringify(r)}`),
+        (err) => log.error(`SIGHUP reload failed: ${(err as Error).message}`),
+      );
+    });
     let daemon: Daemon;
     try {
       daemon = await Daemon.start({
@@ -99,17 +114,7 @@ export default defineCommand({
       if (err instanceof SocketPathError) throw new UsageError(`--socket: ${err.message}`);
       throw err;
     }
-    const done = new Promise<string>((resolve) => {
-      process.on("SIGTERM", () => resolve("SIGTERM"));
-      process.on("SIGINT", () => resolve("SIGINT"));
-    });
-    // SIGHUP is reload, never death (a unit's ExecReload sends it).
-    process.on("SIGHUP", () => {
-      daemon.requestReload("SIGHUP").then(
-        (r) => log.info(`SIGHUP reload: ${JSON.stringify(r)}`),
-        (err) => log.error(`SIGHUP reload failed: ${(err as Error).message}`),
-      );
-    });
+    started = daemon;
     const why = await done;
     log.info(`stopping (${why})`);
     await daemon.stop();

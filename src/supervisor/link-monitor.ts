@@ -35,6 +35,7 @@ export class LinkMonitor {
   #current: Table = new Map();
   /** The table as last reported to listeners: changes are always reported against it. */
   #reported: Table = new Map();
+  #initialReported = false;
   /** The table being rebuilt by a dump, and the dumps still to run. */
   #next: Table | null = null;
   #dumpSeq = -1;
@@ -121,7 +122,15 @@ export class LinkMonitor {
   #report(): void {
     const events = diff(this.#reported, this.#current);
     this.#reported = clone(this.#current);
-    this.#emit(events);
+    // The first report lists every interface and address the host has: one line at info, the
+    // details at debug (a router with 50 interfaces would otherwise log 150 lines at start).
+    const initial = !this.#initialReported;
+    this.#initialReported = true;
+    if (initial) {
+      const names = [...this.#current.values()].map((l) => l.name);
+      log.info(`${names.length} interfaces: ${names.join(", ")}`);
+    }
+    this.#emit(events, initial ? "debug" : "info");
   }
 
   #dumpStep(): void {
@@ -161,9 +170,9 @@ export class LinkMonitor {
     }
   }
 
-  #emit(events: LinkEvent[]): void {
+  #emit(events: LinkEvent[], level: "info" | "debug" = "info"): void {
     if (events.length === 0) return;
-    for (const ev of events) log.info(describe(ev));
+    for (const ev of events) log[level](describe(ev));
     for (const fn of this.#listeners) fn(events);
   }
 }
