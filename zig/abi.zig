@@ -2,7 +2,7 @@
 //! the library is loaded (see `layout` in lib.zig); any change here bumps `version`.
 const std = @import("std");
 
-pub const version: u32 = 8;
+pub const version: u32 = 9;
 
 /// Addresses are 16 bytes everywhere; IPv4 is stored v4-mapped (::ffff:a.b.c.d).
 pub const Addr = [16]u8;
@@ -35,7 +35,9 @@ pub const RuleDesc = extern struct {
     /// 802.1Q VID the frames must carry, 1..4094; 0 = untagged frames only.
     vlan_id: u16 = 0,
     _pad: u16 = 0,
-    _reserved: u32 = 0,
+    /// The input interface's primary IPv4 address: a datagram from it is our own (martian).
+    /// All zero when unknown.
+    local_addr4: [4]u8 = @splat(0),
 };
 
 pub const OutputDesc = extern struct {

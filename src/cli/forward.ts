@@ -105,7 +105,8 @@ function printHuman(report: RelayReport, seconds: number): void {
   printLine(`forwarded for ${seconds.toFixed(1)} s`);
   for (const rule of report.rules) {
     printLine();
-    printLine(`rule ${rule.name}: ${rule.input}  ${rule.packets.toLocaleString("en-US")} packets in, ${rule.bytes.toLocaleString("en-US")} bytes`);
+    const drops = Object.entries(rule.drops).filter(([, n]) => n > 0).map(([k, n]) => `${k} ${n}`);
+    printLine(`rule ${rule.name}: ${rule.input}  ${rule.packets.toLocaleString("en-US")} packets in, ${rule.bytes.toLocaleString("en-US")} bytes${drops.length ? `; drops: ${drops.join(", ")}` : ""}`);
     printTable(
       ["output", "ttl", "dscp", "gso", "packets", "bytes", "send errors"],
       rule.outputs.map((o) => [o.to, o.ttl, o.dscp, o.gso ? "on" : "off", o.packets, o.bytes, errorsText(o.send_errors)]),

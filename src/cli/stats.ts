@@ -24,7 +24,8 @@ interface StatsResult {
 
 function printHuman(s: StatsResult): void {
   for (const r of s.rules) {
-    printLine(`${r.name} (${r.state}) ${r.input}: ${r.packets.toLocaleString("en-US")} packets, ${formatRate(r.pps, "pps")}, ${formatRate(r.bps, "bit/s")}`);
+    const drops = Object.entries(r.drops ?? {}).filter(([, n]) => n > 0).map(([k, n]) => `${k} ${n}`);
+    printLine(`${r.name} (${r.state}) ${r.input}: ${r.packets.toLocaleString("en-US")} packets, ${formatRate(r.pps, "pps")}, ${formatRate(r.bps, "bit/s")}${drops.length ? `; drops: ${drops.join(", ")}` : ""}`);
     printTable(
       ["  output", "ttl", "dscp", "gso", "packets", "pps", "bit/s", "send errors"],
       r.outputs.map((o) => [`  ${o.to}`, o.ttl, o.dscp, o.gso ? "on" : "off", o.packets, formatRate(o.pps, ""), formatRate(o.bps, ""), Object.entries(o.send_errors).map(([k, n]) => `${k} ${n}`).join(", ") || "-"]),

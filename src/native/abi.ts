@@ -2,7 +2,7 @@
 // The native module checks these numbers against the library right after loading it, so a
 // drift between the two sides refuses to run instead of misreading memory.
 
-export const ABI_VERSION = 8;
+export const ABI_VERSION = 9;
 
 export const TABLE_MAGIC = 0x4d435254;
 export const RULE_FLAG_SOURCE_FILTER = 1;
@@ -88,10 +88,16 @@ export const WORKER_COUNTERS = [
   "rx_gso_frames",
   "rx_gso_datagrams",
   "vlan_mismatch",
+  "otherhost",
+  "martian_source",
+  "own_source",
 ] as const;
 export type WorkerCounter = (typeof WORKER_COUNTERS)[number];
 
-export const RULE_COUNTERS = ["id", "packets", "bytes"] as const;
+export const RULE_COUNTERS = ["id", "packets", "bytes", "source_mismatch", "own_source"] as const;
+/** Per-rule drop counters (the rule counters after id, packets, bytes). */
+export const RULE_DROPS = ["source_mismatch", "own_source"] as const;
+export type RuleDrop = (typeof RULE_DROPS)[number];
 
 export const OUTPUT_COUNTERS = [
   "id",
@@ -199,6 +205,8 @@ export interface TableRule {
   port: number;
   /** 802.1Q VID 1..4094, or 0: untagged frames only. */
   vlan: number;
+  /** The input interface's IPv4 address (4 bytes), or null. */
+  local: Uint8Array | null;
   outputs: TableOutput[];
 }
 
@@ -235,6 +243,7 @@ export function encodeTable(rules: readonly TableRule[], generation: number): Ui
     view.setUint16(at + 44, outputIndex, true);
     view.setUint16(at + 46, rule.outputs.length, true);
     view.setUint16(at + 48, rule.vlan, true);
+    if (rule.local) buf.set(rule.local, at + 52);
     for (const out of rule.outputs) {
       const o = outputsStart + outputIndex * SIZE.outputDesc;
       view.setBigUint64(o, out.id, true);

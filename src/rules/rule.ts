@@ -114,6 +114,7 @@ export function resolveRule(rule: Rule, lookup: LinkLookup): Resolved {
       port: rule.input.port,
       source: rule.source?.text ?? null,
       vlan: rule.vlan ?? 0,
+      local: input?.addr4 ?? null,
       outputs,
     },
     pending,

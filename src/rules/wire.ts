@@ -30,6 +30,8 @@ export const WireRuleSchema = v.strictObject({
   source: v.nullable(v.string()),
   /** 802.1Q VID the frames must carry; 0 = untagged only. */
   vlan: v.pipe(v.number(), v.integer(), v.minValue(0), v.maxValue(VLAN_MAX)),
+  /** The input interface's IPv4 address: datagrams from it are our own (dropped). */
+  local: v.nullable(v.string()),
   outputs: v.pipe(v.array(WireOutputSchema), v.minLength(1)),
 });
 export type WireRule = v.InferOutput<typeof WireRuleSchema>;
@@ -38,7 +40,7 @@ export type WireRule = v.InferOutput<typeof WireRuleSchema>;
 export function tableHash(rules: readonly WireRule[]): string {
   const canonical = [...rules]
     .sort((a, b) => (BigInt(a.id) < BigInt(b.id) ? -1 : 1))
-    .map((r) => [r.id, r.group, r.port, r.source, r.vlan, r.outputs.map((o) => [o.id, o.addr, o.port, o.ttl, o.dscp, o.gso, o.ifindex, o.source])]);
+    .map((r) => [r.id, r.group, r.port, r.source, r.vlan, r.local, r.outputs.map((o) => [o.id, o.addr, o.port, o.ttl, o.dscp, o.gso, o.ifindex, o.source])]);
   return createHash("sha256").update(JSON.stringify(canonical)).digest("hex").slice(0, 16);
 }
 
@@ -55,6 +57,7 @@ export function wireToNative(rules: readonly WireRule[], generation: number): Ui
     source: r.source === null ? null : addr(r.source, `rule ${r.id} source`),
     port: r.port,
     vlan: r.vlan,
+    local: r.local === null ? null : addr(r.local, `rule ${r.id} local`).subarray(12, 16),
     outputs: r.outputs.map((o) => ({
       id: BigInt(o.id),
       addr: addr(o.addr, `rule ${r.id} output ${o.id}`),

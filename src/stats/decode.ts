@@ -5,6 +5,8 @@ import {
   OUTPUT_COUNTERS,
   PARSE_DROPS,
   RULE_COUNTERS,
+  RULE_DROPS,
+  type RuleDrop,
   SEND_ERROR_NAMES,
   STATS_HEADER,
   STATS_HEADER_WORDS,
@@ -18,6 +20,7 @@ export interface RuleCounters {
   id: string;
   packets: number;
   bytes: number;
+  drops: Record<RuleDrop, number>;
 }
 
 export interface OutputCounters {
@@ -48,7 +51,8 @@ export function decodeStats(words: BigUint64Array): DataplaneSnapshot {
   const rules: RuleCounters[] = [];
   for (let r = 0; r < ruleCount; r++) {
     const at = ruleBase + r * RULE_COUNTERS.length;
-    rules.push({ id: words[at]!.toString(), packets: Number(words[at + 1]!), bytes: Number(words[at + 2]!) });
+    const drops = Object.fromEntries(RULE_DROPS.map((n) => [n, Number(words[at + RULE_COUNTERS.indexOf(n)]!)])) as Record<RuleDrop, number>;
+    rules.push({ id: words[at]!.toString(), packets: Number(words[at + 1]!), bytes: Number(words[at + 2]!), drops });
   }
   const outputBase = ruleBase + LIMITS.rulesMax * RULE_COUNTERS.length;
   const outputs: OutputCounters[] = [];

@@ -1,10 +1,10 @@
 // Counter totals across worker lifetimes: the latest snapshot of each live worker plus what
 // retired workers had counted, so a restart never loses counts. Also the per-second rates.
 import type { DataplaneSnapshot, OutputCounters, RuleCounters } from "../stats/decode.ts";
-import { WORKER_COUNTERS, PARSE_DROPS, type WorkerCounter, type ParseDrop } from "../native/abi.ts";
+import { WORKER_COUNTERS, PARSE_DROPS, RULE_DROPS, type WorkerCounter, type ParseDrop, type RuleDrop } from "../native/abi.ts";
 
 export interface Totals {
-  rules: Map<string, { packets: number; bytes: number }>;
+  rules: Map<string, { packets: number; bytes: number; drops: Record<RuleDrop, number> }>;
   outputs: Map<string, { packets: number; bytes: number; sendErrors: Record<string, number> }>;
   /** Worker-level counters summed per interface. */
   interfaces: Map<string, { worker: Record<WorkerCounter, number>; parseDrops: Record<ParseDrop, number> }>;
@@ -18,10 +18,15 @@ function emptyIface() {
 }
 
 function addRule(into: Totals["rules"], r: RuleCounters): void {
-  const t = into.get(r.id) ?? { packets: 0, bytes: 0 };
+  const t = into.get(r.id) ?? { packets: 0, bytes: 0, drops: Object.fromEntries(RULE_DROPS.map((n) => [n, 0])) as Record<RuleDrop, number> };
   t.packets += r.packets;
   t.bytes += r.bytes;
+  for (const n of RULE_DROPS) t.drops[n] += r.drops?.[n] ?? 0;
   into.set(r.id, t);
+}
+
+function sumDrops(r: RuleCounters): number {
+  return RULE_DROPS.reduce((n, k) => n + (r.drops?.[k] ?? 0), 0);
 }
 
 function addOutput(into: Totals["outputs"], o: OutputCounters): void {
@@ -68,7 +73,7 @@ export class CounterBook {
       const rules = new Map(snap.rules.map((r) => [r.id, r]));
       for (const r of prev.rules) {
         const now = rules.get(r.id);
-        if (!now || now.packets < r.packets || now.bytes < r.bytes) addRule(this.#retired.rules, r);
+        if (!now || now.packets < r.packets || now.bytes < r.bytes || sumDrops(now) < sumDrops(r)) addRule(this.#retired.rules, r);
       }
       const outputs = new Map(snap.outputs.map((o) => [o.id, o]));
       for (const o of prev.outputs) {
@@ -87,7 +92,7 @@ export class CounterBook {
 
   totals(): Totals {
     const t: Totals = { rules: new Map(), outputs: new Map(), interfaces: new Map() };
-    for (const [id, r] of this.#retired.rules) t.rules.set(id, { ...r });
+    for (const [id, r] of this.#retired.rules) t.rules.set(id, { ...r, drops: { ...r.drops } });
     for (const [id, o] of this.#retired.outputs) t.outputs.set(id, { ...o, sendErrors: { ...o.sendErrors } });
     for (const [k, i] of this.#retired.interfaces) t.interfaces.set(k, { worker: { ...i.worker }, parseDrops: { ...i.parseDrops } });
     for (const { iface, snap } of this.#live.values()) addSnapshot(t, iface, snap);

@@ -2,7 +2,7 @@
 import { formatEndpoint } from "../base/endpoint.ts";
 import { formatInput, type Rule } from "../rules/rule.ts";
 import type { Rates, Totals } from "./counters.ts";
-import type { ParseDrop, WorkerCounter } from "../native/abi.ts";
+import { RULE_DROPS, type ParseDrop, type WorkerCounter } from "../native/abi.ts";
 
 export interface OutputReport {
   to: string;
@@ -33,6 +33,12 @@ export interface RuleReport {
   bytes: number;
   pps: number;
   bps: number;
+  /**
+   * What was dropped that belongs to this rule: source_mismatch (its group and port from a
+   * source it does not accept), own_source (from the input interface's own address),
+   * output_errors (datagrams its outputs failed to send, all errnos).
+   */
+  drops: Record<string, number>;
   outputs: OutputReport[];
 }
 
@@ -67,6 +73,10 @@ export function buildRuleReports(views: RuleView[], totals: Totals, rates: Rates
       bytes: t?.bytes ?? 0,
       pps: round(r?.pps ?? 0),
       bps: round(r?.bps ?? 0),
+      drops: {
+        ...(t?.drops ?? Object.fromEntries(RULE_DROPS.map((n) => [n, 0]))),
+        output_errors: rule.outputs.reduce((n, o) => n + Object.values(totals.outputs.get(o.id.toString())?.sendErrors ?? {}).reduce((a, b) => a + b, 0), 0),
+      },
       outputs: rule.outputs.map((out) => {
         const oid = out.id.toString();
         const ot = totals.outputs.get(oid);

@@ -300,3 +300,42 @@ describe_netns("fidelity: VLANs", () => {
     TEST_TIMEOUT_MS,
   );
 });
+
+describe_netns("fidelity: martians and per-rule drops", () => {
+  test(
+    "frames for another host's MAC, martian sources, the input's own address and bad UDP checksums are not relayed and each is counted",
+    async () => {
+      const rt = await topology({ label: "martians" });
+      const fwd = await startForward(rt.topo, rt.relay, mode, ["--from", "239.1.1.1:5000@r0", "--to", "239.2.2.2:6000@r1"]);
+      // A second rule (its own relay) that only accepts one source nobody uses.
+      const filtered = await startForward(rt.topo, rt.relay, mode, ["--name", "filtered", "--from", "239.1.1.5:5000@r0", "--source", "10.99.1.77", "--to", "239.2.2.5:6000@r1"], "forward filtered");
+      const rx = await startUdpReceiver(rt.topo, rt.sinks[0]!.ns, { group: "239.2.2.2", port: 6000, ifname: "s0", idle_s: 3, first_s: 15 });
+      const base = { dst: "239.1.1.1", dport: 5000, size: 120 };
+      const frames: RawFrame[] = [];
+      for (let i = 0; i < 40; i++) frames.push({ ...base, src: rt.genAddr, stream: 1, seq: i });
+      for (let i = 0; i < 50; i++) frames.push({ ...base, src: rt.genAddr, stream: 2, seq: i, mac_dst: "02:00:00:00:00:99" });
+      for (const src of ["0.1.2.3", "127.0.0.1", "224.1.1.1", "255.255.255.255"]) {
+        for (let i = 0; i < 20; i++) frames.push({ ...base, src, stream: 3, seq: i });
+      }
+      for (let i = 0; i < 20; i++) frames.push({ ...base, src: rt.relayInAddr, stream: 4, seq: i });
+      for (let i = 0; i < 30; i++) frames.push({ ...base, src: rt.genAddr, stream: 5, seq: i, bad_udp_checksum: true });
+      for (let i = 0; i < 25; i++) frames.push({ ...base, dst: "239.1.1.5", src: rt.genAddr, stream: 6, seq: i });
+      expect(await sendRawFrames(rt.topo, rt.gen, "g0", frames, 0.0005)).toBe(frames.length);
+      const got = await rx.report();
+      const relay = await fwd.stopJson<ForwardReport>();
+      const other = await filtered.stopJson<ForwardReport>();
+      note("martians", { got, counters: relay.workers[0]?.counters, drops: relay.workers[0]?.parse_drops, rule: relay.rules[0]?.drops, filtered: other.rules[0]?.drops });
+
+      expect(got.streams).toEqual({ "1": 40 });
+      expect(got.duplicates).toBe(0);
+      expect(workerSum(relay, "otherhost")).toBe(50);
+      expect(workerSum(relay, "martian_source")).toBe(80);
+      expect(workerSum(relay, "own_source")).toBe(20);
+      expect(workerSum(relay, "udp_bad_checksum", "parse_drops")).toBe(30);
+      expect(relay.rules[0]!).toMatchObject({ packets: 40, drops: { own_source: 20, source_mismatch: 0, output_errors: 0 } });
+      // The rule with --source that matched nothing says why.
+      expect(other.rules[0]!).toMatchObject({ packets: 0, drops: { source_mismatch: 25 } });
+    },
+    TEST_TIMEOUT_MS,
+  );
+});

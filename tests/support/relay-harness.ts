@@ -302,6 +302,7 @@ export interface ForwardReport {
     state: string;
     packets: number;
     bytes: number;
+    drops: Record<string, number>;
     outputs: { to: string; state: string; reason: string | null; ttl: number; dscp: number | "copy"; gso: boolean; packets: number; bytes: number; send_errors: Record<string, number> }[];
   }[];
   workers: {

@@ -1,12 +1,12 @@
 // The counter book: totals per rule, output and interface that survive worker restarts (a
 // retired worker's last counts are kept), and per-second rates from successive samples.
 import { describe, expect, test } from "bun:test";
-import { PARSE_DROPS, WORKER_COUNTERS } from "../../src/native/abi.ts";
+import { PARSE_DROPS, RULE_DROPS, WORKER_COUNTERS } from "../../src/native/abi.ts";
 import type { DataplaneSnapshot } from "../../src/stats/decode.ts";
 import { CounterBook } from "../../src/supervisor/counters.ts";
 
 interface SnapOptions {
-  rules?: [string, number, number][];
+  rules?: [string, number, number, Partial<Record<(typeof RULE_DROPS)[number], number>>?][];
   outputs?: [string, number, number, Record<string, number>?][];
   worker?: Partial<Record<(typeof WORKER_COUNTERS)[number], number>>;
   drops?: Partial<Record<(typeof PARSE_DROPS)[number], number>>;
@@ -19,7 +19,12 @@ function snap(o: SnapOptions): DataplaneSnapshot {
     generation: 1,
     worker,
     parseDrops,
-    rules: (o.rules ?? []).map(([id, packets, bytes]) => ({ id, packets, bytes })),
+    rules: (o.rules ?? []).map(([id, packets, bytes, drops]) => ({
+      id,
+      packets,
+      bytes,
+      drops: Object.fromEntries(RULE_DROPS.map((n) => [n, drops?.[n] ?? 0])) as DataplaneSnapshot["rules"][number]["drops"],
+    })),
     outputs: (o.outputs ?? []).map(([id, packets, bytes, sendErrors]) => ({ id, packets, bytes, sendErrors: sendErrors ?? {} })),
   };
 }
@@ -29,7 +34,7 @@ describe("counter book", () => {
     const book = new CounterBook();
     book.observe("eth0/100", "eth0", snap({ rules: [["1", 10, 1000]] }));
     book.observe("eth0/100", "eth0", snap({ rules: [["1", 25, 2500]] }));
-    expect(book.totals().rules.get("1")).toEqual({ packets: 25, bytes: 2500 });
+    expect(book.totals().rules.get("1")).toMatchObject({ packets: 25, bytes: 2500 });
   });
 
   test("a retired worker's final counts are kept and the new worker's are added to them", () => {
@@ -40,7 +45,7 @@ describe("counter book", () => {
     // The replacement starts counting from zero.
     book.observe("eth0/200", "eth0", snap({ rules: [["1", 5, 500]], outputs: [["o1", 5, 500, { ENOBUFS: 1, EAGAIN: 3 }]], worker: { rx_frames: 6 }, drops: { not_udp: 2 } }));
     const t = book.totals();
-    expect(t.rules.get("1")).toEqual({ packets: 15, bytes: 1500 });
+    expect(t.rules.get("1")).toMatchObject({ packets: 15, bytes: 1500 });
     expect(t.outputs.get("o1")).toEqual({ packets: 15, bytes: 1500, sendErrors: { ENOBUFS: 3, EAGAIN: 3 } });
     expect(t.interfaces.get("eth0")?.worker.rx_frames).toBe(18);
     expect(t.interfaces.get("eth0")?.parseDrops.not_udp).toBe(3);
@@ -50,7 +55,7 @@ describe("counter book", () => {
     const book = new CounterBook();
     book.observe("eth0/100", "eth0", snap({ rules: [["1", 10, 1000]] }));
     book.retire("eth0/100", "eth0", snap({ rules: [["1", 14, 1400]] }));
-    expect(book.totals().rules.get("1")).toEqual({ packets: 14, bytes: 1400 });
+    expect(book.totals().rules.get("1")).toMatchObject({ packets: 14, bytes: 1400 });
   });
 
   test("totals stay exact over many restarts of one interface's worker", () => {
@@ -60,7 +65,7 @@ describe("counter book", () => {
       book.retire(`eth0/${i}`, "eth0", snap({ rules: [["1", 100, 10_000]] }));
     }
     book.observe("eth0/live", "eth0", snap({ rules: [["1", 3, 300]] }));
-    expect(book.totals().rules.get("1")).toEqual({ packets: 5003, bytes: 500_300 });
+    expect(book.totals().rules.get("1")).toMatchObject({ packets: 5003, bytes: 500_300 });
   });
 
   test("totals add workers of different interfaces for a rule id, and keep interfaces apart", () => {
@@ -68,10 +73,18 @@ describe("counter book", () => {
     book.observe("eth0/1", "eth0", snap({ rules: [["1", 1, 10]], worker: { matched: 1 } }));
     book.observe("eth1/2", "eth1", snap({ rules: [["2", 2, 20]], worker: { matched: 2 } }));
     const t = book.totals();
-    expect(t.rules.get("1")).toEqual({ packets: 1, bytes: 10 });
-    expect(t.rules.get("2")).toEqual({ packets: 2, bytes: 20 });
+    expect(t.rules.get("1")).toMatchObject({ packets: 1, bytes: 10 });
+    expect(t.rules.get("2")).toMatchObject({ packets: 2, bytes: 20 });
     expect(t.interfaces.get("eth0")?.worker.matched).toBe(1);
     expect(t.interfaces.get("eth1")?.worker.matched).toBe(2);
+  });
+
+  test("per-rule drop counters are totalled across a worker restart like packets", () => {
+    const book = new CounterBook();
+    book.observe("eth0/1", "eth0", snap({ rules: [["1", 0, 0, { source_mismatch: 4 }]] }));
+    book.retire("eth0/1", "eth0", snap({ rules: [["1", 0, 0, { source_mismatch: 7, own_source: 1 }]] }));
+    book.observe("eth0/2", "eth0", snap({ rules: [["1", 0, 0, { source_mismatch: 2 }]] }));
+    expect(book.totals().rules.get("1")!.drops).toEqual({ source_mismatch: 9, own_source: 1 });
   });
 
   test("totals() returns copies: changing them does not change the book", () => {
@@ -95,12 +108,12 @@ describe("counter book", () => {
     book.sample(0);
     book.observe("eth0/100", "eth0", snap({ rules: [["1", 3000, 300_000]], outputs: [["o", 3000, 300_000]] }));
     book.sample(2000);
-    expect(book.rates().rules.get("1")).toEqual({ pps: 1000, bps: 800_000 });
+    expect(book.rates().rules.get("1")).toMatchObject({ pps: 1000, bps: 800_000 });
     expect(book.rates().outputs.get("o")).toEqual({ pps: 1000, bps: 800_000 });
     // The worker dies (its last counts retire), a new one has counted 500 in the next second.
     book.retire("eth0/100", "eth0", snap({ rules: [["1", 3000, 300_000]], outputs: [["o", 3000, 300_000]] }));
     book.observe("eth0/200", "eth0", snap({ rules: [["1", 500, 50_000]] }));
     book.sample(3000);
-    expect(book.rates().rules.get("1")).toEqual({ pps: 500, bps: 400_000 });
+    expect(book.rates().rules.get("1")).toMatchObject({ pps: 500, bps: 400_000 });
   });
 });

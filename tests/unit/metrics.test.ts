@@ -22,6 +22,7 @@ function input(): MetricsInput {
         input: "239.1.1.1:5000@eth0",
         source: null,
         vlan: null,
+        drops: {},
         state: "active" as const,
         current: "active" as const,
         pending_reasons: [],

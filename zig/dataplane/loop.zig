@@ -214,6 +214,12 @@ pub const Dataplane = struct {
             s.worker(.rx_frames).* += 1;
             s.worker(.rx_bytes).* += frame.wire_len;
             if (frame.data.len < frame.wire_len) s.worker(.rx_truncated).* += 1;
+            // A frame for another host's MAC (promiscuous mode, a hub, a bridge port): a router
+            // never forwards it.
+            if (frame.pkt_type == linux.PACKET.OTHERHOST) {
+                s.worker(.otherhost).* += 1;
+                continue;
+            }
             const packet = switch (parse.parseWith(frame.data, .{
                 .verify_udp_checksum = frame.checksum == .unverified,
                 .metadata_tags = @intFromBool(frame.vlan_tci != null),
@@ -224,11 +230,16 @@ pub const Dataplane = struct {
                     continue;
                 },
             };
+            if (martianSource(&packet.src)) {
+                s.worker(.martian_source).* += 1;
+                continue;
+            }
             // The VID from metadata or the frame; VID 0 (a priority tag) is untagged.
             const vlan_id: u16 = if (frame.vlan_tci) |tci| tci & 0x0fff else packet.vlan_id;
             const index = table.lookup(&packet.dst, packet.dst_port, vlan_id, &packet.src) orelse {
-                if (table.keyExists(&packet.dst, packet.dst_port, vlan_id)) {
+                if (table.keyHead(&packet.dst, packet.dst_port, vlan_id)) |head| {
                     s.worker(.source_mismatch).* += 1;
+                    s.rule(head, .source_mismatch).* += 1;
                 } else if (vlan_id != 0 and table.keyExists(&packet.dst, packet.dst_port, 0)) {
                     s.worker(.vlan_mismatch).* += 1;
                 } else {
@@ -236,8 +247,13 @@ pub const Dataplane = struct {
                 }
                 continue;
             };
-            const payload = frame.data[packet.payload_offset..][0..packet.payload_len];
             const rule = &table.rules[index];
+            if (std.mem.eql(u8, packet.src[12..16], &rule.local_addr4)) {
+                s.worker(.own_source).* += 1;
+                s.rule(index, .own_source).* += 1;
+                continue;
+            }
+            const payload = frame.data[packet.payload_offset..][0..packet.payload_len];
             // A super-frame stands for several datagrams of gso_size bytes (the last may be
             // shorter): each is relayed as itself, as the sender sent it.
             const segment_bytes: u32 = if (frame.gso_size != 0 and payload.len > frame.gso_size) frame.gso_size else @intCast(@max(payload.len, 1));
@@ -263,6 +279,14 @@ pub const Dataplane = struct {
         while (o < @as(u32, rule.output_first) + rule.output_count) : (o += 1) {
             self.egress.queue(s, o, datagram, tos);
         }
+    }
+
+    /// Sources no router forwards from: "this network" (0/8), loopback (127/8), multicast
+    /// (224/4) and the limited broadcast address. Packets are IPv4 (v4-mapped) here.
+    inline fn martianSource(src: *const abi.Addr) bool {
+        const first = src[12];
+        if (first == 0 or first == 127 or first & 0xf0 == 0xe0) return true;
+        return std.mem.allEqual(u8, src[12..16], 0xff);
     }
 
     fn collectKernelStatistics(self: *Dataplane) void {

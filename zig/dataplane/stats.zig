@@ -64,11 +64,20 @@ pub const Worker = enum(u32) {
     rx_gso_datagrams,
     /// Tagged frames whose (group, port) has a rule for untagged frames only, none for the VID.
     vlan_mismatch,
+    /// Martians, dropped as a router would: frames addressed to another host's MAC
+    /// (PACKET_OTHERHOST), sources in 0/8, 127/8, 224/4 or 255.255.255.255, and datagrams whose
+    /// source is the input interface's own address.
+    otherhost,
+    martian_source,
+    own_source,
 };
 pub const worker_fixed_words: u32 = @typeInfo(Worker).@"enum".field_names.len;
 pub const worker_words: u32 = worker_fixed_words + parse.drop_count;
 
-pub const Rule = enum(u32) { id, packets, bytes };
+/// Per rule: what it relayed, and what was dropped that belongs to it. `source_mismatch` counts
+/// datagrams for the rule's group and port (and VLAN) from a source no rule accepts (on the
+/// first rule of that key); `own_source` datagrams from the input interface's own address.
+pub const Rule = enum(u32) { id, packets, bytes, source_mismatch, own_source };
 pub const rule_words: u32 = @typeInfo(Rule).@"enum".field_names.len;
 
 /// Send errors are counted per output by errno, in these buckets.
@@ -162,7 +171,7 @@ test "stats layout is self-describing" {
     try std.testing.expectEqual(magic, s.header(.magic).*);
     s.worker(.rx_frames).* += 3;
     s.drop(.ipv4_fragment).* += 1;
-    s.rule(constants.rules_max - 1, .bytes).* = 7;
+    s.rule(constants.rules_max - 1, .own_source).* = 7;
     s.output(constants.outputs_max - 1, .err_other).* = 9;
     try std.testing.expectEqual(@as(u64, 9), buf[total_words - 1]);
     try std.testing.expectEqual(@as(u64, 7), buf[header_words + worker_words + constants.rules_max * rule_words - 1]);

@@ -125,16 +125,21 @@ pub const Table = struct {
 
     /// True when the key exists but no rule accepts this source (counted apart from no_match).
     pub fn keyExists(self: *const Table, dst: *const abi.Addr, port: u16, vlan_id: u16) bool {
+        return self.keyHead(dst, port, vlan_id) != null;
+    }
+
+    /// The first rule of a key (the one its source mismatches are counted on), if the key exists.
+    pub fn keyHead(self: *const Table, dst: *const abi.Addr, port: u16, vlan_id: u16) ?u16 {
         var slot = hash(dst, port, vlan_id);
         var probes: u32 = 0;
         while (probes < constants.table_slots) : (probes += 1) {
             const head = self.slots[slot];
-            if (head == slot_empty) return false;
+            if (head == slot_empty) return null;
             const first = &self.rules[head];
-            if (first.port == port and first.vlan_id == vlan_id and std.mem.eql(u8, &first.group, dst)) return true;
+            if (first.port == port and first.vlan_id == vlan_id and std.mem.eql(u8, &first.group, dst)) return head;
             slot = (slot + 1) & (constants.table_slots - 1);
         }
-        return false;
+        return null;
     }
 };
 
