@@ -17,6 +17,7 @@ test {
     _ = @import("peer.zig");
     _ = @import("lock.zig");
     _ = @import("privileges.zig");
+    _ = @import("seccomp.zig");
     _ = @import("dataplane/parse.zig");
     _ = @import("dataplane/table.zig");
     _ = @import("dataplane/stats.zig");

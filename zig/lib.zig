@@ -140,10 +140,10 @@ export fn mcr_scm_recv(fd: i32, buf: [*]u8, cap: u32, fds: [*]i32, fds_cap: u32,
     return @intCast(r.bytes);
 }
 
-/// Drops to uid/gid (with CAP_SETUID), clears every capability set, sets no_new_privs on
-/// every thread and SIGKILL on parent death.
-export fn mcr_privileges_drop(uid: u32, gid: u32) i32 {
-    privileges.drop(uid, gid) catch |err| return rc(err);
+/// Drops to uid/gid (with CAP_SETUID), clears every capability set, installs the worker's
+/// seccomp filter (and no_new_privs) on every thread, SIGKILL on parent death, not dumpable.
+export fn mcr_privileges_drop(uid: u32, gid: u32, packet_fd: i32) i32 {
+    privileges.drop(uid, gid, packet_fd) catch |err| return rc(err);
     return 0;
 }
 

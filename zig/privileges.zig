@@ -1,12 +1,15 @@
 //! Dropping a worker's privileges after it received its sockets. Credentials are changed
 //! through libc because the kernel's set*id calls are per thread and libc applies them to
 //! every thread of the process (Bun runs several); no_new_privs is likewise per thread, so it
-//! is spread to every thread with a seccomp filter installed with TSYNC (which also sets
-//! no_new_privs on each thread), a filter that allows everything.
+//! is spread to every thread with the worker's seccomp filter (seccomp.zig) installed with
+//! TSYNC (which also sets no_new_privs on each thread). Last, the process is made
+//! non-dumpable: no core dump of the ring, and /proc/<pid> files (fd, mem, environ) belong to
+//! root, so another process of the workers' user cannot ptrace it or open its descriptors.
 const std = @import("std");
 const linux = std.os.linux;
 const sys = @import("sys.zig");
 const filter = @import("filter.zig");
+const seccomp = @import("seccomp.zig");
 
 extern "c" fn setgroups(size: usize, list: ?[*]const linux.gid_t) c_int;
 extern "c" fn setresuid(ruid: linux.uid_t, euid: linux.uid_t, suid: linux.uid_t) c_int;
@@ -33,8 +36,9 @@ fn effectiveCaps() sys.Error!u64 {
     return @as(u64, data[0].effective) | (@as(u64, data[1].effective) << 32);
 }
 
-/// Becomes uid/gid with no supplementary groups, no capabilities in any set, no_new_privs on
-/// every thread, and SIGKILL when the parent (the supervisor) dies.
+/// Becomes uid/gid with no supplementary groups, no capabilities in any set, no_new_privs and
+/// the worker's seccomp filter on every thread (`packet_fd`: the descriptor it may not send
+/// on, -1 for none), SIGKILL when the parent (the supervisor) dies, and not dumpable.
 ///
 /// Capabilities are per thread and capset(2) reaches only the calling thread, but the kernel
 /// clears the permitted, effective and ambient sets of a thread whose ids all become non-zero
@@ -42,7 +46,7 @@ fn effectiveCaps() sys.Error!u64 {
 /// through libc (which repeats set*id on every thread): every thread loses its capabilities,
 /// also when the supervisor is a non-root user holding them as ambient capabilities. Without
 /// CAP_SETUID the ids stay; the caller's verification then says what remains.
-pub fn drop(uid: u32, gid: u32) sys.Error!void {
+pub fn drop(uid: u32, gid: u32, packet_fd: i32) sys.Error!void {
     if (uid == 0) return error.INVAL;
     const caps = try effectiveCaps();
     if (caps & (@as(u64, 1) << CAP_SETUID) != 0) {
@@ -65,26 +69,17 @@ pub fn drop(uid: u32, gid: u32) sys.Error!void {
     };
     _ = try sys.check(linux.capset(&header, &empty[0]));
     _ = try prctl(.SET_NO_NEW_PRIVS, 1);
-    try spreadNoNewPrivs();
+    try seccomp.install(packet_fd);
     // Cleared by the credential change above, so set afterwards.
     _ = try prctl(.SET_PDEATHSIG, @intFromEnum(linux.SIG.KILL));
-}
-
-/// An allow-all seccomp filter installed with TSYNC: the kernel sets no_new_privs on every
-/// thread it synchronizes. With the constant-action bitmap (Linux 5.11) it costs nothing per
-/// syscall.
-fn spreadNoNewPrivs() sys.Error!void {
-    const allow = [_]filter.Insn{.{ .code = filter.BPF_RET | filter.BPF_K, .jt = 0, .jf = 0, .k = linux.SECCOMP.RET.ALLOW }};
-    const prog = filter.Program{ .len = allow.len, .filter = &allow };
-    const rc = linux.seccomp(linux.SECCOMP.SET_MODE_FILTER, linux.SECCOMP.FILTER_FLAG.TSYNC, &prog);
-    _ = try sys.check(rc);
+    _ = try prctl(.SET_DUMPABLE, 0);
 }
 
 test "dropping in a child process gives nobody, no caps, no_new_privs" {
     if (linux.geteuid() != 0) return error.SkipZigTest;
     const pid = linux.fork();
     if (pid == 0) {
-        drop(65534, 65534) catch linux.exit(2);
+        drop(65534, 65534, -1) catch linux.exit(2);
         var r: linux.uid_t = undefined;
         var e: linux.uid_t = undefined;
         var s: linux.uid_t = undefined;
@@ -103,4 +98,76 @@ test "dropping in a child process gives nobody, no caps, no_new_privs" {
     var status: i32 = 0;
     _ = linux.waitpid(@intCast(pid), &status, 0);
     try std.testing.expectEqual(@as(u32, 0), linux.W.EXITSTATUS(@bitCast(status)));
+}
+
+fn expectErrno(expected: linux.E, rc: usize) !void {
+    try std.testing.expectEqual(expected, linux.errno(rc));
+}
+
+/// In a child: a packet socket with the ingress filter attached and locked, as the supervisor
+/// hands it over; then the worker's drop. What a compromised worker would try must fail.
+fn confinedChild() !void {
+    const fd: i32 = @intCast(try sys.check(linux.socket(linux.AF.PACKET, linux.SOCK.RAW | linux.SOCK.CLOEXEC, 0)));
+    try filter.attach(fd, filter.ingress());
+    try sys.setsockoptInt(fd, linux.SOL.SOCKET, linux.SO.LOCK_FILTER, 1);
+    try drop(65534, 65534, fd);
+    var zero: c_int = 0;
+    // Detaching the ingress filter (to sniff the whole link): locked, and filtered.
+    try expectErrno(.PERM, linux.setsockopt(fd, linux.SOL.SOCKET, linux.SO.DETACH_FILTER, std.mem.asBytes(&zero), @sizeOf(c_int)));
+    // Joining the link promiscuously or changing the ring: no SOL_PACKET option.
+    try expectErrno(.PERM, linux.setsockopt(fd, linux.SOL.PACKET, linux.PACKET.VERSION, std.mem.asBytes(&zero), @sizeOf(c_int)));
+    // New raw, packet or Unix sockets.
+    try expectErrno(.PERM, linux.socket(linux.AF.PACKET, linux.SOCK.RAW, 0));
+    try expectErrno(.PERM, linux.socket(linux.AF.INET, linux.SOCK.RAW, linux.IPPROTO.UDP));
+    try expectErrno(.PERM, linux.socket(linux.AF.UNIX, linux.SOCK.STREAM, 0));
+    try expectErrno(.PERM, linux.socket(linux.AF.NETLINK, linux.SOCK.RAW, 0));
+    // Injecting frames through the packet socket, or renumbering it first.
+    const frame: [64]u8 = @splat(0);
+    try expectErrno(.PERM, linux.write(fd, &frame, frame.len));
+    try expectErrno(.PERM, linux.sendto(fd, &frame, frame.len, 0, null, 0));
+    try expectErrno(.PERM, linux.dup(fd));
+    try expectErrno(.PERM, linux.fcntl(fd, linux.F.DUPFD_CLOEXEC, 100));
+    // execve, ptrace, bpf, new namespaces.
+    const argv = [_:null]?[*:0]const u8{"/bin/true"};
+    const envp = [_:null]?[*:0]const u8{};
+    try expectErrno(.PERM, linux.execve("/bin/true", &argv, &envp));
+    try expectErrno(.PERM, linux.ptrace(linux.PTRACE.TRACEME, 0, 0, 0, 0));
+    try expectErrno(.PERM, linux.syscall3(.bpf, 0, 0, 0));
+    try expectErrno(.PERM, linux.unshare(linux.CLONE.NEWUSER));
+    // What a worker needs still works: UDP sockets, reading the packet socket's statistics.
+    const udp: i32 = @intCast(try sys.check(linux.socket(linux.AF.INET, linux.SOCK.DGRAM | linux.SOCK.CLOEXEC, 0)));
+    try sys.setsockoptInt(udp, linux.SOL.SOCKET, linux.SO.RCVBUF, 4096);
+    sys.close(udp);
+    var st: [3]u32 = .{ 0, 0, 0 };
+    var len: linux.socklen_t = @sizeOf([3]u32);
+    _ = try sys.check(linux.getsockopt(fd, linux.SOL.PACKET, linux.PACKET.STATISTICS, std.mem.asBytes(&st), &len));
+    // Not dumpable: /proc/self belongs to root now.
+    if (linux.prctl(@intFromEnum(linux.PR.GET_DUMPABLE), 0, 0, 0, 0) != 0) return error.Dumpable;
+}
+
+test "as the worker's uid with its packet socket: detaching the filter, new raw sockets, injection and execve fail" {
+    if (linux.geteuid() != 0) return error.SkipZigTest;
+    const pid = linux.fork();
+    if (pid == 0) {
+        confinedChild() catch |err| {
+            std.debug.print("confined worker: {t}\n", .{err});
+            linux.exit(1);
+        };
+        linux.exit(0);
+    }
+    var status: i32 = 0;
+    _ = linux.waitpid(@intCast(pid), &status, 0);
+    try std.testing.expect(linux.W.IFEXITED(@bitCast(status)));
+    try std.testing.expectEqual(@as(u32, 0), linux.W.EXITSTATUS(@bitCast(status)));
+}
+
+test "a locked ingress filter cannot be detached even by root" {
+    if (linux.geteuid() != 0) return error.SkipZigTest;
+    const fd: i32 = @intCast(try sys.check(linux.socket(linux.AF.PACKET, linux.SOCK.RAW | linux.SOCK.CLOEXEC, 0)));
+    defer sys.close(fd);
+    try filter.attach(fd, filter.ingress());
+    try sys.setsockoptInt(fd, linux.SOL.SOCKET, linux.SO.LOCK_FILTER, 1);
+    var zero: c_int = 0;
+    try expectErrno(.PERM, linux.setsockopt(fd, linux.SOL.SOCKET, linux.SO.DETACH_FILTER, std.mem.asBytes(&zero), @sizeOf(c_int)));
+    try expectErrno(.PERM, linux.setsockopt(fd, linux.SOL.SOCKET, linux.SO.LOCK_FILTER, std.mem.asBytes(&zero), @sizeOf(c_int)));
 }

@@ -130,6 +130,9 @@ pub fn setup(fd: i32, ifindex: u32, mtu: u32, ring_bytes: u32, block_timeout_ms:
     };
     _ = try sys.check(linux.bind(fd, @ptrCast(&sll), @sizeOf(linux.sockaddr.ll)));
     if (fanout_id != 0) try fanout.join(fd, fanout_id);
+    // Locked last (the kernel refuses a fanout program on a locked socket): nobody holding
+    // this descriptor, a worker included, can detach or replace the filter any more.
+    try sys.setsockoptInt(fd, linux.SOL.SOCKET, linux.SO.LOCK_FILTER, 1);
     return geo;
 }
 

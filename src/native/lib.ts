@@ -47,7 +47,7 @@ const symbols = {
   mcr_shm_create: { args: [], returns: "i32" },
   mcr_shm_map: { args: ["i32", "ptr"], returns: "i32" },
   mcr_shm_unmap: { args: ["ptr"], returns: "void" },
-  mcr_privileges_drop: { args: ["u32", "u32"], returns: "i32" },
+  mcr_privileges_drop: { args: ["u32", "u32", "i32"], returns: "i32" },
   mcr_nofile_raise: { args: ["ptr"], returns: "i32" },
   mcr_peer_cred: { args: ["i32", "ptr"], returns: "i32" },
   mcr_peer_groups: { args: ["i32", "ptr", "u32"], returns: "i32" },
@@ -251,8 +251,9 @@ const WAKE_BYTE = new Uint8Array([0x77]);
 const NO_FDS = new Int32Array(1);
 
 /** Drops to uid/gid and sheds every capability on every thread; see zig/privileges.zig. */
-export function privilegesDrop(uid: number, gid: number): void {
-  check(`drop privileges to uid ${uid} gid ${gid}`, lib().mcr_privileges_drop(uid, gid));
+/** `packetFd`: the packet socket the worker may read but never send on, bind or duplicate. */
+export function privilegesDrop(uid: number, gid: number, packetFd: number): void {
+  check(`drop privileges to uid ${uid} gid ${gid}`, lib().mcr_privileges_drop(uid, gid, packetFd));
 }
 
 /** Raises the soft descriptor limit to the hard one; returns both. */

@@ -1,11 +1,12 @@
 // Runtime rules survive restarts: written atomically (temporary file, fsync, rename, fsync of
-// the directory) on every change, and read back at start. A corrupt file is reported and set
-// aside under another name, never silently dropped.
-import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, writeSync } from "node:fs";
+// the directory) on every change, and read back at start, rule by rule. A bad entry, or a file
+// that is not a state file at all, is reported and set aside under another name, never
+// silently dropped.
+import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, writeFileSync, writeSync } from "node:fs";
 import { join } from "node:path";
 import * as v from "valibot";
 import { dirLock } from "../native/lib.ts";
-import { NativeError } from "../errors.ts";
+import { ConfigError, NativeError } from "../errors.ts";
 import { RuleSpecSchema, formatIssues, type RuleSpec } from "../config/rule-spec.ts";
 import { logger } from "../log.ts";
 
@@ -13,13 +14,34 @@ const log = logger("state");
 
 export const STATE_FILE = "rules.json";
 
-const StateSchema = v.strictObject({
+/** The envelope; each rule and config id is then checked on its own (one bad entry never costs the others). */
+const StateSchema = v.looseObject({
   version: v.literal(1),
-  next_id: v.pipe(v.string(), v.regex(/^\d+$/)),
-  rules: v.array(v.strictObject({ id: v.pipe(v.string(), v.regex(/^\d+$/)), spec: RuleSpecSchema })),
+  next_id: v.optional(v.unknown()),
+  rules: v.array(v.unknown()),
   /** Ids of config-file rules by name, so they keep their ids across restarts. */
-  config_ids: v.optional(v.record(v.string(), v.pipe(v.string(), v.regex(/^\d+$/)))),
+  config_ids: v.optional(v.record(v.string(), v.unknown())),
 });
+const KNOWN_KEYS = new Set(["version", "next_id", "rules", "config_ids"]);
+
+const RuleEntrySchema = v.strictObject({ id: v.pipe(v.string(), v.regex(/^\d{1,20}$/)), spec: RuleSpecSchema });
+
+/** Rule ids are u64 in the dataplane; 0 is never given out. */
+export const RULE_ID_MAX = 2n ** 64n - 1n;
+
+/** A decimal id string within 1..2^64-1, else why not. */
+function parseId(raw: unknown): bigint | string {
+  if (typeof raw !== "string" || !/^\d{1,20}$/.test(raw)) return `id ${JSON.stringify(raw)} is not a decimal string`;
+  const id = BigInt(raw);
+  if (id < 1n || id > RULE_ID_MAX) return `id ${raw} is out of range (1 to 2^64-1)`;
+  return id;
+}
+
+/** A saved entry that was not loaded, with the reason. */
+export interface RejectedEntry {
+  entry: unknown;
+  reason: string;
+}
 
 export interface SavedRule {
   id: bigint;
@@ -30,6 +52,8 @@ export interface State {
   nextId: bigint;
   rules: SavedRule[];
   configIds: Map<string, bigint>;
+  /** Entries set aside at load (kept in a .rejected- file next to the state file). */
+  rejected?: RejectedEntry[];
 }
 
 /** Another process holds the state directory's lock. */
@@ -63,26 +87,87 @@ export class StateFile {
     this.path = join(dir, STATE_FILE);
   }
 
+  /**
+   * Reads the state, rule by rule: a bad, duplicate or out-of-range entry is set aside (written
+   * to rules.json.rejected-TIME with its reason, and logged) and the others load. Only a file
+   * that is not a state file at all (not JSON, another version, no rule list) is set aside
+   * whole; if it cannot be moved (read-only directory) that is a ConfigError, never a crash.
+   */
   load(): State {
     if (!existsSync(this.path)) return { nextId: 1n, rules: [], configIds: new Map() };
     let problem: string;
+    let text: string;
     try {
-      const parsed = v.safeParse(StateSchema, JSON.parse(readFileSync(this.path, "utf8")));
-      if (parsed.success) {
-        return {
-          nextId: BigInt(parsed.output.next_id),
-          rules: parsed.output.rules.map((r) => ({ id: BigInt(r.id), spec: r.spec })),
-          configIds: new Map(Object.entries(parsed.output.config_ids ?? {}).map(([name, id]) => [name, BigInt(id)])),
-        };
-      }
+      text = readFileSync(this.path, "utf8");
+    } catch (err) {
+      throw new ConfigError(`state file ${this.path}: cannot read it: ${(err as Error).message}`);
+    }
+    try {
+      const parsed = v.safeParse(StateSchema, JSON.parse(text));
+      if (parsed.success) return this.#entries(parsed.output);
       problem = formatIssues(parsed.issues).join("; ");
     } catch (err) {
       problem = (err as Error).message;
     }
-    const aside = `${this.path}.corrupt-${new Date().toISOString().replace(/[:.]/g, "-")}`;
-    renameSync(this.path, aside);
+    const aside = `${this.path}.corrupt-${stamp()}`;
+    try {
+      renameSync(this.path, aside);
+    } catch (err) {
+      throw new ConfigError(
+        `state file ${this.path} is corrupt (${problem}) and cannot be set aside (${(err as Error).message}); repair or remove it, or start with another --state-dir`,
+      );
+    }
     log.error(`state file ${this.path} is corrupt (${problem}); moved to ${aside}; starting without runtime rules`);
     return { nextId: 1n, rules: [], configIds: new Map() };
+  }
+
+  #entries(raw: v.InferOutput<typeof StateSchema>): State {
+    for (const key of Object.keys(raw)) if (!KNOWN_KEYS.has(key)) log.warn(`state file ${this.path}: unknown key '${key}' ignored`);
+    const rejected: RejectedEntry[] = [];
+    const rules: SavedRule[] = [];
+    const ids = new Set<bigint>();
+    const names = new Set<string>();
+    raw.rules.forEach((entry, i) => {
+      const parsed = v.safeParse(RuleEntrySchema, entry);
+      if (!parsed.success) return rejected.push({ entry, reason: `rules[${i}]: ${formatIssues(parsed.issues).join("; ")}` });
+      const id = parseId(parsed.output.id);
+      if (typeof id === "string") return rejected.push({ entry, reason: `rules[${i}]: ${id}` });
+      if (ids.has(id)) return rejected.push({ entry, reason: `rules[${i}]: id ${id} is already used by another saved rule` });
+      if (names.has(parsed.output.spec.name)) return rejected.push({ entry, reason: `rules[${i}]: name '${parsed.output.spec.name}' is already used by another saved rule` });
+      ids.add(id);
+      names.add(parsed.output.spec.name);
+      rules.push({ id, spec: parsed.output.spec });
+    });
+    const configIds = new Map<string, bigint>();
+    for (const [name, rawId] of Object.entries(raw.config_ids ?? {})) {
+      const id = parseId(rawId);
+      // A config rule whose saved id is unusable just gets a new one: nothing is lost.
+      if (typeof id === "string") log.warn(`state file ${this.path}: config rule ${name}: ${id}; it gets a new id`);
+      else if (ids.has(id)) log.warn(`state file ${this.path}: config rule ${name}: id ${id} is already used; it gets a new id`);
+      else {
+        ids.add(id);
+        configIds.set(name, id);
+      }
+    }
+    const highest = [...ids].reduce((a, b) => (a > b ? a : b), 0n);
+    const saved = typeof raw.next_id === "string" ? parseId(raw.next_id) : "missing";
+    let nextId = typeof saved === "bigint" ? saved : highest + 1n;
+    if (nextId <= highest) nextId = highest + 1n;
+    if (typeof saved === "string") log.warn(`state file ${this.path}: next_id ${saved === "missing" ? "missing" : `invalid (${saved})`}; using ${nextId}`);
+    if (rejected.length > 0) this.#setAside(rejected);
+    return { nextId, rules, configIds, ...(rejected.length > 0 ? { rejected } : {}) };
+  }
+
+  /** Keeps rejected entries in a file of their own (best effort) and logs each. */
+  #setAside(rejected: RejectedEntry[]): void {
+    const file = `${this.path}.rejected-${stamp()}`;
+    let where = `kept in ${file}`;
+    try {
+      writeFileSync(file, `${JSON.stringify(rejected, (_k, x) => (typeof x === "bigint" ? x.toString() : x), 2)}\n`, { mode: 0o640 });
+    } catch (err) {
+      where = `could not be kept in ${file} (${(err as Error).message}); the entry is in this log line`;
+    }
+    for (const r of rejected) log.warn(`saved rule not loaded: ${r.reason}; ${where}: ${JSON.stringify(r.entry)}`);
   }
 
   save(state: State): void {
@@ -113,4 +198,8 @@ export class StateFile {
       closeSync(dirFd);
     }
   }
+}
+
+function stamp(): string {
+  return new Date().toISOString().replace(/[:.]/g, "-");
 }

@@ -1,7 +1,13 @@
 // The unprivileged user workers run as, looked up in /etc/passwd.
 import { readFileSync } from "node:fs";
 import { UsageError } from "../errors.ts";
+import { logger } from "../log.ts";
 
+const log = logger("user");
+
+/** The workers' own user, created by packaging/sysusers.d/mcrelay.conf. */
+export const DEDICATED_WORKER_USER = "mcrelay-worker";
+/** The last resort: shared with other daemons, and its group (nogroup) often with them too. */
 export const DEFAULT_WORKER_USER = "nobody";
 
 export interface WorkerUser {
@@ -23,6 +29,7 @@ export function lookupUser(name: string, passwd = "/etc/passwd"): WorkerUser {
     if (f[0] === name || (/^\d+$/.test(name) && f[2] === name)) {
       const user = { name: f[0]!, uid: Number(f[2]), gid: Number(f[3]) };
       if (user.uid === 0) throw new UsageError(`--user: '${name}' is root; workers must run as an unprivileged user`);
+      if (user.gid === 0) throw new UsageError(`--user: '${name}' has the root group (gid 0) as its primary group; workers must not (files of group root would be theirs)`);
       return user;
     }
   }
@@ -30,13 +37,13 @@ export function lookupUser(name: string, passwd = "/etc/passwd"): WorkerUser {
 }
 
 /**
- * The user workers become: as root, the named user (default nobody); otherwise the current
+ * The user workers become: as root, the named user (default mcrelay-worker, else nobody); otherwise the current
  * user unless one is named (then the worker needs CAP_SETUID and CAP_SETGID to switch).
  */
 export function workerUser(flag: string | undefined): WorkerUser {
   const root = process.geteuid?.() === 0;
   if (!flag && !root) return { name: String(process.getuid?.()), uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0 };
-  const user = lookupUser(flag || DEFAULT_WORKER_USER);
+  const user = flag ? lookupUser(flag) : defaultUser();
   // Signalling a process of another user needs CAP_KILL: without it a hung worker could not be
   // stopped. Root has it; a non-root supervisor must hold it to use --user.
   if (!root && user.uid !== process.getuid?.() && !hasCapability(CAP_KILL)) {
@@ -46,6 +53,17 @@ export function workerUser(flag: string | undefined): WorkerUser {
     );
   }
   return user;
+}
+
+/** As root without --user: the dedicated user when it exists, else nobody (with a warning). */
+export function defaultUser(passwd = "/etc/passwd"): WorkerUser {
+  try {
+    return lookupUser(DEDICATED_WORKER_USER, passwd);
+  } catch (err) {
+    if (!(err instanceof UsageError) || !err.message.includes("no user named")) throw err;
+  }
+  log.warn(`no user ${DEDICATED_WORKER_USER}: workers run as ${DEFAULT_WORKER_USER}, which other services may share; create ${DEDICATED_WORKER_USER} (packaging/sysusers.d) or pass --user`);
+  return lookupUser(DEFAULT_WORKER_USER, passwd);
 }
 
 const CAP_KILL = 5;

@@ -331,7 +331,8 @@ export class WorkerPool {
     const now = performance.now();
     this.#lastTickAt = now;
     for (const e of this.#entries.values()) {
-      if (e.busy || e.retiring) continue;
+      // A worker being killed gets nothing more: its exit schedules the restart.
+      if (e.busy || e.retiring || e.handle?.killed) continue;
       if (!e.handle) {
         if (now >= e.nextStartAt) this.#run(e, () => this.#start(e));
       } else if (e.appliedHash !== e.hash) {
@@ -352,8 +353,14 @@ export class WorkerPool {
 
   #run(e: Entry, op: () => Promise<void>): void {
     e.busy = true;
+    const handle = e.handle;
     op()
-      .catch((err) => this.#fail(e, (err as Error).message))
+      .catch((err) => {
+        // An operation that failed because its worker exited (or was replaced) meanwhile is
+        // that exit, already counted once by #exited: never a second failure.
+        if (handle && e.handle !== handle) return;
+        this.#fail(e, (err as Error).message);
+      })
       .finally(() => {
         e.busy = false;
         this.#notify();

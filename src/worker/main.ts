@@ -40,7 +40,7 @@ export async function runWorker(): Promise<number> {
   if (user) {
     // Everything privileged (the AF_PACKET socket) is in hand: give up the rest now.
     try {
-      privilegesDrop(user.uid, user.gid);
+      privilegesDrop(user.uid, user.gid, first.fds[0]!);
     } catch (err) {
       log.error(`${(err as Error).message}: refusing to run privileged`);
       send({ type: "fatal", message: `privilege drop failed: ${(err as Error).message}` });

@@ -39,6 +39,7 @@ export function verifyDropped(expected: Expected, procSelf = "/proc/self"): stri
       if (!/^0+$/.test(field(cap))) problems.push(`${where}: ${cap} is ${field(cap)}, expected 0`);
     }
     if (field("NoNewPrivs") !== "1") problems.push(`${where}: NoNewPrivs is '${field("NoNewPrivs")}', expected 1`);
+    if (field("Seccomp") !== "2") problems.push(`${where}: Seccomp is '${field("Seccomp")}', expected 2 (the worker's filter)`);
   }
   return problems;
 }

@@ -3,7 +3,7 @@
 // replaced, and traffic flows again. A live daemon's socket is never taken over, and a corrupt
 // state file is set aside rather than stopping the start.
 import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
-import { existsSync, readdirSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { netnsAvailable, Topology } from "../../scripts/lib/netns.ts";
 import { buildRelayTopology, mcrelayCommand, note, startLogged, type RelayTopology } from "../support/relay-harness.ts";
 import {
@@ -190,6 +190,63 @@ describe_netns("restart (kernel, under bun)", () => {
       }
       expect((await list(d1)).map((r) => r.name)).toEqual(["only"]);
       expect(await d1.stop()).toBe(0);
+    },
+    T,
+  );
+
+  test(
+    "M5: a state file with a duplicate id, an id of 2^64 and a bad entry loads its good rules, which forward, with no crash loop delaying the socket",
+    async () => {
+      dir = new TempDir();
+      const stateDir = dir.join("state");
+      mkdirSync(stateDir);
+      const spec = (n: number) => ({ name: `s${n}`, from: `239.1.1.${n}:5000@r0`, to: [`239.2.2.${n}:600${n}@r1`] });
+      writeFileSync(
+        `${stateDir}/rules.json`,
+        JSON.stringify({
+          version: 1,
+          next_id: "4",
+          rules: [
+            { id: "1", spec: spec(1) },
+            { id: "1", spec: spec(2) }, // the same id: would be EEXIST in the worker, a crash loop
+            { id: "18446744073709551617", spec: spec(3) }, // 2^64 + 1 wraps to 1 in a u64
+            { id: "2", spec: { name: "broken", from: "239.1.1.4:5000@r0" } },
+          ],
+        }),
+      );
+      const t0 = performance.now();
+      const d = await start();
+      const readyMs = performance.now() - t0;
+      expect((await list(d)).map((r) => [r.name, r.id, r.state])).toEqual([["s1", "1", "active"]]);
+      for (const why of ["id 1 is already used", "id 18446744073709551617 is out of range", "rules[3]"]) expect(d.proc.stderr).toContain(why);
+      expect(readdirSync(stateDir).filter((f) => f.startsWith("rules.json.rejected-"))).toHaveLength(1);
+      const b = await burst(rt, { to: "239.1.1.1:5000@g0", sinkNs: rt.sinks[0]!.ns, listen: "239.2.2.1:6001@s0", count: 500 });
+      expect(b.sink.totals).toMatchObject({ received: 500, lost: 0, duplicates: 0 });
+      const workers = (await d.json<{ workers: WorkerRow[] }>(["workers"])).workers;
+      expect(workers.map((w) => [w.state, w.restarts])).toEqual([["running", 0]]);
+      // No crash loop held the socket back: a plain start, not 10 s of waiting for workers.
+      note("state restore per rule", { ready_ms: Math.round(readyMs) });
+      expect(readyMs).toBeLessThan(8_000);
+      expect(await d.stop()).toBe(0);
+    },
+    T,
+  );
+
+  test(
+    "a corrupt state file in a read-only state directory: run exits 3 naming the file, without a stack trace",
+    async () => {
+      dir = new TempDir();
+      const stateDir = dir.join("state");
+      mkdirSync(stateDir);
+      writeFileSync(`${stateDir}/rules.json`, "{ not json");
+      // A read-only bind mount in a mount namespace of its own (root ignores file modes).
+      const script = `mount --bind ${stateDir} ${stateDir} && mount -o remount,bind,ro ${stateDir} && exec "$@"`;
+      const r = await rt.topo.exec(rt.relay, ["unshare", "-m", "sh", "-c", script, "sh", ...mcrelayCommand("bun"), "run", "--socket", dir.join("ro.sock"), "--state-dir", stateDir], { timeoutMs: 30_000 });
+      expect(r.exitCode).toBe(3);
+      expect(r.stderr).toContain(`state file ${stateDir}/rules.json is corrupt`);
+      expect(r.stderr).toContain("cannot be set aside");
+      expect(r.stderr).not.toMatch(/^\s+at /m);
+      expect(readFileSync(`${stateDir}/rules.json`, "utf8")).toBe("{ not json");
     },
     T,
   );

@@ -215,6 +215,16 @@ function privilegeProblems(pid: number, user: { uid: number; gid: number }): { t
       if (!/^0+$/.test(s[cap] ?? "")) problems.push(`${path}: ${cap} ${s[cap]}, expected 0`);
     }
     if (s.NoNewPrivs !== "1") problems.push(`${path}: NoNewPrivs '${s.NoNewPrivs}', expected 1`);
+    // The worker's seccomp filter (zig/seccomp.zig), synchronized to every thread.
+    if (s.Seccomp !== "2") problems.push(`${path}: Seccomp '${s.Seccomp}', expected 2 (filter)`);
+  }
+  // Not dumpable: the kernel gives its /proc files to root, so no process of the workers'
+  // user can open its descriptors or memory.
+  try {
+    const owner = statSync(`/proc/${pid}/fd`).uid;
+    if (owner !== 0) problems.push(`/proc/${pid}/fd: owned by uid ${owner}, expected 0 (not dumpable)`);
+  } catch {
+    problems.push(`/proc/${pid}/fd: cannot stat`);
   }
   return { threads: tids.length, problems };
 }
@@ -267,7 +277,7 @@ function groupPerSlot(members: number): string[] {
 
 describe_netns("workers (kernel, under bun)", () => {
   test.each([1, 2])(
-    "with %d worker(s) on the interface every worker and every thread runs as nobody with no groups, no capabilities and no_new_privs, and still forwards",
+    "with %d worker(s) on the interface every worker and every thread runs as nobody with no groups, no capabilities, no_new_privs and the seccomp filter, not dumpable, and still forwards",
     async (n) => {
       const rt = await topology({ label: `priv${n}` });
       const dir = tempDir();
@@ -757,6 +767,49 @@ describe_netns("workers (kernel, under bun)", () => {
       expect(d.proc.proc.signalCode ?? null).toBeNull();
       expect(exitMs).toBeLessThanOrEqual(3_000);
       expect(d.proc.stderr).toMatch(/final: rule s1: \d+ packets/);
+    },
+    T,
+  );
+
+  test(
+    "M4: a SIGSTOPped worker fails one health check and counts as one failure (restarts 1, streak 1), not two",
+    async () => {
+      const rt = await topology({ label: "stuck" });
+      const dir = tempDir();
+      const d = await startDaemon(rt, dir, { config: configText([{ name: "h", from: "239.1.1.1:5000@r0", to: ["239.2.2.2:6000@r1"] }]) });
+      const [row] = await runningWorkers(d, 1);
+      process.kill(row!.pid!, "SIGSTOP");
+      const next = await waitFor("a new running worker", async () => {
+        const rows = await workerRows(d);
+        return rows.length === 1 && rows[0]!.state === "running" && rows[0]!.pid !== row!.pid ? rows[0] : undefined;
+      }, 20_000, 50);
+      // Settle: a second, late failure of the same kill would show up now.
+      await Bun.sleep(1_500);
+      const after = (await workerRows(d))[0]!;
+      note("stuck worker", { before: row, replaced_by: next, after });
+      expect(after.pid).toBe(next!.pid);
+      expect({ restarts: after.restarts, consecutive_failures: after.consecutive_failures }).toEqual({ restarts: 1, consecutive_failures: 1 });
+      expect(await d.stop()).toBe(0);
+    },
+    T,
+  );
+
+  test(
+    "a daemon whose worker is stuck (SIGSTOPped) stops within 1.5 s of SIGTERM and exits 0",
+    async () => {
+      const rt = await topology({ label: "stuckstop" });
+      const dir = tempDir();
+      const d = await startDaemon(rt, dir, { config: configText([{ name: "h", from: "239.1.1.1:5000@r0", to: ["239.2.2.2:6000@r1"] }]) });
+      const [row] = await runningWorkers(d, 1);
+      process.kill(row!.pid!, "SIGSTOP");
+      const termAt = performance.now();
+      d.proc.proc.kill("SIGTERM");
+      const code = await d.proc.wait(20_000);
+      const exitMs = performance.now() - termAt;
+      note("stop with a stuck worker", { exit_ms: Math.round(exitMs), code });
+      expect(code).toBe(0);
+      expect(exitMs).toBeLessThanOrEqual(1_500);
+      expect(pidAlive(row!.pid!)).toBe(false);
     },
     T,
   );

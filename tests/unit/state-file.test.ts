@@ -1,7 +1,8 @@
 // The state file keeps runtime rules across restarts: saved atomically, read back exactly, and
 // a corrupt file is set aside under another name (kept for a human), never silently dropped.
 import { afterEach, beforeEach, describe, expect, test } from "bun:test";
-import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { ConfigError } from "../../src/errors.ts";
 import { join } from "node:path";
 import { STATE_FILE, StateFile, type State } from "../../src/supervisor/state-file.ts";
 import { TempDir } from "../support/daemon-harness.ts";
@@ -68,17 +69,84 @@ describe("state file", () => {
     expect(readFileSync(join(sd, aside[0]!), "utf8")).toBe(half);
   });
 
-  test("valid JSON of the wrong shape is corrupt too (set aside, not loaded)", () => {
+  test("a bad entry is set aside alone (in a .rejected- file, with its reason); the other rules load", () => {
+    const sd = dir.join("state");
+    const sf = new StateFile(sd);
+    mkdirSync(sd);
+    const bad = { id: "1", spec: { name: "a", from: "x", to: [], extra: true } };
+    const good = { id: "2", spec: { name: "b", from: "239.1.1.2:5000@eth0", to: ["239.2.2.3:6000@eth1"] } };
+    writeFileSync(join(sd, STATE_FILE), JSON.stringify({ version: 1, next_id: "5", rules: [bad, good] }));
+    const st = sf.load();
+    expect(st.rules).toEqual([{ id: 2n, spec: good.spec }]);
+    expect(st.nextId).toBe(5n);
+    expect(st.rejected?.map((r) => r.reason)).toEqual([expect.stringContaining("rules[0]")]);
+    const aside = readdirSync(sd).filter((f) => f.includes(".rejected-"));
+    expect(aside).toHaveLength(1);
+    expect(JSON.parse(readFileSync(join(sd, aside[0]!), "utf8"))[0].entry).toEqual(bad);
+    expect(readdirSync(sd).filter((f) => f.includes(".corrupt-"))).toHaveLength(0);
+  });
+
+  test("M5: duplicate ids, an id of 2^64 and an id of 0 are set aside; next_id stays above every id", () => {
+    const sd = dir.join("state");
+    const sf = new StateFile(sd);
+    mkdirSync(sd);
+    const spec = (n: number) => ({ name: `r${n}`, from: `239.1.1.${n}:5000@eth0`, to: ["239.2.2.3:6000@eth1"] });
+    const rules = [
+      { id: "7", spec: spec(1) },
+      { id: "7", spec: spec(2) },
+      { id: "18446744073709551616", spec: spec(3) }, // 2^64 wraps to 0 in a u64
+      { id: "0", spec: spec(4) },
+      { id: "18446744073709551615", spec: spec(5) }, // 2^64-1: the largest id
+    ];
+    writeFileSync(join(sd, STATE_FILE), JSON.stringify({ version: 1, next_id: "3", rules, config_ids: { cfg: "7" } }));
+    const st = sf.load();
+    expect(st.rules.map((r) => [r.id, r.spec.name])).toEqual([
+      [7n, "r1"],
+      [18446744073709551615n, "r5"],
+    ]);
+    expect(st.rejected?.map((r) => r.reason)).toEqual([
+      "rules[1]: id 7 is already used by another saved rule",
+      "rules[2]: id 18446744073709551616 is out of range (1 to 2^64-1)",
+      "rules[3]: id 0 is out of range (1 to 2^64-1)",
+    ]);
+    // The config rule whose saved id collides gets a new one instead.
+    expect(st.configIds.size).toBe(0);
+    expect(st.nextId).toBe(18446744073709551616n);
+  });
+
+  test("an unknown top-level key is ignored, not a reason to set the file aside", () => {
     const sd = dir.join("state");
     const sf = new StateFile(sd);
     sf.save(sample);
-    const bad = JSON.stringify({ version: 1, next_id: "5", rules: [{ id: "1", spec: { name: "a", from: "x", to: [], extra: true } }] });
-    writeFileSync(join(sd, STATE_FILE), bad);
-    expect(sf.load()).toEqual({ nextId: 1n, rules: [], configIds: new Map() });
-    expect(readdirSync(sd).filter((f) => f.includes(".corrupt-"))).toHaveLength(1);
-    // A later save works normally and loads back.
-    sf.save(sample);
+    const withExtra = { ...JSON.parse(readFileSync(join(sd, STATE_FILE), "utf8")), comment: "hand-edited" };
+    writeFileSync(join(sd, STATE_FILE), JSON.stringify(withExtra));
     expect(sf.load()).toEqual(sample);
+  });
+
+  test("a corrupt file in a read-only directory is a clear ConfigError naming the file, not a crash", () => {
+    const sd = dir.join("state");
+    const sf = new StateFile(sd);
+    sf.save(sample);
+    writeFileSync(join(sd, STATE_FILE), "{ not json");
+    chmodSync(join(sd, STATE_FILE), 0o644);
+    chmodSync(dir.path, 0o755);
+    chmodSync(sd, 0o555);
+    try {
+      // Root ignores directory permissions: drop to another uid for the check when root.
+      if (process.getuid?.() === 0) {
+        const r = Bun.spawnSync({
+          cmd: ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", process.execPath, "-e", `import("${join(import.meta.dir, "../../src/supervisor/state-file.ts")}").then(m => { try { new m.StateFile(${JSON.stringify(sd)}).load(); console.log("loaded"); } catch (e) { console.log(e.name + ": " + e.message); } })`],
+        });
+        const out = r.stdout.toString();
+        expect(out).toContain("ConfigError");
+        expect(out).toContain(`state file ${join(sd, STATE_FILE)} is corrupt`);
+        expect(out).toContain("cannot be set aside");
+      } else {
+        expect(() => sf.load()).toThrow(ConfigError);
+      }
+    } finally {
+      chmodSync(sd, 0o755);
+    }
   });
 
   test("a file of another version is not loaded as if it were ours", () => {
