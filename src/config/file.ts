@@ -6,6 +6,7 @@ import { readFileSync } from "node:fs";
 import * as v from "valibot";
 import { formatIssues, ruleFromSpec, RuleSpecSchema, ttlSchema, type RuleSpec } from "./rule-spec.ts";
 import { ConfigError } from "../errors.ts";
+import { capacityProblems } from "../rules/capacity.ts";
 import { describeInput, inputKey } from "../rules/rule.ts";
 import { ListenSchema, type ListenAddress } from "./listen.ts";
 import { PORT_MAX, PORT_MIN, WORKERS_PER_INTERFACE_MAX } from "../limits.ts";
@@ -99,8 +100,14 @@ export function parseConfig(text: string, path: string): LoadedConfig {
     else names.set(spec.name, i);
     specs.push(spec);
   });
+  const workers = new Map(Object.entries(cfg?.workers ?? {}));
+  if (problems.length === 0) {
+    // What a worker can hold, per interface and worker (with the file's worker counts, else 1).
+    const rules = specs.map((spec, i) => ruleFromSpec(spec, BigInt(i + 1))).flatMap((b) => (b.ok ? [b.rule] : []));
+    problems.push(...capacityProblems(rules, (iface) => workers.get(iface) ?? 1));
+  }
   if (problems.length) throw new ConfigError(`${path}:\n  ${problems.join("\n  ")}`);
-  return { path, specs, workers: new Map(Object.entries(cfg?.workers ?? {})), metrics: cfg?.metrics ?? null };
+  return { path, specs, workers, metrics: cfg?.metrics ?? null };
 }
 
 function ourSpec(r: unknown, i: number, problems: string[]): RuleSpec | null {

@@ -44,6 +44,7 @@ export const ERROR_CODES = [
   "exists",
   "config_invalid",
   "too_large",
+  "limit",
   "busy",
   "timeout",
   "forbidden",

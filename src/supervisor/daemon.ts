@@ -16,6 +16,7 @@ import { LinkMonitor } from "./link-monitor.ts";
 import { sdNotify } from "../native/lib.ts";
 import { buildInterfaceReports, buildRuleReports } from "./report.ts";
 import { StateDirLockedError, StateFile, lockStateDir, type SavedRule } from "./state-file.ts";
+import { capacityProblems } from "../rules/capacity.ts";
 import type { WorkerUser } from "./user.ts";
 import type { ListenAddress } from "../config/listen.ts";
 import { HttpEndpoint, type Readiness } from "./http.ts";
@@ -168,13 +169,22 @@ export class Daemon {
       metricsAt ??= cfg.metrics;
       // A config rule keeps its id across restarts (by name), as runtime rules do.
       for (const spec of cfg.specs) this.#put(spec, "config", saved.configIds.get(spec.name) ?? this.#takeId());
+      const over = this.#capacity();
+      if (over.length) throw new ConfigError(`${opts.configPath}: more than the workers can hold:\n  ${over.join("\n  ")}`);
     }
     for (const r of saved.rules) {
       if (this.#rules.has(r.spec.name)) {
         log.warn(`runtime rule ${r.spec.name} overrides the config file's rule of that name`);
       }
+      const shadowed = this.#rules.get(r.spec.name);
       try {
         this.#put(r.spec, "runtime", r.id);
+        const over = this.#capacity();
+        if (over.length) {
+          if (shadowed) this.#rules.set(r.spec.name, shadowed);
+          else this.#rules.delete(r.spec.name);
+          throw new Error(over.join("; "));
+        }
       } catch (err) {
         this.#unloadable.push(r);
         log.error(`saved rule ${r.spec.name} is not loaded (${(err as Error).message}); it stays in the state file`);
@@ -235,9 +245,14 @@ export class Daemon {
     return stored;
   }
 
-  #persist(): void {
-    const runtime = [...this.#rules.values()].filter((s) => s.origin === "runtime");
-    const config = [...this.#rules.values()].filter((s) => s.origin === "config");
+  /** Problems if the rules (default: the current ones) do not fit the workers' tables. */
+  #capacity(rules: Iterable<Stored> = this.#rules.values()): string[] {
+    return capacityProblems([...rules].map((s) => s.rule), (iface) => this.#workersFor(iface));
+  }
+
+  #persist(rules: Map<string, Stored> = this.#rules): void {
+    const runtime = [...rules.values()].filter((s) => s.origin === "runtime");
+    const config = [...rules.values()].filter((s) => s.origin === "config");
     this.#state.save({
       nextId: this.#nextId,
       rules: [...runtime.map((s) => ({ id: s.rule.id, spec: s.spec })), ...this.#unloadable],
@@ -344,12 +359,22 @@ export class Daemon {
     const id = existing ? existing.rule.id : this.#takeId();
     const before = existing ? { ...existing } : null;
     const stored = this.#put(spec, "runtime", id);
+    const undo = () => {
+      if (before) this.#rules.set(spec.name, before);
+      else this.#rules.delete(spec.name);
+    };
+    // Before anything is saved or applied: a table the worker could not hold would stop every
+    // rule of the interface.
+    const over = this.#capacity();
+    if (over.length) {
+      undo();
+      throw new ControlError("limit", `rule ${spec.name} refused, nothing changed: ${over.join("; ")}`);
+    }
     try {
       this.#persist();
     } catch (err) {
-      if (before) this.#rules.set(spec.name, before);
-      else this.#rules.delete(spec.name);
-      throw new ControlError("internal", `cannot save state: ${(err as Error).message}`);
+      undo();
+      throw new ControlError("internal", `cannot save state, nothing changed: ${(err as Error).message}`);
     }
     this.#reconcile();
     await this.#settle();
@@ -359,8 +384,16 @@ export class Daemon {
   async #remove(nameOrId: string) {
     const stored = this.#find(nameOrId);
     if (!stored) throw new ControlError("not_found", `no rule named or numbered '${nameOrId}'`);
+    // Saved first: if the state cannot be written the rule stays, listed and forwarding, as
+    // the state file still holds it (no rule that forwards but cannot be removed).
+    const after = new Map(this.#rules);
+    after.delete(stored.rule.name);
+    try {
+      this.#persist(after);
+    } catch (err) {
+      throw new ControlError("internal", `cannot save state, nothing changed (rule ${stored.rule.name} is still there and forwarding): ${(err as Error).message}`);
+    }
     this.#rules.delete(stored.rule.name);
-    this.#persist();
     this.#reconcile();
     await this.#settle();
     const warnings = stored.origin === "config" ? ["this rule comes from the config file: a reload brings it back unless it is removed there"] : [];
@@ -396,6 +429,7 @@ export class Daemon {
   async #reload() {
     if (!this.#opts.configPath) throw new ControlError("config_invalid", "the daemon was started without --config: nothing to reload");
     let specs: RuleSpec[];
+    const workersBefore = this.#workersConfig;
     try {
       const cfg = loadConfig(this.#opts.configPath);
       specs = cfg.specs;
@@ -430,12 +464,20 @@ export class Daemon {
           changed.push(name);
         }
       }
+      // What the workers can hold, then the state file: either fails, nothing changed.
+      const over = this.#capacity();
+      if (over.length) throw new Error(over.join("; "));
+      try {
+        this.#persist();
+      } catch (err) {
+        throw new Error(`cannot save state: ${(err as Error).message}`);
+      }
     } catch (err) {
       this.#rules.clear();
       for (const [k, v] of before) this.#rules.set(k, v);
+      this.#workersConfig = workersBefore;
       throw new ControlError("config_invalid", `reload refused, nothing changed: ${(err as Error).message}`);
     }
-    this.#persist();
     this.#reconcile();
     await this.#settle();
     log.info(`reloaded ${this.#opts.configPath}: ${added.length} added, ${removed.length} removed, ${changed.length} changed`);
@@ -446,6 +488,8 @@ export class Daemon {
   #view(s: Stored) {
     const worker = this.#pool.info().find((w) => w.interface === s.rule.input.iface);
     const failing = !s.pending.length && worker && worker.state === "backoff";
+    // A rule its worker refused to take (the others of that worker go on forwarding).
+    const refused = s.pending.length ? undefined : this.#pool.refusedRules().get(s.rule.id.toString());
     return {
       name: s.rule.name,
       id: s.rule.id.toString(),
@@ -461,8 +505,8 @@ export class Daemon {
         state: s.pendingOutputs.has(o.id) ? "pending" : "active",
         reason: s.pendingOutputs.get(o.id) ?? null,
       })),
-      state: s.pending.length ? "pending" : failing ? "error" : "active",
-      reasons: s.pending.length ? s.pending : failing && worker.last_error ? [worker.last_error] : [],
+      state: s.pending.length ? "pending" : failing || refused ? "error" : "active",
+      reasons: s.pending.length ? s.pending : refused ? [refused] : failing && worker.last_error ? [worker.last_error] : [],
     };
   }
 

@@ -38,6 +38,11 @@ export class WorkerError extends Error {
   override name = "WorkerError";
 }
 
+/** The worker answered the request with an error: it is alive and kept its previous state. */
+export class WorkerRefusedError extends WorkerError {
+  override name = "WorkerRefusedError";
+}
+
 export interface WorkerOptions {
   ifname: string;
   ifindex: number;
@@ -177,7 +182,7 @@ export class WorkerHandle {
     if (!p) return; // answered after its deadline: already reported
     this.#pending.delete(msg.id);
     clearTimeout(p.timer);
-    if (msg.type === "error") p.reject(new WorkerError(`worker ${this.ifname}: ${msg.message}`));
+    if (msg.type === "error") p.reject(new WorkerRefusedError(`worker ${this.ifname}: ${msg.message}`));
     else p.resolve(msg);
   }
 

@@ -17,7 +17,7 @@ import { CounterBook } from "./counters.ts";
 import { lookupLink } from "./links.ts";
 import type { WorkerUser } from "./user.ts";
 import type { LinkLookup } from "../rules/rule.ts";
-import { WorkerHandle } from "./worker-handle.ts";
+import { WorkerHandle, WorkerRefusedError } from "./worker-handle.ts";
 
 const log = logger("workers");
 
@@ -64,6 +64,11 @@ interface Entry {
   driftRepairs: number;
   /** Set when the worker is stopped on purpose (no restart, not a failure). */
   retiring: boolean;
+  /** The last table a worker of this slot accepted: what it goes back to after a refusal. */
+  good: { rules: WireRule[]; hash: string; generation: number } | null;
+  /** The wanted table's hash when the worker refused it, and why (not retried until it changes). */
+  refusedHash: string | null;
+  refusal: string | null;
 }
 
 export interface WorkerInfo {
@@ -181,6 +186,9 @@ export class WorkerPool {
       lastError: null,
       driftRepairs: 0,
       retiring: false,
+      good: null,
+      refusedHash: null,
+      refusal: null,
     });
   }
 
@@ -251,8 +259,23 @@ export class WorkerPool {
   }
 
   #allApplied(): boolean {
-    for (const e of this.#entries.values()) if (e.appliedHash !== e.hash) return false;
+    // A refused table is settled too: the worker answered, and keeps its last good table.
+    for (const e of this.#entries.values()) if (e.appliedHash !== e.hash && e.refusedHash !== e.hash) return false;
     return true;
+  }
+
+  /**
+   * Rules a worker refused to take (its table would not fit, or it failed validation there),
+   * by rule id, with the worker's reason. The worker's other rules go on forwarding.
+   */
+  refusedRules(): Map<string, string> {
+    const out = new Map<string, string>();
+    for (const e of this.#entries.values()) {
+      if (e.refusedHash === null || e.refusedHash !== e.hash) continue;
+      const kept = new Set((e.good?.rules ?? []).map((r) => r.id));
+      for (const r of e.rules) if (!kept.has(r.id)) out.set(r.id, `worker ${label(e)} refused its table: ${e.refusal}`);
+    }
+    return out;
   }
 
   #notify(): void {
@@ -335,7 +358,7 @@ export class WorkerPool {
       if (e.busy || e.retiring || e.handle?.killed) continue;
       if (!e.handle) {
         if (now >= e.nextStartAt) this.#run(e, () => this.#start(e));
-      } else if (e.appliedHash !== e.hash) {
+      } else if (e.appliedHash !== e.hash && e.refusedHash !== e.hash) {
         this.#run(e, () => this.#apply(e));
       } else if (now - e.lastPingAt >= PING_INTERVAL_MS) {
         this.#run(e, () => this.#ping(e));
@@ -399,16 +422,36 @@ export class WorkerPool {
     const { rules, hash, generation } = e;
     // Counters of rules leaving this worker's table restart; the book keeps what they had.
     this.counters.observe(workerKey(e), e.ifname, handle.snapshot());
-    await handle.applyTable(rules, generation, hash);
+    try {
+      await handle.applyTable(rules, generation, hash);
+    } catch (err) {
+      if (!(err instanceof WorkerRefusedError)) throw err;
+      // Refused, not failed: the worker keeps the table it had and goes on forwarding it
+      // (killing it would stop every rule of the interface, and its successor would refuse
+      // the same table). A new worker gets the last table this slot accepted.
+      e.refusedHash = hash;
+      e.refusal = err.message.replace(`worker ${handle.ifname}: `, "");
+      e.lastError = `table refused: ${e.refusal}`;
+      log.error(`worker ${label(e)}: refused table ${hash} (${e.refusal}); it keeps table ${e.good?.hash ?? "(none)"}`);
+      if (e.good && e.appliedHash !== e.good.hash) {
+        await handle.applyTable(e.good.rules, e.good.generation, e.good.hash);
+        e.appliedHash = e.good.hash;
+      }
+      return;
+    }
     this.counters.observe(workerKey(e), e.ifname, handle.snapshot());
     e.appliedHash = hash;
+    e.good = { rules, hash, generation };
+    e.refusedHash = null;
+    e.refusal = null;
     log.debug(`worker ${label(e)}: table ${hash} applied (${rules.length} rules)`);
   }
 
   async #ping(e: Entry): Promise<void> {
     e.lastPingAt = performance.now();
     const pong = await e.handle!.ping(PING_TIMEOUT_MS);
-    if (pong.hash !== e.appliedHash) {
+    // (No table accepted yet, e.g. the first one was refused: nothing to compare.)
+    if (e.appliedHash !== null && pong.hash !== e.appliedHash) {
       e.driftRepairs += 1;
       log.warn(`worker ${label(e)}: holds table ${pong.hash}, expected ${e.appliedHash}: resyncing`);
       try {

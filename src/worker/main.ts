@@ -21,6 +21,7 @@ function send(msg: FromWorker): void {
 }
 
 export async function runWorker(): Promise<number> {
+  const testRulesMax = Number(process.env.MCRELAY_TEST_TABLE_RULES_MAX ?? "") || 0;
   if (!process.send) {
     log.error("_worker is started by the supervisor, not by hand");
     return 2;
@@ -75,6 +76,9 @@ export async function runWorker(): Promise<number> {
     switch (msg.type) {
       case "table": {
         try {
+          // Test-only: refuse tables of more rules than this, as a worker whose limits are
+          // smaller than the supervisor's checks would. Never set outside tests.
+          if (testRulesMax > 0 && msg.rules.length > testRulesMax) throw new Error(`ERANGE: ${msg.rules.length} rules (test limit ${testRulesMax})`);
           const hash = tableHash(msg.rules);
           dp.apply(wireToNative(msg.rules, msg.generation));
           applied = { generation: msg.generation, hash };

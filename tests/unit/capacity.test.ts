@@ -1,0 +1,52 @@
+// What a worker can hold, counted the way the worker pool splits rules: per interface and per
+// worker (flow hash), pending rules included, with messages naming the interface and the limit.
+import { describe, expect, test } from "bun:test";
+import { ruleFromSpec } from "../../src/config/rule-spec.ts";
+import { NATIVE_LIMITS } from "../../src/limits.ts";
+import { capacityProblems } from "../../src/rules/capacity.ts";
+import { workerSlot } from "../../src/rules/flow-hash.ts";
+import type { Rule } from "../../src/rules/rule.ts";
+
+function rule(i: number, iface = "eth0", outputs = 1): Rule {
+  const group = `239.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}`;
+  const to = Array.from({ length: outputs }, (_, k) => `239.200.${k >> 8}.${k & 255}:6000@eth9`);
+  const built = ruleFromSpec({ name: `r${i}`, from: `${group}:5000@${iface}`, to }, BigInt(i + 1));
+  if (!built.ok) throw new Error(built.problems.join("; "));
+  return built.rule;
+}
+
+describe("worker capacity", () => {
+  test(`${NATIVE_LIMITS.rulesMax} rules on one interface fit; one more is refused naming the interface and rules_max`, () => {
+    const rules = Array.from({ length: NATIVE_LIMITS.rulesMax }, (_, i) => rule(i));
+    expect(capacityProblems(rules, () => 1)).toEqual([]);
+    expect(capacityProblems([...rules, rule(NATIVE_LIMITS.rulesMax)], () => 1)).toEqual([
+      `interface eth0: ${NATIVE_LIMITS.rulesMax + 1} rules, but a worker holds at most ${NATIVE_LIMITS.rulesMax} (rules_max)`,
+    ]);
+  });
+
+  test("the limits are per interface: 1,024 rules on each of two interfaces fit", () => {
+    const rules = [...Array.from({ length: 1024 }, (_, i) => rule(i, "eth0")), ...Array.from({ length: 1024 }, (_, i) => rule(i, "eth1"))];
+    expect(capacityProblems(rules, () => 1)).toEqual([]);
+  });
+
+  test("8 rules of 256 outputs fit (2,048); a 9th rule of 256 outputs is refused naming outputs_max", () => {
+    const rules = Array.from({ length: 8 }, (_, i) => rule(i, "eth0", 256));
+    expect(capacityProblems(rules, () => 1)).toEqual([]);
+    expect(capacityProblems([...rules, rule(8, "eth0", 256)], () => 1)).toEqual([
+      `interface eth0: 2304 outputs, but a worker holds at most ${NATIVE_LIMITS.outputsMax} (outputs_max)`,
+    ]);
+  });
+
+  test("with several workers each worker's share is counted (as the flow hash splits), naming the worker", () => {
+    // 1,100 rules over 2 workers: each worker gets about half, so all fit.
+    const rules = Array.from({ length: 1100 }, (_, i) => rule(i));
+    expect(capacityProblems(rules, () => 2)).toEqual([]);
+    // Rules that all hash to worker 1 of 2: one over the limit is refused for that worker.
+    const same: Rule[] = [];
+    for (let i = 0; same.length <= NATIVE_LIMITS.rulesMax; i++) {
+      const r = rule(i);
+      if (workerSlot(r.input.addr.text, r.input.port, 2) === 0) same.push(r);
+    }
+    expect(capacityProblems(same, () => 2)).toEqual([`interface eth0 (worker 1 of 2): ${NATIVE_LIMITS.rulesMax + 1} rules, but a worker holds at most ${NATIVE_LIMITS.rulesMax} (rules_max)`]);
+  });
+});
