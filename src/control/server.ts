@@ -128,6 +128,8 @@ export interface ServerOptions {
   clientsMax?: number;
   /** Who may connect and who may change things; without it every peer has every right. */
   access?: AccessPolicy;
+  /** Shorter timeouts for tests (default: the protocol's constants). */
+  timeouts?: { partialLineMs?: number; helloMs?: number; writeStallMs?: number; sweepMs?: number };
 }
 
 export interface ServerStats {
@@ -150,14 +152,20 @@ export class ControlServer {
   #pumpScheduled = false;
   readonly #sweep: ReturnType<typeof setInterval>;
   readonly #stats = { refused: 0, timeouts: 0, stalled: 0, events_dropped: 0 };
+  readonly #partialLineMs: number;
+  readonly #helloMs: number;
+  readonly #writeStallMs: number;
 
   private constructor(path: string, handler: Handler, opts: ServerOptions) {
     this.path = path;
     this.#handler = handler;
     this.#access = opts.access;
     this.clientsMax = Math.max(1, opts.clientsMax ?? CLIENTS_MAX_DEFAULT);
+    this.#partialLineMs = opts.timeouts?.partialLineMs ?? PARTIAL_LINE_TIMEOUT_MS;
+    this.#helloMs = opts.timeouts?.helloMs ?? HELLO_TIMEOUT_MS;
+    this.#writeStallMs = opts.timeouts?.writeStallMs ?? WRITE_STALL_MS;
     // Created once: timeouts of half-written lines, missing hellos and unread answers.
-    this.#sweep = setInterval(() => this.#sweepIdle(), 1000);
+    this.#sweep = setInterval(() => this.#sweepIdle(), opts.timeouts?.sweepMs ?? 1000);
     this.#sweep.unref?.();
   }
 
@@ -434,17 +442,17 @@ export class ControlServer {
     for (const socket of this.#conns) {
       const c = socket.data;
       if (c.closed) continue;
-      if (c.partialSince !== 0 && now - c.partialSince > PARTIAL_LINE_TIMEOUT_MS) {
+      if (c.partialSince !== 0 && now - c.partialSince > this.#partialLineMs) {
         this.#stats.timeouts += 1;
-        this.#error(socket, null, "timeout", `incomplete request for ${PARTIAL_LINE_TIMEOUT_MS / 1000} s; disconnecting`);
+        this.#error(socket, null, "timeout", `incomplete request for ${this.#partialLineMs / 1000} s; disconnecting`);
         this.#drop(socket);
-      } else if (!c.hello && !c.busy && c.newline < 0 && now - c.openedAt > HELLO_TIMEOUT_MS) {
+      } else if (!c.hello && !c.busy && c.newline < 0 && now - c.openedAt > this.#helloMs) {
         this.#stats.timeouts += 1;
-        this.#error(socket, null, "timeout", `no hello within ${HELLO_TIMEOUT_MS / 1000} s; disconnecting`);
+        this.#error(socket, null, "timeout", `no hello within ${this.#helloMs / 1000} s; disconnecting`);
         this.#drop(socket);
-      } else if (c.backlogBytes > 0 && now - c.lastProgress > WRITE_STALL_MS) {
+      } else if (c.backlogBytes > 0 && now - c.lastProgress > this.#writeStallMs) {
         this.#stats.stalled += 1;
-        log.warn(`client (uid ${c.peer?.uid ?? "?"}, pid ${c.peer?.pid ?? "?"}) has not read its answers for ${WRITE_STALL_MS / 1000} s; disconnecting it`);
+        log.warn(`client (uid ${c.peer?.uid ?? "?"}, pid ${c.peer?.pid ?? "?"}) has not read its answers for ${this.#writeStallMs / 1000} s; disconnecting it`);
         c.backlog = [];
         c.backlogBytes = 0;
         this.#drop(socket);

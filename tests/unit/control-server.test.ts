@@ -3,8 +3,8 @@
 // read), oversized lines refused, a stale socket replaced and a live one respected.
 import { afterEach, beforeEach, describe, expect, test } from "bun:test";
 import { existsSync, readFileSync, statSync, writeFileSync } from "node:fs";
-import { ControlError, ControlServer, DaemonRunningError, SocketPathError } from "../../src/control/server.ts";
-import { LINE_BYTES_MAX, type Request } from "../../src/control/protocol.ts";
+import { ControlError, ControlServer, DaemonRunningError, SocketPathError, type RequestContext, type ServerOptions } from "../../src/control/server.ts";
+import { EVENTS_BACKLOG_BYTES_MAX, LINE_BYTES_MAX, type Request } from "../../src/control/protocol.ts";
 import { helloClient, percentile, RawClient, TempDir } from "../support/daemon-harness.ts";
 
 let dir: TempDir;
@@ -14,8 +14,11 @@ const clients: RawClient[] = [];
 const children: { kill(): void }[] = [];
 
 /** The fake daemon: `stats {rule: "slow"}` takes 1.5 s, `stats {rule: "boom"}` throws, `list` answers with 4 KiB. */
-async function handler(req: Request): Promise<unknown> {
+async function handler(req: Request, ctx?: RequestContext): Promise<unknown> {
   switch (req.cmd) {
+    case "events":
+      ctx?.subscribe();
+      return { subscribed: true };
     case "hello":
       return { daemon: "test", protocol: 1 };
     case "ping":
@@ -258,3 +261,104 @@ print("still connected", flush=True)
     expect((await c.call("ping")).pong).toBe(true);
   }, T);
 });
+
+describe("control server bounds", () => {
+  async function restart(opts: ServerOptions): Promise<void> {
+    server?.stop();
+    server = await ControlServer.start(path, handler, opts);
+  }
+
+  test("connections over the cap get one `busy` line and are closed; the clients inside are served", async () => {
+    await restart({ clientsMax: 3 });
+    const inside = [await hello(), await hello(), await hello()];
+    const extra = await connect();
+    const line = await extra.nextLine(5_000);
+    expect(JSON.parse(line!)).toMatchObject({ id: null, ok: false, error: { code: "busy" } });
+    expect(await extra.waitClosed()).toBe(true);
+    for (const c of inside) expect((await c.call("ping")).pong).toBe(true);
+    expect(server!.stats()).toMatchObject({ clients: 3, refused: 1 });
+    // A slot freed is a slot available again.
+    inside[0]!.close();
+    await Bun.sleep(100);
+    const again = await hello();
+    expect((await again.call("ping")).pong).toBe(true);
+  }, T);
+
+  test("an incomplete line is answered `timeout` and closed after the partial-line timeout; others are not", async () => {
+    await restart({ timeouts: { partialLineMs: 300, sweepMs: 50 } });
+    const slow = await hello();
+    const ok = await hello();
+    await slow.write('{"v":1,"id":9,"cmd":"pi');
+    const line = await slow.nextLine(5_000);
+    expect(JSON.parse(line!)).toMatchObject({ id: null, ok: false, error: { code: "timeout" } });
+    expect(await slow.waitClosed()).toBe(true);
+    expect((await ok.call("ping")).pong).toBe(true);
+    expect(server!.stats().timeouts).toBe(1);
+  }, T);
+
+  test("a connection that never says hello is closed with `timeout` after the hello timeout", async () => {
+    await restart({ timeouts: { helloMs: 300, sweepMs: 50 } });
+    const silent = await connect();
+    const line = await silent.nextLine(5_000);
+    expect(JSON.parse(line!)).toMatchObject({ id: null, ok: false, error: { code: "timeout" } });
+    expect(await silent.waitClosed()).toBe(true);
+  }, T);
+
+  test("a subscriber that does not read loses the events past the backlog bound, counted, and is told how many when it reads again", async () => {
+    // A separate process subscribes, then reads nothing for 2 s while 4,000 events of 1 KiB
+    // (about 4 MiB) are published; then it reads everything and reports the events-dropped notice.
+    const script = `
+import json, socket, sys, time
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.connect(sys.argv[1])
+s.sendall(b'{"v":1,"id":0,"cmd":"hello","args":{"client":"lazy"}}\\n{"v":1,"id":"ev","cmd":"events"}\\n')
+print("subscribed", flush=True)
+time.sleep(2)
+s.settimeout(1)
+buf = b""
+try:
+    while True:
+        data = s.recv(1 << 20)
+        if not data:
+            break
+        buf += data
+except OSError:
+    pass
+lines = [json.loads(l) for l in buf.split(b"\\n") if l]
+events = [l["event"] for l in lines if "event" in l]
+dropped = [e for e in events if e.get("kind") == "events-dropped"]
+tests = [e for e in events if e.get("kind") == "test"]
+print(json.dumps({"events": len(tests), "dropped": sum(e["dropped"] for e in dropped)}), flush=True)
+`;
+    const proc = Bun.spawn({ cmd: ["python3", "-c", script, path], stdout: "pipe", stderr: "inherit" });
+    children.push(proc);
+    await waitForSubscriber();
+    const other = await hello();
+    const payload = "x".repeat(1000);
+    for (let i = 0; i < 4000; i++) server!.publish({ kind: "test", i, payload });
+    // The server holds at most the bound (plus what the kernel buffers), not 4 MiB.
+    const dropped = server!.stats().events_dropped;
+    expect(dropped).toBeGreaterThan(3000 - 1000);
+    expect((await other.call("ping")).pong).toBe(true);
+    const out = (await new Response(proc.stdout).text()).trim().split("\n");
+    const report = JSON.parse(out.at(-1)!);
+    expect(report.dropped).toBe(dropped);
+    expect(report.events + report.dropped).toBe(4000);
+    expect(report.events).toBeLessThan(4000);
+    expect(report.events * 1050).toBeGreaterThan(EVENTS_BACKLOG_BYTES_MAX);
+  }, T);
+});
+
+/** Waits until the server has one subscribed connection (the lazy subscriber). */
+async function waitForSubscriber(): Promise<void> {
+  const deadline = Date.now() + 10_000;
+  while (Date.now() < deadline) {
+    server!.publish({ kind: "probe" });
+    if (server!.clients >= 1) {
+      await Bun.sleep(300);
+      return;
+    }
+    await Bun.sleep(20);
+  }
+  throw new Error("no subscriber");
+}
