@@ -17,6 +17,10 @@ export const DSCP_MAX = 63;
 export const VLAN_MIN = 1;
 export const VLAN_MAX = 4094;
 
+/** A rule's rate cap (max_pps), datagrams per second. */
+export const MAX_PPS_MIN = 1;
+export const MAX_PPS_MAX = 100_000_000;
+
 /** UDP port of an input or output (0 is not a port one can relay to). */
 export const PORT_MIN = 1;
 export const PORT_MAX = 65535;

@@ -2,7 +2,7 @@
 //! the library is loaded (see `layout` in lib.zig); any change here bumps `version`.
 const std = @import("std");
 
-pub const version: u32 = 9;
+pub const version: u32 = 10;
 
 /// Addresses are 16 bytes everywhere; IPv4 is stored v4-mapped (::ffff:a.b.c.d).
 pub const Addr = [16]u8;
@@ -18,6 +18,8 @@ pub const TableHeader = extern struct {
 };
 
 pub const rule_flag_source_filter: u16 = 1;
+/// Loop containment off for this rule (it is on by default).
+pub const rule_flag_no_loop_guard: u16 = 2;
 
 pub const RuleDesc = extern struct {
     /// Stable identity: counters follow the id across table changes.
@@ -38,6 +40,9 @@ pub const RuleDesc = extern struct {
     /// The input interface's primary IPv4 address: a datagram from it is our own (martian).
     /// All zero when unknown.
     local_addr4: [4]u8 = @splat(0),
+    /// Datagrams per second the rule relays at most (storm guard); 0 = no cap.
+    max_pps: u32 = 0,
+    _pad2: u32 = 0,
 };
 
 pub const OutputDesc = extern struct {
@@ -167,7 +172,7 @@ pub fn patternByte(seq: u64, i: u32) u8 {
 
 comptime {
     std.debug.assert(@sizeOf(TableHeader) == 16);
-    std.debug.assert(@sizeOf(RuleDesc) == 56);
+    std.debug.assert(@sizeOf(RuleDesc) == 64);
     std.debug.assert(@sizeOf(OutputDesc) == 56);
     std.debug.assert(@sizeOf(DpConfig) == 32);
     std.debug.assert(@sizeOf(PacketSetup) == 20);

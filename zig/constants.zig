@@ -23,6 +23,12 @@ pub const coalesce_window_ns: u64 = 100 * std.time.ns_per_us;
 pub const egress_batch_max: u32 = 48;
 /// Largest UDP GSO buffer egress sends: 64 KiB less the IPv4 and UDP headers, rounded down.
 pub const egress_gso_bytes_max: u32 = 65_000;
+/// Loop guard: payload traces one dataplane keeps (24 bytes each), and how long a trace lasts
+/// after its datagram was last seen. A round trip through relays takes milliseconds.
+pub const loop_guard_slots: u32 = 1 << 14;
+pub const loop_guard_window_ms: u32 = 250;
+/// Per-rule rate cap (max_pps): the burst it lets through after a quiet spell, as time.
+pub const rate_cap_burst_ms: u32 = 50;
 /// Egress socket send buffer. A small buffer collapsed throughput in the earlier relay.
 pub const egress_sndbuf_bytes: u32 = 4 * 1024 * 1024;
 /// Groups one UDP socket may join: the kernel's default igmp_max_memberships is 20.

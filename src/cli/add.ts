@@ -6,7 +6,7 @@ import { printJson, printLine } from "./output.ts";
 import { logger } from "../log.ts";
 import { nameSchema, ruleFromSpec, type RuleSpec } from "../config/rule-spec.ts";
 import { UsageError } from "../errors.ts";
-import { TTL_MAX, TTL_MIN } from "../limits.ts";
+import { MAX_PPS_MAX, MAX_PPS_MIN, TTL_MAX, TTL_MIN } from "../limits.ts";
 import * as v from "valibot";
 
 const log = logger("add");
@@ -17,22 +17,26 @@ const args = {
   to: { type: "string", description: "Output ADDR:PORT[@IFACE][,ttl=N][,dscp=N|copy][,gso=off]; repeat for fan-out", required: true },
   ttl: { type: "string", description: "TTL of relayed packets, for outputs without their own ttl= (default 8)" },
   source: { type: "string", description: "Relay only packets from this source address" },
+  "max-pps": { type: "string", description: "Relay at most this many datagrams per second (storm cap; default none)" },
+  "loop-guard": { type: "boolean", default: true, description: "Drop datagrams that loop back through relays (--no-loop-guard turns it off)" },
   replace: { type: "boolean", description: "Change the existing rule of this name in place" },
   ...socketArg,
   ...jsonArg,
 } as const;
 
-const Schema = v.object({ name: nameSchema, ttl: v.optional(intFlag(TTL_MIN, TTL_MAX)) });
+const Schema = v.object({ name: nameSchema, ttl: v.optional(intFlag(TTL_MIN, TTL_MAX)), "max-pps": v.optional(intFlag(MAX_PPS_MIN, MAX_PPS_MAX)) });
 
 export default defineCommand({
   meta: { name: "add", description: "Add (or --replace) a forwarding rule in the running daemon" },
   args,
   async run({ rawArgs, args: a }) {
     checkFlags(rawArgs, args);
-    const checked = validate(Schema, { name: a.name, ttl: a.ttl });
+    const checked = validate(Schema, { name: a.name, ttl: a.ttl, "max-pps": a["max-pps"] });
     const rule: Record<string, unknown> = { name: checked.name, from: a.from, to: repeated(rawArgs, "to") };
     if (checked.ttl !== undefined) rule.ttl = checked.ttl;
     if (a.source) rule.source = a.source;
+    if (checked["max-pps"] !== undefined) rule.max_pps = checked["max-pps"];
+    if (a["loop-guard"] === false) rule.loop_guard = false;
     // The daemon validates again; checking here too turns a typo into a usage error (exit 2)
     // that names the flag, before any connection is made.
     const local = ruleFromSpec(rule as RuleSpec, 1n);

@@ -6,7 +6,7 @@ import { nameSchema, ruleOutput, sourceSchema } from "../config/rule-spec.ts";
 import { inputTextSchema, outputTextSchema } from "../config/endpoint-options.ts";
 import { UsageError, PermissionError, NativeError } from "../errors.ts";
 import { resolveRule, ruleProblems, type Rule } from "../rules/rule.ts";
-import { DEFAULT_TTL, TTL_MAX, TTL_MIN, WORKERS_PER_INTERFACE_MAX } from "../limits.ts";
+import { DEFAULT_TTL, MAX_PPS_MAX, MAX_PPS_MIN, TTL_MAX, TTL_MIN, WORKERS_PER_INTERFACE_MAX } from "../limits.ts";
 import { Relay, lookupLink, type RelayReport } from "../supervisor/relay.ts";
 import { checkFlags, intFlag, jsonArg, repeated, secondsFlag, validate } from "./args.ts";
 import { printJson, printLine, printTable } from "./output.ts";
@@ -22,6 +22,8 @@ const args = {
   to: { type: "string", description: "Output ADDR:PORT[@IFACE][,ttl=N][,dscp=N|copy][,gso=off]; repeat for fan-out", required: true },
   ttl: { type: "string", description: `TTL of relayed packets, for outputs without their own ttl= (default ${DEFAULT_TTL})` },
   source: { type: "string", description: "Relay only packets from this source address" },
+  "max-pps": { type: "string", description: "Relay at most this many datagrams per second (storm cap; default none)" },
+  "loop-guard": { type: "boolean", default: true, description: "Drop datagrams that loop back through relays (--no-loop-guard turns it off)" },
   name: { type: "string", description: "Rule name in the report (default: forward)" },
   duration: { type: "string", description: "Stop after this many seconds (default: until SIGINT/SIGTERM)" },
   user: { type: "string", description: "User the workers run as (default: nobody as root, else your own user)" },
@@ -38,6 +40,7 @@ const Schema = v.object({
   name: v.optional(nameSchema),
   duration: v.optional(secondsFlag()),
   workers: v.optional(intFlag(1, WORKERS_PER_INTERFACE_MAX)),
+  "max-pps": v.optional(intFlag(MAX_PPS_MIN, MAX_PPS_MAX)),
 });
 
 export default defineCommand({
@@ -53,6 +56,7 @@ export default defineCommand({
       name: a.name,
       duration: a.duration,
       workers: a.workers,
+      "max-pps": a["max-pps"],
     });
     const ttl = input.ttl ?? DEFAULT_TTL;
     const rule: Rule = {
@@ -61,6 +65,8 @@ export default defineCommand({
       input: { ...input.from.endpoint, iface: input.from.endpoint.iface! },
       source: input.source ?? null,
       vlan: input.from.options.vlan ?? null,
+      maxPps: input["max-pps"] ?? null,
+      loopGuard: a["loop-guard"] !== false,
       outputs: input.to.map((entry) => ruleOutput(1n, entry, ttl)),
     };
     const problems = ruleProblems(rule);

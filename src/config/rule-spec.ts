@@ -6,12 +6,18 @@ import { parseIp } from "../base/address.ts";
 import { endpointSchema, formatEndpoint, type Endpoint } from "../base/endpoint.ts";
 import { formatOutputOptions, inputTextSchema, outputEntrySchema, outputSpecSchema, type OutputEntry } from "./endpoint-options.ts";
 import { ruleProblems, type Rule, type RuleOutput } from "../rules/rule.ts";
-import { DEFAULT_TTL, NATIVE_LIMITS, TTL_MAX, TTL_MIN, VLAN_MAX, VLAN_MIN } from "../limits.ts";
+import { DEFAULT_TTL, MAX_PPS_MAX, MAX_PPS_MIN, NATIVE_LIMITS, TTL_MAX, TTL_MIN, VLAN_MAX, VLAN_MIN } from "../limits.ts";
 
 export const RULE_NAME = /^[A-Za-z0-9_.-]{1,64}$/;
 
 export const nameSchema = v.pipe(v.string(), v.regex(RULE_NAME, "a name is 1-64 letters, digits, _ . -"));
 export const vlanSchema = v.pipe(v.number("a VLAN id is a number"), v.integer("a VLAN id is a whole number"), v.minValue(VLAN_MIN, `a VLAN id is ${VLAN_MIN}-${VLAN_MAX}`), v.maxValue(VLAN_MAX, `a VLAN id is ${VLAN_MIN}-${VLAN_MAX}`));
+export const maxPpsSchema = v.pipe(
+  v.number("max_pps is a number"),
+  v.integer("max_pps is a whole number"),
+  v.minValue(MAX_PPS_MIN, `max_pps is at least ${MAX_PPS_MIN}`),
+  v.maxValue(MAX_PPS_MAX, `max_pps is at most ${MAX_PPS_MAX}`),
+);
 export const ttlSchema = v.pipe(v.number("a TTL is a number"), v.integer("a TTL is a whole number"), v.minValue(TTL_MIN, `a TTL is at least ${TTL_MIN}`), v.maxValue(TTL_MAX, `a TTL is at most ${TTL_MAX}`));
 
 export const sourceSchema = v.pipe(
@@ -40,6 +46,10 @@ export const RuleSpecSchema = v.strictObject({
   source: v.optional(v.string()),
   /** 802.1Q VID the input frames carry (also written "from": "...@eth0,vlan=100"). */
   vlan: v.optional(vlanSchema),
+  /** Storm cap: datagrams per second the rule relays at most. */
+  max_pps: v.optional(maxPpsSchema),
+  /** Loop containment; on unless false. */
+  loop_guard: v.optional(v.boolean("loop_guard is true or false")),
 });
 export type RuleSpec = v.InferOutput<typeof RuleSpecSchema>;
 
@@ -47,6 +57,8 @@ const ParsedSpecSchema = v.object({
   name: nameSchema,
   from: inputTextSchema,
   vlan: v.optional(vlanSchema),
+  max_pps: v.optional(maxPpsSchema),
+  loop_guard: v.optional(v.boolean()),
   to: v.array(outputEntrySchema),
   ttl: v.optional(ttlSchema),
   source: v.optional(sourceSchema),
@@ -91,6 +103,8 @@ export function ruleFromSpec(spec: RuleSpec, id: bigint): { ok: true; rule: Rule
     input: { ...p.from.endpoint, iface: p.from.endpoint.iface! },
     source: p.source ?? null,
     vlan: fromVlan ?? p.vlan ?? null,
+    maxPps: p.max_pps ?? null,
+    loopGuard: p.loop_guard ?? true,
     outputs: p.to.map((entry) => ruleOutput(id, entry, ttl)),
   };
   const problems = ruleProblems(rule);
@@ -110,6 +124,8 @@ export function specFromRule(rule: Rule): RuleSpec {
   if (ttl !== DEFAULT_TTL) spec.ttl = ttl;
   if (rule.source) spec.source = rule.source.text;
   if (rule.vlan !== null) spec.vlan = rule.vlan;
+  if (rule.maxPps !== null) spec.max_pps = rule.maxPps;
+  if (!rule.loopGuard) spec.loop_guard = false;
   return spec;
 }
 

@@ -2,17 +2,18 @@
 // The native module checks these numbers against the library right after loading it, so a
 // drift between the two sides refuses to run instead of misreading memory.
 
-export const ABI_VERSION = 9;
+export const ABI_VERSION = 10;
 
 export const TABLE_MAGIC = 0x4d435254;
 export const RULE_FLAG_SOURCE_FILTER = 1;
+export const RULE_FLAG_NO_LOOP_GUARD = 2;
 export const OUTPUT_FLAG_GSO_OFF = 1;
 /** OutputDesc.dscp meaning "copy the input packet's DSCP". */
 export const DSCP_COPY = 0xff;
 
 export const SIZE = {
   tableHeader: 16,
-  ruleDesc: 56,
+  ruleDesc: 64,
   outputDesc: 56,
   dpConfig: 32,
   packetSetup: 20,
@@ -91,12 +92,14 @@ export const WORKER_COUNTERS = [
   "otherhost",
   "martian_source",
   "own_source",
+  "loop_drops",
+  "cap_drops",
 ] as const;
 export type WorkerCounter = (typeof WORKER_COUNTERS)[number];
 
-export const RULE_COUNTERS = ["id", "packets", "bytes", "source_mismatch", "own_source"] as const;
+export const RULE_COUNTERS = ["id", "packets", "bytes", "source_mismatch", "own_source", "loop_drops", "cap_drops"] as const;
 /** Per-rule drop counters (the rule counters after id, packets, bytes). */
-export const RULE_DROPS = ["source_mismatch", "own_source"] as const;
+export const RULE_DROPS = ["source_mismatch", "own_source", "loop_drops", "cap_drops"] as const;
 export type RuleDrop = (typeof RULE_DROPS)[number];
 
 export const OUTPUT_COUNTERS = [
@@ -207,6 +210,9 @@ export interface TableRule {
   vlan: number;
   /** The input interface's IPv4 address (4 bytes), or null. */
   local: Uint8Array | null;
+  /** Datagrams per second at most; 0 = no cap. */
+  maxPps: number;
+  loopGuard: boolean;
   outputs: TableOutput[];
 }
 
@@ -239,11 +245,12 @@ export function encodeTable(rules: readonly TableRule[], generation: number): Ui
     buf.set(rule.group, at + 8);
     if (rule.source) buf.set(rule.source, at + 24);
     view.setUint16(at + 40, rule.port, true);
-    view.setUint16(at + 42, rule.source ? RULE_FLAG_SOURCE_FILTER : 0, true);
+    view.setUint16(at + 42, (rule.source ? RULE_FLAG_SOURCE_FILTER : 0) | (rule.loopGuard ? 0 : RULE_FLAG_NO_LOOP_GUARD), true);
     view.setUint16(at + 44, outputIndex, true);
     view.setUint16(at + 46, rule.outputs.length, true);
     view.setUint16(at + 48, rule.vlan, true);
     if (rule.local) buf.set(rule.local, at + 52);
+    view.setUint32(at + 56, rule.maxPps, true);
     for (const out of rule.outputs) {
       const o = outputsStart + outputIndex * SIZE.outputDesc;
       view.setBigUint64(o, out.id, true);

@@ -22,6 +22,10 @@ export interface Rule {
   source: IpAddress | null;
   /** 802.1Q VID the input frames must carry, or null: untagged frames only. */
   vlan: number | null;
+  /** Storm cap: datagrams per second relayed at most, or null for none. */
+  maxPps: number | null;
+  /** Loop containment (on unless the rule turns it off). */
+  loopGuard: boolean;
   outputs: RuleOutput[];
 }
 
@@ -115,6 +119,8 @@ export function resolveRule(rule: Rule, lookup: LinkLookup): Resolved {
       source: rule.source?.text ?? null,
       vlan: rule.vlan ?? 0,
       local: input?.addr4 ?? null,
+      max_pps: rule.maxPps ?? 0,
+      loop_guard: rule.loopGuard,
       outputs,
     },
     pending,

@@ -4,7 +4,7 @@ import { createHash } from "node:crypto";
 import * as v from "valibot";
 import { parseIp } from "../base/address.ts";
 import { encodeTable, type TableRule } from "../native/abi.ts";
-import { DSCP_MAX, PORT_MAX, PORT_MIN, TTL_MAX, TTL_MIN, VLAN_MAX } from "../limits.ts";
+import { DSCP_MAX, MAX_PPS_MAX, PORT_MAX, PORT_MIN, TTL_MAX, TTL_MIN, VLAN_MAX } from "../limits.ts";
 
 const port = v.pipe(v.number(), v.integer(), v.minValue(PORT_MIN), v.maxValue(PORT_MAX));
 const id = v.pipe(v.string(), v.regex(/^\d{1,20}$/));
@@ -32,6 +32,9 @@ export const WireRuleSchema = v.strictObject({
   vlan: v.pipe(v.number(), v.integer(), v.minValue(0), v.maxValue(VLAN_MAX)),
   /** The input interface's IPv4 address: datagrams from it are our own (dropped). */
   local: v.nullable(v.string()),
+  /** Datagrams per second the rule relays at most; 0 = no cap. */
+  max_pps: v.pipe(v.number(), v.integer(), v.minValue(0), v.maxValue(MAX_PPS_MAX)),
+  loop_guard: v.boolean(),
   outputs: v.pipe(v.array(WireOutputSchema), v.minLength(1)),
 });
 export type WireRule = v.InferOutput<typeof WireRuleSchema>;
@@ -40,7 +43,7 @@ export type WireRule = v.InferOutput<typeof WireRuleSchema>;
 export function tableHash(rules: readonly WireRule[]): string {
   const canonical = [...rules]
     .sort((a, b) => (BigInt(a.id) < BigInt(b.id) ? -1 : 1))
-    .map((r) => [r.id, r.group, r.port, r.source, r.vlan, r.local, r.outputs.map((o) => [o.id, o.addr, o.port, o.ttl, o.dscp, o.gso, o.ifindex, o.source])]);
+    .map((r) => [r.id, r.group, r.port, r.source, r.vlan, r.local, r.max_pps, r.loop_guard, r.outputs.map((o) => [o.id, o.addr, o.port, o.ttl, o.dscp, o.gso, o.ifindex, o.source])]);
   return createHash("sha256").update(JSON.stringify(canonical)).digest("hex").slice(0, 16);
 }
 
@@ -58,6 +61,8 @@ export function wireToNative(rules: readonly WireRule[], generation: number): Ui
     port: r.port,
     vlan: r.vlan,
     local: r.local === null ? null : addr(r.local, `rule ${r.id} local`).subarray(12, 16),
+    maxPps: r.max_pps,
+    loopGuard: r.loop_guard,
     outputs: r.outputs.map((o) => ({
       id: BigInt(o.id),
       addr: addr(o.addr, `rule ${r.id} output ${o.id}`),

@@ -91,6 +91,9 @@ export interface DaemonOptions {
   watchConfig?: boolean;
 }
 
+/** How often rules are checked for loop drops (an event within about a second). */
+const LOOP_CHECK_MS = 1000;
+
 export class Daemon {
   readonly #opts: DaemonOptions;
   readonly #state: StateFile;
@@ -109,6 +112,8 @@ export class Daemon {
   /** Workers per interface from the config file. */
   #workersConfig = new Map<string, number>();
   #http: HttpEndpoint | null = null;
+  #loopTimer: ReturnType<typeof setInterval> | null = null;
+  readonly #loopDropsSeen = new Map<string, number>();
   #watcher: ConfigWatcher | null = null;
   /** Set once start-up finished (rules loaded, workers given their tables, socket open). */
   #started = false;
@@ -219,6 +224,8 @@ export class Daemon {
       access: { ownUid: process.geteuid?.() ?? 0, readGid: opts.socketGid ?? process.getegid?.() ?? 0, adminGid: opts.adminGid },
     });
     this.#started = true;
+    // Created once: a rule whose loop guard dropped datagrams since the last look gets an event.
+    this.#loopTimer = setInterval(() => this.#checkLoops(), LOOP_CHECK_MS);
     if (opts.watchConfig && opts.configPath) {
       this.#watcher = new ConfigWatcher(opts.configPath, async () => void (await this.requestReload("a change of the config file")));
       log.info(`watching ${opts.configPath} for changes`);
@@ -284,6 +291,25 @@ export class Daemon {
     else if (s.pendingOutputs.size) log.warn(`rule ${s.rule.name}: outputs pending: ${[...s.pendingOutputs.values()].join("; ")}`);
     else log.info(`rule ${s.rule.name} is active`);
     this.#publish({ kind: "rule", rule: view.name, id: view.id, state: view.state, reasons: view.reasons, outputs: view.outputs });
+  }
+
+  /**
+   * Loops: each rule's loop_drops since the last look. A rise is logged and published as a
+   * `loop` event (at most once per rule per check), so a loop between relays is visible
+   * within a second of being cut.
+   */
+  #checkLoops(): void {
+    const totals = this.#pool.counters.totals();
+    for (const s of this.#rules.values()) {
+      const id = s.rule.id.toString();
+      const now = totals.rules.get(id)?.drops.loop_drops ?? 0;
+      const before = this.#loopDropsSeen.get(id) ?? 0;
+      this.#loopDropsSeen.set(id, now);
+      if (now > before) {
+        log.warn(`rule ${s.rule.name}: a loop through relays was cut: ${now - before} datagrams came back from another source and were dropped (loop_drops ${now})`);
+        this.#publish({ kind: "loop", rule: s.rule.name, id, loop_drops: now, dropped: now - before });
+      }
+    }
   }
 
   #publish(event: Record<string, unknown>): void {
@@ -497,6 +523,8 @@ export class Daemon {
       input: formatInput(s.rule),
       source: s.rule.source?.text ?? null,
       vlan: s.rule.vlan,
+      max_pps: s.rule.maxPps,
+      loop_guard: s.rule.loopGuard,
       outputs: s.rule.outputs.map((o) => ({
         to: formatEndpoint(o.to),
         ttl: o.ttl,
@@ -576,6 +604,7 @@ export class Daemon {
   async stop(): Promise<void> {
     if (this.#stopping) return;
     this.#stopping = true;
+    if (this.#loopTimer) clearInterval(this.#loopTimer);
     notifyServiceManager("STOPPING=1");
     this.#watcher?.close();
     this.#links.close();

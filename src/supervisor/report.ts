@@ -27,6 +27,9 @@ export interface RuleReport {
   source: string | null;
   /** 802.1Q VID the rule relays, or null: untagged frames only. */
   vlan: number | null;
+  /** Storm cap (datagrams per second), or null. */
+  max_pps: number | null;
+  loop_guard: boolean;
   state: "active" | "pending";
   pending_reasons: string[];
   packets: number;
@@ -67,6 +70,8 @@ export function buildRuleReports(views: RuleView[], totals: Totals, rates: Rates
       input: formatInput(rule),
       source: rule.source?.text ?? null,
       vlan: rule.vlan,
+      max_pps: rule.maxPps,
+      loop_guard: rule.loopGuard,
       state: pending.length ? "pending" : "active",
       pending_reasons: pending,
       packets: t?.packets ?? 0,

@@ -16,7 +16,7 @@ import {
   type SinkReport,
 } from "../support/relay-harness.ts";
 import { sendRawFrames, startUdpReceiver, udpSend, type RawFrame } from "../support/udp-tools.ts";
-import { TempDir, TestDaemon, type ListedRule } from "../support/daemon-harness.ts";
+import { helloClient, TempDir, TestDaemon, waitFor, type ListedRule } from "../support/daemon-harness.ts";
 
 const describe_netns = describe.skipIf(!netnsAvailable());
 const mode = "bun" as const;
@@ -335,6 +335,103 @@ describe_netns("fidelity: martians and per-rule drops", () => {
       expect(relay.rules[0]!).toMatchObject({ packets: 40, drops: { own_source: 20, source_mismatch: 0, output_errors: 0 } });
       // The rule with --source that matched nothing says why.
       expect(other.rules[0]!).toMatchObject({ packets: 0, drops: { source_mismatch: 25 } });
+    },
+    TEST_TIMEOUT_MS,
+  );
+});
+
+describe_netns("fidelity: loops and storm cap", () => {
+  test(
+    "two relays whose outputs reach each other's inputs over a LAN: one injected datagram comes back a handful of times at most, with loop_drops and a loop event",
+    async () => {
+      topo = await Topology.create("loop2");
+      const t = topo;
+      const [gen, lan, a, b, watch] = [await t.ns("gen"), await t.ns("lan"), await t.ns("a"), await t.ns("b"), await t.ns("watch")];
+      // A shared segment (a bridge without IGMP snooping, so it floods multicast like a hub).
+      await t.exec(lan, ["ip", "link", "add", "br0", "type", "bridge", "mcast_snooping", "0"], { check: true });
+      await t.exec(lan, ["ip", "link", "set", "br0", "up"], { check: true });
+      const ports: [string, string, string][] = [[gen, "g0", "10.97.0.1/24"], [a, "a0", "10.97.0.2/24"], [b, "b1", "10.97.0.3/24"], [watch, "w0", "10.97.0.4/24"]];
+      for (const [i, [ns, ifname, addr]] of ports.entries()) {
+        await t.link({ ns, ifname, addr }, { ns: lan, ifname: `p${i}` });
+        await t.exec(lan, ["ip", "link", "set", `p${i}`, "master", "br0"], { check: true });
+      }
+      await t.link({ ns: a, ifname: "a1", addr: "10.97.1.1/24" }, { ns: b, ifname: "b0", addr: "10.97.1.2/24" });
+      await t.addMulticastRoute(gen, "g0");
+      // Relay A: the LAN's 239.1.1.1 to B; relay B: back onto the LAN as 239.1.1.1.
+      const rt = { topo: t, gen, genIf: "g0", genAddr: "10.97.0.1", relay: a, relayIn: "a0", relayInAddr: "10.97.0.2", sinks: [] } satisfies RelayTopology;
+      const dir = new TempDir();
+      try {
+        const config = dir.file("mcrelay.json5", `{ rules: [ { name: "a-to-b", from: "239.1.1.1:5000@a0", to: ["239.2.2.2:6000@a1"] } ] }`);
+        const d = await TestDaemon.start(rt, dir, { configPath: config });
+        try {
+          const fwd = await startForward(t, b, mode, ["--name", "b-to-lan", "--from", "239.2.2.2:6000@b0", "--to", "239.1.1.1:5000@b1"], "relay B");
+          const events = await helloClient(d.socket);
+          expect(await events.call("events")).toMatchObject({ subscribed: true });
+          const rx = await startUdpReceiver(t, watch, { group: "239.1.1.1", port: 5000, ifname: "w0", idle_s: 3, first_s: 15 });
+          const sent = await udpSend(t, gen, { ifname: "g0", group: "239.1.1.1", port: 5000, batches: [[200]], stream: 77 });
+          const got = await rx.report();
+          const loopEvent = await waitFor("a loop event", async () => {
+            const line = await events.nextLine(500);
+            return line !== null && line.includes('"kind":"loop"') ? JSON.parse(line) : undefined;
+          }, 15_000, 0);
+          events.close();
+          const stats = await d.json<{ rules: { name: string; packets: number; drops: Record<string, number> }[] }>(["stats"]);
+          const relayB = await fwd.stopJson<ForwardReport>();
+          note("loop2", { sent, got, a: stats.rules[0], b: relayB.rules[0], event: loopEvent });
+
+          expect(sent.sent).toBe(1);
+          // The premise: the loop exists (at least one copy came back to the LAN from B), and
+          // it was cut after a handful of rounds.
+          expect(got.streams["77"]).toBeGreaterThanOrEqual(2);
+          expect(got.streams["77"]).toBeLessThanOrEqual(5);
+          expect(stats.rules[0]!.drops.loop_drops).toBeGreaterThanOrEqual(1);
+          expect(stats.rules[0]!.packets).toBeLessThanOrEqual(4);
+          expect(JSON.stringify(loopEvent)).toContain('"rule":"a-to-b"');
+        } finally {
+          await d.stop();
+        }
+      } finally {
+        dir.remove();
+      }
+    },
+    TEST_TIMEOUT_MS,
+  );
+
+  test(
+    "a stream repeating one identical payload at 1k pps through one relay loses nothing to the loop guard",
+    async () => {
+      const rt = await topology({ label: "samepay" });
+      const fwd = await startForward(rt.topo, rt.relay, mode, ["--from", "239.1.1.1:5000@r0", "--to", "239.2.2.2:6000@r1"]);
+      const rx = await startUdpReceiver(rt.topo, rt.sinks[0]!.ns, { group: "239.2.2.2", port: 6000, ifname: "s0", idle_s: 3 });
+      const sent = await udpSend(rt.topo, rt.gen, { ifname: "g0", group: "239.1.1.1", port: 5000, batches: [[188]], repeat: 1000, pause_s: 0.001, fixed: true });
+      const got = await rx.report();
+      const relay = await fwd.stopJson<ForwardReport>();
+      note("samepay", { sent, got: { datagrams: got.datagrams, duplicates: got.duplicates }, drops: relay.rules[0]!.drops });
+      expect(sent.sent).toBe(1000);
+      expect(got.datagrams).toBe(1000);
+      expect(got.pattern_errors).toBe(0);
+      expect(relay.rules[0]!).toMatchObject({ packets: 1000, drops: { loop_drops: 0, cap_drops: 0 } });
+    },
+    TEST_TIMEOUT_MS,
+  );
+
+  test(
+    "max_pps caps a rule: 5,000 pps for 2 s through --max-pps 1000 relays about 2,000, the rest counted as cap_drops",
+    async () => {
+      const rt = await topology({ label: "cap" });
+      const fwd = await startForward(rt.topo, rt.relay, mode, ["--from", "239.1.1.1:5000@r0", "--to", "239.2.2.2:6000@r1", "--max-pps", "1000"]);
+      const sink = await startSink(rt.topo, rt.sinks[0]!.ns, mode, ["--listen", "239.2.2.2:6000@s0", "--idle", "3"]);
+      const gen = await runGen(rt.topo, rt.gen, mode, ["--to", "239.1.1.1:5000@g0", "--rate", "5000", "--count", "10000", "--size", "200"]);
+      const got = await sink.json<SinkReport>(60_000);
+      const relay = await fwd.stopJson<ForwardReport>();
+      const rule = relay.rules[0]!;
+      note("cap", { gen: gen.sent, got: got.totals, rule });
+      expect(gen.sent).toBe(10_000);
+      expect(rule.packets + rule.drops.cap_drops!).toBe(10_000);
+      expect(rule.packets).toBeGreaterThanOrEqual(1_800);
+      expect(rule.packets).toBeLessThanOrEqual(2_300);
+      expect(got.totals.datagrams).toBe(rule.packets);
+      expect(got.totals.duplicates).toBe(0);
     },
     TEST_TIMEOUT_MS,
   );

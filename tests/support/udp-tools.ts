@@ -47,7 +47,7 @@ for r in range(spec.get("repeat", 1)):
     for batch in spec["batches"]:
         bufs = []
         for size in batch:
-            bufs.append(payload(seq, stream, size))
+            bufs.append(payload(0 if spec.get("fixed") else seq, stream, size))
             if size >= 8:
                 seq += 1
         if spec.get("gso") and len(batch) > 1:
@@ -177,6 +177,8 @@ export interface SendSpec {
   tos?: number;
   stream?: number;
   bind?: string;
+  /** Every datagram carries the same payload (sequence number 0). */
+  fixed?: boolean;
 }
 
 export interface SendResult {

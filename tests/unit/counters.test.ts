@@ -84,7 +84,7 @@ describe("counter book", () => {
     book.observe("eth0/1", "eth0", snap({ rules: [["1", 0, 0, { source_mismatch: 4 }]] }));
     book.retire("eth0/1", "eth0", snap({ rules: [["1", 0, 0, { source_mismatch: 7, own_source: 1 }]] }));
     book.observe("eth0/2", "eth0", snap({ rules: [["1", 0, 0, { source_mismatch: 2 }]] }));
-    expect(book.totals().rules.get("1")!.drops).toEqual({ source_mismatch: 9, own_source: 1 });
+    expect(book.totals().rules.get("1")!.drops).toEqual({ source_mismatch: 9, own_source: 1, loop_drops: 0, cap_drops: 0 });
   });
 
   test("totals() returns copies: changing them does not change the book", () => {

@@ -23,6 +23,8 @@ function input(): MetricsInput {
         source: null,
         vlan: null,
         drops: {},
+        max_pps: null,
+        loop_guard: true,
         state: "active" as const,
         current: "active" as const,
         pending_reasons: [],

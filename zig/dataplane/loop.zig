@@ -12,6 +12,7 @@ const join_mod = @import("join.zig");
 const parse = @import("parse.zig");
 const table_mod = @import("table.zig");
 const stats_mod = @import("stats.zig");
+const loop_guard_mod = @import("loop_guard.zig");
 const shm = @import("../shm.zig");
 
 pub const stats_bytes: usize = stats_mod.total_words * @sizeOf(u64);
@@ -40,6 +41,13 @@ pub const Dataplane = struct {
     wanted_groups: [constants.rules_max]abi.Addr,
     /// When the loop last woke from poll or a coalescing sleep.
     last_wake_ns: u64,
+    loop_guard: loop_guard_mod.LoopGuard,
+    /// Storm cap per rule (max_pps): time credit in ns, refilled by elapsed time up to the
+    /// burst, spent 1e9 / max_pps per datagram; and when it was last refilled.
+    cap_credit_ns: [constants.rules_max]u64,
+    cap_last_ns: [constants.rules_max]u64,
+    /// CLOCK_MONOTONIC read once per ring block: the loop guard's and the cap's clock.
+    block_ns: u64,
 
     pub fn create(cfg: *const abi.DpConfig) sys.Error!*Dataplane {
         if (cfg.ifindex == 0) return error.INVAL;
@@ -53,6 +61,10 @@ pub const Dataplane = struct {
         self.tables[1].clear();
         self.active = 0;
         self.last_wake_ns = 0;
+        self.loop_guard.clear();
+        @memset(&self.cap_credit_ns, 0);
+        @memset(&self.cap_last_ns, 0);
+        self.block_ns = 0;
         self.stats_region = null;
         self.stats_words = &self.private_stats;
         if (cfg.stats_fd >= 0) {
@@ -115,6 +127,9 @@ pub const Dataplane = struct {
         s.worker(.join_errors).* += join_failures;
 
         self.active +%= 1;
+        // Rule indices changed: every cap starts with a full burst.
+        @memset(&self.cap_credit_ns, 0);
+        @memset(&self.cap_last_ns, 0);
         s.header(.generation).* = next.generation;
         s.header(.rule_count).* = next.rule_count;
         s.header(.output_count).* = next.output_count;
@@ -209,6 +224,8 @@ pub const Dataplane = struct {
         const s = self.stats();
         const table = &self.tables[self.active];
         s.worker(.rx_blocks).* += 1;
+        // One clock read per block (vDSO, no syscall), not per datagram.
+        self.block_ns = sys.monotonicNs();
         var frames = block.frames();
         while (frames.next()) |frame| {
             s.worker(.rx_frames).* += 1;
@@ -254,6 +271,7 @@ pub const Dataplane = struct {
                 continue;
             }
             const payload = frame.data[packet.payload_offset..][0..packet.payload_len];
+            const source = std.mem.readInt(u32, packet.src[12..16], .big);
             // A super-frame stands for several datagrams of gso_size bytes (the last may be
             // shorter): each is relayed as itself, as the sender sent it.
             const segment_bytes: u32 = if (frame.gso_size != 0 and payload.len > frame.gso_size) frame.gso_size else @intCast(@max(payload.len, 1));
@@ -264,14 +282,26 @@ pub const Dataplane = struct {
             var offset: u32 = 0;
             while (true) {
                 const datagram = payload[offset..][0..@min(segment_bytes, payload.len - offset)];
-                self.relay(s, rule, index, datagram, packet.tos);
+                self.relay(s, rule, index, datagram, packet.tos, source);
                 offset += @intCast(datagram.len);
                 if (offset >= payload.len) break;
             }
         }
     }
 
-    inline fn relay(self: *Dataplane, s: stats_mod.Stats, rule: *const abi.RuleDesc, index: u16, datagram: []const u8, tos: u8) void {
+    inline fn relay(self: *Dataplane, s: stats_mod.Stats, rule: *const abi.RuleDesc, index: u16, datagram: []const u8, tos: u8, source: u32) void {
+        if (rule.flags & abi.rule_flag_no_loop_guard == 0 and
+            self.loop_guard.check(datagram, source, self.block_ns) == .loop)
+        {
+            s.worker(.loop_drops).* += 1;
+            s.rule(index, .loop_drops).* += 1;
+            return;
+        }
+        if (rule.max_pps != 0 and !self.capAllows(index, rule.max_pps)) {
+            s.worker(.cap_drops).* += 1;
+            s.rule(index, .cap_drops).* += 1;
+            return;
+        }
         s.worker(.matched).* += 1;
         s.rule(index, .packets).* += 1;
         s.rule(index, .bytes).* += datagram.len;
@@ -279,6 +309,22 @@ pub const Dataplane = struct {
         while (o < @as(u32, rule.output_first) + rule.output_count) : (o += 1) {
             self.egress.queue(s, o, datagram, tos);
         }
+    }
+
+    /// Token bucket in time units: each datagram costs 1e9 / max_pps ns of credit; credit grows
+    /// with elapsed time up to the burst. Integer math, no clock read of its own.
+    inline fn capAllows(self: *Dataplane, index: u16, max_pps: u32) bool {
+        const cost_ns: u64 = std.time.ns_per_s / max_pps;
+        const burst_ns: u64 = @max(@as(u64, constants.rate_cap_burst_ms) * std.time.ns_per_ms, cost_ns);
+        const elapsed = self.block_ns -| self.cap_last_ns[index];
+        self.cap_last_ns[index] = self.block_ns;
+        const credit = @min(self.cap_credit_ns[index] +| elapsed, burst_ns);
+        if (credit < cost_ns) {
+            self.cap_credit_ns[index] = credit;
+            return false;
+        }
+        self.cap_credit_ns[index] = credit - cost_ns;
+        return true;
     }
 
     /// Sources no router forwards from: "this network" (0/8), loopback (127/8), multicast

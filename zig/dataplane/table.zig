@@ -54,6 +54,7 @@ pub const Table = struct {
         for (self.rules[0..self.rule_count], 0..) |rule, i| {
             if (rule.port == 0) return error.INVAL;
             if (rule.vlan_id > 4094) return error.INVAL;
+            if (rule.flags & ~(abi.rule_flag_source_filter | abi.rule_flag_no_loop_guard) != 0) return error.INVAL;
             if (rule.output_count == 0 or rule.output_count > constants.outputs_per_rule_max) return error.INVAL;
             if (@as(u32, rule.output_first) + rule.output_count > self.output_count) return error.INVAL;
             for (self.rules[0..i]) |other| if (other.id == rule.id) return error.EXIST;
