@@ -3,6 +3,10 @@
  *   1. `zig build test --summary all`  -- native unit tests
  *   2. `bun run build`                 -- dist/ must exist before tests that run it
  *   3. `bun test ./tests/`             -- or the paths/flags given on the command line
+ *   4. `bun scripts/mutants.ts --ci`   -- two deliberate breakages (rotating by date) that the
+ *                                         tests must catch; each caught one counts as a passed
+ *                                         test, each that survives as a failed one (only in a
+ *                                         full run: not when test paths are given)
  * then deletes namespaces left by dead processes, and prints exactly one closing line
  * `tests: N passed, N failed, N skipped` summed over both runners. Exits non-zero when a test
  * failed or a step could not run; such a step counts as one failure in the closing line, so
@@ -16,6 +20,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createConsola } from "consola";
 import { netnsAvailable, sweepStale } from "./lib/netns.ts";
+import { ciSelection, runMutants } from "./mutants.ts";
 
 // Progress goes to stderr: stdout carries the runners' output and the closing line.
 const log = createConsola({ stdout: process.stderr, stderr: process.stderr }).withTag("test");
@@ -171,6 +176,33 @@ export function ciSkipProblem(skipped: number, env: Record<string, string | unde
 }
 
 // ---------------------------------------------------------------------------------------
+// bun scripts/mutants.ts --ci
+
+async function mutationCheck(): Promise<StepOutcome> {
+  const step = "mutation check (scripts/mutants.ts --ci)";
+  const selected = ciSelection();
+  if (!netnsAvailable()) {
+    log.warn(`${step}: not root, so the kernel tests cannot catch anything: skipping ${selected.length} mutant(s)`);
+    return { step, counts: { passed: 0, failed: 0, skipped: selected.length } };
+  }
+  log.start(`${step}: ${selected.map((m) => m.name).join(", ")}`);
+  try {
+    const results = await runMutants(selected, (line) => log.info(line));
+    const counts = zero();
+    for (const r of results) {
+      if (r.status === "caught") counts.passed += 1;
+      else {
+        counts.failed += 1;
+        log.error(`mutant ${r.name} ${r.status} (${r.file}: ${r.breaks}): ${r.detail}`);
+      }
+    }
+    return { step, counts };
+  } catch (err) {
+    return { step, counts: zero(), error: (err as Error).message };
+  }
+}
+
+// ---------------------------------------------------------------------------------------
 
 function zero(): Counts {
   return { passed: 0, failed: 0, skipped: 0 };
@@ -204,6 +236,7 @@ async function main(): Promise<number> {
   outcomes.push(await typecheck());
   const args = process.argv.slice(2);
   outcomes.push(await bunTests(args));
+  if (!args.some((a) => !a.startsWith("-"))) outcomes.push(await mutationCheck());
   sweep("after the tests");
 
   const total = zero();

@@ -1,0 +1,671 @@
+/**
+ * Mutation check: does the suite notice when a behaviour breaks? Each mutant below is one small
+ * deliberate breakage (an exact search/replace on one source file) with the tests that must
+ * catch it. For each mutant this script applies the breakage in a temporary git worktree (never
+ * in your checkout), rebuilds the native library when a .zig file changed, runs the named tests
+ * and expects each of them to fail; then it restores the file.
+ *
+ *   bun scripts/mutants.ts --list          the mutants, their files and their tests
+ *   bun scripts/mutants.ts --check         every search text occurs exactly once, every named
+ *                                          test exists (no build, no run; seconds)
+ *   bun scripts/mutants.ts --only NAME     one mutant (repeatable)
+ *   bun scripts/mutants.ts --all           every mutant (about 30-40 min on 2 cores)
+ *   bun scripts/mutants.ts --ci            a small subset that rotates by date (what CI runs)
+ *   add --json for a machine-readable result on stdout
+ *
+ * The worktree is made from HEAD plus your uncommitted changes (tracked diff and untracked
+ * files), so it tests what you have. It lives under the system temp dir and is removed on exit,
+ * on SIGINT/SIGTERM, and, if this process was SIGKILLed, by the next run (its name carries the
+ * pid). Needs root for the kernel tests, like the suite itself.
+ *
+ * A mutant is "caught" when every one of its tests fails with the breakage in place; "survived"
+ * when one of them passes (the test does not check that behaviour); "invalid" when the breakage
+ * could not be applied (search text not found once), did not build, or a named test matched no
+ * test. Exit code 0 only when every mutant run was caught.
+ */
+import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { dirname, join, resolve } from "node:path";
+
+const root = resolve(import.meta.dir, "..");
+const bun = process.execPath;
+
+// ---------------------------------------------------------------------------------------
+// The mutants
+
+export interface TestTarget {
+  /** Test file, relative to the repository root. */
+  file: string;
+  /** A `bun test -t` pattern (regex over "describe > test" names) selecting the tests that must fail. */
+  filter?: string;
+}
+
+export interface Mutant {
+  name: string;
+  /** The behaviour that breaks, in a few words. */
+  breaks: string;
+  /** Source file, relative to the repository root. */
+  file: string;
+  /** Exact text that must occur exactly once in `file`, and what replaces it. */
+  search: string;
+  replace: string;
+  /** Every one of these must fail with the mutant in place. */
+  tests: TestTarget[];
+}
+
+export const MUTANTS: Mutant[] = [
+  // --- Behaviours that no test noticed before issue 17 -------------------------------------
+  {
+    name: "source-filter-dropped",
+    breaks: "a rule's --source filter never reaches the worker",
+    file: "src/rules/rule.ts",
+    search: "source: rule.source?.text ?? null,",
+    replace: "source: null,",
+    tests: [{ file: "tests/integration/ingress.test.ts", filter: "relays every packet from that source" }],
+  },
+  {
+    name: "no-igmp-join",
+    breaks: "the input group is never joined on the input interface",
+    file: "zig/dataplane/loop.zig",
+    search: "const join_failures = self.joins.reconcile(self.wanted_groups[0..next.rule_count]);",
+    replace: "const join_failures: u32 = 0;",
+    tests: [{ file: "tests/integration/ingress.test.ts", filter: "IGMP membership" }],
+  },
+  {
+    name: "restart-skips-backlog",
+    breaks: "a replacement worker throws away the ring's backlog instead of relaying it",
+    file: "zig/ring.zig",
+    search: "ring.block_next = ring.resumeIndex();",
+    replace: "ring.block_next = ring.resumeIndex();\n        while (ring.peekBlock(0)) |b| ring.release(b);",
+    tests: [{ file: "tests/integration/workers.test.ts", filter: "SIGKILLed under 10,000 pps" }],
+  },
+  {
+    name: "killed-worker-counts-dropped",
+    breaks: "a worker that died loses its rule counts instead of adding them to the totals",
+    file: "src/supervisor/worker-pool.ts",
+    search: "// Shared memory still holds its exact final counts, even after SIGKILL.\n    this.counters.retire(workerKey(e), e.ifname, handle.snapshot());",
+    replace: "this.counters.retire(workerKey(e), e.ifname, { ...handle.snapshot(), rules: [] });",
+    tests: [{ file: "tests/integration/workers.test.ts", filter: "SIGKILLed under 10,000 pps" }],
+  },
+  {
+    name: "remove-not-persisted",
+    breaks: "`remove` changes the running rules but not the state file",
+    file: "src/supervisor/daemon.ts",
+    search: "this.#rules.delete(stored.rule.name);\n    this.#persist();",
+    replace: "this.#rules.delete(stored.rule.name);",
+    tests: [{ file: "tests/integration/persistence.test.ts", filter: "removed runtime rule stays removed" }],
+  },
+  {
+    name: "config-ids-not-kept",
+    breaks: "config-file rules get fresh ids at every start",
+    file: "src/supervisor/daemon.ts",
+    search: 'this.#put(spec, "config", saved.configIds.get(spec.name) ?? this.#takeId());',
+    replace: 'this.#put(spec, "config", this.#takeId());',
+    tests: [
+      { file: "tests/integration/persistence.test.ts", filter: "config-file rules keep their ids" },
+      { file: "tests/integration/restart.test.ts", filter: "after kill -9 of the supervisor" },
+    ],
+  },
+  {
+    name: "unloadable-rule-dropped",
+    breaks: "a saved rule that cannot be loaded is dropped from the state file",
+    file: "src/supervisor/daemon.ts",
+    search: "this.#unloadable.push(r);",
+    replace: "",
+    tests: [{ file: "tests/integration/persistence.test.ts", filter: "cannot be loaded" }],
+  },
+  {
+    name: "setgroups-removed",
+    breaks: "workers keep the supervisor's supplementary groups",
+    file: "zig/privileges.zig",
+    search: "try libcCheck(setgroups(0, null));",
+    replace: "",
+    tests: [{ file: "tests/integration/workers.test.ts", filter: "member of supplementary groups" }],
+  },
+  {
+    name: "forward-ttl-ignored",
+    breaks: "forward --ttl is ignored (the default TTL is sent)",
+    file: "src/cli/forward.ts",
+    search: "const ttl = input.ttl ?? DEFAULT_TTL;",
+    replace: "const ttl = DEFAULT_TTL;",
+    tests: [{ file: "tests/integration/egress.test.ts", filter: "forward --ttl 5" }],
+  },
+  {
+    name: "unicast-if-unset",
+    breaks: "a unicast output bound to an interface follows the routing table instead (no IP_UNICAST_IF)",
+    file: "zig/net.zig",
+    search: "if (ifindex != 0) try sys.setsockoptInt(fd, linux.IPPROTO.IP, linux.IP.UNICAST_IF, @bitCast(std.mem.nativeToBig(u32, ifindex)));",
+    replace: "",
+    tests: [{ file: "tests/integration/egress.test.ts", filter: "IP_UNICAST_IF" }],
+  },
+  {
+    name: "ipv6-multicast-if-dropped",
+    breaks: "an IPv6 multicast output leaves by the route, not its interface (no IPV6_MULTICAST_IF)",
+    file: "zig/net.zig",
+    search: "if (ifindex != 0) try sys.setsockoptInt(fd, linux.IPPROTO.IPV6, linux.IPV6.MULTICAST_IF, index);",
+    replace: "",
+    tests: [{ file: "tests/integration/egress.test.ts", filter: "IPV6_MULTICAST_IF" }],
+  },
+  {
+    name: "sd-notify-silent",
+    breaks: "READY=1 / RELOADING=1 / STOPPING=1 are never sent to NOTIFY_SOCKET",
+    file: "src/supervisor/daemon.ts",
+    search: "    sdNotify(message);\n",
+    replace: "    void message;\n",
+    tests: [{ file: "tests/integration/service.test.ts", filter: "NOTIFY_SOCKET set" }],
+  },
+  {
+    name: "final-log-zero",
+    breaks: "the final log line says 0 packets for every rule",
+    file: "src/supervisor/daemon.ts",
+    search: "${t?.packets ?? 0} packets",
+    replace: "0 packets",
+    tests: [{ file: "tests/integration/service.test.ts", filter: "final log line" }],
+  },
+  {
+    name: "every-datagram-twice",
+    breaks: "every relayed datagram is sent twice",
+    file: "zig/dataplane/egress.zig",
+    search: "const n = self.pending[index];\n        if (n >= 2 and self.gso[index]",
+    replace: "const n = self.pending[index];\n        self.flushBatch(stats, index, n);\n        if (n >= 2 and self.gso[index]",
+    tests: [
+      { file: "tests/integration/netlink.test.ts", filter: "missing input interface is pending" },
+      { file: "tests/integration/reload.test.ts", filter: "SIGHUP reloads the file" },
+      { file: "tests/integration/egress.test.ts", filter: "forward --ttl 5" },
+    ],
+  },
+  {
+    name: "ingress-filter-missing",
+    breaks: "no BPF filter on the packet socket: every frame reaches the ring",
+    file: "zig/ring.zig",
+    search: "try filter.attach(fd, filter.ingress());",
+    replace: "",
+    tests: [{ file: "tests/integration/ingress.test.ts", filter: "never reach the ring" }],
+  },
+  // --- Behaviours the suite already caught --------------------------------------------------
+  {
+    name: "loop-guard-missing",
+    breaks: "the filter accepts the host's own transmissions (two opposite rules loop)",
+    file: "zig/filter.zig",
+    search: "jump(BPF_JMP | BPF_JGE | BPF_K, packet_outgoing, at_outgoing, at_reject, at_ethertype),",
+    replace: "jump(BPF_JMP | BPF_JGE | BPF_K, packet_outgoing, at_outgoing, at_ethertype, at_ethertype),",
+    tests: [{ file: "tests/integration/forward.test.ts", filter: "opposite directions between the same interfaces do not loop" }],
+  },
+  {
+    name: "group-not-rewritten",
+    breaks: "outputs are sent to the input group instead of the rule's output group",
+    file: "src/rules/rule.ts",
+    search: "addr: out.to.addr.text, port: out.to.port,",
+    replace: "addr: rule.input.addr.text, port: out.to.port,",
+    tests: [{ file: "tests/integration/forward.test.ts", filter: "group and port rewritten" }],
+  },
+  {
+    name: "port-not-rewritten",
+    breaks: "outputs are sent to the input port instead of the rule's output port",
+    file: "src/rules/rule.ts",
+    search: "port: out.to.port, ttl: out.ttl,",
+    replace: "port: rule.input.port, ttl: out.ttl,",
+    tests: [{ file: "tests/integration/forward.test.ts", filter: "group and port rewritten" }],
+  },
+  {
+    name: "default-ttl-changed",
+    breaks: "the default TTL of relayed packets is not the documented 8",
+    file: "src/limits.ts",
+    search: "export const DEFAULT_TTL = 8;",
+    replace: "export const DEFAULT_TTL = 16;",
+    tests: [{ file: "tests/integration/egress.test.ts", filter: "forward --ttl 5" }],
+  },
+  {
+    name: "fanout-missing",
+    breaks: "several workers on one interface do not share a fanout group (each gets every packet)",
+    file: "zig/ring.zig",
+    search: "if (fanout_id != 0) try fanout.join(fd, fanout_id);",
+    replace: "",
+    tests: [{ file: "tests/integration/workers.test.ts", filter: "2 workers carry 20 streams" }],
+  },
+  {
+    name: "worker-not-restarted",
+    breaks: "a worker that exits is not restarted",
+    file: "src/supervisor/worker-pool.ts",
+    search: "exited (${signal ?? `code ${code}`})`);\n    this.#scheduleRestart(e);",
+    replace: "exited (${signal ?? `code ${code}`})`);",
+    tests: [{ file: "tests/integration/workers.test.ts", filter: "SIGKILLed under 10,000 pps" }],
+  },
+  {
+    name: "backoff-flat",
+    breaks: "restart backoff does not escalate for a crash-looping worker",
+    file: "src/supervisor/worker-pool.ts",
+    search: "e.backoffMs = Math.min(BACKOFF_MAX_MS, BACKOFF_MIN_MS * 2 ** (e.failures - 1));",
+    replace: "e.backoffMs = BACKOFF_MIN_MS;",
+    tests: [{ file: "tests/integration/workers.test.ts", filter: "crash-looping worker is restarted" }],
+  },
+  {
+    name: "drift-not-repaired",
+    breaks: "a worker holding the wrong table is not resynced",
+    file: "src/supervisor/worker-pool.ts",
+    search: "if (pong.hash !== e.appliedHash) {",
+    replace: "if (false) {",
+    tests: [{ file: "tests/integration/workers.test.ts", filter: "table diverges" }],
+  },
+  {
+    name: "same-interface-accepted",
+    breaks: "a rule whose output uses its input interface is accepted",
+    file: "src/rules/rule.ts",
+    search: "if (out.to.iface && out.to.iface === rule.input.iface) {",
+    replace: "if (false) {",
+    tests: [{ file: "tests/unit/cli-validation.test.ts", filter: "same interface for input and output" }],
+  },
+  {
+    name: "bad-checksum-relayed",
+    breaks: "IPv4 frames with a wrong header checksum are relayed instead of counted",
+    file: "zig/dataplane/parse.zig",
+    search: "if (ipv4Checksum(ip[0..header_bytes]) != 0) return .{ .drop = .ipv4_bad_checksum };",
+    replace: "",
+    tests: [{ file: "tests/integration/forward.test.ts", filter: "fragments and malformed frames" }],
+  },
+  {
+    name: "missing-input-not-pending",
+    breaks: "a rule whose input interface does not exist is not reported pending",
+    file: "src/rules/rule.ts",
+    search: "if (!input) pending.push(`input interface ${rule.input.iface} does not exist`);\n  else if",
+    replace: "if (!input) {\n  } else if",
+    tests: [{ file: "tests/integration/netlink.test.ts", filter: "missing input interface is pending" }],
+  },
+  {
+    name: "state-file-in-place",
+    breaks: "the state file is written in place instead of through a temporary file and rename",
+    file: "src/supervisor/state-file.ts",
+    search: "const tmp = `${this.path}.tmp-${process.pid}`;",
+    replace: "const tmp = this.path;",
+    tests: [{ file: "tests/unit/state-file.test.ts", filter: "replaces the file as a whole" }],
+  },
+];
+
+// ---------------------------------------------------------------------------------------
+// Static checks (cheap: run by the unit tests)
+
+function occurrences(text: string, search: string): number {
+  let n = 0;
+  for (let i = text.indexOf(search); i >= 0; i = text.indexOf(search, i + 1)) n++;
+  return n;
+}
+
+/** Problems with the list itself, against the tree at `dir`: every breakage applies, every named test exists. */
+export function checkMutants(dir = root, mutants = MUTANTS): string[] {
+  const problems: string[] = [];
+  const names = new Set<string>();
+  for (const m of mutants) {
+    if (names.has(m.name)) problems.push(`${m.name}: the name is used twice`);
+    names.add(m.name);
+    if (!/^[a-z0-9-]+$/.test(m.name)) problems.push(`${m.name}: names are lower-case words joined by -`);
+    const path = join(dir, m.file);
+    if (!existsSync(path)) {
+      problems.push(`${m.name}: ${m.file} does not exist (moved? update the mutant)`);
+    } else {
+      const n = occurrences(readFileSync(path, "utf8"), m.search);
+      if (n !== 1) problems.push(`${m.name}: the search text occurs ${n} times in ${m.file}, expected once: ${JSON.stringify(m.search)}`);
+    }
+    if (m.search === m.replace) problems.push(`${m.name}: the replacement changes nothing`);
+    if (m.tests.length === 0) problems.push(`${m.name}: names no test`);
+    for (const t of m.tests) {
+      const tpath = join(dir, t.file);
+      if (!existsSync(tpath)) {
+        problems.push(`${m.name}: test file ${t.file} does not exist`);
+        continue;
+      }
+      if (t.filter !== undefined && !testTitles(readFileSync(tpath, "utf8")).some((title) => new RegExp(t.filter!).test(title))) {
+        problems.push(`${m.name}: no test in ${t.file} is named like /${t.filter}/`);
+      }
+    }
+  }
+  return problems;
+}
+
+/** The string literals that open a test(...) call (the test names), as written in the file. */
+function testTitles(source: string): string[] {
+  const titles: string[] = [];
+  for (const m of source.matchAll(/\btest(?:\.each\([^)]*\))?\(\s*(["'`])((?:\\.|(?!\1)[^\\])*)\1/g)) titles.push(m[2]!);
+  return titles;
+}
+
+// ---------------------------------------------------------------------------------------
+// Selection
+
+/** The CI subset: `count` mutants, a different slice every day, cycling through the list. */
+export function ciSelection(date = new Date(), count = 2, mutants = MUTANTS): Mutant[] {
+  const day = Math.floor(date.getTime() / 86_400_000);
+  const start = (day * count) % mutants.length;
+  return Array.from({ length: Math.min(count, mutants.length) }, (_, i) => mutants[(start + i) % mutants.length]!);
+}
+
+// ---------------------------------------------------------------------------------------
+// The scratch worktree
+
+const WORKTREE_PREFIX = "mcr-mutants-";
+
+function git(args: string[], cwd = root, input?: Uint8Array): { ok: boolean; stdout: Uint8Array; stderr: string } {
+  const r = Bun.spawnSync({ cmd: ["git", ...args], cwd, stdin: input ?? "ignore", stdout: "pipe", stderr: "pipe" });
+  return { ok: r.exitCode === 0, stdout: r.stdout, stderr: r.stderr.toString() };
+}
+
+function gitOk(args: string[], cwd = root, input?: Uint8Array): Uint8Array {
+  const r = git(args, cwd, input);
+  if (!r.ok) throw new Error(`git ${args.join(" ")}: ${r.stderr.trim()}`);
+  return r.stdout;
+}
+
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === "EPERM";
+  }
+}
+
+/** Removes worktrees left by a run that was SIGKILLed (their creator pid is gone). */
+function sweepStaleWorktrees(): void {
+  for (const name of readdirSync(tmpdir())) {
+    const m = new RegExp(`^${WORKTREE_PREFIX}(\\d+)-`).exec(name);
+    if (!m || pidAlive(Number(m[1]))) continue;
+    const path = join(tmpdir(), name);
+    git(["worktree", "remove", "--force", path]);
+    rmSync(path, { recursive: true, force: true });
+  }
+  git(["worktree", "prune"]);
+}
+
+class Scratch {
+  readonly path: string;
+  readonly #pristine = new Map<string, string>();
+  #removed = false;
+
+  private constructor(path: string) {
+    this.path = path;
+  }
+
+  /** A detached worktree of HEAD with the uncommitted changes (tracked and untracked) copied in. */
+  static create(): Scratch {
+    installCleanup();
+    sweepStaleWorktrees();
+    const path = join(tmpdir(), `${WORKTREE_PREFIX}${process.pid}-${Date.now().toString(36)}`);
+    const s = new Scratch(path);
+    live = s;
+    gitOk(["worktree", "add", "--detach", "--quiet", path, "HEAD"]);
+    const diff = gitOk(["diff", "HEAD", "--binary"]);
+    if (diff.length > 0) gitOk(["apply", "--whitespace=nowarn", "-"], path, diff);
+    const linked = ["node_modules", ".toolchain"];
+    const untracked = gitOk(["ls-files", "--others", "--exclude-standard", "-z"])
+      .toString()
+      .split("\0")
+      .filter((f) => f.length > 0 && !linked.some((l) => f === l || f.startsWith(`${l}/`)));
+    for (const f of untracked) {
+      mkdirSync(dirname(join(path, f)), { recursive: true });
+      cpSync(join(root, f), join(path, f));
+    }
+    for (const link of linked) {
+      if (existsSync(join(root, link))) Bun.spawnSync({ cmd: ["ln", "-s", join(root, link), join(path, link)] });
+    }
+    return s;
+  }
+
+  apply(m: Mutant): void {
+    const path = join(this.path, m.file);
+    const text = readFileSync(path, "utf8");
+    if (occurrences(text, m.search) !== 1) throw new Error(`the search text does not occur exactly once in ${m.file}`);
+    this.#pristine.set(m.file, text);
+    writeFileSync(path, text.replace(m.search, () => m.replace));
+  }
+
+  /** Keeps a copy of the freshly built, unmutated zig-out/ to put back after a .zig mutant. */
+  saveLib(): void {
+    rmSync(join(this.path, ".zig-out.pristine"), { recursive: true, force: true });
+    cpSync(join(this.path, "zig-out"), join(this.path, ".zig-out.pristine"), { recursive: true });
+  }
+
+  restoreLib(): void {
+    rmSync(join(this.path, "zig-out"), { recursive: true, force: true });
+    cpSync(join(this.path, ".zig-out.pristine"), join(this.path, "zig-out"), { recursive: true });
+  }
+
+  restore(): void {
+    for (const [file, text] of this.#pristine) writeFileSync(join(this.path, file), text);
+    this.#pristine.clear();
+  }
+
+  remove(): void {
+    if (this.#removed) return;
+    this.#removed = true;
+    git(["worktree", "remove", "--force", this.path]);
+    rmSync(this.path, { recursive: true, force: true });
+    git(["worktree", "prune"]);
+    if (live === this) live = null;
+  }
+}
+
+let live: Scratch | null = null;
+let hooked = false;
+
+/** Removes the worktree on exit, SIGINT and SIGTERM (installed when the first one is made). */
+function installCleanup(): void {
+  if (hooked) return;
+  hooked = true;
+  const cleanupAndExit = (code: number) => {
+    live?.remove();
+    process.exit(code);
+  };
+  process.on("SIGINT", () => cleanupAndExit(130));
+  process.on("SIGTERM", () => cleanupAndExit(143));
+  process.on("SIGHUP", () => cleanupAndExit(129));
+  process.on("exit", () => live?.remove());
+}
+
+// ---------------------------------------------------------------------------------------
+// Building and running
+
+const ZIG_CACHE = join(tmpdir(), "mcr-mutants-zig-cache");
+
+function zigBin(): string {
+  const local = join(root, ".toolchain/bin/zig");
+  return existsSync(local) ? local : (Bun.which("zig") ?? "zig");
+}
+
+/** Builds zig-out/lib in `dir` (the shipped optimisation, ReleaseSafe). Null when it built; else the compiler's complaint. */
+async function buildLib(dir: string): Promise<string | null> {
+  const p = Bun.spawn({ cmd: [zigBin(), "build", "-Doptimize=safe", "--cache-dir", ZIG_CACHE], cwd: dir, stdin: "ignore", stdout: "pipe", stderr: "pipe" });
+  const [out, err, code] = await Promise.all([new Response(p.stdout).text(), new Response(p.stderr).text(), p.exited]);
+  return code === 0 ? null : `${out}${err}`.trim().split("\n").slice(-15).join("\n");
+}
+
+const ansi_re = /\x1b\[[0-9;?]*[A-Za-z]/g;
+
+interface TargetResult {
+  target: TestTarget;
+  /** "failed": the breakage was caught; "passed": it was not; "none": no test matched; "error": no summary. */
+  outcome: "failed" | "passed" | "none" | "error";
+  passed: number;
+  failed: number;
+  /** Names of the failing tests. */
+  failing: string[];
+  /** The first assertion or error message, so a reader can tell it failed for the right reason. */
+  why: string;
+  seconds: number;
+}
+
+const TARGET_TIMEOUT_MS = 15 * 60_000;
+
+async function runTarget(dir: string, t: TestTarget): Promise<TargetResult> {
+  const started = performance.now();
+  const cmd = [bun, "test", t.file, ...(t.filter === undefined ? [] : ["-t", t.filter])];
+  const p = Bun.spawn({ cmd, cwd: dir, stdin: "ignore", stdout: "pipe", stderr: "pipe", env: { ...process.env, NO_COLOR: "1" }, timeout: TARGET_TIMEOUT_MS, killSignal: "SIGKILL" });
+  const [out, err] = await Promise.all([new Response(p.stdout).text(), new Response(p.stderr).text(), p.exited]);
+  const text = `${out}\n${err}`.replace(ansi_re, "");
+  const count = (kind: string) => Number(new RegExp(`^\\s*(\\d+) ${kind}\\s*$`, "m").exec(text)?.[1] ?? 0);
+  const passed = count("pass");
+  const failed = Math.max(count("fail"), count("error"));
+  const failing = [...text.matchAll(/^\(fail\) (.*?)(?: \[[\d.]+m?s\])?$/gm)].map((m) => m[1]!);
+  const summarised = /^Ran \d+ tests? across/m.test(text);
+  const lines = text.split("\n");
+  const at = lines.findIndex((l) => /^error: /.test(l));
+  // The error line, then what the assertion expected and got: "Expected"/"Received" lines, or a
+  // diff's "-" lines with the "+" lines right after them (the others are only extra fields).
+  const picked: string[] = [];
+  let in_change = false;
+  for (const l of at < 0 ? [] : lines.slice(at, at + 80)) {
+    const keep = picked.length === 0 || /^(Expected|Received)\b/.test(l) || /^\s*- /.test(l) || (in_change && /^\s*\+ /.test(l));
+    in_change = /^\s*[-] /.test(l) || (in_change && /^\s*\+ /.test(l));
+    if (keep) picked.push(l.trim());
+    if (/^\s+at /.test(l)) break;
+  }
+  const why = picked.slice(0, 8).join(" / ").slice(0, 500);
+  let outcome: TargetResult["outcome"];
+  if (failed > 0) outcome = "failed";
+  else if (passed > 0) outcome = "passed";
+  else if (summarised || /0 pass/.test(text)) outcome = "none";
+  else outcome = "error";
+  return { target: t, outcome, passed, failed, failing, why, seconds: (performance.now() - started) / 1000 };
+}
+
+export interface MutantResult {
+  name: string;
+  file: string;
+  breaks: string;
+  status: "caught" | "survived" | "invalid";
+  detail: string;
+  targets: TargetResult[];
+  seconds: number;
+}
+
+function describeTarget(t: TestTarget): string {
+  return t.filter === undefined ? t.file : `${t.file} -t /${t.filter}/`;
+}
+
+async function runMutant(s: Scratch, m: Mutant, log: (line: string) => void): Promise<MutantResult> {
+  const started = performance.now();
+  const base = { name: m.name, file: m.file, breaks: m.breaks };
+  const zig = m.file.endsWith(".zig");
+  try {
+    s.apply(m);
+  } catch (err) {
+    return { ...base, status: "invalid", detail: (err as Error).message, targets: [], seconds: 0 };
+  }
+  try {
+    if (zig) {
+      log(`  ${m.name}: rebuilding the native library`);
+      const failed = await buildLib(s.path);
+      if (failed !== null) return { ...base, status: "invalid", detail: `the mutant does not build:\n${failed}`, targets: [], seconds: (performance.now() - started) / 1000 };
+    }
+    const targets: TargetResult[] = [];
+    for (const t of m.tests) {
+      log(`  ${m.name}: bun test ${describeTarget(t)}`);
+      const r = await runTarget(s.path, t);
+      log(`  ${m.name}: ${describeTarget(t)}: ${r.outcome === "failed" ? `caught (${r.failed} failed)` : r.outcome} in ${r.seconds.toFixed(0)} s`);
+      targets.push(r);
+    }
+    const seconds = (performance.now() - started) / 1000;
+    const none = targets.filter((r) => r.outcome === "none" || r.outcome === "error");
+    if (none.length > 0) return { ...base, status: "invalid", detail: `no test ran: ${none.map((r) => `${describeTarget(r.target)} (${r.outcome})`).join(", ")}`, targets, seconds };
+    const passing = targets.filter((r) => r.outcome === "passed");
+    if (passing.length > 0) return { ...base, status: "survived", detail: `passed anyway: ${passing.map((r) => describeTarget(r.target)).join(", ")}`, targets, seconds };
+    return { ...base, status: "caught", detail: targets.map((r) => `${r.target.file}: ${r.failing.join("; ") || `${r.failed} failed`}`).join(" | "), targets, seconds };
+  } finally {
+    s.restore();
+    // The next mutant must run against the unmutated library.
+    if (zig) s.restoreLib();
+  }
+}
+
+/** Applies, builds and tests each mutant in one scratch worktree; the worktree is removed at the end. */
+export async function runMutants(mutants: Mutant[], log: (line: string) => void = (l) => process.stderr.write(`${l}\n`)): Promise<MutantResult[]> {
+  const s = Scratch.create();
+  try {
+    log(`mutants: scratch worktree ${s.path}; building the unmutated native library`);
+    const failed = await buildLib(s.path);
+    if (failed !== null) throw new Error(`the unmutated tree does not build:\n${failed}`);
+    s.saveLib();
+    const results: MutantResult[] = [];
+    for (const [i, m] of mutants.entries()) {
+      log(`mutant ${i + 1}/${mutants.length}: ${m.name} (${m.file}): ${m.breaks}`);
+      const r = await runMutant(s, m, log);
+      log(`mutant ${m.name}: ${r.status.toUpperCase()} in ${r.seconds.toFixed(0)} s${r.status === "caught" ? "" : `: ${r.detail}`}`);
+      results.push(r);
+    }
+    return results;
+  } finally {
+    s.remove();
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// Command line
+
+function usage(): never {
+  process.stderr.write("usage: bun scripts/mutants.ts --list | --check | --all | --ci | --only NAME [--only NAME...] [--json]\n");
+  process.exit(2);
+}
+
+function printList(): void {
+  for (const m of MUTANTS) {
+    process.stdout.write(`${m.name}\n  breaks: ${m.breaks}\n  file:   ${m.file}\n  tests:  ${m.tests.map(describeTarget).join("\n          ")}\n`);
+  }
+}
+
+function printResults(results: MutantResult[]): void {
+  for (const r of results) {
+    process.stdout.write(`${r.status.padEnd(8)} ${r.name.padEnd(28)} ${r.seconds.toFixed(0).padStart(4)} s  ${r.file}\n`);
+    for (const t of r.targets) {
+      const what = t.outcome === "failed" ? `failed: ${t.failing.join("; ") || `${t.failed} test(s)`}` : t.outcome;
+      process.stdout.write(`         ${describeTarget(t.target)}: ${what}\n`);
+      if (t.why) process.stdout.write(`           ${t.why}\n`);
+    }
+    if (r.status === "invalid") process.stdout.write(`         ${r.detail}\n`);
+  }
+  const n = (s: MutantResult["status"]) => results.filter((r) => r.status === s).length;
+  process.stdout.write(`mutants: ${n("caught")} caught, ${n("survived")} survived, ${n("invalid")} invalid\n`);
+}
+
+async function main(argv: string[]): Promise<number> {
+  const json = argv.includes("--json");
+  const args = argv.filter((a) => a !== "--json");
+  if (args.length === 0) usage();
+  if (args[0] === "--list") {
+    printList();
+    return 0;
+  }
+  const problems = checkMutants();
+  if (args[0] === "--check") {
+    for (const p of problems) process.stderr.write(`mutants: ${p}\n`);
+    process.stdout.write(`mutants: ${MUTANTS.length} mutants, ${problems.length} problem(s)\n`);
+    return problems.length === 0 ? 0 : 1;
+  }
+  let selected: Mutant[];
+  if (args[0] === "--all" && args.length === 1) selected = MUTANTS;
+  else if (args[0] === "--ci" && args.length === 1) selected = ciSelection();
+  else if (args[0] === "--only") {
+    const names: string[] = [];
+    for (let i = 0; i < args.length; i += 2) {
+      if (args[i] !== "--only" || args[i + 1] === undefined) usage();
+      names.push(args[i + 1]!);
+    }
+    selected = names.map((name) => {
+      const m = MUTANTS.find((x) => x.name === name);
+      if (!m) {
+        process.stderr.write(`mutants: no mutant named ${name}; --list shows them\n`);
+        process.exit(2);
+      }
+      return m;
+    });
+  } else usage();
+  const relevant = problems.filter((p) => selected.some((m) => p.startsWith(`${m.name}:`)));
+  if (relevant.length > 0) {
+    for (const p of relevant) process.stderr.write(`mutants: ${p}\n`);
+    return 1;
+  }
+  if (process.getuid?.() !== 0) process.stderr.write("mutants: not root: the kernel tests will skip, and a skipped test catches nothing\n");
+  const results = await runMutants(selected);
+  if (json) process.stdout.write(`${JSON.stringify(results, null, 2)}\n`);
+  else printResults(results);
+  return results.every((r) => r.status === "caught") ? 0 : 1;
+}
+
+if (import.meta.main) process.exit(await main(process.argv.slice(2)));
