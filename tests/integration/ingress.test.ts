@@ -66,7 +66,8 @@ describe_netns("ingress (kernel, under bun)", () => {
       const rt = await topology({ label: "source" });
       const other = "10.99.1.7";
       const fwd = await startForward(rt.topo, rt.relay, mode, ["--from", "239.1.1.1:5000@r0", "--to", "239.2.2.2:6000@r1", "--source", rt.genAddr]);
-      const rx = await startReceiver(rt.topo, rt.sinks[0]!.ns, { addr: "239.2.2.2", port: 6000, ifname: "s0", idleS: 2 });
+      // Idle long enough to span the injector runs between the relayed bursts on a busy machine.
+      const rx = await startReceiver(rt.topo, rt.sinks[0]!.ns, { addr: "239.2.2.2", port: 6000, ifname: "s0", idleS: 8, timeoutS: 120 });
       const frame = { ifname: "g0", kind: "valid" as const, group: "239.1.1.1", dstPort: 5000 };
       const matching = await injectFrames(rt.topo, rt.gen, { ...frame, src: rt.genAddr, count: 300 });
       const foreign = await injectFrames(rt.topo, rt.gen, { ...frame, src: other, count: 200 });
@@ -115,7 +116,8 @@ describe_netns("ingress (kernel, under bun)", () => {
       const per_kind = 40;
       const valid = 30;
       const fwd = await startForward(rt.topo, rt.relay, mode, ["--from", "239.1.1.1:5000@r0", "--to", "239.2.2.2:6000@r1"]);
-      const rx = await startReceiver(rt.topo, rt.sinks[0]!.ns, { addr: "239.2.2.2", port: 6000, ifname: "s0", idleS: 2 });
+      // Only the valid frames, sent last, come out: the receiver idles out after them.
+      const rx = await startReceiver(rt.topo, rt.sinks[0]!.ns, { addr: "239.2.2.2", port: 6000, ifname: "s0", idleS: 2, timeoutS: 180 });
       const frame = { ifname: "g0", src: rt.genAddr, group: "239.1.1.1", dstPort: 5000, count: per_kind };
       const sent: Record<string, number> = {};
       for (const kind of NON_UDP_KINDS) sent[kind] = await injectFrames(rt.topo, rt.gen, { ...frame, kind });

@@ -2,9 +2,10 @@
  * An independent receiver for the kernel tests: a plain UDP socket in Python (not mcrelay's own
  * sink), so what it reports does not depend on the code under test. It binds ADDR:PORT (IPv4 or
  * IPv6; a multicast group is joined on the named interface), asks the kernel for the TTL / hop
- * limit and the arrival interface of every datagram, and reads until its deadline, or until it
- * has been idle for `idleS` seconds after the first datagram. It never stops at an expected
- * count, so duplicates and strays that come after the expected packets are counted too.
+ * limit and the arrival interface of every datagram, and reads until its deadline, until it has
+ * been idle for `idleS` seconds after the first datagram, or until `stop()` (SIGINT) for one
+ * that expects nothing. It never stops at an expected count, so duplicates and strays that
+ * come after the expected packets are counted too.
  *
  * The report counts datagrams per source address, per TTL and per arrival interface, and, for
  * payloads carrying mcrelay gen's header (magic, stream, seq), unique sequence numbers and
@@ -16,7 +17,8 @@ import { startLogged, type LoggedProcess } from "./relay-harness.ts";
 const PYTHON3 = Bun.which("python3") ?? Bun.which("python3", { PATH: "/usr/bin:/bin:/usr/local/bin" }) ?? "python3";
 
 const receiver_py = String.raw`
-import json, socket, struct, sys, time
+import json, signal, socket, struct, sys, time
+signal.signal(signal.SIGINT, signal.default_int_handler)
 addr, port, ifname, timeout, idle = sys.argv[1], int(sys.argv[2]), sys.argv[3], float(sys.argv[4]), float(sys.argv[5])
 v6 = ":" in addr
 fam = socket.AF_INET6 if v6 else socket.AF_INET
@@ -46,40 +48,46 @@ sources, ttls, ifaces, streams = {}, {}, {}, {}
 deadline = time.time() + timeout
 def bump(d, k):
     d[k] = d.get(k, 0) + 1
-while True:
-    now = time.time()
-    left = deadline - now
-    if last is not None:
-        left = min(left, last + idle - now)
-    if left <= 0:
-        break
-    s.settimeout(left)
-    try:
-        data, anc, _, src = s.recvmsg(65536, 256)
-    except socket.timeout:
-        break
-    last = time.time()
-    if first is None:
-        first = last
-    n += 1
-    bump(sources, src[0])
-    for level, kind, value in anc:
-        if level == socket.IPPROTO_IP and kind == getattr(socket, "IP_TTL", 2):
-            bump(ttls, str(int.from_bytes(value[:4], sys.byteorder)))
-        elif level == socket.IPPROTO_IP and kind == getattr(socket, "IP_PKTINFO", 8):
-            bump(ifaces, names.get(struct.unpack_from("@i", value, 0)[0], "?"))
-        elif level == socket.IPPROTO_IPV6 and kind == socket.IPV6_HOPLIMIT:
-            bump(ttls, str(int.from_bytes(value[:4], sys.byteorder)))
-        elif level == socket.IPPROTO_IPV6 and kind == socket.IPV6_PKTINFO:
-            bump(ifaces, names.get(struct.unpack_from("@I", value, 16)[0], "?"))
-    if len(data) >= 16:
-        magic, stream, seq = struct.unpack_from("<IIQ", data, 0)
-        if magic == MAGIC:
-            st = streams.setdefault(str(stream), {"seqs": set(), "duplicates": 0})
-            if seq in st["seqs"]:
-                st["duplicates"] += 1
-            else:
-                st["seqs"].add(seq)
+def read():
+    global first, last, n
+    while True:
+        now = time.time()
+        left = deadline - now
+        if last is not None:
+            left = min(left, last + idle - now)
+        if left <= 0:
+            break
+        s.settimeout(left)
+        try:
+            data, anc, _, src = s.recvmsg(65536, 256)
+        except socket.timeout:
+            break
+        last = time.time()
+        if first is None:
+            first = last
+        n += 1
+        bump(sources, src[0])
+        for level, kind, value in anc:
+            if level == socket.IPPROTO_IP and kind == getattr(socket, "IP_TTL", 2):
+                bump(ttls, str(int.from_bytes(value[:4], sys.byteorder)))
+            elif level == socket.IPPROTO_IP and kind == getattr(socket, "IP_PKTINFO", 8):
+                bump(ifaces, names.get(struct.unpack_from("@i", value, 0)[0], "?"))
+            elif level == socket.IPPROTO_IPV6 and kind == socket.IPV6_HOPLIMIT:
+                bump(ttls, str(int.from_bytes(value[:4], sys.byteorder)))
+            elif level == socket.IPPROTO_IPV6 and kind == socket.IPV6_PKTINFO:
+                bump(ifaces, names.get(struct.unpack_from("@I", value, 16)[0], "?"))
+        if len(data) >= 16:
+            magic, stream, seq = struct.unpack_from("<IIQ", data, 0)
+            if magic == MAGIC:
+                st = streams.setdefault(str(stream), {"seqs": set(), "duplicates": 0})
+                if seq in st["seqs"]:
+                    st["duplicates"] += 1
+                else:
+                    st["seqs"].add(seq)
+try:
+    read()
+except KeyboardInterrupt:
+    pass
 out = {k: {"unique": len(v["seqs"]), "duplicates": v["duplicates"]} for k, v in streams.items()}
 print(json.dumps({"datagrams": n, "unique": sum(v["unique"] for v in out.values()), "duplicates": sum(v["duplicates"] for v in out.values()),
                   "streams": out, "sources": sources, "ttls": ttls, "ifaces": ifaces,
@@ -107,7 +115,7 @@ export interface ReceiverOptions {
   port: number;
   /** Interface a group is joined on; for unicast it is only used to name arrival interfaces. */
   ifname?: string;
-  /** Stop this long after starting, whatever arrived (default 20 s). */
+  /** Stop this long after starting, whatever arrived (default 60 s). */
   timeoutS?: number;
   /** Stop this long after the last datagram, once one arrived (default 1.5 s). */
   idleS?: number;
@@ -119,7 +127,12 @@ export class Receiver {
 
   /** Waits for the receiver to stop by itself (deadline or idle) and returns what it counted. */
   async report(): Promise<ReceiverReport> {
-    return this.proc.json<ReceiverReport>(120_000);
+    return this.proc.json<ReceiverReport>(180_000);
+  }
+
+  /** Stops it now (SIGINT: it prints what it counted so far) and returns its report. */
+  async stop(): Promise<ReceiverReport> {
+    return this.proc.stopJson<ReceiverReport>("SIGINT");
   }
 }
 
@@ -129,7 +142,7 @@ const GEN_MAGIC = 0x4c52434d;
 /** Starts a receiver in `ns` and waits until it is bound and joined. */
 export async function startReceiver(topo: Topology, ns: string, o: ReceiverOptions): Promise<Receiver> {
   const script = receiver_py.replace("MAGIC", String(GEN_MAGIC));
-  const argv = [PYTHON3, "-c", script, o.addr, String(o.port), o.ifname ?? "", String(o.timeoutS ?? 20), String(o.idleS ?? 1.5)];
+  const argv = [PYTHON3, "-c", script, o.addr, String(o.port), o.ifname ?? "", String(o.timeoutS ?? 60), String(o.idleS ?? 1.5)];
   const p = startLogged(topo, ns, argv, o.label ?? `receiver ${o.addr}:${o.port}${o.ifname ? `@${o.ifname}` : ""}`);
   await p.waitForStderr(/^ready$/, 30_000);
   return new Receiver(p);
