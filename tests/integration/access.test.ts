@@ -91,6 +91,15 @@ describe_netns("control socket access by peer credentials (kernel, under bun)", 
     expect(r.connect_error).toBe(13); // EACCES
   }, T);
 
+  test("a regular file at the --socket path is never deleted: run exits 2 naming it", async () => {
+    dir = new TempDir();
+    const path = dir.file("not-a-socket", "precious");
+    const r = await topo!.exec(rt.relay, [...mcrelayCommand("bun"), "run", "--socket", path, "--state-dir", dir.join("state")], { timeoutMs: 30_000 });
+    expect(r.exitCode).toBe(2);
+    expect(r.stderr).toContain(`--socket: ${path} exists and is not a socket; refusing to replace it`);
+    expect(await Bun.file(path).text()).toBe("precious");
+  }, T);
+
   test("the workers' group as --socket-group or --admin-group is refused with exit 2", async () => {
     for (const flag of ["--socket-group", "--admin-group"]) {
       const r = await topo!.exec(rt.relay, [...mcrelayCommand("bun"), "run", "--socket", "/tmp/mcr-access-never.sock", "--state-dir", "/tmp/mcr-access-never", flag, "nogroup"], { timeoutMs: 30_000 });
