@@ -25,6 +25,7 @@ test {
     _ = @import("dataplane/join.zig");
     _ = @import("dataplane/loop.zig");
     _ = @import("dataplane/loop_guard.zig");
+    _ = @import("dataplane/trace.zig");
     _ = @import("tools/gen.zig");
     _ = @import("tools/sink.zig");
     _ = @import("lib.zig");

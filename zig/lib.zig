@@ -12,6 +12,7 @@ const privileges = @import("privileges.zig");
 const parse = @import("dataplane/parse.zig");
 const stats = @import("dataplane/stats.zig");
 const loop = @import("dataplane/loop.zig");
+const trace = @import("dataplane/trace.zig");
 const Dataplane = loop.Dataplane;
 const shm = @import("shm.zig");
 const ring = @import("ring.zig");
@@ -187,21 +188,26 @@ export fn mcr_dir_lock(path: [*:0]const u8) i32 {
 
 // Shared counter memory.
 
-/// A memfd sized for one dataplane's counters; returns the descriptor.
+/// A memfd sized for one dataplane's counters and trace ring; returns the descriptor.
 export fn mcr_shm_create() i32 {
-    const fd = shm.create(loop.stats_bytes) catch |err| return rc(err);
+    const fd = shm.create(loop.shared_bytes) catch |err| return rc(err);
     return fd;
 }
 
 /// Maps a counter memfd; writes the address to `out`.
 export fn mcr_shm_map(fd: i32, out: *?[*]u64) i32 {
-    const region = shm.map(fd, loop.stats_bytes) catch |err| return rc(err);
+    const region = shm.map(fd, loop.shared_bytes) catch |err| return rc(err);
     out.* = @ptrCast(@alignCast(region.ptr));
     return 0;
 }
 
+/// Where the trace ring starts in the shared region, and its size in bytes (dataplane/trace.zig).
+export fn mcr_trace_layout(out: *[4]u32) void {
+    out.* = .{ @intCast(loop.trace_offset), trace.region_bytes, trace.record_bytes, trace.records_max };
+}
+
 export fn mcr_shm_unmap(words: [*]u64) void {
-    const len = std.mem.alignForward(usize, loop.stats_bytes, 4096);
+    const len = std.mem.alignForward(usize, loop.shared_bytes, 4096);
     shm.unmap(@as([*]align(4096) u8, @ptrCast(@alignCast(words)))[0..len]);
 }
 

@@ -17,6 +17,8 @@ export const subCommands = {
   reload: () => import("./reload.ts").then((m) => m.default),
   config: () => import("./config.ts").then((m) => m.default),
   events: () => import("./events.ts").then((m) => m.default),
+  trace: () => import("./trace.ts").then((m) => m.default),
+  capture: () => import("./capture.ts").then((m) => m.default),
   forward: () => import("./forward.ts").then((m) => m.default),
   gen: () => import("./gen.ts").then((m) => m.default),
   sink: () => import("./sink.ts").then((m) => m.default),

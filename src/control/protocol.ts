@@ -72,10 +72,13 @@ export const RequestSchema = v.variant("cmd", [
   v.strictObject({ v: v.number(), id, cmd: v.literal("reload") }),
   v.strictObject({ v: v.number(), id, cmd: v.literal("config-show") }),
   v.strictObject({ v: v.number(), id, cmd: v.literal("events") }),
+  v.strictObject({ v: v.number(), id, cmd: v.literal("trace-start"), args: v.strictObject({ rule: nameOrId, capture: v.optional(v.boolean()) }) }),
+  v.strictObject({ v: v.number(), id, cmd: v.literal("trace-read"), args: v.strictObject({ session: v.pipe(v.string(), v.maxLength(64)) }) }),
+  v.strictObject({ v: v.number(), id, cmd: v.literal("trace-stop"), args: v.strictObject({ session: v.pipe(v.string(), v.maxLength(64)) }) }),
 ]);
 export type Request = v.InferOutput<typeof RequestSchema>;
 export type Command = Request["cmd"];
-export const COMMANDS: readonly Command[] = ["hello", "ping", "version", "add", "remove", "list", "stats", "workers", "log-level", "reload", "config-show", "events"];
+export const COMMANDS: readonly Command[] = ["hello", "ping", "version", "add", "remove", "list", "stats", "workers", "log-level", "reload", "config-show", "events", "trace-start", "trace-read", "trace-stop"];
 
 /** Requests that change rules, workers or logging: they need the admin right and are logged. */
 export function isChange(req: Request): boolean {

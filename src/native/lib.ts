@@ -47,6 +47,7 @@ const symbols = {
   mcr_shm_create: { args: [], returns: "i32" },
   mcr_shm_map: { args: ["i32", "ptr"], returns: "i32" },
   mcr_shm_unmap: { args: ["ptr"], returns: "void" },
+  mcr_trace_layout: { args: ["ptr"], returns: "void" },
   mcr_privileges_drop: { args: ["u32", "u32", "i32"], returns: "i32" },
   mcr_nofile_raise: { args: ["ptr"], returns: "i32" },
   mcr_peer_cred: { args: ["i32", "ptr"], returns: "i32" },
@@ -321,17 +322,46 @@ export function scmRecv(fd: number, dontWait: boolean, capacity = 64 * 1024): Sc
   return { data: buf.slice(0, rc), fds: Array.from(fds.subarray(0, count[0]!)) };
 }
 
-/** A dataplane's counters in shared memory: created and read by the supervisor, written by the worker. */
+/** Where the trace ring lies in the shared region (zig/dataplane/trace.zig). */
+export interface TraceLayout {
+  offset: number;
+  bytes: number;
+  recordBytes: number;
+  recordsMax: number;
+}
+
+let traceLayoutCache: TraceLayout | null = null;
+export function traceLayout(): TraceLayout {
+  if (!traceLayoutCache) {
+    const out = new Uint32Array(4);
+    lib().mcr_trace_layout(ptr(out));
+    traceLayoutCache = { offset: out[0]!, bytes: out[1]!, recordBytes: out[2]!, recordsMax: out[3]! };
+  }
+  return traceLayoutCache;
+}
+
+/**
+ * A dataplane's counters and trace ring in shared memory: created and read by the supervisor,
+ * written by the worker. The views are invalid after release(): check `released` first.
+ */
 export class SharedStats {
   readonly fd: number;
   readonly #ptr: Pointer;
   readonly words: BigUint64Array;
+  /** The trace ring (header page, then records). */
+  readonly trace: Uint8Array;
   #released = false;
 
   private constructor(fd: number, p: Pointer) {
     this.fd = fd;
     this.#ptr = p;
     this.words = new BigUint64Array(toArrayBuffer(p, 0, STATS_TOTAL_WORDS * 8));
+    const t = traceLayout();
+    this.trace = new Uint8Array(toArrayBuffer(p, t.offset, t.bytes));
+  }
+
+  get released(): boolean {
+    return this.#released;
   }
 
   static create(): SharedStats {

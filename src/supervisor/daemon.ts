@@ -22,6 +22,7 @@ import type { ListenAddress } from "../config/listen.ts";
 import { HttpEndpoint, type Readiness } from "./http.ts";
 import { renderMetrics, type RuleState } from "./metrics.ts";
 import { ConfigWatcher } from "./config-watch.ts";
+import { Tracer } from "./tracer.ts";
 
 const log = logger("daemon");
 const audit = logger("audit");
@@ -115,6 +116,7 @@ export class Daemon {
   #loopTimer: ReturnType<typeof setInterval> | null = null;
   readonly #loopDropsSeen = new Map<string, number>();
   #watcher: ConfigWatcher | null = null;
+  readonly #tracer: Tracer;
   /** Set once start-up finished (rules loaded, workers given their tables, socket open). */
   #started = false;
   readonly #startedAtMs = Date.now();
@@ -125,6 +127,7 @@ export class Daemon {
     this.#links = new LinkMonitor();
     this.#lookup = (name) => this.#links.lookup(name);
     this.#pool = new WorkerPool({ user: opts.user, lookup: this.#lookup });
+    this.#tracer = new Tracer({ find: (n) => this.#find(n)?.rule, memories: (iface) => this.#pool.traceMemories(iface) });
   }
 
   /** Loads config and state, starts workers, then opens the control socket. */
@@ -148,6 +151,7 @@ export class Daemon {
       await d.#pool.close();
       d.#server?.stop();
       d.#http?.stop();
+      d.#tracer.close();
       throw err;
     }
   }
@@ -362,6 +366,12 @@ export class Daemon {
         return { level: getLogLevel() };
       case "reload":
         return this.requestReload(requester(ctx));
+      case "trace-start":
+        return this.#tracer.start(req.args.rule, req.args.capture ?? false);
+      case "trace-read":
+        return this.#tracer.read(req.args.session);
+      case "trace-stop":
+        return this.#tracer.stop(req.args.session);
       case "events":
         ctx.subscribe();
         return { subscribed: true, seq: this.#eventSeq };
@@ -607,6 +617,7 @@ export class Daemon {
     if (this.#loopTimer) clearInterval(this.#loopTimer);
     notifyServiceManager("STOPPING=1");
     this.#watcher?.close();
+    this.#tracer.close();
     this.#links.close();
     this.#server?.stop();
     this.#http?.stop();

@@ -12,6 +12,7 @@ import { ControlError, ControlServer } from "../control/server.ts";
 import type { Request } from "../control/protocol.ts";
 import { getLogLevel, setLogLevel, type LogLevelName } from "../log.ts";
 import { PROTOCOL_VERSION, VERSION } from "../version.ts";
+import { Tracer } from "./tracer.ts";
 
 export { lookupLink };
 
@@ -31,10 +32,15 @@ export class Relay {
   #server: ControlServer | null = null;
 
   readonly #workersPerInterface: number;
+  readonly #tracer: Tracer;
 
   constructor(opts: { user: WorkerUser | null; workers?: number }) {
     this.#pool = new WorkerPool(opts);
     this.#workersPerInterface = opts.workers ?? 1;
+    this.#tracer = new Tracer({
+      find: (n) => this.#rules.find((r) => r.name === n || r.id.toString() === n),
+      memories: (iface) => this.#pool.traceMemories(iface),
+    });
   }
 
   /** Starts workers for the rules' input interfaces; resolves once every table is applied. */
@@ -83,6 +89,12 @@ export class Relay {
       }
       case "workers":
         return { workers: this.#pool.info() };
+      case "trace-start":
+        return this.#tracer.start(req.args.rule, req.args.capture ?? false);
+      case "trace-read":
+        return this.#tracer.read(req.args.session);
+      case "trace-stop":
+        return this.#tracer.stop(req.args.session);
       case "log-level":
         if (req.args?.level) {
           setLogLevel(req.args.level as LogLevelName);
@@ -106,6 +118,7 @@ export class Relay {
   async stop(): Promise<RelayReport> {
     this.#server?.stop();
     this.#server = null;
+    this.#tracer.close();
     await this.#pool.collect();
     const live = this.#pool.info();
     if (live.length) this.#workers = live;

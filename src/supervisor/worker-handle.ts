@@ -224,6 +224,11 @@ export class WorkerHandle {
     return decodeStats(this.#shared.words);
   }
 
+  /** The worker's trace ring (shared memory), or null once released. Use it synchronously. */
+  traceMemory(): Uint8Array | null {
+    return this.#shared.released ? null : this.#shared.trace;
+  }
+
   /** Unmaps the shared counters; call after the last snapshot. */
   release(): void {
     this.#shared.release();

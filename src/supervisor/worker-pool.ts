@@ -311,6 +311,16 @@ export class WorkerPool {
     await Promise.allSettled([...this.#entries.values()].map((e) => e.handle?.setLogLevel(level)));
   }
 
+  /** The trace memory of every live worker of an interface; valid until the event loop turns. */
+  traceMemories(ifname: string): Uint8Array[] {
+    const out: Uint8Array[] = [];
+    for (const e of this.#entries.values()) {
+      const mem = e.ifname === ifname ? e.handle?.traceMemory() : null;
+      if (mem) out.push(mem);
+    }
+    return out;
+  }
+
   /** Reads fresh counters of every running worker (from shared memory). */
   refresh(): void {
     for (const e of this.#entries.values()) {

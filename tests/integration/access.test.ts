@@ -4,6 +4,7 @@
 // may change rules, anyone else is refused at connect, every change is logged with the peer's
 // uid and pid, and the workers' group can never be one of the socket's groups.
 import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
+import { PROTOCOL_VERSION as P } from "../../src/version.ts";
 import { chmodSync } from "node:fs";
 import { join } from "node:path";
 import { netnsAvailable, Topology } from "../../scripts/lib/netns.ts";
@@ -26,7 +27,7 @@ const daemons: TestDaemon[] = [];
 
 /** hello then each request, as uid 2 with group `gid`; the answers in order. */
 async function ask(d: TestDaemon, gid: number, ...requests: object[]): Promise<{ connect_error?: number; answers?: any[] }> {
-  const p = Bun.spawn({ cmd: [...as(gid), d.socket, "ask", "1", ...requests.map((r) => JSON.stringify({ v: 1, ...r }))], stdout: "pipe", stderr: "pipe" });
+  const p = Bun.spawn({ cmd: [...as(gid), d.socket, "ask", "1", ...requests.map((r) => JSON.stringify({ v: P, ...r }))], stdout: "pipe", stderr: "pipe" });
   const [out, code] = await Promise.all([new Response(p.stdout).text(), p.exited]);
   if (code !== 0) throw new Error(`client exit ${code}: ${await new Response(p.stderr).text()}`);
   return JSON.parse(out.trim().split("\n").at(-1)!);

@@ -3,6 +3,7 @@
 // workers, config show, all with --json parsed here; config check offline; ping and version;
 // exit codes for a refused request and for a daemon that is not there.
 import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
+import { PROTOCOL_VERSION as P } from "../../src/version.ts";
 import { existsSync } from "node:fs";
 import pkg from "../../package.json" with { type: "json" };
 import { netnsAvailable, Topology } from "../../scripts/lib/netns.ts";
@@ -243,7 +244,7 @@ describe_netns("daemon CLI round trip (kernel, under bun)", () => {
       expect(plain.exitCode).toBe(0);
       expect(plain.stdout).toContain(`pong from mcrelay ${pkg.version}`);
       const v = await d.json(["version"]);
-      expect(v).toMatchObject({ version: pkg.version, protocol: 1, daemon: { version: pkg.version, protocol: 1 } });
+      expect(v).toMatchObject({ version: pkg.version, protocol: P, daemon: { version: pkg.version, protocol: P } });
       expect(v.daemon.error).toBeUndefined();
     },
     T,
@@ -287,7 +288,7 @@ describe("daemon CLI without a daemon", () => {
       }
       const v = await runMcrelay(["version", "--json", "--socket", sock]);
       expect(v.exitCode).toBe(0);
-      expect(JSON.parse(v.stdout)).toMatchObject({ version: pkg.version, protocol: 1, daemon: { version: null, error: "not running" } });
+      expect(JSON.parse(v.stdout)).toMatchObject({ version: pkg.version, protocol: P, daemon: { version: null, error: "not running" } });
     },
     T,
   );

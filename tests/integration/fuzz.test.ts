@@ -6,6 +6,7 @@
 // disconnect), the rules do not change, the daemon keeps answering, and the stream loses nothing.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { netnsAvailable, Topology } from "../../scripts/lib/netns.ts";
+import { PROTOCOL_VERSION as P } from "../../src/version.ts";
 import { buildRelayTopology, note, type RelayTopology } from "../support/relay-harness.ts";
 import {
   RawClient,
@@ -96,11 +97,11 @@ function randomBytesLine(): Hostile {
 function validishRequest(): Record<string, unknown> {
   const id = ++serial;
   return pick([
-    { v: 1, id, cmd: "ping" },
-    { v: 1, id, cmd: "list" },
-    { v: 1, id, cmd: "stats", args: { rule: "keep" } },
-    { v: 1, id, cmd: "add", args: { rule: { name: `fz${id}`, from: "239.1.1.1:5000@r0", to: ["239.2.2.2:6000@r1"] } } },
-    { v: 1, id, cmd: "hello", args: { client: "fuzz" } },
+    { v: P, id, cmd: "ping" },
+    { v: P, id, cmd: "list" },
+    { v: P, id, cmd: "stats", args: { rule: "keep" } },
+    { v: P, id, cmd: "add", args: { rule: { name: `fz${id}`, from: "239.1.1.1:5000@r0", to: ["239.2.2.2:6000@r1"] } } },
+    { v: P, id, cmd: "hello", args: { client: "fuzz" } },
   ]);
 }
 
@@ -114,25 +115,25 @@ function wrongTypes(greeted: boolean): Hostile {
   const id = ++serial;
   const variants: [Record<string, unknown>, string[], string | number | null][] = [
     [{ v: "1", id, cmd: "ping" }, ["bad_request"], null],
-    [{ v: 1, id: { nested: true }, cmd: "ping" }, ["bad_request"], null],
-    [{ v: 1, id: [id], cmd: "ping" }, ["bad_request"], null],
-    [{ v: 1, id: true, cmd: "ping" }, ["bad_request"], null],
-    [{ v: 1, id: 1.5, cmd: "ping" }, ["bad_request"], null],
-    [{ v: 1, id, cmd: 42 }, ["bad_request"], null],
-    [{ v: 1, id, cmd: null }, ["bad_request"], null],
-    [{ v: 1, id, cmd: "add", args: [] }, ["bad_request"], id],
-    [{ v: 1, id, cmd: "add", args: { rule: 12 } }, ["bad_request"], id],
-    [{ v: 1, id, cmd: "add", args: { rule: { name: "keep", from: 5, to: ["239.2.2.2:6000@r1"] }, replace: true } }, ["bad_request"], id],
-    [{ v: 1, id, cmd: "add", args: { rule: { name: "keep", from: "239.1.1.1:5000@r0", to: "239.2.2.2:6000@r1" }, replace: 1 } }, ["bad_request"], id],
-    [{ v: 1, id, cmd: "remove", args: { rule: 2 } }, ["bad_request"], id],
-    [{ v: 1, id, cmd: "remove", args: { rule: "" } }, ["bad_request"], id],
-    [{ v: 1, id, cmd: "remove", args: {} }, ["bad_request"], id],
-    [{ v: 1, id, cmd: "stats", args: { rule: ["keep"] } }, ["bad_request"], id],
-    [{ v: 1, id, cmd: "log-level", args: { level: pick(["loud", "", "DEBUG", 3]) } }, ["bad_request"], id],
-    [{ v: 1, id, cmd: "hello", args: { client: { x: 1 } } }, ["bad_request"], id],
-    [{ v: 1, id, cmd: "ping", args: { extra: 1 } }, ["bad_request"], id],
-    [{ v: 1, id, cmd: "list", unexpected: "key" }, ["bad_request"], id],
-    [{ v: 1, id, cmd: "reload", args: null }, ["bad_request"], id],
+    [{ v: P, id: { nested: true }, cmd: "ping" }, ["bad_request"], null],
+    [{ v: P, id: [id], cmd: "ping" }, ["bad_request"], null],
+    [{ v: P, id: true, cmd: "ping" }, ["bad_request"], null],
+    [{ v: P, id: 1.5, cmd: "ping" }, ["bad_request"], null],
+    [{ v: P, id, cmd: 42 }, ["bad_request"], null],
+    [{ v: P, id, cmd: null }, ["bad_request"], null],
+    [{ v: P, id, cmd: "add", args: [] }, ["bad_request"], id],
+    [{ v: P, id, cmd: "add", args: { rule: 12 } }, ["bad_request"], id],
+    [{ v: P, id, cmd: "add", args: { rule: { name: "keep", from: 5, to: ["239.2.2.2:6000@r1"] }, replace: true } }, ["bad_request"], id],
+    [{ v: P, id, cmd: "add", args: { rule: { name: "keep", from: "239.1.1.1:5000@r0", to: "239.2.2.2:6000@r1" }, replace: 1 } }, ["bad_request"], id],
+    [{ v: P, id, cmd: "remove", args: { rule: 2 } }, ["bad_request"], id],
+    [{ v: P, id, cmd: "remove", args: { rule: "" } }, ["bad_request"], id],
+    [{ v: P, id, cmd: "remove", args: {} }, ["bad_request"], id],
+    [{ v: P, id, cmd: "stats", args: { rule: ["keep"] } }, ["bad_request"], id],
+    [{ v: P, id, cmd: "log-level", args: { level: pick(["loud", "", "DEBUG", 3]) } }, ["bad_request"], id],
+    [{ v: P, id, cmd: "hello", args: { client: { x: 1 } } }, ["bad_request"], id],
+    [{ v: P, id, cmd: "ping", args: { extra: 1 } }, ["bad_request"], id],
+    [{ v: P, id, cmd: "list", unexpected: "key" }, ["bad_request"], id],
+    [{ v: P, id, cmd: "reload", args: null }, ["bad_request"], id],
   ];
   const [msg, codes, answerId] = pick(variants);
   return { kind: "wrong-types", line: JSON.stringify(msg), codes: greeted ? codes : [...codes, "hello_required"], id: answerId };
@@ -141,7 +142,7 @@ function wrongTypes(greeted: boolean): Hostile {
 function unknownCommand(): Hostile {
   const id = ++serial;
   const cmd = pick(["shutdown", "exec", "PING", "ping ", "__proto__", "constructor", "toString", "", "add\u0000", "x".repeat(5000), "reload-all", "rm -rf /"]);
-  return { kind: "unknown-command", line: JSON.stringify({ v: 1, id, cmd }), codes: ["unknown_command"], id };
+  return { kind: "unknown-command", line: JSON.stringify({ v: P, id, cmd }), codes: ["unknown_command"], id };
 }
 
 function deepNesting(): Hostile {
@@ -154,16 +155,16 @@ function deepNesting(): Hostile {
   }
   const depth = pick([100, 1000, 5_000, 10_000]);
   const nested = '{"a":'.repeat(depth) + "1" + "}".repeat(depth);
-  const line = `{"v":1,"id":${id},"cmd":"add","args":{"rule":{"name":"deep","from":${nested},"to":["239.2.2.2:6000@r1"]}}}`;
+  const line = `{"v":${P},"id":${id},"cmd":"add","args":{"rule":{"name":"deep","from":${nested},"to":["239.2.2.2:6000@r1"]}}}`;
   return { kind: "deep-object", line, codes: ["bad_request", "bad_json"], id: null };
 }
 
 function hugeId(): Hostile {
   const variant = int(4);
-  if (variant === 0) return { kind: "huge-id", line: `{"v":1,"id":"${"9".repeat(60_000)}","cmd":"ping"}`, codes: ["bad_request"], id: null };
-  if (variant === 1) return { kind: "huge-id", line: `{"v":1,"id":${"9".repeat(400)},"cmd":"nosuch"}`, codes: ["bad_request", "unknown_command"], id: null };
-  if (variant === 2) return { kind: "huge-id", line: `{"v":1,"id":1e999,"cmd":"nosuch"}`, codes: ["bad_request", "unknown_command"], id: null };
-  return { kind: "huge-id", line: JSON.stringify({ v: 1, id: -(2 ** 60), cmd: "nosuch" }), codes: ["unknown_command"], id: -(2 ** 60) };
+  if (variant === 0) return { kind: "huge-id", line: `{"v":${P},"id":"${"9".repeat(60_000)}","cmd":"ping"}`, codes: ["bad_request"], id: null };
+  if (variant === 1) return { kind: "huge-id", line: `{"v":${P},"id":${"9".repeat(400)},"cmd":"nosuch"}`, codes: ["bad_request", "unknown_command"], id: null };
+  if (variant === 2) return { kind: "huge-id", line: `{"v":${P},"id":1e999,"cmd":"nosuch"}`, codes: ["bad_request", "unknown_command"], id: null };
+  return { kind: "huge-id", line: JSON.stringify({ v: P, id: -(2 ** 60), cmd: "nosuch" }), codes: ["unknown_command"], id: -(2 ** 60) };
 }
 
 const BAD_ENDPOINTS = [
@@ -191,14 +192,14 @@ function badAdd(greeted: boolean): Hostile {
   const from = badFrom ? pick(BAD_ENDPOINTS) : "239.1.1.77:5000@r0";
   const to = badFrom ? ["239.2.2.77:6000@r1"] : [pick([...BAD_ENDPOINTS, "239.2.2.77:6000@r0", "239.2.2.77:6000"])];
   const rule = { name, from, to };
-  const msg = replace ? { v: 1, id, cmd: "add", args: { rule, replace: true } } : { v: 1, id, cmd: "add", args: { rule } };
+  const msg = replace ? { v: P, id, cmd: "add", args: { rule, replace: true } } : { v: P, id, cmd: "add", args: { rule } };
   return { kind: "bad-add", line: JSON.stringify(msg), codes: greeted ? ["bad_request", "not_found"] : ["hello_required", "bad_request"], id };
 }
 
 function missingTarget(greeted: boolean): Hostile {
   const id = ++serial;
   const target = `nx-${id}`;
-  const msg = rand() < 0.5 ? { v: 1, id, cmd: "remove", args: { rule: target } } : { v: 1, id, cmd: "stats", args: { rule: String(1_000_000 + id) } };
+  const msg = rand() < 0.5 ? { v: P, id, cmd: "remove", args: { rule: target } } : { v: P, id, cmd: "stats", args: { rule: String(1_000_000 + id) } };
   return { kind: "missing-target", line: JSON.stringify(msg), codes: greeted ? ["not_found"] : ["hello_required"], id };
 }
 
@@ -298,7 +299,7 @@ async function oversized(bytes: number, tally: Tally): Promise<void> {
 /** A valid hello and list, written one byte every 10 ms. */
 async function slowloris(tally: Tally): Promise<void> {
   const c = await connect();
-  const text = `${JSON.stringify({ v: 1, id: "slow-1", cmd: "hello", args: { client: "slow" } })}\n${JSON.stringify({ v: 1, id: "slow-2", cmd: "list" })}\n`;
+  const text = `${JSON.stringify({ v: P, id: "slow-1", cmd: "hello", args: { client: "slow" } })}\n${JSON.stringify({ v: P, id: "slow-2", cmd: "list" })}\n`;
   for (const ch of text) {
     await c.write(ch);
     await Bun.sleep(10);
@@ -341,7 +342,7 @@ describe_netns("fuzzing the control socket under traffic (kernel, under bun)", (
       // Silent connections and one half-written line, held open through the whole run.
       const silent = await Promise.all(Array.from({ length: 5 }, () => connect()));
       const half = await connect();
-      await half.write('{"v":1,"id":"half","cmd":"list"');
+      await half.write(`{"v":${P},"id":"half","cmd":"list"`);
 
       // A well-behaved client pinging throughout.
       const monitor = await helloClient(d.socket);

@@ -23,7 +23,9 @@ import {
   type SinkReport,
 } from "./relay-harness.ts";
 
-export const PROTOCOL = 1;
+import { PROTOCOL_VERSION } from "../../src/version.ts";
+
+export const PROTOCOL = PROTOCOL_VERSION;
 /** A daemon on a busy 2-core machine: bun start, native load, workers started and acknowledged. */
 export const DAEMON_READY_TIMEOUT_MS = 30_000;
 /** One CLI invocation (bun start-up included). */

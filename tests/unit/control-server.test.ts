@@ -2,6 +2,7 @@
 // once, none able to block or break another (slow requests, slow writers, clients that never
 // read), oversized lines refused, a stale socket replaced and a live one respected.
 import { afterEach, beforeEach, describe, expect, test } from "bun:test";
+import { PROTOCOL_VERSION as P } from "../../src/version.ts";
 import { existsSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { ControlError, ControlServer, DaemonRunningError, SocketPathError, type RequestContext, type ServerOptions } from "../../src/control/server.ts";
 import { EVENTS_BACKLOG_BYTES_MAX, LINE_BYTES_MAX, type Request } from "../../src/control/protocol.ts";
@@ -80,11 +81,11 @@ describe("control server", () => {
     expect(server!.clients).toBe(50);
     await Promise.all(
       conns.map(async (c, ci) => {
-        const lines = [{ v: 1, id: `c${ci}-hello`, cmd: "hello", args: { client: `t${ci}` } }, ...Array.from({ length: 20 }, (_, i) => ({ v: 1, id: ci * 1000 + i, cmd: "ping" }))];
+        const lines = [{ v: P, id: `c${ci}-hello`, cmd: "hello", args: { client: `t${ci}` } }, ...Array.from({ length: 20 }, (_, i) => ({ v: P, id: ci * 1000 + i, cmd: "ping" }))];
         await c.write(lines.map((l) => `${JSON.stringify(l)}\n`).join(""));
         for (const sent of lines) {
           const r = await c.next();
-          expect(r).toMatchObject({ v: 1, id: sent.id, ok: true });
+          expect(r).toMatchObject({ v: P, id: sent.id, ok: true });
         }
       }),
     );
@@ -108,7 +109,7 @@ describe("control server", () => {
 
   test("requests on one connection are answered one at a time, in the order sent", async () => {
     const c = await hello();
-    await c.write(`${JSON.stringify({ v: 1, id: 1, cmd: "stats", args: { rule: "slow" } })}\n${JSON.stringify({ v: 1, id: 2, cmd: "ping" })}\n`);
+    await c.write(`${JSON.stringify({ v: P, id: 1, cmd: "stats", args: { rule: "slow" } })}\n${JSON.stringify({ v: P, id: 2, cmd: "ping" })}\n`);
     expect((await c.next(5000)).id).toBe(1);
     expect((await c.next(5000)).id).toBe(2);
   }, T);
@@ -116,7 +117,7 @@ describe("control server", () => {
   test("a client writing one byte at a time is answered, and others are served meanwhile", async () => {
     const trickle = await connect();
     const other = await hello();
-    const line = `${JSON.stringify({ v: 1, id: 7, cmd: "hello", args: { client: "slowpoke" } })}\n`;
+    const line = `${JSON.stringify({ v: P, id: 7, cmd: "hello", args: { client: "slowpoke" } })}\n`;
     const writing = (async () => {
       for (const ch of line) {
         await trickle.write(ch);
@@ -130,7 +131,7 @@ describe("control server", () => {
 
   test("a half-written line left open neither blocks others nor gets an answer", async () => {
     const half = await connect();
-    await half.write('{"v":1,"id":1,"cmd":"pi');
+    await half.write(`{"v":${P},"id":1,"cmd":"pi`);
     const other = await hello();
     expect((await other.call("ping")).pong).toBe(true);
     await expect(half.nextLine(300)).rejects.toThrow("no line");
@@ -141,7 +142,7 @@ describe("control server", () => {
 
   test("a line of exactly LINE_BYTES_MAX bytes is accepted", async () => {
     const c = await connect();
-    const base = JSON.stringify({ v: 1, id: 1, cmd: "hello", args: { client: "x" } });
+    const base = JSON.stringify({ v: P, id: 1, cmd: "hello", args: { client: "x" } });
     const padded = base + " ".repeat(LINE_BYTES_MAX - base.length);
     expect(padded.length).toBe(LINE_BYTES_MAX);
     await c.write(`${padded}\n`);
@@ -150,9 +151,9 @@ describe("control server", () => {
 
   test("a line one byte over LINE_BYTES_MAX gets too_large and the connection is closed", async () => {
     const c = await connect();
-    const base = JSON.stringify({ v: 1, id: 1, cmd: "hello", args: { client: "x" } });
+    const base = JSON.stringify({ v: P, id: 1, cmd: "hello", args: { client: "x" } });
     await c.write(`${base}${" ".repeat(LINE_BYTES_MAX + 1 - base.length)}\n`);
-    expect(await c.next()).toMatchObject({ v: 1, id: null, ok: false, error: { code: "too_large" } });
+    expect(await c.next()).toMatchObject({ v: P, id: null, ok: false, error: { code: "too_large" } });
     expect(await c.waitClosed()).toBe(true);
   }, T);
 
@@ -178,7 +179,7 @@ describe("control server", () => {
 import socket, sys, time
 s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
 s.connect(sys.argv[1])
-s.sendall(b'{"v":1,"id":0,"cmd":"hello","args":{"client":"mute"}}\\n' + b'{"v":1,"id":1,"cmd":"list"}\\n' * 3000)
+s.sendall(b'{"v":${P},"id":0,"cmd":"hello","args":{"client":"mute"}}\\n' + b'{"v":${P},"id":1,"cmd":"list"}\\n' * 3000)
 print("sent", flush=True)
 for _ in range(400):
     try:
@@ -217,7 +218,7 @@ print("still connected", flush=True)
 
   test("a client that disconnects with a request in flight does not disturb the server", async () => {
     const c = await hello();
-    await c.send({ v: 1, id: 1, cmd: "stats", args: { rule: "slow" } });
+    await c.send({ v: P, id: 1, cmd: "stats", args: { rule: "slow" } });
     c.close();
     await Bun.sleep(1700);
     const other = await hello();

@@ -14,8 +14,12 @@ const table_mod = @import("table.zig");
 const stats_mod = @import("stats.zig");
 const loop_guard_mod = @import("loop_guard.zig");
 const shm = @import("../shm.zig");
+const trace_mod = @import("trace.zig");
 
 pub const stats_bytes: usize = stats_mod.total_words * @sizeOf(u64);
+/// The shared region: counters, then (page-aligned) the trace ring (trace.zig).
+pub const trace_offset: usize = std.mem.alignForward(usize, stats_bytes, 4096);
+pub const shared_bytes: usize = trace_offset + trace_mod.region_bytes;
 
 pub const RunResult = enum(i32) { budget = 0, woken = 1 };
 
@@ -48,6 +52,9 @@ pub const Dataplane = struct {
     cap_last_ns: [constants.rules_max]u64,
     /// CLOCK_MONOTONIC read once per ring block: the loop guard's and the cap's clock.
     block_ns: u64,
+    /// Packet tracing, in the shared region (none with private counters).
+    trace: trace_mod.Trace,
+    trace_ready: bool,
 
     pub fn create(cfg: *const abi.DpConfig) sys.Error!*Dataplane {
         if (cfg.ifindex == 0) return error.INVAL;
@@ -67,11 +74,14 @@ pub const Dataplane = struct {
         self.block_ns = 0;
         self.stats_region = null;
         self.stats_words = &self.private_stats;
+        self.trace_ready = false;
         if (cfg.stats_fd >= 0) {
-            const region = try shm.map(cfg.stats_fd, stats_bytes);
+            const region = try shm.map(cfg.stats_fd, shared_bytes);
             self.stats_region = region;
             self.stats_words = @ptrCast(@alignCast(region.ptr));
             sys.close(cfg.stats_fd); // the mapping keeps the memory
+            self.trace.init(@alignCast(region[trace_offset..]), cfg.ifindex);
+            self.trace_ready = true;
         }
         _ = stats_mod.Stats.init(self.stats_words);
         return self;
@@ -148,13 +158,17 @@ pub const Dataplane = struct {
                 // up to ~48 datagrams). Payloads stay in their blocks until the flush.
                 var held: [blocks_per_flush_max]ring_mod.Block = undefined;
                 var count: u32 = 0;
+                // Tracing costs this one branch per group of blocks when off.
+                const traced = self.trace_ready and self.trace.armed();
+                if (traced) self.trace.begin();
                 while (count < blocks_per_flush_max) : (count += 1) {
                     const block = self.ring.peekBlock(count) orelse break;
-                    self.processBlock(&block);
+                    if (traced) self.processBlock(true, &block) else self.processBlock(false, &block);
                     held[count] = block;
                 }
                 if (count == 0) break;
                 self.egress.flush(s);
+                if (traced) self.trace.publish(s);
                 // sendmsg copied the payloads synchronously: the blocks can go back at once.
                 for (held[0..count]) |block| self.ring.release(block);
                 blocks += count;
@@ -220,7 +234,7 @@ pub const Dataplane = struct {
         return linux.errno(rc) == .SUCCESS and rc > 0;
     }
 
-    fn processBlock(self: *Dataplane, block: *const ring_mod.Block) void {
+    fn processBlock(self: *Dataplane, comptime traced: bool, block: *const ring_mod.Block) void {
         const s = self.stats();
         const table = &self.tables[self.active];
         s.worker(.rx_blocks).* += 1;
@@ -244,11 +258,13 @@ pub const Dataplane = struct {
                 .ok => |p| p,
                 .drop => |reason| {
                     s.drop(reason).* += 1;
+                    if (traced) self.trace.dropped(frame.data, frame.wire_len, frame.vlan_tci, reason);
                     continue;
                 },
             };
             if (martianSource(&packet.src)) {
                 s.worker(.martian_source).* += 1;
+                if (traced) self.trace.unmatched(frame.data, frame.wire_len, frame.vlan_tci, &packet, .martian);
                 continue;
             }
             // The VID from metadata or the frame; VID 0 (a priority tag) is untagged.
@@ -257,10 +273,13 @@ pub const Dataplane = struct {
                 if (table.keyHead(&packet.dst, packet.dst_port, vlan_id)) |head| {
                     s.worker(.source_mismatch).* += 1;
                     s.rule(head, .source_mismatch).* += 1;
+                    if (traced) self.trace.unmatched(frame.data, frame.wire_len, frame.vlan_tci, &packet, .source_mismatch);
                 } else if (vlan_id != 0 and table.keyExists(&packet.dst, packet.dst_port, 0)) {
                     s.worker(.vlan_mismatch).* += 1;
+                    if (traced) self.trace.unmatched(frame.data, frame.wire_len, frame.vlan_tci, &packet, .vlan_mismatch);
                 } else {
                     s.worker(.no_match).* += 1;
+                    if (traced) self.trace.unmatched(frame.data, frame.wire_len, frame.vlan_tci, &packet, .no_match);
                 }
                 continue;
             };
@@ -268,10 +287,13 @@ pub const Dataplane = struct {
             if (std.mem.eql(u8, packet.src[12..16], &rule.local_addr4)) {
                 s.worker(.own_source).* += 1;
                 s.rule(index, .own_source).* += 1;
+                if (traced) self.trace.unmatched(frame.data, frame.wire_len, frame.vlan_tci, &packet, .own_source);
                 continue;
             }
             const payload = frame.data[packet.payload_offset..][0..packet.payload_len];
             const source = std.mem.readInt(u32, packet.src[12..16], .big);
+            // One record per frame (a super-frame's outputs are those of its first datagram).
+            var record: ?*trace_mod.Record = if (traced) self.trace.matched(frame.data, frame.wire_len, frame.vlan_tci, &packet, rule) else null;
             // A super-frame stands for several datagrams of gso_size bytes (the last may be
             // shorter): each is relayed as itself, as the sender sent it.
             const segment_bytes: u32 = if (frame.gso_size != 0 and payload.len > frame.gso_size) frame.gso_size else @intCast(@max(payload.len, 1));
@@ -282,24 +304,27 @@ pub const Dataplane = struct {
             var offset: u32 = 0;
             while (true) {
                 const datagram = payload[offset..][0..@min(segment_bytes, payload.len - offset)];
-                self.relay(s, rule, index, datagram, packet.tos, source);
+                self.relay(traced, s, rule, index, datagram, packet.tos, source, record);
+                record = null;
                 offset += @intCast(datagram.len);
                 if (offset >= payload.len) break;
             }
         }
     }
 
-    inline fn relay(self: *Dataplane, s: stats_mod.Stats, rule: *const abi.RuleDesc, index: u16, datagram: []const u8, tos: u8, source: u32) void {
+    inline fn relay(self: *Dataplane, comptime traced: bool, s: stats_mod.Stats, rule: *const abi.RuleDesc, index: u16, datagram: []const u8, tos: u8, source: u32, record: ?*trace_mod.Record) void {
         if (rule.flags & abi.rule_flag_no_loop_guard == 0 and
             self.loop_guard.check(datagram, source, self.block_ns) == .loop)
         {
             s.worker(.loop_drops).* += 1;
             s.rule(index, .loop_drops).* += 1;
+            if (traced) if (record) |t| trace_mod.Trace.dropLater(t, .loop);
             return;
         }
         if (rule.max_pps != 0 and !self.capAllows(index, rule.max_pps)) {
             s.worker(.cap_drops).* += 1;
             s.rule(index, .cap_drops).* += 1;
+            if (traced) if (record) |t| trace_mod.Trace.dropLater(t, .cap);
             return;
         }
         s.worker(.matched).* += 1;
@@ -308,6 +333,7 @@ pub const Dataplane = struct {
         var o: u32 = rule.output_first;
         while (o < @as(u32, rule.output_first) + rule.output_count) : (o += 1) {
             self.egress.queue(s, o, datagram, tos);
+            if (traced) if (record) |r| self.trace.queued(r, o - rule.output_first, o, &self.egress, s);
         }
     }
 

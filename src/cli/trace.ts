@@ -1,0 +1,50 @@
+// `mcrelay trace RULE`: one line per packet of one rule (and per frame for its group that
+// matched no rule), with the verdict and each output's result, until --count, --duration or
+// Ctrl-C. Tracing is on only while this runs.
+import { defineCommand } from "citty";
+import * as v from "valibot";
+import { logger } from "../log.ts";
+import type { TraceRecordJson } from "../supervisor/tracer.ts";
+import { checkFlags, intFlag, secondsFlag, validate } from "./args.ts";
+import { socketArg, withClient } from "./daemon-client.ts";
+import { printJsonLine, printLine } from "./output.ts";
+import { runTraceSession } from "./trace-session.ts";
+
+const log = logger("trace");
+
+const args = {
+  rule: { type: "positional", description: "Rule (name or id)", required: true },
+  count: { type: "string", description: "Stop after this many records" },
+  duration: { type: "string", description: "Stop after this many seconds" },
+  ...socketArg,
+  json: { type: "boolean", description: "One JSON object per record, one per line" },
+} as const;
+
+export function traceLine(r: TraceRecordJson): string {
+  const time = r.time.slice(11, 23);
+  const vlan = r.vlan === null ? "" : ` vlan ${r.vlan}`;
+  const verdict = r.verdict === "parse_drop" ? `dropped (${r.reason})` : r.verdict === "matched" ? `matched ${r.rule}` : r.verdict.replace("_", " ");
+  const outs = r.outputs.map((o) => `${o.to} ${o.result}`).join(", ");
+  const more = r.outputs_total > r.outputs.length ? ` (+${r.outputs_total - r.outputs.length} outputs not traced)` : "";
+  return `${time} ${r.interface}${vlan} ${r.src}:${r.src_port} > ${r.dst}:${r.dst_port} len ${r.length} ttl ${r.ttl} dscp ${r.dscp}: ${verdict}${outs ? ` -> ${outs}` : ""}${more}`;
+}
+
+export const traceFlags = v.object({ count: v.optional(intFlag(1, 1_000_000_000)), duration: v.optional(secondsFlag()) });
+
+export default defineCommand({
+  meta: { name: "trace", description: "Show each packet of one rule with its verdict and per-output result (tracing is on only while this runs)" },
+  args,
+  async run({ rawArgs, args: a }) {
+    checkFlags(rawArgs, args, 1);
+    const f = validate(traceFlags, { count: a.count, duration: a.duration });
+    await withClient(a.socket, async (c) => {
+      const summary = await runTraceSession(
+        c,
+        { rule: a.rule, capture: false, count: f.count, durationS: f.duration },
+        (s) => log.info(`tracing rule ${s.rule} (${s.input} -> ${s.outputs.join(", ")}) on ${s.workers} worker(s); also frames for its group that match no rule`),
+        (r) => (a.json ? printJsonLine(r) : printLine(traceLine(r))),
+      );
+      log.info(`trace ended (${summary.stopped_by}): ${summary.records} records${summary.overflow ? `, ${summary.overflow} lost (the trace ring overflowed)` : ""}`);
+    });
+  },
+});

@@ -1,0 +1,192 @@
+// Trace sessions (control requests trace-start, trace-read, trace-stop), shared by the daemon
+// and `forward --socket`. One session at a time: it arms the trace ring of every worker of the
+// rule's input interface (re-arming a worker that was restarted), collects what they publish,
+// and disarms them when it stops. A session whose client stops reading (it died, or lost its
+// connection) ends by itself after LEASE_MS: tracing is never left on without a reader.
+import { randomUUID } from "node:crypto";
+import { formatEndpoint } from "../base/endpoint.ts";
+import { ControlError } from "../control/server.ts";
+import { logger } from "../log.ts";
+import type { Rule } from "../rules/rule.ts";
+import { arm, armedFor, disarm, drain, overflow, ready, type RawRecord } from "./trace-ring.ts";
+
+const log = logger("trace");
+
+/** A session not read for this long is stopped. */
+export const LEASE_MS = 5000;
+/** Records one trace-read returns at most (captures carry up to 1920 frame bytes each). */
+export const READ_RECORDS_MAX = 1024;
+export const READ_CAPTURE_RECORDS_MAX = 256;
+
+export interface TraceSource {
+  /** The rule by name or id, or undefined. */
+  find(nameOrId: string): Rule | undefined;
+  /** The trace memory of every live worker of an interface (use synchronously). */
+  memories(iface: string): Uint8Array[];
+}
+
+interface Session {
+  id: string;
+  rule: Rule;
+  capture: boolean;
+  startedAt: number;
+  lastReadAt: number;
+  /** Overflow counts of the regions when they were armed (per region), to report the difference. */
+  overflowBase: Map<Uint8Array, number>;
+  overflow: number;
+  records: number;
+}
+
+export interface TraceRecordJson {
+  time: string;
+  time_ns: string;
+  interface: string;
+  vlan: number | null;
+  src: string;
+  dst: string;
+  src_port: number;
+  dst_port: number;
+  length: number;
+  wire_length: number;
+  ttl: number;
+  dscp: number;
+  ecn: number;
+  verdict: string;
+  reason: string | null;
+  rule: string | null;
+  outputs: { to: string; result: string }[];
+  outputs_total: number;
+  frame?: string;
+}
+
+function v4(bytes: Uint8Array): string {
+  return `${bytes[12]}.${bytes[13]}.${bytes[14]}.${bytes[15]}`;
+}
+
+export class Tracer {
+  readonly #source: TraceSource;
+  #session: Session | null = null;
+  readonly #timer: ReturnType<typeof setInterval>;
+
+  constructor(source: TraceSource) {
+    this.#source = source;
+    this.#timer = setInterval(() => this.#expire(), 1000);
+    this.#timer.unref?.();
+  }
+
+  get active(): { session: string; rule: string } | null {
+    return this.#session ? { session: this.#session.id, rule: this.#session.rule.name } : null;
+  }
+
+  start(nameOrId: string, capture: boolean) {
+    const rule = this.#source.find(nameOrId);
+    if (!rule) throw new ControlError("not_found", `no rule named or numbered '${nameOrId}'`);
+    if (rule.input.addr.family !== 4) throw new ControlError("bad_request", `rule ${rule.name}: only IPv4 inputs are relayed, so only they are traced`);
+    const s = this.#session;
+    if (s) {
+      throw new ControlError("busy", `a ${s.capture ? "capture" : "trace"} of rule ${s.rule.name} is running (one at a time; it ends when its client stops, or ${LEASE_MS / 1000} s after it stops reading)`);
+    }
+    const now = Date.now();
+    this.#session = { id: randomUUID(), rule, capture, startedAt: now, lastReadAt: now, overflowBase: new Map(), overflow: 0, records: 0 };
+    this.#armAll(this.#session);
+    log.info(`${capture ? "capture" : "trace"} of rule ${rule.name} started`);
+    return {
+      session: this.#session.id,
+      rule: rule.name,
+      id: rule.id.toString(),
+      interface: rule.input.iface,
+      input: formatEndpoint(rule.input),
+      outputs: rule.outputs.map((o) => formatEndpoint(o.to)),
+      capture,
+      workers: this.#source.memories(rule.input.iface).length,
+    };
+  }
+
+  read(sessionId: string) {
+    const s = this.#get(sessionId);
+    s.lastReadAt = Date.now();
+    this.#armAll(s);
+    return { records: this.#collect(s), overflow: s.overflow, active: true };
+  }
+
+  stop(sessionId: string) {
+    const s = this.#get(sessionId);
+    const records = this.#collect(s);
+    this.#end(s, "stopped by its client");
+    return { records, overflow: s.overflow, total: s.records };
+  }
+
+  /** Disarms everything (daemon stop). */
+  close(): void {
+    clearInterval(this.#timer);
+    if (this.#session) this.#end(this.#session, "daemon stopping");
+  }
+
+  #get(id: string): Session {
+    const s = this.#session;
+    if (!s || s.id !== id) throw new ControlError("not_found", `no trace session '${id}' (it ended: stopped, or not read for ${LEASE_MS / 1000} s)`);
+    return s;
+  }
+
+  /** Arms every worker of the interface that is not armed for this rule (new or restarted). */
+  #armAll(s: Session): void {
+    const group = s.rule.input.addr.bytes;
+    for (const mem of this.#source.memories(s.rule.input.iface)) {
+      if (!ready(mem) || armedFor(mem) === s.rule.id) continue;
+      arm(mem, { ruleId: s.rule.id, group, capture: s.capture });
+      s.overflowBase.set(mem, overflow(mem));
+    }
+  }
+
+  #collect(s: Session): TraceRecordJson[] {
+    const max = s.capture ? READ_CAPTURE_RECORDS_MAX : READ_RECORDS_MAX;
+    const raw: RawRecord[] = [];
+    let over = 0;
+    for (const mem of this.#source.memories(s.rule.input.iface)) {
+      if (!ready(mem)) continue;
+      raw.push(...drain(mem, max - raw.length));
+      over += overflow(mem) - (s.overflowBase.get(mem) ?? 0);
+    }
+    s.overflow = Math.max(s.overflow, over);
+    raw.sort((a, b) => (a.timeNs < b.timeNs ? -1 : a.timeNs > b.timeNs ? 1 : 0));
+    s.records += raw.length;
+    return raw.map((r) => this.#json(s, r));
+  }
+
+  #json(s: Session, r: RawRecord): TraceRecordJson {
+    const ms = Number(r.timeNs / 1_000_000n);
+    const rec: TraceRecordJson = {
+      time: new Date(ms).toISOString(),
+      time_ns: r.timeNs.toString(),
+      interface: s.rule.input.iface,
+      vlan: r.vlan,
+      src: v4(r.src),
+      dst: v4(r.dst),
+      src_port: r.srcPort,
+      dst_port: r.dstPort,
+      length: r.payloadLen,
+      wire_length: r.wireLen,
+      ttl: r.ttl,
+      dscp: r.tos >> 2,
+      ecn: r.tos & 3,
+      verdict: r.verdict,
+      reason: r.reason,
+      rule: r.ruleId !== 0n ? s.rule.name : null,
+      outputs: r.outputs.map((o) => ({ to: s.rule.outputs[o.index] ? formatEndpoint(s.rule.outputs[o.index]!.to) : `output ${o.index}`, result: o.result })),
+      outputs_total: r.outputsTotal,
+    };
+    if (r.frame) rec.frame = Buffer.from(r.frame).toString("base64");
+    return rec;
+  }
+
+  #end(s: Session, why: string): void {
+    for (const mem of this.#source.memories(s.rule.input.iface)) if (armedFor(mem) === s.rule.id) disarm(mem);
+    this.#session = null;
+    log.info(`${s.capture ? "capture" : "trace"} of rule ${s.rule.name} ended (${why}): ${s.records} records, ${s.overflow} lost to overflow`);
+  }
+
+  #expire(): void {
+    const s = this.#session;
+    if (s && Date.now() - s.lastReadAt > LEASE_MS) this.#end(s, `not read for ${LEASE_MS / 1000} s: its client is gone`);
+  }
+}

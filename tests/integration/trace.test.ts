@@ -1,0 +1,199 @@
+// `mcrelay trace` and `mcrelay capture` against a live daemon (and a `forward --socket`): a
+// matched packet with its per-output result, a wrong-port packet with its verdict, nothing of
+// another rule; a pcap file tcpdump reads back with the expected count; a trace whose client
+// died ends by itself.
+import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
+import { netnsAvailable, Topology } from "../../scripts/lib/netns.ts";
+import { buildRelayTopology, mcrelayCommand, note, startForward, startLogged, type RelayTopology } from "../support/relay-harness.ts";
+import { RawClient, TempDir, TestDaemon, killBackground, sink, sinkReport, waitFor } from "../support/daemon-harness.ts";
+
+const describe_netns = describe.skipIf(!netnsAvailable());
+const T = 180_000;
+
+let topo: Topology | undefined;
+let rt: RelayTopology;
+let dir: TempDir | undefined;
+let daemon: TestDaemon | undefined;
+
+interface Rec {
+  verdict: string;
+  reason: string | null;
+  rule: string | null;
+  src: string;
+  dst: string;
+  dst_port: number;
+  src_port: number;
+  length: number;
+  ttl: number;
+  dscp: number;
+  vlan: number | null;
+  interface: string;
+  outputs: { to: string; result: string }[];
+}
+
+async function gen(to: string, count: number, extra: string[] = []): Promise<void> {
+  const r = await rt.topo.exec(rt.gen, [...mcrelayCommand("bun"), "gen", "--to", to, "--count", String(count), "--rate", "1000", "--size", "120", ...extra], { timeoutMs: 60_000 });
+  if (r.exitCode !== 0) throw new Error(`gen ${to}: ${r.stderr}`);
+}
+
+/** A trace (or capture) CLI running in the relay namespace; its readiness is the "tracing" log line. */
+async function startTrace(args: string[], socket: string) {
+  const p = startLogged(rt.topo, rt.relay, [...mcrelayCommand("bun"), ...args, "--socket", socket], args.slice(0, 2).join(" "));
+  await p.waitForStderr(/(tracing|capturing) rule/, 30_000);
+  return p;
+}
+
+describe_netns("trace and capture (kernel, under bun)", () => {
+  beforeAll(async () => {
+    topo = await Topology.create("trace");
+    rt = await buildRelayTopology(topo, { label: "trace", sinks: 1 });
+  }, T);
+
+  afterEach(async () => {
+    await killBackground();
+    if (daemon?.running) await daemon.stop();
+    daemon = undefined;
+    dir?.remove();
+    dir = undefined;
+  }, T);
+
+  afterAll(async () => {
+    await topo?.destroy();
+  }, T);
+
+  async function startDaemon(): Promise<TestDaemon> {
+    const s = rt.sinks[0]!;
+    dir = new TempDir();
+    const configPath = dir.file(
+      "mcrelay.json5",
+      JSON.stringify({
+        rules: [
+          { name: "cam", from: "239.1.1.1:5000@r0", to: [`239.2.2.1:6001@${s.relayIf}`, "10.99.2.77:7000"], ttl: 3 },
+          { name: "other", from: "239.1.1.2:5000@r0", to: [`239.2.2.2:6002@${s.relayIf}`] },
+        ],
+      }),
+    );
+    daemon = await TestDaemon.start(rt, dir, { configPath });
+    return daemon;
+  }
+
+  test(
+    "trace shows matched packets with each output's result, wrong-port packets with their verdict, and nothing of another rule",
+    async () => {
+      const d = await startDaemon();
+      const s = rt.sinks[0]!;
+      const receiver = await sink(rt, s.ns, `239.2.2.1:6001@${s.ifname}`, ["--expect", "30"], 1);
+      const tracing = await startTrace(["trace", "cam", "--json", "--duration", "15"], d.socket);
+      await gen("239.1.1.1:5000@g0", 30); // matched
+      await gen("239.1.1.1:5001@g0", 20); // the rule's group, a wrong port: no rule matches
+      await gen("239.1.1.2:5000@g0", 25); // another rule: not traced
+      const got = await sinkReport(receiver);
+      expect(got.totals.received).toBe(30);
+      await waitFor("50 trace records", () => tracing.stdout.trim().split("\n").filter(Boolean).length >= 50 || undefined, 20_000, 200);
+      tracing.proc.kill("SIGINT");
+      expect(await tracing.wait(20_000)).toBe(0);
+      const recs = tracing.stdout.trim().split("\n").map((l) => JSON.parse(l) as Rec);
+      const matched = recs.filter((r) => r.verdict === "matched");
+      const wrongPort = recs.filter((r) => r.verdict === "no_match");
+      note("trace", { records: recs.length, matched: matched.length, no_match: wrongPort.length, example: matched[0], stderr: tracing.stderr.split("\n").filter((l) => l.includes("trace ended")) });
+      expect(matched.length).toBe(30);
+      expect(wrongPort.length).toBe(20);
+      expect(recs.length).toBe(50);
+      expect(recs.some((r) => r.dst === "239.1.1.2")).toBe(false);
+      for (const r of matched) {
+        expect(r).toMatchObject({ rule: "cam", dst: "239.1.1.1", dst_port: 5000, src: rt.genAddr, length: 120, interface: "r0", vlan: null, dscp: 0 });
+        expect(r.ttl).toBeGreaterThanOrEqual(1);
+        // The multicast output sent; the unicast one has no neighbour (nobody owns 10.99.2.77):
+        // sendmsg succeeds (the kernel queues for ARP) or fails with EHOSTUNREACH: named either way.
+        expect(r.outputs.length).toBe(2);
+        expect(r.outputs[0]).toEqual({ to: `239.2.2.1:6001@${s.relayIf}`, result: "sent" });
+        expect(r.outputs[1]!.to).toBe("10.99.2.77:7000");
+        expect(["sent", "EHOSTUNREACH"]).toContain(r.outputs[1]!.result);
+      }
+      for (const r of wrongPort) {
+        expect(r).toMatchObject({ dst: "239.1.1.1", dst_port: 5001, rule: null, outputs: [] });
+      }
+      // After the client stopped, tracing is off: a new trace starts at once.
+      const again = await RawClient.connect(d.socket);
+      await again.hello();
+      const started = await again.call("trace-start", { rule: "other" });
+      await again.call("trace-stop", { session: started.session });
+      again.close();
+    },
+    T,
+  );
+
+  test(
+    "capture writes a pcap file tcpdump reads back with the expected count, input frames before rewrite",
+    async () => {
+      const d = await startDaemon();
+      const file = dir!.join("cam.pcap");
+      const cap = await startTrace(["capture", "cam", "-w", file, "--count", "40"], d.socket);
+      await gen("239.1.1.1:5000@g0", 40);
+      expect(await cap.wait(30_000)).toBe(0);
+      const r = await rt.topo.exec(rt.relay, ["tcpdump", "-n", "-r", file], { timeoutMs: 30_000 });
+      expect(r.exitCode).toBe(0);
+      const lines = r.stdout.trim().split("\n");
+      note("capture", { lines: lines.length, first: lines[0] });
+      expect(lines.length).toBe(40);
+      for (const l of lines) expect(l).toContain(`${rt.genAddr}.`), expect(l).toContain("> 239.1.1.1.5000: UDP, length 120");
+
+      // To stdout, piped into tcpdump.
+      const piped = startLogged(rt.topo, rt.relay, ["sh", "-c", `"$@" | tcpdump -n -r - 2>/dev/null | wc -l`, "sh", ...mcrelayCommand("bun"), "capture", "cam", "-w", "-", "--count", "15", "--socket", d.socket], "capture | tcpdump");
+      await piped.waitForStderr(/capturing rule/, 30_000);
+      await gen("239.1.1.1:5000@g0", 15);
+      expect(await piped.wait(30_000)).toBe(0);
+      expect(piped.stdout.trim()).toBe("15");
+    },
+    T,
+  );
+
+  test(
+    "a trace whose client died is switched off by the daemon within the lease, and a busy trace is refused meanwhile",
+    async () => {
+      const d = await startDaemon();
+      const c = await RawClient.connect(d.socket);
+      await c.hello();
+      const started = await c.call("trace-start", { rule: "cam" });
+      expect(started).toMatchObject({ rule: "cam", interface: "r0", workers: 1 });
+      c.close(); // dies without trace-stop
+      const second = await RawClient.connect(d.socket);
+      await second.hello();
+      const busy = await second.request("trace-start", { rule: "other" });
+      expect(busy.ok).toBe(false);
+      expect(busy.error!.code).toBe("busy");
+      const at = Date.now();
+      const ok = await waitFor("the dead client's trace to end", async () => {
+        const r = await second.request("trace-start", { rule: "other" });
+        return r.ok ? r.result : undefined;
+      }, 15_000, 500);
+      note("lease", { ended_after_ms: Date.now() - at });
+      await second.call("trace-stop", { session: ok.session });
+      second.close();
+      await d.proc.waitForStderr(/trace of rule cam ended \(not read for 5 s/, 5_000);
+    },
+    T,
+  );
+
+  test(
+    "trace works against forward --socket",
+    async () => {
+      const s = rt.sinks[0]!;
+      dir = new TempDir();
+      const socket = dir.join("fwd.sock");
+      const fwd = await startForward(rt.topo, rt.relay, "bun", ["--from", "239.1.1.3:5000@r0", "--to", `239.2.2.3:6003@${s.relayIf}`, "--socket", socket]);
+      try {
+        const tracing = await startTrace(["trace", "1", "--json", "--count", "10"], socket);
+        await gen("239.1.1.3:5000@g0", 10);
+        expect(await tracing.wait(30_000)).toBe(0);
+        const recs = tracing.stdout.trim().split("\n").map((l) => JSON.parse(l) as Rec);
+        expect(recs.length).toBe(10);
+        for (const r of recs) expect(r).toMatchObject({ verdict: "matched", dst: "239.1.1.3", outputs: [{ to: `239.2.2.3:6003@${s.relayIf}`, result: "sent" }] });
+      } finally {
+        fwd.proc.kill("SIGINT");
+        await fwd.wait(20_000);
+      }
+    },
+    T,
+  );
+});
