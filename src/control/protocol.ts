@@ -86,6 +86,8 @@ export function isChange(req: Request): boolean {
     case "add":
     case "remove":
     case "reload":
+    // A trace shows who sends what; a capture shows payloads.
+    case "trace-start":
       return true;
     case "log-level":
       return req.args?.level !== undefined;
