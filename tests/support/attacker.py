@@ -8,12 +8,15 @@
 #   attacker.py SOCKET flood CONNS SECONDS     pipeline 64 `stats` at a time and read the answers
 #   attacker.py SOCKET ask 1 JSON...           hello, then each request; prints every answer line
 # HOLD_S (environment, default 12) is how long held connections stay open.
-import json, os, select, socket, sys, time
+import json, os, re, select, socket, sys, time
 
 path, mode, conns = sys.argv[1], sys.argv[2], int(sys.argv[3])
 arg = int(sys.argv[4]) if len(sys.argv) > 4 and sys.argv[4].isdigit() else 0
 HOLD_S = float(os.environ.get("HOLD_S", "12"))
-HELLO = b'{"v":1,"id":0,"cmd":"hello","args":{"client":"attacker"}}\n'
+# The protocol version, from the one place that defines it (src/version.ts).
+with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "../../src/version.ts")) as _f:
+    V = int(re.search(r"PROTOCOL_VERSION = (\d+)", _f.read()).group(1))
+HELLO = b'{"v":%d,"id":0,"cmd":"hello","args":{"client":"attacker"}}\n' % V
 
 
 def connect_all(n):
@@ -62,7 +65,7 @@ if mode == "slowloris":
         s.sendall(HELLO)
         s.setblocking(False)
     open_ = list(socks)
-    line = b'{"v":1,"id":1,"cmd":"ping","pad":"' + b"x" * arg
+    line = b'{"v":%d,"id":1,"cmd":"ping","pad":"' % V + b"x" * arg
     sent = 0
     for i in range(len(line)):
         if not open_:
@@ -92,9 +95,9 @@ elif mode in ("mute", "subscribe", "idle"):
         s.setblocking(False)
         try:
             if mode == "mute":
-                s.send(HELLO + b'{"v":1,"id":1,"cmd":"list"}\n' * arg)
+                s.send(HELLO + (b'{"v":%d,"id":1,"cmd":"list"}\n' % V) * arg)
             elif mode == "subscribe":
-                s.send(HELLO + b'{"v":1,"id":1,"cmd":"events"}\n')
+                s.send(HELLO + (b'{"v":%d,"id":1,"cmd":"events"}\n' % V))
             else:
                 s.send(HELLO)
         except OSError:
@@ -111,7 +114,7 @@ elif mode == "flood":
         buf = b""
         while b"\n" not in buf:
             buf += s.recv(4096)
-    batch = b'{"v":1,"id":2,"cmd":"stats"}\n' * 64
+    batch = (b'{"v":%d,"id":2,"cmd":"stats"}\n' % V) * 64
     answers = 0
     pending = {s: 0 for s in socks}
     bufs = {s: b"" for s in socks}
