@@ -289,7 +289,7 @@ describe("control server bounds", () => {
     await restart({ timeouts: { partialLineMs: 300, sweepMs: 50 } });
     const slow = await hello();
     const ok = await hello();
-    await slow.write('{"v":1,"id":9,"cmd":"pi');
+    await slow.write(`{"v":${P},"id":9,"cmd":"pi`);
     const line = await slow.nextLine(5_000);
     expect(JSON.parse(line!)).toMatchObject({ id: null, ok: false, error: { code: "timeout" } });
     expect(await slow.waitClosed()).toBe(true);
@@ -312,7 +312,7 @@ describe("control server bounds", () => {
 import json, socket, sys, time
 s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
 s.connect(sys.argv[1])
-s.sendall(b'{"v":1,"id":0,"cmd":"hello","args":{"client":"lazy"}}\\n{"v":1,"id":"ev","cmd":"events"}\\n')
+s.sendall(b'{"v":${P},"id":0,"cmd":"hello","args":{"client":"lazy"}}\\n{"v":${P},"id":"ev","cmd":"events"}\\n')
 print("subscribed", flush=True)
 time.sleep(2)
 s.settimeout(1)
