@@ -279,6 +279,23 @@ export const MUTANTS: Mutant[] = [
     replace: "const tmp = this.path;",
     tests: [{ file: "tests/unit/state-file.test.ts", filter: "replaces the file as a whole" }],
   },
+  // --- Observability (issue 14) ------------------------------------------------------------
+  {
+    name: "trace-unmatched-not-recorded",
+    breaks: "frames for the traced group that match no rule (a wrong port) are not traced",
+    file: "zig/dataplane/loop.zig",
+    search: "if (traced) self.trace.unmatched(frame.data, frame.wire_len, frame.vlan_tci, &packet, .no_match);",
+    replace: "{}",
+    tests: [{ file: "tests/integration/trace.test.ts", filter: "wrong-port packets with their verdict" }],
+  },
+  {
+    name: "metrics-output-packets-wrong",
+    breaks: "/metrics reports an output's bytes as its packets",
+    file: "src/supervisor/metrics.ts",
+    search: 'w.sample("mcrelay_output_packets_total", { rule: r.name, output: o.to }, o.packets)',
+    replace: 'w.sample("mcrelay_output_packets_total", { rule: r.name, output: o.to }, o.bytes)',
+    tests: [{ file: "tests/integration/metrics.test.ts", filter: "counters equal stats --json" }],
+  },
 ];
 
 // ---------------------------------------------------------------------------------------
