@@ -182,6 +182,47 @@ export const MUTANTS: Mutant[] = [
     replace: "",
     tests: [{ file: "tests/integration/ingress.test.ts", filter: "never reach the ring" }],
   },
+  // --- Issue 11: hardening -----------------------------------------------------------------
+  {
+    name: "control-no-client-cap",
+    breaks: "the control server accepts any number of connections",
+    file: "src/control/server.ts",
+    search: "    if (this.#conns.size >= limit) {",
+    replace: "    if (false) {",
+    tests: [{ file: "tests/unit/control-server.test.ts", filter: "over the cap get one `busy` line" }],
+  },
+  {
+    name: "change-without-admin-right",
+    breaks: "a member of the socket group may add, remove and reload",
+    file: "src/control/server.ts",
+    search: "      if (peer && peer.rights !== \"admin\") {",
+    replace: "      if (false) {",
+    tests: [{ file: "tests/integration/access.test.ts", filter: "socket-group member reads" }],
+  },
+  {
+    name: "add-over-capacity",
+    breaks: "`add` accepts a rule its worker's table cannot hold",
+    file: "src/supervisor/daemon.ts",
+    search: "    if (over.length) {\n      undo();",
+    replace: "    if (false) {\n      undo();",
+    tests: [{ file: "tests/integration/limits.test.ts", filter: "1,024 rules on r0" }],
+  },
+  {
+    name: "refused-table-kills-worker",
+    breaks: "a worker that refuses a table is killed (every rule of the interface stops)",
+    file: "src/supervisor/worker-pool.ts",
+    search: "      if (!(err instanceof WorkerRefusedError)) throw err;",
+    replace: "      throw err;",
+    tests: [{ file: "tests/integration/limits.test.ts", filter: "defense in depth" }],
+  },
+  {
+    name: "worker-seccomp-missing",
+    breaks: "workers run without their seccomp filter",
+    file: "zig/privileges.zig",
+    search: "    try seccomp.install(packet_fd);",
+    replace: "    _ = packet_fd;",
+    tests: [{ file: "tests/integration/workers.test.ts", filter: "every thread runs as nobody" }],
+  },
   // --- Behaviours the suite already caught --------------------------------------------------
   {
     name: "loop-guard-missing",
