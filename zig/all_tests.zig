@@ -19,10 +19,12 @@ test {
     _ = @import("privileges.zig");
     _ = @import("seccomp.zig");
     _ = @import("dataplane/parse.zig");
+    _ = @import("dataplane/parse_ipv6.zig");
     _ = @import("dataplane/table.zig");
     _ = @import("dataplane/stats.zig");
     _ = @import("dataplane/egress.zig");
     _ = @import("dataplane/join.zig");
+    _ = @import("dataplane/join6.zig");
     _ = @import("dataplane/loop.zig");
     _ = @import("dataplane/loop_guard.zig");
     _ = @import("dataplane/trace.zig");

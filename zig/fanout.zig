@@ -3,6 +3,10 @@
 //! takes it modulo the number of members. The supervisor assigns each rule to the worker at
 //! index `flowHash(group, port) % members` with the same function (src/rules/flow-hash.ts),
 //! so every flow reaches the one worker that holds its rule, and no packet is duplicated.
+//! IPv6 packets hash their destination address only (`flowHash6`): the port sits behind a chain
+//! of extension headers of any length, which a classic-BPF program cannot walk, and a flow
+//! must hash the same whatever headers its packets carry. Rules for one IPv6 group with
+//! different ports therefore share a worker.
 const std = @import("std");
 const linux = std.os.linux;
 const f = @import("filter.zig");
@@ -21,6 +25,14 @@ pub fn flowHash(dst: u32, port: u16) u32 {
     a *%= mul2;
     a ^= a >> 13;
     return a;
+}
+
+/// The IPv6 hash: the four 32-bit words of the destination address XORed, then flowHash with
+/// port 0. `dst` is the address in network byte order.
+pub fn flowHash6(dst: *const [16]u8) u32 {
+    var fold: u32 = 0;
+    for (0..4) |i| fold ^= std.mem.readInt(u32, dst[i * 4 ..][0..4], .big);
+    return flowHash(fold, 0);
 }
 
 fn stmt(code: u16, k: u32) f.Insn {
@@ -58,14 +70,48 @@ const plain = hashAt(0);
 const tagged = hashAt(4);
 const xor_ret = [_]f.Insn{ stmt(f.BPF_ALU | f.BPF_XOR | f.BPF_X, 0), stmt(f.BPF_RET | f.BPF_A, 0) };
 
-/// A = skb->protocol; jeq 0x8100 -> tagged; plain hash, ret; tagged hash, ret.
+/// flowHash6 over an IPv6 header at offset 0: destination words at 24, 28, 32, 36.
+const ipv6_hash = [_]f.Insn{
+    stmt(f.BPF_LD | f.BPF_W | f.BPF_ABS, 24),
+    stmt(f.BPF_ST, 1),
+    stmt(f.BPF_LD | f.BPF_W | f.BPF_ABS, 28),
+    stmt(f.BPF_MISC | f.BPF_TAX, 0),
+    stmt(f.BPF_LD | f.BPF_MEM, 1),
+    stmt(f.BPF_ALU | f.BPF_XOR | f.BPF_X, 0),
+    stmt(f.BPF_ST, 1),
+    stmt(f.BPF_LD | f.BPF_W | f.BPF_ABS, 32),
+    stmt(f.BPF_MISC | f.BPF_TAX, 0),
+    stmt(f.BPF_LD | f.BPF_MEM, 1),
+    stmt(f.BPF_ALU | f.BPF_XOR | f.BPF_X, 0),
+    stmt(f.BPF_ST, 1),
+    stmt(f.BPF_LD | f.BPF_W | f.BPF_ABS, 36),
+    stmt(f.BPF_MISC | f.BPF_TAX, 0),
+    stmt(f.BPF_LD | f.BPF_MEM, 1),
+    stmt(f.BPF_ALU | f.BPF_XOR | f.BPF_X, 0), // A = the folded address; port 0 adds nothing
+    stmt(f.BPF_ALU | f.BPF_MUL | f.BPF_K, mul1),
+    stmt(f.BPF_ST, 0),
+    stmt(f.BPF_ALU | f.BPF_RSH | f.BPF_K, 16),
+    stmt(f.BPF_MISC | f.BPF_TAX, 0),
+    stmt(f.BPF_LD | f.BPF_MEM, 0),
+    stmt(f.BPF_ALU | f.BPF_XOR | f.BPF_X, 0), // A ^= A >> 16
+    stmt(f.BPF_ALU | f.BPF_MUL | f.BPF_K, mul2),
+    stmt(f.BPF_ST, 0),
+    stmt(f.BPF_ALU | f.BPF_RSH | f.BPF_K, 13),
+    stmt(f.BPF_MISC | f.BPF_TAX, 0),
+    stmt(f.BPF_LD | f.BPF_MEM, 0),
+};
+
+/// A = skb->protocol; jeq 0x86dd -> IPv6 hash; jeq 0x8100 -> tagged; plain hash, ret;
+/// tagged hash, ret; IPv6 hash, ret.
 const program_insns = blk: {
-    const skip_plain: u8 = plain.len + xor_ret.len;
+    const plain_len: u8 = plain.len + xor_ret.len;
+    const tagged_len: u8 = tagged.len + xor_ret.len;
     const head = [_]f.Insn{
         stmt(f.BPF_LD | f.BPF_H | f.BPF_ABS, f.SKF_AD_OFF + skf_ad_protocol),
-        .{ .code = f.BPF_JMP | f.BPF_JEQ | f.BPF_K, .jt = skip_plain, .jf = 0, .k = 0x8100 },
+        .{ .code = f.BPF_JMP | f.BPF_JEQ | f.BPF_K, .jt = 1 + plain_len + tagged_len, .jf = 0, .k = 0x86dd },
+        .{ .code = f.BPF_JMP | f.BPF_JEQ | f.BPF_K, .jt = plain_len, .jf = 0, .k = 0x8100 },
     };
-    break :blk head ++ plain ++ xor_ret ++ tagged ++ xor_ret;
+    break :blk head ++ plain ++ xor_ret ++ tagged ++ xor_ret ++ ipv6_hash ++ xor_ret;
 };
 
 pub fn program() []const f.Insn {
@@ -150,6 +196,37 @@ test "the program computes flowHash for plain and tagged frames, with IP options
     }
     // Known value, shared with the TypeScript side's test.
     try std.testing.expectEqual(@as(u32, 0xff7e8ac2), flowHash(0xef010101, 5000));
+}
+
+fn frame6(buf: []u8, dst: *const [16]u8, port: u16, ext_bytes: usize) []u8 {
+    @memset(buf, 0);
+    buf[0] = 0x60;
+    buf[6] = if (ext_bytes > 0) 0 else 17;
+    @memcpy(buf[24..40], dst);
+    const udp = 40 + ext_bytes;
+    if (ext_bytes > 0) {
+        buf[40] = 17;
+        buf[41] = @intCast(ext_bytes / 8 - 1);
+    }
+    std.mem.writeInt(u16, buf[udp + 2 ..][0..2], port, .big);
+    return buf[0 .. udp + 8 + 16];
+}
+
+test "IPv6: the program computes flowHash6 whatever the port and the extension headers" {
+    var buf: [256]u8 = undefined;
+    var prng = std.Random.DefaultPrng.init(11);
+    const r = prng.random();
+    for (0..2000) |_| {
+        var dst: [16]u8 = undefined;
+        r.bytes(&dst);
+        const want = flowHash6(&dst);
+        try std.testing.expectEqual(want, run(program(), frame6(&buf, &dst, r.int(u16), 0), 0x86dd));
+        try std.testing.expectEqual(want, run(program(), frame6(&buf, &dst, r.int(u16), 8 * r.uintAtMost(usize, 8)), 0x86dd));
+    }
+    // Known value, shared with the TypeScript side's test: ff3e::1.
+    const group: [16]u8 = .{ 0xff, 0x3e, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1 };
+    try std.testing.expectEqual(flowHash(0xff3e0001, 0), flowHash6(&group));
+    try std.testing.expectEqual(@as(u32, 0x95530b31), flowHash6(&group));
 }
 
 test "flows spread evenly over workers" {

@@ -6,11 +6,15 @@
 //!     reach the ring. This is the loop guard: two rules relaying in opposite directions
 //!     between two interfaces must never see each other's output.
 //!   - EtherType IPv4 with IPv4 protocol UDP.
+//!   - EtherType IPv6 whose next header is UDP or a fragment header, or an extension header
+//!     (hop-by-hop, destination options, routing) followed by UDP, a fragment or another of
+//!     those extension headers. The parser walks the rest of a chain. Looking one header deep
+//!     keeps ICMPv6 out of the ring, MLD reports included (hop-by-hop, then ICMPv6).
 //!   - Any frame with a VLAN tag (802.1Q or 802.1ad) still in the frame: the kernel moves the
 //!     outer tag into metadata before packet sockets see a frame, so a tag left in the frame
 //!     is a second one (QinQ, double 802.1Q). The parser drops and counts those (vlan_stacked).
-//! Fragments and malformed IPv4/UDP frames pass on purpose: the parser counts each per reason,
-//! and a frame dropped here would be invisible to the operator.
+//! Fragments and malformed IPv4/IPv6/UDP frames pass on purpose: the parser counts each per
+//! reason, and a frame dropped here would be invisible to the operator.
 const std = @import("std");
 const assert = std.debug.assert;
 const linux = std.os.linux;
@@ -79,6 +83,7 @@ pub const accept_bytes: u32 = constants.filter_accept_bytes;
 /// pkt_type values (linux/if_packet.h): everything from OUTGOING up is not a received frame.
 const packet_outgoing: u32 = linux.PACKET.OUTGOING;
 const ethertype_ipv4: u32 = 0x0800;
+const ethertype_ipv6: u32 = 0x86dd;
 const ethertype_vlan: u32 = 0x8100;
 const ethertype_qinq: u32 = 0x88a8;
 const ip_protocol_udp: u32 = 17;
@@ -86,6 +91,13 @@ const ip_protocol_udp: u32 = 17;
 /// protocol byte is 9 bytes into the IPv4 header.
 const offset_ethertype: u32 = 12;
 const offset_protocol: u32 = 14 + 9;
+/// IPv6: the fixed header's next header byte, and the first extension header's (its first byte).
+const offset_ipv6_next: u32 = 14 + 6;
+const offset_ipv6_ext_next: u32 = 14 + 40;
+const ipv6_hop_by_hop: u32 = 0;
+const ipv6_routing: u32 = 43;
+const ipv6_fragment: u32 = 44;
+const ipv6_destination_options: u32 = 60;
 
 comptime {
     assert(packet_outgoing == 4);
@@ -119,9 +131,22 @@ const at_protocol = 4;
 const at_is_udp = 5;
 const at_is_vlan = 6;
 const at_is_qinq = 7;
-const at_accept = 8;
-const at_reject = 9;
-const ingress_len = 10;
+const at_is_ipv6 = 8;
+const at_v6_next = 9;
+const at_v6_udp = 10;
+const at_v6_fragment = 11;
+const at_v6_hop = 12;
+const at_v6_dst = 13;
+const at_v6_routing = 14;
+const at_ext_next = 15;
+const at_ext_udp = 16;
+const at_ext_fragment = 17;
+const at_ext_dst = 18;
+const at_ext_routing = 19;
+const at_ext_hop = 20;
+const at_accept = 21;
+const at_reject = 22;
+const ingress_len = 23;
 
 const ingress_program: [ingress_len]Insn = .{
     stmt(BPF_LD | BPF_B | BPF_ABS, SKF_AD_OFF + SKF_AD_PKTTYPE),
@@ -131,7 +156,23 @@ const ingress_program: [ingress_len]Insn = .{
     stmt(BPF_LD | BPF_B | BPF_ABS, offset_protocol),
     jump(BPF_JMP | BPF_JEQ | BPF_K, ip_protocol_udp, at_is_udp, at_accept, at_reject),
     jump(BPF_JMP | BPF_JEQ | BPF_K, ethertype_vlan, at_is_vlan, at_accept, at_is_qinq),
-    jump(BPF_JMP | BPF_JEQ | BPF_K, ethertype_qinq, at_is_qinq, at_accept, at_reject),
+    jump(BPF_JMP | BPF_JEQ | BPF_K, ethertype_qinq, at_is_qinq, at_accept, at_is_ipv6),
+    jump(BPF_JMP | BPF_JEQ | BPF_K, ethertype_ipv6, at_is_ipv6, at_v6_next, at_reject),
+    // IPv6: UDP or a fragment right after the fixed header, or one extension header first.
+    stmt(BPF_LD | BPF_B | BPF_ABS, offset_ipv6_next),
+    jump(BPF_JMP | BPF_JEQ | BPF_K, ip_protocol_udp, at_v6_udp, at_accept, at_v6_fragment),
+    jump(BPF_JMP | BPF_JEQ | BPF_K, ipv6_fragment, at_v6_fragment, at_accept, at_v6_hop),
+    jump(BPF_JMP | BPF_JEQ | BPF_K, ipv6_hop_by_hop, at_v6_hop, at_ext_next, at_v6_dst),
+    jump(BPF_JMP | BPF_JEQ | BPF_K, ipv6_destination_options, at_v6_dst, at_ext_next, at_v6_routing),
+    jump(BPF_JMP | BPF_JEQ | BPF_K, ipv6_routing, at_v6_routing, at_ext_next, at_reject),
+    // After the first extension header: UDP, a fragment or another extension header (the
+    // parser walks and bounds the rest); ICMPv6 and the others are rejected.
+    stmt(BPF_LD | BPF_B | BPF_ABS, offset_ipv6_ext_next),
+    jump(BPF_JMP | BPF_JEQ | BPF_K, ip_protocol_udp, at_ext_udp, at_accept, at_ext_fragment),
+    jump(BPF_JMP | BPF_JEQ | BPF_K, ipv6_fragment, at_ext_fragment, at_accept, at_ext_dst),
+    jump(BPF_JMP | BPF_JEQ | BPF_K, ipv6_destination_options, at_ext_dst, at_accept, at_ext_routing),
+    jump(BPF_JMP | BPF_JEQ | BPF_K, ipv6_routing, at_ext_routing, at_accept, at_ext_hop),
+    jump(BPF_JMP | BPF_JEQ | BPF_K, ipv6_hop_by_hop, at_ext_hop, at_accept, at_reject),
     stmt(BPF_RET | BPF_K, accept_bytes),
     stmt(BPF_RET | BPF_K, 0),
 };
@@ -141,6 +182,10 @@ comptime {
     assert(ingress_program[at_pkttype].k == SKF_AD_OFF + SKF_AD_PKTTYPE);
     assert(ingress_program[at_is_vlan].k == ethertype_vlan);
     assert(ingress_program[at_is_qinq].k == ethertype_qinq);
+    assert(ingress_program[at_is_ipv6].k == ethertype_ipv6);
+    assert(ingress_program[at_v6_next].k == offset_ipv6_next);
+    assert(ingress_program[at_ext_next].k == offset_ipv6_ext_next);
+    assert(ingress_program[at_ext_hop].k == ipv6_hop_by_hop);
     assert(ingress_program[at_accept].code == BPF_RET | BPF_K);
     assert(ingress_program[at_accept].k == accept_bytes);
     assert(ingress_program[at_reject].code == BPF_RET | BPF_K);
@@ -279,13 +324,45 @@ test "a tag left in the frame (a second tag) passes whatever follows, for the pa
     try testing.expect(!try testAccepts(qinq, 2));
 }
 
-test "TCP, ARP and IPv6 rejected" {
+test "TCP, ICMP and ARP rejected" {
     var buffer: [64]u8 = undefined;
     try testing.expect(!try testAccepts(testFrame(&buffer, false, 0x0800, 6, 0), 2));
     try testing.expect(!try testAccepts(testFrame(&buffer, false, 0x0800, 1, 0), 2));
     try testing.expect(!try testAccepts(testFrame(&buffer, false, 0x0806, 17, 0), 1));
-    // IPv6 next header UDP sits elsewhere; the EtherType alone rejects it.
-    try testing.expect(!try testAccepts(testFrame(&buffer, false, 0x86dd, 17, 0), 2));
+}
+
+/// An IPv6 frame: fixed header with next header `next`, then (when `ext_next` is given) one
+/// 8-byte extension header whose next header is `ext_next`, then 8 zero bytes.
+fn testFrame6(buffer: []u8, next: u8, ext_next: ?u8) []u8 {
+    @memset(buffer, 0);
+    std.mem.writeInt(u16, buffer[12..14], 0x86dd, .big);
+    buffer[14] = 0x60;
+    buffer[14 + 6] = next;
+    var end: usize = 14 + 40;
+    if (ext_next) |n| {
+        buffer[end] = n;
+        end += 8;
+    }
+    return buffer[0 .. end + 8];
+}
+
+test "IPv6: UDP and fragments accepted, one extension header looked through, ICMPv6 (MLD) rejected" {
+    var buffer: [128]u8 = undefined;
+    try testing.expect(try testAccepts(testFrame6(&buffer, 17, null), 0));
+    try testing.expect(try testAccepts(testFrame6(&buffer, 17, null), 2));
+    try testing.expect(!try testAccepts(testFrame6(&buffer, 17, null), 4));
+    try testing.expect(try testAccepts(testFrame6(&buffer, 44, null), 2));
+    try testing.expect(!try testAccepts(testFrame6(&buffer, 58, null), 2)); // ICMPv6, ND
+    try testing.expect(!try testAccepts(testFrame6(&buffer, 6, null), 2));
+    for ([_]u8{ 0, 60, 43 }) |ext| {
+        for ([_]u8{ 17, 44, 60, 43, 0 }) |after| try testing.expect(try testAccepts(testFrame6(&buffer, ext, after), 2));
+        // An MLD report is hop-by-hop (router alert), then ICMPv6.
+        for ([_]u8{ 58, 6, 59, 50 }) |after| try testing.expect(!try testAccepts(testFrame6(&buffer, ext, after), 2));
+    }
+    // Too short to show the extension header's next header.
+    const chain = testFrame6(&buffer, 0, 17);
+    try testing.expect(!try testAccepts(chain[0 .. 14 + 40], 2));
+    try testing.expect(try testAccepts(chain[0 .. 14 + 41], 2));
 }
 
 test "IPv4 UDP fragments and malformed headers pass for userspace to count" {

@@ -57,7 +57,6 @@ export function roleProblem(e: Endpoint, role: EndpointRole): string | null {
   switch (role) {
     case "input":
       if (!e.iface) return "an input needs its interface: ADDRESS:PORT@INTERFACE";
-      if (e.addr.family === 6) return "IPv6 inputs are not supported yet (IPv4 only)";
       return null;
     case "output":
     case "gen":

@@ -39,7 +39,7 @@ export const PARSE_DROPS = [
   "vlan_truncated",
   "vlan_stacked",
   "not_ip",
-  "ipv6_unsupported",
+  "ipv6_truncated",
   "ipv4_truncated",
   "ipv4_bad_header",
   "ipv4_bad_checksum",
@@ -48,6 +48,10 @@ export const PARSE_DROPS = [
   "udp_truncated",
   "udp_bad_length",
   "udp_bad_checksum",
+  "ipv6_bad_header",
+  "ipv6_fragment",
+  "ipv6_jumbogram",
+  "ipv6_bad_extension",
 ] as const;
 export type ParseDrop = (typeof PARSE_DROPS)[number];
 

@@ -12,11 +12,22 @@ export function flowHash(dst: number, port: number): number {
   return a;
 }
 
-/** The worker index (0..members-1) for a rule's input group and port. */
+/**
+ * The IPv6 hash: the destination's four 32-bit words XORed, then flowHash with port 0. The
+ * fanout program cannot reach the port behind IPv6 extension headers, so the port is left out.
+ */
+export function flowHash6(bytes: Uint8Array): number {
+  let fold = 0;
+  for (let i = 0; i < 16; i += 4) fold ^= (bytes[i]! << 24) | (bytes[i + 1]! << 16) | (bytes[i + 2]! << 8) | bytes[i + 3]!;
+  return flowHash(fold >>> 0, 0);
+}
+
+/** The worker index (0..members-1) for a rule's input group and port (IPv6: group only). */
 export function workerSlot(group: string, port: number, members: number): number {
   if (members <= 1) return 0;
   const a = parseIp(group);
-  if (!a || a.family !== 4) return 0;
+  if (!a) return 0;
+  if (a.family === 6) return flowHash6(a.bytes) % members;
   const dst = ((a.bytes[12]! << 24) | (a.bytes[13]! << 16) | (a.bytes[14]! << 8) | a.bytes[15]!) >>> 0;
   return flowHash(dst, port) % members;
 }

@@ -29,7 +29,17 @@ export interface Rule {
   outputs: RuleOutput[];
 }
 
-export type LinkLookup = (ifname: string) => LinkInfo | null;
+/** An interface as rules need it: the native facts, and its IPv6 addresses when known. */
+export type LinkFacts = LinkInfo & { addr6?: readonly string[] };
+export type LinkLookup = (ifname: string) => LinkFacts | null;
+
+/** Why a unicast input address is not the input interface's own, or null when it is. */
+function unicastInputProblem(rule: Rule, input: LinkFacts): string | null {
+  const addr = rule.input.addr;
+  const own = addr.family === 4 ? input.addr4 === addr.text : (input.addr6 ?? []).includes(addr.text);
+  if (own) return null;
+  return `input address ${addr.text} is not a multicast group and not an address of ${rule.input.iface}`;
+}
 
 /** Problems that make a rule unusable whatever the interfaces do. */
 export function ruleProblems(rule: Rule): string[] {
@@ -41,6 +51,12 @@ export function ruleProblems(rule: Rule): string[] {
           "a relay on one interface would see its own traffic; use another interface",
       );
     }
+  }
+  if (rule.source && rule.source.family !== rule.input.addr.family) {
+    problems.push(
+      `source ${rule.source.text} is an IPv${rule.source.family} address but the input ${formatEndpoint(rule.input)} is IPv${rule.input.addr.family}: ` +
+        "no packet could match; give a source of the input's family",
+    );
   }
   const seen = new Set<string>();
   for (const out of rule.outputs) {
@@ -85,8 +101,9 @@ export function resolveRule(rule: Rule, lookup: LinkLookup): Resolved {
   const input = lookup(rule.input.iface);
   if (!input) pending.push(`input interface ${rule.input.iface} does not exist`);
   else if ((input.flags & IFF_UP) === 0) pending.push(`input interface ${rule.input.iface} is down`);
-  else if (!isMulticast(rule.input.addr) && input.addr4 !== rule.input.addr.text) {
-    pending.push(`input address ${rule.input.addr.text} is not a multicast group and not the address of ${rule.input.iface}`);
+  else if (!isMulticast(rule.input.addr)) {
+    const problem = unicastInputProblem(rule, input);
+    if (problem) pending.push(problem);
   }
   const outputs: WireOutput[] = [];
   for (const out of rule.outputs) {
@@ -118,7 +135,8 @@ export function resolveRule(rule: Rule, lookup: LinkLookup): Resolved {
       port: rule.input.port,
       source: rule.source?.text ?? null,
       vlan: rule.vlan ?? 0,
-      local: input?.addr4 ?? null,
+      // Own-source drops compare IPv4 sources with the interface's IPv4 address.
+      local: rule.input.addr.family === 4 ? (input?.addr4 ?? null) : null,
       max_pps: rule.maxPps ?? 0,
       loop_guard: rule.loopGuard,
       outputs,

@@ -5,7 +5,8 @@
 import { parseIp } from "../base/address.ts";
 import { logger } from "../log.ts";
 import { NetlinkSocket } from "../native/lib.ts";
-import { IFF_UP, type LinkInfo, type NlEvent } from "../native/abi.ts";
+import { IFF_UP, type NlEvent } from "../native/abi.ts";
+import type { LinkFacts } from "../rules/rule.ts";
 import { describe, type LinkEvent } from "../control/events.ts";
 
 const log = logger("netlink");
@@ -64,9 +65,9 @@ export class LinkMonitor {
   }
 
   /** The link named `name` as the rules need it, or null when it does not exist. */
-  lookup(name: string): LinkInfo | null {
+  lookup(name: string): LinkFacts | null {
     for (const l of this.#current.values()) {
-      if (l.name === name) return { ifindex: l.ifindex, mtu: l.mtu, flags: l.flags, addr4: l.v4[0] ?? null };
+      if (l.name === name) return { ifindex: l.ifindex, mtu: l.mtu, flags: l.flags, addr4: l.v4[0] ?? null, addr6: [...l.v6] };
     }
     return null;
   }

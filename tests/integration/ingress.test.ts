@@ -110,7 +110,7 @@ describe_netns("ingress (kernel, under bun)", () => {
   );
 
   test(
-    "frames that are not IPv4/UDP never reach the ring (the ingress filter drops them); malformed IPv4/UDP frames do and are counted per reason",
+    "frames that are not UDP over IPv4 or IPv6 (TCP, ICMP, ARP, an MLD report) never reach the ring (the ingress filter drops them); malformed IPv4/UDP frames do and are counted per reason",
     async () => {
       const rt = await topology({ label: "filter" });
       const per_kind = 40;

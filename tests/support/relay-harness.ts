@@ -402,18 +402,18 @@ export type FrameKind =
   | "ip-truncated"
   /** IPv4 header length field 3 words (below the 5-word minimum): the parser's `ipv4_bad_header`. */
   | "bad-ihl"
-  // Not IPv4/UDP at all: the ingress filter drops them before the ring.
+  // Not UDP at all: the ingress filter drops them before the ring.
   /** IPv4 carrying TCP (a SYN to dstPort). */
   | "tcp"
   /** IPv4 carrying an ICMP echo request. */
   | "icmp"
   /** An ARP request (EtherType 0x0806). */
   | "arp"
-  /** IPv6/UDP to ff15::1 (EtherType 0x86dd). */
-  | "ipv6-udp";
+  /** An MLDv2 report: IPv6, hop-by-hop options (router alert), then ICMPv6 type 143. */
+  | "icmpv6-mld";
 
-/** The kinds the ingress BPF filter drops (everything that is not IPv4 carrying UDP). */
-export const NON_UDP_KINDS = ["tcp", "icmp", "arp", "ipv6-udp"] as const satisfies readonly FrameKind[];
+/** The kinds the ingress BPF filter drops (everything that is not UDP over IPv4 or IPv6). */
+export const NON_UDP_KINDS = ["tcp", "icmp", "arp", "icmpv6-mld"] as const satisfies readonly FrameKind[];
 /** Malformed IPv4/UDP kinds and the parser drop reason that counts each. */
 export const MALFORMED_KINDS = {
   "bad-checksum": "ipv4_bad_checksum",
@@ -480,12 +480,15 @@ def frame(i):
     if kind == "arp":
         arp = struct.pack("!HHBBH6s4s6s4s", 1, 0x0800, 6, 4, 1, mac_src, socket.inet_aton(src), b"\0" * 6, g)
         return b"\xff" * 6 + mac_src + b"\x08\x06" + arp
-    if kind == "ipv6-udp":
-        dst6 = socket.inet_pton(socket.AF_INET6, "ff15::1")
+    if kind == "icmpv6-mld":
+        dst6 = socket.inet_pton(socket.AF_INET6, "ff02::16")
         src6 = socket.inet_pton(socket.AF_INET6, "fe80::4d")
-        udp = struct.pack("!HHHH", sport, dport, 8 + size, 0) + payload
-        ip6 = struct.pack("!IHBB16s16s", 6 << 28, len(udp), 17, ttl, src6, dst6)
-        return bytes([0x33, 0x33, 0, 0, 0, 1]) + mac_src + b"\x86\xdd" + ip6 + udp
+        # Hop-by-hop: next header ICMPv6, router alert (MLD), PadN.
+        hop = bytes([58, 0, 5, 2, 0, 0, 1, 0])
+        record = struct.pack("!BBH16s", 4, 0, 0, socket.inet_pton(socket.AF_INET6, "ff15::1"))
+        mld = struct.pack("!BBHHH", 143, 0, 0, 0, 1) + record
+        ip6 = struct.pack("!IHBB16s16s", 6 << 28, len(hop) + len(mld), 0, 1, src6, dst6)
+        return bytes([0x33, 0x33, 0, 0, 0, 0x16]) + mac_src + b"\x86\xdd" + ip6 + hop + mld
     sys.exit("unknown kind " + kind)
 sent = 0
 for i in range(count):

@@ -83,10 +83,14 @@ describe("parseEndpoint", () => {
 });
 
 describe("endpoint roles", () => {
-  test("an input needs an interface and is IPv4 for now", () => {
+  test("an input needs an interface; IPv4 and IPv6 inputs are accepted", () => {
     expect(roleIssue("input", "239.1.1.1:5000@eth0")).toBeNull();
     expect(roleIssue("input", "239.1.1.1:5000")).toContain("an input needs its interface");
-    expect(roleIssue("input", "[ff3e::1]:5000@eth0")).toContain("IPv6 inputs are not supported yet");
+    expect(roleIssue("input", "[ff3e::1]:5000@eth0")).toBeNull();
+    expect(roleIssue("input", "[ff02::fb]:5353@eth0")).toBeNull();
+    expect(roleIssue("input", "[fd00::2]:5000@eth0")).toBeNull();
+    expect(roleIssue("input", "[ff3e::1]:5000")).toContain("an input needs its interface");
+    expect(roleIssue("input", "[::]:5000@eth0")).toContain("unspecified");
   });
 
   test("a multicast output needs an interface; a unicast output does not", () => {

@@ -5,7 +5,8 @@
 // Needs the native library (zig-out/lib/libmcrelay.so, built by `bun run build`).
 import { describe, expect, test } from "bun:test";
 import { fanoutHashNative } from "../../src/native/lib.ts";
-import { flowHash, workerSlot } from "../../src/rules/flow-hash.ts";
+import { flowHash, flowHash6, workerSlot } from "../../src/rules/flow-hash.ts";
+import { parseIp } from "../../src/base/address.ts";
 
 /** A small deterministic PRNG (mulberry32), so a failure names inputs that can be replayed. */
 function prng(seed: number): () => number {
@@ -65,6 +66,23 @@ describe("flow hash", () => {
       const got = workerSlot(ipv4(dst), port, members);
       if (got !== want) throw new Error(`${ipv4(dst)}:${port} over ${members}: workerSlot ${got}, native ${want}`);
     }
+  });
+
+  test("IPv6: a known value (ff3e::1 is 0x95530b31, as in zig/fanout.zig) and the group alone decides the worker", () => {
+    expect(flowHash6(parseIp("ff3e::1")!.bytes)).toBe(0x95530b31);
+    // The fold of the address words, hashed natively with port 0.
+    const next = prng(0x6a6a);
+    for (let i = 0; i < 2000; i++) {
+      const bytes = new Uint8Array(16).map(() => next() & 0xff);
+      bytes[0] = 0xff;
+      let fold = 0;
+      for (let w = 0; w < 16; w += 4) fold ^= (bytes[w]! << 24) | (bytes[w + 1]! << 16) | (bytes[w + 2]! << 8) | bytes[w + 3]!;
+      expect(flowHash6(bytes)).toBe(fanoutHashNative(fold >>> 0, 0));
+    }
+    const group = "ff3e::1:2";
+    const slots = new Set([5000, 5001, 6000, 65535].map((port) => workerSlot(group, port, 4)));
+    expect(slots.size).toBe(1);
+    expect(workerSlot(group, 5000, 4)).toBe(flowHash6(parseIp(group)!.bytes) % 4);
   });
 
   test.each([2, 3, 4, 8])("4,096 consecutive groups (239.1.0.0-239.1.15.255, port 5000) over %d workers are within ±15 percent of equal", (members) => {

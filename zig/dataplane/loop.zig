@@ -9,6 +9,9 @@ const constants = @import("../constants.zig");
 const ring_mod = @import("../ring.zig");
 const egress_mod = @import("egress.zig");
 const join_mod = @import("join.zig");
+const join6_mod = @import("join6.zig");
+const parse_ipv6 = @import("parse_ipv6.zig");
+const net = @import("../net.zig");
 const parse = @import("parse.zig");
 const table_mod = @import("table.zig");
 const stats_mod = @import("stats.zig");
@@ -32,6 +35,8 @@ pub const Dataplane = struct {
     ring: ring_mod.Ring,
     egress: egress_mod.Egress,
     joins: join_mod.Joins,
+    /// MLD joins of the IPv6 input groups.
+    joins6: join6_mod.Joins6,
     /// Active table and the one the next apply builds into (then they swap).
     tables: [2]table_mod.Table,
     active: u1,
@@ -64,6 +69,7 @@ pub const Dataplane = struct {
         self.ring = try ring_mod.Ring.attach(cfg.packet_fd, cfg.geometry);
         self.egress.init();
         self.joins.init(cfg.ifindex);
+        self.joins6.init(cfg.ifindex);
         self.tables[0].clear();
         self.tables[1].clear();
         self.active = 0;
@@ -90,6 +96,7 @@ pub const Dataplane = struct {
     pub fn destroy(self: *Dataplane) void {
         self.egress.deinit();
         self.joins.deinit();
+        self.joins6.deinit();
         self.ring.deinit();
         if (self.stats_region) |region| shm.unmap(region);
         sys.close(self.cfg.packet_fd);
@@ -135,6 +142,7 @@ pub const Dataplane = struct {
         for (next.rules[0..next.rule_count], 0..) |rule, i| self.wanted_groups[i] = rule.group;
         const join_failures = self.joins.reconcile(self.wanted_groups[0..next.rule_count]);
         s.worker(.join_errors).* += join_failures;
+        s.worker(.join_errors).* += self.joins6.reconcile(next.rules[0..next.rule_count]);
 
         self.active +%= 1;
         // Rule indices changed: every cap starts with a full burst.
@@ -284,14 +292,14 @@ pub const Dataplane = struct {
                 continue;
             };
             const rule = &table.rules[index];
-            if (std.mem.eql(u8, packet.src[12..16], &rule.local_addr4)) {
+            if (ownSource(rule, &packet.src)) {
                 s.worker(.own_source).* += 1;
                 s.rule(index, .own_source).* += 1;
                 if (traced) self.trace.unmatched(frame.data, frame.wire_len, frame.vlan_tci, &packet, .own_source);
                 continue;
             }
             const payload = frame.data[packet.payload_offset..][0..packet.payload_len];
-            const source = std.mem.readInt(u32, packet.src[12..16], .big);
+            const source = sourceKey(&packet.src);
             // One record per frame (a super-frame's outputs are those of its first datagram).
             var record: ?*trace_mod.Record = if (traced) self.trace.matched(frame.data, frame.wire_len, frame.vlan_tci, &packet, rule) else null;
             // A super-frame stands for several datagrams of gso_size bytes (the last may be
@@ -353,9 +361,26 @@ pub const Dataplane = struct {
         return true;
     }
 
+    /// The source as the loop guard tells sources apart: the IPv4 address, or the four words of
+    /// an IPv6 address XORed (the last word alone would confuse fd00:1::1 and fd00:2::1).
+    inline fn sourceKey(src: *const abi.Addr) u32 {
+        const last = std.mem.readInt(u32, src[12..16], .big);
+        if (net.isV4(src)) return last;
+        return std.mem.readInt(u32, src[0..4], .big) ^ std.mem.readInt(u32, src[4..8], .big) ^
+            std.mem.readInt(u32, src[8..12], .big) ^ last;
+    }
+
+    /// A datagram from the input interface's own address (the supervisor puts it in the rule).
+    inline fn ownSource(rule: *const abi.RuleDesc, src: *const abi.Addr) bool {
+        if (!net.isV4(src)) return false;
+        return std.mem.eql(u8, src[12..16], &rule.local_addr4);
+    }
+
     /// Sources no router forwards from: "this network" (0/8), loopback (127/8), multicast
-    /// (224/4) and the limited broadcast address. Packets are IPv4 (v4-mapped) here.
+    /// (224/4) and the limited broadcast address; IPv6 in parse_ipv6.martianSource. The parser
+    /// refuses IPv4-mapped addresses in IPv6 headers, so a v4-mapped source is IPv4.
     inline fn martianSource(src: *const abi.Addr) bool {
+        if (!net.isV4(src)) return parse_ipv6.martianSource(src);
         const first = src[12];
         if (first == 0 or first == 127 or first & 0xf0 == 0xe0) return true;
         return std.mem.allEqual(u8, src[12..16], 0xff);

@@ -1,4 +1,5 @@
 //! Ethernet / 802.1Q / IPv4 / UDP parsing of one received frame: the first step of the hot path.
+//! IPv6 frames continue in parse_ipv6.zig.
 //!
 //! Nothing here allocates or calls the kernel. Every length inside a frame is controlled by
 //! whoever sent it, so each field is read only after the bytes under it are known to be present,
@@ -8,6 +9,7 @@
 const std = @import("std");
 const assert = std.debug.assert;
 const abi = @import("../abi.zig");
+const parse_ipv6 = @import("parse_ipv6.zig");
 
 /// Why a frame was not relayed. Userspace keeps one counter per reason.
 pub const Drop = enum(u8) {
@@ -17,7 +19,8 @@ pub const Drop = enum(u8) {
     /// metadata: a stacked frame is not relayed.
     vlan_stacked,
     not_ip,
-    ipv6_unsupported,
+    /// IPv6 header or payload shorter than its lengths say (parse_ipv6.zig).
+    ipv6_truncated,
     ipv4_truncated,
     ipv4_bad_header,
     ipv4_bad_checksum,
@@ -27,6 +30,15 @@ pub const Drop = enum(u8) {
     udp_bad_length,
     /// UDP checksum wrong, on a frame nobody verified before (see Options).
     udp_bad_checksum,
+    /// IPv6: not version 6, or an IPv4-mapped address in the header.
+    ipv6_bad_header,
+    /// IPv6 fragment header before UDP.
+    ipv6_fragment,
+    /// IPv6 jumbogram (payload length 0 with hop-by-hop options, or a Jumbo Payload option).
+    ipv6_jumbogram,
+    /// IPv6 extension chain past its bound or its payload, misplaced hop-by-hop options, a
+    /// malformed option, or a routing header with segments left.
+    ipv6_bad_extension,
 };
 
 /// Number of Drop reasons: sizes the per-reason counter arrays.
@@ -89,7 +101,7 @@ const vlan_id_mask: u16 = 0x0fff;
 const eth_type_offset: u32 = 12;
 
 comptime {
-    assert(drop_count == 13);
+    assert(drop_count == 17);
     assert(eth_type_offset + 2 == eth_header_bytes);
     // The largest offset a packet can report still fits the u32 fields with room to spare.
     assert(eth_header_bytes + vlan_tags_max * vlan_tag_bytes + std.math.maxInt(u16) <
@@ -122,7 +134,7 @@ pub fn parseWith(frame: []const u8, options: Options) Result {
     if (link.tags + options.metadata_tags > 1) return .{ .drop = .vlan_stacked };
     const result = switch (link.ethertype) {
         ethertype_ipv4 => parseIpv4(frame, link, options),
-        ethertype_ipv6 => Result{ .drop = .ipv6_unsupported },
+        ethertype_ipv6 => parse_ipv6.parseIpv6(frame, link.l3_offset, link.vlan_id, link.tags, options),
         else => Result{ .drop = .not_ip },
     };
     if (result == .ok) {
@@ -229,7 +241,7 @@ pub fn udpChecksumOk(addresses: *const [8]u8, udp: []const u8) bool {
     return foldSum(sum) == 0xffff;
 }
 
-inline fn sumWords(bytes: []const u8) u64 {
+pub inline fn sumWords(bytes: []const u8) u64 {
     var sum: u64 = 0;
     var offset: usize = 0;
     while (offset + 4 <= bytes.len) : (offset += 4) sum += std.mem.readInt(u32, bytes[offset..][0..4], .native);
@@ -238,7 +250,7 @@ inline fn sumWords(bytes: []const u8) u64 {
     return sum + std.mem.readInt(u32, &tail, .native);
 }
 
-fn foldSum(sum64: u64) u16 {
+pub fn foldSum(sum64: u64) u16 {
     var sum = sum64;
     while (sum > 0xffff) sum = (sum & 0xffff) + (sum >> 16);
     return @intCast(sum);
@@ -561,10 +573,10 @@ test "UDP length below 8 or past the IP payload drops" {
     try testing.expectEqual(@as(u32, 0), (try expectOk(frame)).payload_len);
 }
 
-test "IPv6, ARP and non-UDP protocols drop" {
+test "an IPv4 packet behind the IPv6 EtherType, ARP and non-UDP protocols drop" {
     var buffer: [128]u8 = undefined;
-    try expectDrop(.ipv6_unsupported, testFrame(&buffer, .{ .ethertype = ethertype_ipv6 }));
-    try expectDrop(.ipv6_unsupported, testFrame(&buffer, .{
+    try expectDrop(.ipv6_bad_header, testFrame(&buffer, .{ .ethertype = ethertype_ipv6 }));
+    try expectDrop(.ipv6_bad_header, testFrame(&buffer, .{
         .tags = &.{.{ .tpid = ethertype_vlan, .vid = 5 }},
         .ethertype = ethertype_ipv6,
     }));

@@ -1,0 +1,268 @@
+// IPv6 input (issue 16), kernel tests under bun: IPv6 groups relayed from unroutable sources
+// with hop limit 1, MLDv2 joins seen on the input link, translation IPv6 <-> IPv4, extension
+// header chains walked, and fragments, malformed chains and martian sources dropped and counted.
+// Receivers are independent Python sockets and captures (tests/support/udp6-tools.ts).
+import { afterEach, describe, expect, test } from "bun:test";
+import { netnsAvailable, Topology } from "../../scripts/lib/netns.ts";
+import { note, startForward, workerSum, type ForwardReport } from "../support/relay-harness.ts";
+import { sendRawFrames6, startMldCapture, startUdpReceiver6, udpSend6, type RawFrame6 } from "../support/udp6-tools.ts";
+
+const describe_netns = describe.skipIf(!netnsAvailable());
+const mode = "bun" as const;
+const TEST_TIMEOUT_MS = 240_000;
+
+let topo: Topology | undefined;
+
+afterEach(async () => {
+  await topo?.destroy();
+  topo = undefined;
+});
+
+/** The generator's IPv6 address: the relay namespace has no route to fd77::/64. */
+const GEN6 = "fd77::1";
+const RELAY_IN6 = "fd99:1::2";
+const GEN4 = "10.99.1.1";
+
+interface Topo6 {
+  t: Topology;
+  gen: string;
+  relay: string;
+  sink: string;
+}
+
+/**
+ * gen(g0) --- (r0)relay(r1) --- (s0)sink, IPv6 on every link with duplicate address detection
+ * off (addresses usable at once, link-local ones included), plus IPv4 for the translation tests.
+ * g0 is fd77::1/64 and r0 fd99:1::2/64 on the same link: the relay cannot route back to the
+ * generator, which kernel multicast routing (RPF) would require.
+ */
+async function topology6(label: string): Promise<Topo6> {
+  topo = await Topology.create(label);
+  const t = topo;
+  const gen = await t.ns("gen");
+  const relay = await t.ns("relay");
+  const sink = await t.ns("sink");
+  for (const ns of [gen, relay, sink]) {
+    await t.sysctl(ns, "net/ipv6/conf/all/disable_ipv6", 0);
+    await t.sysctl(ns, "net/ipv6/conf/default/disable_ipv6", 0);
+    await t.sysctl(ns, "net/ipv6/conf/all/accept_dad", 0);
+    await t.sysctl(ns, "net/ipv6/conf/default/accept_dad", 0);
+  }
+  await t.link({ ns: gen, ifname: "g0", addr: `${GEN6}/64` }, { ns: relay, ifname: "r0", addr: `${RELAY_IN6}/64` });
+  await t.link({ ns: relay, ifname: "r1", addr: "fd99:2::1/64" }, { ns: sink, ifname: "s0", addr: "fd99:2::2/64" });
+  for (const [ns, dev, addr] of [
+    [gen, "g0", `${GEN4}/24`],
+    [relay, "r0", "10.99.1.2/24"],
+    [relay, "r1", "10.99.2.1/24"],
+    [sink, "s0", "10.99.2.2/24"],
+  ] as const) {
+    await t.exec(ns, ["ip", "addr", "add", addr, "dev", dev], { check: true });
+  }
+  await t.addMulticastRoute(gen, "g0");
+  return { t, gen, relay, sink };
+}
+
+function rule0(r: ForwardReport) {
+  expect(r.rules.length).toBe(1);
+  return r.rules[0]!;
+}
+
+describe_netns("IPv6 input", () => {
+  test(
+    "10,000 datagrams from an unroutable IPv6 source with hop limit 1 are relayed to another group and port, byte-exact and once",
+    async () => {
+      const { t, gen, relay, sink } = await topology6("v6relay");
+      // The relay has no route to the source: RPF would drop this stream.
+      const route = await t.exec(relay, ["ip", "-6", "route", "get", GEN6]);
+      expect(route.exitCode).not.toBe(0);
+
+      const fwd = await startForward(t, relay, mode, ["--from", "[ff3e::1]:5000@r0", "--to", "[ff3e::2]:6000@r1"], "fwd6");
+      const rx = await startUdpReceiver6(t, sink, { group: "ff3e::2", port: 6000, ifname: "s0", idle_s: 3 });
+      const count = 10_000;
+      const sent = await udpSend6(t, gen, { ifname: "g0", group: "ff3e::1", port: 5000, count, size: 200, hops: 1, bind: GEN6, rate_pps: 10_000 });
+      expect(sent).toEqual({ sent: count, source: GEN6 });
+      const got = await rx.report();
+      const report = await fwd.stopJson<ForwardReport>();
+      note("v6 relay", { got, rule: rule0(report), parse_drops: report.workers[0]?.parse_drops });
+      expect(got.datagrams).toBe(count);
+      expect(got.numbered).toBe(count);
+      expect(got.duplicates).toBe(0);
+      expect(got.pattern_errors).toBe(0);
+      // Sent from the relay's address on r1 with the output's hop limit (default 8).
+      expect(got.hops).toEqual({ "8": count });
+      expect(Object.keys(got.sources)).toHaveLength(1);
+      expect(Object.keys(got.sources)[0]).toMatch(/^(fd99:2::1|fe80:)/);
+      const rule = rule0(report);
+      expect(rule.packets).toBe(count);
+      expect(rule.bytes).toBe(count * 200);
+      expect(rule.outputs[0]!.packets).toBe(count);
+    },
+    TEST_TIMEOUT_MS,
+  );
+
+  test(
+    "MLDv2 reports on the input link: any-source (EXCLUDE {}) for a rule without source, INCLUDE {source} for a rule with one",
+    async () => {
+      const { t, gen, relay } = await topology6("mld");
+      // Any-source: the worker joins ff3e::1 on r0.
+      let capture = await startMldCapture(t, gen, "g0", 4);
+      const asm = await startForward(t, relay, mode, ["--from", "[ff3e::1]:5000@r0", "--to", "[ff3e::2]:6000@r1"], "asm");
+      const asmReports = await capture.reports();
+      await asm.stopJson<ForwardReport>();
+      // Source-specific: a rule with --source joins (ff3e::5, fd77::1) only.
+      capture = await startMldCapture(t, gen, "g0", 4);
+      const ssm = await startForward(t, relay, mode, ["--from", "[ff3e::5]:5000@r0", "--source", GEN6, "--to", "[ff3e::2]:6000@r1"], "ssm");
+      const ssmReports = await capture.reports();
+      await ssm.stopJson<ForwardReport>();
+      note("mld", { asmReports, ssmReports });
+
+      const asmRecords = asmReports.flatMap((r) => r.records).filter((r) => r.group === "ff3e::1");
+      expect(asmRecords.length).toBeGreaterThan(0);
+      // CHANGE_TO_EXCLUDE (4) or MODE_IS_EXCLUDE (2) with no source: "any source".
+      for (const r of asmRecords) {
+        expect([2, 4]).toContain(r.type);
+        expect(r.sources).toEqual([]);
+      }
+      const ssmRecords = ssmReports.flatMap((r) => r.records).filter((r) => r.group === "ff3e::5");
+      expect(ssmRecords.length).toBeGreaterThan(0);
+      // ALLOW_NEW_SOURCES (5), CHANGE_TO_INCLUDE (3) or MODE_IS_INCLUDE (1) naming the source.
+      for (const r of ssmRecords) {
+        expect([1, 3, 5]).toContain(r.type);
+        expect(r.sources).toEqual([GEN6]);
+      }
+      // No any-source join for the SSM rule's group.
+      expect(ssmReports.flatMap((r) => r.records).some((r) => r.group === "ff3e::5" && r.sources.length === 0)).toBe(false);
+    },
+    TEST_TIMEOUT_MS,
+  );
+
+  test(
+    "a rule with an IPv6 source relays that source only; others count as source_mismatch",
+    async () => {
+      const { t, gen, relay, sink } = await topology6("v6ssm");
+      await t.exec(gen, ["ip", "addr", "add", "fd77::9/64", "dev", "g0", "nodad"], { check: true });
+      const fwd = await startForward(t, relay, mode, ["--from", "[ff3e::5]:5000@r0", "--source", GEN6, "--to", "[ff3e::2]:6000@r1"], "ssm");
+      const rx = await startUdpReceiver6(t, sink, { group: "ff3e::2", port: 6000, ifname: "s0", idle_s: 3 });
+      await udpSend6(t, gen, { ifname: "g0", group: "ff3e::5", port: 5000, count: 300, hops: 1, bind: GEN6, stream: 1 });
+      await udpSend6(t, gen, { ifname: "g0", group: "ff3e::5", port: 5000, count: 200, hops: 1, bind: "fd77::9", stream: 2 });
+      const got = await rx.report();
+      const report = await fwd.stopJson<ForwardReport>();
+      note("v6 ssm", { got, rule: rule0(report) });
+      expect(got.datagrams).toBe(300);
+      expect(got.numbered).toBe(300);
+      expect(rule0(report).packets).toBe(300);
+      expect(rule0(report).drops.source_mismatch).toBe(200);
+    },
+    TEST_TIMEOUT_MS,
+  );
+});
+
+describe_netns("IPv6 <-> IPv4 translation", () => {
+  test(
+    "IPv6 input to an IPv4 output: 2,000 datagrams arrive byte-exact at an IPv4 receiver",
+    async () => {
+      const { t, gen, relay, sink } = await topology6("v6to4");
+      const fwd = await startForward(t, relay, mode, ["--from", "[ff3e::1]:5000@r0", "--to", "239.2.2.2:6000@r1"], "v6to4");
+      const rx = await startUdpReceiver6(t, sink, { group: "239.2.2.2", port: 6000, ifname: "s0", idle_s: 3 });
+      await udpSend6(t, gen, { ifname: "g0", group: "ff3e::1", port: 5000, count: 2000, size: 1200, hops: 1, bind: GEN6 });
+      const got = await rx.report();
+      const report = await fwd.stopJson<ForwardReport>();
+      note("v6 to v4", { got, rule: rule0(report) });
+      expect(got.datagrams).toBe(2000);
+      expect(got.numbered).toBe(2000);
+      expect(got.duplicates).toBe(0);
+      expect(got.pattern_errors).toBe(0);
+      expect(got.sources).toEqual({ "10.99.2.1": 2000 });
+    },
+    TEST_TIMEOUT_MS,
+  );
+
+  test(
+    "IPv4 input to an IPv6 output: 2,000 datagrams arrive byte-exact at an IPv6 receiver",
+    async () => {
+      const { t, gen, relay, sink } = await topology6("v4to6");
+      const fwd = await startForward(t, relay, mode, ["--from", "239.1.1.1:5000@r0", "--to", "[ff3e::2]:6000@r1"], "v4to6");
+      const rx = await startUdpReceiver6(t, sink, { group: "ff3e::2", port: 6000, ifname: "s0", idle_s: 3 });
+      await udpSend6(t, gen, { ifname: "g0", group: "239.1.1.1", port: 5000, count: 2000, size: 1200, hops: 1 });
+      const got = await rx.report();
+      const report = await fwd.stopJson<ForwardReport>();
+      note("v4 to v6", { got, rule: rule0(report) });
+      expect(got.datagrams).toBe(2000);
+      expect(got.numbered).toBe(2000);
+      expect(got.duplicates).toBe(0);
+      expect(got.pattern_errors).toBe(0);
+    },
+    TEST_TIMEOUT_MS,
+  );
+});
+
+describe_netns("IPv6 extension headers, fragments and martians on the wire", () => {
+  test(
+    "hop-by-hop + destination options before UDP are relayed; fragments, jumbograms and malformed chains are counted and not relayed",
+    async () => {
+      const { t, gen, relay, sink } = await topology6("v6ext");
+      const fwd = await startForward(t, relay, mode, ["--from", "[ff3e::1]:5000@r0", "--to", "[ff3e::2]:6000@r1"], "ext");
+      const rx = await startUdpReceiver6(t, sink, { group: "ff3e::2", port: 6000, ifname: "s0", idle_s: 3 });
+      const base = { src: GEN6, dst: "ff3e::1", dport: 5000, size: 100 } as const;
+      const frames: RawFrame6[] = [];
+      let seq = 0;
+      const add = (n: number, stream: number, f: Partial<RawFrame6>) => {
+        for (let i = 0; i < n; i++) frames.push({ ...base, ...f, seq: seq++, stream });
+      };
+      add(40, 1, { chain: [{ kind: "hop" }, { kind: "dst", length8: 3 }] });
+      add(10, 1, { chain: [{ kind: "hop" }, { kind: "routing", length8: 2 }, { kind: "dst" }] });
+      add(20, 2, { chain: [{ kind: "fragment" }] });
+      add(10, 2, { chain: [{ kind: "hop" }, { kind: "fragment" }] });
+      add(10, 3, { chain: [{ kind: "hop", jumbo: true }] });
+      add(10, 4, { chain: [{ kind: "routing", segments_left: 1 }] });
+      add(10, 4, { chain: Array.from({ length: 9 }, () => ({ kind: "dst" as const })) });
+      add(10, 4, { chain: [{ kind: "dst" }, { kind: "hop" }] });
+      // A chain whose header claims more bytes than the payload holds.
+      add(10, 4, { chain: [{ kind: "dst", length8: 40 }], payload_len: 64 });
+      const sent = await sendRawFrames6(t, gen, "g0", frames);
+      expect(sent).toBe(frames.length);
+      const got = await rx.report();
+      const report = await fwd.stopJson<ForwardReport>();
+      const drops = report.workers[0]!.parse_drops;
+      note("v6 ext", { got, rule: rule0(report), drops });
+      // Exactly the 50 well-formed chains arrive, each once and whole.
+      expect(got.datagrams).toBe(50);
+      expect(got.numbered).toBe(50);
+      expect(got.duplicates).toBe(0);
+      expect(got.pattern_errors).toBe(0);
+      expect(rule0(report).packets).toBe(50);
+      expect(drops.ipv6_fragment).toBe(30);
+      expect(drops.ipv6_jumbogram).toBe(10);
+      expect(drops.ipv6_bad_extension).toBe(40);
+    },
+    TEST_TIMEOUT_MS,
+  );
+
+  test(
+    "link-local IPv6 sources are relayed; ::1, :: and multicast sources are dropped as martians",
+    async () => {
+      const { t, gen, relay, sink } = await topology6("v6mart");
+      const fwd = await startForward(t, relay, mode, ["--from", "[ff3e::1]:5000@r0", "--to", "[ff3e::2]:6000@r1"], "mart");
+      const rx = await startUdpReceiver6(t, sink, { group: "ff3e::2", port: 6000, ifname: "s0", idle_s: 3 });
+      const frames: RawFrame6[] = [];
+      let seq = 0;
+      for (const [src, stream, n] of [
+        ["fe80::1234", 1, 30],
+        ["::1", 2, 10],
+        ["::", 2, 10],
+        ["ff02::1", 2, 10],
+      ] as const) {
+        for (let i = 0; i < n; i++) frames.push({ src, dst: "ff3e::1", dport: 5000, seq: seq++, stream });
+      }
+      await sendRawFrames6(t, gen, "g0", frames);
+      const got = await rx.report();
+      const report = await fwd.stopJson<ForwardReport>();
+      note("v6 martians", { got, counters: report.workers[0]!.counters });
+      expect(got.datagrams).toBe(30);
+      expect(got.numbered).toBe(30);
+      expect(rule0(report).packets).toBe(30);
+      expect(workerSum(report, "martian_source")).toBe(30);
+    },
+    TEST_TIMEOUT_MS,
+  );
+});
