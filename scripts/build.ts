@@ -110,6 +110,10 @@ async function compile(name: string, libPath: string, outfile: string, target?: 
     entrypoints: [join(root, "src/main.ts")],
     compile: target ? { target, outfile } : { outfile },
     plugins: [embedLibrary(libPath)],
+    // Precompiled bytecode: `mcrelay version` costs 17 ms of CPU instead of 50 (measured with
+    // 15 runs each on the 2-core VM); the executable grows by 2.3 MB. ESM needs format "esm".
+    bytecode: true,
+    format: "esm",
   });
   if (!result.success) {
     for (const log of result.logs) console.error(log);

@@ -27,3 +27,11 @@ export const PORT_MAX = 65535;
 
 /** Workers (packet sockets in one fanout group) per input interface. */
 export const WORKERS_PER_INTERFACE_MAX = 64;
+
+/**
+ * Ring of each packet socket in MiB (`ring_mib`). Unset, the native default applies
+ * (zig/constants.zig `ring_bytes_default`, 8 MiB); the ring has at most 4096 blocks of 64 KiB
+ * at MTU 1500, so more than 256 MiB would not be used.
+ */
+export const RING_MIB_MIN = 1;
+export const RING_MIB_MAX = 256;

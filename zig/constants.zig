@@ -43,9 +43,11 @@ pub const join_sockets_max: u32 = (rules_max + joins_per_socket_max - 1) / joins
 /// 64 KiB: a block holds a UDP GSO super-frame as another mcrelay (or most GSO senders) sends
 /// it over veth, so it can be split into its datagrams instead of being cut short.
 pub const ring_block_bytes_min: u32 = 1 << 16;
-/// 1024 blocks of 64 KiB at MTU 1500: at low rates (one frame per block) a second of a
-/// 1000 pps stream waits through a worker restart.
-pub const ring_bytes_default: u32 = 64 * 1024 * 1024;
+/// Default ring per packet socket (`ring_mib` sets it per interface): 128 blocks of 64 KiB at
+/// MTU 1500, 8 MiB, about 64 ms of a 1 Gbit/s stream of full-size frames. At low rates (one
+/// frame per block) it holds 128 frames: a worker restart under a steady stream loses what
+/// exceeds that unless the interface's ring is made larger (docs/operations.md, ring sizing).
+pub const ring_bytes_default: u32 = 8 * 1024 * 1024;
 pub const ring_blocks_max: u32 = 4096;
 /// Block retire timeout: a quiet stream waits at most this long in a half-filled block.
 pub const ring_block_timeout_ms: u32 = 1;

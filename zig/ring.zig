@@ -280,5 +280,8 @@ test "geometry: frames fit a block for every MTU, jumbo included" {
     const g = geometry(1500, constants.ring_bytes_default);
     try std.testing.expectEqual(@as(u32, 1 << 16), g.block_bytes);
     try std.testing.expect(g.block_bytes >= egress_super_frame_bytes + block_header_bytes);
-    try std.testing.expectEqual(@as(u32, 1024), g.block_count);
+    try std.testing.expectEqual(@as(u32, 128), g.block_count);
+    // Larger rings (ring_mib) scale the block count, up to the maximum.
+    try std.testing.expectEqual(@as(u32, 1024), geometry(1500, 64 << 20).block_count);
+    try std.testing.expectEqual(constants.ring_blocks_max, geometry(1500, 1 << 30).block_count);
 }

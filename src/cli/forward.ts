@@ -6,7 +6,7 @@ import { nameSchema, ruleOutput, sourceSchema } from "../config/rule-spec.ts";
 import { inputTextSchema, outputTextSchema } from "../config/endpoint-options.ts";
 import { UsageError, PermissionError, NativeError } from "../errors.ts";
 import { resolveRule, ruleProblems, type Rule } from "../rules/rule.ts";
-import { DEFAULT_TTL, MAX_PPS_MAX, MAX_PPS_MIN, TTL_MAX, TTL_MIN, WORKERS_PER_INTERFACE_MAX } from "../limits.ts";
+import { DEFAULT_TTL, MAX_PPS_MAX, MAX_PPS_MIN, RING_MIB_MAX, RING_MIB_MIN, TTL_MAX, TTL_MIN, WORKERS_PER_INTERFACE_MAX } from "../limits.ts";
 import { Relay, lookupLink, type RelayReport } from "../supervisor/relay.ts";
 import { checkFlags, intFlag, jsonArg, repeated, secondsFlag, validate } from "./args.ts";
 import { printJson, printLine, printTable } from "./output.ts";
@@ -28,6 +28,7 @@ const args = {
   duration: { type: "string", description: "Stop after this many seconds (default: until SIGINT/SIGTERM)" },
   user: { type: "string", description: "User the workers run as (default: nobody as root, else your own user)" },
   workers: { type: "string", description: "Workers on the input interface (default 1)" },
+  "ring-mib": { type: "string", description: `Ring of each packet socket in MiB (${RING_MIB_MIN}-${RING_MIB_MAX}; default 8: 64 ms at 1 Gbit/s)` },
   socket: { type: "string", description: "Also answer read-only control requests (stats, list, workers, ...) on this socket" },
   ...jsonArg,
 } as const;
@@ -41,6 +42,7 @@ const Schema = v.object({
   duration: v.optional(secondsFlag()),
   workers: v.optional(intFlag(1, WORKERS_PER_INTERFACE_MAX)),
   "max-pps": v.optional(intFlag(MAX_PPS_MIN, MAX_PPS_MAX)),
+  "ring-mib": v.optional(intFlag(RING_MIB_MIN, RING_MIB_MAX)),
 });
 
 export default defineCommand({
@@ -57,6 +59,7 @@ export default defineCommand({
       duration: a.duration,
       workers: a.workers,
       "max-pps": a["max-pps"],
+      "ring-mib": a["ring-mib"],
     });
     const ttl = input.ttl ?? DEFAULT_TTL;
     const rule: Rule = {
@@ -83,7 +86,7 @@ export default defineCommand({
       if (err instanceof NativeError && err.exitCode === 5) throw new PermissionError(`${err.message}: forwarding needs root or CAP_NET_RAW`);
       throw err;
     }
-    const relay = new Relay({ user: workerUser(a.user), workers: input.workers });
+    const relay = new Relay({ user: workerUser(a.user), workers: input.workers, ringMib: input["ring-mib"] });
     const stop = watchStop(input.duration);
     const startedAt = performance.now();
     try {

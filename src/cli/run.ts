@@ -5,7 +5,7 @@ import { socketPath } from "../control/client.ts";
 import { DaemonRunningError, SocketPathError } from "../control/server.ts";
 import { CLIENTS_MAX_DEFAULT, CLIENTS_MAX_LIMIT, FD_RESERVE } from "../control/protocol.ts";
 import { AlreadyRunningError, UsageError } from "../errors.ts";
-import { WORKERS_PER_INTERFACE_MAX } from "../limits.ts";
+import { RING_MIB_MAX, RING_MIB_MIN, WORKERS_PER_INTERFACE_MAX } from "../limits.ts";
 import { logger } from "../log.ts";
 import { Daemon } from "../supervisor/daemon.ts";
 import { loadNative, nofileRaise } from "../native/lib.ts";
@@ -28,6 +28,7 @@ const args = {
   "clients-max": { type: "string", description: `Control connections at once (default ${CLIENTS_MAX_DEFAULT}; lowered to fit the descriptor limit)` },
   user: { type: "string", description: "User the workers run as (default: nobody as root, else the daemon's own user)" },
   workers: { type: "string", description: "Workers per input interface (default 1; config `workers` overrides per interface)" },
+  "ring-mib": { type: "string", description: `Ring of each packet socket in MiB (${RING_MIB_MIN}-${RING_MIB_MAX}; default 8: 64 ms at 1 Gbit/s; config \`ring_mib\` overrides per interface)` },
   metrics: { type: "string", description: "Serve /metrics, /healthz, /readyz over HTTP on ADDR:PORT (e.g. 127.0.0.1:9464; config `metrics`)" },
   "watch-config": { type: "boolean", description: "Reload when the config file changes (as SIGHUP does)" },
 } as const;
@@ -79,7 +80,10 @@ export default defineCommand({
     loadNative();
     if (a["watch-config"] && !a.config) throw new UsageError("--watch-config: needs --config");
     const stateDir = a["state-dir"] || process.env.MCRELAY_STATE_DIR || DEFAULT_STATE_DIR;
-    const flags = validate(v.object({ workers: v.optional(intFlag(1, WORKERS_PER_INTERFACE_MAX)), clientsMax: v.optional(intFlag(1, CLIENTS_MAX_LIMIT)) }), { workers: a.workers, clientsMax: a["clients-max"] });
+    const flags = validate(
+      v.object({ workers: v.optional(intFlag(1, WORKERS_PER_INTERFACE_MAX)), "ring-mib": v.optional(intFlag(RING_MIB_MIN, RING_MIB_MAX)), clientsMax: v.optional(intFlag(1, CLIENTS_MAX_LIMIT)) }),
+      { workers: a.workers, "ring-mib": a["ring-mib"], clientsMax: a["clients-max"] },
+    );
     const user = workerUser(a.user);
     // Signal handlers before start-up: until a listener exists SIGTERM/SIGHUP kill at once (a
     // `systemctl stop` or reload right after READY=1 ended the daemon with status 143).
@@ -106,6 +110,7 @@ export default defineCommand({
         clientsMax: clientsWithinLimit(flags.clientsMax ?? CLIENTS_MAX_DEFAULT),
         user,
         workers: flags.workers,
+        ringMib: flags["ring-mib"],
         metrics: validate(v.object({ metrics: v.optional(ListenSchema) }), { metrics: a.metrics }).metrics,
         watchConfig: a["watch-config"] ?? false,
       });

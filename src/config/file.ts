@@ -9,7 +9,7 @@ import { ConfigError } from "../errors.ts";
 import { capacityProblems } from "../rules/capacity.ts";
 import { describeInput, inputKey } from "../rules/rule.ts";
 import { ListenSchema, type ListenAddress } from "./listen.ts";
-import { PORT_MAX, PORT_MIN, WORKERS_PER_INTERFACE_MAX } from "../limits.ts";
+import { PORT_MAX, PORT_MIN, RING_MIB_MAX, RING_MIB_MIN, WORKERS_PER_INTERFACE_MAX } from "../limits.ts";
 
 const portRange = `a port is ${PORT_MIN}-${PORT_MAX}`;
 const port = v.pipe(v.number("a port is a number"), v.integer(), v.minValue(PORT_MIN, portRange), v.maxValue(PORT_MAX, portRange));
@@ -32,6 +32,8 @@ export const ConfigSchema = v.strictObject({
   rules: v.optional(v.array(v.union([RuleSpecSchema, LegacyRuleSchema], "a rule is {name, from, to[, ttl, source]} or the earlier {name, input, outputs}"))),
   /** Workers per input interface: { eth0: 2 } (default 1, or `mcrelay run --workers`). */
   workers: v.optional(v.record(ifname, v.pipe(v.number("a worker count is a number"), v.integer(), v.minValue(1, "at least 1 worker"), v.maxValue(WORKERS_PER_INTERFACE_MAX, `at most ${WORKERS_PER_INTERFACE_MAX} workers`)))),
+  /** Ring per packet socket in MiB, per input interface: { eth0: 64 } (`mcrelay run --ring-mib` for the others). */
+  ring_mib: v.optional(v.record(ifname, v.pipe(v.number("a ring size is a number of MiB"), v.integer("a ring size is a whole number of MiB"), v.minValue(RING_MIB_MIN, `at least ${RING_MIB_MIN} MiB`), v.maxValue(RING_MIB_MAX, `at most ${RING_MIB_MAX} MiB`)))),
   /** `ADDR:PORT` of the HTTP listener for /metrics, /healthz, /readyz (`run --metrics` overrides). */
   metrics: v.optional(ListenSchema),
   /** Default TTL of the earlier format's outputs. */
@@ -48,6 +50,7 @@ export interface LoadedConfig {
   path: string;
   specs: RuleSpec[];
   workers: Map<string, number>;
+  ringMib: Map<string, number>;
   metrics: ListenAddress | null;
 }
 
@@ -107,7 +110,7 @@ export function parseConfig(text: string, path: string): LoadedConfig {
     problems.push(...capacityProblems(rules, (iface) => workers.get(iface) ?? 1));
   }
   if (problems.length) throw new ConfigError(`${path}:\n  ${problems.join("\n  ")}`);
-  return { path, specs, workers, metrics: cfg?.metrics ?? null };
+  return { path, specs, workers, ringMib: new Map(Object.entries(cfg?.ring_mib ?? {})), metrics: cfg?.metrics ?? null };
 }
 
 function ourSpec(r: unknown, i: number, problems: string[]): RuleSpec | null {

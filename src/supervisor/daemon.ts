@@ -86,6 +86,8 @@ export interface DaemonOptions {
   user: WorkerUser | null;
   /** Workers per input interface unless the config file says otherwise (default 1). */
   workers?: number;
+  /** Ring per packet socket in MiB unless the config file says otherwise (default: native). */
+  ringMib?: number;
   /** HTTP listener for /metrics, /healthz, /readyz (overrides the config file's `metrics`). */
   metrics?: ListenAddress;
   /** Reload when the config file's content changes. */
@@ -112,6 +114,7 @@ export class Daemon {
   #unloadable: SavedRule[] = [];
   /** Workers per interface from the config file. */
   #workersConfig = new Map<string, number>();
+  #ringConfig = new Map<string, number>();
   #http: HttpEndpoint | null = null;
   #loopTimer: ReturnType<typeof setInterval> | null = null;
   readonly #loopDropsSeen = new Map<string, number>();
@@ -175,6 +178,7 @@ export class Daemon {
     if (opts.configPath) {
       const cfg = loadConfig(opts.configPath);
       this.#workersConfig = cfg.workers;
+      this.#ringConfig = cfg.ringMib;
       metricsAt ??= cfg.metrics;
       // A config rule keeps its id across restarts (by name), as runtime rules do.
       for (const spec of cfg.specs) this.#put(spec, "config", saved.configIds.get(spec.name) ?? this.#takeId());
@@ -282,7 +286,7 @@ export class Daemon {
       if (was !== pendingKey(stored)) this.#ruleChanged(stored);
       if (!resolved.wire) continue;
       const iface = stored.rule.input.iface;
-      const entry = tables.get(iface) ?? { rules: [], workers: this.#workersFor(iface) };
+      const entry = tables.get(iface) ?? { rules: [], workers: this.#workersFor(iface), ringMib: this.#ringConfig.get(iface) ?? this.#opts.ringMib };
       entry.rules.push(resolved.wire);
       tables.set(iface, entry);
     }
@@ -470,6 +474,7 @@ export class Daemon {
       const cfg = loadConfig(this.#opts.configPath);
       specs = cfg.specs;
       this.#workersConfig = cfg.workers;
+      this.#ringConfig = cfg.ringMib;
     } catch (err) {
       if (err instanceof ConfigError) throw new ControlError("config_invalid", `reload refused, nothing changed: ${err.message}`);
       throw err;

@@ -33,14 +33,16 @@ export class Relay {
 
   readonly #workersPerInterface: number;
   readonly #tracer: Tracer;
+  readonly #ringMib: number | undefined;
 
-  constructor(opts: { user: WorkerUser | null; workers?: number }) {
+  constructor(opts: { user: WorkerUser | null; workers?: number; ringMib?: number }) {
     this.#pool = new WorkerPool(opts);
     this.#workersPerInterface = opts.workers ?? 1;
     this.#tracer = new Tracer({
       find: (n) => this.#rules.find((r) => r.name === n || r.id.toString() === n),
       memories: (iface) => this.#pool.traceMemories(iface),
     });
+    this.#ringMib = opts.ringMib;
   }
 
   /** Starts workers for the rules' input interfaces; resolves once every table is applied. */
@@ -55,7 +57,7 @@ export class Relay {
         log.warn(`rule ${rule.name} is pending: ${resolved.pending.join("; ")}`);
         continue;
       }
-      const entry = tables.get(rule.input.iface) ?? { rules: [], workers: this.#workersPerInterface };
+      const entry = tables.get(rule.input.iface) ?? { rules: [], workers: this.#workersPerInterface, ringMib: this.#ringMib };
       entry.rules.push(resolved.wire);
       tables.set(rule.input.iface, entry);
     }

@@ -20,6 +20,7 @@ import type { LinkLookup } from "../rules/rule.ts";
 import { WorkerHandle, WorkerRefusedError } from "./worker-handle.ts";
 
 const log = logger("workers");
+const MIB = 1024 * 1024;
 
 export const TICK_MS = 100;
 export const PING_INTERVAL_MS = 1000;
@@ -93,6 +94,8 @@ export interface Desired {
   rules: WireRule[];
   /** Workers for this interface (PACKET_FANOUT when more than one). */
   workers: number;
+  /** Ring of each of its packet sockets in MiB; undefined: the native default. */
+  ringMib?: number;
 }
 
 function entryKey(ifname: string, slot: number): string {
@@ -113,7 +116,9 @@ export class WorkerPool {
   #lastSampleAt = 0;
   #lastTickAt = performance.now();
   /** What each plane was built for (known before its sockets are ready). */
-  readonly #planeFacts = new Map<string, { ifindex: number; mtu: number; members: number }>();
+  readonly #planeFacts = new Map<string, { ifindex: number; mtu: number; members: number; ringMib: number | undefined }>();
+  /** The ring size each interface should have (from the last setTables). */
+  readonly #ringMib = new Map<string, number | undefined>();
   #waiters: (() => void)[] = [];
 
   constructor(opts: { user: WorkerUser | null; lookup?: LinkLookup }) {
@@ -132,7 +137,7 @@ export class WorkerPool {
       const want = desired.get(ifname);
       const link = want && want.rules.length ? this.#lookup(ifname) : null;
       const members = want ? Math.max(1, Math.min(WORKERS_PER_INTERFACE_MAX, want.workers)) : 0;
-      const stale = !want || want.rules.length === 0 || facts.members !== members || !link || link.ifindex !== facts.ifindex || link.mtu !== facts.mtu;
+      const stale = !want || want.rules.length === 0 || facts.members !== members || facts.ringMib !== want.ringMib || !link || link.ifindex !== facts.ifindex || link.mtu !== facts.mtu;
       if (stale) void this.#closePlane(ifname);
     }
     // Workers whose plane was never built (its setup kept failing) are pruned here too.
@@ -144,6 +149,8 @@ export class WorkerPool {
         void this.#retire(e);
       }
     }
+    this.#ringMib.clear();
+    for (const [ifname, want] of desired) this.#ringMib.set(ifname, want.ringMib);
     for (const [ifname, want] of desired) {
       if (want.rules.length === 0) continue;
       const members = Math.max(1, Math.min(WORKERS_PER_INTERFACE_MAX, want.workers));
@@ -211,8 +218,9 @@ export class WorkerPool {
     if (existing) return existing;
     const link = this.#lookup(ifname);
     if (!link) return Promise.reject(new Error(`interface ${ifname} does not exist`));
-    this.#planeFacts.set(ifname, { ifindex: link.ifindex, mtu: link.mtu, members });
-    const building = this.#buildPlane(ifname, link.ifindex, link.mtu, members);
+    const ringMib = this.#ringMib.get(ifname);
+    this.#planeFacts.set(ifname, { ifindex: link.ifindex, mtu: link.mtu, members, ringMib });
+    const building = this.#buildPlane(ifname, link.ifindex, link.mtu, members, ringMib);
     this.#planes.set(ifname, building);
     // A failed setup is tried again by the next worker start.
     building.catch(() => {
@@ -224,7 +232,7 @@ export class WorkerPool {
     return building;
   }
 
-  async #buildPlane(ifname: string, ifindex: number, mtu: number, members: number): Promise<Plane> {
+  async #buildPlane(ifname: string, ifindex: number, mtu: number, members: number, ringMib: number | undefined): Promise<Plane> {
     const fanoutId = members > 1 ? randomInt(1, 0xffff) : 0;
     const fds: number[] = [];
     let geometry: RingGeometry | null = null;
@@ -233,7 +241,8 @@ export class WorkerPool {
       for (let i = 0; i < members; i++) {
         const fd = packetOpen();
         fds.push(fd);
-        geometry = await packetSetupAsync(fd, { ifindex, mtu, ringBytes: 0, blockTimeoutMs: 0, fanoutId }, ifname);
+        // 0: the native default (zig/constants.zig ring_bytes_default).
+        geometry = await packetSetupAsync(fd, { ifindex, mtu, ringBytes: (ringMib ?? 0) * MIB, blockTimeoutMs: 0, fanoutId }, ifname);
       }
     } catch (err) {
       for (const fd of fds) fdCloseAsync(fd);

@@ -425,7 +425,11 @@ describe_netns("workers (kernel, under bun)", () => {
     async () => {
       const rt = await topology({ label: "kill" });
       const dir = tempDir();
-      const d = await startDaemon(rt, dir, { config: configText([{ name: "a", from: "239.1.1.1:5000@r0", to: ["239.2.2.2:6000@r1"] }]) });
+      // Riding out a restart (250 ms backoff plus start-up) at 10,000 pps needs about 64 MiB of
+      // ring: a block retires every millisecond (docs/operations.md, ring sizing). With the
+      // 8 MiB default this stream lost 4,199 packets across the restart.
+      const config = JSON.stringify({ ring_mib: { r0: 64 }, rules: [{ name: "a", from: "239.1.1.1:5000@r0", to: ["239.2.2.2:6000@r1"] }] });
+      const d = await startDaemon(rt, dir, { config });
       const [first] = await runningWorkers(d, 1);
       const rate = 10_000;
       const count = 60_000;

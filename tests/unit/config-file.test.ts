@@ -102,6 +102,16 @@ describe("config file", () => {
     expect(problems(`{ workers: { eth0: 65 } }`)).toMatch(/workers\.eth0: at most 64 workers/);
   });
 
+  test("ring_mib per interface is read; a size out of range or not whole is refused naming the interface", () => {
+    const cfg = parseConfig(`{ ring_mib: { eth0: 64, "eth1.5": 1 }, rules: [] }`, "r");
+    expect(cfg.ringMib).toEqual(new Map([["eth0", 64], ["eth1.5", 1]]));
+    expect(parseConfig("{}", "r").ringMib).toEqual(new Map());
+    expect(problems(`{ ring_mib: { eth0: 0 } }`)).toMatch(/ring_mib\.eth0: at least 1 MiB/);
+    expect(problems(`{ ring_mib: { eth0: 257 } }`)).toMatch(/ring_mib\.eth0: at most 256 MiB/);
+    expect(problems(`{ ring_mib: { eth0: 1.5 } }`)).toMatch(/ring_mib\.eth0: a ring size is a whole number of MiB/);
+    expect(problems(`{ ring_mib: { eth0: "8" } }`)).toMatch(/ring_mib\.eth0: a ring size is a number of MiB/);
+  });
+
   test("text that is not JSON5 is refused with the file named", () => {
     expect(problems(`{ rules: [ `)).toMatch(/test\.json5: not valid JSON5/);
   });
@@ -114,7 +124,7 @@ describe("config file", () => {
 
   test("loadConfig reads a file from disk", () => {
     const path = dir.file("good.json5", `{ rules: [ { name: "a", from: "239.1.1.1:5000@eth0", to: ["239.2.2.2:6000@eth1"] } ] }`);
-    expect(loadConfig(path)).toEqual({ path, specs: [{ name: "a", from: "239.1.1.1:5000@eth0", to: ["239.2.2.2:6000@eth1"] }], workers: new Map(), metrics: null });
+    expect(loadConfig(path)).toEqual({ path, specs: [{ name: "a", from: "239.1.1.1:5000@eth0", to: ["239.2.2.2:6000@eth1"] }], workers: new Map(), ringMib: new Map(), metrics: null });
   });
 });
 
