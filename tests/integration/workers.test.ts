@@ -7,7 +7,7 @@
 //
 // MCR_TEST_METRICS=1 prints what was measured (restart time, loss, backoff gaps, stop time).
 import { afterEach, describe, expect, test } from "bun:test";
-import { chmodSync, copyFileSync, readdirSync, readFileSync, statSync } from "node:fs";
+import { chmodSync, copyFileSync, readdirSync, readFileSync, readlinkSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { workerSlot } from "../../src/rules/flow-hash.ts";
 import type { WorkerInfo } from "../../src/supervisor/worker-pool.ts";
@@ -771,6 +771,55 @@ describe_netns("workers (kernel, under bun)", () => {
       expect(d.proc.proc.signalCode ?? null).toBeNull();
       expect(exitMs).toBeLessThanOrEqual(3_000);
       expect(d.proc.stderr).toMatch(/final: rule s1: \d+ packets/);
+    },
+    T,
+  );
+
+  test(
+    "M7: another process of the workers' user cannot reach a worker's packet socket: /proc/PID/fd, pidfd_getfd and ptrace are refused",
+    async () => {
+      const rt = await topology({ label: "reach" });
+      const dir = tempDir();
+      const d = await startDaemon(rt, dir, { config: configText([{ name: "h", from: "239.1.1.1:5000@r0", to: ["239.2.2.2:6000@r1"] }]) });
+      const [row] = await runningWorkers(d, 1);
+      const pid = row!.pid!;
+      // The worker's packet socket: a descriptor of the worker that is an AF_PACKET socket.
+      const inodes = new Set(readFileSync(`/proc/${pid}/net/packet`, "utf8").trim().split("\n").slice(1).map((l) => l.trim().split(/\s+/).at(-1)));
+      const packetFd = readdirSync(`/proc/${pid}/fd`).find((fd) => {
+        try {
+          return inodes.has(/socket:\[(\d+)\]/.exec(readlinkSync(`/proc/${pid}/fd/${fd}`))?.[1] ?? "");
+        } catch {
+          return false;
+        }
+      });
+      expect(packetFd).toBeDefined();
+      // As nobody, like the worker: each way to get hold of that descriptor, with its errno.
+      const script = `
+import ctypes, errno, json, os, sys
+pid, fd = int(sys.argv[1]), int(sys.argv[2])
+libc = ctypes.CDLL(None, use_errno=True)
+out = {}
+try:
+    os.listdir(f"/proc/{pid}/fd"); out["proc_fd"] = "ok"
+except OSError as e:
+    out["proc_fd"] = errno.errorcode[e.errno]
+try:
+    pidfd = os.pidfd_open(pid)
+    r = libc.syscall(438, pidfd, fd, 0)  # pidfd_getfd
+    out["pidfd_getfd"] = "ok" if r >= 0 else errno.errorcode[ctypes.get_errno()]
+except OSError as e:
+    out["pidfd_getfd"] = errno.errorcode[e.errno]
+r = libc.ptrace(16, pid, 0, 0)  # PTRACE_ATTACH
+out["ptrace"] = "ok" if r == 0 else errno.errorcode[ctypes.get_errno()]
+print(json.dumps(out))
+`;
+      const p = Bun.spawn({ cmd: ["setpriv", `--reuid=${NOBODY.uid}`, `--regid=${NOBODY.gid}`, "--clear-groups", "/usr/bin/python3", "-c", script, String(pid), packetFd!], stdout: "pipe", stderr: "pipe" });
+      const [out, code] = await Promise.all([new Response(p.stdout).text(), p.exited]);
+      expect(code).toBe(0);
+      const got = JSON.parse(out);
+      note("reach a worker", got);
+      expect(got).toEqual({ proc_fd: "EACCES", pidfd_getfd: "EPERM", ptrace: "EPERM" });
+      expect(await d.stop()).toBe(0);
     },
     T,
   );
