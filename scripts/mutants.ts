@@ -337,6 +337,23 @@ export const MUTANTS: Mutant[] = [
     replace: 'w.sample("mcrelay_output_packets_total", { rule: r.name, output: o.to }, o.bytes)',
     tests: [{ file: "tests/integration/metrics.test.ts", filter: "counters equal stats --json" }],
   },
+  // --- Deployment (issue 12) ---------------------------------------------------------------
+  {
+    name: "journald-priority-missing",
+    breaks: "under systemd (JOURNAL_STREAM naming stderr) log lines lose their <N> priority prefix",
+    file: "src/log.ts",
+    search: "return want === `${st.dev}:${st.ino}`;",
+    replace: "return false;",
+    tests: [{ file: "tests/integration/journald.test.ts", filter: "gets <3> on each line" }],
+  },
+  {
+    name: "ring-mib-ignored",
+    breaks: "an interface's ring_mib is ignored: every packet socket gets the 8 MiB default",
+    file: "src/supervisor/worker-pool.ts",
+    search: "ringBytes: (ringMib ?? 0) * MIB,",
+    replace: "ringBytes: 0,",
+    tests: [{ file: "tests/integration/workers.test.ts", filter: "SIGKILLed under 10,000 pps" }],
+  },
 ];
 
 // ---------------------------------------------------------------------------------------
