@@ -19,6 +19,8 @@ export const EXIT = {
   system: 7,
   /** Another daemon runs on the same state directory or control socket. */
   running: 8,
+  /** `diagnose` found at least one problem (an error or a warning). */
+  problems: 10,
 } as const;
 
 /** Something the user did wrong; the message names the argument and the problem. */

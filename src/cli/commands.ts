@@ -18,6 +18,7 @@ export const subCommands = {
   config: () => import("./config.ts").then((m) => m.default),
   events: () => import("./events.ts").then((m) => m.default),
   trace: () => import("./trace.ts").then((m) => m.default),
+  diagnose: () => import("./diagnose.ts").then((m) => m.default),
   capture: () => import("./capture.ts").then((m) => m.default),
   forward: () => import("./forward.ts").then((m) => m.default),
   gen: () => import("./gen.ts").then((m) => m.default),

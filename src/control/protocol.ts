@@ -72,7 +72,7 @@ export const RequestSchema = v.variant("cmd", [
   v.strictObject({ v: v.number(), id, cmd: v.literal("reload") }),
   v.strictObject({ v: v.number(), id, cmd: v.literal("config-show") }),
   v.strictObject({ v: v.number(), id, cmd: v.literal("events") }),
-  v.strictObject({ v: v.number(), id, cmd: v.literal("trace-start"), args: v.strictObject({ rule: nameOrId, capture: v.optional(v.boolean()) }) }),
+  v.strictObject({ v: v.number(), id, cmd: v.literal("trace-start"), args: v.strictObject({ rule: nameOrId, capture: v.optional(v.boolean()), all_unmatched: v.optional(v.boolean()) }) }),
   v.strictObject({ v: v.number(), id, cmd: v.literal("trace-read"), args: v.strictObject({ session: v.pipe(v.string(), v.maxLength(64)) }) }),
   v.strictObject({ v: v.number(), id, cmd: v.literal("trace-stop"), args: v.strictObject({ session: v.pipe(v.string(), v.maxLength(64)) }) }),
 ]);

@@ -371,7 +371,7 @@ export class Daemon {
       case "reload":
         return this.requestReload(requester(ctx));
       case "trace-start":
-        return this.#tracer.start(req.args.rule, req.args.capture ?? false);
+        return this.#tracer.start(req.args.rule, req.args.capture ?? false, req.args.all_unmatched ?? false);
       case "trace-read":
         return this.#tracer.read(req.args.session);
       case "trace-stop":

@@ -89,6 +89,8 @@ export function renderMetrics(m: MetricsInput): string {
   for (const r of m.rules) w.sample("mcrelay_rule_packets_total", { rule: r.name }, r.packets);
   w.family("mcrelay_rule_bytes_total", "counter", "UDP payload bytes matched by the rule.");
   for (const r of m.rules) w.sample("mcrelay_rule_bytes_total", { rule: r.name }, r.bytes);
+  w.family("mcrelay_rule_drops_total", "counter", "Datagrams of the rule not relayed, by reason (source_mismatch, own_source, loop_drops, cap_drops, output_errors).");
+  for (const r of m.rules) for (const [reason, n] of Object.entries(r.drops ?? {})) w.sample("mcrelay_rule_drops_total", { rule: r.name, reason }, n);
 
   w.family("mcrelay_output_active", "gauge", "1 when the output forwards, 0 when it is pending (no interface, no address).");
   for (const r of m.rules) for (const o of r.outputs) w.sample("mcrelay_output_active", { rule: r.name, output: o.to }, o.state === "active" ? 1 : 0);

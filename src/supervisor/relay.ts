@@ -92,7 +92,7 @@ export class Relay {
       case "workers":
         return { workers: this.#pool.info() };
       case "trace-start":
-        return this.#tracer.start(req.args.rule, req.args.capture ?? false);
+        return this.#tracer.start(req.args.rule, req.args.capture ?? false, req.args.all_unmatched ?? false);
       case "trace-read":
         return this.#tracer.read(req.args.session);
       case "trace-stop":

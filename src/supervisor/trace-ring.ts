@@ -12,6 +12,7 @@ const R = {
 const RECORD_HEAD_BYTES = 128;
 const HEADER_BYTES = 4096;
 export const FLAG_CAPTURE = 1;
+export const FLAG_ALL_UNMATCHED = 2;
 
 export const VERDICTS = ["matched", "no_match", "source_mismatch", "parse_drop", "vlan_mismatch", "own_source", "martian", "loop", "cap"] as const;
 export type Verdict = (typeof VERDICTS)[number];
@@ -55,11 +56,11 @@ export function armedFor(mem: Uint8Array): bigint | null {
 }
 
 /** Arms the ring for a rule: older records are skipped, the filter is written, then `enabled`. */
-export function arm(mem: Uint8Array, o: { ruleId: bigint; group: Uint8Array; capture: boolean }): void {
+export function arm(mem: Uint8Array, o: { ruleId: bigint; group: Uint8Array; capture: boolean; allUnmatched?: boolean }): void {
   const d = view(mem);
   d.setUint32(H.enabled, 0, true);
   d.setBigUint64(H.tail, d.getBigUint64(H.head, true), true);
-  d.setUint32(H.flags, o.capture ? FLAG_CAPTURE : 0, true);
+  d.setUint32(H.flags, (o.capture ? FLAG_CAPTURE : 0) | (o.allUnmatched ? FLAG_ALL_UNMATCHED : 0), true);
   d.setBigUint64(H.ruleId, o.ruleId, true);
   mem.set(o.group, H.group);
   d.setUint32(H.enabled, 1, true);

@@ -29,6 +29,7 @@ interface Session {
   id: string;
   rule: Rule;
   capture: boolean;
+  allUnmatched: boolean;
   startedAt: number;
   lastReadAt: number;
   /** Overflow counts of the regions when they were armed (per region), to report the difference. */
@@ -78,7 +79,7 @@ export class Tracer {
     return this.#session ? { session: this.#session.id, rule: this.#session.rule.name } : null;
   }
 
-  start(nameOrId: string, capture: boolean) {
+  start(nameOrId: string, capture: boolean, allUnmatched = false) {
     const rule = this.#source.find(nameOrId);
     if (!rule) throw new ControlError("not_found", `no rule named or numbered '${nameOrId}'`);
     if (rule.input.addr.family !== 4) throw new ControlError("bad_request", `rule ${rule.name}: only IPv4 inputs are relayed, so only they are traced`);
@@ -87,7 +88,7 @@ export class Tracer {
       throw new ControlError("busy", `a ${s.capture ? "capture" : "trace"} of rule ${s.rule.name} is running (one at a time; it ends when its client stops, or ${LEASE_MS / 1000} s after it stops reading)`);
     }
     const now = Date.now();
-    this.#session = { id: randomUUID(), rule, capture, startedAt: now, lastReadAt: now, overflowBase: new Map(), overflow: 0, records: 0 };
+    this.#session = { id: randomUUID(), rule, capture, allUnmatched, startedAt: now, lastReadAt: now, overflowBase: new Map(), overflow: 0, records: 0 };
     this.#armAll(this.#session);
     log.info(`${capture ? "capture" : "trace"} of rule ${rule.name} started`);
     return {
@@ -133,7 +134,7 @@ export class Tracer {
     const group = s.rule.input.addr.bytes;
     for (const mem of this.#source.memories(s.rule.input.iface)) {
       if (!ready(mem) || armedFor(mem) === s.rule.id) continue;
-      arm(mem, { ruleId: s.rule.id, group, capture: s.capture });
+      arm(mem, { ruleId: s.rule.id, group, capture: s.capture, allUnmatched: s.allUnmatched });
       s.overflowBase.set(mem, overflow(mem));
     }
   }

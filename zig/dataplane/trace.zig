@@ -33,6 +33,8 @@ pub const record_outputs_max: u32 = 4;
 pub const pending_max: u32 = 256;
 
 pub const flag_capture: u32 = 1;
+/// Record every frame that matched no rule, whatever its group (for `diagnose`: what arrives).
+pub const flag_all_unmatched: u32 = 2;
 /// egress.zig marks an output without a socket so.
 const egress_no_fd: i32 = -1;
 
@@ -240,7 +242,7 @@ pub const Trace = struct {
 
     /// A frame that matched no rule: recorded when it is for the traced group.
     pub fn unmatched(self: *Trace, frame_data: []const u8, wire_len: u32, vlan_tci: ?u16, p: *const parse.Packet, verdict: Verdict) void {
-        if (!std.mem.eql(u8, &p.dst, &self.header.group)) return;
+        if (self.header.flags & flag_all_unmatched == 0 and !std.mem.eql(u8, &p.dst, &self.header.group)) return;
         const r = self.reserve() orelse return;
         self.fill(r, frame_data, wire_len, vlan_tci);
         fillPacket(r, p);
@@ -251,11 +253,13 @@ pub const Trace = struct {
     /// frame allows) is the traced group.
     pub fn dropped(self: *Trace, frame_data: []const u8, wire_len: u32, vlan_tci: ?u16, reason: parse.Drop) void {
         const dst = ipv4Destination(frame_data) orelse return;
-        if (!std.mem.eql(u8, self.header.group[0..12], &[_]u8{ 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff })) return;
-        if (!std.mem.eql(u8, self.header.group[12..16], &dst)) return;
+        if (self.header.flags & flag_all_unmatched == 0) {
+            if (!std.mem.eql(u8, self.header.group[0..12], &[_]u8{ 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff })) return;
+            if (!std.mem.eql(u8, self.header.group[12..16], &dst)) return;
+        }
         const r = self.reserve() orelse return;
         self.fill(r, frame_data, wire_len, vlan_tci);
-        r.dst = self.header.group;
+        r.dst = [_]u8{ 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff } ++ dst;
         r.verdict = @intFromEnum(Verdict.parse_drop);
         r.drop_reason = @intFromEnum(reason);
     }

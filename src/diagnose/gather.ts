@@ -1,0 +1,146 @@
+// What `mcrelay diagnose` looks at: the daemon's rules and counters twice, a window apart,
+// with a short trace of every unmatched frame on one input interface meanwhile; and, from this
+// host's network namespace (run diagnose where the daemon runs), the interfaces, the routes and
+// neighbour entries of unicast outputs, and the IGMP membership limit.
+import { existsSync, readFileSync } from "node:fs";
+import type { ControlClient } from "../control/client.ts";
+import type { TraceRecordJson } from "../supervisor/tracer.ts";
+import { addrOf, ifaceOf, isMulticastV4, type DiagnoseInput, type LinkFacts, type RouteFacts, type RuleView, type WorkerView } from "./checks.ts";
+
+interface StatsRule {
+  name: string;
+  input: string;
+  source: string | null;
+  state: string;
+  pending_reasons: string[];
+  packets: number;
+  bytes: number;
+  drops?: Record<string, number>;
+  outputs: { to: string; ttl: number; state: string; reason: string | null; packets: number; bytes: number; send_errors: Record<string, number> }[];
+}
+
+interface Stats {
+  rules: StatsRule[];
+  interfaces: { interface: string; counters: Record<string, number>; parse_drops: Record<string, number> }[];
+  workers: WorkerView[];
+}
+
+interface Listed {
+  name: string;
+  state: string;
+  reasons: string[];
+}
+
+function ip(args: string[]): unknown {
+  const r = Bun.spawnSync(["ip", "-j", ...args], { stdout: "pipe", stderr: "ignore" });
+  if (r.exitCode !== 0) return null;
+  try {
+    return JSON.parse(r.stdout.toString() || "null");
+  } catch {
+    return null;
+  }
+}
+
+export function linkFacts(iface: string): LinkFacts {
+  const base = `/sys/class/net/${iface}`;
+  if (!/^[A-Za-z0-9_.:@-]{1,15}$/.test(iface) || !existsSync(base)) return { exists: false, up: false, mtu: 0, ipv4: [] };
+  const flags = Number.parseInt(readFileSync(`${base}/flags`, "utf8").trim(), 16);
+  const mtu = Number(readFileSync(`${base}/mtu`, "utf8").trim());
+  const addrs = (ip(["-4", "addr", "show", "dev", iface]) as { addr_info?: { local?: string }[] }[] | null) ?? [];
+  return { exists: true, up: (flags & 1) !== 0, mtu, ipv4: addrs.flatMap((a) => (a.addr_info ?? []).map((x) => x.local ?? "")).filter(Boolean) };
+}
+
+export function routeFacts(addr: string, iface: string | null): RouteFacts {
+  const routes = ip(["route", "get", addr, ...(iface ? ["oif", iface] : [])]) as { gateway?: string; dev?: string }[] | null;
+  const route = routes?.[0];
+  if (!route) return { via: null, gateway: false, dev: null, neighbour: null };
+  const via = route.gateway ?? addr;
+  const neigh = ip(["neigh", "show", "to", via, ...(route.dev ? ["dev", route.dev] : [])]) as { state?: string[] }[] | null;
+  return { via, gateway: !!route.gateway, dev: route.dev ?? null, neighbour: neigh?.[0]?.state?.[0] ?? null };
+}
+
+function igmpMaxMemberships(): number | null {
+  try {
+    return Number(readFileSync("/proc/sys/net/ipv4/igmp_max_memberships", "utf8").trim());
+  } catch {
+    return null;
+  }
+}
+
+function views(s: Stats, listed: Listed[]): RuleView[] {
+  return s.rules.map((r) => {
+    const l = listed.find((x) => x.name === r.name);
+    return {
+      name: r.name,
+      input: r.input,
+      source: r.source ?? null,
+      state: l?.state ?? r.state,
+      reasons: l?.reasons ?? r.pending_reasons,
+      packets: r.packets,
+      bytes: r.bytes,
+      drops: r.drops ?? {},
+      outputs: r.outputs.map((o) => ({ to: o.to, ttl: o.ttl, state: o.state, reason: o.reason, packets: o.packets, bytes: o.bytes, send_errors: o.send_errors })),
+    };
+  });
+}
+
+async function stats(c: ControlClient, rule?: string): Promise<Stats> {
+  return (await c.request("stats", rule ? { rule } : undefined)) as Stats;
+}
+
+/** Reads everything over `windowS` seconds; traces unmatched frames on one rule's input meanwhile. */
+export async function gather(c: ControlClient, o: { rule?: string; windowS: number }): Promise<DiagnoseInput> {
+  const listed = ((await c.request("list")) as { rules: Listed[] }).rules;
+  const first = await stats(c, o.rule);
+  const target = first.rules.find((r) => r.state === "active");
+  let unmatched = new Map<string, TraceRecordJson[]>();
+  let traceNote: string | null = null;
+  let session: string | null = null;
+  if (target) {
+    try {
+      session = ((await c.request("trace-start", { rule: target.name, all_unmatched: true })) as { session: string }).session;
+    } catch (err) {
+      traceNote = `no trace of what arrives: ${(err as Error).message}`;
+    }
+  }
+  const records: TraceRecordJson[] = [];
+  const deadline = Date.now() + o.windowS * 1000;
+  while (Date.now() < deadline) {
+    await Bun.sleep(Math.min(200, Math.max(0, deadline - Date.now())));
+    if (session) records.push(...((await c.request("trace-read", { session })) as { records: TraceRecordJson[] }).records);
+  }
+  if (session) records.push(...((await c.request("trace-stop", { session })) as { records: TraceRecordJson[] }).records);
+  const second = await stats(c, o.rule);
+  if (target) {
+    const iface = ifaceOf(target.input) ?? "";
+    unmatched = new Map([[iface, records.filter((r) => r.verdict !== "matched")]]);
+    if (!traceNote) traceNote = `frames were traced on ${iface} only`;
+  }
+
+  const rules = views(second, listed);
+  const ifaces = new Set<string>();
+  const routes = new Map<string, RouteFacts>();
+  for (const r of rules) {
+    const input = ifaceOf(r.input);
+    if (input) ifaces.add(input);
+    for (const out of r.outputs) {
+      const iface = ifaceOf(out.to);
+      if (iface) ifaces.add(iface);
+      const addr = addrOf(out.to);
+      if (!addr.includes(":") && !isMulticastV4(addr)) routes.set(out.to, routeFacts(addr, iface));
+    }
+  }
+  return {
+    windowS: o.windowS,
+    rules,
+    before: new Map(views(first, listed).map((r) => [r.name, r])),
+    interfaces: new Map(second.interfaces.map((i) => [i.interface, i])),
+    interfacesBefore: new Map(first.interfaces.map((i) => [i.interface, i])),
+    workers: second.workers,
+    links: new Map([...ifaces].map((i) => [i, linkFacts(i)])),
+    routes,
+    igmpMaxMemberships: igmpMaxMemberships(),
+    unmatched,
+    traceNote,
+  };
+}
