@@ -60,8 +60,13 @@ export interface TraceRecordJson {
   frame?: string;
 }
 
+/** A record's address: dotted IPv4 when v4-mapped, else IPv6 (eight groups, not compressed). */
 function v4(bytes: Uint8Array): string {
-  return `${bytes[12]}.${bytes[13]}.${bytes[14]}.${bytes[15]}`;
+  const mapped = bytes.subarray(0, 10).every((b) => b === 0) && bytes[10] === 0xff && bytes[11] === 0xff;
+  if (mapped) return `${bytes[12]}.${bytes[13]}.${bytes[14]}.${bytes[15]}`;
+  const groups: string[] = [];
+  for (let i = 0; i < 16; i += 2) groups.push(((bytes[i]! << 8) | bytes[i + 1]!).toString(16));
+  return groups.join(":");
 }
 
 export class Tracer {
@@ -82,7 +87,7 @@ export class Tracer {
   start(nameOrId: string, capture: boolean, allUnmatched = false) {
     const rule = this.#source.find(nameOrId);
     if (!rule) throw new ControlError("not_found", `no rule named or numbered '${nameOrId}'`);
-    if (rule.input.addr.family !== 4) throw new ControlError("bad_request", `rule ${rule.name}: only IPv4 inputs are relayed, so only they are traced`);
+    if (rule.input.addr.family !== 4) throw new ControlError("bad_request", `rule ${rule.name}: tracing an IPv6 input is not done yet (IPv4 inputs only)`);
     const s = this.#session;
     if (s) {
       throw new ControlError("busy", `a ${s.capture ? "capture" : "trace"} of rule ${s.rule.name} is running (one at a time; it ends when its client stops, or ${LEASE_MS / 1000} s after it stops reading)`);
