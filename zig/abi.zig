@@ -2,7 +2,7 @@
 //! the library is loaded (see `layout` in lib.zig); any change here bumps `version`.
 const std = @import("std");
 
-pub const version: u32 = 10;
+pub const version: u32 = 11;
 
 /// Addresses are 16 bytes everywhere; IPv4 is stored v4-mapped (::ffff:a.b.c.d).
 pub const Addr = [16]u8;

@@ -2,7 +2,7 @@
 // The native module checks these numbers against the library right after loading it, so a
 // drift between the two sides refuses to run instead of misreading memory.
 
-export const ABI_VERSION = 10;
+export const ABI_VERSION = 11;
 
 export const TABLE_MAGIC = 0x4d435254;
 export const RULE_FLAG_SOURCE_FILTER = 1;
@@ -101,7 +101,8 @@ export const WORKER_COUNTERS = [
 ] as const;
 export type WorkerCounter = (typeof WORKER_COUNTERS)[number];
 
-export const RULE_COUNTERS = ["id", "packets", "bytes", "source_mismatch", "own_source", "loop_drops", "cap_drops"] as const;
+/** `input_errno` is a state (0, or the errno of the rule's failed join or port hold), not a counter. */
+export const RULE_COUNTERS = ["id", "packets", "bytes", "source_mismatch", "own_source", "loop_drops", "cap_drops", "input_errno"] as const;
 /** Per-rule drop counters (the rule counters after id, packets, bytes). */
 export const RULE_DROPS = ["source_mismatch", "own_source", "loop_drops", "cap_drops"] as const;
 export type RuleDrop = (typeof RULE_DROPS)[number];

@@ -21,6 +21,8 @@ export interface RuleCounters {
   packets: number;
   bytes: number;
   drops: Record<RuleDrop, number>;
+  /** 0, or the errno of the rule's failed input join / port hold (a state, not a counter). */
+  inputErrno: number;
 }
 
 export interface OutputCounters {
@@ -52,7 +54,7 @@ export function decodeStats(words: BigUint64Array): DataplaneSnapshot {
   for (let r = 0; r < ruleCount; r++) {
     const at = ruleBase + r * RULE_COUNTERS.length;
     const drops = Object.fromEntries(RULE_DROPS.map((n) => [n, Number(words[at + RULE_COUNTERS.indexOf(n)]!)])) as Record<RuleDrop, number>;
-    rules.push({ id: words[at]!.toString(), packets: Number(words[at + 1]!), bytes: Number(words[at + 2]!), drops });
+    rules.push({ id: words[at]!.toString(), packets: Number(words[at + 1]!), bytes: Number(words[at + 2]!), drops, inputErrno: Number(words[at + RULE_COUNTERS.indexOf("input_errno")]!) });
   }
   const outputBase = ruleBase + LIMITS.rulesMax * RULE_COUNTERS.length;
   const outputs: OutputCounters[] = [];

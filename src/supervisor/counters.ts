@@ -6,6 +6,8 @@ import { WORKER_COUNTERS, PARSE_DROPS, RULE_DROPS, type WorkerCounter, type Pars
 export interface Totals {
   rules: Map<string, { packets: number; bytes: number; drops: Record<RuleDrop, number> }>;
   outputs: Map<string, { packets: number; bytes: number; sendErrors: Record<string, number> }>;
+  /** Rules whose input join (or unicast port hold) fails now, with the errno (live workers only). */
+  inputErrnos: Map<string, number>;
   /** Worker-level counters summed per interface. */
   interfaces: Map<string, { worker: Record<WorkerCounter, number>; parseDrops: Record<ParseDrop, number> }>;
 }
@@ -58,7 +60,7 @@ export interface Rates {
 export class CounterBook {
   /** Latest snapshot per live worker, keyed by worker key (interface/pid). */
   readonly #live = new Map<string, { iface: string; snap: DataplaneSnapshot }>();
-  readonly #retired: Totals = { rules: new Map(), outputs: new Map(), interfaces: new Map() };
+  readonly #retired: Totals = { rules: new Map(), outputs: new Map(), interfaces: new Map(), inputErrnos: new Map() };
   #previous: { at: number; totals: Totals } | null = null;
   #rates: Rates = { rules: new Map(), outputs: new Map() };
 
@@ -91,11 +93,14 @@ export class CounterBook {
   }
 
   totals(): Totals {
-    const t: Totals = { rules: new Map(), outputs: new Map(), interfaces: new Map() };
+    const t: Totals = { rules: new Map(), outputs: new Map(), interfaces: new Map(), inputErrnos: new Map() };
     for (const [id, r] of this.#retired.rules) t.rules.set(id, { ...r, drops: { ...r.drops } });
     for (const [id, o] of this.#retired.outputs) t.outputs.set(id, { ...o, sendErrors: { ...o.sendErrors } });
     for (const [k, i] of this.#retired.interfaces) t.interfaces.set(k, { worker: { ...i.worker }, parseDrops: { ...i.parseDrops } });
-    for (const { iface, snap } of this.#live.values()) addSnapshot(t, iface, snap);
+    for (const { iface, snap } of this.#live.values()) {
+      addSnapshot(t, iface, snap);
+      for (const r of snap.rules) if (r.inputErrno) t.inputErrnos.set(r.id, r.inputErrno);
+    }
     return t;
   }
 

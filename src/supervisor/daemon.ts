@@ -5,7 +5,9 @@
 import { formatEndpoint } from "../base/endpoint.ts";
 import { loadConfig } from "../config/file.ts";
 import { ruleFromSpec, specFromRule, type RuleSpec } from "../config/rule-spec.ts";
-import { ConfigError } from "../errors.ts";
+import { ConfigError, errnoName } from "../errors.ts";
+import { readFileSync } from "node:fs";
+import { isMulticast } from "../base/address.ts";
 import { getLogLevel, logger, setLogLevel, type LogLevelName } from "../log.ts";
 import { describeInput, formatInput, inputKey, resolveRule, type LinkLookup, type Rule } from "../rules/rule.ts";
 import { PROTOCOL_VERSION, VERSION } from "../version.ts";
@@ -71,6 +73,8 @@ interface Stored {
   origin: Origin;
   pending: string[];
   pendingOutputs: Map<bigint, string>;
+  /** 0, or the errno of the worker's failed join (or unicast port hold) for this rule. */
+  inputErrno: number;
 }
 
 export interface DaemonOptions {
@@ -96,6 +100,37 @@ export interface DaemonOptions {
 
 /** How often rules are checked for loop drops (an event within about a second). */
 const LOOP_CHECK_MS = 1000;
+
+/** A sysctl of this network namespace, or "?" when unreadable. */
+function sysctl(key: string): string {
+  try {
+    return readFileSync(`/proc/sys/${key.replaceAll(".", "/")}`, "utf8").trim();
+  } catch {
+    return "?";
+  }
+}
+
+/**
+ * Why a rule's input is not joined (multicast) or its port not held (unicast), with the sysctl
+ * to raise when that is the cause. mcrelay raises nothing by itself; the worker retries every
+ * second, so raising the limit is enough.
+ */
+function inputProblem(rule: Rule, errno: number): string {
+  const name = errnoName(errno);
+  if (!isMulticast(rule.input.addr)) {
+    return errno === 98 // EADDRINUSE
+      ? `input port ${rule.input.port} on ${rule.input.addr.text} is owned by another program: left alone (it receives the datagrams too)`
+      : `input port ${rule.input.port} on ${rule.input.addr.text} not held: ${name} (the host may answer senders with ICMP port unreachable)`;
+  }
+  if (errno === 105) {
+    // ENOBUFS: a membership limit.
+    const hint = rule.source
+      ? `net.ipv4.igmp_max_memberships=${sysctl("net.ipv4.igmp_max_memberships")}, net.ipv4.igmp_max_msf=${sysctl("net.ipv4.igmp_max_msf")}`
+      : `net.ipv4.igmp_max_memberships=${sysctl("net.ipv4.igmp_max_memberships")}`;
+    return `join failed: ${name} (${hint})`;
+  }
+  return `join failed: ${name}`;
+}
 
 export class Daemon {
   readonly #opts: DaemonOptions;
@@ -255,7 +290,7 @@ export class Daemon {
         throw new ControlError("exists", `rule ${other.rule.name} already relays ${describeInput(built.rule)}`);
       }
     }
-    const stored: Stored = { rule: built.rule, spec, origin, pending: [], pendingOutputs: new Map() };
+    const stored: Stored = { rule: built.rule, spec, origin, pending: [], pendingOutputs: new Map(), inputErrno: 0 };
     this.#rules.set(spec.name, stored);
     return stored;
   }
@@ -296,6 +331,7 @@ export class Daemon {
   #ruleChanged(s: Stored): void {
     const view = this.#view(s);
     if (s.pending.length) log.warn(`rule ${s.rule.name} is pending: ${s.pending.join("; ")}`);
+    else if (s.inputErrno) log.warn(`rule ${s.rule.name}: ${inputProblem(s.rule, s.inputErrno)}`);
     else if (s.pendingOutputs.size) log.warn(`rule ${s.rule.name}: outputs pending: ${[...s.pendingOutputs.values()].join("; ")}`);
     else log.info(`rule ${s.rule.name} is active`);
     this.#publish({ kind: "rule", rule: view.name, id: view.id, state: view.state, reasons: view.reasons, outputs: view.outputs });
@@ -310,6 +346,12 @@ export class Daemon {
     const totals = this.#pool.counters.totals();
     for (const s of this.#rules.values()) {
       const id = s.rule.id.toString();
+      // A join that failed or recovered changes what list shows: log it and publish it.
+      const inputErrno = s.pending.length ? 0 : totals.inputErrnos.get(id) ?? 0;
+      if (inputErrno !== s.inputErrno) {
+        s.inputErrno = inputErrno;
+        this.#ruleChanged(s);
+      }
       const now = totals.rules.get(id)?.drops.loop_drops ?? 0;
       const before = this.#loopDropsSeen.get(id) ?? 0;
       this.#loopDropsSeen.set(id, now);
@@ -531,6 +573,8 @@ export class Daemon {
     const failing = !s.pending.length && worker && worker.state === "backoff";
     // A rule its worker refused to take (the others of that worker go on forwarding).
     const refused = s.pending.length ? undefined : this.#pool.refusedRules().get(s.rule.id.toString());
+    // A unicast input whose port another program owns still forwards: only a note.
+    const joinFailed = s.inputErrno !== 0 && isMulticast(s.rule.input.addr);
     return {
       name: s.rule.name,
       id: s.rule.id.toString(),
@@ -548,8 +592,16 @@ export class Daemon {
         state: s.pendingOutputs.has(o.id) ? "pending" : "active",
         reason: s.pendingOutputs.get(o.id) ?? null,
       })),
-      state: s.pending.length ? "pending" : failing || refused ? "error" : "active",
-      reasons: s.pending.length ? s.pending : refused ? [refused] : failing && worker.last_error ? [worker.last_error] : [],
+      state: s.pending.length ? "pending" : failing || refused ? "error" : joinFailed ? "join-failed" : "active",
+      reasons: s.pending.length
+        ? s.pending
+        : refused
+          ? [refused]
+          : failing && worker.last_error
+            ? [worker.last_error]
+            : s.inputErrno
+              ? [inputProblem(s.rule, s.inputErrno)]
+              : [],
     };
   }
 

@@ -7,8 +7,8 @@ import { PARSE_DROPS, WORKER_COUNTERS, type WorkerCounter } from "../native/abi.
 import type { WorkerInfo } from "./worker-pool.ts";
 import type { InterfaceReport, RuleReport } from "./report.ts";
 
-export type RuleState = "active" | "pending" | "error";
-export const RULE_STATES: readonly RuleState[] = ["active", "pending", "error"];
+export type RuleState = "active" | "pending" | "error" | "join-failed";
+export const RULE_STATES: readonly RuleState[] = ["active", "pending", "error", "join-failed"];
 
 export interface MetricsInput {
   version: string;

@@ -15,7 +15,7 @@ import {
   type RelayTopologyOptions,
   type SinkReport,
 } from "../support/relay-harness.ts";
-import { sendRawFrames, startUdpReceiver, udpSend, type RawFrame } from "../support/udp-tools.ts";
+import { captureIgmp, sendRawFrames, startUdpReceiver, udpSend, unicastProbe, type RawFrame } from "../support/udp-tools.ts";
 import { helloClient, TempDir, TestDaemon, waitFor, type ListedRule } from "../support/daemon-harness.ts";
 
 const describe_netns = describe.skipIf(!netnsAvailable());
@@ -432,6 +432,109 @@ describe_netns("fidelity: loops and storm cap", () => {
       expect(rule.packets).toBeLessThanOrEqual(2_300);
       expect(got.totals.datagrams).toBe(rule.packets);
       expect(got.totals.duplicates).toBe(0);
+    },
+    TEST_TIMEOUT_MS,
+  );
+});
+
+describe_netns("fidelity: joins and unicast inputs", () => {
+  test(
+    "a rule with a source joins source-specifically: an IGMPv3 INCLUDE report with the source is seen on the input link, and the stream is relayed",
+    async () => {
+      const rt = await topology({ label: "ssm" });
+      const capture = await captureIgmp(rt.topo, rt.gen, "g0", 6);
+      const fwd = await startForward(rt.topo, rt.relay, mode, ["--from", "232.1.1.1:5000@r0", "--source", rt.genAddr, "--to", "239.2.2.2:6000@r1"]);
+      const mcfilter = await rt.topo.exec(rt.relay, ["cat", "/proc/net/mcfilter"]);
+      const { reports } = await capture.done;
+      const rx = await startUdpReceiver(rt.topo, rt.sinks[0]!.ns, { group: "239.2.2.2", port: 6000, ifname: "s0", idle_s: 3, first_s: 15 });
+      await udpSend(rt.topo, rt.gen, { ifname: "g0", group: "232.1.1.1", port: 5000, batches: [[300]], repeat: 50, pause_s: 0.002 });
+      const got = await rx.report();
+      await fwd.stopJson<ForwardReport>();
+      const records = reports.flatMap((r) => r.records ?? []).filter((r) => r.group === "232.1.1.1");
+      note("ssm", { records, mcfilter: mcfilter.stdout, got: got.datagrams });
+
+      // INCLUDE-mode records (CHANGE_TO_INCLUDE, ALLOW_NEW_SOURCES or MODE_IS_INCLUDE) naming the source, never an EXCLUDE.
+      expect(records.length).toBeGreaterThan(0);
+      expect(records.every((r) => [1, 3, 5].includes(r.type))).toBe(true);
+      expect(records.some((r) => r.sources.includes(rt.genAddr))).toBe(true);
+      // The kernel's own view: a source filter for the group on r0, in include mode.
+      const hex = (a: string) => a.split(".").map((x) => Number(x).toString(16).padStart(2, "0")).join("").toUpperCase();
+      const line = mcfilter.stdout.split("\n").find((l) => l.includes("r0") && l.toUpperCase().includes(hex("232.1.1.1")));
+      expect(line?.toUpperCase()).toContain(hex(rt.genAddr));
+      expect(got.datagrams).toBe(50);
+    },
+    TEST_TIMEOUT_MS,
+  );
+
+  test(
+    "with igmp_max_memberships reached, rules show join-failed with the reason; after the sysctl is raised they become active, are joined and forward",
+    async () => {
+      const rt = await topology({ label: "joinlim" });
+      await rt.topo.sysctl(rt.relay, "net.ipv4.igmp_max_memberships", 2);
+      const dir = new TempDir();
+      try {
+        const rules = [1, 2, 3, 4].map((k) => `{ name: "g${k}", from: "239.1.1.${k}:5000@r0", to: ["239.2.2.${k}:6000@r1"] }`);
+        const d = await TestDaemon.start(rt, dir, { configPath: dir.file("mcrelay.json5", `{ rules: [ ${rules.join(", ")} ] }`) });
+        try {
+          type Listed = ListedRule & { state: string; reasons: string[] };
+          const listed = async () => (await d.json<{ rules: Listed[] }>(["list"])).rules;
+          const failed = await waitFor("two rules in join-failed", async () => {
+            const r = await listed();
+            const f = r.filter((x) => x.state === "join-failed");
+            return f.length === 2 ? r : undefined;
+          }, 20_000, 200);
+          note("joinlim before", failed.map((r) => [r.name, r.state, r.reasons]));
+          expect(failed.filter((r) => r.state === "active")).toHaveLength(2);
+          for (const r of failed.filter((x) => x.state === "join-failed")) {
+            expect(r.reasons).toEqual(["join failed: ENOBUFS (net.ipv4.igmp_max_memberships=2)"]);
+          }
+          const events = await helloClient(d.socket);
+          expect(await events.call("events")).toMatchObject({ subscribed: true });
+          await rt.topo.sysctl(rt.relay, "net.ipv4.igmp_max_memberships", 20);
+          const after = await waitFor("every rule active", async () => {
+            const r = await listed();
+            return r.every((x) => x.state === "active") ? r : undefined;
+          }, 20_000, 200);
+          const recovered: string[] = [];
+          for (let i = 0; i < 10 && recovered.length < 2; i++) {
+            const line = await events.nextLine(1_000);
+            if (line && line.includes('"kind":"rule"') && line.includes('"state":"active"')) recovered.push(JSON.parse(line).event.rule);
+          }
+          events.close();
+          const maddr = await rt.topo.exec(rt.relay, ["ip", "maddr", "show", "dev", "r0"]);
+          const rx = await startUdpReceiver(rt.topo, rt.sinks[0]!.ns, { group: "239.2.2.4", port: 6000, ifname: "s0", idle_s: 3, first_s: 15 });
+          await udpSend(rt.topo, rt.gen, { ifname: "g0", group: "239.1.1.4", port: 5000, batches: [[200]], repeat: 20, pause_s: 0.002 });
+          const got = await rx.report();
+          note("joinlim after", { states: after.map((r) => [r.name, r.state]), recovered, maddr: maddr.stdout, got: got.datagrams });
+          for (const k of [1, 2, 3, 4]) expect(maddr.stdout).toContain(`239.1.1.${k}`);
+          expect(recovered.sort()).toEqual(failed.filter((r) => r.state === "join-failed").map((r) => r.name).sort());
+          expect(got.datagrams).toBe(20);
+        } finally {
+          await d.stop();
+        }
+      } finally {
+        dir.remove();
+      }
+    },
+    TEST_TIMEOUT_MS,
+  );
+
+  test(
+    "a unicast input stream is relayed and no ICMP port unreachable reaches its sender",
+    async () => {
+      const rt = await topology({ label: "unicast" });
+      // The premise: without a relay the host answers every datagram with ICMP.
+      const before = await unicastProbe(rt.topo, rt.gen, { to: rt.relayInAddr, port: 5000, count: 5, stream: 9 });
+      expect(before.icmp_port_unreachable).toBeGreaterThan(0);
+      const fwd = await startForward(rt.topo, rt.relay, mode, ["--from", `${rt.relayInAddr}:5000@r0`, "--to", "239.2.2.2:6000@r1"]);
+      const rx = await startUdpReceiver(rt.topo, rt.sinks[0]!.ns, { group: "239.2.2.2", port: 6000, ifname: "s0", idle_s: 3, first_s: 15 });
+      const probe = await unicastProbe(rt.topo, rt.gen, { to: rt.relayInAddr, port: 5000, count: 200, stream: 1 });
+      const got = await rx.report();
+      const relay = await fwd.stopJson<ForwardReport>();
+      note("unicast", { before, probe, got: got.streams, rule: relay.rules[0]?.packets });
+      expect(probe).toEqual({ sent: 200, errors: 0, icmp_port_unreachable: 0 });
+      expect(got.streams).toEqual({ "1": 200 });
+      expect(relay.rules[0]!.packets).toBe(200);
     },
     TEST_TIMEOUT_MS,
   );

@@ -256,3 +256,91 @@ export async function sendRawFrames(topo: Topology, ns: string, ifname: string, 
   const r = await execJson<{ sent: number }>(topo, ns, [python3, "-c", raw_py, JSON.stringify({ ifname, frames, pause_s: pauseS })], 120_000);
   return r.sent;
 }
+
+const unicast_probe_py = String.raw`
+import json, socket, struct, sys, time, select
+spec = json.loads(sys.argv[1])
+icmp = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.connect((spec["to"], spec["port"]))
+sent = errors = unreach = 0
+def drain_icmp(wait):
+    global unreach
+    end = time.time() + wait
+    while True:
+        r, _, _ = select.select([icmp], [], [], max(0, end - time.time()))
+        if not r:
+            return
+        data = icmp.recv(2048)
+        ihl = (data[0] & 0x0f) * 4
+        if data[ihl] == 3 and data[ihl + 1] == 3:
+            unreach += 1
+for i in range(spec["count"]):
+    try:
+        s.send(struct.pack("!II", i, spec.get("stream", 1)) + bytes(((i * 7 + k) & 0xff) for k in range(8, spec.get("size", 100))))
+        sent += 1
+    except OSError:
+        errors += 1
+    drain_icmp(spec.get("pause_s", 0.002))
+drain_icmp(1.0)
+print(json.dumps({"sent": sent, "errors": errors, "icmp_port_unreachable": unreach}))
+`;
+
+export interface UnicastProbe {
+  sent: number;
+  /** Sends that failed (ECONNREFUSED after an ICMP port unreachable). */
+  errors: number;
+  icmp_port_unreachable: number;
+}
+
+/** Sends `count` datagrams on a connected UDP socket and counts the ICMP port unreachables that come back. */
+export async function unicastProbe(topo: Topology, ns: string, spec: { to: string; port: number; count: number; size?: number; stream?: number; pause_s?: number }): Promise<UnicastProbe> {
+  return execJson<UnicastProbe>(topo, ns, [python3, "-c", unicast_probe_py, JSON.stringify(spec)], 120_000);
+}
+
+const igmp_capture_py = String.raw`
+import json, socket, struct, sys, time, select
+spec = json.loads(sys.argv[1])
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0800))
+s.bind((spec["ifname"], 0))
+sys.stderr.write("capture ready\n"); sys.stderr.flush()
+end = time.time() + spec["seconds"]
+reports = []
+while time.time() < end:
+    r, _, _ = select.select([s], [], [], 0.2)
+    if not r:
+        continue
+    data = s.recv(4096)
+    ip = data[14:]
+    if len(ip) < 20 or ip[9] != 2:
+        continue
+    igmp = ip[(ip[0] & 0x0f) * 4:]
+    if igmp[0] != 0x22:
+        reports.append({"type": igmp[0]})
+        continue
+    n = struct.unpack("!H", igmp[6:8])[0]
+    at = 8
+    records = []
+    for _ in range(n):
+        rtype, aux, nsrc = igmp[at], igmp[at + 1], struct.unpack("!H", igmp[at + 2:at + 4])[0]
+        group = socket.inet_ntoa(igmp[at + 4:at + 8])
+        sources = [socket.inet_ntoa(igmp[at + 8 + 4 * k:at + 12 + 4 * k]) for k in range(nsrc)]
+        records.append({"type": rtype, "group": group, "sources": sources})
+        at += 8 + 4 * nsrc + 4 * aux
+    reports.append({"type": 0x22, "records": records})
+print(json.dumps({"reports": reports}))
+`;
+
+export interface IgmpRecord {
+  /** 1 MODE_IS_INCLUDE, 2 MODE_IS_EXCLUDE, 3 CHANGE_TO_INCLUDE, 4 CHANGE_TO_EXCLUDE, 5 ALLOW_NEW_SOURCES, 6 BLOCK_OLD_SOURCES. */
+  type: number;
+  group: string;
+  sources: string[];
+}
+
+/** Captures IGMP on `ifname` for `seconds` (started and ready when this resolves); `done` gives the reports. */
+export async function captureIgmp(topo: Topology, ns: string, ifname: string, seconds: number): Promise<{ done: Promise<{ reports: { type: number; records?: IgmpRecord[] }[] }> }> {
+  const p = startLogged(topo, ns, [python3, "-c", igmp_capture_py, JSON.stringify({ ifname, seconds })], "igmp capture");
+  await p.waitForStderr(/capture ready/, 30_000);
+  return { done: p.json((seconds + 30) * 1000) };
+}

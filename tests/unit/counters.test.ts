@@ -24,6 +24,7 @@ function snap(o: SnapOptions): DataplaneSnapshot {
       packets,
       bytes,
       drops: Object.fromEntries(RULE_DROPS.map((n) => [n, drops?.[n] ?? 0])) as DataplaneSnapshot["rules"][number]["drops"],
+      inputErrno: 0,
     })),
     outputs: (o.outputs ?? []).map(([id, packets, bytes, sendErrors]) => ({ id, packets, bytes, sendErrors: sendErrors ?? {} })),
   };

@@ -27,6 +27,8 @@ pub const shared_bytes: usize = trace_offset + trace_mod.region_bytes;
 pub const RunResult = enum(i32) { budget = 0, woken = 1 };
 
 const blocks_per_turn_max = constants.blocks_per_turn_max;
+/// Failed joins and port holds are tried again this often (outside the packet path).
+const join_retry_ns: u64 = std.time.ns_per_s;
 const blocks_per_flush_max = constants.blocks_per_flush_max;
 const coalesce_window_ns = constants.coalesce_window_ns;
 
@@ -47,7 +49,13 @@ pub const Dataplane = struct {
     /// Scratch for carrying counters across a table change.
     rule_scratch: [constants.rules_max * stats_mod.rule_words]u64,
     output_scratch: [constants.outputs_max * stats_mod.output_words]u64,
-    wanted_groups: [constants.rules_max]abi.Addr,
+    /// What each rule of the active table needs on its input (join or port), and the errno of
+    /// each failure (0: satisfied). Failures are retried every join_retry_ns.
+    wanted_inputs: [constants.rules_max]join_mod.Want,
+    input_errnos: [constants.rules_max]u16,
+    wanted_count: u32,
+    join_failures: u32,
+    last_join_ns: u64,
     /// When the loop last woke from poll or a coalescing sleep.
     last_wake_ns: u64,
     loop_guard: loop_guard_mod.LoopGuard,
@@ -78,6 +86,9 @@ pub const Dataplane = struct {
         @memset(&self.cap_credit_ns, 0);
         @memset(&self.cap_last_ns, 0);
         self.block_ns = 0;
+        self.wanted_count = 0;
+        self.join_failures = 0;
+        self.last_join_ns = 0;
         self.stats_region = null;
         self.stats_words = &self.private_stats;
         self.trace_ready = false;
@@ -155,12 +166,16 @@ pub const Dataplane = struct {
         }
 
         self.egress.reconcile(next.outputs[0..next.output_count]);
-        for (next.rules[0..next.rule_count], 0..) |rule, i| self.wanted_groups[i] = rule.group;
-        const join_failures = self.joins.reconcile(self.wanted_groups[0..next.rule_count]);
-        s.worker(.join_errors).* += join_failures;
+        for (next.rules[0..next.rule_count], 0..) |rule, i| {
+            const specific = rule.flags & abi.rule_flag_source_filter != 0;
+            self.wanted_inputs[i] = .{ .group = rule.group, .source = if (specific) rule.source else @splat(0), .port = rule.port };
+        }
+        self.wanted_count = next.rule_count;
+        // IPv6 inputs: MLD joins (zig/dataplane/join6.zig); IPv4 ones in reconcileInputs.
         s.worker(.join_errors).* += self.joins6.reconcile(next.rules[0..next.rule_count]);
 
         self.active +%= 1;
+        self.reconcileInputs();
         // Rule indices changed: every cap starts with a full burst.
         @memset(&self.cap_credit_ns, 0);
         @memset(&self.cap_last_ns, 0);
@@ -169,10 +184,23 @@ pub const Dataplane = struct {
         s.header(.output_count).* = next.output_count;
     }
 
+    /// Joins and port holds for the active table; each rule's errno lands in its counters.
+    fn reconcileInputs(self: *Dataplane) void {
+        const s = self.stats();
+        const n = self.wanted_count;
+        self.join_failures = self.joins.reconcile(self.wanted_inputs[0..n], self.input_errnos[0..n]);
+        s.worker(.join_errors).* += self.join_failures;
+        for (self.input_errnos[0..n], 0..) |e, i| s.rule(@intCast(i), .input_errno).* = e;
+        self.last_join_ns = sys.monotonicNs();
+    }
+
     /// Forwards until `budget_ms` elapses or the wake fd becomes readable.
     pub fn run(self: *Dataplane, budget_ms: u32) sys.Error!RunResult {
         const s = self.stats();
         s.worker(.run_calls).* += 1;
+        // A failed join (a membership limit, an interface without multicast) is retried once
+        // per join_retry_ns: raising the sysctl is enough, nothing tells us it happened.
+        if (self.join_failures > 0 and sys.monotonicNs() -% self.last_join_ns >= join_retry_ns) self.reconcileInputs();
         const deadline_ns = sys.monotonicNs() + @as(u64, budget_ms) * std.time.ns_per_ms;
         defer self.collectKernelStatistics();
         while (true) {

@@ -80,7 +80,9 @@ pub const worker_words: u32 = worker_fixed_words + parse.drop_count;
 /// Per rule: what it relayed, and what was dropped that belongs to it. `source_mismatch` counts
 /// datagrams for the rule's group and port (and VLAN) from a source no rule accepts (on the
 /// first rule of that key); `own_source` datagrams from the input interface's own address.
-pub const Rule = enum(u32) { id, packets, bytes, source_mismatch, own_source, loop_drops, cap_drops };
+/// `input_errno` is a state, not a counter: 0 when the rule's input is joined (or its unicast
+/// port held), else the errno of the last failure.
+pub const Rule = enum(u32) { id, packets, bytes, source_mismatch, own_source, loop_drops, cap_drops, input_errno };
 pub const rule_words: u32 = @typeInfo(Rule).@"enum".field_names.len;
 
 /// Send errors are counted per output by errno, in these buckets.
@@ -174,7 +176,7 @@ test "stats layout is self-describing" {
     try std.testing.expectEqual(magic, s.header(.magic).*);
     s.worker(.rx_frames).* += 3;
     s.drop(.ipv4_fragment).* += 1;
-    s.rule(constants.rules_max - 1, .cap_drops).* = 7;
+    s.rule(constants.rules_max - 1, .input_errno).* = 7;
     s.output(constants.outputs_max - 1, .err_other).* = 9;
     try std.testing.expectEqual(@as(u64, 9), buf[total_words - 1]);
     try std.testing.expectEqual(@as(u64, 7), buf[header_words + worker_words + constants.rules_max * rule_words - 1]);
