@@ -2,7 +2,7 @@
 import { defineCommand } from "citty";
 import { checkFlags, jsonArg } from "./args.ts";
 import { socketArg, withClient } from "./daemon-client.ts";
-import { printJson, printLine, printTable } from "./output.ts";
+import { inputText, printJson, printLine, printTable } from "./output.ts";
 
 const args = { ...socketArg, ...jsonArg } as const;
 
@@ -11,6 +11,9 @@ interface ListedRule {
   id: string;
   origin: string;
   input: string;
+  source: string | null;
+  max_pps: number | null;
+  loop_guard: boolean;
   outputs: { to: string; ttl: number; dscp: number | "copy"; gso: boolean; state: string; reason: string | null }[];
   state: string;
   reasons: string[];
@@ -26,7 +29,7 @@ export default defineCommand({
     if (result.rules.length === 0) return printLine("no rules");
     printTable(
       ["name", "id", "state", "origin", "input", "outputs", "why"],
-      result.rules.map((r) => [r.name, r.id, r.state, r.origin, r.input, r.outputs.map((o) => `${o.to} ${outputSettings(o)}${o.state === "pending" ? " (pending)" : ""}`).join(", "), [...r.reasons, ...r.outputs.filter((o) => o.reason).map((o) => o.reason!)].join("; ")]),
+      result.rules.map((r) => [r.name, r.id, r.state, r.origin, inputText(r), r.outputs.map((o) => `${o.to} ${outputSettings(o)}${o.state === "pending" ? " (pending)" : ""}`).join(", "), [...r.reasons, ...r.outputs.filter((o) => o.reason).map((o) => o.reason!)].join("; ")]),
     );
   },
 });
@@ -35,3 +38,4 @@ export default defineCommand({
 function outputSettings(o: { ttl: number; dscp: number | "copy"; gso: boolean }): string {
   return `[ttl ${o.ttl} dscp ${o.dscp} gso ${o.gso ? "on" : "off"}]`;
 }
+

@@ -34,3 +34,8 @@ export function formatRate(perSecond: number, unit: string): string {
   if (perSecond >= 1e3) return `${(perSecond / 1e3).toFixed(1)} k${unit}`;
   return `${perSecond.toFixed(0)} ${unit}`;
 }
+
+/** The input with what narrows or bounds it: "239.1.1.1:5000@eth0,vlan=100 from 10.0.0.1 max 5000 pps". */
+export function inputText(r: { input: string; source: string | null; max_pps: number | null; loop_guard: boolean }): string {
+  return `${r.input}${r.source ? ` from ${r.source}` : ""}${r.max_pps !== null ? ` max ${r.max_pps} pps` : ""}${r.loop_guard ? "" : " no loop guard"}`;
+}

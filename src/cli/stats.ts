@@ -2,7 +2,7 @@
 import { defineCommand } from "citty";
 import { checkFlags, jsonArg, secondsFlag, validate } from "./args.ts";
 import { socketArg, withClient } from "./daemon-client.ts";
-import { printJson, printJsonLine, printLine, printTable, formatRate } from "./output.ts";
+import { inputText, printJson, printJsonLine, printLine, printTable, formatRate } from "./output.ts";
 import { HOME_CLEAR, renderTop } from "./stats-top.ts";
 import type { RuleReport, InterfaceReport } from "../supervisor/report.ts";
 import type { WorkerInfo } from "../supervisor/worker-pool.ts";
@@ -25,7 +25,7 @@ interface StatsResult {
 function printHuman(s: StatsResult): void {
   for (const r of s.rules) {
     const drops = Object.entries(r.drops ?? {}).filter(([, n]) => n > 0).map(([k, n]) => `${k} ${n}`);
-    printLine(`${r.name} (${r.state}) ${r.input}: ${r.packets.toLocaleString("en-US")} packets, ${formatRate(r.pps, "pps")}, ${formatRate(r.bps, "bit/s")}${drops.length ? `; drops: ${drops.join(", ")}` : ""}`);
+    printLine(`${r.name} (${r.state}) ${inputText(r)}: ${r.packets.toLocaleString("en-US")} packets, ${formatRate(r.pps, "pps")}, ${formatRate(r.bps, "bit/s")}${drops.length ? `; drops: ${drops.join(", ")}` : ""}`);
     printTable(
       ["  output", "ttl", "dscp", "gso", "packets", "pps", "bit/s", "send errors"],
       r.outputs.map((o) => [`  ${o.to}`, o.ttl, o.dscp, o.gso ? "on" : "off", o.packets, formatRate(o.pps, ""), formatRate(o.bps, ""), Object.entries(o.send_errors).map(([k, n]) => `${k} ${n}`).join(", ") || "-"]),

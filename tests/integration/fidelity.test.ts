@@ -228,18 +228,21 @@ describe_netns("fidelity: VLANs", () => {
         const config = dir.file(
           "mcrelay.json5",
           `{ rules: [
-              { name: "v100", from: "239.1.1.1:5000@r0,vlan=100", to: ["239.2.2.2:6000@r1"] },
-              { name: "v200", from: "239.1.1.1:5000@r0", vlan: 200, to: ["239.2.2.2:6000@r2"] },
+              { name: "v100", from: "239.1.1.1:5000@r0,vlan=100", source: "${rt.genAddr}", to: ["239.2.2.2:6000@r1"] },
+              { name: "v200", from: "239.1.1.1:5000@r0", vlan: 200, max_pps: 50000, to: ["239.2.2.2:6000@r2"] },
               { name: "plain", from: "239.1.1.1:5000@r0", to: ["239.2.2.2:6000@r3"] } ] }`,
         );
         const d = await TestDaemon.start(rt, dir, { configPath: config });
         try {
-          const listed = (await d.json<{ rules: (ListedRule & { vlan: number | null })[] }>(["list"])).rules;
-          expect(listed.map((r) => [r.name, r.state, r.input, r.vlan])).toEqual([
-            ["v100", "active", "239.1.1.1:5000@r0,vlan=100", 100],
-            ["v200", "active", "239.1.1.1:5000@r0,vlan=200", 200],
-            ["plain", "active", "239.1.1.1:5000@r0", null],
+          const listed = (await d.json<{ rules: (ListedRule & { vlan: number | null; max_pps: number | null })[] }>(["list"])).rules;
+          expect(listed.map((r) => [r.name, r.state, r.input, r.vlan, r.source, r.max_pps])).toEqual([
+            ["v100", "active", "239.1.1.1:5000@r0,vlan=100", 100, rt.genAddr, null],
+            ["v200", "active", "239.1.1.1:5000@r0,vlan=200", 200, null, 50000],
+            ["plain", "active", "239.1.1.1:5000@r0", null, null, null],
           ]);
+          const human = (await d.cli(["list"])).stdout;
+          expect(human).toContain(`239.1.1.1:5000@r0,vlan=100 from ${rt.genAddr}`);
+          expect(human).toContain("239.1.1.1:5000@r0,vlan=200 max 50000 pps");
           const rx = [];
           for (const s of rt.sinks) rx.push(await startUdpReceiver(rt.topo, s.ns, { group: "239.2.2.2", port: 6000, ifname: "s0", idle_s: 3, first_s: 15 }));
           const frame = (stream: number, seq: number, tags: [number, number][]): RawFrame => ({ src: rt.genAddr, dst: "239.1.1.1", dport: 5000, size: 200, stream, seq, tags });
