@@ -1,7 +1,7 @@
 /**
  * Mutation check: does the suite notice when a behaviour breaks? Each mutant below is one small
- * deliberate breakage (an exact search/replace on one source file) with the tests that must
- * catch it. For each mutant this script applies the breakage in a temporary git worktree (never
+ * deliberate breakage (an exact search/replace on one source file, rarely two when a behaviour
+ * is guarded twice) with the tests that must catch it. For each mutant this script applies the breakage in a temporary git worktree (never
  * in your checkout), rebuilds the native library when a .zig file changed, runs the named tests
  * and expects each of them to fail; then it restores the file.
  *
@@ -40,6 +40,17 @@ export interface TestTarget {
   filter?: string;
 }
 
+export interface Edit {
+  file: string;
+  search: string;
+  replace: string;
+}
+
+/** Every edit of a mutant, the main one first. */
+export function editsOf(m: Mutant): Edit[] {
+  return [{ file: m.file, search: m.search, replace: m.replace }, ...(m.also ?? [])];
+}
+
 export interface Mutant {
   name: string;
   /** The behaviour that breaks, in a few words. */
@@ -49,6 +60,8 @@ export interface Mutant {
   /** Exact text that must occur exactly once in `file`, and what replaces it. */
   search: string;
   replace: string;
+  /** More edits of the same breakage, when one behaviour is guarded in two places. */
+  also?: Edit[];
   /** Every one of these must fail with the mutant in place. */
   tests: TestTarget[];
 }
@@ -266,10 +279,11 @@ export const MUTANTS: Mutant[] = [
   // --- Behaviours the suite already caught --------------------------------------------------
   {
     name: "loop-guard-missing",
-    breaks: "the filter accepts the host's own transmissions (two opposite rules loop)",
+    breaks: "the host's own transmissions reach the ring (no PACKET_IGNORE_OUTGOING, no pkttype check in the filter)",
     file: "zig/filter.zig",
     search: "jump(BPF_JMP | BPF_JGE | BPF_K, packet_outgoing, at_outgoing, at_reject, at_ethertype),",
     replace: "jump(BPF_JMP | BPF_JGE | BPF_K, packet_outgoing, at_outgoing, at_ethertype, at_ethertype),",
+    also: [{ file: "zig/ring.zig", search: "sys.setsockoptInt(fd, linux.SOL.PACKET, linux.PACKET.IGNORE_OUTGOING, 1) catch", replace: "sys.setsockoptInt(fd, linux.SOL.PACKET, linux.PACKET.IGNORE_OUTGOING, 0) catch" }],
     tests: [{ file: "tests/integration/forward.test.ts", filter: "opposite directions between the same interfaces do not loop" }],
   },
   {
@@ -301,7 +315,7 @@ export const MUTANTS: Mutant[] = [
     breaks: "several workers on one interface do not share a fanout group (each gets every packet)",
     file: "zig/ring.zig",
     search: "if (fanout_id != 0) try fanout.join(fd, fanout_id);",
-    replace: "",
+    replace: "_ = fanout_id;",
     tests: [{ file: "tests/integration/workers.test.ts", filter: "2 workers carry 20 streams" }],
   },
   {
@@ -413,14 +427,16 @@ export function checkMutants(dir = root, mutants = MUTANTS): string[] {
     if (names.has(m.name)) problems.push(`${m.name}: the name is used twice`);
     names.add(m.name);
     if (!/^[a-z0-9-]+$/.test(m.name)) problems.push(`${m.name}: names are lower-case words joined by -`);
-    const path = join(dir, m.file);
-    if (!existsSync(path)) {
-      problems.push(`${m.name}: ${m.file} does not exist (moved? update the mutant)`);
-    } else {
-      const n = occurrences(readFileSync(path, "utf8"), m.search);
-      if (n !== 1) problems.push(`${m.name}: the search text occurs ${n} times in ${m.file}, expected once: ${JSON.stringify(m.search)}`);
+    for (const e of editsOf(m)) {
+      const path = join(dir, e.file);
+      if (!existsSync(path)) {
+        problems.push(`${m.name}: ${e.file} does not exist (moved? update the mutant)`);
+      } else {
+        const n = occurrences(readFileSync(path, "utf8"), e.search);
+        if (n !== 1) problems.push(`${m.name}: the search text occurs ${n} times in ${e.file}, expected once: ${JSON.stringify(e.search)}`);
+      }
+      if (e.search === e.replace) problems.push(`${m.name}: the replacement changes nothing`);
     }
-    if (m.search === m.replace) problems.push(`${m.name}: the replacement changes nothing`);
     if (m.tests.length === 0) problems.push(`${m.name}: names no test`);
     for (const t of m.tests) {
       const tpath = join(dir, t.file);
@@ -525,11 +541,13 @@ class Scratch {
   }
 
   apply(m: Mutant): void {
-    const path = join(this.path, m.file);
-    const text = readFileSync(path, "utf8");
-    if (occurrences(text, m.search) !== 1) throw new Error(`the search text does not occur exactly once in ${m.file}`);
-    this.#pristine.set(m.file, text);
-    writeFileSync(path, text.replace(m.search, () => m.replace));
+    for (const e of editsOf(m)) {
+      const path = join(this.path, e.file);
+      const text = readFileSync(path, "utf8");
+      if (occurrences(text, e.search) !== 1) throw new Error(`the search text does not occur exactly once in ${e.file}`);
+      if (!this.#pristine.has(e.file)) this.#pristine.set(e.file, text);
+      writeFileSync(path, text.replace(e.search, () => e.replace));
+    }
   }
 
   /** Keeps a copy of the freshly built, unmutated zig-out/ to put back after a .zig mutant. */
@@ -658,7 +676,7 @@ function describeTarget(t: TestTarget): string {
 async function runMutant(s: Scratch, m: Mutant, log: (line: string) => void): Promise<MutantResult> {
   const started = performance.now();
   const base = { name: m.name, file: m.file, breaks: m.breaks };
-  const zig = m.file.endsWith(".zig");
+  const zig = editsOf(m).some((e) => e.file.endsWith(".zig"));
   try {
     s.apply(m);
   } catch (err) {
@@ -721,7 +739,7 @@ function usage(): never {
 
 function printList(): void {
   for (const m of MUTANTS) {
-    process.stdout.write(`${m.name}\n  breaks: ${m.breaks}\n  file:   ${m.file}\n  tests:  ${m.tests.map(describeTarget).join("\n          ")}\n`);
+    process.stdout.write(`${m.name}\n  breaks: ${m.breaks}\n  files:  ${[...new Set(editsOf(m).map((e) => e.file))].join(", ")}\n  tests:  ${m.tests.map(describeTarget).join("\n          ")}\n`);
   }
 }
 

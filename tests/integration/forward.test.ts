@@ -236,6 +236,11 @@ describe_netns("forward (kernel, under bun)", () => {
       expect(a!.rules[0]!.packets).toBe(count);
       expect(b!.rules[0]!.packets).toBe(0);
       expect(workerSum(b!, "matched")).toBe(0);
+      // The loop guard is the ingress filter: B's ring never sees what A sends out of r1 (the
+      // host's own transmissions), so nothing reaches B's parser for it to drop as its own
+      // source. A sees exactly the generator's stream.
+      expect(workerSum(b!, "rx_frames")).toBe(0);
+      expect(workerSum(a!, "rx_frames")).toBe(count);
     },
     TEST_TIMEOUT_MS,
   );
