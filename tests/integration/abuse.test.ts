@@ -41,6 +41,8 @@ let daemon: TestDaemon | undefined;
 /** The administrator's connections: one only pings, the other asks everything else. */
 let admin: RawClient | undefined;
 let ctl: RawClient | undefined;
+/** The daemon's client cap, read from its log; non-administrators get all but 4 of it. */
+let cap = 0;
 const procs: { kill(): void }[] = [];
 
 function rssMb(pid: number): number {
@@ -141,7 +143,9 @@ describe_netns("control-plane abuse (kernel, under bun)", () => {
     chmodSync(dir.path, 0o755); // the attacker (uid 2) reaches the socket through it
     daemon = await TestDaemon.start(rt, dir, {
       prefix: ["prlimit", `--nofile=${FD_LIMIT}:${FD_LIMIT}`, "--"],
-      extraArgs: ["--socket-group", "users", "--clients-max", String(CLIENTS_ASKED)],
+      // A 64 MiB ring (not the 8 MiB default) holds the stream through a worker restart on a
+      // loaded machine, so a loss in the H3 test would be the attack's doing, not the ring's.
+      extraArgs: ["--socket-group", "users", "--clients-max", String(CLIENTS_ASKED), "--ring-mib", "64"],
     });
     admin = await helloClient(daemon.socket);
     ctl = await helloClient(daemon.socket);
@@ -164,7 +168,7 @@ describe_netns("control-plane abuse (kernel, under bun)", () => {
   test("the client cap is lowered to fit the 1,024 descriptor limit, keeping 256 for workers, and says so", async () => {
     const m = /at most (\d+) control clients \(not 2000\), keeping 256 descriptors/.exec(daemon!.proc.output());
     expect(m).not.toBeNull();
-    const cap = Number(m![1]);
+    cap = Number(m![1]);
     expect(cap).toBeGreaterThan(600);
     expect(cap).toBeLessThanOrEqual(FD_LIMIT - 256);
   });
@@ -196,12 +200,13 @@ describe_netns("control-plane abuse (kernel, under bun)", () => {
       }
     };
     const m = await measured("subscribers", () => attacker(["subscribe", "3000"], { HOLD_S: "4" }, flaps));
-    // Refused by the daemon with `busy`, or by the kernel while its accept queue was full.
+    // Every connection got in or was refused with `busy`: exactly the non-administrators' share
+    // of the cap got in (less the 2 administrator connections of this test).
     const accepted = m.result.connected - m.result.refused;
-    expect(m.result.connected + m.result.failed).toBe(3000);
-    expect(m.result.refused).toBeGreaterThan(0);
-    expect(accepted).toBeGreaterThan(500);
-    expect(accepted).toBeLessThanOrEqual(FD_LIMIT - 256);
+    expect(m.result.failed).toBe(0);
+    expect(m.result.connected).toBe(3000);
+    expect(accepted).toBe(cap - 4 - 2);
+    expect(m.result.refused).toBe(3000 - accepted);
     expectTargets(m);
   }, T);
 
@@ -221,9 +226,10 @@ describe_netns("control-plane abuse (kernel, under bun)", () => {
       }),
     );
     expect(restarted!.restarts).toBeGreaterThan(before!.restarts);
-    // No more than the cap got in: the rest was refused with `busy` or by the full accept queue.
-    expect(m.result.connected - m.result.refused).toBeLessThanOrEqual(FD_LIMIT - 256);
-    expect(m.result.refused + m.result.failed).toBeGreaterThanOrEqual(1100 - (FD_LIMIT - 256));
+    // Every slot a non-administrator may take was taken; the rest was refused with `busy`.
+    expect(m.result.failed).toBe(0);
+    expect(m.result.connected).toBe(1100);
+    expect(m.result.connected - m.result.refused).toBe(cap - 4 - 2);
     expectTargets(m);
   }, T);
 

@@ -20,16 +20,23 @@ HELLO = b'{"v":%d,"id":0,"cmd":"hello","args":{"client":"attacker"}}\n' % V
 
 
 def connect_all(n):
+    """n connections; a connect the kernel refuses (accept queue full) is retried for up to 5 s."""
     out, failed = [], 0
     for _ in range(n):
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        s.settimeout(2)
-        try:
-            s.connect(path)
-            out.append(s)
-        except OSError:
-            failed += 1
-            s.close()
+        deadline = time.time() + 5
+        while True:
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.settimeout(2)
+            try:
+                s.connect(path)
+                out.append(s)
+                break
+            except OSError:
+                s.close()
+                if time.time() > deadline:
+                    failed += 1
+                    break
+                time.sleep(0.01)
     return out, failed
 
 
