@@ -15,6 +15,9 @@ comptime {
     }
 }
 
+/// The generated TypeScript mirror of the ABI (see zig/abi_mirror.zig).
+const abi_mirror_path = "src/native/abi.generated.ts";
+
 pub fn build(b: *std.Build) void {
     const target = b.standardTargetOptions(.{});
     // Assertions stay on in the shipped library unless a benchmark proves they cost.
@@ -38,12 +41,31 @@ pub fn build(b: *std.Build) void {
     });
     b.installArtifact(lib);
 
+    // The TypeScript mirror of the ABI, generated from the Zig types (zig/abi_mirror.zig) and
+    // written into the source tree on every `zig build`, so it never lags the library.
+    const mirror_exe = b.addExecutable(.{
+        .name = "abi-mirror",
+        .root_module = b.createModule(.{
+            .root_source_file = b.path("zig/abi_mirror.zig"),
+            .target = b.graph.host,
+            .optimize = .debug,
+        }),
+    });
+    const mirror_run = b.addRunArtifact(mirror_exe);
+    const mirror_update = b.addUpdateSourceFiles();
+    mirror_update.addCopyFileToSource(mirror_run.captureStdOut(.{}), abi_mirror_path);
+    b.getInstallStep().dependOn(&mirror_update.step);
+    const mirror_step = b.step("abi", "Regenerate " ++ abi_mirror_path ++ " from the Zig types");
+    mirror_step.dependOn(&mirror_update.step);
+
     const test_module = b.createModule(.{
         .root_source_file = b.path("zig/all_tests.zig"),
         .target = target,
         .optimize = .debug,
         .link_libc = true,
     });
+    // A test compares the committed mirror with what the Zig types give.
+    test_module.addAnonymousImport("abi_generated_ts", .{ .root_source_file = b.path(abi_mirror_path) });
     const tests = b.addTest(.{ .root_module = test_module });
     const run_tests = b.addRunArtifact(tests);
     // Always run (and report counts), even when nothing changed since the last run.

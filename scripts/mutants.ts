@@ -408,6 +408,18 @@ export const MUTANTS: Mutant[] = [
     replace: "ringBytes: 0,",
     tests: [{ file: "tests/integration/workers.test.ts", filter: "SIGKILLed under 10,000 pps" }],
   },
+  // --- Architecture (issue 9) --------------------------------------------------------------
+  {
+    name: "abi-check-ignores-moved-fields",
+    breaks: "the load-time ABI check accepts a library whose fields or counters moved (compares only presence)",
+    file: "src/native/abi.ts",
+    search: "else if (got !== want) out.push(`${key}: library ${got}; mirror ${want}`);",
+    replace: "else if (got === undefined && want === undefined) out.push(key);",
+    tests: [
+      { file: "tests/unit/abi-mirror.test.ts", filter: "swapped in the library are both named" },
+      { file: "tests/unit/abi-mirror.test.ts", filter: "the load check refuses the old mirror" },
+    ],
+  },
 ];
 
 // ---------------------------------------------------------------------------------------

@@ -1,8 +1,10 @@
-//! Structures that cross the FFI boundary. Layouts are checked from TypeScript right after
-//! the library is loaded (see `layout` in lib.zig); any change here bumps `version`.
+//! Structures that cross the FFI boundary. TypeScript's mirror of them is generated from these
+//! types (abi_mirror.zig -> src/native/abi.generated.ts) and compared field by field with the
+//! library's own description right after loading (mcr_abi_describe in lib.zig); a change of
+//! meaning that keeps the layout still bumps `version`.
 const std = @import("std");
 
-pub const version: u32 = 11;
+pub const version: u32 = 12;
 
 /// Addresses are 16 bytes everywhere; IPv4 is stored v4-mapped (::ffff:a.b.c.d).
 pub const Addr = [16]u8;

@@ -1,6 +1,7 @@
 //! Test root: every module with tests is referenced here so `zig build test` runs them all.
 test {
     _ = @import("abi.zig");
+    _ = @import("abi_mirror.zig");
     _ = @import("constants.zig");
     _ = @import("sys.zig");
     _ = @import("net.zig");

@@ -4,6 +4,7 @@
 //! cross through memory, never as return values.
 const std = @import("std");
 const abi = @import("abi.zig");
+const abi_mirror = @import("abi_mirror.zig");
 const constants = @import("constants.zig");
 const sys = @import("sys.zig");
 const link = @import("link.zig");
@@ -33,45 +34,20 @@ fn rc(err: sys.Error) i32 {
     return -sys.toErrno(err);
 }
 
-// ABI identity and layout, checked by TypeScript right after loading.
+// ABI identity and description, checked by TypeScript right after loading.
 
 export fn mcr_abi_version() u32 {
     return abi.version;
 }
 
-/// Sizes and counts TypeScript must agree with, in this order.
-const layout = [_]u32{
-    @sizeOf(abi.TableHeader),
-    @sizeOf(abi.RuleDesc),
-    @sizeOf(abi.OutputDesc),
-    @sizeOf(abi.DpConfig),
-    @sizeOf(abi.PacketSetup),
-    @sizeOf(abi.RingGeometry),
-    @sizeOf(abi.LinkInfo),
-    @sizeOf(abi.NlEvent),
-    @sizeOf(abi.GenConfig),
-    @sizeOf(abi.SinkConfig),
-    @sizeOf(abi.PayloadHeader),
-    stats.total_words,
-    stats.header_words,
-    stats.worker_fixed_words,
-    parse.drop_count,
-    stats.rule_words,
-    stats.output_words,
-    constants.rules_max,
-    constants.outputs_max,
-    constants.outputs_per_rule_max,
-    gen_mod.counter_count,
-    sink_mod.global_counter_count,
-    sink_mod.stream_counter_count,
-    constants.sink_streams_max,
-    scm.fds_max,
-};
-
-export fn mcr_abi_layout(out: [*]u32, cap: u32) u32 {
-    const n = @min(cap, layout.len);
-    @memcpy(out[0..n], layout[0..n]);
-    return layout.len;
+/// The ABI as these sources build it, one fact per line (struct sizes and field offsets,
+/// counter names by index, limits; see abi_mirror.zig). Copies up to `cap` bytes into `out`
+/// and returns the full length; TypeScript compares it with its generated mirror.
+export fn mcr_abi_describe(out: [*]u8, cap: u32) u32 {
+    const text = abi_mirror.description;
+    const n = @min(cap, text.len);
+    @memcpy(out[0..n], text[0..n]);
+    return @intCast(text.len);
 }
 
 // Sockets and descriptors.

@@ -1,129 +1,137 @@
-// Mirrors zig/abi.zig and the counter layouts of zig/dataplane/stats.zig and zig/tools/*.
-// The native module checks these numbers against the library right after loading it, so a
-// drift between the two sides refuses to run instead of misreading memory.
+// The ABI as TypeScript uses it: encoders and decoders of the structures that cross the FFI
+// boundary, over the layout generated from the Zig types (./abi.generated.ts, written by
+// `zig build` from zig/abi_mirror.zig). No offset, counter name or limit is written here by
+// hand: each field is looked up by name in LAYOUT, and its size is checked against what the
+// encoder writes once, when this module loads. `checkDescription` compares the library's own
+// description with the generated one, line by line, right after the library is loaded.
+import {
+  ABI_DESCRIPTION,
+  DSCP_COPY,
+  LAYOUT,
+  NL_EVENT_KINDS,
+  OUTPUT_COUNTERS,
+  OUTPUT_FLAG_GSO_OFF,
+  PARSE_DROPS,
+  RULE_COUNTERS,
+  RULE_FLAG_NO_LOOP_GUARD,
+  RULE_FLAG_SOURCE_FILTER,
+  TABLE_MAGIC,
+  WORKER_COUNTERS,
+} from "./abi.generated.ts";
 
-export const ABI_VERSION = 11;
+export * from "./abi.generated.ts";
 
-export const TABLE_MAGIC = 0x4d435254;
-export const RULE_FLAG_SOURCE_FILTER = 1;
-export const RULE_FLAG_NO_LOOP_GUARD = 2;
-export const OUTPUT_FLAG_GSO_OFF = 1;
-/** OutputDesc.dscp meaning "copy the input packet's DSCP". */
-export const DSCP_COPY = 0xff;
-
-export const SIZE = {
-  tableHeader: 16,
-  ruleDesc: 64,
-  outputDesc: 56,
-  dpConfig: 32,
-  packetSetup: 20,
-  ringGeometry: 16,
-  linkInfo: 28,
-  nlEvent: 64,
-  genConfig: 56,
-  sinkConfig: 32,
-  payloadHeader: 24,
-} as const;
-
-export const LIMITS = {
-  rulesMax: 1024,
-  outputsMax: 2048,
-  outputsPerRuleMax: 256,
-  sinkStreamsMax: 1024,
-  scmFdsMax: 16,
-  udpPayloadMax: 65507,
-} as const;
-
-export const PARSE_DROPS = [
-  "eth_truncated",
-  "vlan_truncated",
-  "vlan_stacked",
-  "not_ip",
-  "ipv6_truncated",
-  "ipv4_truncated",
-  "ipv4_bad_header",
-  "ipv4_bad_checksum",
-  "ipv4_fragment",
-  "not_udp",
-  "udp_truncated",
-  "udp_bad_length",
-  "udp_bad_checksum",
-  "ipv6_bad_header",
-  "ipv6_fragment",
-  "ipv6_jumbogram",
-  "ipv6_bad_extension",
-] as const;
 export type ParseDrop = (typeof PARSE_DROPS)[number];
-
-export const STATS_HEADER_WORDS = 16;
-export const STATS_HEADER = [
-  "magic",
-  "layout_version",
-  "worker_words",
-  "rule_words",
-  "output_words",
-  "rules_max",
-  "outputs_max",
-  "generation",
-  "rule_count",
-  "output_count",
-] as const;
-
-export const WORKER_COUNTERS = [
-  "rx_frames",
-  "rx_bytes",
-  "rx_blocks",
-  "rx_truncated",
-  "matched",
-  "no_match",
-  "source_mismatch",
-  "kernel_packets",
-  "kernel_drops",
-  "kernel_freezes",
-  "tx_packets",
-  "tx_bytes",
-  "tx_errors",
-  "tx_gso_sends",
-  "polls",
-  "coalesced",
-  "wakeups",
-  "run_calls",
-  "join_errors",
-  "ring_errors",
-  "rx_gso_frames",
-  "rx_gso_datagrams",
-  "vlan_mismatch",
-  "otherhost",
-  "martian_source",
-  "own_source",
-  "loop_drops",
-  "cap_drops",
-] as const;
 export type WorkerCounter = (typeof WORKER_COUNTERS)[number];
-
-/** `input_errno` is a state (0, or the errno of the rule's failed join or port hold), not a counter. */
-export const RULE_COUNTERS = ["id", "packets", "bytes", "source_mismatch", "own_source", "loop_drops", "cap_drops", "input_errno"] as const;
+export type OutputCounter = (typeof OUTPUT_COUNTERS)[number];
+export type RuleCounter = (typeof RULE_COUNTERS)[number];
 /** Per-rule drop counters (the rule counters after id, packets, bytes). */
-export const RULE_DROPS = ["source_mismatch", "own_source", "loop_drops", "cap_drops"] as const;
+export const RULE_DROPS = ["source_mismatch", "own_source", "loop_drops", "cap_drops"] as const satisfies readonly RuleCounter[];
 export type RuleDrop = (typeof RULE_DROPS)[number];
 
-export const OUTPUT_COUNTERS = [
-  "id",
-  "packets",
-  "bytes",
-  "err_again",
-  "err_nobufs",
-  "err_netunreach",
-  "err_hostunreach",
-  "err_addrnotavail",
-  "err_msgsize",
-  "err_perm",
-  "err_connrefused",
-  "err_inval",
-  "err_other",
-] as const;
-/** Send-error buckets as users read them (errno names). */
-export const SEND_ERROR_NAMES: Record<string, string> = {
+type StructName = keyof typeof LAYOUT;
+
+/** Byte sizes of the structures, by lower-camel name (SIZE.ruleDesc). */
+export const SIZE = Object.fromEntries(Object.entries(LAYOUT).map(([name, s]) => [name[0]!.toLowerCase() + name.slice(1), s.size])) as {
+  [K in StructName as Uncapitalize<K>]: (typeof LAYOUT)[K]["size"];
+};
+
+/**
+ * Offset of a field, checked to be `bytes` wide: a field that changed size in Zig fails here,
+ * when the module loads, instead of being half-written.
+ */
+function field<S extends StructName>(struct: S, name: keyof (typeof LAYOUT)[S]["fields"] & string, bytes: number): number {
+  const f = (LAYOUT[struct].fields as Record<string, { offset: number; size: number }>)[name];
+  if (!f) throw new Error(`abi mirror: ${struct} has no field ${name}`);
+  if (f.size !== bytes) throw new Error(`abi mirror: ${struct}.${name} is ${f.size} bytes, the TypeScript side handles ${bytes}`);
+  return f.offset;
+}
+
+const T = {
+  magic: field("TableHeader", "magic", 4),
+  ruleCount: field("TableHeader", "rule_count", 4),
+  outputCount: field("TableHeader", "output_count", 4),
+  generation: field("TableHeader", "generation", 4),
+};
+const R = {
+  id: field("RuleDesc", "id", 8),
+  group: field("RuleDesc", "group", 16),
+  source: field("RuleDesc", "source", 16),
+  port: field("RuleDesc", "port", 2),
+  flags: field("RuleDesc", "flags", 2),
+  outputFirst: field("RuleDesc", "output_first", 2),
+  outputCount: field("RuleDesc", "output_count", 2),
+  vlanId: field("RuleDesc", "vlan_id", 2),
+  localAddr4: field("RuleDesc", "local_addr4", 4),
+  maxPps: field("RuleDesc", "max_pps", 4),
+};
+const O = {
+  id: field("OutputDesc", "id", 8),
+  addr: field("OutputDesc", "addr", 16),
+  source: field("OutputDesc", "source", 16),
+  port: field("OutputDesc", "port", 2),
+  ttl: field("OutputDesc", "ttl", 1),
+  dscp: field("OutputDesc", "dscp", 1),
+  ifindex: field("OutputDesc", "ifindex", 4),
+  flags: field("OutputDesc", "flags", 4),
+};
+const G = {
+  blockBytes: field("RingGeometry", "block_bytes", 4),
+  blockCount: field("RingGeometry", "block_count", 4),
+  frameBytes: field("RingGeometry", "frame_bytes", 4),
+  frameCount: field("RingGeometry", "frame_count", 4),
+};
+const D = {
+  packetFd: field("DpConfig", "packet_fd", 4),
+  wakeFd: field("DpConfig", "wake_fd", 4),
+  ifindex: field("DpConfig", "ifindex", 4),
+  statsFd: field("DpConfig", "stats_fd", 4),
+  geometry: field("DpConfig", "geometry", LAYOUT.RingGeometry.size),
+};
+const P = {
+  ifindex: field("PacketSetup", "ifindex", 4),
+  mtu: field("PacketSetup", "mtu", 4),
+  ringBytes: field("PacketSetup", "ring_bytes", 4),
+  blockTimeoutMs: field("PacketSetup", "block_timeout_ms", 4),
+  fanoutId: field("PacketSetup", "fanout_id", 2),
+};
+const L = {
+  ifindex: field("LinkInfo", "ifindex", 4),
+  mtu: field("LinkInfo", "mtu", 4),
+  flags: field("LinkInfo", "flags", 4),
+  addr4: field("LinkInfo", "addr4", 16),
+};
+const N = {
+  kind: field("NlEvent", "kind", 1),
+  family: field("NlEvent", "family", 1),
+  prefixlen: field("NlEvent", "prefixlen", 1),
+  ifindex: field("NlEvent", "ifindex", 4),
+  flags: field("NlEvent", "flags", 4),
+  mtu: field("NlEvent", "mtu", 4),
+  seq: field("NlEvent", "seq", 4),
+  addr: field("NlEvent", "addr", 16),
+  name: field("NlEvent", "name", 16),
+};
+const GC = {
+  addr: field("GenConfig", "addr", 16),
+  port: field("GenConfig", "port", 2),
+  ttl: field("GenConfig", "ttl", 1),
+  ifindex: field("GenConfig", "ifindex", 4),
+  size: field("GenConfig", "size", 4),
+  streamId: field("GenConfig", "stream_id", 4),
+  ratePps: field("GenConfig", "rate_pps", 8),
+  count: field("GenConfig", "count", 8),
+  durationNs: field("GenConfig", "duration_ns", 8),
+};
+const SC = {
+  addr: field("SinkConfig", "addr", 16),
+  port: field("SinkConfig", "port", 2),
+  ifindex: field("SinkConfig", "ifindex", 4),
+  rcvbufBytes: field("SinkConfig", "rcvbuf_bytes", 4),
+};
+
+/** Send-error buckets of OUTPUT_COUNTERS as users read them (errno names). */
+export const SEND_ERROR_NAMES: Partial<Record<OutputCounter, string>> = {
   err_again: "EAGAIN",
   err_nobufs: "ENOBUFS",
   err_netunreach: "ENETUNREACH",
@@ -136,72 +144,32 @@ export const SEND_ERROR_NAMES: Record<string, string> = {
   err_other: "other",
 };
 
-export const STATS_TOTAL_WORDS =
-  STATS_HEADER_WORDS +
-  WORKER_COUNTERS.length +
-  PARSE_DROPS.length +
-  LIMITS.rulesMax * RULE_COUNTERS.length +
-  LIMITS.outputsMax * OUTPUT_COUNTERS.length;
+/**
+ * The differences between the library's description of its ABI and the mirror's, one line per
+ * fact that differs ("RuleDesc.port: library offset 42, 2 bytes; mirror offset 40, 2 bytes").
+ * Empty when they agree.
+ */
+export function describeDifferences(library: string, mirror: string = ABI_DESCRIPTION): string[] {
+  const parse = (text: string) =>
+    new Map(
+      text
+        .split("\n")
+        .filter((l) => l.includes(" = "))
+        .map((l) => [l.slice(0, l.indexOf(" = ")), l.slice(l.indexOf(" = ") + 3)] as const),
+    );
+  const lib = parse(library);
+  const ts = parse(mirror);
+  const out: string[] = [];
+  for (const [key, want] of ts) {
+    const got = lib.get(key);
+    if (got === undefined) out.push(`${key}: mirror ${want}; library has no such entry`);
+    else if (got !== want) out.push(`${key}: library ${got}; mirror ${want}`);
+  }
+  for (const [key, got] of lib) if (!ts.has(key)) out.push(`${key}: library ${got}; mirror has no such entry`);
+  return out;
+}
 
-export const GEN_COUNTERS = ["sent", "bytes", "send_errors", "eagain", "started_ns", "last_ns", "seq_next"] as const;
-
-export const SINK_GLOBAL_COUNTERS = [
-  "datagrams",
-  "bytes",
-  "foreign",
-  "streams_overflow",
-  "last_rx_ns",
-  "first_rx_ns",
-] as const;
-
-export const SINK_STREAM_COUNTERS = [
-  "stream_id",
-  "received",
-  "duplicates",
-  "reordered",
-  "late",
-  "bytes",
-  "pattern_errors",
-  "max_seq",
-  "lat_count",
-  "lat_sum_ns",
-  "lat_max_ns",
-  "lat_p50_ns",
-  "lat_p99_ns",
-  "lat_p999_ns",
-  "used",
-] as const;
-
-/** The layout words mcr_abi_layout returns, in its order. */
-export const EXPECTED_LAYOUT: readonly [string, number][] = [
-  ["sizeof TableHeader", SIZE.tableHeader],
-  ["sizeof RuleDesc", SIZE.ruleDesc],
-  ["sizeof OutputDesc", SIZE.outputDesc],
-  ["sizeof DpConfig", SIZE.dpConfig],
-  ["sizeof PacketSetup", SIZE.packetSetup],
-  ["sizeof RingGeometry", SIZE.ringGeometry],
-  ["sizeof LinkInfo", SIZE.linkInfo],
-  ["sizeof NlEvent", SIZE.nlEvent],
-  ["sizeof GenConfig", SIZE.genConfig],
-  ["sizeof SinkConfig", SIZE.sinkConfig],
-  ["sizeof PayloadHeader", SIZE.payloadHeader],
-  ["stats total words", STATS_TOTAL_WORDS],
-  ["stats header words", STATS_HEADER_WORDS],
-  ["worker counters", WORKER_COUNTERS.length],
-  ["parse drop reasons", PARSE_DROPS.length],
-  ["rule counters", RULE_COUNTERS.length],
-  ["output counters", OUTPUT_COUNTERS.length],
-  ["rules max", LIMITS.rulesMax],
-  ["outputs max", LIMITS.outputsMax],
-  ["outputs per rule max", LIMITS.outputsPerRuleMax],
-  ["gen counters", GEN_COUNTERS.length],
-  ["sink global counters", SINK_GLOBAL_COUNTERS.length],
-  ["sink stream counters", SINK_STREAM_COUNTERS.length],
-  ["sink streams max", LIMITS.sinkStreamsMax],
-  ["scm fds max", LIMITS.scmFdsMax],
-];
-
-// Encoders for the structures TypeScript writes.
+// Encoders and decoders.
 
 /** 16-byte address; IPv4 is stored v4-mapped. */
 export type Addr16 = Uint8Array;
@@ -238,34 +206,34 @@ export function encodeTable(rules: readonly TableRule[], generation: number): Ui
   const outputCount = rules.reduce((n, r) => n + r.outputs.length, 0);
   const buf = new Uint8Array(SIZE.tableHeader + rules.length * SIZE.ruleDesc + outputCount * SIZE.outputDesc);
   const view = new DataView(buf.buffer);
-  view.setUint32(0, TABLE_MAGIC, true);
-  view.setUint32(4, rules.length, true);
-  view.setUint32(8, outputCount, true);
-  view.setUint32(12, generation >>> 0, true);
+  view.setUint32(T.magic, TABLE_MAGIC, true);
+  view.setUint32(T.ruleCount, rules.length, true);
+  view.setUint32(T.outputCount, outputCount, true);
+  view.setUint32(T.generation, generation >>> 0, true);
   let outputIndex = 0;
   const outputsStart = SIZE.tableHeader + rules.length * SIZE.ruleDesc;
   rules.forEach((rule, i) => {
     const at = SIZE.tableHeader + i * SIZE.ruleDesc;
-    view.setBigUint64(at, rule.id, true);
-    buf.set(rule.group, at + 8);
-    if (rule.source) buf.set(rule.source, at + 24);
-    view.setUint16(at + 40, rule.port, true);
-    view.setUint16(at + 42, (rule.source ? RULE_FLAG_SOURCE_FILTER : 0) | (rule.loopGuard ? 0 : RULE_FLAG_NO_LOOP_GUARD), true);
-    view.setUint16(at + 44, outputIndex, true);
-    view.setUint16(at + 46, rule.outputs.length, true);
-    view.setUint16(at + 48, rule.vlan, true);
-    if (rule.local) buf.set(rule.local, at + 52);
-    view.setUint32(at + 56, rule.maxPps, true);
+    view.setBigUint64(at + R.id, rule.id, true);
+    buf.set(rule.group, at + R.group);
+    if (rule.source) buf.set(rule.source, at + R.source);
+    view.setUint16(at + R.port, rule.port, true);
+    view.setUint16(at + R.flags, (rule.source ? RULE_FLAG_SOURCE_FILTER : 0) | (rule.loopGuard ? 0 : RULE_FLAG_NO_LOOP_GUARD), true);
+    view.setUint16(at + R.outputFirst, outputIndex, true);
+    view.setUint16(at + R.outputCount, rule.outputs.length, true);
+    view.setUint16(at + R.vlanId, rule.vlan, true);
+    if (rule.local) buf.set(rule.local, at + R.localAddr4);
+    view.setUint32(at + R.maxPps, rule.maxPps, true);
     for (const out of rule.outputs) {
       const o = outputsStart + outputIndex * SIZE.outputDesc;
-      view.setBigUint64(o, out.id, true);
-      buf.set(out.addr, o + 8);
-      if (out.source) buf.set(out.source, o + 24);
-      view.setUint16(o + 40, out.port, true);
-      view.setUint8(o + 42, out.ttl);
-      view.setUint8(o + 43, out.dscp ?? DSCP_COPY);
-      view.setUint32(o + 44, out.ifindex, true);
-      view.setUint32(o + 48, out.gso ? 0 : OUTPUT_FLAG_GSO_OFF, true);
+      view.setBigUint64(o + O.id, out.id, true);
+      buf.set(out.addr, o + O.addr);
+      if (out.source) buf.set(out.source, o + O.source);
+      view.setUint16(o + O.port, out.port, true);
+      view.setUint8(o + O.ttl, out.ttl);
+      view.setUint8(o + O.dscp, out.dscp ?? DSCP_COPY);
+      view.setUint32(o + O.ifindex, out.ifindex, true);
+      view.setUint32(o + O.flags, out.gso ? 0 : OUTPUT_FLAG_GSO_OFF, true);
       outputIndex += 1;
     }
   });
@@ -291,14 +259,14 @@ export interface DpConfig {
 export function encodeDpConfig(c: DpConfig): Uint8Array {
   const buf = new Uint8Array(SIZE.dpConfig);
   const v = new DataView(buf.buffer);
-  v.setInt32(0, c.packetFd, true);
-  v.setInt32(4, c.wakeFd, true);
-  v.setUint32(8, c.ifindex, true);
-  v.setInt32(12, c.statsFd, true);
-  v.setUint32(16, c.geometry.blockBytes, true);
-  v.setUint32(20, c.geometry.blockCount, true);
-  v.setUint32(24, c.geometry.frameBytes, true);
-  v.setUint32(28, c.geometry.frameCount, true);
+  v.setInt32(D.packetFd, c.packetFd, true);
+  v.setInt32(D.wakeFd, c.wakeFd, true);
+  v.setUint32(D.ifindex, c.ifindex, true);
+  v.setInt32(D.statsFd, c.statsFd, true);
+  v.setUint32(D.geometry + G.blockBytes, c.geometry.blockBytes, true);
+  v.setUint32(D.geometry + G.blockCount, c.geometry.blockCount, true);
+  v.setUint32(D.geometry + G.frameBytes, c.geometry.frameBytes, true);
+  v.setUint32(D.geometry + G.frameCount, c.geometry.frameCount, true);
   return buf;
 }
 
@@ -314,16 +282,23 @@ export interface PacketSetup {
 export function encodePacketSetup(c: PacketSetup): Uint8Array {
   const buf = new Uint8Array(SIZE.packetSetup);
   const v = new DataView(buf.buffer);
-  v.setUint32(0, c.ifindex, true);
-  v.setUint32(4, c.mtu, true);
-  v.setUint32(8, c.ringBytes, true);
-  v.setUint32(12, c.blockTimeoutMs, true);
-  v.setUint16(16, c.fanoutId, true);
+  v.setUint32(P.ifindex, c.ifindex, true);
+  v.setUint32(P.mtu, c.mtu, true);
+  v.setUint32(P.ringBytes, c.ringBytes, true);
+  v.setUint32(P.blockTimeoutMs, c.blockTimeoutMs, true);
+  v.setUint16(P.fanoutId, c.fanoutId, true);
   return buf;
 }
 
+/** Decodes a RingGeometry the library wrote into `words` (a Uint32Array of its size). */
 export function decodeGeometry(words: Uint32Array): RingGeometry {
-  return { blockBytes: words[0]!, blockCount: words[1]!, frameBytes: words[2]!, frameCount: words[3]! };
+  const v = new DataView(words.buffer, words.byteOffset, words.byteLength);
+  return {
+    blockBytes: v.getUint32(G.blockBytes, true),
+    blockCount: v.getUint32(G.blockCount, true),
+    frameBytes: v.getUint32(G.frameBytes, true),
+    frameCount: v.getUint32(G.frameCount, true),
+  };
 }
 
 export interface GenConfig {
@@ -341,15 +316,15 @@ export interface GenConfig {
 export function encodeGenConfig(c: GenConfig): Uint8Array {
   const buf = new Uint8Array(SIZE.genConfig);
   const v = new DataView(buf.buffer);
-  buf.set(c.addr, 0);
-  v.setUint16(16, c.port, true);
-  v.setUint8(18, c.ttl);
-  v.setUint32(20, c.ifindex, true);
-  v.setUint32(24, c.size, true);
-  v.setUint32(28, c.streamId >>> 0, true);
-  v.setBigUint64(32, BigInt(Math.round(c.ratePps)), true);
-  v.setBigUint64(40, BigInt(c.count), true);
-  v.setBigUint64(48, c.durationNs, true);
+  buf.set(c.addr, GC.addr);
+  v.setUint16(GC.port, c.port, true);
+  v.setUint8(GC.ttl, c.ttl);
+  v.setUint32(GC.ifindex, c.ifindex, true);
+  v.setUint32(GC.size, c.size, true);
+  v.setUint32(GC.streamId, c.streamId >>> 0, true);
+  v.setBigUint64(GC.ratePps, BigInt(Math.round(c.ratePps)), true);
+  v.setBigUint64(GC.count, BigInt(c.count), true);
+  v.setBigUint64(GC.durationNs, c.durationNs, true);
   return buf;
 }
 
@@ -363,10 +338,10 @@ export interface SinkConfig {
 export function encodeSinkConfig(c: SinkConfig): Uint8Array {
   const buf = new Uint8Array(SIZE.sinkConfig);
   const v = new DataView(buf.buffer);
-  buf.set(c.addr, 0);
-  v.setUint16(16, c.port, true);
-  v.setUint32(20, c.ifindex, true);
-  v.setUint32(24, c.rcvbufBytes, true);
+  buf.set(c.addr, SC.addr);
+  v.setUint16(SC.port, c.port, true);
+  v.setUint32(SC.ifindex, c.ifindex, true);
+  v.setUint32(SC.rcvbufBytes, c.rcvbufBytes, true);
   return buf;
 }
 
@@ -378,21 +353,19 @@ export interface LinkInfo {
   addr4: string | null;
 }
 
-export const IFF_UP = 0x1;
-
 export function decodeLinkInfo(buf: Uint8Array): LinkInfo {
   const v = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
-  const a = buf.subarray(12 + 12, 12 + 16);
-  const hasAddr = buf[12 + 10] === 0xff;
+  // v4-mapped: ::ffff:a.b.c.d (bytes 10 and 11 are 0xff), the address in the last four.
+  const a = buf.subarray(L.addr4 + 12, L.addr4 + 16);
+  const hasAddr = buf[L.addr4 + 10] === 0xff;
   return {
-    ifindex: v.getUint32(0, true),
-    mtu: v.getUint32(4, true),
-    flags: v.getUint32(8, true),
+    ifindex: v.getUint32(L.ifindex, true),
+    mtu: v.getUint32(L.mtu, true),
+    flags: v.getUint32(L.flags, true),
     addr4: hasAddr ? `${a[0]}.${a[1]}.${a[2]}.${a[3]}` : null,
   };
 }
 
-export const NL_EVENT_KINDS = { 1: "link_new", 2: "link_del", 3: "addr_new", 4: "addr_del", 5: "dump_done", 6: "overflow", 7: "failed" } as const;
 export type NlEventKind = (typeof NL_EVENT_KINDS)[keyof typeof NL_EVENT_KINDS];
 
 export interface NlEvent {
@@ -414,20 +387,20 @@ export function decodeNlEvents(buf: Uint8Array, count: number, decodeAddr: (byte
   const out: NlEvent[] = [];
   for (let i = 0; i < count; i++) {
     const at = i * SIZE.nlEvent;
-    const kind = NL_EVENT_KINDS[buf[at] as keyof typeof NL_EVENT_KINDS];
+    const kind = NL_EVENT_KINDS[buf[at + N.kind] as keyof typeof NL_EVENT_KINDS];
     if (!kind) continue;
-    const family = buf[at + 1] === 2 ? 4 : buf[at + 1] === 10 ? 6 : 0;
-    const nameBytes = buf.subarray(at + 36, at + 52);
+    const family = buf[at + N.family] === 2 ? 4 : buf[at + N.family] === 10 ? 6 : 0;
+    const nameBytes = buf.subarray(at + N.name, at + N.name + 16);
     const nul = nameBytes.indexOf(0);
     out.push({
       kind,
       family,
-      prefixlen: buf[at + 2]!,
-      ifindex: v.getUint32(at + 4, true),
-      flags: v.getUint32(at + 8, true),
-      mtu: v.getUint32(at + 12, true),
-      seq: v.getUint32(at + 16, true),
-      addr: family ? decodeAddr(buf.slice(at + 20, at + 36)) : null,
+      prefixlen: buf[at + N.prefixlen]!,
+      ifindex: v.getUint32(at + N.ifindex, true),
+      flags: v.getUint32(at + N.flags, true),
+      mtu: v.getUint32(at + N.mtu, true),
+      seq: v.getUint32(at + N.seq, true),
+      addr: family ? decodeAddr(buf.slice(at + N.addr, at + N.addr + 16)) : null,
       name: new TextDecoder().decode(nameBytes.subarray(0, nul < 0 ? 16 : nul)),
     });
   }

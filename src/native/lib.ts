@@ -7,7 +7,8 @@ import embeddedLibPath from "../../zig-out/lib/libmcrelay.so" with { type: "file
 import { NativeError, errnoName } from "../errors.ts";
 import {
   ABI_VERSION,
-  EXPECTED_LAYOUT,
+  ABI_DESCRIPTION,
+  describeDifferences,
   GEN_COUNTERS,
   LIMITS,
   SIZE,
@@ -32,7 +33,7 @@ import {
 
 const symbols = {
   mcr_abi_version: { args: [], returns: "u32" },
-  mcr_abi_layout: { args: ["ptr", "u32"], returns: "u32" },
+  mcr_abi_describe: { args: ["ptr", "u32"], returns: "u32" },
   mcr_packet_open: { args: [], returns: "i32" },
   mcr_packet_setup_start: { args: ["i32", "ptr", "ptr"], returns: "i32" },
   mcr_packet_setup_poll: { args: ["ptr", "ptr"], returns: "i32" },
@@ -149,16 +150,21 @@ function checkAbi(s: Symbols): void {
   if (version !== ABI_VERSION) {
     throw new NativeError("abi check", 0, `native library ABI ${version}, this build expects ${ABI_VERSION}`);
   }
-  const words = new Uint32Array(EXPECTED_LAYOUT.length + 8);
-  const n = s.mcr_abi_layout(ptr(words), words.length);
-  if (n !== EXPECTED_LAYOUT.length) {
-    throw new NativeError("abi check", 0, `native layout has ${n} entries, expected ${EXPECTED_LAYOUT.length}`);
+  // Names and offsets, not only sizes: every struct field, counter name and limit the
+  // library was built with must be the one the generated mirror says.
+  const differences = describeDifferences(describeNative(s));
+  if (differences.length > 0) {
+    const more = differences.length > 5 ? ` (and ${differences.length - 5} more)` : "";
+    throw new NativeError("abi check", 0, `library and TypeScript mirror differ: ${differences.slice(0, 5).join("; ")}${more}`);
   }
-  EXPECTED_LAYOUT.forEach(([name, want], i) => {
-    if (words[i] !== want) {
-      throw new NativeError("abi check", 0, `native ${name} is ${words[i]}, TypeScript expects ${want}`);
-    }
-  });
+}
+
+function describeNative(s: Symbols): string {
+  const cap = ABI_DESCRIPTION.length * 2 + 4096;
+  const buf = new Uint8Array(cap);
+  const n = s.mcr_abi_describe(ptr(buf), cap);
+  if (n > cap) throw new NativeError("abi check", 0, `native ABI description is ${n} bytes, more than the ${cap} expected`);
+  return new TextDecoder().decode(buf.subarray(0, n));
 }
 
 function check(op: string, rc: number): number {
@@ -179,6 +185,11 @@ export function loadNative(): void {
 
 export function abiVersion(): number {
   return lib().mcr_abi_version();
+}
+
+/** The loaded library's description of its ABI (what the load-time check compares). */
+export function abiDescription(): string {
+  return describeNative(lib());
 }
 
 /** Opens an AF_PACKET socket (needs CAP_NET_RAW); queues nothing until bound by a worker. */

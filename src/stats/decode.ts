@@ -50,11 +50,19 @@ export function decodeStats(words: BigUint64Array): DataplaneSnapshot {
   const dropBase = workerBase + WORKER_COUNTERS.length;
   const parseDrops = Object.fromEntries(PARSE_DROPS.map((n, i) => [n, Number(words[dropBase + i]!)])) as Record<ParseDrop, number>;
   const ruleBase = dropBase + PARSE_DROPS.length;
+  const ruleWord = (name: (typeof RULE_COUNTERS)[number]) => RULE_COUNTERS.indexOf(name);
+  const outputWord = (name: (typeof OUTPUT_COUNTERS)[number]) => OUTPUT_COUNTERS.indexOf(name);
   const rules: RuleCounters[] = [];
   for (let r = 0; r < ruleCount; r++) {
     const at = ruleBase + r * RULE_COUNTERS.length;
-    const drops = Object.fromEntries(RULE_DROPS.map((n) => [n, Number(words[at + RULE_COUNTERS.indexOf(n)]!)])) as Record<RuleDrop, number>;
-    rules.push({ id: words[at]!.toString(), packets: Number(words[at + 1]!), bytes: Number(words[at + 2]!), drops, inputErrno: Number(words[at + RULE_COUNTERS.indexOf("input_errno")]!) });
+    const drops = Object.fromEntries(RULE_DROPS.map((n) => [n, Number(words[at + ruleWord(n)]!)])) as Record<RuleDrop, number>;
+    rules.push({
+      id: words[at + ruleWord("id")]!.toString(),
+      packets: Number(words[at + ruleWord("packets")]!),
+      bytes: Number(words[at + ruleWord("bytes")]!),
+      drops,
+      inputErrno: Number(words[at + ruleWord("input_errno")]!),
+    });
   }
   const outputBase = ruleBase + LIMITS.rulesMax * RULE_COUNTERS.length;
   const outputs: OutputCounters[] = [];
@@ -66,7 +74,12 @@ export function decodeStats(words: BigUint64Array): DataplaneSnapshot {
       const value = Number(words[at + i]!);
       if (label && value > 0) sendErrors[label] = value;
     });
-    outputs.push({ id: words[at]!.toString(), packets: Number(words[at + 1]!), bytes: Number(words[at + 2]!), sendErrors });
+    outputs.push({
+      id: words[at + outputWord("id")]!.toString(),
+      packets: Number(words[at + outputWord("packets")]!),
+      bytes: Number(words[at + outputWord("bytes")]!),
+      sendErrors,
+    });
   }
   return { generation: header("generation"), worker, parseDrops, rules, outputs };
 }
