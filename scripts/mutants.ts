@@ -143,7 +143,7 @@ export const MUTANTS: Mutant[] = [
   {
     name: "remove-not-persisted",
     breaks: "`remove` changes the running rules but not the state file",
-    file: "src/supervisor/daemon.ts",
+    file: "src/supervisor/rule-store.ts",
     search: "    try {\n      this.#persist(after);\n    } catch (err) {",
     replace: "    try {\n      void after;\n    } catch (err) {",
     tests: [{ file: "tests/integration/persistence.test.ts", filter: "removed runtime rule stays removed" }],
@@ -151,7 +151,7 @@ export const MUTANTS: Mutant[] = [
   {
     name: "config-ids-not-kept",
     breaks: "config-file rules get fresh ids at every start",
-    file: "src/supervisor/daemon.ts",
+    file: "src/supervisor/rule-store.ts",
     search: 'this.#put(spec, "config", saved.configIds.get(spec.name) ?? this.#takeId());',
     replace: 'this.#put(spec, "config", this.#takeId());',
     tests: [
@@ -162,7 +162,7 @@ export const MUTANTS: Mutant[] = [
   {
     name: "unloadable-rule-dropped",
     breaks: "a saved rule that cannot be loaded is dropped from the state file",
-    file: "src/supervisor/daemon.ts",
+    file: "src/supervisor/rule-store.ts",
     search: "this.#unloadable.push(r);",
     replace: "",
     tests: [{ file: "tests/integration/persistence.test.ts", filter: "cannot be loaded" }],
@@ -255,7 +255,7 @@ export const MUTANTS: Mutant[] = [
   {
     name: "add-over-capacity",
     breaks: "`add` accepts a rule its worker's table cannot hold",
-    file: "src/supervisor/daemon.ts",
+    file: "src/supervisor/rule-store.ts",
     search: "    if (over.length) {\n      undo();",
     replace: "    if (false) {\n      undo();",
     tests: [{ file: "tests/integration/limits.test.ts", filter: "1,024 rules on r0" }],

@@ -2,23 +2,22 @@
 // file and from clients at runtime (persisted in the state directory); every change is
 // resolved against the interfaces, split per input interface and handed to the workers. It
 // answers the control socket while all of this happens.
-import { formatEndpoint } from "../base/endpoint.ts";
 import { loadConfig } from "../config/file.ts";
-import { ruleFromSpec, specFromRule, type RuleSpec } from "../config/rule-spec.ts";
-import { ConfigError, errnoName } from "../errors.ts";
-import { readFileSync } from "node:fs";
-import { isMulticast } from "../base/address.ts";
+import type { RuleSpec } from "../config/rule-spec.ts";
+import { ConfigError } from "../errors.ts";
 import { getLogLevel, logger, setLogLevel, type LogLevelName } from "../log.ts";
-import { describeInput, formatInput, inputKey, resolveRule, type LinkLookup, type Rule } from "../rules/rule.ts";
+import type { LinkLookup } from "../rules/rule.ts";
 import { PROTOCOL_VERSION, VERSION } from "../version.ts";
 import { ControlError, ControlServer, DaemonRunningError, type RequestContext } from "../control/server.ts";
 import type { Request } from "../control/protocol.ts";
-import { WorkerPool, type Desired } from "./worker-pool.ts";
+import { WorkerPool } from "./worker-pool.ts";
+import { planCapacity, planTables, type PlanOptions } from "./planner.ts";
+import { RuleStore, type ConfigChange, type StoredRule } from "./rule-store.ts";
+import { RuleViews, inputProblem } from "./views.ts";
 import { LinkMonitor } from "./link-monitor.ts";
 import { sdNotify } from "../native/lib.ts";
 import { buildInterfaceReports, buildRuleReports } from "./report.ts";
-import { StateDirLockedError, StateFile, lockStateDir, type SavedRule } from "./state-file.ts";
-import { capacityProblems } from "../rules/capacity.ts";
+import { StateDirLockedError, StateFile, lockStateDir } from "./state-file.ts";
 import type { WorkerUser } from "./user.ts";
 import type { ListenAddress } from "../config/listen.ts";
 import { HttpEndpoint, type Readiness } from "./http.ts";
@@ -51,11 +50,6 @@ async function audited<T>(what: string, who: string, run: () => Promise<T>, outc
   }
 }
 
-/** What makes a rule's state: compared to tell when it changed. */
-function pendingKey(s: { pending: string[]; pendingOutputs: Map<bigint, string> }): string {
-  return JSON.stringify([s.pending, [...s.pendingOutputs].map(([id, why]) => `${id}:${why}`)]);
-}
-
 function notifyServiceManager(message: string): void {
   try {
     sdNotify(message);
@@ -65,17 +59,7 @@ function notifyServiceManager(message: string): void {
 }
 
 
-export type Origin = "config" | "runtime";
-
-interface Stored {
-  rule: Rule;
-  spec: RuleSpec;
-  origin: Origin;
-  pending: string[];
-  pendingOutputs: Map<bigint, string>;
-  /** 0, or the errno of the worker's failed join (or unicast port hold) for this rule. */
-  inputErrno: number;
-}
+export type { Origin } from "./rule-store.ts";
 
 export interface DaemonOptions {
   socketPath: string;
@@ -101,43 +85,11 @@ export interface DaemonOptions {
 /** How often rules are checked for loop drops (an event within about a second). */
 const LOOP_CHECK_MS = 1000;
 
-/** A sysctl of this network namespace, or "?" when unreadable. */
-function sysctl(key: string): string {
-  try {
-    return readFileSync(`/proc/sys/${key.replaceAll(".", "/")}`, "utf8").trim();
-  } catch {
-    return "?";
-  }
-}
-
-/**
- * Why a rule's input is not joined (multicast) or its port not held (unicast), with the sysctl
- * to raise when that is the cause. mcrelay raises nothing by itself; the worker retries every
- * second, so raising the limit is enough.
- */
-function inputProblem(rule: Rule, errno: number): string {
-  const name = errnoName(errno);
-  if (!isMulticast(rule.input.addr)) {
-    return errno === 98 // EADDRINUSE
-      ? `input port ${rule.input.port} on ${rule.input.addr.text} is owned by another program: left alone (it receives the datagrams too)`
-      : `input port ${rule.input.port} on ${rule.input.addr.text} not held: ${name} (the host may answer senders with ICMP port unreachable)`;
-  }
-  if (errno === 105) {
-    // ENOBUFS: a membership limit.
-    const hint = rule.source
-      ? `net.ipv4.igmp_max_memberships=${sysctl("net.ipv4.igmp_max_memberships")}, net.ipv4.igmp_max_msf=${sysctl("net.ipv4.igmp_max_msf")}`
-      : `net.ipv4.igmp_max_memberships=${sysctl("net.ipv4.igmp_max_memberships")}`;
-    return `join failed: ${name} (${hint})`;
-  }
-  return `join failed: ${name}`;
-}
-
 export class Daemon {
   readonly #opts: DaemonOptions;
-  readonly #state: StateFile;
-  readonly #rules = new Map<string, Stored>();
+  readonly #store: RuleStore;
   readonly #pool: WorkerPool;
-  #nextId = 1n;
+  readonly #views: RuleViews;
   #server: ControlServer | null = null;
   #mutations: Promise<unknown> = Promise.resolve();
   readonly #links: LinkMonitor;
@@ -145,8 +97,6 @@ export class Daemon {
   /** Recent events, for `mcrelay events` subscribers. */
   #eventSeq = 0;
   #stopping = false;
-  /** Saved runtime rules that could not be loaded: kept in the state file, not dropped. */
-  #unloadable: SavedRule[] = [];
   /** Workers per interface from the config file. */
   #workersConfig = new Map<string, number>();
   #ringConfig = new Map<string, number>();
@@ -161,11 +111,12 @@ export class Daemon {
 
   private constructor(opts: DaemonOptions) {
     this.#opts = opts;
-    this.#state = new StateFile(opts.stateDir);
+    this.#store = new RuleStore({ state: new StateFile(opts.stateDir), capacity: (rules) => planCapacity(rules, this.#planOptions()) });
     this.#links = new LinkMonitor();
     this.#lookup = (name) => this.#links.lookup(name);
     this.#pool = new WorkerPool({ user: opts.user, lookup: this.#lookup });
-    this.#tracer = new Tracer({ find: (n) => this.#find(n)?.rule, memories: (iface) => this.#pool.traceMemories(iface) });
+    this.#views = new RuleViews(this.#store, this.#pool);
+    this.#tracer = new Tracer({ find: (n) => this.#store.find(n)?.rule, memories: (iface) => this.#pool.traceMemories(iface) });
   }
 
   /** Loads config and state, starts workers, then opens the control socket. */
@@ -208,44 +159,14 @@ export class Daemon {
       for (const e of events) this.#publish({ kind: "link", ...e });
       void this.#mutate(async () => this.#reconcile());
     });
-    const saved = this.#state.load();
-    this.#nextId = saved.nextId;
-    if (opts.configPath) {
-      const cfg = loadConfig(opts.configPath);
+    const cfg = opts.configPath ? loadConfig(opts.configPath) : null;
+    if (cfg) {
       this.#workersConfig = cfg.workers;
       this.#ringConfig = cfg.ringMib;
       metricsAt ??= cfg.metrics;
-      // A config rule keeps its id across restarts (by name), as runtime rules do.
-      for (const spec of cfg.specs) this.#put(spec, "config", saved.configIds.get(spec.name) ?? this.#takeId());
-      const over = this.#capacity();
-      if (over.length) throw new ConfigError(`${opts.configPath}: more than the workers can hold:\n  ${over.join("\n  ")}`);
     }
-    for (const r of saved.rules) {
-      if (this.#rules.has(r.spec.name)) {
-        log.warn(`runtime rule ${r.spec.name} overrides the config file's rule of that name`);
-      }
-      const shadowed = this.#rules.get(r.spec.name);
-      try {
-        this.#put(r.spec, "runtime", r.id);
-        const over = this.#capacity();
-        if (over.length) {
-          if (shadowed) this.#rules.set(r.spec.name, shadowed);
-          else this.#rules.delete(r.spec.name);
-          throw new Error(over.join("; "));
-        }
-      } catch (err) {
-        this.#unloadable.push(r);
-        log.error(`saved rule ${r.spec.name} is not loaded (${(err as Error).message}); it stays in the state file`);
-        continue;
-      }
-      if (r.id >= this.#nextId) this.#nextId = r.id + 1n;
-    }
-    for (const id of saved.configIds.values()) if (id >= this.#nextId) this.#nextId = id + 1n;
-    try {
-      this.#persist(); // config rules' ids, for the next start
-    } catch (err) {
-      log.warn(`cannot write the state file: ${(err as Error).message}`);
-    }
+    // A config rule keeps its id across restarts (by name), as runtime rules do.
+    this.#store.load(cfg?.specs ?? [], opts.configPath);
     // Before the workers start: /healthz answers during start-up, /readyz says why not yet.
     if (metricsAt) {
       this.#http = HttpEndpoint.start(metricsAt, {
@@ -273,63 +194,29 @@ export class Daemon {
       this.#watcher = new ConfigWatcher(opts.configPath, async () => void (await this.requestReload("a change of the config file")));
       log.info(`watching ${opts.configPath} for changes`);
     }
-    log.info(`ready: ${this.#rules.size} rules, control socket ${opts.socketPath}`);
-    notifyServiceManager(`READY=1\nSTATUS=${this.#rules.size} rules`);
+    log.info(`ready: ${this.#store.size} rules, control socket ${opts.socketPath}`);
+    notifyServiceManager(`READY=1\nSTATUS=${this.#store.size} rules`);
   }
 
-  #takeId(): bigint {
-    return this.#nextId++;
-  }
-
-  #put(spec: RuleSpec, origin: Origin, id: bigint): Stored {
-    const built = ruleFromSpec(spec, id);
-    if (!built.ok) throw new ControlError("bad_request", built.problems.join("; "));
-    const key = inputKey(built.rule);
-    for (const other of this.#rules.values()) {
-      if (other.rule.name !== spec.name && inputKey(other.rule) === key) {
-        throw new ControlError("exists", `rule ${other.rule.name} already relays ${describeInput(built.rule)}`);
-      }
-    }
-    const stored: Stored = { rule: built.rule, spec, origin, pending: [], pendingOutputs: new Map(), inputErrno: 0 };
-    this.#rules.set(spec.name, stored);
-    return stored;
-  }
-
-  /** Problems if the rules (default: the current ones) do not fit the workers' tables. */
-  #capacity(rules: Iterable<Stored> = this.#rules.values()): string[] {
-    return capacityProblems([...rules].map((s) => s.rule), (iface) => this.#workersFor(iface));
-  }
-
-  #persist(rules: Map<string, Stored> = this.#rules): void {
-    const runtime = [...rules.values()].filter((s) => s.origin === "runtime");
-    const config = [...rules.values()].filter((s) => s.origin === "config");
-    this.#state.save({
-      nextId: this.#nextId,
-      rules: [...runtime.map((s) => ({ id: s.rule.id, spec: s.spec })), ...this.#unloadable],
-      configIds: new Map(config.map((s) => [s.rule.name, s.rule.id])),
-    });
+  #planOptions(): PlanOptions {
+    return {
+      lookup: this.#lookup,
+      workersFor: (iface) => this.#workersFor(iface),
+      ringMibFor: (iface) => this.#ringConfig.get(iface) ?? this.#opts.ringMib,
+    };
   }
 
   /** Resolves every rule against the interfaces and gives each worker its complete table. */
   #reconcile(): void {
-    const tables = new Map<string, Desired>();
-    for (const stored of this.#rules.values()) {
-      const resolved = resolveRule(stored.rule, this.#lookup);
-      const was = pendingKey(stored);
-      stored.pending = resolved.pending;
-      stored.pendingOutputs = resolved.pendingOutputs;
-      if (was !== pendingKey(stored)) this.#ruleChanged(stored);
-      if (!resolved.wire) continue;
-      const iface = stored.rule.input.iface;
-      const entry = tables.get(iface) ?? { rules: [], workers: this.#workersFor(iface), ringMib: this.#ringConfig.get(iface) ?? this.#opts.ringMib };
-      entry.rules.push(resolved.wire);
-      tables.set(iface, entry);
+    const plan = planTables(this.#store.rules(), this.#planOptions());
+    for (const stored of this.#store.all()) {
+      if (this.#store.resolve(stored, plan.resolutions.get(stored.rule.id)!)) this.#ruleChanged(stored);
     }
-    this.#pool.setTables(tables);
+    this.#pool.setTables(plan.tables);
   }
 
-  #ruleChanged(s: Stored): void {
-    const view = this.#view(s);
+  #ruleChanged(s: StoredRule): void {
+    const view = this.#views.view(s);
     if (s.pending.length) log.warn(`rule ${s.rule.name} is pending: ${s.pending.join("; ")}`);
     else if (s.inputErrno) log.warn(`rule ${s.rule.name}: ${inputProblem(s.rule, s.inputErrno)}`);
     else if (s.pendingOutputs.size) log.warn(`rule ${s.rule.name}: outputs pending: ${[...s.pendingOutputs.values()].join("; ")}`);
@@ -344,7 +231,7 @@ export class Daemon {
    */
   #checkLoops(): void {
     const totals = this.#pool.counters.totals();
-    for (const s of this.#rules.values()) {
+    for (const s of this.#store.all()) {
       const id = s.rule.id.toString();
       // A join that failed or recovered changes what list shows: log it and publish it.
       const inputErrno = s.pending.length ? 0 : totals.inputErrnos.get(id) ?? 0;
@@ -383,7 +270,7 @@ export class Daemon {
       case "hello":
         return { daemon: VERSION, protocol: PROTOCOL_VERSION };
       case "ping":
-        return { pong: true, rules: this.#rules.size, workers: this.#pool.info().length };
+        return { pong: true, rules: this.#store.size, workers: this.#pool.info().length };
       case "version":
         return { daemon: VERSION, protocol: PROTOCOL_VERSION, bun: Bun.version };
       case "add": {
@@ -394,9 +281,9 @@ export class Daemon {
       case "remove":
         return audited(`remove rule ${req.args.rule}`, requester(ctx), () => this.#mutate(() => this.#remove(req.args.rule)), (r) => `ok, removed ${r.removed} (id ${r.id})`);
       case "list":
-        return { rules: this.#list() };
+        return { rules: this.#views.list() };
       case "stats":
-        return this.#stats(req.args?.rule);
+        return this.#views.stats(req.args?.rule);
       case "workers":
         return { workers: this.#pool.info() };
       case "log-level":
@@ -425,57 +312,20 @@ export class Daemon {
         return {
           config_file: this.#opts.configPath ?? null,
           state_dir: this.#opts.stateDir,
-          rules: [...this.#rules.values()].map((s) => ({ ...s.spec, origin: s.origin, id: s.rule.id.toString() })),
+          rules: this.#store.all().map((s) => ({ ...s.spec, origin: s.origin, id: s.rule.id.toString() })),
         };
     }
   }
 
-  #find(nameOrId: string): Stored | undefined {
-    return this.#rules.get(nameOrId) ?? [...this.#rules.values()].find((s) => s.rule.id.toString() === nameOrId);
-  }
-
   async #add(spec: RuleSpec, replace: boolean) {
-    const existing = this.#rules.get(spec.name);
-    if (existing && !replace) throw new ControlError("exists", `a rule named '${spec.name}' exists (use --replace to change it)`);
-    if (!existing && replace) throw new ControlError("not_found", `no rule named '${spec.name}' to replace`);
-    const id = existing ? existing.rule.id : this.#takeId();
-    const before = existing ? { ...existing } : null;
-    const stored = this.#put(spec, "runtime", id);
-    const undo = () => {
-      if (before) this.#rules.set(spec.name, before);
-      else this.#rules.delete(spec.name);
-    };
-    // Before anything is saved or applied: a table the worker could not hold would stop every
-    // rule of the interface.
-    const over = this.#capacity();
-    if (over.length) {
-      undo();
-      throw new ControlError("limit", `rule ${spec.name} refused, nothing changed: ${over.join("; ")}`);
-    }
-    try {
-      this.#persist();
-    } catch (err) {
-      undo();
-      throw new ControlError("internal", `cannot save state, nothing changed: ${(err as Error).message}`);
-    }
+    const { stored, replaced } = this.#store.add(spec, replace);
     this.#reconcile();
     await this.#settle();
-    return { rule: this.#view(stored), warnings: [...stored.pending, ...stored.pendingOutputs.values()], replaced: !!existing };
+    return { rule: this.#views.view(stored), warnings: [...stored.pending, ...stored.pendingOutputs.values()], replaced };
   }
 
   async #remove(nameOrId: string) {
-    const stored = this.#find(nameOrId);
-    if (!stored) throw new ControlError("not_found", `no rule named or numbered '${nameOrId}'`);
-    // Saved first: if the state cannot be written the rule stays, listed and forwarding, as
-    // the state file still holds it (no rule that forwards but cannot be removed).
-    const after = new Map(this.#rules);
-    after.delete(stored.rule.name);
-    try {
-      this.#persist(after);
-    } catch (err) {
-      throw new ControlError("internal", `cannot save state, nothing changed (rule ${stored.rule.name} is still there and forwarding): ${(err as Error).message}`);
-    }
-    this.#rules.delete(stored.rule.name);
+    const stored = this.#store.remove(nameOrId);
     this.#reconcile();
     await this.#settle();
     const warnings = stored.origin === "config" ? ["this rule comes from the config file: a reload brings it back unless it is removed there"] : [];
@@ -504,7 +354,7 @@ export class Daemon {
     try {
       return await this.#reload();
     } finally {
-      notifyServiceManager(`READY=1\nSTATUS=${this.#rules.size} rules`);
+      notifyServiceManager(`READY=1\nSTATUS=${this.#store.size} rules`);
     }
   }
 
@@ -521,112 +371,27 @@ export class Daemon {
       if (err instanceof ConfigError) throw new ControlError("config_invalid", `reload refused, nothing changed: ${err.message}`);
       throw err;
     }
-    const wanted = new Map(specs.map((s) => [s.name, s]));
-    const added: string[] = [];
-    const removed: string[] = [];
-    const changed: string[] = [];
-    const conflicts: string[] = [];
-    // All or nothing: a rule that cannot be applied restores the rules as they were.
-    const before = new Map(this.#rules);
+    let change: ConfigChange;
     try {
-      for (const [name, s] of this.#rules) {
-        if (s.origin === "config" && !wanted.has(name)) {
-          this.#rules.delete(name);
-          removed.push(name);
-        }
-      }
-      for (const [name, spec] of wanted) {
-        const s = this.#rules.get(name);
-        if (!s) {
-          this.#put(spec, "config", this.#takeId());
-          added.push(name);
-        } else if (s.origin === "runtime") {
-          conflicts.push(name);
-        } else if (JSON.stringify(s.spec) !== JSON.stringify(spec)) {
-          this.#put(spec, "config", s.rule.id);
-          changed.push(name);
-        }
-      }
-      // What the workers can hold, then the state file: either fails, nothing changed.
-      const over = this.#capacity();
-      if (over.length) throw new Error(over.join("; "));
-      try {
-        this.#persist();
-      } catch (err) {
-        throw new Error(`cannot save state: ${(err as Error).message}`);
-      }
+      // All or nothing: a rule that cannot be applied restores the rules as they were.
+      change = this.#store.applyConfig(specs);
     } catch (err) {
-      this.#rules.clear();
-      for (const [k, v] of before) this.#rules.set(k, v);
       this.#workersConfig = workersBefore;
       throw new ControlError("config_invalid", `reload refused, nothing changed: ${(err as Error).message}`);
     }
+    const { added, removed, changed, conflicts, unchanged } = change;
     this.#reconcile();
     await this.#settle();
     log.info(`reloaded ${this.#opts.configPath}: ${added.length} added, ${removed.length} removed, ${changed.length} changed`);
     const warnings = conflicts.map((n) => `rule ${n}: a runtime rule of that name is kept; the config file's version is ignored`);
-    return { added, removed, changed, unchanged: wanted.size - added.length - changed.length - conflicts.length, warnings };
-  }
-
-  #view(s: Stored) {
-    const worker = this.#pool.info().find((w) => w.interface === s.rule.input.iface);
-    const failing = !s.pending.length && worker && worker.state === "backoff";
-    // A rule its worker refused to take (the others of that worker go on forwarding).
-    const refused = s.pending.length ? undefined : this.#pool.refusedRules().get(s.rule.id.toString());
-    // A unicast input whose port another program owns still forwards: only a note.
-    const joinFailed = s.inputErrno !== 0 && isMulticast(s.rule.input.addr);
-    return {
-      name: s.rule.name,
-      id: s.rule.id.toString(),
-      origin: s.origin,
-      input: formatInput(s.rule),
-      source: s.rule.source?.text ?? null,
-      vlan: s.rule.vlan,
-      max_pps: s.rule.maxPps,
-      loop_guard: s.rule.loopGuard,
-      outputs: s.rule.outputs.map((o) => ({
-        to: formatEndpoint(o.to),
-        ttl: o.ttl,
-        dscp: o.dscp ?? "copy",
-        gso: o.gso,
-        state: s.pendingOutputs.has(o.id) ? "pending" : "active",
-        reason: s.pendingOutputs.get(o.id) ?? null,
-      })),
-      state: s.pending.length ? "pending" : failing || refused ? "error" : joinFailed ? "join-failed" : "active",
-      reasons: s.pending.length
-        ? s.pending
-        : refused
-          ? [refused]
-          : failing && worker.last_error
-            ? [worker.last_error]
-            : s.inputErrno
-              ? [inputProblem(s.rule, s.inputErrno)]
-              : [],
-    };
-  }
-
-  #list() {
-    return [...this.#rules.values()].sort((a, b) => (a.rule.id < b.rule.id ? -1 : 1)).map((s) => this.#view(s));
-  }
-
-  #stats(name?: string) {
-    const selected = name ? [this.#find(name)].filter((s): s is Stored => !!s) : [...this.#rules.values()];
-    if (name && selected.length === 0) throw new ControlError("not_found", `no rule named or numbered '${name}'`);
-    this.#pool.refresh();
-    const totals = this.#pool.counters.totals();
-    const rules = buildRuleReports(
-      selected.map((s) => ({ rule: s.rule, pending: s.pending, pendingOutputs: s.pendingOutputs, origin: s.origin })),
-      totals,
-      this.#pool.counters.rates(),
-    );
-    return { rules, interfaces: buildInterfaceReports(totals), workers: this.#pool.info() };
+    return { added, removed, changed, unchanged, warnings };
   }
 
   /** The Prometheus exposition: the same totals as `stats`, read now. */
   #metrics(): string {
     this.#pool.refresh();
     const totals = this.#pool.counters.totals();
-    const stored = [...this.#rules.values()].sort((a, b) => (a.rule.id < b.rule.id ? -1 : 1));
+    const stored = this.#store.all();
     const reports = buildRuleReports(
       stored.map((s) => ({ rule: s.rule, pending: s.pending, pendingOutputs: s.pendingOutputs, origin: s.origin })),
       totals,
@@ -637,7 +402,7 @@ export class Daemon {
       protocol: PROTOCOL_VERSION,
       bun: Bun.version,
       startedAtS: Math.floor(this.#startedAtMs / 1000),
-      rules: reports.map((r, i) => ({ ...r, current: this.#view(stored[i]!).state as RuleState })),
+      rules: reports.map((r, i) => ({ ...r, current: this.#views.view(stored[i]!).state as RuleState })),
       interfaces: buildInterfaceReports(totals),
       workers: this.#pool.info(),
     });
@@ -655,8 +420,8 @@ export class Daemon {
     if (!this.#started) return { ready: false, reasons: ["starting"] };
     if (this.#stopping) return { ready: false, reasons: ["stopping"] };
     const reasons: string[] = [];
-    for (const s of this.#rules.values()) {
-      const v = this.#view(s);
+    for (const s of this.#store.all()) {
+      const v = this.#views.view(s);
       if (v.state !== "active") reasons.push(`rule ${v.name} is ${v.state}: ${v.reasons.join("; ") || "no reason known"}`);
     }
     for (const w of this.#pool.info()) {
@@ -681,7 +446,7 @@ export class Daemon {
     await this.#pool.collect();
     await this.#pool.close();
     const totals = this.#pool.counters.totals();
-    for (const s of this.#rules.values()) {
+    for (const s of this.#store.all()) {
       const t = totals.rules.get(s.rule.id.toString());
       log.info(`final: rule ${s.rule.name}: ${t?.packets ?? 0} packets, ${t?.bytes ?? 0} bytes`);
     }

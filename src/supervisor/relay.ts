@@ -3,11 +3,14 @@
 // resolved once; reports are built from the same counter totals the daemon's `stats` uses.
 import { logger } from "../log.ts";
 import { formatEndpoint } from "../base/endpoint.ts";
-import { formatInput, resolveRule, type Rule } from "../rules/rule.ts";
-import { WorkerPool, type Desired, type WorkerInfo } from "./worker-pool.ts";
+import { formatInput, type Rule } from "../rules/rule.ts";
+import { WorkerPool, type WorkerInfo } from "./worker-pool.ts";
+import { planCapacity, planTables, type PlanOptions } from "./planner.ts";
+import { RuleStore } from "./rule-store.ts";
+import { RuleViews } from "./views.ts";
 import { lookupLink } from "./links.ts";
 import type { WorkerUser } from "./user.ts";
-import { buildRuleReports, buildInterfaceReports, type RuleReport, type InterfaceReport } from "./report.ts";
+import { buildInterfaceReports, type RuleReport, type InterfaceReport } from "./report.ts";
 import { ControlError, ControlServer } from "../control/server.ts";
 import type { Request } from "../control/protocol.ts";
 import { getLogLevel, setLogLevel, type LogLevelName } from "../log.ts";
@@ -24,44 +27,32 @@ export interface RelayReport {
 }
 
 export class Relay {
-  readonly #rules: Rule[] = [];
   readonly #pool: WorkerPool;
-  readonly #pending = new Map<bigint, string[]>();
-  readonly #pendingOutputs = new Map<bigint, Map<bigint, string>>();
+  /** The rules from the command line: held, never persisted. */
+  readonly #store: RuleStore;
+  readonly #views: RuleViews;
   #workers: WorkerInfo[] = [];
   #server: ControlServer | null = null;
-
-  readonly #workersPerInterface: number;
+  readonly #plan: PlanOptions;
   readonly #tracer: Tracer;
-  readonly #ringMib: number | undefined;
 
   constructor(opts: { user: WorkerUser | null; workers?: number; ringMib?: number }) {
     this.#pool = new WorkerPool(opts);
-    this.#workersPerInterface = opts.workers ?? 1;
-    this.#tracer = new Tracer({
-      find: (n) => this.#rules.find((r) => r.name === n || r.id.toString() === n),
-      memories: (iface) => this.#pool.traceMemories(iface),
-    });
-    this.#ringMib = opts.ringMib;
+    this.#plan = { lookup: lookupLink, workersFor: () => opts.workers ?? 1, ringMibFor: () => opts.ringMib };
+    this.#store = new RuleStore({ state: null, capacity: (rules) => planCapacity(rules, this.#plan) });
+    this.#views = new RuleViews(this.#store, this.#pool);
+    this.#tracer = new Tracer({ find: (n) => this.#store.find(n)?.rule, memories: (iface) => this.#pool.traceMemories(iface) });
   }
 
   /** Starts workers for the rules' input interfaces; resolves once every table is applied. */
   async start(rules: Rule[]): Promise<void> {
-    this.#rules.push(...rules);
-    const tables = new Map<string, Desired>();
-    for (const rule of rules) {
-      const resolved = resolveRule(rule, lookupLink);
-      this.#pending.set(rule.id, resolved.pending);
-      this.#pendingOutputs.set(rule.id, resolved.pendingOutputs);
-      if (!resolved.wire) {
-        log.warn(`rule ${rule.name} is pending: ${resolved.pending.join("; ")}`);
-        continue;
-      }
-      const entry = tables.get(rule.input.iface) ?? { rules: [], workers: this.#workersPerInterface, ringMib: this.#ringMib };
-      entry.rules.push(resolved.wire);
-      tables.set(rule.input.iface, entry);
+    this.#store.hold(rules, "cli");
+    const plan = planTables(this.#store.rules(), this.#plan);
+    for (const stored of this.#store.all()) {
+      this.#store.resolve(stored, plan.resolutions.get(stored.rule.id)!);
+      if (stored.pending.length) log.warn(`rule ${stored.rule.name} is pending: ${stored.pending.join("; ")}`);
     }
-    this.#pool.setTables(tables);
+    this.#pool.setTables(plan.tables);
     await this.#pool.settled(10_000);
     this.#workers = this.#pool.info();
     for (const rule of rules) {
@@ -80,15 +71,11 @@ export class Relay {
       case "version":
         return { daemon: VERSION, protocol: PROTOCOL_VERSION, bun: Bun.version, mode: "forward" };
       case "ping":
-        return { pong: true, rules: this.#rules.length, workers: this.#pool.info().length };
+        return { pong: true, rules: this.#store.size, workers: this.#pool.info().length };
       case "list":
-        return { rules: this.#ruleReports().map((r) => ({ name: r.name, id: r.id, origin: r.origin, input: r.input, source: null, outputs: r.outputs.map((o) => ({ to: o.to, ttl: o.ttl, dscp: o.dscp, gso: o.gso, state: o.state, reason: o.reason })), state: r.state, reasons: r.pending_reasons })) };
-      case "stats": {
-        this.#pool.refresh();
-        const rules = this.#ruleReports().filter((r) => !req.args?.rule || r.name === req.args.rule || r.id === req.args.rule);
-        if (req.args?.rule && rules.length === 0) throw new ControlError("not_found", `no rule named or numbered '${req.args.rule}'`);
-        return { rules, interfaces: buildInterfaceReports(this.#pool.counters.totals()), workers: this.#pool.info() };
-      }
+        return { rules: this.#views.list() };
+      case "stats":
+        return this.#views.stats(req.args?.rule);
       case "workers":
         return { workers: this.#pool.info() };
       case "trace-start":
@@ -108,14 +95,6 @@ export class Relay {
     }
   }
 
-  #ruleReports(): RuleReport[] {
-    return buildRuleReports(
-      this.#rules.map((rule) => ({ rule, pending: this.#pending.get(rule.id) ?? [], pendingOutputs: this.#pendingOutputs.get(rule.id), origin: "cli" })),
-      this.#pool.counters.totals(),
-      this.#pool.counters.rates(),
-    );
-  }
-
   /** Stops every worker and returns the final counters. */
   async stop(): Promise<RelayReport> {
     this.#server?.stop();
@@ -126,7 +105,7 @@ export class Relay {
     if (live.length) this.#workers = live;
     await this.#pool.close();
     const totals = this.#pool.counters.totals();
-    const rules = this.#ruleReports();
+    const { rules } = this.#views.stats();
     const workers = buildInterfaceReports(totals).map((i) => {
       const ws = this.#workers.filter((x) => x.interface === i.interface);
       return {

@@ -1,0 +1,163 @@
+// The rule store (src/supervisor/rule-store.ts) and the table planner (planner.ts) that the
+// daemon and `forward` share: identity and persistence of rules, all-or-nothing changes, and
+// tables planned from the rules and the links as they are. No kernel needed: links are a map.
+import { afterEach, describe, expect, test } from "bun:test";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import type { RuleSpec } from "../../src/config/rule-spec.ts";
+import { ControlError } from "../../src/control/server.ts";
+import type { LinkInfo } from "../../src/native/abi.ts";
+import { planTables, type PlanOptions } from "../../src/supervisor/planner.ts";
+import { RuleStore } from "../../src/supervisor/rule-store.ts";
+import { StateFile } from "../../src/supervisor/state-file.ts";
+
+const dirs: string[] = [];
+afterEach(() => {
+  for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
+});
+
+function stateDir(): string {
+  const d = mkdtempSync(join(tmpdir(), "mcr-store-"));
+  dirs.push(d);
+  return d;
+}
+
+const spec = (name: string, port: number, extra: Partial<RuleSpec> = {}): RuleSpec => ({
+  name,
+  from: `239.1.1.1:${port}@eth0`,
+  to: ["239.2.2.2:6000@eth1"],
+  ...extra,
+});
+
+function store(dir: string | null, capacity: (n: number) => string[] = () => []): RuleStore {
+  return new RuleStore({ state: dir ? new StateFile(dir) : null, capacity: (rules) => capacity(rules.length) });
+}
+
+function saved(dir: string): { rules: { id: string; spec: RuleSpec }[]; config_ids?: Record<string, string> } {
+  return JSON.parse(readFileSync(join(dir, "rules.json"), "utf8"));
+}
+
+describe("rule store", () => {
+  test("runtime rules get increasing ids, are saved, and come back with the same ids after a restart", () => {
+    const dir = stateDir();
+    const a = store(dir);
+    a.load([]);
+    expect(a.add(spec("a", 5000), false).stored.rule.id).toBe(1n);
+    expect(a.add(spec("b", 5001), false).stored.rule.id).toBe(2n);
+    expect(saved(dir).rules.map((r) => r.spec.name)).toEqual(["a", "b"]);
+    const b = store(dir);
+    b.load([]);
+    expect(b.all().map((s) => [s.rule.name, s.rule.id, s.origin])).toEqual([
+      ["a", 1n, "runtime"],
+      ["b", 2n, "runtime"],
+    ]);
+    expect(b.add(spec("c", 5002), false).stored.rule.id).toBe(3n);
+  });
+
+  test("config rules keep their ids by name across restarts and are not saved as runtime rules", () => {
+    const dir = stateDir();
+    const a = store(dir);
+    a.load([spec("x", 5000), spec("y", 5001)], "test.json5");
+    const ids = a.all().map((s) => s.rule.id);
+    const b = store(dir);
+    b.load([spec("y", 5001), spec("x", 5000)], "test.json5");
+    expect(b.find("x")!.rule.id).toBe(ids[0]!);
+    expect(b.find("y")!.rule.id).toBe(ids[1]!);
+    expect(saved(dir).rules).toEqual([]);
+  });
+
+  test("a name or an input relayed twice is refused naming the other rule; replace keeps the id", () => {
+    const s = store(null);
+    s.load([]);
+    const first = s.add(spec("a", 5000), false).stored;
+    expect(() => s.add(spec("a", 5001), false)).toThrow("a rule named 'a' exists");
+    expect(() => s.add(spec("b", 5000), false)).toThrow("rule a already relays 239.1.1.1:5000@eth0");
+    expect(() => s.add(spec("z", 5009), true)).toThrow("no rule named 'z' to replace");
+    const replaced = s.add(spec("a", 5005, { ttl: 4 }), true);
+    expect(replaced.replaced).toBe(true);
+    expect(replaced.stored.rule.id).toBe(first.rule.id);
+    expect(s.find(first.rule.id.toString())!.rule.input.port).toBe(5005);
+  });
+
+  test("an add the workers could not hold changes nothing and is refused as a limit", () => {
+    const dir = stateDir();
+    const s = store(dir, (n) => (n > 1 ? [`eth0: ${n} rules, at most 1`] : []));
+    s.load([]);
+    s.add(spec("a", 5000), false);
+    let error: unknown;
+    try {
+      s.add(spec("b", 5001), false);
+    } catch (err) {
+      error = err;
+    }
+    expect(error).toBeInstanceOf(ControlError);
+    expect((error as ControlError).code).toBe("limit");
+    expect(s.all().map((x) => x.rule.name)).toEqual(["a"]);
+    expect(saved(dir).rules.map((r) => r.spec.name)).toEqual(["a"]);
+  });
+
+  test("remove takes a name or an id; an unknown one is not_found", () => {
+    const s = store(null);
+    s.load([]);
+    const a = s.add(spec("a", 5000), false).stored;
+    s.add(spec("b", 5001), false);
+    expect(s.remove(a.rule.id.toString()).rule.name).toBe("a");
+    expect(s.remove("b").rule.name).toBe("b");
+    expect(() => s.remove("a")).toThrow("no rule named or numbered 'a'");
+    expect(s.size).toBe(0);
+  });
+
+  test("applyConfig adds, removes and changes config rules, keeps runtime ones, and is all or nothing", () => {
+    const s = store(null);
+    s.load([spec("keep", 5000), spec("drop", 5001), spec("edit", 5002)], "c.json5");
+    s.add(spec("mine", 5003), false);
+    const editId = s.find("edit")!.rule.id;
+    const change = s.applyConfig([spec("keep", 5000), spec("edit", 5002, { ttl: 3 }), spec("new", 5004), spec("mine", 5010)]);
+    expect(change).toEqual({ added: ["new"], removed: ["drop"], changed: ["edit"], conflicts: ["mine"], unchanged: 1 });
+    expect(s.find("edit")!.rule.id).toBe(editId);
+    expect(s.find("mine")!.origin).toBe("runtime");
+    const before = s.all().map((x) => [x.rule.name, x.rule.id]);
+    // A second rule relaying the same input as "keep": refused, nothing changed.
+    expect(() => s.applyConfig([spec("keep", 5000), spec("twin", 5000)])).toThrow("already relays");
+    expect(s.all().map((x) => [x.rule.name, x.rule.id])).toEqual(before);
+  });
+
+  test("resolve reports whether a rule's state changed", () => {
+    const s = store(null);
+    s.load([]);
+    const a = s.add(spec("a", 5000), false).stored;
+    expect(s.resolve(a, { pending: ["input interface eth0 is down"], pendingOutputs: new Map() })).toBe(true);
+    expect(s.resolve(a, { pending: ["input interface eth0 is down"], pendingOutputs: new Map() })).toBe(false);
+    expect(s.resolve(a, { pending: [], pendingOutputs: new Map() })).toBe(true);
+  });
+});
+
+describe("table planner", () => {
+  const links = new Map<string, LinkInfo>([
+    ["eth0", { ifindex: 2, mtu: 1500, flags: 1, addr4: "10.0.0.1" }],
+    ["eth1", { ifindex: 3, mtu: 1500, flags: 1, addr4: "10.0.1.1" }],
+    ["eth2", { ifindex: 4, mtu: 1500, flags: 0, addr4: "10.0.2.1" }],
+  ]);
+  const options: PlanOptions = {
+    lookup: (name) => links.get(name) ?? null,
+    workersFor: (iface) => (iface === "eth0" ? 2 : 1),
+    ringMibFor: (iface) => (iface === "eth0" ? 16 : undefined),
+  };
+
+  test("usable rules go into their input interface's table; a rule on a down interface is pending and in no table", () => {
+    const s = store(null);
+    s.load([]);
+    const a = s.add(spec("a", 5000), false).stored;
+    const b = s.add({ name: "b", from: "239.1.1.2:5000@eth2", to: ["239.2.2.2:6001@eth1"] }, false).stored;
+    const plan = planTables(s.rules(), options);
+    expect([...plan.tables.keys()]).toEqual(["eth0"]);
+    const eth0 = plan.tables.get("eth0")!;
+    expect([eth0.workers, eth0.ringMib]).toEqual([2, 16]);
+    expect(eth0.rules.map((r) => r.id)).toEqual([a.rule.id.toString()]);
+    expect(eth0.rules[0]!.outputs[0]!.ifindex).toBe(3);
+    expect(eth0.rules[0]!.outputs[0]!.source).toBe("10.0.1.1");
+    expect(plan.resolutions.get(a.rule.id)!.pending).toEqual([]);
+    expect(plan.resolutions.get(b.rule.id)!.pending).toEqual(["input interface eth2 is down"]);
+  });
+});
