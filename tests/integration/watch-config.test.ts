@@ -77,8 +77,8 @@ describe_netns("watch-config (kernel, under bun)", () => {
       // add/remove through the socket are audited with who asked.
       await daemon.json(["add", "--name", "rt", "--from", "239.1.1.5:5000@r0", "--to", `239.2.2.5:6005@${s.relayIf}`]);
       await daemon.json(["remove", "rt"]);
-      await daemon.proc.waitForStderr(/\[audit\].*add rule rt \(239\.1\.1\.5:5000@r0 -> 239\.2\.2\.5:6005@r1\) by .+: ok, id \d+, active/, 10_000);
-      await daemon.proc.waitForStderr(/\[audit\].*remove rule rt by .+: ok, removed rt/, 10_000);
+      await daemon.proc.waitForStderr(/\[audit\].*add rule rt \(239\.1\.1\.5:5000@r0 -> 239\.2\.2\.5:6005@r1\) by uid 0 pid \d+: ok, id \d+, active/, 10_000);
+      await daemon.proc.waitForStderr(/\[audit\].*remove rule rt by uid 0 pid \d+: ok, removed rt/, 10_000);
     },
     T,
   );
