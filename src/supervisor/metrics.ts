@@ -83,7 +83,7 @@ export function renderMetrics(m: MetricsInput): string {
   w.family("mcrelay_start_time_seconds", "gauge", "When the daemon started, seconds since the epoch.");
   w.sample("mcrelay_start_time_seconds", {}, m.startedAtS);
 
-  w.family("mcrelay_rule_state", "gauge", "1 for the rule's current state (active, pending, error), 0 for the others.");
+  w.family("mcrelay_rule_state", "gauge", "1 for the rule's current state (active, pending, error, join-failed), 0 for the others.");
   for (const r of m.rules) for (const s of RULE_STATES) w.sample("mcrelay_rule_state", { rule: r.name, state: s }, r.current === s ? 1 : 0);
   w.family("mcrelay_rule_packets_total", "counter", "Packets matched by the rule.");
   for (const r of m.rules) w.sample("mcrelay_rule_packets_total", { rule: r.name }, r.packets);
