@@ -132,7 +132,8 @@ pub const GenConfig = extern struct {
     addr: Addr,
     port: u16,
     ttl: u8,
-    _pad: u8 = 0,
+    /// gen_mode_udp or gen_mode_raw.
+    mode: u8 = gen_mode_udp,
     ifindex: u32,
     /// Payload bytes per datagram (>= payload header size).
     size: u32,
@@ -144,6 +145,13 @@ pub const GenConfig = extern struct {
     /// Stop after this long; 0 = no limit.
     duration_ns: u64,
 };
+
+/// The generator sends through a connected UDP socket (the kernel's whole send path, as an
+/// application would).
+pub const gen_mode_udp: u8 = 0;
+/// The generator sends prebuilt Ethernet/IPv4/UDP frames on an AF_PACKET socket past the qdisc
+/// (IPv4 multicast only): a cheaper instrument, so the relay and not the generator is the limit.
+pub const gen_mode_raw: u8 = 1;
 
 /// Measuring receiver configuration.
 pub const SinkConfig = extern struct {

@@ -58,6 +58,8 @@ const values = [_]Value{
     .{ .ts = "RULE_FLAG_NO_LOOP_GUARD", .zig = "abi.rule_flag_no_loop_guard", .value = abi.rule_flag_no_loop_guard },
     .{ .ts = "DSCP_COPY", .zig = "abi.dscp_copy", .value = abi.dscp_copy },
     .{ .ts = "OUTPUT_FLAG_GSO_OFF", .zig = "abi.output_flag_gso_off", .value = abi.output_flag_gso_off },
+    .{ .ts = "GEN_MODE_UDP", .zig = "abi.gen_mode_udp", .value = abi.gen_mode_udp },
+    .{ .ts = "GEN_MODE_RAW", .zig = "abi.gen_mode_raw", .value = abi.gen_mode_raw },
     .{ .ts = "PAYLOAD_MAGIC", .zig = "abi.payload_magic", .value = abi.payload_magic },
     .{ .ts = "STATS_MAGIC", .zig = "stats.magic", .value = stats.magic },
     .{ .ts = "STATS_LAYOUT_VERSION", .zig = "stats.layout_version", .value = stats.layout_version },

@@ -30,6 +30,7 @@ test {
     _ = @import("dataplane/loop_guard.zig");
     _ = @import("dataplane/trace.zig");
     _ = @import("tools/gen.zig");
+    _ = @import("tools/gen_raw.zig");
     _ = @import("tools/sink.zig");
     _ = @import("lib.zig");
 }

@@ -16,6 +16,10 @@ export const RULE_FLAG_NO_LOOP_GUARD = 2;
 export const DSCP_COPY = 255;
 /** abi.output_flag_gso_off */
 export const OUTPUT_FLAG_GSO_OFF = 1;
+/** abi.gen_mode_udp */
+export const GEN_MODE_UDP = 0;
+/** abi.gen_mode_raw */
+export const GEN_MODE_RAW = 1;
 /** abi.payload_magic */
 export const PAYLOAD_MAGIC = 1280459597;
 /** stats.magic */
@@ -141,7 +145,7 @@ export const LAYOUT = {
       addr: { offset: 0, size: 16 },
       port: { offset: 16, size: 2 },
       ttl: { offset: 18, size: 1 },
-      _pad: { offset: 19, size: 1 },
+      mode: { offset: 19, size: 1 },
       ifindex: { offset: 20, size: 4 },
       size: { offset: 24, size: 4 },
       stream_id: { offset: 28, size: 4 },
@@ -368,6 +372,8 @@ abi.rule_flag_source_filter = 1
 abi.rule_flag_no_loop_guard = 2
 abi.dscp_copy = 255
 abi.output_flag_gso_off = 1
+abi.gen_mode_udp = 0
+abi.gen_mode_raw = 1
 abi.payload_magic = 1280459597
 stats.magic = 5567384082209395795
 stats.layout_version = 1
@@ -441,7 +447,7 @@ GenConfig = size 56, align 8
 GenConfig.addr = offset 0, 16 bytes
 GenConfig.port = offset 16, 2 bytes
 GenConfig.ttl = offset 18, 1 bytes
-GenConfig._pad = offset 19, 1 bytes
+GenConfig.mode = offset 19, 1 bytes
 GenConfig.ifindex = offset 20, 4 bytes
 GenConfig.size = offset 24, 4 bytes
 GenConfig.stream_id = offset 28, 4 bytes

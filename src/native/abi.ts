@@ -7,6 +7,8 @@
 import {
   ABI_DESCRIPTION,
   DSCP_COPY,
+  GEN_MODE_RAW,
+  GEN_MODE_UDP,
   LAYOUT,
   NL_EVENT_KINDS,
   OUTPUT_COUNTERS,
@@ -116,6 +118,7 @@ const GC = {
   addr: field("GenConfig", "addr", 16),
   port: field("GenConfig", "port", 2),
   ttl: field("GenConfig", "ttl", 1),
+  mode: field("GenConfig", "mode", 1),
   ifindex: field("GenConfig", "ifindex", 4),
   size: field("GenConfig", "size", 4),
   streamId: field("GenConfig", "stream_id", 4),
@@ -301,10 +304,15 @@ export function decodeGeometry(words: Uint32Array): RingGeometry {
   };
 }
 
+/** How the generator sends (abi.gen_mode_*): a UDP socket, or raw frames on a packet socket. */
+export const GEN_MODES = { udp: GEN_MODE_UDP, raw: GEN_MODE_RAW } as const;
+export type GenMode = keyof typeof GEN_MODES;
+
 export interface GenConfig {
   addr: Addr16;
   port: number;
   ttl: number;
+  mode: GenMode;
   ifindex: number;
   size: number;
   streamId: number;
@@ -319,6 +327,7 @@ export function encodeGenConfig(c: GenConfig): Uint8Array {
   buf.set(c.addr, GC.addr);
   v.setUint16(GC.port, c.port, true);
   v.setUint8(GC.ttl, c.ttl);
+  v.setUint8(GC.mode, GEN_MODES[c.mode]);
   v.setUint32(GC.ifindex, c.ifindex, true);
   v.setUint32(GC.size, c.size, true);
   v.setUint32(GC.streamId, c.streamId >>> 0, true);

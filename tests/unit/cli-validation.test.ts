@@ -41,6 +41,11 @@ describe("CLI validation (no namespace: rejected while parsing)", () => {
     expectUsageError(runHost(["sink", "--listen", "239.2.2.2:0@s0"]), "--listen", "port 0");
   });
 
+  test("gen --mode raw without an IPv4 group and interface, or an unknown mode, is refused naming --mode", () => {
+    expectUsageError(runHost(["gen", "--mode", "raw", "--to", "127.0.0.1:5000", "--count", "1"]), "--mode raw", "127.0.0.1:5000");
+    expectUsageError(runHost(["gen", "--mode", "fast", "--to", "239.1.1.1:5000@g0"]), "--mode", "fast");
+  });
+
   test("a gen payload size out of range is refused, naming --size and the range", () => {
     expectUsageError(runHost(["gen", "--to", "239.1.1.1:5000@g0", "--size", "70000"]), "--size", "70000", "out of range");
     expectUsageError(runHost(["gen", "--to", "239.1.1.1:5000@g0", "--size", "3"]), "--size", "3", "out of range");

@@ -1,6 +1,7 @@
 //! Traffic generator: one connected UDP socket sending numbered, timestamped, patterned
 //! datagrams (abi.PayloadHeader + pattern) in sendmmsg batches, paced against the monotonic
-//! clock. It is the measuring instrument for the relay, so it never loses its own packets:
+//! clock. In raw mode (abi.gen_mode_raw, gen_raw.zig) the same datagrams go out as prebuilt
+//! Ethernet frames on an AF_PACKET socket that bypasses the qdisc, one sendmmsg per batch. It is the measuring instrument for the relay, so it never loses its own packets:
 //! a full socket buffer makes it wait and retry, and only a real send error consumes a
 //! sequence number without a datagram (the sink then counts it as loss).
 //!
@@ -14,6 +15,7 @@ const abi = @import("../abi.zig");
 const constants = @import("../constants.zig");
 const sys = @import("../sys.zig");
 const net = @import("../net.zig");
+const raw = @import("gen_raw.zig");
 
 const ns_per_s = std.time.ns_per_s;
 const ns_per_ms = std.time.ns_per_ms;
@@ -66,8 +68,18 @@ pub const Gen = struct {
     fd: i32,
     cfg: abi.GenConfig,
     values: [counter_count]u64,
-    /// gen_batch_max slots of cfg.size bytes: one batch of datagrams.
+    /// gen_batch_max slots of slot_bytes: one batch of datagrams (raw mode: of frames, the
+    /// headers written once at create).
     slots: []u8,
+    /// cfg.size, plus the frame headers in raw mode.
+    slot_bytes: u32,
+    /// Bytes before the payload in a slot (0, or gen_raw.header_bytes).
+    head_bytes: u32,
+    /// Raw mode: the frames' headers and checksum sums, where they go, and the UDP socket
+    /// that reserves their source port (-1 in UDP mode).
+    frames: raw.Frames,
+    dest: raw.SockaddrLl,
+    port_fd: i32,
     /// pattern_period + cfg.size bytes, byte k = k mod 256.
     template: []u8,
     iovecs: [constants.gen_batch_max]std.posix.iovec,
@@ -84,22 +96,36 @@ pub const Gen = struct {
         if (cfg.size > constants.udp_payload_max) return error.INVAL;
         if (cfg.port == 0) return error.INVAL;
         if (net.isUnspecified(&cfg.addr)) return error.INVAL;
+        const is_raw = switch (cfg.mode) {
+            abi.gen_mode_udp => false,
+            abi.gen_mode_raw => true,
+            else => return error.INVAL,
+        };
+        // Raw frames go to an IPv4 group out of a given interface (gen_raw.zig says why).
+        if (is_raw and (cfg.ifindex == 0 or !net.isV4(&cfg.addr) or !net.isMulticast(&cfg.addr))) return error.INVAL;
+        const head_bytes: u32 = if (is_raw) raw.header_bytes else 0;
+        const slot_bytes = head_bytes + cfg.size;
 
         const allocator = std.heap.page_allocator;
         const self = allocator.create(Gen) catch return error.NOMEM;
         errdefer allocator.destroy(self);
-        const slots = allocator.alloc(u8, @as(usize, constants.gen_batch_max) * cfg.size) catch
+        const slots = allocator.alloc(u8, @as(usize, constants.gen_batch_max) * slot_bytes) catch
             return error.NOMEM;
         errdefer allocator.free(slots);
         const template = allocator.alloc(u8, pattern_period + cfg.size) catch return error.NOMEM;
         errdefer allocator.free(template);
-        const fd = try openSocket(cfg);
+        for (template, 0..) |*byte, k| byte.* = @truncate(k);
 
         self.* = .{
-            .fd = fd,
+            .fd = -1,
             .cfg = cfg.*,
             .values = @splat(0),
             .slots = slots,
+            .slot_bytes = slot_bytes,
+            .head_bytes = head_bytes,
+            .frames = undefined,
+            .dest = undefined,
+            .port_fd = -1,
             .template = template,
             .iovecs = undefined,
             .msgs = undefined,
@@ -108,14 +134,20 @@ pub const Gen = struct {
             .started = false,
             .done = false,
         };
-        for (self.template, 0..) |*byte, k| byte.* = @truncate(k);
-        // The socket is connected: no msg_name. Pointers into self are stable (heap).
+        if (is_raw) {
+            try self.openRaw();
+        } else {
+            self.fd = try openSocket(cfg);
+        }
+        errdefer self.closeSockets();
+        // UDP mode: the socket is connected, no msg_name. Raw mode: every frame names the
+        // interface and the group's MAC. Pointers into self are stable (heap).
         for (&self.msgs, &self.iovecs, 0..) |*msg, *iov, i| {
-            iov.* = .{ .base = self.slot(@intCast(i)).ptr, .len = cfg.size };
+            iov.* = .{ .base = self.slot(@intCast(i)).ptr, .len = slot_bytes };
             msg.* = .{
                 .hdr = .{
-                    .name = null,
-                    .namelen = 0,
+                    .name = if (is_raw) @ptrCast(&self.dest) else null,
+                    .namelen = if (is_raw) @sizeOf(raw.SockaddrLl) else 0,
                     .iov = @ptrCast(iov),
                     .iovlen = 1,
                     .control = null,
@@ -128,8 +160,31 @@ pub const Gen = struct {
         return self;
     }
 
+    /// Raw mode's sockets and frame headers: the link's MAC, IPv4 address and MTU decide the
+    /// headers; a datagram that does not fit the MTU is refused here (MSGSIZE), since a raw
+    /// frame is never fragmented.
+    fn openRaw(self: *Gen) sys.Error!void {
+        const link = try raw.queryLink(self.cfg.ifindex);
+        if (raw.ip_bytes + raw.udp_bytes + self.cfg.size > link.mtu) return error.MSGSIZE;
+        const reserved = try raw.reservePort(link.addr4);
+        errdefer sys.close(reserved.fd);
+        const group: [4]u8 = self.cfg.addr[12..16].*;
+        self.frames.init(&link, reserved.port, group, self.cfg.port, self.cfg.ttl, 0, self.cfg.size, self.template);
+        self.dest = raw.destination(self.cfg.ifindex, raw.multicastMac(group));
+        self.fd = try raw.openSocket(self.cfg.ifindex, sndbuf_bytes);
+        self.port_fd = reserved.fd;
+        for (0..constants.gen_batch_max) |i| @memcpy(self.slot(@intCast(i))[0..raw.header_bytes], &self.frames.header);
+    }
+
+    fn closeSockets(self: *Gen) void {
+        if (self.fd >= 0) sys.close(self.fd);
+        if (self.port_fd >= 0) sys.close(self.port_fd);
+        self.fd = -1;
+        self.port_fd = -1;
+    }
+
     pub fn destroy(self: *Gen) void {
-        sys.close(self.fd);
+        self.closeSockets();
         const allocator = std.heap.page_allocator;
         allocator.free(self.template);
         allocator.free(self.slots);
@@ -280,13 +335,19 @@ pub const Gen = struct {
         }
     }
 
+    /// Slot `index`: the whole frame in raw mode, the datagram in UDP mode.
     fn slot(self: *const Gen, index: u32) []u8 {
         assert(index < constants.gen_batch_max);
-        return self.slots[@as(usize, index) * self.cfg.size ..][0..self.cfg.size];
+        return self.slots[@as(usize, index) * self.slot_bytes ..][0..self.slot_bytes];
+    }
+
+    /// The UDP payload in slot `index`.
+    fn payload(self: *const Gen, index: u32) []u8 {
+        return self.slot(index)[self.head_bytes..];
     }
 
     fn fill(self: *Gen, index: u32, seq: u64) void {
-        const buf = self.slot(index);
+        const buf = self.payload(index);
         const h = abi.payload_header_bytes;
         std.mem.writeInt(u32, buf[@offsetOf(abi.PayloadHeader, "magic")..][0..4], abi.payload_magic, .little);
         std.mem.writeInt(u32, buf[@offsetOf(abi.PayloadHeader, "stream_id")..][0..4], self.cfg.stream_id, .little);
@@ -296,10 +357,14 @@ pub const Gen = struct {
     }
 
     /// Stamped right before the sendmmsg that carries it (again on a retry), so latency
-    /// measured by the sink excludes time spent waiting for buffer space.
+    /// measured by the sink excludes time spent waiting for buffer space. A raw frame's UDP
+    /// checksum covers the stamp: it is written here too.
     fn stamp(self: *Gen, index: u32) void {
-        const buf = self.slot(index);
+        const buf = self.payload(index);
         std.mem.writeInt(u64, buf[@offsetOf(abi.PayloadHeader, "sent_ns")..][0..8], sys.realtimeNs(), .little);
+        if (self.head_bytes == 0) return;
+        const seq = std.mem.readInt(u64, buf[@offsetOf(abi.PayloadHeader, "seq")..][0..8], .little);
+        self.frames.checksum(self.slot(index), patternOffset(seq));
     }
 
     fn add(self: *Gen, counter: Counter, value: u64) void {
@@ -380,7 +445,7 @@ test "filled datagrams carry the header and abi.patternByte" {
     for ([_]u64{ 0, 1, 255, 256, 1 << 40 }) |seq| {
         gen.fill(3, seq);
         gen.stamp(3);
-        const buf = gen.slot(3);
+        const buf = gen.payload(3);
         const header = std.mem.bytesToValue(abi.PayloadHeader, buf[0..abi.payload_header_bytes]);
         try testing.expectEqual(abi.payload_magic, header.magic);
         try testing.expectEqual(@as(u32, 7), header.stream_id);

@@ -834,6 +834,18 @@ test "gen to sink over IPv4 multicast on lo" {
     try testing.expectEqual(@as(u64, 0), streamValue(sink, slot, .pattern_errors));
 }
 
+test "raw mode refuses what it cannot build: unicast, no interface; an unknown mode is refused" {
+    var cfg = genConfig(net.v4Addr(127, 0, 0, 1), 9, 1);
+    cfg.mode = abi.gen_mode_raw;
+    try testing.expectError(error.INVAL, gen.Gen.create(&cfg));
+    cfg = genConfig(net.v4Addr(239, 1, 2, 3), 9, 0);
+    cfg.mode = abi.gen_mode_raw;
+    try testing.expectError(error.INVAL, gen.Gen.create(&cfg));
+    cfg.ifindex = 1;
+    cfg.mode = 7;
+    try testing.expectError(error.INVAL, gen.Gen.create(&cfg));
+}
+
 test "gen to sink over IPv6 loopback" {
     var lo6: abi.Addr = @splat(0);
     lo6[15] = 1;
