@@ -8,7 +8,9 @@
  *   bun scripts/bench.ts --plan [--quick]             print the plan and its time estimate
  *
  * Options: --pin gen=0,relay=1,sink=1 (CPUs), --rps off|relay (where the relay input's receive
- * softirq runs), --allow-foreign (record, rather than refuse, forwarders found running on the
+ * softirq runs), --gen-mode raw|udp (how the generator sends: raw Ethernet frames on a packet
+ * socket past the qdisc, the default, so the generator is not the ceiling; or a UDP socket, as
+ * an application sends; every trial records it), --allow-foreign (record, rather than refuse, forwarders found running on the
  * machine), --contenders a,b (a subset, for development), --out FILE (results file).
  * Hidden: --smoke (2 s trials at one rate, to show every contender forwards and every
  * measurement works; writes its report next to the results, never to docs/), and
@@ -22,7 +24,7 @@ import { basename, dirname, join, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { logger } from "./bench/log.ts";
 import { NETNS_PREFIX, listNamespaces, netnsAvailable, sweepAll } from "./lib/netns.ts";
-import type { Tools } from "./bench/contenders.ts";
+import type { GenMode, Tools } from "./bench/contenders.ts";
 import { captureEnv } from "./bench/env.ts";
 import { PEERS, ensurePeers, which } from "./bench/peers.ts";
 import { MODES, buildPlan, planEstimateS, type Mode } from "./bench/plan.ts";
@@ -37,13 +39,14 @@ const root = resolve(import.meta.dir, "..");
 const SCENARIOS = ["S1", "S2", "S3", "S4", "S5"];
 
 const usage = `usage: bun scripts/bench.ts [--quick] [--scenario S1,S2,S3,S4,S5] [--pin gen=0,relay=1,sink=1] [--rps off|relay]
-                           [--allow-foreign] [--contenders mcrelay,kernel,socat,calibration] [--out FILE] [--plan]
+                           [--gen-mode raw|udp] [--allow-foreign] [--contenders mcrelay,kernel,socat,calibration] [--out FILE] [--plan]
        bun scripts/bench.ts --report FILE [--docs DIR]`;
 
 interface Options {
   mode: Mode;
   scenarios: Set<string>;
   placement: Placement;
+  genMode: GenMode;
   allowForeign: boolean;
   only: Set<ContenderId> | null;
   out: string | null;
@@ -75,6 +78,7 @@ function parseOptions(argv: string[]): Options {
       scenario: { type: "string", multiple: true },
       pin: { type: "string" },
       rps: { type: "string" },
+      "gen-mode": { type: "string" },
       "allow-foreign": { type: "boolean" },
       contenders: { type: "string" },
       out: { type: "string" },
@@ -99,6 +103,8 @@ function parseOptions(argv: string[]): Options {
   if (mode === "smoke" && values["smoke-search"]) scenarios.add("search");
   const rps = (values.rps ?? "off") as RpsMode;
   if (rps !== "off" && rps !== "relay") throw new Error(`--rps: '${values.rps}' is not one of off, relay`);
+  const genMode = (values["gen-mode"] ?? "raw") as GenMode;
+  if (genMode !== "raw" && genMode !== "udp") throw new Error(`--gen-mode: '${values["gen-mode"]}' is not one of raw, udp`);
   let only: Set<ContenderId> | null = null;
   if (values.contenders) {
     only = new Set(values.contenders.split(",").map((c) => c.trim()) as ContenderId[]);
@@ -108,6 +114,7 @@ function parseOptions(argv: string[]): Options {
     mode,
     scenarios,
     placement: { ...parsePin(values.pin ?? "gen=0,relay=1,sink=1", cpus), rps },
+    genMode,
     allowForeign: values["allow-foreign"] ?? false,
     only,
     out: values.out ?? null,
@@ -181,11 +188,12 @@ async function main(): Promise<number> {
   const resultsPath = resolve(opts.out ?? join(root, "bench-results", `${runId}${opts.mode === "full" ? "" : `-${opts.mode}`}.jsonl`));
   const results = new ResultsFile(resultsPath);
   log.info(`run ${runId} (${opts.mode}): ${plan.length} items, about ${Math.round(estimate / 60)} min (budget ${Math.round(params.budgetS / 60)} min); results in ${resultsPath}`);
-  const env = { ...captureEnv(root, tools), mcrelay_sha256: new Bun.CryptoHasher("sha256").update(await Bun.file(mcrelayCopy).arrayBuffer()).digest("hex") };
+  const env = { ...captureEnv(root, tools), gen_mode: opts.genMode, mcrelay_sha256: new Bun.CryptoHasher("sha256").update(await Bun.file(mcrelayCopy).arrayBuffer()).digest("hex") };
   const state: RunState = {
     runId,
     params,
     placement: opts.placement,
+    genMode: opts.genMode,
     tools,
     env,
     results,
@@ -202,7 +210,7 @@ async function main(): Promise<number> {
     ts: new Date().toISOString(),
     mode: opts.mode,
     argv: process.argv.slice(2),
-    options: { scenarios: [...opts.scenarios], placement: opts.placement, allowForeign: opts.allowForeign, contenders: opts.only ? [...opts.only] : "all", params },
+    options: { scenarios: [...opts.scenarios], placement: opts.placement, genMode: opts.genMode, allowForeign: opts.allowForeign, contenders: opts.only ? [...opts.only] : "all", params },
     plan: plan.map((i) => ({ scenario: i.scenario, variant: i.variant, what: i.title, estimate_s: Math.round(i.estimateS) })),
     estimate_s: Math.round(estimate),
     env,

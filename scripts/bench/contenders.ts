@@ -32,6 +32,9 @@ function peerSocketBufferBytes(kind: "rmem_max" | "wmem_max"): number {
 }
 const READY_TIMEOUT_MS = 15_000;
 
+/** How `mcrelay gen` sends in a run (its --mode). */
+export type GenMode = "raw" | "udp";
+
 export interface Tools {
   mcrelay: string;
   smcrouted: string;

@@ -548,6 +548,22 @@ function missedSection(d: Data, ts: Target[]): string {
   return lines.join("\n");
 }
 
+/** The generator modes of a run's trials (older results files have none recorded: udp). */
+function genModeOf(t: TrialRecord): string {
+  return ((t.env as { gen_mode?: string }).gen_mode ?? "udp") as string;
+}
+
+function genModeText(d: Data): string {
+  const modes = [...new Set(d.trials.map(genModeOf))];
+  const what: Record<string, string> = {
+    raw: "`mcrelay gen --mode raw`: prebuilt Ethernet/IPv4/UDP frames on an AF_PACKET socket with PACKET_QDISC_BYPASS, one sendmmsg per batch of up to 64",
+    udp: "`mcrelay gen --mode udp`: a connected UDP socket, one sendmmsg per batch of up to 64 (the kernel's whole UDP send path per datagram)",
+  };
+  if (modes.length === 0) return "Generator mode: no trials.";
+  if (modes.length === 1) return `**Generator mode of every figure below: ${modes[0]}** (${what[modes[0]!] ?? modes[0]}).`;
+  return `**Generator modes differ between trials (${modes.join(", ")}): see the gen column of every trial.**`;
+}
+
 function trialsAppendix(d: Data): string {
   const rows = d.trials.map((t) => [
     t.variant,
@@ -561,12 +577,13 @@ function trialsAppendix(d: Data): string {
     us(t.latency_us.p99),
     cpuUs(t.cpu.per_input_pkt_ns),
     t.accounting.unaccounted > 0 ? t.accounting.unaccounted : 0,
+    genModeOf(t),
     t.problems.join("; "),
   ]);
   return [
     "<details><summary>Every trial</summary>",
     "",
-    table(["variant", "contender", "repeat", "phase", "target", "offered", "delivered", "loss", "p99 µs", "CPU µs/pkt", "unaccounted", "problems"], rows),
+    table(["variant", "contender", "repeat", "phase", "target", "offered", "delivered", "loss", "p99 µs", "CPU µs/pkt", "unaccounted", "gen", "problems"], rows),
     "",
     "</details>",
   ].join("\n");
@@ -585,6 +602,7 @@ export function renderReport(records: BenchRecord[], opts: { svgFile: string; re
   );
   if (mode === "smoke") out.push("", "**Smoke run: 2 s trials at one rate on a shared machine. These numbers show that the pipeline works; they are not results.**");
   if (mode === "quick") out.push("", "Quick run: single repeats and 10 s trials; figures are indicative (about ±20 % on this machine class).");
+  out.push("", genModeText(d));
   const foreign = d.trials.filter((t) => t.foreign_forwarders.length > 0).length;
   if (foreign) out.push("", `**${foreign} trial(s) ran while other forwarders were active on the machine (--allow-foreign): not publishable.**`);
   out.push("");

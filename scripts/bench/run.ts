@@ -6,7 +6,7 @@
  */
 import { logger } from "./log.ts";
 import { NdrPdrSearch, type SearchParams } from "./bisect.ts";
-import { CONTENDERS, type Tools } from "./contenders.ts";
+import { CONTENDERS, type GenMode, type Tools } from "./contenders.ts";
 import { trialOverheadS, type ModeParams, type WorkItem } from "./plan.ts";
 import { SCHEMA_VERSION, type ContenderId, type ResultsFile, type SearchRecord, type TrialRecord } from "./results.ts";
 import { buildTopology, type BenchTopology, type Placement } from "./topology.ts";
@@ -21,6 +21,8 @@ export interface RunState {
   runId: string;
   params: ModeParams;
   placement: Placement;
+  /** How the generator sends (`mcrelay gen --mode`), for every trial of the run. */
+  genMode: GenMode;
   tools: Tools;
   env: Record<string, unknown>;
   results: ResultsFile;
@@ -119,6 +121,7 @@ export async function runItem(state: RunState, item: WorkItem, index: number): P
       return {
         bt,
         placement: state.placement,
+        genMode: state.genMode,
         tools: state.tools,
         env: { ...state.env, placement: state.placement, applied: bt.applied },
         runId: state.runId,

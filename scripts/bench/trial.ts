@@ -16,7 +16,7 @@ import { rmSync } from "node:fs";
 import { join } from "node:path";
 import { logger } from "./log.ts";
 import type { BenchTopology, Placement } from "./topology.ts";
-import { GEN_TTL, INPUT, type Contender, type RelayOutcome, type RunningRelay, type Tools } from "./contenders.ts";
+import { GEN_TTL, INPUT, type Contender, type GenMode, type RelayOutcome, type RunningRelay, type Tools } from "./contenders.ts";
 import { delta, snapshot, waitDrained, type CounterDelta } from "./counters.ts";
 import { findForwarders, interruptAndCollect, memoryKib, netnsId, parseJson, schedstatNs, spawnHost, spawnIn, type Spawned } from "./proc.ts";
 import {
@@ -67,6 +67,7 @@ export interface TrialSpec {
 export interface TrialContext {
   bt: BenchTopology;
   placement: Placement;
+  genMode: GenMode;
   tools: Tools;
   env: Record<string, unknown>;
   runId: string;
@@ -108,10 +109,12 @@ interface GenRun {
   exitedAt: Promise<number>;
 }
 
-function genArgv(tools: Tools, rate: number, count: number, durationS: number, size: number, stream: number): string[] {
+function genArgv(ctx: TrialContext, rate: number, count: number, durationS: number, size: number, stream: number): string[] {
   return [
-    tools.mcrelay,
+    ctx.tools.mcrelay,
     "gen",
+    "--mode",
+    ctx.genMode,
     "--to",
     `${INPUT.group}:${INPUT.port}@g0`,
     "--rate",
@@ -282,7 +285,7 @@ export async function runTrial(ctx: TrialContext, contender: Contender, spec: Tr
 
     if (spec.warmupS > 0) {
       const rate = spec.warmupPps ?? spec.targetPps;
-      const run = startGen(ctx, genArgv(tools, rate, rate * spec.warmupS, capS(spec.warmupS), spec.shape.payload, WARMUP_STREAM), WARMUP_STREAM);
+      const run = startGen(ctx, genArgv(ctx, rate, rate * spec.warmupS, capS(spec.warmupS), spec.shape.payload, WARMUP_STREAM), WARMUP_STREAM);
       spawned.push(run.spawned);
       gens.push({ run, result: await finishGen(run, (spec.warmupS + 20) * 1000), role: "warmup" });
     }
@@ -298,10 +301,10 @@ export async function runTrial(ctx: TrialContext, contender: Contender, spec: Tr
     const measured: GenRun[] = [];
     if (spec.overload) {
       // The overload runs for durationS whatever the generator manages; probes follow it.
-      measured.push(startGen(ctx, genArgv(tools, spec.targetPps, spec.targetPps * spec.durationS * 4, spec.durationS, spec.shape.payload, 1), 1));
+      measured.push(startGen(ctx, genArgv(ctx, spec.targetPps, spec.targetPps * spec.durationS * 4, spec.durationS, spec.shape.payload, 1), 1));
       const w = spec.overload.probeWindowS;
       for (let k = 0; k < probes; k++) {
-        const argv = genArgv(tools, spec.overload.probePps, spec.overload.probePps * w * 0.8, w * 0.8, spec.shape.payload, PROBE_STREAM_BASE + k);
+        const argv = genArgv(ctx, spec.overload.probePps, spec.overload.probePps * w * 0.8, w * 0.8, spec.shape.payload, PROBE_STREAM_BASE + k);
         const run = startGen(ctx, argv, PROBE_STREAM_BASE + k, spec.durationS + 0.15 + k * w);
         spawned.push(run.spawned);
         gens.push({ run, result: null, role: "probe" });
@@ -309,7 +312,7 @@ export async function runTrial(ctx: TrialContext, contender: Contender, spec: Tr
     } else {
       const perStream = spec.targetPps / spec.shape.streams;
       for (let i = 1; i <= spec.shape.streams; i++) {
-        measured.push(startGen(ctx, genArgv(tools, perStream, perStream * spec.durationS, capS(spec.durationS), spec.shape.payload, i), i));
+        measured.push(startGen(ctx, genArgv(ctx, perStream, perStream * spec.durationS, capS(spec.durationS), spec.shape.payload, i), i));
       }
     }
     for (const run of measured) spawned.push(run.spawned);
