@@ -114,6 +114,31 @@ describe_netns("fidelity: GSO super-frames and empty datagrams", () => {
   );
 
   test(
+    "a super-frame too large for a ring block (a 65,458-byte GSO buffer) is counted in rx_truncated and ipv4_truncated; 63,168-byte ones are split",
+    async () => {
+      const rt = await topology({ label: "gsobig" });
+      const fwd = await startForward(rt.topo, rt.relay, mode, ["--from", "239.1.1.1:5000@r0", "--to", "239.2.2.2:6000@r1"]);
+      const rx = await startUdpReceiver(rt.topo, rt.sinks[0]!.ns, { group: "239.2.2.2", port: 6000, ifname: "s0", idle_s: 3 });
+      // 65 x 1000 + 458 = 65,458 bytes, a 65,500-byte frame: veth passes it whole (its
+      // gso_max_size is 65,536; larger buffers are segmented before veth), a 64 KiB block
+      // holds about 65,390 bytes of frame.
+      const big = await udpSend(rt.topo, rt.gen, { ifname: "g0", group: "239.1.1.1", port: 5000, gso: true, batches: [[...Array(65).fill(1000), 458]], repeat: 10, pause_s: 0.005, stream: 1 });
+      // 48 x 1316 = 63,168 bytes: what mcrelay's own egress sends at most.
+      const fits = await udpSend(rt.topo, rt.gen, { ifname: "g0", group: "239.1.1.1", port: 5000, gso: true, batches: [Array(48).fill(1316)], repeat: 10, pause_s: 0.005, stream: 2 });
+      const got = await rx.report();
+      const relay = await fwd.stopJson<ForwardReport>();
+      note("gsobig", { big, fits, got: got.streams, counters: relay.workers[0]?.counters, drops: relay.workers[0]?.parse_drops });
+      expect([big.gso_sends, fits.gso_sends]).toEqual([10, 10]);
+      expect(got.streams).toEqual({ "2": 480 });
+      expect(got.duplicates).toBe(0);
+      expect(workerSum(relay, "rx_truncated")).toBe(10);
+      expect(workerSum(relay, "ipv4_truncated", "parse_drops")).toBe(10);
+      expect(workerSum(relay, "rx_gso_frames")).toBe(10);
+    },
+    TEST_TIMEOUT_MS,
+  );
+
+  test(
     "300 zero-length datagrams alone and 300 right behind full-size ones all arrive",
     async () => {
       const rt = await topology({ label: "empty" });
@@ -414,6 +439,27 @@ describe_netns("fidelity: loops and storm cap", () => {
       expect(got.datagrams).toBe(1000);
       expect(got.pattern_errors).toBe(0);
       expect(relay.rules[0]!).toMatchObject({ packets: 1000, drops: { loop_drops: 0, cap_drops: 0 } });
+    },
+    TEST_TIMEOUT_MS,
+  );
+
+  test(
+    "two senders sending one identical datagram (once, and alternating heartbeats) are both relayed every time",
+    async () => {
+      const rt = await topology({ label: "coincide" });
+      const fwd = await startForward(rt.topo, rt.relay, mode, ["--from", "239.1.1.1:5000@r0", "--to", "239.2.2.2:6000@r1"]);
+      const rx = await startUdpReceiver(rt.topo, rt.sinks[0]!.ns, { group: "239.2.2.2", port: 6000, ifname: "s0", idle_s: 3, first_s: 15 });
+      const other = "10.99.1.50";
+      const same = (src: string) => ({ src, dst: "239.1.1.1", dport: 5000, size: 40, stream: 3, seq: 7 });
+      // One identical datagram from two sources, then 20 heartbeats alternating between them.
+      const frames: RawFrame[] = [same(rt.genAddr), same(other)];
+      for (let i = 0; i < 20; i++) frames.push({ ...same(i % 2 ? other : rt.genAddr), seq: 1000 });
+      expect(await sendRawFrames(rt.topo, rt.gen, "g0", frames, 0.01)).toBe(22);
+      const got = await rx.report();
+      const relay = await fwd.stopJson<ForwardReport>();
+      note("coincide", { got: got.datagrams, drops: relay.rules[0]!.drops });
+      expect(got.datagrams).toBe(22);
+      expect(relay.rules[0]!).toMatchObject({ packets: 22, drops: { loop_drops: 0 } });
     },
     TEST_TIMEOUT_MS,
   );
