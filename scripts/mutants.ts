@@ -420,6 +420,31 @@ export const MUTANTS: Mutant[] = [
       { file: "tests/unit/abi-mirror.test.ts", filter: "the load check refuses the old mirror" },
     ],
   },
+  // --- IPv6 input (issue 16) ---------------------------------------------------------------
+  {
+    name: "ipv6-extension-headers-not-walked",
+    breaks: "an IPv6 packet with hop-by-hop or destination options before UDP is dropped instead of relayed",
+    file: "zig/dataplane/parse_ipv6.zig",
+    search: "next_hop_by_hop, next_destination_options, next_routing => {},",
+    replace: "next_hop_by_hop, next_destination_options, next_routing => return .{ .drop = .ipv6_bad_extension },",
+    tests: [{ file: "tests/integration/ipv6.test.ts", filter: "hop-by-hop \\+ destination options before UDP are relayed" }],
+  },
+  {
+    name: "ipv6-fragment-not-dropped",
+    breaks: "an IPv6 fragment header is walked like any extension header (the first fragment is relayed)",
+    file: "zig/dataplane/parse_ipv6.zig",
+    search: "next_fragment => return .{ .drop = .ipv6_fragment },",
+    replace: "next_fragment => {},",
+    tests: [{ file: "tests/integration/ipv6.test.ts", filter: "fragments, jumbograms and malformed chains are counted" }],
+  },
+  {
+    name: "mld-join-any-source-only",
+    breaks: "a rule with an IPv6 source joins any-source (MLDv2 EXCLUDE {}) instead of INCLUDE {source}",
+    file: "zig/dataplane/join6.zig",
+    search: ".source = if (rule.flags & abi.rule_flag_source_filter != 0) rule.source else null,",
+    replace: ".source = null,",
+    tests: [{ file: "tests/integration/ipv6.test.ts", filter: "MLDv2 reports on the input link" }],
+  },
 ];
 
 // ---------------------------------------------------------------------------------------

@@ -4,7 +4,8 @@
 // Receivers are independent Python sockets and captures (tests/support/udp6-tools.ts).
 import { afterEach, describe, expect, test } from "bun:test";
 import { netnsAvailable, Topology } from "../../scripts/lib/netns.ts";
-import { note, startForward, workerSum, type ForwardReport } from "../support/relay-harness.ts";
+import { note, REPO_ROOT, startForward, workerSum, type ForwardReport, type RelayTopology } from "../support/relay-harness.ts";
+import { TempDir, TestDaemon, ruleNamed, type ListedRule, type StatsResult } from "../support/daemon-harness.ts";
 import { sendRawFrames6, startMldCapture, startUdpReceiver6, udpSend6, type RawFrame6 } from "../support/udp6-tools.ts";
 
 const describe_netns = describe.skipIf(!netnsAvailable());
@@ -13,9 +14,13 @@ const TEST_TIMEOUT_MS = 240_000;
 
 let topo: Topology | undefined;
 
+let dir: TempDir | undefined;
+
 afterEach(async () => {
   await topo?.destroy();
   topo = undefined;
+  dir?.remove();
+  dir = undefined;
 });
 
 /** The generator's IPv6 address: the relay namespace has no route to fd77::/64. */
@@ -60,6 +65,20 @@ async function topology6(label: string): Promise<Topo6> {
   }
   await t.addMulticastRoute(gen, "g0");
   return { t, gen, relay, sink };
+}
+
+/** The topology as the daemon harness wants it (the daemon runs in the relay namespace). */
+function asRelayTopology(x: Topo6): RelayTopology {
+  return {
+    topo: x.t,
+    gen: x.gen,
+    genIf: "g0",
+    genAddr: GEN6,
+    relay: x.relay,
+    relayIn: "r0",
+    relayInAddr: RELAY_IN6,
+    sinks: [{ ns: x.sink, ifname: "s0", addr: "fd99:2::2", relayIf: "r1", relayAddr: "fd99:2::1" }],
+  };
 }
 
 function rule0(r: ForwardReport) {
@@ -137,6 +156,28 @@ describe_netns("IPv6 input", () => {
   );
 
   test(
+    "a unicast stream to the input interface's own IPv6 address is relayed; an address of another interface is refused with the reason",
+    async () => {
+      const { t, gen, relay, sink } = await topology6("v6uni");
+      await t.exec(gen, ["ip", "-6", "route", "add", "fd99:1::/64", "dev", "g0"], { check: true });
+      const fwd = await startForward(t, relay, mode, ["--from", `[${RELAY_IN6}]:5000@r0`, "--to", "[ff3e::2]:6000@r1"], "uni6");
+      const rx = await startUdpReceiver6(t, sink, { group: "ff3e::2", port: 6000, ifname: "s0", idle_s: 3 });
+      await udpSend6(t, gen, { ifname: "g0", group: RELAY_IN6, port: 5000, count: 1000, hops: 1, bind: GEN6 });
+      const got = await rx.report();
+      const report = await fwd.stopJson<ForwardReport>();
+      note("v6 unicast", { got, rule: rule0(report) });
+      expect([got.datagrams, got.numbered, got.duplicates, got.pattern_errors]).toEqual([1000, 1000, 0, 0]);
+      expect(rule0(report).packets).toBe(1000);
+
+      // fd99:2::1 belongs to r1, not r0: forward refuses to start a rule that cannot forward.
+      const wrong = await t.exec(relay, [process.execPath, "src/main.ts", "forward", "--from", "[fd99:2::1]:5000@r0", "--to", "[ff3e::2]:6000@r1", "--duration", "1"], { cwd: REPO_ROOT });
+      expect(wrong.exitCode).not.toBe(0);
+      expect(wrong.stderr).toContain("is not a multicast group and not an address of r0");
+    },
+    TEST_TIMEOUT_MS,
+  );
+
+  test(
     "a rule with an IPv6 source relays that source only; others count as source_mismatch",
     async () => {
       const { t, gen, relay, sink } = await topology6("v6ssm");
@@ -152,6 +193,66 @@ describe_netns("IPv6 input", () => {
       expect(got.numbered).toBe(300);
       expect(rule0(report).packets).toBe(300);
       expect(rule0(report).drops.source_mismatch).toBe(200);
+    },
+    TEST_TIMEOUT_MS,
+  );
+});
+
+describe_netns("IPv6 rules in the daemon", () => {
+  test(
+    "IPv6 rules from the config file and from add (source, vlan, output options) are listed, forward, show in stats, and come back from the state file after a restart",
+    async () => {
+      const x = await topology6("v6daemon");
+      const rt = asRelayTopology(x);
+      dir = new TempDir();
+      const config = dir.file(
+        "mcrelay.json5",
+        `{ rules: [ { name: "cfg6", from: "[ff3e::1]:5000@r0", to: ["[ff3e::2]:6000@r1,ttl=3", "239.2.2.2:6001@r1"] } ] }`,
+      );
+      let d = await TestDaemon.start(rt, dir, { configPath: config });
+      await d.json(["add", "--name", "rt6", "--from", "[ff3e::7]:5000@r0", "--source", GEN6, "--to", "[ff3e::8]:6002@r1,dscp=46"]);
+      await d.json(["add", "--name", "vlan6", "--from", "[ff3e::9]:5000@r0,vlan=100", "--to", "[ff3e::a]:6003@r1"]);
+      // A source of the other family can never match: refused with the reason.
+      const refused = await d.cli(["add", "--name", "bad", "--from", "[ff3e::b]:5000@r0", "--source", "10.1.1.1", "--to", "[ff3e::c]:6004@r1"]);
+      expect(refused.exitCode).not.toBe(0);
+      expect(refused.stderr).toContain("is an IPv4 address but the input");
+
+      const listed = (await d.json<{ rules: ListedRule[] }>(["list"])).rules;
+      note("v6 list", listed);
+      expect(ruleNamed(listed, "cfg6")).toMatchObject({ input: "[ff3e::1]:5000@r0", source: null, state: "active" });
+      expect(ruleNamed(listed, "cfg6").outputs.map((o) => [o.to, o.ttl])).toEqual([
+        ["[ff3e::2]:6000@r1", 3],
+        ["239.2.2.2:6001@r1", 8],
+      ]);
+      expect(ruleNamed(listed, "rt6")).toMatchObject({ input: "[ff3e::7]:5000@r0", source: GEN6, state: "active" });
+      expect(ruleNamed(listed, "rt6").outputs[0]).toMatchObject({ to: "[ff3e::8]:6002@r1", dscp: 46 });
+      expect(ruleNamed(listed, "vlan6").state).toBe("active");
+
+      const forwards = async (label: string) => {
+        const rx6 = await startUdpReceiver6(x.t, x.sink, { group: "ff3e::2", port: 6000, ifname: "s0", idle_s: 3 });
+        const rx4 = await startUdpReceiver6(x.t, x.sink, { group: "239.2.2.2", port: 6001, ifname: "s0", idle_s: 3 });
+        const rxs = await startUdpReceiver6(x.t, x.sink, { group: "ff3e::8", port: 6002, ifname: "s0", idle_s: 3 });
+        await udpSend6(x.t, x.gen, { ifname: "g0", group: "ff3e::1", port: 5000, count: 500, hops: 1, bind: GEN6 });
+        await udpSend6(x.t, x.gen, { ifname: "g0", group: "ff3e::7", port: 5000, count: 400, hops: 1, bind: GEN6 });
+        const [g6, g4, gs] = [await rx6.report(), await rx4.report(), await rxs.report()];
+        note(`v6 daemon ${label}`, { g6, g4, gs });
+        expect([g6.numbered, g6.duplicates, g6.pattern_errors, g6.hops]).toEqual([500, 0, 0, { "3": 500 }]);
+        expect([g4.numbered, g4.duplicates, g4.pattern_errors]).toEqual([500, 0, 0]);
+        expect([gs.numbered, gs.duplicates, gs.pattern_errors]).toEqual([400, 0, 0]);
+      };
+      await forwards("first run");
+      const stats = await d.json<StatsResult>(["stats"]);
+      expect(ruleNamed(stats.rules, "cfg6").packets).toBe(500);
+      expect(ruleNamed(stats.rules, "rt6").packets).toBe(400);
+      expect(ruleNamed(stats.rules, "cfg6").outputs.map((o) => o.packets)).toEqual([500, 500]);
+      expect(await d.stop()).toBe(0);
+
+      // The runtime rules are in the state file and come back whole.
+      d = await TestDaemon.start(rt, dir, { configPath: config });
+      const again = (await d.json<{ rules: ListedRule[] }>(["list"])).rules;
+      expect(again).toEqual(listed);
+      await forwards("after restart");
+      expect(await d.stop()).toBe(0);
     },
     TEST_TIMEOUT_MS,
   );
