@@ -4,7 +4,7 @@
 //! meaning that keeps the layout still bumps `version`.
 const std = @import("std");
 
-pub const version: u32 = 12;
+pub const version: u32 = 13;
 
 /// Addresses are 16 bytes everywhere; IPv4 is stored v4-mapped (::ffff:a.b.c.d).
 pub const Addr = [16]u8;
@@ -45,6 +45,9 @@ pub const RuleDesc = extern struct {
     /// Datagrams per second the rule relays at most (storm guard); 0 = no cap.
     max_pps: u32 = 0,
     _pad2: u32 = 0,
+    /// IPv6 rules: the input interface's link-local address and its first other IPv6 address
+    /// (own-source drops, as local_addr4 for IPv4). All zero when unknown or absent.
+    local_addr6: [2]Addr = @splat(@splat(0)),
 };
 
 pub const OutputDesc = extern struct {
@@ -182,7 +185,7 @@ pub fn patternByte(seq: u64, i: u32) u8 {
 
 comptime {
     std.debug.assert(@sizeOf(TableHeader) == 16);
-    std.debug.assert(@sizeOf(RuleDesc) == 64);
+    std.debug.assert(@sizeOf(RuleDesc) == 96);
     std.debug.assert(@sizeOf(OutputDesc) == 56);
     std.debug.assert(@sizeOf(DpConfig) == 32);
     std.debug.assert(@sizeOf(PacketSetup) == 20);

@@ -5,7 +5,7 @@
 /* eslint-disable */
 
 /** abi.version */
-export const ABI_VERSION = 12;
+export const ABI_VERSION = 13;
 /** abi.table_magic */
 export const TABLE_MAGIC = 1296257620;
 /** abi.rule_flag_source_filter */
@@ -46,7 +46,7 @@ export const LAYOUT = {
     },
   },
   RuleDesc: {
-    size: 64,
+    size: 96,
     align: 8,
     fields: {
       id: { offset: 0, size: 8 },
@@ -61,6 +61,7 @@ export const LAYOUT = {
       local_addr4: { offset: 52, size: 4 },
       max_pps: { offset: 56, size: 4 },
       _pad2: { offset: 60, size: 4 },
+      local_addr6: { offset: 64, size: 32 },
     },
   },
   OutputDesc: {
@@ -366,7 +367,7 @@ export const LIMITS = {
 } as const;
 
 /** What mcr_abi_describe returns for the library these types build. */
-export const ABI_DESCRIPTION = `abi.version = 12
+export const ABI_DESCRIPTION = `abi.version = 13
 abi.table_magic = 1296257620
 abi.rule_flag_source_filter = 1
 abi.rule_flag_no_loop_guard = 2
@@ -385,7 +386,7 @@ TableHeader.magic = offset 0, 4 bytes
 TableHeader.rule_count = offset 4, 4 bytes
 TableHeader.output_count = offset 8, 4 bytes
 TableHeader.generation = offset 12, 4 bytes
-RuleDesc = size 64, align 8
+RuleDesc = size 96, align 8
 RuleDesc.id = offset 0, 8 bytes
 RuleDesc.group = offset 8, 16 bytes
 RuleDesc.source = offset 24, 16 bytes
@@ -398,6 +399,7 @@ RuleDesc._pad = offset 50, 2 bytes
 RuleDesc.local_addr4 = offset 52, 4 bytes
 RuleDesc.max_pps = offset 56, 4 bytes
 RuleDesc._pad2 = offset 60, 4 bytes
+RuleDesc.local_addr6 = offset 64, 32 bytes
 OutputDesc = size 56, align 8
 OutputDesc.id = offset 0, 8 bytes
 OutputDesc.addr = offset 8, 16 bytes

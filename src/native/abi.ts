@@ -66,6 +66,7 @@ const R = {
   vlanId: field("RuleDesc", "vlan_id", 2),
   localAddr4: field("RuleDesc", "local_addr4", 4),
   maxPps: field("RuleDesc", "max_pps", 4),
+  localAddr6: field("RuleDesc", "local_addr6", 32),
 };
 const O = {
   id: field("OutputDesc", "id", 8),
@@ -189,6 +190,8 @@ export interface TableRule {
   /** Datagrams per second at most; 0 = no cap. */
   maxPps: number;
   loopGuard: boolean;
+  /** IPv6 rules: up to two of the input interface's IPv6 addresses (16 bytes each). */
+  local6: Addr16[];
   outputs: TableOutput[];
 }
 
@@ -227,6 +230,7 @@ export function encodeTable(rules: readonly TableRule[], generation: number): Ui
     view.setUint16(at + R.vlanId, rule.vlan, true);
     if (rule.local) buf.set(rule.local, at + R.localAddr4);
     view.setUint32(at + R.maxPps, rule.maxPps, true);
+    rule.local6.slice(0, 2).forEach((a, k) => buf.set(a, at + R.localAddr6 + 16 * k));
     for (const out of rule.outputs) {
       const o = outputsStart + outputIndex * SIZE.outputDesc;
       view.setBigUint64(o + O.id, out.id, true);

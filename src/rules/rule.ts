@@ -33,6 +33,13 @@ export interface Rule {
 export type LinkFacts = LinkInfo & { addr6?: readonly string[] };
 export type LinkLookup = (ifname: string) => LinkFacts | null;
 
+/** The addresses own-source drops compare IPv6 sources with: the first link-local, the first other. */
+function ownIpv6(addrs: readonly string[]): string[] {
+  const linkLocal = addrs.find((a) => a.startsWith("fe80:"));
+  const other = addrs.find((a) => !a.startsWith("fe80:"));
+  return [linkLocal, other].filter((a): a is string => a !== undefined);
+}
+
 /** Why a unicast input address is not the input interface's own, or null when it is. */
 function unicastInputProblem(rule: Rule, input: LinkFacts): string | null {
   const addr = rule.input.addr;
@@ -139,6 +146,7 @@ export function resolveRule(rule: Rule, lookup: LinkLookup): Resolved {
       local: rule.input.addr.family === 4 ? (input?.addr4 ?? null) : null,
       max_pps: rule.maxPps ?? 0,
       loop_guard: rule.loopGuard,
+      local6: rule.input.addr.family === 6 ? ownIpv6(input?.addr6 ?? []) : [],
       outputs,
     },
     pending,

@@ -35,6 +35,8 @@ export const WireRuleSchema = v.strictObject({
   /** Datagrams per second the rule relays at most; 0 = no cap. */
   max_pps: v.pipe(v.number(), v.integer(), v.minValue(0), v.maxValue(MAX_PPS_MAX)),
   loop_guard: v.boolean(),
+  /** IPv6 rules: the input interface's link-local and first other IPv6 address (own-source drops). */
+  local6: v.pipe(v.array(v.string()), v.maxLength(2)),
   outputs: v.pipe(v.array(WireOutputSchema), v.minLength(1)),
 });
 export type WireRule = v.InferOutput<typeof WireRuleSchema>;
@@ -43,7 +45,7 @@ export type WireRule = v.InferOutput<typeof WireRuleSchema>;
 export function tableHash(rules: readonly WireRule[]): string {
   const canonical = [...rules]
     .sort((a, b) => (BigInt(a.id) < BigInt(b.id) ? -1 : 1))
-    .map((r) => [r.id, r.group, r.port, r.source, r.vlan, r.local, r.max_pps, r.loop_guard, r.outputs.map((o) => [o.id, o.addr, o.port, o.ttl, o.dscp, o.gso, o.ifindex, o.source])]);
+    .map((r) => [r.id, r.group, r.port, r.source, r.vlan, r.local, r.max_pps, r.loop_guard, r.local6, r.outputs.map((o) => [o.id, o.addr, o.port, o.ttl, o.dscp, o.gso, o.ifindex, o.source])]);
   return createHash("sha256").update(JSON.stringify(canonical)).digest("hex").slice(0, 16);
 }
 
@@ -63,6 +65,7 @@ export function wireToNative(rules: readonly WireRule[], generation: number): Ui
     local: r.local === null ? null : addr(r.local, `rule ${r.id} local`).subarray(12, 16),
     maxPps: r.max_pps,
     loopGuard: r.loop_guard,
+    local6: r.local6.map((a, k) => addr(a, `rule ${r.id} local6[${k}]`)),
     outputs: r.outputs.map((o) => ({
       id: BigInt(o.id),
       addr: addr(o.addr, `rule ${r.id} output ${o.id}`),

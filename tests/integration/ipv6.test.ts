@@ -340,9 +340,12 @@ describe_netns("IPv6 extension headers, fragments and martians on the wire", () 
   );
 
   test(
-    "link-local IPv6 sources are relayed; ::1, :: and multicast sources are dropped as martians",
+    "link-local IPv6 sources are relayed; ::1, :: and multicast sources are dropped as martians, the input interface's own addresses as own_source",
     async () => {
       const { t, gen, relay, sink } = await topology6("v6mart");
+      const ll = await t.exec(relay, ["ip", "-6", "-o", "addr", "show", "dev", "r0", "scope", "link"], { check: true });
+      const relayLinkLocal = /inet6 (fe80::[0-9a-f:]+)\//.exec(ll.stdout)?.[1];
+      expect(relayLinkLocal).toBeDefined();
       const fwd = await startForward(t, relay, mode, ["--from", "[ff3e::1]:5000@r0", "--to", "[ff3e::2]:6000@r1"], "mart");
       const rx = await startUdpReceiver6(t, sink, { group: "ff3e::2", port: 6000, ifname: "s0", idle_s: 3 });
       const frames: RawFrame6[] = [];
@@ -352,6 +355,8 @@ describe_netns("IPv6 extension headers, fragments and martians on the wire", () 
         ["::1", 2, 10],
         ["::", 2, 10],
         ["ff02::1", 2, 10],
+        [relayLinkLocal!, 3, 10],
+        [RELAY_IN6, 3, 10],
       ] as const) {
         for (let i = 0; i < n; i++) frames.push({ src, dst: "ff3e::1", dport: 5000, seq: seq++, stream });
       }
@@ -363,6 +368,8 @@ describe_netns("IPv6 extension headers, fragments and martians on the wire", () 
       expect(got.numbered).toBe(30);
       expect(rule0(report).packets).toBe(30);
       expect(workerSum(report, "martian_source")).toBe(30);
+      expect(workerSum(report, "own_source")).toBe(20);
+      expect(rule0(report).drops.own_source).toBe(20);
     },
     TEST_TIMEOUT_MS,
   );

@@ -78,6 +78,7 @@ describe("ABI mirror", () => {
           local: Uint8Array.from([10, 0, 0, 1]),
           maxPps: 500,
           loopGuard: false,
+          local6: [Uint8Array.from([0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 5]), Uint8Array.from([0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 6])],
           outputs: [{ id: 9n, addr: addr(2), source: null, port: 6000, ttl: 4, dscp: 46, gso: false, ifindex: 3 }],
         },
       ],
@@ -97,6 +98,7 @@ describe("ABI mirror", () => {
     expect(v.getUint16(r + rf.output_count.offset, true)).toBe(1);
     expect(buf[r + rf.group.offset + 15]).toBe(1);
     expect([...buf.subarray(r + rf.local_addr4.offset, r + rf.local_addr4.offset + 4)]).toEqual([10, 0, 0, 1]);
+    expect([buf[r + rf.local_addr6.offset], buf[r + rf.local_addr6.offset + 15], buf[r + rf.local_addr6.offset + 16], buf[r + rf.local_addr6.offset + 31]]).toEqual([0xfe, 5, 0xfd, 6]);
     expect(v.getBigUint64(o + of.id.offset, true)).toBe(9n);
     expect(v.getUint16(o + of.port.offset, true)).toBe(6000);
     expect(buf[o + of.ttl.offset]).toBe(4);

@@ -416,7 +416,8 @@ pub const Dataplane = struct {
 
     /// A datagram from the input interface's own address (the supervisor puts it in the rule).
     inline fn ownSource(rule: *const abi.RuleDesc, src: *const abi.Addr) bool {
-        if (!net.isV4(src)) return false;
+        // An unknown address is all zero; :: is a martian source, dropped before this.
+        if (!net.isV4(src)) return std.mem.eql(u8, src, &rule.local_addr6[0]) or std.mem.eql(u8, src, &rule.local_addr6[1]);
         return std.mem.eql(u8, src[12..16], &rule.local_addr4);
     }
 
