@@ -181,12 +181,13 @@ export function checkNoFrames(d: DiagnoseInput, r: RuleView): Finding[] {
   const now = d.interfaces.get(iface)?.counters.rx_frames;
   const was = d.interfacesBefore.get(iface)?.counters.rx_frames;
   if (now === undefined || delta(now, was) > 0 || delta(r.packets, d.before.get(r.name)?.packets) > 0) return [];
+  const proto = addrOf(r.input).includes(":") ? "MLD" : "IGMP";
   return [{
     check: "no-frames",
     severity: "warning",
     rule: r.name,
     what: `no UDP frame at all arrived on ${iface} in ${d.windowS} s`,
-    fix: `is the sender on this link and sending (tcpdump -ni ${iface} udp)? behind an IGMP-snooping switch the stream only comes when someone answers a querier: check that the VLAN has an IGMP querier, or a static group entry`,
+    fix: `is the sender on this link and sending (tcpdump -ni ${iface} udp)? behind an ${proto}-snooping switch the stream only comes when someone answers a querier: check that the VLAN has an ${proto} querier, or a static group entry`,
   }];
 }
 
@@ -233,19 +234,22 @@ export function checkSource(d: DiagnoseInput, r: RuleView): Finding[] {
   }];
 }
 
-/** IGMP joins on the input interface failed. */
+/** IGMP or MLD joins on the input interface failed. */
 export function checkJoins(d: DiagnoseInput, r: RuleView): Finding[] {
   const iface = ifaceOf(r.input);
   const n = iface ? d.interfaces.get(iface)?.counters.join_errors ?? 0 : 0;
   if (!n) return [];
-  const groups = d.rules.filter((x) => ifaceOf(x.input) === iface).length;
+  const ipv6 = addrOf(r.input).includes(":");
+  const groups = d.rules.filter((x) => ifaceOf(x.input) === iface && addrOf(x.input).includes(":") === ipv6).length;
   const limit = d.igmpMaxMemberships;
   return [{
     check: "join-failed",
     severity: "error",
     rule: r.name,
-    what: `${n} joins of input groups on ${iface} failed: without a membership a NIC's multicast filter or an IGMP-snooping switch keeps the stream away`,
-    fix: limit !== null && groups > limit
+    what: `${n} joins of input groups on ${iface} failed: without a membership a NIC's multicast filter or an IGMP/MLD-snooping switch keeps the stream away`,
+    fix: ipv6
+      ? `compare \`ip -6 maddr show dev ${iface}\` with the IPv6 rules' groups; check net.core.optmem_max (memory for a socket's memberships) and the daemon's log for the errno`
+      : limit !== null && groups > limit
       ? `${groups} groups on ${iface} but net.ipv4.igmp_max_memberships is ${limit}: sysctl -w net.ipv4.igmp_max_memberships=${Math.max(groups, 20) * 2}`
       : `check net.ipv4.igmp_max_memberships (now ${limit ?? "unknown"}) and the daemon's log for the errno`,
   }];

@@ -4,6 +4,7 @@
 // and disarms them when it stops. A session whose client stops reading (it died, or lost its
 // connection) ends by itself after LEASE_MS: tracing is never left on without a reader.
 import { randomUUID } from "node:crypto";
+import { parseIp } from "../base/address.ts";
 import { formatEndpoint } from "../base/endpoint.ts";
 import { ControlError } from "../control/server.ts";
 import { logger } from "../log.ts";
@@ -60,13 +61,13 @@ export interface TraceRecordJson {
   frame?: string;
 }
 
-/** A record's address: dotted IPv4 when v4-mapped, else IPv6 (eight groups, not compressed). */
+/** A record's address: dotted IPv4 when v4-mapped, else IPv6 in canonical (compressed) form. */
 function v4(bytes: Uint8Array): string {
   const mapped = bytes.subarray(0, 10).every((b) => b === 0) && bytes[10] === 0xff && bytes[11] === 0xff;
   if (mapped) return `${bytes[12]}.${bytes[13]}.${bytes[14]}.${bytes[15]}`;
   const groups: string[] = [];
   for (let i = 0; i < 16; i += 2) groups.push(((bytes[i]! << 8) | bytes[i + 1]!).toString(16));
-  return groups.join(":");
+  return parseIp(groups.join(":"))?.text ?? groups.join(":");
 }
 
 export class Tracer {
@@ -87,7 +88,6 @@ export class Tracer {
   start(nameOrId: string, capture: boolean, allUnmatched = false) {
     const rule = this.#source.find(nameOrId);
     if (!rule) throw new ControlError("not_found", `no rule named or numbered '${nameOrId}'`);
-    if (rule.input.addr.family !== 4) throw new ControlError("bad_request", `rule ${rule.name}: tracing an IPv6 input is not done yet (IPv4 inputs only)`);
     const s = this.#session;
     if (s) {
       throw new ControlError("busy", `a ${s.capture ? "capture" : "trace"} of rule ${s.rule.name} is running (one at a time; it ends when its client stops, or ${LEASE_MS / 1000} s after it stops reading)`);

@@ -4,7 +4,7 @@
 // Receivers are independent Python sockets and captures (tests/support/udp6-tools.ts).
 import { afterEach, describe, expect, test } from "bun:test";
 import { netnsAvailable, Topology } from "../../scripts/lib/netns.ts";
-import { note, REPO_ROOT, startForward, workerSum, type ForwardReport, type RelayTopology } from "../support/relay-harness.ts";
+import { mcrelayCommand, note, REPO_ROOT, startForward, startLogged, workerSum, type ForwardReport, type RelayTopology } from "../support/relay-harness.ts";
 import { TempDir, TestDaemon, ruleNamed, type ListedRule, type StatsResult } from "../support/daemon-harness.ts";
 import { sendRawFrames6, startMldCapture, startUdpReceiver6, udpSend6, type RawFrame6 } from "../support/udp6-tools.ts";
 
@@ -178,6 +178,37 @@ describe_netns("IPv6 input", () => {
   );
 
   test(
+    "a failed MLD join (net.core.optmem_max 0 after the interface's socket exists) is counted in join_errors, named by diagnose, and no report goes out; the stream still flows on a veth",
+    async () => {
+      const x = await topology6("v6joinf");
+      const { t, gen, relay, sink } = x;
+      dir = new TempDir();
+      // The packet socket and its filter need option memory: take it away only once they exist.
+      const d = await TestDaemon.start(asRelayTopology(x), dir);
+      await d.json(["add", "--name", "v4", "--from", "239.1.1.1:5000@r0", "--to", "239.2.2.1:6001@r1"]);
+      await t.sysctl(relay, "net/core/optmem_max", 0);
+      const capture = await startMldCapture(t, gen, "g0", 4);
+      await d.json(["add", "--name", "v6", "--from", "[ff3e::1]:5000@r0", "--to", "239.2.2.2:6000@r1"]);
+      const reports = await capture.reports();
+      const rx = await startUdpReceiver6(t, sink, { group: "239.2.2.2", port: 6000, ifname: "s0", idle_s: 3 });
+      await udpSend6(t, gen, { ifname: "g0", group: "ff3e::1", port: 5000, count: 200, hops: 1, bind: GEN6 });
+      const got = await rx.report();
+      const stats = await d.json<StatsResult>(["stats"]);
+      const joinErrors = stats.interfaces.find((i) => i.interface === "r0")?.counters.join_errors ?? 0;
+      const diag = await d.cli(["diagnose", "v6", "--json"]);
+      note("v6 join failure", { reports, joinErrors, got: got.datagrams, diagnose: diag.stdout });
+      expect(joinErrors).toBeGreaterThanOrEqual(1);
+      expect(reports.flatMap((r) => r.records).some((r) => r.group === "ff3e::1")).toBe(false);
+      expect(got.numbered).toBe(200);
+      const findings = JSON.parse(diag.stdout).findings as { check: string; rule: string; fix: string }[];
+      const joinFailed = findings.find((f) => f.check === "join-failed" && f.rule === "v6");
+      expect(joinFailed?.fix).toContain("ip -6 maddr show dev r0");
+      expect(await d.stop()).toBe(0);
+    },
+    TEST_TIMEOUT_MS,
+  );
+
+  test(
     "a rule with an IPv6 source relays that source only; others count as source_mismatch",
     async () => {
       const { t, gen, relay, sink } = await topology6("v6ssm");
@@ -253,6 +284,39 @@ describe_netns("IPv6 rules in the daemon", () => {
       expect(again).toEqual(listed);
       await forwards("after restart");
       expect(await d.stop()).toBe(0);
+    },
+    TEST_TIMEOUT_MS,
+  );
+});
+
+describe_netns("IPv6 rules traced", () => {
+  test(
+    "trace of an IPv6 rule shows matched datagrams with their output, and fragments for its group as parse drops",
+    async () => {
+      const { t, gen, relay } = await topology6("v6trace");
+      dir = new TempDir();
+      const socket = dir.join("fwd.sock");
+      const fwd = await startForward(t, relay, mode, ["--from", "[ff3e::1]:5000@r0", "--to", "[ff3e::2]:6000@r1", "--socket", socket], "trace6");
+      const tracing = startLogged(t, relay, [...mcrelayCommand(mode), "trace", "1", "--json", "--count", "15", "--socket", socket], "trace");
+      await tracing.waitForStderr(/tracing rule/, 30_000);
+      const frames: RawFrame6[] = [];
+      for (let i = 0; i < 10; i++) frames.push({ src: "fe80::77", dst: "ff3e::1", dport: 5000, seq: i, size: 50, chain: [{ kind: "hop" }] });
+      for (let i = 0; i < 5; i++) frames.push({ src: "fe80::77", dst: "ff3e::1", dport: 5000, seq: 10 + i, chain: [{ kind: "fragment" }] });
+      await sendRawFrames6(t, gen, "g0", frames);
+      expect(await tracing.wait(30_000)).toBe(0);
+      fwd.proc.kill("SIGINT");
+      await fwd.wait(20_000);
+      const recs = tracing.stdout.trim().split("\n").map((l) => JSON.parse(l));
+      note("v6 trace", { records: recs.length, first: recs[0], last: recs[recs.length - 1] });
+      expect(recs.length).toBe(15);
+      const matched = recs.filter((r) => r.verdict === "matched");
+      expect(matched.length).toBe(10);
+      for (const r of matched) {
+        expect(r).toMatchObject({ src: "fe80::77", dst: "ff3e::1", dst_port: 5000, length: 50, ttl: 1, outputs: [{ to: "[ff3e::2]:6000@r1", result: "sent" }] });
+      }
+      const drops = recs.filter((r) => r.verdict === "parse_drop");
+      expect(drops.length).toBe(5);
+      for (const r of drops) expect(r).toMatchObject({ dst: "ff3e::1", reason: "ipv6_fragment" });
     },
     TEST_TIMEOUT_MS,
   );

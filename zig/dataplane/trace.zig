@@ -6,7 +6,7 @@
 //! one predictable branch per batch and no other cost.
 //!
 //! While armed, a frame is recorded when it matched the traced rule, or when it did not match
-//! any rule (no match, source mismatch, parse drop) and its IPv4 destination is the rule's
+//! any rule (no match, source mismatch, parse drop) and its destination is the rule's
 //! group: a wrong port or source shows up, other rules' traffic does not. A record holds the
 //! packet's facts, the verdict and, for a match, the result of each output's send (filled in
 //! after the flush that carried it, then published). A full ring counts `overflow` and drops
@@ -249,17 +249,16 @@ pub const Trace = struct {
         r.verdict = @intFromEnum(verdict);
     }
 
-    /// A frame the parser dropped: recorded when its IPv4 destination (read as far as the
-    /// frame allows) is the traced group.
+    /// A frame the parser dropped: recorded when its IPv4 or IPv6 destination (read as far as
+    /// the frame allows) is the traced group.
     pub fn dropped(self: *Trace, frame_data: []const u8, wire_len: u32, vlan_tci: ?u16, reason: parse.Drop) void {
-        const dst = ipv4Destination(frame_data) orelse return;
+        const dst = destination(frame_data) orelse return;
         if (self.header.flags & flag_all_unmatched == 0) {
-            if (!std.mem.eql(u8, self.header.group[0..12], &[_]u8{ 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff })) return;
-            if (!std.mem.eql(u8, self.header.group[12..16], &dst)) return;
+            if (!std.mem.eql(u8, &self.header.group, &dst)) return;
         }
         const r = self.reserve() orelse return;
         self.fill(r, frame_data, wire_len, vlan_tci);
-        r.dst = [_]u8{ 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff } ++ dst;
+        r.dst = dst;
         r.verdict = @intFromEnum(Verdict.parse_drop);
         r.drop_reason = @intFromEnum(reason);
     }
@@ -294,8 +293,9 @@ fn lastBucket(s: stats_mod.Stats, o: u32) u8 {
     return @intCast(@intFromEnum(best));
 }
 
-/// IPv4 destination of an Ethernet frame (behind up to two VLAN tags), when the bytes are there.
-fn ipv4Destination(frame: []const u8) ?[4]u8 {
+/// IPv4 (v4-mapped) or IPv6 destination of an Ethernet frame (behind up to two VLAN tags),
+/// when the bytes are there.
+fn destination(frame: []const u8) ?abi.Addr {
     var off: usize = 12;
     var tags: u32 = 0;
     while (true) {
@@ -306,12 +306,17 @@ fn ipv4Destination(frame: []const u8) ?[4]u8 {
             tags += 1;
             continue;
         }
-        if (et != 0x0800) return null;
+        if (et != 0x0800 and et != 0x86dd) return null;
         off += 2;
+        if (et == 0x86dd) {
+            if (frame.len < off + 40) return null;
+            return frame[off + 24 ..][0..16].*;
+        }
         break;
     }
     if (frame.len < off + 20) return null;
-    return frame[off + 16 ..][0..4].*;
+    const v4 = frame[off + 16 ..][0..4];
+    return .{ 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, v4[0], v4[1], v4[2], v4[3] };
 }
 
 test "trace ring: armed filter, records published after the flush, overflow counted" {
