@@ -32,6 +32,14 @@ export function inputProblem(rule: Rule, errno: number): string {
       ? `input port ${rule.input.port} on ${rule.input.addr.text} is owned by another program: left alone (it receives the datagrams too)`
       : `input port ${rule.input.port} on ${rule.input.addr.text} not held: ${name} (the host may answer senders with ICMP port unreachable)`;
   }
+  if ((errno === 105 || errno === 12) && rule.input.addr.family === 6) {
+    // ENOBUFS or ENOMEM from an MLD join: the socket's option memory (net.core.optmem_max), or
+    // (source-specific) the source limit.
+    const hint = rule.source
+      ? `net.core.optmem_max=${sysctl("net.core.optmem_max")}, net.ipv6.mld_max_msf=${sysctl("net.ipv6.mld_max_msf")}`
+      : `net.core.optmem_max=${sysctl("net.core.optmem_max")}`;
+    return `join failed: ${name} (${hint})`;
+  }
   if (errno === 105) {
     // ENOBUFS: a membership limit.
     const hint = rule.source

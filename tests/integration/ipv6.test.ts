@@ -5,7 +5,7 @@
 import { afterEach, describe, expect, test } from "bun:test";
 import { netnsAvailable, Topology } from "../../scripts/lib/netns.ts";
 import { mcrelayCommand, note, REPO_ROOT, startForward, startLogged, workerSum, type ForwardReport, type RelayTopology } from "../support/relay-harness.ts";
-import { TempDir, TestDaemon, ruleNamed, type ListedRule, type StatsResult } from "../support/daemon-harness.ts";
+import { TempDir, TestDaemon, ruleNamed, waitFor, type ListedRule, type StatsResult } from "../support/daemon-harness.ts";
 import { sendRawFrames6, startMldCapture, startUdpReceiver6, udpSend6, type RawFrame6 } from "../support/udp6-tools.ts";
 
 const describe_netns = describe.skipIf(!netnsAvailable());
@@ -99,7 +99,7 @@ describe_netns("IPv6 input", () => {
       const rx = await startUdpReceiver6(t, sink, { group: "ff3e::2", port: 6000, ifname: "s0", idle_s: 3 });
       const count = 10_000;
       const sent = await udpSend6(t, gen, { ifname: "g0", group: "ff3e::1", port: 5000, count, size: 200, hops: 1, bind: GEN6, rate_pps: 10_000 });
-      expect(sent).toEqual({ sent: count, source: GEN6 });
+      expect(sent).toEqual({ sent: count, source: GEN6, refused: 0 });
       const got = await rx.report();
       const report = await fwd.stopJson<ForwardReport>();
       note("v6 relay", { got, rule: rule0(report), parse_drops: report.workers[0]?.parse_drops });
@@ -156,16 +156,21 @@ describe_netns("IPv6 input", () => {
   );
 
   test(
-    "a unicast stream to the input interface's own IPv6 address is relayed; an address of another interface is refused with the reason",
+    "a unicast stream to the input interface's own IPv6 address is relayed and no ICMPv6 port unreachable reaches the sender; an address of another interface is refused with the reason",
     async () => {
       const { t, gen, relay, sink } = await topology6("v6uni");
       await t.exec(gen, ["ip", "-6", "route", "add", "fd99:1::/64", "dev", "g0"], { check: true });
+      // Routable both ways here, so an ICMPv6 error could reach the sender.
+      await t.exec(relay, ["ip", "-6", "route", "add", "fd77::/64", "dev", "r0"], { check: true });
+      const unowned = await udpSend6(t, gen, { ifname: "g0", group: RELAY_IN6, port: 5000, count: 5, hops: 1, bind: GEN6, connect: true, rate_pps: 5 });
+      expect(unowned.refused).toBeGreaterThan(0);
       const fwd = await startForward(t, relay, mode, ["--from", `[${RELAY_IN6}]:5000@r0`, "--to", "[ff3e::2]:6000@r1"], "uni6");
       const rx = await startUdpReceiver6(t, sink, { group: "ff3e::2", port: 6000, ifname: "s0", idle_s: 3 });
-      await udpSend6(t, gen, { ifname: "g0", group: RELAY_IN6, port: 5000, count: 1000, hops: 1, bind: GEN6 });
+      const owned = await udpSend6(t, gen, { ifname: "g0", group: RELAY_IN6, port: 5000, count: 1000, hops: 1, bind: GEN6, connect: true, rate_pps: 2000 });
       const got = await rx.report();
       const report = await fwd.stopJson<ForwardReport>();
-      note("v6 unicast", { got, rule: rule0(report) });
+      note("v6 unicast", { unowned, owned, got, rule: rule0(report) });
+      expect(owned).toMatchObject({ sent: 1000, refused: 0 });
       expect([got.datagrams, got.numbered, got.duplicates, got.pattern_errors]).toEqual([1000, 1000, 0, 0]);
       expect(rule0(report).packets).toBe(1000);
 
@@ -178,7 +183,7 @@ describe_netns("IPv6 input", () => {
   );
 
   test(
-    "a failed MLD join (net.core.optmem_max 0 after the interface's socket exists) is counted in join_errors, named by diagnose, and no report goes out; the stream still flows on a veth",
+    "a failed MLD join (net.core.optmem_max 0) shows the rule as join-failed with the reason, counts join_errors, is named by diagnose; after the sysctl is raised the join is retried and reported",
     async () => {
       const x = await topology6("v6joinf");
       const { t, gen, relay, sink } = x;
@@ -186,23 +191,35 @@ describe_netns("IPv6 input", () => {
       // The packet socket and its filter need option memory: take it away only once they exist.
       const d = await TestDaemon.start(asRelayTopology(x), dir);
       await d.json(["add", "--name", "v4", "--from", "239.1.1.1:5000@r0", "--to", "239.2.2.1:6001@r1"]);
+      const optmem = await t.sysctlGet(relay, "net/core/optmem_max");
       await t.sysctl(relay, "net/core/optmem_max", 0);
-      const capture = await startMldCapture(t, gen, "g0", 4);
+      let capture = await startMldCapture(t, gen, "g0", 4);
       await d.json(["add", "--name", "v6", "--from", "[ff3e::1]:5000@r0", "--to", "239.2.2.2:6000@r1"]);
+      const failed = await waitFor("v6 join-failed", async () => {
+        const r = ruleNamed((await d.json<{ rules: ListedRule[] }>(["list"])).rules, "v6");
+        return r.state === "join-failed" ? r : undefined;
+      });
       const reports = await capture.reports();
-      const rx = await startUdpReceiver6(t, sink, { group: "239.2.2.2", port: 6000, ifname: "s0", idle_s: 3 });
-      await udpSend6(t, gen, { ifname: "g0", group: "ff3e::1", port: 5000, count: 200, hops: 1, bind: GEN6 });
-      const got = await rx.report();
       const stats = await d.json<StatsResult>(["stats"]);
       const joinErrors = stats.interfaces.find((i) => i.interface === "r0")?.counters.join_errors ?? 0;
       const diag = await d.cli(["diagnose", "v6", "--json"]);
-      note("v6 join failure", { reports, joinErrors, got: got.datagrams, diagnose: diag.stdout });
+      note("v6 join failure", { failed, reports, joinErrors, diagnose: diag.stdout });
+      expect(failed.reasons.join("; ")).toContain("join failed: ENOMEM (net.core.optmem_max=0)");
       expect(joinErrors).toBeGreaterThanOrEqual(1);
       expect(reports.flatMap((r) => r.records).some((r) => r.group === "ff3e::1")).toBe(false);
-      expect(got.numbered).toBe(200);
       const findings = JSON.parse(diag.stdout).findings as { check: string; rule: string; fix: string }[];
-      const joinFailed = findings.find((f) => f.check === "join-failed" && f.rule === "v6");
-      expect(joinFailed?.fix).toContain("ip -6 maddr show dev r0");
+      expect(findings.find((f) => f.check === "join-failed" && f.rule === "v6")?.fix).toContain("ip -6 maddr show dev r0");
+
+      // Raised again: the worker retries within about a second, the report goes out, the rule is active.
+      capture = await startMldCapture(t, gen, "g0", 4);
+      await t.sysctl(relay, "net/core/optmem_max", optmem);
+      await waitFor("v6 active", async () => ruleNamed((await d.json<{ rules: ListedRule[] }>(["list"])).rules, "v6").state === "active" || undefined);
+      const after = await capture.reports();
+      note("v6 join retried", { after });
+      expect(after.flatMap((r) => r.records).some((r) => r.group === "ff3e::1" && [2, 4].includes(r.type))).toBe(true);
+      const rx = await startUdpReceiver6(t, sink, { group: "239.2.2.2", port: 6000, ifname: "s0", idle_s: 3 });
+      await udpSend6(t, gen, { ifname: "g0", group: "ff3e::1", port: 5000, count: 200, hops: 1, bind: GEN6 });
+      expect((await rx.report()).numbered).toBe(200);
       expect(await d.stop()).toBe(0);
     },
     TEST_TIMEOUT_MS,

@@ -52,15 +52,24 @@ if spec.get("bind"):
 dest = (spec["group"], spec["port"], 0, ifindex) if fam == socket.AF_INET6 else (spec["group"], spec["port"])
 stream, size, count = spec.get("stream", 1), spec.get("size", 100), spec["count"]
 rate = spec.get("rate_pps", 10000)
+if spec.get("connect"):
+    # A connected socket reports an ICMP port unreachable as ECONNREFUSED on a later send.
+    s.connect(dest)
 start = time.time()
-sent = 0
+sent = refused = 0
 for seq in range(count):
-    s.sendto(payload(seq, stream, size), dest)
-    sent += 1
-    ahead = sent / rate - (time.time() - start)
+    try:
+        if spec.get("connect"):
+            s.send(payload(seq, stream, size))
+        else:
+            s.sendto(payload(seq, stream, size), dest)
+        sent += 1
+    except ConnectionRefusedError:
+        refused += 1
+    ahead = (sent + refused) / rate - (time.time() - start)
     if ahead > 0.002:
         time.sleep(ahead)
-print(json.dumps({"sent": sent, "source": s.getsockname()[0]}))
+print(json.dumps({"sent": sent, "source": s.getsockname()[0], "refused": refused}))
 `;
 
 const receiver_py =
@@ -222,9 +231,11 @@ export interface Send6Spec {
   bind?: string;
   stream?: number;
   rate_pps?: number;
+  /** Connect the socket: an ICMP port unreachable then shows as a refused send. */
+  connect?: boolean;
 }
 
-export async function udpSend6(topo: Topology, ns: string, spec: Send6Spec, timeoutMs = 120_000): Promise<{ sent: number; source: string }> {
+export async function udpSend6(topo: Topology, ns: string, spec: Send6Spec, timeoutMs = 120_000): Promise<{ sent: number; source: string; refused: number }> {
   return execJson(topo, ns, [python3, "-c", sender_py, JSON.stringify(spec)], timeoutMs);
 }
 

@@ -122,7 +122,7 @@ pub const Joins = struct {
     fn acquire(self: *Joins, key: Held) sys.Error!Held {
         var held = key;
         switch (key.kind) {
-            .port => held.fd = try holdPort(&key.group, key.port),
+            .port => held.fd = try holdPort(&key.group, key.port, self.ifindex),
             .any_source, .source_specific => {
                 const socket_index = try self.socketWithRoom();
                 if (key.kind == .any_source) {
@@ -180,26 +180,29 @@ pub const Joins = struct {
 /// A UDP socket bound to a unicast input's address and port, with the smallest receive buffer
 /// and never read: it owns the port, so the host stays quiet (no ICMP port unreachable), and
 /// its full queue makes the kernel drop its copies (Udp RcvbufErrors). EADDRINUSE: another
-/// program owns the port (left alone, reported).
-fn holdPort(addr: *const abi.Addr, port: u16) sys.Error!i32 {
-    const fd: i32 = @intCast(try sys.check(linux.socket(linux.AF.INET, linux.SOCK.DGRAM | linux.SOCK.CLOEXEC | linux.SOCK.NONBLOCK, 0)));
+/// program owns the port (left alone, reported). IPv4 or IPv6; an IPv6 link-local address is
+/// bound on the input interface (`ifindex` as its scope).
+fn holdPort(addr: *const abi.Addr, port: u16, ifindex: u32) sys.Error!i32 {
+    const link_local = !net.isV4(addr) and addr[0] == 0xfe and addr[1] & 0xc0 == 0x80;
+    const sa = net.SockAddr.init(addr, port, if (link_local) ifindex else 0);
+    const fd: i32 = @intCast(try sys.check(linux.socket(sa.family(), linux.SOCK.DGRAM | linux.SOCK.CLOEXEC | linux.SOCK.NONBLOCK, 0)));
     errdefer sys.close(fd);
     try sys.setsockoptInt(fd, linux.SOL.SOCKET, linux.SO.RCVBUF, 1);
-    const sa = net.SockAddr.init(addr, port, 0);
     _ = try sys.check(linux.bind(fd, @ptrCast(&sa), sa.len()));
     return fd;
 }
 
-/// What satisfies a want: nothing for non-IPv4 groups, a port hold for unicast, an any-source
-/// join when any rule of the group has no source, else a source-specific join.
+/// What satisfies a want: a port hold for unicast (IPv4 or IPv6), nothing for IPv6 groups (MLD
+/// joins are join6.zig's), an any-source join when any rule of the group has no source, else a
+/// source-specific join.
 fn keyOf(w: *const Want, wanted: []const Want) ?Held {
-    if (!net.isV4(&w.group)) return null;
     var key = Held{ .kind = .any_source, .group = w.group, .source = @splat(0), .port = 0, .socket = 0, .fd = -1 };
     if (!net.isMulticast(&w.group)) {
         key.kind = .port;
         key.port = w.port;
         return key;
     }
+    if (!net.isV4(&w.group)) return null;
     if (std.mem.allEqual(u8, &w.source, 0)) return key;
     for (wanted) |*other| {
         if (std.mem.eql(u8, &other.group, &w.group) and std.mem.allEqual(u8, &other.source, 0)) return key;
@@ -240,7 +243,7 @@ test "a source-specific join per source unless the group also has an any-source 
     const src2 = abi.Addr{ 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 10, 0, 0, 2 };
     const lo = abi.Addr{ 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 127, 0, 0, 1 };
     // A free port on 127.0.0.1.
-    const probe = try holdPort(&lo, 0);
+    const probe = try holdPort(&lo, 0, 1);
     var sa = linux.sockaddr.in{ .port = 0, .addr = 0 };
     var len: linux.socklen_t = @sizeOf(linux.sockaddr.in);
     _ = try sys.check(linux.getsockname(probe, @ptrCast(&sa), &len));

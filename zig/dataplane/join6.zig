@@ -70,13 +70,10 @@ pub const Joins6 = struct {
     count: u32,
     /// Scratch: the memberships the current table wants.
     wanted: [constants.rules_max]Membership,
-    /// errno of the last failed join (0 after a reconcile without failures).
-    last_errno: u16,
 
     pub fn init(self: *Joins6, ifindex: u32) void {
         self.ifindex = ifindex;
         self.count = 0;
-        self.last_errno = 0;
         @memset(&self.fds, -1);
         @memset(&self.members, 0);
     }
@@ -91,15 +88,15 @@ pub const Joins6 = struct {
     }
 
     /// Makes the joined set equal to what `rules` want: each IPv6 multicast input group, with
-    /// the rule's source when it filters on one. Returns how many joins failed.
-    pub fn reconcile(self: *Joins6, rules: []const abi.RuleDesc) u32 {
+    /// the rule's source when it filters on one. `errnos[i]` of each IPv6 multicast rule i gets
+    /// 0 when its membership is held, else the errno of the failure (the others are left as
+    /// they are: join.zig's). Returns how many joins failed; the caller retries them.
+    pub fn reconcile(self: *Joins6, rules: []const abi.RuleDesc, errnos: []u16) u32 {
+        assert(errnos.len >= rules.len);
         var wanted_count: u32 = 0;
         for (rules) |*rule| {
             if (!isIpv6Multicast(&rule.group)) continue;
-            const m = Membership{
-                .group = rule.group,
-                .source = if (rule.flags & abi.rule_flag_source_filter != 0) rule.source else null,
-            };
+            const m = Membership{ .group = rule.group, .source = sourceOf(rule) };
             if (find(self.wanted[0..wanted_count], &m) != null) continue;
             self.wanted[wanted_count] = m;
             wanted_count += 1;
@@ -122,25 +119,33 @@ pub const Joins6 = struct {
         }
         // Join what is new.
         var failures: u32 = 0;
-        self.last_errno = 0;
         for (wanted) |*m| {
             if (find(self.joined[0..self.count], m) != null) continue;
-            const socket_index = self.socketFor(m) catch |err| {
+            self.add(m) catch |err| {
                 failures += 1;
-                self.last_errno = @intCast(sys.toErrno(err));
-                continue;
+                // Every rule of this membership shows the errno.
+                for (rules, 0..) |*rule, r| {
+                    const of_rule = Membership{ .group = rule.group, .source = sourceOf(rule) };
+                    if (isIpv6Multicast(&rule.group) and of_rule.eql(m)) errnos[r] = @intCast(sys.toErrno(err));
+                }
             };
-            self.membership(true, socket_index, m) catch |err| {
-                failures += 1;
-                self.last_errno = @intCast(sys.toErrno(err));
-                continue;
-            };
-            self.members[socket_index] += 1;
-            self.joined[self.count] = m.*;
-            self.joined_socket[self.count] = socket_index;
-            self.count += 1;
+        }
+        // Rules whose membership is held are satisfied.
+        for (rules, 0..) |*rule, r| {
+            if (!isIpv6Multicast(&rule.group)) continue;
+            const m = Membership{ .group = rule.group, .source = sourceOf(rule) };
+            if (find(self.joined[0..self.count], &m) != null) errnos[r] = 0;
         }
         return failures;
+    }
+
+    fn add(self: *Joins6, m: *const Membership) sys.Error!void {
+        const socket_index = try self.socketFor(m);
+        try self.membership(true, socket_index, m);
+        self.members[socket_index] += 1;
+        self.joined[self.count] = m.*;
+        self.joined_socket[self.count] = socket_index;
+        self.count += 1;
     }
 
     /// A socket with room that does not hold `m.group` in the other filter mode.
@@ -176,6 +181,10 @@ pub const Joins6 = struct {
         }
     }
 };
+
+fn sourceOf(rule: *const abi.RuleDesc) ?abi.Addr {
+    return if (rule.flags & abi.rule_flag_source_filter != 0) rule.source else null;
+}
 
 fn find(list: []const Membership, m: *const Membership) ?usize {
     for (list, 0..) |*x, i| if (x.eql(m)) return i;
@@ -216,9 +225,12 @@ test "MLD joins: any-source and source-specific memberships of one group on sepa
     @memcpy(all[0..45], &rules);
     all[45] = v4_rule; // IPv4 groups are join.zig's
 
-    const failed = j.reconcile(&all);
-    if (failed > 0 and j.last_errno == @intFromEnum(linux.E.NODEV)) return error.SkipZigTest; // IPv6 off on lo
+    var errnos: [46]u16 = @splat(0xffff);
+    const failed = j.reconcile(&all, &errnos);
+    if (failed > 0 and errnos[0] == @intFromEnum(linux.E.NODEV)) return error.SkipZigTest; // IPv6 off on lo
     try std.testing.expectEqual(@as(u32, 0), failed);
+    for (errnos[0..45]) |e| try std.testing.expectEqual(@as(u16, 0), e);
+    try std.testing.expectEqual(@as(u16, 0xffff), errnos[45]); // the IPv4 rule's word is join.zig's
     try std.testing.expectEqual(@as(u32, 45), j.count);
     var sock_any: ?u16 = null;
     var sock_ssm: ?u16 = null;
@@ -228,8 +240,8 @@ test "MLD joins: any-source and source-specific memberships of one group on sepa
     }
     try std.testing.expect(sock_any != null and sock_ssm != null and sock_any.? != sock_ssm.?);
     // Shrinking leaves what is gone; the same table again changes nothing.
-    try std.testing.expectEqual(@as(u32, 0), j.reconcile(rules[0..10]));
+    try std.testing.expectEqual(@as(u32, 0), j.reconcile(rules[0..10], &errnos));
     try std.testing.expectEqual(@as(u32, 10), j.count);
-    try std.testing.expectEqual(@as(u32, 0), j.reconcile(rules[0..10]));
+    try std.testing.expectEqual(@as(u32, 0), j.reconcile(rules[0..10], &errnos));
     try std.testing.expectEqual(@as(u32, 10), j.count);
 }

@@ -171,8 +171,6 @@ pub const Dataplane = struct {
             self.wanted_inputs[i] = .{ .group = rule.group, .source = if (specific) rule.source else @splat(0), .port = rule.port };
         }
         self.wanted_count = next.rule_count;
-        // IPv6 inputs: MLD joins (zig/dataplane/join6.zig); IPv4 ones in reconcileInputs.
-        s.worker(.join_errors).* += self.joins6.reconcile(next.rules[0..next.rule_count]);
 
         self.active +%= 1;
         self.reconcileInputs();
@@ -189,6 +187,8 @@ pub const Dataplane = struct {
         const s = self.stats();
         const n = self.wanted_count;
         self.join_failures = self.joins.reconcile(self.wanted_inputs[0..n], self.input_errnos[0..n]);
+        // IPv6 groups: MLD joins (join6.zig), their errnos in the same per-rule words.
+        self.join_failures += self.joins6.reconcile(self.tables[self.active].rules[0..n], self.input_errnos[0..n]);
         s.worker(.join_errors).* += self.join_failures;
         for (self.input_errnos[0..n], 0..) |e, i| s.rule(@intCast(i), .input_errno).* = e;
         self.last_join_ns = sys.monotonicNs();
