@@ -120,6 +120,24 @@ describe_netns("IPv6 input", () => {
   );
 
   test(
+    "an IPv6 sender using UDP_SEGMENT (10 x 1,000 B per sendmsg): every datagram is relayed as itself",
+    async () => {
+      const { t, gen, relay, sink } = await topology6("v6gso");
+      const fwd = await startForward(t, relay, mode, ["--from", "[ff3e::1]:5000@r0", "--to", "[ff3e::2]:6000@r1,gso=off"], "gso6");
+      const rx = await startUdpReceiver6(t, sink, { group: "ff3e::2", port: 6000, ifname: "s0", idle_s: 3 });
+      const sent = await udpSend6(t, gen, { ifname: "g0", group: "ff3e::1", port: 5000, count: 500, size: 1000, hops: 1, bind: GEN6, gso_batch: 10 });
+      const got = await rx.report();
+      const report = await fwd.stopJson<ForwardReport>();
+      note("v6 gso", { sent, got, counters: report.workers[0]?.counters });
+      expect(sent.sent).toBe(500);
+      expect([got.datagrams, got.numbered, got.duplicates, got.pattern_errors]).toEqual([500, 500, 0, 0]);
+      expect(rule0(report).bytes).toBe(500 * 1000);
+      expect(workerSum(report, "rx_gso_frames")).toBeGreaterThan(0);
+    },
+    TEST_TIMEOUT_MS,
+  );
+
+  test(
     "MLDv2 reports on the input link: any-source (EXCLUDE {}) for a rule without source, INCLUDE {source} for a rule with one",
     async () => {
       const { t, gen, relay } = await topology6("mld");
@@ -281,12 +299,14 @@ describe_netns("IPv6 rules in the daemon", () => {
         const rx4 = await startUdpReceiver6(x.t, x.sink, { group: "239.2.2.2", port: 6001, ifname: "s0", idle_s: 3 });
         const rxs = await startUdpReceiver6(x.t, x.sink, { group: "ff3e::8", port: 6002, ifname: "s0", idle_s: 3 });
         await udpSend6(x.t, x.gen, { ifname: "g0", group: "ff3e::1", port: 5000, count: 500, hops: 1, bind: GEN6 });
-        await udpSend6(x.t, x.gen, { ifname: "g0", group: "ff3e::7", port: 5000, count: 400, hops: 1, bind: GEN6 });
+        await udpSend6(x.t, x.gen, { ifname: "g0", group: "ff3e::7", port: 5000, count: 400, hops: 1, bind: GEN6, tos: 0x01 });
         const [g6, g4, gs] = [await rx6.report(), await rx4.report(), await rxs.report()];
         note(`v6 daemon ${label}`, { g6, g4, gs });
         expect([g6.numbered, g6.duplicates, g6.pattern_errors, g6.hops]).toEqual([500, 0, 0, { "3": 500 }]);
         expect([g4.numbered, g4.duplicates, g4.pattern_errors]).toEqual([500, 0, 0]);
         expect([gs.numbered, gs.duplicates, gs.pattern_errors]).toEqual([400, 0, 0]);
+        // dscp=46 fixed, the input's ECN bit kept.
+        expect(gs.tclass).toEqual({ [(46 << 2) | 1]: 400 });
       };
       await forwards("first run");
       const stats = await d.json<StatsResult>(["stats"]);
@@ -300,6 +320,38 @@ describe_netns("IPv6 rules in the daemon", () => {
       const again = (await d.json<{ rules: ListedRule[] }>(["list"])).rules;
       expect(again).toEqual(listed);
       await forwards("after restart");
+      expect(await d.stop()).toBe(0);
+    },
+    TEST_TIMEOUT_MS,
+  );
+});
+
+describe_netns("IPv6 and VLANs", () => {
+  test(
+    "IPv6 frames tagged VID 100 go to the vlan=100 rule only, untagged ones to the untagged rule only",
+    async () => {
+      const x = await topology6("v6vlan");
+      dir = new TempDir();
+      const config = dir.file(
+        "mcrelay.json5",
+        `{ rules: [ { name: "tagged", from: "[ff3e::1]:5000@r0,vlan=100", to: ["[ff3e::2]:6000@r1"] }, { name: "untagged", from: "[ff3e::1]:5000@r0", to: ["[ff3e::3]:6001@r1"] } ] }`,
+      );
+      const d = await TestDaemon.start(asRelayTopology(x), dir, { configPath: config });
+      const rxTagged = await startUdpReceiver6(x.t, x.sink, { group: "ff3e::2", port: 6000, ifname: "s0", idle_s: 3 });
+      const rxUntagged = await startUdpReceiver6(x.t, x.sink, { group: "ff3e::3", port: 6001, ifname: "s0", idle_s: 3 });
+      const frames: RawFrame6[] = [];
+      for (let i = 0; i < 20; i++) frames.push({ src: GEN6, dst: "ff3e::1", dport: 5000, seq: i, stream: 1, vlan: 100 });
+      for (let i = 0; i < 10; i++) frames.push({ src: GEN6, dst: "ff3e::1", dport: 5000, seq: i, stream: 2 });
+      for (let i = 0; i < 5; i++) frames.push({ src: GEN6, dst: "ff3e::1", dport: 5000, seq: i, stream: 3, vlan: 200 });
+      await sendRawFrames6(x.t, x.gen, "g0", frames);
+      const [tagged, untagged] = [await rxTagged.report(), await rxUntagged.report()];
+      const stats = await d.json<StatsResult>(["stats"]);
+      note("v6 vlan", { tagged, untagged, counters: stats.interfaces[0]?.counters });
+      expect([tagged.numbered, tagged.duplicates, tagged.pattern_errors]).toEqual([20, 0, 0]);
+      expect([untagged.numbered, untagged.duplicates, untagged.pattern_errors]).toEqual([10, 0, 0]);
+      expect(ruleNamed(stats.rules, "tagged").packets).toBe(20);
+      expect(ruleNamed(stats.rules, "untagged").packets).toBe(10);
+      expect(stats.interfaces.find((i) => i.interface === "r0")?.counters.vlan_mismatch).toBe(5);
       expect(await d.stop()).toBe(0);
     },
     TEST_TIMEOUT_MS,
@@ -339,17 +391,60 @@ describe_netns("IPv6 rules traced", () => {
   );
 });
 
+describe_netns("IPv6 loops", () => {
+  test(
+    "two relays whose IPv6 outputs reach each other's inputs over a LAN: one injected datagram comes back a handful of times at most, with loop_drops",
+    async () => {
+      topo = await Topology.create("loop6");
+      const t = topo;
+      const [gen, lan, a, b, watch] = [await t.ns("gen"), await t.ns("lan"), await t.ns("a"), await t.ns("b"), await t.ns("watch")];
+      for (const ns of [gen, lan, a, b, watch]) {
+        await t.sysctl(ns, "net/ipv6/conf/all/accept_dad", 0);
+        await t.sysctl(ns, "net/ipv6/conf/default/accept_dad", 0);
+      }
+      // A shared segment that floods multicast (no MLD snooping).
+      await t.exec(lan, ["ip", "link", "add", "br0", "type", "bridge", "mcast_snooping", "0"], { check: true });
+      await t.exec(lan, ["ip", "link", "set", "br0", "up"], { check: true });
+      const ports: [string, string, string][] = [[gen, "g0", "fd97::1/64"], [a, "a0", "fd97::2/64"], [b, "b1", "fd97::3/64"], [watch, "w0", "fd97::4/64"]];
+      for (const [i, [ns, ifname, addr]] of ports.entries()) {
+        await t.link({ ns, ifname, addr }, { ns: lan, ifname: `p${i}` });
+        await t.exec(lan, ["ip", "link", "set", `p${i}`, "master", "br0"], { check: true });
+      }
+      await t.link({ ns: a, ifname: "a1", addr: "fd97:1::1/64" }, { ns: b, ifname: "b0", addr: "fd97:1::2/64" });
+      // A: the LAN's ff3e::1 to B; B: back onto the LAN as ff3e::1 (hop limit 8 each time: no
+      // TTL ends this loop, only the loop guard).
+      const relayA = await startForward(t, a, mode, ["--name", "a-to-b", "--from", "[ff3e::1]:5000@a0", "--to", "[ff3e::2]:6000@a1"], "relay A");
+      const relayB = await startForward(t, b, mode, ["--name", "b-to-lan", "--from", "[ff3e::2]:6000@b0", "--to", "[ff3e::1]:5000@b1"], "relay B");
+      const rx = await startUdpReceiver6(t, watch, { group: "ff3e::1", port: 5000, ifname: "w0", idle_s: 3, first_s: 15 });
+      const sent = await udpSend6(t, gen, { ifname: "g0", group: "ff3e::1", port: 5000, count: 1, stream: 77, bind: "fd97::1" });
+      const got = await rx.report();
+      const reportA = await relayA.stopJson<ForwardReport>();
+      const reportB = await relayB.stopJson<ForwardReport>();
+      note("loop6", { sent, got, a: rule0(reportA), b: rule0(reportB) });
+      expect(sent.sent).toBe(1);
+      // The loop exists (a copy came back to the LAN from B) and was cut after a few rounds.
+      expect(got.datagrams).toBeGreaterThanOrEqual(2);
+      expect(got.datagrams).toBeLessThanOrEqual(5);
+      expect(rule0(reportA).drops.loop_drops).toBeGreaterThanOrEqual(1);
+      expect(rule0(reportA).packets).toBeLessThanOrEqual(4);
+    },
+    TEST_TIMEOUT_MS,
+  );
+});
+
 describe_netns("IPv6 <-> IPv4 translation", () => {
   test(
-    "IPv6 input to an IPv4 output: 2,000 datagrams arrive byte-exact at an IPv4 receiver",
+    "IPv6 input to an IPv4 output: 2,000 datagrams arrive byte-exact at an IPv4 receiver, the traffic class copied into the TOS byte",
     async () => {
       const { t, gen, relay, sink } = await topology6("v6to4");
       const fwd = await startForward(t, relay, mode, ["--from", "[ff3e::1]:5000@r0", "--to", "239.2.2.2:6000@r1"], "v6to4");
       const rx = await startUdpReceiver6(t, sink, { group: "239.2.2.2", port: 6000, ifname: "s0", idle_s: 3 });
-      await udpSend6(t, gen, { ifname: "g0", group: "ff3e::1", port: 5000, count: 2000, size: 1200, hops: 1, bind: GEN6 });
+      // DSCP 46 + ECN 1 in the traffic class: copied into the IPv4 TOS byte.
+      await udpSend6(t, gen, { ifname: "g0", group: "ff3e::1", port: 5000, count: 2000, size: 1200, hops: 1, bind: GEN6, tos: 0xb9 });
       const got = await rx.report();
       const report = await fwd.stopJson<ForwardReport>();
       note("v6 to v4", { got, rule: rule0(report) });
+      expect(got.tclass).toEqual({ [0xb9]: 2000 });
       expect(got.datagrams).toBe(2000);
       expect(got.numbered).toBe(2000);
       expect(got.duplicates).toBe(0);
@@ -360,15 +455,16 @@ describe_netns("IPv6 <-> IPv4 translation", () => {
   );
 
   test(
-    "IPv4 input to an IPv6 output: 2,000 datagrams arrive byte-exact at an IPv6 receiver",
+    "IPv4 input to an IPv6 output: 2,000 datagrams arrive byte-exact at an IPv6 receiver, the TOS byte copied into the traffic class",
     async () => {
       const { t, gen, relay, sink } = await topology6("v4to6");
       const fwd = await startForward(t, relay, mode, ["--from", "239.1.1.1:5000@r0", "--to", "[ff3e::2]:6000@r1"], "v4to6");
       const rx = await startUdpReceiver6(t, sink, { group: "ff3e::2", port: 6000, ifname: "s0", idle_s: 3 });
-      await udpSend6(t, gen, { ifname: "g0", group: "239.1.1.1", port: 5000, count: 2000, size: 1200, hops: 1 });
+      await udpSend6(t, gen, { ifname: "g0", group: "239.1.1.1", port: 5000, count: 2000, size: 1200, hops: 1, tos: 0xb9 });
       const got = await rx.report();
       const report = await fwd.stopJson<ForwardReport>();
       note("v4 to v6", { got, rule: rule0(report) });
+      expect(got.tclass).toEqual({ [0xb9]: 2000 });
       expect(got.datagrams).toBe(2000);
       expect(got.numbered).toBe(2000);
       expect(got.duplicates).toBe(0);

@@ -20,7 +20,7 @@ const python3 = Bun.which("python3") ?? Bun.which("python3", { PATH: "/usr/bin:/
 const common_py = String.raw`
 import json, socket, struct, sys, time, select
 IPV6_MULTICAST_IF, IPV6_MULTICAST_HOPS, IPV6_MULTICAST_LOOP, IPV6_JOIN_GROUP = 17, 18, 19, 20
-IPV6_RECVHOPLIMIT, IPV6_HOPLIMIT = 51, 52
+IPV6_RECVHOPLIMIT, IPV6_HOPLIMIT, IPV6_RECVTCLASS, IPV6_TCLASS = 51, 52, 66, 67
 def payload(seq, stream, size):
     head = struct.pack("!II", seq, stream)
     return head + bytes(((seq * 7 + i) & 0xff) for i in range(8, size))
@@ -41,11 +41,13 @@ if fam == socket.AF_INET6:
     s.setsockopt(socket.IPPROTO_IPV6, IPV6_MULTICAST_HOPS, hops)
     s.setsockopt(socket.IPPROTO_IPV6, IPV6_MULTICAST_LOOP, 0)
     s.setsockopt(socket.IPPROTO_IPV6, 16, hops)  # IPV6_UNICAST_HOPS
+    s.setsockopt(socket.IPPROTO_IPV6, IPV6_TCLASS, spec.get("tos", 0))
 else:
     s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, struct.pack("=4s4si", b"\0" * 4, b"\0" * 4, ifindex))
     s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, hops)
     s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 0)
     s.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, hops)
+    s.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, spec.get("tos", 0))
 s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
 if spec.get("bind"):
     s.bind((spec["bind"], 0))
@@ -57,6 +59,17 @@ if spec.get("connect"):
     s.connect(dest)
 start = time.time()
 sent = refused = 0
+gso = spec.get("gso_batch", 0)
+if gso:
+    # UDP_SEGMENT: one sendmsg of gso datagrams of size bytes, cut by the kernel (veth passes
+    # the buffer on as one super-frame).
+    for first in range(0, count, gso):
+        n = min(gso, count - first)
+        buf = b"".join(payload(first + k, stream, size) for k in range(n))
+        s.sendmsg([buf], [(socket.SOL_UDP, 103, struct.pack("=H", size))], 0, dest)
+        sent += n
+        time.sleep(0.002)
+    count = 0
 for seq in range(count):
     try:
         if spec.get("connect"):
@@ -84,11 +97,13 @@ s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
 ifindex = socket.if_nametoindex(spec["ifname"])
 if fam == socket.AF_INET6:
     s.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVHOPLIMIT, 1)
+    s.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVTCLASS, 1)
     s.bind((group, spec["port"], 0, ifindex if group.startswith("ff02") else 0))
     if group.startswith("ff"):
         s.setsockopt(socket.IPPROTO_IPV6, IPV6_JOIN_GROUP, socket.inet_pton(socket.AF_INET6, group) + struct.pack("=I", ifindex))
 else:
     s.setsockopt(socket.IPPROTO_IP, 12, 1)  # IP_RECVTTL
+    s.setsockopt(socket.IPPROTO_IP, 13, 1)  # IP_RECVTOS
     s.bind((group, spec["port"]))
     if 224 <= int(group.split(".")[0]) <= 239:
         s.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, struct.pack("=4s4si", socket.inet_aton(group), b"\0" * 4, ifindex))
@@ -98,7 +113,7 @@ idle_s, max_s, first_s = spec.get("idle_s", 2.0), spec.get("max_s", 60.0), spec.
 start = time.time()
 last = None
 datagrams = duplicates = bad = short = 0
-hops, sources, seen = {}, {}, set()
+hops, tclass, sources, seen = {}, {}, {}, set()
 while True:
     now = time.time()
     if now - start > max_s or (last is not None and now - last > idle_s) or (last is None and now - start > first_s):
@@ -114,6 +129,11 @@ while True:
         if (level, kind) in ((socket.IPPROTO_IPV6, IPV6_HOPLIMIT), (socket.IPPROTO_IP, 2)):
             h = struct.unpack("=i", value[:4])[0]
             hops[h] = hops.get(h, 0) + 1
+        elif (level, kind) == (socket.IPPROTO_IPV6, IPV6_TCLASS):
+            c = struct.unpack("=i", value[:4])[0]
+            tclass[c] = tclass.get(c, 0) + 1
+        elif (level, kind) == (socket.IPPROTO_IP, 1):  # IP_TOS
+            tclass[value[0]] = tclass.get(value[0], 0) + 1
     if len(data) < 8:
         short += 1
         continue
@@ -124,7 +144,7 @@ while True:
         duplicates += 1
     seen.add((stream, seq))
 print(json.dumps({"datagrams": datagrams, "numbered": len(seen), "short": short, "duplicates": duplicates,
-                  "pattern_errors": bad, "hops": hops, "sources": sources}))
+                  "pattern_errors": bad, "hops": hops, "tclass": tclass, "sources": sources}))
 `;
 
 const raw6_py = String.raw`
@@ -179,7 +199,8 @@ for i, f in enumerate(spec["frames"]):
     if "payload_len" in f:
         payload_len = f["payload_len"]
     ip = struct.pack("!IHBB16s16s", 0x60000000, payload_len, first, f.get("hops", 1), src, dst)
-    frame = mac_dst + mac_src + b"\x86\xdd" + ip + exts + udp
+    tag = struct.pack("!HH", 0x8100, f["vlan"]) if "vlan" in f else b""
+    frame = mac_dst + mac_src + tag + b"\x86\xdd" + ip + exts + udp
     sent += 1 if sock.send(frame) == len(frame) else 0
     time.sleep(spec.get("pause_s", 0.001))
 print(json.dumps({"sent": sent}))
@@ -228,11 +249,15 @@ export interface Send6Spec {
   size?: number;
   /** Hop limit (IPv6) or TTL (IPv4). */
   hops?: number;
+  /** Traffic class (IPv6) or TOS byte (IPv4): DSCP << 2 | ECN. */
+  tos?: number;
   bind?: string;
   stream?: number;
   rate_pps?: number;
   /** Connect the socket: an ICMP port unreachable then shows as a refused send. */
   connect?: boolean;
+  /** Send with UDP_SEGMENT, this many datagrams of `size` bytes per sendmsg. */
+  gso_batch?: number;
 }
 
 export async function udpSend6(topo: Topology, ns: string, spec: Send6Spec, timeoutMs = 120_000): Promise<{ sent: number; source: string; refused: number }> {
@@ -256,6 +281,8 @@ export interface Receive6Report {
   pattern_errors: number;
   /** Count by hop limit (IPv6) or TTL (IPv4) as received. */
   hops: Record<string, number>;
+  /** Count by traffic class (IPv6) or TOS byte (IPv4) as received. */
+  tclass: Record<string, number>;
   /** Count by source address. */
   sources: Record<string, number>;
 }
@@ -284,6 +311,8 @@ export interface RawFrame6 {
   hops?: number;
   /** Extension headers before UDP, in order. */
   chain?: { kind: ExtKind; length8?: number; segments_left?: number; jumbo?: boolean }[];
+  /** An 802.1Q tag with this VID in front of the IPv6 header. */
+  vlan?: number;
   /** Overrides the IPv6 payload length (a lying header). */
   payload_len?: number;
   seq?: number;
