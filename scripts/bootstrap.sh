@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the pinned toolchain into .toolchain/ (idempotent): Bun from the npm registry,
 # Zig from PyPI's `ziglang` wheel, the test-only Prometheus parser (PyPI `prometheus-client`),
-# plus the system tools the tests and demo use (iproute2).
+# plus the system tools the tests and demo use (iproute2; tcpdump, which reads `mcrelay capture` files).
 # Then installs the locked JavaScript dependencies.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -34,6 +34,10 @@ fi
 if ! command -v ip >/dev/null 2>&1; then
   echo "bootstrap: installing iproute2" >&2
   (apt-get update -qq && apt-get install -y -qq iproute2) >&2
+fi
+if ! command -v tcpdump >/dev/null 2>&1; then
+  echo "bootstrap: installing tcpdump (tests read mcrelay capture's pcap files with it)" >&2
+  (apt-get update -qq && apt-get install -y -qq tcpdump) >&2
 fi
 cd "$root"
 if [ ! -d node_modules ] || [ package.json -nt node_modules ] || [ bun.lock -nt node_modules ]; then
