@@ -445,6 +445,14 @@ export const MUTANTS: Mutant[] = [
     replace: "return null;",
     tests: [{ file: "tests/integration/ipv6.test.ts", filter: "MLDv2 reports on the input link" }],
   },
+  {
+    name: "ipv6-worker-split-differs-from-fanout",
+    breaks: "the supervisor assigns IPv6 rules to workers with another hash than the kernel's fanout program",
+    file: "src/rules/flow-hash.ts",
+    search: "return flowHash(fold >>> 0, 0);",
+    replace: "return flowHash(fold >>> 0, 1);",
+    tests: [{ file: "tests/integration/ipv6.test.ts", filter: "2 workers on the input interface carry 8 IPv6 groups" }],
+  },
 ];
 
 // ---------------------------------------------------------------------------------------

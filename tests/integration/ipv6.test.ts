@@ -326,6 +326,37 @@ describe_netns("IPv6 rules in the daemon", () => {
   );
 });
 
+describe_netns("IPv6 and several workers", () => {
+  test(
+    "2 workers on the input interface carry 8 IPv6 groups between them: every datagram once (the supervisor's split matches the kernel's fanout hash)",
+    async () => {
+      const x = await topology6("v6workers");
+      dir = new TempDir();
+      const groups = Array.from({ length: 8 }, (_, i) => `ff3e::10:${i + 1}`);
+      const rules = groups.map((g, i) => `{ name: "g${i}", from: "[${g}]:5000@r0", to: ["[ff3e::2]:6000@r1"] }`).join(", ");
+      const config = dir.file("mcrelay.json5", `{ workers: { r0: 2 }, rules: [ ${rules} ] }`);
+      const d = await TestDaemon.start(asRelayTopology(x), dir, { configPath: config });
+      const rx = await startUdpReceiver6(x.t, x.sink, { group: "ff3e::2", port: 6000, ifname: "s0", idle_s: 3 });
+      for (const [i, g] of groups.entries()) {
+        await udpSend6(x.t, x.gen, { ifname: "g0", group: g, port: 5000, count: 100, hops: 1, bind: GEN6, stream: i + 1 });
+      }
+      const got = await rx.report();
+      const stats = await d.json<StatsResult>(["stats"]);
+      const workers = stats.workers.filter((w) => w.interface === "r0");
+      note("v6 workers", { got, rules: stats.rules.map((r) => [r.name, r.packets]), workers: workers.map((w) => [w.pid, w.rules]) });
+      expect(workers.length).toBe(2);
+      // The 8 groups landed on both workers (else this proves nothing about the split).
+      expect(workers.every((w) => w.rules > 0)).toBe(true);
+      expect([got.datagrams, got.numbered, got.duplicates, got.pattern_errors]).toEqual([800, 800, 0, 0]);
+      for (const r of stats.rules) expect(r.packets).toBe(100);
+      const counters = stats.interfaces.find((i) => i.interface === "r0")!.counters;
+      expect(counters.no_match).toBe(0);
+      expect(await d.stop()).toBe(0);
+    },
+    TEST_TIMEOUT_MS,
+  );
+});
+
 describe_netns("IPv6 and VLANs", () => {
   test(
     "IPv6 frames tagged VID 100 go to the vlan=100 rule only, untagged ones to the untagged rule only",
