@@ -269,6 +269,14 @@ export const MUTANTS: Mutant[] = [
     tests: [{ file: "tests/integration/limits.test.ts", filter: "defense in depth" }],
   },
   {
+    name: "startup-waits-for-failing-workers",
+    breaks: "start-up (READY=1) waits 10 s for a worker that cannot start instead of ending at its first failure",
+    file: "src/supervisor/daemon.ts",
+    search: "{ failedIsSettled: true }",
+    replace: "{ failedIsSettled: false }",
+    tests: [{ file: "tests/integration/service.test.ts", filter: "M5: a daemon whose worker cannot start" }],
+  },
+  {
     name: "worker-seccomp-missing",
     breaks: "workers run without their seccomp filter",
     file: "zig/privileges.zig",

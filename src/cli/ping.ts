@@ -13,10 +13,10 @@ export default defineCommand({
     checkFlags(rawArgs, args);
     await withClient(a.socket, async (c) => {
       const started = performance.now();
-      const result = (await c.request("ping")) as { rules: number; workers: number };
+      const result = (await c.request("ping")) as { rules: number; workers: number; starting?: boolean };
       const ms = performance.now() - started;
       if (a.json) printJson({ ...result, rtt_ms: Number(ms.toFixed(3)), daemon: c.daemonVersion });
-      else printLine(`pong from mcrelay ${c.daemonVersion} in ${ms.toFixed(2)} ms (${result.rules} rules, ${result.workers} workers)`);
+      else printLine(`pong from mcrelay ${c.daemonVersion} in ${ms.toFixed(2)} ms (${result.rules} rules, ${result.workers} workers${result.starting ? ", starting" : ""})`);
     });
   },
 });

@@ -82,6 +82,9 @@ export interface DaemonOptions {
   watchConfig?: boolean;
 }
 
+/** Longest wait at start-up for workers to apply their tables (or fail) before READY=1. */
+const STARTUP_SETTLE_MS = 10_000;
+
 /** How often rules are checked for loop drops (an event within about a second). */
 const LOOP_CHECK_MS = 1000;
 
@@ -176,17 +179,24 @@ export class Daemon {
       });
     }
     this.#reconcile();
-    try {
-      await this.#pool.settled(10_000);
-    } catch (err) {
-      log.warn(`not every worker is forwarding yet: ${(err as Error).message}`);
-    }
+    // The socket before any wait for workers: whatever they do (crash at once, a ring that
+    // cannot be set up, a user they cannot become), `ping` and `list` answer at once, and list
+    // says which rules forward and why the others do not.
     this.#server = await ControlServer.start(opts.socketPath, (req, ctx) => this.#handle(req, ctx), {
       mode: opts.socketMode,
       gid: opts.socketGid,
       clientsMax: opts.clientsMax,
       access: { ownUid: process.geteuid?.() ?? 0, readGid: opts.socketGid ?? process.getegid?.() ?? 0, adminGid: opts.adminGid },
     });
+    // READY=1 once start-up is over: each worker applied its table or failed at least once
+    // (then it is retried with backoff, and `workers`, `list` and /readyz say why), 10 s at most.
+    try {
+      await this.#pool.settled(STARTUP_SETTLE_MS, { failedIsSettled: true });
+      const failing = this.#pool.info().filter((w) => w.state !== "running");
+      if (failing.length) log.warn(`not every worker is forwarding yet: ${failing.map((w) => `worker ${w.interface}/${w.slot} is ${w.state}: ${w.last_error ?? "?"}`).join("; ")}`);
+    } catch (err) {
+      log.warn(`not every worker is forwarding yet: ${(err as Error).message}`);
+    }
     this.#started = true;
     // Created once: a rule whose loop guard dropped datagrams since the last look gets an event.
     this.#loopTimer = setInterval(() => this.#checkLoops(), LOOP_CHECK_MS);
@@ -270,7 +280,8 @@ export class Daemon {
       case "hello":
         return { daemon: VERSION, protocol: PROTOCOL_VERSION };
       case "ping":
-        return { pong: true, rules: this.#store.size, workers: this.#pool.info().length };
+        // starting: the socket is up, start-up (workers applying their tables) is not over yet.
+        return { pong: true, rules: this.#store.size, workers: this.#pool.info().length, starting: !this.#started };
       case "version":
         return { daemon: VERSION, protocol: PROTOCOL_VERSION, bun: Bun.version };
       case "add": {

@@ -252,10 +252,17 @@ export class WorkerPool {
     return { ifname, ifindex, mtu, fds, geometry: geometry!, fanoutId };
   }
 
-  /** Resolves when every worker holds its desired table, or rejects after the deadline. */
-  async settled(timeoutMs = 5000): Promise<void> {
+  /**
+   * Resolves when every worker holds its desired table, or rejects after the deadline. With
+   * `failedIsSettled`, a worker that failed since it was given its table (exited, refused to
+   * run, its socket could not be set up) counts as settled too: start-up does not wait for a
+   * worker that is being restarted with backoff.
+   */
+  async settled(timeoutMs = 5000, o: { failedIsSettled?: boolean } = {}): Promise<void> {
     const deadline = performance.now() + timeoutMs;
-    while (!this.#allApplied()) {
+    const failuresBefore = new Map([...this.#entries].map(([k, e]) => [k, e.failures]));
+    const failed = (k: string, e: Entry) => o.failedIsSettled === true && e.failures > (failuresBefore.get(k) ?? 0);
+    while (!this.#allApplied(failed)) {
       if (performance.now() > deadline) {
         const late = [...this.#entries.values()].filter((e) => e.appliedHash !== e.hash);
         throw new Error(late.map((e) => `worker ${label(e)}: ${e.lastError ?? `table not applied yet (${e.state})`}`).join("; "));
@@ -267,9 +274,9 @@ export class WorkerPool {
     }
   }
 
-  #allApplied(): boolean {
+  #allApplied(failed: (key: string, e: Entry) => boolean = () => false): boolean {
     // A refused table is settled too: the worker answered, and keeps its last good table.
-    for (const e of this.#entries.values()) if (e.appliedHash !== e.hash && e.refusedHash !== e.hash) return false;
+    for (const [k, e] of this.#entries) if (e.appliedHash !== e.hash && e.refusedHash !== e.hash && !failed(k, e)) return false;
     return true;
   }
 

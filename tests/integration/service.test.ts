@@ -123,6 +123,66 @@ describe_netns("service manager integration (kernel, under bun)", () => {
   );
 
   test(
+    "M5: a daemon whose worker cannot start (no CAP_SETUID/CAP_SETGID in its bounding set) answers ping and list within 1 s of its start, and READY=1 follows the worker's first failure, not a 10 s wait",
+    async () => {
+      dir = new TempDir();
+      const notifySocket = dir.join("notify.sock");
+      const listener = new LoggedProcess(
+        Bun.spawn({ cmd: [PYTHON3, "-c", notify_py, notifySocket], stdin: "ignore", stdout: "pipe", stderr: "pipe" }),
+        "fake NOTIFY_SOCKET",
+      );
+      procs.push(listener);
+      await listener.waitForStderr(/^ready$/, 30_000);
+      const configPath = dir.file("mcrelay.json5", `{ rules: [ { name: "a", from: "239.1.1.1:5000@r0", to: ["239.2.2.1:6001@r1"] } ] }`);
+      const socket = dir.join("ctl.sock");
+      // A unit whose CapabilityBoundingSet forgot CAP_SETUID/CAP_SETGID: the daemon runs (it
+      // needs CAP_NET_RAW), but its workers cannot become the worker user and refuse to run.
+      const t0 = performance.now();
+      const d = TestDaemon.start(rt, dir, { configPath, socket, prefix: ["setpriv", "--bounding-set", "-setuid,-setgid", "--"], env: { NOTIFY_SOCKET: notifySocket } });
+      let pingMs = -1;
+      let listMs = -1;
+      let listed: { name: string; state: string }[] = [];
+      while (listMs < 0 && performance.now() - t0 < 15_000) {
+        try {
+          const c = await RawClient.connect(socket, 500);
+          try {
+            await c.hello();
+            if ((await c.call("ping", undefined, 2_000))?.pong === true) pingMs = performance.now() - t0;
+            listed = (await c.call("list", undefined, 2_000)).rules;
+            listMs = performance.now() - t0;
+          } finally {
+            c.close();
+          }
+        } catch {
+          await Bun.sleep(10); // not listening yet
+        }
+      }
+      const daemon = await d;
+      daemons.push(daemon);
+      // The rule is listed with its state; its worker's failure shows as the rule's error.
+      expect(listed.map((r) => r.name)).toEqual(["a"]);
+      // (Between two attempts the worker is "starting" and the rule shows no error.)
+      const rule = await waitFor("rule a in error", async () => {
+        const r = (await daemon.call("list")).rules[0];
+        return r?.state === "error" ? r : undefined;
+      }, 10_000, 20);
+      expect(rule.reasons.join(" ")).toContain("privileges not dropped");
+      await waitFor("READY=1", () => states(listener).includes("READY=1"), 15_000, 5);
+      const readyMs = performance.now() - t0;
+      const workers = (await daemon.json(["workers"])).workers;
+      note("socket up with a failing worker", { ping_ms: Math.round(pingMs), list_ms: Math.round(listMs), ready_ms: Math.round(readyMs), restarts: workers[0]?.restarts, state: workers[0]?.state });
+      expect(pingMs).toBeGreaterThan(0);
+      expect(listMs).toBeLessThan(1_000);
+      // Start-up ends with the worker's first failure (it goes on being retried with backoff).
+      expect(readyMs).toBeLessThan(8_000);
+      expect(workers[0]?.restarts).toBeGreaterThanOrEqual(1);
+      expect(daemon.proc.stderr).toContain("not every worker is forwarding yet");
+      expect(await daemon.stop()).toBe(0);
+    },
+    T,
+  );
+
+  test(
     "the final log line of each rule states the packets and bytes it relayed, as numbers a receiver confirms",
     async () => {
       dir = new TempDir();

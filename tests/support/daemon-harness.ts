@@ -343,7 +343,11 @@ export class TestDaemon {
     return this.proc.running;
   }
 
-  /** Polls hello+ping on the socket until it answers; fails early if the daemon exits. */
+  /**
+   * Polls hello+ping on the socket until it answers and start-up is over (workers applied
+   * their tables or failed once; the socket answers earlier, with `starting: true`); fails
+   * early if the daemon exits.
+   */
   async waitReady(timeoutMs = DAEMON_READY_TIMEOUT_MS): Promise<void> {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
@@ -356,7 +360,7 @@ export class TestDaemon {
         try {
           await c.hello();
           const pong = await c.call("ping", undefined, 2_000);
-          if (pong?.pong === true) return;
+          if (pong?.pong === true && pong.starting !== true) return;
         } finally {
           c.close();
         }
