@@ -201,6 +201,33 @@ describe_netns("IPv6 input", () => {
   );
 
   test(
+    "link scope: mDNS ([ff02::fb]:5353) relayed from one link to the next, and a unicast stream to the input's link-local address relayed without ICMPv6 errors",
+    async () => {
+      const { t, gen, relay, sink } = await topology6("v6link");
+      const ll = await t.exec(relay, ["ip", "-6", "-o", "addr", "show", "dev", "r0", "scope", "link"], { check: true });
+      const relayLinkLocal = /inet6 (fe80::[0-9a-f:]+)\//.exec(ll.stdout)![1]!;
+      const mdns = await startForward(t, relay, mode, ["--from", "[ff02::fb]:5353@r0", "--to", "[ff02::fb]:5353@r1"], "mdns");
+      const rx = await startUdpReceiver6(t, sink, { group: "ff02::fb", port: 5353, ifname: "s0", idle_s: 3 });
+      await udpSend6(t, gen, { ifname: "g0", group: "ff02::fb", port: 5353, count: 300, hops: 255, stream: 5 });
+      const got = await rx.report();
+      const mdnsReport = await mdns.stopJson<ForwardReport>();
+      expect([got.datagrams, got.numbered, got.duplicates, got.pattern_errors]).toEqual([300, 300, 0, 0]);
+      expect(rule0(mdnsReport).packets).toBe(300);
+
+      const uni = await startForward(t, relay, mode, ["--from", `[${relayLinkLocal}]:5000@r0`, "--to", "[ff3e::2]:6000@r1"], "ll unicast");
+      const rx2 = await startUdpReceiver6(t, sink, { group: "ff3e::2", port: 6000, ifname: "s0", idle_s: 3 });
+      const sent = await udpSend6(t, gen, { ifname: "g0", group: relayLinkLocal, port: 5000, count: 300, hops: 1, connect: true, rate_pps: 1000 });
+      const got2 = await rx2.report();
+      const uniReport = await uni.stopJson<ForwardReport>();
+      note("v6 link scope", { relayLinkLocal, got, sent, got2, uni: rule0(uniReport) });
+      expect(sent).toMatchObject({ sent: 300, refused: 0 });
+      expect([got2.datagrams, got2.numbered, got2.duplicates]).toEqual([300, 300, 0]);
+      expect(rule0(uniReport).state).toBe("active");
+    },
+    TEST_TIMEOUT_MS,
+  );
+
+  test(
     "a failed MLD join (net.core.optmem_max 0) shows the rule as join-failed with the reason, counts join_errors, is named by diagnose; after the sysctl is raised the join is retried and reported",
     async () => {
       const x = await topology6("v6joinf");
