@@ -19,9 +19,26 @@ export const EXIT = {
   system: 7,
   /** Another daemon runs on the same state directory or control socket. */
   running: 8,
+  /** `sink --expect N` received fewer than N packets (loss, or a stream that never came). */
+  shortfall: 9,
   /** `diagnose` found at least one problem (an error or a warning). */
   problems: 10,
 } as const;
+
+/** What each exit code means, for `mcrelay help` and docs/reference.md. */
+export const EXIT_MEANINGS: readonly (readonly [number, string])[] = [
+  [EXIT.ok, "success"],
+  [EXIT.failure, "unexpected failure (a bug or an unhandled system error)"],
+  [EXIT.usage, "wrong usage: unknown command or option, bad value"],
+  [EXIT.config, "invalid config file or rule"],
+  [EXIT.notRunning, "the daemon is not running (no control socket)"],
+  [EXIT.permission, "permission denied (no CAP_NET_RAW, socket not accessible)"],
+  [EXIT.refused, "the daemon refused the request"],
+  [EXIT.system, "system resource problem (interface missing, address in use)"],
+  [EXIT.running, "another daemon runs on the same state directory or control socket"],
+  [EXIT.shortfall, "sink --expect N: fewer than N packets arrived in a stream"],
+  [EXIT.problems, "diagnose found at least one problem (an error or a warning)"],
+];
 
 /** Something the user did wrong; the message names the argument and the problem. */
 export class UsageError extends Error {
@@ -81,6 +98,12 @@ export class NativeError extends Error {
     if (this.code === "EPERM" || this.code === "EACCES") return EXIT.permission;
     return EXIT.system;
   }
+}
+
+/** The name of an exit code's kind ("usage", "not_running"), for JSON error documents. */
+export function errorKind(exitCode: number): string {
+  const names: Record<number, string> = { 1: "failure", 2: "usage", 3: "config", 4: "not_running", 5: "permission", 6: "refused", 7: "system", 8: "running", 9: "shortfall", 10: "problems" };
+  return names[exitCode] ?? "failure";
 }
 
 export function exitCodeOf(err: unknown): number {

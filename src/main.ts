@@ -2,15 +2,16 @@
 // mcrelay: one executable for the daemon, its clients, the one-shot relay, the traffic tools,
 // and the hidden worker. Subcommands load lazily so `mcrelay version` stays fast.
 import "./no-color.ts";
-import { defineCommand, runCommand, showUsage, type CommandDef } from "citty";
-import { EXIT, exitCodeOf, UsageError } from "./errors.ts";
-import { globalArgs, mainMeta, subCommands } from "./cli/commands.ts";
+import { runCommand } from "citty";
+import { EXIT, errorKind, exitCodeOf, UsageError } from "./errors.ts";
+import { globalArgs } from "./cli/commands.ts";
 import { logger, setLogFormat, setLogLevel, type LogLevelName } from "./log.ts";
 import { VERSION } from "./version.ts";
+import { resolveSubVerb, resolveVerb } from "./cli/verbs.ts";
+import { commandHelp, mainHelp } from "./cli/help.ts";
+import { wantsJson } from "./cli/args.ts";
 
 const log = logger("mcrelay");
-
-const main = defineCommand({ meta: mainMeta, subCommands });
 
 /** Global options, accepted before or after the verb: --log-level L, --log-format F. */
 function takeGlobalOptions(argv: string[]): string[] {
@@ -36,14 +37,18 @@ function takeGlobalOptions(argv: string[]): string[] {
   return rest;
 }
 
-/** The command `--help` is about: the verb, or its sub-verb (`config check --help`). */
-async function resolveCommand(rawArgs: string[]): Promise<[CommandDef, CommandDef | undefined]> {
-  const [name, sub] = rawArgs.filter((a) => !a.startsWith("-"));
-  const loader = name ? subCommands[name as keyof typeof subCommands] : undefined;
-  if (!loader) return [main as CommandDef, undefined];
-  const verb = (await loader()) as CommandDef;
-  const nested = (verb.subCommands as Record<string, CommandDef> | undefined)?.[sub ?? ""];
-  return nested ? [nested, verb] : [verb, main as CommandDef];
+/** Is help asked for (`-h`/`--help` before any `--`)? */
+function wantsHelp(args: readonly string[]): boolean {
+  for (const a of args) {
+    if (a === "--") return false;
+    if (a === "--help" || a === "-h") return true;
+  }
+  return false;
+}
+
+/** The error as the one JSON document on stdout that `--json` promises (exit code unchanged). */
+function printJsonError(kind: string, message: string, exitCode: number, code?: string): void {
+  process.stdout.write(`${JSON.stringify({ ok: false, error: { kind, message, exit_code: exitCode, ...(code ? { code } : {}) } }, null, 2)}\n`);
 }
 
 async function run(): Promise<number> {
@@ -54,27 +59,55 @@ async function run(): Promise<number> {
     log.error((err as Error).message);
     return EXIT.usage;
   }
-  if (rawArgs.length === 0 || rawArgs.includes("--help") || rawArgs.includes("-h")) {
-    await showUsage(...(await resolveCommand(rawArgs)));
-    return rawArgs.length === 0 ? EXIT.usage : EXIT.ok;
-  }
-  if (rawArgs.length === 1 && (rawArgs[0] === "--version" || rawArgs[0] === "-v")) {
-    process.stdout.write(`${VERSION}\n`);
-    return EXIT.ok;
-  }
+  const json = wantsJson(rawArgs);
   try {
-    await runCommand(main, { rawArgs });
-    return typeof process.exitCode === "number" ? process.exitCode : EXIT.ok;
-  } catch (err) {
-    const code = (err as { code?: string }).code;
-    // citty's own argument errors (unknown command, missing required argument).
-    if (typeof code === "string" && code.startsWith("E") && (err as Error).name === "CLIError") {
-      log.error(`${(err as Error).message.replace(/\u001b\[[0-9;]*m/g, "")} (see mcrelay --help)`);
+    const first = rawArgs[0];
+    if (first === undefined) {
+      process.stderr.write(`${await mainHelp()}\n`);
       return EXIT.usage;
     }
+    if (first === "--version" || first === "-v" || first === "-V") {
+      if (rawArgs.length > 1) throw new UsageError(`${first} takes no arguments`);
+      process.stdout.write(`${VERSION}\n`);
+      return EXIT.ok;
+    }
+    if (first === "--help" || first === "-h") {
+      process.stdout.write(`${await mainHelp()}\n`);
+      return EXIT.ok;
+    }
+    if (first.startsWith("-")) {
+      throw new UsageError(`'${first}' before the command: options come after it (mcrelay COMMAND ${first} ...; see mcrelay help)`);
+    }
+    const verb = resolveVerb(first);
+    let def = await verb.load();
+    let names = [verb.name];
+    let rest = rawArgs.slice(1);
+    // A verb with sub-verbs (`config check`): resolve the second word the same way.
+    if (def.subCommands) {
+      const word = rest.find((a) => !a.startsWith("-"));
+      if (word === undefined) {
+        process.stdout.write(`${commandHelp(def, names, verb.aliases)}\n`);
+        return wantsHelp(rest) ? EXIT.ok : EXIT.usage;
+      }
+      const [subName, sub] = await resolveSubVerb(def, verb.name, word);
+      rest = rest.toSpliced(rest.indexOf(word), 1);
+      def = sub;
+      names = [verb.name, subName];
+    }
+    if (wantsHelp(rest)) {
+      process.stdout.write(`${commandHelp(def, names, names.length === 1 ? verb.aliases : [])}\n`);
+      return EXIT.ok;
+    }
+    await runCommand(def, { rawArgs: rest });
+    return typeof process.exitCode === "number" ? process.exitCode : EXIT.ok;
+  } catch (caught) {
+    // citty's own argument errors (a missing required argument) are usage errors.
+    const err = (caught as Error).name === "CLIError" ? new UsageError(`${(caught as Error).message.replace(/\u001b\[[0-9;]*m/g, "")} (see --help)`) : caught;
     const exitCode = exitCodeOf(err);
+    const message = (err as Error).message ?? String(err);
     if (exitCode === EXIT.failure) log.error(err);
-    else log.error((err as Error).message);
+    else log.error(message);
+    if (json) printJsonError(errorKind(exitCode), message, exitCode, (err as { code?: unknown }).code as string | undefined);
     return exitCode;
   }
 }

@@ -12,14 +12,14 @@ import * as v from "valibot";
 const log = logger("add");
 
 const args = {
-  name: { type: "string", description: "Rule name (unique)", required: true },
-  from: { type: "string", description: "Input GROUP:PORT@IFACE[,vlan=ID]", required: true },
-  to: { type: "string", description: "Output ADDR:PORT[@IFACE][,ttl=N][,dscp=N|copy][,gso=off]; repeat for fan-out", required: true },
-  ttl: { type: "string", description: "TTL of relayed packets, for outputs without their own ttl= (default 8)" },
-  source: { type: "string", description: "Relay only packets from this source address" },
+  name: { type: "string", alias: "n", description: "Rule name (unique)", required: true },
+  from: { type: "string", alias: "f", valueHint: "GROUP:PORT@IFACE[,vlan=ID]", description: "Input GROUP:PORT@IFACE[,vlan=ID]", required: true },
+  to: { type: "string", alias: "t", valueHint: "ADDR:PORT[@IFACE][,OPTS]", description: "Output ADDR:PORT[@IFACE][,ttl=N][,dscp=N|copy][,gso=off]; repeat for fan-out", required: true },
+  ttl: { type: "string", valueHint: "1-255", description: "TTL of relayed packets, for outputs without their own ttl= (default 8)" },
+  source: { type: "string", valueHint: "ADDR", description: "Relay only packets from this source address" },
   "max-pps": { type: "string", description: "Relay at most this many datagrams per second (storm cap; default none)" },
   "loop-guard": { type: "boolean", default: true, description: "Drop datagrams that loop back through relays (--no-loop-guard turns it off)" },
-  replace: { type: "boolean", description: "Change the existing rule of this name in place" },
+  replace: { type: "boolean", alias: "r", description: "Change the existing rule of this name in place" },
   ...socketArg,
   ...jsonArg,
 } as const;
@@ -32,7 +32,7 @@ export default defineCommand({
   async run({ rawArgs, args: a }) {
     checkFlags(rawArgs, args);
     const checked = validate(Schema, { name: a.name, ttl: a.ttl, "max-pps": a["max-pps"] });
-    const rule: Record<string, unknown> = { name: checked.name, from: a.from, to: repeated(rawArgs, "to") };
+    const rule: Record<string, unknown> = { name: checked.name, from: a.from, to: repeated(rawArgs, "to", "t") };
     if (checked.ttl !== undefined) rule.ttl = checked.ttl;
     if (a.source) rule.source = a.source;
     if (checked["max-pps"] !== undefined) rule.max_pps = checked["max-pps"];
@@ -41,11 +41,7 @@ export default defineCommand({
     // that names the flag, before any connection is made.
     const local = ruleFromSpec(rule as RuleSpec, 1n);
     if (!local.ok) throw new UsageError(local.problems.map((p) => (/^(from|to|source|ttl|name)\b/.test(p) ? `--${p}` : p)).join("\n"));
-    const result = (await withClient(a.socket, (c) => c.request("add", { rule, replace: !!a.replace }))) as {
-      rule: { name: string; id: string; state: string; reasons: string[] };
-      warnings: string[];
-      replaced: boolean;
-    };
+    const result = await withClient(a.socket, (c) => c.request("add", { rule, replace: !!a.replace }));
     for (const w of result.warnings) log.warn(w);
     if (a.json) printJson(result);
     else printLine(`${result.replaced ? "replaced" : "added"} rule ${result.rule.name} (id ${result.rule.id}): ${result.rule.state}${result.rule.reasons.length ? ` (${result.rule.reasons.join("; ")})` : ""}`);

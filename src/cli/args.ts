@@ -3,27 +3,80 @@
 import * as v from "valibot";
 import type { ArgsDef } from "citty";
 import { UsageError } from "../errors.ts";
+import { suggest } from "./verbs.ts";
 
-export const jsonArg = { json: { type: "boolean", description: "Print one JSON document to stdout" } } as const;
+export const jsonArg = { json: { type: "boolean", alias: "j", description: "Print one JSON document to stdout (errors too)" } } as const;
 
-/** Rejects flags the command does not define (citty's parser is lenient) and stray positionals. */
-export function checkFlags(rawArgs: readonly string[], def: ArgsDef, positionals = 0): void {
-  const known = new Set<string>(["help", "h"]);
-  for (const [name, d] of Object.entries(def)) {
-    known.add(name);
-    const alias = (d as { alias?: string | string[] }).alias;
-    for (const a of Array.isArray(alias) ? alias : alias ? [alias] : []) known.add(a);
+/** Is `--json` (or `-j`, alone or in a group like `-jw`) among the verb's arguments? */
+export function wantsJson(args: readonly string[]): boolean {
+  for (const a of args) {
+    if (a === "--") return false;
+    if (a === "--json" || a === "--json=true") return true;
+    if (/^-[A-Za-z]+$/.test(a) && a.includes("j")) return true;
   }
+  return false;
+}
+
+interface FlagDef {
+  type?: string;
+  alias?: string | string[];
+}
+
+function aliasesOf(d: FlagDef): string[] {
+  return Array.isArray(d.alias) ? d.alias : d.alias ? [d.alias] : [];
+}
+
+/** "unknown option '--jsno'; did you mean '--json'?" */
+function unknownOption(arg: string, def: ArgsDef): UsageError {
+  const longs = Object.entries(def)
+    .filter(([, d]) => (d as FlagDef).type !== "positional")
+    .flatMap(([n, d]) => [n, ...aliasesOf(d as FlagDef).filter((a) => a.length > 1)]);
+  const word = arg.replace(/^--?(no-)?/, "").split("=")[0]!;
+  const near = arg.startsWith("--") || word.length > 1 ? suggest(word, [...longs, "help"]) : null;
+  return new UsageError(`unknown option '${arg}'${near ? `; did you mean '--${near}'?` : ""} (see --help)`);
+}
+
+/**
+ * Rejects options the command does not define (citty's parser is lenient) and stray
+ * positionals. Long options (`--json`, `--to=X`, `--no-watch`), single-letter aliases (`-j`)
+ * and groups of them (`-jw`; a letter that takes a value ends the group) are understood.
+ */
+export function checkFlags(rawArgs: readonly string[], def: ArgsDef, positionals = 0): void {
+  const long = new Map<string, FlagDef>([["help", { type: "boolean" }]]);
+  const short = new Map<string, [string, FlagDef]>([["h", ["help", { type: "boolean" }]]]);
+  for (const [name, raw] of Object.entries(def)) {
+    const d = raw as FlagDef;
+    if (d.type === "positional") continue;
+    long.set(name, d);
+    for (const a of aliasesOf(d)) {
+      if (a.length === 1) short.set(a, [name, d]);
+      else long.set(a, d);
+    }
+  }
+  const takesValue = (d: FlagDef) => d.type === "string" || d.type === "enum";
   let seenPositionals = 0;
   for (let i = 0; i < rawArgs.length; i++) {
     const arg = rawArgs[i]!;
     if (arg === "--") break;
-    if (arg.startsWith("-") && arg !== "-") {
-      const name = arg.replace(/^--?(no-)?/, "").split("=")[0]!;
-      if (!known.has(name)) throw new UsageError(`unknown option '${arg}' (see --help)`);
-      const d = def[name] as { type?: string } | undefined;
-      if (d && (d.type === "string" || d.type === "enum") && !arg.includes("=")) {
+    if (arg.startsWith("--")) {
+      const name = arg.slice(2).split("=")[0]!;
+      const d = long.get(name) ?? (name.startsWith("no-") ? long.get(name.slice(3)) : undefined);
+      if (!d) throw unknownOption(arg, def);
+      if (takesValue(d) && !arg.includes("=")) {
         if (i + 1 >= rawArgs.length) throw new UsageError(`option --${name} needs a value`);
+        i += 1;
+      }
+      continue;
+    }
+    if (arg.startsWith("-") && arg !== "-" && !/^-\d/.test(arg)) {
+      const letters = arg.slice(1);
+      for (let k = 0; k < letters.length; k++) {
+        const found = short.get(letters[k]!);
+        if (!found) throw unknownOption(letters.length === 1 ? arg : `-${letters[k]}`, def);
+        const [name, d] = found;
+        if (!takesValue(d)) continue;
+        if (k !== letters.length - 1) throw new UsageError(`option -${letters[k]} (--${name}) needs a value; put it last in '${arg}'`);
+        if (i + 1 >= rawArgs.length) throw new UsageError(`option -${letters[k]} (--${name}) needs a value`);
         i += 1;
       }
       continue;
@@ -33,13 +86,14 @@ export function checkFlags(rawArgs: readonly string[], def: ArgsDef, positionals
   }
 }
 
-/** Every value given for a repeatable string flag, in order. */
-export function repeated(rawArgs: readonly string[], name: string): string[] {
+/** Every value given for a repeatable string flag (`--to X`, `--to=X`, `-t X`), in order. */
+export function repeated(rawArgs: readonly string[], name: string, shortName?: string): string[] {
   const out: string[] = [];
   for (let i = 0; i < rawArgs.length; i++) {
     const arg = rawArgs[i]!;
     if (arg === "--") break;
-    if (arg === `--${name}`) {
+    const isShort = shortName !== undefined && /^-[A-Za-z]+$/.test(arg) && arg.endsWith(shortName);
+    if (arg === `--${name}` || isShort) {
       const next = rawArgs[i + 1];
       if (next !== undefined) out.push(next);
       i += 1;

@@ -1,32 +1,77 @@
 // `mcrelay config check FILE` (offline, touches no daemon) and `mcrelay config show`.
 import { defineCommand } from "citty";
-import { loadConfig } from "../config/file.ts";
+import { ConfigFileError, formatProblem, loadConfig } from "../config/file.ts";
+import type { ConfigCheck } from "./output-schemas.ts";
+import { logger } from "../log.ts";
+
+const log = logger("config");
 import { checkFlags, jsonArg } from "./args.ts";
 import { socketArg, withClient } from "./daemon-client.ts";
-import { printJson, printLine } from "./output.ts";
+import { printErr, printJson, printLine } from "./output.ts";
+import type { ResultOf } from "../control/responses.ts";
 
-const checkArgs = { file: { type: "positional", description: "Config file to check", required: true }, ...jsonArg } as const;
+const checkArgs = { file: { type: "positional", valueHint: "FILE", description: "Config file to check", required: true }, ...jsonArg } as const;
 const showArgs = { ...socketArg, ...jsonArg } as const;
 
 const check = defineCommand({
-  meta: { name: "check", description: "Validate a config file without touching the daemon" },
+  meta: { name: "check", description: "Validate a config file (ours or mcr's) without touching the daemon; every problem as FILE:LINE:COLUMN" },
   args: checkArgs,
   run({ rawArgs, args: a }) {
     checkFlags(rawArgs, checkArgs, 1);
-    const cfg = loadConfig(a.file);
-    if (a.json) printJson({ file: a.file, ok: true, rules: cfg.specs });
-    else printLine(`${a.file}: ok, ${cfg.specs.length} rules`);
+    let result: ConfigCheck;
+    try {
+      const cfg = loadConfig(a.file);
+      result = { file: a.file, ok: true, format: cfg.format, rules: cfg.specs, workers: Object.fromEntries(cfg.workers), warnings: cfg.warnings, errors: [] };
+    } catch (err) {
+      if (!(err instanceof ConfigFileError)) throw err;
+      // With --json the result document is printed for an invalid file too (exit 3 still).
+      process.exitCode = err.exitCode;
+      result = { file: a.file, ok: false, format: "mcrelay", rules: [], workers: {}, warnings: err.warnings, errors: err.problems };
+    }
+    for (const w of result.warnings) log.warn(formatProblem(w));
+    if (a.json) return printJson(result);
+    for (const e of result.errors) printErr(formatProblem(e));
+    if (result.ok) printLine(`${a.file}: ok, ${result.rules.length} rules${result.format === "mcr" ? " (mcr's format)" : ""}${result.warnings.length ? `, ${result.warnings.length} warnings` : ""}`);
+    else printErr(`${a.file}: ${result.errors.length} ${result.errors.length === 1 ? "problem" : "problems"}`);
   },
 });
 
+/** `{ name: "a", to: ["x"] }`: a JSON5 object on one line, keys unquoted where they can be. */
+function json5Line(o: Record<string, unknown>): string {
+  const entries = Object.entries(o).filter(([, value]) => value !== undefined);
+  return `{ ${entries.map(([k, value]) => `${/^[A-Za-z_$][A-Za-z0-9_$]*$/.test(k) ? k : JSON.stringify(k)}: ${JSON.stringify(value)}`).join(", ")} }`;
+}
+
+/**
+ * The running rules as a config file: `config check` accepts it, and a daemon started with it
+ * runs the same rules. Each rule is preceded by a comment with its id and origin; runtime
+ * rules (added with `mcrelay add`) are marked as such.
+ */
+export function configText(r: ResultOf<"config-show">, now = new Date()): string {
+  const lines = [
+    `// The rules of the running mcrelay daemon (mcrelay config show, ${now.toISOString()}).`,
+    `// Config file: ${r.config_file ?? "none"}; runtime rules are kept in ${r.state_dir ?? "no state directory"}.`,
+    "// As a --config file this gives the same rules; the runtime ones become config rules.",
+    "{",
+  ];
+  if (Object.keys(r.workers).length) lines.push(`  workers: ${json5Line(r.workers)},`);
+  lines.push("  rules: [");
+  for (const { origin, id, ...spec } of r.rules) {
+    lines.push(origin === "runtime" ? `    // id ${id}: runtime rule (mcrelay add), not in the config file` : `    // id ${id}: from the ${origin === "config" ? "config file" : "command line"}`);
+    lines.push(`    ${json5Line(spec)},`);
+  }
+  lines.push("  ],", "}");
+  return lines.join("\n");
+}
+
 const show = defineCommand({
-  meta: { name: "show", description: "Print the daemon's effective rules (config and runtime)" },
+  meta: { name: "show", description: "Print the daemon's rules as a config file (runtime rules marked); --json: as a document" },
   args: showArgs,
   async run({ rawArgs, args: a }) {
     checkFlags(rawArgs, showArgs);
     const r = await withClient(a.socket, (c) => c.request("config-show"));
     if (a.json) printJson(r);
-    else printLine(Bun.JSON5.stringify(r as object, null, 2) ?? "");
+    else printLine(configText(r));
   },
 });
 

@@ -2,7 +2,7 @@
 import { ControlClient, socketPath } from "../control/client.ts";
 
 export const socketArg = {
-  socket: { type: "string", description: "Control socket (default $MCRELAY_SOCKET or /run/mcrelay/mcrelay.sock)" },
+  socket: { type: "string", alias: "s", valueHint: "PATH", description: "Control socket (default $MCRELAY_SOCKET or /run/mcrelay/mcrelay.sock)" },
 } as const;
 
 export async function withClient<T>(socketFlag: string | undefined, fn: (c: ControlClient) => Promise<T>): Promise<T> {

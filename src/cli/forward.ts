@@ -18,18 +18,18 @@ import { logger } from "../log.ts";
 const log = logger("forward");
 
 const args = {
-  from: { type: "string", description: "Input GROUP:PORT@IFACE[,vlan=ID] (or a local ADDRESS:PORT@IFACE)", required: true },
-  to: { type: "string", description: "Output ADDR:PORT[@IFACE][,ttl=N][,dscp=N|copy][,gso=off]; repeat for fan-out", required: true },
-  ttl: { type: "string", description: `TTL of relayed packets, for outputs without their own ttl= (default ${DEFAULT_TTL})` },
-  source: { type: "string", description: "Relay only packets from this source address" },
+  from: { type: "string", alias: "f", valueHint: "GROUP:PORT@IFACE[,vlan=ID]", description: "Input GROUP:PORT@IFACE[,vlan=ID] (or a local ADDRESS:PORT@IFACE)", required: true },
+  to: { type: "string", alias: "t", valueHint: "ADDR:PORT[@IFACE][,OPTS]", description: "Output ADDR:PORT[@IFACE][,ttl=N][,dscp=N|copy][,gso=off]; repeat for fan-out", required: true },
+  ttl: { type: "string", valueHint: "1-255", description: `TTL of relayed packets, for outputs without their own ttl= (default ${DEFAULT_TTL})` },
+  source: { type: "string", valueHint: "ADDR", description: "Relay only packets from this source address" },
   "max-pps": { type: "string", description: "Relay at most this many datagrams per second (storm cap; default none)" },
   "loop-guard": { type: "boolean", default: true, description: "Drop datagrams that loop back through relays (--no-loop-guard turns it off)" },
-  name: { type: "string", description: "Rule name in the report (default: forward)" },
-  duration: { type: "string", description: "Stop after this many seconds (default: until SIGINT/SIGTERM)" },
-  user: { type: "string", description: "User the workers run as (default: nobody as root, else your own user)" },
-  workers: { type: "string", description: "Workers on the input interface (default 1)" },
+  name: { type: "string", alias: "n", description: "Rule name in the report (default: forward)" },
+  duration: { type: "string", alias: "d", valueHint: "SECONDS", description: "Stop after this many seconds (default: until SIGINT/SIGTERM)" },
+  user: { type: "string", alias: "u", description: "User the workers run as (default: nobody as root, else your own user)" },
+  workers: { type: "string", valueHint: "N", description: "Workers on the input interface (default 1)" },
   "ring-mib": { type: "string", description: `Ring of each packet socket in MiB (${RING_MIB_MIN}-${RING_MIB_MAX}; default 8: 64 ms at 1 Gbit/s)` },
-  socket: { type: "string", description: "Also answer read-only control requests (stats, list, workers, ...) on this socket" },
+  socket: { type: "string", alias: "s", valueHint: "PATH", description: "Also answer read-only control requests (stats, list, workers, ...) on this socket" },
   ...jsonArg,
 } as const;
 
@@ -52,7 +52,7 @@ export default defineCommand({
     checkFlags(rawArgs, args);
     const input = validate(Schema, {
       from: a.from,
-      to: repeated(rawArgs, "to"),
+      to: repeated(rawArgs, "to", "t"),
       ttl: a.ttl,
       source: a.source,
       name: a.name,

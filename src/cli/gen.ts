@@ -11,19 +11,20 @@ import { Generator } from "../native/lib.ts";
 import { lookupLink } from "../supervisor/links.ts";
 import { checkFlags, intFlag, jsonArg, secondsFlag, validate } from "./args.ts";
 import { printJson, printLine, formatRate } from "./output.ts";
+import type { GenOutputSchema } from "./output-schemas.ts";
 import { watchStop } from "./stop-signal.ts";
 import { logger } from "../log.ts";
 
 const log = logger("gen");
 
 const args = {
-  to: { type: "string", description: "Destination ADDR:PORT[@IFACE] (multicast needs @IFACE)", required: true },
-  rate: { type: "string", description: "Packets per second (default 1000; 0 = as fast as possible)" },
-  count: { type: "string", description: "Stop after this many packets" },
-  duration: { type: "string", description: "Stop after this many seconds" },
-  size: { type: "string", description: `Payload bytes (${SIZE.payloadHeader}-${LIMITS.udpPayloadMax}, default 1316)` },
-  ttl: { type: "string", description: "TTL (default 8)" },
-  stream: { type: "string", description: "Stream id carried in every payload (default 1)" },
+  to: { type: "string", alias: "t", valueHint: "ADDR:PORT[@IFACE]", description: "Destination ADDR:PORT[@IFACE] (multicast needs @IFACE)", required: true },
+  rate: { type: "string", alias: "r", valueHint: "PPS", description: "Packets per second (default 1000; 0 = as fast as possible)" },
+  count: { type: "string", alias: "c", valueHint: "N", description: "Stop after this many packets" },
+  duration: { type: "string", alias: "d", valueHint: "SECONDS", description: "Stop after this many seconds" },
+  size: { type: "string", valueHint: "BYTES", description: `Payload bytes (${SIZE.payloadHeader}-${LIMITS.udpPayloadMax}, default 1316)` },
+  ttl: { type: "string", valueHint: "1-255", description: "TTL (default 8)" },
+  stream: { type: "string", valueHint: "ID", description: "Stream id carried in every payload (default 1)" },
   mode: {
     type: "enum",
     options: ["udp", "raw"] as string[],
@@ -99,7 +100,7 @@ export default defineCommand({
       duration_s: Number(spanS.toFixed(6)),
       rate_pps: Math.round(achieved),
       stopped_by: stop.reason ?? "done",
-    };
+    } satisfies v.InferOutput<typeof GenOutputSchema>;
     if (a.json) printJson(result);
     else printLine(`sent ${sent.toLocaleString("en-US")} packets to ${result.to} in ${spanS.toFixed(2)} s (${formatRate(achieved, "pps")}), ${result.send_errors} send errors`);
   },

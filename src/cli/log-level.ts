@@ -6,7 +6,7 @@ import { checkFlags, jsonArg, validate } from "./args.ts";
 import { socketArg, withClient } from "./daemon-client.ts";
 import { printJson, printLine } from "./output.ts";
 
-const args = { level: { type: "positional", description: LOG_LEVELS.join("|"), required: false }, ...socketArg, ...jsonArg } as const;
+const args = { level: { type: "positional", valueHint: "LEVEL", description: LOG_LEVELS.join("|"), required: false }, ...socketArg, ...jsonArg } as const;
 
 export default defineCommand({
   meta: { name: "log-level", description: "Get or set the daemon's log level" },
@@ -14,7 +14,7 @@ export default defineCommand({
   async run({ rawArgs, args: a }) {
     checkFlags(rawArgs, args, 1);
     const { level } = validate(v.object({ level: v.optional(v.picklist(LOG_LEVELS, `must be one of ${LOG_LEVELS.join(", ")}`)) }), { level: a.level });
-    const result = (await withClient(a.socket, (c) => c.request("log-level", level ? { level } : undefined))) as { level: string };
+    const result = await withClient(a.socket, (c) => c.request("log-level", level ? { level } : undefined));
     if (a.json) printJson(result);
     else printLine(result.level);
   },

@@ -13,6 +13,11 @@ export function printLine(text = ""): void {
   process.stdout.write(`${text}\n`);
 }
 
+/** A diagnostic for the reader, not a log line: `config check`'s FILE:LINE:COLUMN problems on stderr, as a compiler prints them. */
+export function printErr(text: string): void {
+  process.stderr.write(`${text}\n`);
+}
+
 /** A left-aligned text table; numbers are right-aligned. */
 export function printTable(header: string[], rows: (string | number)[][]): void {
   const cells = [header, ...rows.map((r) => r.map((c) => (typeof c === "number" ? c.toLocaleString("en-US") : c)))];

@@ -13,7 +13,7 @@ export default defineCommand({
   args,
   async run({ rawArgs, args: a }) {
     checkFlags(rawArgs, args);
-    const r = (await withClient(a.socket, (c) => c.request("reload"))) as { added: string[]; removed: string[]; changed: string[]; unchanged: number; warnings: string[] };
+    const r = await withClient(a.socket, (c) => c.request("reload"));
     for (const w of r.warnings) log.warn(w);
     if (a.json) printJson(r);
     else printLine(`reloaded: ${r.added.length} added, ${r.removed.length} removed, ${r.changed.length} changed, ${r.unchanged} unchanged`);

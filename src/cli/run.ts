@@ -20,16 +20,16 @@ const log = logger("run");
 export const DEFAULT_STATE_DIR = "/var/lib/mcrelay";
 
 const args = {
-  config: { type: "string", description: "Config file (JSON5); reloaded on SIGHUP and `mcrelay reload`" },
+  config: { type: "string", alias: "c", valueHint: "FILE", description: "Config file (JSON5); reloaded on SIGHUP and `mcrelay reload`" },
   ...socketArg,
-  "state-dir": { type: "string", description: `Where runtime rules are kept (default $MCRELAY_STATE_DIR or ${DEFAULT_STATE_DIR})` },
-  "socket-group": { type: "string", description: "Group allowed to read through the control socket (list, stats, events; mode 0660)" },
+  "state-dir": { type: "string", valueHint: "DIR", description: `Where runtime rules are kept (default $MCRELAY_STATE_DIR or ${DEFAULT_STATE_DIR})` },
+  "socket-group": { type: "string", valueHint: "GROUP", description: "Group allowed to read through the control socket (list, stats, events; mode 0660)" },
   "admin-group": { type: "string", description: "Group allowed to change rules through the control socket (root and CAP_NET_ADMIN always may)" },
   "clients-max": { type: "string", description: `Control connections at once (default ${CLIENTS_MAX_DEFAULT}; lowered to fit the descriptor limit)` },
-  user: { type: "string", description: "User the workers run as (default: nobody as root, else the daemon's own user)" },
-  workers: { type: "string", description: "Workers per input interface (default 1; config `workers` overrides per interface)" },
+  user: { type: "string", alias: "u", description: "User the workers run as (default: nobody as root, else the daemon's own user)" },
+  workers: { type: "string", valueHint: "N", description: "Workers per input interface (default 1; config `workers` overrides per interface)" },
   "ring-mib": { type: "string", description: `Ring of each packet socket in MiB (${RING_MIB_MIN}-${RING_MIB_MAX}; default 8: 64 ms at 1 Gbit/s; config \`ring_mib\` overrides per interface)` },
-  metrics: { type: "string", description: "Serve /metrics, /healthz, /readyz over HTTP on ADDR:PORT (e.g. 127.0.0.1:9464; config `metrics`)" },
+  metrics: { type: "string", valueHint: "ADDR:PORT", description: "Serve /metrics, /healthz, /readyz over HTTP on ADDR:PORT (e.g. 127.0.0.1:9464; config `metrics`)" },
   "watch-config": { type: "boolean", description: "Reload when the config file changes (as SIGHUP does)" },
 } as const;
 

@@ -3,7 +3,8 @@
 import { defineCommand } from "citty";
 import * as v from "valibot";
 import { endpointSchema, formatEndpoint } from "../base/endpoint.ts";
-import { UsageError } from "../errors.ts";
+import { EXIT, UsageError } from "../errors.ts";
+import type { SinkOutput } from "./output-schemas.ts";
 import { Sink, type SinkStream } from "../native/lib.ts";
 import { lookupLink } from "../supervisor/links.ts";
 import { checkFlags, intFlag, jsonArg, secondsFlag, validate } from "./args.ts";
@@ -14,11 +15,11 @@ import { logger } from "../log.ts";
 const log = logger("sink");
 
 const args = {
-  listen: { type: "string", description: "GROUP:PORT@IFACE to join, or ADDR:PORT to listen on", required: true },
-  expect: { type: "string", description: "Packets expected per stream (loss is counted against it)" },
-  count: { type: "string", description: "Stop after receiving this many packets" },
-  duration: { type: "string", description: "Stop after this many seconds" },
-  idle: { type: "string", description: "Stop after this many seconds without packets (once one arrived)" },
+  listen: { type: "string", alias: "l", valueHint: "ADDR:PORT[@IFACE]", description: "GROUP:PORT@IFACE to join, or ADDR:PORT to listen on", required: true },
+  expect: { type: "string", alias: "e", valueHint: "N", description: "Packets expected per stream; loss is counted against it, and fewer than N in any stream (or no stream at all) exits 9" },
+  count: { type: "string", alias: "c", valueHint: "N", description: "Stop after receiving this many packets" },
+  duration: { type: "string", alias: "d", valueHint: "SECONDS", description: "Stop after this many seconds" },
+  idle: { type: "string", alias: "i", valueHint: "SECONDS", description: "Stop after this many seconds without packets (once one arrived)" },
   ...jsonArg,
 } as const;
 
@@ -111,12 +112,22 @@ export default defineCommand({
       datagrams: Number(globals.datagrams),
       bytes: Number(globals.bytes),
     };
-    const result = {
+    const short = input.expect === undefined ? [] : streams.filter((s) => s.received < input.expect!);
+    const complete = input.expect === undefined ? null : short.length === 0 && (streams.length > 0 || input.expect === 0);
+    const result: SinkOutput = {
       listen: formatEndpoint(input.listen),
       duration_s: Number(((performance.now() - startedAt) / 1000).toFixed(3)),
+      expect: input.expect ?? null,
+      complete,
       totals,
       streams,
     };
+    if (complete === false) {
+      // Loss is the sink's answer, not a crash: the report is printed, and the exit code says it.
+      process.exitCode = EXIT.shortfall;
+      const detail = streams.length === 0 ? "no stream arrived" : short.map((s) => `stream ${s.stream} received ${s.received}`).join(", ");
+      log.error(`expected ${input.expect} packets per stream: ${detail}`);
+    }
     if (a.json) {
       printJson(result);
       return;

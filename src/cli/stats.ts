@@ -1,47 +1,51 @@
-// `mcrelay stats [NAME] [--watch]`: per rule and per output counters, rates and drops.
+// `mcrelay stats [RULE] [--watch]`: per rule and per output counters, rates, and every drop
+// reason that is not zero.
 import { defineCommand } from "citty";
 import { checkFlags, jsonArg, secondsFlag, validate } from "./args.ts";
 import { socketArg, withClient } from "./daemon-client.ts";
 import { inputText, printJson, printJsonLine, printLine, printTable, formatRate } from "./output.ts";
 import { HOME_CLEAR, renderTop } from "./stats-top.ts";
-import type { RuleReport, InterfaceReport } from "../supervisor/report.ts";
-import type { WorkerInfo } from "../supervisor/worker-pool.ts";
+import type { InterfaceReport, Stats } from "../control/responses.ts";
 import * as v from "valibot";
 
 const args = {
-  rule: { type: "positional", description: "Only this rule (name or id)", required: false },
-  watch: { type: "boolean", description: "Print again every --interval seconds until interrupted" },
-  interval: { type: "string", description: "Seconds between --watch updates (default 1)" },
+  rule: { type: "positional", valueHint: "RULE", description: "Only this rule (name or id)", required: false },
+  watch: { type: "boolean", alias: "w", description: "Print again every --interval seconds until interrupted" },
+  interval: { type: "string", alias: "n", valueHint: "SECONDS", description: "Seconds between --watch updates (default 1)" },
   ...socketArg,
   ...jsonArg,
 } as const;
 
-interface StatsResult {
-  rules: RuleReport[];
-  interfaces: InterfaceReport[];
-  workers: WorkerInfo[];
+/**
+ * Worker counters that count work, not loss. Every other worker counter (no_match,
+ * source_mismatch, kernel_drops, tx_errors, ...) and every parse drop is a reason a packet was
+ * not relayed, printed when it is not zero; a counter added later is printed by default.
+ */
+const ACTIVITY = new Set(["rx_frames", "rx_bytes", "rx_blocks", "matched", "kernel_packets", "tx_packets", "tx_bytes", "tx_gso_sends", "polls", "coalesced", "wakeups", "run_calls"]);
+
+/** "no_match 3, ipv4_fragment 2" (every non-zero drop reason of the interface), or "none". */
+export function dropsText(i: InterfaceReport): string {
+  const drops = [...Object.entries(i.counters).filter(([k]) => !ACTIVITY.has(k)), ...Object.entries(i.parse_drops)].filter(([, n]) => n > 0);
+  return drops.length ? drops.map(([k, n]) => `${k} ${n.toLocaleString("en-US")}`).join(", ") : "none";
 }
 
-function printHuman(s: StatsResult): void {
+function printHuman(s: Stats): void {
   for (const r of s.rules) {
-    const drops = Object.entries(r.drops ?? {}).filter(([, n]) => n > 0).map(([k, n]) => `${k} ${n}`);
+    const drops = Object.entries(r.drops).filter(([, n]) => n > 0).map(([k, n]) => `${k} ${n.toLocaleString("en-US")}`);
     printLine(`${r.name} (${r.state}) ${inputText(r)}: ${r.packets.toLocaleString("en-US")} packets, ${formatRate(r.pps, "pps")}, ${formatRate(r.bps, "bit/s")}${drops.length ? `; drops: ${drops.join(", ")}` : ""}`);
+    if (r.reasons.length) printLine(`  pending: ${r.reasons.join("; ")}`);
     printTable(
       ["  output", "ttl", "dscp", "gso", "packets", "pps", "bit/s", "send errors"],
-      r.outputs.map((o) => [`  ${o.to}`, o.ttl, o.dscp, o.gso ? "on" : "off", o.packets, formatRate(o.pps, ""), formatRate(o.bps, ""), Object.entries(o.send_errors).map(([k, n]) => `${k} ${n}`).join(", ") || "-"]),
+      r.outputs.map((o) => [`  ${o.to}${o.state === "pending" ? " (pending)" : ""}`, o.ttl, o.dscp, o.gso ? "on" : "off", o.packets, formatRate(o.pps, ""), formatRate(o.bps, ""), Object.entries(o.send_errors).map(([k, n]) => `${k} ${n}`).join(", ") || "-"]),
     );
   }
   for (const i of s.interfaces) {
-    const drops = Object.entries(i.parse_drops).filter(([, n]) => n > 0).map(([k, n]) => `${k} ${n}`);
-    printLine(
-      `interface ${i.interface}: rx ${i.counters.rx_frames.toLocaleString("en-US")} frames, no match ${i.counters.no_match}, ` +
-        `ring drops ${i.counters.kernel_drops}, send errors ${i.counters.tx_errors}${drops.length ? `, parse drops: ${drops.join(", ")}` : ""}`,
-    );
+    printLine(`interface ${i.interface}: rx ${i.counters.rx_frames.toLocaleString("en-US")} frames, matched ${i.counters.matched.toLocaleString("en-US")}, sent ${i.counters.tx_packets.toLocaleString("en-US")}; drops: ${dropsText(i)}`);
   }
 }
 
 export default defineCommand({
-  meta: { name: "stats", description: "Counters per rule and output, rates, drops by reason" },
+  meta: { name: "stats", description: "Counters per rule and output, rates, and every non-zero drop reason" },
   args,
   async run({ rawArgs, args: a }) {
     checkFlags(rawArgs, args, 1);
@@ -52,7 +56,7 @@ export default defineCommand({
       // --json, plain blocks of lines otherwise (a pipe, a log file).
       const top = a.watch && !a.json && process.stdout.isTTY === true;
       do {
-        const result = (await c.request("stats", query)) as StatsResult;
+        const result = await c.request("stats", query);
         if (a.json && a.watch) printJsonLine({ time: new Date().toISOString(), ...result });
         else if (a.json) printJson(result);
         else if (top) {

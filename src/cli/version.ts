@@ -15,12 +15,12 @@ export default defineCommand({
   args,
   async run({ rawArgs, args: a }) {
     checkFlags(rawArgs, args);
-    let daemon: { version: string | null; protocol: number | null; error?: string } = { version: null, protocol: null };
+    let daemon: { version: string | null; protocol: number | null; mode?: string; error?: string } = { version: null, protocol: null };
     try {
       const c = await ControlClient.connect(socketPath(a.socket), 1000);
-      const r = (await c.request("version")) as { daemon: string; protocol: number };
+      const r = await c.request("version");
       c.close();
-      daemon = { version: r.daemon, protocol: r.protocol };
+      daemon = { version: r.daemon, protocol: r.protocol, mode: r.mode };
     } catch (err) {
       daemon.error = err instanceof NotRunningError ? "not running" : (err as Error).message;
     }
@@ -36,7 +36,7 @@ export default defineCommand({
     if (a.json) printJson(info);
     else {
       printLine(`mcrelay ${info.version} (protocol ${info.protocol}, native ABI ${info.native_abi}, bun ${info.bun}, ${info.arch})`);
-      printLine(daemon.version ? `daemon ${daemon.version} (protocol ${daemon.protocol})` : `daemon: ${daemon.error}`);
+      printLine(daemon.version ? `daemon ${daemon.version} (protocol ${daemon.protocol}, ${daemon.mode})` : `daemon: ${daemon.error}`);
     }
   },
 });

@@ -3,7 +3,6 @@ import { defineCommand } from "citty";
 import { checkFlags, jsonArg } from "./args.ts";
 import { socketArg, withClient } from "./daemon-client.ts";
 import { printJson, printLine, printTable } from "./output.ts";
-import type { WorkerInfo } from "../supervisor/worker-pool.ts";
 
 const args = { ...socketArg, ...jsonArg } as const;
 
@@ -12,7 +11,7 @@ export default defineCommand({
   args,
   async run({ rawArgs, args: a }) {
     checkFlags(rawArgs, args);
-    const result = (await withClient(a.socket, (c) => c.request("workers"))) as { workers: WorkerInfo[] };
+    const result = await withClient(a.socket, (c) => c.request("workers"));
     if (a.json) return printJson(result);
     if (result.workers.length === 0) return printLine("no workers");
     printTable(

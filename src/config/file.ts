@@ -1,85 +1,183 @@
-// The configuration file: JSON5, validated with valibot; unknown keys are errors naming their
-// path. Also reads the rule section of the earlier Rust implementation's config (rules with
-// `input {interface, group, port}` and `outputs [{group, port, interface, ttl}]`, plus
-// `multicast_ttl`) so its users can switch without rewriting.
+// The configuration file: JSON5, validated with valibot; every problem is reported at once as
+// FILE:LINE:COLUMN: what, for syntax errors and for each invalid field. Unknown keys are errors
+// naming their path.
+//
+// mcr's format (github.com/acooks/mcr, the earlier Rust implementation) is read as mcr reads it:
+// rules with `input {interface, group, port[, protocol]}` and `outputs [{group, port,
+// interface[, ttl]}]`, `multicast_ttl`, and `pinning` (interface → CPU list: that many
+// workers on the interface). mcr's default TTL of 1 applies to its rules. Keys for features
+// mcrelay does not have (`pim`, `igmp`, `msdp`, `control_plane`, a rule's `protocol`) are
+// ignored with a warning naming each one. See docs/reference.md, "mcr's format".
 import { readFileSync } from "node:fs";
 import * as v from "valibot";
-import { formatIssues, ruleFromSpec, RuleSpecSchema, ttlSchema, type RuleSpec } from "./rule-spec.ts";
+import { ruleFromSpec, RuleSpecSchema, ttlSchema, type RuleSpec } from "./rule-spec.ts";
 import { ConfigError } from "../errors.ts";
 import { capacityProblems } from "../rules/capacity.ts";
 import { describeInput, inputKey } from "../rules/rule.ts";
 import { ListenSchema, type ListenAddress } from "./listen.ts";
 import { PORT_MAX, PORT_MIN, RING_MIB_MAX, RING_MIB_MIN, WORKERS_PER_INTERFACE_MAX } from "../limits.ts";
+import { Json5SyntaxError, parseJson5, positionOf, type Json5Document } from "./json5.ts";
+
+/** mcr's TTL for relayed packets when neither the output nor `multicast_ttl` sets one. */
+export const MCR_DEFAULT_TTL = 1;
 
 const portRange = `a port is ${PORT_MIN}-${PORT_MAX}`;
-const port = v.pipe(v.number("a port is a number"), v.integer(), v.minValue(PORT_MIN, portRange), v.maxValue(PORT_MAX, portRange));
+const port = v.pipe(v.number("a port is a number"), v.integer("a port is a whole number"), v.minValue(PORT_MIN, portRange), v.maxValue(PORT_MAX, portRange));
 const ifname = v.pipe(v.string(), v.regex(/^[A-Za-z0-9_.:@-]{1,15}$/, "an interface name is 1-15 characters"));
+const ttl = ttlSchema;
 
-const LegacyOutputSchema = v.strictObject({
-  group: v.string(),
-  port,
-  interface: v.optional(ifname),
-  ttl: v.optional(ttlSchema),
-});
+const McrOutputSchema = v.strictObject({ group: v.string(), port, interface: v.optional(ifname), ttl: v.optional(ttlSchema) });
 
-const LegacyRuleSchema = v.strictObject({
+const McrRuleSchema = v.strictObject({
   name: v.optional(v.string()),
-  input: v.strictObject({ interface: ifname, group: v.string(), port }),
-  outputs: v.pipe(v.array(LegacyOutputSchema), v.minLength(1, "at least one output is needed")),
+  input: v.strictObject({ interface: ifname, group: v.string(), port, protocol: v.optional(v.string()) }),
+  outputs: v.pipe(v.array(McrOutputSchema), v.minLength(1, "at least one output is needed")),
 });
 
-export const ConfigSchema = v.strictObject({
-  rules: v.optional(v.array(v.union([RuleSpecSchema, LegacyRuleSchema], "a rule is {name, from, to[, ttl, source]} or the earlier {name, input, outputs}"))),
+/** Top-level keys of mcr's that concern features mcrelay does not have: read, warned, ignored. */
+const IGNORED_MCR_KEYS: Record<string, string> = {
+  pim: "mcrelay does not speak PIM; rules are static",
+  igmp: "mcrelay is not an IGMP querier",
+  msdp: "mcrelay does not speak MSDP",
+  control_plane: "mcrelay has no external control-plane integration",
+};
+
+const TopSchema = v.strictObject({
+  rules: v.optional(v.array(v.unknown())),
   /** Workers per input interface: { eth0: 2 } (default 1, or `mcrelay run --workers`). */
   workers: v.optional(v.record(ifname, v.pipe(v.number("a worker count is a number"), v.integer(), v.minValue(1, "at least 1 worker"), v.maxValue(WORKERS_PER_INTERFACE_MAX, `at most ${WORKERS_PER_INTERFACE_MAX} workers`)))),
   /** Ring per packet socket in MiB, per input interface: { eth0: 64 } (`mcrelay run --ring-mib` for the others). */
   ring_mib: v.optional(v.record(ifname, v.pipe(v.number("a ring size is a number of MiB"), v.integer("a ring size is a whole number of MiB"), v.minValue(RING_MIB_MIN, `at least ${RING_MIB_MIN} MiB`), v.maxValue(RING_MIB_MAX, `at most ${RING_MIB_MAX} MiB`)))),
   /** `ADDR:PORT` of the HTTP listener for /metrics, /healthz, /readyz (`run --metrics` overrides). */
   metrics: v.optional(ListenSchema),
-  /** Default TTL of the earlier format's outputs. */
+  /** mcr: default TTL of its rules' outputs. */
   multicast_ttl: v.optional(ttlSchema),
+  /** mcr: CPUs per input interface; one worker per CPU listed. */
+  pinning: v.optional(
+    v.record(ifname, v.pipe(v.array(v.pipe(v.number("a CPU is a number"), v.integer(), v.minValue(0, "a CPU number is 0 or more"))), v.minLength(1, "list at least one CPU"), v.maxLength(WORKERS_PER_INTERFACE_MAX, `at most ${WORKERS_PER_INTERFACE_MAX} workers`))),
+  ),
+  ...Object.fromEntries(Object.keys(IGNORED_MCR_KEYS).map((k) => [k, v.optional(v.unknown())])),
 });
-export type ConfigFile = v.InferOutput<typeof ConfigSchema>;
+
+/** A problem (or warning) in a config file, where it is and what it is. */
+export const ConfigProblemSchema = v.strictObject({
+  file: v.string(),
+  /** Line and column from 1; null when the problem has no place (a file that cannot be read). */
+  line: v.nullable(v.pipe(v.number(), v.integer(), v.minValue(1))),
+  column: v.nullable(v.pipe(v.number(), v.integer(), v.minValue(1))),
+  /** The key path (`rules[1].to[0]`); null for a syntax error. */
+  path: v.nullable(v.string()),
+  message: v.string(),
+});
+export type ConfigProblem = v.InferOutput<typeof ConfigProblemSchema>;
+
+/** "FILE:LINE:COLUMN: message" (or "FILE: message" without a place). */
+export function formatProblem(p: ConfigProblem): string {
+  return p.line === null ? `${p.file}: ${p.message}` : `${p.file}:${p.line}:${p.column}: ${p.message}`;
+}
+
+/** A config file with problems: every one of them, in file order, and the warnings. */
+export class ConfigFileError extends ConfigError {
+  constructor(
+    readonly problems: ConfigProblem[],
+    readonly warnings: ConfigProblem[] = [],
+  ) {
+    super(problems.map(formatProblem).join("\n"));
+  }
+}
+
+export interface LoadedConfig {
+  path: string;
+  /** "mcr" when the file uses any of mcr's keys (its rule form, pinning, multicast_ttl, ...). */
+  format: "mcrelay" | "mcr";
+  specs: RuleSpec[];
+  /** Workers per interface, from `workers` and from mcr's `pinning`. */
+  workers: Map<string, number>;
+  /** mcr's `pinning`: the CPUs listed per interface (kept for reporting; see docs). */
+  pinning: Map<string, number[]>;
+  warnings: ConfigProblem[];
+  /** Ring size in MiB per interface (`ring_mib`). */
+  ringMib: Map<string, number>;
+  /** `ADDR:PORT` of the HTTP listener for /metrics, /healthz, /readyz, or null. */
+  metrics: ListenAddress | null;
+}
+
+/** Reads, parses and validates a config file completely; throws ConfigFileError listing every problem. */
+export function loadConfig(path: string): LoadedConfig {
+  let text: string;
+  try {
+    text = readFileSync(path, "utf8");
+  } catch (err) {
+    const why = (err as NodeJS.ErrnoException).code ?? (err as Error).message;
+    throw new ConfigFileError([{ file: path, line: null, column: null, path: null, message: `cannot read: ${why}` }]);
+  }
+  return parseConfig(text, path);
+}
 
 function endpointText(addr: string, p: number, iface?: string): string {
   const a = addr.includes(":") ? `[${addr}]` : addr;
   return `${a}:${p}${iface ? `@${iface}` : ""}`;
 }
 
-export interface LoadedConfig {
-  path: string;
-  specs: RuleSpec[];
-  workers: Map<string, number>;
-  ringMib: Map<string, number>;
-  metrics: ListenAddress | null;
-}
+/** Collects problems with their places in one document. */
+class Problems {
+  readonly list: ConfigProblem[] = [];
+  constructor(
+    readonly file: string,
+    readonly doc: Json5Document,
+  ) {}
 
-/** Reads, parses and validates a config file completely; throws ConfigError listing every problem. */
-export function loadConfig(path: string): LoadedConfig {
-  let text: string;
-  try {
-    text = readFileSync(path, "utf8");
-  } catch (err) {
-    throw new ConfigError(`${path}: cannot read: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+  /** `path` places it; `label` starts the message (default: the path). */
+  add(path: string, message: string, o: { label?: string; key?: boolean } = {}): void {
+    const at = positionOf(this.doc, path, o.key);
+    const label = o.label ?? path;
+    this.list.push({ file: this.file, line: at?.line ?? null, column: at?.column ?? null, path: path || null, message: label ? `${label}: ${message}` : message });
   }
-  return parseConfig(text, path);
-}
 
-/** Top-level keys, with rules checked one by one below (so every rule's problems are listed). */
-const TopSchema = v.strictObject({ ...ConfigSchema.entries, rules: v.optional(v.array(v.unknown())) });
+  /** Each valibot issue at its own path under `prefix`; an unknown key is placed at the key. */
+  issues(issues: readonly v.BaseIssue<unknown>[], prefix = ""): void {
+    for (const issue of issues) {
+      let path = prefix;
+      for (const item of issue.path ?? []) path += typeof item.key === "number" ? `[${item.key}]` : path ? `.${String(item.key)}` : String(item.key);
+      const unknownKey = issue.kind === "schema" && issue.expected === "never";
+      this.add(path, unknownKey ? "unknown key" : issue.message, { key: unknownKey });
+    }
+  }
+
+  sorted(): ConfigProblem[] {
+    return [...this.list].sort((a, b) => (a.line ?? 0) - (b.line ?? 0) || (a.column ?? 0) - (b.column ?? 0));
+  }
+}
 
 export function parseConfig(text: string, path: string): LoadedConfig {
-  let raw: unknown;
+  let doc: Json5Document;
   try {
-    raw = Bun.JSON5.parse(text);
+    doc = parseJson5(text);
   } catch (err) {
-    throw new ConfigError(`${path}: not valid JSON5: ${(err as Error).message}`);
+    if (err instanceof Json5SyntaxError) {
+      throw new ConfigFileError([{ file: path, line: err.line, column: err.column, path: null, message: `not valid JSON5: ${err.message}` }]);
+    }
+    throw err;
   }
-  const problems: string[] = [];
+  const problems = new Problems(path, doc);
+  const warnings = new Problems(path, doc);
+  const raw = doc.value;
   const top = v.safeParse(TopSchema, raw);
-  if (!top.success) problems.push(...formatIssues(top.issues));
+  if (!top.success) problems.issues(top.issues);
   const cfg = top.success ? top.output : null;
-  const rawRules = raw && typeof raw === "object" && Array.isArray((raw as { rules?: unknown }).rules) ? (raw as { rules: unknown[] }).rules : [];
+  const rawObject = raw !== null && typeof raw === "object" && !Array.isArray(raw) ? (raw as Record<string, unknown>) : {};
+  const rawRules = Array.isArray(rawObject.rules) ? rawObject.rules : [];
+  let mcr = ["pinning", "multicast_ttl", ...Object.keys(IGNORED_MCR_KEYS)].some((k) => k in rawObject);
+  for (const [key, why] of Object.entries(IGNORED_MCR_KEYS)) {
+    if (key in rawObject) warnings.add(key, `ignored: ${why}`, { key: true });
+  }
+
+  const workers = new Map(Object.entries(cfg?.workers ?? {}));
+  const pinning = new Map(Object.entries(cfg?.pinning ?? {}));
+  for (const [iface, cpus] of pinning) {
+    if (workers.has(iface)) problems.add(`pinning.${iface}`, `interface ${iface} has workers set too; use one of workers and pinning`, { key: true });
+    else workers.set(iface, cpus.length);
+  }
 
   // Each rule on its own: the schema chosen by its own keys (union errors would hide which
   // form was meant), then its meaning (endpoints, interfaces), then names across rules.
@@ -87,60 +185,83 @@ export function parseConfig(text: string, path: string): LoadedConfig {
   const names = new Map<string, number>();
   const inputs = new Map<string, number>();
   rawRules.forEach((r, i) => {
-    const legacy = r !== null && typeof r === "object" && "input" in r;
-    const spec = legacy ? legacySpec(r, i, cfg?.multicast_ttl, problems) : ourSpec(r, i, problems);
+    const at = `rules[${i}]`;
+    const isMcr = r !== null && typeof r === "object" && "input" in r;
+    mcr ||= isMcr;
+    const spec = isMcr ? mcrSpec(r, i, cfg?.multicast_ttl, problems, warnings) : ourSpec(r, i, problems);
     if (!spec) return;
     const built = ruleFromSpec(spec, BigInt(i + 1));
-    if (!built.ok) problems.push(...built.problems.map((p) => `rules[${i}] (${spec.name}): ${p}`));
-    else {
+    if (!built.ok) {
+      for (const p of built.problems) problems.add(placeOf(p, at, isMcr), p, { label: `${at} (${spec.name})` });
+    } else {
       const key = inputKey(built.rule);
       const other = inputs.get(key);
-      if (other !== undefined) problems.push(`rules[${i}] (${spec.name}): relays the same input as rules[${other}] (${describeInput(built.rule)})`);
+      if (other !== undefined) problems.add(isMcr ? `${at}.input` : `${at}.from`, `relays the same input as rules[${other}] (${describeInput(built.rule)})`, { label: `${at} (${spec.name})` });
       else inputs.set(key, i);
     }
     const first = names.get(spec.name);
-    if (first !== undefined) problems.push(`rules[${i}]: name '${spec.name}' is already used by rules[${first}]`);
+    if (first !== undefined) problems.add(`${at}.name`, `name '${spec.name}' is already used by rules[${first}]`, { label: at });
     else names.set(spec.name, i);
     specs.push(spec);
   });
-  const workers = new Map(Object.entries(cfg?.workers ?? {}));
-  if (problems.length === 0) {
+  if (problems.list.length === 0) {
     // What a worker can hold, per interface and worker (with the file's worker counts, else 1).
     const rules = specs.map((spec, i) => ruleFromSpec(spec, BigInt(i + 1))).flatMap((b) => (b.ok ? [b.rule] : []));
-    problems.push(...capacityProblems(rules, (iface) => workers.get(iface) ?? 1));
+    for (const p of capacityProblems(rules, (iface) => workers.get(iface) ?? 1)) problems.add("rules", p, { label: "" });
   }
-  if (problems.length) throw new ConfigError(`${path}:\n  ${problems.join("\n  ")}`);
-  return { path, specs, workers, ringMib: new Map(Object.entries(cfg?.ring_mib ?? {})), metrics: cfg?.metrics ?? null };
+  if (problems.list.length) throw new ConfigFileError(problems.sorted(), warnings.sorted());
+  return { path, format: mcr ? "mcr" : "mcrelay", specs, workers, pinning, warnings: warnings.sorted(), ringMib: new Map(Object.entries(cfg?.ring_mib ?? {})), metrics: cfg?.metrics ?? null };
 }
 
-function ourSpec(r: unknown, i: number, problems: string[]): RuleSpec | null {
+/**
+ * The key path a rule problem is about ("to[1]: ..." → rules[i].to[1]); for mcr's form the
+ * input and outputs stand for `from` and `to`.
+ */
+function placeOf(problem: string, at: string, mcr: boolean): string {
+  const m = /^(name|from|to|ttl|source)(\[(\d+)\])?:/.exec(problem);
+  if (!m) return at;
+  if (!mcr || m[1] === "name") return `${at}.${m[1]}${m[2] ?? ""}`;
+  if (m[1] === "from") return `${at}.input`;
+  if (m[1] === "to") return `${at}.outputs${m[2] ?? ""}`;
+  return at;
+}
+
+function ourSpec(r: unknown, i: number, problems: Problems): RuleSpec | null {
   const parsed = v.safeParse(RuleSpecSchema, r);
   if (!parsed.success) {
-    problems.push(...formatIssues(parsed.issues, `rules[${i}]`));
+    problems.issues(parsed.issues, `rules[${i}]`);
     return null;
   }
   return parsed.output;
 }
 
-function legacySpec(r: unknown, i: number, multicastTtl: number | undefined, problems: string[]): RuleSpec | null {
-  const parsed = v.safeParse(LegacyRuleSchema, r);
+function mcrSpec(r: unknown, i: number, multicastTtl: number | undefined, problems: Problems, warnings: Problems): RuleSpec | null {
+  const at = `rules[${i}]`;
+  // mcr relays ESP for protocol "esp" and UDP for anything else. mcrelay relays UDP only:
+  // relaying UDP where ESP was meant would be another rule, so ESP is refused; anything else
+  // is UDP, as in mcr, and the key is ignored with a warning.
+  const protocol = (r as { input?: { protocol?: unknown } }).input?.protocol;
+  const esp = typeof protocol === "string" && protocol.toLowerCase() === "esp";
+  if (esp) problems.add(`${at}.input.protocol`, "'esp': mcrelay relays UDP only, not ESP (IP protocol 50)");
+  else if (protocol !== undefined) warnings.add(`${at}.input.protocol`, `ignored (${JSON.stringify(protocol)}): mcr relays UDP for it, as mcrelay does`, { key: true });
+  const parsed = v.safeParse(McrRuleSchema, r);
   if (!parsed.success) {
-    problems.push(...formatIssues(parsed.issues, `rules[${i}]`));
+    problems.issues(parsed.issues, at);
     return null;
   }
+  if (esp) return null;
   const rule = parsed.output;
   // One TTL for every output is the rule's; otherwise each output keeps its own (the object
-  // form), the others take multicast_ttl or the default.
-  const ttls = new Set(rule.outputs.map((o) => o.ttl ?? multicastTtl));
-  const ruleTtl = ttls.size === 1 ? rule.outputs[0]!.ttl ?? multicastTtl : multicastTtl;
-  const spec: RuleSpec = {
+  // form), the others take multicast_ttl or mcr's default (1).
+  const ttls = new Set(rule.outputs.map((o) => o.ttl ?? multicastTtl ?? MCR_DEFAULT_TTL));
+  const ruleTtl = ttls.size === 1 ? [...ttls][0]! : (multicastTtl ?? MCR_DEFAULT_TTL);
+  return {
     name: rule.name ?? `rule-${i + 1}`,
     from: endpointText(rule.input.group, rule.input.port, rule.input.interface),
     to: rule.outputs.map((o) => {
       const to = endpointText(o.group, o.port, o.interface);
       return o.ttl !== undefined && o.ttl !== ruleTtl ? { to, ttl: o.ttl } : to;
     }),
+    ttl: ruleTtl,
   };
-  if (ruleTtl !== undefined) spec.ttl = ruleTtl;
-  return spec;
 }

@@ -2,7 +2,7 @@
 // credentials as the kernel recorded them at connect(2) (SO_PEERCRED, SO_PEERGROUPS):
 // - admin (every request): root, the daemon's own user, a process holding CAP_NET_ADMIN, or a
 //   member of the admin group (--admin-group);
-// - read (list, stats, workers, events, ping, version, config-show, log-level without a level):
+// - read (status, list, stats, workers, events, ping, version, config-show, log-level without a level):
 //   a member of the socket's group;
 // - anyone else is refused at connect.
 import { readFileSync } from "node:fs";

@@ -4,6 +4,7 @@ import * as v from "valibot";
 import { EXIT, PermissionError } from "../errors.ts";
 import { VERSION } from "../version.ts";
 import { EventSchema, PROTOCOL_VERSION, ResponseSchema, mismatchMessage, type Command } from "./protocol.ts";
+import { RESULT_SCHEMAS, schemaProblems, type ResultOf } from "./responses.ts";
 
 export const DEFAULT_SOCKET = "/run/mcrelay/mcrelay.sock";
 
@@ -74,7 +75,7 @@ export class ControlClient {
       throw new NotRunningError(`cannot connect to ${path}: ${(err as Error).message}`);
     }
     client = new ControlClient(socket);
-    const hello = (await client.request("hello", { client: `mcrelay ${VERSION}` })) as { daemon: string };
+    const hello = await client.request("hello", { client: `mcrelay ${VERSION}` });
     client.daemonVersion = hello.daemon;
     return client;
   }
@@ -134,7 +135,15 @@ export class ControlClient {
     return ended;
   }
 
-  request(cmd: Command, args?: unknown, timeoutMs = 10_000): Promise<unknown> {
+  /** Sends a request; resolves with the result, checked against the command's schema. */
+  async request<C extends Command>(cmd: C, args?: unknown, timeoutMs = 10_000): Promise<ResultOf<C>> {
+    const result = await this.#call(cmd, args, timeoutMs);
+    const problems = schemaProblems(RESULT_SCHEMAS[cmd], result);
+    if (problems.length) throw new Error(`the daemon's answer to '${cmd}' does not fit its schema (${problems.join("; ")}): is the daemon the same version as this client?`);
+    return result as ResultOf<C>;
+  }
+
+  #call(cmd: Command, args: unknown, timeoutMs: number): Promise<unknown> {
     if (this.#closedError) return Promise.reject(this.#closedError);
     const id = this.#nextId++;
     const msg = args === undefined ? { v: PROTOCOL_VERSION, id, cmd } : { v: PROTOCOL_VERSION, id, cmd, args };

@@ -63,6 +63,7 @@ export const RequestSchema = v.variant("cmd", [
   v.strictObject({ v: v.number(), id, cmd: v.literal("hello"), args: v.strictObject({ client: v.pipe(v.string(), v.maxLength(64)) }) }),
   v.strictObject({ v: v.number(), id, cmd: v.literal("ping") }),
   v.strictObject({ v: v.number(), id, cmd: v.literal("version") }),
+  v.strictObject({ v: v.number(), id, cmd: v.literal("status") }),
   v.strictObject({ v: v.number(), id, cmd: v.literal("add"), args: v.strictObject({ rule: RuleSpecSchema, replace: v.optional(v.boolean()) }) }),
   v.strictObject({ v: v.number(), id, cmd: v.literal("remove"), args: v.strictObject({ rule: nameOrId }) }),
   v.strictObject({ v: v.number(), id, cmd: v.literal("list") }),
@@ -78,7 +79,7 @@ export const RequestSchema = v.variant("cmd", [
 ]);
 export type Request = v.InferOutput<typeof RequestSchema>;
 export type Command = Request["cmd"];
-export const COMMANDS: readonly Command[] = ["hello", "ping", "version", "add", "remove", "list", "stats", "workers", "log-level", "reload", "config-show", "events", "trace-start", "trace-read", "trace-stop"];
+export const COMMANDS: readonly Command[] = ["hello", "ping", "version", "status", "add", "remove", "list", "stats", "workers", "log-level", "reload", "config-show", "events", "trace-start", "trace-read", "trace-stop"];
 
 /** Requests that change rules, workers or logging: they need the admin right and are logged. */
 export function isChange(req: Request): boolean {

@@ -25,6 +25,7 @@ import * as v from "valibot";
 import { logger } from "../log.ts";
 import { formatIssues } from "../config/rule-spec.ts";
 import { peerRights, type AccessPolicy, type Peer } from "./access.ts";
+import { RESULT_SCHEMAS, schemaProblems, type ResultOf } from "./responses.ts";
 import {
   ADMIN_SLOTS_RESERVED,
   CLIENTS_MAX_DEFAULT,
@@ -41,6 +42,7 @@ import {
   WRITE_STALL_MS,
   isChange,
   mismatchMessage,
+  type Command,
   type ErrorCode,
   type Request,
   type Response,
@@ -63,7 +65,8 @@ export interface RequestContext {
   peer: Peer | null;
 }
 
-export type Handler = (req: Request, ctx: RequestContext) => Promise<unknown>;
+/** Answers a request with the result its command's schema describes (control/responses.ts). */
+export type Handler = (req: Request, ctx: RequestContext) => Promise<ResultOf<Command>>;
 
 interface Conn {
   /** Bytes read and not yet taken as lines: inbuf[inStart, inEnd). */
@@ -500,6 +503,13 @@ export class ControlServer {
     };
     try {
       const result = await this.#handler(req, ctx);
+      // The answer is checked against its command's schema: a field the schema does not
+      // describe (or a wrong type) is a bug, reported as one instead of confusing the client.
+      const problems = schemaProblems(RESULT_SCHEMAS[req.cmd], result);
+      if (problems.length) {
+        log.error(`answer to ${req.cmd} does not fit its schema: ${problems.join("; ")}`);
+        return this.#error(socket, req.id, "internal", `the answer to '${req.cmd}' does not fit its schema: ${problems[0]}`);
+      }
       this.#send(socket, { v: PROTOCOL_VERSION, id: req.id, ok: true, result });
     } catch (err) {
       if (err instanceof ControlError) return this.#error(socket, req.id, err.code, err.message);

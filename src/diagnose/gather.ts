@@ -4,26 +4,9 @@
 // neighbour entries of unicast outputs, and the IGMP membership limit.
 import { existsSync, readFileSync } from "node:fs";
 import type { ControlClient } from "../control/client.ts";
+import type { Stats } from "../control/responses.ts";
 import type { TraceRecordJson } from "../supervisor/tracer.ts";
 import { addrOf, ifaceOf, isMulticastV4, type DiagnoseInput, type LinkFacts, type RouteFacts, type RuleView, type WorkerView } from "./checks.ts";
-
-interface StatsRule {
-  name: string;
-  input: string;
-  source: string | null;
-  state: string;
-  pending_reasons: string[];
-  packets: number;
-  bytes: number;
-  drops?: Record<string, number>;
-  outputs: { to: string; ttl: number; state: string; reason: string | null; packets: number; bytes: number; send_errors: Record<string, number> }[];
-}
-
-interface Stats {
-  rules: StatsRule[];
-  interfaces: { interface: string; counters: Record<string, number>; parse_drops: Record<string, number> }[];
-  workers: WorkerView[];
-}
 
 interface Listed {
   name: string;
@@ -75,7 +58,7 @@ function views(s: Stats, listed: Listed[]): RuleView[] {
       input: r.input,
       source: r.source ?? null,
       state: l?.state ?? r.state,
-      reasons: l?.reasons ?? r.pending_reasons,
+      reasons: l?.reasons ?? r.reasons,
       packets: r.packets,
       bytes: r.bytes,
       drops: r.drops ?? {},
@@ -85,7 +68,7 @@ function views(s: Stats, listed: Listed[]): RuleView[] {
 }
 
 async function stats(c: ControlClient, rule?: string): Promise<Stats> {
-  return (await c.request("stats", rule ? { rule } : undefined)) as Stats;
+  return c.request("stats", rule ? { rule } : undefined);
 }
 
 /** Reads everything over `windowS` seconds; traces unmatched frames on one rule's input meanwhile. */

@@ -2,14 +2,16 @@
 // file and from clients at runtime (persisted in the state directory); every change is
 // resolved against the interfaces, split per input interface and handed to the workers. It
 // answers the control socket while all of this happens.
-import { loadConfig } from "../config/file.ts";
+import { formatProblem, loadConfig } from "../config/file.ts";
 import type { RuleSpec } from "../config/rule-spec.ts";
 import { ConfigError } from "../errors.ts";
 import { getLogLevel, logger, setLogLevel, type LogLevelName } from "../log.ts";
 import type { LinkLookup } from "../rules/rule.ts";
 import { PROTOCOL_VERSION, VERSION } from "../version.ts";
 import { ControlError, ControlServer, DaemonRunningError, type RequestContext } from "../control/server.ts";
-import type { Request } from "../control/protocol.ts";
+import type { Command, Request } from "../control/protocol.ts";
+import type { ResultOf } from "../control/responses.ts";
+import { buildStatus } from "./status.ts";
 import { WorkerPool } from "./worker-pool.ts";
 import { planCapacity, planTables, type PlanOptions } from "./planner.ts";
 import { RuleStore, type ConfigChange, type StoredRule } from "./rule-store.ts";
@@ -111,6 +113,7 @@ export class Daemon {
   /** Set once start-up finished (rules loaded, workers given their tables, socket open). */
   #started = false;
   readonly #startedAtMs = Date.now();
+  readonly #startedAt = new Date();
 
   private constructor(opts: DaemonOptions) {
     this.#opts = opts;
@@ -164,6 +167,7 @@ export class Daemon {
     });
     const cfg = opts.configPath ? loadConfig(opts.configPath) : null;
     if (cfg) {
+      for (const w of cfg.warnings) log.warn(formatProblem(w));
       this.#workersConfig = cfg.workers;
       this.#ringConfig = cfg.ringMib;
       metricsAt ??= cfg.metrics;
@@ -275,15 +279,24 @@ export class Daemon {
     return next;
   }
 
-  async #handle(req: Request, ctx: RequestContext): Promise<unknown> {
+  async #handle(req: Request, ctx: RequestContext): Promise<ResultOf<Command>> {
     switch (req.cmd) {
       case "hello":
-        return { daemon: VERSION, protocol: PROTOCOL_VERSION };
+        return { daemon: VERSION, protocol: PROTOCOL_VERSION, mode: "daemon" };
       case "ping":
         // starting: the socket is up, start-up (workers applying their tables) is not over yet.
         return { pong: true, rules: this.#store.size, workers: this.#pool.info().length, starting: !this.#started };
       case "version":
-        return { daemon: VERSION, protocol: PROTOCOL_VERSION, bun: Bun.version };
+        return { daemon: VERSION, protocol: PROTOCOL_VERSION, bun: Bun.version, mode: "daemon" };
+      case "status":
+        return buildStatus({
+          mode: "daemon",
+          startedAt: this.#startedAt,
+          configFile: this.#opts.configPath ?? null,
+          rules: this.#views.list(),
+          workers: this.#pool.info(),
+          lookup: this.#lookup,
+        });
       case "add": {
         const spec = req.args.rule;
         const what = `${req.args.replace ? "replace" : "add"} rule ${spec.name} (${spec.from} -> ${spec.to.join(", ")})`;
@@ -323,6 +336,7 @@ export class Daemon {
         return {
           config_file: this.#opts.configPath ?? null,
           state_dir: this.#opts.stateDir,
+          workers: Object.fromEntries(this.#workersConfig),
           rules: this.#store.all().map((s) => ({ ...s.spec, origin: s.origin, id: s.rule.id.toString() })),
         };
     }
@@ -373,9 +387,12 @@ export class Daemon {
     if (!this.#opts.configPath) throw new ControlError("config_invalid", "the daemon was started without --config: nothing to reload");
     let specs: RuleSpec[];
     const workersBefore = this.#workersConfig;
+    let configWarnings: string[];
     try {
       const cfg = loadConfig(this.#opts.configPath);
       specs = cfg.specs;
+      configWarnings = cfg.warnings.map(formatProblem);
+      for (const w of configWarnings) log.warn(w);
       this.#workersConfig = cfg.workers;
       this.#ringConfig = cfg.ringMib;
     } catch (err) {
@@ -394,7 +411,7 @@ export class Daemon {
     this.#reconcile();
     await this.#settle();
     log.info(`reloaded ${this.#opts.configPath}: ${added.length} added, ${removed.length} removed, ${changed.length} changed`);
-    const warnings = conflicts.map((n) => `rule ${n}: a runtime rule of that name is kept; the config file's version is ignored`);
+    const warnings = [...configWarnings, ...conflicts.map((n) => `rule ${n}: a runtime rule of that name is kept; the config file's version is ignored`)];
     return { added, removed, changed, unchanged, warnings };
   }
 

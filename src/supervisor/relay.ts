@@ -12,7 +12,9 @@ import { lookupLink } from "./links.ts";
 import type { WorkerUser } from "./user.ts";
 import { buildInterfaceReports, type RuleReport, type InterfaceReport } from "./report.ts";
 import { ControlError, ControlServer } from "../control/server.ts";
-import type { Request } from "../control/protocol.ts";
+import type { Command, Request } from "../control/protocol.ts";
+import type { ResultOf, RingInfo } from "../control/responses.ts";
+import { buildStatus } from "./status.ts";
 import { getLogLevel, setLogLevel, type LogLevelName } from "../log.ts";
 import { PROTOCOL_VERSION, VERSION } from "../version.ts";
 import { Tracer } from "./tracer.ts";
@@ -23,7 +25,7 @@ const log = logger("relay");
 
 export interface RelayReport {
   rules: RuleReport[];
-  workers: (InterfaceReport & { pid: number | null; pids: (number | null)[]; restarts: number; ring: Record<string, number> })[];
+  workers: (InterfaceReport & { pid: number | null; pids: (number | null)[]; restarts: number; ring: RingInfo | null })[];
 }
 
 export class Relay {
@@ -35,6 +37,7 @@ export class Relay {
   #server: ControlServer | null = null;
   readonly #plan: PlanOptions;
   readonly #tracer: Tracer;
+  readonly #startedAt = new Date();
 
   constructor(opts: { user: WorkerUser | null; workers?: number; ringMib?: number }) {
     this.#pool = new WorkerPool(opts);
@@ -65,13 +68,16 @@ export class Relay {
     this.#server = await ControlServer.start(path, (req) => this.#handle(req));
   }
 
-  async #handle(req: Request): Promise<unknown> {
+  async #handle(req: Request): Promise<ResultOf<Command>> {
     switch (req.cmd) {
       case "hello":
+        return { daemon: VERSION, protocol: PROTOCOL_VERSION, mode: "forward" };
       case "version":
         return { daemon: VERSION, protocol: PROTOCOL_VERSION, bun: Bun.version, mode: "forward" };
       case "ping":
         return { pong: true, rules: this.#store.size, workers: this.#pool.info().length };
+      case "status":
+        return buildStatus({ mode: "forward", startedAt: this.#startedAt, configFile: null, rules: this.#views.list(), workers: this.#pool.info(), lookup: lookupLink });
       case "list":
         return { rules: this.#views.list() };
       case "stats":
@@ -113,7 +119,7 @@ export class Relay {
         pid: ws[0]?.pid ?? null,
         pids: ws.map((w) => w.pid),
         restarts: ws.reduce((n, w) => n + w.restarts, 0),
-        ring: ws[0]?.ring ?? {},
+        ring: ws[0]?.ring ?? null,
       };
     });
     return { rules, workers };

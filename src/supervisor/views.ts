@@ -10,6 +10,7 @@ import { formatInput, type Rule } from "../rules/rule.ts";
 import { buildInterfaceReports, buildRuleReports } from "./report.ts";
 import type { RuleStore, StoredRule } from "./rule-store.ts";
 import type { WorkerPool } from "./worker-pool.ts";
+import type { RuleView, Stats } from "../control/responses.ts";
 
 /** A sysctl of this network namespace, or "?" when unreadable. */
 function sysctl(key: string): string {
@@ -60,7 +61,7 @@ export class RuleViews {
   }
 
   /** A rule as `list` shows it: its settings, state and reasons. */
-  view(s: StoredRule) {
+  view(s: StoredRule): RuleView {
     const worker = this.#pool.info().find((w) => w.interface === s.rule.input.iface);
     const failing = !s.pending.length && worker && worker.state === "backoff";
     // A rule its worker refused to take (the others of that worker go on forwarding).
@@ -103,7 +104,7 @@ export class RuleViews {
   }
 
   /** `stats`: one rule (by name or id) or all, the interfaces' counters and the workers. */
-  stats(name?: string) {
+  stats(name?: string): Stats {
     const selected = name ? [this.#store.find(name)].filter((s): s is StoredRule => !!s) : this.#store.all();
     if (name && selected.length === 0) throw new ControlError("not_found", `no rule named or numbered '${name}'`);
     this.#pool.refresh();

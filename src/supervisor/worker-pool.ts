@@ -18,6 +18,7 @@ import { lookupLink } from "./links.ts";
 import type { WorkerUser } from "./user.ts";
 import type { LinkLookup } from "../rules/rule.ts";
 import { WorkerHandle, WorkerRefusedError } from "./worker-handle.ts";
+import type { RingInfo, WorkerInfo } from "../control/responses.ts";
 
 const log = logger("workers");
 const MIB = 1024 * 1024;
@@ -72,22 +73,11 @@ interface Entry {
   refusal: string | null;
 }
 
-export interface WorkerInfo {
-  interface: string;
-  slot: number;
-  workers_on_interface: number;
-  pid: number | null;
-  state: WorkerState;
-  uptime_s: number;
-  restarts: number;
-  consecutive_failures: number;
-  backoff_ms: number;
-  drift_repairs: number;
-  table_hash: string;
-  applied_hash: string | null;
-  rules: number;
-  last_error: string | null;
-  ring: Record<string, number>;
+export type { WorkerInfo };
+
+/** The ring geometry a worker reported, as the control protocol names it. */
+function ringInfo(r: Record<string, number>): RingInfo {
+  return { block_bytes: r.blockBytes ?? 0, block_count: r.blockCount ?? 0, frame_bytes: r.frameBytes ?? 0, frame_count: r.frameCount ?? 0 };
 }
 
 export interface Desired {
@@ -317,7 +307,7 @@ export class WorkerPool {
       applied_hash: e.appliedHash,
       rules: e.rules.length,
       last_error: e.lastError,
-      ring: e.handle?.ring ?? {},
+      ring: e.handle ? ringInfo(e.handle.ring) : null,
     }));
   }
 

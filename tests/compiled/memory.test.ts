@@ -24,7 +24,7 @@ const PER_FURTHER_INPUT_MB_MAX = 65;
 /** Measured 106.5 MB (the supervisor side of `forward` is a full runtime too); Pss 65.7 MB. */
 const FORWARD_MB_MAX = 120;
 /** The default ring (zig/constants.zig ring_bytes_default) at MTU 1500: 128 blocks of 64 KiB. */
-const DEFAULT_RING = { blockBytes: 64 * 1024, blockCount: 128 };
+const DEFAULT_RING = { block_bytes: 64 * 1024, block_count: 128 };
 
 function children(pid: number): number[] {
   const out: number[] = [];
@@ -126,8 +126,8 @@ describe.skipIf(!netnsAvailable())("memory of the compiled executable (kernel)",
       const smallRss = statusKb(small.pid, "VmRSS") / 1024;
       note("memory ring_mib", { big: big.ring, small: small.ring, big_rss_mb: bigRss, small_rss_mb: smallRss });
       await d.stop();
-      expect(big.ring).toMatchObject({ blockBytes: 64 * 1024, blockCount: 1024 });
-      expect(small.ring).toMatchObject({ blockBytes: 64 * 1024, blockCount: 16 });
+      expect(big.ring).toMatchObject({ block_bytes: 64 * 1024, block_count: 1024 });
+      expect(small.ring).toMatchObject({ block_bytes: 64 * 1024, block_count: 16 });
       // The ring is mapped into the worker: 64 MiB versus 1 MiB shows in VmRSS (63 MiB apart).
       expect(bigRss - smallRss).toBeGreaterThan(60);
       expect(bigRss - smallRss).toBeLessThan(70);

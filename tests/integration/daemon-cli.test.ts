@@ -283,7 +283,10 @@ describe("daemon CLI without a daemon", () => {
       const sock = tmp.join("absent.sock");
       for (const args of [["ping"], ["list", "--json"], ["stats"], ["workers"], ["reload"], ["remove", "x"], ["config", "show"], ["add", "--name", "x", "--from", "239.1.1.1:5000@r0", "--to", "239.2.2.2:6000@r1"]]) {
         const r = await runMcrelay([...args, "--socket", sock]);
-        expect({ args, code: r.exitCode, stdout: r.stdout }).toEqual({ args, code: 4, stdout: "" });
+        // With --json the error is also the one JSON document on stdout; without, stdout stays empty.
+        const stdout = args.includes("--json") ? JSON.parse(r.stdout) : r.stdout;
+        const expected = args.includes("--json") ? { ok: false, error: { kind: "not_running", message: expect.stringContaining("not running"), exit_code: 4 } } : "";
+        expect({ args, code: r.exitCode, stdout }).toEqual({ args, code: 4, stdout: expected });
         expect(r.stderr).toContain("not running");
       }
       const v = await runMcrelay(["version", "--json", "--socket", sock]);
@@ -299,7 +302,15 @@ describe("daemon CLI without a daemon", () => {
       const good = tmp.file("good.json5", `{ rules: [ { name: "a", from: "239.1.1.1:5000@eth0", to: ["239.2.2.2:6000@eth1"], ttl: 2 } ] }`);
       const ok = await runMcrelay(["config", "check", good, "--json"]);
       expect(ok.exitCode).toBe(0);
-      expect(JSON.parse(ok.stdout)).toEqual({ file: good, ok: true, rules: [{ name: "a", from: "239.1.1.1:5000@eth0", to: ["239.2.2.2:6000@eth1"], ttl: 2 }] });
+      expect(JSON.parse(ok.stdout)).toEqual({
+        file: good,
+        ok: true,
+        format: "mcrelay",
+        rules: [{ name: "a", from: "239.1.1.1:5000@eth0", to: ["239.2.2.2:6000@eth1"], ttl: 2 }],
+        workers: {},
+        warnings: [],
+        errors: [],
+      });
       const plain = await runMcrelay(["config", "check", good]);
       expect(plain.stdout).toBe(`${good}: ok, 1 rules\n`);
 

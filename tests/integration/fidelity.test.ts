@@ -214,7 +214,7 @@ describe_netns("fidelity: per-output TTL and DSCP", () => {
             old: [["239.2.2.4:6000@r1", 2, "copy", true], ["239.2.2.5:6000@r2", 6, "copy", true]],
           });
           const human = await d.cli(["list"]);
-          expect(human.stdout).toContain("239.2.2.2:6000@r1 [ttl 4 dscp 46 gso off]");
+          expect(human.stdout).toContain("239.2.2.2:6000@r1 ttl=4 dscp=46 gso=off");
           const rx = [
             await startUdpReceiver(rt.topo, rt.sinks[0]!.ns, { group: "239.2.2.2", port: 6000, ifname: "s0", idle_s: 3 }),
             await startUdpReceiver(rt.topo, rt.sinks[1]!.ns, { group: "239.2.2.3", port: 6000, ifname: "s0", idle_s: 3 }),

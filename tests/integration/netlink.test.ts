@@ -498,15 +498,15 @@ describe_netns("netlink: the daemon follows the interfaces (kernel, under bun)",
       const s1 = rt.sinks[0]!;
       const d = await startDaemon(rt, [{ name: "jumbo", from: "239.1.1.1:5000@r0", to: ["239.2.2.2:6000@r1"] }]);
       const w0 = await waitWorker(d, "r0", "running");
-      const frameBytes0 = w0.ring.frameBytes ?? 0;
+      const frameBytes0 = w0.ring?.frame_bytes ?? 0;
 
       for (const [ns, dev] of [[s1.ns, "s0"], [rt.relay, "r1"], [rt.gen, "g0"], [rt.relay, "r0"]] as const) {
         await ip(rt, ns, ["link", "set", "dev", dev, "mtu", "9000"]);
       }
       // The plane of r0 is rebuilt for the new MTU: a new worker on a ring with bigger frames.
       const w1 = await waitWorker(d, "r0", "on a ring for the new MTU", (w) => w.pid !== w0.pid);
-      note("ring frame bytes before / after the MTU change", { before: frameBytes0, after: w1.ring.frameBytes });
-      expect(w1.ring.frameBytes).toBeGreaterThan(9000);
+      note("ring frame bytes before / after the MTU change", { before: frameBytes0, after: w1.ring?.frame_bytes });
+      expect(w1.ring?.frame_bytes).toBeGreaterThan(9000);
       expect(ruleNamed(await listCli(d), "jumbo").state).toBe("active");
 
       const count = 2_000;

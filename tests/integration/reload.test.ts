@@ -85,7 +85,11 @@ describe_netns("reload (kernel, under bun)", () => {
       // A file that would remove b and add c, but has one unknown key.
       writeFileSync(d.configPath!, JSON.stringify({ rules: [rule("a", 1), { ...rule("c", 3), bogus: true }] }));
       const r = await d.cli(["reload", "--json"]);
-      expect({ code: r.exitCode, stdout: r.stdout }).toEqual({ code: 6, stdout: "" });
+      // With --json the refusal is also the JSON document on stdout, with the daemon's code.
+      expect({ code: r.exitCode, stdout: JSON.parse(r.stdout) }).toEqual({
+        code: 6,
+        stdout: { ok: false, error: { kind: "refused", code: "config_invalid", exit_code: 6, message: expect.stringContaining("rules[1].bogus: unknown key") } },
+      });
       expect(r.stderr).toContain("reload refused, nothing changed");
       expect(r.stderr).toContain("rules[1].bogus: unknown key");
       // The raw answer carries the documented code.

@@ -477,7 +477,7 @@ describe_netns("workers (kernel, under bun)", () => {
         // nothing is lost (measured: 0 of 60,000, every run). It resumes at the block the killed
         // worker had not released yet, so what that worker had already sent of it is sent again:
         // duplicates are bounded by one block (measured 0 to 9; a 256-byte payload per frame at least).
-        const block_packets_max = Math.floor(replaced.ring.blockBytes! / 256);
+        const block_packets_max = Math.floor(replaced.ring!.block_bytes / 256);
         expect(report.totals).toMatchObject({ received: count, lost: 0, pattern_errors: 0, datagrams: count + report.totals.duplicates });
         expect(report.totals.duplicates).toBeLessThanOrEqual(block_packets_max);
         // The killed worker's counts are kept: the rule's total is every datagram the receiver got.

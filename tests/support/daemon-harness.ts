@@ -12,9 +12,14 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Socket } from "bun";
 import type { ExecResult } from "../../scripts/lib/netns.ts";
+import * as v from "valibot";
+import type { OutputReport, RuleReport, RuleView, Stats, WorkerInfo } from "../../src/control/responses.ts";
+import { GenOutputSchema, VERB_OUTPUT_SCHEMAS } from "../../src/cli/output-schemas.ts";
 import {
   LoggedProcess,
+  SINK_JSON,
   mcrelayCommand,
+  parseDocument,
   startLogged,
   startSink,
   type GenReport,
@@ -377,14 +382,17 @@ export class TestDaemon {
     return this.rt.topo.exec(this.rt.relay, [...mcrelayCommand(this.mode), ...args, "--socket", this.socket], { timeoutMs, env: { NO_COLOR: "1" } });
   }
 
-  /** `mcrelay <args> --socket S --json`: requires exit code 0 and parses stdout. */
+  /**
+   * `mcrelay <args> --socket S --json`: requires exit code 0 and parses stdout, which must fit
+   * the verb's documented schema (src/cli/output-schemas.ts).
+   */
   async json<T = any>(args: string[], timeoutMs = CLI_TIMEOUT_MS): Promise<T> {
     const r = await this.cli([...args, "--json"], timeoutMs);
     if (r.exitCode !== 0) throw new Error(`mcrelay ${args.join(" ")} --json: exit code ${r.exitCode}\n--- stdout ---\n${r.stdout}\n--- stderr ---\n${r.stderr}`);
     try {
-      return JSON.parse(r.stdout) as T;
+      return parseDocument<T>(r.stdout, verbSchema(args), `mcrelay ${args.join(" ")} --json`);
     } catch (err) {
-      throw new Error(`mcrelay ${args.join(" ")} --json: stdout is not JSON (${(err as Error).message}):\n${r.stdout}\n${r.stderr}`);
+      throw new Error(`${(err as Error).message}\n${r.stderr}`);
     }
   }
 
@@ -414,54 +422,17 @@ export class TestDaemon {
 // ---------------------------------------------------------------------------------------
 // Rules and reports as the daemon returns them
 
-export interface ListedRule {
-  name: string;
-  id: string;
-  origin: "config" | "runtime";
-  input: string;
-  source: string | null;
-  outputs: { to: string; ttl: number; dscp: number | "copy"; gso: boolean }[];
-  state: string;
-  reasons: string[];
-}
+export type ListedRule = RuleView;
+export type StatsRule = RuleReport;
+export type StatsOutput = OutputReport;
+export type StatsResult = Stats;
+export type WorkerRow = WorkerInfo;
 
-export interface StatsOutput {
-  to: string;
-  ttl: number;
-  packets: number;
-  bytes: number;
-  pps: number;
-  bps: number;
-  send_errors: Record<string, number>;
-}
-
-export interface StatsRule {
-  name: string;
-  id: string;
-  origin: string;
-  input: string;
-  state: string;
-  packets: number;
-  bytes: number;
-  pps: number;
-  outputs: StatsOutput[];
-}
-
-export interface StatsResult {
-  rules: StatsRule[];
-  interfaces: { interface: string; counters: Record<string, number>; parse_drops: Record<string, number> }[];
-  workers: WorkerRow[];
-}
-
-export interface WorkerRow {
-  interface: string;
-  pid: number | null;
-  state: string;
-  restarts: number;
-  rules: number;
-  table_hash: string;
-  applied_hash: string | null;
-  last_error: string | null;
+/** The schema of `mcrelay ARGS --json`'s document: the verb (or `config show`) picks it. */
+export function verbSchema(args: readonly string[]): v.GenericSchema | undefined {
+  const words = args.filter((a) => !a.startsWith("-"));
+  const verb = words[0] === "config" ? `config ${words[1]}` : words[0] === "stats" && args.includes("--watch") ? "stats --watch" : words[0];
+  return verb ? VERB_OUTPUT_SCHEMAS[verb] : undefined;
 }
 
 export function ruleNamed<T extends { name: string }>(rules: T[], name: string): T {
@@ -513,7 +484,7 @@ export async function killBackground(): Promise<void> {
 
 export async function stopStream(p: LoggedProcess): Promise<GenReport> {
   if (!p.running) throw new Error(`${p.label} ended before it was stopped (${p.describeExit()}):\n${p.output()}`);
-  return p.stopJson<GenReport>("SIGINT");
+  return p.stopJson<GenReport>("SIGINT", 30_000, { schema: GenOutputSchema });
 }
 
 /** A sink started and joined; it stops by itself `idleS` seconds after the last packet. */
@@ -524,7 +495,7 @@ export async function sink(rt: RelayTopology, ns: string, listen: string, extra:
 /** Waits for a sink to idle out (SIGINT after `graceMs`) and returns its report. */
 export async function sinkReport(p: LoggedProcess, graceMs = 30_000): Promise<SinkReport> {
   await Promise.race([p.exited, Bun.sleep(graceMs)]);
-  return p.stopJson<SinkReport>("SIGINT");
+  return p.stopJson<SinkReport>("SIGINT", 30_000, SINK_JSON);
 }
 
 /** Percentile (0..100) of a list of numbers, nearest rank. */

@@ -10,7 +10,11 @@
 import { existsSync } from "node:fs";
 import { join, resolve } from "node:path";
 import type { Subprocess } from "bun";
+import * as v from "valibot";
 import { Topology } from "../../scripts/lib/netns.ts";
+import { EXIT } from "../../src/errors.ts";
+import { schemaProblems } from "../../src/control/responses.ts";
+import { ForwardOutputSchema, GenOutputSchema, SinkOutputSchema, type SinkStreamSchema } from "../../src/cli/output-schemas.ts";
 
 export const REPO_ROOT = resolve(import.meta.dir, "../..");
 export const MAIN_TS = join(REPO_ROOT, "src/main.ts");
@@ -185,21 +189,21 @@ export class LoggedProcess {
     return this.proc.exitCode ?? -1;
   }
 
-  /** Waits for a clean exit (code 0) and parses stdout as one JSON document. */
-  async json<T = any>(timeoutMs = 30_000): Promise<T> {
+  /** Waits for a clean exit (code 0, or one of `okCodes`) and parses stdout as one JSON document fitting `schema`. */
+  async json<T = any>(timeoutMs = 30_000, expect: JsonExpect = {}): Promise<T> {
     const code = await this.wait(timeoutMs);
-    if (code !== 0) throw new Error(`${this.label} ${this.describeExit()}:\n${this.output()}`);
+    if (!(expect.okCodes ?? [0]).includes(code)) throw new Error(`${this.label} ${this.describeExit()}:\n${this.output()}`);
     try {
-      return JSON.parse(this.stdout) as T;
+      return parseDocument<T>(this.stdout, expect.schema, this.label);
     } catch (err) {
-      throw new Error(`${this.label}: stdout is not JSON (${(err as Error).message}):\n${this.output()}`);
+      throw new Error(`${(err as Error).message}\n${this.output()}`);
     }
   }
 
   /** Sends `signal` (default SIGINT, the foreground commands' stop request), then `json()`. */
-  async stopJson<T = any>(signal: NodeJS.Signals = "SIGINT", timeoutMs = 30_000): Promise<T> {
+  async stopJson<T = any>(signal: NodeJS.Signals = "SIGINT", timeoutMs = 30_000, expect: JsonExpect = {}): Promise<T> {
     if (this.running) this.proc.kill(signal);
-    return this.json<T>(timeoutMs);
+    return this.json<T>(timeoutMs, expect);
   }
 
   describeExit(): string {
@@ -219,15 +223,15 @@ export function startLogged(topo: Topology, ns: string, argv: string[], label = 
 }
 
 /** Runs `argv` inside `ns` to completion, requires exit code 0 and parses stdout as JSON. */
-export async function execJson<T = any>(topo: Topology, ns: string, argv: string[], timeoutMs = 60_000): Promise<T> {
+export async function execJson<T = any>(topo: Topology, ns: string, argv: string[], timeoutMs = 60_000, schema?: v.GenericSchema): Promise<T> {
   const r = await topo.exec(ns, argv, { timeoutMs });
   if (r.exitCode !== 0) {
     throw new Error(`${argv.join(" ")}: exit code ${r.exitCode}\n--- stdout ---\n${r.stdout}\n--- stderr ---\n${r.stderr}`);
   }
   try {
-    return JSON.parse(r.stdout) as T;
+    return parseDocument<T>(r.stdout, schema, argv.join(" "));
   } catch (err) {
-    throw new Error(`${argv.join(" ")}: stdout is not JSON (${(err as Error).message}):\n${r.stdout}\n${r.stderr}`);
+    throw new Error(`${(err as Error).message}\n${r.stderr}`);
   }
 }
 
@@ -256,60 +260,39 @@ export async function startSink(topo: Topology, ns: string, mode: Mode, args: st
 
 /** `mcrelay gen ... --json`, run to completion. */
 export async function runGen(topo: Topology, ns: string, mode: Mode, args: string[], timeoutMs = 60_000): Promise<GenReport> {
-  return execJson<GenReport>(topo, ns, [...mcrelayCommand(mode), "gen", ...args, "--json"], timeoutMs);
+  return execJson<GenReport>(topo, ns, [...mcrelayCommand(mode), "gen", ...args, "--json"], timeoutMs, GenOutputSchema);
 }
 
 // The JSON documents the verbs print (the parts the tests read).
 
-export interface GenReport {
-  to: string;
-  sent: number;
-  bytes: number;
-  send_errors: number;
-  rate_pps: number;
+export type GenReport = v.InferOutput<typeof GenOutputSchema>;
+export type SinkStreamReport = v.InferOutput<typeof SinkStreamSchema>;
+export type SinkReport = v.InferOutput<typeof SinkOutputSchema>;
+export type ForwardReport = v.InferOutput<typeof ForwardOutputSchema>;
+
+/** Options of the JSON readers: the verb's schema (the document must fit it) and the exit codes that still carry a report. */
+export interface JsonExpect {
+  schema?: v.GenericSchema;
+  okCodes?: readonly number[];
 }
 
-export interface SinkStreamReport {
-  stream: number;
-  received: number;
-  lost: number;
-  duplicates: number;
-  reordered: number;
-  bytes: number;
-  pattern_errors: number;
-  latency_us: { p50: number; p99: number; p999: number; max: number; mean: number };
-}
+/** The sink's report is also what it prints when fewer than --expect arrived (exit 9). */
+export const SINK_JSON: JsonExpect = { schema: SinkOutputSchema, okCodes: [0, EXIT.shortfall] };
+export const FORWARD_JSON: JsonExpect = { schema: ForwardOutputSchema };
 
-export interface SinkReport {
-  listen: string;
-  totals: {
-    received: number;
-    lost: number;
-    duplicates: number;
-    reordered: number;
-    pattern_errors: number;
-    foreign: number;
-    datagrams: number;
-    bytes: number;
-  };
-  streams: SinkStreamReport[];
-}
-
-export interface ForwardReport {
-  stopped_by: string;
-  rules: {
-    name: string;
-    state: string;
-    packets: number;
-    bytes: number;
-    drops: Record<string, number>;
-    outputs: { to: string; state: string; reason: string | null; ttl: number; dscp: number | "copy"; gso: boolean; packets: number; bytes: number; send_errors: Record<string, number> }[];
-  }[];
-  workers: {
-    interface: string;
-    counters: Record<string, number>;
-    parse_drops: Record<string, number>;
-  }[];
+/** Parses `text` as JSON and checks it against `schema`, naming every key that does not fit. */
+export function parseDocument<T>(text: string, schema: v.GenericSchema | undefined, what: string): T {
+  let doc: unknown;
+  try {
+    doc = JSON.parse(text);
+  } catch (err) {
+    throw new Error(`${what}: stdout is not JSON (${(err as Error).message}):\n${text}`);
+  }
+  if (schema) {
+    const problems = schemaProblems(schema, doc);
+    if (problems.length) throw new Error(`${what}: the JSON document does not fit its schema:\n  ${problems.join("\n  ")}\n${text.slice(0, 4000)}`);
+  }
+  return doc as T;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -369,13 +352,13 @@ export async function runFlow<T>(rt: RelayTopology, o: FlowOptions<T>): Promise<
   for (const [i, s] of o.sinks.entries()) {
     const p = sinks[i]!;
     await Promise.race([p.exited, Bun.sleep(s.graceMs ?? SINK_GRACE_MS_DEFAULT)]);
-    sink_reports.push(await p.stopJson<SinkReport>("SIGINT"));
+    sink_reports.push(await p.stopJson<SinkReport>("SIGINT", 30_000, SINK_JSON));
   }
   for (const p of forwards) {
     if (!p.running) throw new Error(`${p.label} ended before it was asked to stop (${p.describeExit()}):\n${p.output()}`);
   }
   const forward_reports: ForwardReport[] = [];
-  for (const p of forwards) forward_reports.push(await p.stopJson<ForwardReport>("SIGINT"));
+  for (const p of forwards) forward_reports.push(await p.stopJson<ForwardReport>("SIGINT", 30_000, FORWARD_JSON));
   return { forwards: forward_reports, sinks: sink_reports, traffic };
 }
 
@@ -530,5 +513,5 @@ export function stream(report: SinkReport, id: number): SinkStreamReport | undef
 
 /** Sum of a worker counter over every worker of a forward report. */
 export function workerSum(report: ForwardReport, key: string, group: "counters" | "parse_drops" = "counters"): number {
-  return report.workers.reduce((n, w) => n + (w[group][key] ?? 0), 0);
+  return report.workers.reduce((n, w) => n + ((w[group] as Record<string, number>)[key] ?? 0), 0);
 }

@@ -113,7 +113,7 @@ describe("config file", () => {
   });
 
   test("text that is not JSON5 is refused with the file named", () => {
-    expect(problems(`{ rules: [ `)).toMatch(/test\.json5: not valid JSON5/);
+    expect(problems(`{ rules: [ `)).toMatch(/^test\.json5:1:10: not valid JSON5: a list is not closed/);
   });
 
   test("a missing file is a ConfigError naming the path and the errno", () => {
@@ -124,7 +124,16 @@ describe("config file", () => {
 
   test("loadConfig reads a file from disk", () => {
     const path = dir.file("good.json5", `{ rules: [ { name: "a", from: "239.1.1.1:5000@eth0", to: ["239.2.2.2:6000@eth1"] } ] }`);
-    expect(loadConfig(path)).toEqual({ path, specs: [{ name: "a", from: "239.1.1.1:5000@eth0", to: ["239.2.2.2:6000@eth1"] }], workers: new Map(), ringMib: new Map(), metrics: null });
+    expect(loadConfig(path)).toEqual({
+      path,
+      format: "mcrelay",
+      specs: [{ name: "a", from: "239.1.1.1:5000@eth0", to: ["239.2.2.2:6000@eth1"] }],
+      workers: new Map(),
+      pinning: new Map(),
+      warnings: [],
+      ringMib: new Map(),
+      metrics: null,
+    });
   });
 });
 
@@ -148,9 +157,10 @@ describe("the earlier Rust implementation's format", () => {
     ]);
   });
 
-  test("without multicast_ttl or a per-output ttl the rule has no ttl (the default applies)", () => {
+  test("without multicast_ttl or a per-output ttl an mcr-format rule gets mcr's default TTL, 1", () => {
     const cfg = parseConfig(`{ rules: [ { input: { interface: "eth0", group: "239.1.1.1", port: 5000 }, outputs: [ { group: "239.2.2.2", port: 6000, interface: "eth1" } ] } ] }`, "l");
-    expect(cfg.specs).toEqual([{ name: "rule-1", from: "239.1.1.1:5000@eth0", to: ["239.2.2.2:6000@eth1"] }]);
+    expect(cfg.specs).toEqual([{ name: "rule-1", from: "239.1.1.1:5000@eth0", to: ["239.2.2.2:6000@eth1"], ttl: 1 }]);
+    expect(cfg.format).toBe("mcr");
   });
 
   test("old and new rules can be mixed in one file", () => {

@@ -5,7 +5,8 @@ import { afterEach, beforeEach, describe, expect, test } from "bun:test";
 import { PROTOCOL_VERSION as P } from "../../src/version.ts";
 import { existsSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { ControlError, ControlServer, DaemonRunningError, SocketPathError, type RequestContext, type ServerOptions } from "../../src/control/server.ts";
-import { EVENTS_BACKLOG_BYTES_MAX, LINE_BYTES_MAX, type Request } from "../../src/control/protocol.ts";
+import { EVENTS_BACKLOG_BYTES_MAX, LINE_BYTES_MAX, type Command, type Request } from "../../src/control/protocol.ts";
+import type { ResultOf } from "../../src/control/responses.ts";
 import { helloClient, percentile, RawClient, TempDir } from "../support/daemon-harness.ts";
 
 let dir: TempDir;
@@ -14,28 +15,34 @@ let path: string;
 const clients: RawClient[] = [];
 const children: { kill(): void }[] = [];
 
-/** The fake daemon: `stats {rule: "slow"}` takes 1.5 s, `stats {rule: "boom"}` throws, `list` answers with 4 KiB. */
-async function handler(req: Request, ctx?: RequestContext): Promise<unknown> {
+const EMPTY_STATS = { rules: [], interfaces: [], workers: [] };
+
+/**
+ * The fake daemon: `stats {rule: "slow"}` takes 1.5 s, `stats {rule: "boom"}` throws,
+ * `stats {rule: "offschema"}` answers with a key its schema lacks, `list` answers with 4 KiB.
+ */
+async function handler(req: Request, ctx?: RequestContext): Promise<ResultOf<Command>> {
   switch (req.cmd) {
     case "events":
       ctx?.subscribe();
-      return { subscribed: true };
+      return { subscribed: true, seq: 0 };
     case "hello":
-      return { daemon: "test", protocol: 1 };
+      return { daemon: "test", protocol: 1, mode: "daemon" };
     case "ping":
-      return { pong: true };
+      return { pong: true, rules: 0, workers: 0 };
     case "list":
-      return { rules: [], padding: "x".repeat(4096) };
+      return { rules: [{ name: "x".repeat(4096), id: "1", origin: "runtime", input: "239.1.1.1:5000@r0", source: null, vlan: null, max_pps: null, loop_guard: true, outputs: [], state: "active", reasons: [] }] };
     case "stats":
       if (req.args?.rule === "slow") {
         await Bun.sleep(1500);
-        return { slow: true };
+        return EMPTY_STATS;
       }
       if (req.args?.rule === "boom") throw new Error("boom");
       if (req.args?.rule === "missing") throw new ControlError("not_found", "no rule named 'missing'");
-      return { rules: [] };
+      if (req.args?.rule === "offschema") return { ...EMPTY_STATS, bogus: 1 } as ResultOf<"stats">;
+      return EMPTY_STATS;
     default:
-      return {};
+      throw new ControlError("bad_request", `the fake daemon does not answer ${req.cmd}`);
   }
 }
 
@@ -104,7 +111,7 @@ describe("control server", () => {
     }
     // All ten pings answered while the slow request (1.5 s) is still running.
     expect(rtts.reduce((a, b) => a + b, 0)).toBeLessThan(1000);
-    expect((await slowAnswer).result).toEqual({ slow: true });
+    expect((await slowAnswer).result).toEqual(EMPTY_STATS);
   }, T);
 
   test("requests on one connection are answered one at a time, in the order sent", async () => {
@@ -213,6 +220,14 @@ print("still connected", flush=True)
     const c = await hello();
     expect(await c.request("stats", { rule: "boom" })).toMatchObject({ ok: false, error: { code: "internal", message: "boom" } });
     expect(await c.request("stats", { rule: "missing" })).toMatchObject({ ok: false, error: { code: "not_found", message: "no rule named 'missing'" } });
+    expect((await c.call("ping")).pong).toBe(true);
+  }, T);
+
+  test("an answer that does not fit its command's schema is an `internal` error naming the key", async () => {
+    const c = await hello();
+    const r = await c.request("stats", { rule: "offschema" });
+    expect(r).toMatchObject({ ok: false, error: { code: "internal" } });
+    expect((r as { error: { message: string } }).error.message).toContain("bogus");
     expect((await c.call("ping")).pong).toBe(true);
   }, T);
 

@@ -22,12 +22,12 @@ function input(): MetricsInput {
         input: "239.1.1.1:5000@eth0",
         source: null,
         vlan: null,
-        drops: {},
+        drops: { source_mismatch: 0, own_source: 0, cap_drops: 0, loop_drops: 0, output_errors: 0 },
         max_pps: null,
         loop_guard: true,
         state: "active" as const,
         current: "active" as const,
-        pending_reasons: [],
+        reasons: [],
         packets: 10,
         bytes: 2000,
         pps: 0,
@@ -42,7 +42,7 @@ function input(): MetricsInput {
     workers: [
       {
         interface: "eth0", slot: 0, workers_on_interface: 1, pid: 5, state: "running" as const, uptime_s: 1, restarts: 2, consecutive_failures: 0,
-        backoff_ms: 0, drift_repairs: 0, table_hash: "h", applied_hash: "h", rules: 1, last_error: null, ring: {},
+        backoff_ms: 0, drift_repairs: 0, table_hash: "h", applied_hash: "h", rules: 1, last_error: null, ring: null,
       },
     ],
   };

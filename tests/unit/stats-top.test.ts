@@ -7,7 +7,7 @@ const zero = <K extends string>(names: readonly K[]) => Object.fromEntries(names
 
 function rule(name: string, pps: number): RuleReport {
   return {
-    name, id: name, origin: "config", input: `239.1.1.1:5000@eth0`, source: null, vlan: null, drops: {}, max_pps: null, loop_guard: true, state: "active", pending_reasons: [], packets: pps * 10, bytes: 0, pps, bps: pps * 8000,
+    name, id: name, origin: "config", input: `239.1.1.1:5000@eth0`, source: null, vlan: null, drops: { source_mismatch: 0, own_source: 0, cap_drops: 0, loop_drops: 0, output_errors: 0 }, max_pps: null, loop_guard: true, state: "active", reasons: [], packets: pps * 10, bytes: 0, pps, bps: pps * 8000,
     outputs: [{ to: "239.2.2.2:6000@eth1", state: "active", reason: null, ttl: 8, dscp: "copy", gso: true, packets: 0, bytes: 0, pps: 0, bps: 0, send_errors: { ENOBUFS: 2 } }],
   };
 }

@@ -1,0 +1,245 @@
+// The answer to each control command, one valibot schema per command. The daemon (and
+// `forward --socket`) is typed against these and checks every answer before sending it; the
+// CLI verbs parse what they receive with the same schema; the tests validate real output with
+// it. JSON keys are snake_case and one concept has one name everywhere (`reasons` is why a rule
+// is not active, `reason` why one output is not). Documented in docs/reference.md.
+import * as v from "valibot";
+import { LOG_LEVELS } from "../log.ts";
+import { PARSE_DROPS, RULE_DROPS, WORKER_COUNTERS } from "../native/abi.ts";
+import { RuleSpecSchema } from "../config/rule-spec.ts";
+import type { Command } from "./protocol.ts";
+
+const count = v.pipe(v.number(), v.integer(), v.minValue(0));
+const rate = v.pipe(v.number(), v.minValue(0));
+const counterRecord = <K extends string>(keys: readonly K[]) => v.strictObject(Object.fromEntries(keys.map((k) => [k, count])) as Record<K, typeof count>);
+
+export const OriginSchema = v.picklist(["config", "runtime", "cli"]);
+/** join-failed: the input group could not be joined (retried); see the rule's reasons. */
+export const RuleStateSchema = v.picklist(["active", "pending", "error", "join-failed"]);
+export const OutputStateSchema = v.picklist(["active", "pending"]);
+
+/**
+ * One output of a rule as `list` shows it. Settings of an output (TTL, and as they are added
+ * DSCP, VLAN, ...) are the keys besides `to`, `state` and `reason`: `mcrelay list` prints every
+ * one of them, so a new setting is one line here and one in the daemon's view.
+ */
+const ttl = v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(255));
+const vlan = v.pipe(v.number(), v.integer(), v.minValue(0), v.maxValue(4095));
+/** A fixed DSCP (0-63), or "copy": the input packet's. */
+const dscp = v.union([v.pipe(v.number(), v.integer(), v.minValue(0), v.maxValue(63)), v.literal("copy")]);
+
+export const OutputViewSchema = v.strictObject({
+  to: v.string(),
+  ttl,
+  dscp,
+  /** UDP GSO batching of sends on this output (off: one send per datagram). */
+  gso: v.boolean(),
+  state: OutputStateSchema,
+  reason: v.nullable(v.string()),
+});
+export type OutputView = v.InferOutput<typeof OutputViewSchema>;
+
+/** A rule as `list`, `add` and rule events show it. */
+export const RuleViewSchema = v.strictObject({
+  name: v.string(),
+  id: v.string(),
+  origin: OriginSchema,
+  input: v.string(),
+  /** Only datagrams from this address match; null = any source. */
+  source: v.nullable(v.string()),
+  /** The 802.1Q VLAN id the rule relays, or null: untagged frames only. */
+  vlan: v.nullable(vlan),
+  /** Storm cap in datagrams per second, or null. */
+  max_pps: v.nullable(count),
+  /** Datagrams that loop back through relays are dropped (on unless the rule turns it off). */
+  loop_guard: v.boolean(),
+  outputs: v.array(OutputViewSchema),
+  state: RuleStateSchema,
+  /** Why the rule is not active (empty when it is). */
+  reasons: v.array(v.string()),
+});
+export type RuleView = v.InferOutput<typeof RuleViewSchema>;
+
+export const OutputReportSchema = v.strictObject({
+  to: v.string(),
+  state: OutputStateSchema,
+  reason: v.nullable(v.string()),
+  ttl,
+  dscp,
+  gso: v.boolean(),
+  packets: count,
+  bytes: count,
+  pps: rate,
+  bps: rate,
+  /** Failed sends by errno name (`ENOBUFS`); only the errnos seen. */
+  send_errors: v.record(v.string(), count),
+});
+export type OutputReport = v.InferOutput<typeof OutputReportSchema>;
+
+export const RuleReportSchema = v.strictObject({
+  name: v.string(),
+  id: v.string(),
+  origin: OriginSchema,
+  input: v.string(),
+  source: v.nullable(v.string()),
+  vlan: v.nullable(vlan),
+  max_pps: v.nullable(count),
+  loop_guard: v.boolean(),
+  state: RuleStateSchema,
+  reasons: v.array(v.string()),
+  packets: count,
+  bytes: count,
+  pps: rate,
+  bps: rate,
+  /**
+   * What was dropped that belongs to this rule: source_mismatch (its group and port from a
+   * source it does not accept), own_source (from the input interface's own address),
+   * output_errors (datagrams its outputs failed to send, all errnos).
+   */
+  drops: v.strictObject({ ...counterRecord(RULE_DROPS).entries, output_errors: count }),
+  outputs: v.array(OutputReportSchema),
+});
+export type RuleReport = v.InferOutput<typeof RuleReportSchema>;
+
+export const InterfaceReportSchema = v.strictObject({
+  interface: v.string(),
+  counters: counterRecord(WORKER_COUNTERS),
+  /** Every drop reason, zero or not (the human `stats` prints the non-zero ones). */
+  parse_drops: counterRecord(PARSE_DROPS),
+});
+export type InterfaceReport = v.InferOutput<typeof InterfaceReportSchema>;
+
+export const RingSchema = v.strictObject({ block_bytes: count, block_count: count, frame_bytes: count, frame_count: count });
+export type RingInfo = v.InferOutput<typeof RingSchema>;
+
+export const WorkerStateSchema = v.picklist(["starting", "running", "backoff", "stopping"]);
+
+export const WorkerInfoSchema = v.strictObject({
+  interface: v.string(),
+  slot: count,
+  workers_on_interface: count,
+  pid: v.nullable(count),
+  state: WorkerStateSchema,
+  uptime_s: rate,
+  restarts: count,
+  consecutive_failures: count,
+  backoff_ms: count,
+  drift_repairs: count,
+  table_hash: v.string(),
+  applied_hash: v.nullable(v.string()),
+  rules: count,
+  last_error: v.nullable(v.string()),
+  /** The packet ring of the worker's socket; null while no worker process holds it. */
+  ring: v.nullable(RingSchema),
+});
+export type WorkerInfo = v.InferOutput<typeof WorkerInfoSchema>;
+
+export const ModeSchema = v.picklist(["daemon", "forward"]);
+
+export const StatusSchema = v.strictObject({
+  version: v.string(),
+  protocol: v.number(),
+  mode: ModeSchema,
+  pid: count,
+  started_at: v.string(),
+  uptime_s: rate,
+  config_file: v.nullable(v.string()),
+  rules: v.strictObject({ total: count, active: count, pending: count, error: count, join_failed: count }),
+  workers: v.strictObject({ total: count, starting: count, running: count, backoff: count, stopping: count }),
+  /** Every interface a rule reads from or sends to. */
+  interfaces: v.array(
+    v.strictObject({
+      name: v.string(),
+      /** "up", "down" or "missing" (no such interface in this namespace). */
+      state: v.picklist(["up", "down", "missing"]),
+      inputs: count,
+      outputs: count,
+      workers: count,
+    }),
+  ),
+});
+export type Status = v.InferOutput<typeof StatusSchema>;
+
+/** A rule in `config show`: the spec as written, with where it came from and its id. */
+export const ShownRuleSchema = v.strictObject({ ...RuleSpecSchema.entries, origin: OriginSchema, id: v.string() });
+
+export const StatsSchema = v.strictObject({
+  rules: v.array(RuleReportSchema),
+  interfaces: v.array(InterfaceReportSchema),
+  workers: v.array(WorkerInfoSchema),
+});
+export type Stats = v.InferOutput<typeof StatsSchema>;
+
+/** One packet as `trace` and `capture` report it (src/supervisor/tracer.ts). */
+export const TraceRecordSchema = v.strictObject({
+  time: v.string(),
+  time_ns: v.string(),
+  interface: v.string(),
+  vlan: v.nullable(vlan),
+  src: v.string(),
+  dst: v.string(),
+  src_port: count,
+  dst_port: count,
+  length: count,
+  wire_length: count,
+  ttl: count,
+  dscp: count,
+  ecn: count,
+  verdict: v.string(),
+  reason: v.nullable(v.string()),
+  rule: v.nullable(v.string()),
+  outputs: v.array(v.strictObject({ to: v.string(), result: v.string() })),
+  outputs_total: count,
+  /** The frame's bytes, base64 (`capture` only). */
+  frame: v.optional(v.string()),
+});
+
+const versionEntries = { daemon: v.string(), protocol: v.number(), mode: ModeSchema };
+
+/** The result of each command; `responseSchema(cmd)` is what the client parses. */
+export const RESULT_SCHEMAS = {
+  hello: v.strictObject(versionEntries),
+  /** starting: the socket is open but start-up has not finished (workers not all applied yet). */
+  ping: v.strictObject({ pong: v.literal(true), rules: count, workers: count, starting: v.optional(v.boolean()) }),
+  version: v.strictObject({ ...versionEntries, bun: v.string() }),
+  status: StatusSchema,
+  add: v.strictObject({ rule: RuleViewSchema, warnings: v.array(v.string()), replaced: v.boolean() }),
+  remove: v.strictObject({ removed: v.string(), id: v.string(), warnings: v.array(v.string()) }),
+  list: v.strictObject({ rules: v.array(RuleViewSchema) }),
+  stats: StatsSchema,
+  workers: v.strictObject({ workers: v.array(WorkerInfoSchema) }),
+  "log-level": v.strictObject({ level: v.picklist(LOG_LEVELS) }),
+  reload: v.strictObject({ added: v.array(v.string()), removed: v.array(v.string()), changed: v.array(v.string()), unchanged: count, warnings: v.array(v.string()) }),
+  "config-show": v.strictObject({
+    config_file: v.nullable(v.string()),
+    state_dir: v.nullable(v.string()),
+    /** Workers per interface as the config file sets them. */
+    workers: v.record(v.string(), count),
+    rules: v.array(ShownRuleSchema),
+  }),
+  events: v.strictObject({ subscribed: v.literal(true), seq: count }),
+  "trace-start": v.strictObject({
+    session: v.string(),
+    rule: v.string(),
+    id: v.string(),
+    interface: v.string(),
+    input: v.string(),
+    outputs: v.array(v.string()),
+    capture: v.boolean(),
+    workers: count,
+  }),
+  "trace-read": v.strictObject({ records: v.array(TraceRecordSchema), overflow: count, active: v.boolean() }),
+  "trace-stop": v.strictObject({ records: v.array(TraceRecordSchema), overflow: count, total: count }),
+} as const satisfies Record<Command, v.GenericSchema>;
+
+export type ResultOf<C extends Command> = v.InferOutput<(typeof RESULT_SCHEMAS)[C]>;
+
+/** "rules[0].outputs[1].ttl: Invalid type" for each problem, to name what does not fit. */
+export function schemaProblems(schema: v.GenericSchema, value: unknown): string[] {
+  const r = v.safeParse(schema, value);
+  if (r.success) return [];
+  return r.issues.map((issue) => {
+    const path = (issue.path ?? []).map((p) => (typeof p.key === "number" ? `[${p.key}]` : `.${String(p.key)}`)).join("").replace(/^\./, "");
+    return `${path || "(top)"}: ${issue.message}`;
+  });
+}

@@ -1,0 +1,169 @@
+// What the reading verbs print against a live daemon: every --json document fits its
+// documented schema (src/cli/output-schemas.ts), human `list` shows each rule's source and the
+// TTL of each output, human `stats` shows a non-zero drop reason, `status` counts rules,
+// workers and interfaces, `config show` prints a file that `config check` accepts and that
+// gives a new daemon the same rules, and `sink --expect N` exits 9 when fewer arrive.
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import * as v from "valibot";
+import { netnsAvailable, Topology } from "../../scripts/lib/netns.ts";
+import { buildRelayTopology, runGen, type RelayTopology } from "../support/relay-harness.ts";
+import { TempDir, TestDaemon, runMcrelay, sink, waitFor, type ListedRule, type StatsResult } from "../support/daemon-harness.ts";
+import { VERB_OUTPUT_SCHEMAS, SinkOutputSchema } from "../../src/cli/output-schemas.ts";
+import { schemaProblems } from "../../src/control/responses.ts";
+import { EXIT } from "../../src/errors.ts";
+
+const describe_netns = describe.skipIf(!netnsAvailable());
+const T = 180_000;
+
+let topo: Topology | undefined;
+let rt: RelayTopology;
+let dir: TempDir;
+
+const CONFIG = `{
+  workers: { r0: 2 },
+  rules: [
+    { name: "plain", from: "239.1.1.1:5000@r0", to: ["239.2.2.2:6000@r1", "239.2.2.3:6000@r2"], ttl: 5 },
+    // Only from 10.9.9.9: the generator's packets are counted as source_mismatch.
+    { name: "filtered", from: "239.1.1.2:5000@r0", to: ["239.2.2.4:6000@r1"], source: "10.9.9.9" },
+    { name: "tagged", from: "239.1.1.5:5000@r0,vlan=100", to: ["239.2.2.7:6000@r2,ttl=9,dscp=46"] },
+  ],
+}`;
+
+describe_netns("reading verbs against a live daemon (kernel, under bun)", () => {
+  beforeAll(async () => {
+    topo = await Topology.create("clioutput");
+    rt = await buildRelayTopology(topo, { label: "clioutput", sinks: 2 });
+    dir = new TempDir();
+  }, T);
+
+  afterAll(async () => {
+    dir?.remove();
+    await topo?.destroy();
+  }, T);
+
+  test(
+    "every reading verb's --json fits its schema; human list shows source, VLAN and per-output settings; human stats shows source_mismatch; status counts it all",
+    async () => {
+      const d = await TestDaemon.start(rt, dir, { configPath: dir.file("mcrelay.json5", CONFIG), stateDir: dir.join("state1") });
+      try {
+        await d.json(["add", "--name", "late", "--from", "239.1.1.3:5000@nosuch0", "--to", "239.2.2.5:6000@r1"]);
+        // d.json checks each document against VERB_OUTPUT_SCHEMAS (tests/support/daemon-harness.ts).
+        const checked: string[] = [];
+        for (const args of [["status"], ["list"], ["stats"], ["stats", "plain"], ["workers"], ["log-level"], ["ping"], ["version"], ["config", "show"]]) {
+          await d.json(args);
+          checked.push(args.join(" "));
+        }
+        expect(checked).toHaveLength(9);
+
+        // A schema check that can fail: a document with one more key does not fit.
+        const list = await d.json<{ rules: ListedRule[] }>(["list"]);
+        expect(schemaProblems(VERB_OUTPUT_SCHEMAS.list!, { ...list, extra: 1 })).toEqual([expect.stringContaining("extra")]);
+
+        const status = await d.json(["status"]);
+        expect(status).toMatchObject({ mode: "daemon", config_file: d.configPath, rules: { total: 4, active: 3, pending: 1, error: 0, join_failed: 0 } });
+        expect(status.workers.total).toBe(2); // workers: { r0: 2 }
+        expect(status.interfaces).toEqual([
+          { name: "nosuch0", state: "missing", inputs: 1, outputs: 0, workers: 0 },
+          { name: "r0", state: "up", inputs: 3, outputs: 0, workers: 2 },
+          { name: "r1", state: "up", inputs: 0, outputs: 3, workers: 0 },
+          { name: "r2", state: "up", inputs: 0, outputs: 2, workers: 0 },
+        ]);
+
+        const human = await d.cli(["list"]);
+        expect(human.exitCode).toBe(0);
+        const lines = human.stdout.split("\n");
+        expect(lines[0]).toMatch(/^name\s+id\s+state\s+origin\s+input\s+outputs\s+why$/);
+        expect(lines.find((l) => l.startsWith("plain"))).toMatch(/239\.1\.1\.1:5000@r0\s+239\.2\.2\.2:6000@r1 ttl=5 dscp=copy gso=on$/);
+        expect(lines.some((l) => /^\s+239\.2\.2\.3:6000@r2 ttl=5 dscp=copy gso=on$/.test(l))).toBe(true);
+        expect(lines.find((l) => l.startsWith("filtered"))).toMatch(/239\.1\.1\.2:5000@r0 from 10\.9\.9\.9\s+239\.2\.2\.4:6000@r1 ttl=8 /);
+        expect(lines.find((l) => l.startsWith("late"))).toMatch(/pending .*nosuch0/);
+        expect(lines.find((l) => l.startsWith("tagged"))).toMatch(/239\.1\.1\.5:5000@r0,vlan=100\s+239\.2\.2\.7:6000@r2 ttl=9 dscp=46 gso=on$/);
+
+        const sent = (await runGen(rt.topo, rt.gen, "bun", ["--to", "239.1.1.2:5000@g0", "--rate", "2000", "--count", "300", "--size", "200"])).sent;
+        expect(sent).toBe(300);
+        const drops = await waitFor("source_mismatch to count every packet", async () => {
+          const s = await d.json<StatsResult>(["stats"]);
+          const r0 = s.interfaces.filter((i) => i.interface === "r0");
+          const n = r0.reduce((sum, i) => sum + i.counters.source_mismatch, 0);
+          return n >= sent ? n : undefined;
+        });
+        expect(drops).toBe(sent);
+        const humanStats = await d.cli(["stats"]);
+        expect(humanStats.exitCode).toBe(0);
+        expect(humanStats.stdout).toMatch(/interface r0: .*drops: .*source_mismatch 300/);
+        expect(humanStats.stdout).toContain("filtered (active) 239.1.1.2:5000@r0 from 10.9.9.9: 0 packets");
+        expect(humanStats.stdout).toMatch(/^filtered .*; drops: source_mismatch 300$/m);
+      } finally {
+        expect(await d.stop()).toBe(0);
+      }
+    },
+    T,
+  );
+
+  test(
+    "config show prints a file that config check accepts and that gives a new daemon the same rules",
+    async () => {
+      const d1 = await TestDaemon.start(rt, dir, { configPath: dir.file("first.json5", CONFIG), stateDir: dir.join("state2"), socket: dir.join("one.sock") });
+      let shownText: string;
+      let before: ListedRule[];
+      try {
+        await d1.json(["add", "--name", "runtime1", "--from", "239.1.1.4:5000@r0", "--to", "239.2.2.6:6000@r2", "--ttl", "3"]);
+        before = (await d1.json<{ rules: ListedRule[] }>(["list"])).rules;
+        const shown = await d1.cli(["config", "show"]);
+        expect(shown.exitCode).toBe(0);
+        shownText = shown.stdout;
+      } finally {
+        expect(await d1.stop()).toBe(0);
+      }
+      // The runtime rule is marked in a comment just above it.
+      const lines = shownText.split("\n");
+      const at = lines.findIndex((l) => l.includes('name: "runtime1"'));
+      expect(lines[at - 1]).toMatch(/^\s+\/\/ id \d+: runtime rule/);
+      expect(lines.filter((l) => /\/\/ id \d+: runtime rule/.test(l))).toHaveLength(1);
+      expect(lines.filter((l) => /\/\/ id \d+: from the config file/.test(l))).toHaveLength(3);
+
+      const file = dir.file("shown.json5", shownText);
+      const check = await runMcrelay(["config", "check", file, "--json"]);
+      expect(check.exitCode).toBe(0);
+      const doc = JSON.parse(check.stdout);
+      expect(schemaProblems(VERB_OUTPUT_SCHEMAS["config check"]!, doc)).toEqual([]);
+      expect(doc).toMatchObject({ ok: true, format: "mcrelay", workers: { r0: 2 }, errors: [], warnings: [] });
+
+      // A new daemon (fresh state) started with the shown file runs the same rules.
+      const d2 = await TestDaemon.start(rt, dir, { configPath: file, stateDir: dir.join("state3"), socket: dir.join("two.sock") });
+      try {
+        const after = (await d2.json<{ rules: ListedRule[] }>(["list"])).rules;
+        const shape = (rules: ListedRule[]) => rules.map(({ name, input, source, vlan, outputs }) => ({ name, input, source, vlan, outputs: outputs.map(({ to, ttl, dscp, gso }) => ({ to, ttl, dscp, gso })) }));
+        expect(shape(after)).toEqual(shape(before));
+        expect(after.map((r) => r.origin)).toEqual(["config", "config", "config", "config"]);
+        expect((await d2.json(["workers"])).workers.filter((w: { interface: string }) => w.interface === "r0")).toHaveLength(2);
+      } finally {
+        expect(await d2.stop()).toBe(0);
+      }
+    },
+    T,
+  );
+
+  test(
+    "sink --expect N exits 9 when fewer than N arrive (and 0 when all do), printing its report either way",
+    async () => {
+      const run = async (expectN: number, sendN: number) => {
+        const s = await sink(rt, rt.gen, "10.99.1.1:7000", ["--expect", String(expectN)], 1);
+        // gen and sink in one namespace over its own address: no relay involved.
+        await runGen(rt.topo, rt.gen, "bun", ["--to", "10.99.1.1:7000", "--rate", "5000", "--count", String(sendN), "--size", "100"]);
+        const code = await s.wait(30_000);
+        const report = JSON.parse(s.stdout);
+        expect(schemaProblems(SinkOutputSchema, report)).toEqual([]);
+        return { code, report: report as v.InferOutput<typeof SinkOutputSchema>, stderr: s.stderr };
+      };
+      const short = await run(500, 200);
+      expect(short.code).toBe(EXIT.shortfall);
+      expect(short.report).toMatchObject({ expect: 500, complete: false, totals: { received: 200, lost: 300 } });
+      expect(short.stderr).toContain("expected 500 packets per stream: stream 1 received 200");
+      const full = await run(200, 200);
+      expect(full.code).toBe(0);
+      expect(full.report).toMatchObject({ expect: 200, complete: true, totals: { received: 200, lost: 0 } });
+    },
+    T,
+  );
+});

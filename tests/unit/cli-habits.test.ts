@@ -1,0 +1,199 @@
+// The command line as an operator who knows ip(8), systemctl and smcroutectl types it: short
+// options, `help VERB`, suggestions for typos, unambiguous prefixes, help within 80 columns
+// with the exit codes, errors as JSON with --json, and the version from -V / -v.
+import { describe, expect, test } from "bun:test";
+import type { CommandDef } from "citty";
+import { checkFlags, repeated } from "../../src/cli/args.ts";
+import { commandHelp, HELP_WIDTH, mainHelp } from "../../src/cli/help.ts";
+import { editDistance, publicVerbs, resolveVerb, suggest } from "../../src/cli/verbs.ts";
+import { EXIT, UsageError } from "../../src/errors.ts";
+import { VERSION } from "../../src/version.ts";
+import { mcrelayCommand } from "../support/relay-harness.ts";
+
+const mcrelay = mcrelayCommand("bun");
+const NO_SOCKET = "/nonexistent/mcrelay-test.sock";
+
+function cli(args: string[]) {
+  const r = Bun.spawnSync({ cmd: [...mcrelay, ...args], stdin: "ignore", stdout: "pipe", stderr: "pipe", env: { ...process.env, NO_COLOR: "1" } });
+  return { exitCode: r.exitCode ?? -1, stdout: r.stdout.toString(), stderr: r.stderr.toString() };
+}
+
+/** The UsageError message `fn` throws (fails when it does not throw one). */
+function usageError(fn: () => unknown): string {
+  try {
+    fn();
+  } catch (err) {
+    expect(err).toBeInstanceOf(UsageError);
+    return (err as Error).message;
+  }
+  throw new Error("no usage error");
+}
+
+function expectWithin80(text: string, what: string): void {
+  const wide = text.split("\n").filter((l) => l.length > HELP_WIDTH);
+  expect({ what, wide }).toEqual({ what, wide: [] });
+}
+
+describe("short options", () => {
+  const def = {
+    to: { type: "string", alias: "t" },
+    watch: { type: "boolean", alias: "w" },
+    json: { type: "boolean", alias: "j" },
+    socket: { type: "string", alias: "s" },
+  } as const;
+
+  test("single letters and groups of boolean letters are accepted; a value-taking letter ends a group", () => {
+    checkFlags(["-j", "-w", "-s", "/x.sock"], def);
+    checkFlags(["-jw"], def);
+    checkFlags(["-jws", "/x.sock"], def);
+    checkFlags(["--json", "--no-watch", "--socket=/x"], def);
+  });
+
+  test("an unknown letter is named, and a value-taking letter inside a group is refused", () => {
+    expect(usageError(() => checkFlags(["-x"], def))).toContain("unknown option '-x'");
+    expect(usageError(() => checkFlags(["-jx"], def))).toContain("unknown option '-x'");
+    expect(usageError(() => checkFlags(["-sj", "/x"], def))).toContain("-s (--socket) needs a value");
+    expect(usageError(() => checkFlags(["-s"], def))).toContain("-s (--socket) needs a value");
+  });
+
+  test("a repeated option is collected from long and short spellings in order", () => {
+    expect(repeated(["-t", "a", "--to", "b", "--to=c", "-jt", "d"], "to", "t")).toEqual(["a", "b", "c", "d"]);
+  });
+
+  test("-j and -s reach the verb: list -j -s PATH reports the missing daemon as JSON, exit 4", () => {
+    const r = cli(["list", "-j", "-s", NO_SOCKET]);
+    expect(r.exitCode).toBe(EXIT.notRunning);
+    const doc = JSON.parse(r.stdout);
+    expect(doc).toEqual({ ok: false, error: { kind: "not_running", message: expect.stringContaining(NO_SOCKET), exit_code: EXIT.notRunning } });
+  });
+
+  test("-V, -v and --version print the version alone", () => {
+    for (const flag of ["-V", "-v", "--version"]) {
+      const r = cli([flag]);
+      expect({ flag, exitCode: r.exitCode, stdout: r.stdout }).toEqual({ flag, exitCode: 0, stdout: `${VERSION}\n` });
+    }
+  });
+});
+
+describe("suggestions", () => {
+  test("edit distance counts a transposition as one edit", () => {
+    expect(editDistance("lsit", "list")).toBe(1);
+    expect(editDistance("stast", "stats")).toBe(1);
+    expect(editDistance("", "abc")).toBe(3);
+  });
+
+  test("the closest name within two edits is suggested; a far word gets none", () => {
+    expect(suggest("lsit", ["list", "stats"])).toBe("list");
+    expect(suggest("relaod", ["reload", "remove"])).toBe("reload");
+    expect(suggest("frobnicate", ["list", "stats"])).toBeNull();
+  });
+
+  test("an unknown verb exits 2 suggesting the verb meant", () => {
+    const r = cli(["lsit"]);
+    expect(r.exitCode).toBe(EXIT.usage);
+    expect(r.stderr).toContain("unknown command 'lsit'; did you mean 'list'?");
+  });
+
+  test("an unknown option exits 2 suggesting the option meant", () => {
+    const r = cli(["stats", "--jsno", "-s", NO_SOCKET]);
+    expect(r.exitCode).toBe(EXIT.usage);
+    expect(r.stderr).toContain("unknown option '--jsno'; did you mean '--json'?");
+    expect(usageError(() => checkFlags(["--socet", "x"], { socket: { type: "string" } }))).toContain("did you mean '--socket'?");
+  });
+
+  test("an unknown config subcommand suggests the one meant", () => {
+    const r = cli(["config", "chekc", "x.json5"]);
+    expect(r.exitCode).toBe(EXIT.usage);
+    expect(r.stderr).toContain("did you mean 'check'?");
+  });
+});
+
+describe("verb prefixes and aliases", () => {
+  test("an unambiguous prefix names its verb, as in ip(8)", () => {
+    expect(resolveVerb("li").name).toBe("list");
+    expect(resolveVerb("w").name).toBe("workers");
+    expect(resolveVerb("conf").name).toBe("config");
+    expect(resolveVerb("rel").name).toBe("reload");
+    expect(resolveVerb("f").name).toBe("forward");
+  });
+
+  test("show and ls mean list; del and delete mean remove", () => {
+    expect(resolveVerb("show").name).toBe("list");
+    expect(resolveVerb("ls").name).toBe("list");
+    expect(resolveVerb("del").name).toBe("remove");
+    expect(resolveVerb("delete").name).toBe("remove");
+  });
+
+  test("an ambiguous prefix is refused, naming every candidate", () => {
+    expect(usageError(() => resolveVerb("s"))).toBe("command 's' is ambiguous: show (list), sink, stats, status (see mcrelay help)");
+    expect(usageError(() => resolveVerb("re"))).toContain("reload, remove");
+  });
+
+  test("the hidden worker verb is not reached by a prefix", () => {
+    expect(usageError(() => resolveVerb("_w"))).toContain("unknown command '_w'");
+  });
+
+  test("a prefix runs the verb: `li -s PATH` is list (exit 4, the daemon is not running)", () => {
+    const r = cli(["li", "-s", NO_SOCKET]);
+    expect(r.exitCode).toBe(EXIT.notRunning);
+    expect(r.stderr).toContain(NO_SOCKET);
+  });
+});
+
+describe("help", () => {
+  test("mcrelay help lists every verb and the exit codes within 80 columns", async () => {
+    const text = await mainHelp();
+    expectWithin80(text, "mcrelay help");
+    for (const v of publicVerbs()) expect(text).toContain(`  ${v.name}`);
+    for (const code of Object.values(EXIT)) expect(text).toMatch(new RegExp(`^  ${code} +\\S`, "m"));
+  });
+
+  test("every verb's and subcommand's help fits 80 columns and lists the exit codes", async () => {
+    for (const v of publicVerbs()) {
+      const def: CommandDef = await v.load();
+      const text = commandHelp(def, [v.name], v.aliases);
+      expectWithin80(text, v.name);
+      expect(text).toContain("Exit codes:");
+      for (const [sub, subDef] of Object.entries((def.subCommands ?? {}) as Record<string, CommandDef>)) {
+        expectWithin80(commandHelp(subDef, [v.name, sub]), `${v.name} ${sub}`);
+      }
+    }
+  });
+
+  test("`help VERB` and `VERB --help` print the same text and exit 0", () => {
+    const a = cli(["help", "stats"]);
+    const b = cli(["stats", "--help"]);
+    const c = cli(["stats", "-h"]);
+    expect(a.exitCode).toBe(0);
+    expect(a.stdout).toContain("Usage: mcrelay stats [RULE] [OPTIONS]");
+    expect(a.stdout).toContain("-w, --watch");
+    expect(b.stdout).toBe(a.stdout);
+    expect(c.stdout).toBe(a.stdout);
+  });
+
+  test("`help config check` explains the subcommand; `help` takes prefixes too", () => {
+    const r = cli(["help", "conf", "ch"]);
+    expect(r.exitCode).toBe(0);
+    expect(r.stdout).toContain("Usage: mcrelay config check FILE");
+  });
+
+  test("`help` of an unknown verb exits 2 with a suggestion", () => {
+    const r = cli(["help", "stast"]);
+    expect(r.exitCode).toBe(EXIT.usage);
+    expect(r.stderr).toContain("did you mean 'stats'?");
+  });
+});
+
+describe("errors with --json", () => {
+  test("a usage error is one JSON document on stdout with the exit code unchanged", () => {
+    const r = cli(["stats", "--json", "--interval", "abc", "-s", NO_SOCKET]);
+    expect(r.exitCode).toBe(EXIT.usage);
+    expect(JSON.parse(r.stdout)).toEqual({ ok: false, error: { kind: "usage", message: expect.stringContaining("--interval"), exit_code: EXIT.usage } });
+  });
+
+  test("without --json, stdout stays empty on an error", () => {
+    const r = cli(["stats", "--interval", "abc"]);
+    expect(r.exitCode).toBe(EXIT.usage);
+    expect(r.stdout).toBe("");
+  });
+});

@@ -1,0 +1,159 @@
+// Config problems are reported as FILE:LINE:COLUMN, for syntax errors and for every invalid
+// field (all of them, not the first per rule), and `config check --json` always prints a
+// result document. Also the JSON5 reader itself: it reads what JSON5 allows.
+import { describe, expect, test } from "bun:test";
+import { ConfigFileError, parseConfig, type ConfigProblem } from "../../src/config/file.ts";
+import { parseJson5, Json5SyntaxError } from "../../src/config/json5.ts";
+import { ConfigCheckSchema } from "../../src/cli/output-schemas.ts";
+import { schemaProblems } from "../../src/control/responses.ts";
+import { EXIT } from "../../src/errors.ts";
+import { TempDir } from "../support/daemon-harness.ts";
+import { mcrelayCommand } from "../support/relay-harness.ts";
+
+function problemsOf(text: string): ConfigProblem[] {
+  try {
+    parseConfig(text, "f.json5");
+  } catch (err) {
+    expect(err).toBeInstanceOf(ConfigFileError);
+    return (err as ConfigFileError).problems;
+  }
+  throw new Error("accepted");
+}
+
+const where = (p: ConfigProblem) => `${p.line}:${p.column} ${p.path}`;
+
+describe("JSON5 reader", () => {
+  test("reads comments, unquoted and single-quoted keys, trailing commas, hex, +, leading dots, Infinity", () => {
+    const doc = parseJson5(`// c\n{ a: 1, 'b': 'x\\'y', "c": [0x10, +1, .5, 5., -Infinity,], /* d */ d: null, e: true, }`);
+    expect(doc.value).toEqual({ a: 1, b: "x'y", c: [16, 1, 0.5, 5, -Infinity], d: null, e: true });
+  });
+
+  test("agrees with Bun's JSON5 parser on mcr's example file", async () => {
+    const text = await Bun.file(`${import.meta.dir}/../fixtures/mcr/reference-rules.json5`).text();
+    expect(parseJson5(text).value).toEqual(Bun.JSON5.parse(text));
+  });
+
+  test("knows where each value and key starts", () => {
+    const doc = parseJson5(`{\n  rules: [\n    { name: "a",\n      to: ["x", "y"] },\n  ],\n}`);
+    expect(doc.values.get("rules[0].to[1]")).toEqual({ line: 4, column: 17 });
+    expect(doc.keys.get("rules[0].name")).toEqual({ line: 3, column: 7 });
+  });
+
+  test("a syntax error carries its line and column", () => {
+    const at = (text: string) => {
+      try {
+        parseJson5(text);
+      } catch (err) {
+        expect(err).toBeInstanceOf(Json5SyntaxError);
+        return `${(err as Json5SyntaxError).line}:${(err as Json5SyntaxError).column} ${(err as Error).message}`;
+      }
+      return "accepted";
+    };
+    expect(at(`{\n  a: 1\n  b: 2\n}`)).toBe("3:3 expected ',' or '}', found 'b'");
+    expect(at(`{ a: "x\n" }`)).toMatch(/^1:\d+ a line break inside a string/);
+    expect(at(`{ a: 1 } x`)).toBe("1:10 unexpected 'x' after the end of the document");
+    expect(at(`{ a: 01 }`)).toMatch(/^1:6 a number cannot start with 0/);
+    expect(at(`/* open`)).toBe("1:1 a /* comment is not closed");
+  });
+});
+
+describe("config problems with their place", () => {
+  test("a syntax error is FILE:LINE:COLUMN: not valid JSON5", () => {
+    try {
+      parseConfig(`{\n  rules: [\n    { name: "a" }\n    { name: "b" },\n  ],\n}`, "x.json5");
+      throw new Error("accepted");
+    } catch (err) {
+      expect((err as Error).message).toBe("x.json5:4:5: not valid JSON5: expected ',' or ']', found '{'");
+      expect((err as ConfigFileError).exitCode).toBe(EXIT.config);
+    }
+  });
+
+  test("every invalid field of one rule is reported, each at its own line and column", () => {
+    const ps = problemsOf(`{
+  rules: [
+    { name: "bad name!",
+      from: "239.1.1.1:5000@eth0",
+      to: ["239.2.2.2:6000@eth1"],
+      ttl: 0,
+      bogus: 1 },
+  ],
+}`);
+    expect(ps.map(where)).toEqual(["3:13 rules[0].name", "6:12 rules[0].ttl", "7:7 rules[0].bogus"]);
+    expect(ps.map((p) => p.message)).toEqual([expect.stringContaining("rules[0].name: a name is 1-64"), "rules[0].ttl: a TTL is at least 1", "rules[0].bogus: unknown key"]);
+  });
+
+  test("semantic problems of endpoints are placed at the endpoint, across all rules", () => {
+    const ps = problemsOf(`{ rules: [
+  { name: "a", from: "239.1.1.1:5000", to: ["239.2.2.2:6000@eth1", "239.2.2.2:70000@eth1"] },
+  { name: "b", from: "239.1.1.2:5000@eth0", to: ["239.2.2.3:6000@eth0"] },
+] }`);
+    expect(ps.map(where)).toEqual(["2:22 rules[0].from", "2:68 rules[0].to[1]", "3:3 rules[1]"]);
+    expect(ps[0]!.message).toMatch(/^rules\[0\] \(a\): from: .*needs its interface/);
+    expect(ps[1]!.message).toMatch(/^rules\[0\] \(a\): to\[1\]: .*out of range/);
+    expect(ps[2]!.message).toMatch(/^rules\[1\] \(b\): .*input interface eth0/);
+  });
+
+  test("an unknown key is placed at the key; a duplicate name at the second name", () => {
+    const ps = problemsOf(`{\n  rulez: [],\n  rules: [\n    { name: "a", from: "239.1.1.1:5000@eth0", to: ["239.2.2.2:6000@eth1"] },\n    { name: "a", from: "239.1.1.2:5000@eth0", to: ["239.2.2.3:6000@eth1"] },\n  ],\n}`);
+    expect(ps.map(where)).toEqual(["2:3 rulez", "5:13 rules[1].name"]);
+    expect(ps[1]!.message).toBe("rules[1]: name 'a' is already used by rules[0]");
+  });
+
+  test("the ConfigError message is one FILE:LINE:COLUMN line per problem", () => {
+    try {
+      parseConfig(`{ rules: [ { name: "a", from: "x", to: [] } ] }`, "y.json5");
+    } catch (err) {
+      const lines = (err as Error).message.split("\n");
+      expect(lines.every((l) => /^y\.json5:\d+:\d+: rules\[0\]/.test(l))).toBe(true);
+      expect(lines.length).toBeGreaterThanOrEqual(1);
+    }
+  });
+});
+
+describe("config check --json", () => {
+  const mcrelay = mcrelayCommand("bun");
+  const check = (file: string) => {
+    const r = Bun.spawnSync({ cmd: [...mcrelay, "config", "check", file, "--json"], stdout: "pipe", stderr: "pipe", env: { ...process.env, NO_COLOR: "1" } });
+    return { exitCode: r.exitCode, doc: JSON.parse(r.stdout.toString()), stderr: r.stderr.toString() };
+  };
+
+  test("prints a result document for an invalid file too (exit 3), listing every problem with its place", () => {
+    const dir = new TempDir("mcr-chk-");
+    try {
+      const bad = dir.file("bad.json5", `{ rules: [\n  { name: "a", from: "239.1.1.1:5000@eth0", to: ["239.2.2.2:6000@eth1"], ttl: 300 },\n  { name: "b", from: "nope", to: ["239.2.2.3:6000@eth1"] },\n] }`);
+      const r = check(bad);
+      expect(r.exitCode).toBe(EXIT.config);
+      expect(schemaProblems(ConfigCheckSchema, r.doc)).toEqual([]);
+      expect(r.doc).toMatchObject({ file: bad, ok: false, rules: [] });
+      expect(r.doc.errors.map((e: ConfigProblem) => `${e.line}:${e.column} ${e.path}`)).toEqual(["2:79 rules[0].ttl", "3:22 rules[1].from"]);
+
+      const syntax = check(dir.file("syntax.json5", "{ rules: [ }"));
+      expect(syntax.exitCode).toBe(EXIT.config);
+      expect(syntax.doc.errors).toEqual([{ file: expect.stringContaining("syntax.json5"), line: 1, column: 12, path: null, message: expect.stringContaining("not valid JSON5") }]);
+
+      const missing = check(dir.join("absent.json5"));
+      expect(missing.exitCode).toBe(EXIT.config);
+      expect(missing.doc.errors).toEqual([expect.objectContaining({ line: null, message: "cannot read: ENOENT" })]);
+
+      const good = check(dir.file("good.json5", `{ rules: [ { name: "a", from: "239.1.1.1:5000@eth0", to: ["239.2.2.2:6000@eth1"] } ] }`));
+      expect(good.exitCode).toBe(0);
+      expect(schemaProblems(ConfigCheckSchema, good.doc)).toEqual([]);
+      expect(good.doc).toMatchObject({ ok: true, format: "mcrelay", errors: [], warnings: [], rules: [{ name: "a" }] });
+    } finally {
+      dir.remove();
+    }
+  });
+
+  test("without --json the problems go to stderr as FILE:LINE:COLUMN lines and stdout stays empty", () => {
+    const dir = new TempDir("mcr-chk-");
+    try {
+      const bad = dir.file("bad.json5", `{ rules: [ { name: "a", from: "239.1.1.1:5000@eth0", to: ["239.2.2.2:6000@eth1"], ttl: 0 } ] }`);
+      const r = Bun.spawnSync({ cmd: [...mcrelay, "config", "check", bad], stdout: "pipe", stderr: "pipe", env: { ...process.env, NO_COLOR: "1" } });
+      expect(r.exitCode).toBe(EXIT.config);
+      expect(r.stdout.toString()).toBe("");
+      expect(r.stderr.toString()).toContain(`${bad}:1:88: rules[0].ttl: a TTL is at least 1`);
+    } finally {
+      dir.remove();
+    }
+  });
+});
