@@ -74,7 +74,7 @@ pub fn closeLater(fd: i32) void {
 test "a socket set up on another thread reports its geometry" {
     if (std.os.linux.geteuid() != 0) return error.SkipZigTest;
     const linux = std.os.linux;
-    const fd: i32 = @intCast(try sys.check(linux.socket(linux.AF.PACKET, linux.SOCK.RAW | linux.SOCK.CLOEXEC, 0)));
+    const fd: i32 = @intCast(try sys.call("socket", linux.socket(linux.AF.PACKET, linux.SOCK.RAW | linux.SOCK.CLOEXEC, 0)));
     const job = try startSetup(fd, .{ .ifindex = 1, .mtu = 1500, .ring_bytes = 0, .block_timeout_ms = 0, .fanout_id = 0 }, 1 << 20, 1);
     var geo: abi.RingGeometry = undefined;
     var rc: i32 = 1;

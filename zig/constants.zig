@@ -67,10 +67,42 @@ pub const netlink_rcvbuf_bytes: u32 = 4 * 1024 * 1024;
 /// Stack of the short-lived native threads (packet socket setup, asynchronous close).
 pub const background_stack_bytes: usize = 1024 * 1024;
 
+/// VLAN tags the parser walks: QinQ, an S-tag and a C-tag. A third tag is not something we relay.
+pub const vlan_tags_max: u32 = 2;
+
+/// Failed joins and port holds are tried again this often (outside the packet path).
+pub const join_retry_ns: u64 = std.time.ns_per_s;
+
+/// IPv6 extension headers walked before UDP. RFC 8200 recommends each at most once
+/// (destination options twice): 8 covers any sensible chain and bounds a hostile one.
+pub const ipv6_extension_headers_max: u32 = 8;
+
+/// Loop guard: returns (from a source other than the first) at which a datagram is declared
+/// looping, and the bytes of payload its signature covers (with the length).
+pub const loop_guard_returns_max: u16 = 2;
+pub const loop_guard_signature_bytes_max: usize = 64;
+
+/// Trace region: bytes per record, records in the ring, outputs whose result one record
+/// carries (the rest are counted in outputs_total), and output results waiting for a flush in
+/// one group of blocks (beyond it results stay unknown).
+pub const trace_record_bytes: u32 = 2048;
+pub const trace_records_max: u32 = 512;
+pub const trace_record_outputs_max: u32 = 4;
+pub const trace_pending_max: u32 = 256;
+
 /// Traffic generator / sink limits.
 pub const gen_batch_max: u32 = 64;
 pub const sink_batch_max: u32 = 64;
 pub const sink_streams_max: u32 = 1024;
+/// Sink receive slot: larger than any UDP payload (65535 - 8 over IPv6), so no datagram is
+/// ever truncated.
+pub const sink_rx_slot_bytes: u32 = 1 << 16;
+/// Generator pacing: at high rates wait until this much traffic is due before waking (one
+/// sleep per batch, bursts this short); wait for POLLOUT at most this long per attempt; after
+/// ENOBUFS (not signalled through poll) sleep this long.
+pub const gen_pace_burst_ns: u64 = 50 * std.time.ns_per_us;
+pub const gen_eagain_wait_ns: u64 = std.time.ns_per_ms;
+pub const gen_enobufs_wait_ns: u64 = 100 * std.time.ns_per_us;
 /// Sequence window (bits) per stream for duplicate detection.
 pub const sink_seq_window: u32 = 1 << 17;
 pub const sink_latency_buckets: u32 = 64 * 16;

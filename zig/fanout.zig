@@ -241,12 +241,12 @@ test "flows spread evenly over workers" {
 
 test "the kernel accepts the program for a fanout group" {
     if (linux.geteuid() != 0) return error.SkipZigTest;
-    const fd: i32 = @intCast(try sys.check(linux.socket(linux.AF.PACKET, linux.SOCK.RAW | linux.SOCK.CLOEXEC, 0)));
+    const fd: i32 = @intCast(try sys.call("socket", linux.socket(linux.AF.PACKET, linux.SOCK.RAW | linux.SOCK.CLOEXEC, 0)));
     defer sys.close(fd);
     var sll = std.mem.zeroes(linux.sockaddr.ll);
     sll.family = linux.AF.PACKET;
     sll.protocol = std.mem.nativeToBig(u16, linux.ETH.P.ALL);
     sll.ifindex = 1;
-    _ = try sys.check(linux.bind(fd, @ptrCast(&sll), @sizeOf(linux.sockaddr.ll)));
+    _ = try sys.call("bind", linux.bind(fd, @ptrCast(&sll), @sizeOf(linux.sockaddr.ll)));
     try join(fd, 0x7e11);
 }

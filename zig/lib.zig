@@ -55,7 +55,7 @@ export fn mcr_abi_describe(out: [*]u8, cap: u32) u32 {
 /// An AF_PACKET socket that queues nothing until the worker binds it (protocol 0). Needs
 /// CAP_NET_RAW: the supervisor calls this and passes the descriptor on.
 export fn mcr_packet_open() i32 {
-    const fd = sys.check(linux.socket(linux.AF.PACKET, linux.SOCK.RAW | linux.SOCK.CLOEXEC, 0)) catch |err| return rc(err);
+    const fd = sys.call("socket", linux.socket(linux.AF.PACKET, linux.SOCK.RAW | linux.SOCK.CLOEXEC, 0)) catch |err| return rc(err);
     return @intCast(fd);
 }
 
@@ -85,13 +85,13 @@ export fn mcr_fanout_hash(dst: u32, port: u16) u32 {
 }
 
 export fn mcr_fd_close(fd: i32) i32 {
-    _ = sys.check(linux.close(fd)) catch |err| return rc(err);
+    _ = sys.call("close", linux.close(fd)) catch |err| return rc(err);
     return 0;
 }
 
 /// Clears close-on-exec so a child process inherits the descriptor.
 export fn mcr_fd_inherit(fd: i32) i32 {
-    _ = sys.check(linux.fcntl(fd, linux.F.SETFD, 0)) catch |err| return rc(err);
+    _ = sys.call("fcntl", linux.fcntl(fd, linux.F.SETFD, 0)) catch |err| return rc(err);
     return 0;
 }
 

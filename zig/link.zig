@@ -23,19 +23,19 @@ pub const IFF_MULTICAST: u32 = 0x1000;
 
 pub fn query(name: []const u8) sys.Error!abi.LinkInfo {
     if (name.len == 0 or name.len >= IFNAMSIZ) return error.INVAL;
-    const fd: i32 = @intCast(try sys.check(linux.socket(linux.AF.INET, linux.SOCK.DGRAM | linux.SOCK.CLOEXEC, 0)));
+    const fd: i32 = @intCast(try sys.call("socket", linux.socket(linux.AF.INET, linux.SOCK.DGRAM | linux.SOCK.CLOEXEC, 0)));
     defer sys.close(fd);
     var req = std.mem.zeroes(Ifreq);
     @memcpy(req.name[0..name.len], name);
 
     var info = std.mem.zeroes(abi.LinkInfo);
-    _ = try sys.check(linux.ioctl(fd, linux.SIOCGIFINDEX, @intFromPtr(&req)));
+    _ = try sys.call("ioctl", linux.ioctl(fd, linux.SIOCGIFINDEX, @intFromPtr(&req)));
     info.ifindex = @intCast(req.data.ifindex);
-    _ = try sys.check(linux.ioctl(fd, linux.SIOCGIFMTU, @intFromPtr(&req)));
+    _ = try sys.call("ioctl", linux.ioctl(fd, linux.SIOCGIFMTU, @intFromPtr(&req)));
     info.mtu = @intCast(req.data.mtu);
-    _ = try sys.check(linux.ioctl(fd, linux.SIOCGIFFLAGS, @intFromPtr(&req)));
+    _ = try sys.call("ioctl", linux.ioctl(fd, linux.SIOCGIFFLAGS, @intFromPtr(&req)));
     info.flags = @as(u16, @bitCast(req.data.flags));
-    if (sys.check(linux.ioctl(fd, linux.SIOCGIFADDR, @intFromPtr(&req)))) |_| {
+    if (sys.call("ioctl", linux.ioctl(fd, linux.SIOCGIFADDR, @intFromPtr(&req)))) |_| {
         info.addr4[10] = 0xff;
         info.addr4[11] = 0xff;
         std.mem.writeInt(u32, info.addr4[12..16], req.data.addr.addr, .native);

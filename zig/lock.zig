@@ -12,16 +12,16 @@ const LOCK_NB: i32 = 4;
 /// AGAIN (EWOULDBLOCK) when another process holds it.
 pub fn lockDir(path: [:0]const u8) sys.Error!i32 {
     const flags: linux.O = .{ .ACCMODE = .RDONLY, .DIRECTORY = true, .CLOEXEC = true };
-    const fd: i32 = @intCast(try sys.retry(linux.open, .{ path.ptr, flags, @as(linux.mode_t, 0) }));
+    const fd: i32 = @intCast(try sys.retryCall("open", linux.open, .{ path.ptr, flags, @as(linux.mode_t, 0) }));
     errdefer sys.close(fd);
-    _ = try sys.retry(linux.flock, .{ fd, LOCK_EX | LOCK_NB });
+    _ = try sys.retryCall("flock", linux.flock, .{ fd, LOCK_EX | LOCK_NB });
     return fd;
 }
 
 test "a locked directory cannot be locked a second time until released" {
     var buf: [64]u8 = undefined;
     const dir = try std.fmt.bufPrintSentinel(&buf, "/tmp/mcr-lock-test-{d}", .{linux.getpid()}, 0);
-    _ = try sys.check(linux.mkdir(dir.ptr, 0o700));
+    _ = try sys.call("mkdir", linux.mkdir(dir.ptr, 0o700));
     defer _ = linux.rmdir(dir.ptr);
     const first = try lockDir(dir);
     // flock locks belong to the open file description: a second open conflicts.

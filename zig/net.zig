@@ -101,7 +101,7 @@ pub fn v4Addr(a: u8, b: u8, c: u8, d: u8) abi.Addr {
 /// take the copy for forwarded traffic), with a send buffer of `sndbuf_bytes`.
 pub fn openSender(addr: *const abi.Addr, ifindex: u32, ttl: u8, sndbuf_bytes: u32) sys.Error!i32 {
     const v4 = isV4(addr) or isUnspecified(addr);
-    const fd: i32 = @intCast(try sys.check(linux.socket(
+    const fd: i32 = @intCast(try sys.call("socket", linux.socket(
         if (v4) linux.AF.INET else linux.AF.INET6,
         linux.SOCK.DGRAM | linux.SOCK.NONBLOCK | linux.SOCK.CLOEXEC,
         0,

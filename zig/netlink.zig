@@ -50,13 +50,13 @@ pub const Netlink = struct {
     pending_next: u32,
 
     pub fn create() sys.Error!*Netlink {
-        const fd: i32 = @intCast(try sys.check(linux.socket(linux.AF.NETLINK, linux.SOCK.RAW | linux.SOCK.CLOEXEC | linux.SOCK.NONBLOCK, NETLINK_ROUTE)));
+        const fd: i32 = @intCast(try sys.call("socket", linux.socket(linux.AF.NETLINK, linux.SOCK.RAW | linux.SOCK.CLOEXEC | linux.SOCK.NONBLOCK, NETLINK_ROUTE)));
         errdefer sys.close(fd);
         sys.setsockoptInt(fd, linux.SOL.SOCKET, linux.SO.RCVBUFFORCE, receive_buffer_bytes) catch {
             try sys.setsockoptInt(fd, linux.SOL.SOCKET, linux.SO.RCVBUF, receive_buffer_bytes);
         };
         var sa = linux.sockaddr.nl{ .pid = 0, .groups = RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR };
-        _ = try sys.check(linux.bind(fd, @ptrCast(&sa), @sizeOf(linux.sockaddr.nl)));
+        _ = try sys.call("bind", linux.bind(fd, @ptrCast(&sa), @sizeOf(linux.sockaddr.nl)));
         const self = std.heap.page_allocator.create(Netlink) catch return error.NOMEM;
         self.* = .{ .fd = fd, .seq = 1, .buf = undefined, .pending = undefined, .pending_count = 0, .pending_next = 0 };
         return self;
@@ -82,7 +82,7 @@ pub const Netlink = struct {
             .gen = .{ .family = linux.AF.UNSPEC, .prefixlen = 0, .flags = 0, .scope = 0, .index = 0 },
         };
         var sa = linux.sockaddr.nl{ .pid = 0, .groups = 0 };
-        _ = try sys.retry(linux.sendto, .{ self.fd, std.mem.asBytes(&req), @sizeOf(Request), 0, @as(*const linux.sockaddr, @ptrCast(&sa)), @sizeOf(linux.sockaddr.nl) });
+        _ = try sys.retryCall("sendto", linux.sendto, .{ self.fd, std.mem.asBytes(&req), @sizeOf(Request), 0, @as(*const linux.sockaddr, @ptrCast(&sa)), @sizeOf(linux.sockaddr.nl) });
         return self.seq;
     }
 
@@ -108,7 +108,7 @@ pub const Netlink = struct {
                     n += 1;
                     continue;
                 },
-                else => |e| return sys.fromErrno(e),
+                else => |e| return sys.fromErrnoOf("recvfrom", e),
             }
             self.pending_count = parse(self.buf[0..rc], &self.pending);
             self.pending_next = 0;

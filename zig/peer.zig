@@ -14,7 +14,7 @@ const SO_PEERPIDFD: u32 = 77;
 pub fn cred(fd: i32) sys.Error!Cred {
     var c: Cred = undefined;
     var len: linux.socklen_t = @sizeOf(Cred);
-    _ = try sys.check(linux.getsockopt(fd, linux.SOL.SOCKET, linux.SO.PEERCRED, std.mem.asBytes(&c), &len));
+    _ = try sys.call("getsockopt", linux.getsockopt(fd, linux.SOL.SOCKET, linux.SO.PEERCRED, std.mem.asBytes(&c), &len));
     // A short answer would be a kernel bug, not an operating error.
     std.debug.assert(len == @sizeOf(Cred));
     return c;
@@ -23,7 +23,7 @@ pub fn cred(fd: i32) sys.Error!Cred {
 /// The peer's supplementary groups, at most `out.len`; ERANGE when it has more.
 pub fn groups(fd: i32, out: []u32) sys.Error!usize {
     var len: linux.socklen_t = @intCast(out.len * @sizeOf(u32));
-    _ = try sys.check(linux.getsockopt(fd, linux.SOL.SOCKET, linux.SO.PEERGROUPS, std.mem.sliceAsBytes(out).ptr, &len));
+    _ = try sys.call("getsockopt", linux.getsockopt(fd, linux.SOL.SOCKET, linux.SO.PEERGROUPS, std.mem.sliceAsBytes(out).ptr, &len));
     return len / @sizeOf(u32);
 }
 
@@ -31,13 +31,13 @@ pub fn groups(fd: i32, out: []u32) sys.Error!usize {
 pub fn pidfd(fd: i32) sys.Error!i32 {
     var p: i32 = -1;
     var len: linux.socklen_t = @sizeOf(i32);
-    _ = try sys.check(linux.getsockopt(fd, linux.SOL.SOCKET, SO_PEERPIDFD, std.mem.asBytes(&p), &len));
+    _ = try sys.call("getsockopt", linux.getsockopt(fd, linux.SOL.SOCKET, SO_PEERPIDFD, std.mem.asBytes(&p), &len));
     return p;
 }
 
 /// Does the process behind a pidfd still run? (Signal 0 checks without sending anything.)
 pub fn alive(pid_fd: i32) sys.Error!bool {
-    _ = sys.check(linux.syscall4(.pidfd_send_signal, @as(usize, @bitCast(@as(isize, pid_fd))), 0, 0, 0)) catch |err| switch (err) {
+    _ = sys.call("syscall4", linux.syscall4(.pidfd_send_signal, @as(usize, @bitCast(@as(isize, pid_fd))), 0, 0, 0)) catch |err| switch (err) {
         error.SRCH => return false,
         else => return err,
     };
@@ -46,7 +46,7 @@ pub fn alive(pid_fd: i32) sys.Error!bool {
 
 test "the peer of a socketpair is this very process" {
     var fds: [2]i32 = undefined;
-    _ = try sys.check(linux.socketpair(linux.AF.UNIX, linux.SOCK.STREAM | linux.SOCK.CLOEXEC, 0, &fds));
+    _ = try sys.call("socketpair", linux.socketpair(linux.AF.UNIX, linux.SOCK.STREAM | linux.SOCK.CLOEXEC, 0, &fds));
     defer sys.close(fds[0]);
     defer sys.close(fds[1]);
     const c = try cred(fds[0]);

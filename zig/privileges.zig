@@ -20,11 +20,11 @@ const LINUX_CAPABILITY_VERSION_3: u32 = 0x20080522;
 
 fn libcCheck(rc: c_int) sys.Error!void {
     if (rc == 0) return;
-    return sys.fromErrno(std.c.errno(rc));
+    return sys.fromErrnoOf("libc set*id", std.c.errno(rc));
 }
 
 fn prctl(option: linux.PR, arg2: usize) sys.Error!usize {
-    return sys.check(linux.prctl(@intFromEnum(option), arg2, 0, 0, 0));
+    return sys.call("prctl", linux.prctl(@intFromEnum(option), arg2, 0, 0, 0));
 }
 
 const CAP_SETUID: u5 = 7;
@@ -32,7 +32,7 @@ const CAP_SETUID: u5 = 7;
 fn effectiveCaps() sys.Error!u64 {
     var header = linux.cap_user_header_t{ .version = LINUX_CAPABILITY_VERSION_3, .pid = 0 };
     var data: [2]linux.cap_user_data_t = undefined;
-    _ = try sys.check(linux.capget(&header, &data[0]));
+    _ = try sys.call("capget", linux.capget(&header, &data[0]));
     return @as(u64, data[0].effective) | (@as(u64, data[1].effective) << 32);
 }
 
@@ -67,7 +67,7 @@ pub fn drop(uid: u32, gid: u32, packet_fd: i32) sys.Error!void {
         .{ .effective = 0, .permitted = 0, .inheritable = 0 },
         .{ .effective = 0, .permitted = 0, .inheritable = 0 },
     };
-    _ = try sys.check(linux.capset(&header, &empty[0]));
+    _ = try sys.call("capset", linux.capset(&header, &empty[0]));
     _ = try prctl(.SET_NO_NEW_PRIVS, 1);
     try seccomp.install(packet_fd);
     // Cleared by the credential change above, so set afterwards.
@@ -107,7 +107,7 @@ fn expectErrno(expected: linux.E, rc: usize) !void {
 /// In a child: a packet socket with the ingress filter attached and locked, as the supervisor
 /// hands it over; then the worker's drop. What a compromised worker would try must fail.
 fn confinedChild() !void {
-    const fd: i32 = @intCast(try sys.check(linux.socket(linux.AF.PACKET, linux.SOCK.RAW | linux.SOCK.CLOEXEC, 0)));
+    const fd: i32 = @intCast(try sys.call("socket", linux.socket(linux.AF.PACKET, linux.SOCK.RAW | linux.SOCK.CLOEXEC, 0)));
     try filter.attach(fd, filter.ingress());
     try sys.setsockoptInt(fd, linux.SOL.SOCKET, linux.SO.LOCK_FILTER, 1);
     try drop(65534, 65534, fd);
@@ -135,12 +135,12 @@ fn confinedChild() !void {
     try expectErrno(.PERM, linux.syscall3(.bpf, 0, 0, 0));
     try expectErrno(.PERM, linux.unshare(linux.CLONE.NEWUSER));
     // What a worker needs still works: UDP sockets, reading the packet socket's statistics.
-    const udp: i32 = @intCast(try sys.check(linux.socket(linux.AF.INET, linux.SOCK.DGRAM | linux.SOCK.CLOEXEC, 0)));
+    const udp: i32 = @intCast(try sys.call("socket", linux.socket(linux.AF.INET, linux.SOCK.DGRAM | linux.SOCK.CLOEXEC, 0)));
     try sys.setsockoptInt(udp, linux.SOL.SOCKET, linux.SO.RCVBUF, 4096);
     sys.close(udp);
     var st: [3]u32 = .{ 0, 0, 0 };
     var len: linux.socklen_t = @sizeOf([3]u32);
-    _ = try sys.check(linux.getsockopt(fd, linux.SOL.PACKET, linux.PACKET.STATISTICS, std.mem.asBytes(&st), &len));
+    _ = try sys.call("getsockopt", linux.getsockopt(fd, linux.SOL.PACKET, linux.PACKET.STATISTICS, std.mem.asBytes(&st), &len));
     // Not dumpable: /proc/self belongs to root now.
     if (linux.prctl(@intFromEnum(linux.PR.GET_DUMPABLE), 0, 0, 0, 0) != 0) return error.Dumpable;
 }
@@ -163,7 +163,7 @@ test "as the worker's uid with its packet socket: detaching the filter, new raw 
 
 test "a locked ingress filter cannot be detached even by root" {
     if (linux.geteuid() != 0) return error.SkipZigTest;
-    const fd: i32 = @intCast(try sys.check(linux.socket(linux.AF.PACKET, linux.SOCK.RAW | linux.SOCK.CLOEXEC, 0)));
+    const fd: i32 = @intCast(try sys.call("socket", linux.socket(linux.AF.PACKET, linux.SOCK.RAW | linux.SOCK.CLOEXEC, 0)));
     defer sys.close(fd);
     try filter.attach(fd, filter.ingress());
     try sys.setsockoptInt(fd, linux.SOL.SOCKET, linux.SO.LOCK_FILTER, 1);

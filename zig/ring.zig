@@ -128,7 +128,7 @@ pub fn setup(fd: i32, ifindex: u32, mtu: u32, ring_bytes: u32, block_timeout_ms:
         .halen = 0,
         .addr = @splat(0),
     };
-    _ = try sys.check(linux.bind(fd, @ptrCast(&sll), @sizeOf(linux.sockaddr.ll)));
+    _ = try sys.call("bind", linux.bind(fd, @ptrCast(&sll), @sizeOf(linux.sockaddr.ll)));
     if (fanout_id != 0) try fanout.join(fd, fanout_id);
     // Locked last (the kernel refuses a fanout program on a locked socket): nobody holding
     // this descriptor, a worker included, can detach or replace the filter any more.
@@ -149,7 +149,7 @@ pub const Ring = struct {
         if (geo.block_count == 0 or geo.block_bytes % page_bytes != 0) return error.INVAL;
         const len = @as(usize, geo.block_bytes) * geo.block_count;
         const addr = linux.mmap(null, len, .{ .READ = true, .WRITE = true }, .{ .TYPE = .SHARED, .POPULATE = true }, fd, 0);
-        _ = try sys.check(addr);
+        _ = try sys.callOwn("mmap", addr);
         const map = @as([*]align(page_bytes) u8, @ptrFromInt(addr))[0..len];
         var ring = Ring{ .fd = fd, .map = map, .geo = geo, .block_next = 0 };
         ring.block_next = ring.resumeIndex();
@@ -215,7 +215,7 @@ pub const Ring = struct {
     pub fn statistics(self: *Ring) sys.Error![3]u32 {
         var st: [3]u32 = .{ 0, 0, 0 };
         var len: linux.socklen_t = @sizeOf([3]u32);
-        _ = try sys.check(linux.getsockopt(self.fd, linux.SOL.PACKET, linux.PACKET.STATISTICS, std.mem.asBytes(&st), &len));
+        _ = try sys.call("getsockopt", linux.getsockopt(self.fd, linux.SOL.PACKET, linux.PACKET.STATISTICS, std.mem.asBytes(&st), &len));
         return st;
     }
 };

@@ -15,7 +15,7 @@ const control_bytes = std.mem.alignForward(usize, cmsg_header_bytes + fds_max * 
 
 pub fn pair() sys.Error![2]i32 {
     var fds: [2]i32 = undefined;
-    _ = try sys.check(linux.socketpair(linux.AF.UNIX, linux.SOCK.SEQPACKET | linux.SOCK.CLOEXEC, 0, &fds));
+    _ = try sys.call("socketpair", linux.socketpair(linux.AF.UNIX, linux.SOCK.SEQPACKET | linux.SOCK.CLOEXEC, 0, &fds));
     return fds;
 }
 
@@ -38,7 +38,7 @@ pub fn send(fd: i32, data: []const u8, fds: []const i32, dont_wait: bool) sys.Er
         .flags = 0,
     };
     const flags: u32 = linux.MSG.NOSIGNAL | @as(u32, if (dont_wait) linux.MSG.DONTWAIT else 0);
-    return sys.retry(linux.sendmsg, .{ fd, &msg, flags });
+    return sys.retryCall("sendmsg", linux.sendmsg, .{ fd, &msg, flags });
 }
 
 pub const Received = struct { bytes: usize, fd_count: u32 };
@@ -58,7 +58,7 @@ pub fn recv(fd: i32, buf: []u8, fds_out: []i32, dont_wait: bool) sys.Error!Recei
         .flags = 0,
     };
     const flags: u32 = MSG_CMSG_CLOEXEC | @as(u32, if (dont_wait) linux.MSG.DONTWAIT else 0);
-    const n = try sys.retry(linux.recvmsg, .{ fd, &msg, flags });
+    const n = try sys.retryCall("recvmsg", linux.recvmsg, .{ fd, &msg, flags });
     var count: u32 = 0;
     var overflow = false;
     if (msg.controllen >= cmsg_header_bytes) {
@@ -90,7 +90,7 @@ test "descriptors cross a socketpair and stay usable" {
     defer sys.close(p[1]);
     const pipe_fds = blk: {
         var fds: [2]i32 = undefined;
-        _ = try sys.check(linux.pipe2(&fds, .{ .CLOEXEC = true }));
+        _ = try sys.call("pipe2", linux.pipe2(&fds, .{ .CLOEXEC = true }));
         break :blk fds;
     };
     defer sys.close(pipe_fds[0]);
@@ -104,9 +104,9 @@ test "descriptors cross a socketpair and stay usable" {
     try std.testing.expectEqual(@as(u32, 2), r.fd_count);
     defer for (got[0..r.fd_count]) |f| sys.close(f);
     // The received write end writes into the original pipe.
-    _ = try sys.check(linux.write(got[1], "x", 1));
+    _ = try sys.call("write", linux.write(got[1], "x", 1));
     var one: [1]u8 = undefined;
-    try std.testing.expectEqual(@as(usize, 1), try sys.check(linux.read(pipe_fds[0], &one, 1)));
+    try std.testing.expectEqual(@as(usize, 1), try sys.call("read", linux.read(pipe_fds[0], &one, 1)));
 
     // Message boundaries are kept; nothing waiting is EAGAIN without blocking.
     _ = try send(p[0], "a", &.{}, false);

@@ -185,7 +185,7 @@ pub fn install(packet_fd: i32) sys.Error!void {
     const prog = filter.Program{ .len = @intCast(b.len), .filter = &b.buf };
     const rc = linux.seccomp(SECCOMP.SET_MODE_FILTER, SECCOMP.FILTER_FLAG.TSYNC, &prog);
     // A positive result is the id of a thread that could not be synchronized.
-    const r = try sys.check(rc);
+    const r = try sys.call("seccomp", rc);
     if (r != 0) return error.BUSY;
 }
 

@@ -8,15 +8,15 @@ const sys = @import("sys.zig");
 const page_bytes = 4096;
 
 pub fn create(bytes: usize) sys.Error!i32 {
-    const fd: i32 = @intCast(try sys.check(linux.memfd_create("mcrelay-stats", linux.MFD.CLOEXEC)));
+    const fd: i32 = @intCast(try sys.call("memfd_create", linux.memfd_create("mcrelay-stats", linux.MFD.CLOEXEC)));
     errdefer sys.close(fd);
-    _ = try sys.check(linux.ftruncate(fd, @intCast(bytes)));
+    _ = try sys.call("ftruncate", linux.ftruncate(fd, @intCast(bytes)));
     return fd;
 }
 
 pub fn map(fd: i32, bytes: usize) sys.Error![]align(page_bytes) u8 {
     const len = std.mem.alignForward(usize, bytes, page_bytes);
-    const addr = try sys.check(linux.mmap(null, len, .{ .READ = true, .WRITE = true }, .{ .TYPE = .SHARED }, fd, 0));
+    const addr = try sys.call("mmap", linux.mmap(null, len, .{ .READ = true, .WRITE = true }, .{ .TYPE = .SHARED }, fd, 0));
     return @as([*]align(page_bytes) u8, @ptrFromInt(addr))[0..len];
 }
 

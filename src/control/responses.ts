@@ -8,6 +8,7 @@ import { LOG_LEVELS } from "../log.ts";
 import { PARSE_DROPS, RULE_DROPS, WORKER_COUNTERS } from "../native/abi.ts";
 import { RuleSpecSchema } from "../config/rule-spec.ts";
 import type { Command } from "./protocol.ts";
+import { DSCP_MAX, TTL_MAX, TTL_MIN } from "../limits.ts";
 
 const count = v.pipe(v.number(), v.integer(), v.minValue(0));
 const rate = v.pipe(v.number(), v.minValue(0));
@@ -23,10 +24,10 @@ export const OutputStateSchema = v.picklist(["active", "pending"]);
  * DSCP, VLAN, ...) are the keys besides `to`, `state` and `reason`: `mcrelay list` prints every
  * one of them, so a new setting is one line here and one in the daemon's view.
  */
-const ttl = v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(255));
+const ttl = v.pipe(v.number(), v.integer(), v.minValue(TTL_MIN), v.maxValue(TTL_MAX));
 const vlan = v.pipe(v.number(), v.integer(), v.minValue(0), v.maxValue(4095));
 /** A fixed DSCP (0-63), or "copy": the input packet's. */
-const dscp = v.union([v.pipe(v.number(), v.integer(), v.minValue(0), v.maxValue(63)), v.literal("copy")]);
+const dscp = v.union([v.pipe(v.number(), v.integer(), v.minValue(0), v.maxValue(DSCP_MAX)), v.literal("copy")]);
 
 export const OutputViewSchema = v.strictObject({
   to: v.string(),

@@ -359,9 +359,22 @@ export const LIMITS = {
   scmFdsMax: 16,
   netlinkRcvbufBytes: 4194304,
   backgroundStackBytes: 1048576,
+  vlanTagsMax: 2,
+  joinRetryNs: 1000000000,
+  ipv6ExtensionHeadersMax: 8,
+  loopGuardReturnsMax: 2,
+  loopGuardSignatureBytesMax: 64,
+  traceRecordBytes: 2048,
+  traceRecordsMax: 512,
+  traceRecordOutputsMax: 4,
+  tracePendingMax: 256,
   genBatchMax: 64,
   sinkBatchMax: 64,
   sinkStreamsMax: 1024,
+  sinkRxSlotBytes: 65536,
+  genPaceBurstNs: 50000,
+  genEagainWaitNs: 1000000,
+  genEnobufsWaitNs: 100000,
   sinkSeqWindow: 131072,
   sinkLatencyBuckets: 1024,
 } as const;
@@ -610,9 +623,22 @@ constants.filter_accept_bytes = 262144
 constants.scm_fds_max = 16
 constants.netlink_rcvbuf_bytes = 4194304
 constants.background_stack_bytes = 1048576
+constants.vlan_tags_max = 2
+constants.join_retry_ns = 1000000000
+constants.ipv6_extension_headers_max = 8
+constants.loop_guard_returns_max = 2
+constants.loop_guard_signature_bytes_max = 64
+constants.trace_record_bytes = 2048
+constants.trace_records_max = 512
+constants.trace_record_outputs_max = 4
+constants.trace_pending_max = 256
 constants.gen_batch_max = 64
 constants.sink_batch_max = 64
 constants.sink_streams_max = 1024
+constants.sink_rx_slot_bytes = 65536
+constants.gen_pace_burst_ns = 50000
+constants.gen_eagain_wait_ns = 1000000
+constants.gen_enobufs_wait_ns = 100000
 constants.sink_seq_window = 131072
 constants.sink_latency_buckets = 1024
 `;

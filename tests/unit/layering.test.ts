@@ -158,6 +158,45 @@ describe("layering of src/", () => {
     expect(offending).toEqual([]);
   });
 
+  test("no limit is defined twice: TS ranges come from src/limits.ts, Zig bounds from zig/constants.zig", () => {
+    // A validation with a literal TTL, port, DSCP or VLAN bound, or a worker cap, outside src/limits.ts.
+    const tsRange = /(minValue|maxValue|intFlag|wholeNumber)\([^)]*\b(255|65535|4094|63|64)\b/;
+    const ts = tsFiles(src)
+      .filter((f) => !f.endsWith("/limits.ts") && !f.endsWith(".generated.ts"))
+      .flatMap((f) =>
+        readFileSync(f, "utf8")
+          .split("\n")
+          .map((line, i) => [line, i] as const)
+          .filter(([line]) => tsRange.test(line))
+          .map(([, i]) => `${relative(root, f)}:${i + 1}`),
+      );
+    expect(ts).toEqual([]);
+    // A `*_max` bound given as a number anywhere in zig/ but constants.zig.
+    const zigFiles = (dir: string): string[] =>
+      readdirSync(dir).flatMap((name) => {
+        const path = join(dir, name);
+        return statSync(path).isDirectory() ? zigFiles(path) : name.endsWith(".zig") ? [path] : [];
+      });
+    const zigLimit = /^(pub )?const (\w+_max)\b[^=]*=\s*[0-9(]/;
+    // Facts of a protocol or computed from code, not choices: they live where they are derived.
+    const facts = new Set([
+      "ipv4_header_bytes_max", // IHL is 4 bits: 15 * 4 bytes
+      "extension_bytes_max", // RFC 8200: (255 + 1) * 8 bytes
+      "l2_header_bytes_max", // Ethernet header + one 802.1Q tag
+      "insns_max", // computed from the seccomp program's own lists
+    ]);
+    const zig = zigFiles(join(root, "zig"))
+      .filter((f) => !f.endsWith("/constants.zig"))
+      .flatMap((f) =>
+        readFileSync(f, "utf8")
+          .split("\n")
+          .map((line, i) => [line.trim(), i] as const)
+          .filter(([line]) => zigLimit.test(line) && !facts.has(line.match(zigLimit)![2]!))
+          .map(([line, i]) => `${relative(root, f)}:${i + 1}: ${line}`),
+      );
+    expect(zig).toEqual([]);
+  });
+
   test("scripts (the benchmark among them) do not import the test suite", () => {
     const offending = tsFiles(join(root, "scripts"))
       .flatMap((f) => importsOf(f))

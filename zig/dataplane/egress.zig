@@ -43,9 +43,9 @@ fn openSocket(out: *const abi.OutputDesc, dest: *const net.SockAddr) sys.Error!s
         // new source, the settings differ, and the socket is rebuilt.
         const src = net.SockAddr.init(&out.source, 0, 0);
         if (src.family() != dest.family()) return error.AFNOSUPPORT;
-        _ = try sys.check(linux.bind(fd, @ptrCast(&src), src.len()));
+        _ = try sys.callOwn("bind", linux.bind(fd, @ptrCast(&src), src.len()));
     }
-    const connected = sys.check(linux.connect(fd, @ptrCast(dest), dest.len())) catch null;
+    const connected = sys.callOwn("connect", linux.connect(fd, @ptrCast(dest), dest.len())) catch null;
     return .{ .fd = fd, .connected = connected != null };
 }
 
@@ -327,12 +327,12 @@ test "egress to loopback: sent, counted, sockets kept across reconcile" {
     defer eg.deinit();
 
     // A receiver on 127.0.0.1 with an ephemeral port.
-    const rx: i32 = @intCast(try sys.check(linux.socket(linux.AF.INET, linux.SOCK.DGRAM | linux.SOCK.NONBLOCK, 0)));
+    const rx: i32 = @intCast(try sys.call("socket", linux.socket(linux.AF.INET, linux.SOCK.DGRAM | linux.SOCK.NONBLOCK, 0)));
     defer sys.close(rx);
     var sa = linux.sockaddr.in{ .port = 0, .addr = std.mem.nativeToBig(u32, 0x7f000001) };
-    _ = try sys.check(linux.bind(rx, @ptrCast(&sa), @sizeOf(linux.sockaddr.in)));
+    _ = try sys.callOwn("bind", linux.bind(rx, @ptrCast(&sa), @sizeOf(linux.sockaddr.in)));
     var len: linux.socklen_t = @sizeOf(linux.sockaddr.in);
-    _ = try sys.check(linux.getsockname(rx, @ptrCast(&sa), &len));
+    _ = try sys.callOwn("getsockname", linux.getsockname(rx, @ptrCast(&sa), &len));
     const port = std.mem.bigToNative(u16, sa.port);
 
     const out = abi.OutputDesc{ .id = 7, .addr = .{ 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 127, 0, 0, 1 }, .source = .{ 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 127, 0, 0, 1 }, .port = port, .ttl = 4, .ifindex = 0 };
@@ -369,7 +369,7 @@ test "egress to loopback: sent, counted, sockets kept across reconcile" {
 fn socketTtl(fd: i32) sys.Error!c_int {
     var ttl: c_int = 0;
     var len: linux.socklen_t = @sizeOf(c_int);
-    _ = try sys.check(linux.getsockopt(fd, linux.SOL.IP, linux.IP.TTL, std.mem.asBytes(&ttl), &len));
+    _ = try sys.call("getsockopt", linux.getsockopt(fd, linux.SOL.IP, linux.IP.TTL, std.mem.asBytes(&ttl), &len));
     return ttl;
 }
 
@@ -382,12 +382,12 @@ test "an empty datagram behind full-size ones is sent, not lost in a GSO buffer"
     eg.init();
     defer eg.deinit();
 
-    const rx: i32 = @intCast(try sys.check(linux.socket(linux.AF.INET, linux.SOCK.DGRAM | linux.SOCK.NONBLOCK, 0)));
+    const rx: i32 = @intCast(try sys.call("socket", linux.socket(linux.AF.INET, linux.SOCK.DGRAM | linux.SOCK.NONBLOCK, 0)));
     defer sys.close(rx);
     var sa = linux.sockaddr.in{ .port = 0, .addr = std.mem.nativeToBig(u32, 0x7f000001) };
-    _ = try sys.check(linux.bind(rx, @ptrCast(&sa), @sizeOf(linux.sockaddr.in)));
+    _ = try sys.callOwn("bind", linux.bind(rx, @ptrCast(&sa), @sizeOf(linux.sockaddr.in)));
     var len: linux.socklen_t = @sizeOf(linux.sockaddr.in);
-    _ = try sys.check(linux.getsockname(rx, @ptrCast(&sa), &len));
+    _ = try sys.callOwn("getsockname", linux.getsockname(rx, @ptrCast(&sa), &len));
     const lo = abi.Addr{ 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 127, 0, 0, 1 };
     eg.reconcile(&.{.{ .id = 1, .addr = lo, .source = lo, .port = std.mem.bigToNative(u16, sa.port), .ttl = 4, .ifindex = 0 }});
 
@@ -429,12 +429,12 @@ test "TOS per output: DSCP copied or fixed, ECN kept, a batch never mixes two TO
     var rx: [2]i32 = undefined;
     var ports: [2]u16 = undefined;
     for (&rx, &ports) |*fd, *port| {
-        fd.* = @intCast(try sys.check(linux.socket(linux.AF.INET, linux.SOCK.DGRAM | linux.SOCK.NONBLOCK, 0)));
+        fd.* = @intCast(try sys.call("socket", linux.socket(linux.AF.INET, linux.SOCK.DGRAM | linux.SOCK.NONBLOCK, 0)));
         try sys.setsockoptInt(fd.*, linux.IPPROTO.IP, 13, 1); // IP_RECVTOS
         var sa = linux.sockaddr.in{ .port = 0, .addr = std.mem.nativeToBig(u32, 0x7f000001) };
-        _ = try sys.check(linux.bind(fd.*, @ptrCast(&sa), @sizeOf(linux.sockaddr.in)));
+        _ = try sys.callOwn("bind", linux.bind(fd.*, @ptrCast(&sa), @sizeOf(linux.sockaddr.in)));
         var len: linux.socklen_t = @sizeOf(linux.sockaddr.in);
-        _ = try sys.check(linux.getsockname(fd.*, @ptrCast(&sa), &len));
+        _ = try sys.callOwn("getsockname", linux.getsockname(fd.*, @ptrCast(&sa), &len));
         port.* = std.mem.bigToNative(u16, sa.port);
     }
     defer for (rx) |fd| sys.close(fd);

@@ -150,7 +150,7 @@ pub const Joins = struct {
         for (0..sockets_max) |s| {
             if (self.members[s] >= per_socket) continue;
             if (self.fds[s] < 0) {
-                self.fds[s] = @intCast(try sys.check(linux.socket(linux.AF.INET, linux.SOCK.DGRAM | linux.SOCK.CLOEXEC, 0)));
+                self.fds[s] = @intCast(try sys.call("socket", linux.socket(linux.AF.INET, linux.SOCK.DGRAM | linux.SOCK.CLOEXEC, 0)));
                 // Never bound: the socket receives nothing, it only holds memberships.
             }
             return @intCast(s);
@@ -185,10 +185,10 @@ pub const Joins = struct {
 fn holdPort(addr: *const abi.Addr, port: u16, ifindex: u32) sys.Error!i32 {
     const link_local = !net.isV4(addr) and addr[0] == 0xfe and addr[1] & 0xc0 == 0x80;
     const sa = net.SockAddr.init(addr, port, if (link_local) ifindex else 0);
-    const fd: i32 = @intCast(try sys.check(linux.socket(sa.family(), linux.SOCK.DGRAM | linux.SOCK.CLOEXEC | linux.SOCK.NONBLOCK, 0)));
+    const fd: i32 = @intCast(try sys.call("socket", linux.socket(sa.family(), linux.SOCK.DGRAM | linux.SOCK.CLOEXEC | linux.SOCK.NONBLOCK, 0)));
     errdefer sys.close(fd);
     try sys.setsockoptInt(fd, linux.SOL.SOCKET, linux.SO.RCVBUF, 1);
-    _ = try sys.check(linux.bind(fd, @ptrCast(&sa), sa.len()));
+    _ = try sys.callOwn("bind", linux.bind(fd, @ptrCast(&sa), sa.len()));
     return fd;
 }
 
@@ -246,7 +246,7 @@ test "a source-specific join per source unless the group also has an any-source 
     const probe = try holdPort(&lo, 0, 1);
     var sa = linux.sockaddr.in{ .port = 0, .addr = 0 };
     var len: linux.socklen_t = @sizeOf(linux.sockaddr.in);
-    _ = try sys.check(linux.getsockname(probe, @ptrCast(&sa), &len));
+    _ = try sys.callOwn("getsockname", linux.getsockname(probe, @ptrCast(&sa), &len));
     const port = std.mem.bigToNative(u16, sa.port);
     sys.close(probe);
 

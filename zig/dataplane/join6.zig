@@ -154,7 +154,7 @@ pub const Joins6 = struct {
             if (self.members[s] >= per_socket) continue;
             if (self.modeConflict(@intCast(s), m)) continue;
             if (self.fds[s] < 0) {
-                self.fds[s] = @intCast(try sys.check(linux.socket(linux.AF.INET6, linux.SOCK.DGRAM | linux.SOCK.CLOEXEC, 0)));
+                self.fds[s] = @intCast(try sys.call("socket", linux.socket(linux.AF.INET6, linux.SOCK.DGRAM | linux.SOCK.CLOEXEC, 0)));
             }
             return @intCast(s);
         }

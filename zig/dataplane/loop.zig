@@ -27,8 +27,7 @@ pub const shared_bytes: usize = trace_offset + trace_mod.region_bytes;
 pub const RunResult = enum(i32) { budget = 0, woken = 1 };
 
 const blocks_per_turn_max = constants.blocks_per_turn_max;
-/// Failed joins and port holds are tried again this often (outside the packet path).
-const join_retry_ns: u64 = std.time.ns_per_s;
+const join_retry_ns = constants.join_retry_ns;
 const blocks_per_flush_max = constants.blocks_per_flush_max;
 const coalesce_window_ns = constants.coalesce_window_ns;
 
@@ -203,80 +202,116 @@ pub const Dataplane = struct {
         if (self.join_failures > 0 and sys.monotonicNs() -% self.last_join_ns >= join_retry_ns) self.reconcileInputs();
         const deadline_ns = sys.monotonicNs() + @as(u64, budget_ms) * std.time.ns_per_ms;
         defer self.collectKernelStatistics();
+        // Bounded by the deadline: every turn either processes blocks, sleeps, or polls with
+        // a timeout that ends at the deadline.
         while (true) {
-            var blocks: u32 = 0;
-            while (blocks < blocks_per_turn_max) {
-                // Several blocks per flush: bigger send batches (one UDP GSO buffer carries
-                // up to ~48 datagrams). Payloads stay in their blocks until the flush.
-                var held: [blocks_per_flush_max]ring_mod.Block = undefined;
-                var count: u32 = 0;
-                // Tracing costs this one branch per group of blocks when off.
-                const traced = self.trace_ready and self.trace.armed();
-                if (traced) self.trace.begin();
-                while (count < blocks_per_flush_max) : (count += 1) {
-                    const block = self.ring.peekBlock(count) orelse break;
-                    if (traced) self.processBlock(true, &block) else self.processBlock(false, &block);
-                    held[count] = block;
-                }
-                if (count == 0) break;
-                self.egress.flush(s);
-                if (traced) self.trace.publish(s);
-                // sendmsg copied the payloads synchronously: the blocks can go back at once.
-                for (held[0..count]) |block| self.ring.release(block);
-                blocks += count;
-                if (count < blocks_per_flush_max) break;
-            }
+            const blocks = self.drainTurn(s);
             const now_ns = sys.monotonicNs();
             if (now_ns >= deadline_ns) return .budget;
             if (blocks == blocks_per_turn_max) {
                 if (self.wakePending()) return .woken;
                 continue;
             }
-            // Under load the kernel would wake us for every retired block: sleep out the rest
-            // of a short window instead, so one wake-up (a context switch) serves many blocks
-            // and sends go out in bigger batches. A quiet stream (blocks further apart than
-            // the window) is not delayed.
-            if (blocks > 0 and now_ns -% self.last_wake_ns < coalesce_window_ns) {
-                var ts = linux.timespec{ .sec = 0, .nsec = @intCast(coalesce_window_ns - (now_ns -% self.last_wake_ns)) };
-                _ = linux.nanosleep(&ts, null);
-                self.last_wake_ns = sys.monotonicNs();
-                s.worker(.coalesced).* += 1;
-                continue;
-            }
-            const remaining_ms: i32 = @intCast(@max(1, (deadline_ns - now_ns) / std.time.ns_per_ms));
-            var fds = [_]linux.pollfd{
-                .{ .fd = self.ring.fd, .events = linux.POLL.IN | linux.POLL.ERR },
-                .{ .fd = self.cfg.wake_fd, .events = linux.POLL.IN },
-            };
-            const nfds: usize = if (self.cfg.wake_fd >= 0) 2 else 1;
-            s.worker(.polls).* += 1;
-            const rc = linux.poll(&fds, nfds, remaining_ms);
-            self.last_wake_ns = sys.monotonicNs();
-            switch (linux.errno(rc)) {
-                .SUCCESS => {},
-                .INTR => continue,
-                else => |e| return sys.fromErrno(e),
-            }
-            if (nfds == 2 and fds[1].revents != 0) {
-                s.worker(.wakeups).* += 1;
-                return .woken;
-            }
-            if (fds[0].revents & linux.POLL.ERR != 0) {
-                // The interface went down or away (ENETDOWN). Reading SO_ERROR clears it; the
-                // supervisor stops or keeps this worker as the interface's fate requires.
-                var err: c_int = 0;
-                var len: linux.socklen_t = @sizeOf(c_int);
-                _ = linux.getsockopt(self.ring.fd, linux.SOL.SOCKET, linux.SO.ERROR, std.mem.asBytes(&err), &len);
-                s.worker(.ring_errors).* += 1;
-                if (self.cfg.wake_fd < 0) return .budget;
-                // Do not spin on a socket that may stay in error: wait for the control side.
-                var wake = [_]linux.pollfd{.{ .fd = self.cfg.wake_fd, .events = linux.POLL.IN }};
-                const left_ns = deadline_ns -| sys.monotonicNs();
-                const woke = linux.poll(&wake, 1, @intCast(left_ns / std.time.ns_per_ms));
-                if (linux.errno(woke) == .SUCCESS and woke > 0) return .woken;
-                return .budget;
-            }
+            if (blocks > 0 and self.coalesce(s, now_ns)) continue;
+            if (try self.waitForFrames(s, now_ns, deadline_ns)) |result| return result;
         }
+    }
+
+    /// Up to blocks_per_turn_max ring blocks, in groups of up to blocks_per_flush_max; returns
+    /// how many. Stops early when the ring runs dry.
+    fn drainTurn(self: *Dataplane, s: stats_mod.Stats) u32 {
+        var blocks: u32 = 0;
+        while (blocks < blocks_per_turn_max) {
+            const count = self.drainGroup(s);
+            std.debug.assert(count <= blocks_per_flush_max);
+            blocks += count;
+            if (count < blocks_per_flush_max) break;
+        }
+        std.debug.assert(blocks <= blocks_per_turn_max);
+        return blocks;
+    }
+
+    /// One group: the frames of up to blocks_per_flush_max blocks are queued (bigger send
+    /// batches: one UDP GSO buffer carries up to ~48 datagrams), every touched output is
+    /// flushed, then the blocks go back to the kernel. Returns how many blocks.
+    fn drainGroup(self: *Dataplane, s: stats_mod.Stats) u32 {
+        // Payloads stay in their blocks until the flush.
+        var held: [blocks_per_flush_max]ring_mod.Block = undefined;
+        var count: u32 = 0;
+        // Tracing costs this one branch per group of blocks when off.
+        const traced = self.trace_ready and self.trace.armed();
+        if (traced) self.trace.begin();
+        while (count < blocks_per_flush_max) : (count += 1) {
+            const block = self.ring.peekBlock(count) orelse break;
+            std.debug.assert(block.index < self.ring.geo.block_count);
+            std.debug.assert(block.base.len == self.ring.geo.block_bytes);
+            if (traced) self.processBlock(true, &block) else self.processBlock(false, &block);
+            held[count] = block;
+        }
+        if (count == 0) return 0;
+        self.egress.flush(s);
+        if (traced) self.trace.publish(s);
+        // sendmsg copied the payloads synchronously: the blocks can go back at once.
+        for (held[0..count]) |block| self.ring.release(block);
+        return count;
+    }
+
+    /// Under load the kernel would wake us for every retired block: sleep out the rest of a
+    /// short window instead, so one wake-up (a context switch) serves many blocks and sends go
+    /// out in bigger batches. A quiet stream (blocks further apart than the window) is not
+    /// delayed. True when it slept.
+    fn coalesce(self: *Dataplane, s: stats_mod.Stats, now_ns: u64) bool {
+        if (now_ns -% self.last_wake_ns >= coalesce_window_ns) return false;
+        var ts = linux.timespec{ .sec = 0, .nsec = @intCast(coalesce_window_ns - (now_ns -% self.last_wake_ns)) };
+        _ = linux.nanosleep(&ts, null);
+        self.last_wake_ns = sys.monotonicNs();
+        s.worker(.coalesced).* += 1;
+        return true;
+    }
+
+    /// The ring ran dry: poll the ring and the wake descriptor until the deadline. Returns the
+    /// run's result when it must end (woken, or the ring in error), null to go on draining.
+    fn waitForFrames(self: *Dataplane, s: stats_mod.Stats, now_ns: u64, deadline_ns: u64) sys.Error!?RunResult {
+        std.debug.assert(now_ns < deadline_ns);
+        const remaining_ms: i32 = @intCast(@max(1, (deadline_ns - now_ns) / std.time.ns_per_ms));
+        var fds = [_]linux.pollfd{
+            .{ .fd = self.ring.fd, .events = linux.POLL.IN | linux.POLL.ERR },
+            .{ .fd = self.cfg.wake_fd, .events = linux.POLL.IN },
+        };
+        const nfds: usize = if (self.cfg.wake_fd >= 0) 2 else 1;
+        s.worker(.polls).* += 1;
+        const rc = linux.poll(&fds, nfds, remaining_ms);
+        self.last_wake_ns = sys.monotonicNs();
+        switch (linux.errno(rc)) {
+            .SUCCESS => {},
+            .INTR => return null,
+            // Our own two descriptors and a two-entry array: these can only be bugs.
+            .BADF, .INVAL => unreachable,
+            else => |e| return sys.fromErrnoOf("poll", e),
+        }
+        std.debug.assert(rc <= nfds);
+        if (nfds == 2 and fds[1].revents != 0) {
+            s.worker(.wakeups).* += 1;
+            return .woken;
+        }
+        if (fds[0].revents & linux.POLL.ERR != 0) return self.ringError(s, deadline_ns);
+        return null;
+    }
+
+    /// The interface went down or away (ENETDOWN). Reading SO_ERROR clears it; the supervisor
+    /// stops or keeps this worker as the interface's fate requires.
+    fn ringError(self: *Dataplane, s: stats_mod.Stats, deadline_ns: u64) RunResult {
+        var err: c_int = 0;
+        var len: linux.socklen_t = @sizeOf(c_int);
+        _ = linux.getsockopt(self.ring.fd, linux.SOL.SOCKET, linux.SO.ERROR, std.mem.asBytes(&err), &len);
+        s.worker(.ring_errors).* += 1;
+        if (self.cfg.wake_fd < 0) return .budget;
+        // Do not spin on a socket that may stay in error: wait for the control side.
+        var wake = [_]linux.pollfd{.{ .fd = self.cfg.wake_fd, .events = linux.POLL.IN }};
+        const left_ns = deadline_ns -| sys.monotonicNs();
+        const woke = linux.poll(&wake, 1, @intCast(left_ns / std.time.ns_per_ms));
+        if (linux.errno(woke) == .SUCCESS and woke > 0) return .woken;
+        return .budget;
     }
 
     fn wakePending(self: *Dataplane) bool {
@@ -335,7 +370,9 @@ pub const Dataplane = struct {
                 }
                 continue;
             };
+            std.debug.assert(index < table.rule_count);
             const rule = &table.rules[index];
+            std.debug.assert(@as(u32, rule.output_first) + rule.output_count <= table.output_count);
             if (ownSource(rule, &packet.src)) {
                 s.worker(.own_source).* += 1;
                 s.rule(index, .own_source).* += 1;

@@ -15,10 +15,8 @@ const constants = @import("../constants.zig");
 
 pub const slots = constants.loop_guard_slots;
 pub const window_ns: u64 = @as(u64, constants.loop_guard_window_ms) * std.time.ns_per_ms;
-/// Returns (from a source other than the first) at which a datagram is declared looping.
-pub const returns_max: u16 = 2;
-/// Bytes of payload the signature covers (with the length).
-const signature_bytes_max: usize = 64;
+pub const returns_max: u16 = constants.loop_guard_returns_max;
+const signature_bytes_max: usize = constants.loop_guard_signature_bytes_max;
 
 comptime {
     std.debug.assert(std.math.isPowerOfTwo(slots));

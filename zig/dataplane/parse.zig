@@ -77,8 +77,7 @@ pub const Result = union(enum) { ok: Packet, drop: Drop };
 
 pub const eth_header_bytes: u32 = 14;
 pub const vlan_tag_bytes: u32 = 4;
-/// QinQ: an S-tag and a C-tag. A third tag is not something we relay.
-pub const vlan_tags_max: u32 = 2;
+pub const vlan_tags_max: u32 = @import("../constants.zig").vlan_tags_max;
 pub const ipv4_header_bytes_min: u32 = 20;
 /// IHL is four bits counting 32-bit words.
 pub const ipv4_header_bytes_max: u32 = 60;

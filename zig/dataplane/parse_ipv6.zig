@@ -20,9 +20,7 @@ const abi = @import("../abi.zig");
 const parse = @import("parse.zig");
 
 pub const header_bytes: u32 = 40;
-/// Extension headers walked before UDP. RFC 8200 recommends each at most once (destination
-/// options twice): 8 covers any sensible chain and bounds a hostile one.
-pub const extension_headers_max: u32 = 8;
+pub const extension_headers_max: u32 = @import("../constants.zig").ipv6_extension_headers_max;
 /// Largest extension header: (255 + 1) * 8 bytes.
 pub const extension_bytes_max: u32 = 256 * 8;
 

@@ -105,11 +105,13 @@ pub const Table = struct {
         while (probes < constants.table_slots) : (probes += 1) {
             const head = self.slots[slot];
             if (head == slot_empty) return null;
+            std.debug.assert(head < self.rule_count);
             const first = &self.rules[head];
             if (first.port == port and first.vlan_id == vlan_id and std.mem.eql(u8, &first.group, dst)) {
                 var any: ?u16 = null;
                 var at: u16 = head;
                 while (at != slot_empty) : (at = self.chain[at]) {
+                    std.debug.assert(at < self.rule_count);
                     const r = &self.rules[at];
                     if (r.flags & abi.rule_flag_source_filter == 0) {
                         any = at;
@@ -136,6 +138,7 @@ pub const Table = struct {
         while (probes < constants.table_slots) : (probes += 1) {
             const head = self.slots[slot];
             if (head == slot_empty) return null;
+            std.debug.assert(head < self.rule_count);
             const first = &self.rules[head];
             if (first.port == port and first.vlan_id == vlan_id and std.mem.eql(u8, &first.group, dst)) return head;
             slot = (slot + 1) & (constants.table_slots - 1);

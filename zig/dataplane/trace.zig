@@ -21,16 +21,14 @@ pub const magic: u32 = 0x4d435452; // "MCTR"
 pub const layout_version: u32 = 1;
 /// The region header takes one page, so records start page-aligned.
 pub const header_bytes: u32 = 4096;
-pub const record_bytes: u32 = 2048;
+pub const record_bytes: u32 = @import("../constants.zig").trace_record_bytes;
 /// Fixed part of a record; the frame's first bytes follow when capturing.
 pub const record_head_bytes: u32 = 128;
 pub const capture_bytes_max: u32 = record_bytes - record_head_bytes;
-pub const records_max: u32 = 512;
+pub const records_max: u32 = @import("../constants.zig").trace_records_max;
 pub const region_bytes: u32 = header_bytes + records_max * record_bytes;
-/// Outputs whose result one record carries (the rest are counted in outputs_total).
-pub const record_outputs_max: u32 = 4;
-/// Output results waiting for a flush in one group of blocks; beyond it results stay unknown.
-pub const pending_max: u32 = 256;
+pub const record_outputs_max: u32 = @import("../constants.zig").trace_record_outputs_max;
+pub const pending_max: u32 = @import("../constants.zig").trace_pending_max;
 
 pub const flag_capture: u32 = 1;
 /// Record every frame that matched no rule, whatever its group (for `diagnose`: what arrives).

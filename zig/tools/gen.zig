@@ -44,14 +44,9 @@ pub const counter_count: u32 = std.meta.fieldNames(Counter).len;
 /// Bigger than the default so a batch at high rate never waits on the buffer. The kernel
 /// clamps SO_SNDBUF to wmem_max; SO_SNDBUFFORCE lifts that when we have CAP_NET_ADMIN.
 const sndbuf_bytes: u32 = constants.egress_sndbuf_bytes;
-/// At high rates wait until this much traffic is due before waking: one sleep per batch
-/// instead of one per packet, while bursts stay this short.
-const pace_burst_ns: u64 = 50 * ns_per_us;
-/// Wait for POLLOUT at most this long per attempt, so the budget is checked often.
-const eagain_wait_ns: u64 = 1 * ns_per_ms;
-/// ENOBUFS is not signalled through poll (the socket buffer may have room while the device
-/// queue is full): sleep this long instead.
-const enobufs_wait_ns: u64 = 100 * ns_per_us;
+const pace_burst_ns: u64 = constants.gen_pace_burst_ns;
+const eagain_wait_ns: u64 = constants.gen_eagain_wait_ns;
+const enobufs_wait_ns: u64 = constants.gen_enobufs_wait_ns;
 
 /// The body of datagram `seq` is pattern_template[off + i] for payload offset i, with
 /// off = (seq * 31) mod 256 (see abi.patternByte): one memcpy/memcmp per datagram.
@@ -285,7 +280,7 @@ pub const Gen = struct {
         while (first < count) {
             for (first..count) |i| self.stamp(@intCast(i));
             const rc = linux.sendmmsg(self.fd, self.msgs[first..].ptr, count - first, 0);
-            const sent = sys.check(rc) catch |err| switch (err) {
+            const sent = sys.call("sendmmsg", rc) catch |err| switch (err) {
                 error.INTR => continue,
                 error.AGAIN, error.NOBUFS => {
                     self.add(.eagain, 1);
@@ -401,7 +396,7 @@ fn openSocket(cfg: *const abi.GenConfig) sys.Error!i32 {
     const fd = try net.openSender(&cfg.addr, cfg.ifindex, cfg.ttl, sndbuf_bytes);
     errdefer sys.close(fd);
     const sa = net.SockAddr.init(&cfg.addr, cfg.port, cfg.ifindex);
-    _ = try sys.retry(linux.connect, .{ fd, @as(*const anyopaque, &sa), sa.len() });
+    _ = try sys.retryCall("connect", linux.connect, .{ fd, @as(*const anyopaque, &sa), sa.len() });
     return fd;
 }
 

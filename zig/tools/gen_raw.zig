@@ -51,18 +51,18 @@ pub const Link = struct {
 };
 
 pub fn queryLink(ifindex: u32) sys.Error!Link {
-    const fd: i32 = @intCast(try sys.check(linux.socket(linux.AF.INET, linux.SOCK.DGRAM | linux.SOCK.CLOEXEC, 0)));
+    const fd: i32 = @intCast(try sys.call("socket", linux.socket(linux.AF.INET, linux.SOCK.DGRAM | linux.SOCK.CLOEXEC, 0)));
     defer sys.close(fd);
     var req = std.mem.zeroes(Ifreq);
     req.data.ifindex = @intCast(ifindex);
-    _ = try sys.check(linux.ioctl(fd, SIOCGIFNAME, @intFromPtr(&req)));
+    _ = try sys.call("ioctl", linux.ioctl(fd, SIOCGIFNAME, @intFromPtr(&req)));
     var link: Link = undefined;
-    _ = try sys.check(linux.ioctl(fd, linux.SIOCGIFMTU, @intFromPtr(&req)));
+    _ = try sys.call("ioctl", linux.ioctl(fd, linux.SIOCGIFMTU, @intFromPtr(&req)));
     link.mtu = @intCast(req.data.mtu);
-    _ = try sys.check(linux.ioctl(fd, SIOCGIFHWADDR, @intFromPtr(&req)));
+    _ = try sys.call("ioctl", linux.ioctl(fd, SIOCGIFHWADDR, @intFromPtr(&req)));
     @memcpy(&link.mac, req.data.hwaddr.data[0..6]);
     // No IPv4 address on the interface: ADDRNOTAVAIL, which the caller reports.
-    _ = try sys.check(linux.ioctl(fd, linux.SIOCGIFADDR, @intFromPtr(&req)));
+    _ = try sys.call("ioctl", linux.ioctl(fd, linux.SIOCGIFADDR, @intFromPtr(&req)));
     link.addr4 = @bitCast(req.data.addr.addr);
     return link;
 }
@@ -176,24 +176,24 @@ pub fn destination(ifindex: u32, mac: [6]u8) SockaddrLl {
 /// A non-blocking AF_PACKET socket that transmits on `ifindex`, past the qdisc, and receives
 /// nothing (protocol 0).
 pub fn openSocket(ifindex: u32, sndbuf_bytes: u32) sys.Error!i32 {
-    const fd: i32 = @intCast(try sys.check(linux.socket(linux.AF.PACKET, linux.SOCK.RAW | linux.SOCK.NONBLOCK | linux.SOCK.CLOEXEC, 0)));
+    const fd: i32 = @intCast(try sys.call("socket", linux.socket(linux.AF.PACKET, linux.SOCK.RAW | linux.SOCK.NONBLOCK | linux.SOCK.CLOEXEC, 0)));
     errdefer sys.close(fd);
     try sys.setsockoptInt(fd, linux.SOL.PACKET, packet_qdisc_bypass, 1);
     try net.setBufferBytes(fd, linux.SO.SNDBUF, linux.SO.SNDBUFFORCE, sndbuf_bytes);
     const sa = SockaddrLl{ .family = linux.AF.PACKET, .protocol = 0, .ifindex = @intCast(ifindex), .halen = 0, .addr = @splat(0) };
-    _ = try sys.check(linux.bind(fd, @ptrCast(&sa), @sizeOf(SockaddrLl)));
+    _ = try sys.call("bind", linux.bind(fd, @ptrCast(&sa), @sizeOf(SockaddrLl)));
     return fd;
 }
 
 /// A UDP socket bound to the interface's address and an ephemeral port: the port the raw
 /// frames carry as their source, reserved so no other socket (another generator) takes it.
 pub fn reservePort(addr4: [4]u8) sys.Error!struct { fd: i32, port: u16 } {
-    const fd: i32 = @intCast(try sys.check(linux.socket(linux.AF.INET, linux.SOCK.DGRAM | linux.SOCK.CLOEXEC, 0)));
+    const fd: i32 = @intCast(try sys.call("socket", linux.socket(linux.AF.INET, linux.SOCK.DGRAM | linux.SOCK.CLOEXEC, 0)));
     errdefer sys.close(fd);
     var sa = linux.sockaddr.in{ .port = 0, .addr = @bitCast(addr4) };
-    _ = try sys.check(linux.bind(fd, @ptrCast(&sa), @sizeOf(linux.sockaddr.in)));
+    _ = try sys.call("bind", linux.bind(fd, @ptrCast(&sa), @sizeOf(linux.sockaddr.in)));
     var len: linux.socklen_t = @sizeOf(linux.sockaddr.in);
-    _ = try sys.check(linux.getsockname(fd, @ptrCast(&sa), &len));
+    _ = try sys.call("getsockname", linux.getsockname(fd, @ptrCast(&sa), &len));
     // Nothing is ever read from it.
     try sys.setsockoptInt(fd, linux.SOL.SOCKET, linux.SO.RCVBUF, 1);
     return .{ .fd = fd, .port = std.mem.bigToNative(u16, sa.port) };

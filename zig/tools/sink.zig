@@ -70,8 +70,7 @@ const batch_max = constants.sink_batch_max;
 /// All counters: [global][streams_max * stream_counter_count].
 pub const counter_count: u32 = global_counter_count + streams_max * stream_counter_count;
 
-/// Larger than any UDP payload (65535 - 8 over IPv6), so no datagram is ever truncated.
-const rx_slot_bytes: u32 = 1 << 16;
+const rx_slot_bytes: u32 = constants.sink_rx_slot_bytes;
 
 /// Tables of one stream slot: zeroed when the slot is claimed.
 const StreamTables = extern struct {
@@ -121,7 +120,7 @@ pub const Sink = struct {
         const allocator = std.heap.page_allocator;
         const self = allocator.create(Sink) catch return error.NOMEM;
         errdefer allocator.destroy(self);
-        const address = try sys.check(linux.mmap(
+        const address = try sys.call("mmap", linux.mmap(
             null,
             @sizeOf(Region),
             .{ .READ = true, .WRITE = true },
@@ -180,7 +179,7 @@ pub const Sink = struct {
         // the deadline, or returns.
         while (true) {
             const rc = linux.recvmmsg(self.fd, &self.msgs, batch_max, linux.MSG.DONTWAIT, null);
-            const count = sys.check(rc) catch |err| switch (err) {
+            const count = sys.call("recvmmsg", rc) catch |err| switch (err) {
                 error.INTR => continue,
                 error.AGAIN => {
                     if (!self.wait(deadline_ns)) return received;
@@ -219,7 +218,7 @@ pub const Sink = struct {
             .nsec = @intCast(wait_ns % std.time.ns_per_s),
         };
         var pfd = [1]linux.pollfd{.{ .fd = self.fd, .events = linux.POLL.IN }};
-        const ready = sys.check(linux.ppoll(&pfd, 1, &ts, null)) catch |err| switch (err) {
+        const ready = sys.call("ppoll", linux.ppoll(&pfd, 1, &ts, null)) catch |err| switch (err) {
             error.INTR => return true, // The loop re-checks the deadline.
             else => return false, // EFAULT/EINVAL/ENOMEM: give the budget back.
         };
@@ -422,7 +421,7 @@ fn openSocket(cfg: *const abi.SinkConfig) sys.Error!i32 {
     // Binding the group address (not INADDR_ANY) keeps other groups on the same port out.
     const sa = net.SockAddr.init(&cfg.addr, cfg.port, cfg.ifindex);
     const family = sa.family();
-    const fd: i32 = @intCast(try sys.check(linux.socket(
+    const fd: i32 = @intCast(try sys.call("socket", linux.socket(
         family,
         linux.SOCK.DGRAM | linux.SOCK.NONBLOCK | linux.SOCK.CLOEXEC,
         0,
@@ -433,7 +432,7 @@ fn openSocket(cfg: *const abi.SinkConfig) sys.Error!i32 {
     if (cfg.rcvbuf_bytes != 0) {
         try net.setBufferBytes(fd, linux.SO.RCVBUF, linux.SO.RCVBUFFORCE, cfg.rcvbuf_bytes);
     }
-    _ = try sys.check(linux.bind(fd, &sa.any, sa.len()));
+    _ = try sys.call("bind", linux.bind(fd, &sa.any, sa.len()));
     if (!multicast) return fd;
 
     if (family == linux.AF.INET) {
@@ -459,7 +458,7 @@ fn openSocket(cfg: *const abi.SinkConfig) sys.Error!i32 {
 fn boundPort(fd: i32) sys.Error!u16 {
     var storage: linux.sockaddr.storage = undefined;
     var len: linux.socklen_t = @sizeOf(linux.sockaddr.storage);
-    _ = try sys.check(linux.getsockname(fd, @ptrCast(&storage), &len));
+    _ = try sys.call("getsockname", linux.getsockname(fd, @ptrCast(&storage), &len));
     const sa: *const net.SockAddr = @ptrCast(&storage);
     // sin_port and sin6_port sit at the same offset.
     return std.mem.bigToNative(u16, sa.in.port);
