@@ -1,17 +1,19 @@
 /**
  * Mutation check: does the suite notice when a behaviour breaks? Each mutant below is one small
  * deliberate breakage (an exact search/replace on one source file, rarely two when a behaviour
- * is guarded twice) with the tests that must catch it. For each mutant this script applies the breakage in a temporary git worktree (never
- * in your checkout), rebuilds the native library when a .zig file changed, runs the named tests
- * and expects each of them to fail; then it restores the file.
+ * is guarded twice) with the tests that must catch it. For each mutant this script applies the
+ * breakage in a temporary git worktree (never in your checkout), rebuilds the native library
+ * when a .zig file changed (and dist/mcrelay when a named test is under tests/compiled/), runs
+ * the named tests and expects each of them to fail; then it restores the file.
  *
  *   bun scripts/mutants.ts --list          the mutants, their files and their tests
  *   bun scripts/mutants.ts --check         every search text occurs exactly once, every named
  *                                          test exists (no build, no run; seconds)
  *   bun scripts/mutants.ts --only NAME     one mutant (repeatable)
- *   bun scripts/mutants.ts --all           every mutant (about 30-40 min on 2 cores)
+ *   bun scripts/mutants.ts --all           every mutant (about 70 min for 41 on a busy 2-core VM)
  *   bun scripts/mutants.ts --ci            a small subset that rotates by date (what CI runs)
- *   add --json for a machine-readable result on stdout
+ *   add --baseline to run each mutant's tests without the breakage first (they must pass, or
+ *   the mutant is invalid: a failure would prove nothing); --json for a machine-readable result
  *
  * The worktree is made from HEAD plus your uncommitted changes (tracked diff and untracked
  * files), so it tests what you have. It lives under the system temp dir and is removed on exit,
@@ -663,6 +665,13 @@ async function buildLib(dir: string): Promise<string | null> {
   return code === 0 ? null : `${out}${err}`.trim().split("\n").slice(-15).join("\n");
 }
 
+/** `bun scripts/build.ts` in `dir`: the native library and dist/mcrelay. Null when it built. */
+async function buildAll(dir: string): Promise<string | null> {
+  const p = Bun.spawn({ cmd: [bun, "scripts/build.ts"], cwd: dir, stdin: "ignore", stdout: "pipe", stderr: "pipe" });
+  const [out, err, code] = await Promise.all([new Response(p.stdout).text(), new Response(p.stderr).text(), p.exited]);
+  return code === 0 ? null : `${out}${err}`.trim().split("\n").slice(-15).join("\n");
+}
+
 const ansi_re = /\x1b\[[0-9;?]*[A-Za-z]/g;
 
 interface TargetResult {
@@ -726,19 +735,31 @@ function describeTarget(t: TestTarget): string {
   return t.filter === undefined ? t.file : `${t.file} -t /${t.filter}/`;
 }
 
-async function runMutant(s: Scratch, m: Mutant, log: (line: string) => void): Promise<MutantResult> {
+async function runMutant(s: Scratch, m: Mutant, log: (line: string) => void, baseline: boolean): Promise<MutantResult> {
   const started = performance.now();
   const base = { name: m.name, file: m.file, breaks: m.breaks };
   const zig = editsOf(m).some((e) => e.file.endsWith(".zig"));
+  if (baseline) {
+    // The same tests without the breakage must pass, or a failure would prove nothing.
+    for (const t of m.tests) {
+      log(`  ${m.name}: baseline: bun test ${describeTarget(t)}`);
+      const r = await runTarget(s.path, t);
+      if (r.outcome !== "passed") {
+        return { ...base, status: "invalid", detail: `without the breakage ${describeTarget(t)} ${r.outcome === "failed" ? `fails already: ${r.why}` : `ran no test (${r.outcome})`}`, targets: [r], seconds: (performance.now() - started) / 1000 };
+      }
+    }
+  }
   try {
     s.apply(m);
   } catch (err) {
     return { ...base, status: "invalid", detail: (err as Error).message, targets: [], seconds: 0 };
   }
+  // Tests of the compiled executable need dist/mcrelay built from the mutated tree.
+  const dist = m.tests.some((t) => t.file.startsWith("tests/compiled/"));
   try {
-    if (zig) {
-      log(`  ${m.name}: rebuilding the native library`);
-      const failed = await buildLib(s.path);
+    if (zig || dist) {
+      log(`  ${m.name}: rebuilding ${dist ? "the native library and dist/mcrelay" : "the native library"}`);
+      const failed = dist ? await buildAll(s.path) : await buildLib(s.path);
       if (failed !== null) return { ...base, status: "invalid", detail: `the mutant does not build:\n${failed}`, targets: [], seconds: (performance.now() - started) / 1000 };
     }
     const targets: TargetResult[] = [];
@@ -756,13 +777,14 @@ async function runMutant(s: Scratch, m: Mutant, log: (line: string) => void): Pr
     return { ...base, status: "caught", detail: targets.map((r) => `${r.target.file}: ${r.failing.join("; ") || `${r.failed} failed`}`).join(" | "), targets, seconds };
   } finally {
     s.restore();
-    // The next mutant must run against the unmutated library.
-    if (zig) s.restoreLib();
+    // The next mutant must run against the unmutated library (and no mutated executable).
+    if (zig || dist) s.restoreLib();
+    if (dist) rmSync(join(s.path, "dist"), { recursive: true, force: true });
   }
 }
 
 /** Applies, builds and tests each mutant in one scratch worktree; the worktree is removed at the end. */
-export async function runMutants(mutants: Mutant[], log: (line: string) => void = (l) => process.stderr.write(`${l}\n`)): Promise<MutantResult[]> {
+export async function runMutants(mutants: Mutant[], log: (line: string) => void = (l) => process.stderr.write(`${l}\n`), baseline = false): Promise<MutantResult[]> {
   const s = Scratch.create();
   try {
     log(`mutants: scratch worktree ${s.path}; building the unmutated native library`);
@@ -772,7 +794,7 @@ export async function runMutants(mutants: Mutant[], log: (line: string) => void 
     const results: MutantResult[] = [];
     for (const [i, m] of mutants.entries()) {
       log(`mutant ${i + 1}/${mutants.length}: ${m.name} (${m.file}): ${m.breaks}`);
-      const r = await runMutant(s, m, log);
+      const r = await runMutant(s, m, log, baseline);
       log(`mutant ${m.name}: ${r.status.toUpperCase()} in ${r.seconds.toFixed(0)} s${r.status === "caught" ? "" : `: ${r.detail}`}`);
       results.push(r);
     }
@@ -786,7 +808,7 @@ export async function runMutants(mutants: Mutant[], log: (line: string) => void 
 // Command line
 
 function usage(): never {
-  process.stderr.write("usage: bun scripts/mutants.ts --list | --check | --all | --ci | --only NAME [--only NAME...] [--json]\n");
+  process.stderr.write("usage: bun scripts/mutants.ts --list | --check | --all | --ci | --only NAME [--only NAME...] [--baseline] [--json]\n");
   process.exit(2);
 }
 
@@ -812,7 +834,8 @@ function printResults(results: MutantResult[]): void {
 
 async function main(argv: string[]): Promise<number> {
   const json = argv.includes("--json");
-  const args = argv.filter((a) => a !== "--json");
+  const baseline = argv.includes("--baseline");
+  const args = argv.filter((a) => a !== "--json" && a !== "--baseline");
   if (args.length === 0) usage();
   if (args[0] === "--list") {
     printList();
@@ -848,7 +871,7 @@ async function main(argv: string[]): Promise<number> {
     return 1;
   }
   if (process.getuid?.() !== 0) process.stderr.write("mutants: not root: the kernel tests will skip, and a skipped test catches nothing\n");
-  const results = await runMutants(selected);
+  const results = await runMutants(selected, undefined, baseline);
   if (json) process.stdout.write(`${JSON.stringify(results, null, 2)}\n`);
   else printResults(results);
   return results.every((r) => r.status === "caught") ? 0 : 1;
