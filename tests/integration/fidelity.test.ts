@@ -215,6 +215,14 @@ describe_netns("fidelity: per-output TTL and DSCP", () => {
           });
           const human = await d.cli(["list"]);
           expect(human.stdout).toContain("239.2.2.2:6000@r1 ttl=4 dscp=46 gso=off");
+          // add takes the same options, and the rule-wide ones as flags.
+          await d.json(["add", "--name", "added", "--from", "239.1.1.9:5000@r0", "--ttl", "3", "--to", "239.2.2.9:6000@r1,ttl=5,dscp=12,gso=off", "--to", "239.2.2.9:6000@r2", "--max-pps", "700", "--no-loop-guard"]);
+          const added = (await d.json<{ rules: (ListedRule & { max_pps: number | null; loop_guard: boolean })[] }>(["list"])).rules.find((r) => r.name === "added")!;
+          expect(added).toMatchObject({ max_pps: 700, loop_guard: false });
+          expect(added.outputs.map((o) => [o.to, o.ttl, o.dscp, o.gso])).toEqual([["239.2.2.9:6000@r1", 5, 12, false], ["239.2.2.9:6000@r2", 3, "copy", true]]);
+          const bad = await d.cli(["add", "--name", "bad", "--from", "239.1.1.8:5000@r0", "--to", "239.2.2.8:6000@r1,dscp=64"]);
+          expect(bad.exitCode).toBe(2);
+          expect(bad.stderr).toContain("dscp 64 is out of range (0-63)");
           const rx = [
             await startUdpReceiver(rt.topo, rt.sinks[0]!.ns, { group: "239.2.2.2", port: 6000, ifname: "s0", idle_s: 3 }),
             await startUdpReceiver(rt.topo, rt.sinks[1]!.ns, { group: "239.2.2.3", port: 6000, ifname: "s0", idle_s: 3 }),
