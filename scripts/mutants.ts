@@ -452,7 +452,7 @@ export const MUTANTS: Mutant[] = [
     breaks: "a rule with an IPv6 source joins any-source (MLDv2 EXCLUDE {}) instead of INCLUDE {source}",
     file: "zig/dataplane/join6.zig",
     search: "return if (rule.flags & abi.rule_flag_source_filter != 0) rule.source else null;",
-    replace: "return null;",
+    replace: "_ = rule;\n    return null;",
     tests: [{ file: "tests/integration/ipv6.test.ts", filter: "MLDv2 reports on the input link" }],
   },
   {
