@@ -4,11 +4,11 @@ import { defineCommand } from "citty";
 import { socketPath } from "../control/client.ts";
 import { DaemonRunningError, SocketPathError } from "../control/server.ts";
 import { CLIENTS_MAX_DEFAULT, CLIENTS_MAX_LIMIT, FD_RESERVE } from "../control/protocol.ts";
-import { AlreadyRunningError, UsageError } from "../errors.ts";
+import { AlreadyRunningError, EXIT, NativeError, PermissionError, UsageError } from "../errors.ts";
 import { RING_MIB_MAX, RING_MIB_MIN, WORKERS_PER_INTERFACE_MAX } from "../limits.ts";
 import { logger } from "../log.ts";
 import { Daemon } from "../supervisor/daemon.ts";
-import { loadNative, nofileRaise } from "../native/lib.ts";
+import { fdClose, loadNative, nofileRaise, packetOpen } from "../native/lib.ts";
 import { checkFlags, intFlag, validate } from "./args.ts";
 import * as v from "valibot";
 import { workerUser, type WorkerUser } from "../supervisor/user.ts";
@@ -72,6 +72,23 @@ function clientsWithinLimit(wanted: number): number {
   return wanted;
 }
 
+/**
+ * Without CAP_NET_RAW no worker can ever open its packet socket: the daemon would start and
+ * its workers fail in a loop. Say so at once (exit 5), naming the capability.
+ */
+function requirePacketSockets(): void {
+  try {
+    fdClose(packetOpen());
+  } catch (err) {
+    if (err instanceof NativeError && err.exitCode === EXIT.permission) {
+      throw new PermissionError(
+        `${err.message}: mcrelay run needs CAP_NET_RAW to open packet sockets (and CAP_SETUID, CAP_SETGID, CAP_KILL for its workers); run it as root or with these capabilities (docs/operations.md)`,
+      );
+    }
+    throw err;
+  }
+}
+
 export default defineCommand({
   meta: { name: "run", description: "Run the daemon in the foreground" },
   args,
@@ -85,6 +102,7 @@ export default defineCommand({
       { workers: a.workers, "ring-mib": a["ring-mib"], clientsMax: a["clients-max"] },
     );
     const user = workerUser(a.user);
+    requirePacketSockets();
     // Signal handlers before start-up: until a listener exists SIGTERM/SIGHUP kill at once (a
     // `systemctl stop` or reload right after READY=1 ended the daemon with status 143).
     const done = new Promise<string>((resolve) => {
@@ -117,6 +135,10 @@ export default defineCommand({
     } catch (err) {
       if (err instanceof DaemonRunningError) throw new AlreadyRunningError(`${err.message}: another mcrelay daemon is running`);
       if (err instanceof SocketPathError) throw new UsageError(`--socket: ${err.message}`);
+      // A state directory or socket path this user may not create: exit 5 naming it, no trace.
+      if (/\b(EACCES|EPERM)\b/.test((err as Error).message ?? "")) {
+        throw new PermissionError(`${(err as Error).message}: run as root, or point --state-dir ($MCRELAY_STATE_DIR) and --socket ($MCRELAY_SOCKET) at paths this user may write`);
+      }
       throw err;
     }
     started = daemon;

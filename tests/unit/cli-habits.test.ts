@@ -197,3 +197,32 @@ describe("errors with --json", () => {
     expect(r.stdout).toBe("");
   });
 });
+
+describe("run without privileges", () => {
+  const STACK_FRAME = /^\s+at .*(\.[jt]s:\d+|<anonymous>|native|mcrelay:\d+)/m;
+  const asNobody = (args: string[], caps: string[] = []) => {
+    const r = Bun.spawnSync({
+      cmd: ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", ...caps, ...mcrelay, ...args],
+      stdout: "pipe",
+      stderr: "pipe",
+      env: { ...process.env, NO_COLOR: "1" },
+      timeout: 30_000,
+    });
+    return { exitCode: r.exitCode, stdout: r.stdout.toString(), stderr: r.stderr.toString() };
+  };
+
+  test("a run without CAP_NET_RAW exits 5 naming the capability, with no stack trace", () => {
+    const r = asNobody(["run", "--socket", "/tmp/mcr-nobody-never.sock", "--state-dir", "/tmp/mcr-nobody-never"]);
+    expect(r.exitCode).toBe(EXIT.permission);
+    expect(r.stderr).toContain("open AF_PACKET socket: EPERM: mcrelay run needs CAP_NET_RAW");
+    expect(r.stderr).not.toMatch(STACK_FRAME);
+  });
+
+  test("with CAP_NET_RAW but no writable state directory, run exits 5 naming the directory and the flags", () => {
+    const r = asNobody(["run", "--socket", "/tmp/mcr-nobody-never.sock"], ["--inh-caps=+net_raw", "--ambient-caps=+net_raw"]);
+    expect(r.exitCode).toBe(EXIT.permission);
+    expect(r.stderr).toMatch(/state directory \/var\/lib\/mcrelay.*EACCES/);
+    expect(r.stderr).toContain("--state-dir");
+    expect(r.stderr).not.toMatch(STACK_FRAME);
+  });
+});
