@@ -279,6 +279,14 @@ export const MUTANTS: Mutant[] = [
     tests: [{ file: "tests/integration/service.test.ts", filter: "M5: a daemon whose worker cannot start" }],
   },
   {
+    name: "worker-seccomp-allows-execve",
+    breaks: "one seccomp rule dropped (execve allowed): the worker's confinement probe sees ENOENT, not EPERM, and the worker refuses to run",
+    file: "zig/seccomp.zig",
+    search: '    "execve",          "execveat",',
+    replace: '    "execveat",',
+    tests: [{ file: "tests/integration/workers.test.ts", filter: "every thread runs as nobody" }],
+  },
+  {
     name: "worker-seccomp-missing",
     breaks: "workers run without their seccomp filter",
     file: "zig/privileges.zig",

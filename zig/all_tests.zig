@@ -19,6 +19,7 @@ test {
     _ = @import("lock.zig");
     _ = @import("privileges.zig");
     _ = @import("seccomp.zig");
+    _ = @import("confinement.zig");
     _ = @import("dataplane/parse.zig");
     _ = @import("dataplane/parse_ipv6.zig");
     _ = @import("dataplane/table.zig");

@@ -10,6 +10,7 @@ const sys = @import("sys.zig");
 const link = @import("link.zig");
 const scm = @import("scm.zig");
 const privileges = @import("privileges.zig");
+const confinement = @import("confinement.zig");
 const parse = @import("dataplane/parse.zig");
 const stats = @import("dataplane/stats.zig");
 const loop = @import("dataplane/loop.zig");
@@ -121,6 +122,15 @@ export fn mcr_scm_recv(fd: i32, buf: [*]u8, cap: u32, fds: [*]i32, fds_cap: u32,
 /// seccomp filter (and no_new_privs) on every thread, SIGKILL on parent death, not dumpable.
 export fn mcr_privileges_drop(uid: u32, gid: u32, packet_fd: i32) i32 {
     privileges.drop(uid, gid, packet_fd) catch |err| return rc(err);
+    return 0;
+}
+
+/// The worker's check of its confinement after the drop (confinement.zig): returns the number of
+/// probes when every one was refused; 0 when one was not, with "PROBE: got X, expected EPERM"
+/// (truncated to `cap`) in `msg` and its length in `msg_len`.
+export fn mcr_confinement_verify(packet_fd: i32, msg: [*]u8, cap: u32, msg_len: *u32) i32 {
+    const f = confinement.verify(packet_fd) orelse return confinement.probes.len;
+    msg_len.* = @intCast(confinement.describe(f, msg[0..cap]).len);
     return 0;
 }
 

@@ -10,6 +10,7 @@ const linux = std.os.linux;
 const sys = @import("sys.zig");
 const filter = @import("filter.zig");
 const seccomp = @import("seccomp.zig");
+const confinement = @import("confinement.zig");
 
 extern "c" fn setgroups(size: usize, list: ?[*]const linux.gid_t) c_int;
 extern "c" fn setresuid(ruid: linux.uid_t, euid: linux.uid_t, suid: linux.uid_t) c_int;
@@ -143,6 +144,12 @@ fn confinedChild() !void {
     _ = try sys.call("getsockopt", linux.getsockopt(fd, linux.SOL.PACKET, linux.PACKET.STATISTICS, std.mem.asBytes(&st), &len));
     // Not dumpable: /proc/self belongs to root now.
     if (linux.prctl(@intFromEnum(linux.PR.GET_DUMPABLE), 0, 0, 0, 0) != 0) return error.Dumpable;
+    // The worker's own check agrees: every probe is refused.
+    if (confinement.verify(fd)) |f| {
+        var buf: [160]u8 = undefined;
+        std.debug.print("confinement probe: {s}\n", .{confinement.describe(f, &buf)});
+        return error.ProbeNotRefused;
+    }
 }
 
 test "as the worker's uid with its packet socket: detaching the filter, new raw sockets, injection and execve fail" {

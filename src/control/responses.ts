@@ -132,6 +132,8 @@ export const WorkerInfoSchema = v.strictObject({
   last_error: v.nullable(v.string()),
   /** The packet ring of the worker's socket; null while no worker process holds it. */
   ring: v.nullable(RingSchema),
+  /** The confinement probes the running worker saw refused after its drop, and their cost; null while none runs (or it did not drop). */
+  confinement: v.nullable(v.strictObject({ probes: count, ms: rate })),
 });
 export type WorkerInfo = v.InferOutput<typeof WorkerInfoSchema>;
 

@@ -50,6 +50,7 @@ const symbols = {
   mcr_shm_unmap: { args: ["ptr"], returns: "void" },
   mcr_trace_layout: { args: ["ptr"], returns: "void" },
   mcr_privileges_drop: { args: ["u32", "u32", "i32"], returns: "i32" },
+  mcr_confinement_verify: { args: ["i32", "ptr", "u32", "ptr"], returns: "i32" },
   mcr_nofile_raise: { args: ["ptr"], returns: "i32" },
   mcr_peer_cred: { args: ["i32", "ptr"], returns: "i32" },
   mcr_peer_groups: { args: ["i32", "ptr", "u32"], returns: "i32" },
@@ -266,6 +267,20 @@ const NO_FDS = new Int32Array(1);
 /** `packetFd`: the packet socket the worker may read but never send on, bind or duplicate. */
 export function privilegesDrop(uid: number, gid: number, packetFd: number): void {
   check(`drop privileges to uid ${uid} gid ${gid}`, lib().mcr_privileges_drop(uid, gid, packetFd));
+}
+
+/**
+ * After the drop: calls a confined worker must be refused with EPERM (new raw, packet, netlink
+ * and Unix sockets, filter and SOL_PACKET options, sends and dup on the packet socket, execve,
+ * ptrace, bpf), each harmless if it is not; see zig/confinement.zig. Returns how many probes
+ * were refused, or the first one that was not ("PROBE: got X, expected EPERM").
+ */
+export function confinementVerify(packetFd: number): { probes: number; problem: null } | { probes: 0; problem: string } {
+  const msg = new Uint8Array(256);
+  const len = new Uint32Array(1);
+  const n = check("verify confinement", lib().mcr_confinement_verify(packetFd, ptr(msg), msg.length, ptr(len)));
+  if (n > 0) return { probes: n, problem: null };
+  return { probes: 0, problem: new TextDecoder().decode(msg.subarray(0, len[0]!)) };
 }
 
 /** Raises the soft descriptor limit to the hard one; returns both. */

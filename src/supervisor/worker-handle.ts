@@ -62,6 +62,8 @@ export class WorkerHandle {
   readonly pid: number;
   readonly startedAt = Date.now();
   readonly ring: Record<string, number>;
+  /** The confinement probes the worker saw refused after its drop (null: it did not drop). */
+  readonly confinement: { probes: number; ms: number } | null;
   readonly #proc: ReturnType<typeof Bun.spawn>;
   readonly #channel: number;
   readonly #shared: SharedStats;
@@ -71,13 +73,14 @@ export class WorkerHandle {
   #killed = false;
   readonly exited: Promise<number | null>;
 
-  private constructor(ifname: string, proc: ReturnType<typeof Bun.spawn>, channel: number, ring: Record<string, number>, shared: SharedStats) {
+  private constructor(ifname: string, proc: ReturnType<typeof Bun.spawn>, channel: number, ready: FromWorker & { type: "ready" }, shared: SharedStats) {
     this.ifname = ifname;
     this.#shared = shared;
     this.pid = proc.pid;
     this.#proc = proc;
     this.#channel = channel;
-    this.ring = ring;
+    this.ring = ready.ring;
+    this.confinement = ready.confinement;
     this.exited = proc.exited.then((code) => {
       this.#exited = true;
       for (const [, p] of this.#pending) {
@@ -170,7 +173,7 @@ export class WorkerHandle {
     } finally {
       clearTimeout(timer);
     }
-    handle = new WorkerHandle(opts.ifname, proc, mine, readyMsg.ring, shared);
+    handle = new WorkerHandle(opts.ifname, proc, mine, readyMsg, shared);
     handle.exited.then((code) => opts.onExit?.(code, proc.signalCode === null || proc.signalCode === undefined ? null : String(proc.signalCode)));
     log.debug(`worker ${opts.ifname} ready (pid ${proc.pid})`);
     return handle;

@@ -308,6 +308,7 @@ export class WorkerPool {
       rules: e.rules.length,
       last_error: e.lastError,
       ring: e.handle ? ringInfo(e.handle.ring) : null,
+      confinement: e.handle?.confinement ?? null,
     }));
   }
 

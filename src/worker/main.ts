@@ -3,7 +3,7 @@
 // messages between slices. It never opens privileged resources itself.
 import * as v from "valibot";
 import { logger, setLogLevel } from "../log.ts";
-import { Dataplane, scmRecv, fdClose, privilegesDrop } from "../native/lib.ts";
+import { Dataplane, scmRecv, fdClose, privilegesDrop, confinementVerify } from "../native/lib.ts";
 import { verifyDropped } from "./privileges.ts";
 import { tableHash, wireToNative } from "../rules/wire.ts";
 import { FromWorkerSchema, PacketSocketSchema, ToWorkerSchema, type FromWorker, type ToWorker } from "./messages.ts";
@@ -38,6 +38,8 @@ export async function runWorker(): Promise<number> {
     return 1;
   }
   const { ifname, ifindex, geometry, slot, members, user } = setup.output;
+  /** Probes of the confinement that were refused, and their cost (null: no privilege drop). */
+  let confinement: { probes: number; ms: number } | null = null;
   if (user) {
     // Everything privileged (the AF_PACKET socket) is in hand: give up the rest now.
     try {
@@ -53,7 +55,17 @@ export async function runWorker(): Promise<number> {
       send({ type: "fatal", message: `privileges not dropped: ${problems[0]}` });
       return 1;
     }
-    log.debug(`running as ${user.name} (uid ${user.uid}, gid ${user.gid}), no capabilities, no_new_privs`);
+    // What a compromised worker would try must be refused, by seccomp and the socket lock.
+    const t0 = performance.now();
+    const confined = confinementVerify(first.fds[0]!);
+    const probeMs = performance.now() - t0;
+    if (confined.problem !== null) {
+      log.error(`confinement not verified: ${confined.problem}: refusing to run`);
+      send({ type: "fatal", message: `confinement not verified: ${confined.problem}` });
+      return 1;
+    }
+    confinement = { probes: confined.probes, ms: Number(probeMs.toFixed(3)) };
+    log.debug(`running as ${user.name} (uid ${user.uid}, gid ${user.gid}), no capabilities, no_new_privs; confinement verified: ${confined.probes} probes refused in ${probeMs.toFixed(3)} ms`);
   }
   const dp = Dataplane.open({ packetFd: first.fds[0]!, statsFd: first.fds[1]!, wakeFd: CHANNEL_FD, ifindex, geometry }, ifname);
   const ring = dp.geometry();
@@ -151,7 +163,7 @@ export async function runWorker(): Promise<number> {
       applied = { generation: applied.generation, hash: tableHash([]) };
     }, divergeAfterMs);
   }
-  send({ type: "ready", pid: process.pid, ring: { ...ring } });
+  send({ type: "ready", pid: process.pid, ring: { ...ring }, confinement });
   return done;
 }
 

@@ -33,7 +33,13 @@ export const ToWorkerSchema = v.variant("type", [
 export type ToWorker = v.InferOutput<typeof ToWorkerSchema>;
 
 export const FromWorkerSchema = v.variant("type", [
-  v.strictObject({ type: v.literal("ready"), pid: v.number(), ring: v.record(v.string(), v.number()) }),
+  v.strictObject({
+    type: v.literal("ready"),
+    pid: v.number(),
+    ring: v.record(v.string(), v.number()),
+    /** The confinement probes the worker saw refused after its drop, and their cost; null without a drop. */
+    confinement: v.nullable(v.strictObject({ probes: v.pipe(v.number(), v.integer(), v.minValue(1)), ms: v.number() })),
+  }),
   v.strictObject({ type: v.literal("applied"), id: v.number(), generation: v.number(), hash: v.string() }),
   v.strictObject({ type: v.literal("pong"), id: v.number(), generation: v.number(), hash: v.string() }),
   v.strictObject({ type: v.literal("ok"), id: v.number() }),

@@ -277,7 +277,7 @@ function groupPerSlot(members: number): string[] {
 
 describe_netns("workers (kernel, under bun)", () => {
   test.each([1, 2])(
-    "with %d worker(s) on the interface every worker and every thread runs as nobody with no groups, no capabilities, no_new_privs and the seccomp filter, not dumpable, and still forwards",
+    "with %d worker(s) on the interface every worker and every thread runs as nobody with no groups, no capabilities, no_new_privs and the seccomp filter, not dumpable, each worker saw its 13 confinement probes refused, and still forwards",
     async (n) => {
       const rt = await topology({ label: `priv${n}` });
       const dir = tempDir();
@@ -301,6 +301,11 @@ describe_netns("workers (kernel, under bun)", () => {
         expect(problems).toEqual([]);
       }
       expect(NOBODY.uid).not.toBe(0);
+      // Each worker probed its own confinement after the drop (raw/packet/netlink/Unix sockets,
+      // filter and SOL_PACKET options, write and dup on the packet socket, execve, ptrace, bpf)
+      // and saw every probe refused; a worker that does not refuses to run.
+      for (const w of rows) expect(w.confinement?.probes).toBe(13);
+      note(`confinement probes ${n} worker(s)`, rows.map((w) => w.confinement));
 
       const count = 2_000;
       const s = await sink(rt, rt.sinks[0]!.ns, "239.2.2.2:6000@s0", ["--expect", String(count)]);

@@ -42,7 +42,7 @@ function input(): MetricsInput {
     workers: [
       {
         interface: "eth0", slot: 0, workers_on_interface: 1, pid: 5, state: "running" as const, uptime_s: 1, restarts: 2, consecutive_failures: 0,
-        backoff_ms: 0, drift_repairs: 0, table_hash: "h", applied_hash: "h", rules: 1, last_error: null, ring: null,
+        backoff_ms: 0, drift_repairs: 0, table_hash: "h", applied_hash: "h", rules: 1, last_error: null, ring: null, confinement: null,
       },
     ],
   };
