@@ -375,11 +375,13 @@ export class Daemon {
 
   /** Reload: validate the whole file first (a bad file changes nothing), then apply the difference. */
   async reload() {
-    notifyServiceManager("RELOADING=1");
+    // A reload asked on the socket during start-up says nothing: READY=1 comes when start-up ends.
+    const started = this.#started;
+    if (started) notifyServiceManager("RELOADING=1");
     try {
       return await this.#reload();
     } finally {
-      notifyServiceManager(`READY=1\nSTATUS=${this.#store.size} rules`);
+      if (started) notifyServiceManager(`READY=1\nSTATUS=${this.#store.size} rules`);
     }
   }
 
