@@ -9,6 +9,11 @@ export function printJsonLine(value: unknown): void {
   process.stdout.write(`${JSON.stringify(value)}\n`);
 }
 
+/** A whole terminal screen drawn over the last one (cursor home, clear to end, then the lines). */
+export function printScreen(lines: string[]): void {
+  process.stdout.write(`\u001b[H\u001b[J${lines.join("\n")}\n`);
+}
+
 export function printLine(text = ""): void {
   process.stdout.write(`${text}\n`);
 }

@@ -1,11 +1,8 @@
 // `stats --watch` on a terminal: a screen redrawn in place, like top. Rules sorted by packet
 // rate (highest first), with their rates, totals and drops; the interfaces' drop reasons below.
-// Pure: it returns the screen as lines; stats.ts writes them.
+// Pure: it returns the screen as lines; output.ts printScreen draws them over the last screen.
 import type { InterfaceReport, RuleReport } from "../supervisor/report.ts";
 import { formatRate } from "./output.ts";
-
-/** Cursor home, clear to the end of the screen: the next screen overwrites the last one. */
-export const HOME_CLEAR = "\u001b[H\u001b[J";
 
 export interface TopInput {
   rules: RuleReport[];

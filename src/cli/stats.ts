@@ -3,8 +3,8 @@
 import { defineCommand } from "citty";
 import { checkFlags, jsonArg, secondsFlag, validate } from "./args.ts";
 import { socketArg, withClient } from "./daemon-client.ts";
-import { inputText, printJson, printJsonLine, printLine, printTable, formatRate } from "./output.ts";
-import { HOME_CLEAR, renderTop } from "./stats-top.ts";
+import { inputText, printJson, printJsonLine, printLine, printScreen, printTable, formatRate } from "./output.ts";
+import { renderTop } from "./stats-top.ts";
 import type { InterfaceReport, Stats } from "../control/responses.ts";
 import * as v from "valibot";
 
@@ -61,7 +61,7 @@ export default defineCommand({
         else if (a.json) printJson(result);
         else if (top) {
           const screen = renderTop(result, { time: new Date(), intervalS: interval, width: process.stdout.columns || Number(process.env.COLUMNS) || 80, height: process.stdout.rows || Number(process.env.LINES) || 24, title: "mcrelay stats" });
-          process.stdout.write(`${HOME_CLEAR}${screen.join("\n")}\n`);
+          printScreen(screen);
         } else {
           if (a.watch) printLine(`--- ${new Date().toISOString()}`);
           printHuman(result);
