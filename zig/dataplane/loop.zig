@@ -65,8 +65,8 @@ pub const Dataplane = struct {
     /// CLOCK_MONOTONIC read once per ring block: the loop guard's and the cap's clock.
     block_ns: u64,
     /// Packet tracing, in the shared region (none with private counters).
-    trace: trace_mod.Trace,
-    trace_ready: bool,
+    /// Allocated apart so the hot struct keeps its layout; null with private counters.
+    trace: ?*trace_mod.Trace,
 
     pub fn create(cfg: *const abi.DpConfig) sys.Error!*Dataplane {
         if (cfg.ifindex == 0) return error.INVAL;
@@ -90,14 +90,16 @@ pub const Dataplane = struct {
         self.last_join_ns = 0;
         self.stats_region = null;
         self.stats_words = &self.private_stats;
-        self.trace_ready = false;
+        self.trace = null;
         if (cfg.stats_fd >= 0) {
+            const t = std.heap.page_allocator.create(trace_mod.Trace) catch return error.NOMEM;
+            errdefer std.heap.page_allocator.destroy(t);
             const region = try shm.map(cfg.stats_fd, shared_bytes);
             self.stats_region = region;
             self.stats_words = @ptrCast(@alignCast(region.ptr));
             sys.close(cfg.stats_fd); // the mapping keeps the memory
-            self.trace.init(@alignCast(region[trace_offset..]), cfg.ifindex);
-            self.trace_ready = true;
+            t.init(@alignCast(region[trace_offset..]), cfg.ifindex);
+            self.trace = t;
         }
         _ = stats_mod.Stats.init(self.stats_words);
         return self;
@@ -109,6 +111,7 @@ pub const Dataplane = struct {
         self.joins6.deinit();
         self.ring.deinit();
         if (self.stats_region) |region| shm.unmap(region);
+        if (self.trace) |t| std.heap.page_allocator.destroy(t);
         sys.close(self.cfg.packet_fd);
         freeUntouched(self);
     }
@@ -239,8 +242,8 @@ pub const Dataplane = struct {
         var held: [blocks_per_flush_max]ring_mod.Block = undefined;
         var count: u32 = 0;
         // Tracing costs this one branch per group of blocks when off.
-        const traced = self.trace_ready and self.trace.armed();
-        if (traced) self.trace.begin();
+        const traced = if (self.trace) |t| t.armed() else false;
+        if (traced) self.trace.?.begin();
         while (count < blocks_per_flush_max) : (count += 1) {
             const block = self.ring.peekBlock(count) orelse break;
             std.debug.assert(block.index < self.ring.geo.block_count);
@@ -250,7 +253,7 @@ pub const Dataplane = struct {
         }
         if (count == 0) return 0;
         self.egress.flush(s);
-        if (traced) self.trace.publish(s);
+        if (traced) self.trace.?.publish(s);
         // sendmsg copied the payloads synchronously: the blocks can go back at once.
         for (held[0..count]) |block| self.ring.release(block);
         return count;
@@ -345,13 +348,13 @@ pub const Dataplane = struct {
                 .ok => |p| p,
                 .drop => |reason| {
                     s.drop(reason).* += 1;
-                    if (traced) self.trace.dropped(frame.data, frame.wire_len, frame.vlan_tci, reason);
+                    if (traced) self.trace.?.dropped(frame.data, frame.wire_len, frame.vlan_tci, reason);
                     continue;
                 },
             };
             if (martianSource(&packet.src)) {
                 s.worker(.martian_source).* += 1;
-                if (traced) self.trace.unmatched(frame.data, frame.wire_len, frame.vlan_tci, &packet, .martian);
+                if (traced) self.trace.?.unmatched(frame.data, frame.wire_len, frame.vlan_tci, &packet, .martian);
                 continue;
             }
             // The VID from metadata or the frame; VID 0 (a priority tag) is untagged.
@@ -360,13 +363,13 @@ pub const Dataplane = struct {
                 if (table.keyHead(&packet.dst, packet.dst_port, vlan_id)) |head| {
                     s.worker(.source_mismatch).* += 1;
                     s.rule(head, .source_mismatch).* += 1;
-                    if (traced) self.trace.unmatched(frame.data, frame.wire_len, frame.vlan_tci, &packet, .source_mismatch);
+                    if (traced) self.trace.?.unmatched(frame.data, frame.wire_len, frame.vlan_tci, &packet, .source_mismatch);
                 } else if (vlan_id != 0 and table.keyExists(&packet.dst, packet.dst_port, 0)) {
                     s.worker(.vlan_mismatch).* += 1;
-                    if (traced) self.trace.unmatched(frame.data, frame.wire_len, frame.vlan_tci, &packet, .vlan_mismatch);
+                    if (traced) self.trace.?.unmatched(frame.data, frame.wire_len, frame.vlan_tci, &packet, .vlan_mismatch);
                 } else {
                     s.worker(.no_match).* += 1;
-                    if (traced) self.trace.unmatched(frame.data, frame.wire_len, frame.vlan_tci, &packet, .no_match);
+                    if (traced) self.trace.?.unmatched(frame.data, frame.wire_len, frame.vlan_tci, &packet, .no_match);
                 }
                 continue;
             };
@@ -376,13 +379,13 @@ pub const Dataplane = struct {
             if (ownSource(rule, &packet.src)) {
                 s.worker(.own_source).* += 1;
                 s.rule(index, .own_source).* += 1;
-                if (traced) self.trace.unmatched(frame.data, frame.wire_len, frame.vlan_tci, &packet, .own_source);
+                if (traced) self.trace.?.unmatched(frame.data, frame.wire_len, frame.vlan_tci, &packet, .own_source);
                 continue;
             }
             const payload = frame.data[packet.payload_offset..][0..packet.payload_len];
             const source = sourceKey(&packet.src);
             // One record per frame (a super-frame's outputs are those of its first datagram).
-            var record: ?*trace_mod.Record = if (traced) self.trace.matched(frame.data, frame.wire_len, frame.vlan_tci, &packet, rule) else null;
+            var record: ?*trace_mod.Record = if (traced) self.trace.?.matched(frame.data, frame.wire_len, frame.vlan_tci, &packet, rule) else null;
             // A super-frame stands for several datagrams of gso_size bytes (the last may be
             // shorter): each is relayed as itself, as the sender sent it.
             const segment_bytes: u32 = if (frame.gso_size != 0 and payload.len > frame.gso_size) frame.gso_size else @intCast(@max(payload.len, 1));
@@ -422,7 +425,7 @@ pub const Dataplane = struct {
         var o: u32 = rule.output_first;
         while (o < @as(u32, rule.output_first) + rule.output_count) : (o += 1) {
             self.egress.queue(s, o, datagram, tos);
-            if (traced) if (record) |r| self.trace.queued(r, o - rule.output_first, o, &self.egress, s);
+            if (traced) if (record) |r| self.trace.?.queued(r, o - rule.output_first, o, &self.egress, s);
         }
     }
 
