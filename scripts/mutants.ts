@@ -397,7 +397,7 @@ export const MUTANTS: Mutant[] = [
     name: "trace-unmatched-not-recorded",
     breaks: "frames for the traced group that match no rule (a wrong port) are not traced",
     file: "zig/dataplane/loop.zig",
-    search: "if (traced) self.trace.unmatched(frame.data, frame.wire_len, frame.vlan_tci, &packet, .no_match);",
+    search: "if (traced) self.trace.?.unmatched(frame.data, frame.wire_len, frame.vlan_tci, &packet, .no_match);",
     replace: "{}",
     tests: [{ file: "tests/integration/trace.test.ts", filter: "wrong-port packets with their verdict" }],
   },
