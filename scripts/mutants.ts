@@ -471,6 +471,39 @@ export const MUTANTS: Mutant[] = [
     replace: "return flowHash(fold >>> 0, 1);",
     tests: [{ file: "tests/integration/ipv6.test.ts", filter: "2 workers on the input interface carry 8 IPv6 groups" }],
   },
+  // --- Issue 15: command line, config and output -------------------------------------------
+  {
+    name: "control-answer-schema-unchecked",
+    breaks: "the control server sends an answer its command's schema does not describe",
+    file: "src/control/server.ts",
+    search: "const problems = schemaProblems(RESULT_SCHEMAS[req.cmd], result);",
+    replace: "const problems: string[] = [];",
+    tests: [{ file: "tests/unit/control-server.test.ts", filter: "does not fit its command's schema" }],
+  },
+  {
+    name: "config-problem-without-place",
+    breaks: "config problems lose their line and column",
+    file: "src/config/file.ts",
+    search: "const at = positionOf(this.doc, path, o.key);",
+    replace: "const at = null as { line: number; column: number } | null;",
+    tests: [{ file: "tests/unit/config-positions.test.ts", filter: "each at its own line and column" }],
+  },
+  {
+    name: "verb-prefix-not-accepted",
+    breaks: "an unambiguous prefix of a verb (li = list) is refused",
+    file: "src/cli/verbs.ts",
+    search: "if (word.length > 0 && matches.size === 1) return [...matches.values()][0]!.entry;",
+    replace: "if (word.length > 0 && matches.size === 1 && word.length < 0) return [...matches.values()][0]!.entry;",
+    tests: [{ file: "tests/unit/cli-habits.test.ts", filter: "an unambiguous prefix names its verb" }],
+  },
+  {
+    name: "sink-expect-shortfall-exits-0",
+    breaks: "sink --expect N exits 0 when fewer than N packets arrived",
+    file: "src/cli/sink.ts",
+    search: "process.exitCode = EXIT.shortfall;",
+    replace: "process.exitCode = EXIT.ok;",
+    tests: [{ file: "tests/integration/cli-output.test.ts", filter: "sink --expect N exits 9" }],
+  },
 ];
 
 // ---------------------------------------------------------------------------------------
