@@ -21,6 +21,12 @@ pub const coalesce_window_ns: u64 = 100 * std.time.ns_per_us;
 
 /// Datagrams one output queues before a flush (one UDP GSO buffer holds up to ~48 of 1316 bytes).
 pub const egress_batch_max: u32 = 48;
+/// Messages in one egress sendmmsg (the kernel's UIO_MAXIOV caps a call there anyway): every
+/// output of an address family shares the call, so a 1:50 fan-out is one syscall per flush.
+pub const egress_mmsg_max: u32 = 1024;
+/// An output's batch of at least this many equal-size datagrams travels as one UDP GSO message;
+/// a smaller one as one message per datagram (decision 012).
+pub const egress_gso_datagrams_min: u32 = 4;
 /// Largest UDP GSO buffer egress sends: 64 KiB less the IPv4 and UDP headers, rounded down.
 pub const egress_gso_bytes_max: u32 = 65_000;
 /// Loop guard: payload traces one dataplane keeps (24 bytes each), and how long a trace lasts
@@ -31,6 +37,8 @@ pub const loop_guard_window_ms: u32 = 250;
 pub const rate_cap_burst_ms: u32 = 50;
 /// Egress socket send buffer. A small buffer collapsed throughput in the earlier relay.
 pub const egress_sndbuf_bytes: u32 = 4 * 1024 * 1024;
+/// Send buffer of the egress socket all outputs of an address family share.
+pub const egress_shared_sndbuf_bytes: u32 = 16 * 1024 * 1024;
 /// Groups one UDP socket may join: the kernel's default igmp_max_memberships is 20.
 pub const joins_per_socket_max: u32 = 20;
 /// Sockets used for ingress joins.

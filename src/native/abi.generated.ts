@@ -29,7 +29,7 @@ export const STATS_LAYOUT_VERSION = 1;
 /** stats.header_words */
 export const STATS_HEADER_WORDS = 16;
 /** stats.total_words */
-export const STATS_TOTAL_WORDS = 34877;
+export const STATS_TOTAL_WORDS = 34878;
 /** link.IFF_UP */
 export const IFF_UP = 1;
 
@@ -229,6 +229,7 @@ export const WORKER_COUNTERS = [
   "own_source",
   "loop_drops",
   "cap_drops",
+  "tx_send_calls",
 ] as const;
 
 /** parse.Drop, in word order. */
@@ -342,11 +343,14 @@ export const LIMITS = {
   blocksPerFlushMax: 8,
   coalesceWindowNs: 100000,
   egressBatchMax: 48,
+  egressMmsgMax: 1024,
+  egressGsoDatagramsMin: 4,
   egressGsoBytesMax: 65000,
   loopGuardSlots: 16384,
   loopGuardWindowMs: 250,
   rateCapBurstMs: 50,
   egressSndbufBytes: 4194304,
+  egressSharedSndbufBytes: 16777216,
   joinsPerSocketMax: 20,
   joinSocketsMax: 52,
   ringBlockBytesMin: 65536,
@@ -392,7 +396,7 @@ abi.payload_magic = 1280459597
 stats.magic = 5567384082209395795
 stats.layout_version = 1
 stats.header_words = 16
-stats.total_words = 34877
+stats.total_words = 34878
 link.IFF_UP = 1
 TableHeader = size 16, align 4
 TableHeader.magic = offset 0, 4 bytes
@@ -525,6 +529,7 @@ stats.Worker[24] = martian_source
 stats.Worker[25] = own_source
 stats.Worker[26] = loop_drops
 stats.Worker[27] = cap_drops
+stats.Worker[28] = tx_send_calls
 parse.Drop[0] = eth_truncated
 parse.Drop[1] = vlan_truncated
 parse.Drop[2] = vlan_stacked
@@ -606,11 +611,14 @@ constants.blocks_per_turn_max = 64
 constants.blocks_per_flush_max = 8
 constants.coalesce_window_ns = 100000
 constants.egress_batch_max = 48
+constants.egress_mmsg_max = 1024
+constants.egress_gso_datagrams_min = 4
 constants.egress_gso_bytes_max = 65000
 constants.loop_guard_slots = 16384
 constants.loop_guard_window_ms = 250
 constants.rate_cap_burst_ms = 50
 constants.egress_sndbuf_bytes = 4194304
+constants.egress_shared_sndbuf_bytes = 16777216
 constants.joins_per_socket_max = 20
 constants.join_sockets_max = 52
 constants.ring_block_bytes_min = 65536

@@ -1,6 +1,12 @@
-//! UDP egress: one socket per output, datagrams queued as pointers into the RX ring and sent
-//! in sendmmsg batches. Sends never block: a full socket buffer drops and counts per output,
-//! so a slow output can never stall the ring or the other outputs.
+//! UDP egress: datagrams queued per output as pointers into the RX ring, sent at the flush with
+//! one `sendmmsg` for every output of an address family. Each message names its destination and
+//! carries what differs between outputs as control messages: interface and source
+//! (IP_PKTINFO / IPV6_PKTINFO), TTL (IP_TTL / IPV6_HOPLIMIT) and TOS (IP_TOS / IPV6_TCLASS). So a
+//! batch never mixes settings, yet outputs that differ in all of them share one syscall: a 1:50
+//! fan-out costs one `sendmmsg` per flush instead of fifty. An output with a large batch of
+//! equal-size datagrams travels as one message carrying UDP_SEGMENT (GSO) in the same
+//! `sendmmsg`. Sends never block: a full buffer drops and counts per output, so a slow output can
+//! never stall the ring (decision 012).
 const std = @import("std");
 const linux = std.os.linux;
 const sys = @import("../sys.zig");
@@ -11,16 +17,42 @@ const net = @import("../net.zig");
 
 const batch_max = constants.egress_batch_max;
 const outputs_max = constants.outputs_max;
-const no_fd: i32 = -1;
+const mmsg_max = constants.egress_mmsg_max;
+const gso_datagrams_min = constants.egress_gso_datagrams_min;
+const gso_bytes_max: usize = constants.egress_gso_bytes_max;
+pub const no_fd: i32 = -1;
 /// SOL_UDP: the option level of UDP options (the protocol number).
 const sol_udp: i32 = 17;
-const gso_bytes_max: usize = constants.egress_gso_bytes_max;
-const gso_control_bytes = std.mem.alignForward(usize, @sizeOf(linux.cmsghdr) + @sizeOf(u16), @alignOf(linux.cmsghdr));
-/// One IP_TOS (IPv4) or IPV6_TCLASS (IPv6) control message carrying an int.
-const tos_control_bytes = std.mem.alignForward(usize, @sizeOf(linux.cmsghdr) + @sizeOf(c_int), @alignOf(linux.cmsghdr));
 const ip_tos_type: i32 = 1; // IP_TOS
+const ip_ttl_type: i32 = 2; // IP_TTL
+const ip_pktinfo_type: i32 = 8; // IP_PKTINFO
+const ipv6_pktinfo_type: i32 = 50; // IPV6_PKTINFO
+const ipv6_hoplimit_type: i32 = 52; // IPV6_HOPLIMIT
 const ipv6_tclass_type: i32 = 67; // IPV6_TCLASS
 const ecn_mask: u8 = 0x03;
+
+/// struct in_pktinfo (ip(7)): the interface and source of one datagram.
+const InPktinfo = extern struct { ifindex: i32, spec_dst: u32, addr: u32 };
+/// struct in6_pktinfo (ipv6(7)).
+const In6Pktinfo = extern struct { addr: [16]u8, ifindex: u32 };
+
+fn cmsgSpace(data_bytes: usize) usize {
+    return std.mem.alignForward(usize, @sizeOf(linux.cmsghdr) + data_bytes, @alignOf(linux.cmsghdr));
+}
+/// Per output: PKTINFO, TTL and TOS always; UDP_SEGMENT last, for a GSO message only.
+const pktinfo_space = cmsgSpace(@sizeOf(In6Pktinfo));
+const int_space = cmsgSpace(@sizeOf(c_int));
+const segment_space = cmsgSpace(@sizeOf(u16));
+const control_bytes_max = pktinfo_space + 2 * int_space + segment_space;
+
+comptime {
+    std.debug.assert(@sizeOf(InPktinfo) == 12);
+    std.debug.assert(@sizeOf(In6Pktinfo) == 20);
+    std.debug.assert(gso_datagrams_min >= 2);
+    std.debug.assert(mmsg_max >= batch_max);
+}
+
+const Family = enum(u1) { v4, v6 };
 
 /// The TOS byte an output sends a datagram with: its fixed DSCP or the input's, and the
 /// input's ECN bits in both cases (as a router re-marking DSCP does).
@@ -30,23 +62,38 @@ pub inline fn outputTos(dscp: u8, input_tos: u8) u8 {
     return (dscp << 2) | (input_tos & ecn_mask);
 }
 
-/// Opens and configures the socket of one output. Returns the fd and whether it is connected
-/// (a connected socket skips the route lookup per datagram; an output whose destination has
-/// no route yet stays unconnected so every send reports its own errno).
-fn openSocket(out: *const abi.OutputDesc, dest: *const net.SockAddr) sys.Error!struct { fd: i32, connected: bool } {
-    const fd = try net.openSender(&out.addr, out.ifindex, out.ttl, constants.egress_sndbuf_bytes);
+/// The unconnected socket every output of a family sends on: nothing set per destination,
+/// multicast loopback off (a local capture or sink would take the copy for forwarded traffic),
+/// a send buffer shared by all outputs, nothing ever read.
+fn openFamilySocket(family: Family) sys.Error!i32 {
+    const v6 = family == .v6;
+    const fd: i32 = @intCast(try sys.call("socket", linux.socket(
+        if (v6) linux.AF.INET6 else linux.AF.INET,
+        linux.SOCK.DGRAM | linux.SOCK.NONBLOCK | linux.SOCK.CLOEXEC,
+        0,
+    )));
     errdefer sys.close(fd);
-    // Nothing is ever read from an egress socket: keep its receive queue tiny.
+    try net.setBufferBytes(fd, linux.SO.SNDBUF, linux.SO.SNDBUFFORCE, constants.egress_shared_sndbuf_bytes);
     try sys.setsockoptInt(fd, linux.SOL.SOCKET, linux.SO.RCVBUF, 1);
-    if (!std.mem.allEqual(u8, &out.source, 0)) {
-        // Send from the output interface's address: when it changes, the supervisor gives a
-        // new source, the settings differ, and the socket is rebuilt.
-        const src = net.SockAddr.init(&out.source, 0, 0);
-        if (src.family() != dest.family()) return error.AFNOSUPPORT;
-        _ = try sys.callOwn("bind", linux.bind(fd, @ptrCast(&src), src.len()));
+    if (v6) {
+        try sys.setsockoptInt(fd, linux.IPPROTO.IPV6, linux.IPV6.MULTICAST_LOOP, 0);
+    } else {
+        try sys.setsockoptInt(fd, linux.IPPROTO.IP, linux.IP.MULTICAST_LOOP, 0);
     }
-    const connected = sys.callOwn("connect", linux.connect(fd, @ptrCast(dest), dest.len())) catch null;
-    return .{ .fd = fd, .connected = connected != null };
+    return fd;
+}
+
+/// An output with a source address can only send if the address is this host's: checked
+/// once when the output is set up (a throwaway bind), so the errno is the output's, as
+/// before any datagram.
+fn checkSource(out: *const abi.OutputDesc) sys.Error!void {
+    if (std.mem.allEqual(u8, &out.source, 0)) return;
+    const src = net.SockAddr.init(&out.source, 0, out.ifindex);
+    const dest_v4 = net.isV4(&out.addr) or net.isUnspecified(&out.addr);
+    if ((src.family() == linux.AF.INET) != dest_v4) return error.AFNOSUPPORT;
+    const fd: i32 = @intCast(try sys.call("socket", linux.socket(src.family(), linux.SOCK.DGRAM | linux.SOCK.CLOEXEC, 0)));
+    defer sys.close(fd);
+    _ = try sys.callOwn("bind", linux.bind(fd, @ptrCast(&src), src.len()));
 }
 
 fn sameSettings(a: *const abi.OutputDesc, b: *const abi.OutputDesc) bool {
@@ -58,84 +105,130 @@ fn sameSettings(a: *const abi.OutputDesc, b: *const abi.OutputDesc) bool {
 pub const Egress = struct {
     count: u32,
     descs: [outputs_max]abi.OutputDesc,
+    /// The socket output i sends on (its family's), or no_fd when it cannot send: then
+    /// setup_error is the errno bucket that counts every datagram meant for it.
     fds: [outputs_max]i32,
-    /// Why an output has no socket (its errno bucket counts every datagram meant for it).
     setup_error: [outputs_max]stats_mod.Output,
-    connected: [outputs_max]bool,
+    family: [outputs_max]Family,
     addrs: [outputs_max]net.SockAddr,
     pending: [outputs_max]u32,
-    msgs: [outputs_max][batch_max]linux.mmsghdr,
     iovs: [outputs_max][batch_max]std.posix.iovec_const,
     /// UDP GSO works for this output (cleared when the kernel or device refuses it, or off by
     /// the output's setting).
     gso: [outputs_max]bool,
     /// TOS byte of the queued batch: every datagram of one batch has the same (a GSO buffer
-    /// has one IP header to copy). A datagram with another TOS flushes the batch first.
+    /// has one IP header to copy, and the control messages are the output's). A datagram with
+    /// another TOS flushes the batch first.
     batch_tos: [outputs_max]u8,
-    /// IP_TOS / IPV6_TCLASS control message with batch_tos, attached to each send when the
-    /// TOS is not 0 (the socket's default), so no setsockopt per change.
-    tos_control: [outputs_max][tos_control_bytes]u8 align(@alignOf(linux.cmsghdr)),
+    /// Control messages of each output's datagrams: PKTINFO, TTL, TOS (the batch's), and
+    /// room for UDP_SEGMENT; `control_len` is the length without UDP_SEGMENT.
+    control: [outputs_max][control_bytes_max]u8 align(@alignOf(linux.cmsghdr)),
+    control_len: [outputs_max]u32,
+    /// One socket per address family, opened when an output of the family first appears.
+    family_fds: [2]i32,
     /// Outputs with queued datagrams, so a flush visits only those.
     dirty: [outputs_max]u16,
     dirty_count: u32,
     dirty_set: std.StaticBitSet(outputs_max),
+    /// The messages of one sendmmsg being built, and the output each belongs to.
+    msgs: [mmsg_max]linux.mmsghdr,
+    msg_output: [mmsg_max]u16,
+    msg_count: u32,
+    /// A GSO message the kernel refused is re-sent as plain messages from here.
+    retry_msgs: [batch_max]linux.mmsghdr,
+    retry_output: [batch_max]u16,
     /// Scratch for reconcile.
-    next_fds: [outputs_max]i32,
-    next_connected: [outputs_max]bool,
+    kept: std.StaticBitSet(outputs_max),
 
     pub fn init(self: *Egress) void {
         self.count = 0;
         self.dirty_count = 0;
+        self.msg_count = 0;
         self.dirty_set = .empty;
+        self.family_fds = .{ no_fd, no_fd };
         @memset(&self.fds, no_fd);
         @memset(&self.pending, 0);
     }
 
     pub fn deinit(self: *Egress) void {
-        for (self.fds[0..self.count]) |fd| if (fd != no_fd) sys.close(fd);
+        for (&self.family_fds) |*fd| {
+            if (fd.* != no_fd) sys.close(fd.*);
+            fd.* = no_fd;
+        }
         self.count = 0;
     }
 
-    /// Moves to a new set of outputs: sockets of outputs whose id and settings did not change
-    /// are kept (no datagram lost on them); others are opened; the rest are closed. A socket
-    /// that cannot be opened leaves that output failing, counted per datagram, and never fails
-    /// the whole table.
+    /// Moves to a new set of outputs. Outputs are state, not sockets: an output whose id and
+    /// settings did not change keeps its GSO verdict; every output is (re)described. An output
+    /// that cannot send (its source is not this host's, no socket for its family) fails alone,
+    /// counted per datagram, and never fails the whole table.
     pub fn reconcile(self: *Egress, next: []const abi.OutputDesc) void {
-        std.debug.assert(self.dirty_count == 0);
+        std.debug.assert(self.dirty_count == 0 and self.msg_count == 0);
         std.debug.assert(next.len <= outputs_max);
-        var kept = std.StaticBitSet(outputs_max).empty;
+        // GSO verdicts of unchanged outputs carry over (a refusal is not retried each reload).
+        var gso_next: [outputs_max]bool = undefined;
+        self.kept = .empty;
         for (next, 0..) |*out, i| {
-            self.next_fds[i] = no_fd;
+            gso_next[i] = out.flags & abi.output_flag_gso_off == 0;
             for (self.descs[0..self.count], 0..) |*old, j| {
-                if (!kept.isSet(j) and self.fds[j] != no_fd and sameSettings(old, out)) {
-                    kept.set(j);
-                    self.next_fds[i] = self.fds[j];
-                    self.next_connected[i] = self.connected[j];
+                if (!self.kept.isSet(j) and self.fds[j] != no_fd and sameSettings(old, out)) {
+                    self.kept.set(j);
+                    gso_next[i] = self.gso[j];
                     break;
                 }
             }
         }
-        for (0..self.count) |j| if (!kept.isSet(j) and self.fds[j] != no_fd) sys.close(self.fds[j]);
-
         for (next, 0..) |*out, i| {
             self.descs[i] = out.*;
-            self.addrs[i] = net.SockAddr.init(&out.addr, out.port, 0);
+            const v6 = !(net.isV4(&out.addr) or net.isUnspecified(&out.addr));
+            self.family[i] = if (v6) .v6 else .v4;
+            self.addrs[i] = net.SockAddr.init(&out.addr, out.port, out.ifindex);
             self.pending[i] = 0;
-            self.fds[i] = self.next_fds[i];
-            self.connected[i] = self.next_connected[i];
+            self.gso[i] = gso_next[i];
+            self.fds[i] = no_fd;
             self.setup_error[i] = .err_other;
-            self.gso[i] = out.flags & abi.output_flag_gso_off == 0;
-            self.batch_tos[i] = 0;
-            if (self.fds[i] == no_fd) {
-                if (openSocket(out, &self.addrs[i])) |s| {
-                    self.fds[i] = s.fd;
-                    self.connected[i] = s.connected;
+            self.setControl(@intCast(i), 0);
+            if (self.familySocket(self.family[i])) |fd| {
+                if (checkSource(out)) |_| {
+                    self.fds[i] = fd;
                 } else |err| {
                     self.setup_error[i] = stats_mod.errnoBucket(@enumFromInt(sys.toErrno(err)));
                 }
+            } else |err| {
+                self.setup_error[i] = stats_mod.errnoBucket(@enumFromInt(sys.toErrno(err)));
             }
         }
         self.count = @intCast(next.len);
+    }
+
+    fn familySocket(self: *Egress, family: Family) sys.Error!i32 {
+        const fd = &self.family_fds[@intFromEnum(family)];
+        if (fd.* == no_fd) fd.* = try openFamilySocket(family);
+        return fd.*;
+    }
+
+    /// Writes output `index`'s control messages for a batch with TOS `tos`.
+    fn setControl(self: *Egress, index: u32, tos: u8) void {
+        self.batch_tos[index] = tos;
+        const out = &self.descs[index];
+        const buf = &self.control[index];
+        @memset(buf, 0);
+        const v6 = self.family[index] == .v6;
+        var at: usize = 0;
+        if (v6) {
+            const info = In6Pktinfo{ .addr = out.source, .ifindex = out.ifindex };
+            at += putCmsg(buf[at..], linux.IPPROTO.IPV6, ipv6_pktinfo_type, std.mem.asBytes(&info));
+            at += putCmsg(buf[at..], linux.IPPROTO.IPV6, ipv6_hoplimit_type, std.mem.asBytes(&@as(c_int, out.ttl)));
+            at += putCmsg(buf[at..], linux.IPPROTO.IPV6, ipv6_tclass_type, std.mem.asBytes(&@as(c_int, tos)));
+        } else {
+            // spec_dst is the source (0: the kernel chooses); the address field is ignored on send.
+            const source: u32 = if (std.mem.allEqual(u8, &out.source, 0)) 0 else net.v4Bits(&out.source);
+            const info = InPktinfo{ .ifindex = @intCast(out.ifindex), .spec_dst = source, .addr = 0 };
+            at += putCmsg(buf[at..], linux.IPPROTO.IP, ip_pktinfo_type, std.mem.asBytes(&info));
+            at += putCmsg(buf[at..], linux.IPPROTO.IP, ip_ttl_type, std.mem.asBytes(&@as(c_int, out.ttl)));
+            at += putCmsg(buf[at..], linux.IPPROTO.IP, ip_tos_type, std.mem.asBytes(&@as(c_int, tos)));
+        }
+        self.control_len[index] = @intCast(at);
     }
 
     /// Queues one datagram for an output; `input_tos` is the TOS byte it arrived with. The
@@ -160,58 +253,75 @@ pub const Egress = struct {
                 self.dirty[self.dirty_count] = @intCast(index);
                 self.dirty_count += 1;
             }
-            if (tos != self.batch_tos[index]) self.setBatchTos(index, tos);
+            if (tos != self.batch_tos[index]) self.setControl(index, tos);
         }
-        const with_tos = self.batch_tos[index] != 0;
         self.iovs[index][n] = .{ .base = payload.ptr, .len = payload.len };
-        self.msgs[index][n] = .{
-            .hdr = .{
-                .name = if (self.connected[index]) null else @ptrCast(&self.addrs[index]),
-                .namelen = if (self.connected[index]) 0 else self.addrs[index].len(),
-                .iov = @ptrCast(&self.iovs[index][n]),
-                .iovlen = 1,
-                .control = if (with_tos) &self.tos_control[index] else null,
-                .controllen = if (with_tos) tos_control_bytes else 0,
-                .flags = 0,
-            },
-            .len = 0,
-        };
         self.pending[index] = n + 1;
     }
 
-    fn setBatchTos(self: *Egress, index: u32, tos: u8) void {
-        self.batch_tos[index] = tos;
-        const v6 = self.addrs[index].family() == linux.AF.INET6;
-        const head: *linux.cmsghdr = @ptrCast(&self.tos_control[index]);
-        head.* = .{
-            .len = @sizeOf(linux.cmsghdr) + @sizeOf(c_int),
-            .level = if (v6) linux.IPPROTO.IPV6 else linux.IPPROTO.IP,
-            .type = if (v6) ipv6_tclass_type else ip_tos_type,
-        };
-        std.mem.writeInt(c_int, self.tos_control[index][@sizeOf(linux.cmsghdr)..][0..@sizeOf(c_int)], tos, .native);
-    }
-
-    /// Sends everything queued. Called before the ring block the payloads live in is released.
+    /// Sends everything queued: one sendmmsg per address family (more only past mmsg_max
+    /// messages). Called before the ring block the payloads live in is released.
     pub fn flush(self: *Egress, stats: stats_mod.Stats) void {
-        var i: u32 = 0;
-        while (i < self.dirty_count) : (i += 1) {
-            const index = self.dirty[i];
-            if (self.pending[index] > 0) self.flushOne(stats, index);
+        std.debug.assert(self.msg_count == 0);
+        for ([_]Family{ .v4, .v6 }) |family| {
+            for (self.dirty[0..self.dirty_count]) |index| {
+                if (self.pending[index] > 0 and self.family[index] == family) self.append(stats, index);
+            }
+            self.sendAll(stats, family);
+        }
+        for (self.dirty[0..self.dirty_count]) |index| {
+            self.pending[index] = 0;
             self.dirty_set.unset(index);
         }
         self.dirty_count = 0;
     }
 
+    /// Sends one output's batch now (it is full, or the next datagram has another TOS).
     fn flushOne(self: *Egress, stats: stats_mod.Stats, index: u32) void {
-        const n = self.pending[index];
-        if (n >= 2 and self.gso[index] and self.sameSize(index, n)) {
-            if (self.flushGso(stats, index, n)) {
-                self.pending[index] = 0;
-                return;
-            }
-        }
-        self.flushBatch(stats, index, n);
+        std.debug.assert(self.msg_count == 0);
+        self.append(stats, index);
+        self.sendAll(stats, self.family[index]);
         self.pending[index] = 0;
+    }
+
+    /// Adds output `index`'s queued datagrams to the sendmmsg being built: one UDP GSO
+    /// message when the batch is large and of one size, else one message per datagram.
+    fn append(self: *Egress, stats: stats_mod.Stats, index: u32) void {
+        const n = self.pending[index];
+        std.debug.assert(n > 0 and n <= batch_max);
+        const name = &self.addrs[index];
+        const namelen = self.addrs[index].len();
+        if (n >= gso_datagrams_min and self.gso[index] and self.sameSize(index, n)) {
+            if (self.msg_count == mmsg_max) self.sendAll(stats, self.family[index]);
+            const at = self.control_len[index];
+            const seg: u16 = @intCast(self.iovs[index][0].len);
+            _ = putCmsg(self.control[index][at..], sol_udp, linux.UDP.SEGMENT, std.mem.asBytes(&seg));
+            self.addMessage(index, name, namelen, self.iovs[index][0..n], at + segment_space);
+            return;
+        }
+        for (0..n) |k| {
+            if (self.msg_count == mmsg_max) self.sendAll(stats, self.family[index]);
+            self.addMessage(index, name, namelen, self.iovs[index][k..][0..1], self.control_len[index]);
+        }
+    }
+
+    fn addMessage(self: *Egress, index: u32, name: *net.SockAddr, namelen: linux.socklen_t, iovs: []std.posix.iovec_const, control_len: usize) void {
+        const k = self.msg_count;
+        std.debug.assert(k < mmsg_max);
+        self.msgs[k] = .{
+            .hdr = .{
+                .name = @ptrCast(name),
+                .namelen = namelen,
+                .iov = @ptrCast(iovs.ptr),
+                .iovlen = iovs.len,
+                .control = &self.control[index],
+                .controllen = control_len,
+                .flags = 0,
+            },
+            .len = 0,
+        };
+        self.msg_output[k] = @intCast(index);
+        self.msg_count = k + 1;
     }
 
     /// Every queued payload has the first one's length, except a shorter last one: the shape
@@ -225,99 +335,163 @@ pub const Egress = struct {
         return iovs[n - 1].len <= seg and iovs[n - 1].len > 0;
     }
 
-    /// One sendmsg with UDP_SEGMENT for the whole batch: the stack is crossed once instead of
-    /// once per datagram. Returns false when GSO cannot be used here (the batch goes the
-    /// ordinary way; an output whose path refuses GSO outright stops trying it).
-    fn flushGso(self: *Egress, stats: stats_mod.Stats, index: u32, n: u32) bool {
-        const seg: u16 = @intCast(self.iovs[index][0].len);
-        var control: [gso_control_bytes + tos_control_bytes]u8 align(@alignOf(linux.cmsghdr)) = @splat(0);
-        const head: *linux.cmsghdr = @ptrCast(&control);
-        head.* = .{ .len = @sizeOf(linux.cmsghdr) + @sizeOf(u16), .level = sol_udp, .type = linux.UDP.SEGMENT };
-        std.mem.writeInt(u16, control[@sizeOf(linux.cmsghdr)..][0..2], seg, .native);
-        // The batch's TOS rides along: the kernel copies one IP header to every segment.
-        const with_tos = self.batch_tos[index] != 0;
-        if (with_tos) @memcpy(control[gso_control_bytes..], &self.tos_control[index]);
-        const control_len: usize = if (with_tos) control.len else gso_control_bytes;
-        const msg = linux.msghdr_const{
-            .name = if (self.connected[index]) null else @ptrCast(&self.addrs[index]),
-            .namelen = if (self.connected[index]) 0 else self.addrs[index].len(),
-            .iov = &self.iovs[index],
-            .iovlen = n,
-            .control = &control,
-            .controllen = control_len,
-            .flags = 0,
-        };
-        while (true) {
-            const rc = linux.sendmsg(self.fds[index], &msg, linux.MSG.DONTWAIT);
-            const e = linux.errno(rc);
-            switch (e) {
-                .SUCCESS => {
-                    var bytes: u64 = 0;
-                    for (self.iovs[index][0..n]) |iov| bytes += iov.len;
-                    stats.output(index, .packets).* += n;
-                    stats.output(index, .bytes).* += bytes;
-                    stats.worker(.tx_packets).* += n;
-                    stats.worker(.tx_bytes).* += bytes;
-                    stats.worker(.tx_gso_sends).* += 1;
-                    return true;
-                },
-                .INTR => continue,
-                // Segment too large for the path MTU, or too many segments: not for this batch.
-                .INVAL, .MSGSIZE => return false,
-                // No checksum offload or no GSO on this path: never for this output.
-                .IO, .OPNOTSUPP, .NOPROTOOPT => {
-                    self.gso[index] = false;
-                    return false;
-                },
-                else => {
-                    // The whole buffer failed: every datagram in it is counted as failed.
-                    stats.output(index, stats_mod.errnoBucket(e)).* += n;
-                    stats.worker(.tx_errors).* += n;
-                    return true;
-                },
-            }
-        }
+    fn sendAll(self: *Egress, stats: stats_mod.Stats, family: Family) void {
+        const n = self.msg_count;
+        self.msg_count = 0;
+        if (n == 0) return;
+        self.send(stats, self.family_fds[@intFromEnum(family)], self.msgs[0..n], self.msg_output[0..n]);
     }
 
-    fn flushBatch(self: *Egress, stats: stats_mod.Stats, index: u32, n: u32) void {
-        const msgs = &self.msgs[index];
-        var sent: u32 = 0;
-        // Bounded: every iteration sends or drops at least one datagram.
-        while (sent < n) {
-            const rc = linux.sendmmsg(self.fds[index], msgs[sent..n].ptr, n - sent, linux.MSG.DONTWAIT);
+    /// sendmmsg until every message is sent or counted as failed. A message with several
+    /// iovecs is a GSO buffer: it stands for that many datagrams.
+    fn send(self: *Egress, stats: stats_mod.Stats, fd: i32, msgs: []linux.mmsghdr, outputs: []const u16) void {
+        std.debug.assert(fd != no_fd and msgs.len == outputs.len);
+        var sent: usize = 0;
+        // Bounded: every iteration sends, drops or re-sends at least one message.
+        while (sent < msgs.len) {
+            const rc = linux.sendmmsg(fd, msgs[sent..].ptr, @intCast(msgs.len - sent), linux.MSG.DONTWAIT);
+            stats.worker(.tx_send_calls).* += 1;
             const e = linux.errno(rc);
             switch (e) {
                 .SUCCESS => {
-                    const done: u32 = @intCast(rc);
-                    std.debug.assert(done > 0 and done <= n - sent);
-                    var bytes: u64 = 0;
-                    for (self.iovs[index][sent .. sent + done]) |iov| bytes += iov.len;
-                    stats.output(index, .packets).* += done;
-                    stats.output(index, .bytes).* += bytes;
-                    stats.worker(.tx_packets).* += done;
-                    stats.worker(.tx_bytes).* += bytes;
+                    const done: usize = rc;
+                    std.debug.assert(done > 0 and done <= msgs.len - sent);
+                    for (msgs[sent .. sent + done], outputs[sent .. sent + done]) |*m, o| countSent(stats, m, o);
                     sent += done;
                 },
                 .INTR => continue,
-                .AGAIN, .NOBUFS => {
-                    // The socket buffer is full: drop the rest of this batch rather than wait.
-                    const dropped = n - sent;
-                    stats.output(index, stats_mod.errnoBucket(e)).* += dropped;
-                    stats.worker(.tx_errors).* += dropped;
-                    sent = n;
+                // Our own socket and our own pointers: anything else is a bug here.
+                .BADF, .NOTSOCK, .FAULT => @panic("sendmmsg: EBADF, ENOTSOCK or EFAULT on the egress socket (a bug)"),
+                .AGAIN => {
+                    // The shared socket buffer is full: everything left waits for nobody.
+                    for (msgs[sent..], outputs[sent..]) |*m, o| countFailed(stats, m, o, e);
+                    sent = msgs.len;
+                },
+                .NOBUFS => {
+                    // This output's device queue is full: drop the rest of its batch, go on
+                    // with the other outputs (their messages follow its contiguous ones).
+                    const o = outputs[sent];
+                    while (sent < msgs.len and outputs[sent] == o) : (sent += 1) countFailed(stats, &msgs[sent], o, e);
                 },
                 else => {
-                    // The first unsent datagram failed; count it and go on with the next.
-                    stats.output(index, stats_mod.errnoBucket(e)).* += 1;
-                    stats.worker(.tx_errors).* += 1;
+                    const m = &msgs[sent];
+                    const o = outputs[sent];
                     sent += 1;
+                    if (m.hdr.iovlen > 1) switch (e) {
+                        // Segment too large for the path MTU, or too many segments: this batch
+                        // goes as plain datagrams.
+                        .INVAL, .MSGSIZE => {
+                            self.resend(stats, fd, m, o);
+                            continue;
+                        },
+                        // No checksum offload or no GSO on this path: never again for this output.
+                        .IO, .OPNOTSUPP, .NOPROTOOPT => {
+                            self.gso[o] = false;
+                            self.resend(stats, fd, m, o);
+                            continue;
+                        },
+                        else => {},
+                    };
+                    countFailed(stats, m, o, e);
                 },
             }
         }
     }
+
+    /// A GSO message the kernel refused, sent again as one message per datagram.
+    fn resend(self: *Egress, stats: stats_mod.Stats, fd: i32, gso_msg: *const linux.mmsghdr, o: u16) void {
+        const n = gso_msg.hdr.iovlen;
+        std.debug.assert(n > 1 and n <= batch_max);
+        const iovs: [*]const std.posix.iovec_const = @ptrCast(gso_msg.hdr.iov);
+        for (0..n) |k| {
+            self.retry_msgs[k] = .{ .hdr = gso_msg.hdr, .len = 0 };
+            self.retry_msgs[k].hdr.iov = @ptrCast(@constCast(&iovs[k]));
+            self.retry_msgs[k].hdr.iovlen = 1;
+            self.retry_msgs[k].hdr.controllen = self.control_len[o];
+            self.retry_output[k] = o;
+        }
+        // Plain messages only: no further resend.
+        self.send(stats, fd, self.retry_msgs[0..n], self.retry_output[0..n]);
+    }
 };
 
-test "egress to loopback: sent, counted, sockets kept across reconcile" {
+fn putCmsg(buf: []u8, level: i32, kind: i32, data: []const u8) usize {
+    const space = cmsgSpace(data.len);
+    std.debug.assert(buf.len >= space);
+    const head: *align(1) linux.cmsghdr = @ptrCast(buf.ptr);
+    head.* = .{ .len = @sizeOf(linux.cmsghdr) + data.len, .level = level, .type = kind };
+    @memcpy(buf[@sizeOf(linux.cmsghdr)..][0..data.len], data);
+    return space;
+}
+
+fn messageBytes(m: *const linux.mmsghdr) u64 {
+    const iovs: [*]const std.posix.iovec_const = @ptrCast(m.hdr.iov);
+    var bytes: u64 = 0;
+    for (iovs[0..m.hdr.iovlen]) |iov| bytes += iov.len;
+    return bytes;
+}
+
+fn countSent(stats: stats_mod.Stats, m: *const linux.mmsghdr, o: u16) void {
+    const datagrams = m.hdr.iovlen;
+    const bytes = messageBytes(m);
+    stats.output(o, .packets).* += datagrams;
+    stats.output(o, .bytes).* += bytes;
+    stats.worker(.tx_packets).* += datagrams;
+    stats.worker(.tx_bytes).* += bytes;
+    if (datagrams > 1) stats.worker(.tx_gso_sends).* += 1;
+}
+
+fn countFailed(stats: stats_mod.Stats, m: *const linux.mmsghdr, o: u16, e: linux.E) void {
+    // A failed GSO buffer: every datagram in it is counted as failed.
+    const datagrams = m.hdr.iovlen;
+    stats.output(o, stats_mod.errnoBucket(e)).* += datagrams;
+    stats.worker(.tx_errors).* += datagrams;
+}
+
+/// A non-blocking UDP receiver on 127.0.0.1 with an ephemeral port, reporting each datagram's
+/// TTL and TOS (IP_RECVTTL, IP_RECVTOS).
+const TestReceiver = struct { fd: i32, port: u16 };
+
+fn testReceiver() !TestReceiver {
+    const fd: i32 = @intCast(try sys.call("socket", linux.socket(linux.AF.INET, linux.SOCK.DGRAM | linux.SOCK.NONBLOCK, 0)));
+    errdefer sys.close(fd);
+    try sys.setsockoptInt(fd, linux.IPPROTO.IP, 13, 1); // IP_RECVTOS
+    try sys.setsockoptInt(fd, linux.IPPROTO.IP, 12, 1); // IP_RECVTTL
+    var sa = linux.sockaddr.in{ .port = 0, .addr = std.mem.nativeToBig(u32, 0x7f000001) };
+    _ = try sys.callOwn("bind", linux.bind(fd, @ptrCast(&sa), @sizeOf(linux.sockaddr.in)));
+    var len: linux.socklen_t = @sizeOf(linux.sockaddr.in);
+    _ = try sys.callOwn("getsockname", linux.getsockname(fd, @ptrCast(&sa), &len));
+    return .{ .fd = fd, .port = std.mem.bigToNative(u16, sa.port) };
+}
+
+const Received = struct { len: usize, ttl: u8, tos: u8 };
+
+/// Every waiting datagram (up to out.len): its length, TTL and TOS.
+fn receiveAll(fd: i32, out: []Received) !usize {
+    var n: usize = 0;
+    var buf: [2048]u8 = undefined;
+    var cbuf: [128]u8 align(@alignOf(linux.cmsghdr)) = undefined;
+    while (n < out.len) : (n += 1) {
+        var iov = [_]std.posix.iovec{.{ .base = &buf, .len = buf.len }};
+        var msg = linux.msghdr{ .name = null, .namelen = 0, .iov = &iov, .iovlen = 1, .control = &cbuf, .controllen = cbuf.len, .flags = 0 };
+        const rc = linux.recvmsg(fd, &msg, 0);
+        if (linux.errno(rc) != .SUCCESS) break;
+        out[n] = .{ .len = rc, .ttl = 0, .tos = 0 };
+        var at: usize = 0;
+        while (at + @sizeOf(linux.cmsghdr) <= msg.controllen) {
+            const head: *align(1) const linux.cmsghdr = @ptrCast(&cbuf[at]);
+            const data = cbuf[at + @sizeOf(linux.cmsghdr) ..];
+            if (head.level == linux.IPPROTO.IP and head.type == ip_ttl_type) out[n].ttl = @intCast(std.mem.readInt(c_int, data[0..4], .native));
+            if (head.level == linux.IPPROTO.IP and head.type == ip_tos_type) out[n].tos = data[0];
+            at += cmsgSpace(head.len - @sizeOf(linux.cmsghdr));
+        }
+    }
+    return n;
+}
+
+const lo_addr = abi.Addr{ 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 127, 0, 0, 1 };
+
+test "egress to loopback: sent and counted, each output with its own TTL, GSO verdict kept across reconcile" {
     const stats_words = try std.testing.allocator.create([stats_mod.total_words]u64);
     defer std.testing.allocator.destroy(stats_words);
     const stats = stats_mod.Stats.init(stats_words);
@@ -326,51 +500,115 @@ test "egress to loopback: sent, counted, sockets kept across reconcile" {
     eg.init();
     defer eg.deinit();
 
-    // A receiver on 127.0.0.1 with an ephemeral port.
-    const rx: i32 = @intCast(try sys.call("socket", linux.socket(linux.AF.INET, linux.SOCK.DGRAM | linux.SOCK.NONBLOCK, 0)));
-    defer sys.close(rx);
-    var sa = linux.sockaddr.in{ .port = 0, .addr = std.mem.nativeToBig(u32, 0x7f000001) };
-    _ = try sys.callOwn("bind", linux.bind(rx, @ptrCast(&sa), @sizeOf(linux.sockaddr.in)));
-    var len: linux.socklen_t = @sizeOf(linux.sockaddr.in);
-    _ = try sys.callOwn("getsockname", linux.getsockname(rx, @ptrCast(&sa), &len));
-    const port = std.mem.bigToNative(u16, sa.port);
-
-    const out = abi.OutputDesc{ .id = 7, .addr = .{ 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 127, 0, 0, 1 }, .source = .{ 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 127, 0, 0, 1 }, .port = port, .ttl = 4, .ifindex = 0 };
-    eg.reconcile(&.{out});
-    try std.testing.expect(eg.fds[0] != no_fd);
-    try std.testing.expectEqual(@as(c_int, 4), try socketTtl(eg.fds[0]));
-    const fd_before = eg.fds[0];
+    const rx = [_]TestReceiver{ try testReceiver(), try testReceiver() };
+    defer for (rx) |r| sys.close(r.fd);
+    const outs = [_]abi.OutputDesc{
+        .{ .id = 7, .addr = lo_addr, .source = lo_addr, .port = rx[0].port, .ttl = 4, .ifindex = 0 },
+        .{ .id = 8, .addr = lo_addr, .source = @splat(0), .port = rx[1].port, .ttl = 9, .ifindex = 0 },
+    };
+    eg.reconcile(&outs);
+    try std.testing.expect(eg.fds[0] != no_fd and eg.fds[1] != no_fd);
     const payload = "hello";
+    // Output 0: a full batch (sent early, as one GSO message) and 3 more; output 1: 2.
     for (0..batch_max + 3) |_| eg.queue(stats, 0, payload, 0);
+    for (0..2) |_| eg.queue(stats, 1, payload, 0);
     eg.flush(stats);
     try std.testing.expectEqual(@as(u64, batch_max + 3), stats.output(0, .packets).*);
     try std.testing.expectEqual(@as(u64, (batch_max + 3) * payload.len), stats.output(0, .bytes).*);
+    try std.testing.expectEqual(@as(u64, 2), stats.output(1, .packets).*);
+    // The early flush, then one sendmmsg for both outputs' small batches.
+    try std.testing.expectEqual(@as(u64, 2), stats.worker(.tx_send_calls).*);
+    try std.testing.expectEqual(@as(u64, 1), stats.worker(.tx_gso_sends).*);
 
-    var buf: [64]u8 = undefined;
-    var got: u32 = 0;
-    while (true) {
-        const rc = linux.recvfrom(rx, &buf, buf.len, 0, null, null);
-        if (linux.errno(rc) != .SUCCESS) break;
-        try std.testing.expectEqualStrings(payload, buf[0..rc]);
-        got += 1;
-    }
-    try std.testing.expectEqual(@as(u32, batch_max + 3), got);
+    var got: [batch_max + 8]Received = undefined;
+    try std.testing.expectEqual(@as(usize, batch_max + 3), try receiveAll(rx[0].fd, &got));
+    for (got[0 .. batch_max + 3]) |g| try std.testing.expectEqual(Received{ .len = payload.len, .ttl = 4, .tos = 0 }, g);
+    try std.testing.expectEqual(@as(usize, 2), try receiveAll(rx[1].fd, &got));
+    for (got[0..2]) |g| try std.testing.expectEqual(Received{ .len = payload.len, .ttl = 9, .tos = 0 }, g);
 
-    eg.reconcile(&.{out});
-    try std.testing.expectEqual(fd_before, eg.fds[0]);
-    var changed = out;
-    changed.ttl = 9;
-    eg.reconcile(&.{changed});
-    try std.testing.expect(eg.fds[0] != no_fd);
-    // A changed setting gets a socket that has it (the unicast TTL of this output).
-    try std.testing.expectEqual(@as(c_int, 9), try socketTtl(eg.fds[0]));
+    var changed = outs;
+    changed[0].ttl = 12;
+    eg.gso[1] = false; // as if the kernel had refused GSO for output 1: kept while it is unchanged
+    eg.reconcile(&changed);
+    try std.testing.expect(!eg.gso[1]);
+    try std.testing.expect(eg.gso[0]);
+    eg.queue(stats, 0, payload, 0);
+    eg.flush(stats);
+    try std.testing.expectEqual(@as(usize, 1), try receiveAll(rx[0].fd, &got));
+    try std.testing.expectEqual(@as(u8, 12), got[0].ttl);
 }
 
-fn socketTtl(fd: i32) sys.Error!c_int {
-    var ttl: c_int = 0;
-    var len: linux.socklen_t = @sizeOf(c_int);
-    _ = try sys.call("getsockopt", linux.getsockopt(fd, linux.SOL.IP, linux.IP.TTL, std.mem.asBytes(&ttl), &len));
-    return ttl;
+test "1:50 fan-out: one sendmmsg per flush, small batches as plain datagrams and large ones as GSO, each receiver gets exactly its own" {
+    const stats_words = try std.testing.allocator.create([stats_mod.total_words]u64);
+    defer std.testing.allocator.destroy(stats_words);
+    const stats = stats_mod.Stats.init(stats_words);
+    const eg = try std.testing.allocator.create(Egress);
+    defer std.testing.allocator.destroy(eg);
+    eg.init();
+    defer eg.deinit();
+
+    const fanout = 50;
+    var rx: [fanout]TestReceiver = undefined;
+    var opened: usize = 0;
+    defer for (rx[0..opened]) |r| sys.close(r.fd);
+    var outs: [fanout]abi.OutputDesc = undefined;
+    for (&rx, &outs, 0..) |*r, *o, i| {
+        r.* = try testReceiver();
+        opened += 1;
+        // TTL 1..50; even outputs a fixed DSCP (i), odd ones copy the input's.
+        o.* = .{ .id = i, .addr = lo_addr, .source = lo_addr, .port = r.port, .ttl = @intCast(i + 1), .ifindex = 0, .dscp = if (i % 2 == 0) @intCast(i) else abi.dscp_copy };
+    }
+    eg.reconcile(&outs);
+    const payload: [300]u8 = @splat(0x5a);
+    const input_tos: u8 = 0xb9; // DSCP 46, ECN 01
+    const small = gso_datagrams_min - 1;
+    const large = gso_datagrams_min + 6;
+    for (0..small) |_| for (0..fanout) |o| eg.queue(stats, @intCast(o), &payload, input_tos);
+    eg.flush(stats);
+    try std.testing.expectEqual(@as(u64, 1), stats.worker(.tx_send_calls).*);
+    try std.testing.expectEqual(@as(u64, 0), stats.worker(.tx_gso_sends).*);
+    for (0..large) |_| for (0..fanout) |o| eg.queue(stats, @intCast(o), &payload, input_tos);
+    eg.flush(stats);
+    try std.testing.expectEqual(@as(u64, 2), stats.worker(.tx_send_calls).*);
+    try std.testing.expectEqual(@as(u64, fanout), stats.worker(.tx_gso_sends).*);
+    try std.testing.expectEqual(@as(u64, fanout * (small + large)), stats.worker(.tx_packets).*);
+    try std.testing.expectEqual(@as(u64, 0), stats.worker(.tx_errors).*);
+
+    var got: [small + large + 4]Received = undefined;
+    for (rx, 0..) |r, i| {
+        try std.testing.expectEqual(@as(u64, small + large), stats.output(@intCast(i), .packets).*);
+        try std.testing.expectEqual(@as(usize, small + large), try receiveAll(r.fd, &got));
+        const tos: u8 = if (i % 2 == 0) (@as(u8, @intCast(i)) << 2) | 0x01 else input_tos;
+        for (got[0 .. small + large]) |g| try std.testing.expectEqual(Received{ .len = payload.len, .ttl = @intCast(i + 1), .tos = tos }, g);
+    }
+}
+
+test "an output whose source is not this host's fails alone, counted per datagram" {
+    const stats_words = try std.testing.allocator.create([stats_mod.total_words]u64);
+    defer std.testing.allocator.destroy(stats_words);
+    const stats = stats_mod.Stats.init(stats_words);
+    const eg = try std.testing.allocator.create(Egress);
+    defer std.testing.allocator.destroy(eg);
+    eg.init();
+    defer eg.deinit();
+    const r = try testReceiver();
+    defer sys.close(r.fd);
+    const foreign = abi.Addr{ 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 192, 0, 2, 77 };
+    eg.reconcile(&.{
+        .{ .id = 1, .addr = lo_addr, .source = foreign, .port = r.port, .ttl = 4, .ifindex = 0 },
+        .{ .id = 2, .addr = lo_addr, .source = lo_addr, .port = r.port, .ttl = 4, .ifindex = 0 },
+    });
+    try std.testing.expectEqual(no_fd, eg.fds[0]);
+    try std.testing.expectEqual(stats_mod.Output.err_addrnotavail, eg.setup_error[0]);
+    for (0..3) |_| {
+        eg.queue(stats, 0, "x", 0);
+        eg.queue(stats, 1, "y", 0);
+    }
+    eg.flush(stats);
+    try std.testing.expectEqual(@as(u64, 3), stats.output(0, .err_addrnotavail).*);
+    try std.testing.expectEqual(@as(u64, 3), stats.output(1, .packets).*);
+    var got: [8]Received = undefined;
+    try std.testing.expectEqual(@as(usize, 3), try receiveAll(r.fd, &got));
 }
 
 test "an empty datagram behind full-size ones is sent, not lost in a GSO buffer" {

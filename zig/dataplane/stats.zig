@@ -73,6 +73,8 @@ pub const Worker = enum(u32) {
     /// Datagrams dropped as looping (loop guard) and above a rule's max_pps (storm cap).
     loop_drops,
     cap_drops,
+    /// sendmmsg calls of the egress (one per flush and address family when nothing fails).
+    tx_send_calls,
 };
 pub const worker_fixed_words: u32 = @typeInfo(Worker).@"enum".field_names.len;
 pub const worker_words: u32 = worker_fixed_words + parse.drop_count;
