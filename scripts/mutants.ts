@@ -221,13 +221,21 @@ export const MUTANTS: Mutant[] = [
     name: "every-datagram-twice",
     breaks: "every relayed datagram is sent twice",
     file: "zig/dataplane/egress.zig",
-    search: "const n = self.pending[index];\n        if (n >= 2 and self.gso[index]",
-    replace: "const n = self.pending[index];\n        self.flushBatch(stats, index, n);\n        if (n >= 2 and self.gso[index]",
+    search: "if (self.pending[index] > 0 and self.family[index] == family) self.append(stats, index);",
+    replace: "if (self.pending[index] > 0 and self.family[index] == family) {\n                    self.append(stats, index);\n                    self.append(stats, index);\n                }",
     tests: [
       { file: "tests/integration/netlink.test.ts", filter: "missing input interface is pending" },
       { file: "tests/integration/reload.test.ts", filter: "SIGHUP reloads the file" },
       { file: "tests/integration/egress.test.ts", filter: "forward --ttl 5" },
     ],
+  },
+  {
+    name: "fanout-send-per-output",
+    breaks: "the egress makes one sendmmsg per output instead of one for all outputs of a flush",
+    file: "zig/dataplane/egress.zig",
+    search: "if (self.pending[index] > 0 and self.family[index] == family) self.append(stats, index);",
+    replace: "if (self.pending[index] > 0 and self.family[index] == family) {\n                    self.append(stats, index);\n                    self.sendAll(stats, family);\n                }",
+    tests: [{ file: "tests/integration/forward.test.ts", filter: "1:16 fan-out" }],
   },
   {
     name: "ingress-filter-missing",

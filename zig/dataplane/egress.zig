@@ -242,7 +242,12 @@ pub const Egress = struct {
         }
         const tos = outputTos(self.descs[index].dscp, input_tos);
         var n = self.pending[index];
-        if (n == batch_max or (n > 0 and tos != self.batch_tos[index])) {
+        if (n == batch_max) {
+            // Full: in a fan-out every output fills at the same datagram, so everything queued
+            // goes now, in one sendmmsg, rather than one early send per output.
+            self.flush(stats);
+            n = 0;
+        } else if (n > 0 and tos != self.batch_tos[index]) {
             self.flushOne(stats, index);
             n = 0;
         }
@@ -276,7 +281,7 @@ pub const Egress = struct {
         self.dirty_count = 0;
     }
 
-    /// Sends one output's batch now (it is full, or the next datagram has another TOS).
+    /// Sends one output's batch now (the next datagram has another TOS).
     fn flushOne(self: *Egress, stats: stats_mod.Stats, index: u32) void {
         std.debug.assert(self.msg_count == 0);
         self.append(stats, index);
