@@ -25,7 +25,7 @@ pub const egress_batch_max: u32 = 48;
 /// output of an address family shares the call, so a 1:50 fan-out is one syscall per flush.
 pub const egress_mmsg_max: u32 = 1024;
 /// An output's batch of at least this many equal-size datagrams travels as one UDP GSO message;
-/// a smaller one as one message per datagram (decision 015).
+/// a smaller one as one message per datagram (decision 016).
 pub const egress_gso_datagrams_min: u32 = 4;
 /// Largest UDP GSO buffer egress sends: 64 KiB less the IPv4 and UDP headers, rounded down.
 pub const egress_gso_bytes_max: u32 = 65_000;

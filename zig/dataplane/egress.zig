@@ -6,7 +6,7 @@
 //! fan-out costs one `sendmmsg` per flush instead of fifty. An output with a large batch of
 //! equal-size datagrams travels as one message carrying UDP_SEGMENT (GSO) in the same
 //! `sendmmsg`. Sends never block: a full buffer drops and counts per output, so a slow output can
-//! never stall the ring (decision 015).
+//! never stall the ring (decision 016).
 const std = @import("std");
 const linux = std.os.linux;
 const sys = @import("../sys.zig");
