@@ -436,6 +436,14 @@ export const MUTANTS: Mutant[] = [
   },
   // --- Architecture (issue 9) --------------------------------------------------------------
   {
+    name: "table-too-big-for-channel",
+    breaks: "a worker's socketpair keeps the default send buffer: a full rule table no longer fits one message",
+    file: "zig/scm.zig",
+    search: "    for (fds) |fd| try sys.setsockoptInt(fd, linux.SOL.SOCKET, linux.SO.SNDBUF, @intCast(constants.scm_sndbuf_bytes));\n",
+    replace: "",
+    tests: [{ file: "tests/unit/wire.test.ts", filter: "at the dataplane's limits crosses the socketpair" }],
+  },
+  {
     name: "abi-check-ignores-moved-fields",
     breaks: "the load-time ABI check accepts a library whose fields or counters moved (compares only presence)",
     file: "src/native/abi.ts",

@@ -70,6 +70,9 @@ pub const filter_accept_bytes: u32 = 0x40000;
 
 /// Descriptors one SCM_RIGHTS message may carry.
 pub const scm_fds_max: u32 = 16;
+/// Send buffer asked for each end of a worker's socketpair: a whole rule table is one message
+/// (the kernel caps it at net.core.wmem_max and doubles it).
+pub const scm_sndbuf_bytes: u32 = 512 * 1024;
 /// Receive buffer of the rtnetlink socket: an overflow (ENOBUFS) forces a full dump.
 pub const netlink_rcvbuf_bytes: u32 = 4 * 1024 * 1024;
 /// Stack of the short-lived native threads (packet socket setup, asynchronous close).

@@ -1,7 +1,8 @@
 //! The C ABI of libmcrelay: the only file with `export fn`. Every export is a thin shim over
 //! a module that knows nothing of the ABI. Fallible exports return i32: >= 0 is success,
-//! < 0 is -errno. Handles cross as pointers written to an out-parameter; 64-bit values
-//! cross through memory, never as return values.
+//! < 0 is -errno. Handles cross as pointers written to an out-parameter and 64-bit values
+//! through memory; the only pointers returned as values are the counter words of an open
+//! object (mcr_dp_stats, mcr_gen_counters, mcr_sink_counters), valid until it is closed.
 const std = @import("std");
 const abi = @import("abi.zig");
 const abi_mirror = @import("abi_mirror.zig");

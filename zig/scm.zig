@@ -5,6 +5,7 @@ const std = @import("std");
 const linux = std.os.linux;
 const sys = @import("sys.zig");
 const constants = @import("constants.zig");
+const abi = @import("abi.zig");
 
 pub const fds_max: u32 = constants.scm_fds_max;
 const SCM_RIGHTS: i32 = 1;
@@ -13,9 +14,26 @@ const MSG_CMSG_CLOEXEC: u32 = 0x40000000;
 const cmsg_header_bytes = @sizeOf(linux.cmsghdr);
 const control_bytes = std.mem.alignForward(usize, cmsg_header_bytes + fds_max * @sizeOf(i32), @alignOf(usize));
 
+/// The largest message the channel carries: a worker's rule table at its limits.
+pub const table_bytes_max: usize = @sizeOf(abi.TableHeader) + constants.rules_max * @sizeOf(abi.RuleDesc) +
+    constants.outputs_max * @sizeOf(abi.OutputDesc);
+
+comptime {
+    // An AF_UNIX message must fit the sender's buffer (sk_sndbuf - 32). SO_SNDBUF is capped by
+    // net.core.wmem_max (212992 by default) and then doubled by the kernel: 425984 at least.
+    std.debug.assert(table_bytes_max + 32 <= 2 * 212992);
+    std.debug.assert(constants.scm_sndbuf_bytes >= table_bytes_max);
+}
+
 pub fn pair() sys.Error![2]i32 {
     var fds: [2]i32 = undefined;
     _ = try sys.call("socketpair", linux.socketpair(linux.AF.UNIX, linux.SOCK.SEQPACKET | linux.SOCK.CLOEXEC, 0, &fds));
+    errdefer {
+        sys.close(fds[0]);
+        sys.close(fds[1]);
+    }
+    // The default buffer (net.core.wmem_default, 212992) is smaller than a full rule table.
+    for (fds) |fd| try sys.setsockoptInt(fd, linux.SOL.SOCKET, linux.SO.SNDBUF, @intCast(constants.scm_sndbuf_bytes));
     return fds;
 }
 

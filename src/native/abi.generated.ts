@@ -361,6 +361,7 @@ export const LIMITS = {
   udpPayloadMax: 65507,
   filterAcceptBytes: 262144,
   scmFdsMax: 16,
+  scmSndbufBytes: 524288,
   netlinkRcvbufBytes: 4194304,
   backgroundStackBytes: 1048576,
   vlanTagsMax: 2,
@@ -629,6 +630,7 @@ constants.mtu_max = 65535
 constants.udp_payload_max = 65507
 constants.filter_accept_bytes = 262144
 constants.scm_fds_max = 16
+constants.scm_sndbuf_bytes = 524288
 constants.netlink_rcvbuf_bytes = 4194304
 constants.background_stack_bytes = 1048576
 constants.vlan_tags_max = 2

@@ -249,10 +249,10 @@ export function scmPair(): [number, number] {
   return [out[0]!, out[1]!];
 }
 
-export function scmSend(fd: number, data: Uint8Array, fds: readonly number[] = []): void {
+export function scmSend(fd: number, data: Uint8Array, fds: readonly number[] = [], dontWait = false): void {
   const fdArray = new Int32Array(Math.max(1, fds.length));
   fdArray.set(fds);
-  check("send message with descriptors", lib().mcr_scm_send(fd, ptr(data), data.length, ptr(fdArray), fds.length, 0));
+  check("send message with descriptors", lib().mcr_scm_send(fd, ptr(data), data.length, ptr(fdArray), fds.length, dontWait ? 1 : 0));
 }
 
 /** Sends a one-byte wake-up; a full channel already holds one, so EAGAIN is fine. */

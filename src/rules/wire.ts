@@ -1,52 +1,79 @@
-// Rule tables as they travel to workers: their schema (validated by the worker on receipt),
-// their content hash, and their native encoding.
+// A worker's rule table: the resolved rules the planner hands to the worker pool, and the one
+// form they cross the supervisor -> worker hop in: the bytes Zig's table builder reads
+// (src/native/abi.ts encodeTable), sent over the worker's socketpair. The worker does not parse
+// or re-validate them: the Zig table builder is the one validator on that side. The content hash
+// is over those bytes (generation zeroed), so both sides compute it from what is applied.
 import { createHash } from "node:crypto";
-import * as v from "valibot";
 import { parseIp } from "../base/address.ts";
-import { encodeTable, type TableRule } from "../native/abi.ts";
-import { DSCP_MAX, MAX_PPS_MAX, PORT_MAX, PORT_MIN, TTL_MAX, TTL_MIN, VLAN_MAX } from "../limits.ts";
+import { LAYOUT, TABLE_MAGIC, encodeTable, type TableRule } from "../native/abi.ts";
 
-const port = v.pipe(v.number(), v.integer(), v.minValue(PORT_MIN), v.maxValue(PORT_MAX));
-const id = v.pipe(v.string(), v.regex(/^\d{1,20}$/));
-
-export const WireOutputSchema = v.strictObject({
-  id,
-  addr: v.string(),
-  port,
-  ttl: v.pipe(v.number(), v.integer(), v.minValue(TTL_MIN), v.maxValue(TTL_MAX)),
+/** One output of a resolved rule. */
+export interface WireOutput {
+  id: string;
+  addr: string;
+  port: number;
+  ttl: number;
   /** Fixed DSCP, or null to copy the input's. */
-  dscp: v.nullable(v.pipe(v.number(), v.integer(), v.minValue(0), v.maxValue(DSCP_MAX))),
-  gso: v.boolean(),
-  ifindex: v.pipe(v.number(), v.integer(), v.minValue(0)),
+  dscp: number | null;
+  gso: boolean;
+  ifindex: number;
   /** Address to send from (the output interface's); null lets the kernel choose. */
-  source: v.nullable(v.string()),
-});
-export type WireOutput = v.InferOutput<typeof WireOutputSchema>;
+  source: string | null;
+}
 
-export const WireRuleSchema = v.strictObject({
-  id,
-  group: v.string(),
-  port,
-  source: v.nullable(v.string()),
+/** A resolved rule (its usable outputs only). */
+export interface WireRule {
+  id: string;
+  group: string;
+  port: number;
+  source: string | null;
   /** 802.1Q VID the frames must carry; 0 = untagged only. */
-  vlan: v.pipe(v.number(), v.integer(), v.minValue(0), v.maxValue(VLAN_MAX)),
+  vlan: number;
   /** The input interface's IPv4 address: datagrams from it are our own (dropped). */
-  local: v.nullable(v.string()),
+  local: string | null;
   /** Datagrams per second the rule relays at most; 0 = no cap. */
-  max_pps: v.pipe(v.number(), v.integer(), v.minValue(0), v.maxValue(MAX_PPS_MAX)),
-  loop_guard: v.boolean(),
+  max_pps: number;
+  loop_guard: boolean;
   /** IPv6 rules: the input interface's link-local and first other IPv6 address (own-source drops). */
-  local6: v.pipe(v.array(v.string()), v.maxLength(2)),
-  outputs: v.pipe(v.array(WireOutputSchema), v.minLength(1)),
-});
-export type WireRule = v.InferOutput<typeof WireRuleSchema>;
+  local6: string[];
+  outputs: WireOutput[];
+}
+
+const GENERATION = LAYOUT.TableHeader.fields.generation.offset;
+const RULE_COUNT = LAYOUT.TableHeader.fields.rule_count.offset;
+
+/** The table as the worker applies it: rules in id order, generation 0. */
+export function encodeWorkerTable(rules: readonly WireRule[]): Uint8Array {
+  return wireToNative([...rules].sort((a, b) => (BigInt(a.id) < BigInt(b.id) ? -1 : 1)), 0);
+}
+
+/** Content hash of encoded table bytes (16 hex digits); the generation does not count. */
+export function tableBytesHash(bytes: Uint8Array): string {
+  const copy = bytes.slice();
+  if (copy.length >= LAYOUT.TableHeader.size) new DataView(copy.buffer).setUint32(GENERATION, 0, true);
+  return createHash("sha256").update(copy).digest("hex").slice(0, 16);
+}
 
 /** Content hash of a table: the same rules give the same hash, whatever their order. */
 export function tableHash(rules: readonly WireRule[]): string {
-  const canonical = [...rules]
-    .sort((a, b) => (BigInt(a.id) < BigInt(b.id) ? -1 : 1))
-    .map((r) => [r.id, r.group, r.port, r.source, r.vlan, r.local, r.max_pps, r.loop_guard, r.local6, r.outputs.map((o) => [o.id, o.addr, o.port, o.ttl, o.dscp, o.gso, o.ifindex, o.source])]);
-  return createHash("sha256").update(JSON.stringify(canonical)).digest("hex").slice(0, 16);
+  return tableBytesHash(encodeWorkerTable(rules));
+}
+
+/** A copy of encoded table bytes with this generation. */
+export function withGeneration(bytes: Uint8Array, generation: number): Uint8Array {
+  const copy = bytes.slice();
+  new DataView(copy.buffer).setUint32(GENERATION, generation >>> 0, true);
+  return copy;
+}
+
+/** True when these bytes start like a rule table (what the worker keeps off its channel). */
+export function isTableBytes(bytes: Uint8Array): boolean {
+  return bytes.length >= LAYOUT.TableHeader.size && new DataView(bytes.buffer, bytes.byteOffset).getUint32(0, true) === TABLE_MAGIC;
+}
+
+/** Rules in encoded table bytes (the header's count). */
+export function tableRuleCount(bytes: Uint8Array): number {
+  return new DataView(bytes.buffer, bytes.byteOffset).getUint32(RULE_COUNT, true);
 }
 
 function addr(text: string, what: string): Uint8Array {

@@ -10,7 +10,7 @@ import { selfCommand } from "../self-command.ts";
 import type { WorkerUser } from "./user.ts";
 import type { DataplaneSnapshot } from "../stats/decode.ts";
 import { FromWorkerSchema, type FromWorker, type ToWorker } from "../worker/messages.ts";
-import type { WireRule } from "../rules/wire.ts";
+import { withGeneration } from "../rules/wire.ts";
 
 const log = logger("workers");
 
@@ -61,6 +61,7 @@ export class WorkerHandle {
   readonly ifname: string;
   readonly pid: number;
   readonly startedAt = Date.now();
+  /** The ring as the supervisor set it up (reported by `workers`). */
   readonly ring: Record<string, number>;
   /** The confinement probes the worker saw refused after its drop (null: it did not drop). */
   readonly confinement: { probes: number; ms: number } | null;
@@ -73,13 +74,13 @@ export class WorkerHandle {
   #killed = false;
   readonly exited: Promise<number | null>;
 
-  private constructor(ifname: string, proc: ReturnType<typeof Bun.spawn>, channel: number, ready: FromWorker & { type: "ready" }, shared: SharedStats) {
+  private constructor(ifname: string, proc: ReturnType<typeof Bun.spawn>, channel: number, ready: FromWorker & { type: "ready" }, ring: Record<string, number>, shared: SharedStats) {
     this.ifname = ifname;
     this.#shared = shared;
     this.pid = proc.pid;
     this.#proc = proc;
     this.#channel = channel;
-    this.ring = ready.ring;
+    this.ring = ring;
     this.confinement = ready.confinement;
     this.exited = proc.exited.then((code) => {
       this.#exited = true;
@@ -173,7 +174,7 @@ export class WorkerHandle {
     } finally {
       clearTimeout(timer);
     }
-    handle = new WorkerHandle(opts.ifname, proc, mine, readyMsg, shared);
+    handle = new WorkerHandle(opts.ifname, proc, mine, readyMsg, { ...opts.geometry }, shared);
     handle.exited.then((code) => opts.onExit?.(code, proc.signalCode === null || proc.signalCode === undefined ? null : String(proc.signalCode)));
     log.debug(`worker ${opts.ifname} ready (pid ${proc.pid})`);
     return handle;
@@ -204,8 +205,15 @@ export class WorkerHandle {
     });
   }
 
-  async applyTable(rules: WireRule[], generation: number, hash: string): Promise<void> {
-    const reply = await this.request({ type: "table", generation, hash, rules });
+  /**
+   * Gives the worker a complete table: its bytes (what Zig's table builder reads) on the
+   * socketpair, then the request naming their length, generation and hash. Never blocks: a
+   * channel too full to take it fails this apply (retried at the next tick).
+   */
+  async applyTable(table: Uint8Array, generation: number, hash: string): Promise<void> {
+    if (this.#exited) throw new WorkerError(`worker ${this.ifname} is not running`);
+    scmSend(this.#channel, withGeneration(table, generation), [], true);
+    const reply = await this.request({ type: "table", generation, hash, bytes: table.length });
     if (reply.type !== "applied" || reply.hash !== hash) {
       throw new WorkerError(`worker ${this.ifname} applied table hash ${"hash" in reply ? reply.hash : "?"}, expected ${hash}`);
     }

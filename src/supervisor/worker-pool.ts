@@ -11,7 +11,7 @@ import { logger } from "../log.ts";
 import { WORKERS_PER_INTERFACE_MAX } from "../limits.ts";
 import { fdCloseAsync, packetOpen, packetSetupAsync, type RingGeometry } from "../native/lib.ts";
 import { workerSlot } from "../rules/flow-hash.ts";
-import { tableHash } from "../rules/wire.ts";
+import { encodeWorkerTable, tableBytesHash } from "../rules/wire.ts";
 import type { WireRule } from "../rules/wire.ts";
 import { CounterBook } from "./counters.ts";
 import { lookupLink } from "./links.ts";
@@ -49,6 +49,8 @@ interface Entry {
   slot: number;
   members: number;
   rules: WireRule[];
+  /** The rules encoded as the worker applies them (generation 0; set when sent). */
+  table: Uint8Array;
   hash: string;
   generation: number;
   handle: WorkerHandle | null;
@@ -67,7 +69,7 @@ interface Entry {
   /** Set when the worker is stopped on purpose (no restart, not a failure). */
   retiring: boolean;
   /** The last table a worker of this slot accepted: what it goes back to after a refusal. */
-  good: { rules: WireRule[]; hash: string; generation: number } | null;
+  good: { rules: WireRule[]; table: Uint8Array; hash: string; generation: number } | null;
   /** The wanted table's hash when the worker refused it, and why (not retried until it changes). */
   refusedHash: string | null;
   refusal: string | null;
@@ -152,12 +154,15 @@ export class WorkerPool {
   }
 
   #setEntry(ifname: string, slot: number, members: number, rules: WireRule[]): void {
-    const hash = tableHash(rules);
+    // Encoded once, here: the worker applies these bytes as they are.
+    const table = encodeWorkerTable(rules);
+    const hash = tableBytesHash(table);
     const key = entryKey(ifname, slot);
     const entry = this.#entries.get(key);
     if (entry) {
       if (entry.hash !== hash) {
         entry.rules = rules;
+        entry.table = table;
         entry.hash = hash;
         entry.generation = ++this.#generation;
       }
@@ -168,6 +173,7 @@ export class WorkerPool {
       slot,
       members,
       rules,
+      table,
       hash,
       generation: ++this.#generation,
       handle: null,
@@ -436,11 +442,11 @@ export class WorkerPool {
 
   async #apply(e: Entry): Promise<void> {
     const handle = e.handle!;
-    const { rules, hash, generation } = e;
+    const { rules, table, hash, generation } = e;
     // Counters of rules leaving this worker's table restart; the book keeps what they had.
     this.counters.observe(workerKey(e), e.ifname, handle.snapshot());
     try {
-      await handle.applyTable(rules, generation, hash);
+      await handle.applyTable(table, generation, hash);
     } catch (err) {
       if (!(err instanceof WorkerRefusedError)) throw err;
       // Refused, not failed: the worker keeps the table it had and goes on forwarding it
@@ -451,14 +457,14 @@ export class WorkerPool {
       e.lastError = `table refused: ${e.refusal}`;
       log.error(`worker ${label(e)}: refused table ${hash} (${e.refusal}); it keeps table ${e.good?.hash ?? "(none)"}`);
       if (e.good && e.appliedHash !== e.good.hash) {
-        await handle.applyTable(e.good.rules, e.good.generation, e.good.hash);
+        await handle.applyTable(e.good.table, e.good.generation, e.good.hash);
         e.appliedHash = e.good.hash;
       }
       return;
     }
     this.counters.observe(workerKey(e), e.ifname, handle.snapshot());
     e.appliedHash = hash;
-    e.good = { rules, hash, generation };
+    e.good = { rules, table, hash, generation };
     e.refusedHash = null;
     e.refusal = null;
     log.debug(`worker ${label(e)}: table ${hash} applied (${rules.length} rules)`);

@@ -5,7 +5,8 @@ import * as v from "valibot";
 import { logger, setLogLevel } from "../log.ts";
 import { Dataplane, scmRecv, fdClose, privilegesDrop, confinementVerify } from "../native/lib.ts";
 import { verifyDropped } from "./privileges.ts";
-import { tableHash, wireToNative } from "../rules/wire.ts";
+import { encodeWorkerTable, isTableBytes, tableBytesHash, tableRuleCount } from "../rules/wire.ts";
+import { LAYOUT, LIMITS } from "../native/abi.ts";
 import { FromWorkerSchema, PacketSocketSchema, ToWorkerSchema, type FromWorker, type ToWorker } from "./messages.ts";
 
 /** The socketpair end the supervisor passes as the child's fd 3. */
@@ -74,7 +75,7 @@ export async function runWorker(): Promise<number> {
   let stopping = false;
   let ticking = false;
   // What the dataplane holds now, reported on every ping so drift is seen.
-  let applied = { generation: 0, hash: tableHash([]) };
+  let applied = { generation: 0, hash: tableBytesHash(encodeWorkerTable([])) };
   let resolveDone!: (code: number) => void;
   const done = new Promise<number>((r) => (resolveDone = r));
 
@@ -90,9 +91,11 @@ export async function runWorker(): Promise<number> {
         try {
           // Test-only: refuse tables of more rules than this, as a worker whose limits are
           // smaller than the supervisor's checks would. Never set outside tests.
-          if (testRulesMax > 0 && msg.rules.length > testRulesMax) throw new Error(`ERANGE: ${msg.rules.length} rules (test limit ${testRulesMax})`);
-          const hash = tableHash(msg.rules);
-          dp.apply(wireToNative(msg.rules, msg.generation));
+          // The bytes are applied as they came: the Zig table builder is the one validator.
+          const bytes = takeTable(msg.bytes, msg.hash);
+          if (testRulesMax > 0 && tableRuleCount(bytes) > testRulesMax) throw new Error(`ERANGE: ${tableRuleCount(bytes)} rules (test limit ${testRulesMax})`);
+          const hash = msg.hash;
+          dp.apply(bytes);
           applied = { generation: msg.generation, hash };
           // The ring is drained only once rules are in place: what arrived before (e.g. while
           // a replaced worker was restarting) is forwarded, not dropped as unmatched.
@@ -159,22 +162,47 @@ export async function runWorker(): Promise<number> {
   if (Number.isFinite(divergeAfterMs) && divergeAfterMs > 0) {
     setTimeout(() => {
       log.warn("test hook: dropping this worker's rules to simulate drift");
-      dp.apply(wireToNative([], applied.generation));
-      applied = { generation: applied.generation, hash: tableHash([]) };
+      const empty = encodeWorkerTable([]);
+      dp.apply(empty);
+      applied = { generation: applied.generation, hash: tableBytesHash(empty) };
     }, divergeAfterMs);
   }
-  send({ type: "ready", pid: process.pid, ring: { ...ring }, confinement });
+  send({ type: "ready", pid: process.pid, confinement });
   return done;
 }
 
-/** Reads wake-ups off the channel; nothing else is expected on it after set-up. */
-function drainChannel(): void {
-  for (let i = 0; i < 1024; i++) {
-    const m = scmRecv(CHANNEL_FD, true);
-    if (!m) return;
-    if (m.fds.length > 0) {
-      log.warn(`unexpected descriptors on the channel (${m.fds.length}), closed`);
-      m.fds.forEach((fd) => fdClose(fd));
-    }
+/** Largest table a dataplane takes: header, rules_max rules, outputs_max outputs. */
+const TABLE_BYTES_MAX = LAYOUT.TableHeader.size + LIMITS.rulesMax * LAYOUT.RuleDesc.size + LIMITS.outputsMax * LAYOUT.OutputDesc.size;
+/** Tables read off the channel (by drainChannel) before their request was handled. */
+const tables: Uint8Array[] = [];
+
+/**
+ * The table the supervisor sent just before its request (`length` bytes, content `hash`): from
+ * the queue, else off the channel. Older tables (whose request never came) are dropped.
+ */
+function takeTable(length: number, hash: string): Uint8Array {
+  drainChannel();
+  while (tables.length > 0) {
+    const bytes = tables.shift()!;
+    if (bytes.length === length && tableBytesHash(bytes) === hash) return bytes;
+    log.warn(`dropped a table of ${bytes.length} bytes from the channel: not the one requested`);
   }
+  throw new Error(`no table of ${length} bytes with hash ${hash} on the channel`);
+}
+
+/** Reads one message off the channel: a table is queued, a wake-up dropped. False when empty. */
+function readChannel(): boolean {
+  const m = scmRecv(CHANNEL_FD, true, TABLE_BYTES_MAX + 1);
+  if (!m) return false;
+  if (m.fds.length > 0) {
+    log.warn(`unexpected descriptors on the channel (${m.fds.length}), closed`);
+    m.fds.forEach((fd) => fdClose(fd));
+  }
+  if (isTableBytes(m.data)) tables.push(m.data);
+  return true;
+}
+
+/** Reads wake-ups off the channel, keeping any table for its request. */
+function drainChannel(): void {
+  for (let i = 0; i < 1024; i++) if (!readChannel()) return;
 }

@@ -3,7 +3,6 @@
 // Both directions are validated with valibot on receipt.
 import * as v from "valibot";
 import { LOG_LEVELS } from "../log.ts";
-import { WireRuleSchema } from "../rules/wire.ts";
 
 /** First message on the socketpair, with the AF_PACKET socket attached. */
 export const PacketSocketSchema = v.strictObject({
@@ -25,7 +24,8 @@ export const PacketSocketSchema = v.strictObject({
 export type PacketSocketMessage = v.InferOutput<typeof PacketSocketSchema>;
 
 export const ToWorkerSchema = v.variant("type", [
-  v.strictObject({ type: v.literal("table"), id: v.number(), generation: v.number(), hash: v.string(), rules: v.array(WireRuleSchema) }),
+  // The table itself travels as bytes on the socketpair, just before this message.
+  v.strictObject({ type: v.literal("table"), id: v.number(), generation: v.number(), hash: v.string(), bytes: v.pipe(v.number(), v.integer(), v.minValue(0)) }),
   v.strictObject({ type: v.literal("ping"), id: v.number() }),
   v.strictObject({ type: v.literal("log-level"), id: v.number(), level: v.picklist(LOG_LEVELS) }),
   v.strictObject({ type: v.literal("stop"), id: v.number() }),
@@ -36,7 +36,6 @@ export const FromWorkerSchema = v.variant("type", [
   v.strictObject({
     type: v.literal("ready"),
     pid: v.number(),
-    ring: v.record(v.string(), v.number()),
     /** The confinement probes the worker saw refused after its drop, and their cost; null without a drop. */
     confinement: v.nullable(v.strictObject({ probes: v.pipe(v.number(), v.integer(), v.minValue(1)), ms: v.number() })),
   }),

@@ -4,9 +4,7 @@
 //! Ethernet frames on an AF_PACKET socket that bypasses the qdisc, one sendmmsg per batch. It is the measuring instrument for the relay, so it never loses its own packets:
 //! a full socket buffer makes it wait and retry, and only a real send error consumes a
 //! sequence number without a datagram (the sink then counts it as loss).
-//!
-//! Also holds the small socket-address helpers the sink shares (addresses are 16 bytes,
-//! IPv4 v4-mapped; IPv6 works where it costs nothing extra).
+//! Socket addresses come from net.zig (16-byte addresses, IPv4 v4-mapped).
 const std = @import("std");
 const linux = std.os.linux;
 const assert = std.debug.assert;

@@ -90,7 +90,7 @@ comptime {
     assert(std.math.isPowerOfTwo(window) and window >= 64);
     assert(rx_slot_bytes > constants.udp_payload_max);
     assert(latencyBucket(std.math.maxInt(u64)) < buckets);
-    // The sizing the brief allows: tens of MiB, not more.
+    // The region stays at tens of MiB: it is mapped whole by `mcrelay sink`.
     assert(@sizeOf(Region) <= 32 * 1024 * 1024);
     assert(streams_max <= std.math.maxInt(u32) / stream_counter_count);
 }
