@@ -8,7 +8,7 @@ import { UsageError } from "../errors.ts";
 import { TTL_MAX, TTL_MIN } from "../limits.ts";
 import { LIMITS, SIZE } from "../native/abi.ts";
 import { Generator } from "../native/lib.ts";
-import { lookupLink } from "../supervisor/links.ts";
+import { lookupLink } from "../rules/links.ts";
 import { checkFlags, intFlag, jsonArg, secondsFlag, validate } from "./args.ts";
 import { printJson, printLine, formatRate } from "./output.ts";
 import type { GenOutputSchema } from "./output-schemas.ts";

@@ -6,7 +6,7 @@ import { endpointSchema, formatEndpoint } from "../base/endpoint.ts";
 import { EXIT, UsageError } from "../errors.ts";
 import type { SinkOutput } from "./output-schemas.ts";
 import { Sink, type SinkStream } from "../native/lib.ts";
-import { lookupLink } from "../supervisor/links.ts";
+import { lookupLink } from "../rules/links.ts";
 import { checkFlags, intFlag, jsonArg, secondsFlag, validate } from "./args.ts";
 import { printJson, printLine, printTable } from "./output.ts";
 import { watchStop } from "./stop-signal.ts";

@@ -1,7 +1,7 @@
 // `stats --watch` on a terminal: a screen redrawn in place, like top. Rules sorted by packet
 // rate (highest first), with their rates, totals and drops; the interfaces' drop reasons below.
 // Pure: it returns the screen as lines; output.ts printScreen draws them over the last screen.
-import type { InterfaceReport, RuleReport } from "../supervisor/report.ts";
+import type { InterfaceReport, RuleReport } from "../control/responses.ts";
 import { formatRate } from "./output.ts";
 
 export interface TopInput {

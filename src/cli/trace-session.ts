@@ -3,7 +3,7 @@
 // the count, the duration, Ctrl-C or SIGTERM. A client that dies without stopping leaves the
 // daemon to end the session when its lease runs out.
 import type { ControlClient } from "../control/client.ts";
-import type { TraceRecordJson } from "../supervisor/tracer.ts";
+import type { TraceRecordJson } from "../control/responses.ts";
 
 export const READ_INTERVAL_MS = 100;
 

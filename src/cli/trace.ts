@@ -4,7 +4,7 @@
 import { defineCommand } from "citty";
 import * as v from "valibot";
 import { logger } from "../log.ts";
-import type { TraceRecordJson } from "../supervisor/tracer.ts";
+import type { TraceRecordJson } from "../control/responses.ts";
 import { checkFlags, intFlag, secondsFlag, validate } from "./args.ts";
 import { socketArg, withClient } from "./daemon-client.ts";
 import { printJsonLine, printLine } from "./output.ts";

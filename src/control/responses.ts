@@ -174,6 +174,29 @@ export const StatsSchema = v.strictObject({
 export type Stats = v.InferOutput<typeof StatsSchema>;
 
 /** One packet as `trace` and `capture` report it (src/supervisor/tracer.ts). */
+/** One trace record as the daemon sends it (the schema below checks it). */
+export interface TraceRecordJson {
+  time: string;
+  time_ns: string;
+  interface: string;
+  vlan: number | null;
+  src: string;
+  dst: string;
+  src_port: number;
+  dst_port: number;
+  length: number;
+  wire_length: number;
+  ttl: number;
+  dscp: number;
+  ecn: number;
+  verdict: string;
+  reason: string | null;
+  rule: string | null;
+  outputs: { to: string; result: string }[];
+  outputs_total: number;
+  frame?: string;
+}
+
 export const TraceRecordSchema = v.strictObject({
   time: v.string(),
   time_ns: v.string(),

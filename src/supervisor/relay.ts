@@ -8,7 +8,7 @@ import { WorkerPool, type WorkerInfo } from "./worker-pool.ts";
 import { planCapacity, planTables, type PlanOptions } from "./planner.ts";
 import { RuleStore } from "./rule-store.ts";
 import { RuleViews } from "./views.ts";
-import { lookupLink } from "./links.ts";
+import { lookupLink } from "../rules/links.ts";
 import type { WorkerUser } from "./user.ts";
 import { buildInterfaceReports, type RuleReport, type InterfaceReport } from "./report.ts";
 import { ControlError, ControlServer } from "../control/server.ts";

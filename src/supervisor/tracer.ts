@@ -10,6 +10,9 @@ import { ControlError } from "../control/server.ts";
 import { logger } from "../log.ts";
 import type { Rule } from "../rules/rule.ts";
 import { arm, armedFor, disarm, drain, overflow, ready, type RawRecord } from "./trace-ring.ts";
+import type { TraceRecordJson } from "../control/responses.ts";
+
+export type { TraceRecordJson };
 
 const log = logger("trace");
 
@@ -39,27 +42,6 @@ interface Session {
   records: number;
 }
 
-export interface TraceRecordJson {
-  time: string;
-  time_ns: string;
-  interface: string;
-  vlan: number | null;
-  src: string;
-  dst: string;
-  src_port: number;
-  dst_port: number;
-  length: number;
-  wire_length: number;
-  ttl: number;
-  dscp: number;
-  ecn: number;
-  verdict: string;
-  reason: string | null;
-  rule: string | null;
-  outputs: { to: string; result: string }[];
-  outputs_total: number;
-  frame?: string;
-}
 
 /** A record's address: dotted IPv4 when v4-mapped, else IPv6 in canonical (compressed) form. */
 function v4(bytes: Uint8Array): string {

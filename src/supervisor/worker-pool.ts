@@ -14,7 +14,7 @@ import { workerSlot } from "../rules/flow-hash.ts";
 import { encodeWorkerTable, tableBytesHash } from "../rules/wire.ts";
 import type { WireRule } from "../rules/wire.ts";
 import { CounterBook } from "./counters.ts";
-import { lookupLink } from "./links.ts";
+import { lookupLink } from "../rules/links.ts";
 import type { WorkerUser } from "./user.ts";
 import type { LinkLookup } from "../rules/rule.ts";
 import { WorkerHandle, WorkerRefusedError } from "./worker-handle.ts";

@@ -150,6 +150,13 @@ describe("layering of src/", () => {
     expect(offending).toEqual([]);
   });
 
+  test("no CLI verb but the supervisor's own (run, forward) imports supervisor code, not even a type", () => {
+    const offending = tsFiles(join(src, "cli"))
+      .filter((f) => !f.endsWith("/cli/run.ts") && !f.endsWith("/cli/forward.ts"))
+      .flatMap((f) => importsOf(f).filter((i) => i.to.startsWith(join(src, "supervisor") + "/")).map((i) => `${relative(root, f)} imports ${relative(root, i.to)}`));
+    expect(offending).toEqual([]);
+  });
+
   test("base value types import nothing but each other and the limits", () => {
     const offending = tsFiles(join(src, "base"))
       .flatMap((f) => importsOf(f))

@@ -3,7 +3,7 @@ import { readFileSync } from "node:fs";
 import { NativeError } from "../errors.ts";
 import { linkQuery } from "../native/lib.ts";
 import { parseIp } from "../base/address.ts";
-import type { LinkFacts } from "../rules/rule.ts";
+import type { LinkFacts } from "./rule.ts";
 
 /** IFA_F_DADFAILED: an address the kernel refused (a duplicate on the link). */
 const IFA_F_DADFAILED = 0x08;
