@@ -119,6 +119,17 @@ export fn mcr_scm_recv(fd: i32, buf: [*]u8, cap: u32, fds: [*]i32, fds_cap: u32,
     return @intCast(r.bytes);
 }
 
+/// Pins the calling thread (a worker's main thread, which runs its dataplane) to one CPU,
+/// for mcr's `pinning`; threads it starts later inherit the mask. EINVAL: no such CPU online.
+export fn mcr_cpu_pin(cpu: u32) i32 {
+    if (cpu >= linux.CPU_SETSIZE * 8) return -@as(i32, @intFromEnum(linux.E.INVAL));
+    var set = std.mem.zeroes(linux.cpu_set_t);
+    const word_bits = @bitSizeOf(usize);
+    set[cpu / word_bits] |= @as(usize, 1) << @intCast(cpu % word_bits);
+    _ = sys.call("sched_setaffinity", linux.syscall3(.sched_setaffinity, 0, @sizeOf(linux.cpu_set_t), @intFromPtr(&set))) catch |err| return rc(err);
+    return 0;
+}
+
 /// Drops to uid/gid (with CAP_SETUID), clears every capability set, installs the worker's
 /// seccomp filter (and no_new_privs) on every thread, SIGKILL on parent death, not dumpable.
 export fn mcr_privileges_drop(uid: u32, gid: u32, packet_fd: i32) i32 {

@@ -50,6 +50,7 @@ const symbols = {
   mcr_shm_unmap: { args: ["ptr"], returns: "void" },
   mcr_trace_layout: { args: ["ptr"], returns: "void" },
   mcr_privileges_drop: { args: ["u32", "u32", "i32"], returns: "i32" },
+  mcr_cpu_pin: { args: ["u32"], returns: "i32" },
   mcr_confinement_verify: { args: ["i32", "ptr", "u32", "ptr"], returns: "i32" },
   mcr_nofile_raise: { args: ["ptr"], returns: "i32" },
   mcr_peer_cred: { args: ["i32", "ptr"], returns: "i32" },
@@ -262,6 +263,11 @@ export function scmWake(fd: number): void {
 }
 const WAKE_BYTE = new Uint8Array([0x77]);
 const NO_FDS = new Int32Array(1);
+
+/** Pins the calling thread (a worker's dataplane thread) to one CPU; EINVAL: no such CPU. */
+export function cpuPin(cpu: number): void {
+  check(`pin to CPU ${cpu}`, lib().mcr_cpu_pin(cpu));
+}
 
 /** Drops to uid/gid and sheds every capability on every thread; see zig/privileges.zig. */
 /** `packetFd`: the packet socket the worker may read but never send on, bind or duplicate. */

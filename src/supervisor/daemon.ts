@@ -105,6 +105,8 @@ export class Daemon {
   /** Workers per interface from the config file. */
   #workersConfig = new Map<string, number>();
   #ringConfig = new Map<string, number>();
+  /** mcr's `pinning` from the config file: CPUs of each interface's workers, by slot. */
+  #pinningConfig = new Map<string, number[]>();
   #http: HttpEndpoint | null = null;
   #loopTimer: ReturnType<typeof setInterval> | null = null;
   readonly #loopDropsSeen = new Map<string, number>();
@@ -170,6 +172,7 @@ export class Daemon {
       for (const w of cfg.warnings) log.warn(formatProblem(w));
       this.#workersConfig = cfg.workers;
       this.#ringConfig = cfg.ringMib;
+      this.#pinningConfig = cfg.pinning;
       metricsAt ??= cfg.metrics;
     }
     // A config rule keeps its id across restarts (by name), as runtime rules do.
@@ -217,6 +220,7 @@ export class Daemon {
       lookup: this.#lookup,
       workersFor: (iface) => this.#workersFor(iface),
       ringMibFor: (iface) => this.#ringConfig.get(iface) ?? this.#opts.ringMib,
+      cpusFor: (iface) => this.#pinningConfig.get(iface),
     };
   }
 
@@ -389,6 +393,7 @@ export class Daemon {
     if (!this.#opts.configPath) throw new ControlError("config_invalid", "the daemon was started without --config: nothing to reload");
     let specs: RuleSpec[];
     const workersBefore = this.#workersConfig;
+    const pinningBefore = this.#pinningConfig;
     let configWarnings: string[];
     try {
       const cfg = loadConfig(this.#opts.configPath);
@@ -397,6 +402,7 @@ export class Daemon {
       for (const w of configWarnings) log.warn(w);
       this.#workersConfig = cfg.workers;
       this.#ringConfig = cfg.ringMib;
+      this.#pinningConfig = cfg.pinning;
     } catch (err) {
       if (err instanceof ConfigError) throw new ControlError("config_invalid", `reload refused, nothing changed: ${err.message}`);
       throw err;
@@ -407,6 +413,7 @@ export class Daemon {
       change = this.#store.applyConfig(specs);
     } catch (err) {
       this.#workersConfig = workersBefore;
+      this.#pinningConfig = pinningBefore;
       throw new ControlError("config_invalid", `reload refused, nothing changed: ${(err as Error).message}`);
     }
     const { added, removed, changed, conflicts, unchanged } = change;

@@ -18,6 +18,8 @@ export interface PlanOptions {
   workersFor: (iface: string) => number;
   /** Ring of each packet socket of an input interface, in MiB; undefined: the native default. */
   ringMibFor: (iface: string) => number | undefined;
+  /** mcr's `pinning`: the CPU of each worker of an interface, by slot; undefined: not pinned. */
+  cpusFor?: (iface: string) => number[] | undefined;
 }
 
 export interface Plan {
@@ -37,7 +39,7 @@ export function planTables(rules: Iterable<Rule>, o: PlanOptions): Plan {
     const iface = rule.input.iface;
     let entry = tables.get(iface);
     if (!entry) {
-      entry = { rules: [], workers: o.workersFor(iface), ringMib: o.ringMibFor(iface) };
+      entry = { rules: [], workers: o.workersFor(iface), ringMib: o.ringMibFor(iface), cpus: o.cpusFor?.(iface) };
       tables.set(iface, entry);
     }
     entry.rules.push(resolved.wire);

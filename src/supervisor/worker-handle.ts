@@ -51,6 +51,8 @@ export interface WorkerOptions {
   geometry: RingGeometry;
   slot: number;
   members: number;
+  /** The CPU the worker pins its dataplane thread to (mcr's `pinning`), or null. */
+  cpu: number | null;
   /** The unprivileged user the worker becomes; null keeps the supervisor's credentials. */
   user: WorkerUser | null;
   /** Called when the worker process exits, expectedly or not. */
@@ -152,6 +154,7 @@ export class WorkerHandle {
         slot: opts.slot,
         members: opts.members,
         geometry: opts.geometry,
+        cpu: opts.cpu,
         user: opts.user,
       };
       // The worker gets its own reference; ours keeps the socket (and its fanout slot and

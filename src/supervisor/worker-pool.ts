@@ -88,6 +88,8 @@ export interface Desired {
   workers: number;
   /** Ring of each of its packet sockets in MiB; undefined: the native default. */
   ringMib?: number;
+  /** mcr's `pinning`: the CPU of each worker by slot (slot i on cpus[i]); undefined: not pinned. */
+  cpus?: number[];
 }
 
 function entryKey(ifname: string, slot: number): string {
@@ -108,7 +110,8 @@ export class WorkerPool {
   #lastSampleAt = 0;
   #lastTickAt = performance.now();
   /** What each plane was built for (known before its sockets are ready). */
-  readonly #planeFacts = new Map<string, { ifindex: number; mtu: number; members: number; ringMib: number | undefined }>();
+  readonly #planeFacts = new Map<string, { ifindex: number; mtu: number; members: number; ringMib: number | undefined; cpus: string }>();
+  readonly #cpus = new Map<string, number[] | undefined>();
   /** The ring size each interface should have (from the last setTables). */
   readonly #ringMib = new Map<string, number | undefined>();
   #waiters: (() => void)[] = [];
@@ -129,7 +132,7 @@ export class WorkerPool {
       const want = desired.get(ifname);
       const link = want && want.rules.length ? this.#lookup(ifname) : null;
       const members = want ? Math.max(1, Math.min(WORKERS_PER_INTERFACE_MAX, want.workers)) : 0;
-      const stale = !want || want.rules.length === 0 || facts.members !== members || facts.ringMib !== want.ringMib || !link || link.ifindex !== facts.ifindex || link.mtu !== facts.mtu;
+      const stale = !want || want.rules.length === 0 || facts.members !== members || facts.ringMib !== want.ringMib || facts.cpus !== JSON.stringify(want.cpus ?? null) || !link || link.ifindex !== facts.ifindex || link.mtu !== facts.mtu;
       if (stale) void this.#closePlane(ifname);
     }
     // Workers whose plane was never built (its setup kept failing) are pruned here too.
@@ -143,6 +146,8 @@ export class WorkerPool {
     }
     this.#ringMib.clear();
     for (const [ifname, want] of desired) this.#ringMib.set(ifname, want.ringMib);
+    this.#cpus.clear();
+    for (const [ifname, want] of desired) this.#cpus.set(ifname, want.cpus);
     for (const [ifname, want] of desired) {
       if (want.rules.length === 0) continue;
       const members = Math.max(1, Math.min(WORKERS_PER_INTERFACE_MAX, want.workers));
@@ -215,7 +220,7 @@ export class WorkerPool {
     const link = this.#lookup(ifname);
     if (!link) return Promise.reject(new Error(`interface ${ifname} does not exist`));
     const ringMib = this.#ringMib.get(ifname);
-    this.#planeFacts.set(ifname, { ifindex: link.ifindex, mtu: link.mtu, members, ringMib });
+    this.#planeFacts.set(ifname, { ifindex: link.ifindex, mtu: link.mtu, members, ringMib, cpus: JSON.stringify(this.#cpus.get(ifname) ?? null) });
     const building = this.#buildPlane(ifname, link.ifindex, link.mtu, members, ringMib);
     this.#planes.set(ifname, building);
     // A failed setup is tried again by the next worker start.
@@ -423,6 +428,7 @@ export class WorkerPool {
       geometry: plane.geometry,
       slot: e.slot,
       members: e.members,
+      cpu: this.#cpus.get(e.ifname)?.[e.slot] ?? null,
       user: this.#user,
       onExit: (code, signal) => this.#exited(e, handle, code, signal),
     });

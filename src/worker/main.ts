@@ -3,7 +3,7 @@
 // messages between slices. It never opens privileged resources itself.
 import * as v from "valibot";
 import { logger, setLogLevel } from "../log.ts";
-import { Dataplane, scmRecv, fdClose, privilegesDrop, confinementVerify } from "../native/lib.ts";
+import { Dataplane, scmRecv, fdClose, privilegesDrop, confinementVerify, cpuPin } from "../native/lib.ts";
 import { verifyDropped } from "./privileges.ts";
 import { encodeWorkerTable, isTableBytes, tableBytesHash, tableRuleCount } from "../rules/wire.ts";
 import { LAYOUT, LIMITS } from "../native/abi.ts";
@@ -38,7 +38,17 @@ export async function runWorker(): Promise<number> {
     log.error("bad packet-socket message:", v.summarize(setup.issues));
     return 1;
   }
-  const { ifname, ifindex, geometry, slot, members, user } = setup.output;
+  const { ifname, ifindex, geometry, slot, members, user, cpu } = setup.output;
+  if (cpu !== null) {
+    // mcr's `pinning`: before the privilege drop, whose seccomp filter refuses affinity calls.
+    // A CPU that is not there is reported and the worker runs unpinned (as the kernel places it).
+    try {
+      cpuPin(cpu);
+      log.debug(`dataplane thread pinned to CPU ${cpu}`);
+    } catch (err) {
+      log.warn(`pinning: cannot pin to CPU ${cpu} (${(err as Error).message}); running unpinned`);
+    }
+  }
   /** Probes of the confinement that were refused, and their cost (null: no privilege drop). */
   let confinement: { probes: number; ms: number } | null = null;
   if (user) {

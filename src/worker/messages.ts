@@ -18,6 +18,8 @@ export const PacketSocketSchema = v.strictObject({
     frameBytes: v.pipe(v.number(), v.integer(), v.minValue(1)),
     frameCount: v.pipe(v.number(), v.integer(), v.minValue(1)),
   }),
+  /** The CPU to pin the dataplane thread to (mcr's `pinning`), or null: not pinned. */
+  cpu: v.nullable(v.pipe(v.number(), v.integer(), v.minValue(0))),
   /** Who the worker becomes after taking the socket (null: stay as started, tests only). */
   user: v.nullable(v.strictObject({ name: v.string(), uid: v.pipe(v.number(), v.integer(), v.minValue(0)), gid: v.pipe(v.number(), v.integer(), v.minValue(0)) })),
 });

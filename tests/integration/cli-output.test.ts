@@ -5,6 +5,8 @@
 // gives a new daemon the same rules, and `sink --expect N` exits 9 when fewer arrive.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import * as v from "valibot";
+import { readFileSync } from "node:fs";
+import { availableParallelism } from "node:os";
 import { netnsAvailable, Topology } from "../../scripts/lib/netns.ts";
 import { buildRelayTopology, runGen, type RelayTopology } from "../support/relay-harness.ts";
 import { TempDir, TestDaemon, runMcrelay, sink, waitFor, type ListedRule, type StatsResult } from "../support/daemon-harness.ts";
@@ -139,6 +141,41 @@ describe_netns("reading verbs against a live daemon (kernel, under bun)", () => 
         expect((await d2.json(["workers"])).workers.filter((w: { interface: string }) => w.interface === "r0")).toHaveLength(2);
       } finally {
         expect(await d2.stop()).toBe(0);
+      }
+    },
+    T,
+  );
+
+  test(
+    "mcr's pinning gives an interface one worker per CPU listed, each pinned to its CPU; unpinned workers keep every CPU",
+    async () => {
+      const cpus = availableParallelism();
+      const last = cpus - 1;
+      const config = dir.file(
+        "mcr-pinning.json5",
+        `{ pinning: { r0: [${last}] },
+           rules: [ { name: "pinned", input: { interface: "r0", group: "239.1.1.8", port: 5000 },
+                      outputs: [ { group: "239.2.2.8", port: 6000, interface: "r1" } ] } ] }`,
+      );
+      const d = await TestDaemon.start(rt, dir, { configPath: config, stateDir: dir.join("state-pin"), socket: dir.join("pin.sock") });
+      try {
+        const workers = (await d.json(["workers"])).workers as { interface: string; pid: number | null; state: string }[];
+        expect(workers.map((w) => [w.interface, w.state])).toEqual([["r0", "running"]]);
+        const allowed = readFileSync(`/proc/${workers[0]!.pid}/status`, "utf8").match(/^Cpus_allowed_list:\s*(\S+)/m)?.[1];
+        expect(allowed).toBe(String(last));
+        // The rule is read with mcr's TTL default.
+        expect((await d.json<{ rules: ListedRule[] }>(["list"])).rules[0]!.outputs[0]!.ttl).toBe(1);
+      } finally {
+        expect(await d.stop()).toBe(0);
+      }
+      // Without pinning the worker may run on any CPU.
+      const plain = await TestDaemon.start(rt, dir, { configPath: dir.file("plain.json5", CONFIG), stateDir: dir.join("state-plain"), socket: dir.join("plain.sock") });
+      try {
+        const w = (await plain.json(["workers"])).workers.find((x: { interface: string }) => x.interface === "r0") as { pid: number };
+        const allowed = readFileSync(`/proc/${w.pid}/status`, "utf8").match(/^Cpus_allowed_list:\s*(\S+)/m)?.[1];
+        expect(allowed).toBe(cpus === 1 ? "0" : `0-${last}`);
+      } finally {
+        expect(await plain.stop()).toBe(0);
       }
     },
     T,
