@@ -19,6 +19,8 @@ export interface Finding {
 export interface OutputView {
   to: string;
   ttl: number;
+  /** UDP GSO allowed for this output (gso=off clears it). */
+  gso?: boolean;
   state: string;
   reason: string | null;
   packets: number;
@@ -322,6 +324,26 @@ export function checkLoopsAndCaps(d: DiagnoseInput, r: RuleView): Finding[] {
   return out;
 }
 
+/**
+ * Outputs sent as UDP GSO batches: a consumer on the next hop that reads with a packet socket
+ * (another relay, an IDS, tcpdump counts) sees one large frame per batch, not the datagrams.
+ * Nothing here can tell who reads, so it is a note.
+ */
+export function checkGso(d: DiagnoseInput, r: RuleView): Finding[] {
+  const iface = ifaceOf(r.input);
+  const sends = iface ? d.interfaces.get(iface)?.counters.tx_gso_sends ?? 0 : 0;
+  if (!sends) return [];
+  const outs = r.outputs.filter((o) => o.gso !== false && o.packets > 0).map((o) => o.to);
+  if (!outs.length) return [];
+  return [{
+    check: "gso-batches",
+    severity: "info",
+    rule: r.name,
+    what: `${outs.join(", ")} ${outs.length > 1 ? "are" : "is"} sent as UDP GSO batches (${sends} on ${iface}'s workers): a UDP socket receives the datagrams, but a packet-socket reader on the next hop sees one large frame per batch`,
+    fix: "if the receiver reads with a packet socket (another relay without GSO splitting, an IDS), add gso=off to that output",
+  }];
+}
+
 /** Workers that restarted, are in backoff, or failed for want of privileges. */
 export function checkWorkers(d: DiagnoseInput): Finding[] {
   const out: Finding[] = [];
@@ -348,7 +370,7 @@ export function checkRingDrops(d: DiagnoseInput): Finding[] {
   return out;
 }
 
-export const RULE_CHECKS = [checkInterfaces, checkPending, checkMtu, checkNoFrames, checkNotMatching, checkSource, checkJoins, checkNeighbours, checkSendErrors, checkTtl, checkLoopsAndCaps];
+export const RULE_CHECKS = [checkInterfaces, checkPending, checkMtu, checkNoFrames, checkNotMatching, checkSource, checkJoins, checkNeighbours, checkSendErrors, checkTtl, checkLoopsAndCaps, checkGso];
 export const GLOBAL_CHECKS = [checkWorkers, checkRingDrops];
 
 const ORDER: Record<Severity, number> = { error: 0, warning: 1, info: 2 };

@@ -62,7 +62,7 @@ function views(s: Stats, listed: Listed[]): RuleView[] {
       packets: r.packets,
       bytes: r.bytes,
       drops: r.drops ?? {},
-      outputs: r.outputs.map((o) => ({ to: o.to, ttl: o.ttl, state: o.state, reason: o.reason, packets: o.packets, bytes: o.bytes, send_errors: o.send_errors })),
+      outputs: r.outputs.map((o) => ({ to: o.to, ttl: o.ttl, gso: o.gso, state: o.state, reason: o.reason, packets: o.packets, bytes: o.bytes, send_errors: o.send_errors })),
     };
   });
 }

@@ -2,7 +2,7 @@
 // start without CAP_NET_RAW (exit 5), so a worker failing for want of a capability is fed to
 // the check directly, as the worker manager reports it.
 import { describe, expect, test } from "bun:test";
-import { checkWorkers, diagnose, type DiagnoseInput } from "../../src/diagnose/checks.ts";
+import { checkGso, checkWorkers, diagnose, type DiagnoseInput } from "../../src/diagnose/checks.ts";
 
 function input(workers: DiagnoseInput["workers"]): DiagnoseInput {
   return {
@@ -25,5 +25,20 @@ describe("diagnose: worker checks", () => {
       { interface: "eth0", slot: 0, state: "backoff", restarts: 1, backoff_ms: 500, last_error: "exited (code 1)" },
     ]));
     expect(all.map((x) => `${x.severity} ${x.check}`)).toEqual(["error worker-backoff", "warning worker-restarts"]);
+  });
+});
+
+describe("diagnose: GSO note", () => {
+  const rule = (gso: boolean) => ({
+    name: "r", input: "239.1.1.1:5000@eth0", source: null, state: "active", reasons: [], packets: 10, bytes: 1000, drops: {},
+    outputs: [{ to: "239.2.2.2:6000@eth1", ttl: 8, gso, state: "active", reason: null, packets: 10, bytes: 1000, send_errors: {} }],
+  });
+  test("an output sent as GSO batches gets a note (not a problem); gso=off gets none", () => {
+    const d = input([]);
+    d.interfaces.set("eth0", { counters: { tx_gso_sends: 5 }, parse_drops: {} });
+    const f = checkGso(d, rule(true));
+    expect(f).toHaveLength(1);
+    expect(f[0]).toMatchObject({ check: "gso-batches", severity: "info" });
+    expect(checkGso(d, rule(false))).toEqual([]);
   });
 });
