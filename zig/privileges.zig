@@ -96,9 +96,36 @@ test "dropping in a child process gives nobody, no caps, no_new_privs" {
         if (setresuid(0, 0, 0) == 0) linux.exit(7);
         linux.exit(0);
     }
-    var status: i32 = 0;
-    _ = linux.waitpid(@intCast(pid), &status, 0);
-    try std.testing.expectEqual(@as(u32, 0), linux.W.EXITSTATUS(@bitCast(status)));
+    const status = try waitChildBounded(@intCast(pid), child_wait_ms_max);
+    try std.testing.expectEqual(@as(u32, 0), linux.W.EXITSTATUS(status));
+}
+
+/// A forked test child runs in a copy of a process that may have had other threads: a lock
+/// one of them held (libc's, stderr's) stays held in the child forever. Waiting without a
+/// bound would then hang the whole test run (seen once under heavy load), so the parent waits
+/// at most this long, then kills the child and fails the test.
+const child_wait_ms_max: u32 = 30_000;
+
+fn waitChildBounded(pid: linux.pid_t, timeout_ms: u32) !u32 {
+    var waited_ms: u32 = 0;
+    while (true) {
+        var status: i32 = 0;
+        const rc = linux.waitpid(pid, &status, linux.W.NOHANG);
+        switch (linux.errno(rc)) {
+            .SUCCESS => if (rc == @as(usize, @intCast(pid))) return @bitCast(status),
+            .INTR => {},
+            else => return error.WaitFailed,
+        }
+        if (waited_ms >= timeout_ms) {
+            _ = linux.kill(pid, linux.SIG.KILL);
+            _ = linux.waitpid(pid, &status, 0);
+            std.debug.print("forked test child {d} did not exit within {d} ms: killed\n", .{ pid, timeout_ms });
+            return error.ChildTimedOut;
+        }
+        const ts = linux.timespec{ .sec = 0, .nsec = 10 * std.time.ns_per_ms };
+        _ = linux.nanosleep(&ts, null);
+        waited_ms += 10;
+    }
 }
 
 fn expectErrno(expected: linux.E, rc: usize) !void {
@@ -162,10 +189,9 @@ test "as the worker's uid with its packet socket: detaching the filter, new raw 
         };
         linux.exit(0);
     }
-    var status: i32 = 0;
-    _ = linux.waitpid(@intCast(pid), &status, 0);
-    try std.testing.expect(linux.W.IFEXITED(@bitCast(status)));
-    try std.testing.expectEqual(@as(u32, 0), linux.W.EXITSTATUS(@bitCast(status)));
+    const status = try waitChildBounded(@intCast(pid), child_wait_ms_max);
+    try std.testing.expect(linux.W.IFEXITED(status));
+    try std.testing.expectEqual(@as(u32, 0), linux.W.EXITSTATUS(status));
 }
 
 test "a locked ingress filter cannot be detached even by root" {
