@@ -10,7 +10,7 @@
  *   bun scripts/mutants.ts --check         every search text occurs exactly once, every named
  *                                          test exists (no build, no run; seconds)
  *   bun scripts/mutants.ts --only NAME     one mutant (repeatable)
- *   bun scripts/mutants.ts --all           every mutant (about 70 min for 41 on a busy 2-core VM)
+ *   bun scripts/mutants.ts --all           every mutant (about 45 min for 41 on a busy 2-core VM)
  *   bun scripts/mutants.ts --ci            a small subset that rotates by date (what CI runs)
  *   add --baseline to run each mutant's tests without the breakage first (they must pass, or
  *   the mutant is invalid: a failure would prove nothing); --json for a machine-readable result
