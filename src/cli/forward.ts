@@ -73,7 +73,7 @@ export default defineCommand({
       outputs: input.to.map((entry) => ruleOutput(1n, entry, ttl)),
     };
     const problems = ruleProblems(rule);
-    if (problems.length) throw new UsageError(problems.map((p) => `--to: ${p}`).join("\n"));
+    if (problems.length) throw new UsageError(problems.map((p) => (p.startsWith("source ") ? `--source: ${p}` : `--to: ${p}`)).join("\n"));
     const resolved = resolveRule(rule, lookupLink);
     if (resolved.pending.length) throw new UsageError(resolved.pending.join("\n"));
     // An output that cannot send now is reported; the others forward.

@@ -2,7 +2,7 @@
 // into a resolved Rule. One schema for every edge, so every edge gives the same messages.
 import * as v from "valibot";
 import { createHash } from "node:crypto";
-import { parseIp } from "../base/address.ts";
+import { isMulticast, isUnspecified, parseIp } from "../base/address.ts";
 import { endpointSchema, formatEndpoint, type Endpoint } from "../base/endpoint.ts";
 import { formatOutputOptions, inputTextSchema, outputEntrySchema, outputSpecSchema, type OutputEntry } from "./endpoint-options.ts";
 import { ruleProblems, type Rule, type RuleOutput } from "../rules/rule.ts";
@@ -26,6 +26,11 @@ export const sourceSchema = v.pipe(
     const a = parseIp(dataset.value);
     if (!a) {
       addIssue({ message: `'${dataset.value}' is not an IP address` });
+      return NEVER;
+    }
+    // A datagram's source is the sender's unicast address: no packet could match these.
+    if (isMulticast(a) || isUnspecified(a)) {
+      addIssue({ message: `'${dataset.value}' is ${isMulticast(a) ? "a multicast" : "the unspecified"} address: a source is the sender's unicast address` });
       return NEVER;
     }
     return a;

@@ -61,6 +61,18 @@ describe("CLI validation (no namespace: rejected while parsing)", () => {
     expectUsageError(runHost(["forward", "--from", "239.1.1.1:5000", "--to", "239.2.2.2:6000@r1"]), "--from", "interface");
   });
 
+  test("a source of the other family is refused naming --source, not --to", () => {
+    const r = runHost(["forward", "--from", "[ff3e::1]:5000@r0", "--to", "239.2.2.2:6000@r1", "--source", "10.200.1.1"]);
+    expectUsageError(r, "--source", "10.200.1.1", "IPv6");
+    expect(r.stderr).not.toContain("--to");
+  });
+
+  test("a multicast or unspecified source is refused naming --source (no datagram comes from one)", () => {
+    expectUsageError(runHost(["forward", "--from", "239.1.1.1:5000@r0", "--to", "239.2.2.2:6000@r1", "--source", "239.1.1.9"]), "--source", "239.1.1.9", "multicast");
+    expectUsageError(runHost(["forward", "--from", "239.1.1.1:5000@r0", "--to", "239.2.2.2:6000@r1", "--source", "0.0.0.0"]), "--source", "0.0.0.0", "unspecified");
+    expectUsageError(runHost(["forward", "--from", "[ff3e::1]:5000@r0", "--to", "239.2.2.2:6000@r1", "--source", "ff02::1"]), "--source", "ff02::1", "multicast");
+  });
+
   test("the same interface for input and output is refused, naming --to and the interface", () => {
     expectUsageError(runHost(["forward", "--from", "239.1.1.1:5000@lo", "--to", "239.2.2.2:6000@lo"]), "--to", "lo");
   });
