@@ -9,8 +9,21 @@ export interface TopInput {
   interfaces: InterfaceReport[];
 }
 
-/** Worker counters that are drops (a packet not relayed), shown per interface when not zero. */
-const DROP_COUNTERS = ["no_match", "source_mismatch", "kernel_drops", "rx_truncated", "tx_errors", "join_errors", "ring_errors"];
+/**
+ * Worker counters that count work, not loss. Every other worker counter (no_match,
+ * source_mismatch, kernel_drops, tx_errors, ...) and every parse drop is a reason a packet was
+ * not relayed, printed when it is not zero; a counter added later is printed by default.
+ */
+const ACTIVITY = new Set([
+  "rx_frames", "rx_bytes", "rx_blocks", "matched", "kernel_packets", "kernel_freezes", "tx_packets", "tx_bytes",
+  "tx_gso_sends", "tx_send_calls", "rx_gso_frames", "rx_gso_datagrams", "polls", "coalesced", "wakeups", "run_calls",
+]);
+
+/** "no_match 3, ipv4_fragment 2" (every non-zero drop reason of the interface), or "none". */
+export function dropsText(i: InterfaceReport): string {
+  const drops = [...Object.entries(i.counters).filter(([k]) => !ACTIVITY.has(k)), ...Object.entries(i.parse_drops)].filter(([, n]) => n > 0);
+  return drops.length ? drops.map(([k, n]) => `${k} ${n.toLocaleString("en-US")}`).join(", ") : "none";
+}
 
 function cut(text: string, width: number): string {
   return text.length > width ? `${text.slice(0, Math.max(0, width - 1))}~` : text;
@@ -49,11 +62,7 @@ export function renderTop(s: TopInput, o: { time: Date; intervalS: number; width
   if (rows.length > room) lines.push(`... ${rows.length - room} more rules (slower)`);
   lines.push("");
   for (const i of s.interfaces) {
-    const drops = [
-      ...DROP_COUNTERS.map((k) => [k, i.counters[k as keyof typeof i.counters] ?? 0] as const),
-      ...Object.entries(i.parse_drops),
-    ].filter(([, n]) => n > 0);
-    lines.push(`${i.interface}: rx ${i.counters.rx_frames.toLocaleString("en-US")} frames; drops: ${drops.length ? drops.map(([k, n]) => `${k} ${n.toLocaleString("en-US")}`).join(", ") : "none"}`);
+    lines.push(`${i.interface}: rx ${i.counters.rx_frames.toLocaleString("en-US")} frames; drops: ${dropsText(i)}`);
   }
   return lines.map((l) => cut(l, o.width));
 }

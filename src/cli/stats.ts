@@ -4,8 +4,8 @@ import { defineCommand } from "citty";
 import { checkFlags, jsonArg, secondsFlag, validate } from "./args.ts";
 import { socketArg, withClient } from "./daemon-client.ts";
 import { inputText, printJson, printJsonLine, printLine, printScreen, printTable, formatRate } from "./output.ts";
-import { renderTop } from "./stats-top.ts";
-import type { InterfaceReport, Stats } from "../control/responses.ts";
+import { dropsText, renderTop } from "./stats-top.ts";
+import type { Stats } from "../control/responses.ts";
 import * as v from "valibot";
 
 const args = {
@@ -15,19 +15,6 @@ const args = {
   ...socketArg,
   ...jsonArg,
 } as const;
-
-/**
- * Worker counters that count work, not loss. Every other worker counter (no_match,
- * source_mismatch, kernel_drops, tx_errors, ...) and every parse drop is a reason a packet was
- * not relayed, printed when it is not zero; a counter added later is printed by default.
- */
-const ACTIVITY = new Set(["rx_frames", "rx_bytes", "rx_blocks", "matched", "kernel_packets", "tx_packets", "tx_bytes", "tx_gso_sends", "polls", "coalesced", "wakeups", "run_calls"]);
-
-/** "no_match 3, ipv4_fragment 2" (every non-zero drop reason of the interface), or "none". */
-export function dropsText(i: InterfaceReport): string {
-  const drops = [...Object.entries(i.counters).filter(([k]) => !ACTIVITY.has(k)), ...Object.entries(i.parse_drops)].filter(([, n]) => n > 0);
-  return drops.length ? drops.map(([k, n]) => `${k} ${n.toLocaleString("en-US")}`).join(", ") : "none";
-}
 
 function printHuman(s: Stats): void {
   for (const r of s.rules) {

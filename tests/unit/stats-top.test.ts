@@ -1,5 +1,5 @@
 import { describe, expect, test } from "bun:test";
-import { renderTop } from "../../src/cli/stats-top.ts";
+import { dropsText, renderTop } from "../../src/cli/stats-top.ts";
 import { PARSE_DROPS, WORKER_COUNTERS } from "../../src/native/abi.ts";
 import type { RuleReport } from "../../src/supervisor/report.ts";
 
@@ -31,5 +31,16 @@ describe("stats --watch screen", () => {
     expect(lines.length).toBeLessThanOrEqual(20);
     for (const l of lines) expect(l.length).toBeLessThanOrEqual(40);
     expect(lines.some((l) => /^\.\.\. \d+ more rules/.test(l))).toBe(true);
+  });
+
+  test("work counters (send calls, GSO frames received, queue freezes) are not listed as drops; every loss is, on the screen and in plain stats", () => {
+    const busy = {
+      interface: "eth0",
+      counters: { ...zero(WORKER_COUNTERS), rx_frames: 60, matched: 60, tx_packets: 60, tx_send_calls: 60, rx_gso_frames: 2, rx_gso_datagrams: 8, kernel_freezes: 1, loop_drops: 4, own_source: 2 },
+      parse_drops: zero(PARSE_DROPS),
+    };
+    expect(dropsText(busy)).toBe("own_source 2, loop_drops 4");
+    const lines = renderTop({ rules: [rule("a", 1)], interfaces: [busy] }, opts);
+    expect(lines.find((l) => l.startsWith("eth0:"))).toBe("eth0: rx 60 frames; drops: own_source 2, loop_drops 4");
   });
 });
