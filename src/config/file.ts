@@ -43,9 +43,9 @@ const IGNORED_MCR_KEYS: Record<string, string> = {
 };
 
 const TopSchema = v.strictObject({
-  rules: v.optional(v.array(v.unknown())),
+  rules: v.optional(v.array(v.unknown(), "rules is a list of rules: [ { name, from, to }, ... ]")),
   /** Workers per input interface: { eth0: 2 } (default 1, or `mcrelay run --workers`). */
-  workers: v.optional(v.record(ifname, v.pipe(v.number("a worker count is a number"), v.integer(), v.minValue(1, "at least 1 worker"), v.maxValue(WORKERS_PER_INTERFACE_MAX, `at most ${WORKERS_PER_INTERFACE_MAX} workers`)))),
+  workers: v.optional(v.record(ifname, v.pipe(v.number("a worker count is a number"), v.integer("a worker count is a whole number"), v.minValue(1, "at least 1 worker"), v.maxValue(WORKERS_PER_INTERFACE_MAX, `at most ${WORKERS_PER_INTERFACE_MAX} workers`)))),
   /** Ring per packet socket in MiB, per input interface: { eth0: 64 } (`mcrelay run --ring-mib` for the others). */
   ring_mib: v.optional(v.record(ifname, v.pipe(v.number("a ring size is a number of MiB"), v.integer("a ring size is a whole number of MiB"), v.minValue(RING_MIB_MIN, `at least ${RING_MIB_MIN} MiB`), v.maxValue(RING_MIB_MAX, `at most ${RING_MIB_MAX} MiB`)))),
   /** `ADDR:PORT` of the HTTP listener for /metrics, /healthz, /readyz (`run --metrics` overrides). */
@@ -54,7 +54,7 @@ const TopSchema = v.strictObject({
   multicast_ttl: v.optional(ttlSchema),
   /** mcr: CPUs per input interface; one worker per CPU listed. */
   pinning: v.optional(
-    v.record(ifname, v.pipe(v.array(v.pipe(v.number("a CPU is a number"), v.integer(), v.minValue(0, "a CPU number is 0 or more"))), v.minLength(1, "list at least one CPU"), v.maxLength(WORKERS_PER_INTERFACE_MAX, `at most ${WORKERS_PER_INTERFACE_MAX} workers`))),
+    v.record(ifname, v.pipe(v.array(v.pipe(v.number("a CPU is a number"), v.integer("a CPU is a whole number"), v.minValue(0, "a CPU number is 0 or more"))), v.minLength(1, "list at least one CPU"), v.maxLength(WORKERS_PER_INTERFACE_MAX, `at most ${WORKERS_PER_INTERFACE_MAX} workers`))),
   ),
   ...Object.fromEntries(Object.keys(IGNORED_MCR_KEYS).map((k) => [k, v.optional(v.unknown())])),
 });
@@ -162,6 +162,12 @@ export function parseConfig(text: string, path: string): LoadedConfig {
   const problems = new Problems(path, doc);
   const warnings = new Problems(path, doc);
   const raw = doc.value;
+  // The document is one object; an array passed the object schema (no keys: "ok, 0 rules").
+  if (raw === null || typeof raw !== "object" || Array.isArray(raw)) {
+    const found = raw === null ? "null" : Array.isArray(raw) ? "a list" : typeof raw === "string" ? "a string" : `a ${typeof raw}`;
+    problems.add("", `the file is one object ({ rules: [...] }), not ${found}`);
+    throw new ConfigFileError(problems.sorted());
+  }
   const top = v.safeParse(TopSchema, raw);
   if (!top.success) problems.issues(top.issues);
   const cfg = top.success ? top.output : null;

@@ -93,6 +93,18 @@ describe("config problems with their place", () => {
     expect(ps[2]!.message).toMatch(/^rules\[1\] \(b\): .*input interface eth0/);
   });
 
+  test("a file that is not one object is refused saying what it is (an empty list was 'ok, 0 rules')", () => {
+    for (const [text, found] of [["[]", "a list"], ["[{ rules: [] }]", "a list"], ["null", "null"], ["42", "a number"], [`"x"`, "a string"]] as const) {
+      const ps = problemsOf(`\n  ${text}`);
+      expect(ps.map((p) => `${p.line}:${p.column} ${p.message}`)).toEqual([`2:3 the file is one object ({ rules: [...] }), not ${found}`]);
+    }
+  });
+
+  test("a non-integer worker count and a rules key that is not a list get messages naming them, not valibot's", () => {
+    expect(problemsOf(`{ workers: { eth0: 2.5 } }`).map((p) => p.message)).toEqual(["workers.eth0: a worker count is a whole number"]);
+    expect(problemsOf(`{ rules: {} }`).map((p) => p.message)).toEqual(["rules: rules is a list of rules: [ { name, from, to }, ... ]"]);
+  });
+
   test("an unknown key is placed at the key; a duplicate name at the second name", () => {
     const ps = problemsOf(`{\n  rulez: [],\n  rules: [\n    { name: "a", from: "239.1.1.1:5000@eth0", to: ["239.2.2.2:6000@eth1"] },\n    { name: "a", from: "239.1.1.2:5000@eth0", to: ["239.2.2.3:6000@eth1"] },\n  ],\n}`);
     expect(ps.map(where)).toEqual(["2:3 rulez", "5:13 rules[1].name"]);
