@@ -25,7 +25,7 @@ export function parseEndpoint(text: string): Endpoint | string {
   const hostPort = at >= 0 ? text.slice(0, at) : text;
   const iface = at >= 0 ? text.slice(at + 1) : null;
   if (iface !== null && !IFNAME.test(iface)) {
-    return `interface name '${iface}' is not valid (1-15 characters: letters, digits, _ . : - @)`;
+    return `interface name '${iface}' is not valid (1-15 characters: letters, digits, _ . : -)`;
   }
   let addrText: string;
   let portText: string;
@@ -42,11 +42,17 @@ export function parseEndpoint(text: string): Endpoint | string {
     if (addrText.includes(":")) return "IPv6 addresses are written in brackets: [ADDRESS]:PORT";
   }
   const addr = parseIp(addrText);
+  if (!addr && addrText.includes("%")) return `'${addrText}': a zone id is not written in the address; the interface goes after @ ([ADDRESS]:PORT@INTERFACE)`;
   if (!addr) return `'${addrText}' is not an IPv4 or IPv6 address`;
   if (!/^\d{1,5}$/.test(portText)) return `port '${portText}' is not a number`;
   const port = Number(portText);
   if (port < PORT_MIN || port > PORT_MAX) return `port ${port} is out of range (${PORT_MIN}-${PORT_MAX})`;
   return { addr, port, iface };
+}
+
+/** fe80::/10: unicast link-local, meaningful only with an interface. */
+function isLinkLocalV6(a: IpAddress): boolean {
+  return a.family === 6 && a.bytes[0] === 0xfe && (a.bytes[1]! & 0xc0) === 0x80;
 }
 
 export type EndpointRole = "input" | "output" | "gen" | "sink";
@@ -61,6 +67,10 @@ export function roleProblem(e: Endpoint, role: EndpointRole): string | null {
     case "output":
     case "gen":
       if (isMulticast(e.addr) && !e.iface) return "a multicast destination needs its interface: GROUP:PORT@INTERFACE";
+      // Without a scope the kernel picks any link with an fe80::/64 route (the input's included).
+      if (isLinkLocalV6(e.addr) && !e.iface) return "a link-local destination needs its interface: [ADDRESS]:PORT@INTERFACE";
+      // Sockets are opened without SO_BROADCAST: every datagram would fail.
+      if (e.addr.family === 4 && e.addr.bytes.subarray(12).every((b) => b === 255)) return "the broadcast address 255.255.255.255 is not a destination mcrelay sends to (no SO_BROADCAST)";
       return null;
     case "sink":
       if (isMulticast(e.addr) && !e.iface) return "a multicast group is joined on an interface: GROUP:PORT@INTERFACE";

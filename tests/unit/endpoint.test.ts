@@ -105,6 +105,19 @@ describe("endpoint roles", () => {
     expect(roleIssue("sink", "0.0.0.0:6000")).toBeNull();
   });
 
+  test("a link-local IPv6 destination needs its interface; the limited broadcast address is refused", () => {
+    expect(roleIssue("output", "[fe80::1]:6000")).toContain("link-local destination needs its interface");
+    expect(roleIssue("gen", "[fe80::1]:6000")).toContain("link-local destination needs its interface");
+    expect(roleIssue("output", "[fe80::1]:6000@eth1")).toBeNull();
+    expect(roleIssue("output", "[2001:db8::1]:6000")).toBeNull();
+    expect(roleIssue("output", "255.255.255.255:6000")).toContain("broadcast");
+    expect(roleIssue("output", "255.255.255.255:6000@eth1")).toContain("broadcast");
+  });
+
+  test("a zone id in the address is refused saying the interface goes after @", () => {
+    expect(roleIssue("input", "[fe80::1%eth0]:5000@eth0")).toContain("the interface goes after @");
+  });
+
   test("the message quotes the endpoint as written", () => {
     expect(roleIssue("output", "239.2.2.2:99999@eth1")).toBe("'239.2.2.2:99999@eth1': port 99999 is out of range (1-65535)");
   });
