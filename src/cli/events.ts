@@ -23,12 +23,15 @@ export default defineCommand({
   async run({ rawArgs, args: a }) {
     checkFlags(rawArgs, args);
     await withClient(a.socket, async (c) => {
-      const stop = new Promise<void>((r) => {
-        process.once("SIGINT", () => r());
-        process.once("SIGTERM", () => r());
+      const stop = new Promise<null>((r) => {
+        process.once("SIGINT", () => r(null));
+        process.once("SIGTERM", () => r(null));
       });
       const ended = c.events((e) => printLine(a.json ? JSON.stringify(e) : human(e)));
-      await Promise.race([stop, ended]);
+      // The daemon going away ends the stream with its error (exit 4), as stats --watch and
+      // trace do: a script watching events can tell it from an interrupt (exit 0).
+      const closed = await Promise.race([stop, ended]);
+      if (closed) throw closed;
     });
   },
 });

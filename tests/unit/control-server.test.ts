@@ -8,6 +8,7 @@ import { ControlError, ControlServer, DaemonRunningError, SocketPathError, type 
 import { EVENTS_BACKLOG_BYTES_MAX, LINE_BYTES_MAX, type Command, type Request } from "../../src/control/protocol.ts";
 import type { ResultOf } from "../../src/control/responses.ts";
 import { helloClient, percentile, RawClient, TempDir } from "../support/daemon-harness.ts";
+import { mcrelayCommand } from "../support/relay-harness.ts";
 
 let dir: TempDir;
 let server: ControlServer | null = null;
@@ -378,3 +379,17 @@ async function waitForSubscriber(): Promise<void> {
   }
   throw new Error("no subscriber");
 }
+
+describe("events client", () => {
+  test("mcrelay events ends with exit 4 and says so when the daemon goes away (it ended with 0, like an interrupt)", async () => {
+    const proc = Bun.spawn({ cmd: [...mcrelayCommand("bun"), "events", "--socket", path], stdout: "pipe", stderr: "pipe", env: { ...process.env, NO_COLOR: "1" } });
+    children.push(proc);
+    const deadline = performance.now() + 10_000;
+    while (server!.clients === 0 && performance.now() < deadline) await Bun.sleep(20);
+    await Bun.sleep(500); // subscribed
+    server!.stop();
+    server = null;
+    const code = await Promise.race([proc.exited, Bun.sleep(10_000).then(() => "hung")]);
+    expect({ code, stderr: await new Response(proc.stderr).text() }).toMatchObject({ code: 4, stderr: expect.stringContaining("closed the connection") });
+  }, 20_000);
+});
