@@ -16,6 +16,10 @@
  * measurement works; writes its report next to the results, never to docs/), and
  * --smoke-search (adds a short NDR/PDR search of mcrelay to the smoke run).
  *
+ * Peers: smcroute and socat (installed from Debian when missing); acooks/mcr when MCR_BIN names
+ * a directory holding its `mcrd` and `mcrctl` (e.g. a cargo target/release), else skipped with a
+ * note in the report.
+ *
  * Every namespace is named mcr-<pid>-..., and is deleted with everything in it at the end, on
  * SIGINT/SIGTERM, and by a reaper process if this one dies.
  */

@@ -5,9 +5,12 @@
  *   kernel       ipmr programmed by smcrouted with an (S,G) route; no rewriting is possible, so
  *                the sinks listen to the original group
  *   socat        one `socat -u UDP4-RECV ... UDP4-SENDTO ...` per output (socat is 1:1), rewriting
+ *   mcr          acooks/mcr (Rust, io_uring) when MCR_BIN names a directory with its `mcrd` and
+ *                `mcrctl` (a cargo target/release): one supervisor with one worker on the input
+ *                interface, one rule rewriting like mcrelay's; skipped with a note otherwise
  *   calibration  no relay: the generator is linked straight to the sink (the box's ceiling)
  */
-import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { BenchTopology, Placement } from "./topology.ts";
 import { childrenOf, interruptAndCollect, parseJson, spawnIn, tail, type Spawned } from "./proc.ts";
@@ -249,6 +252,70 @@ const socat: Contender = {
 
 // ---------------------------------------------------------------------------------------
 
+/** acooks/mcr's binaries, from MCR_BIN (a directory such as its target/release), or null. */
+export function mcrBinaries(): { mcrd: string; mcrctl: string } | null {
+  const dir = process.env.MCR_BIN;
+  if (!dir) return null;
+  const mcrd = join(dir, "mcrd");
+  const mcrctl = join(dir, "mcrctl");
+  return existsSync(mcrd) && existsSync(mcrctl) ? { mcrd, mcrctl } : null;
+}
+
+let mcrSerial = 0;
+
+const mcr: Contender = {
+  id: "mcr",
+  unsupported: () =>
+    mcrBinaries()
+      ? null
+      : process.env.MCR_BIN
+        ? `not run: MCR_BIN=${process.env.MCR_BIN} has no mcrd and mcrctl`
+        : "not run: no acooks/mcr build given (MCR_BIN=path/to/mcr/target/release)",
+  sinkGroup: REWRITTEN,
+  async start(bt, placement, tools) {
+    const bin = mcrBinaries()!;
+    mcrSerial += 1;
+    const dir = join(tools.tmpDir, `mcr-${mcrSerial}`);
+    mkdirSync(dir, { recursive: true });
+    const sock = join(dir, "control.sock");
+    const s = spawnIn(bt.topo, bt.relay!, placement.relay, [bin.mcrd, "supervisor", "--interface", bt.inIf, "--num-workers", "1", "--control-socket-path", sock]);
+    const outputs = bt.outIfs.map((o) => `${REWRITTEN.group}:${REWRITTEN.port}:${o}`).join(",");
+    const add = [bin.mcrctl, "--socket-path", sock, "add", "--input-interface", bt.inIf, "--input-group", INPUT.group, "--input-port", String(INPUT.port), "--outputs", outputs];
+    const deadline = performance.now() + READY_TIMEOUT_MS;
+    let last = "";
+    for (;;) {
+      if (existsSync(sock)) {
+        const r = await bt.topo.exec(bt.relay!, add);
+        if (r.exitCode === 0) break;
+        last = `${r.stdout} ${r.stderr}`;
+      }
+      if (s.proc.exitCode !== null || performance.now() > deadline) {
+        s.proc.kill("SIGKILL");
+        throw new Error(`acooks/mcr did not take the rule: ${tail(s.stderr())} ${tail(last)}`);
+      }
+      await Bun.sleep(100);
+    }
+    // Its worker joins the group; give it the moment mcrelay's readiness line stands for.
+    await Bun.sleep(500);
+    const pids = () => [s.pid, ...childrenOf(s.pid)];
+    return {
+      pids,
+      cpuAttributable: true,
+      async stop() {
+        s.proc.kill("SIGTERM");
+        await Promise.race([s.exited, Bun.sleep(5_000)]);
+        if (s.proc.exitCode === null && s.proc.signalCode === null) {
+          s.proc.kill("SIGKILL");
+          await s.exited;
+        }
+        rmSync(dir, { recursive: true, force: true });
+        // Its counters are not read: loss is counted end to end like socat's.
+        return { forwarded: null, drops: {}, ring: null, problems: [] };
+      },
+    };
+  },
+};
+
 const calibration: Contender = {
   id: "calibration",
   unsupported: (shape) => (shape.fanout !== 1 ? "not applicable: without a relay there is no fan-out (the 1:1 calibration is the ceiling)" : null),
@@ -258,4 +325,4 @@ const calibration: Contender = {
   },
 };
 
-export const CONTENDERS: Record<ContenderId, Contender> = { mcrelay, kernel, socat, calibration };
+export const CONTENDERS: Record<ContenderId, Contender> = { mcrelay, kernel, socat, mcr, calibration };

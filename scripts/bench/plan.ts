@@ -6,6 +6,7 @@
  */
 import type { ContenderId, Shape } from "./results.ts";
 import type { SearchParams } from "./bisect.ts";
+import type { RpsMode } from "./topology.ts";
 
 export type Mode = "quick" | "full" | "smoke";
 
@@ -104,13 +105,15 @@ export interface WorkItem {
   /** fixed/profile: offered rates (aggregate input pps). */
   rates?: number[];
   purpose: string;
+  /** Softirq placement for this item when it differs from the run's (--rps). */
+  rps?: RpsMode;
   warmupS?: number;
   durationS?: number;
   estimateS: number;
 }
 
-const ALL: ContenderId[] = ["mcrelay", "kernel", "socat", "calibration"];
-const RELAYS: ContenderId[] = ["mcrelay", "kernel", "socat"];
+const ALL: ContenderId[] = ["mcrelay", "kernel", "socat", "mcr", "calibration"];
+const RELAYS: ContenderId[] = ["mcrelay", "kernel", "socat", "mcr"];
 
 /** Seconds a trial costs beyond warm-up and measurement (sinks, relay, counters, drain), by shape. */
 export function trialOverheadS(shape: Shape): number {
@@ -193,12 +196,16 @@ export function buildPlan(p: ModeParams, scenarios: Set<string>): WorkItem[] {
   // Priority order: the targets first, then what only describes.
   if (want("S1")) {
     items.push(search("S1", "S1-1316", "S1: 1 stream, 1:1, 1316 B payload", one, ALL, true));
-    items.push(fixed("S1", "S1-1316", `S1: relay CPU per packet at ${p.cpuRatePps / 1000}k pps`, one, RELAYS, [p.cpuRatePps], "cpu", p.fixed.warmupS, p.fixed.durationS));
+    // The same with RPS steering the relay's input softirq onto the relay's CPU, as a NIC's
+    // interrupt would be on another core than the sender: the relay pays for its own input.
+    items.push(search("S1", "S1-1316-rps", "S1: 1 stream, 1:1, 1316 B, RPS: relay input softirq on the relay's CPU", one, ["mcrelay", "kernel"], false, { rps: "relay" }));
+    items.push(fixed("S1", "S1-1316", `S1: relay CPU per packet at ${p.cpuRatePps / 2000}k and ${p.cpuRatePps / 1000}k pps`, one, RELAYS, [p.cpuRatePps / 2, p.cpuRatePps], "cpu", p.fixed.warmupS, p.fixed.durationS));
     items.push({ ...fixed("S1", "S1-1316", "S1: perf profile of mcrelay (CPU target rate and NDR)", one, ["mcrelay"], [p.cpuRatePps], "profile", 1, p.profileS), kind: "profile" });
   }
   if (want("S2")) {
     items.push(search("S2", "S2-1:4", "S2: fan-out 1:4, 1316 B", { ...one, fanout: 4 }, RELAYS, true));
-    items.push(fixed("S2", "S2-1:50", `S2: fan-out 1:50 at ${p.fanout50Pps / 1000}k pps input`, { ...one, fanout: 50 }, ["mcrelay", "kernel", "socat"], [p.fanout50Pps], "works-at-5k", p.fixed.warmupS, p.fixed.durationS));
+    for (const fanout of [8, 16]) items.push(search("S2", `S2-1:${fanout}`, `S2: fan-out 1:${fanout}, 1316 B`, { ...one, fanout }, RELAYS, false));
+    items.push(fixed("S2", "S2-1:50", `S2: fan-out 1:50 at ${p.fanout50Pps / 1000}k pps input`, { ...one, fanout: 50 }, ["mcrelay", "kernel", "socat", "mcr"], [p.fanout50Pps], "works-at-5k", p.fixed.warmupS, p.fixed.durationS));
   }
   if (want("S4")) {
     items.push({

@@ -209,7 +209,7 @@ export interface Forwarder {
 }
 
 /**
- * Processes that forward multicast: smcrouted, socat, mrouted/pimd, `mcrelay forward` and its
+ * Processes that forward multicast: smcrouted, socat, mcrd (acooks/mcr), mrouted/pimd, `mcrelay forward` and its
  * workers. Anything in this list running before a trial competes with the contender.
  */
 export function findForwarders(): Forwarder[] {
@@ -218,7 +218,7 @@ export function findForwarders(): Forwarder[] {
     if (p.pid === process.pid) continue;
     const exe = (p.argv[0] ?? "").split("/").pop() ?? "";
     const names = new Set([p.comm, exe]);
-    const isPeer = ["smcrouted", "socat", "mrouted", "pimd", "pimd-dense", "igmpproxy", "mcproxy"].some((n) => names.has(n));
+    const isPeer = ["smcrouted", "socat", "mrouted", "pimd", "pimd-dense", "igmpproxy", "mcproxy", "mcrd"].some((n) => names.has(n));
     const isRelay = (names.has("mcrelay") || p.argv.some((a) => a.endsWith("/mcrelay") || a.endsWith("main.ts"))) &&
       p.argv.some((a) => a === "forward" || a === "_worker" || a === "daemon" || a === "run");
     if (isPeer || isRelay) found.push({ pid: p.pid, what: p.argv.join(" ").slice(0, 160) || p.comm, netns: p.netns });

@@ -14,12 +14,13 @@ import { dirname } from "node:path";
 
 export const SCHEMA_VERSION = 1;
 
-export type ContenderId = "mcrelay" | "kernel" | "socat" | "calibration";
-export const CONTENDER_IDS: readonly ContenderId[] = ["mcrelay", "kernel", "socat", "calibration"];
+export type ContenderId = "mcrelay" | "kernel" | "socat" | "mcr" | "calibration";
+export const CONTENDER_IDS: readonly ContenderId[] = ["mcrelay", "kernel", "socat", "mcr", "calibration"];
 export const CONTENDER_LABEL: Record<ContenderId, string> = {
   mcrelay: "mcrelay",
   kernel: "kernel (smcroute)",
   socat: "socat",
+  mcr: "acooks/mcr",
   calibration: "calibration (gen→sink)",
 };
 

@@ -110,20 +110,22 @@ export async function runItem(state: RunState, item: WorkItem, index: number): P
     return;
   }
   log.info(`${item.title} [${usable.join(", ")}] (about ${Math.round(item.estimateS)} s)`);
+  // An item may steer the softirq differently (S1 with RPS onto the relay's CPU).
+  const placement: Placement = { ...state.placement, rps: item.rps ?? state.placement.rps };
   const topologies = new Map<ContenderId, BenchTopology>();
   try {
     for (const c of usable) {
       const label = `${item.variant.replace(/[^A-Za-z0-9]/g, "")}${c.slice(0, 4)}`;
-      topologies.set(c, await buildTopology(label, item.shape.fanout, c === "calibration", state.placement));
+      topologies.set(c, await buildTopology(label, item.shape.fanout, c === "calibration", placement));
     }
     const ctxFor = (c: ContenderId): TrialContext => {
       const bt = topologies.get(c)!;
       return {
         bt,
-        placement: state.placement,
+        placement,
         genMode: state.genMode,
         tools: state.tools,
-        env: { ...state.env, placement: state.placement, applied: bt.applied },
+        env: { ...state.env, placement, applied: bt.applied },
         runId: state.runId,
         allowForeign: state.allowForeign,
       };

@@ -9,6 +9,7 @@ const COLORS: Record<ContenderId, string> = {
   mcrelay: "#d62728",
   kernel: "#1f77b4",
   socat: "#2ca02c",
+  mcr: "#9467bd",
   calibration: "#7f7f7f",
 };
 const PANEL_W = 460;
