@@ -161,6 +161,10 @@ export function parseConfig(text: string, path: string): LoadedConfig {
   }
   const problems = new Problems(path, doc);
   const warnings = new Problems(path, doc);
+  // JSON5 keeps the last of two equal keys: a second `rules` would drop every rule above it.
+  for (const d of doc.duplicates) {
+    problems.list.push({ file: path, line: d.at.line, column: d.at.column, path: d.path, message: `${d.path}: given twice (first at line ${d.first.line}, column ${d.first.column}); one of them would be ignored` });
+  }
   const raw = doc.value;
   // The document is one object; an array passed the object schema (no keys: "ok, 0 rules").
   if (raw === null || typeof raw !== "object" || Array.isArray(raw)) {

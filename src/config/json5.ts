@@ -27,6 +27,8 @@ export interface Json5Document {
   values: Map<string, Position>;
   /** Path → where its key starts (object members only). */
   keys: Map<string, Position>;
+  /** Keys given twice in one object (JSON5 keeps the last): each repeat, with where the first was. */
+  duplicates: { path: string; at: Position; first: Position }[];
 }
 
 const DEPTH_MAX = 64;
@@ -37,6 +39,7 @@ export function parseJson5(text: string): Json5Document {
   let lineStart = 0;
   const values = new Map<string, Position>();
   const keys = new Map<string, Position>();
+  const duplicates: Json5Document["duplicates"] = [];
 
   const here = (): Position => ({ line, column: i - lineStart + 1 });
   const fail = (message: string, at: Position = here()): never => {
@@ -151,6 +154,8 @@ export function parseJson5(text: string): Json5Document {
       const keyAt = here();
       const key = text[i] === '"' || text[i] === "'" ? parseString() : identifier();
       const child = path ? `${path}.${key}` : key;
+      const first = Object.hasOwn(out, key) ? keys.get(child) : undefined;
+      if (first) duplicates.push({ path: child, at: keyAt, first });
       keys.set(child, keyAt);
       skipSpace();
       if (text[i] !== ":") fail(`expected ':' after the key '${key}', found ${describe()}`);
@@ -183,7 +188,7 @@ export function parseJson5(text: string): Json5Document {
   const value = parseValue("", 0);
   skipSpace();
   if (i < text.length) fail(`unexpected ${describe()} after the end of the document`);
-  return { value, values, keys };
+  return { value, values, keys, duplicates };
 }
 
 /** Where `path` is: its key for an unknown or misplaced key, else its value, else its nearest parent. */

@@ -105,6 +105,14 @@ describe("config problems with their place", () => {
     expect(problemsOf(`{ rules: {} }`).map((p) => p.message)).toEqual(["rules: rules is a list of rules: [ { name, from, to }, ... ]"]);
   });
 
+  test("a key given twice in one object is a problem at the second (a second 'rules: []' silently dropped every rule)", () => {
+    const ps = problemsOf(`{\n  rules: [ { name: "a", from: "239.1.1.1:5000@eth0", to: ["239.2.2.2:6000@eth1"], ttl: 2, "ttl": 3 } ],\n  rules: [],\n}`);
+    expect(ps.map((p) => `${where(p)} ${p.message}`)).toEqual([
+      "2:91 rules[0].ttl rules[0].ttl: given twice (first at line 2, column 83); one of them would be ignored",
+      "3:3 rules rules: given twice (first at line 2, column 3); one of them would be ignored",
+    ]);
+  });
+
   test("an unknown key is placed at the key; a duplicate name at the second name", () => {
     const ps = problemsOf(`{\n  rulez: [],\n  rules: [\n    { name: "a", from: "239.1.1.1:5000@eth0", to: ["239.2.2.2:6000@eth1"] },\n    { name: "a", from: "239.1.1.2:5000@eth0", to: ["239.2.2.3:6000@eth1"] },\n  ],\n}`);
     expect(ps.map(where)).toEqual(["2:3 rulez", "5:13 rules[1].name"]);
