@@ -10,7 +10,7 @@
 // ignored with a warning naming each one. See docs/reference.md, "mcr's format".
 import { readFileSync } from "node:fs";
 import * as v from "valibot";
-import { ruleFromSpec, RuleSpecSchema, ttlSchema, type RuleSpec } from "./rule-spec.ts";
+import { issueMessage, ruleFromSpec, RuleSpecSchema, ttlSchema, type RuleSpec } from "./rule-spec.ts";
 import { ConfigError } from "../errors.ts";
 import { capacityProblems } from "../rules/capacity.ts";
 import { describeInput, inputKey } from "../rules/rule.ts";
@@ -140,7 +140,7 @@ class Problems {
       let path = prefix;
       for (const item of issue.path ?? []) path += typeof item.key === "number" ? `[${item.key}]` : path ? `.${String(item.key)}` : String(item.key);
       const unknownKey = issue.kind === "schema" && issue.expected === "never";
-      this.add(path, unknownKey ? "unknown key" : issue.message, { key: unknownKey });
+      this.add(path, issueMessage(issue), { key: unknownKey });
     }
   }
 

@@ -141,9 +141,18 @@ export function formatIssues(issues: readonly v.BaseIssue<unknown>[], prefix = "
     for (const item of issue.path ?? []) {
       path += typeof item.key === "number" ? `[${item.key}]` : path ? `.${String(item.key)}` : String(item.key);
     }
-    let message = issue.message;
-    // valibot's strictObject reports an unknown key as an invalid "never" at that key.
-    if (issue.kind === "schema" && issue.expected === "never") message = "unknown key";
+    const message = issueMessage(issue);
     return path ? `${path}: ${message}` : message;
   });
+}
+
+/**
+ * An issue's message, with valibot's generic texts for object keys replaced: an unknown key
+ * (an invalid "never" at that key) and a missing required key ('Invalid key: Expected "from"
+ * but received undefined').
+ */
+export function issueMessage(issue: v.BaseIssue<unknown>): string {
+  if (issue.kind === "schema" && issue.expected === "never") return "unknown key";
+  if (issue.kind === "schema" && issue.received === "undefined" && issue.expected?.startsWith('"')) return "missing: this key is required";
+  return issue.message;
 }

@@ -113,6 +113,16 @@ describe("config problems with their place", () => {
     ]);
   });
 
+  test("a missing required key is named as missing, in our form and in mcr's (not valibot's 'Invalid key: Expected ...')", () => {
+    expect(problemsOf(`{ rules: [ { name: "a" } ] }`).map((p) => `${where(p)} ${p.message}`)).toEqual([
+      "1:12 rules[0].from rules[0].from: missing: this key is required",
+      "1:12 rules[0].to rules[0].to: missing: this key is required",
+    ]);
+    expect(problemsOf(`{ rules: [ { input: { interface: "r0", group: "239.1.1.1" }, outputs: [{ group: "239.2.2.2", port: 6000 }] } ] }`).map((p) => p.message)).toEqual([
+      "rules[0].input.port: missing: this key is required",
+    ]);
+  });
+
   test("an unknown key is placed at the key; a duplicate name at the second name", () => {
     const ps = problemsOf(`{\n  rulez: [],\n  rules: [\n    { name: "a", from: "239.1.1.1:5000@eth0", to: ["239.2.2.2:6000@eth1"] },\n    { name: "a", from: "239.1.1.2:5000@eth0", to: ["239.2.2.3:6000@eth1"] },\n  ],\n}`);
     expect(ps.map(where)).toEqual(["2:3 rulez", "5:13 rules[1].name"]);
