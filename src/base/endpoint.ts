@@ -24,6 +24,11 @@ export function parseEndpoint(text: string): Endpoint | string {
   const at = text.lastIndexOf("@");
   const hostPort = at >= 0 ? text.slice(0, at) : text;
   const iface = at >= 0 ? text.slice(at + 1) : null;
+  // Options are split off by the rule schemas before this; a comma left here is on gen or sink.
+  const comma = text.indexOf(",");
+  if (comma >= 0 && comma > at) {
+    return `options after a comma ('${text.slice(comma)}') are taken by rule inputs and outputs only (add, forward, the config file)`;
+  }
   if (iface !== null && !IFNAME.test(iface)) {
     return `interface name '${iface}' is not valid (1-15 characters: letters, digits, _ . : -)`;
   }

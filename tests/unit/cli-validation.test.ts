@@ -61,6 +61,11 @@ describe("CLI validation (no namespace: rejected while parsing)", () => {
     expectUsageError(runHost(["forward", "--from", "239.1.1.1:5000", "--to", "239.2.2.2:6000@r1"]), "--from", "interface");
   });
 
+  test("endpoint options on gen --to or sink --listen are refused as options, not as a bad interface name", () => {
+    expectUsageError(runHost(["gen", "--to", "239.1.1.1:5000@g0,ttl=3", "--count", "1"]), "--to", "',ttl=3'", "rule inputs and outputs only");
+    expectUsageError(runHost(["sink", "--listen", "239.2.2.2:6000@s0,vlan=3", "--duration", "0.1"]), "--listen", "',vlan=3'", "rule inputs and outputs only");
+  });
+
   test("a source of the other family is refused naming --source, not --to", () => {
     const r = runHost(["forward", "--from", "[ff3e::1]:5000@r0", "--to", "239.2.2.2:6000@r1", "--source", "10.200.1.1"]);
     expectUsageError(r, "--source", "10.200.1.1", "IPv6");
