@@ -52,7 +52,7 @@ udp_in() { # InDatagrams + RcvbufErrors summed over the sink namespaces
 relay_cpu_ns() {
   local sum=0 v
   for p in $(ip netns pids $P-r); do
-    v=$(cat /proc/$p/task/*/schedstat 2>/dev/null | awk '{s += $1} END {print s + 0}')
+    v=$(cat /proc/$p/task/*/schedstat 2>/dev/null | awk '{s += $1} END {printf "%.0f\n", s}')
     sum=$((sum + v))
   done
   echo $sum
