@@ -42,11 +42,7 @@ export const RuleSpecSchema = v.strictObject({
   name: nameSchema,
   from: v.string(),
   /** Each output: "ADDR:PORT@IFACE[,ttl=N][,dscp=N|copy][,gso=off]" or {to, ttl, dscp, gso}. */
-  to: v.pipe(
-    v.array(outputSpecSchema),
-    v.minLength(1, "at least one output is needed"),
-    v.maxLength(NATIVE_LIMITS.outputsPerRuleMax, `at most ${NATIVE_LIMITS.outputsPerRuleMax} outputs`),
-  ),
+  to: v.pipe(v.array(outputSpecSchema), v.minLength(1, "at least one output is needed"), v.maxLength(NATIVE_LIMITS.outputsPerRuleMax, `at most ${NATIVE_LIMITS.outputsPerRuleMax} outputs`)),
   ttl: v.optional(ttlSchema),
   source: v.optional(v.string()),
   /** 802.1Q VID the input frames carry (also written "from": "...@eth0,vlan=100"). */
@@ -64,7 +60,8 @@ const ParsedSpecSchema = v.object({
   vlan: v.optional(vlanSchema),
   max_pps: v.optional(maxPpsSchema),
   loop_guard: v.optional(v.boolean()),
-  to: v.array(outputEntrySchema),
+  // The same count limits: add checks a rule locally with this schema (exit 2 naming --to).
+  to: v.pipe(v.array(outputEntrySchema), v.minLength(1, "at least one output is needed"), v.maxLength(NATIVE_LIMITS.outputsPerRuleMax, `at most ${NATIVE_LIMITS.outputsPerRuleMax} outputs`)),
   ttl: v.optional(ttlSchema),
   source: v.optional(sourceSchema),
 });

@@ -66,6 +66,11 @@ describe("CLI validation (no namespace: rejected while parsing)", () => {
     expectUsageError(runHost(["sink", "--listen", "239.2.2.2:6000@s0,vlan=3", "--duration", "0.1"]), "--listen", "',vlan=3'", "rule inputs and outputs only");
   });
 
+  test("add with more outputs than a rule holds is refused before connecting, naming --to (it reached the daemon: exit 6, 'args.rule.to')", () => {
+    const tos = Array.from({ length: 257 }, (_, i) => ["--to", `10.200.2.1:${7001 + i}`]).flat();
+    expectUsageError(runHost(["add", "--socket", "/nonexistent/mcrelay.sock", "--name", "many", "--from", "239.1.1.6:5000@r0", ...tos]), "--to", "at most 256 outputs");
+  });
+
   test("a source of the other family is refused naming --source, not --to", () => {
     const r = runHost(["forward", "--from", "[ff3e::1]:5000@r0", "--to", "239.2.2.2:6000@r1", "--source", "10.200.1.1"]);
     expectUsageError(r, "--source", "10.200.1.1", "IPv6");
