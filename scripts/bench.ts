@@ -18,7 +18,9 @@
  *
  * Peers: smcroute and socat (installed from Debian when missing); acooks/mcr when MCR_BIN names
  * a directory holding its `mcrd` and `mcrctl` (e.g. a cargo target/release), else skipped with a
- * note in the report.
+ * note in the report. Built for a smoke run on 2026-12-01 from github.com/acooks/mcr at fced3ed:
+ * `RUSTUP_TOOLCHAIN=stable cargo build --release --bins` (its rust-toolchain.toml pins 1.93.0;
+ * crates from crates.io, about 6 min on the shared 2-core machine).
  *
  * Every namespace is named mcr-<pid>-..., and is deleted with everything in it at the end, on
  * SIGINT/SIGTERM, and by a reaper process if this one dies.
