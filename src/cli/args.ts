@@ -41,6 +41,14 @@ function unknownOption(arg: string, def: ArgsDef): UsageError {
  * positionals. Long options (`--json`, `--to=X`, `--no-watch`), single-letter aliases (`-j`)
  * and groups of them (`-jw`; a letter that takes a value ends the group) are understood.
  */
+/**
+ * An empty value is never meaningful, and some options fell back to their default with one:
+ * `run --config=$UNSET` started with no rules, `--state-dir=` used /var/lib/mcrelay.
+ */
+function emptyValue(flag: string): UsageError {
+  return new UsageError(`option ${flag} has an empty value (an unset shell variable?)`);
+}
+
 export function checkFlags(rawArgs: readonly string[], def: ArgsDef, positionals = 0): void {
   const long = new Map<string, FlagDef>([["help", { type: "boolean" }]]);
   const short = new Map<string, [string, FlagDef]>([["h", ["help", { type: "boolean" }]]]);
@@ -65,7 +73,8 @@ export function checkFlags(rawArgs: readonly string[], def: ArgsDef, positionals
       if (takesValue(d) && !arg.includes("=")) {
         if (i + 1 >= rawArgs.length) throw new UsageError(`option --${name} needs a value`);
         i += 1;
-      }
+        if (rawArgs[i] === "") throw emptyValue(`--${name}`);
+      } else if (takesValue(d) && arg.endsWith("=")) throw emptyValue(`--${name}`);
       continue;
     }
     if (arg.startsWith("-") && arg !== "-" && !/^-\d/.test(arg)) {
@@ -78,6 +87,7 @@ export function checkFlags(rawArgs: readonly string[], def: ArgsDef, positionals
         if (k !== letters.length - 1) throw new UsageError(`option -${letters[k]} (--${name}) needs a value; put it last in '${arg}'`);
         if (i + 1 >= rawArgs.length) throw new UsageError(`option -${letters[k]} (--${name}) needs a value`);
         i += 1;
+        if (rawArgs[i] === "") throw emptyValue(`-${letters[k]} (--${name})`);
       }
       continue;
     }

@@ -71,6 +71,12 @@ describe("CLI validation (no namespace: rejected while parsing)", () => {
     expectUsageError(runHost(["add", "--socket", "/nonexistent/mcrelay.sock", "--name", "many", "--from", "239.1.1.6:5000@r0", ...tos]), "--to", "at most 256 outputs");
   });
 
+  test("an empty option value is refused naming the option (run --config= started with no rules, --state-dir= used /var/lib/mcrelay)", () => {
+    expectUsageError(runHost(["run", "--config=", "--socket", "/nonexistent/s.sock"]), "--config", "empty value");
+    expectUsageError(runHost(["run", "--state-dir", "", "--socket", "/nonexistent/s.sock"]), "--state-dir", "empty value");
+    expectUsageError(runHost(["list", "-s", ""]), "-s (--socket)", "empty value");
+  });
+
   test("a source of the other family is refused naming --source, not --to", () => {
     const r = runHost(["forward", "--from", "[ff3e::1]:5000@r0", "--to", "239.2.2.2:6000@r1", "--source", "10.200.1.1"]);
     expectUsageError(r, "--source", "10.200.1.1", "IPv6");
