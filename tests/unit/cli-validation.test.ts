@@ -72,8 +72,9 @@ describe("CLI validation (no namespace: rejected while parsing)", () => {
   });
 
   test("an empty option value is refused naming the option (run --config= started with no rules, --state-dir= used /var/lib/mcrelay)", () => {
-    expectUsageError(runHost(["run", "--config=", "--socket", "/nonexistent/s.sock"]), "--config", "empty value");
-    expectUsageError(runHost(["run", "--state-dir", "", "--socket", "/nonexistent/s.sock"]), "--state-dir", "empty value");
+    // --workers 0 is a second usage error: should the empty value pass, no daemon starts here.
+    expectUsageError(runHost(["run", "--config=", "--socket", "/nonexistent/s.sock", "--workers", "0"]), "--config", "empty value");
+    expectUsageError(runHost(["run", "--state-dir", "", "--socket", "/nonexistent/s.sock", "--workers", "0"]), "--state-dir", "empty value");
     expectUsageError(runHost(["list", "-s", ""]), "-s (--socket)", "empty value");
   });
 
