@@ -67,7 +67,7 @@ function stderrIsJournal(): boolean {
 const journal = stderrIsJournal();
 
 /** Writes `text` to stderr, each line prefixed with `<priority>` when stderr is the journal. */
-function writeLines(type: string, text: string): void {
+export function writeLines(type: string, text: string): void {
   if (!journal) {
     process.stderr.write(text);
     return;

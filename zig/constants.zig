@@ -117,6 +117,8 @@ pub const gen_enobufs_wait_ns: u64 = 100 * std.time.ns_per_us;
 /// Sequence window (bits) per stream for duplicate detection.
 pub const sink_seq_window: u32 = 1 << 17;
 pub const sink_latency_buckets: u32 = 64 * 16;
+/// Tests that fork wait at most this long for the child (privileges.zig).
+pub const test_child_wait_ms_max: u32 = 30_000;
 
 comptime {
     std.debug.assert(std.math.isPowerOfTwo(table_slots));

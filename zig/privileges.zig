@@ -11,6 +11,7 @@ const sys = @import("sys.zig");
 const filter = @import("filter.zig");
 const seccomp = @import("seccomp.zig");
 const confinement = @import("confinement.zig");
+const constants = @import("constants.zig");
 
 extern "c" fn setgroups(size: usize, list: ?[*]const linux.gid_t) c_int;
 extern "c" fn setresuid(ruid: linux.uid_t, euid: linux.uid_t, suid: linux.uid_t) c_int;
@@ -96,16 +97,15 @@ test "dropping in a child process gives nobody, no caps, no_new_privs" {
         if (setresuid(0, 0, 0) == 0) linux.exit(7);
         linux.exit(0);
     }
-    const status = try waitChildBounded(@intCast(pid), child_wait_ms_max);
+    const status = try waitChildBounded(@intCast(pid), constants.test_child_wait_ms_max);
     try std.testing.expectEqual(@as(u32, 0), linux.W.EXITSTATUS(status));
 }
+
 
 /// A forked test child runs in a copy of a process that may have had other threads: a lock
 /// one of them held (libc's, stderr's) stays held in the child forever. Waiting without a
 /// bound would then hang the whole test run (seen once under heavy load), so the parent waits
-/// at most this long, then kills the child and fails the test.
-const child_wait_ms_max: u32 = 30_000;
-
+/// at most `timeout_ms`, then kills the child and fails the test.
 fn waitChildBounded(pid: linux.pid_t, timeout_ms: u32) !u32 {
     var waited_ms: u32 = 0;
     while (true) {
@@ -189,7 +189,7 @@ test "as the worker's uid with its packet socket: detaching the filter, new raw 
         };
         linux.exit(0);
     }
-    const status = try waitChildBounded(@intCast(pid), child_wait_ms_max);
+    const status = try waitChildBounded(@intCast(pid), constants.test_child_wait_ms_max);
     try std.testing.expect(linux.W.IFEXITED(status));
     try std.testing.expectEqual(@as(u32, 0), linux.W.EXITSTATUS(status));
 }

@@ -1,3 +1,5 @@
+import { writeLines } from "../log.ts";
+
 // The only place that writes command output to stdout: JSON documents and plain tables.
 
 export function printJson(value: unknown): void {
@@ -20,7 +22,8 @@ export function printLine(text = ""): void {
 
 /** A diagnostic for the reader, not a log line: `config check`'s FILE:LINE:COLUMN problems on stderr, as a compiler prints them. */
 export function printErr(text: string): void {
-  process.stderr.write(`${text}\n`);
+  // Through the log stream's writer: under journald each line carries the error priority.
+  writeLines("error", `${text}\n`);
 }
 
 /** A left-aligned text table; numbers are right-aligned. */

@@ -382,6 +382,7 @@ export const LIMITS = {
   genEnobufsWaitNs: 100000,
   sinkSeqWindow: 131072,
   sinkLatencyBuckets: 1024,
+  testChildWaitMsMax: 30000,
 } as const;
 
 /** What mcr_abi_describe returns for the library these types build. */
@@ -651,4 +652,5 @@ constants.gen_eagain_wait_ns = 1000000
 constants.gen_enobufs_wait_ns = 100000
 constants.sink_seq_window = 131072
 constants.sink_latency_buckets = 1024
+constants.test_child_wait_ms_max = 30000
 `;

@@ -40,10 +40,10 @@ describe("journald priorities", () => {
     writeFileSync(bad, "{ bogus: 1 }\n");
     const journal = runSync(underJournal([...mcrelayCommand("bun"), "config", "check", bad]));
     expect(journal.exitCode).toBe(3);
-    expect(lines(journal.stderr)).toEqual([`<3>[error] [mcrelay] ${bad}:`, "<3>  bogus: unknown key"]);
+    expect(lines(journal.stderr)).toEqual([`<3>${bad}:1:3: bogus: unknown key`, `<3>${bad}: 1 problem`]);
 
     const other = runSync([...mcrelayCommand("bun"), "config", "check", bad], { JOURNAL_STREAM: "8:12345" });
-    expect(lines(other.stderr)).toEqual([`[error] [mcrelay] ${bad}:`, "  bogus: unknown key"]);
+    expect(lines(other.stderr)).toEqual([`${bad}:1:3: bogus: unknown key`, `${bad}: 1 problem`]);
   });
 
   describe.skipIf(!netnsAvailable())("daemon (kernel)", () => {
