@@ -7,6 +7,7 @@ import { inputText, printJson, printJsonLine, printLine, printScreen, printTable
 import { dropsText, renderTop } from "./stats-top.ts";
 import type { Stats } from "../control/responses.ts";
 import * as v from "valibot";
+import { UsageError } from "../errors.ts";
 
 const args = {
   rule: { type: "positional", valueHint: "RULE", description: "Only this rule (name or id)", required: false },
@@ -37,6 +38,7 @@ export default defineCommand({
   async run({ rawArgs, args: a }) {
     checkFlags(rawArgs, args, 1);
     const interval = validate(v.object({ interval: v.optional(secondsFlag(3600)) }), { interval: a.interval }).interval ?? 1;
+    if (a.interval !== undefined && !a.watch) throw new UsageError("--interval: needs --watch (stats without --watch prints once)");
     await withClient(a.socket, async (c) => {
       const query = a.rule ? { rule: a.rule } : undefined;
       // --watch: a screen redrawn in place on a terminal, one JSON line per interval with

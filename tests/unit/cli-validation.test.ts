@@ -78,6 +78,10 @@ describe("CLI validation (no namespace: rejected while parsing)", () => {
     expectUsageError(runHost(["list", "-s", ""]), "-s (--socket)", "empty value");
   });
 
+  test("stats --interval without --watch is refused (it was ignored: one print, no repeat)", () => {
+    expectUsageError(runHost(["stats", "-n", "5", "--socket", "/nonexistent/s.sock"]), "--interval", "--watch");
+  });
+
   test("a source of the other family is refused naming --source, not --to", () => {
     const r = runHost(["forward", "--from", "[ff3e::1]:5000@r0", "--to", "239.2.2.2:6000@r1", "--source", "10.200.1.1"]);
     expectUsageError(r, "--source", "10.200.1.1", "IPv6");
