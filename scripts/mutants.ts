@@ -520,6 +520,22 @@ export const MUTANTS: Mutant[] = [
     replace: "process.exitCode = EXIT.ok;",
     tests: [{ file: "tests/integration/cli-output.test.ts", filter: "sink --expect N exits 9" }],
   },
+  {
+    name: "config-duplicate-key-accepted",
+    breaks: "a key given twice in a config object is kept silently (JSON5 keeps the last: a second 'rules: []' drops every rule)",
+    file: "src/config/json5.ts",
+    search: "if (first) duplicates.push({ path: child, at: keyAt, first });",
+    replace: "if (first && false) duplicates.push({ path: child, at: keyAt, first });",
+    tests: [{ file: "tests/unit/config-positions.test.ts", filter: "a key given twice in one object" }],
+  },
+  {
+    name: "empty-option-value-accepted",
+    breaks: "an empty option value (run --config=) falls back to the default instead of being refused",
+    file: "src/cli/args.ts",
+    search: "} else if (takesValue(d) && arg.endsWith(\"=\")) throw emptyValue(`--${name}`);",
+    replace: "}",
+    tests: [{ file: "tests/unit/cli-validation.test.ts", filter: "an empty option value is refused" }],
+  },
 ];
 
 // ---------------------------------------------------------------------------------------
