@@ -1,8 +1,9 @@
 // The compiled executable on a host whose /tmp (and $TMPDIR) is mounted noexec, as hardened
 // images and CIS-style fstabs do. Each command runs in a private mount namespace (`unshare -m`)
 // with a fresh noexec tmpfs over /tmp, so the host's /tmp is untouched.
-import { afterEach, describe, expect, test } from "bun:test";
-import { existsSync } from "node:fs";
+import { afterAll, afterEach, describe, expect, test } from "bun:test";
+import { chmodSync, copyFileSync, existsSync, mkdtempSync, rmSync } from "node:fs";
+import { dirname, join } from "node:path";
 import { netnsAvailable, Topology } from "../../scripts/lib/netns.ts";
 import {
   buildRelayTopology,
@@ -29,10 +30,26 @@ function underNoexecTmp(argv: string[]): string[] {
   return ["unshare", "-m", "--propagation", "private", "sh", "-c", setup, "sh", ...argv];
 }
 
+/**
+ * The executable to run. A checkout under /tmp (a CI clone may be one) would be hidden by the
+ * tmpfs mounted over /tmp, so the executable is then run from a copy in /var/tmp, which the
+ * mount leaves alone; the copy is removed after the tests.
+ */
+let copied: string | null = null;
 function compiled(): string {
   if (!existsSync(COMPILED_PATH)) throw new Error(`${COMPILED_PATH} does not exist: run \`bun run build\` first`);
-  return COMPILED_PATH;
+  if (!COMPILED_PATH.startsWith("/tmp/")) return COMPILED_PATH;
+  if (copied === null) {
+    const path = join(mkdtempSync("/var/tmp/mcr-noexec-"), "mcrelay");
+    copyFileSync(COMPILED_PATH, path);
+    chmodSync(path, 0o755);
+    copied = path;
+  }
+  return copied;
 }
+afterAll(() => {
+  if (copied !== null) rmSync(dirname(copied), { recursive: true, force: true });
+});
 
 function run(argv: string[]): { exitCode: number; stdout: string; stderr: string } {
   const r = Bun.spawnSync({ cmd: underNoexecTmp(argv), stdout: "pipe", stderr: "pipe", env: { ...process.env, NO_COLOR: "1" } });
