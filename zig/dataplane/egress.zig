@@ -704,18 +704,11 @@ test "TOS per output: DSCP copied or fixed, ECN kept, a batch never mixes two TO
     try std.testing.expectEqualSlices(u8, &.{ 0x28, 0x28, 0x28, 0x28, 0x2a, 0x28 }, &got);
 }
 
-/// The TOS byte of each waiting datagram (IP_RECVTOS), in arrival order.
+/// The TOS byte of each waiting datagram (IP_RECVTOS), in arrival order (receiveAll's).
 fn receiveTos(fd: i32, out: []u8) !usize {
-    var n: usize = 0;
-    var buf: [128]u8 = undefined;
-    var cbuf: [64]u8 align(@alignOf(linux.cmsghdr)) = undefined;
-    while (n < out.len) : (n += 1) {
-        var iov = [_]std.posix.iovec{.{ .base = &buf, .len = buf.len }};
-        var msg = linux.msghdr{ .name = null, .namelen = 0, .iov = &iov, .iovlen = 1, .control = &cbuf, .controllen = cbuf.len, .flags = 0 };
-        const rc = linux.recvmsg(fd, &msg, 0);
-        if (linux.errno(rc) != .SUCCESS) break;
-        if (msg.controllen < @sizeOf(linux.cmsghdr) + 1) return error.TestNoTos;
-        out[n] = cbuf[@sizeOf(linux.cmsghdr)];
-    }
+    var got: [16]Received = undefined;
+    std.debug.assert(out.len <= got.len);
+    const n = try receiveAll(fd, got[0..out.len]);
+    for (got[0..n], out[0..n]) |g, *tos| tos.* = g.tos;
     return n;
 }
