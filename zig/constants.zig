@@ -18,6 +18,9 @@ pub const blocks_per_turn_max: u32 = 64;
 pub const blocks_per_flush_max: u32 = 8;
 /// At most one wake-up per this long while traffic flows (wake-up coalescing, decision 007).
 pub const coalesce_window_ns: u64 = 100 * std.time.ns_per_us;
+/// Rings (input interfaces) one worker's dataplane thread serves in one run (mcr_dp_run_many):
+/// one pollfd each, plus the wake descriptor.
+pub const rings_per_worker_max: u32 = 64;
 
 /// Datagrams one output queues before a flush (one UDP GSO buffer holds up to ~48 of 1316 bytes).
 pub const egress_batch_max: u32 = 48;

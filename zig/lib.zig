@@ -257,6 +257,15 @@ export fn mcr_dp_run(dp: *Dataplane, budget_ms: u32) i32 {
     return @intFromEnum(r);
 }
 
+/// One thread serving `count` dataplanes (one ring each, sharing the first one's wake
+/// descriptor; loop.runMany). Same results as mcr_dp_run; -EINVAL for 0 or more than
+/// rings_per_worker_max rings, or differing wake descriptors.
+export fn mcr_dp_run_many(dps: [*]const *Dataplane, count: u32, budget_ms: u32) i32 {
+    if (count == 0 or count > constants.rings_per_worker_max) return rc(error.INVAL);
+    const r = loop.runMany(dps[0..count], budget_ms) catch |err| return rc(err);
+    return @intFromEnum(r);
+}
+
 export fn mcr_dp_stats(dp: *Dataplane) [*]u64 {
     return dp.stats_words;
 }

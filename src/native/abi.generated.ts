@@ -342,6 +342,7 @@ export const LIMITS = {
   blocksPerTurnMax: 64,
   blocksPerFlushMax: 8,
   coalesceWindowNs: 100000,
+  ringsPerWorkerMax: 64,
   egressBatchMax: 48,
   egressMmsgMax: 1024,
   egressGsoDatagramsMin: 4,
@@ -612,6 +613,7 @@ constants.table_slots = 2048
 constants.blocks_per_turn_max = 64
 constants.blocks_per_flush_max = 8
 constants.coalesce_window_ns = 100000
+constants.rings_per_worker_max = 64
 constants.egress_batch_max = 48
 constants.egress_mmsg_max = 1024
 constants.egress_gso_datagrams_min = 4

@@ -66,6 +66,7 @@ const symbols = {
   mcr_dp_open: { args: ["ptr", "ptr"], returns: "i32" },
   mcr_dp_apply: { args: ["ptr", "ptr", "u32"], returns: "i32" },
   mcr_dp_run: { args: ["ptr", "u32"], returns: "i32" },
+  mcr_dp_run_many: { args: ["ptr", "u32", "u32"], returns: "i32" },
   mcr_dp_stats: { args: ["ptr"], returns: "ptr" },
   mcr_dp_geometry: { args: ["ptr", "ptr"], returns: "void" },
   mcr_dp_close: { args: ["ptr"], returns: "void" },
@@ -445,6 +446,20 @@ export class Dataplane {
   /** Forwards for up to budgetMs; true when woken by the control channel. */
   run(budgetMs: number): boolean {
     return check("dataplane run", lib().mcr_dp_run(this.#handle, budgetMs)) === 1;
+  }
+
+  /**
+   * Forwards on several dataplanes (one ring each) from this one thread for up to budgetMs;
+   * true when woken by the control channel (the wake descriptor of the first). `handles` comes
+   * from Dataplane.handles, made once per set of rings.
+   */
+  static runMany(handles: BigUint64Array, budgetMs: number): boolean {
+    return check("dataplane run", lib().mcr_dp_run_many(ptr(handles), handles.length, budgetMs)) === 1;
+  }
+
+  /** The native handles of these dataplanes, in order, for runMany. */
+  static handles(dps: readonly Dataplane[]): BigUint64Array {
+    return BigUint64Array.from(dps.map((d) => BigInt(d.#handle as number)));
   }
 
   geometry(): RingGeometry {

@@ -304,10 +304,7 @@ pub const Dataplane = struct {
     /// The interface went down or away (ENETDOWN). Reading SO_ERROR clears it; the supervisor
     /// stops or keeps this worker as the interface's fate requires.
     fn ringError(self: *Dataplane, s: stats_mod.Stats, deadline_ns: u64) RunResult {
-        var err: c_int = 0;
-        var len: linux.socklen_t = @sizeOf(c_int);
-        _ = linux.getsockopt(self.ring.fd, linux.SOL.SOCKET, linux.SO.ERROR, std.mem.asBytes(&err), &len);
-        s.worker(.ring_errors).* += 1;
+        self.clearRingError(s);
         if (self.cfg.wake_fd < 0) return .budget;
         // Do not spin on a socket that may stay in error: wait for the control side.
         var wake = [_]linux.pollfd{.{ .fd = self.cfg.wake_fd, .events = linux.POLL.IN }};
@@ -315,6 +312,14 @@ pub const Dataplane = struct {
         const woke = linux.poll(&wake, 1, @intCast(left_ns / std.time.ns_per_ms));
         if (linux.errno(woke) == .SUCCESS and woke > 0) return .woken;
         return .budget;
+    }
+
+    /// Reads (and so clears) the socket's pending error, and counts it.
+    fn clearRingError(self: *Dataplane, s: stats_mod.Stats) void {
+        var err: c_int = 0;
+        var len: linux.socklen_t = @sizeOf(c_int);
+        _ = linux.getsockopt(self.ring.fd, linux.SOL.SOCKET, linux.SO.ERROR, std.mem.asBytes(&err), &len);
+        s.worker(.ring_errors).* += 1;
     }
 
     fn wakePending(self: *Dataplane) bool {
@@ -479,3 +484,244 @@ pub const Dataplane = struct {
         s.worker(.kernel_freezes).* += st[2];
     }
 };
+
+/// One worker thread serving several rings, one Dataplane per input interface (its table,
+/// egress, joins and counter region stay its own): each turn drains every ring by up to
+/// blocks_per_turn_max blocks in drainGroup's groups (starting with the next ring each turn, so
+/// a busy interface cannot starve another), then, as `run` does for one ring, coalesces after
+/// a busy turn or polls every ring and the wake descriptor until the deadline. Loop counters
+/// (polls, wakeups, coalesced, run_calls) are counted on every ring served. With one ring this
+/// is `run` itself. All the rings share the wake descriptor of the first.
+pub fn runMany(dps: []const *Dataplane, budget_ms: u32) sys.Error!RunResult {
+    if (dps.len == 0 or dps.len > constants.rings_per_worker_max) return error.INVAL;
+    if (dps.len == 1) return dps[0].run(budget_ms);
+    const wake_fd = dps[0].cfg.wake_fd;
+    for (dps) |dp| {
+        if (dp.cfg.wake_fd != wake_fd) return error.INVAL;
+        dp.stats().worker(.run_calls).* += 1;
+        if (dp.join_failures > 0 and sys.monotonicNs() -% dp.last_join_ns >= join_retry_ns) dp.reconcileInputs();
+    }
+    const deadline_ns = sys.monotonicNs() + @as(u64, budget_ms) * std.time.ns_per_ms;
+    defer for (dps) |dp| dp.collectKernelStatistics();
+    // Rings whose socket reported an error (interface down) in this call are not polled again
+    // until the next call: reading SO_ERROR clears it, a ring still down must not spin us.
+    var errored = std.StaticBitSet(constants.rings_per_worker_max).empty;
+    var first: usize = 0;
+    // Bounded by the deadline, as run: every turn processes blocks, sleeps, or polls with a
+    // timeout ending at the deadline.
+    while (true) {
+        var blocks_all: u32 = 0;
+        var busy = false;
+        for (0..dps.len) |k| {
+            const dp = dps[(first + k) % dps.len];
+            const blocks = dp.drainTurn(dp.stats());
+            blocks_all += blocks;
+            busy = busy or blocks == blocks_per_turn_max;
+        }
+        std.debug.assert(blocks_all <= blocks_per_turn_max * dps.len);
+        first = (first + 1) % dps.len;
+        const now_ns = sys.monotonicNs();
+        if (now_ns >= deadline_ns) return .budget;
+        if (busy) {
+            if (dps[0].wakePending()) return .woken;
+            continue;
+        }
+        if (blocks_all > 0 and coalesceMany(dps, now_ns)) continue;
+        if (try waitForFramesMany(dps, &errored, now_ns, deadline_ns)) |result| return result;
+    }
+}
+
+/// `coalesce` for several rings: the window runs from the group's last wake-up (every ring's
+/// last_wake_ns is set together).
+fn coalesceMany(dps: []const *Dataplane, now_ns: u64) bool {
+    const last_wake_ns = dps[0].last_wake_ns;
+    if (now_ns -% last_wake_ns >= coalesce_window_ns) return false;
+    var ts = linux.timespec{ .sec = 0, .nsec = @intCast(coalesce_window_ns - (now_ns -% last_wake_ns)) };
+    _ = linux.nanosleep(&ts, null);
+    const woke_ns = sys.monotonicNs();
+    for (dps) |dp| {
+        dp.last_wake_ns = woke_ns;
+        dp.stats().worker(.coalesced).* += 1;
+    }
+    return true;
+}
+
+/// Every ring ran dry: poll the rings (but those in error) and the wake descriptor until the
+/// deadline. Returns the run's result when it must end (woken, or nothing left to poll).
+fn waitForFramesMany(dps: []const *Dataplane, errored: *std.StaticBitSet(constants.rings_per_worker_max), now_ns: u64, deadline_ns: u64) sys.Error!?RunResult {
+    std.debug.assert(now_ns < deadline_ns);
+    const wake_fd = dps[0].cfg.wake_fd;
+    var fds: [constants.rings_per_worker_max + 1]linux.pollfd = undefined;
+    var ring_of: [constants.rings_per_worker_max]u32 = undefined;
+    var nfds: usize = 0;
+    for (dps, 0..) |dp, i| {
+        if (errored.isSet(i)) continue;
+        fds[nfds] = .{ .fd = dp.ring.fd, .events = linux.POLL.IN | linux.POLL.ERR, .revents = 0 };
+        ring_of[nfds] = @intCast(i);
+        nfds += 1;
+    }
+    const rings = nfds;
+    if (wake_fd >= 0) {
+        fds[nfds] = .{ .fd = wake_fd, .events = linux.POLL.IN, .revents = 0 };
+        nfds += 1;
+    }
+    if (nfds == 0) return .budget;
+    const remaining_ms: i32 = @intCast(@max(1, (deadline_ns - now_ns) / std.time.ns_per_ms));
+    for (dps) |dp| dp.stats().worker(.polls).* += 1;
+    const rc = linux.poll(&fds, nfds, remaining_ms);
+    const woke_ns = sys.monotonicNs();
+    for (dps) |dp| dp.last_wake_ns = woke_ns;
+    switch (linux.errno(rc)) {
+        .SUCCESS => {},
+        .INTR => return null,
+        // Our own descriptors and an array within its bound: these can only be bugs.
+        .BADF, .INVAL => unreachable,
+        else => |e| return sys.fromErrnoOf("poll", e),
+    }
+    std.debug.assert(rc <= nfds);
+    if (wake_fd >= 0 and fds[rings].revents != 0) {
+        for (dps) |dp| dp.stats().worker(.wakeups).* += 1;
+        return .woken;
+    }
+    for (fds[0..rings], ring_of[0..rings]) |fd, i| {
+        if (fd.revents & linux.POLL.ERR == 0) continue;
+        dps[i].clearRingError(dps[i].stats());
+        errored.set(i);
+    }
+    return null;
+}
+
+// Tests. They need CAP_NET_RAW (packet sockets on lo); without it they are skipped.
+
+fn testV4(a: u8, b: u8, c: u8, d: u8) abi.Addr {
+    return .{ 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, a, b, c, d };
+}
+
+/// A packet socket on lo (ifindex 1) set up as the supervisor does, with a small ring.
+fn testRingSocket() !i32 {
+    const rc = linux.socket(linux.AF.PACKET, linux.SOCK.RAW | linux.SOCK.CLOEXEC, 0);
+    if (linux.errno(rc) == .PERM or linux.errno(rc) == .ACCES) return error.SkipZigTest;
+    const fd: i32 = @intCast(try sys.call("socket", rc));
+    errdefer sys.close(fd);
+    _ = try ring_mod.setup(fd, 1, 65535, 1 << 20, 1, 0);
+    return fd;
+}
+
+/// One rule (id, 239.1.1.1:port) with one output to 127.0.0.1:out_port, as table bytes.
+fn testTable(buf: []u8, id: u64, port: u16, out_port: u16) []const u8 {
+    const head = abi.TableHeader{ .magic = abi.table_magic, .rule_count = 1, .output_count = 1, .generation = 1 };
+    const rule = abi.RuleDesc{ .id = id, .group = testV4(239, 1, 1, 1), .source = @splat(0), .port = port, .flags = 0, .output_first = 0, .output_count = 1 };
+    const out = abi.OutputDesc{ .id = id * 100, .addr = testV4(127, 0, 0, 1), .source = @splat(0), .port = out_port, .ttl = 1, .ifindex = 0 };
+    var n: usize = 0;
+    for ([_][]const u8{ std.mem.asBytes(&head), std.mem.asBytes(&rule), std.mem.asBytes(&out) }) |part| {
+        @memcpy(buf[n..][0..part.len], part);
+        n += part.len;
+    }
+    return buf[0..n];
+}
+
+/// Sends `count` Ethernet frames 10.9.9.1 -> 239.1.1.1:port (UDP, no checksum) on lo through
+/// its own packet socket: both rings on lo see them as received multicast.
+fn testInject(port: u16, count: u32) !void {
+    const fd: i32 = @intCast(try sys.call("socket", linux.socket(linux.AF.PACKET, linux.SOCK.RAW | linux.SOCK.CLOEXEC, 0)));
+    defer sys.close(fd);
+    var frame: [14 + 20 + 8 + 16]u8 = @splat(0);
+    @memcpy(frame[0..6], &[_]u8{ 0x01, 0x00, 0x5e, 0x01, 0x01, 0x01 });
+    @memcpy(frame[6..12], &[_]u8{ 0x02, 0, 0, 0, 0, 0x01 });
+    frame[12] = 0x08;
+    const ip = frame[14..34];
+    ip[0] = 0x45;
+    std.mem.writeInt(u16, ip[2..4], 20 + 8 + 16, .big);
+    ip[8] = 4; // TTL
+    ip[9] = 17; // UDP
+    @memcpy(ip[12..16], &[_]u8{ 10, 9, 9, 1 });
+    @memcpy(ip[16..20], &[_]u8{ 239, 1, 1, 1 });
+    std.mem.writeInt(u16, ip[10..12], parse.ipv4Checksum(ip), .big);
+    const udp = frame[34..42];
+    std.mem.writeInt(u16, udp[0..2], 40000, .big);
+    std.mem.writeInt(u16, udp[2..4], port, .big);
+    std.mem.writeInt(u16, udp[4..6], 8 + 16, .big);
+    var sll = linux.sockaddr.ll{ .protocol = std.mem.nativeToBig(u16, linux.ETH.P.IP), .ifindex = 1, .hatype = 0, .pkttype = 0, .halen = 6, .addr = .{ 0x01, 0x00, 0x5e, 0x01, 0x01, 0x01, 0, 0 } };
+    for (0..count) |i| {
+        frame[42] = @intCast(i); // payloads differ: the loop guard sees a stream, not a loop
+        _ = try sys.call("sendto", linux.sendto(fd, &frame, frame.len, 0, @ptrCast(&sll), @sizeOf(linux.sockaddr.ll)));
+    }
+}
+
+fn testReceiver() !struct { fd: i32, port: u16 } {
+    const fd: i32 = @intCast(try sys.call("socket", linux.socket(linux.AF.INET, linux.SOCK.DGRAM | linux.SOCK.NONBLOCK, 0)));
+    errdefer sys.close(fd);
+    var sa = linux.sockaddr.in{ .port = 0, .addr = std.mem.nativeToBig(u32, 0x7f000001) };
+    _ = try sys.call("bind", linux.bind(fd, @ptrCast(&sa), @sizeOf(linux.sockaddr.in)));
+    var len: linux.socklen_t = @sizeOf(linux.sockaddr.in);
+    _ = try sys.call("getsockname", linux.getsockname(fd, @ptrCast(&sa), &len));
+    return .{ .fd = fd, .port = std.mem.bigToNative(u16, sa.port) };
+}
+
+fn testReceived(fd: i32) u32 {
+    var n: u32 = 0;
+    var buf: [256]u8 = undefined;
+    while (linux.errno(linux.recvfrom(fd, &buf, buf.len, 0, null, null)) == .SUCCESS) n += 1;
+    return n;
+}
+
+test "one thread serves two rings: each ring's table, relays and counters stay its own" {
+    var pipe_fds: [2]i32 = undefined;
+    _ = try sys.call("pipe2", linux.pipe2(&pipe_fds, .{ .CLOEXEC = true, .NONBLOCK = true }));
+    defer sys.close(pipe_fds[0]);
+    defer sys.close(pipe_fds[1]);
+    const rx = [_]@TypeOf(try testReceiver()){ try testReceiver(), try testReceiver() };
+    defer for (rx) |r| sys.close(r.fd);
+    var dps: [2]*Dataplane = undefined;
+    var buf: [512]u8 = undefined;
+    for (&dps, 0..) |*dp, i| {
+        const fd = try testRingSocket();
+        const geo = ring_mod.geometry(65535, 1 << 20);
+        dp.* = Dataplane.create(&.{ .packet_fd = fd, .wake_fd = pipe_fds[0], .ifindex = 1, .stats_fd = -1, .geometry = geo }) catch |err| {
+            sys.close(fd);
+            return err;
+        };
+        // Ring 0 relays port 5000, ring 1 port 5001 (both rings see every frame on lo).
+        try dp.*.apply(testTable(&buf, 1 + i, @intCast(5000 + i), rx[i].port));
+    }
+    defer for (dps) |dp| dp.destroy();
+    // Drain what lo carried before (other hosts' tools): counted from here on.
+    _ = try runMany(&dps, 5);
+    const before = [2][2]u64{
+        .{ dps[0].stats().rule(0, .packets).*, dps[0].stats().worker(.no_match).* },
+        .{ dps[1].stats().rule(0, .packets).*, dps[1].stats().worker(.no_match).* },
+    };
+    try testInject(5000, 7);
+    try testInject(5001, 3);
+    // Blocks retire after 1 ms; a few slices drain both rings.
+    for (0..20) |_| _ = try runMany(&dps, 5);
+    try std.testing.expectEqual(@as(u64, 7), dps[0].stats().rule(0, .packets).* - before[0][0]);
+    try std.testing.expectEqual(@as(u64, 3), dps[0].stats().worker(.no_match).* - before[0][1]);
+    try std.testing.expectEqual(@as(u64, 3), dps[1].stats().rule(0, .packets).* - before[1][0]);
+    try std.testing.expectEqual(@as(u64, 7), dps[1].stats().worker(.no_match).* - before[1][1]);
+    try std.testing.expectEqual(@as(u32, 7), testReceived(rx[0].fd));
+    try std.testing.expectEqual(@as(u32, 3), testReceived(rx[1].fd));
+    // Each ring counted its own run calls and polls.
+    try std.testing.expectEqual(dps[0].stats().worker(.run_calls).*, dps[1].stats().worker(.run_calls).*);
+    try std.testing.expect(dps[0].stats().worker(.polls).* > 0);
+
+    // The shared wake descriptor ends the run early, whichever ring it was given with.
+    _ = try sys.call("write", linux.write(pipe_fds[1], "x", 1));
+    const t0 = sys.monotonicNs();
+    try std.testing.expectEqual(RunResult.woken, try runMany(&dps, 1000));
+    try std.testing.expect(sys.monotonicNs() - t0 < 500 * std.time.ns_per_ms);
+}
+
+test "runMany refuses no rings, too many, and rings with different wake descriptors" {
+    var none: [0]*Dataplane = .{};
+    try std.testing.expectError(error.INVAL, runMany(&none, 1));
+    const fds = [_]i32{ try testRingSocket(), try testRingSocket() };
+    const geo = ring_mod.geometry(65535, 1 << 20);
+    const a = try Dataplane.create(&.{ .packet_fd = fds[0], .wake_fd = -1, .ifindex = 1, .stats_fd = -1, .geometry = geo });
+    defer a.destroy();
+    const b = try Dataplane.create(&.{ .packet_fd = fds[1], .wake_fd = 0, .ifindex = 1, .stats_fd = -1, .geometry = geo });
+    defer b.destroy();
+    try std.testing.expectError(error.INVAL, runMany(&.{ a, b }, 1));
+    // Without a wake descriptor, one ring: run's own path, ending at the budget.
+    try std.testing.expectEqual(RunResult.budget, try runMany(&.{a}, 1));
+}
