@@ -20,10 +20,12 @@ export const REPO_ROOT = resolve(import.meta.dir, "../..");
 export const MAIN_TS = join(REPO_ROOT, "src/main.ts");
 export const COMPILED_PATH = join(REPO_ROOT, "dist/mcrelay");
 
-export type Mode = "bun" | "compiled";
+/** `bun src/main.ts`, `dist/mcrelay`, or the argv prefix that runs another build (the musl ones). */
+export type Mode = "bun" | "compiled" | readonly string[];
 
-/** The argv prefix that runs mcrelay: `bun src/main.ts` or `dist/mcrelay`. */
+/** The argv prefix that runs mcrelay: `bun src/main.ts`, `dist/mcrelay` or the one given. */
 export function mcrelayCommand(mode: Mode): string[] {
+  if (typeof mode !== "string") return [...mode];
   if (mode === "bun") return [process.execPath, MAIN_TS];
   if (!existsSync(COMPILED_PATH)) {
     throw new Error(
