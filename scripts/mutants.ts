@@ -434,6 +434,14 @@ export const MUTANTS: Mutant[] = [
     replace: "ringBytes: 0,",
     tests: [{ file: "tests/integration/workers.test.ts", filter: "SIGKILLed under 10,000 pps" }],
   },
+  {
+    name: "musl-target-glibc-runtime",
+    breaks: "--target linux-x64-musl embeds Bun's glibc runtime: an executable a musl system cannot start",
+    file: "scripts/build.ts",
+    search: `"linux-x64-musl": { zig: "x86_64-linux-musl", bun: "bun-linux-x64-musl" },`,
+    replace: `"linux-x64-musl": { zig: "x86_64-linux-musl", bun: "bun-linux-x64" },`,
+    tests: [{ file: "tests/compiled/musl.test.ts", filter: "whose interpreter is|the sink maps musl" }],
+  },
   // --- Architecture (issue 9) --------------------------------------------------------------
   {
     name: "table-too-big-for-channel",
