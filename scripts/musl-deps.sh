@@ -70,7 +70,8 @@ if ! loader_ok; then
     echo "musl-deps: replacing musl $(dpkg-query -W -f='${Version}' musl) (too old: no DT_RELR)" >&2
     dpkg --purge musl >&2 || die "could not remove the installed musl (does another package depend on it?)"
   fi
-  dpkg -i "$work"/musl_*_amd64.deb >&2 || die "dpkg -i musl $MUSL_DEB_VERSION failed"
+  DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends \
+    "$(ls "$work"/musl_*_amd64.deb)" >&2 || die "installing musl $MUSL_DEB_VERSION failed"
   loader_ok || die "installed musl $MUSL_DEB_VERSION, but /lib/ld-musl-x86_64.so.1 does not report that version"
 fi
 
