@@ -19,8 +19,9 @@ pub const blocks_per_flush_max: u32 = 8;
 /// At most one wake-up per this long while traffic flows (wake-up coalescing, decision 007).
 pub const coalesce_window_ns: u64 = 100 * std.time.ns_per_us;
 /// Rings (input interfaces) one worker's dataplane thread serves in one run (mcr_dp_run_many):
-/// one pollfd each, plus the wake descriptor.
-pub const rings_per_worker_max: u32 = 64;
+/// one pollfd each, plus the wake descriptor. Also the packet sockets a worker holds, set up
+/// or blank (a blank one is set up by the supervisor when an interface is added).
+pub const rings_per_worker_max: u32 = 32;
 
 /// Datagrams one output queues before a flush (one UDP GSO buffer holds up to ~48 of 1316 bytes).
 pub const egress_batch_max: u32 = 48;
@@ -71,8 +72,12 @@ pub const udp_payload_max: u32 = 65507;
 /// the whole frame.
 pub const filter_accept_bytes: u32 = 0x40000;
 
-/// Descriptors one SCM_RIGHTS message may carry.
-pub const scm_fds_max: u32 = 16;
+/// Descriptors one SCM_RIGHTS message may carry: a worker's packet sockets in one message.
+pub const scm_fds_max: u32 = rings_per_worker_max;
+/// First descriptor number of a worker's packet sockets (rings_per_worker_max of them, placed
+/// there before its privilege drop; the seccomp filter covers the range). Far above what Bun
+/// opens, below the default soft RLIMIT_NOFILE of 1024.
+pub const packet_fd_first: u32 = 512;
 /// Send buffer asked for each end of a worker's socketpair: a whole rule table is one message
 /// (the kernel caps it at net.core.wmem_max and doubles it).
 pub const scm_sndbuf_bytes: u32 = 512 * 1024;

@@ -91,6 +91,12 @@ export fn mcr_fd_close(fd: i32) i32 {
     return 0;
 }
 
+/// Moves `count` descriptors to first, first+1, ... (scm.place); -EBUSY when one is in use.
+export fn mcr_fd_place(fds: [*]const i32, count: u32, first: i32) i32 {
+    scm.place(fds[0..count], first) catch |err| return rc(err);
+    return 0;
+}
+
 /// Clears close-on-exec so a child process inherits the descriptor.
 export fn mcr_fd_inherit(fd: i32) i32 {
     _ = sys.call("fcntl", linux.fcntl(fd, linux.F.SETFD, 0)) catch |err| return rc(err);
@@ -132,8 +138,8 @@ export fn mcr_cpu_pin(cpu: u32) i32 {
 
 /// Drops to uid/gid (with CAP_SETUID), clears every capability set, installs the worker's
 /// seccomp filter (and no_new_privs) on every thread, SIGKILL on parent death, not dumpable.
-export fn mcr_privileges_drop(uid: u32, gid: u32, packet_fd: i32) i32 {
-    privileges.drop(uid, gid, packet_fd) catch |err| return rc(err);
+export fn mcr_privileges_drop(uid: u32, gid: u32, fd_first: i32, fd_count: u32) i32 {
+    privileges.drop(uid, gid, fd_first, fd_count) catch |err| return rc(err);
     return 0;
 }
 

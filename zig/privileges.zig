@@ -39,8 +39,9 @@ fn effectiveCaps() sys.Error!u64 {
 }
 
 /// Becomes uid/gid with no supplementary groups, no capabilities in any set, no_new_privs and
-/// the worker's seccomp filter on every thread (`packet_fd`: the descriptor it may not send
-/// on, -1 for none), SIGKILL when the parent (the supervisor) dies, and not dumpable.
+/// the worker's seccomp filter on every thread (its packet sockets, which it may not send on,
+/// are the fd_count descriptors from fd_first; 0 for none), SIGKILL when the parent (the
+/// supervisor) dies, and not dumpable.
 ///
 /// Capabilities are per thread and capset(2) reaches only the calling thread, but the kernel
 /// clears the permitted, effective and ambient sets of a thread whose ids all become non-zero
@@ -48,7 +49,7 @@ fn effectiveCaps() sys.Error!u64 {
 /// through libc (which repeats set*id on every thread): every thread loses its capabilities,
 /// also when the supervisor is a non-root user holding them as ambient capabilities. Without
 /// CAP_SETUID the ids stay; the caller's verification then says what remains.
-pub fn drop(uid: u32, gid: u32, packet_fd: i32) sys.Error!void {
+pub fn drop(uid: u32, gid: u32, fd_first: i32, fd_count: u32) sys.Error!void {
     if (uid == 0) return error.INVAL;
     const caps = try effectiveCaps();
     if (caps & (@as(u64, 1) << CAP_SETUID) != 0) {
@@ -71,7 +72,7 @@ pub fn drop(uid: u32, gid: u32, packet_fd: i32) sys.Error!void {
     };
     _ = try sys.call("capset", linux.capset(&header, &empty[0]));
     _ = try prctl(.SET_NO_NEW_PRIVS, 1);
-    try seccomp.install(packet_fd);
+    try seccomp.install(fd_first, fd_count);
     // Cleared by the credential change above, so set afterwards.
     _ = try prctl(.SET_PDEATHSIG, @intFromEnum(linux.SIG.KILL));
     _ = try prctl(.SET_DUMPABLE, 0);
@@ -81,7 +82,7 @@ test "dropping in a child process gives nobody, no caps, no_new_privs" {
     if (linux.geteuid() != 0) return error.SkipZigTest;
     const pid = linux.fork();
     if (pid == 0) {
-        drop(65534, 65534, -1) catch linux.exit(2);
+        drop(65534, 65534, -1, 0) catch linux.exit(2);
         var r: linux.uid_t = undefined;
         var e: linux.uid_t = undefined;
         var s: linux.uid_t = undefined;
@@ -133,12 +134,35 @@ fn expectErrno(expected: linux.E, rc: usize) !void {
 }
 
 /// In a child: a packet socket with the ingress filter attached and locked, as the supervisor
-/// hands it over; then the worker's drop. What a compromised worker would try must fail.
+/// hands it over, and a blank one (not set up yet: a ring the supervisor may set up later),
+/// both moved to the worker's packet descriptor range; then the worker's drop. What a
+/// compromised worker would try must fail, on both.
 fn confinedChild() !void {
-    const fd: i32 = @intCast(try sys.call("socket", linux.socket(linux.AF.PACKET, linux.SOCK.RAW | linux.SOCK.CLOEXEC, 0)));
-    try filter.attach(fd, filter.ingress());
-    try sys.setsockoptInt(fd, linux.SOL.SOCKET, linux.SO.LOCK_FILTER, 1);
-    try drop(65534, 65534, fd);
+    const first: i32 = 700;
+    const set_up: i32 = @intCast(try sys.call("socket", linux.socket(linux.AF.PACKET, linux.SOCK.RAW | linux.SOCK.CLOEXEC, 0)));
+    try filter.attach(set_up, filter.ingress());
+    try sys.setsockoptInt(set_up, linux.SOL.SOCKET, linux.SO.LOCK_FILTER, 1);
+    const blank: i32 = @intCast(try sys.call("socket", linux.socket(linux.AF.PACKET, linux.SOCK.RAW | linux.SOCK.CLOEXEC, 0)));
+    _ = try sys.call("dup3", linux.dup3(set_up, first, @as(u32, @bitCast(linux.O{ .CLOEXEC = true }))));
+    _ = try sys.call("dup3", linux.dup3(blank, first + 1, @as(u32, @bitCast(linux.O{ .CLOEXEC = true }))));
+    sys.close(set_up);
+    sys.close(blank);
+    const fd = first;
+    try drop(65534, 65534, first, 2);
+    // The blank socket: no injection, no binding it to a link, no renumbering.
+    const blank_frame: [64]u8 = @splat(0);
+    try expectErrno(.PERM, linux.write(first + 1, &blank_frame, blank_frame.len));
+    try expectErrno(.PERM, linux.sendto(first + 1, &blank_frame, blank_frame.len, 0, null, 0));
+    var sll = std.mem.zeroes(linux.sockaddr.ll);
+    sll.ifindex = 1;
+    try expectErrno(.PERM, linux.bind(first + 1, @ptrCast(&sll), @sizeOf(linux.sockaddr.ll)));
+    try expectErrno(.PERM, linux.dup(first + 1));
+    // A descriptor just past the range is not a packet socket: dup works there.
+    const other: i32 = @intCast(try sys.call("socket", linux.socket(linux.AF.INET, linux.SOCK.DGRAM | linux.SOCK.CLOEXEC, 0)));
+    _ = try sys.call("dup3", linux.dup3(other, first + 2, @as(u32, @bitCast(linux.O{ .CLOEXEC = true }))));
+    sys.close(other);
+    sys.close(@intCast(try sys.call("dup", linux.dup(first + 2))));
+    sys.close(first + 2);
     var zero: c_int = 0;
     // Detaching the ingress filter (to sniff the whole link): locked, and filtered.
     try expectErrno(.PERM, linux.setsockopt(fd, linux.SOL.SOCKET, linux.SO.DETACH_FILTER, std.mem.asBytes(&zero), @sizeOf(c_int)));

@@ -59,6 +59,23 @@ pub fn send(fd: i32, data: []const u8, fds: []const i32, dont_wait: bool) sys.Er
     return sys.retryCall("sendmsg", linux.sendmsg, .{ fd, &msg, flags });
 }
 
+/// Moves `fds` to the descriptor numbers first, first+1, ... (close-on-exec), closing the
+/// originals. EBUSY (nothing moved) when a number of the range is already in use.
+pub fn place(fds: []const i32, first: i32) sys.Error!void {
+    if (first < 0) return error.INVAL;
+    for (0..fds.len) |i| {
+        const target: i32 = first + @as(i32, @intCast(i));
+        if (std.mem.indexOfScalar(i32, fds, target) != null) return error.BUSY;
+        const rc = linux.fcntl(target, linux.F.GETFD, 0);
+        if (linux.errno(rc) != .BADF) return error.BUSY;
+    }
+    for (fds, 0..) |fd, i| {
+        const target: i32 = first + @as(i32, @intCast(i));
+        _ = try sys.call("dup3", linux.dup3(fd, target, @as(u32, @bitCast(linux.O{ .CLOEXEC = true }))));
+        sys.close(fd);
+    }
+}
+
 pub const Received = struct { bytes: usize, fd_count: u32 };
 
 /// Receives one message. Descriptors arrive close-on-exec. A message or descriptor list that
@@ -142,4 +159,22 @@ test "too many descriptors for the receiver: closed, reported" {
     var buf: [4]u8 = undefined;
     var got: [1]i32 = undefined;
     try std.testing.expectError(error.MSGSIZE, recv(p[1], &buf, &got, false));
+}
+
+test "place moves descriptors to a free range and refuses a range in use" {
+    var p: [2]i32 = undefined;
+    _ = try sys.call("pipe2", linux.pipe2(&p, .{ .CLOEXEC = true }));
+    try place(&p, 900);
+    defer sys.close(900);
+    defer sys.close(901);
+    try std.testing.expectEqual(linux.E.BADF, linux.errno(linux.fcntl(p[0], linux.F.GETFD, 0)));
+    _ = try sys.call("write", linux.write(901, "x", 1));
+    var b: [1]u8 = undefined;
+    try std.testing.expectEqual(@as(usize, 1), try sys.call("read", linux.read(900, &b, 1)));
+    var q: [2]i32 = undefined;
+    _ = try sys.call("pipe2", linux.pipe2(&q, .{ .CLOEXEC = true }));
+    defer sys.close(q[0]);
+    defer sys.close(q[1]);
+    try std.testing.expectError(error.BUSY, place(&q, 899)); // 900 is taken
+    try std.testing.expect(linux.errno(linux.fcntl(q[0], linux.F.GETFD, 0)) == .SUCCESS);
 }

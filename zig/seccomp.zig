@@ -4,9 +4,11 @@
 //! and version-dependent set of syscalls. So the filter is built around what a worker may do
 //! with sockets, and denies outright what no worker ever needs:
 //! - sockets: only AF_INET/AF_INET6 SOCK_DGRAM can be created (egress and joins);
-//! - the packet socket: no send, write, bind, connect, dup or F_DUPFD on its descriptor (no
+//! - the packet sockets: no send, write, bind, connect, dup or F_DUPFD on their descriptors (no
 //!   injection, no rebinding to another interface or protocol, no renumbering around this
-//!   rule); SOL_PACKET options and socket filter options (attach, detach, lock, BPF) on any
+//!   rule). A worker holds its packet sockets at a contiguous range of descriptor numbers,
+//!   placed there before the drop (one per interface it may serve, configured or not yet), and
+//!   the rule covers the whole range; SOL_PACKET options and socket filter options (attach, detach, lock, BPF) on any
 //!   socket are denied (the supervisor also locked the filter: SO_LOCK_FILTER);
 //! - denied: execve, ptrace and process_vm_*, bpf, mount and friends, keyctl, module and kexec
 //!   calls, namespaces (unshare, setns, clone with CLONE_NEW*), perf_event_open, userfaultfd,
@@ -79,8 +81,8 @@ fn countPresent(comptime names: []const []const u8) usize {
     return n;
 }
 
-/// Room for the program: the fixed parts, 2 per denied call, 5 per packet-socket call, 2 per option.
-pub const insns_max = 48 + 2 * countPresent(&denied) + 5 * countPresent(&packet_fd_denied) + 2 * filter_options.len;
+/// Room for the program: the fixed parts, 2 per denied call, 6 per packet-socket call, 2 per option.
+pub const insns_max = 48 + 2 * countPresent(&denied) + 6 * countPresent(&packet_fd_denied) + 2 * filter_options.len;
 
 const Builder = struct {
     buf: [insns_max]Insn = undefined,
@@ -104,11 +106,17 @@ const Builder = struct {
     fn skipIfNe(b: *Builder, k: u32, skip: u8) void {
         b.emit(filter.BPF_JMP | filter.BPF_JEQ | filter.BPF_K, 0, skip, k);
     }
+    /// if (A < first or A >= end) skip `skip` instructions after these two.
+    fn skipUnlessIn(b: *Builder, first: u32, end: u32, skip: u8) void {
+        b.emit(filter.BPF_JMP | filter.BPF_JGE | filter.BPF_K, 0, skip + 1, first);
+        b.emit(filter.BPF_JMP | filter.BPF_JGE | filter.BPF_K, skip, 0, end);
+    }
 };
 
-/// The worker's program; `packet_fd` is the descriptor of its packet socket.
-pub fn build(b: *Builder, packet_fd: i32) void {
-    const pfd: u32 = @bitCast(packet_fd);
+/// The worker's program; its packet sockets are the descriptors fd_first .. fd_first+fd_count-1.
+pub fn build(b: *Builder, fd_first: i32, fd_count: u32) void {
+    const first: u32 = if (fd_count == 0) 0 else @bitCast(fd_first);
+    const end: u32 = first + fd_count;
     b.load(off_arch);
     b.skipIfEq(audit_arch, 1);
     b.ret(ret_kill);
@@ -157,9 +165,9 @@ pub fn build(b: *Builder, packet_fd: i32) void {
     }
     // fcntl(packet fd, F_DUPFD*): no second number for the packet socket.
     b.load(off_nr); // (reached from the filter options with A = optname: reload)
-    b.skipIfNe(nr("fcntl").?, 7);
+    b.skipIfNe(nr("fcntl").?, 8);
     b.load(offArg(0));
-    b.skipIfNe(pfd, 4);
+    b.skipUnlessIn(first, end, 4);
     b.load(offArg(1));
     b.skipIfEq(linux.F.DUPFD, 1);
     b.skipIfNe(linux.F.DUPFD_CLOEXEC, 1);
@@ -168,9 +176,9 @@ pub fn build(b: *Builder, packet_fd: i32) void {
     // Sends, writes, bind, connect, dup on the packet socket.
     inline for (packet_fd_denied) |name| {
         if (comptime nr(name)) |n| {
-            b.skipIfNe(n, 4);
+            b.skipIfNe(n, 5);
             b.load(offArg(0));
-            b.skipIfNe(pfd, 1);
+            b.skipUnlessIn(first, end, 1);
             b.ret(ret_eperm);
             b.ret(ret_allow);
         }
@@ -179,9 +187,9 @@ pub fn build(b: *Builder, packet_fd: i32) void {
 }
 
 /// Installs the worker's filter on every thread (TSYNC); needs no_new_privs (or CAP_SYS_ADMIN).
-pub fn install(packet_fd: i32) sys.Error!void {
+pub fn install(fd_first: i32, fd_count: u32) sys.Error!void {
     var b = Builder{};
-    build(&b, packet_fd);
+    build(&b, fd_first, fd_count);
     const prog = filter.Program{ .len = @intCast(b.len), .filter = &b.buf };
     const rc = linux.seccomp(SECCOMP.SET_MODE_FILTER, SECCOMP.FILTER_FLAG.TSYNC, &prog);
     // A positive result is the id of a thread that could not be synchronized.
@@ -191,7 +199,7 @@ pub fn install(packet_fd: i32) sys.Error!void {
 
 test "the worker filter fits the builder and the kernel's limit" {
     var b = Builder{};
-    build(&b, 5);
+    build(&b, 500, 32);
     try std.testing.expect(b.len <= insns_max);
     try std.testing.expect(b.len <= filter.BPF_MAXINSNS);
 }

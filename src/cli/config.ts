@@ -21,12 +21,12 @@ const check = defineCommand({
     let result: ConfigCheck;
     try {
       const cfg = loadConfig(a.file);
-      result = { file: a.file, ok: true, format: cfg.format, rules: cfg.specs, workers: Object.fromEntries(cfg.workers), warnings: cfg.warnings, errors: [] };
+      result = { file: a.file, ok: true, format: cfg.format, rules: cfg.specs, workers: Object.fromEntries(cfg.workers), workers_default: cfg.workersDefault, warnings: cfg.warnings, errors: [] };
     } catch (err) {
       if (!(err instanceof ConfigFileError)) throw err;
       // With --json the result document is printed for an invalid file too (exit 3 still).
       process.exitCode = err.exitCode;
-      result = { file: a.file, ok: false, format: "mcrelay", rules: [], workers: {}, warnings: err.warnings, errors: err.problems };
+      result = { file: a.file, ok: false, format: "mcrelay", rules: [], workers: {}, workers_default: null, warnings: err.warnings, errors: err.problems };
     }
     for (const w of result.warnings) log.warn(formatProblem(w));
     if (a.json) return printJson(result);
@@ -55,6 +55,7 @@ export function configText(r: ResultOf<"config-show">, now = new Date()): string
     "{",
   ];
   if (Object.keys(r.workers).length) lines.push(`  workers: ${json5Line(r.workers)},`);
+  else if (r.workers_default !== null) lines.push(`  workers: ${r.workers_default},`);
   lines.push("  rules: [");
   for (const { origin, id, ...spec } of r.rules) {
     lines.push(origin === "runtime" ? `    // id ${id}: runtime rule (mcrelay add), not in the config file` : `    // id ${id}: from the ${origin === "config" ? "config file" : "command line"}`);

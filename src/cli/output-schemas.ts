@@ -31,6 +31,8 @@ export const ConfigCheckSchema = v.strictObject({
   format: v.picklist(["mcrelay", "mcr"]),
   rules: v.array(RuleSpecSchema),
   workers: v.record(v.string(), count),
+  /** A plain `workers: N`: the worker processes, each interface's default count; null if not set. */
+  workers_default: v.nullable(count),
   warnings: v.array(ConfigProblemSchema),
   errors: v.array(ConfigProblemSchema),
 });

@@ -5,9 +5,9 @@ import { setLogIdentity } from "../log.ts";
 
 export default defineCommand({
   meta: { name: "_worker", description: "(internal) dataplane worker started by the supervisor", hidden: true },
-  args: { iface: { type: "string", required: true }, slot: { type: "string" } },
+  args: { index: { type: "string", required: true } },
   async run({ args }) {
-    setLogIdentity(args.slot && args.slot !== "0" ? `worker:${args.iface}/${args.slot}` : `worker:${args.iface}`);
+    setLogIdentity(`worker:${args.index}`);
     process.exitCode = await runWorker();
   },
 });

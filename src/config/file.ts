@@ -42,10 +42,21 @@ const IGNORED_MCR_KEYS: Record<string, string> = {
   control_plane: "mcrelay has no external control-plane integration",
 };
 
+const workerCount = v.pipe(v.number("a worker count is a number"), v.integer("a worker count is a whole number"), v.minValue(1, "at least 1 worker"), v.maxValue(WORKERS_PER_INTERFACE_MAX, `at most ${WORKERS_PER_INTERFACE_MAX} workers`));
+
 const TopSchema = v.strictObject({
   rules: v.optional(v.array(v.unknown(), "rules is a list of rules: [ { name, from, to }, ... ]")),
-  /** Workers per input interface: { eth0: 2 } (default 1, or `mcrelay run --workers`). */
-  workers: v.optional(v.record(ifname, v.pipe(v.number("a worker count is a number"), v.integer("a worker count is a whole number"), v.minValue(1, "at least 1 worker"), v.maxValue(WORKERS_PER_INTERFACE_MAX, `at most ${WORKERS_PER_INTERFACE_MAX} workers`)))),
+  /**
+   * Worker processes: `workers: 2` (each input interface is spread over all of them; default 1,
+   * or `mcrelay run --workers`), or per input interface: { eth0: 2 } (interface eth0 on workers
+   * 0 and 1, the others on worker 0; the number of processes is the largest count).
+   */
+  workers: v.optional(
+    v.union(
+      [workerCount, v.record(ifname, workerCount)],
+      `workers is a number of worker processes (workers: 2) or a count per input interface (workers: { eth0: 2 }), between 1 and ${WORKERS_PER_INTERFACE_MAX}`,
+    ),
+  ),
   /** Ring per packet socket in MiB, per input interface: { eth0: 64 } (`mcrelay run --ring-mib` for the others). */
   ring_mib: v.optional(v.record(ifname, v.pipe(v.number("a ring size is a number of MiB"), v.integer("a ring size is a whole number of MiB"), v.minValue(RING_MIB_MIN, `at least ${RING_MIB_MIN} MiB`), v.maxValue(RING_MIB_MAX, `at most ${RING_MIB_MAX} MiB`)))),
   /** `ADDR:PORT` of the HTTP listener for /metrics, /healthz, /readyz (`run --metrics` overrides). */
@@ -91,8 +102,10 @@ export interface LoadedConfig {
   /** "mcr" when the file uses any of mcr's keys (its rule form, pinning, multicast_ttl, ...). */
   format: "mcrelay" | "mcr";
   specs: RuleSpec[];
-  /** Workers per interface, from `workers` and from mcr's `pinning`. */
+  /** Workers per interface, from `workers: { ... }` and from mcr's `pinning`. */
   workers: Map<string, number>;
+  /** A plain `workers: N`: every interface's count unless set per interface; null if absent. */
+  workersDefault: number | null;
   /** mcr's `pinning`: the CPUs listed per interface (kept for reporting; see docs). */
   pinning: Map<string, number[]>;
   warnings: ConfigProblem[];
@@ -182,7 +195,8 @@ export function parseConfig(text: string, path: string): LoadedConfig {
     if (key in rawObject) warnings.add(key, `ignored: ${why}`, { key: true });
   }
 
-  const workers = new Map(Object.entries(cfg?.workers ?? {}));
+  const workersDefault = typeof cfg?.workers === "number" ? cfg.workers : null;
+  const workers = new Map(Object.entries(typeof cfg?.workers === "object" ? cfg.workers : {}));
   const pinning = new Map(Object.entries(cfg?.pinning ?? {}));
   for (const [iface, cpus] of pinning) {
     if (workers.has(iface)) problems.add(`pinning.${iface}`, `interface ${iface} has workers set too; use one of workers and pinning`, { key: true });
@@ -217,10 +231,10 @@ export function parseConfig(text: string, path: string): LoadedConfig {
   if (problems.list.length === 0) {
     // What a worker can hold, per interface and worker (with the file's worker counts, else 1).
     const rules = specs.map((spec, i) => ruleFromSpec(spec, BigInt(i + 1))).flatMap((b) => (b.ok ? [b.rule] : []));
-    for (const p of capacityProblems(rules, (iface) => workers.get(iface) ?? 1)) problems.add("rules", p, { label: "" });
+    for (const p of capacityProblems(rules, (iface) => workers.get(iface) ?? workersDefault ?? 1)) problems.add("rules", p, { label: "" });
   }
   if (problems.list.length) throw new ConfigFileError(problems.sorted(), warnings.sorted());
-  return { path, format: mcr ? "mcr" : "mcrelay", specs, workers, pinning, warnings: warnings.sorted(), ringMib: new Map(Object.entries(cfg?.ring_mib ?? {})), metrics: cfg?.metrics ?? null };
+  return { path, format: mcr ? "mcr" : "mcrelay", specs, workers, workersDefault, pinning, warnings: warnings.sorted(), ringMib: new Map(Object.entries(cfg?.ring_mib ?? {})), metrics: cfg?.metrics ?? null };
 }
 
 /**

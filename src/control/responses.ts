@@ -115,10 +115,16 @@ export type RingInfo = v.InferOutput<typeof RingSchema>;
 
 export const WorkerStateSchema = v.picklist(["starting", "running", "backoff", "stopping"]);
 
+/** One ring: an input interface's socket in one worker process (a worker serves several). */
 export const WorkerInfoSchema = v.strictObject({
   interface: v.string(),
+  /** The socket's index among the interface's sockets (its fanout member). */
   slot: count,
   workers_on_interface: count,
+  /** The worker process serving this ring (0 .. workers-1): socket `slot` is served by worker `slot`. */
+  worker: count,
+  /** The ring's packet socket among the worker's (null until set up). */
+  position: v.nullable(count),
   pid: v.nullable(count),
   state: WorkerStateSchema,
   uptime_s: rate,
@@ -130,7 +136,7 @@ export const WorkerInfoSchema = v.strictObject({
   applied_hash: v.nullable(v.string()),
   rules: count,
   last_error: v.nullable(v.string()),
-  /** The packet ring of the worker's socket; null while no worker process holds it. */
+  /** The packet ring of this socket; null while no worker process serves it. */
   ring: v.nullable(RingSchema),
   /** The confinement probes the running worker saw refused after its drop, and their cost; null while none runs (or it did not drop). */
   confinement: v.nullable(v.strictObject({ probes: count, ms: rate })),
@@ -241,6 +247,8 @@ export const RESULT_SCHEMAS = {
     state_dir: v.nullable(v.string()),
     /** Workers per interface as the config file sets them. */
     workers: v.record(v.string(), count),
+    /** The config file's plain `workers: N` (worker processes; each interface's default), or null. */
+    workers_default: v.nullable(count),
     rules: v.array(ShownRuleSchema),
   }),
   events: v.strictObject({ subscribed: v.literal(true), seq: count }),

@@ -342,7 +342,7 @@ export const LIMITS = {
   blocksPerTurnMax: 64,
   blocksPerFlushMax: 8,
   coalesceWindowNs: 100000,
-  ringsPerWorkerMax: 64,
+  ringsPerWorkerMax: 32,
   egressBatchMax: 48,
   egressMmsgMax: 1024,
   egressGsoDatagramsMin: 4,
@@ -361,7 +361,8 @@ export const LIMITS = {
   mtuMax: 65535,
   udpPayloadMax: 65507,
   filterAcceptBytes: 262144,
-  scmFdsMax: 16,
+  scmFdsMax: 32,
+  packetFdFirst: 512,
   scmSndbufBytes: 524288,
   netlinkRcvbufBytes: 4194304,
   backgroundStackBytes: 1048576,
@@ -613,7 +614,7 @@ constants.table_slots = 2048
 constants.blocks_per_turn_max = 64
 constants.blocks_per_flush_max = 8
 constants.coalesce_window_ns = 100000
-constants.rings_per_worker_max = 64
+constants.rings_per_worker_max = 32
 constants.egress_batch_max = 48
 constants.egress_mmsg_max = 1024
 constants.egress_gso_datagrams_min = 4
@@ -632,7 +633,8 @@ constants.ring_block_timeout_ms = 1
 constants.mtu_max = 65535
 constants.udp_payload_max = 65507
 constants.filter_accept_bytes = 262144
-constants.scm_fds_max = 16
+constants.scm_fds_max = 32
+constants.packet_fd_first = 512
 constants.scm_sndbuf_bytes = 524288
 constants.netlink_rcvbuf_bytes = 4194304
 constants.background_stack_bytes = 1048576

@@ -49,7 +49,8 @@ const symbols = {
   mcr_shm_map: { args: ["i32", "ptr"], returns: "i32" },
   mcr_shm_unmap: { args: ["ptr"], returns: "void" },
   mcr_trace_layout: { args: ["ptr"], returns: "void" },
-  mcr_privileges_drop: { args: ["u32", "u32", "i32"], returns: "i32" },
+  mcr_privileges_drop: { args: ["u32", "u32", "i32", "u32"], returns: "i32" },
+  mcr_fd_place: { args: ["ptr", "u32", "i32"], returns: "i32" },
   mcr_cpu_pin: { args: ["u32"], returns: "i32" },
   mcr_confinement_verify: { args: ["i32", "ptr", "u32", "ptr"], returns: "i32" },
   mcr_nofile_raise: { args: ["ptr"], returns: "i32" },
@@ -272,8 +273,20 @@ export function cpuPin(cpu: number): void {
 
 /** Drops to uid/gid and sheds every capability on every thread; see zig/privileges.zig. */
 /** `packetFd`: the packet socket the worker may read but never send on, bind or duplicate. */
-export function privilegesDrop(uid: number, gid: number, packetFd: number): void {
-  check(`drop privileges to uid ${uid} gid ${gid}`, lib().mcr_privileges_drop(uid, gid, packetFd));
+/**
+ * Drops to uid/gid with every capability cleared and the worker's seccomp filter on every
+ * thread; its packet sockets are the `packetFdCount` descriptors from `packetFdFirst` (no send,
+ * write, bind, connect or dup on them).
+ */
+export function privilegesDrop(uid: number, gid: number, packetFdFirst: number, packetFdCount: number): void {
+  check(`drop privileges to uid ${uid} gid ${gid}`, lib().mcr_privileges_drop(uid, gid, packetFdFirst, packetFdCount));
+}
+
+/** Moves descriptors to first, first+1, ... (close-on-exec); EBUSY when one of those is in use. */
+export function fdPlace(fds: readonly number[], first: number): void {
+  const arr = new Int32Array(Math.max(1, fds.length));
+  arr.set(fds);
+  check(`place descriptors at ${first}`, lib().mcr_fd_place(ptr(arr), fds.length, first));
 }
 
 /**

@@ -104,6 +104,8 @@ export class Daemon {
   #stopping = false;
   /** Workers per interface from the config file. */
   #workersConfig = new Map<string, number>();
+  /** The config file's plain `workers: N`, or null. */
+  #workersDefault: number | null = null;
   #ringConfig = new Map<string, number>();
   /** mcr's `pinning` from the config file: CPUs of each interface's workers, by slot. */
   #pinningConfig = new Map<string, number[]>();
@@ -171,6 +173,7 @@ export class Daemon {
     if (cfg) {
       for (const w of cfg.warnings) log.warn(formatProblem(w));
       this.#workersConfig = cfg.workers;
+      this.#workersDefault = cfg.workersDefault;
       this.#ringConfig = cfg.ringMib;
       this.#pinningConfig = cfg.pinning;
       metricsAt ??= cfg.metrics;
@@ -273,7 +276,7 @@ export class Daemon {
   }
 
   #workersFor(iface: string): number {
-    return this.#workersConfig.get(iface) ?? this.#opts.workers ?? 1;
+    return this.#workersConfig.get(iface) ?? this.#workersDefault ?? this.#opts.workers ?? 1;
   }
 
   /** Changes to rules run one after another. */
@@ -341,6 +344,7 @@ export class Daemon {
           config_file: this.#opts.configPath ?? null,
           state_dir: this.#opts.stateDir,
           workers: Object.fromEntries(this.#workersConfig),
+          workers_default: this.#workersDefault,
           rules: this.#store.all().map((s) => ({ ...s.spec, origin: s.origin, id: s.rule.id.toString() })),
         };
     }
@@ -393,6 +397,7 @@ export class Daemon {
     if (!this.#opts.configPath) throw new ControlError("config_invalid", "the daemon was started without --config: nothing to reload");
     let specs: RuleSpec[];
     const workersBefore = this.#workersConfig;
+    const workersDefaultBefore = this.#workersDefault;
     const pinningBefore = this.#pinningConfig;
     let configWarnings: string[];
     try {
@@ -401,6 +406,7 @@ export class Daemon {
       configWarnings = cfg.warnings.map(formatProblem);
       for (const w of configWarnings) log.warn(w);
       this.#workersConfig = cfg.workers;
+      this.#workersDefault = cfg.workersDefault;
       this.#ringConfig = cfg.ringMib;
       this.#pinningConfig = cfg.pinning;
     } catch (err) {
@@ -413,6 +419,7 @@ export class Daemon {
       change = this.#store.applyConfig(specs);
     } catch (err) {
       this.#workersConfig = workersBefore;
+      this.#workersDefault = workersDefaultBefore;
       this.#pinningConfig = pinningBefore;
       throw new ControlError("config_invalid", `reload refused, nothing changed: ${(err as Error).message}`);
     }

@@ -23,8 +23,11 @@ function ifaceOf(endpoint: string): string | null {
 export function buildStatus(o: StatusInput): Status {
   const rules = { total: o.rules.length, active: 0, pending: 0, error: 0, join_failed: 0 };
   for (const r of o.rules) rules[r.state === "join-failed" ? "join_failed" : r.state] += 1;
-  const workers = { total: o.workers.length, starting: 0, running: 0, backoff: 0, stopping: 0 };
-  for (const w of o.workers) workers[w.state] += 1;
+  // Worker processes (each serves the rings of several interfaces: one row per ring).
+  const processes = new Map<number, WorkerInfo["state"]>();
+  for (const w of o.workers) if (!processes.has(w.worker) || w.state === "running") processes.set(w.worker, w.state);
+  const workers = { total: processes.size, starting: 0, running: 0, backoff: 0, stopping: 0 };
+  for (const state of processes.values()) workers[state] += 1;
   const ifaces = new Map<string, { inputs: number; outputs: number; workers: number }>();
   const entry = (name: string) => {
     const e = ifaces.get(name) ?? { inputs: 0, outputs: 0, workers: 0 };

@@ -1,6 +1,8 @@
-// The supervisor's side of one worker process: acquire the AF_PACKET socket first, then spawn
-// the worker, hand the socket over SCM_RIGHTS, and talk to it with validated request/response
-// messages, each with a deadline.
+// The supervisor's side of one worker process: acquire the AF_PACKET sockets and counter
+// memory first, then spawn the worker, hand them over SCM_RIGHTS, and talk to it with validated
+// request/response messages, each with a deadline. One worker serves the rings of several input
+// interfaces, each at a position among its packet sockets; rings are added and dropped while
+// it runs.
 import * as v from "valibot";
 import { logger, getLogFormat, getLogLevel } from "../log.ts";
 import { fdClose, fdInherit, scmPair, scmSend, scmWake, SharedStats } from "../native/lib.ts";
@@ -43,14 +45,27 @@ export class WorkerRefusedError extends WorkerError {
   override name = "WorkerRefusedError";
 }
 
-export interface WorkerOptions {
+/** A ring a worker serves: the packet socket at `position`, set up for an interface. */
+export interface RingSpec {
+  position: number;
   ifname: string;
   ifindex: number;
-  /** The interface's packet socket for this worker, set up by the supervisor (kept by it). */
-  packetFd: number;
-  geometry: RingGeometry;
+  /** The socket's index among the interface's sockets (its fanout member), and how many. */
   slot: number;
   members: number;
+  geometry: RingGeometry;
+}
+
+export interface WorkerOptions {
+  /** This worker's index among the workers, and how many there are. */
+  index: number;
+  workers: number;
+  /**
+   * Its packet sockets by position, set up by the supervisor (kept by it): for an interface
+   * (named in `rings`) or blank, to be set up when an interface is added.
+   */
+  sockets: number[];
+  rings: RingSpec[];
   /** The CPU the worker pins its dataplane thread to (mcr's `pinning`), or null. */
   cpu: number | null;
   /** The unprivileged user the worker becomes; null keeps the supervisor's credentials. */
@@ -59,36 +74,47 @@ export interface WorkerOptions {
   onExit?: (code: number | null, signal: string | null) => void;
 }
 
+/** A ring's counter memory (shared with the worker) and what it was set up as. */
+interface RingState {
+  spec: RingSpec;
+  shared: SharedStats;
+}
+
+function ringMessage(spec: RingSpec): Uint8Array {
+  const { position, ifname, ifindex, slot, members, geometry } = spec;
+  return new TextEncoder().encode(JSON.stringify({ kind: "ring", position, ifname, ifindex, slot, members, geometry }));
+}
+
 export class WorkerHandle {
-  readonly ifname: string;
+  /** "worker N" in messages. */
+  readonly name: string;
+  readonly index: number;
   readonly pid: number;
   readonly startedAt = Date.now();
-  /** The ring as the supervisor set it up (reported by `workers`). */
-  readonly ring: Record<string, number>;
   /** The confinement probes the worker saw refused after its drop (null: it did not drop). */
   readonly confinement: { probes: number; ms: number } | null;
   readonly #proc: ReturnType<typeof Bun.spawn>;
   readonly #channel: number;
-  readonly #shared: SharedStats;
+  readonly #rings: Map<number, RingState>;
   readonly #pending = new Map<number, Pending>();
   #nextId = 1;
   #exited = false;
   #killed = false;
   readonly exited: Promise<number | null>;
 
-  private constructor(ifname: string, proc: ReturnType<typeof Bun.spawn>, channel: number, ready: FromWorker & { type: "ready" }, ring: Record<string, number>, shared: SharedStats) {
-    this.ifname = ifname;
-    this.#shared = shared;
+  private constructor(index: number, proc: ReturnType<typeof Bun.spawn>, channel: number, ready: FromWorker & { type: "ready" }, rings: Map<number, RingState>) {
+    this.index = index;
+    this.name = `worker ${index}`;
+    this.#rings = rings;
     this.pid = proc.pid;
     this.#proc = proc;
     this.#channel = channel;
-    this.ring = ring;
     this.confinement = ready.confinement;
     this.exited = proc.exited.then((code) => {
       this.#exited = true;
       for (const [, p] of this.#pending) {
         clearTimeout(p.timer);
-        p.reject(new WorkerError(`worker ${ifname} (pid ${this.pid}) exited (code ${code})`));
+        p.reject(new WorkerError(`${this.name} (pid ${this.pid}) exited (code ${code})`));
       }
       this.#pending.clear();
       fdClose(channel);
@@ -97,14 +123,21 @@ export class WorkerHandle {
   }
 
   static async start(opts: WorkerOptions): Promise<WorkerHandle> {
+    const name = `worker ${opts.index}`;
     // Resources first, then the process: a failure leaves no orphan.
+    const rings = new Map<number, RingState>();
+    const releaseRings = () => {
+      for (const r of rings.values()) {
+        r.shared.closeFd();
+        r.shared.release();
+      }
+    };
     let pair: [number, number];
-    const shared = SharedStats.create();
     try {
+      for (const spec of opts.rings) rings.set(spec.position, { spec, shared: SharedStats.create() });
       pair = scmPair();
     } catch (err) {
-      shared.closeFd();
-      shared.release();
+      releaseRings();
       throw err;
     }
     const [mine, theirs] = pair;
@@ -118,24 +151,24 @@ export class WorkerHandle {
     let proc: ReturnType<typeof Bun.spawn>;
     try {
       fdInherit(theirs);
-      proc = Bun.spawn(selfCommand(["_worker", "--iface", opts.ifname, "--slot", String(opts.slot)]), {
+      proc = Bun.spawn(selfCommand(["_worker", "--index", String(opts.index)]), {
         stdio: ["ignore", "inherit", "inherit", theirs],
         env: {
           ...process.env,
-          MCRELAY_LOG_IDENTITY: opts.members > 1 ? `worker:${opts.ifname}/${opts.slot}` : `worker:${opts.ifname}`,
+          MCRELAY_LOG_IDENTITY: `worker:${opts.index}`,
           MCRELAY_LOG_LEVEL: getLogLevel(),
           MCRELAY_LOG_FORMAT: getLogFormat(),
         },
         ipc(raw) {
           const parsed = v.safeParse(FromWorkerSchema, raw);
           if (!parsed.success) {
-            log.warn(`worker ${opts.ifname}: malformed message ignored: ${v.summarize(parsed.issues)}`);
+            log.warn(`${name}: malformed message ignored: ${v.summarize(parsed.issues)}`);
             return;
           }
           const msg = parsed.output;
           if (msg.type === "ready") return readyResolve(msg);
           if (msg.type === "fatal") {
-            log.error(`worker ${opts.ifname}: ${msg.message}`);
+            log.error(`${name}: ${msg.message}`);
             readyReject(new WorkerError(msg.message));
             return;
           }
@@ -143,28 +176,24 @@ export class WorkerHandle {
         },
         serialization: "json",
       });
+    } catch (err) {
+      fdClose(mine);
+      releaseRings();
+      throw err;
     } finally {
       fdClose(theirs);
     }
     try {
-      const setup = {
-        kind: "packet-socket",
-        ifname: opts.ifname,
-        ifindex: opts.ifindex,
-        slot: opts.slot,
-        members: opts.members,
-        geometry: opts.geometry,
-        cpu: opts.cpu,
-        user: opts.user,
-      };
-      // The worker gets its own reference; ours keeps the socket (and its fanout slot and
-      // ring) alive for the next worker if this one dies.
-      scmSend(mine, new TextEncoder().encode(JSON.stringify(setup)), [opts.packetFd, shared.fd]);
+      const setup = { kind: "worker", index: opts.index, workers: opts.workers, positions: opts.sockets.length, rings: rings.size, cpu: opts.cpu, user: opts.user };
+      // The worker gets its own references; ours keep the sockets (and their fanout slots and
+      // rings) alive for the next worker if this one dies.
+      scmSend(mine, new TextEncoder().encode(JSON.stringify(setup)), opts.sockets);
+      for (const r of rings.values()) scmSend(mine, ringMessage(r.spec), [r.shared.fd]);
     } finally {
-      shared.closeFd();
+      for (const r of rings.values()) r.shared.closeFd();
     }
-    const timer = setTimeout(() => readyReject(new WorkerError(`worker ${opts.ifname} not ready within ${READY_TIMEOUT_MS} ms`)), READY_TIMEOUT_MS);
-    proc.exited.then((code) => readyReject(new WorkerError(`worker ${opts.ifname} exited during start-up (code ${code})`)));
+    const timer = setTimeout(() => readyReject(new WorkerError(`${name} not ready within ${READY_TIMEOUT_MS} ms`)), READY_TIMEOUT_MS);
+    proc.exited.then((code) => readyReject(new WorkerError(`${name} exited during start-up (code ${code})`)));
     let readyMsg: FromWorker & { type: "ready" };
     try {
       readyMsg = await ready;
@@ -172,15 +201,74 @@ export class WorkerHandle {
       safeKill(proc, "SIGKILL");
       await Promise.race([proc.exited, Bun.sleep(STOP_TIMEOUT_MS)]);
       fdClose(mine);
-      shared.release();
+      for (const r of rings.values()) r.shared.release();
       throw err;
     } finally {
       clearTimeout(timer);
     }
-    handle = new WorkerHandle(opts.ifname, proc, mine, readyMsg, { ...opts.geometry }, shared);
+    handle = new WorkerHandle(opts.index, proc, mine, readyMsg, rings);
     handle.exited.then((code) => opts.onExit?.(code, proc.signalCode === null || proc.signalCode === undefined ? null : String(proc.signalCode)));
-    log.debug(`worker ${opts.ifname} ready (pid ${proc.pid})`);
+    log.debug(`${name} ready (pid ${proc.pid}), ${rings.size} ring(s): ${[...rings.values()].map((r) => r.spec.ifname).join(", ")}`);
     return handle;
+  }
+
+  /** Whether the worker serves (or was given) the ring at this position. */
+  hasRing(position: number): boolean {
+    return this.#rings.has(position);
+  }
+
+  /** The rings this worker serves, by position. */
+  rings(): RingSpec[] {
+    return [...this.#rings.values()].map((r) => r.spec);
+  }
+
+  /**
+   * Adds a ring to the running worker: its socket (already one of the worker's, set up now by
+   * the supervisor) and fresh counter memory. Other rings keep forwarding meanwhile.
+   */
+  async addRing(spec: RingSpec): Promise<void> {
+    if (this.#exited) throw new WorkerError(`${this.name} is not running`);
+    if (this.#rings.has(spec.position)) throw new WorkerError(`${this.name}: position ${spec.position} is in use`);
+    const shared = SharedStats.create();
+    try {
+      scmSend(this.#channel, ringMessage(spec), [shared.fd], true);
+    } catch (err) {
+      shared.closeFd();
+      shared.release();
+      throw err;
+    }
+    shared.closeFd();
+    this.#rings.set(spec.position, { spec, shared });
+    try {
+      await this.request({ type: "ring-add", position: spec.position });
+    } catch (err) {
+      // Unless the worker is gone (then its counters are read as it exits): nothing counted yet.
+      if (!this.#exited && err instanceof WorkerRefusedError) {
+        this.#rings.delete(spec.position);
+        shared.release();
+      }
+      throw err;
+    }
+  }
+
+  /**
+   * The worker stops serving a ring and closes its reference to the socket; returns the ring's
+   * final counters (exact: shared memory) and unmaps them.
+   */
+  async dropRing(position: number): Promise<DataplaneSnapshot | null> {
+    const r = this.#rings.get(position);
+    if (!r) return null;
+    if (!this.#exited) {
+      try {
+        await this.request({ type: "ring-drop", position });
+      } catch (err) {
+        log.warn((err as Error).message);
+      }
+    }
+    const final = decodeStats(r.shared.words);
+    this.#rings.delete(position);
+    r.shared.release();
+    return final;
   }
 
   #settle(msg: FromWorker): void {
@@ -189,17 +277,17 @@ export class WorkerHandle {
     if (!p) return; // answered after its deadline: already reported
     this.#pending.delete(msg.id);
     clearTimeout(p.timer);
-    if (msg.type === "error") p.reject(new WorkerRefusedError(`worker ${this.ifname}: ${msg.message}`));
+    if (msg.type === "error") p.reject(new WorkerRefusedError(`${this.name}: ${msg.message}`));
     else p.resolve(msg);
   }
 
   request(req: Request, timeoutMs = REQUEST_TIMEOUT_MS): Promise<FromWorker> {
-    if (this.#exited) return Promise.reject(new WorkerError(`worker ${this.ifname} is not running`));
+    if (this.#exited) return Promise.reject(new WorkerError(`${this.name} is not running`));
     const id = this.#nextId++;
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         this.#pending.delete(id);
-        reject(new WorkerError(`worker ${this.ifname} did not answer '${req.type}' within ${timeoutMs} ms`));
+        reject(new WorkerError(`${this.name} did not answer '${req.type}' within ${timeoutMs} ms`));
       }, timeoutMs);
       this.#pending.set(id, { resolve, reject, timer });
       this.#proc.send({ ...req, id });
@@ -213,19 +301,19 @@ export class WorkerHandle {
    * socketpair, then the request naming their length, generation and hash. Never blocks: a
    * channel too full to take it fails this apply (retried at the next tick).
    */
-  async applyTable(table: Uint8Array, generation: number, hash: string): Promise<void> {
-    if (this.#exited) throw new WorkerError(`worker ${this.ifname} is not running`);
+  async applyTable(position: number, table: Uint8Array, generation: number, hash: string): Promise<void> {
+    if (this.#exited) throw new WorkerError(`${this.name} is not running`);
     scmSend(this.#channel, withGeneration(table, generation), [], true);
-    const reply = await this.request({ type: "table", generation, hash, bytes: table.length });
+    const reply = await this.request({ type: "table", position, generation, hash, bytes: table.length });
     if (reply.type !== "applied" || reply.hash !== hash) {
-      throw new WorkerError(`worker ${this.ifname} applied table hash ${"hash" in reply ? reply.hash : "?"}, expected ${hash}`);
+      throw new WorkerError(`${this.name} applied table hash ${"hash" in reply ? reply.hash : "?"}, expected ${hash}`);
     }
   }
 
-  /** Health probe: answers with the table the worker says it holds. */
-  async ping(timeoutMs: number): Promise<{ generation: number; hash: string }> {
-    const reply = await this.request({ type: "ping" }, timeoutMs);
-    if (reply.type !== "pong") throw new WorkerError(`worker ${this.ifname}: unexpected reply ${reply.type}`);
+  /** Health probe: answers with the table the worker says it holds for this ring. */
+  async ping(position: number, timeoutMs: number): Promise<{ generation: number; hash: string }> {
+    const reply = await this.request({ type: "ping", position }, timeoutMs);
+    if (reply.type !== "pong") throw new WorkerError(`${this.name}: unexpected reply ${reply.type}`);
     return { generation: reply.generation, hash: reply.hash };
   }
 
@@ -233,19 +321,30 @@ export class WorkerHandle {
     await this.request({ type: "log-level", level: level as never });
   }
 
-  /** The worker's counters, read from shared memory (exact even after the worker died). */
-  snapshot(): DataplaneSnapshot {
-    return decodeStats(this.#shared.words);
+  /** A ring's counters, read from shared memory (exact even after the worker died). */
+  snapshot(position: number): DataplaneSnapshot | null {
+    const r = this.#rings.get(position);
+    return r && !r.shared.released ? decodeStats(r.shared.words) : null;
   }
 
-  /** The worker's trace ring (shared memory), or null once released. Use it synchronously. */
-  traceMemory(): Uint8Array | null {
-    return this.#shared.released ? null : this.#shared.trace;
+  /** A ring's trace memory (shared memory), or null once released. Use it synchronously. */
+  traceMemory(position: number): Uint8Array | null {
+    const r = this.#rings.get(position);
+    return r && !r.shared.released ? r.shared.trace : null;
   }
 
-  /** Unmaps the shared counters; call after the last snapshot. */
+  /** Unmaps every ring's shared counters; call after their last snapshots. */
   release(): void {
-    this.#shared.release();
+    for (const r of this.#rings.values()) r.shared.release();
+    this.#rings.clear();
+  }
+
+  /** Unmaps a ring's shared counters; call after its last snapshot. */
+  releaseRing(position: number): void {
+    const r = this.#rings.get(position);
+    if (!r) return;
+    r.shared.release();
+    this.#rings.delete(position);
   }
 
   /** Asks the worker to stop and waits for it; kills it after the deadline. */

@@ -1,15 +1,21 @@
-// The worker manager. Each input interface gets a plane: N packet sockets set up by the
-// supervisor (ring, filter, bind, and a fanout group when N > 1) and one worker per socket.
-// The supervisor keeps the sockets for the plane's lifetime, so a replaced worker attaches to
-// the same ring and fanout slot: nothing is reassigned, and packets that arrived meanwhile are
-// still in the ring. Rules of an interface are split by flowHash(group, port) % N, the hash
-// the kernel's fanout program computes. A control tick (one interval, created once) starts
-// workers, applies tables, pings with a deadline, repairs drift and restarts failed workers
-// with escalating backoff. Nothing here blocks the event loop.
+// The worker manager. Worker processes are numbered 0..W-1 (W: the largest worker count any
+// input interface wants, default 1); each serves the rings of several input interfaces from one
+// dataplane thread. An interface with k workers gets a plane: k packet sockets set up by the
+// supervisor (ring, filter, bind, and a fanout group when k > 1), socket i served by worker i.
+// A worker holds a fixed set of packet sockets (positions) from its start, blank until the
+// supervisor sets one up for an interface, so adding an interface gives a running worker a
+// ring without restarting it (and its seccomp filter covers every position from the start).
+// The supervisor keeps every socket, so a replaced worker attaches to the same rings and
+// fanout slots: packets that arrived meanwhile are still there. Rules of an interface are
+// split by flowHash(group, port) % k, the hash the kernel's fanout program computes. A control
+// tick (one interval, created once) starts workers, adds rings, applies tables, pings with a
+// deadline, repairs drift and restarts failed workers with escalating backoff. Nothing here
+// blocks the event loop.
 import { randomInt } from "node:crypto";
 import { logger } from "../log.ts";
 import { WORKERS_PER_INTERFACE_MAX } from "../limits.ts";
 import { fdCloseAsync, packetOpen, packetSetupAsync, type RingGeometry } from "../native/lib.ts";
+import { LIMITS } from "../native/abi.ts";
 import { workerSlot } from "../rules/flow-hash.ts";
 import { encodeWorkerTable, tableBytesHash } from "../rules/wire.ts";
 import type { WireRule } from "../rules/wire.ts";
@@ -17,7 +23,7 @@ import { CounterBook } from "./counters.ts";
 import { lookupLink } from "../rules/links.ts";
 import type { WorkerUser } from "./user.ts";
 import type { LinkLookup } from "../rules/rule.ts";
-import { WorkerHandle, WorkerRefusedError } from "./worker-handle.ts";
+import { WorkerHandle, WorkerRefusedError, type RingSpec } from "./worker-handle.ts";
 import type { RingInfo, WorkerInfo } from "../control/responses.ts";
 
 const log = logger("workers");
@@ -34,18 +40,47 @@ export const HEALTHY_RESET_MS = 30_000;
 
 export type WorkerState = "starting" | "running" | "backoff" | "stopping";
 
-/** The sockets of one input interface. */
+/** The sockets of one input interface: socket i at `positions[i]` of worker i. */
 interface Plane {
   ifname: string;
   ifindex: number;
   mtu: number;
-  fds: number[];
+  positions: number[];
   geometry: RingGeometry;
   fanoutId: number;
 }
 
+/** One worker process slot: its packet sockets by position, its process, its health. */
+interface Proc {
+  index: number;
+  /**
+   * The supervisor's packet sockets by position: blank, or set up for an interface. null: closed
+   * (its interface went away); a new blank takes its place at the worker's next start.
+   */
+  sockets: (number | null)[];
+  /** The interface each position is set up for (reserved while its setup runs), or null. */
+  uses: (string | null)[];
+  cpu: number | null;
+  handle: WorkerHandle | null;
+  /** A worker process holds the sockets (from its spawn to its exit): no new ones for it then. */
+  live: boolean;
+  state: WorkerState;
+  /** Starting (one start at a time; rings wait for it). */
+  busy: boolean;
+  restarts: number;
+  failures: number;
+  backoffMs: number;
+  nextStartAt: number;
+  startedAt: number;
+  lastError: string | null;
+  /** Set when the worker is stopped on purpose (no restart, not a failure). */
+  retiring: boolean;
+}
+
+/** One ring: an interface's socket in one worker, with the table that worker applies to it. */
 interface Entry {
   ifname: string;
+  /** The interface's socket index, which is also the worker serving it. */
   slot: number;
   members: number;
   rules: WireRule[];
@@ -53,22 +88,21 @@ interface Entry {
   table: Uint8Array;
   hash: string;
   generation: number;
-  handle: WorkerHandle | null;
-  state: WorkerState;
+  /** Its socket's position in worker `slot`, once its plane is set up. */
+  position: number | null;
+  /** The worker process that serves this ring now, or null. */
+  attached: WorkerHandle | null;
   appliedHash: string | null;
-  /** One operation at a time per worker (start, apply, ping). */
+  /** One operation at a time per ring (add, apply, ping). */
   busy: boolean;
-  restarts: number;
-  failures: number;
-  backoffMs: number;
-  nextStartAt: number;
-  startedAt: number;
   lastPingAt: number;
   lastError: string | null;
   driftRepairs: number;
-  /** Set when the worker is stopped on purpose (no restart, not a failure). */
+  /** Its plane could not be set up (e.g. the interface vanished): tried again after a backoff. */
+  attachFailures: number;
+  attachRetryAt: number;
   retiring: boolean;
-  /** The last table a worker of this slot accepted: what it goes back to after a refusal. */
+  /** The last table a worker accepted for this ring: what it goes back to after a refusal. */
   good: { rules: WireRule[]; table: Uint8Array; hash: string; generation: number } | null;
   /** The wanted table's hash when the worker refused it, and why (not retried until it changes). */
   refusedHash: string | null;
@@ -77,18 +111,21 @@ interface Entry {
 
 export type { WorkerInfo };
 
-/** The ring geometry a worker reported, as the control protocol names it. */
-function ringInfo(r: Record<string, number>): RingInfo {
-  return { block_bytes: r.blockBytes ?? 0, block_count: r.blockCount ?? 0, frame_bytes: r.frameBytes ?? 0, frame_count: r.frameCount ?? 0 };
+/** The ring geometry, as the control protocol names it. */
+function ringInfo(r: RingGeometry): RingInfo {
+  return { block_bytes: r.blockBytes, block_count: r.blockCount, frame_bytes: r.frameBytes, frame_count: r.frameCount };
 }
 
 export interface Desired {
   rules: WireRule[];
-  /** Workers for this interface (PACKET_FANOUT when more than one). */
+  /** Workers serving this interface (its sockets in workers 0..workers-1, PACKET_FANOUT when more than one). */
   workers: number;
   /** Ring of each of its packet sockets in MiB; undefined: the native default. */
   ringMib?: number;
-  /** mcr's `pinning`: the CPU of each worker by slot (slot i on cpus[i]); undefined: not pinned. */
+  /**
+   * mcr's `pinning`: a CPU per worker index (worker i on cpus[i]); undefined: not pinned. A
+   * worker serves several interfaces: the first interface (in order) naming a CPU for it decides.
+   */
   cpus?: number[];
 }
 
@@ -96,9 +133,13 @@ function entryKey(ifname: string, slot: number): string {
   return `${ifname}#${slot}`;
 }
 
+/** Packet sockets (positions) each worker holds: the rings it can serve. */
+const POSITIONS = LIMITS.ringsPerWorkerMax;
+
 export class WorkerPool {
   readonly counters = new CounterBook();
   readonly #entries = new Map<string, Entry>();
+  readonly #procs: Proc[] = [];
   /** Planes by interface; a promise while its sockets are being set up. */
   readonly #planes = new Map<string, Promise<Plane>>();
   readonly #timer: ReturnType<typeof setInterval>;
@@ -110,8 +151,7 @@ export class WorkerPool {
   #lastSampleAt = 0;
   #lastTickAt = performance.now();
   /** What each plane was built for (known before its sockets are ready). */
-  readonly #planeFacts = new Map<string, { ifindex: number; mtu: number; members: number; ringMib: number | undefined; cpus: string }>();
-  readonly #cpus = new Map<string, number[] | undefined>();
+  readonly #planeFacts = new Map<string, { ifindex: number; mtu: number; members: number; ringMib: number | undefined }>();
   /** The ring size each interface should have (from the last setTables). */
   readonly #ringMib = new Map<string, number | undefined>();
   #waiters: (() => void)[] = [];
@@ -124,38 +164,73 @@ export class WorkerPool {
 
   /**
    * Sets what every interface should forward. Interfaces absent (or with no rules) get their
-   * workers stopped and sockets closed; a changed worker count, ifindex or MTU rebuilds the
-   * interface's plane.
+   * rings dropped from their workers and sockets closed; a changed worker count, ring size,
+   * ifindex or MTU rebuilds the interface's plane. Other interfaces' rings are not touched.
    */
   setTables(desired: Map<string, Desired>): void {
+    const membersOf = (want: Desired | undefined) => (want && want.rules.length > 0 ? Math.max(1, Math.min(WORKERS_PER_INTERFACE_MAX, want.workers)) : 0);
     for (const [ifname, facts] of this.#planeFacts) {
       const want = desired.get(ifname);
       const link = want && want.rules.length ? this.#lookup(ifname) : null;
-      const members = want ? Math.max(1, Math.min(WORKERS_PER_INTERFACE_MAX, want.workers)) : 0;
-      const stale = !want || want.rules.length === 0 || facts.members !== members || facts.ringMib !== want.ringMib || facts.cpus !== JSON.stringify(want.cpus ?? null) || !link || link.ifindex !== facts.ifindex || link.mtu !== facts.mtu;
+      const stale = membersOf(want) === 0 || facts.members !== membersOf(want) || facts.ringMib !== want?.ringMib || !link || link.ifindex !== facts.ifindex || link.mtu !== facts.mtu;
       if (stale) void this.#closePlane(ifname);
     }
-    // Workers whose plane was never built (its setup kept failing) are pruned here too.
+    // Rings whose plane was never built (its setup kept failing) are pruned here too.
     for (const e of [...this.#entries.values()]) {
-      const want = desired.get(e.ifname);
-      const members = want ? Math.max(1, Math.min(WORKERS_PER_INTERFACE_MAX, want.workers)) : 0;
-      if (!want || want.rules.length === 0 || members !== e.members) {
+      if (membersOf(desired.get(e.ifname)) !== e.members) {
         this.#entries.delete(entryKey(e.ifname, e.slot));
-        void this.#retire(e);
+        void this.#retireEntry(e);
       }
     }
     this.#ringMib.clear();
     for (const [ifname, want] of desired) this.#ringMib.set(ifname, want.ringMib);
-    this.#cpus.clear();
-    for (const [ifname, want] of desired) this.#cpus.set(ifname, want.cpus);
+    const workers = Math.max(0, ...[...desired.values()].map(membersOf));
+    for (const p of this.#procs.splice(workers)) void this.#retireProc(p);
+    for (let i = 0; i < workers; i++) {
+      let cpu: number | null = null;
+      for (const want of desired.values()) {
+        if (membersOf(want) > 0 && want.cpus?.[i] !== undefined) {
+          cpu = want.cpus[i]!;
+          break;
+        }
+      }
+      const p = this.#procs[i];
+      if (!p) {
+        this.#procs.push(this.#newProc(i, cpu));
+      } else if (p.cpu !== cpu) {
+        // Pinning is applied at start: the worker is replaced (its rings stay in the supervisor).
+        p.cpu = cpu;
+        p.handle?.kill("SIGTERM");
+      }
+    }
     for (const [ifname, want] of desired) {
-      if (want.rules.length === 0) continue;
-      const members = Math.max(1, Math.min(WORKERS_PER_INTERFACE_MAX, want.workers));
+      const members = membersOf(want);
+      if (members === 0) continue;
       const split: WireRule[][] = Array.from({ length: members }, () => []);
       for (const r of want.rules) split[workerSlot(r.group, r.port, members)]!.push(r);
       for (let slot = 0; slot < members; slot++) this.#setEntry(ifname, slot, members, split[slot]!);
     }
     this.#tick();
+  }
+
+  #newProc(index: number, cpu: number | null): Proc {
+    return {
+      index,
+      sockets: Array.from({ length: POSITIONS }, () => null),
+      uses: Array.from({ length: POSITIONS }, () => null),
+      cpu,
+      handle: null,
+      live: false,
+      state: "starting",
+      busy: false,
+      restarts: 0,
+      failures: 0,
+      backoffMs: 0,
+      nextStartAt: 0,
+      startedAt: 0,
+      lastError: null,
+      retiring: false,
+    };
   }
 
   #setEntry(ifname: string, slot: number, members: number, rules: WireRule[]): void {
@@ -181,18 +256,15 @@ export class WorkerPool {
       table,
       hash,
       generation: ++this.#generation,
-      handle: null,
-      state: "starting",
+      position: null,
+      attached: null,
       appliedHash: null,
       busy: false,
-      restarts: 0,
-      failures: 0,
-      backoffMs: 0,
-      nextStartAt: 0,
-      startedAt: 0,
       lastPingAt: 0,
       lastError: null,
       driftRepairs: 0,
+      attachFailures: 0,
+      attachRetryAt: 0,
       retiring: false,
       good: null,
       refusedHash: null,
@@ -200,30 +272,44 @@ export class WorkerPool {
     });
   }
 
-  /** Stops the interface's workers and closes its sockets. */
+  /** Drops the interface's rings from their workers and closes its sockets. */
   async #closePlane(ifname: string): Promise<void> {
     const pending = this.#planes.get(ifname);
     this.#planes.delete(ifname);
     this.#planeFacts.delete(ifname);
     const entries = [...this.#entries.values()].filter((e) => e.ifname === ifname);
     for (const e of entries) this.#entries.delete(entryKey(e.ifname, e.slot));
-    await Promise.all(entries.map((e) => this.#retire(e)));
+    await Promise.all(entries.map((e) => this.#retireEntry(e)));
     const plane = await pending?.catch(() => null);
-    // Closing a packet socket waits for the stack to let go of it: off the event loop.
-    for (const fd of plane?.fds ?? []) fdCloseAsync(fd);
+    plane?.positions.forEach((position, slot) => {
+      const p = this.#procs[slot];
+      if (p && p.uses[position] === ifname) this.#closePosition(p, position);
+    });
   }
 
-  /** The plane of an interface, set up on first use: all sockets join before any worker runs. */
+  /**
+   * Closes the supervisor's socket at a position. A running worker closed its own reference
+   * when it dropped the ring; the position takes a new blank socket at the worker's next start.
+   */
+  #closePosition(p: Proc, position: number): void {
+    const fd = p.sockets[position];
+    p.sockets[position] = null;
+    p.uses[position] = null;
+    // Closing a packet socket waits for the stack to let go of it: off the event loop.
+    if (fd !== null && fd !== undefined) fdCloseAsync(fd);
+  }
+
+  /** The plane of an interface, set up on first use: all sockets join before any worker reads. */
   #plane(ifname: string, members: number): Promise<Plane> {
     const existing = this.#planes.get(ifname);
     if (existing) return existing;
     const link = this.#lookup(ifname);
     if (!link) return Promise.reject(new Error(`interface ${ifname} does not exist`));
     const ringMib = this.#ringMib.get(ifname);
-    this.#planeFacts.set(ifname, { ifindex: link.ifindex, mtu: link.mtu, members, ringMib, cpus: JSON.stringify(this.#cpus.get(ifname) ?? null) });
+    this.#planeFacts.set(ifname, { ifindex: link.ifindex, mtu: link.mtu, members, ringMib });
     const building = this.#buildPlane(ifname, link.ifindex, link.mtu, members, ringMib);
     this.#planes.set(ifname, building);
-    // A failed setup is tried again by the next worker start.
+    // A failed setup is tried again by the next attempt.
     building.catch(() => {
       if (this.#planes.get(ifname) === building) {
         this.#planes.delete(ifname);
@@ -233,40 +319,60 @@ export class WorkerPool {
     return building;
   }
 
+  /** A free position in worker `slot` for an interface's socket, reserved for it. */
+  #reservePosition(p: Proc, ifname: string): number {
+    for (let position = 0; position < POSITIONS; position++) {
+      if (p.uses[position] !== null) continue;
+      if (p.sockets[position] === null) {
+        // A worker holds only the sockets it was started with.
+        if (p.live) continue;
+        p.sockets[position] = packetOpen();
+      }
+      p.uses[position] = ifname;
+      return position;
+    }
+    throw new Error(`worker ${p.index} serves ${POSITIONS} rings already (closed positions are renewed at its next start)`);
+  }
+
   async #buildPlane(ifname: string, ifindex: number, mtu: number, members: number, ringMib: number | undefined): Promise<Plane> {
     const fanoutId = members > 1 ? randomInt(1, 0xffff) : 0;
-    const fds: number[] = [];
+    const taken: { p: Proc; position: number }[] = [];
     let geometry: RingGeometry | null = null;
     try {
+      for (let slot = 0; slot < members; slot++) {
+        const p = this.#procs[slot];
+        if (!p) throw new Error(`worker ${slot} is not there`);
+        taken.push({ p, position: this.#reservePosition(p, ifname) });
+      }
       // One after another: fanout slots are taken in join order.
-      for (let i = 0; i < members; i++) {
-        const fd = packetOpen();
-        fds.push(fd);
+      for (const { p, position } of taken) {
         // 0: the native default (zig/constants.zig ring_bytes_default).
-        geometry = await packetSetupAsync(fd, { ifindex, mtu, ringBytes: (ringMib ?? 0) * MIB, blockTimeoutMs: 0, fanoutId }, ifname);
+        geometry = await packetSetupAsync(p.sockets[position]!, { ifindex, mtu, ringBytes: (ringMib ?? 0) * MIB, blockTimeoutMs: 0, fanoutId }, ifname);
       }
     } catch (err) {
-      for (const fd of fds) fdCloseAsync(fd);
+      // A socket set up half-way is not reused: closed (renewed at the worker's next start).
+      for (const { p, position } of taken) if (p.uses[position] === ifname) this.#closePosition(p, position);
       throw err;
     }
-    log.debug(`interface ${ifname}: ${members} socket(s), ring ${geometry!.blockCount} x ${geometry!.blockBytes} bytes${fanoutId ? `, fanout group ${fanoutId}` : ""}`);
-    return { ifname, ifindex, mtu, fds, geometry: geometry!, fanoutId };
+    log.debug(`interface ${ifname}: ${members} socket(s) at positions ${taken.map((t) => `${t.p.index}:${t.position}`).join(" ")}, ring ${geometry!.blockCount} x ${geometry!.blockBytes} bytes${fanoutId ? `, fanout group ${fanoutId}` : ""}`);
+    return { ifname, ifindex, mtu, positions: taken.map((t) => t.position), geometry: geometry!, fanoutId };
   }
 
   /**
-   * Resolves when every worker holds its desired table, or rejects after the deadline. With
-   * `failedIsSettled`, a worker that failed since it was given its table (exited, refused to
-   * run, its socket could not be set up) counts as settled too: start-up does not wait for a
-   * worker that is being restarted with backoff.
+   * Resolves when every ring holds its desired table, or rejects after the deadline. With
+   * `failedIsSettled`, a ring that failed since it was given its table (its worker exited or
+   * refused to run, its socket could not be set up) counts as settled too: start-up does not
+   * wait for a worker that is being restarted with backoff.
    */
   async settled(timeoutMs = 5000, o: { failedIsSettled?: boolean } = {}): Promise<void> {
     const deadline = performance.now() + timeoutMs;
-    const failuresBefore = new Map([...this.#entries].map(([k, e]) => [k, e.failures]));
-    const failed = (k: string, e: Entry) => o.failedIsSettled === true && e.failures > (failuresBefore.get(k) ?? 0);
+    const failuresOf = (e: Entry) => (this.#procs[e.slot]?.failures ?? 0) + e.attachFailures;
+    const failuresBefore = new Map([...this.#entries].map(([k, e]) => [k, failuresOf(e)]));
+    const failed = (k: string, e: Entry) => o.failedIsSettled === true && failuresOf(e) > (failuresBefore.get(k) ?? 0);
     while (!this.#allApplied(failed)) {
       if (performance.now() > deadline) {
         const late = [...this.#entries.values()].filter((e) => e.appliedHash !== e.hash);
-        throw new Error(late.map((e) => `worker ${label(e)}: ${e.lastError ?? `table not applied yet (${e.state})`}`).join("; "));
+        throw new Error(late.map((e) => `worker ${label(e)}: ${e.lastError ?? this.#procs[e.slot]?.lastError ?? `table not applied yet (${this.#stateOf(e)})`}`).join("; "));
       }
       await new Promise<void>((r) => {
         this.#waiters.push(r);
@@ -301,48 +407,70 @@ export class WorkerPool {
     for (const r of w) r();
   }
 
+  #stateOf(e: Entry): WorkerState {
+    const p = this.#procs[e.slot];
+    if (!p || e.retiring) return "stopping";
+    if (p.state === "running" && e.attached === null) return "starting";
+    return p.state;
+  }
+
+  /** One row per ring: the interface, the worker serving it and that worker's health. */
   info(): WorkerInfo[] {
     const now = Date.now();
-    return [...this.#entries.values()].map((e) => ({
-      interface: e.ifname,
-      slot: e.slot,
-      workers_on_interface: e.members,
-      pid: e.handle?.pid ?? null,
-      state: e.state,
-      uptime_s: e.handle ? Math.round((now - e.startedAt) / 100) / 10 : 0,
-      restarts: e.restarts,
-      consecutive_failures: e.failures,
-      backoff_ms: e.state === "backoff" ? e.backoffMs : 0,
-      drift_repairs: e.driftRepairs,
-      table_hash: e.hash,
-      applied_hash: e.appliedHash,
-      rules: e.rules.length,
-      last_error: e.lastError,
-      ring: e.handle ? ringInfo(e.handle.ring) : null,
-      confinement: e.handle?.confinement ?? null,
-    }));
+    return [...this.#entries.values()].map((e) => {
+      const p = this.#procs[e.slot];
+      const h = e.attached;
+      return {
+        interface: e.ifname,
+        slot: e.slot,
+        workers_on_interface: e.members,
+        worker: e.slot,
+        position: e.position,
+        pid: h?.pid ?? null,
+        state: this.#stateOf(e),
+        uptime_s: h && p ? Math.round((now - p.startedAt) / 100) / 10 : 0,
+        restarts: p?.restarts ?? 0,
+        consecutive_failures: p?.failures ?? 0,
+        backoff_ms: p?.state === "backoff" ? p.backoffMs : 0,
+        drift_repairs: e.driftRepairs,
+        table_hash: e.hash,
+        applied_hash: e.appliedHash,
+        rules: e.rules.length,
+        last_error: e.lastError ?? p?.lastError ?? null,
+        ring: h && e.position !== null ? ringInfo(h.rings().find((r) => r.position === e.position)?.geometry ?? ZERO_GEOMETRY) : null,
+        confinement: h?.confinement ?? null,
+      };
+    });
+  }
+
+  /** Worker processes: how many, and how many are in each state. */
+  processes(): { total: number; starting: number; running: number; backoff: number; stopping: number } {
+    const out = { total: this.#procs.length, starting: 0, running: 0, backoff: 0, stopping: 0 };
+    for (const p of this.#procs) out[p.state] += 1;
+    return out;
   }
 
   /** Applies a log level to every worker now and to workers started later. */
   async setLogLevel(level: string): Promise<void> {
     this.#logLevel = level;
-    await Promise.allSettled([...this.#entries.values()].map((e) => e.handle?.setLogLevel(level)));
+    await Promise.allSettled(this.#procs.map((p) => p.handle?.setLogLevel(level)));
   }
 
-  /** The trace memory of every live worker of an interface; valid until the event loop turns. */
+  /** The trace memory of every live ring of an interface; valid until the event loop turns. */
   traceMemories(ifname: string): Uint8Array[] {
     const out: Uint8Array[] = [];
     for (const e of this.#entries.values()) {
-      const mem = e.ifname === ifname ? e.handle?.traceMemory() : null;
+      const mem = e.ifname === ifname && e.attached && e.position !== null ? e.attached.traceMemory(e.position) : null;
       if (mem) out.push(mem);
     }
     return out;
   }
 
-  /** Reads fresh counters of every running worker (from shared memory). */
+  /** Reads fresh counters of every ring a running worker serves (from shared memory). */
   refresh(): void {
     for (const e of this.#entries.values()) {
-      if (e.handle) this.counters.observe(workerKey(e), e.ifname, e.handle.snapshot());
+      const snap = e.attached && e.position !== null ? e.attached.snapshot(e.position) : null;
+      if (snap) this.counters.observe(ringKey(e, e.attached!), e.ifname, snap);
     }
   }
 
@@ -357,19 +485,46 @@ export class WorkerPool {
     if (this.#closed) return;
     this.#closed = true;
     clearInterval(this.#timer);
-    await Promise.all([...this.#planes.keys(), ...[...this.#entries.values()].map((e) => e.ifname)].filter((v, i, a) => a.indexOf(v) === i).map((ifname) => this.#closePlane(ifname)));
+    this.#planes.clear();
+    this.#planeFacts.clear();
+    await Promise.all(this.#procs.splice(0).map((p) => this.#retireProc(p)));
+    this.#entries.clear();
   }
 
-  async #retire(entry: Entry): Promise<void> {
-    entry.retiring = true;
-    entry.state = "stopping";
-    const handle = entry.handle;
-    if (!handle) return;
-    const key = workerKey(entry);
-    await handle.stop();
-    this.counters.retire(key, entry.ifname, handle.snapshot());
-    handle.release();
-    entry.handle = null;
+  /** A ring leaves its worker: the worker drops it, its final counts are kept. */
+  async #retireEntry(e: Entry): Promise<void> {
+    e.retiring = true;
+    const h = e.attached;
+    e.attached = null;
+    if (!h || e.position === null) return;
+    const final = await h.dropRing(e.position);
+    if (final) this.counters.retire(ringKey(e, h), e.ifname, final);
+  }
+
+  /** Stops a worker on purpose and closes its sockets, keeping its rings' final counts. */
+  async #retireProc(p: Proc): Promise<void> {
+    p.retiring = true;
+    p.state = "stopping";
+    const h = p.handle;
+    if (h) {
+      await h.stop();
+      this.#retireRings(p, h);
+      h.release();
+      p.handle = null;
+    }
+    p.live = false;
+    for (let position = 0; position < POSITIONS; position++) this.#closePosition(p, position);
+  }
+
+  /** The final counts of every ring a (stopped or dead) worker served join the retired totals. */
+  #retireRings(p: Proc, h: WorkerHandle): void {
+    for (const e of this.#entries.values()) {
+      if (e.slot !== p.index || e.attached !== h || e.position === null) continue;
+      const final = h.snapshot(e.position);
+      if (final) this.counters.retire(ringKey(e, h), e.ifname, final);
+      e.attached = null;
+      e.appliedHash = null;
+    }
   }
 
   /** Milliseconds since the control tick last ran (for /healthz). */
@@ -381,19 +536,26 @@ export class WorkerPool {
     if (this.#closed) return;
     const now = performance.now();
     this.#lastTickAt = now;
-    for (const e of this.#entries.values()) {
+    for (const p of this.#procs) {
       // A worker being killed gets nothing more: its exit schedules the restart.
-      if (e.busy || e.retiring || e.handle?.killed) continue;
-      if (!e.handle) {
-        if (now >= e.nextStartAt) this.#run(e, () => this.#start(e));
-      } else if (e.appliedHash !== e.hash && e.refusedHash !== e.hash) {
-        this.#run(e, () => this.#apply(e));
-      } else if (now - e.lastPingAt >= PING_INTERVAL_MS) {
-        this.#run(e, () => this.#ping(e));
+      if (p.busy || p.retiring || p.handle?.killed) continue;
+      const wanted = [...this.#entries.values()].some((e) => e.slot === p.index);
+      if (!p.handle && wanted && now >= p.nextStartAt) this.#runProc(p, () => this.#startProc(p));
+      if (p.handle && p.failures > 0 && Date.now() - p.startedAt >= HEALTHY_RESET_MS) {
+        p.failures = 0;
+        p.backoffMs = 0;
       }
-      if (e.handle && e.failures > 0 && Date.now() - e.startedAt >= HEALTHY_RESET_MS) {
-        e.failures = 0;
-        e.backoffMs = 0;
+    }
+    for (const e of this.#entries.values()) {
+      const p = this.#procs[e.slot];
+      const h = p?.handle;
+      if (!p || !h || p.busy || e.busy || e.retiring || h.killed) continue;
+      if (e.attached !== h) {
+        if (now >= e.attachRetryAt) this.#runEntry(e, p, () => this.#attach(e, p, h));
+      } else if (e.appliedHash !== e.hash && e.refusedHash !== e.hash) {
+        this.#runEntry(e, p, () => this.#apply(e));
+      } else if (now - e.lastPingAt >= PING_INTERVAL_MS) {
+        this.#runEntry(e, p, () => this.#ping(e));
       }
     }
     if (now - this.#lastSampleAt >= STATS_INTERVAL_MS) {
@@ -402,15 +564,26 @@ export class WorkerPool {
     }
   }
 
-  #run(e: Entry, op: () => Promise<void>): void {
+  #runProc(p: Proc, op: () => Promise<void>): void {
+    p.busy = true;
+    op()
+      .catch((err) => this.#fail(p, (err as Error).message))
+      .finally(() => {
+        p.busy = false;
+        this.#notify();
+      });
+  }
+
+  #runEntry(e: Entry, p: Proc, op: () => Promise<void>): void {
     e.busy = true;
-    const handle = e.handle;
+    const handle = p.handle;
     op()
       .catch((err) => {
         // An operation that failed because its worker exited (or was replaced) meanwhile is
         // that exit, already counted once by #exited: never a second failure.
-        if (handle && e.handle !== handle) return;
-        this.#fail(e, (err as Error).message);
+        if (handle && p.handle !== handle) return;
+        e.lastError = (err as Error).message;
+        this.#fail(p, `${e.ifname}: ${(err as Error).message}`);
       })
       .finally(() => {
         e.busy = false;
@@ -418,57 +591,116 @@ export class WorkerPool {
       });
   }
 
-  async #start(e: Entry): Promise<void> {
-    e.state = "starting";
-    const plane = await this.#plane(e.ifname, e.members);
-    const handle = await WorkerHandle.start({
-      ifname: e.ifname,
-      ifindex: plane.ifindex,
-      packetFd: plane.fds[e.slot]!,
-      geometry: plane.geometry,
-      slot: e.slot,
-      members: e.members,
-      cpu: this.#cpus.get(e.ifname)?.[e.slot] ?? null,
-      user: this.#user,
-      onExit: (code, signal) => this.#exited(e, handle, code, signal),
-    });
-    if (e.retiring) {
+  /** The planes of a worker's rings, each set up once; a ring whose plane fails waits for its retry. */
+  async #planeFor(e: Entry): Promise<Plane | null> {
+    try {
+      const plane = await this.#plane(e.ifname, e.members);
+      e.attachFailures = 0;
+      return plane;
+    } catch (err) {
+      e.attachFailures += 1;
+      e.attachRetryAt = performance.now() + Math.min(BACKOFF_MAX_MS, BACKOFF_MIN_MS * 2 ** (e.attachFailures - 1));
+      e.lastError = (err as Error).message;
+      log.error(`worker ${label(e)}: ${e.lastError}`);
+      return null;
+    }
+  }
+
+  async #startProc(p: Proc): Promise<void> {
+    p.state = "starting";
+    const entries = [...this.#entries.values()].filter((e) => e.slot === p.index && !e.retiring);
+    const rings: RingSpec[] = [];
+    const ready: Entry[] = [];
+    for (const e of entries) {
+      const plane = await this.#planeFor(e);
+      if (!plane || e.retiring) continue;
+      e.position = plane.positions[e.slot]!;
+      rings.push({ position: e.position, ifname: e.ifname, ifindex: plane.ifindex, slot: e.slot, members: e.members, geometry: plane.geometry });
+      ready.push(e);
+    }
+    if (rings.length === 0) throw new Error(entries.map((e) => e.lastError).find((m) => m) ?? "no ring to serve");
+    // Positions closed while the previous worker ran get new blank sockets.
+    for (let position = 0; position < POSITIONS; position++) if (p.sockets[position] === null) p.sockets[position] = packetOpen();
+    p.live = true;
+    let handle: WorkerHandle;
+    try {
+      handle = await WorkerHandle.start({
+        index: p.index,
+        workers: this.#procs.length,
+        sockets: [...(p.sockets as number[])],
+        rings,
+        cpu: p.cpu,
+        user: this.#user,
+        onExit: (code, signal) => this.#exited(p, handle, code, signal),
+      });
+    } catch (err) {
+      p.live = false;
+      throw err;
+    }
+    if (p.retiring) {
       await handle.stop();
       handle.release();
+      p.live = false;
       return;
     }
-    e.handle = handle;
-    e.startedAt = Date.now();
-    e.appliedHash = null;
+    p.handle = handle;
+    p.startedAt = Date.now();
+    for (const e of ready) {
+      e.attached = handle;
+      e.appliedHash = null;
+    }
     if (this.#logLevel) await handle.setLogLevel(this.#logLevel);
+    for (const e of ready) if (e.attached === handle && !e.retiring) await this.#apply(e);
+    p.state = "running";
+    p.lastError = null;
+    log.debug(`worker ${p.index} (pid ${handle.pid}) serves ${ready.map((e) => label(e)).join(", ")}`);
+  }
+
+  /** Gives a running worker a ring it does not serve yet (an interface added): no restart. */
+  async #attach(e: Entry, p: Proc, h: WorkerHandle): Promise<void> {
+    const plane = await this.#planeFor(e);
+    if (!plane || e.retiring || p.handle !== h) return;
+    e.position = plane.positions[e.slot]!;
+    await h.addRing({ position: e.position, ifname: e.ifname, ifindex: plane.ifindex, slot: e.slot, members: e.members, geometry: plane.geometry });
+    if (e.retiring) {
+      const final = await h.dropRing(e.position);
+      if (final) this.counters.retire(ringKey(e, h), e.ifname, final);
+      return;
+    }
+    e.attached = h;
+    e.appliedHash = null;
     await this.#apply(e);
-    e.state = "running";
     e.lastError = null;
+    log.debug(`worker ${p.index} (pid ${h.pid}) now also serves ${label(e)}`);
   }
 
   async #apply(e: Entry): Promise<void> {
-    const handle = e.handle!;
+    const handle = e.attached!;
+    const position = e.position!;
     const { rules, table, hash, generation } = e;
-    // Counters of rules leaving this worker's table restart; the book keeps what they had.
-    this.counters.observe(workerKey(e), e.ifname, handle.snapshot());
+    const key = ringKey(e, handle);
+    // Counters of rules leaving this ring's table restart; the book keeps what they had.
+    const before = handle.snapshot(position);
+    if (before) this.counters.observe(key, e.ifname, before);
     try {
-      await handle.applyTable(table, generation, hash);
+      await handle.applyTable(position, table, generation, hash);
     } catch (err) {
       if (!(err instanceof WorkerRefusedError)) throw err;
       // Refused, not failed: the worker keeps the table it had and goes on forwarding it
-      // (killing it would stop every rule of the interface, and its successor would refuse
-      // the same table). A new worker gets the last table this slot accepted.
+      // (killing it would stop every rule it serves, and its successor would refuse the same
+      // table). A new worker gets the last table this ring accepted.
       e.refusedHash = hash;
-      e.refusal = err.message.replace(`worker ${handle.ifname}: `, "");
+      e.refusal = err.message.replace(`${handle.name}: `, "");
       e.lastError = `table refused: ${e.refusal}`;
       log.error(`worker ${label(e)}: refused table ${hash} (${e.refusal}); it keeps table ${e.good?.hash ?? "(none)"}`);
       if (e.good && e.appliedHash !== e.good.hash) {
-        await handle.applyTable(e.good.table, e.good.generation, e.good.hash);
+        await handle.applyTable(position, e.good.table, e.good.generation, e.good.hash);
         e.appliedHash = e.good.hash;
       }
       return;
     }
-    this.counters.observe(workerKey(e), e.ifname, handle.snapshot());
+    const after = handle.snapshot(position);
+    if (after) this.counters.observe(key, e.ifname, after);
     e.appliedHash = hash;
     e.good = { rules, table, hash, generation };
     e.refusedHash = null;
@@ -478,7 +710,7 @@ export class WorkerPool {
 
   async #ping(e: Entry): Promise<void> {
     e.lastPingAt = performance.now();
-    const pong = await e.handle!.ping(PING_TIMEOUT_MS);
+    const pong = await e.attached!.ping(e.position!, PING_TIMEOUT_MS);
     // (No table accepted yet, e.g. the first one was refused: nothing to compare.)
     if (e.appliedHash !== null && pong.hash !== e.appliedHash) {
       e.driftRepairs += 1;
@@ -492,44 +724,47 @@ export class WorkerPool {
   }
 
   /** A failed operation: the worker is replaced (the exit handler schedules the restart). */
-  #fail(e: Entry, message: string): void {
-    e.lastError = message;
-    log.error(`worker ${label(e)}: ${message}`);
-    if (e.handle) {
-      e.handle.kill();
-    } else if (!e.retiring) {
-      this.#scheduleRestart(e);
+  #fail(p: Proc, message: string): void {
+    p.lastError = message;
+    log.error(`worker ${p.index}: ${message}`);
+    if (p.handle) {
+      p.handle.kill();
+    } else if (!p.retiring) {
+      this.#scheduleRestart(p);
     }
   }
 
-  #exited(e: Entry, handle: WorkerHandle, code: number | null, signal: string | null): void {
-    // A worker stopped on purpose is retired by #retire.
-    if (e.handle !== handle || e.retiring) return;
-    // Shared memory still holds its exact final counts, even after SIGKILL.
-    this.counters.retire(workerKey(e), e.ifname, handle.snapshot());
+  #exited(p: Proc, handle: WorkerHandle, code: number | null, signal: string | null): void {
+    // A worker stopped on purpose is retired by #retireProc.
+    if (p.handle !== handle || p.retiring) return;
+    // Shared memory still holds its rings' exact final counts, even after SIGKILL.
+    this.#retireRings(p, handle);
     handle.release();
-    e.handle = null;
-    e.appliedHash = null;
+    p.handle = null;
+    p.live = false;
     if (this.#closed) return;
-    e.lastError = e.lastError ?? `exited (${signal ?? `code ${code}`})`;
-    log.warn(`worker ${label(e)} (pid ${handle.pid}) exited (${signal ?? `code ${code}`})`);
-    this.#scheduleRestart(e);
+    p.lastError = p.lastError ?? `exited (${signal ?? `code ${code}`})`;
+    log.warn(`worker ${p.index} (pid ${handle.pid}) exited (${signal ?? `code ${code}`})`);
+    this.#scheduleRestart(p);
   }
 
-  #scheduleRestart(e: Entry): void {
-    e.failures += 1;
-    e.restarts += 1;
-    e.backoffMs = Math.min(BACKOFF_MAX_MS, BACKOFF_MIN_MS * 2 ** (e.failures - 1));
-    e.nextStartAt = performance.now() + e.backoffMs;
-    e.state = "backoff";
-    log.info(`worker ${label(e)}: restart in ${e.backoffMs} ms (failure ${e.failures})`);
+  #scheduleRestart(p: Proc): void {
+    p.failures += 1;
+    p.restarts += 1;
+    p.backoffMs = Math.min(BACKOFF_MAX_MS, BACKOFF_MIN_MS * 2 ** (p.failures - 1));
+    p.nextStartAt = performance.now() + p.backoffMs;
+    p.state = "backoff";
+    log.info(`worker ${p.index}: restart in ${p.backoffMs} ms (failure ${p.failures})`);
   }
 }
+
+const ZERO_GEOMETRY: RingGeometry = { blockBytes: 0, blockCount: 0, frameBytes: 0, frameCount: 0 };
 
 function label(e: Entry): string {
   return e.members > 1 ? `${e.ifname}/${e.slot}` : e.ifname;
 }
 
-function workerKey(e: Entry): string {
-  return `${e.ifname}#${e.slot}/${e.handle?.pid ?? 0}`;
+/** Counter book key of a ring in one worker process. */
+function ringKey(e: Entry, h: WorkerHandle): string {
+  return `${e.ifname}#${e.slot}/${h.pid}`;
 }

@@ -1,16 +1,40 @@
-// Messages between the supervisor and a worker. Control messages travel over Bun's IPC
+// Messages between the supervisor and a worker (one process serving the rings of several
+// interfaces, each at a position among its packet sockets). Control messages travel over Bun's IPC
 // channel as JSON; the socketpair (fd 3 in the worker) carries descriptors and wake-ups.
 // Both directions are validated with valibot on receipt.
 import * as v from "valibot";
 import { LOG_LEVELS } from "../log.ts";
+import { LIMITS } from "../native/abi.ts";
 
-/** First message on the socketpair, with the AF_PACKET socket attached. */
-export const PacketSocketSchema = v.strictObject({
-  kind: v.literal("packet-socket"),
+const index = v.pipe(v.number(), v.integer(), v.minValue(0));
+
+/**
+ * First message on the socketpair, with the worker's packet sockets attached: one per position
+ * (0 .. positions-1), set up for an interface or blank (set up later by the supervisor, when it
+ * adds an interface). `rings` ring messages follow at once.
+ */
+export const WorkerSetupSchema = v.strictObject({
+  kind: v.literal("worker"),
+  /** This worker's index among the workers, and how many there are. */
+  index,
+  workers: v.pipe(v.number(), v.integer(), v.minValue(1)),
+  positions: v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(LIMITS.ringsPerWorkerMax)),
+  rings: index,
+  /** The CPU to pin the dataplane thread to (mcr's `pinning`), or null: not pinned. */
+  cpu: v.nullable(index),
+  /** Who the worker becomes after taking the sockets (null: stay as started, tests only). */
+  user: v.nullable(v.strictObject({ name: v.string(), uid: index, gid: index })),
+});
+export type WorkerSetupMessage = v.InferOutput<typeof WorkerSetupSchema>;
+
+/** A ring to serve: the packet socket at `position` is set up for this interface. Carries its counter memfd. */
+export const RingSchema = v.strictObject({
+  kind: v.literal("ring"),
+  position: v.pipe(v.number(), v.integer(), v.minValue(0), v.maxValue(LIMITS.ringsPerWorkerMax - 1)),
   ifname: v.string(),
   ifindex: v.pipe(v.number(), v.integer(), v.minValue(1)),
-  /** This worker's index among the interface's workers, and how many there are. */
-  slot: v.pipe(v.number(), v.integer(), v.minValue(0)),
+  /** This ring's index among the interface's sockets (its fanout member), and how many there are. */
+  slot: index,
   members: v.pipe(v.number(), v.integer(), v.minValue(1)),
   geometry: v.strictObject({
     blockBytes: v.pipe(v.number(), v.integer(), v.minValue(4096)),
@@ -18,17 +42,18 @@ export const PacketSocketSchema = v.strictObject({
     frameBytes: v.pipe(v.number(), v.integer(), v.minValue(1)),
     frameCount: v.pipe(v.number(), v.integer(), v.minValue(1)),
   }),
-  /** The CPU to pin the dataplane thread to (mcr's `pinning`), or null: not pinned. */
-  cpu: v.nullable(v.pipe(v.number(), v.integer(), v.minValue(0))),
-  /** Who the worker becomes after taking the socket (null: stay as started, tests only). */
-  user: v.nullable(v.strictObject({ name: v.string(), uid: v.pipe(v.number(), v.integer(), v.minValue(0)), gid: v.pipe(v.number(), v.integer(), v.minValue(0)) })),
 });
-export type PacketSocketMessage = v.InferOutput<typeof PacketSocketSchema>;
+export type RingMessage = v.InferOutput<typeof RingSchema>;
+
+const position = v.pipe(v.number(), v.integer(), v.minValue(0), v.maxValue(LIMITS.ringsPerWorkerMax - 1));
 
 export const ToWorkerSchema = v.variant("type", [
   // The table itself travels as bytes on the socketpair, just before this message.
-  v.strictObject({ type: v.literal("table"), id: v.number(), generation: v.number(), hash: v.string(), bytes: v.pipe(v.number(), v.integer(), v.minValue(0)) }),
-  v.strictObject({ type: v.literal("ping"), id: v.number() }),
+  v.strictObject({ type: v.literal("table"), id: v.number(), position, generation: v.number(), hash: v.string(), bytes: v.pipe(v.number(), v.integer(), v.minValue(0)) }),
+  // The ring message (with its counter memfd) travels on the socketpair just before this one.
+  v.strictObject({ type: v.literal("ring-add"), id: v.number(), position }),
+  v.strictObject({ type: v.literal("ring-drop"), id: v.number(), position }),
+  v.strictObject({ type: v.literal("ping"), id: v.number(), position }),
   v.strictObject({ type: v.literal("log-level"), id: v.number(), level: v.picklist(LOG_LEVELS) }),
   v.strictObject({ type: v.literal("stop"), id: v.number() }),
 ]);

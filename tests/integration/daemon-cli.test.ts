@@ -308,6 +308,7 @@ describe("daemon CLI without a daemon", () => {
         format: "mcrelay",
         rules: [{ name: "a", from: "239.1.1.1:5000@eth0", to: ["239.2.2.2:6000@eth1"], ttl: 2 }],
         workers: {},
+        workers_default: null,
         warnings: [],
         errors: [],
       });

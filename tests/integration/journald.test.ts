@@ -72,7 +72,7 @@ describe("journald priorities", () => {
         for (const l of debug) expect(l).toMatch(/^<[2-7]>/);
         expect(debug).toContainEqual(expect.stringMatching(/^<6>\[info\] \[daemon\] ready: 2 rules/));
         expect(debug).toContainEqual(expect.stringMatching(/^<4>\[warn\] \[daemon\] rule later is pending: .*nosuch0/));
-        expect(debug).toContainEqual(expect.stringMatching(/^<7>\[debug\] \[worker:r0:/));
+        expect(debug).toContainEqual(expect.stringMatching(/^<7>\[debug\] \[worker:0:/));
         expect(debug).toContainEqual("<7>[debug] [netlink] interface r1 appeared (index 3, up, mtu 1500)");
 
         const info = await start("info");

@@ -102,6 +102,16 @@ describe("config file", () => {
     expect(problems(`{ workers: { eth0: 65 } }`)).toMatch(/workers\.eth0: at most 64 workers/);
   });
 
+  test("a plain worker count sets the worker processes and every interface's default; a bad one is refused naming the key", () => {
+    const cfg = parseConfig(`{ workers: 3, rules: [] }`, "w");
+    expect(cfg.workersDefault).toBe(3);
+    expect(cfg.workers).toEqual(new Map());
+    expect(parseConfig(`{ workers: { eth0: 2 } }`, "w").workersDefault).toBeNull();
+    expect(problems(`{ workers: 0 }`)).toMatch(/workers: at least 1 worker/);
+    expect(problems(`{ workers: 65 }`)).toMatch(/workers: at most 64 workers/);
+    expect(problems(`{ workers: "two" }`)).toMatch(/workers: workers is a number of worker processes/);
+  });
+
   test("ring_mib per interface is read; a size out of range or not whole is refused naming the interface", () => {
     const cfg = parseConfig(`{ ring_mib: { eth0: 64, "eth1.5": 1 }, rules: [] }`, "r");
     expect(cfg.ringMib).toEqual(new Map([["eth0", 64], ["eth1.5", 1]]));
@@ -129,6 +139,7 @@ describe("config file", () => {
       format: "mcrelay",
       specs: [{ name: "a", from: "239.1.1.1:5000@eth0", to: ["239.2.2.2:6000@eth1"] }],
       workers: new Map(),
+      workersDefault: null,
       pinning: new Map(),
       warnings: [],
       ringMib: new Map(),
