@@ -7,6 +7,12 @@
 //! equal-size datagrams travels as one message carrying UDP_SEGMENT (GSO) in the same
 //! `sendmmsg`. Sends never block: a full buffer drops and counts per output, so a slow output can
 //! never stall the ring (decision 016).
+//!
+//! The sole output of a rule also has a socket of its own, connected to its destination with its
+//! settings set on the socket (round 1's path). When a flush finds it the only output of its
+//! family with datagrams (a 1:1 rule alone on the worker, the common case), its batch goes there:
+//! the same single syscall, but without the per-message control messages and destination
+//! (decision 016, "Own socket for a lone output").
 const std = @import("std");
 const linux = std.os.linux;
 const sys = @import("../sys.zig");
@@ -96,6 +102,25 @@ fn checkSource(out: *const abi.OutputDesc) sys.Error!void {
     _ = try sys.callOwn("bind", linux.bind(fd, @ptrCast(&src), src.len()));
 }
 
+/// The socket of a rule's sole output: connected to its destination, with its interface, TTL
+/// and source set on the socket (net.openSender, bind), multicast loopback off. A connected
+/// socket sends without a destination or control messages per message and reports ICMP errors
+/// of a unicast destination on later sends. Fails when the destination has no route yet: the
+/// output then sends on its family's socket only.
+fn openOwnSocket(out: *const abi.OutputDesc, dest: *const net.SockAddr) sys.Error!i32 {
+    const fd = try net.openSender(&out.addr, out.ifindex, out.ttl, constants.egress_sndbuf_bytes);
+    errdefer sys.close(fd);
+    // Nothing is ever read from an egress socket: keep its receive queue tiny.
+    try sys.setsockoptInt(fd, linux.SOL.SOCKET, linux.SO.RCVBUF, 1);
+    if (!std.mem.allEqual(u8, &out.source, 0)) {
+        const src = net.SockAddr.init(&out.source, 0, out.ifindex);
+        if (src.family() != dest.family()) return error.AFNOSUPPORT;
+        _ = try sys.callOwn("bind", linux.bind(fd, @ptrCast(&src), src.len()));
+    }
+    _ = try sys.callOwn("connect", linux.connect(fd, @ptrCast(dest), dest.len()));
+    return fd;
+}
+
 fn sameSettings(a: *const abi.OutputDesc, b: *const abi.OutputDesc) bool {
     return a.id == b.id and a.port == b.port and a.ttl == b.ttl and a.ifindex == b.ifindex and
         a.dscp == b.dscp and a.flags == b.flags and
@@ -126,6 +151,11 @@ pub const Egress = struct {
     control_len: [outputs_max]u32,
     /// One socket per address family, opened when an output of the family first appears.
     family_fds: [2]i32,
+    /// The connected socket of a rule's sole output (openOwnSocket), or no_fd. Used when the
+    /// output is the only one of its family with datagrams in a flush.
+    own_fds: [outputs_max]i32,
+    /// Control messages of a send on an own socket: TOS (when not 0) and UDP_SEGMENT.
+    own_control: [int_space + segment_space]u8 align(@alignOf(linux.cmsghdr)),
     /// Outputs with queued datagrams, so a flush visits only those.
     dirty: [outputs_max]u16,
     dirty_count: u32,
@@ -139,6 +169,8 @@ pub const Egress = struct {
     retry_output: [batch_max]u16,
     /// Scratch for reconcile.
     kept: std.StaticBitSet(outputs_max),
+    sole: std.StaticBitSet(outputs_max),
+    own_next: [outputs_max]i32,
 
     pub fn init(self: *Egress) void {
         self.count = 0;
@@ -147,10 +179,13 @@ pub const Egress = struct {
         self.dirty_set = .empty;
         self.family_fds = .{ no_fd, no_fd };
         @memset(&self.fds, no_fd);
+        @memset(&self.own_fds, no_fd);
         @memset(&self.pending, 0);
     }
 
     pub fn deinit(self: *Egress) void {
+        for (self.own_fds[0..self.count]) |fd| if (fd != no_fd) sys.close(fd);
+        @memset(&self.own_fds, no_fd);
         for (&self.family_fds) |*fd| {
             if (fd.* != no_fd) sys.close(fd.*);
             fd.* = no_fd;
@@ -158,26 +193,43 @@ pub const Egress = struct {
         self.count = 0;
     }
 
-    /// Moves to a new set of outputs. Outputs are state, not sockets: an output whose id and
-    /// settings did not change keeps its GSO verdict; every output is (re)described. An output
+    /// Moves to a new set of outputs. An output whose id and settings did not change keeps its
+    /// GSO verdict and its own socket (no datagram lost on it); every output is (re)described.
+    /// `rules` says which outputs are their rule's only one: those get an own socket. An output
     /// that cannot send (its source is not this host's, no socket for its family) fails alone,
-    /// counted per datagram, and never fails the whole table.
-    pub fn reconcile(self: *Egress, next: []const abi.OutputDesc) void {
+    /// counted per datagram, and never fails the whole table; one whose own socket cannot be
+    /// opened sends on its family's socket.
+    pub fn reconcile(self: *Egress, next: []const abi.OutputDesc, rules: []const abi.RuleDesc) void {
         std.debug.assert(self.dirty_count == 0 and self.msg_count == 0);
         std.debug.assert(next.len <= outputs_max);
-        // GSO verdicts of unchanged outputs carry over (a refusal is not retried each reload).
+        self.sole = .empty;
+        for (rules) |rule| {
+            std.debug.assert(rule.output_first + rule.output_count <= next.len);
+            if (rule.output_count == 1) self.sole.set(rule.output_first);
+        }
+        // GSO verdicts and own sockets of unchanged outputs carry over (a refusal is not
+        // retried each reload).
         var gso_next: [outputs_max]bool = undefined;
         self.kept = .empty;
         for (next, 0..) |*out, i| {
             gso_next[i] = out.flags & abi.output_flag_gso_off == 0;
+            self.own_next[i] = no_fd;
             for (self.descs[0..self.count], 0..) |*old, j| {
                 if (!self.kept.isSet(j) and self.fds[j] != no_fd and sameSettings(old, out)) {
                     self.kept.set(j);
                     gso_next[i] = self.gso[j];
+                    if (self.sole.isSet(i)) {
+                        self.own_next[i] = self.own_fds[j];
+                        self.own_fds[j] = no_fd;
+                    }
                     break;
                 }
             }
         }
+        for (self.own_fds[0..self.count]) |*fd| if (fd.* != no_fd) {
+            sys.close(fd.*);
+            fd.* = no_fd;
+        };
         for (next, 0..) |*out, i| {
             self.descs[i] = out.*;
             const v6 = !(net.isV4(&out.addr) or net.isUnspecified(&out.addr));
@@ -186,6 +238,7 @@ pub const Egress = struct {
             self.pending[i] = 0;
             self.gso[i] = gso_next[i];
             self.fds[i] = no_fd;
+            self.own_fds[i] = self.own_next[i];
             self.setup_error[i] = .err_other;
             self.setControl(@intCast(i), 0);
             if (self.familySocket(self.family[i])) |fd| {
@@ -196,6 +249,12 @@ pub const Egress = struct {
                 }
             } else |err| {
                 self.setup_error[i] = stats_mod.errnoBucket(@enumFromInt(sys.toErrno(err)));
+            }
+            if (self.fds[i] == no_fd) {
+                if (self.own_fds[i] != no_fd) sys.close(self.own_fds[i]);
+                self.own_fds[i] = no_fd;
+            } else if (self.sole.isSet(i) and self.own_fds[i] == no_fd) {
+                self.own_fds[i] = openOwnSocket(out, &self.addrs[i]) catch no_fd;
             }
         }
         self.count = @intCast(next.len);
@@ -265,10 +324,15 @@ pub const Egress = struct {
     }
 
     /// Sends everything queued: one sendmmsg per address family (more only past mmsg_max
-    /// messages). Called before the ring block the payloads live in is released.
+    /// messages), on the output's own socket when it is the family's only one with datagrams.
+    /// Called before the ring block the payloads live in is released.
     pub fn flush(self: *Egress, stats: stats_mod.Stats) void {
         std.debug.assert(self.msg_count == 0);
         for ([_]Family{ .v4, .v6 }) |family| {
+            if (self.loneOwn(family)) |index| {
+                self.sendOwn(stats, index);
+                continue;
+            }
             for (self.dirty[0..self.dirty_count]) |index| {
                 if (self.pending[index] > 0 and self.family[index] == family) self.append(stats, index);
             }
@@ -284,9 +348,72 @@ pub const Egress = struct {
     /// Sends one output's batch now (the next datagram has another TOS).
     fn flushOne(self: *Egress, stats: stats_mod.Stats, index: u32) void {
         std.debug.assert(self.msg_count == 0);
-        self.append(stats, index);
-        self.sendAll(stats, self.family[index]);
+        if (self.own_fds[index] != no_fd) {
+            self.sendOwn(stats, index);
+        } else {
+            self.append(stats, index);
+            self.sendAll(stats, self.family[index]);
+        }
         self.pending[index] = 0;
+    }
+
+    /// The output with datagrams queued, if it is the only one of `family` and has its own
+    /// socket. Stops at the second output found: a fan-out pays at most two steps.
+    fn loneOwn(self: *const Egress, family: Family) ?u32 {
+        var found: ?u32 = null;
+        for (self.dirty[0..self.dirty_count]) |index| {
+            if (self.pending[index] == 0 or self.family[index] != family) continue;
+            if (found != null) return null;
+            found = index;
+        }
+        const index = found orelse return null;
+        return if (self.own_fds[index] != no_fd) index else null;
+    }
+
+    /// Sends output `index`'s batch on its own connected socket: no destination, no interface,
+    /// source or TTL per message (the socket has them); TOS only when not the socket's 0;
+    /// one UDP GSO message or one message per datagram, as `append` decides.
+    fn sendOwn(self: *Egress, stats: stats_mod.Stats, index: u32) void {
+        std.debug.assert(self.msg_count == 0);
+        const n = self.pending[index];
+        std.debug.assert(n > 0 and n <= batch_max);
+        const fd = self.own_fds[index];
+        std.debug.assert(fd != no_fd);
+        const tos: c_int = self.batch_tos[index];
+        var at: usize = 0;
+        if (tos != 0) at = switch (self.family[index]) {
+            .v4 => putCmsg(&self.own_control, linux.IPPROTO.IP, ip_tos_type, std.mem.asBytes(&tos)),
+            .v6 => putCmsg(&self.own_control, linux.IPPROTO.IPV6, ipv6_tclass_type, std.mem.asBytes(&tos)),
+        };
+        if (n >= gso_datagrams_min and self.gso[index] and self.sameSize(index, n)) {
+            const seg: u16 = @intCast(self.iovs[index][0].len);
+            const len = at + putCmsg(self.own_control[at..], sol_udp, linux.UDP.SEGMENT, std.mem.asBytes(&seg));
+            self.addOwnMessage(index, self.iovs[index][0..n], len);
+        } else {
+            for (0..n) |k| self.addOwnMessage(index, self.iovs[index][k..][0..1], at);
+        }
+        const count = self.msg_count;
+        self.msg_count = 0;
+        self.send(stats, fd, self.msgs[0..count], self.msg_output[0..count]);
+    }
+
+    fn addOwnMessage(self: *Egress, index: u32, iovs: []std.posix.iovec_const, control_len: usize) void {
+        const k = self.msg_count;
+        std.debug.assert(k < mmsg_max);
+        self.msgs[k] = .{
+            .hdr = .{
+                .name = null,
+                .namelen = 0,
+                .iov = @ptrCast(iovs.ptr),
+                .iovlen = iovs.len,
+                .control = if (control_len > 0) &self.own_control else null,
+                .controllen = control_len,
+                .flags = 0,
+            },
+            .len = 0,
+        };
+        self.msg_output[k] = @intCast(index);
+        self.msg_count = k + 1;
     }
 
     /// Adds output `index`'s queued datagrams to the sendmmsg being built: one UDP GSO
@@ -368,7 +495,7 @@ pub const Egress = struct {
                 // Our own socket and our own pointers: anything else is a bug here.
                 .BADF, .NOTSOCK, .FAULT => @panic("sendmmsg: EBADF, ENOTSOCK or EFAULT on the egress socket (a bug)"),
                 .AGAIN => {
-                    // The shared socket buffer is full: everything left waits for nobody.
+                    // The socket buffer is full: everything left waits for nobody.
                     for (msgs[sent..], outputs[sent..]) |*m, o| countFailed(stats, m, o, e);
                     sent = msgs.len;
                 },
@@ -412,7 +539,9 @@ pub const Egress = struct {
             self.retry_msgs[k] = .{ .hdr = gso_msg.hdr, .len = 0 };
             self.retry_msgs[k].hdr.iov = @ptrCast(@constCast(&iovs[k]));
             self.retry_msgs[k].hdr.iovlen = 1;
-            self.retry_msgs[k].hdr.controllen = self.control_len[o];
+            // UDP_SEGMENT is the last control message (own socket or family socket): cut it.
+            std.debug.assert(gso_msg.hdr.controllen >= segment_space);
+            self.retry_msgs[k].hdr.controllen = gso_msg.hdr.controllen - segment_space;
             self.retry_output[k] = o;
         }
         // Plain messages only: no further resend.
@@ -511,7 +640,7 @@ test "egress to loopback: sent and counted, each output with its own TTL, GSO ve
         .{ .id = 7, .addr = lo_addr, .source = lo_addr, .port = rx[0].port, .ttl = 4, .ifindex = 0 },
         .{ .id = 8, .addr = lo_addr, .source = @splat(0), .port = rx[1].port, .ttl = 9, .ifindex = 0 },
     };
-    eg.reconcile(&outs);
+    eg.reconcile(&outs, &.{});
     try std.testing.expect(eg.fds[0] != no_fd and eg.fds[1] != no_fd);
     const payload = "hello";
     // Output 0: a full batch (sent early, as one GSO message) and 3 more; output 1: 2.
@@ -534,7 +663,7 @@ test "egress to loopback: sent and counted, each output with its own TTL, GSO ve
     var changed = outs;
     changed[0].ttl = 12;
     eg.gso[1] = false; // as if the kernel had refused GSO for output 1: kept while it is unchanged
-    eg.reconcile(&changed);
+    eg.reconcile(&changed, &.{});
     try std.testing.expect(!eg.gso[1]);
     try std.testing.expect(eg.gso[0]);
     eg.queue(stats, 0, payload, 0);
@@ -563,7 +692,7 @@ test "1:50 fan-out: one sendmmsg per flush, small batches as plain datagrams and
         // TTL 1..50; even outputs a fixed DSCP (i), odd ones copy the input's.
         o.* = .{ .id = i, .addr = lo_addr, .source = lo_addr, .port = r.port, .ttl = @intCast(i + 1), .ifindex = 0, .dscp = if (i % 2 == 0) @intCast(i) else abi.dscp_copy };
     }
-    eg.reconcile(&outs);
+    eg.reconcile(&outs, &.{});
     const payload: [300]u8 = @splat(0x5a);
     const input_tos: u8 = 0xb9; // DSCP 46, ECN 01
     const small = gso_datagrams_min - 1;
@@ -602,8 +731,9 @@ test "an output whose source is not this host's fails alone, counted per datagra
     eg.reconcile(&.{
         .{ .id = 1, .addr = lo_addr, .source = foreign, .port = r.port, .ttl = 4, .ifindex = 0 },
         .{ .id = 2, .addr = lo_addr, .source = lo_addr, .port = r.port, .ttl = 4, .ifindex = 0 },
-    });
+    }, &.{ testRule(1, 0, 1), testRule(2, 1, 1) });
     try std.testing.expectEqual(no_fd, eg.fds[0]);
+    try std.testing.expectEqual(no_fd, eg.own_fds[0]);
     try std.testing.expectEqual(stats_mod.Output.err_addrnotavail, eg.setup_error[0]);
     for (0..3) |_| {
         eg.queue(stats, 0, "x", 0);
@@ -632,7 +762,7 @@ test "an empty datagram behind full-size ones is sent, not lost in a GSO buffer"
     var len: linux.socklen_t = @sizeOf(linux.sockaddr.in);
     _ = try sys.callOwn("getsockname", linux.getsockname(rx, @ptrCast(&sa), &len));
     const lo = abi.Addr{ 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 127, 0, 0, 1 };
-    eg.reconcile(&.{.{ .id = 1, .addr = lo, .source = lo, .port = std.mem.bigToNative(u16, sa.port), .ttl = 4, .ifindex = 0 }});
+    eg.reconcile(&.{.{ .id = 1, .addr = lo, .source = lo, .port = std.mem.bigToNative(u16, sa.port), .ttl = 4, .ifindex = 0 }}, &.{});
 
     const full: [100]u8 = @splat(0xab);
     // Two batches: three full and an empty one; one full and an empty one.
@@ -684,7 +814,7 @@ test "TOS per output: DSCP copied or fixed, ECN kept, a batch never mixes two TO
     eg.reconcile(&.{
         .{ .id = 1, .addr = lo, .source = lo, .port = ports[0], .ttl = 4, .ifindex = 0 },
         .{ .id = 2, .addr = lo, .source = lo, .port = ports[1], .ttl = 4, .ifindex = 0, .dscp = 10 },
-    });
+    }, &.{});
     const payload: [64]u8 = @splat(1);
     // The input TOS changes inside what would otherwise be one GSO batch (equal sizes).
     const input_tos = [_]u8{ 0x00, 0x00, 0xb8, 0xb8, 0x02, 0x00 };
@@ -711,4 +841,109 @@ fn receiveTos(fd: i32, out: []u8) !usize {
     const n = try receiveAll(fd, got[0..out.len]);
     for (got[0..n], out[0..n]) |g, *tos| tos.* = g.tos;
     return n;
+}
+
+fn testRule(id: u64, first: u16, count: u16) abi.RuleDesc {
+    return .{ .id = id, .group = @splat(0), .source = @splat(0), .port = 5000, .flags = 0, .output_first = first, .output_count = count };
+}
+
+/// The local port a socket is bound to.
+fn localPort(fd: i32) !u16 {
+    var sa: linux.sockaddr.in = undefined;
+    var len: linux.socklen_t = @sizeOf(linux.sockaddr.in);
+    _ = try sys.callOwn("getsockname", linux.getsockname(fd, @ptrCast(&sa), &len));
+    return std.mem.bigToNative(u16, sa.port);
+}
+
+/// The source port of each waiting datagram (up to out.len).
+fn receiveSourcePorts(fd: i32, out: []u16) usize {
+    var n: usize = 0;
+    var buf: [2048]u8 = undefined;
+    while (n < out.len) : (n += 1) {
+        var sa: linux.sockaddr.in = undefined;
+        var len: linux.socklen_t = @sizeOf(linux.sockaddr.in);
+        const rc = linux.recvfrom(fd, &buf, buf.len, 0, @ptrCast(&sa), &len);
+        if (linux.errno(rc) != .SUCCESS) break;
+        out[n] = std.mem.bigToNative(u16, sa.port);
+    }
+    return n;
+}
+
+test "a rule's sole output sends alone on its own connected socket, beside others on the family socket, and no setting leaks" {
+    const stats_words = try std.testing.allocator.create([stats_mod.total_words]u64);
+    defer std.testing.allocator.destroy(stats_words);
+    const stats = stats_mod.Stats.init(stats_words);
+    const eg = try std.testing.allocator.create(Egress);
+    defer std.testing.allocator.destroy(eg);
+    eg.init();
+    defer eg.deinit();
+
+    const rx = [_]TestReceiver{ try testReceiver(), try testReceiver(), try testReceiver() };
+    defer for (rx) |r| sys.close(r.fd);
+    // Rule 1: output 0 alone (TTL 4, input DSCP copied). Rule 2: outputs 1 and 2 (TTL 9, DSCP 10).
+    const outs = [_]abi.OutputDesc{
+        .{ .id = 7, .addr = lo_addr, .source = lo_addr, .port = rx[0].port, .ttl = 4, .ifindex = 0 },
+        .{ .id = 8, .addr = lo_addr, .source = @splat(0), .port = rx[1].port, .ttl = 9, .ifindex = 0, .dscp = 10 },
+        .{ .id = 9, .addr = lo_addr, .source = @splat(0), .port = rx[2].port, .ttl = 9, .ifindex = 0, .dscp = 10 },
+    };
+    const rules = [_]abi.RuleDesc{ testRule(1, 0, 1), testRule(2, 1, 2) };
+    eg.reconcile(&outs, &rules);
+    try std.testing.expect(eg.own_fds[0] != no_fd);
+    try std.testing.expectEqual(no_fd, eg.own_fds[1]);
+    try std.testing.expectEqual(no_fd, eg.own_fds[2]);
+    const own_port = try localPort(eg.own_fds[0]);
+    const payload: [200]u8 = @splat(3);
+
+    // Alone: 6 equal datagrams (one GSO message) with TOS 0xb8, then 3 with TOS 0 (the batch
+    // is sent early on the change). Two calls on the own socket; TOS 0 must not inherit 0xb8.
+    for (0..6) |_| eg.queue(stats, 0, &payload, 0xb8);
+    for (0..3) |_| eg.queue(stats, 0, &payload, 0);
+    eg.flush(stats);
+    try std.testing.expectEqual(@as(u64, 2), stats.worker(.tx_send_calls).*);
+    try std.testing.expectEqual(@as(u64, 1), stats.worker(.tx_gso_sends).*);
+    try std.testing.expectEqual(@as(u64, 9), stats.output(0, .packets).*);
+    var got: [16]Received = undefined;
+    try std.testing.expectEqual(@as(usize, 9), try receiveAll(rx[0].fd, &got));
+    for (got[0..9], 0..) |g, k| {
+        const tos: u8 = if (k < 6) 0xb8 else 0;
+        try std.testing.expectEqual(Received{ .len = payload.len, .ttl = 4, .tos = tos }, g);
+    }
+
+    // Beside outputs of the other rule: one sendmmsg on the family socket for all three, each
+    // with its own TTL and TOS.
+    for (0..2) |_| for (0..3) |o| eg.queue(stats, @intCast(o), &payload, 0xb9);
+    eg.flush(stats);
+    try std.testing.expectEqual(@as(u64, 3), stats.worker(.tx_send_calls).*);
+    // The family socket got its port at its first send.
+    const family_port = try localPort(eg.family_fds[0]);
+    try std.testing.expect(own_port != family_port);
+    var ports: [4]u16 = undefined;
+    try std.testing.expectEqual(@as(usize, 2), receiveSourcePorts(rx[0].fd, &ports));
+    try std.testing.expectEqualSlices(u16, &.{ family_port, family_port }, ports[0..2]);
+    for (rx[1..]) |r| {
+        try std.testing.expectEqual(@as(usize, 2), try receiveAll(r.fd, &got));
+        for (got[0..2]) |g| try std.testing.expectEqual(Received{ .len = payload.len, .ttl = 9, .tos = 0x29 }, g);
+    }
+
+    // Alone again, a datagram on the own socket (its source port), then a reload: unchanged,
+    // the output keeps its socket; with another TTL it gets a new one that has it.
+    eg.queue(stats, 0, &payload, 0);
+    eg.flush(stats);
+    try std.testing.expectEqual(@as(usize, 1), receiveSourcePorts(rx[0].fd, &ports));
+    try std.testing.expectEqual(own_port, ports[0]);
+    const own_before = eg.own_fds[0];
+    eg.reconcile(&outs, &rules);
+    try std.testing.expectEqual(own_before, eg.own_fds[0]);
+    var changed = outs;
+    changed[0].ttl = 12;
+    eg.reconcile(&changed, &rules);
+    try std.testing.expect(eg.own_fds[0] != no_fd);
+    eg.queue(stats, 0, &payload, 0);
+    eg.flush(stats);
+    try std.testing.expectEqual(@as(usize, 1), try receiveAll(rx[0].fd, &got));
+    try std.testing.expectEqual(@as(u8, 12), got[0].ttl);
+    // As part of a 1:2 rule the output has no own socket any more.
+    eg.reconcile(&changed, &.{testRule(1, 0, 3)});
+    try std.testing.expectEqual(no_fd, eg.own_fds[0]);
+    try std.testing.expectEqual(@as(u64, 0), stats.worker(.tx_errors).*);
 }

@@ -167,7 +167,7 @@ pub const Dataplane = struct {
             }
         }
 
-        self.egress.reconcile(next.outputs[0..next.output_count]);
+        self.egress.reconcile(next.outputs[0..next.output_count], next.rules[0..next.rule_count]);
         for (next.rules[0..next.rule_count], 0..) |rule, i| {
             const specific = rule.flags & abi.rule_flag_source_filter != 0;
             self.wanted_inputs[i] = .{ .group = rule.group, .source = if (specific) rule.source else @splat(0), .port = rule.port };
