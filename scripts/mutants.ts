@@ -246,6 +246,14 @@ export const MUTANTS: Mutant[] = [
     tests: [{ file: "tests/integration/forward.test.ts", filter: "1:16 fan-out" }],
   },
   {
+    name: "lone-output-no-own-socket",
+    breaks: "a rule's only output never gets its own connected socket (1:1 sends on the family socket, ICMP errors unseen)",
+    file: "zig/dataplane/egress.zig",
+    search: "} else if (self.sole.isSet(i) and self.own_fds[i] == no_fd) {",
+    replace: "} else if (false and self.sole.isSet(i) and self.own_fds[i] == no_fd) {",
+    tests: [{ file: "tests/integration/egress.test.ts", filter: "ICMP port unreachable" }],
+  },
+  {
     name: "ingress-filter-missing",
     breaks: "no BPF filter on the packet socket: every frame reaches the ring",
     file: "zig/ring.zig",

@@ -1,7 +1,7 @@
 // What the output side puts on the wire, checked by independent receivers (plain Python sockets
 // reading the TTL / hop limit and the arrival interface of each datagram): `forward --ttl`, a
 // unicast output bound to an interface (IP_UNICAST_IF) against a route that says otherwise,
-// and an IPv6 multicast output leaving by its interface (IPV6_MULTICAST_IF) against a route
+// a rule's only unicast output that learns ICMP port unreachable (ECONNREFUSED), and an IPv6 multicast output leaving by its interface (IPV6_MULTICAST_IF) against a route
 // that says otherwise. Each receiver reads until it has been idle, so duplicates are counted.
 import { afterEach, describe, expect, test } from "bun:test";
 import { netnsAvailable, Topology } from "../../scripts/lib/netns.ts";
@@ -34,6 +34,14 @@ async function topology(opts: RelayTopologyOptions): Promise<RelayTopology> {
 
 async function ip(rt: RelayTopology, ns: string, args: string[]): Promise<void> {
   await rt.topo.exec(ns, ["ip", ...args], { check: true });
+}
+
+/** Udp NoPorts of a namespace (/proc/net/snmp): datagrams for a port nobody listens on. */
+async function udpNoPorts(rt: RelayTopology, ns: string): Promise<number> {
+  const r = await rt.topo.exec(ns, ["cat", "/proc/net/snmp"], { check: true });
+  const lines = r.stdout.split("\n").filter((l) => l.startsWith("Udp: "));
+  const [head, values] = [lines[0]!.split(/\s+/), lines[1]!.split(/\s+/)];
+  return Number(values[head.indexOf("NoPorts")]);
 }
 
 async function gen(rt: RelayTopology, count: number, stream = 1): Promise<number> {
@@ -98,6 +106,36 @@ describe_netns("egress (kernel, under bun)", () => {
       expect(got1).toMatchObject({ datagrams: count, unique: count, duplicates: 0, sources: { [s1.relayAddr]: count }, ifaces: { s0: count } });
       expect(got2.datagrams).toBe(0);
       expect(report.rules[0]!.outputs[0]).toMatchObject({ packets: count, send_errors: {} });
+    },
+    T,
+  );
+
+  test(
+    "a rule's only unicast output learns ICMP port unreachable from its destination: ECONNREFUSED counted, every other datagram on the wire",
+    async () => {
+      const rt = await topology({ label: "ucastrefused", sinks: 1 });
+      const s = rt.sinks[0]!;
+      // Nothing listens on port 7000 in the sink namespace: it answers ICMP port unreachable
+      // (rate-limited by the kernel). A 1:1 rule sends on the output's own connected socket,
+      // which reports it on a later send; the shared unconnected socket never would. gso=off:
+      // a GSO buffer reaches a port without a socket unsplit and counts once in NoPorts.
+      const count = 1_000;
+      const fwd = await startForward(rt.topo, rt.relay, mode, ["--from", "239.1.1.1:5000@r0", "--to", `${s.addr}:7000@${s.relayIf},gso=off`]);
+      const before = await udpNoPorts(rt, s.ns);
+      const sent = await gen(rt, count);
+      await Bun.sleep(300);
+      const noPorts = (await udpNoPorts(rt, s.ns)) - before;
+      const report = await fwd.stopJson<ForwardReport>("SIGINT");
+      const output = report.rules[0]!.outputs[0]!;
+      note("ECONNREFUSED", { noPorts, output });
+
+      expect(sent).toBe(count);
+      const refused = output.send_errors.ECONNREFUSED ?? 0;
+      expect(refused).toBeGreaterThan(0);
+      expect(Object.keys(output.send_errors)).toEqual(["ECONNREFUSED"]);
+      // What the relay counts as sent is what reached the sink's UDP layer (as NoPorts).
+      expect(output.packets + refused).toBe(count);
+      expect(noPorts).toBe(output.packets);
     },
     T,
   );
