@@ -258,6 +258,9 @@ export class WorkerHandle {
   async dropRing(position: number): Promise<DataplaneSnapshot | null> {
     const r = this.#rings.get(position);
     if (!r) return null;
+    // Ours from now on: release() (the worker stopped meanwhile) leaves its memory mapped until
+    // the final counts are read below.
+    this.#rings.delete(position);
     if (!this.#exited) {
       try {
         await this.request({ type: "ring-drop", position });
@@ -266,7 +269,6 @@ export class WorkerHandle {
       }
     }
     const final = decodeStats(r.shared.words);
-    this.#rings.delete(position);
     r.shared.release();
     return final;
   }
