@@ -75,6 +75,8 @@ interface Proc {
   lastError: string | null;
   /** Set when the worker is stopped on purpose (no restart, not a failure). */
   retiring: boolean;
+  /** Set when the worker is stopped to be started again at once (its CPU changed): not a failure. */
+  recycling: boolean;
 }
 
 /** One ring: an interface's socket in one worker, with the table that worker applies to it. */
@@ -200,7 +202,10 @@ export class WorkerPool {
       } else if (p.cpu !== cpu) {
         // Pinning is applied at start: the worker is replaced (its rings stay in the supervisor).
         p.cpu = cpu;
-        p.handle?.kill("SIGTERM");
+        if (p.handle) {
+          p.recycling = true;
+          void p.handle.stop();
+        }
       }
     }
     for (const [ifname, want] of desired) {
@@ -230,6 +235,7 @@ export class WorkerPool {
       startedAt: 0,
       lastError: null,
       retiring: false,
+      recycling: false,
     };
   }
 
@@ -743,6 +749,13 @@ export class WorkerPool {
     p.handle = null;
     p.live = false;
     if (this.#closed) return;
+    if (p.recycling) {
+      p.recycling = false;
+      p.state = "starting";
+      p.nextStartAt = 0;
+      log.info(`worker ${p.index} (pid ${handle.pid}) stopped to take CPU ${p.cpu ?? "(none)"}: starting again`);
+      return;
+    }
     p.lastError = p.lastError ?? `exited (${signal ?? `code ${code}`})`;
     log.warn(`worker ${p.index} (pid ${handle.pid}) exited (${signal ?? `code ${code}`})`);
     this.#scheduleRestart(p);

@@ -5,7 +5,7 @@
 // gives a new daemon the same rules, and `sink --expect N` exits 9 when fewer arrive.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import * as v from "valibot";
-import { readFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 import { availableParallelism } from "node:os";
 import { netnsAvailable, Topology } from "../../scripts/lib/netns.ts";
 import { buildRelayTopology, runGen, type RelayTopology } from "../support/relay-harness.ts";
@@ -147,7 +147,7 @@ describe_netns("reading verbs against a live daemon (kernel, under bun)", () => 
   );
 
   test(
-    "mcr's pinning gives an interface one worker per CPU listed, each pinned to its CPU; unpinned workers keep every CPU",
+    "mcr's pinning gives an interface one worker per CPU listed, each pinned to its CPU, moved to another CPU at a reload without counting a failure; unpinned workers keep every CPU",
     async () => {
       const cpus = availableParallelism();
       const last = cpus - 1;
@@ -165,6 +165,17 @@ describe_netns("reading verbs against a live daemon (kernel, under bun)", () => 
         expect(allowed).toBe(String(last));
         // The rule is read with mcr's TTL default.
         expect((await d.json<{ rules: ListedRule[] }>(["list"])).rules[0]!.outputs[0]!.ttl).toBe(1);
+        if (cpus > 1) {
+          // Another CPU at a reload: the worker is started again on it, not counted as a failure.
+          writeFileSync(config, readFileSync(config, "utf8").replace(`r0: [${last}]`, "r0: [0]"));
+          await d.json(["reload"]);
+          const moved = await waitFor("the worker running again on CPU 0", async () => {
+            const w = ((await d.json(["workers"])).workers as { pid: number | null; state: string; restarts: number; applied_hash: string | null; table_hash: string }[])[0];
+            return w && w.pid !== null && w.pid !== workers[0]!.pid && w.state === "running" && w.applied_hash === w.table_hash ? w : undefined;
+          }, 20_000);
+          expect(moved.restarts).toBe(0);
+          expect(readFileSync(`/proc/${moved.pid}/status`, "utf8").match(/^Cpus_allowed_list:\s*(\S+)/m)?.[1]).toBe("0");
+        }
       } finally {
         expect(await d.stop()).toBe(0);
       }
