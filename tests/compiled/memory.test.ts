@@ -22,9 +22,9 @@ const MIB = 1024 * 1024;
 /** Measured 111.8 MB (supervisor 54.4, worker 57.5 with its 8 MiB ring); Pss 69.5 MB. */
 const DAEMON_ONE_INPUT_MB_MAX = 125;
 /**
- * Measured 9.3 MB per further input (its 8 MiB ring and its dataplane's touched pages, in the
- * same worker process; was 57.4 MB with a worker process per interface); Pss +9.2 MB. Issue 12's
- * target.
+ * Measured 9.35-9.6 MB per further input (its 8 MiB ring, its counter region and a few dataplane
+ * pages, in the same worker process; was 57.4-59.4 MB with a worker process per interface); Pss
+ * +9.1-9.3 MB. Issue 12's target.
  */
 const PER_FURTHER_INPUT_MB_MAX = 10;
 /** Measured 106.5 MB (the supervisor side of `forward` is a full runtime too); Pss 65.7 MB. */

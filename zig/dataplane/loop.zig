@@ -81,7 +81,10 @@ pub const Dataplane = struct {
         self.tables[1].clear();
         self.active = 0;
         self.last_wake_ns = 0;
-        self.loop_guard.clear();
+        // The loop guard's 384 KiB are fresh zero pages (allocUntouched), which is its cleared
+        // state (every entry zero): left untouched, they stay out of the worker's memory until
+        // datagrams use them (a worker holds one loop guard per ring).
+        std.debug.assert(self.loop_guard.entries[0].signature == 0 and self.loop_guard.entries[0].last_ns == 0);
         @memset(&self.cap_credit_ns, 0);
         @memset(&self.cap_last_ns, 0);
         self.block_ns = 0;
