@@ -249,8 +249,8 @@ export const MUTANTS: Mutant[] = [
     name: "lone-output-no-own-socket",
     breaks: "a rule's only output never gets its own connected socket (1:1 sends on the family socket, ICMP errors unseen)",
     file: "zig/dataplane/egress.zig",
-    search: "} else if (self.sole.isSet(i) and self.own_fds[i] == no_fd) {",
-    replace: "} else if (false and self.sole.isSet(i) and self.own_fds[i] == no_fd) {",
+    search: "} else if (self.sole.isSet(i) and self.own_fds[i] == no_fd and own_count < own_sockets_max) {",
+    replace: "} else if (false and self.sole.isSet(i) and self.own_fds[i] == no_fd and own_count < own_sockets_max) {",
     tests: [{ file: "tests/integration/egress.test.ts", filter: "ICMP port unreachable" }],
   },
   {

@@ -41,6 +41,9 @@ pub const loop_guard_window_ms: u32 = 250;
 pub const rate_cap_burst_ms: u32 = 50;
 /// Egress socket send buffer. A small buffer collapsed throughput in the earlier relay.
 pub const egress_sndbuf_bytes: u32 = 4 * 1024 * 1024;
+/// Rules' only outputs that get a connected socket of their own (decision 016): each is a
+/// descriptor; the outputs past this many use their family's socket only.
+pub const egress_own_sockets_max: u32 = 64;
 /// Send buffer of the egress socket all outputs of an address family share.
 pub const egress_shared_sndbuf_bytes: u32 = 16 * 1024 * 1024;
 /// Groups one UDP socket may join: the kernel's default igmp_max_memberships is 20.

@@ -351,6 +351,7 @@ export const LIMITS = {
   loopGuardWindowMs: 250,
   rateCapBurstMs: 50,
   egressSndbufBytes: 4194304,
+  egressOwnSocketsMax: 64,
   egressSharedSndbufBytes: 16777216,
   joinsPerSocketMax: 20,
   joinSocketsMax: 52,
@@ -623,6 +624,7 @@ constants.loop_guard_slots = 16384
 constants.loop_guard_window_ms = 250
 constants.rate_cap_burst_ms = 50
 constants.egress_sndbuf_bytes = 4194304
+constants.egress_own_sockets_max = 64
 constants.egress_shared_sndbuf_bytes = 16777216
 constants.joins_per_socket_max = 20
 constants.join_sockets_max = 52

@@ -26,6 +26,7 @@ const outputs_max = constants.outputs_max;
 const mmsg_max = constants.egress_mmsg_max;
 const gso_datagrams_min = constants.egress_gso_datagrams_min;
 const gso_bytes_max: usize = constants.egress_gso_bytes_max;
+const own_sockets_max = constants.egress_own_sockets_max;
 pub const no_fd: i32 = -1;
 /// SOL_UDP: the option level of UDP options (the protocol number).
 const sol_udp: i32 = 17;
@@ -230,6 +231,9 @@ pub const Egress = struct {
             sys.close(fd.*);
             fd.* = no_fd;
         };
+        // Kept sockets were within the bound before; new ones only up to it.
+        var own_count: u32 = 0;
+        for (self.own_next[0..next.len]) |fd| own_count += @intFromBool(fd != no_fd);
         for (next, 0..) |*out, i| {
             self.descs[i] = out.*;
             const v6 = !(net.isV4(&out.addr) or net.isUnspecified(&out.addr));
@@ -253,10 +257,12 @@ pub const Egress = struct {
             if (self.fds[i] == no_fd) {
                 if (self.own_fds[i] != no_fd) sys.close(self.own_fds[i]);
                 self.own_fds[i] = no_fd;
-            } else if (self.sole.isSet(i) and self.own_fds[i] == no_fd) {
+            } else if (self.sole.isSet(i) and self.own_fds[i] == no_fd and own_count < own_sockets_max) {
                 self.own_fds[i] = openOwnSocket(out, &self.addrs[i]) catch no_fd;
+                own_count += @intFromBool(self.own_fds[i] != no_fd);
             }
         }
+        std.debug.assert(own_count <= own_sockets_max);
         self.count = @intCast(next.len);
     }
 
@@ -946,4 +952,40 @@ test "a rule's sole output sends alone on its own connected socket, beside other
     eg.reconcile(&changed, &.{testRule(1, 0, 3)});
     try std.testing.expectEqual(no_fd, eg.own_fds[0]);
     try std.testing.expectEqual(@as(u64, 0), stats.worker(.tx_errors).*);
+}
+
+test "at most egress_own_sockets_max outputs get an own socket; the others send on the family socket" {
+    const stats_words = try std.testing.allocator.create([stats_mod.total_words]u64);
+    defer std.testing.allocator.destroy(stats_words);
+    const stats = stats_mod.Stats.init(stats_words);
+    const eg = try std.testing.allocator.create(Egress);
+    defer std.testing.allocator.destroy(eg);
+    eg.init();
+    defer eg.deinit();
+
+    const r = try testReceiver();
+    defer sys.close(r.fd);
+    const n = own_sockets_max + 6;
+    var outs: [n]abi.OutputDesc = undefined;
+    var rules: [n]abi.RuleDesc = undefined;
+    for (&outs, &rules, 0..) |*o, *rule, i| {
+        o.* = .{ .id = i, .addr = lo_addr, .source = @splat(0), .port = r.port, .ttl = 4, .ifindex = 0 };
+        rule.* = testRule(i, @intCast(i), 1);
+    }
+    eg.reconcile(&outs, &rules);
+    var own: u32 = 0;
+    for (eg.own_fds[0..n]) |fd| own += @intFromBool(fd != no_fd);
+    try std.testing.expectEqual(own_sockets_max, own);
+    try std.testing.expectEqual(no_fd, eg.own_fds[n - 1]);
+    // The last output alone: sent (on the family socket), received.
+    eg.queue(stats, n - 1, "z", 0);
+    eg.flush(stats);
+    try std.testing.expectEqual(@as(u64, 1), stats.output(n - 1, .packets).*);
+    var got: [2]Received = undefined;
+    try std.testing.expectEqual(@as(usize, 1), try receiveAll(r.fd, &got));
+    // A reload keeps the same count (kept sockets are not opened twice).
+    eg.reconcile(&outs, &rules);
+    own = 0;
+    for (eg.own_fds[0..n]) |fd| own += @intFromBool(fd != no_fd);
+    try std.testing.expectEqual(own_sockets_max, own);
 }
