@@ -143,6 +143,14 @@ export const MUTANTS: Mutant[] = [
     tests: [{ file: "tests/integration/workers-shared.test.ts", filter: "3 inputs and 1 worker" }],
   },
   {
+    name: "no-recycle-for-positions",
+    breaks: "a worker with no blank position left is not replaced, so an input recreated 33 times is no longer relayed",
+    file: "src/supervisor/worker-pool.ts",
+    search: "if (p.live && (p.recycling !== null || p.handle) && p.sockets.includes(null)) {",
+    replace: "if (false && p.live && (p.recycling !== null || p.handle) && p.sockets.includes(null)) {",
+    tests: [{ file: "tests/integration/workers-shared.test.ts", filter: "recreated 34 times" }],
+  },
+  {
     name: "killed-worker-counts-dropped",
     breaks: "a worker that died loses its rule counts instead of adding them to the totals",
     file: "src/supervisor/worker-pool.ts",

@@ -129,6 +129,8 @@ export const WorkerInfoSchema = v.strictObject({
   state: WorkerStateSchema,
   uptime_s: rate,
   restarts: count,
+  /** Times the worker process was replaced on purpose (its CPU changed, or to renew closed packet sockets): not failures. */
+  recycled: count,
   consecutive_failures: count,
   backoff_ms: count,
   drift_repairs: count,

@@ -292,7 +292,7 @@ export class Daemon {
         return { daemon: VERSION, protocol: PROTOCOL_VERSION, mode: "daemon" };
       case "ping":
         // starting: the socket is up, start-up (workers applying their tables) is not over yet.
-        return { pong: true, rules: this.#store.size, workers: this.#pool.info().length, starting: !this.#started };
+        return { pong: true, rules: this.#store.size, workers: this.#pool.processes().total, starting: !this.#started };
       case "version":
         return { daemon: VERSION, protocol: PROTOCOL_VERSION, bun: Bun.version, mode: "daemon" };
       case "status":

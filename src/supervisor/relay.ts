@@ -75,7 +75,7 @@ export class Relay {
       case "version":
         return { daemon: VERSION, protocol: PROTOCOL_VERSION, bun: Bun.version, mode: "forward" };
       case "ping":
-        return { pong: true, rules: this.#store.size, workers: this.#pool.info().length };
+        return { pong: true, rules: this.#store.size, workers: this.#pool.processes().total };
       case "status":
         return buildStatus({ mode: "forward", startedAt: this.#startedAt, configFile: null, rules: this.#views.list(), workers: this.#pool.info(), lookup: lookupLink });
       case "list":

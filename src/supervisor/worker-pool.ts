@@ -75,8 +75,13 @@ interface Proc {
   lastError: string | null;
   /** Set when the worker is stopped on purpose (no restart, not a failure). */
   retiring: boolean;
-  /** Set when the worker is stopped to be started again at once (its CPU changed): not a failure. */
-  recycling: boolean;
+  /**
+   * Why the worker is being stopped to be started again at once (its CPU changed, or its closed
+   * positions must be renewed for an interface), or null: not a failure.
+   */
+  recycling: string | null;
+  /** Times the worker was stopped on purpose and started again (recycling). */
+  recycled: number;
 }
 
 /** One ring: an interface's socket in one worker, with the table that worker applies to it. */
@@ -202,10 +207,7 @@ export class WorkerPool {
       } else if (p.cpu !== cpu) {
         // Pinning is applied at start: the worker is replaced (its rings stay in the supervisor).
         p.cpu = cpu;
-        if (p.handle) {
-          p.recycling = true;
-          void p.handle.stop();
-        }
+        this.#recycle(p, `to take CPU ${cpu ?? "(none)"}`);
       }
     }
     for (const [ifname, want] of desired) {
@@ -235,7 +237,8 @@ export class WorkerPool {
       startedAt: 0,
       lastError: null,
       retiring: false,
-      recycling: false,
+      recycling: null,
+      recycled: 0,
     };
   }
 
@@ -325,6 +328,18 @@ export class WorkerPool {
     return building;
   }
 
+  /**
+   * Replaces a running worker on purpose (not a failure): it stops gracefully, its rings' final
+   * counts are retired, and a new process starts with the same rings (frames wait in them) and
+   * fresh blank sockets at the positions closed meanwhile.
+   */
+  #recycle(p: Proc, why: string): void {
+    if (!p.handle || p.recycling !== null || p.retiring) return;
+    p.recycling = why;
+    log.info(`worker ${p.index} (pid ${p.handle.pid}): replacing it ${why}`);
+    void p.handle.stop();
+  }
+
   /** A free position in worker `slot` for an interface's socket, reserved for it. */
   #reservePosition(p: Proc, ifname: string): number {
     for (let position = 0; position < POSITIONS; position++) {
@@ -337,6 +352,11 @@ export class WorkerPool {
       p.uses[position] = ifname;
       return position;
     }
+    // No blank position left, but some closed ones: a new worker process gets them renewed.
+    if (p.live && (p.recycling !== null || p.handle) && p.sockets.includes(null)) {
+      this.#recycle(p, "to renew its closed packet sockets");
+      throw new RenewingPositions(`worker ${p.index} is being replaced to renew its closed packet sockets`);
+    }
     throw new Error(`worker ${p.index} serves ${POSITIONS} rings already (closed positions are renewed at its next start)`);
   }
 
@@ -345,10 +365,16 @@ export class WorkerPool {
     const taken: { p: Proc; position: number }[] = [];
     let geometry: RingGeometry | null = null;
     try {
-      for (let slot = 0; slot < members; slot++) {
-        const p = this.#procs[slot];
-        if (!p) throw new Error(`worker ${slot} is not there`);
-        taken.push({ p, position: this.#reservePosition(p, ifname) });
+      try {
+        for (let slot = 0; slot < members; slot++) {
+          const p = this.#procs[slot];
+          if (!p) throw new Error(`worker ${slot} is not there`);
+          taken.push({ p, position: this.#reservePosition(p, ifname) });
+        }
+      } catch (err) {
+        // Nothing set up yet: the reserved sockets are still blank and stay (no position lost).
+        for (const { p, position } of taken.splice(0)) if (p.uses[position] === ifname) p.uses[position] = null;
+        throw err;
       }
       // One after another: fanout slots are taken in join order.
       for (const { p, position } of taken) {
@@ -436,6 +462,7 @@ export class WorkerPool {
         state: this.#stateOf(e),
         uptime_s: h && p ? Math.round((now - p.startedAt) / 100) / 10 : 0,
         restarts: p?.restarts ?? 0,
+        recycled: p?.recycled ?? 0,
         consecutive_failures: p?.failures ?? 0,
         backoff_ms: p?.state === "backoff" ? p.backoffMs : 0,
         drift_repairs: e.driftRepairs,
@@ -555,7 +582,7 @@ export class WorkerPool {
     for (const e of this.#entries.values()) {
       const p = this.#procs[e.slot];
       const h = p?.handle;
-      if (!p || !h || p.busy || e.busy || e.retiring || h.killed) continue;
+      if (!p || !h || p.busy || e.busy || e.retiring || h.killed || p.recycling !== null) continue;
       if (e.attached !== h) {
         if (now >= e.attachRetryAt) this.#runEntry(e, p, () => this.#attach(e, p, h));
       } else if (e.appliedHash !== e.hash && e.refusedHash !== e.hash) {
@@ -604,6 +631,11 @@ export class WorkerPool {
       e.attachFailures = 0;
       return plane;
     } catch (err) {
+      if (err instanceof RenewingPositions) {
+        // Not a failure: the ring is attached once the worker is replaced.
+        e.attachRetryAt = performance.now() + TICK_MS;
+        return null;
+      }
       e.attachFailures += 1;
       e.attachRetryAt = performance.now() + Math.min(BACKOFF_MAX_MS, BACKOFF_MIN_MS * 2 ** (e.attachFailures - 1));
       e.lastError = (err as Error).message;
@@ -749,11 +781,12 @@ export class WorkerPool {
     p.handle = null;
     p.live = false;
     if (this.#closed) return;
-    if (p.recycling) {
-      p.recycling = false;
+    if (p.recycling !== null) {
+      log.info(`worker ${p.index} (pid ${handle.pid}) stopped ${p.recycling}: starting again`);
+      p.recycling = null;
+      p.recycled += 1;
       p.state = "starting";
       p.nextStartAt = 0;
-      log.info(`worker ${p.index} (pid ${handle.pid}) stopped to take CPU ${p.cpu ?? "(none)"}: starting again`);
       return;
     }
     p.lastError = p.lastError ?? `exited (${signal ?? `code ${code}`})`;
@@ -770,6 +803,9 @@ export class WorkerPool {
     log.info(`worker ${p.index}: restart in ${p.backoffMs} ms (failure ${p.failures})`);
   }
 }
+
+/** No blank position in a worker: it is being replaced to renew its closed ones (not a failure). */
+class RenewingPositions extends Error {}
 
 const ZERO_GEOMETRY: RingGeometry = { blockBytes: 0, blockCount: 0, frameBytes: 0, frameCount: 0 };
 
