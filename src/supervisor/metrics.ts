@@ -115,6 +115,8 @@ export function renderMetrics(m: MetricsInput): string {
   for (const x of m.workers) w.sample("mcrelay_worker_up", { interface: x.interface, slot: x.slot }, x.state === "running" && x.applied_hash === x.table_hash ? 1 : 0);
   w.family("mcrelay_worker_restarts_total", "counter", "Times the worker was restarted after it exited or failed.");
   for (const x of m.workers) w.sample("mcrelay_worker_restarts_total", { interface: x.interface, slot: x.slot }, x.restarts);
+  w.family("mcrelay_worker_recycled_total", "counter", "Times the worker was replaced on purpose (its CPU changed, or to renew closed packet sockets): not failures.");
+  for (const x of m.workers) w.sample("mcrelay_worker_recycled_total", { interface: x.interface, slot: x.slot }, x.recycled);
   w.family("mcrelay_worker_backoff_seconds", "gauge", "Current restart backoff of the worker (0 when running).");
   for (const x of m.workers) w.sample("mcrelay_worker_backoff_seconds", { interface: x.interface, slot: x.slot }, x.backoff_ms / 1000);
   w.family("mcrelay_worker_drift_repairs_total", "counter", "Times the worker's table differed from the wanted one and was resent.");

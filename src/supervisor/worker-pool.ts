@@ -614,7 +614,8 @@ export class WorkerPool {
       .catch((err) => {
         // An operation that failed because its worker exited (or was replaced) meanwhile is
         // that exit, already counted once by #exited: never a second failure.
-        if (handle && p.handle !== handle) return;
+        // Likewise an operation cut short by a recycle (the worker stopping on purpose).
+        if (handle && (p.handle !== handle || p.recycling !== null)) return;
         e.lastError = (err as Error).message;
         this.#fail(p, `${e.ifname}: ${(err as Error).message}`);
       })
