@@ -4,7 +4,9 @@
  *
  *   bun run bench [--quick] [--scenario S1,S2,...]    run (root), write bench-results/<ts>.jsonl,
  *                                                     regenerate docs/benchmarks.md and .svg
- *   bun scripts/bench.ts --report FILE                regenerate the report from a results file
+ *   bun scripts/bench.ts --report FILE[,FILE2]        regenerate the report from a results file (several:
+ *                                                     runs of one binary merged, e.g. a scenario the
+ *                                                     first run's time budget skipped)
  *   bun scripts/bench.ts --plan [--quick]             print the plan and its time estimate
  *
  * Options: --pin gen=0,relay=1,sink=1 (CPUs), --rps off|relay (where the relay input's receive
@@ -130,9 +132,11 @@ function parseOptions(argv: string[]): Options {
   };
 }
 
+/** `resultsPath`: one results file, or several joined by commas (runs of one binary, merged). */
 function writeReport(resultsPath: string, docsDir: string, baseName: string): void {
-  const records = readResults(resultsPath);
-  const { markdown, svg } = renderReport(records, { svgFile: `${baseName}.svg`, resultsFile: resultsPath.replace(`${root}/`, "") });
+  const paths = resultsPath.split(",").map((p) => resolve(p));
+  const records = paths.flatMap((p) => readResults(p));
+  const { markdown, svg } = renderReport(records, { svgFile: `${baseName}.svg`, resultsFile: paths.map((p) => p.replace(`${root}/`, "")).join("`, `") });
   mkdirSync(docsDir, { recursive: true });
   writeFileSync(join(docsDir, `${baseName}.md`), markdown);
   writeFileSync(join(docsDir, `${baseName}.svg`), svg);
@@ -152,7 +156,7 @@ async function main(): Promise<number> {
     return 2;
   }
   if (opts.report) {
-    writeReport(resolve(opts.report), opts.docs, "benchmarks");
+    writeReport(opts.report, opts.docs, "benchmarks");
     return 0;
   }
   const params = MODES[opts.mode];
