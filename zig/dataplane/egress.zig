@@ -631,14 +631,33 @@ fn receiveAll(fd: i32, out: []Received) !usize {
 
 const lo_addr = abi.Addr{ 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 127, 0, 0, 1 };
 
+/// What every egress test starts from: counters and an Egress, both on the heap (an Egress is
+/// megabytes), released in reverse.
+const TestFixture = struct {
+    words: *[stats_mod.total_words]u64,
+    stats: stats_mod.Stats,
+    eg: *Egress,
+
+    fn create() !TestFixture {
+        const words = try std.testing.allocator.create([stats_mod.total_words]u64);
+        errdefer std.testing.allocator.destroy(words);
+        const eg = try std.testing.allocator.create(Egress);
+        eg.init();
+        return .{ .words = words, .stats = stats_mod.Stats.init(words), .eg = eg };
+    }
+
+    fn destroy(self: TestFixture) void {
+        self.eg.deinit();
+        std.testing.allocator.destroy(self.eg);
+        std.testing.allocator.destroy(self.words);
+    }
+};
+
 test "egress to loopback: sent and counted, each output with its own TTL, GSO verdict kept across reconcile" {
-    const stats_words = try std.testing.allocator.create([stats_mod.total_words]u64);
-    defer std.testing.allocator.destroy(stats_words);
-    const stats = stats_mod.Stats.init(stats_words);
-    const eg = try std.testing.allocator.create(Egress);
-    defer std.testing.allocator.destroy(eg);
-    eg.init();
-    defer eg.deinit();
+    const fx = try TestFixture.create();
+    defer fx.destroy();
+    const stats = fx.stats;
+    const eg = fx.eg;
 
     const rx = [_]TestReceiver{ try testReceiver(), try testReceiver() };
     defer for (rx) |r| sys.close(r.fd);
@@ -679,13 +698,10 @@ test "egress to loopback: sent and counted, each output with its own TTL, GSO ve
 }
 
 test "1:50 fan-out: one sendmmsg per flush, small batches as plain datagrams and large ones as GSO, each receiver gets exactly its own" {
-    const stats_words = try std.testing.allocator.create([stats_mod.total_words]u64);
-    defer std.testing.allocator.destroy(stats_words);
-    const stats = stats_mod.Stats.init(stats_words);
-    const eg = try std.testing.allocator.create(Egress);
-    defer std.testing.allocator.destroy(eg);
-    eg.init();
-    defer eg.deinit();
+    const fx = try TestFixture.create();
+    defer fx.destroy();
+    const stats = fx.stats;
+    const eg = fx.eg;
 
     const fanout = 50;
     var rx: [fanout]TestReceiver = undefined;
@@ -724,13 +740,10 @@ test "1:50 fan-out: one sendmmsg per flush, small batches as plain datagrams and
 }
 
 test "an output whose source is not this host's fails alone, counted per datagram" {
-    const stats_words = try std.testing.allocator.create([stats_mod.total_words]u64);
-    defer std.testing.allocator.destroy(stats_words);
-    const stats = stats_mod.Stats.init(stats_words);
-    const eg = try std.testing.allocator.create(Egress);
-    defer std.testing.allocator.destroy(eg);
-    eg.init();
-    defer eg.deinit();
+    const fx = try TestFixture.create();
+    defer fx.destroy();
+    const stats = fx.stats;
+    const eg = fx.eg;
     const r = try testReceiver();
     defer sys.close(r.fd);
     const foreign = abi.Addr{ 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 192, 0, 2, 77 };
@@ -753,13 +766,10 @@ test "an output whose source is not this host's fails alone, counted per datagra
 }
 
 test "an empty datagram behind full-size ones is sent, not lost in a GSO buffer" {
-    const stats_words = try std.testing.allocator.create([stats_mod.total_words]u64);
-    defer std.testing.allocator.destroy(stats_words);
-    const stats = stats_mod.Stats.init(stats_words);
-    const eg = try std.testing.allocator.create(Egress);
-    defer std.testing.allocator.destroy(eg);
-    eg.init();
-    defer eg.deinit();
+    const fx = try TestFixture.create();
+    defer fx.destroy();
+    const stats = fx.stats;
+    const eg = fx.eg;
 
     const rx: i32 = @intCast(try sys.call("socket", linux.socket(linux.AF.INET, linux.SOCK.DGRAM | linux.SOCK.NONBLOCK, 0)));
     defer sys.close(rx);
@@ -792,13 +802,10 @@ test "an empty datagram behind full-size ones is sent, not lost in a GSO buffer"
 }
 
 test "TOS per output: DSCP copied or fixed, ECN kept, a batch never mixes two TOS values" {
-    const stats_words = try std.testing.allocator.create([stats_mod.total_words]u64);
-    defer std.testing.allocator.destroy(stats_words);
-    const stats = stats_mod.Stats.init(stats_words);
-    const eg = try std.testing.allocator.create(Egress);
-    defer std.testing.allocator.destroy(eg);
-    eg.init();
-    defer eg.deinit();
+    const fx = try TestFixture.create();
+    defer fx.destroy();
+    const stats = fx.stats;
+    const eg = fx.eg;
 
     try std.testing.expectEqual(@as(u8, 0xb9), outputTos(abi.dscp_copy, 0xb9));
     try std.testing.expectEqual(@as(u8, (10 << 2) | 1), outputTos(10, 0xb9));
@@ -876,13 +883,10 @@ fn receiveSourcePorts(fd: i32, out: []u16) usize {
 }
 
 test "a rule's sole output sends alone on its own connected socket, beside others on the family socket, and no setting leaks" {
-    const stats_words = try std.testing.allocator.create([stats_mod.total_words]u64);
-    defer std.testing.allocator.destroy(stats_words);
-    const stats = stats_mod.Stats.init(stats_words);
-    const eg = try std.testing.allocator.create(Egress);
-    defer std.testing.allocator.destroy(eg);
-    eg.init();
-    defer eg.deinit();
+    const fx = try TestFixture.create();
+    defer fx.destroy();
+    const stats = fx.stats;
+    const eg = fx.eg;
 
     const rx = [_]TestReceiver{ try testReceiver(), try testReceiver(), try testReceiver() };
     defer for (rx) |r| sys.close(r.fd);
@@ -955,13 +959,10 @@ test "a rule's sole output sends alone on its own connected socket, beside other
 }
 
 test "at most egress_own_sockets_max outputs get an own socket; the others send on the family socket" {
-    const stats_words = try std.testing.allocator.create([stats_mod.total_words]u64);
-    defer std.testing.allocator.destroy(stats_words);
-    const stats = stats_mod.Stats.init(stats_words);
-    const eg = try std.testing.allocator.create(Egress);
-    defer std.testing.allocator.destroy(eg);
-    eg.init();
-    defer eg.deinit();
+    const fx = try TestFixture.create();
+    defer fx.destroy();
+    const stats = fx.stats;
+    const eg = fx.eg;
 
     const r = try testReceiver();
     defer sys.close(r.fd);
