@@ -58,6 +58,38 @@ pub fn pollSetup(job: *SetupJob, out: *abi.RingGeometry) i32 {
     return result;
 }
 
+/// Making a packet socket blank again (ring.reset) waits for the network stack twice (unbind,
+/// ring freed): tens of ms, off the event loop like a close.
+pub const ResetJob = struct {
+    fd: i32,
+    done: std.atomic.Value(u32),
+    result: i32,
+
+    fn run(job: *ResetJob) void {
+        job.result = if (ring.reset(job.fd)) |_| 0 else |err| -sys.toErrno(err);
+        job.done.store(1, .release);
+    }
+};
+
+pub fn startReset(fd: i32) sys.Error!*ResetJob {
+    const job = std.heap.page_allocator.create(ResetJob) catch return error.NOMEM;
+    job.* = .{ .fd = fd, .done = .init(0), .result = 0 };
+    const thread = std.Thread.spawn(.{ .stack_size = thread_stack_bytes }, ResetJob.run, .{job}) catch {
+        std.heap.page_allocator.destroy(job);
+        return error.AGAIN;
+    };
+    thread.detach();
+    return job;
+}
+
+/// Done: frees the job and returns its result (0 or -errno). Not done: 1.
+pub fn pollReset(job: *ResetJob) i32 {
+    if (job.done.load(.acquire) == 0) return 1;
+    const result = job.result;
+    std.heap.page_allocator.destroy(job);
+    return result;
+}
+
 fn closeFd(fd: i32) void {
     sys.close(fd);
 }
@@ -89,4 +121,29 @@ test "a socket set up on another thread reports its geometry" {
     try std.testing.expectEqual(@as(i32, 0), rc);
     try std.testing.expect(geo.block_count > 0);
     closeLater(fd);
+}
+
+test "a reset socket is blank again: refused while its ring is mapped, then set up anew (locked filter kept)" {
+    if (std.os.linux.geteuid() != 0) return error.SkipZigTest;
+    const linux = std.os.linux;
+    const fd: i32 = @intCast(try sys.call("socket", linux.socket(linux.AF.PACKET, linux.SOCK.RAW | linux.SOCK.CLOEXEC, 0)));
+    defer sys.close(fd);
+    const geo = try ring.setup(fd, 1, 1500, 1 << 20, 1, 0);
+    var mapped = try ring.Ring.attach(fd, geo);
+    try std.testing.expectError(error.BUSY, ring.reset(fd));
+    mapped.deinit();
+    const job = try startReset(fd);
+    var rc: i32 = 1;
+    var tries: u32 = 0;
+    while (rc == 1 and tries < 5000) : (tries += 1) {
+        rc = pollReset(job);
+        if (rc == 1) {
+            var ts = std.os.linux.timespec{ .sec = 0, .nsec = 1_000_000 };
+            _ = std.os.linux.nanosleep(&ts, null);
+        }
+    }
+    try std.testing.expectEqual(@as(i32, 0), rc);
+    // Set up again for an interface: the filter is locked and is not attached twice.
+    const again = try ring.setup(fd, 1, 1500, 1 << 20, 1, 0);
+    try std.testing.expectEqual(geo.block_count, again.block_count);
 }

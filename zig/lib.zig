@@ -76,6 +76,18 @@ export fn mcr_packet_setup_poll(job: *background.SetupJob, out: *abi.RingGeometr
     return background.pollSetup(job, out);
 }
 
+/// Makes a set-up packet socket blank again (not receiving, ring freed) for reuse, on a native
+/// thread; mcr_packet_reset_poll gives the result (-EBUSY while a worker still maps its ring).
+export fn mcr_packet_reset_start(fd: i32, out: *?*background.ResetJob) i32 {
+    out.* = background.startReset(fd) catch |err| return rc(err);
+    return 0;
+}
+
+/// 1 while running; when done: 0 or -errno, and the job is freed.
+export fn mcr_packet_reset_poll(job: *background.ResetJob) i32 {
+    return background.pollReset(job);
+}
+
 /// Closes a descriptor on a native thread, without waiting.
 export fn mcr_fd_close_async(fd: i32) void {
     background.closeLater(fd);
@@ -282,6 +294,11 @@ export fn mcr_dp_geometry(dp: *Dataplane, out: *abi.RingGeometry) void {
 
 export fn mcr_dp_close(dp: *Dataplane) void {
     dp.destroy();
+}
+
+/// Closes a dataplane but not its packet socket: the position is reused (mcr_packet_reset).
+export fn mcr_dp_close_keep_socket(dp: *Dataplane) void {
+    dp.destroyKeeping(true);
 }
 
 // Traffic generator.

@@ -107,7 +107,9 @@ pub fn setup(fd: i32, ifindex: u32, mtu: u32, ring_bytes: u32, block_timeout_ms:
         error.NOPROTOOPT => {},
         else => return err,
     };
-    try filter.attach(fd, filter.ingress());
+    // A socket made blank again by `reset` keeps its locked filter: the same program
+    // (interface-independent), so it is not attached twice (a locked filter refuses it).
+    if (!try filterLocked(fd)) try filter.attach(fd, filter.ingress());
 
     const geo = geometry(mtu, ring_bytes);
     const req = linux.tpacket_req3{
@@ -134,6 +136,31 @@ pub fn setup(fd: i32, ifindex: u32, mtu: u32, ring_bytes: u32, block_timeout_ms:
     // this descriptor, a worker included, can detach or replace the filter any more.
     try sys.setsockoptInt(fd, linux.SOL.SOCKET, linux.SO.LOCK_FILTER, 1);
     return geo;
+}
+
+fn filterLocked(fd: i32) sys.Error!bool {
+    var v: c_int = 0;
+    var len: linux.socklen_t = @sizeOf(c_int);
+    _ = try sys.callOwn("getsockopt", linux.getsockopt(fd, linux.SOL.SOCKET, linux.SO.LOCK_FILTER, std.mem.asBytes(&v), &len));
+    return v != 0;
+}
+
+/// Makes a set-up packet socket blank again, for another interface (a worker position reused
+/// instead of spent): bound to protocol 0 it receives nothing, then its ring is freed. The
+/// kernel refuses to free a ring that a process still maps (EBUSY): the worker unmaps first.
+/// Not for a socket in a fanout group (it cannot leave one).
+pub fn reset(fd: i32) sys.Error!void {
+    const sll = linux.sockaddr.ll{
+        .protocol = 0,
+        .ifindex = 0,
+        .hatype = 0,
+        .pkttype = 0,
+        .halen = 0,
+        .addr = @splat(0),
+    };
+    _ = try sys.call("bind", linux.bind(fd, @ptrCast(&sll), @sizeOf(linux.sockaddr.ll)));
+    const none = std.mem.zeroes(linux.tpacket_req3);
+    try sys.setsockopt(fd, linux.SOL.PACKET, linux.PACKET.RX_RING, &none);
 }
 
 pub const Ring = struct {

@@ -71,6 +71,9 @@ const symbols = {
   mcr_dp_stats: { args: ["ptr"], returns: "ptr" },
   mcr_dp_geometry: { args: ["ptr", "ptr"], returns: "void" },
   mcr_dp_close: { args: ["ptr"], returns: "void" },
+  mcr_dp_close_keep_socket: { args: ["ptr"], returns: "void" },
+  mcr_packet_reset_start: { args: ["i32", "ptr"], returns: "i32" },
+  mcr_packet_reset_poll: { args: ["ptr"], returns: "i32" },
   mcr_gen_open: { args: ["ptr", "ptr"], returns: "i32" },
   mcr_gen_run: { args: ["ptr", "u32"], returns: "i32" },
   mcr_gen_counters: { args: ["ptr"], returns: "ptr" },
@@ -217,6 +220,21 @@ export async function packetSetupAsync(fd: number, setup: PacketSetup, what: str
       check(`ring setup ${what}`, rc);
       return decodeGeometry(geo);
     }
+    await Bun.sleep(1);
+  }
+}
+
+/**
+ * Makes a set-up packet socket blank again (receiving nothing, its ring freed) so its worker
+ * position can take another interface. Throws (EBUSY) while a worker still maps the ring.
+ */
+export async function packetResetAsync(fd: number): Promise<void> {
+  const out = new BigUint64Array(1);
+  check("reset packet socket", lib().mcr_packet_reset_start(fd, ptr(out)));
+  const job = handleFrom(out);
+  for (;;) {
+    const rc = lib().mcr_packet_reset_poll(job);
+    if (rc !== 1) return void check("reset packet socket", rc);
     await Bun.sleep(1);
   }
 }
@@ -481,10 +499,12 @@ export class Dataplane {
     return decodeGeometry(out);
   }
 
-  close(): void {
+  /** `keepSocket`: unmap the ring but leave the packet socket open (its position is reused). */
+  close(keepSocket = false): void {
     if (this.#closed) return;
     this.#closed = true;
-    lib().mcr_dp_close(this.#handle);
+    if (keepSocket) lib().mcr_dp_close_keep_socket(this.#handle);
+    else lib().mcr_dp_close(this.#handle);
   }
 }
 

@@ -255,7 +255,8 @@ export class WorkerHandle {
    * The worker stops serving a ring and closes its reference to the socket; returns the ring's
    * final counters (exact: shared memory) and unmaps them.
    */
-  async dropRing(position: number): Promise<DataplaneSnapshot | null> {
+  /** `keep`: the worker leaves the packet socket open (the position is reused). */
+  async dropRing(position: number, keep = false): Promise<DataplaneSnapshot | null> {
     const r = this.#rings.get(position);
     if (!r) return null;
     // Ours from now on: release() (the worker stopped meanwhile) leaves its memory mapped until
@@ -263,7 +264,7 @@ export class WorkerHandle {
     this.#rings.delete(position);
     if (!this.#exited) {
       try {
-        await this.request({ type: "ring-drop", position });
+        await this.request({ type: "ring-drop", position, keep });
       } catch (err) {
         log.warn((err as Error).message);
       }

@@ -14,7 +14,7 @@
 import { randomInt } from "node:crypto";
 import { logger } from "../log.ts";
 import { WORKERS_PER_INTERFACE_MAX } from "../limits.ts";
-import { fdCloseAsync, packetOpen, packetSetupAsync, type RingGeometry } from "../native/lib.ts";
+import { fdCloseAsync, packetOpen, packetResetAsync, packetSetupAsync, type RingGeometry } from "../native/lib.ts";
 import { LIMITS } from "../native/abi.ts";
 import { workerSlot } from "../rules/flow-hash.ts";
 import { encodeWorkerTable, tableBytesHash } from "../rules/wire.ts";
@@ -287,13 +287,47 @@ export class WorkerPool {
     this.#planes.delete(ifname);
     this.#planeFacts.delete(ifname);
     const entries = [...this.#entries.values()].filter((e) => e.ifname === ifname);
-    for (const e of entries) this.#entries.delete(entryKey(e.ifname, e.slot));
-    await Promise.all(entries.map((e) => this.#retireEntry(e)));
+    for (const e of entries) {
+      this.#entries.delete(entryKey(e.ifname, e.slot));
+      e.retiring = true;
+    }
     const plane = await pending?.catch(() => null);
-    plane?.positions.forEach((position, slot) => {
-      const p = this.#procs[slot];
-      if (p && p.uses[position] === ifname) this.#closePosition(p, position);
-    });
+    // A socket outside a fanout group is made blank again and its position reused, so removing
+    // and adding interfaces does not spend positions (and never forces a recycle, which pauses
+    // the worker's other interfaces). A fanout member cannot leave its group: closed.
+    // Only while the interface is still there as it was (its rules went away): a socket whose
+    // interface was deleted does not come back to life by a new setup (measured: the next
+    // interface's ring stays silent), so it is closed and the position renewed as before.
+    const keep = plane !== null && plane !== undefined && plane.fanoutId === 0 && this.#lookup(ifname)?.ifindex === plane.ifindex;
+    await Promise.all(entries.map((e) => this.#retireEntry(e, keep)));
+    await Promise.all(
+      (plane?.positions ?? []).map(async (position, slot) => {
+        const p = this.#procs[slot];
+        if (!p || p.uses[position] !== ifname) return;
+        if (keep && (await this.#blankAgain(p, position))) return;
+        if (p.uses[position] === ifname) this.#closePosition(p, position);
+      }),
+    );
+  }
+
+  /**
+   * Makes the socket at a position blank again for the next interface (the position stays
+   * reserved until it is); false if it cannot be.
+   */
+  async #blankAgain(p: Proc, position: number): Promise<boolean> {
+    const fd = p.sockets[position];
+    if (fd === null || fd === undefined) return false;
+    try {
+      // Refused (EBUSY) while a worker still maps the ring (its ring-drop failed): closed then.
+      await packetResetAsync(fd);
+    } catch (err) {
+      log.debug(`worker ${p.index} position ${position}: not reused (${(err as Error).message})`);
+      return false;
+    }
+    // (The worker may have been replaced meanwhile: the new one holds the same socket.)
+    if (p.sockets[position] !== fd) return true;
+    p.uses[position] = null;
+    return true;
   }
 
   /**
@@ -525,12 +559,12 @@ export class WorkerPool {
   }
 
   /** A ring leaves its worker: the worker drops it, its final counts are kept. */
-  async #retireEntry(e: Entry): Promise<void> {
+  async #retireEntry(e: Entry, keepSocket = false): Promise<void> {
     e.retiring = true;
     const h = e.attached;
     e.attached = null;
     if (!h || e.position === null) return;
-    const final = await h.dropRing(e.position);
+    const final = await h.dropRing(e.position, keepSocket);
     if (final) this.counters.retire(ringKey(e, h), e.ifname, final);
   }
 

@@ -204,9 +204,10 @@ export async function runWorker(): Promise<number> {
         if (r) {
           rings.delete(msg.position);
           handles = null;
-          // Counters stay in the memory the supervisor shares; closing also closes our
-          // reference to the packet socket (the supervisor closes its own).
-          r.dp.close();
+          // Counters stay in the memory the supervisor shares. With `keep` only the ring is
+          // unmapped: the supervisor makes the socket blank again and reuses the position;
+          // otherwise our reference to the socket is closed too (the supervisor closes its own).
+          r.dp.close(msg.keep === true);
         }
         send({ type: "ok", id: msg.id });
         return;

@@ -52,7 +52,8 @@ export const ToWorkerSchema = v.variant("type", [
   v.strictObject({ type: v.literal("table"), id: v.number(), position, generation: v.number(), hash: v.string(), bytes: v.pipe(v.number(), v.integer(), v.minValue(0)) }),
   // The ring message (with its counter memfd) travels on the socketpair just before this one.
   v.strictObject({ type: v.literal("ring-add"), id: v.number(), position }),
-  v.strictObject({ type: v.literal("ring-drop"), id: v.number(), position }),
+  // keep: the packet socket stays open (the supervisor makes it blank again and reuses the position).
+  v.strictObject({ type: v.literal("ring-drop"), id: v.number(), position, keep: v.optional(v.boolean()) }),
   v.strictObject({ type: v.literal("ping"), id: v.number(), position }),
   v.strictObject({ type: v.literal("log-level"), id: v.number(), level: v.picklist(LOG_LEVELS) }),
   v.strictObject({ type: v.literal("stop"), id: v.number() }),

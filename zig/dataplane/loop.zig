@@ -109,13 +109,19 @@ pub const Dataplane = struct {
     }
 
     pub fn destroy(self: *Dataplane) void {
+        self.destroyKeeping(false);
+    }
+
+    /// `keep_socket`: the packet socket stays open (its position is made blank again by the
+    /// supervisor and reused); only the ring is unmapped.
+    pub fn destroyKeeping(self: *Dataplane, keep_socket: bool) void {
         self.egress.deinit();
         self.joins.deinit();
         self.joins6.deinit();
         self.ring.deinit();
         if (self.stats_region) |region| shm.unmap(region);
         if (self.trace) |t| std.heap.page_allocator.destroy(t);
-        sys.close(self.cfg.packet_fd);
+        if (!keep_socket) sys.close(self.cfg.packet_fd);
         freeUntouched(self);
     }
 
