@@ -284,27 +284,26 @@ export class WorkerPool {
   /** Drops the interface's rings from their workers and closes its sockets. */
   async #closePlane(ifname: string): Promise<void> {
     const pending = this.#planes.get(ifname);
+    const facts = this.#planeFacts.get(ifname);
     this.#planes.delete(ifname);
     this.#planeFacts.delete(ifname);
+    // A socket outside a fanout group (one worker on the interface) is made blank again and its
+    // position reused, so removing and adding rules does not spend positions (and never forces
+    // a recycle, which pauses the worker's other interfaces). Only while the interface is still
+    // there as it was (its rules went away): a socket whose interface was deleted does not come
+    // back to life by a new setup (measured: the next interface's ring stayed silent), so it is
+    // closed and the position renewed at the worker's next start, as is a fanout member (it
+    // cannot leave its group).
+    const keep = facts !== undefined && facts.members === 1 && this.#lookup(ifname)?.ifindex === facts.ifindex;
     const entries = [...this.#entries.values()].filter((e) => e.ifname === ifname);
-    for (const e of entries) {
-      this.#entries.delete(entryKey(e.ifname, e.slot));
-      e.retiring = true;
-    }
-    const plane = await pending?.catch(() => null);
-    // A socket outside a fanout group is made blank again and its position reused, so removing
-    // and adding interfaces does not spend positions (and never forces a recycle, which pauses
-    // the worker's other interfaces). A fanout member cannot leave its group: closed.
-    // Only while the interface is still there as it was (its rules went away): a socket whose
-    // interface was deleted does not come back to life by a new setup (measured: the next
-    // interface's ring stays silent), so it is closed and the position renewed as before.
-    const keep = plane !== null && plane !== undefined && plane.fanoutId === 0 && this.#lookup(ifname)?.ifindex === plane.ifindex;
+    for (const e of entries) this.#entries.delete(entryKey(e.ifname, e.slot));
     await Promise.all(entries.map((e) => this.#retireEntry(e, keep)));
+    const plane = await pending?.catch(() => null);
     await Promise.all(
       (plane?.positions ?? []).map(async (position, slot) => {
         const p = this.#procs[slot];
         if (!p || p.uses[position] !== ifname) return;
-        if (keep && (await this.#blankAgain(p, position))) return;
+        if (keep && plane!.fanoutId === 0 && (await this.#blankAgain(p, position))) return;
         if (p.uses[position] === ifname) this.#closePosition(p, position);
       }),
     );
