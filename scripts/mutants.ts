@@ -148,7 +148,15 @@ export const MUTANTS: Mutant[] = [
     file: "src/supervisor/worker-pool.ts",
     search: "if (p.live && (p.recycling !== null || p.handle) && p.sockets.includes(null)) {",
     replace: "if (false && p.live && (p.recycling !== null || p.handle) && p.sockets.includes(null)) {",
-    tests: [{ file: "tests/integration/workers-shared.test.ts", filter: "recreated 34 times" }],
+    tests: [{ file: "tests/integration/workers-shared.test.ts", filter: "recreated 34 times with 2 workers" }],
+  },
+  {
+    name: "no-position-reuse",
+    breaks: "a removed interface's socket is closed instead of made blank again, so every 32 removals the worker is replaced and its other interfaces pause",
+    file: "src/supervisor/worker-pool.ts",
+    search: "const keep = facts !== undefined && facts.members === 1;",
+    replace: "const keep = false && facts !== undefined && facts.members === 1;",
+    tests: [{ file: "tests/integration/workers-shared.test.ts", filter: "one worker: the position is reused" }],
   },
   {
     name: "killed-worker-counts-dropped",

@@ -61,20 +61,28 @@ pub fn pollSetup(job: *SetupJob, out: *abi.RingGeometry) i32 {
 /// Making a packet socket blank again (ring.reset) waits for the network stack twice (unbind,
 /// ring freed): tens of ms, off the event loop like a close.
 pub const ResetJob = struct {
+    /// A second descriptor of the socket, owned by the job: the caller may close its own
+    /// meanwhile (a worker replaced), and its number may then name another socket.
     fd: i32,
     done: std.atomic.Value(u32),
     result: i32,
 
     fn run(job: *ResetJob) void {
         job.result = if (ring.reset(job.fd)) |_| 0 else |err| -sys.toErrno(err);
+        sys.close(job.fd);
         job.done.store(1, .release);
     }
 };
 
 pub fn startReset(fd: i32) sys.Error!*ResetJob {
-    const job = std.heap.page_allocator.create(ResetJob) catch return error.NOMEM;
-    job.* = .{ .fd = fd, .done = .init(0), .result = 0 };
+    const own: i32 = @intCast(try sys.call("fcntl", std.os.linux.fcntl(fd, std.os.linux.F.DUPFD_CLOEXEC, 0)));
+    const job = std.heap.page_allocator.create(ResetJob) catch {
+        sys.close(own);
+        return error.NOMEM;
+    };
+    job.* = .{ .fd = own, .done = .init(0), .result = 0 };
     const thread = std.Thread.spawn(.{ .stack_size = thread_stack_bytes }, ResetJob.run, .{job}) catch {
+        sys.close(own);
         std.heap.page_allocator.destroy(job);
         return error.AGAIN;
     };
@@ -143,7 +151,18 @@ test "a reset socket is blank again: refused while its ring is mapped, then set 
         }
     }
     try std.testing.expectEqual(@as(i32, 0), rc);
+    // Parked: on lo with a protocol lo never carries (not on every interface with ETH_P_ALL).
+    try std.testing.expectEqual(@as(u16, ring.parked_protocol), boundProtocol(fd));
     // Set up again for an interface: the filter is locked and is not attached twice.
     const again = try ring.setup(fd, 1, 1500, 1 << 20, 1, 0);
     try std.testing.expectEqual(geo.block_count, again.block_count);
+    try std.testing.expectEqual(@as(u16, std.os.linux.ETH.P.ALL), boundProtocol(fd));
+}
+
+fn boundProtocol(fd: i32) u16 {
+    var sll = std.mem.zeroes(std.os.linux.sockaddr.ll);
+    var len: std.os.linux.socklen_t = @sizeOf(std.os.linux.sockaddr.ll);
+    _ = sys.call("getsockname", std.os.linux.getsockname(fd, @ptrCast(&sll), &len)) catch unreachable;
+    std.debug.assert(sll.ifindex == 1);
+    return std.mem.bigToNative(u16, sll.protocol);
 }

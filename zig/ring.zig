@@ -145,14 +145,22 @@ fn filterLocked(fd: i32) sys.Error!bool {
     return v != 0;
 }
 
+/// The protocol a blank-again socket is bound to, on lo: lo's frames get their protocol from
+/// their Ethernet header (eth_type_trans), always an EtherType >= 0x0600 or one of the 802.3/802.2
+/// pseudo-protocols (0x0001, 0x0004), so this value never matches and the socket costs nothing.
+/// (Bind cannot unbind: protocol 0 means "keep the current one", so binding to protocol 0 and no
+/// interface would listen on every interface with ETH_P_ALL.)
+pub const parked_protocol: u16 = 0x05ff;
+const loopback_ifindex = 1; // fixed in every network namespace (LOOPBACK_IFINDEX)
+
 /// Makes a set-up packet socket blank again, for another interface (a worker position reused
-/// instead of spent): bound to protocol 0 it receives nothing, then its ring is freed. The
-/// kernel refuses to free a ring that a process still maps (EBUSY): the worker unmaps first.
-/// Not for a socket in a fanout group (it cannot leave one).
+/// instead of spent): parked on lo with a protocol lo never carries, then its ring is freed.
+/// The kernel refuses to free a ring that a process still maps (EBUSY): the worker unmaps
+/// first. Not for a socket in a fanout group (it cannot leave one: bind refuses, EINVAL).
 pub fn reset(fd: i32) sys.Error!void {
     const sll = linux.sockaddr.ll{
-        .protocol = 0,
-        .ifindex = 0,
+        .protocol = std.mem.nativeToBig(u16, parked_protocol),
+        .ifindex = loopback_ifindex,
         .hatype = 0,
         .pkttype = 0,
         .halen = 0,

@@ -125,6 +125,8 @@ export const WorkerInfoSchema = v.strictObject({
   worker: count,
   /** The ring's packet socket among the worker's (null until set up). */
   position: v.nullable(count),
+  /** The interface index the ring's socket is bound to (a recreated interface has a new one); null until set up. */
+  ifindex: v.nullable(count),
   pid: v.nullable(count),
   state: WorkerStateSchema,
   uptime_s: rate,

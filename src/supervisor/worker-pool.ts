@@ -60,6 +60,8 @@ interface Proc {
   sockets: (number | null)[];
   /** The interface each position is set up for (reserved while its setup runs), or null. */
   uses: (string | null)[];
+  /** Times each position's socket was closed: a reset that ran meanwhile no longer owns it. */
+  closes: number[];
   cpu: number | null;
   handle: WorkerHandle | null;
   /** A worker process holds the sockets (from its spawn to its exit): no new ones for it then. */
@@ -225,6 +227,7 @@ export class WorkerPool {
       index,
       sockets: Array.from({ length: POSITIONS }, () => null),
       uses: Array.from({ length: POSITIONS }, () => null),
+      closes: Array.from({ length: POSITIONS }, () => 0),
       cpu,
       handle: null,
       live: false,
@@ -288,13 +291,11 @@ export class WorkerPool {
     this.#planes.delete(ifname);
     this.#planeFacts.delete(ifname);
     // A socket outside a fanout group (one worker on the interface) is made blank again and its
-    // position reused, so removing and adding rules does not spend positions (and never forces
-    // a recycle, which pauses the worker's other interfaces). Only while the interface is still
-    // there as it was (its rules went away): a socket whose interface was deleted does not come
-    // back to life by a new setup (measured: the next interface's ring stayed silent), so it is
-    // closed and the position renewed at the worker's next start, as is a fanout member (it
-    // cannot leave its group).
-    const keep = facts !== undefined && facts.members === 1 && this.#lookup(ifname)?.ifindex === facts.ifindex;
+    // position reused, so removing and adding rules, or an interface deleted and recreated (a
+    // ppp/tun/WireGuard reconnect), does not spend positions and never forces a recycle, which
+    // pauses the worker's other interfaces. A fanout member cannot leave its group: closed, its
+    // position renewed at the worker's next start.
+    const keep = facts !== undefined && facts.members === 1;
     const entries = [...this.#entries.values()].filter((e) => e.ifname === ifname);
     for (const e of entries) this.#entries.delete(entryKey(e.ifname, e.slot));
     await Promise.all(entries.map((e) => this.#retireEntry(e, keep)));
@@ -303,30 +304,34 @@ export class WorkerPool {
       (plane?.positions ?? []).map(async (position, slot) => {
         const p = this.#procs[slot];
         if (!p || p.uses[position] !== ifname) return;
-        if (keep && plane!.fanoutId === 0 && (await this.#blankAgain(p, position))) return;
-        if (p.uses[position] === ifname) this.#closePosition(p, position);
+        if (keep && plane!.fanoutId === 0) await this.#blankAgain(p, position);
+        else this.#closePosition(p, position);
       }),
     );
   }
 
   /**
    * Makes the socket at a position blank again for the next interface (the position stays
-   * reserved until it is); false if it cannot be.
+   * reserved until it is), or closes it if it cannot be.
    */
-  async #blankAgain(p: Proc, position: number): Promise<boolean> {
+  async #blankAgain(p: Proc, position: number): Promise<void> {
     const fd = p.sockets[position];
-    if (fd === null || fd === undefined) return false;
+    if (fd === null || fd === undefined) return;
+    const closes = p.closes[position];
+    let blank = true;
     try {
-      // Refused (EBUSY) while a worker still maps the ring (its ring-drop failed): closed then.
+      // Works on its own descriptor of the socket: ours may be closed meanwhile (the worker
+      // retired) and its number given to another socket. Refused (EBUSY) while a worker still
+      // maps the ring (its ring-drop failed).
       await packetResetAsync(fd);
     } catch (err) {
       log.debug(`worker ${p.index} position ${position}: not reused (${(err as Error).message})`);
-      return false;
+      blank = false;
     }
-    // (The worker may have been replaced meanwhile: the new one holds the same socket.)
-    if (p.sockets[position] !== fd) return true;
-    p.uses[position] = null;
-    return true;
+    // Closed meanwhile (the worker retired): the position is no longer this socket's.
+    if (p.closes[position] !== closes) return;
+    if (blank) p.uses[position] = null;
+    else this.#closePosition(p, position);
   }
 
   /**
@@ -335,6 +340,7 @@ export class WorkerPool {
    */
   #closePosition(p: Proc, position: number): void {
     const fd = p.sockets[position];
+    p.closes[position]! += 1;
     p.sockets[position] = null;
     p.uses[position] = null;
     // Closing a packet socket waits for the stack to let go of it: off the event loop.
@@ -491,6 +497,7 @@ export class WorkerPool {
         workers_on_interface: e.members,
         worker: e.slot,
         position: e.position,
+        ifindex: e.position !== null ? (this.#planeFacts.get(e.ifname)?.ifindex ?? null) : null,
         pid: h?.pid ?? null,
         state: this.#stateOf(e),
         uptime_s: h && p ? Math.round((now - p.startedAt) / 100) / 10 : 0,

@@ -5,7 +5,8 @@
 // comes back with every ring, and the counters equal what the receivers got. Real namespaces,
 // traffic from `mcrelay gen` in the namespaces behind each input, counted by `mcrelay sink`
 // (a plain UDP socket per group) in another namespace. An input recreated more times than a
-// worker has positions still relays: the worker is replaced on purpose (recycled).
+// worker has positions still relays: its position is reused (one worker), or the workers are
+// replaced on purpose (recycled: fanout sockets cannot be reused).
 //
 // MCR_TEST_METRICS=1 prints what was measured.
 import { afterEach, describe, expect, test } from "bun:test";
@@ -55,14 +56,19 @@ async function workerRows(d: TestDaemon): Promise<WorkerInfo[]> {
   return ((await d.call("workers")) as { workers: WorkerInfo[] }).workers;
 }
 
-/** Rows for `rings` interfaces, all running in one process; returns them. */
-async function oneWorkerServing(d: TestDaemon, rings: number, notPid?: number): Promise<WorkerInfo[]> {
-  return waitFor(`one worker serving ${rings} rings`, async () => {
+/** `rings` rows, all running in `procs` processes; returns them. */
+async function workersServing(d: TestDaemon, rings: number, procs: number, notPid?: number): Promise<WorkerInfo[]> {
+  return waitFor(`${procs} worker(s) serving ${rings} rings`, async () => {
     const rows = await workerRows(d);
     const pids = new Set(rows.map((w) => w.pid));
-    const ok = rows.length === rings && rows.every((w) => w.state === "running" && w.pid !== null && w.applied_hash === w.table_hash) && pids.size === 1;
+    const ok = rows.length === rings && rows.every((w) => w.state === "running" && w.pid !== null && w.applied_hash === w.table_hash) && pids.size === procs;
     return ok && (notPid === undefined || !pids.has(notPid)) ? rows : undefined;
   }, 30_000, 50);
+}
+
+/** Rows for `rings` interfaces, all running in one process; returns them. */
+function oneWorkerServing(d: TestDaemon, rings: number, notPid?: number): Promise<WorkerInfo[]> {
+  return workersServing(d, rings, 1, notPid);
 }
 
 /** Live `_worker` children of the supervisor (every thread's children, from /proc). */
@@ -179,85 +185,109 @@ describe.skipIf(!netnsAvailable())("one worker process serves several input inte
     T,
   );
 
+  // With one worker (no fanout) the socket of the deleted interface is made blank again and its
+  // position reused: the worker is never replaced. With two (a fanout group per interface: a
+  // member cannot leave it) each recreation spends a position in both workers; after 32 they are
+  // recycled on purpose.
   test(
-    "an input deleted and recreated 34 times (more than the worker's 32 positions) still relays: the worker is recycled on purpose (recycled, not restarts), the stable input streaming meanwhile loses nothing and gets no duplicate, counters exact",
-    async () => {
-      topo = await Topology.create("recycle");
-      const rt = await buildRelayTopology(topo, { label: "recycle", sinks: 2 });
-      const out = rt.sinks[1]!; // r2 -> sink namespace 2
-      const dir = new TempDir("mcr-wr-");
-      dirs.push(dir);
-      // r1 (fed from sink namespace 1) is stable; r0 (fed from the generator namespace) is recreated.
-      const stable = { from: "239.1.1.2:5000", genNs: rt.sinks[0]!.ns, to: "239.2.2.2:6001" };
-      const flappy = { from: "239.1.1.1:5000", to: "239.2.2.1:6000" };
-      const configPath = dir.file(
-        "mcrelay.json5",
-        JSON.stringify({
-          ring_mib: { r0: 32, r1: 32 },
-          rules: [
-            { name: "stable", from: `${stable.from}@r1`, to: [`${stable.to}@r2`] },
-            { name: "flappy", from: `${flappy.from}@r0`, to: [`${flappy.to}@r2`] },
-          ],
-        }),
-      );
-      const d = await TestDaemon.start(rt, dir, { configPath, label: "daemon recycle" });
-      const rows = await oneWorkerServing(d, 2);
-      const pid0 = rows[0]!.pid!;
+    "an input deleted and recreated 34 times (more than the worker's 32 positions), one worker: the position is reused, the same process relays throughout, the stable input loses nothing, counters exact",
+    () => recreatedInput(1),
+    T,
+  );
 
-      // The stable input streams through all the cycles (and the worker's replacement).
-      const n = 12_000;
-      const stableSink = await sink(rt, out.ns, `${stable.to}@s0`, ["--expect", String(n)], 3);
-      const stableGen = runGen(rt.topo, stable.genNs, "bun", ["--to", `${stable.from}@s0`, "--rate", "250", "--count", String(n), "--size", "200"], 180_000);
-      await Bun.sleep(1_000);
-      const IP = Bun.which("ip") ?? Bun.which("ip", { PATH: "/usr/sbin:/sbin:/usr/bin:/bin" }) ?? "ip";
-      const script = [
-        `"$1" -n "$2" link del g0`,
-        `"$1" -n "$2" link add g0 type veth peer name r0 netns "$3"`,
-        `"$1" -n "$2" addr add "$4/24" dev g0`,
-        `"$1" -n "$2" link set g0 up`,
-        `"$1" -n "$2" route replace 224.0.0.0/4 dev g0`,
-        `"$1" -n "$3" addr add "$5/24" dev r0`,
-        `"$1" -n "$3" link set r0 up`,
-      ].join(" && ");
-      const cycles = 34;
-      let last = rows.find((w) => w.interface === "r0")!;
-      const pids = new Set<number>([pid0]);
-      for (let c = 0; c < cycles; c++) {
-        await rt.topo.exec(rt.gen, ["sh", "-c", script, "recreate", IP, rt.gen, rt.relay, rt.genAddr, rt.relayInAddr], { check: true });
-        const prev = last;
-        // Each recreation takes a new ring (a new position, or a new worker process).
-        last = await waitFor(`r0 served again after recreation ${c + 1}`, async () => {
-          const r = (await workerRows(d)).find((w) => w.interface === "r0");
-          return r && r.state === "running" && r.pid !== null && r.applied_hash === r.table_hash && (r.pid !== prev.pid || r.position !== prev.position) ? r : undefined;
-        }, 30_000, 50);
-        pids.add(last.pid!);
-      }
-      const sent = await stableGen;
-      expect(sent.sent).toBe(n);
-      const stableReport = await sinkReport(stableSink);
-      const flappyReport = await (async () => {
-        const s = await sink(rt, out.ns, `${flappy.to}@s0`, ["--expect", "1000"], 3);
-        const g = await runGen(rt.topo, rt.gen, "bun", ["--to", `${flappy.from}@g0`, "--rate", "1000", "--count", "1000", "--size", "200"], 60_000);
-        expect(g.sent).toBe(1_000);
-        return sinkReport(s);
-      })();
-      const after = await oneWorkerServing(d, 2);
-      const st = (await d.call("stats")) as StatsResult;
-      note("recycled worker", { cycles, pids: [...pids], rows: after.map((w) => ({ interface: w.interface, position: w.position, recycled: w.recycled, restarts: w.restarts })), stable: stableReport.totals, flappy: flappyReport.totals });
-      // The worker was replaced on purpose to renew its positions: not a failure.
-      expect(pids.size).toBeGreaterThan(1);
-      for (const w of after) expect({ interface: w.interface, recycled: w.recycled >= 1, restarts: w.restarts, consecutive_failures: w.consecutive_failures, last_error: w.last_error }).toEqual({ interface: w.interface, recycled: true, restarts: 0, consecutive_failures: 0, last_error: null });
-      expect(workerProcesses(d.pid)).toEqual([after[0]!.pid!]);
-      expect(pidAlive(pid0)).toBe(false);
-      // The stable input lost nothing and got nothing twice across the replacement.
-      expectExact("stable", stableReport, n);
-      expect(stableReport.totals.datagrams).toBe(n);
-      expect(ruleNamed(st.rules, "stable").packets).toBe(n);
-      // The recreated input relays.
-      expectExact("flappy", flappyReport, 1_000);
-      expect(ruleNamed(st.rules, "flappy").packets).toBe(1_000);
-      await d.stop();
-    },
+  test(
+    "an input deleted and recreated 34 times with 2 workers (fanout sockets cannot be reused): both are recycled on purpose (recycled, not restarts), the stable input streaming meanwhile loses nothing and gets no duplicate, counters exact",
+    () => recreatedInput(2),
     T,
   );
 });
+
+/** r0 deleted and recreated 34 times under `workers` workers while r1 streams (see the tests). */
+async function recreatedInput(workers: number): Promise<void> {
+  topo = await Topology.create(`recycle${workers}`);
+  const rt = await buildRelayTopology(topo, { label: `recycle${workers}`, sinks: 2 });
+  const out = rt.sinks[1]!; // r2 -> sink namespace 2
+  const dir = new TempDir("mcr-wr-");
+  dirs.push(dir);
+  // r1 (fed from sink namespace 1) is stable; r0 (fed from the generator namespace) is recreated.
+  const stable = { from: "239.1.1.2:5000", genNs: rt.sinks[0]!.ns, to: "239.2.2.2:6001" };
+  const flappy = { from: "239.1.1.1:5000", to: "239.2.2.1:6000" };
+  const configPath = dir.file(
+    "mcrelay.json5",
+    JSON.stringify({
+      workers,
+      ring_mib: { r0: 32, r1: 32 },
+      rules: [
+        { name: "stable", from: `${stable.from}@r1`, to: [`${stable.to}@r2`] },
+        { name: "flappy", from: `${flappy.from}@r0`, to: [`${flappy.to}@r2`] },
+      ],
+    }),
+  );
+  const d = await TestDaemon.start(rt, dir, { configPath, label: `daemon recycle ${workers}` });
+  const rows = await workersServing(d, 2 * workers, workers);
+  const pids0 = new Set(rows.map((w) => w.pid!));
+
+  // The stable input streams through all the cycles (and any worker replacement).
+  const n = 12_000;
+  const stableSink = await sink(rt, out.ns, `${stable.to}@s0`, ["--expect", String(n)], 3);
+  const stableGen = runGen(rt.topo, stable.genNs, "bun", ["--to", `${stable.from}@s0`, "--rate", "250", "--count", String(n), "--size", "200"], 180_000);
+  await Bun.sleep(1_000);
+  const IP = Bun.which("ip") ?? Bun.which("ip", { PATH: "/usr/sbin:/sbin:/usr/bin:/bin" }) ?? "ip";
+  const script = [
+    `"$1" -n "$2" link del g0`,
+    `"$1" -n "$2" link add g0 type veth peer name r0 netns "$3"`,
+    `"$1" -n "$2" addr add "$4/24" dev g0`,
+    `"$1" -n "$2" link set g0 up`,
+    `"$1" -n "$2" route replace 224.0.0.0/4 dev g0`,
+    `"$1" -n "$3" addr add "$5/24" dev r0`,
+    `"$1" -n "$3" link set r0 up`,
+  ].join(" && ");
+  const cycles = 34;
+  let ifindex = rows.find((w) => w.interface === "r0")!.ifindex;
+  const pids = new Set<number>(pids0);
+  const positions = new Set<number>();
+  for (let c = 0; c < cycles; c++) {
+    await rt.topo.exec(rt.gen, ["sh", "-c", script, "recreate", IP, rt.gen, rt.relay, rt.genAddr, rt.relayInAddr], { check: true });
+    // Each recreation (a new ifindex) gets its ring(s) back.
+    const now = await waitFor(`r0 served again after recreation ${c + 1}`, async () => {
+      const r = (await workerRows(d)).filter((w) => w.interface === "r0");
+      return r.length === workers && r.every((w) => w.state === "running" && w.pid !== null && w.applied_hash === w.table_hash && w.ifindex !== null && w.ifindex !== ifindex) ? r : undefined;
+    }, 30_000, 50);
+    ifindex = now[0]!.ifindex;
+    for (const w of now) pids.add(w.pid!);
+    for (const w of now) if (w.slot === 0) positions.add(w.position!);
+  }
+  const sent = await stableGen;
+  expect(sent.sent).toBe(n);
+  const stableReport = await sinkReport(stableSink);
+  const flappyReport = await (async () => {
+    const s = await sink(rt, out.ns, `${flappy.to}@s0`, ["--expect", "1000"], 3);
+    const g = await runGen(rt.topo, rt.gen, "bun", ["--to", `${flappy.from}@g0`, "--rate", "1000", "--count", "1000", "--size", "200"], 60_000);
+    expect(g.sent).toBe(1_000);
+    return sinkReport(s);
+  })();
+  const after = await workersServing(d, 2 * workers, workers);
+  const st = (await d.call("stats")) as StatsResult;
+  note(`recycled worker (${workers})`, { cycles, pids: [...pids], positions: [...positions], rows: after.map((w) => ({ interface: w.interface, slot: w.slot, position: w.position, recycled: w.recycled, restarts: w.restarts })), stable: stableReport.totals, flappy: flappyReport.totals });
+  if (workers === 1) {
+    // The position of the deleted interface's socket was reused every time: one process,
+    // never replaced.
+    expect(pids).toEqual(pids0);
+    expect(positions.size).toBeLessThanOrEqual(2);
+    for (const w of after) expect({ interface: w.interface, recycled: w.recycled, restarts: w.restarts }).toEqual({ interface: w.interface, recycled: 0, restarts: 0 });
+  } else {
+    // The workers were replaced on purpose to renew their positions: not a failure.
+    for (const pid of pids0) expect(pidAlive(pid)).toBe(false);
+    for (const w of after) expect({ interface: w.interface, slot: w.slot, recycled: w.recycled >= 1, restarts: w.restarts, consecutive_failures: w.consecutive_failures, last_error: w.last_error }).toEqual({ interface: w.interface, slot: w.slot, recycled: true, restarts: 0, consecutive_failures: 0, last_error: null });
+  }
+  expect(workerProcesses(d.pid).sort()).toEqual([...new Set(after.map((w) => w.pid!))].sort());
+  // The stable input lost nothing and got nothing twice.
+  expectExact("stable", stableReport, n);
+  expect(stableReport.totals.datagrams).toBe(n);
+  expect(ruleNamed(st.rules, "stable").packets).toBe(n);
+  // The recreated input relays.
+  expectExact("flappy", flappyReport, 1_000);
+  expect(ruleNamed(st.rules, "flappy").packets).toBe(1_000);
+  await d.stop();
+}
+

@@ -41,7 +41,7 @@ function input(): MetricsInput {
     interfaces: [{ interface: "eth0", counters: { ...zero(WORKER_COUNTERS), rx_frames: 12, kernel_drops: 3 }, parse_drops: { ...zero(PARSE_DROPS), ipv4_fragment: 2 } }],
     workers: [
       {
-        interface: "eth0", slot: 0, workers_on_interface: 1, worker: 0, position: 0, pid: 5, state: "running" as const, uptime_s: 1, restarts: 2, recycled: 3, consecutive_failures: 0,
+        interface: "eth0", slot: 0, workers_on_interface: 1, worker: 0, position: 0, ifindex: 2, pid: 5, state: "running" as const, uptime_s: 1, restarts: 2, recycled: 3, consecutive_failures: 0,
         backoff_ms: 0, drift_repairs: 0, table_hash: "h", applied_hash: "h", rules: 1, last_error: null, ring: null, confinement: null,
       },
     ],
