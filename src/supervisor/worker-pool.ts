@@ -295,8 +295,18 @@ export class WorkerPool {
     // ppp/tun/WireGuard reconnect), does not spend positions and never forces a recycle, which
     // pauses the worker's other interfaces. A fanout member cannot leave its group: closed, its
     // position renewed at the worker's next start.
-    const keep = facts !== undefined && facts.members === 1;
+    // And only when no worker may map the ring any more: it acknowledged the drop, or no worker
+    // process holds the socket and none is starting with it. Reset before a starting worker (or
+    // one being given the ring) maps it, the ring would be gone under it (EINVAL, measured: 100
+    // link flaps in 10 s).
     const entries = [...this.#entries.values()].filter((e) => e.ifname === ifname);
+    const keep =
+      facts !== undefined &&
+      facts.members === 1 &&
+      entries.every((e) => {
+        const p = this.#procs[e.slot];
+        return e.attached !== null || (!e.busy && p !== undefined && !p.live && !p.busy);
+      });
     for (const e of entries) this.#entries.delete(entryKey(e.ifname, e.slot));
     await Promise.all(entries.map((e) => this.#retireEntry(e, keep)));
     const plane = await pending?.catch(() => null);
