@@ -154,8 +154,8 @@ export const MUTANTS: Mutant[] = [
     name: "no-position-reuse",
     breaks: "a removed interface's socket is closed instead of made blank again, so every 32 removals the worker is replaced and its other interfaces pause",
     file: "src/supervisor/worker-pool.ts",
-    search: "const keep = facts !== undefined && facts.members === 1;",
-    replace: "const keep = false && facts !== undefined && facts.members === 1;",
+    search: "    const keep =\n      facts !== undefined &&",
+    replace: "    const keep =\n      false &&",
     tests: [{ file: "tests/integration/workers-shared.test.ts", filter: "one worker: the position is reused" }],
   },
   {
