@@ -167,8 +167,20 @@ pub fn reset(fd: i32) sys.Error!void {
         .addr = @splat(0),
     };
     _ = try sys.call("bind", linux.bind(fd, @ptrCast(&sll), @sizeOf(linux.sockaddr.ll)));
+    // The kernel's counters (reading resets them) belong to the plane that was removed, whose
+    // counts were retired: the next interface's ring starts from zero.
+    _ = try statisticsOf(fd);
     const none = std.mem.zeroes(linux.tpacket_req3);
     try sys.setsockopt(fd, linux.SOL.PACKET, linux.PACKET.RX_RING, &none);
+}
+
+/// PACKET_STATISTICS of a packet socket since the last read (reading resets them): packets
+/// seen, dropped because the ring was full, times the queue froze.
+pub fn statisticsOf(fd: i32) sys.Error![3]u32 {
+    var st: [3]u32 = .{ 0, 0, 0 };
+    var len: linux.socklen_t = @sizeOf([3]u32);
+    _ = try sys.call("getsockopt", linux.getsockopt(fd, linux.SOL.PACKET, linux.PACKET.STATISTICS, std.mem.asBytes(&st), &len));
+    return st;
 }
 
 pub const Ring = struct {
@@ -248,10 +260,7 @@ pub const Ring = struct {
     /// Kernel counters since the last call (reading resets them): packets seen, dropped
     /// because the ring was full, and times the queue froze.
     pub fn statistics(self: *Ring) sys.Error![3]u32 {
-        var st: [3]u32 = .{ 0, 0, 0 };
-        var len: linux.socklen_t = @sizeOf([3]u32);
-        _ = try sys.call("getsockopt", linux.getsockopt(self.fd, linux.SOL.PACKET, linux.PACKET.STATISTICS, std.mem.asBytes(&st), &len));
-        return st;
+        return statisticsOf(self.fd);
     }
 };
 

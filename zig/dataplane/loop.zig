@@ -631,7 +631,7 @@ fn testTable(buf: []u8, id: u64, port: u16, out_port: u16) []const u8 {
 
 /// Sends `count` Ethernet frames 10.9.9.1 -> 239.1.1.1:port (UDP, no checksum) on lo through
 /// its own packet socket: both rings on lo see them as received multicast.
-fn testInject(port: u16, count: u32) !void {
+pub fn testInject(port: u16, count: u32) !void {
     const fd: i32 = @intCast(try sys.call("socket", linux.socket(linux.AF.PACKET, linux.SOCK.RAW | linux.SOCK.CLOEXEC, 0)));
     defer sys.close(fd);
     var frame: [14 + 20 + 8 + 16]u8 = @splat(0);
