@@ -1,5 +1,6 @@
 //! Builds libmcrelay (the native dataplane loaded by bun:ffi) and runs its unit tests.
-//!   zig build                      -> zig-out/lib/libmcrelay.so (ReleaseSafe by default)
+//!   zig build                      -> zig-out/lib/libmcrelay.so and zig-out/bin/mcrelay-worker
+//!                                     (ReleaseSafe by default)
 //!   zig build test                 -> unit tests next to the code
 const std = @import("std");
 const builtin = @import("builtin");
@@ -40,6 +41,22 @@ pub fn build(b: *std.Build) void {
         .root_module = lib_module,
     });
     b.installArtifact(lib);
+
+    // The worker executable (`mcrelay _worker`): static, no libc, one thread; embedded in
+    // dist/mcrelay and started from a memory file (src/native/lib.ts workerExecutable).
+    const worker = b.addExecutable(.{
+        .name = "mcrelay-worker",
+        .root_module = b.createModule(.{
+            .root_source_file = b.path("zig/worker.zig"),
+            .target = target,
+            .optimize = optimize,
+            .strip = strip,
+            .single_threaded = true,
+            .link_libc = false,
+        }),
+        .linkage = .static,
+    });
+    b.installArtifact(worker);
 
     // The TypeScript mirror of the ABI, generated from the Zig types (zig/abi_mirror.zig) and
     // written into the source tree on every `zig build`, so it never lags the library.

@@ -34,4 +34,5 @@ test {
     _ = @import("tools/gen_raw.zig");
     _ = @import("tools/sink.zig");
     _ = @import("lib.zig");
+    _ = @import("worker.zig");
 }

@@ -1,11 +1,13 @@
-//! Dropping a worker's privileges after it received its sockets. Credentials are changed
-//! through libc because the kernel's set*id calls are per thread and libc applies them to
-//! every thread of the process (Bun runs several); no_new_privs is likewise per thread, so it
+//! Dropping a worker's privileges after it received its sockets. The kernel's set*id calls are
+//! per thread: linked with libc (the library's tests, which fork from a threaded process) they
+//! go through libc, which applies them to every thread of the process; the worker executable
+//! (zig/worker.zig, no libc) has one thread and makes the calls itself. no_new_privs is likewise per thread, so it
 //! is spread to every thread with the worker's seccomp filter (seccomp.zig) installed with
 //! TSYNC (which also sets no_new_privs on each thread). Last, the process is made
 //! non-dumpable: no core dump of the ring, and /proc/<pid> files (fd, mem, environ) belong to
 //! root, so another process of the workers' user cannot ptrace it or open its descriptors.
 const std = @import("std");
+const builtin = @import("builtin");
 const linux = std.os.linux;
 const sys = @import("sys.zig");
 const filter = @import("filter.zig");
@@ -24,6 +26,29 @@ fn libcCheck(rc: c_int) sys.Error!void {
     if (rc == 0) return;
     return sys.fromErrnoOf("libc set*id", std.c.errno(rc));
 }
+
+/// set*id for every thread: through libc when linked, else the raw call (one thread).
+const ids = if (builtin.link_libc) struct {
+    fn resuid(r: u32, e: u32, s: u32) sys.Error!void {
+        try libcCheck(setresuid(r, e, s));
+    }
+    fn resgid(r: u32, e: u32, s: u32) sys.Error!void {
+        try libcCheck(setresgid(r, e, s));
+    }
+    fn noGroups() sys.Error!void {
+        try libcCheck(setgroups(0, null));
+    }
+} else struct {
+    fn resuid(r: u32, e: u32, s: u32) sys.Error!void {
+        _ = try sys.call("setresuid", linux.setresuid(r, e, s));
+    }
+    fn resgid(r: u32, e: u32, s: u32) sys.Error!void {
+        _ = try sys.call("setresgid", linux.setresgid(r, e, s));
+    }
+    fn noGroups() sys.Error!void {
+        _ = try sys.call("setgroups", linux.setgroups(0, &[_]linux.gid_t{}));
+    }
+};
 
 fn prctl(option: linux.PR, arg2: usize) sys.Error!usize {
     return sys.call("prctl", linux.prctl(@intFromEnum(option), arg2, 0, 0, 0));
@@ -53,11 +78,11 @@ pub fn drop(uid: u32, gid: u32, fd_first: i32, fd_count: u32) sys.Error!void {
     if (uid == 0) return error.INVAL;
     const caps = try effectiveCaps();
     if (caps & (@as(u64, 1) << CAP_SETUID) != 0) {
-        try libcCheck(setresuid(0, 0, 0));
+        try ids.resuid(0, 0, 0);
         // Groups and gid while the uid is 0: afterwards they cannot be changed any more.
-        try libcCheck(setgroups(0, null));
-        try libcCheck(setresgid(gid, gid, gid));
-        try libcCheck(setresuid(uid, uid, uid));
+        try ids.noGroups();
+        try ids.resgid(gid, gid, gid);
+        try ids.resuid(uid, uid, uid);
     }
     // A uid change from 0 clears permitted, effective and ambient sets on every thread; clear
     // them explicitly anyway (and the inheritable set, which a uid change keeps).

@@ -4,3 +4,9 @@ declare module "*.so" {
   const path: string;
   export default path;
 }
+
+// The worker executable (zig-out/bin/mcrelay-worker), embedded the same way.
+declare module "*/mcrelay-worker" {
+  const path: string;
+  export default path;
+}

@@ -1,9 +1,10 @@
 // The only module that imports bun:ffi. It loads libmcrelay (embedded in the compiled
 // executable, from zig-out/ under `bun run`), checks the ABI, and offers typed methods; the
 // rest of the code never sees a pointer.
-import { closeSync, readFileSync, writeSync } from "node:fs";
+import { closeSync, openSync, readFileSync, writeSync } from "node:fs";
 import { dlopen, ptr, toArrayBuffer, type Pointer } from "bun:ffi";
 import embeddedLibPath from "../../zig-out/lib/libmcrelay.so" with { type: "file" };
+import embeddedWorkerPath from "../../zig-out/bin/mcrelay-worker" with { type: "file" };
 import { NativeError, errnoName } from "../errors.ts";
 import {
   ABI_VERSION,
@@ -123,6 +124,31 @@ function openEmbedded(): ReturnType<typeof dlopen<typeof symbols>> {
     // The loaded mapping keeps the memory file alive; the descriptor is not needed after dlopen.
     closeSync(fd);
   }
+}
+
+let workerPath: string | null = null;
+
+/**
+ * The worker executable to start (zig/worker.zig, static, no libc). Like the library it is
+ * never written to a file system: in the compiled executable its bytes go into an anonymous
+ * memory file, executed through /proc/PID/fd/N (a noexec /tmp does not matter). The memory
+ * file is made once and kept open read-only (exec refuses a file open for writing) for the
+ * supervisor's lifetime. Under `bun run` it is zig-out/bin/mcrelay-worker.
+ */
+export function workerExecutable(): string {
+  if (workerPath !== null) return workerPath;
+  if (!embeddedWorkerPath.startsWith(EMBEDDED_PREFIX)) return (workerPath = embeddedWorkerPath);
+  const bytes = readFileSync(embeddedWorkerPath);
+  const fd = memfdCreate("mcrelay-worker");
+  let readOnly: number;
+  try {
+    for (let off = 0; off < bytes.length; ) off += writeSync(fd, bytes, off, bytes.length - off);
+    readOnly = openSync(`/proc/self/fd/${fd}`, "r");
+  } finally {
+    closeSync(fd);
+  }
+  // The parent's descriptor by its pid: the path stays valid in the child until exec.
+  return (workerPath = `/proc/${process.pid}/fd/${readOnly}`);
 }
 
 /**

@@ -1,14 +1,14 @@
-// The supervisor's side of one worker process: acquire the AF_PACKET sockets and counter
-// memory first, then spawn the worker, hand them over SCM_RIGHTS, and talk to it with validated
-// request/response messages, each with a deadline. One worker serves the rings of several input
+// The supervisor's side of one worker process (the Zig executable zig/worker.zig): acquire the
+// AF_PACKET sockets and counter memory first, then spawn the worker, hand them over SCM_RIGHTS,
+// and talk to it with validated request/response messages, each with a deadline, all on the
+// socketpair (src/worker/messages.ts). One worker serves the rings of several input
 // interfaces, each at a position among its packet sockets; rings are added and dropped while
 // it runs.
 import * as v from "valibot";
 import { logger, getLogFormat, getLogLevel } from "../log.ts";
-import { fdClose, fdInherit, scmPair, scmSend, scmWake, SharedStats } from "../native/lib.ts";
+import { fdClose, fdInherit, scmPair, scmSend, SharedStats, workerExecutable } from "../native/lib.ts";
 import { decodeStats } from "../stats/decode.ts";
 import type { RingGeometry } from "../native/abi.ts";
-import { selfCommand } from "../self-command.ts";
 import type { WorkerUser } from "./user.ts";
 import type { DataplaneSnapshot } from "../stats/decode.ts";
 import { FromWorkerSchema, type FromWorker, type ToWorker } from "../worker/messages.ts";
@@ -80,6 +80,51 @@ interface RingState {
   shared: SharedStats;
 }
 
+/** A reply line longer than this is no reply (they are a few hundred bytes). */
+const REPLY_BYTES_MAX = 64 * 1024;
+
+/**
+ * Reads the worker's replies off the socketpair: one JSON object per line, each validated.
+ * Resolves when the worker's end is closed (it exited) or reading fails.
+ */
+async function readReplies(fd: number, name: string, onMessage: (m: FromWorker) => void): Promise<void> {
+  const reader = Bun.file(fd).stream().getReader();
+  const decoder = new TextDecoder();
+  let pending = "";
+  try {
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) return;
+      pending += decoder.decode(value, { stream: true });
+      for (let nl = pending.indexOf("\n"); nl >= 0; nl = pending.indexOf("\n")) {
+        const line = pending.slice(0, nl);
+        pending = pending.slice(nl + 1);
+        let raw: unknown;
+        try {
+          raw = JSON.parse(line);
+        } catch {
+          log.warn(`${name}: malformed message ignored: not JSON: ${line.slice(0, 200)}`);
+          continue;
+        }
+        const parsed = v.safeParse(FromWorkerSchema, raw);
+        if (!parsed.success) {
+          log.warn(`${name}: malformed message ignored: ${v.summarize(parsed.issues)}`);
+          continue;
+        }
+        onMessage(parsed.output);
+      }
+      if (pending.length > REPLY_BYTES_MAX) {
+        log.warn(`${name}: ${pending.length} bytes without a line end from the worker, dropped`);
+        pending = "";
+      }
+    }
+  } catch (err) {
+    log.warn(`${name}: reading its channel failed: ${(err as Error).message}`);
+  } finally {
+    reader.releaseLock();
+  }
+}
+
 function ringMessage(spec: RingSpec): Uint8Array {
   const { position, ifname, ifindex, slot, members, geometry } = spec;
   return new TextEncoder().encode(JSON.stringify({ kind: "ring", position, ifname, ifindex, slot, members, geometry }));
@@ -102,7 +147,7 @@ export class WorkerHandle {
   #killed = false;
   readonly exited: Promise<number | null>;
 
-  private constructor(index: number, proc: ReturnType<typeof Bun.spawn>, channel: number, ready: FromWorker & { type: "ready" }, rings: Map<number, RingState>) {
+  private constructor(index: number, proc: ReturnType<typeof Bun.spawn>, channel: number, replies: Promise<void>, ready: FromWorker & { type: "ready" }, rings: Map<number, RingState>) {
     this.index = index;
     this.name = `worker ${index}`;
     this.#rings = rings;
@@ -110,7 +155,8 @@ export class WorkerHandle {
     this.#proc = proc;
     this.#channel = channel;
     this.confinement = ready.confinement;
-    this.exited = proc.exited.then((code) => {
+    // The channel is closed once the worker exited and its replies were read to the end.
+    this.exited = Promise.all([proc.exited, replies]).then(([code]) => {
       this.#exited = true;
       for (const [, p] of this.#pending) {
         clearTimeout(p.timer);
@@ -148,10 +194,21 @@ export class WorkerHandle {
       readyResolve = res;
       readyReject = rej;
     });
+    const onMessage = (msg: FromWorker) => {
+      if (msg.type === "ready") return readyResolve(msg);
+      if (msg.type === "fatal") {
+        log.error(`${name}: ${msg.message}`);
+        readyReject(new WorkerError(msg.message));
+        return;
+      }
+      if (handle) handle.#settle(msg);
+    };
     let proc: ReturnType<typeof Bun.spawn>;
     try {
       fdInherit(theirs);
-      proc = Bun.spawn(selfCommand(["_worker", "--index", String(opts.index)]), {
+      // argv keeps `_worker`: ps shows `mcrelay _worker --index N`.
+      proc = Bun.spawn([workerExecutable(), "_worker", "--index", String(opts.index)], {
+        argv0: "mcrelay",
         stdio: ["ignore", "inherit", "inherit", theirs],
         env: {
           ...process.env,
@@ -159,22 +216,6 @@ export class WorkerHandle {
           MCRELAY_LOG_LEVEL: getLogLevel(),
           MCRELAY_LOG_FORMAT: getLogFormat(),
         },
-        ipc(raw) {
-          const parsed = v.safeParse(FromWorkerSchema, raw);
-          if (!parsed.success) {
-            log.warn(`${name}: malformed message ignored: ${v.summarize(parsed.issues)}`);
-            return;
-          }
-          const msg = parsed.output;
-          if (msg.type === "ready") return readyResolve(msg);
-          if (msg.type === "fatal") {
-            log.error(`${name}: ${msg.message}`);
-            readyReject(new WorkerError(msg.message));
-            return;
-          }
-          if (handle) handle.#settle(msg);
-        },
-        serialization: "json",
       });
     } catch (err) {
       fdClose(mine);
@@ -192,6 +233,7 @@ export class WorkerHandle {
     } finally {
       for (const r of rings.values()) r.shared.closeFd();
     }
+    const replies = readReplies(mine, name, onMessage);
     const timer = setTimeout(() => readyReject(new WorkerError(`${name} not ready within ${READY_TIMEOUT_MS} ms`)), READY_TIMEOUT_MS);
     proc.exited.then((code) => readyReject(new WorkerError(`${name} exited during start-up (code ${code})`)));
     let readyMsg: FromWorker & { type: "ready" };
@@ -199,14 +241,14 @@ export class WorkerHandle {
       readyMsg = await ready;
     } catch (err) {
       safeKill(proc, "SIGKILL");
-      await Promise.race([proc.exited, Bun.sleep(STOP_TIMEOUT_MS)]);
+      await Promise.race([Promise.all([proc.exited, replies]), Bun.sleep(STOP_TIMEOUT_MS)]);
       fdClose(mine);
       for (const r of rings.values()) r.shared.release();
       throw err;
     } finally {
       clearTimeout(timer);
     }
-    handle = new WorkerHandle(opts.index, proc, mine, readyMsg, rings);
+    handle = new WorkerHandle(opts.index, proc, mine, replies, readyMsg, rings);
     handle.exited.then((code) => opts.onExit?.(code, proc.signalCode === null || proc.signalCode === undefined ? null : String(proc.signalCode)));
     log.debug(`${name} ready (pid ${proc.pid}), ${rings.size} ring(s): ${[...rings.values()].map((r) => r.spec.ifname).join(", ")}`);
     return handle;
@@ -293,9 +335,15 @@ export class WorkerHandle {
         reject(new WorkerError(`${this.name} did not answer '${req.type}' within ${timeoutMs} ms`));
       }, timeoutMs);
       this.#pending.set(id, { resolve, reject, timer });
-      this.#proc.send({ ...req, id });
-      // The dataplane may be inside a slice: wake it so the message is handled now.
-      scmWake(this.#channel);
+      // On the socketpair, whose readability also ends the worker's dataplane run. Never blocks:
+      // a channel too full to take it fails the request now.
+      try {
+        scmSend(this.#channel, new TextEncoder().encode(JSON.stringify({ ...req, id })), [], true);
+      } catch (err) {
+        clearTimeout(timer);
+        this.#pending.delete(id);
+        reject(new WorkerError(`${this.name}: cannot send '${req.type}': ${(err as Error).message}`));
+      }
     });
   }
 
