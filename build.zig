@@ -32,7 +32,7 @@ pub fn build(b: *std.Build) void {
         .target = target,
         .optimize = optimize,
         .strip = strip,
-        // libc for set*id calls that must reach every thread (see zig/privileges.zig).
+        // The library runs inside Bun's process: its threads (background.zig) are libc's.
         .link_libc = true,
     });
     const lib = b.addLibrary(.{

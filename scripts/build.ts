@@ -1,5 +1,5 @@
-// Builds the native library (ReleaseSafe, stripped) and the single executable with the library
-// embedded, for this machine or cross-compiled for other Linux targets. `--help` for usage.
+// Builds the native library and the worker executable (ReleaseSafe, stripped) and the single
+// executable with both embedded, for this machine or cross-compiled for other Linux targets. `--help` for usage.
 import { existsSync, mkdirSync } from "node:fs";
 import { join, resolve } from "node:path";
 import type { BunPlugin } from "bun";
@@ -28,12 +28,14 @@ const USAGE = `Usage: bun scripts/build.ts [--target T|all] [--optimize MODE] [-
 
 Without --target: builds for this machine (native CPU features):
   zig-out/lib/libmcrelay.so   the native library (stripped)
-  dist/mcrelay                the executable, library embedded
+  zig-out/bin/mcrelay-worker  the worker executable (static, no libc, stripped)
+  dist/mcrelay                the executable, library and worker embedded
 
 --target T       cross-build for T, one of: ${TARGET_NAMES.join(", ")}
                  (all: every one of them). Writes dist/mcrelay-T, with the library
-                 built for T's baseline CPU into zig-out/T/lib/libmcrelay.so.
---optimize MODE  the library's Zig build mode: ${OPTIMIZE.join(", ")} (default safe:
+                 and the worker built for T's baseline CPU into zig-out/T/lib/libmcrelay.so
+                 and zig-out/T/bin/mcrelay-worker.
+--optimize MODE  the library's and worker's Zig build mode: ${OPTIMIZE.join(", ")} (default safe:
                  assertions on)
 --help           print this and build nothing
 
@@ -95,21 +97,25 @@ function run(name: string, cmd: string[]): void {
   if (r.exitCode !== 0) fail(`${name} failed (exit ${r.exitCode}): ${cmd.join(" ")}`);
 }
 
-/** Points the executable's `import ... "libmcrelay.so" with {type: "file"}` at `libPath`. */
-function embedLibrary(libPath: string): BunPlugin {
+/**
+ * Points the executable's `import ... "libmcrelay.so"` and `import ... "mcrelay-worker"` (with
+ * {type: "file"}) at the library and the worker executable built for the target, under `prefix`.
+ */
+function embedNative(prefix: string): BunPlugin {
   return {
-    name: "embed-libmcrelay",
+    name: "embed-native",
     setup(build) {
-      build.onResolve({ filter: /\/libmcrelay\.so$/ }, () => ({ path: libPath }));
+      build.onResolve({ filter: /\/libmcrelay\.so$/ }, () => ({ path: join(prefix, "lib/libmcrelay.so") }));
+      build.onResolve({ filter: /\/mcrelay-worker$/ }, () => ({ path: join(prefix, "bin/mcrelay-worker") }));
     },
   };
 }
 
-async function compile(name: string, libPath: string, outfile: string, target?: Bun.Build.CompileTarget): Promise<void> {
+async function compile(name: string, prefix: string, outfile: string, target?: Bun.Build.CompileTarget): Promise<void> {
   const result = await Bun.build({
     entrypoints: [join(root, "src/main.ts")],
     compile: target ? { target, outfile } : { outfile },
-    plugins: [embedLibrary(libPath)],
+    plugins: [embedNative(prefix)],
     // Precompiled bytecode: `mcrelay version` costs 17 ms of CPU instead of 50 (measured with
     // 15 runs each on the 2-core VM); the executable grows by 2.3 MB. ESM needs format "esm".
     bytecode: true,
@@ -122,22 +128,22 @@ async function compile(name: string, libPath: string, outfile: string, target?: 
 }
 
 async function buildHost(opts: Options): Promise<void> {
-  await timed(`native library (${opts.optimize}, stripped)`, () =>
-    run("native library", [zig, "build", `-Doptimize=${opts.optimize}`, "-Dstrip=true"]),
+  await timed(`native library and worker (${opts.optimize}, stripped)`, () =>
+    run("native library and worker", [zig, "build", `-Doptimize=${opts.optimize}`, "-Dstrip=true"]),
   );
   await timed("dist/mcrelay", () =>
-    compile("dist/mcrelay", join(root, "zig-out/lib/libmcrelay.so"), join(root, "dist/mcrelay")),
+    compile("dist/mcrelay", join(root, "zig-out"), join(root, "dist/mcrelay")),
   );
 }
 
 async function buildTarget(name: TargetName, opts: Options): Promise<void> {
   const t = TARGETS[name];
   const prefix = join(root, "zig-out", name);
-  await timed(`native library for ${name} (${t.zig}, ${opts.optimize}, stripped)`, () =>
-    run(`native library for ${name}`, [zig, "build", `-Doptimize=${opts.optimize}`, "-Dstrip=true", `-Dtarget=${t.zig}`, "--prefix", prefix]),
+  await timed(`native library and worker for ${name} (${t.zig}, ${opts.optimize}, stripped)`, () =>
+    run(`native library and worker for ${name}`, [zig, "build", `-Doptimize=${opts.optimize}`, "-Dstrip=true", `-Dtarget=${t.zig}`, "--prefix", prefix]),
   );
   await timed(`dist/mcrelay-${name} (${t.bun})`, () =>
-    compile(`dist/mcrelay-${name}`, join(prefix, "lib/libmcrelay.so"), join(root, "dist", `mcrelay-${name}`), t.bun),
+    compile(`dist/mcrelay-${name}`, prefix, join(root, "dist", `mcrelay-${name}`), t.bun),
   );
 }
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bun
-// mcrelay: one executable for the daemon, its clients, the one-shot relay, the traffic tools,
-// and the hidden worker. Subcommands load lazily so `mcrelay version` stays fast.
+// mcrelay: one executable for the daemon, its clients, the one-shot relay and the traffic
+// tools (the worker it starts is a Zig executable embedded in it). Subcommands load lazily so
+// `mcrelay version` stays fast.
 import "./no-color.ts";
 import { runCommand } from "citty";
 import { EXIT, errorKind, exitCodeOf, UsageError } from "./errors.ts";

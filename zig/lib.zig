@@ -2,7 +2,7 @@
 //! a module that knows nothing of the ABI. Fallible exports return i32: >= 0 is success,
 //! < 0 is -errno. Handles cross as pointers written to an out-parameter and 64-bit values
 //! through memory; the only pointers returned as values are the counter words of an open
-//! object (mcr_dp_stats, mcr_gen_counters, mcr_sink_counters), valid until it is closed.
+//! object (mcr_gen_counters, mcr_sink_counters), valid until it is closed.
 const std = @import("std");
 const abi = @import("abi.zig");
 const abi_mirror = @import("abi_mirror.zig");
@@ -10,13 +10,8 @@ const constants = @import("constants.zig");
 const sys = @import("sys.zig");
 const link = @import("link.zig");
 const scm = @import("scm.zig");
-const privileges = @import("privileges.zig");
-const confinement = @import("confinement.zig");
-const parse = @import("dataplane/parse.zig");
-const stats = @import("dataplane/stats.zig");
 const loop = @import("dataplane/loop.zig");
 const trace = @import("dataplane/trace.zig");
-const Dataplane = loop.Dataplane;
 const shm = @import("shm.zig");
 const ring = @import("ring.zig");
 const netlink = @import("netlink.zig");
@@ -103,12 +98,6 @@ export fn mcr_fd_close(fd: i32) i32 {
     return 0;
 }
 
-/// Moves `count` descriptors to first, first+1, ... (scm.place); -EBUSY when one is in use.
-export fn mcr_fd_place(fds: [*]const i32, count: u32, first: i32) i32 {
-    scm.place(fds[0..count], first) catch |err| return rc(err);
-    return 0;
-}
-
 /// Clears close-on-exec so a child process inherits the descriptor.
 export fn mcr_fd_inherit(fd: i32) i32 {
     _ = sys.call("fcntl", linux.fcntl(fd, linux.F.SETFD, 0)) catch |err| return rc(err);
@@ -135,33 +124,6 @@ export fn mcr_scm_recv(fd: i32, buf: [*]u8, cap: u32, fds: [*]i32, fds_cap: u32,
     const r = scm.recv(fd, buf[0..cap], fds[0..fds_cap], dont_wait != 0) catch |err| return rc(err);
     fd_count.* = r.fd_count;
     return @intCast(r.bytes);
-}
-
-/// Pins the calling thread (a worker's main thread, which runs its dataplane) to one CPU,
-/// for mcr's `pinning`; threads it starts later inherit the mask. EINVAL: no such CPU online.
-export fn mcr_cpu_pin(cpu: u32) i32 {
-    if (cpu >= linux.CPU_SETSIZE * 8) return -@as(i32, @intFromEnum(linux.E.INVAL));
-    var set = std.mem.zeroes(linux.cpu_set_t);
-    const word_bits = @bitSizeOf(usize);
-    set[cpu / word_bits] |= @as(usize, 1) << @intCast(cpu % word_bits);
-    _ = sys.call("sched_setaffinity", linux.syscall3(.sched_setaffinity, 0, @sizeOf(linux.cpu_set_t), @intFromPtr(&set))) catch |err| return rc(err);
-    return 0;
-}
-
-/// Drops to uid/gid (with CAP_SETUID), clears every capability set, installs the worker's
-/// seccomp filter (and no_new_privs) on every thread, SIGKILL on parent death, not dumpable.
-export fn mcr_privileges_drop(uid: u32, gid: u32, fd_first: i32, fd_count: u32) i32 {
-    privileges.drop(uid, gid, fd_first, fd_count) catch |err| return rc(err);
-    return 0;
-}
-
-/// The worker's check of its confinement after the drop (confinement.zig): returns the number of
-/// probes when every one was refused; 0 when one was not, with "PROBE: got X, expected EPERM"
-/// (truncated to `cap`) in `msg` and its length in `msg_len`.
-export fn mcr_confinement_verify(packet_fd: i32, msg: [*]u8, cap: u32, msg_len: *u32) i32 {
-    const f = confinement.verify(packet_fd) orelse return confinement.probes.len;
-    msg_len.* = @intCast(confinement.describe(f, msg[0..cap]).len);
-    return 0;
 }
 
 // Process limits, peers of the control socket, the state directory's lock.
@@ -255,50 +217,6 @@ export fn mcr_nl_read(nl: *netlink.Netlink, out: [*]abi.NlEvent, cap: u32) i32 {
 
 export fn mcr_nl_close(nl: *netlink.Netlink) void {
     nl.destroy();
-}
-
-// Dataplane.
-
-export fn mcr_dp_open(cfg: *const abi.DpConfig, out: *?*Dataplane) i32 {
-    out.* = Dataplane.create(cfg) catch |err| return rc(err);
-    return 0;
-}
-
-export fn mcr_dp_apply(dp: *Dataplane, table: [*]const u8, len: u32) i32 {
-    dp.apply(table[0..len]) catch |err| return rc(err);
-    return 0;
-}
-
-/// Returns 0 when the budget ran out, 1 when the wake descriptor became readable.
-export fn mcr_dp_run(dp: *Dataplane, budget_ms: u32) i32 {
-    const r = dp.run(budget_ms) catch |err| return rc(err);
-    return @intFromEnum(r);
-}
-
-/// One thread serving `count` dataplanes (one ring each, sharing the first one's wake
-/// descriptor; loop.runMany). Same results as mcr_dp_run; -EINVAL for 0 or more than
-/// rings_per_worker_max rings, or differing wake descriptors.
-export fn mcr_dp_run_many(dps: [*]const *Dataplane, count: u32, budget_ms: u32) i32 {
-    if (count == 0 or count > constants.rings_per_worker_max) return rc(error.INVAL);
-    const r = loop.runMany(dps[0..count], budget_ms) catch |err| return rc(err);
-    return @intFromEnum(r);
-}
-
-export fn mcr_dp_stats(dp: *Dataplane) [*]u64 {
-    return dp.stats_words;
-}
-
-export fn mcr_dp_geometry(dp: *Dataplane, out: *abi.RingGeometry) void {
-    out.* = dp.ring.geo;
-}
-
-export fn mcr_dp_close(dp: *Dataplane) void {
-    dp.destroy();
-}
-
-/// Closes a dataplane but not its packet socket: the position is reused (mcr_packet_reset).
-export fn mcr_dp_close_keep_socket(dp: *Dataplane) void {
-    dp.destroyKeeping(true);
 }
 
 // Traffic generator.

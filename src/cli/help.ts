@@ -48,7 +48,7 @@ function exitCodeLines(): string[] {
   return ["Exit codes:", ...rows(EXIT_MEANINGS.map(([code, text]) => [String(code), text]))];
 }
 
-const GROUP_TITLES: Record<Exclude<Verb["group"], "internal">, string> = {
+const GROUP_TITLES: Record<Verb["group"], string> = {
   daemon: "The daemon",
   rules: "Rules in the running daemon",
   reading: "Reading",

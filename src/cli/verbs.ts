@@ -9,7 +9,7 @@ export interface Verb {
   /** Other names that mean the same verb (`show` for `list`). */
   aliases: readonly string[];
   /** The section of `mcrelay help` it is listed under. */
-  group: "daemon" | "rules" | "reading" | "tools" | "internal";
+  group: "daemon" | "rules" | "reading" | "tools";
   load: () => Promise<CommandDef>;
 }
 
@@ -41,7 +41,6 @@ export const VERBS: readonly Verb[] = [
   verb("sink", "tools", () => import("./sink.ts")),
   verb("version", "reading", () => import("./version.ts")),
   verb("help", "reading", () => import("./help-verb.ts")),
-  verb("_worker", "internal", () => import("./worker.ts")),
 ];
 
 /** Edit distance with adjacent transpositions ("lsit" is 1 from "list"). */
@@ -103,13 +102,12 @@ export function resolveName<T extends Named>(word: string, entries: readonly T[]
   throw new UsageError(`unknown ${what} '${word}'${near ? `; did you mean '${near}'?` : ""} (see ${helpHint})`);
 }
 
-/** The verbs a user may type (the internal worker verb is not offered or prefix-matched). */
-export function publicVerbs(): Verb[] {
-  return VERBS.filter((v) => v.group !== "internal");
+/** The verbs a user may type. */
+export function publicVerbs(): readonly Verb[] {
+  return VERBS;
 }
 
 export function resolveVerb(word: string): Verb {
-  if (word === "_worker") return VERBS.find((v) => v.name === "_worker")!;
   return resolveName(word, publicVerbs(), "command", "mcrelay help");
 }
 

@@ -84,13 +84,6 @@ const G = {
   frameBytes: field("RingGeometry", "frame_bytes", 4),
   frameCount: field("RingGeometry", "frame_count", 4),
 };
-const D = {
-  packetFd: field("DpConfig", "packet_fd", 4),
-  wakeFd: field("DpConfig", "wake_fd", 4),
-  ifindex: field("DpConfig", "ifindex", 4),
-  statsFd: field("DpConfig", "stats_fd", 4),
-  geometry: field("DpConfig", "geometry", LAYOUT.RingGeometry.size),
-};
 const P = {
   ifindex: field("PacketSetup", "ifindex", 4),
   mtu: field("PacketSetup", "mtu", 4),
@@ -252,29 +245,6 @@ export interface RingGeometry {
   blockCount: number;
   frameBytes: number;
   frameCount: number;
-}
-
-export interface DpConfig {
-  packetFd: number;
-  wakeFd: number;
-  ifindex: number;
-  /** Counter memfd from the supervisor, or -1. */
-  statsFd: number;
-  geometry: RingGeometry;
-}
-
-export function encodeDpConfig(c: DpConfig): Uint8Array {
-  const buf = new Uint8Array(SIZE.dpConfig);
-  const v = new DataView(buf.buffer);
-  v.setInt32(D.packetFd, c.packetFd, true);
-  v.setInt32(D.wakeFd, c.wakeFd, true);
-  v.setUint32(D.ifindex, c.ifindex, true);
-  v.setInt32(D.statsFd, c.statsFd, true);
-  v.setUint32(D.geometry + G.blockBytes, c.geometry.blockBytes, true);
-  v.setUint32(D.geometry + G.blockCount, c.geometry.blockCount, true);
-  v.setUint32(D.geometry + G.frameBytes, c.geometry.frameBytes, true);
-  v.setUint32(D.geometry + G.frameCount, c.geometry.frameCount, true);
-  return buf;
 }
 
 export interface PacketSetup {

@@ -19,11 +19,9 @@ import {
   decodeGeometry,
   decodeLinkInfo,
   decodeNlEvents,
-  encodeDpConfig,
   encodePacketSetup,
   encodeGenConfig,
   encodeSinkConfig,
-  type DpConfig,
   type GenConfig,
   type PacketSetup,
   type RingGeometry,
@@ -50,10 +48,6 @@ const symbols = {
   mcr_shm_map: { args: ["i32", "ptr"], returns: "i32" },
   mcr_shm_unmap: { args: ["ptr"], returns: "void" },
   mcr_trace_layout: { args: ["ptr"], returns: "void" },
-  mcr_privileges_drop: { args: ["u32", "u32", "i32", "u32"], returns: "i32" },
-  mcr_fd_place: { args: ["ptr", "u32", "i32"], returns: "i32" },
-  mcr_cpu_pin: { args: ["u32"], returns: "i32" },
-  mcr_confinement_verify: { args: ["i32", "ptr", "u32", "ptr"], returns: "i32" },
   mcr_nofile_raise: { args: ["ptr"], returns: "i32" },
   mcr_peer_cred: { args: ["i32", "ptr"], returns: "i32" },
   mcr_peer_groups: { args: ["i32", "ptr", "u32"], returns: "i32" },
@@ -65,14 +59,6 @@ const symbols = {
   mcr_nl_dump: { args: ["ptr", "u32"], returns: "i32" },
   mcr_nl_read: { args: ["ptr", "ptr", "u32"], returns: "i32" },
   mcr_nl_close: { args: ["ptr"], returns: "void" },
-  mcr_dp_open: { args: ["ptr", "ptr"], returns: "i32" },
-  mcr_dp_apply: { args: ["ptr", "ptr", "u32"], returns: "i32" },
-  mcr_dp_run: { args: ["ptr", "u32"], returns: "i32" },
-  mcr_dp_run_many: { args: ["ptr", "u32", "u32"], returns: "i32" },
-  mcr_dp_stats: { args: ["ptr"], returns: "ptr" },
-  mcr_dp_geometry: { args: ["ptr", "ptr"], returns: "void" },
-  mcr_dp_close: { args: ["ptr"], returns: "void" },
-  mcr_dp_close_keep_socket: { args: ["ptr"], returns: "void" },
   mcr_packet_reset_start: { args: ["i32", "ptr"], returns: "i32" },
   mcr_packet_reset_poll: { args: ["ptr"], returns: "i32" },
   mcr_gen_open: { args: ["ptr", "ptr"], returns: "i32" },
@@ -302,51 +288,6 @@ export function scmSend(fd: number, data: Uint8Array, fds: readonly number[] = [
   check("send message with descriptors", lib().mcr_scm_send(fd, ptr(data), data.length, ptr(fdArray), fds.length, dontWait ? 1 : 0));
 }
 
-/** Sends a one-byte wake-up; a full channel already holds one, so EAGAIN is fine. */
-export function scmWake(fd: number): void {
-  const rc = lib().mcr_scm_send(fd, ptr(WAKE_BYTE), 1, ptr(NO_FDS), 0, 1);
-  if (rc < 0 && rc !== -11) throw NativeError.fromErrno("wake worker", -rc);
-}
-const WAKE_BYTE = new Uint8Array([0x77]);
-const NO_FDS = new Int32Array(1);
-
-/** Pins the calling thread (a worker's dataplane thread) to one CPU; EINVAL: no such CPU. */
-export function cpuPin(cpu: number): void {
-  check(`pin to CPU ${cpu}`, lib().mcr_cpu_pin(cpu));
-}
-
-/** Drops to uid/gid and sheds every capability on every thread; see zig/privileges.zig. */
-/** `packetFd`: the packet socket the worker may read but never send on, bind or duplicate. */
-/**
- * Drops to uid/gid with every capability cleared and the worker's seccomp filter on every
- * thread; its packet sockets are the `packetFdCount` descriptors from `packetFdFirst` (no send,
- * write, bind, connect or dup on them).
- */
-export function privilegesDrop(uid: number, gid: number, packetFdFirst: number, packetFdCount: number): void {
-  check(`drop privileges to uid ${uid} gid ${gid}`, lib().mcr_privileges_drop(uid, gid, packetFdFirst, packetFdCount));
-}
-
-/** Moves descriptors to first, first+1, ... (close-on-exec); EBUSY when one of those is in use. */
-export function fdPlace(fds: readonly number[], first: number): void {
-  const arr = new Int32Array(Math.max(1, fds.length));
-  arr.set(fds);
-  check(`place descriptors at ${first}`, lib().mcr_fd_place(ptr(arr), fds.length, first));
-}
-
-/**
- * After the drop: calls a confined worker must be refused with EPERM (new raw, packet, netlink
- * and Unix sockets, filter and SOL_PACKET options, sends and dup on the packet socket, execve,
- * ptrace, bpf), each harmless if it is not; see zig/confinement.zig. Returns how many probes
- * were refused, or the first one that was not ("PROBE: got X, expected EPERM").
- */
-export function confinementVerify(packetFd: number): { probes: number; problem: null } | { probes: 0; problem: string } {
-  const msg = new Uint8Array(256);
-  const len = new Uint32Array(1);
-  const n = check("verify confinement", lib().mcr_confinement_verify(packetFd, ptr(msg), msg.length, ptr(len)));
-  if (n > 0) return { probes: n, problem: null };
-  return { probes: 0, problem: new TextDecoder().decode(msg.subarray(0, len[0]!)) };
-}
-
 /** Raises the soft descriptor limit to the hard one; returns both. */
 export function nofileRaise(): { soft: number; hard: number } {
   const out = new BigUint64Array(2);
@@ -478,62 +419,6 @@ export class SharedStats {
 }
 
 /** A worker's dataplane. Owns the packet socket from open on (closes it on close). */
-export class Dataplane {
-  readonly #handle: Pointer;
-  readonly stats: BigUint64Array;
-  #closed = false;
-
-  private constructor(handle: Pointer) {
-    this.#handle = handle;
-    const p = lib().mcr_dp_stats(handle);
-    if (p === null) throw new NativeError("dataplane stats", 0, "no stats region");
-    this.stats = new BigUint64Array(toArrayBuffer(p, 0, STATS_TOTAL_WORDS * 8));
-  }
-
-  static open(config: DpConfig, what: string): Dataplane {
-    const out = new BigUint64Array(1);
-    check(`ring setup ${what}`, lib().mcr_dp_open(ptr(encodeDpConfig(config)), ptr(out)));
-    return new Dataplane(handleFrom(out));
-  }
-
-  apply(table: Uint8Array): void {
-    check("apply rule table", lib().mcr_dp_apply(this.#handle, ptr(table), table.length));
-  }
-
-  /** Forwards for up to budgetMs; true when woken by the control channel. */
-  run(budgetMs: number): boolean {
-    return check("dataplane run", lib().mcr_dp_run(this.#handle, budgetMs)) === 1;
-  }
-
-  /**
-   * Forwards on several dataplanes (one ring each) from this one thread for up to budgetMs;
-   * true when woken by the control channel (the wake descriptor of the first). `handles` comes
-   * from Dataplane.handles, made once per set of rings.
-   */
-  static runMany(handles: BigUint64Array, budgetMs: number): boolean {
-    return check("dataplane run", lib().mcr_dp_run_many(ptr(handles), handles.length, budgetMs)) === 1;
-  }
-
-  /** The native handles of these dataplanes, in order, for runMany. */
-  static handles(dps: readonly Dataplane[]): BigUint64Array {
-    return BigUint64Array.from(dps.map((d) => BigInt(d.#handle as number)));
-  }
-
-  geometry(): RingGeometry {
-    const out = new Uint32Array(4);
-    lib().mcr_dp_geometry(this.#handle, ptr(out));
-    return decodeGeometry(out);
-  }
-
-  /** `keepSocket`: unmap the ring but leave the packet socket open (its position is reused). */
-  close(keepSocket = false): void {
-    if (this.#closed) return;
-    this.#closed = true;
-    if (keepSocket) lib().mcr_dp_close_keep_socket(this.#handle);
-    else lib().mcr_dp_close(this.#handle);
-  }
-}
-
 export type { RingGeometry };
 
 /** sd_notify(3): tells a Type=notify service manager about readiness, reload and stop. */

@@ -11,8 +11,9 @@ import { decodeStats } from "../stats/decode.ts";
 import type { RingGeometry } from "../native/abi.ts";
 import type { WorkerUser } from "./user.ts";
 import type { DataplaneSnapshot } from "../stats/decode.ts";
-import { FromWorkerSchema, type FromWorker, type ToWorker } from "../worker/messages.ts";
+import { FromWorkerSchema, RingSchema, WorkerSetupSchema, type FromWorker, type ToWorker } from "../worker/messages.ts";
 import { withGeneration } from "../rules/wire.ts";
+import { NativeError } from "../errors.ts";
 
 const log = logger("workers");
 
@@ -80,6 +81,9 @@ interface RingState {
   shared: SharedStats;
 }
 
+/** What a send to a worker whose end is closed (it exited or was killed) fails with. */
+const PEER_GONE = new Set(["EPIPE", "ECONNRESET", "ENOTCONN"]);
+
 /** A reply line longer than this is no reply (they are a few hundred bytes). */
 const REPLY_BYTES_MAX = 64 * 1024;
 
@@ -125,9 +129,10 @@ async function readReplies(fd: number, name: string, onMessage: (m: FromWorker) 
   }
 }
 
+/** A ring message, checked against its schema on the way out (the worker refuses a bad one). */
 function ringMessage(spec: RingSpec): Uint8Array {
   const { position, ifname, ifindex, slot, members, geometry } = spec;
-  return new TextEncoder().encode(JSON.stringify({ kind: "ring", position, ifname, ifindex, slot, members, geometry }));
+  return new TextEncoder().encode(JSON.stringify(v.parse(RingSchema, { kind: "ring", position, ifname, ifindex, slot, members, geometry })));
 }
 
 export class WorkerHandle {
@@ -225,7 +230,7 @@ export class WorkerHandle {
       fdClose(theirs);
     }
     try {
-      const setup = { kind: "worker", index: opts.index, workers: opts.workers, positions: opts.sockets.length, rings: rings.size, cpu: opts.cpu, user: opts.user };
+      const setup = v.parse(WorkerSetupSchema, { kind: "worker", index: opts.index, workers: opts.workers, positions: opts.sockets.length, rings: rings.size, cpu: opts.cpu, user: opts.user });
       // The worker gets its own references; ours keep the sockets (and their fanout slots and
       // rings) alive for the next worker if this one dies.
       scmSend(mine, new TextEncoder().encode(JSON.stringify(setup)), opts.sockets);
@@ -273,7 +278,7 @@ export class WorkerHandle {
     if (this.#rings.has(spec.position)) throw new WorkerError(`${this.name}: position ${spec.position} is in use`);
     const shared = SharedStats.create();
     try {
-      scmSend(this.#channel, ringMessage(spec), [shared.fd], true);
+      this.#send(ringMessage(spec), [shared.fd]);
     } catch (err) {
       shared.closeFd();
       shared.release();
@@ -316,6 +321,20 @@ export class WorkerHandle {
     return final;
   }
 
+  /**
+   * Sends one message on the socketpair without blocking; a channel too full to take it throws.
+   * A worker that is gone (its end closed) is not an error here: its exit rejects every pending
+   * request, so that exit is the one failure the pool counts, not this send too.
+   */
+  #send(data: Uint8Array, fds: readonly number[] = []): void {
+    try {
+      scmSend(this.#channel, data, fds, true);
+    } catch (err) {
+      if (err instanceof NativeError && PEER_GONE.has(err.code)) return;
+      throw err;
+    }
+  }
+
   #settle(msg: FromWorker): void {
     if (!("id" in msg)) return;
     const p = this.#pending.get(msg.id);
@@ -338,7 +357,7 @@ export class WorkerHandle {
       // On the socketpair, whose readability also ends the worker's dataplane run. Never blocks:
       // a channel too full to take it fails the request now.
       try {
-        scmSend(this.#channel, new TextEncoder().encode(JSON.stringify({ ...req, id })), [], true);
+        this.#send(new TextEncoder().encode(JSON.stringify({ ...req, id })));
       } catch (err) {
         clearTimeout(timer);
         this.#pending.delete(id);
@@ -354,7 +373,7 @@ export class WorkerHandle {
    */
   async applyTable(position: number, table: Uint8Array, generation: number, hash: string): Promise<void> {
     if (this.#exited) throw new WorkerError(`${this.name} is not running`);
-    scmSend(this.#channel, withGeneration(table, generation), [], true);
+    this.#send(withGeneration(table, generation));
     const reply = await this.request({ type: "table", position, generation, hash, bytes: table.length });
     if (reply.type !== "applied" || reply.hash !== hash) {
       throw new WorkerError(`${this.name} applied table hash ${"hash" in reply ? reply.hash : "?"}, expected ${hash}`);

@@ -738,8 +738,15 @@ export class WorkerPool {
       e.attached = handle;
       e.appliedHash = null;
     }
-    if (this.#logLevel) await handle.setLogLevel(this.#logLevel);
-    for (const e of ready) if (e.attached === handle && !e.retiring) await this.#apply(e);
+    try {
+      if (this.#logLevel) await handle.setLogLevel(this.#logLevel);
+      for (const e of ready) if (e.attached === handle && !e.retiring) await this.#apply(e);
+    } catch (err) {
+      // The worker exited meanwhile (it is ready within a millisecond, so a kill can land here):
+      // that exit is the one failure, counted by #exited; never a second one.
+      if (p.handle !== handle) return;
+      throw err;
+    }
     p.state = "running";
     p.lastError = null;
     log.debug(`worker ${p.index} (pid ${handle.pid}) serves ${ready.map((e) => label(e)).join(", ")}`);

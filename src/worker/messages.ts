@@ -1,7 +1,11 @@
-// Messages between the supervisor and a worker (one process serving the rings of several
-// interfaces, each at a position among its packet sockets). Control messages travel over Bun's IPC
-// channel as JSON; the socketpair (fd 3 in the worker) carries descriptors and wake-ups.
-// Both directions are validated with valibot on receipt.
+// Messages between the supervisor and a worker (zig/worker.zig: one process serving the rings
+// of several interfaces, each at a position among its packet sockets). Everything travels on the
+// SOCK_SEQPACKET socketpair (fd 3 in the worker), one datagram per message, in order: to the
+// worker, JSON messages (set-up and ring messages with their descriptors, requests) and rule
+// tables (binary, each just before the `table` request naming it); from the worker, one JSON
+// object per datagram, ended by a newline (read as a stream here). The worker checks what it
+// receives by hand (zig/worker.zig parseMessage, the same constraints as these schemas); the
+// supervisor validates what it sends to the worker and what it receives with these schemas.
 import * as v from "valibot";
 import { LOG_LEVELS } from "../log.ts";
 import { LIMITS } from "../native/abi.ts";
