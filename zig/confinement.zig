@@ -1,5 +1,5 @@
 //! The worker's check of its own confinement, made right after the privilege drop (after the
-//! /proc/self/task/*/status check in src/worker/privileges.ts): calls a confined worker must be
+//! /proc/self/task/*/status check in zig/worker.zig verifyDropped): calls a confined worker must be
 //! refused with EPERM, by the seccomp filter (seccomp.zig) or by the locked packet socket. A
 //! probe that is answered otherwise means the confinement is not what it should be, and the
 //! worker refuses to run.

@@ -18,7 +18,7 @@ pub const blocks_per_turn_max: u32 = 64;
 pub const blocks_per_flush_max: u32 = 8;
 /// At most one wake-up per this long while traffic flows (wake-up coalescing, decision 007).
 pub const coalesce_window_ns: u64 = 100 * std.time.ns_per_us;
-/// Rings (input interfaces) one worker's dataplane thread serves in one run (mcr_dp_run_many):
+/// Rings (input interfaces) one worker's dataplane thread serves in one run (loop.runMany):
 /// one pollfd each, plus the wake descriptor. Also the packet sockets a worker holds, set up
 /// or blank (a blank one is set up by the supervisor when an interface is added).
 pub const rings_per_worker_max: u32 = 32;
