@@ -78,12 +78,18 @@ pub const filter_accept_bytes: u32 = 0x40000;
 /// Descriptors one SCM_RIGHTS message may carry: a worker's packet sockets in one message.
 pub const scm_fds_max: u32 = rings_per_worker_max;
 /// First descriptor number of a worker's packet sockets (rings_per_worker_max of them, placed
-/// there before its privilege drop; the seccomp filter covers the range). Far above what Bun
-/// opens, below the default soft RLIMIT_NOFILE of 1024.
+/// there before its privilege drop; the seccomp filter covers the range). Far above what the
+/// worker opens otherwise, below the default soft RLIMIT_NOFILE of 1024.
 pub const packet_fd_first: u32 = 512;
 /// Send buffer asked for each end of a worker's socketpair: a whole rule table is one message
 /// (the kernel caps it at net.core.wmem_max and doubles it).
 pub const scm_sndbuf_bytes: u32 = 512 * 1024;
+/// Messages the worker executable reads off its socketpair in one go before its dataplane runs
+/// again (zig/worker.zig).
+pub const worker_drain_messages_max: u32 = 1024;
+/// Largest JSON control message the worker reads (set-up, ring and request messages are a few
+/// hundred bytes; only rule tables, which are binary, are larger).
+pub const worker_json_bytes_max: u32 = 4096;
 /// Receive buffer of the rtnetlink socket: an overflow (ENOBUFS) forces a full dump.
 pub const netlink_rcvbuf_bytes: u32 = 4 * 1024 * 1024;
 /// Stack of the short-lived native threads (packet socket setup, asynchronous close).

@@ -5,7 +5,7 @@ const linux = std.os.linux;
 const sys = @import("sys.zig");
 const abi = @import("abi.zig");
 
-const IFNAMSIZ = 16;
+pub const IFNAMSIZ = 16;
 const Ifreq = extern struct {
     name: [IFNAMSIZ]u8,
     data: extern union {

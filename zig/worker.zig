@@ -23,6 +23,7 @@ const abi = @import("abi.zig");
 const constants = @import("constants.zig");
 const privileges = @import("privileges.zig");
 const confinement = @import("confinement.zig");
+const link = @import("link.zig");
 const loop = @import("dataplane/loop.zig");
 const Dataplane = loop.Dataplane;
 
@@ -33,13 +34,11 @@ const fd_first: i32 = @intCast(constants.packet_fd_first);
 /// Longest dataplane run between two looks at the clock (the test hook's timer); control
 /// messages end a run at once through the wake descriptor.
 const run_budget_ms: u32 = 1000;
-/// Messages read off the channel in one go before the dataplane gets its next run.
-const drain_max: u32 = 1024;
+const drain_max: u32 = constants.worker_drain_messages_max;
 /// Interface names are at most IFNAMSIZ - 1 bytes.
-const ifname_max: usize = 15;
+const ifname_len_limit: usize = link.IFNAMSIZ - 1;
 const hash_hex_len: usize = 16;
-/// JSON messages are small; a table is the only large message.
-const json_bytes_max: usize = 4096;
+const json_bytes_max: usize = constants.worker_json_bytes_max;
 
 // ---------------------------------------------------------------------------------------
 // Log lines: the format and levels of src/log.ts (consola's plain lines, or one JSON object
@@ -217,7 +216,7 @@ pub const Setup = struct { index: u32, workers: u32, positions: u32, rings: u32,
 
 pub const RingMsg = struct {
     position: u32,
-    ifname_buf: [ifname_max]u8,
+    ifname_buf: [ifname_len_limit]u8,
     ifname_len: u8,
     ifindex: u32,
     slot: u32,
@@ -354,8 +353,8 @@ pub fn parseMessage(arena: std.mem.Allocator, text: []const u8, problem: *Proble
         if (std.mem.eql(u8, kind, "ring")) {
             if (!allowed(&.{ "position", "ifname", "ifindex", "slot", "members", "geometry" }, &in, "ring", problem)) return null;
             const name = required([]const u8, in.ifname, "ifname", problem) orelse return null;
-            if (name.len == 0 or name.len > ifname_max) {
-                problem.set("ifname: {d} bytes, expected 1 to {d}", .{ name.len, ifname_max });
+            if (name.len == 0 or name.len > ifname_len_limit) {
+                problem.set("ifname: {d} bytes, expected 1 to {d}", .{ name.len, ifname_len_limit });
                 return null;
             }
             const g = in.geometry orelse {

@@ -365,6 +365,8 @@ export const LIMITS = {
   scmFdsMax: 32,
   packetFdFirst: 512,
   scmSndbufBytes: 524288,
+  workerDrainMessagesMax: 1024,
+  workerJsonBytesMax: 4096,
   netlinkRcvbufBytes: 4194304,
   backgroundStackBytes: 1048576,
   vlanTagsMax: 2,
@@ -638,6 +640,8 @@ constants.filter_accept_bytes = 262144
 constants.scm_fds_max = 32
 constants.packet_fd_first = 512
 constants.scm_sndbuf_bytes = 524288
+constants.worker_drain_messages_max = 1024
+constants.worker_json_bytes_max = 4096
 constants.netlink_rcvbuf_bytes = 4194304
 constants.background_stack_bytes = 1048576
 constants.vlan_tags_max = 2
