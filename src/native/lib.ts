@@ -117,7 +117,7 @@ let workerPath: string | null = null;
 /**
  * The worker executable to start (zig/worker.zig, static, no libc). Like the library it is
  * never written to a file system: in the compiled executable its bytes go into an anonymous
- * memory file, executed through /proc/PID/fd/N (a noexec /tmp does not matter). The memory
+ * memory file, executed through /proc/self/fd/N (a noexec /tmp does not matter). The memory
  * file is made once and kept open read-only (exec refuses a file open for writing) for the
  * supervisor's lifetime. Under `bun run` it is zig-out/bin/mcrelay-worker.
  */
@@ -133,8 +133,9 @@ export function workerExecutable(): string {
   } finally {
     closeSync(fd);
   }
-  // The parent's descriptor by its pid: the path stays valid in the child until exec.
-  return (workerPath = `/proc/${process.pid}/fd/${readOnly}`);
+  // The child inherits the descriptor until its exec (close-on-exec applies after the program is
+  // opened); its own /proc/self needs no access check, also when the supervisor is not dumpable.
+  return (workerPath = `/proc/self/fd/${readOnly}`);
 }
 
 /**
