@@ -240,7 +240,9 @@ export class WorkerHandle {
     }
     const replies = readReplies(mine, name, onMessage);
     const timer = setTimeout(() => readyReject(new WorkerError(`${name} not ready within ${READY_TIMEOUT_MS} ms`)), READY_TIMEOUT_MS);
-    proc.exited.then((code) => readyReject(new WorkerError(`${name} exited during start-up (code ${code})`)));
+    // After its replies are read to the end: a worker that refuses to run says why (`fatal`)
+    // just before it exits, and that reason, not the bare exit, is what the rule shows.
+    void Promise.all([proc.exited, replies]).then(([code]) => readyReject(new WorkerError(`${name} exited during start-up (code ${code})`)));
     let readyMsg: FromWorker & { type: "ready" };
     try {
       readyMsg = await ready;
