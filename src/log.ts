@@ -1,7 +1,13 @@
 // Logging through consola only: one tagged logger per module, everything to stderr (stdout is
 // for command output). `json` format writes one JSON object per line for service managers.
 import { fstatSync } from "node:fs";
-import { createConsola, LogLevels, type ConsolaInstance, type ConsolaReporter, type LogObject, type LogType } from "consola";
+import { sep } from "node:path";
+import { formatWithOptions, type InspectOptions } from "node:util";
+// consola's core: its default entry reads process.stdout and process.stderr when a logger is
+// created, and the first touch of either loads Bun's Node stream machinery (about 15 ms of
+// every start, measured with Bun 1.4.5); stderr is touched here only when a line is written.
+import { createConsola, LogLevels, type ConsolaInstance, type ConsolaReporter, type LogObject, type LogType } from "consola/core";
+import { isTerminal } from "./terminal.ts";
 
 export const LOG_LEVELS = ["silent", "error", "warn", "info", "debug", "trace"] as const;
 export type LogLevelName = (typeof LOG_LEVELS)[number];
@@ -25,7 +31,7 @@ function initialFormat(): LogFormat {
   const env = process.env.MCRELAY_LOG_FORMAT;
   if (env === "json" || env === "pretty") return env;
   // Under a service manager (no terminal, journal or INVOCATION_ID set): JSON lines.
-  return !process.stderr.isTTY && process.env.INVOCATION_ID ? "json" : "pretty";
+  return !isTerminal(2) && process.env.INVOCATION_ID ? "json" : "pretty";
 }
 
 /**
@@ -95,33 +101,43 @@ const jsonReporter = {
   },
 };
 
-/** The record type being printed by a pretty reporter, for the stream below. */
-let printing: string = "info";
+/**
+ * The pretty format: `[type] [tag] message`, arguments formatted as console.log does, an
+ * error as its message and stack (paths relative to the working directory) and its causes:
+ * consola's basic reporter, written here because consola/core does not export it.
+ */
+const inspectOptions: InspectOptions = { colors: !process.env.NO_COLOR && isTerminal(2) };
 
-/** What consola's pretty reporter writes to: stderr, line-prefixed under journald. */
-const prettyStream = {
-  write(text: string): boolean {
-    writeLines(printing, text);
-    return true;
+function formatError(err: Error, depth: number): string {
+  const message = err.message ?? formatWithOptions(inspectOptions, err);
+  const indent = "  ".repeat(depth + 1);
+  const cwd = process.cwd() + sep;
+  const stack = err.stack
+    ? indent +
+      err.stack
+        .split("\n")
+        .splice(message.split("\n").length)
+        .map((l) => l.trim().replace("file://", "").replace(cwd, ""))
+        .join(`\n${indent}`)
+    : "";
+  const cause = err.cause instanceof Error ? `\n\n${"  ".repeat(depth + 1)}[cause]: ${formatError(err.cause, depth + 1)}` : "";
+  return `${message}\n${stack}${cause}`;
+}
+
+const prettyReporter: ConsolaReporter = {
+  log(obj: LogObject) {
+    const args = obj.args.map((a) => (a && typeof (a as Error).stack === "string" ? formatError(a as Error, 0) : a));
+    const message = formatWithOptions(inspectOptions, ...args);
+    const line = [obj.type ? `[${obj.type}]` : "", obj.tag ? `[${obj.tag}]` : "", message].filter(Boolean).join(" ");
+    writeLines(obj.type, `${line}\n`);
   },
-} as unknown as NodeJS.WriteStream;
+};
+const prettyReporters: ConsolaReporter[] = [prettyReporter];
 
 const root: ConsolaInstance = createConsola({
   level: levelNumber[level],
-  stdout: prettyStream,
-  stderr: prettyStream,
-  // Plain lines (no boxes): logs are read in journals and terminals alike.
-  ...({ fancy: false } as object),
-  formatOptions: { colors: !process.env.NO_COLOR && process.stderr.isTTY, date: false },
+  reporters: prettyReporters,
 });
-/** consola's own reporters, told which record they print (for its priority). */
-const prettyReporters: ConsolaReporter[] = root.options.reporters.map((r) => ({
-  log(obj: LogObject, ctx: Parameters<ConsolaReporter["log"]>[1]) {
-    printing = obj.type;
-    r.log(obj, ctx);
-  },
-}));
-root.setReporters(prettyReporters);
 if (format === "json") root.setReporters([jsonReporter]);
 
 /** Every tagged logger: consola copies options into each, so changes are applied to all. */

@@ -11,6 +11,7 @@ import { VERSION } from "./version.ts";
 import { resolveSubVerb, resolveVerb } from "./cli/verbs.ts";
 import { commandHelp, mainHelp } from "./cli/help.ts";
 import { wantsJson } from "./cli/args.ts";
+import { writeOut } from "./terminal.ts";
 
 const log = logger("mcrelay");
 
@@ -49,7 +50,7 @@ function wantsHelp(args: readonly string[]): boolean {
 
 /** The error as the one JSON document on stdout that `--json` promises (exit code unchanged). */
 function printJsonError(kind: string, message: string, exitCode: number, code?: string): void {
-  process.stdout.write(`${JSON.stringify({ ok: false, error: { kind, message, exit_code: exitCode, ...(code ? { code } : {}) } }, null, 2)}\n`);
+  writeOut(`${JSON.stringify({ ok: false, error: { kind, message, exit_code: exitCode, ...(code ? { code } : {}) } }, null, 2)}\n`);
 }
 
 async function run(): Promise<number> {
@@ -69,11 +70,11 @@ async function run(): Promise<number> {
     }
     if (first === "--version" || first === "-v" || first === "-V") {
       if (rawArgs.length > 1) throw new UsageError(`${first} takes no arguments`);
-      process.stdout.write(`${VERSION}\n`);
+      writeOut(`${VERSION}\n`);
       return EXIT.ok;
     }
     if (first === "--help" || first === "-h") {
-      process.stdout.write(`${await mainHelp()}\n`);
+      writeOut(`${await mainHelp()}\n`);
       return EXIT.ok;
     }
     if (first.startsWith("-")) {
@@ -87,7 +88,7 @@ async function run(): Promise<number> {
     if (def.subCommands) {
       const word = rest.find((a) => !a.startsWith("-"));
       if (word === undefined) {
-        process.stdout.write(`${commandHelp(def, names, verb.aliases)}\n`);
+        writeOut(`${commandHelp(def, names, verb.aliases)}\n`);
         return wantsHelp(rest) ? EXIT.ok : EXIT.usage;
       }
       const [subName, sub] = await resolveSubVerb(def, verb.name, word);
@@ -96,7 +97,7 @@ async function run(): Promise<number> {
       names = [verb.name, subName];
     }
     if (wantsHelp(rest)) {
-      process.stdout.write(`${commandHelp(def, names, names.length === 1 ? verb.aliases : [])}\n`);
+      writeOut(`${commandHelp(def, names, names.length === 1 ? verb.aliases : [])}\n`);
       return EXIT.ok;
     }
     await runCommand(def, { rawArgs: rest });
@@ -112,11 +113,5 @@ async function run(): Promise<number> {
     return exitCode;
   }
 }
-
-// `mcrelay stats | head`: a closed pipe ends the output quietly, not with a stack trace.
-process.stdout.on("error", (err: NodeJS.ErrnoException) => {
-  if (err.code === "EPIPE") process.exit(process.exitCode ?? 0);
-  throw err;
-});
 
 process.exitCode = await run();

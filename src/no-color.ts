@@ -1,3 +1,5 @@
 // Imported first by main.ts: help text and logs carry no colour codes when stdout is not a
 // terminal (citty decides once, when it is loaded, from NO_COLOR).
-if (!process.stdout.isTTY && process.env.NO_COLOR === undefined) process.env.NO_COLOR = "1";
+import { isTerminal } from "./terminal.ts";
+
+if (!isTerminal(1) && process.env.NO_COLOR === undefined) process.env.NO_COLOR = "1";

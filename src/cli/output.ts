@@ -1,23 +1,24 @@
 import { writeLines } from "../log.ts";
+import { writeOut } from "../terminal.ts";
 
 // The only place that writes command output to stdout: JSON documents and plain tables.
 
 export function printJson(value: unknown): void {
-  process.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
+  writeOut(`${JSON.stringify(value, null, 2)}\n`);
 }
 
 /** One JSON document on one line (a stream of documents, one per line). */
 export function printJsonLine(value: unknown): void {
-  process.stdout.write(`${JSON.stringify(value)}\n`);
+  writeOut(`${JSON.stringify(value)}\n`);
 }
 
 /** A whole terminal screen drawn over the last one (cursor home, clear to end, then the lines). */
 export function printScreen(lines: string[]): void {
-  process.stdout.write(`\u001b[H\u001b[J${lines.join("\n")}\n`);
+  writeOut(`\u001b[H\u001b[J${lines.join("\n")}\n`);
 }
 
 export function printLine(text = ""): void {
-  process.stdout.write(`${text}\n`);
+  writeOut(`${text}\n`);
 }
 
 /** A diagnostic for the reader, not a log line: `config check`'s FILE:LINE:COLUMN problems on stderr, as a compiler prints them. */

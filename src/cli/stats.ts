@@ -8,6 +8,7 @@ import { dropsText, renderTop } from "./stats-top.ts";
 import type { Stats } from "../control/responses.ts";
 import * as v from "valibot";
 import { UsageError } from "../errors.ts";
+import { isTerminal } from "../terminal.ts";
 
 const args = {
   rule: { type: "positional", valueHint: "RULE", description: "Only this rule (name or id)", required: false },
@@ -43,7 +44,7 @@ export default defineCommand({
       const query = a.rule ? { rule: a.rule } : undefined;
       // --watch: a screen redrawn in place on a terminal, one JSON line per interval with
       // --json, plain blocks of lines otherwise (a pipe, a log file).
-      const top = a.watch && !a.json && process.stdout.isTTY === true;
+      const top = a.watch && !a.json && isTerminal(1);
       do {
         const result = await c.request("stats", query);
         if (a.json && a.watch) printJsonLine({ time: new Date().toISOString(), ...result });

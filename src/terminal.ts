@@ -1,0 +1,55 @@
+// Standard output and the terminal, without Node's stream objects where they are not needed:
+// the first touch of process.stdout or process.stderr loads Bun's Node stream machinery, about
+// 15 ms of a command's start (Bun 1.4.5: `process.stdout.isTTY` alone took a compiled
+// hello-world from 5 to 22 ms), which `mcrelay version` and every short command would pay.
+import { readlinkSync, writeSync } from "node:fs";
+
+/**
+ * Is the descriptor a terminal (a tty, pty or the console)? Read from /proc, as isatty(3)
+ * without loading node:tty; false when /proc cannot say (no colours, no screen drawing).
+ */
+export function isTerminal(fd: 1 | 2): boolean {
+  try {
+    return /^\/dev\/(pts\/\d+|tty[\w.]*|console)$/.test(readlinkSync(`/proc/self/fd/${fd}`));
+  } catch {
+    return false;
+  }
+}
+
+/** Set once stdout would block: the rest goes through process.stdout, which queues in order. */
+let streamed = false;
+
+/** The stream, with `mcrelay stats | head` handled: a closed pipe ends the output quietly. */
+function stdoutStream(): NodeJS.WriteStream {
+  if (!streamed) {
+    streamed = true;
+    process.stdout.on("error", (err: NodeJS.ErrnoException) => {
+      if (err.code === "EPIPE") process.exit(process.exitCode ?? 0);
+      throw err;
+    });
+  }
+  return process.stdout;
+}
+
+/** Writes command output to stdout, whole and in order. */
+export function writeOut(text: string): void {
+  if (streamed) {
+    stdoutStream().write(text);
+    return;
+  }
+  let bytes = Buffer.from(text);
+  while (bytes.length > 0) {
+    let n: number;
+    try {
+      n = writeSync(1, bytes);
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      // A non-blocking pipe that is full: the stream queues the rest (and what follows).
+      if (code === "EAGAIN") return void stdoutStream().write(bytes);
+      // The reader went away (`mcrelay stats | head`): nothing more to say to it.
+      if (code === "EPIPE") process.exit(process.exitCode ?? 0);
+      throw err;
+    }
+    bytes = bytes.subarray(n);
+  }
+}
