@@ -16,6 +16,7 @@ import {
   buildRelayTopology,
   mcrelayCommand,
   note,
+  recreateInputLink,
   runGen,
   startLogged,
   type GenReport,
@@ -373,16 +374,7 @@ describe_netns("netlink: the daemon follows the interfaces (kernel, under bun)",
 
       // Quickly: deleted and recreated by one shell, likely within one netlink poll, so the
       // rule may never look pending; only the ifindex tells the old interface from the new.
-      const script = [
-        `"$1" -n "$2" link del g0`,
-        `"$1" -n "$2" link add g0 type veth peer name r0 netns "$3"`,
-        `"$1" -n "$2" addr add "$4/24" dev g0`,
-        `"$1" -n "$2" link set g0 up`,
-        `"$1" -n "$2" route replace 224.0.0.0/4 dev g0`,
-        `"$1" -n "$3" addr add "$5/24" dev r0`,
-        `"$1" -n "$3" link set r0 up`,
-      ].join(" && ");
-      await rt.topo.exec(rt.gen, ["sh", "-c", script, "recreate", IP, rt.gen, rt.relay, rt.genAddr, rt.relayInAddr], { check: true });
+      await recreateInputLink(rt);
       const index3 = await ifindexOf(rt, rt.relay, "r0");
       expect(index3).not.toBe(index2);
       // A new ring on the new interface: in a new worker when the rule looked pending meanwhile

@@ -14,7 +14,7 @@ import { readdirSync, readFileSync } from "node:fs";
 import type { WorkerInfo } from "../../src/supervisor/worker-pool.ts";
 import { pidAlive, ruleNamed, sink, sinkReport, TempDir, TestDaemon, waitFor, type StatsResult } from "../support/daemon-harness.ts";
 import { netnsAvailable, Topology } from "../../scripts/lib/netns.ts";
-import { buildRelayTopology, note, runGen, type RelayTopology, type SinkReport } from "../support/relay-harness.ts";
+import { buildRelayTopology, note, recreateInputLink, runGen, type RelayTopology, type SinkReport } from "../support/relay-harness.ts";
 
 const T = 240_000;
 let topo: Topology | undefined;
@@ -232,22 +232,12 @@ async function recreatedInput(workers: number): Promise<void> {
   const stableSink = await sink(rt, out.ns, `${stable.to}@s0`, ["--expect", String(n)], 3);
   const stableGen = runGen(rt.topo, stable.genNs, "bun", ["--to", `${stable.from}@s0`, "--rate", "250", "--count", String(n), "--size", "200"], 180_000);
   await Bun.sleep(1_000);
-  const IP = Bun.which("ip") ?? Bun.which("ip", { PATH: "/usr/sbin:/sbin:/usr/bin:/bin" }) ?? "ip";
-  const script = [
-    `"$1" -n "$2" link del g0`,
-    `"$1" -n "$2" link add g0 type veth peer name r0 netns "$3"`,
-    `"$1" -n "$2" addr add "$4/24" dev g0`,
-    `"$1" -n "$2" link set g0 up`,
-    `"$1" -n "$2" route replace 224.0.0.0/4 dev g0`,
-    `"$1" -n "$3" addr add "$5/24" dev r0`,
-    `"$1" -n "$3" link set r0 up`,
-  ].join(" && ");
   const cycles = 34;
   let ifindex = rows.find((w) => w.interface === "r0")!.ifindex;
   const pids = new Set<number>(pids0);
   const positions = new Set<number>();
   for (let c = 0; c < cycles; c++) {
-    await rt.topo.exec(rt.gen, ["sh", "-c", script, "recreate", IP, rt.gen, rt.relay, rt.genAddr, rt.relayInAddr], { check: true });
+    await recreateInputLink(rt);
     // Each recreation (a new ifindex) gets its ring(s) back.
     const now = await waitFor(`r0 served again after recreation ${c + 1}`, async () => {
       const r = (await workerRows(d)).filter((w) => w.interface === "r0");

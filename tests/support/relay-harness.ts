@@ -365,6 +365,25 @@ export async function runFlow<T>(rt: RelayTopology, o: FlowOptions<T>): Promise<
 }
 
 /** Set MCR_TEST_METRICS=1 to print the numbers a test measured (counts, latency) to stderr. */
+/**
+ * Deletes the generator's link g0 (and with it the relay's r0) and creates the pair again with
+ * the same names and addresses, in one shell: r0 comes back with a new ifindex, possibly within
+ * one netlink poll of its deletion.
+ */
+export async function recreateInputLink(rt: RelayTopology): Promise<void> {
+  const ip = Bun.which("ip") ?? Bun.which("ip", { PATH: "/usr/sbin:/sbin:/usr/bin:/bin" }) ?? "ip";
+  const script = [
+    `"$1" -n "$2" link del g0`,
+    `"$1" -n "$2" link add g0 type veth peer name r0 netns "$3"`,
+    `"$1" -n "$2" addr add "$4/24" dev g0`,
+    `"$1" -n "$2" link set g0 up`,
+    `"$1" -n "$2" route replace 224.0.0.0/4 dev g0`,
+    `"$1" -n "$3" addr add "$5/24" dev r0`,
+    `"$1" -n "$3" link set r0 up`,
+  ].join(" && ");
+  await rt.topo.exec(rt.gen, ["sh", "-c", script, "recreate", ip, rt.gen, rt.relay, rt.genAddr, rt.relayInAddr], { check: true });
+}
+
 export function note(what: string, data: unknown): void {
   if (process.env.MCR_TEST_METRICS) process.stderr.write(`[metrics] ${what}: ${JSON.stringify(data)}\n`);
 }
