@@ -11,7 +11,7 @@ import { decodeStats } from "../stats/decode.ts";
 import type { RingGeometry } from "../native/abi.ts";
 import type { WorkerUser } from "./user.ts";
 import type { DataplaneSnapshot } from "../stats/decode.ts";
-import { FromWorkerSchema, RingSchema, WorkerSetupSchema, type FromWorker, type ToWorker } from "../worker/messages.ts";
+import { FromWorkerSchema, RingSchema, ToWorkerSchema, WorkerSetupSchema, type FromWorker, type ToWorker } from "../worker/messages.ts";
 import { withGeneration } from "../rules/wire.ts";
 import { NativeError } from "../errors.ts";
 
@@ -359,7 +359,9 @@ export class WorkerHandle {
       // On the socketpair, whose readability also ends the worker's dataplane run. Never blocks:
       // a channel too full to take it fails the request now.
       try {
-        this.#send(new TextEncoder().encode(JSON.stringify({ ...req, id })));
+        // Validated on the way out, as the set-up and ring messages are: a malformed request is a
+        // bug here, not something for the worker to log and ignore.
+        this.#send(new TextEncoder().encode(JSON.stringify(v.parse(ToWorkerSchema, { ...req, id }))));
       } catch (err) {
         clearTimeout(timer);
         this.#pending.delete(id);
