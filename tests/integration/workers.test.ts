@@ -277,7 +277,7 @@ function groupPerSlot(members: number): string[] {
 
 describe_netns("workers (kernel, under bun)", () => {
   test.each([1, 2])(
-    "with %d worker(s) on the interface every worker and every thread runs as nobody with no groups, no capabilities, no_new_privs and the seccomp filter, not dumpable, each worker saw its 13 confinement probes refused, and still forwards",
+    "with %d worker(s) on the interface every worker and every thread runs as nobody (named mcrelay-worker) with no groups, no capabilities, no_new_privs and the seccomp filter, not dumpable, each worker saw its 13 confinement probes refused, and still forwards",
     async (n) => {
       const rt = await topology({ label: `priv${n}` });
       const dir = tempDir();
@@ -299,6 +299,8 @@ describe_netns("workers (kernel, under bun)", () => {
         // The worker is the Zig executable: one thread, the dataplane's (no runtime threads).
         expect(threads).toBe(1);
         expect(problems).toEqual([]);
+        // Named for ps/top/perf (PR_SET_NAME), not "43" after the memfd it was started from.
+        expect(readFileSync(`/proc/${pid}/comm`, "utf8")).toBe("mcrelay-worker\n");
       }
       expect(NOBODY.uid).not.toBe(0);
       // Each worker probed its own confinement after the drop (raw/packet/netlink/Unix sockets,
