@@ -584,6 +584,14 @@ export const MUTANTS: Mutant[] = [
     replace: "}",
     tests: [{ file: "tests/unit/cli-validation.test.ts", filter: "an empty option value is refused" }],
   },
+  {
+    name: "bench-steal-repeat-lossless",
+    breaks: "the benchmark repeats a trial for steal even when it lost nothing (a clean trial would be re-run until it loses)",
+    file: "scripts/bench/steal.ts",
+    search: "return t.lost > 0 && significantSteal(t.steal)",
+    replace: "return t.lost >= 0 && significantSteal(t.steal)",
+    tests: [{ file: "tests/unit/bench-steal.test.ts", filter: "a trial without loss is never repeated" }],
+  },
 ];
 
 // ---------------------------------------------------------------------------------------

@@ -130,6 +130,11 @@ export class NdrPdrSearch {
     else this.recordFinalPdr(rate, o);
   }
 
+  /** A note from outside the search (a trial repeated because of steal). */
+  note(text: string): void {
+    this.notes.push(text);
+  }
+
   result(): SearchResult {
     return { ndr: this.ndrFinal, pdr: this.pdrFinal, atGeneratorCeiling: this.ceilingPass, trials: this.trials, notes: this.notes };
   }

@@ -3,7 +3,7 @@
  * trial: every veth's rx/tx drops, each namespace's UDP and IP counters (/proc/net/snmp,
  * /proc/net/netstat), the kernel's multicast forwarding cache (/proc/net/ip_mr_cache), the
  * per-CPU backlog drops and squeezes (/proc/net/softnet_stat, shared by all namespaces), and
- * /proc/stat CPU time (recorded, but known to be unreliable in this VM).
+ * /proc/stat CPU time (recorded; its per-CPU steal is what steal.ts uses).
  */
 import { readFileSync } from "node:fs";
 import type { Topology } from "../lib/netns.ts";
@@ -125,7 +125,8 @@ function readSoftnet(): Snapshot["softnet"] {
     });
 }
 
-function readProcStat(): Snapshot["cpu"] {
+/** /proc/stat per CPU, in USER_HZ ticks (read around a trial's measured part for its steal). */
+export function readProcStat(): Snapshot["cpu"] {
   return readFileSync("/proc/stat", "utf8")
     .split("\n")
     .filter((l) => /^cpu\d+ /.test(l))

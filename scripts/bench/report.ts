@@ -5,6 +5,7 @@
  * explains it. Everything here is computed from the JSON lines; nothing is typed in by hand.
  */
 import { renderSvg } from "./svg.ts";
+import { STEAL_REPEATS_MAX, STEAL_SUSPECT_MIN_MS, STEAL_SUSPECT_RATIO, stealMsText, stealText, worstSteal } from "./steal.ts";
 import {
   CONTENDER_IDS,
   CONTENDER_LABEL,
@@ -24,7 +25,10 @@ interface Data {
   end: EndRecord | null;
   /** Runs after the first (a results file per run, `--report A,B`): their run and end records. */
   more: { run: RunRecord; end: EndRecord | null }[];
+  /** Trials that count: every trial but the ones repeated because they lost packets during steal. */
   trials: TrialRecord[];
+  /** Trials that lost packets with significant steal and were run again (shown in the appendix and beside their repeat). */
+  repeated: TrialRecord[];
   searches: SearchRecord[];
   overloads: OverloadRecord[];
   skips: SkipRecord[];
@@ -32,7 +36,7 @@ interface Data {
 }
 
 function split(records: BenchRecord[]): Data {
-  const d: Data = { run: null, end: null, more: [], trials: [], searches: [], overloads: [], skips: [], profiles: [] };
+  const d: Data = { run: null, end: null, more: [], trials: [], repeated: [], searches: [], overloads: [], skips: [], profiles: [] };
   for (const r of records) {
     switch (r.type) {
       case "run":
@@ -47,7 +51,8 @@ function split(records: BenchRecord[]): Data {
         }
         break;
       case "trial":
-        d.trials.push(r);
+        if (r.repeated) d.repeated.push(r);
+        else d.trials.push(r);
         break;
       case "search":
         d.searches.push(r);
@@ -175,7 +180,35 @@ function dropText(t: TrialRecord): string {
   const total = Math.max(1, t.accounting.lost_all);
   const parts = sites.slice(0, 4).map((s) => `${s.site} ${s.n} (${Math.round((100 * s.n) / total)} %)`);
   if (t.accounting.unaccounted > 0) parts.push(`**unaccounted ${t.accounting.unaccounted}**`);
+  const steal = lossSteal(t);
+  if (steal) parts.push(steal);
   return parts.join("; ") || "—";
+}
+
+/** For a trial that lost packets while the hypervisor stole CPU time: how much, per CPU. */
+export function lossSteal(t: Pick<TrialRecord, "lost" | "steal">): string {
+  const w = worstSteal(t.steal);
+  if (t.lost === 0 || !w || w.ms === 0) return "";
+  return `lost during steal of CPU ${t.steal!.per_cpu_ms.map((_, i) => i).join(" / ")}: ${stealText(t.steal)}`;
+}
+
+/** The earlier attempts at the same rate that were repeated because of steal, oldest first. */
+function earlierAttempts(d: Data, t: TrialRecord): TrialRecord[] {
+  if (!t.attempt || t.attempt <= 1) return [];
+  return d.repeated
+    .filter((x) => x.run_id === t.run_id && x.variant === t.variant && x.contender === t.contender && x.phase === t.phase && x.purpose === t.purpose && x.target_pps === t.target_pps && x.repeat === t.repeat && x.ts < t.ts)
+    .slice(-(t.attempt - 1));
+}
+
+/**
+ * The steal cell of a trial row: its own steal per CPU in ms, and for a repeat what the
+ * attempts before it lost: "0 / 10 (attempt 2; attempt 1 lost 11782 with 1200 / 40 ms steal)".
+ */
+export function stealCell(t: Pick<TrialRecord, "steal" | "attempt">, earlier: Pick<TrialRecord, "lost" | "steal" | "attempt">[]): string {
+  const own = stealMsText(t.steal);
+  if (!t.attempt || t.attempt <= 1) return own;
+  const before = earlier.map((x, i) => `attempt ${x.attempt ?? i + 1} lost ${x.lost} with ${stealMsText(x.steal)} ms steal`).join("; ");
+  return `${own} (figure from attempt ${t.attempt}${before ? `; ${before}` : ""})`;
 }
 
 function ringText(d: Data): string {
@@ -475,7 +508,7 @@ function envSection(d: Data): string {
   lines.push(
     "- **CPU** is the relay processes' run time from `/proc/<pid>/task/*/schedstat` (every thread of the supervisor and the worker; of every socat), read just before and after the measured part, divided by the packets forwarded. " +
       "It includes the kernel work done in the relay's own system calls: its transmit path and, on veth, the receiving namespace's softirq for each copy (up to the sink's socket), which a physical NIC would not charge to the relay. " +
-      "The kernel forwards in softirq context, on no task's account: its CPU per packet is not attributable (n/a); `/proc/stat` is unreliable in this VM and only recorded. " +
+      "The kernel forwards in softirq context, on no task's account: its CPU per packet is not attributable (n/a); `/proc/stat` CPU time is unreliable in this VM and only recorded (its steal column is used, below). " +
       "**RSS** is the relay processes' VmRSS, sampled every 250 ms (maximum), and VmHWM; for the kernel contender it is smcrouted's, the kernel's own memory not being attributable.",
   );
   if (params) {
@@ -487,6 +520,15 @@ function envSection(d: Data): string {
         `Contenders alternate trial by trial, in an order rotated per scenario and repeat. Fixed-rate trials: ${params.fixed.durationS} s after ${params.fixed.warmupS} s warm-up.`,
     );
   }
+  lines.push(
+    "- **Steal:** this is a virtual machine; the hypervisor sometimes takes a vCPU away (`steal` in `/proc/stat`, 10 ms ticks). Every trial records each CPU's steal during its measured part (ms, and % of the trial's wall time). " +
+      `A trial that lost packets while some CPU had steal of at least ${(STEAL_SUSPECT_RATIO * 100).toFixed(0)} % of the trial's wall time (and at least ${STEAL_SUSPECT_MIN_MS} ms, two ticks), and lost no more copies than were offered during that CPU's stolen time, is suspect rather than failed: ` +
+      "mcrelay's 8 MiB receive ring holds about 15 ms of 1316 B packets at 380k pps, so a stall of the relay's CPU longer than that loses packets whatever the relay does, and 1 % of a 30 s trial is 300 ms, twenty times that; " +
+      "a trial far above the relay's capacity loses more than the stolen time explains and is not repeated. " +
+      `Such a trial is run again at the same rate, at most ${STEAL_REPEATS_MAX} times (search trials and fixed-rate trials alike); a trial without loss is never repeated. ` +
+      "Every attempt is in the results and in the list of every trial below; a search's notes say which rates were repeated, a fixed-rate row says when its figure is from a repeat and what the attempts before it lost. " +
+      "If every attempt loses, the loss stands, with its steal shown.",
+  );
   lines.push("- **Latency** is one-way, CLOCK_REALTIME at the sink minus the generator's stamp in the payload (same host); for several streams or outputs, p50 is the median of the per-stream p50s and p99/p99.9/max the worst stream's.");
   return lines.join("\n");
 }
@@ -545,9 +587,9 @@ function searchSection(d: Data, variant: string, heading: string): string {
   return lines.join("\n");
 }
 
-function fixedTable(trials: TrialRecord[]): string {
+function fixedTable(d: Data, trials: TrialRecord[]): string {
   return table(
-    ["contender", "target (pps)", "offered", "delivered", "loss", "dup", "reord", "p50 µs", "p99 µs", "p99.9 µs", "max µs", "CPU µs/pkt", "RSS MiB", "relay's own count", "dropped at"],
+    ["contender", "target (pps)", "offered", "delivered", "loss", "dup", "reord", "p50 µs", "p99 µs", "p99.9 µs", "max µs", "CPU µs/pkt", "RSS MiB", "relay's own count", "steal ms (per CPU)", "dropped at"],
     trials.map((t) => [
       label(t.contender),
       pps(t.target_pps),
@@ -563,6 +605,7 @@ function fixedTable(trials: TrialRecord[]): string {
       cpuUs(t.cpu.per_input_pkt_ns),
       t.rss_kib.relay_max ? (t.rss_kib.relay_max / 1024).toFixed(0) : "—",
       t.relay_forwarded === null ? "—" : `${t.relay_forwarded} of ${t.accounting.sent_all}`,
+      stealCell(t, earlierAttempts(d, t)),
       dropText(t),
     ]),
   );
@@ -663,11 +706,13 @@ function genModeText(d: Data): string {
 }
 
 function trialsAppendix(d: Data): string {
-  const rows = d.trials.map((t) => [
+  const all = [...d.trials, ...d.repeated].sort((a, b) => (a.ts < b.ts ? -1 : a.ts > b.ts ? 1 : 0));
+  const rows = all.map((t) => [
     t.variant,
     label(t.contender),
     t.repeat + 1,
     t.phase,
+    t.attempt ? `${t.attempt}${t.repeated ? " (repeated: steal)" : ""}` : "1",
     pps(t.target_pps),
     pps(t.offered_pps),
     pps(t.delivered_pps),
@@ -675,13 +720,14 @@ function trialsAppendix(d: Data): string {
     us(t.latency_us.p99),
     cpuUs(t.cpu.per_input_pkt_ns),
     t.accounting.unaccounted > 0 ? t.accounting.unaccounted : 0,
+    stealText(t.steal),
     genModeOf(t),
     t.problems.join("; "),
   ]);
   return [
     "<details><summary>Every trial</summary>",
     "",
-    table(["variant", "contender", "repeat", "phase", "target", "offered", "delivered", "loss", "p99 µs", "CPU µs/pkt", "unaccounted", "gen", "problems"], rows),
+    table(["variant", "contender", "repeat", "phase", "attempt", "target", "offered", "delivered", "loss", "p99 µs", "CPU µs/pkt", "unaccounted", "steal ms (per CPU, % of trial)", "gen", "problems"], rows),
     "",
     "</details>",
   ].join("\n");
@@ -734,7 +780,7 @@ export function renderReport(records: BenchRecord[], opts: { svgFile: string; re
   if (cpu.length) {
     out.push(`### Relay CPU at ${[...new Set(cpu.map((t) => pps(t.target_pps)))].join(" and ")} pps`);
     out.push("");
-    out.push(fixedTable(cpu));
+    out.push(fixedTable(d, cpu));
     out.push("");
   }
   const s2 = searchSection(d, "S2-1:4", "S2: fan-out 1:4 (input NDR: zero loss on every output)");
@@ -750,11 +796,11 @@ export function renderReport(records: BenchRecord[], opts: { svgFile: string; re
       out.push(skipsFor(d, `S2-1:${fanout}`));
     }
     const f4 = d.trials.filter((t) => t.variant === "S2-1:4" && t.phase === "fixed");
-    if (f4.length) out.push("### 1:4 at a fixed rate", "", fixedTable(f4), "");
+    if (f4.length) out.push("### 1:4 at a fixed rate", "", fixedTable(d, f4), "");
     if (f50.length || d.skips.some((s) => s.variant === "S2-1:50")) {
       out.push("### 1:50 (beyond the kernel's 32 VIFs)");
       out.push("");
-      if (f50.length) out.push(fixedTable(f50), "");
+      if (f50.length) out.push(fixedTable(d, f50), "");
       out.push(skipsFor(d, "S2-1:50"));
     }
   }
@@ -769,7 +815,7 @@ export function renderReport(records: BenchRecord[], opts: { svgFile: string; re
     );
     out.push("");
     if (s3s) out.push(s3s);
-    if (s3f.length) out.push(fixedTable(s3f), "");
+    if (s3f.length) out.push(fixedTable(d, s3f), "");
     out.push(skipsFor(d, "S3-100"));
   }
   out.push(overloadSection(d));
@@ -777,14 +823,14 @@ export function renderReport(records: BenchRecord[], opts: { svgFile: string; re
   if (lat.length) {
     out.push("## S5: one-way latency");
     out.push("");
-    out.push(fixedTable([...lat].sort((a, b) => a.target_pps - b.target_pps || CONTENDER_IDS.indexOf(a.contender) - CONTENDER_IDS.indexOf(b.contender))));
+    out.push(fixedTable(d, [...lat].sort((a, b) => a.target_pps - b.target_pps || CONTENDER_IDS.indexOf(a.contender) - CONTENDER_IDS.indexOf(b.contender))));
     out.push("");
   }
   const smoke = d.trials.filter((t) => t.purpose === "smoke" && t.scenario === "S1");
   if (smoke.length) {
     out.push("## Smoke trials");
     out.push("");
-    out.push(fixedTable(smoke));
+    out.push(fixedTable(d, smoke));
     out.push("");
   }
   out.push(missedSection(d, ts));

@@ -11,6 +11,7 @@
  */
 import { appendFileSync, mkdirSync, readFileSync } from "node:fs";
 import { dirname } from "node:path";
+import type { StealRecord } from "./steal.ts";
 
 export const SCHEMA_VERSION = 1;
 
@@ -107,6 +108,12 @@ export interface TrialRecord {
   foreign_forwarders: string[];
   problems: string[];
   env: Record<string, unknown>;
+  /** Steal time of each CPU during the measured part (absent in results files before it was recorded). */
+  steal?: StealRecord;
+  /** 1 for the first trial at this rate, 2 and 3 for repeats after a lossy trial with steal. */
+  attempt?: number;
+  /** This trial lost packets with significant steal and was run again: a later attempt replaces it. */
+  repeated?: boolean;
 }
 
 export interface SearchPoint {

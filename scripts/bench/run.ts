@@ -11,6 +11,7 @@ import { trialOverheadS, type ModeParams, type WorkItem } from "./plan.ts";
 import { SCHEMA_VERSION, type ContenderId, type ResultsFile, type SearchRecord, type TrialRecord } from "./results.ts";
 import { buildTopology, type BenchTopology, type Placement } from "./topology.ts";
 import { describeTrial, runTrial, type TrialContext, type TrialOutput, type TrialSpec } from "./trial.ts";
+import { repeatForSteal, stealFinalNote, stealRepeatNote } from "./steal.ts";
 
 const log = logger("bench");
 
@@ -70,7 +71,8 @@ export class OutOfTime extends Error {
   override name = "OutOfTime";
 }
 
-async function trialWithRetry(state: RunState, ctx: TrialContext, c: ContenderId, spec: TrialSpec): Promise<TrialOutput> {
+/** `mark` completes the record before it is written (the steal repeat's attempt and verdict). */
+async function trialWithRetry(state: RunState, ctx: TrialContext, c: ContenderId, spec: TrialSpec, mark?: (r: TrialRecord) => void): Promise<TrialOutput> {
   const trialS = trialOverheadS(spec.shape) + spec.warmupS + spec.durationS + (spec.overload?.recoveryS ?? 0);
   if (elapsedS(state) + trialS > state.params.hardStopS) {
     throw new OutOfTime(`a ${Math.round(trialS)} s trial would end past the ${state.params.hardStopS} s limit at ${Math.round(elapsedS(state))} s`);
@@ -80,6 +82,7 @@ async function trialWithRetry(state: RunState, ctx: TrialContext, c: ContenderId
     if (state.interrupted) throw new Error("interrupted");
     try {
       const out = await runTrial(ctx, CONTENDERS[c], spec);
+      mark?.(out.record);
       state.results.write(out.record);
       if (out.overload) state.results.write(out.overload);
       if (out.profile) state.results.write(out.profile);
@@ -92,6 +95,30 @@ async function trialWithRetry(state: RunState, ctx: TrialContext, c: ContenderId
     }
   }
   throw last!;
+}
+
+/**
+ * A trial whose loss counts (search and fixed-rate trials): one that lost packets while the
+ * hypervisor stole significant CPU time is run again at the same rate, at most
+ * STEAL_REPEATS_MAX times (steal.ts); every attempt is recorded, the repeated ones marked, and
+ * `note` receives what happened. The last attempt is returned: if it lost too, its loss stands.
+ */
+async function trialStealChecked(state: RunState, ctx: TrialContext, c: ContenderId, spec: TrialSpec, note: (text: string) => void): Promise<TrialOutput> {
+  for (let attempt = 1; ; attempt++) {
+    const out = await trialWithRetry(state, ctx, c, spec, (r) => {
+      r.attempt = attempt;
+      r.repeated = repeatForSteal(r, attempt);
+    });
+    const r = out.record;
+    if (r.repeated) {
+      const text = stealRepeatNote(r.offered_pps, r.lost, r.steal);
+      log.warn(`${spec.variant} ${c}: ${text} (attempt ${attempt})`);
+      note(text);
+      continue;
+    }
+    if (attempt > 1) note(stealFinalNote(r.offered_pps, r.lost, r.steal, attempt));
+    return out;
+  }
 }
 
 /** Runs one item: its topologies, its trials, its records; throws when the run must stop. */
@@ -184,7 +211,7 @@ async function runSearches(state: RunState, item: WorkItem, index: number, usabl
           durationS: req.durationS,
         };
         try {
-          const out = await trialWithRetry(state, ctxFor(c), c, spec);
+          const out = await trialStealChecked(state, ctxFor(c), c, spec, (text) => s.search.note(text));
           s.search.record({ offeredPps: out.record.offered_pps, deliveredPps: out.record.delivered_pps, lossRatio: out.record.loss_ratio, genLimited: out.record.gen_limited });
         } catch (err) {
           if (/another forwarder is active|interrupted/.test((err as Error).message)) throw err;
@@ -242,7 +269,9 @@ async function runFixed(state: RunState, item: WorkItem, index: number, usable: 
         durationS: item.durationS ?? state.params.fixed.durationS,
       };
       try {
-        await trialWithRetry(state, ctxFor(c), c, spec);
+        // The generator's ceiling has no loss criterion: nothing to repeat.
+        if (item.purpose === "gen-ceiling") await trialWithRetry(state, ctxFor(c), c, spec);
+        else await trialStealChecked(state, ctxFor(c), c, spec, () => undefined);
       } catch (err) {
         if (/another forwarder is active|interrupted/.test((err as Error).message)) throw err;
         skip(state, item, c, err instanceof OutOfTime ? "time-budget" : "failed", `${rate} pps: ${(err as Error).message}`);
@@ -260,7 +289,7 @@ async function ndrFor(state: RunState, item: WorkItem, c: ContenderId, ctx: Tria
   const started = performance.now();
   for (let req = search.next(); req; req = search.next()) {
     const spec: TrialSpec = { scenario: item.scenario, variant: item.variant, contender: c, repeat: 0, phase: req.phase, purpose: req.purpose, shape: item.shape, targetPps: req.targetPps, warmupS: req.warmupS, durationS: req.durationS };
-    const out = await trialWithRetry(state, ctx, c, spec);
+    const out = await trialStealChecked(state, ctx, c, spec, (text) => search.note(text));
     search.record({ offeredPps: out.record.offered_pps, deliveredPps: out.record.delivered_pps, lossRatio: out.record.loss_ratio, genLimited: out.record.gen_limited });
   }
   writeSearch(state, { ...item, variant: "S1-1316" }, c, 0, search, started);

@@ -17,7 +17,8 @@ import { join } from "node:path";
 import { logger } from "./log.ts";
 import type { BenchTopology, Placement } from "./topology.ts";
 import { GEN_TTL, INPUT, type Contender, type GenMode, type RelayOutcome, type RunningRelay, type Tools } from "./contenders.ts";
-import { delta, snapshot, waitDrained, type CounterDelta } from "./counters.ts";
+import { delta, readProcStat, snapshot, waitDrained, type CounterDelta } from "./counters.ts";
+import { stealBetween, stealText, type StealRecord } from "./steal.ts";
 import { findForwarders, interruptAndCollect, memoryKib, netnsId, parseJson, schedstatNs, spawnHost, spawnIn, type Spawned } from "./proc.ts";
 import {
   SCHEMA_VERSION,
@@ -109,7 +110,9 @@ interface GenRun {
   exitedAt: Promise<number>;
 }
 
+/** A rate of 0 asks the generator for its maximum (`gen --rate 0`), bounded by the duration alone. */
 function genArgv(ctx: TrialContext, rate: number, count: number, durationS: number, size: number, stream: number): string[] {
+  const pacing = rate === 0 ? ["--rate", "0"] : ["--rate", String(Math.max(1, Math.round(rate))), "--count", String(Math.max(1, Math.round(count)))];
   return [
     ctx.tools.mcrelay,
     "gen",
@@ -117,10 +120,7 @@ function genArgv(ctx: TrialContext, rate: number, count: number, durationS: numb
     ctx.genMode,
     "--to",
     `${INPUT.group}:${INPUT.port}@g0`,
-    "--rate",
-    String(Math.max(1, Math.round(rate))),
-    "--count",
-    String(Math.max(1, Math.round(count))),
+    ...pacing,
     "--duration",
     String(Math.max(0.05, durationS).toFixed(3)),
     "--size",
@@ -270,6 +270,7 @@ export async function runTrial(ctx: TrialContext, contender: Contender, spec: Tr
   let cpu = { ns: 0, threads: 0 };
   let sinkCpu = 0;
   let windowS = 0;
+  let steal: StealRecord | undefined;
   let rssMax = 0;
   let rssHwm = 0;
   let overloadEnd = 0;
@@ -293,6 +294,7 @@ export async function runTrial(ctx: TrialContext, contender: Contender, spec: Tr
     const sinkPids = sinks.map((s) => s.pid);
     const cpu0 = relayCpuNs(pids);
     const sinkCpu0 = relayCpuNs(sinkPids).ns;
+    const stat0 = readProcStat();
     const t0 = performance.now();
     sampler = setInterval(() => {
       rssMax = Math.max(rssMax, pids.reduce((n, p) => n + memoryKib(p).rss, 0));
@@ -321,6 +323,7 @@ export async function runTrial(ctx: TrialContext, contender: Contender, spec: Tr
     measured.forEach((run, i) => gens.push({ run, result: results[i]!, role: "measured" }));
     overloadEnd = spec.overload ? await measured[0]!.exitedAt : 0;
     windowS = (performance.now() - t0) / 1000;
+    steal = stealBetween(stat0, readProcStat(), windowS * 1000);
     const cpu1 = relayCpuNs(pids);
     cpu = { ns: cpu1.ns - cpu0.ns, threads: cpu1.threads };
     sinkCpu = relayCpuNs(sinkPids).ns - sinkCpu0;
@@ -449,6 +452,7 @@ export async function runTrial(ctx: TrialContext, contender: Contender, spec: Tr
     foreign_forwarders: foreign,
     problems,
     env: ctx.env,
+    ...(steal ? { steal } : {}),
   };
   if (profile) profile.cpu_per_input_pkt_ns = record.cpu.per_input_pkt_ns;
 
@@ -507,7 +511,7 @@ export function describeTrial(r: TrialRecord): string {
   return (
     `${r.variant} ${r.contender.padEnd(11)} ${r.phase.padEnd(6)} target ${r.target_pps} offered ${r.offered_pps} delivered ${r.delivered_pps} pps, ` +
     `lost ${r.lost}/${r.expected} (${(r.loss_ratio * 100).toFixed(3)}%), p99 ${lat.p99.toFixed(0)} us, ${cpu}, rss ${Math.round(r.rss_kib.relay_max / 1024)} MiB, ` +
-    `unaccounted ${r.accounting.unaccounted}` +
+    `unaccounted ${r.accounting.unaccounted}, steal ${stealText(r.steal)}` +
     (r.problems.length ? ` [${r.problems.join("; ")}]` : "")
   );
 }

@@ -1,0 +1,170 @@
+// The benchmark's steal handling (scripts/bench/steal.ts, report.ts): a trial that lost packets
+// while the hypervisor took CPU time is repeated, at most twice, and the report shows the steal
+// of every trial and which figure comes from a repeat.
+import { describe, expect, test } from "bun:test";
+import { renderReport, lossSteal, stealCell } from "../../scripts/bench/report.ts";
+import type { BenchRecord, TrialRecord } from "../../scripts/bench/results.ts";
+import { repeatForSteal, significantSteal, stealBetween, stealExplains, stealFinalNote, stealRepeatNote, stealText, STEAL_REPEATS_MAX } from "../../scripts/bench/steal.ts";
+
+const steal = (per_cpu_ms: number[], wall_ms = 35_000) => ({ per_cpu_ms, wall_ms });
+
+describe("steal of a trial", () => {
+  test("is the per-CPU difference of /proc/stat steal ticks, 10 ms each, over the measured wall time", () => {
+    const s = stealBetween([{ steal: 100 }, { steal: 7 }], [{ steal: 220 }, { steal: 11 }], 35_012.4);
+    expect(s).toEqual({ per_cpu_ms: [1200, 40], wall_ms: 35_012 });
+  });
+
+  test("is formatted per CPU in ms and as a share of the trial's wall time", () => {
+    expect(stealText(steal([1200, 40]))).toBe("1200 / 40 ms (3.43 / 0.11 %)");
+    expect(stealText(undefined)).toBe("—");
+  });
+});
+
+describe("repeat decision", () => {
+  // At 380k pps, 1:1, as in the session that motivated it (35 s trials).
+  const at380k = (lost: number, per_cpu_ms: number[], wall_ms = 35_000, offered_pps = 380_000, fanout = 1) => ({ lost, offered_pps, shape: { fanout }, steal: steal(per_cpu_ms, wall_ms) });
+
+  test("a lossy trial with steal of 1 % of its wall time on one CPU is repeated (last session's 0.35 s in 35 s)", () => {
+    expect(repeatForSteal(at380k(18_545, [350, 0]), 1)).toBe(true);
+    expect(repeatForSteal(at380k(18_545, [0, 350]), 1)).toBe(true);
+  });
+
+  test("a lossy trial with steal under 1 % of its wall time is not repeated: its loss is the relay's", () => {
+    expect(repeatForSteal(at380k(11_782, [340, 340]), 1)).toBe(false);
+  });
+
+  test("a trial without loss is never repeated, whatever the steal", () => {
+    expect(repeatForSteal(at380k(0, [3300, 3300]), 1)).toBe(false);
+  });
+
+  test("one 10 ms tick on a 1 s trial (1 %) is below the two-tick floor; two ticks are not", () => {
+    expect(significantSteal(steal([10, 0], 1_000))).toBe(false);
+    expect(repeatForSteal(at380k(5, [10, 0], 1_000), 1)).toBe(false);
+    expect(repeatForSteal(at380k(5, [20, 0], 1_000), 1)).toBe(true);
+  });
+
+  test("a loss larger than what arrives during the stolen time is not repeated (an overloaded trial loses it anyway)", () => {
+    // 40 ms at 2M pps is 80,000 packets: a trial far above capacity losing 1.6M is the relay's limit.
+    expect(stealExplains(steal([40, 0], 2_000), 2_000_000, 1)).toBe(80_000);
+    expect(repeatForSteal(at380k(1_600_000, [40, 0], 2_000, 2_000_000), 1)).toBe(false);
+    expect(repeatForSteal(at380k(80_000, [40, 0], 2_000, 2_000_000), 1)).toBe(true);
+    // Fan-out multiplies the copies that can be lost: 4 outputs, 100k pps, 350 ms -> 140,000 copies.
+    expect(stealExplains(steal([350, 0]), 100_000, 4)).toBe(140_000);
+    expect(repeatForSteal(at380k(140_000, [350, 0], 35_000, 100_000, 4), 1)).toBe(true);
+    expect(repeatForSteal(at380k(140_001, [350, 0], 35_000, 100_000, 4), 1)).toBe(false);
+  });
+
+  test(`at most ${STEAL_REPEATS_MAX} repeats: the third attempt's loss stands`, () => {
+    expect(repeatForSteal(at380k(114_018, [3300, 0]), 1)).toBe(true);
+    expect(repeatForSteal(at380k(114_018, [3300, 0]), 2)).toBe(true);
+    expect(repeatForSteal(at380k(114_018, [3300, 0]), 3)).toBe(false);
+  });
+
+  test("a trial recorded before steal was recorded is not repeated", () => {
+    expect(repeatForSteal({ lost: 100, offered_pps: 380_000, shape: { fanout: 1 } }, 1)).toBe(false);
+  });
+
+  test("the notes name the rate, the loss and the steal, and whether the last attempt's loss stands", () => {
+    expect(stealRepeatNote(380_123.4, 114_018, steal([3300, 20]))).toBe("trial at 380123 pps lost 114018 with 3300 ms steal (CPU 0, 9.43 %): repeated");
+    expect(stealFinalNote(380_000, 9_000, steal([20, 500]), 3)).toBe("trial at 380000 pps lost 9000 with 500 ms steal (CPU 1) on attempt 3: the loss stands");
+    expect(stealFinalNote(380_000, 0, steal([0, 0]), 2)).toBe("trial at 380000 pps lost nothing on attempt 2 (steal 0 / 0 ms)");
+  });
+});
+
+function trial(over: Partial<TrialRecord>): TrialRecord {
+  const base: TrialRecord = {
+    type: "trial",
+    schema: 1,
+    run_id: "r1",
+    ts: "2026-12-02T01:00:00.000Z",
+    scenario: "S1",
+    variant: "S1-1316",
+    contender: "mcrelay",
+    repeat: 0,
+    phase: "fixed",
+    purpose: "cpu",
+    shape: { payload: 1316, fanout: 1, streams: 1 },
+    warmup_s: 3,
+    duration_s: 35,
+    target_pps: 300_000,
+    offered_pps: 300_000,
+    delivered_pps: 300_000,
+    output_pps: 300_000,
+    gen_limited: false,
+    sent: 10_500_000,
+    expected: 10_500_000,
+    received: 10_500_000,
+    lost: 0,
+    loss_ratio: 0,
+    duplicates: 0,
+    reordered: 0,
+    pattern_errors: 0,
+    foreign: 0,
+    gen_send_errors: 0,
+    gen_buffer_full_waits: 0,
+    per_output: [],
+    latency_us: { p50: 50, p99: 200, p999: 400, max: 900, mean: 60 },
+    cpu: { attributable: true, relay_ns: 0, relay_threads: 2, per_input_pkt_ns: 800, per_output_pkt_ns: 800, sink_ns: 0, window_s: 35 },
+    rss_kib: { relay_max: 20_480, relay_hwm: 20_480 },
+    relay_drops: {},
+    relay_forwarded: 10_500_000,
+    ring: null,
+    kernel_counters: { veth: {}, snmp: {}, softnet: { dropped: 0, time_squeeze: 0, processed_per_cpu: [] }, proc_stat_ms: [], mr_cache: { packets: 0, wrong_if: 0 } },
+    accounting: { sent_all: 10_500_000, expected_all: 10_500_000, received_all: 10_500_000, lost_all: 0, counted: 0, unaccounted: 0 },
+    loadavg: [0, 0, 0],
+    foreign_forwarders: [],
+    problems: [],
+    env: {},
+  };
+  return { ...base, ...over };
+}
+
+describe("report", () => {
+  test("a row from a repeat says so and what the attempt before it lost", () => {
+    const first = { lost: 11_782, steal: steal([1200, 40]), attempt: 1 };
+    expect(stealCell({ steal: steal([0, 10]), attempt: 2 }, [first])).toBe("0 / 10 (figure from attempt 2; attempt 1 lost 11782 with 1200 / 40 ms steal)");
+    expect(stealCell({ steal: steal([0, 10]), attempt: 1 }, [])).toBe("0 / 10");
+  });
+
+  test("a lossy trial's drop explanation carries its steal; a clean one or one without steal does not", () => {
+    expect(lossSteal({ lost: 10, steal: steal([1200, 40]) })).toBe("lost during steal of CPU 0 / 1: 1200 / 40 ms (3.43 / 0.11 %)");
+    expect(lossSteal({ lost: 0, steal: steal([1200, 40]) })).toBe("");
+    expect(lossSteal({ lost: 10, steal: steal([0, 0]) })).toBe("");
+  });
+
+  test("the repeated trial leaves the CPU table and the targets, stays in the list of every trial, and its repeat is labelled", () => {
+    const lossy = { lost: 11_782, loss_ratio: 11_782 / 10_500_000, received: 10_500_000 - 11_782 };
+    const records: BenchRecord[] = [
+      trial({ ...lossy, ts: "2026-12-02T01:00:00.000Z", steal: steal([1200, 40]), attempt: 1, repeated: true, accounting: { sent_all: 10_500_000, expected_all: 10_500_000, received_all: 10_488_218, lost_all: 11_782, counted: 11_782, unaccounted: 0 }, relay_drops: { ring_drops: 11_782 } }),
+      trial({ ts: "2026-12-02T01:01:00.000Z", steal: steal([0, 10]), attempt: 2 }),
+    ];
+    const { markdown } = renderReport(records, { svgFile: "x.svg", resultsFile: "x.jsonl" });
+    const cpuSection = markdown.slice(markdown.indexOf("### Relay CPU"), markdown.indexOf("<details>"));
+    expect(cpuSection).toContain("figure from attempt 2; attempt 1 lost 11782 with 1200 / 40 ms steal");
+    expect(cpuSection).not.toContain("0.112 %");
+    const cpuTarget = markdown.split("\n").find((l) => l.startsWith("| S1 relay CPU"));
+    expect(cpuTarget).toContain("loss 0.000 %");
+    const appendix = markdown.slice(markdown.indexOf("<details>"));
+    expect(appendix).toContain("1 (repeated: steal)");
+    expect(appendix).toContain("1200 / 40 ms (3.43 / 0.11 %)");
+    expect(markdown).toContain("**Steal:**");
+  });
+
+  test("a lossy trial that was not repeated keeps its loss and shows its steal in the drop explanation", () => {
+    const records: BenchRecord[] = [
+      trial({
+        lost: 114_018,
+        loss_ratio: 114_018 / 10_500_000,
+        steal: steal([3300, 0]),
+        attempt: 3,
+        relay_drops: { ring_drops: 114_018 },
+        accounting: { sent_all: 10_500_000, expected_all: 10_500_000, received_all: 10_385_982, lost_all: 114_018, counted: 114_018, unaccounted: 0 },
+      }),
+    ];
+    const { markdown } = renderReport(records, { svgFile: "x.svg", resultsFile: "x.jsonl" });
+    const row = markdown.split("\n").find((l) => l.startsWith("| mcrelay | 300 k"));
+    expect(row).toContain("1.086 %");
+    expect(row).toContain("mcrelay: ring_drops 114018");
+    expect(row).toContain("lost during steal of CPU 0 / 1: 3300 / 0 ms (9.43 / 0.00 %)");
+  });
+});
