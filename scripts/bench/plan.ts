@@ -28,9 +28,14 @@ export interface ModeParams {
   s4: { warmupS: number; overloadS: number; recoveryS: number; probeWindowS: number };
   s5: { rates: number[]; warmupS: number; durationS: number };
   cpuRatePps: number;
+  /** Length of the trial measuring the generator's own ceiling (`gen --rate 0`), once per run. */
+  genCeilingS: number;
   profileS: number;
   fanout50Pps: number;
 }
+
+/** The calibration with RPS on the sink's veth: the sink's receive softirq on the sink's CPU. */
+export const CAL_RPS_VARIANT = "S1-1316-cal-rps";
 
 const COMMON_SEARCH = { rateMin: 1_000, rateMax: 2_000_000 };
 
@@ -49,6 +54,7 @@ export const MODES: Record<Mode, ModeParams> = {
     s4: { warmupS: 2, overloadS: 10, recoveryS: 4, probeWindowS: 0.25 },
     s5: { rates: [1_000, 10_000, 100_000], warmupS: 0.5, durationS: 4 },
     cpuRatePps: 300_000,
+    genCeilingS: 5,
     profileS: 5,
     fanout50Pps: 5_000,
   },
@@ -66,6 +72,7 @@ export const MODES: Record<Mode, ModeParams> = {
     s4: { warmupS: 3, overloadS: 30, recoveryS: 8, probeWindowS: 0.25 },
     s5: { rates: [1_000, 10_000, 100_000], warmupS: 3, durationS: 30 },
     cpuRatePps: 300_000,
+    genCeilingS: 10,
     profileS: 10,
     fanout50Pps: 5_000,
   },
@@ -84,6 +91,7 @@ export const MODES: Record<Mode, ModeParams> = {
     s4: { warmupS: 0.5, overloadS: 2, recoveryS: 1.5, probeWindowS: 0.25 },
     s5: { rates: [1_000], warmupS: 0.3, durationS: 2 },
     cpuRatePps: 20_000,
+    genCeilingS: 2,
     profileS: 2,
     fanout50Pps: 2_000,
   },
@@ -189,6 +197,10 @@ export function buildPlan(p: ModeParams, scenarios: Set<string>): WorkItem[] {
     if (want("S3")) items.push(fixed("S3", "S3-100", "smoke: 100 streams", { ...one, streams: 100 }, ALL, [p.s3.fixedPps], "smoke", f.warmupS, f.durationS));
     if (want("S4")) items.push({ ...fixed("S4", "S4-1316", "smoke: overload", one, RELAYS, [], "overload", p.s4.warmupS, p.s4.overloadS), kind: "overload", estimateS: 3 * 12 });
     if (want("S5")) items.push(fixed("S5", "S5-1316", "smoke: latency", one, ALL, p.s5.rates, "latency", p.s5.warmupS, p.s5.durationS));
+    if (want("S1")) {
+      items.push({ ...fixed("S1", CAL_RPS_VARIANT, "smoke: generator ceiling (rate 0), sink receive on the sink's CPU (RPS)", one, ["calibration"], [0], "gen-ceiling", 0, p.genCeilingS), rps: "relay" });
+      items.push({ ...fixed("S1", CAL_RPS_VARIANT, "smoke: calibration, sink receive on the sink's CPU (RPS)", one, ["calibration"], [r], "smoke", f.warmupS, f.durationS), rps: "relay" });
+    }
     if (want("S1") && scenarios.has("search")) items.push(search("S1", "S1-1316", "smoke: search", one, ["mcrelay"], true));
     return items;
   }
@@ -213,6 +225,15 @@ export function buildPlan(p: ModeParams, scenarios: Set<string>): WorkItem[] {
       kind: "overload",
       estimateS: RELAYS.length * (trialOverheadS(one) + p.s4.warmupS + p.s4.overloadS + p.s4.recoveryS + 2),
     });
+  }
+  if (want("S1")) {
+    // After S4 (a target) in priority: the calibration again with the sink's receive softirq
+    // moved off the generator's CPU by RPS, so that the generator's CPU runs only the generator
+    // (without RPS it also runs the sink's receive path, and that calibration is about the
+    // relay's own NDR); its NDR is then bounded by the sink's CPU (receive + sink). Before it,
+    // the generator's own ceiling: one trial at `gen --rate 0`, no loss criterion.
+    items.push({ ...fixed("S1", CAL_RPS_VARIANT, `S1: generator ceiling (gen --rate 0 for ${p.genCeilingS} s), sink receive on the sink's CPU (RPS)`, one, ["calibration"], [0], "gen-ceiling", 0, p.genCeilingS), rps: "relay" });
+    items.push(search("S1", CAL_RPS_VARIANT, "S1: calibration, sink receive on the sink's CPU (RPS)", one, ["calibration"], false, { rps: "relay" }));
   }
   if (want("S5")) {
     items.push(fixed("S5", "S5-1316", "S5: one-way latency at 1k, 10k and 100k pps", one, ALL, p.s5.rates, "latency", p.s5.warmupS, p.s5.durationS));

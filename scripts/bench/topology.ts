@@ -107,8 +107,10 @@ async function populate(topo: Topology, fanout: number, calibration: boolean, pl
   applied["net.ipv6.conf.all.disable_ipv6"] = "1 (every namespace: no ND/MLD chatter on the links)";
   applied["net.ipv4.ip_forward"] = "1 (relay namespace)";
   // Softirq placement. With RPS off, a veth frame is received on the CPU that sent it: the
-  // relay's input is processed on the generator's CPU, its outputs on the relay's CPU.
-  const mask = (1 << placement.relay).toString(16);
+  // relay's input is processed on the generator's CPU, its outputs on the relay's CPU. RPS
+  // moves the relay's input to the relay's CPU; in the calibration (no relay) it moves the
+  // sink's receive to the sink's CPU, so that the generator's CPU runs the generator alone.
+  const mask = (1 << (relay ? placement.relay : placement.sink)).toString(16);
   const rpsTarget = relay ? { ns: relay, dev: "r0" } : { ns: sinks[0]!, dev: "s0" };
   const rps = placement.rps === "relay" ? mask : "0";
   await topo.exec(rpsTarget.ns, ["sh", "-c", `for q in /sys/class/net/${rpsTarget.dev}/queues/rx-*/rps_cpus; do echo ${rps} > $q; done`], { check: true });

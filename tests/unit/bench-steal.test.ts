@@ -2,8 +2,9 @@
 // while the hypervisor took CPU time is repeated, at most twice, and the report shows the steal
 // of every trial and which figure comes from a repeat.
 import { describe, expect, test } from "bun:test";
-import { renderReport, lossSteal, stealCell } from "../../scripts/bench/report.ts";
-import type { BenchRecord, TrialRecord } from "../../scripts/bench/results.ts";
+import { CAL_RPS_VARIANT } from "../../scripts/bench/plan.ts";
+import { genCeilingText, renderReport, lossSteal, stealCell } from "../../scripts/bench/report.ts";
+import type { BenchRecord, SearchRecord, TrialRecord } from "../../scripts/bench/results.ts";
 import { repeatForSteal, significantSteal, stealBetween, stealExplains, stealFinalNote, stealRepeatNote, stealText, STEAL_REPEATS_MAX } from "../../scripts/bench/steal.ts";
 
 const steal = (per_cpu_ms: number[], wall_ms = 35_000) => ({ per_cpu_ms, wall_ms });
@@ -166,5 +167,35 @@ describe("report", () => {
     expect(row).toContain("1.086 %");
     expect(row).toContain("mcrelay: ring_drops 114018");
     expect(row).toContain("lost during steal of CPU 0 / 1: 3300 / 0 ms (9.43 / 0.00 %)");
+  });
+});
+
+function searchRec(variant: string, contender: SearchRecord["contender"], ndr: number): SearchRecord {
+  const point = { pps: ndr, delivered_pps: ndr, loss_ratio: 0, confirmed: true };
+  return { type: "search", schema: 1, run_id: "r1", ts: "2026-12-02T01:00:00.000Z", scenario: "S1", variant, contender, repeat: 0, shape: { payload: 1316, fanout: 1, streams: 1 }, ndr: point, pdr: point, at_generator_ceiling: false, trials: 8, elapsed_s: 90, notes: [] };
+}
+
+describe("calibration with the sink's receive on its own CPU, and the generator's ceiling", () => {
+  const placement = { gen: 0, relay: 1, sink: 1, rps: "relay" };
+  const records: BenchRecord[] = [
+    searchRec("S1-1316", "mcrelay", 387_000),
+    searchRec("S1-1316", "calibration", 404_000),
+    searchRec(CAL_RPS_VARIANT, "calibration", 415_000),
+    trial({ variant: CAL_RPS_VARIANT, contender: "calibration", purpose: "gen-ceiling", target_pps: 0, offered_pps: 463_000, duration_s: 10, sent: 4_630_000, expected: 4_630_000, received: 4_167_000, lost: 463_000, env: { placement } }),
+  ];
+  const { markdown } = renderReport(records, { svgFile: "x.svg", resultsFile: "x.jsonl" });
+
+  test("the targets' calibration line keeps its status from the plain calibration and adds both figures", () => {
+    const line = markdown.split("\n").find((l) => l.startsWith("| Calibration (gen→sink) NDR"));
+    expect(line).toBe(
+      "| Calibration (gen→sink) NDR ≥ 2× the best relay's S1 NDR | 404 k / 387 k pps = 1.04×; calibration, sink receive on CPU 1 (RPS): NDR 415 k pps = 1.07× (bounded by the sink's CPU); generator's own ceiling (gen --rate 0, no loss criterion): 463 k pps = 1.20× | **MISS** |",
+    );
+  });
+
+  test("S1 has the RPS calibration as its own labelled row and the generator's ceiling with what the sink got", () => {
+    const s1 = markdown.slice(markdown.indexOf("## S1"));
+    expect(s1).toContain("| calibration, sink receive on CPU 1 (RPS) | 415 k |");
+    expect(s1).toContain("**Generator's own ceiling** (`mcrelay gen --mode udp --rate 0`, sink's receive on its own CPU, no loss criterion): 463 k pps achieved over 10.0 s (the sink received 90.0 %).");
+    expect(genCeilingText({ offered_pps: 458_000, received: 0, expected: 0, duration_s: 5 })).toBe("458 k pps achieved over 5.0 s");
   });
 });
