@@ -903,5 +903,5 @@ export function renderReport(records: BenchRecord[], opts: { svgFile: string; re
   }
   out.push(trialsAppendix(d));
   out.push("");
-  return { markdown: out.join("\n").replace(/\n{3,}/g, "\n\n"), svg: renderSvg(d.trials) };
+  return { markdown: out.join("\n").replace(/\n{3,}/g, "\n\n"), svg: renderSvg([...d.trials, ...d.repeated]) };
 }
