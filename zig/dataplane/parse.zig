@@ -240,9 +240,26 @@ pub fn udpChecksumOk(addresses: *const [8]u8, udp: []const u8) bool {
     return foldSum(sum) == 0xffff;
 }
 
-pub inline fn sumWords(bytes: []const u8) u64 {
-    var sum: u64 = 0;
-    var offset: usize = 0;
+/// Sums 32-bit native words (the tail padded with zeros), unfolded. Four independent lanes of 16
+/// bytes let the compiler vectorise the loop; runtime safety is off inside it because its one
+/// index is bounded by `whole` (a multiple of the step, at most the length) and the checks kept
+/// it scalar. 1324 bytes hot in cache, ReleaseSafe: 132 ns with the checks, 62 ns without (zig
+/// 0.17.1, this VM); the sum is the same u64 (addition does not depend on grouping; u64 lanes
+/// cannot overflow for any datagram: at most 2^14 words of less than 2^32 each).
+pub fn sumWords(bytes: []const u8) u64 {
+    assert(bytes.len <= std.math.maxInt(u16) + 1);
+    const step = 16;
+    const whole = bytes.len - bytes.len % step;
+    var lanes: [4]u64 = @splat(0);
+    {
+        @setRuntimeSafety(false);
+        var offset: usize = 0;
+        while (offset < whole) : (offset += step) {
+            inline for (0..4) |lane| lanes[lane] += std.mem.readInt(u32, bytes[offset + 4 * lane ..][0..4], .native);
+        }
+    }
+    var sum: u64 = lanes[0] + lanes[1] + lanes[2] + lanes[3];
+    var offset: usize = whole;
     while (offset + 4 <= bytes.len) : (offset += 4) sum += std.mem.readInt(u32, bytes[offset..][0..4], .native);
     var tail: [4]u8 = @splat(0);
     @memcpy(tail[0 .. bytes.len - offset], bytes[offset..]);
@@ -602,6 +619,29 @@ test "checks run in the documented order" {
     short[14] = 0x4f;
     testWrite16(short, 14 + 2, 0);
     try expectDrop(.ipv4_truncated, short);
+}
+
+test "sumWords equals a plain word-by-word sum for every length and alignment" {
+    var bytes: [4096]u8 = undefined;
+    var prng = std.Random.DefaultPrng.init(0x5eed);
+    prng.random().bytes(&bytes);
+    for (0..8) |start| {
+        for (0..bytes.len - start + 1) |len| {
+            const slice = bytes[start..][0..len];
+            var plain: u64 = 0;
+            var word: usize = 0;
+            while (word < len) : (word += 4) {
+                var padded: [4]u8 = @splat(0);
+                const n = @min(4, len - word);
+                @memcpy(padded[0..n], slice[word..][0..n]);
+                plain += std.mem.readInt(u32, &padded, .native);
+            }
+            try std.testing.expectEqual(plain, sumWords(slice));
+        }
+    }
+    // The largest datagram: 65,536 bytes of 0xff cannot overflow.
+    const ones: [65536]u8 = @splat(0xff);
+    try std.testing.expectEqual(@as(u64, 16384) * 0xffff_ffff, sumWords(&ones));
 }
 
 test "ipv4Checksum matches a known header" {
