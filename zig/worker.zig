@@ -635,13 +635,29 @@ fn errName(err: sys.Error) []const u8 {
 
 /// After the drop, reads back what every thread holds: ids, no supplementary groups, no
 /// capabilities, no_new_privs and the seccomp filter. Writes the problems ("; "-separated) to
-/// `out` and the first one to `first`; returns how many there are.
+/// `out` and the first one to `first`; returns how many there are. What cannot be read is a
+/// problem too: a drop that was not read back is not verified.
 pub fn verifyDropped(uid: u32, gid: u32, out: *Out, first: *Out) u32 {
+    return verifyDroppedIn("/proc/self/task", uid, gid, out, first);
+}
+
+fn note(out: *Out, first: *Out, problems: *u32, comptime fmt: []const u8, args: anytype) void {
+    if (problems.* > 0) out.add("; ");
+    out.print(fmt, args);
+    if (problems.* == 0) first.print(fmt, args);
+    problems.* += 1;
+}
+
+/// verifyDropped over the threads listed in `task_dir` (tests use a directory that is not there).
+fn verifyDroppedIn(task_dir: []const u8, uid: u32, gid: u32, out: *Out, first: *Out) u32 {
     var problems: u32 = 0;
     const main_tid: u32 = @intCast(linux.getpid());
-    const dir_rc = linux.openat(linux.AT.FDCWD, "/proc/self/task", .{ .DIRECTORY = true, .CLOEXEC = true }, 0);
+    var main_seen = false;
+    var dir_buf: [64]u8 = undefined;
+    const dir_path = std.fmt.bufPrintSentinel(&dir_buf, "{s}", .{task_dir}, 0) catch unreachable;
+    const dir_rc = linux.openat(linux.AT.FDCWD, dir_path, .{ .DIRECTORY = true, .CLOEXEC = true }, 0);
     if (linux.errno(dir_rc) != .SUCCESS) {
-        problems += checkThread("/proc/self/status", main_tid, main_tid, uid, gid, out, first);
+        note(out, first, &problems, "cannot read {s}: E{s}", .{ task_dir, errName(sys.fromErrno(linux.errno(dir_rc))) });
         return problems;
     }
     const dir: i32 = @intCast(dir_rc);
@@ -649,34 +665,53 @@ pub fn verifyDropped(uid: u32, gid: u32, out: *Out, first: *Out) u32 {
     var dents: [4096]u8 align(8) = undefined;
     while (true) {
         const n_rc = linux.getdents64(dir, &dents, dents.len);
-        if (linux.errno(n_rc) != .SUCCESS or n_rc == 0) break;
+        if (linux.errno(n_rc) != .SUCCESS) {
+            note(out, first, &problems, "cannot list {s}: E{s}", .{ task_dir, errName(sys.fromErrno(linux.errno(n_rc))) });
+            return problems;
+        }
+        if (n_rc == 0) break;
         var off: usize = 0;
         while (off < n_rc) {
             const d: *align(1) const linux.dirent64 = @ptrCast(&dents[off]);
             off += d.reclen;
             const name = std.mem.sliceTo(@as([*:0]const u8, @ptrCast(&d.name)), 0);
             const tid = std.fmt.parseInt(u32, name, 10) catch continue;
-            var path_buf: [64]u8 = undefined;
-            const path = std.fmt.bufPrintSentinel(&path_buf, "/proc/self/task/{d}/status", .{tid}, 0) catch continue;
-            problems += checkThread(path, tid, main_tid, uid, gid, out, first);
+            if (tid == main_tid) main_seen = true;
+            var path_buf: [96]u8 = undefined;
+            const path = std.fmt.bufPrintSentinel(&path_buf, "{s}/{d}/status", .{ task_dir, tid }, 0) catch unreachable;
+            checkThread(path, tid, main_tid, uid, gid, out, first, &problems);
         }
     }
+    if (!main_seen) note(out, first, &problems, "thread {d} (this one) is not in {s}", .{ main_tid, task_dir });
     return problems;
 }
 
-fn checkThread(path: [:0]const u8, tid: u32, main_tid: u32, uid: u32, gid: u32, out: *Out, first: *Out) u32 {
+fn checkThread(path: [:0]const u8, tid: u32, main_tid: u32, uid: u32, gid: u32, out: *Out, first: *Out, problems: *u32) void {
     var buf: [4096]u8 = undefined;
     const fd_rc = linux.openat(linux.AT.FDCWD, path, .{ .CLOEXEC = true }, 0);
-    if (linux.errno(fd_rc) != .SUCCESS) return 0; // the thread ended meanwhile
+    switch (linux.errno(fd_rc)) {
+        .SUCCESS => {},
+        // Another thread that ended meanwhile (this one cannot have).
+        .NOENT, .SRCH => if (tid != main_tid) return,
+        else => {},
+    }
+    if (linux.errno(fd_rc) != .SUCCESS) {
+        note(out, first, problems, "thread {d}: cannot read {s}: E{s}", .{ tid, path, errName(sys.fromErrno(linux.errno(fd_rc))) });
+        return;
+    }
     const fd: i32 = @intCast(fd_rc);
     defer sys.close(fd);
     var len: usize = 0;
     while (len < buf.len) {
         const n = linux.read(fd, buf[len..].ptr, buf.len - len);
-        if (linux.errno(n) != .SUCCESS or n == 0) break;
+        if (linux.errno(n) != .SUCCESS) {
+            note(out, first, problems, "thread {d}: cannot read {s}: E{s}", .{ tid, path, errName(sys.fromErrno(linux.errno(n))) });
+            return;
+        }
+        if (n == 0) break;
         len += n;
     }
-    return checkStatus(buf[0..len], tid, tid == main_tid, uid, gid, out, first);
+    problems.* += checkStatus(buf[0..len], tid, tid == main_tid, uid, gid, out, first, problems.*);
 }
 
 fn field(status: []const u8, name: []const u8) []const u8 {
@@ -701,14 +736,12 @@ fn allIds(value: []const u8, want: u32) bool {
 }
 
 /// The checks of one thread's status text (tested with text below).
-pub fn checkStatus(status: []const u8, tid: u32, is_main: bool, uid: u32, gid: u32, out: *Out, first: *Out) u32 {
-    var problems: u32 = 0;
+/// Returns how many problems it found; `before` is how many were noted already.
+pub fn checkStatus(status: []const u8, tid: u32, is_main: bool, uid: u32, gid: u32, out: *Out, first: *Out, before: u32) u32 {
+    var problems: u32 = before;
     const Note = struct {
         fn add(o: *Out, f: *Out, n: *u32, comptime fmt: []const u8, args: anytype) void {
-            if (n.* > 0) o.add("; ");
-            o.print(fmt, args);
-            if (n.* == 0) f.print(fmt, args);
-            n.* += 1;
+            note(o, f, n, fmt, args);
         }
     };
     if (!allIds(field(status, "Uid"), uid)) Note.add(out, first, &problems, "thread {d}: Uid is '{s}', expected {d}", .{ tid, field(status, "Uid"), uid });
@@ -725,7 +758,7 @@ pub fn checkStatus(status: []const u8, tid: u32, is_main: bool, uid: u32, gid: u
     }
     if (!std.mem.eql(u8, field(status, "NoNewPrivs"), "1")) Note.add(out, first, &problems, "thread {d}: NoNewPrivs is '{s}', expected 1", .{ tid, field(status, "NoNewPrivs") });
     if (!std.mem.eql(u8, field(status, "Seccomp"), "2")) Note.add(out, first, &problems, "thread {d}: Seccomp is '{s}', expected 2 (the worker's filter)", .{ tid, field(status, "Seccomp") });
-    return problems;
+    return problems - before;
 }
 
 /// Pins this (the only) thread to one CPU, for mcr's `pinning`. EINVAL: no such CPU online.
@@ -1362,13 +1395,33 @@ test "privilege read-back: every field checked, problems named by thread, CapInh
     var f: [256]u8 = undefined;
     var all = Out.init(&a);
     var first = Out.init(&f);
-    try std.testing.expectEqual(@as(u32, 0), checkStatus(good, 7, true, 65534, 65534, &all, &first));
+    try std.testing.expectEqual(@as(u32, 0), checkStatus(good, 7, true, 65534, 65534, &all, &first, 0));
     const bad = "Uid:\t0\t65534\t65534\t65534\nGid:\t65534\t65534\t65534\t65534\nGroups:\t0 \nCapInh:\t0000000000000400\nCapPrm:\t0000000000000000\nCapEff:\t0000000000000000\nCapAmb:\t0000000000000000\nNoNewPrivs:\t0\nSeccomp:\t0\n";
-    try std.testing.expectEqual(@as(u32, 5), checkStatus(bad, 7, true, 65534, 65534, &all, &first));
+    try std.testing.expectEqual(@as(u32, 5), checkStatus(bad, 7, true, 65534, 65534, &all, &first, 0));
     try std.testing.expectEqualStrings("thread 7: Uid is '0\t65534\t65534\t65534', expected 65534", first.slice());
     try std.testing.expect(std.mem.indexOf(u8, all.slice(), "; thread 7: CapInh is 0000000000000400, expected 0") != null);
     all = Out.init(&a);
     first = Out.init(&f);
     // Another thread's inheritable set may stay (it can only be cleared by that thread).
-    try std.testing.expectEqual(@as(u32, 4), checkStatus(bad, 8, false, 65534, 65534, &all, &first));
+    try std.testing.expectEqual(@as(u32, 4), checkStatus(bad, 8, false, 65534, 65534, &all, &first, 0));
+}
+
+test "privilege read-back: what cannot be read is a problem, never a pass" {
+    var a: [1024]u8 = undefined;
+    var f: [256]u8 = undefined;
+    var all = Out.init(&a);
+    var first = Out.init(&f);
+    // No task directory (no /proc): before, nothing was read and the drop counted as verified.
+    try std.testing.expectEqual(@as(u32, 1), verifyDroppedIn("/nonexistent/task", 65534, 65534, &all, &first));
+    try std.testing.expectEqualStrings("cannot read /nonexistent/task: ENOENT", first.slice());
+    // A task directory without this thread in it (one with no thread ids): not verified either.
+    all = Out.init(&a);
+    first = Out.init(&f);
+    try std.testing.expectEqual(@as(u32, 1), verifyDroppedIn("/proc/sys", 65534, 65534, &all, &first));
+    try std.testing.expect(std.mem.startsWith(u8, first.slice(), "thread "));
+    try std.testing.expect(std.mem.endsWith(u8, first.slice(), " (this one) is not in /proc/sys"));
+    // The real directory is read: this test process has not dropped anything.
+    all = Out.init(&a);
+    first = Out.init(&f);
+    try std.testing.expect(verifyDroppedIn("/proc/self/task", 65534, 65534, &all, &first) >= 4);
 }
