@@ -143,6 +143,22 @@ export const MUTANTS: Mutant[] = [
     tests: [{ file: "tests/integration/workers-shared.test.ts", filter: "3 inputs and 1 worker" }],
   },
   {
+    name: "worker-silent-on-malformed-request",
+    breaks: "a malformed request is only logged, not answered: the supervisor waits out its 2 s deadline instead of hearing which field is wrong",
+    file: "zig/worker.zig",
+    search: "            if (problem.request_id) |id| {",
+    replace: "            if (@as(?u64, null)) |id| {",
+    tests: [{ file: "tests/unit/worker-protocol.test.ts", filter: "malformed request gets an error reply" }],
+  },
+  {
+    name: "worker-unnamed",
+    breaks: "the worker keeps the name exec gave it (the memfd's descriptor number) in ps -o comm, top and perf",
+    file: "zig/worker.zig",
+    search: "    setProcessName() catch {};",
+    replace: "",
+    tests: [{ file: "tests/integration/workers.test.ts", filter: "named mcrelay-worker" }],
+  },
+  {
     name: "worker-pong-stale-hash",
     breaks: "the worker answers a ping with the hash of the table it was last given, not of the one it holds, so drift is never seen",
     file: "zig/worker.zig",
