@@ -797,6 +797,9 @@ const Worker = struct {
     active_count: usize = 0,
     active_dirty: bool = true,
     stopping: bool = false,
+    /// Why the last message that was no request was refused (a ring message has no id to
+    /// answer): told with the ring-add that then finds no ring message. Empty: none refused.
+    refused: Problem = .{},
     test_rules_max: u32 = 0,
     diverge_at_ns: ?u64 = null,
 
@@ -863,6 +866,7 @@ const Worker = struct {
         const msg = parseMessage(fba.allocator(), data, &problem) orelse {
             for (fds) |fd| sys.close(fd);
             log.print(.warn, "ignored malformed control message: {s}", .{problem.text()});
+            if (problem.request_id == null) self.refused = problem;
             // A request is answered (the supervisor waits for it), naming what is wrong.
             if (problem.request_id) |id| {
                 var msg_buf: [200]u8 = undefined;
@@ -876,8 +880,10 @@ const Worker = struct {
                     for (fds) |fd| sys.close(fd);
                     if (fds.len != 1) problem.set("{d} descriptors came with it, expected 1 (its counter memory)", .{fds.len});
                     log.print(.warn, "ignored a ring message: {s}", .{problem.text()});
+                    self.refused = problem;
                     return;
                 }
+                self.refused = .{};
                 if (self.pending_rings[r.position]) |old| sys.close(old.stats_fd);
                 self.pending_rings[r.position] = .{ .msg = r, .stats_fd = fds[0] };
             },
@@ -944,7 +950,11 @@ const Worker = struct {
                 replyTable("applied", t.id, t.generation, &t.hash);
             },
             .ring_add => |a| {
-                const p = self.pending_rings[a.position] orelse return replyError(a.id, std.fmt.bufPrint(&msg_buf, "no ring message for position {d} on the channel", .{a.position}) catch "no ring message");
+                const p = self.pending_rings[a.position] orelse {
+                    const why = self.refused.text();
+                    defer self.refused = .{};
+                    return replyError(a.id, std.fmt.bufPrint(&msg_buf, "no ring message for position {d} on the channel{s}{s}", .{ a.position, if (why.len > 0) "; the last one refused: " else "", why }) catch "no ring message");
+                };
                 self.pending_rings[a.position] = null;
                 if (self.rings[a.position]) |r| {
                     sys.close(p.stats_fd);
@@ -1233,6 +1243,7 @@ fn serve(w: *Worker) u8 {
                 error.INTR => continue,
                 error.MSGSIZE => {
                     log.print(.warn, "ignored a message too large for the channel", .{});
+                    w.refused.set("message: larger than {d} bytes or with more than {d} descriptors", .{ scm.table_bytes_max, scm.fds_max });
                     continue;
                 },
                 error.CONNRESET => {

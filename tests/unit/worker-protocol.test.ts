@@ -52,9 +52,10 @@ async function reply(channel: number): Promise<Record<string, unknown>> {
 }
 
 const setup = { kind: "worker", index: 0, workers: 1, positions: 1, rings: 0, cpu: null, user: null };
+const ring = { kind: "ring", position: 0, ifname: "r0", ifindex: 1, slot: 0, members: 1, geometry: { blockBytes: 65536, blockCount: 1, frameBytes: 2048, frameCount: 32 } };
 
 describe("worker protocol (zig/worker.zig on its socketpair)", () => {
-  test("a malformed request gets an error reply with its id naming the field, and the worker keeps serving", async () => {
+  test("a malformed request gets an error reply with its id naming the field (a malformed ring message: the ring-add after it), and the worker keeps serving", async () => {
     const w = startWorker();
     scmSend(w.channel, encode(setup), [w.blank]);
     expect(await reply(w.channel)).toMatchObject({ type: "ready", confinement: null });
@@ -77,6 +78,13 @@ describe("worker protocol (zig/worker.zig on its socketpair)", () => {
       scmSend(w.channel, encode({ type, id, position: 1 }), [], true);
       expect(await reply(w.channel)).toEqual({ type: "error", id, message: "position: 1 is past this worker's last position (0)" });
     }
+    // A ring message has no id to answer: the ring-add that follows says why it was refused.
+    const [counters, countersPeer] = scmPair();
+    fdClose(countersPeer);
+    scmSend(w.channel, encode({ ...ring, ifname: "a-name-longer-than-15" }), [counters], true);
+    fdClose(counters);
+    scmSend(w.channel, encode({ type: "ring-add", id: 15, position: 0 }), [], true);
+    expect(await reply(w.channel)).toEqual({ type: "error", id: 15, message: "no ring message for position 0 on the channel; the last one refused: ifname: 21 bytes, expected 1 to 15" });
     // Still serving: a good request after all of them is answered, and stop ends it cleanly.
     scmSend(w.channel, encode({ type: "log-level", id: 13, level: "warn" }), [], true);
     expect(await reply(w.channel)).toEqual({ type: "ok", id: 13 });
@@ -97,8 +105,7 @@ describe("worker protocol (zig/worker.zig on its socketpair)", () => {
     scmSend(w.channel, encode({ ...setup, rings: 1 }), [w.blank]);
     const [counters, countersPeer] = scmPair();
     fdClose(countersPeer);
-    const ring = { kind: "ring", position: 3, ifname: "r0", ifindex: 1, slot: 0, members: 1, geometry: { blockBytes: 65536, blockCount: 1, frameBytes: 2048, frameCount: 32 } };
-    scmSend(w.channel, encode(ring), [counters]);
+    scmSend(w.channel, encode({ ...ring, position: 3 }), [counters]);
     fdClose(counters);
     expect(await reply(w.channel)).toEqual({ type: "fatal", message: "bad ring message: position: 3 is past this worker's last position (0)" });
     expect(await w.proc.exited).toBe(1);
