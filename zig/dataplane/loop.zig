@@ -366,6 +366,10 @@ pub const Dataplane = struct {
                     continue;
                 },
             };
+            // The loop guard's slot of the first datagram is fetched while the lookup runs.
+            const first_bytes = if (frame.gso_size != 0 and packet.payload_len > frame.gso_size) frame.gso_size else packet.payload_len;
+            const first_signature = loop_guard_mod.signatureOf(frame.data[packet.payload_offset..][0..first_bytes]);
+            self.loop_guard.prefetch(first_signature);
             if (martianSource(&packet.src)) {
                 s.worker(.martian_source).* += 1;
                 if (traced) self.trace.?.unmatched(frame.data, frame.wire_len, frame.vlan_tci, &packet, .martian);
@@ -410,7 +414,8 @@ pub const Dataplane = struct {
             var offset: u32 = 0;
             while (true) {
                 const datagram = payload[offset..][0..@min(segment_bytes, payload.len - offset)];
-                self.relay(traced, s, rule, index, datagram, packet.tos, source, record);
+                const signature = if (offset == 0) first_signature else loop_guard_mod.signatureOf(datagram);
+                self.relay(traced, s, rule, index, datagram, signature, packet.tos, source, record);
                 record = null;
                 offset += @intCast(datagram.len);
                 if (offset >= payload.len) break;
@@ -418,9 +423,9 @@ pub const Dataplane = struct {
         }
     }
 
-    inline fn relay(self: *Dataplane, comptime traced: bool, s: stats_mod.Stats, rule: *const abi.RuleDesc, index: u16, datagram: []const u8, tos: u8, source: u32, record: ?*trace_mod.Record) void {
+    inline fn relay(self: *Dataplane, comptime traced: bool, s: stats_mod.Stats, rule: *const abi.RuleDesc, index: u16, datagram: []const u8, signature: u64, tos: u8, source: u32, record: ?*trace_mod.Record) void {
         if (rule.flags & abi.rule_flag_no_loop_guard == 0 and
-            self.loop_guard.check(datagram, source, self.block_ns) == .loop)
+            self.loop_guard.checkSignature(signature, source, self.block_ns) == .loop)
         {
             s.worker(.loop_drops).* += 1;
             s.rule(index, .loop_drops).* += 1;

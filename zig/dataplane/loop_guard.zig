@@ -41,8 +41,21 @@ pub const LoopGuard = struct {
     }
 
     pub inline fn check(self: *LoopGuard, payload: []const u8, source: u32, now_ns: u64) Verdict {
-        const signature = signatureOf(payload);
-        const entry = &self.entries[@as(usize, @truncate(signature)) & (slots - 1)];
+        return self.checkSignature(signatureOf(payload), source, now_ns);
+    }
+
+    /// Starts loading the slot of `signature`: the table (384 KiB) does not stay in the caches
+    /// next to the ring, and this slot was the costliest single load per datagram.
+    pub inline fn prefetch(self: *LoopGuard, signature: u64) void {
+        @prefetch(self.slotOf(signature), .{ .rw = .write, .locality = 3, .cache = .data });
+    }
+
+    inline fn slotOf(self: *LoopGuard, signature: u64) *Entry {
+        return &self.entries[@as(usize, @truncate(signature)) & (slots - 1)];
+    }
+
+    pub inline fn checkSignature(self: *LoopGuard, signature: u64, source: u32, now_ns: u64) Verdict {
+        const entry = self.slotOf(signature);
         if (entry.signature != signature or now_ns -% entry.last_ns > window_ns or entry.last_ns == 0) {
             entry.* = .{ .signature = signature, .source = source, .returns = 0, .last_ns = now_ns };
             return .relay;
