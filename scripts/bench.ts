@@ -38,6 +38,7 @@ import { PEERS, ensurePeers, which } from "./bench/peers.ts";
 import { MODES, buildPlan, planEstimateS, type Mode } from "./bench/plan.ts";
 import { findForwarders, killHostProcesses } from "./bench/proc.ts";
 import { renderReport } from "./bench/report.ts";
+import { SINK_GRO } from "./bench/sink-mode.ts";
 import { CONTENDER_IDS, ResultsFile, SCHEMA_VERSION, readResults, type ContenderId } from "./bench/results.ts";
 import { elapsedS, runItem, type RunState } from "./bench/run.ts";
 import type { Placement, RpsMode } from "./bench/topology.ts";
@@ -198,7 +199,7 @@ async function main(): Promise<number> {
   const resultsPath = resolve(opts.out ?? join(root, "bench-results", `${runId}${opts.mode === "full" ? "" : `-${opts.mode}`}.jsonl`));
   const results = new ResultsFile(resultsPath);
   log.info(`run ${runId} (${opts.mode}): ${plan.length} items, about ${Math.round(estimate / 60)} min (budget ${Math.round(params.budgetS / 60)} min); results in ${resultsPath}`);
-  const env = { ...captureEnv(root, tools), gen_mode: opts.genMode, mcrelay_sha256: new Bun.CryptoHasher("sha256").update(await Bun.file(mcrelayCopy).arrayBuffer()).digest("hex") };
+  const env = { ...captureEnv(root, tools), gen_mode: opts.genMode, sink_gro: SINK_GRO, mcrelay_sha256: new Bun.CryptoHasher("sha256").update(await Bun.file(mcrelayCopy).arrayBuffer()).digest("hex") };
   const state: RunState = {
     runId,
     params,

@@ -608,6 +608,22 @@ export const MUTANTS: Mutant[] = [
     replace: "return t.lost >= 0 && significantSteal(t.steal)",
     tests: [{ file: "tests/unit/bench-steal.test.ts", filter: "a trial without loss is never repeated" }],
   },
+  {
+    name: "sink-gro-buffer-one-datagram",
+    breaks: "`mcrelay sink --gro` counts a GRO buffer of several datagrams as one datagram instead of splitting it at its gso_size",
+    file: "zig/tools/sink.zig",
+    search: "const gso_size = if (self.gro) groSize(&msg.hdr) else 0;",
+    replace: "const gso_size: u32 = 0;",
+    tests: [{ file: "tests/integration/sink-gro.test.ts", filter: "the --gro sink receives them as GRO buffers" }],
+  },
+  {
+    name: "bench-sinks-without-gro",
+    breaks: "the benchmark's sinks run without --gro, so the receivers' segmentation of GSO batches is charged to the relay again",
+    file: "scripts/bench/sink-mode.ts",
+    search: "export const SINK_GRO = true;",
+    replace: "export const SINK_GRO = false;",
+    tests: [{ file: "tests/unit/bench-sink-mode.test.ts", filter: "the harness's sinks enable GRO" }],
+  },
 ];
 
 // ---------------------------------------------------------------------------------------

@@ -160,7 +160,10 @@ pub const gen_mode_raw: u8 = 1;
 pub const SinkConfig = extern struct {
     addr: Addr,
     port: u16,
-    _pad: u16 = 0,
+    /// 1: enable UDP_GRO on the socket, so a GSO batch arrives as one buffer that the sink
+    /// splits at its gso_size (as a receiving host with GRO would); 0: one datagram per read.
+    gro: u8 = 0,
+    _pad: u8 = 0,
     ifindex: u32,
     /// Receive buffer bytes.
     rcvbuf_bytes: u32,

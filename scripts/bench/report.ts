@@ -6,6 +6,7 @@
  */
 import { CAL_RPS_VARIANT } from "./plan.ts";
 import { renderSvg } from "./svg.ts";
+import { sinkModeMethod, sinkModeOf, sinkModeText, type SinkMode } from "./sink-mode.ts";
 import { STEAL_REPEATS_MAX, STEAL_SUSPECT_MIN_MS, STEAL_SUSPECT_RATIO, stealMsText, stealText, worstSteal } from "./steal.ts";
 import {
   CONTENDER_IDS,
@@ -563,6 +564,7 @@ function envSection(d: Data): string {
       "Every attempt is in the results and in the list of every trial below; a search's notes say which rates were repeated, a fixed-rate row says when its figure is from a repeat and what the attempts before it lost. " +
       "If every attempt loses, the loss stands, with its steal shown.",
   );
+  lines.push(sinkModeMethod(d.trials.map(sinkModeOfTrial)));
   lines.push("- **Latency** is one-way, CLOCK_REALTIME at the sink minus the generator's stamp in the payload (same host); for several streams or outputs, p50 is the median of the per-stream p50s and p99/p99.9/max the worst stream's.");
   return lines.join("\n");
 }
@@ -763,6 +765,10 @@ function genModeText(d: Data): string {
   return `**Generator modes differ between trials (${modes.join(", ")}): see the gen column of every trial.**`;
 }
 
+function sinkModeOfTrial(t: TrialRecord): SinkMode {
+  return sinkModeOf(t.env);
+}
+
 function trialsAppendix(d: Data): string {
   const all = [...d.trials, ...d.repeated].sort((a, b) => (a.ts < b.ts ? -1 : a.ts > b.ts ? 1 : 0));
   const rows = all.map((t) => [
@@ -780,12 +786,13 @@ function trialsAppendix(d: Data): string {
     t.accounting.unaccounted > 0 ? t.accounting.unaccounted : 0,
     stealText(t.steal),
     genModeOf(t),
+    sinkModeOfTrial(t),
     t.problems.join("; "),
   ]);
   return [
     "<details><summary>Every trial</summary>",
     "",
-    table(["variant", "contender", "repeat", "phase", "attempt", "target", "offered", "delivered", "loss", "p99 µs", "CPU µs/pkt", "unaccounted", "steal ms (per CPU, % of trial)", "gen", "problems"], rows),
+    table(["variant", "contender", "repeat", "phase", "attempt", "target", "offered", "delivered", "loss", "p99 µs", "CPU µs/pkt", "unaccounted", "steal ms (per CPU, % of trial)", "gen", "sink", "problems"], rows),
     "",
     "</details>",
   ].join("\n");
@@ -814,6 +821,7 @@ export function renderReport(records: BenchRecord[], opts: { svgFile: string; re
   if (mode === "smoke") out.push("", "**Smoke run: 2 s trials at one rate on a shared machine. These numbers show that the pipeline works; they are not results.**");
   if (mode === "quick") out.push("", "Quick run: single repeats and 10 s trials; figures are indicative (about ±20 % on this machine class).");
   out.push("", genModeText(d));
+  out.push("", sinkModeText(d.trials.map(sinkModeOfTrial)));
   const foreign = d.trials.filter((t) => t.foreign_forwarders.length > 0).length;
   if (foreign) out.push("", `**${foreign} trial(s) ran while other forwarders were active on the machine (--allow-foreign): not publishable.**`);
   out.push("");

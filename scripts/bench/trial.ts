@@ -19,6 +19,7 @@ import type { BenchTopology, Placement } from "./topology.ts";
 import { GEN_TTL, INPUT, type Contender, type GenMode, type RelayOutcome, type RunningRelay, type Tools } from "./contenders.ts";
 import { delta, readProcStat, snapshot, waitDrained, type CounterDelta } from "./counters.ts";
 import { stealBetween, stealText, type StealRecord } from "./steal.ts";
+import { sinkArgv } from "./sink-mode.ts";
 import { findForwarders, interruptAndCollect, memoryKib, netnsId, parseJson, schedstatNs, spawnHost, spawnIn, type Spawned } from "./proc.ts";
 import {
   SCHEMA_VERSION,
@@ -260,7 +261,7 @@ export async function runTrial(ctx: TrialContext, contender: Contender, spec: Tr
   const spawned: Spawned[] = [];
   const sinks = bt.sinks.map((ns) => {
     const cpu = bt.sinks.length > SINKS_ON_RELAY_CPU_MAX ? placement.gen : placement.sink;
-    const s = spawnIn(bt.topo, ns, cpu, [tools.mcrelay, "sink", "--listen", listen, "--duration", String(sinkCapS), "--json"]);
+    const s = spawnIn(bt.topo, ns, cpu, sinkArgv(tools.mcrelay, listen, sinkCapS));
     spawned.push(s);
     return s;
   });

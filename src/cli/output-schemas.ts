@@ -83,7 +83,26 @@ export const SinkOutputSchema = v.strictObject({
   /** The --expect given (null without it) and whether every stream got that many. */
   expect: v.nullable(count),
   complete: v.nullable(v.boolean()),
-  totals: v.strictObject({ received: count, lost: count, duplicates: count, reordered: count, pattern_errors: count, foreign: count, datagrams: count, bytes: count }),
+  /** --gro: UDP_GRO was enabled on the socket. */
+  gro: v.boolean(),
+  /**
+   * datagrams: every datagram, a GRO buffer counting its pieces; gro_batches: buffers that came
+   * with a UDP_GRO gso_size and were split (gro_datagrams pieces); control_truncated: messages
+   * with MSG_CTRUNC, taken as one datagram.
+   */
+  totals: v.strictObject({
+    received: count,
+    lost: count,
+    duplicates: count,
+    reordered: count,
+    pattern_errors: count,
+    foreign: count,
+    datagrams: count,
+    bytes: count,
+    gro_batches: count,
+    gro_datagrams: count,
+    control_truncated: count,
+  }),
   streams: v.array(SinkStreamSchema),
 });
 export type SinkOutput = v.InferOutput<typeof SinkOutputSchema>;

@@ -20,6 +20,7 @@ const args = {
   count: { type: "string", alias: "c", valueHint: "N", description: "Stop after receiving this many packets" },
   duration: { type: "string", alias: "d", valueHint: "SECONDS", description: "Stop after this many seconds" },
   idle: { type: "string", alias: "i", valueHint: "SECONDS", description: "Stop after this many seconds without packets (once one arrived)" },
+  gro: { type: "boolean", description: "Enable UDP_GRO: a UDP GSO batch arrives as one buffer and is split at its segment size, as a receiving host with GRO would (counted in gro_batches)" },
   ...jsonArg,
 } as const;
 
@@ -78,8 +79,9 @@ export default defineCommand({
       if (!link) throw new UsageError(`--listen: interface ${input.listen.iface} does not exist`);
       ifindex = link.ifindex;
     }
-    const sink = Sink.open({ addr: input.listen.addr.bytes, port: input.listen.port, ifindex, rcvbufBytes: 32 * 1024 * 1024 });
-    log.info(`listening on ${formatEndpoint(input.listen)}`);
+    const gro = a.gro === true;
+    const sink = Sink.open({ addr: input.listen.addr.bytes, port: input.listen.port, ifindex, rcvbufBytes: 32 * 1024 * 1024, gro });
+    log.info(`listening on ${formatEndpoint(input.listen)}${gro ? " (UDP_GRO)" : ""}`);
     const stop = watchStop(input.duration);
     const startedAt = performance.now();
     let received = 0;
@@ -111,6 +113,9 @@ export default defineCommand({
       foreign: Number(globals.foreign),
       datagrams: Number(globals.datagrams),
       bytes: Number(globals.bytes),
+      gro_batches: Number(globals.gro_batches),
+      gro_datagrams: Number(globals.gro_datagrams),
+      control_truncated: Number(globals.control_truncated),
     };
     const short = input.expect === undefined ? [] : streams.filter((s) => s.received < input.expect!);
     const complete = input.expect === undefined ? null : short.length === 0 && (streams.length > 0 || input.expect === 0);
@@ -119,9 +124,11 @@ export default defineCommand({
       duration_s: Number(((performance.now() - startedAt) / 1000).toFixed(3)),
       expect: input.expect ?? null,
       complete,
+      gro,
       totals,
       streams,
     };
+    if (totals.control_truncated > 0) log.warn(`${totals.control_truncated} message(s) arrived with truncated control data (MSG_CTRUNC): each was counted as one datagram`);
     if (complete === false) {
       // Loss is the sink's answer, not a crash: the report is printed, and the exit code says it.
       process.exitCode = EXIT.shortfall;
@@ -132,7 +139,7 @@ export default defineCommand({
       printJson(result);
       return;
     }
-    printLine(`received ${totals.received.toLocaleString("en-US")} packets on ${result.listen}, lost ${totals.lost}, duplicates ${totals.duplicates}, reordered ${totals.reordered}, pattern errors ${totals.pattern_errors}, foreign ${totals.foreign}`);
+    printLine(`received ${totals.received.toLocaleString("en-US")} packets on ${result.listen}, lost ${totals.lost}, duplicates ${totals.duplicates}, reordered ${totals.reordered}, pattern errors ${totals.pattern_errors}, foreign ${totals.foreign}${gro ? `, GRO buffers ${totals.gro_batches}` : ""}`);
     if (streams.length) {
       printTable(
         ["stream", "received", "lost", "dup", "reord", "pattern err", "p50 us", "p99 us", "max us"],

@@ -161,7 +161,8 @@ export const LAYOUT = {
     fields: {
       addr: { offset: 0, size: 16 },
       port: { offset: 16, size: 2 },
-      _pad: { offset: 18, size: 2 },
+      gro: { offset: 18, size: 1 },
+      _pad: { offset: 19, size: 1 },
       ifindex: { offset: 20, size: 4 },
       rcvbuf_bytes: { offset: 24, size: 4 },
       _pad2: { offset: 28, size: 4 },
@@ -301,6 +302,9 @@ export const SINK_GLOBAL_COUNTERS = [
   "streams_overflow",
   "last_rx_ns",
   "first_rx_ns",
+  "gro_batches",
+  "gro_datagrams",
+  "control_truncated",
 ] as const;
 
 /** sink.StreamCounter, in word order. */
@@ -483,7 +487,8 @@ GenConfig.duration_ns = offset 48, 8 bytes
 SinkConfig = size 32, align 4
 SinkConfig.addr = offset 0, 16 bytes
 SinkConfig.port = offset 16, 2 bytes
-SinkConfig._pad = offset 18, 2 bytes
+SinkConfig.gro = offset 18, 1 bytes
+SinkConfig._pad = offset 19, 1 bytes
 SinkConfig.ifindex = offset 20, 4 bytes
 SinkConfig.rcvbuf_bytes = offset 24, 4 bytes
 SinkConfig._pad2 = offset 28, 4 bytes
@@ -588,6 +593,9 @@ sink.GlobalCounter[2] = foreign
 sink.GlobalCounter[3] = streams_overflow
 sink.GlobalCounter[4] = last_rx_ns
 sink.GlobalCounter[5] = first_rx_ns
+sink.GlobalCounter[6] = gro_batches
+sink.GlobalCounter[7] = gro_datagrams
+sink.GlobalCounter[8] = control_truncated
 sink.StreamCounter[0] = stream_id
 sink.StreamCounter[1] = received
 sink.StreamCounter[2] = duplicates

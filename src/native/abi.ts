@@ -123,6 +123,7 @@ const GC = {
 const SC = {
   addr: field("SinkConfig", "addr", 16),
   port: field("SinkConfig", "port", 2),
+  gro: field("SinkConfig", "gro", 1),
   ifindex: field("SinkConfig", "ifindex", 4),
   rcvbufBytes: field("SinkConfig", "rcvbuf_bytes", 4),
 };
@@ -316,6 +317,8 @@ export interface SinkConfig {
   port: number;
   ifindex: number;
   rcvbufBytes: number;
+  /** Enable UDP_GRO: a GSO batch arrives as one buffer, split by the sink at its gso_size. */
+  gro?: boolean;
 }
 
 export function encodeSinkConfig(c: SinkConfig): Uint8Array {
@@ -325,6 +328,7 @@ export function encodeSinkConfig(c: SinkConfig): Uint8Array {
   v.setUint16(SC.port, c.port, true);
   v.setUint32(SC.ifindex, c.ifindex, true);
   v.setUint32(SC.rcvbufBytes, c.rcvbufBytes, true);
+  v.setUint8(SC.gro, c.gro ? 1 : 0);
   return buf;
 }
 

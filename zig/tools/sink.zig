@@ -3,6 +3,13 @@
 //! (duplicates, reordering, late arrivals), content (the whole pattern) and latency
 //! (CLOCK_REALTIME at receive minus the sender's stamp, into a log-linear histogram).
 //!
+//! With cfg.gro the socket enables UDP_GRO: a UDP GSO batch (mcrelay's egress sends them)
+//! that crossed veth intact, or datagrams the receiving NIC's GRO coalesced, arrive as one
+//! message with a (SOL_UDP, UDP_GRO, int gso_size) control message, and the sink splits it
+//! into gso_size pieces (the last may be shorter), each checked as one datagram with the
+//! message's receive time. Without UDP_GRO the kernel segments such a batch in the
+//! receiver's udp_queue_rcv_skb, which on veth runs in the sender's softirq.
+//!
 //! Memory is fixed at create: the counters and the pattern template live in the Sink; the
 //! per-stream tables (duplicate bitmap, histogram) and the receive buffers are one anonymous
 //! mapping, so pages of streams never seen are never touched.
@@ -30,6 +37,14 @@ pub const GlobalCounter = enum(u32) {
     last_rx_ns,
     /// CLOCK_MONOTONIC when the first batch arrived, 0 before.
     first_rx_ns,
+    /// Messages that carried a UDP_GRO control message (several datagrams in one buffer).
+    gro_batches,
+    /// Datagrams split out of those messages (included in `datagrams`).
+    gro_datagrams,
+    /// Messages whose control data was truncated (MSG_CTRUNC): a UDP_GRO control message may
+    /// be missing, so the message was taken as one datagram. Not expected: the control buffer
+    /// holds several control messages and only UDP_GRO is asked for.
+    control_truncated,
 };
 pub const global_counter_count: u32 = std.meta.fieldNames(GlobalCounter).len;
 
@@ -72,6 +87,17 @@ pub const counter_count: u32 = global_counter_count + streams_max * stream_count
 
 const rx_slot_bytes: u32 = constants.sink_rx_slot_bytes;
 
+/// SOL_UDP: the option and control-message level of UDP (its protocol number).
+const sol_udp: i32 = linux.IPPROTO.UDP;
+
+fn cmsgSpace(data_bytes: usize) usize {
+    return std.mem.alignForward(usize, @sizeOf(linux.cmsghdr) + data_bytes, @alignOf(linux.cmsghdr));
+}
+
+/// Control buffer of one message: room for UDP_GRO's int and a few more (24 + 24 + 24 bytes on
+/// 64-bit), so MSG_CTRUNC means something unexpected, not a tight fit.
+const control_bytes: usize = 4 * cmsgSpace(@sizeOf(i32));
+
 /// Tables of one stream slot: zeroed when the slot is claimed.
 const StreamTables = extern struct {
     /// Bit (seq mod window) set when seq was seen; valid for seq in (max_seq - window, max_seq].
@@ -105,6 +131,10 @@ pub const Sink = struct {
     template: [gen.pattern_period + rx_slot_bytes]u8,
     iovecs: [batch_max]std.posix.iovec,
     msgs: [batch_max]linux.mmsghdr,
+    /// One control buffer per message, read for UDP_GRO when gro is on.
+    control: [batch_max][control_bytes]u8 align(@alignOf(linux.cmsghdr)),
+    /// UDP_GRO is enabled on the socket.
+    gro: bool,
     region: *Region,
 
     pub fn create(cfg: *const abi.SinkConfig) sys.Error!*Sink {
@@ -112,6 +142,7 @@ pub const Sink = struct {
         errdefer self.destroy();
         self.fd = try openSocket(cfg);
         self.port = try boundPort(self.fd);
+        self.gro = cfg.gro != 0;
         return self;
     }
 
@@ -132,10 +163,11 @@ pub const Sink = struct {
         self.fd = -1;
         self.port = 0;
         self.stream_count = 0;
+        self.gro = false;
         self.region = @ptrFromInt(address);
         @memset(&self.values, 0);
         for (&self.template, 0..) |*byte, k| byte.* = @truncate(k);
-        for (&self.msgs, &self.iovecs, &self.region.rx) |*msg, *iov, *buf| {
+        for (&self.msgs, &self.iovecs, &self.region.rx, &self.control) |*msg, *iov, *buf, *control| {
             iov.* = .{ .base = buf, .len = buf.len };
             msg.* = .{
                 .hdr = .{
@@ -143,7 +175,7 @@ pub const Sink = struct {
                     .namelen = 0,
                     .iov = @ptrCast(iov),
                     .iovlen = 1,
-                    .control = null,
+                    .control = control,
                     .controllen = 0,
                     .flags = 0,
                 },
@@ -169,8 +201,8 @@ pub const Sink = struct {
     }
 
     /// Receives (recvmmsg batches of sink_batch_max) until budget_ms elapses; returns the
-    /// number of datagrams received in this call. A budget of 0 receives at most one batch
-    /// of what is already queued, without waiting.
+    /// number of datagrams received in this call (a GRO message counts its pieces). A budget
+    /// of 0 receives at most one batch of what is already queued, without waiting.
     pub fn run(self: *Sink, budget_ms: u32) sys.Error!u64 {
         assert(self.fd >= 0);
         const deadline_ns = sys.monotonicNs() + @as(u64, budget_ms) * std.time.ns_per_ms;
@@ -178,6 +210,10 @@ pub const Sink = struct {
         // Bounded by the deadline: every iteration receives a batch, or waits at most until
         // the deadline, or returns.
         while (true) {
+            // The kernel overwrites controllen with what it wrote: give every message its
+            // whole buffer again (0 without GRO: no control data is asked for).
+            const controllen: usize = if (self.gro) control_bytes else 0;
+            for (&self.msgs) |*msg| msg.hdr.controllen = @intCast(controllen);
             const rc = linux.recvmmsg(self.fd, &self.msgs, batch_max, linux.MSG.DONTWAIT, null);
             const count = sys.call("recvmmsg", rc) catch |err| switch (err) {
                 error.INTR => continue,
@@ -193,17 +229,20 @@ pub const Sink = struct {
             const rx_mono_ns = sys.monotonicNs();
             for (self.msgs[0..count], self.region.rx[0..count]) |*msg, *buf| {
                 if (msg.hdr.flags & linux.MSG.TRUNC != 0) {
-                    // Cannot happen with slots larger than any UDP payload; not ours anyway.
+                    // Cannot happen with slots larger than any UDP payload (or GRO buffer,
+                    // at most 64 KiB); not ours anyway.
                     self.add(.datagrams, 1);
                     self.add(.bytes, msg.len);
                     self.add(.foreign, 1);
-                } else {
-                    self.ingest(buf[0..msg.len], rx_real_ns);
+                    received += 1;
+                    continue;
                 }
+                if (msg.hdr.flags & linux.MSG.CTRUNC != 0) self.add(.control_truncated, 1);
+                const gso_size = if (self.gro) groSize(&msg.hdr) else 0;
+                received += self.ingestMessage(buf[0..msg.len], gso_size, rx_real_ns);
             }
             if (self.global(.first_rx_ns).* == 0) self.global(.first_rx_ns).* = rx_mono_ns;
             self.global(.last_rx_ns).* = rx_mono_ns;
-            received += count;
             if (rx_mono_ns >= deadline_ns) return received;
         }
     }
@@ -223,6 +262,29 @@ pub const Sink = struct {
             else => return false, // EFAULT/EINVAL/ENOMEM: give the budget back.
         };
         return ready > 0;
+    }
+
+    /// Accounts one received message: gso_size 0 is one datagram; otherwise a GRO buffer of
+    /// datagrams of gso_size bytes each, the last one possibly shorter, all received at
+    /// rx_ns. Returns the datagrams accounted.
+    pub fn ingestMessage(self: *Sink, payload: []const u8, gso_size: u32, rx_ns: u64) u64 {
+        if (gso_size == 0) {
+            self.ingest(payload, rx_ns);
+            return 1;
+        }
+        self.add(.gro_batches, 1);
+        var pieces: u64 = 0;
+        var at: usize = 0;
+        // An empty buffer is still one (empty, foreign) datagram, as without GRO.
+        while (true) {
+            const end = @min(payload.len, at + gso_size);
+            self.ingest(payload[at..end], rx_ns);
+            pieces += 1;
+            at = end;
+            if (at >= payload.len) break;
+        }
+        self.add(.gro_datagrams, pieces);
+        return pieces;
     }
 
     /// Accounts one datagram received at CLOCK_REALTIME rx_ns.
@@ -416,6 +478,28 @@ fn percentile(histogram: *const [buckets]u64, count: u64, max_ns: u64, per_mille
     unreachable; // The histogram holds lat_count samples.
 }
 
+/// The gso_size of a message's (SOL_UDP, UDP_GRO) control message, 0 when it has none.
+fn groSize(hdr: *const linux.msghdr) u32 {
+    const control: [*]const u8 = @ptrCast(hdr.control orelse return 0);
+    return groSizeIn(control[0..hdr.controllen]);
+}
+
+/// Walks the control messages in `control` (as CMSG_FIRSTHDR/CMSG_NXTHDR) for UDP_GRO.
+fn groSizeIn(control: []const u8) u32 {
+    const header = @sizeOf(linux.cmsghdr);
+    var at: usize = 0;
+    while (at + header <= control.len) {
+        const head = std.mem.bytesToValue(linux.cmsghdr, control[at..][0..header]);
+        if (head.len < header or head.len > control.len - at) return 0;
+        if (head.level == sol_udp and head.type == linux.UDP.GRO and head.len >= header + @sizeOf(i32)) {
+            const size = std.mem.bytesToValue(i32, control[at + header ..][0..@sizeOf(i32)]);
+            return if (size > 0) @intCast(size) else 0;
+        }
+        at += cmsgSpace(head.len - header);
+    }
+    return 0;
+}
+
 fn openSocket(cfg: *const abi.SinkConfig) sys.Error!i32 {
     const multicast = net.isMulticast(&cfg.addr);
     // Binding the group address (not INADDR_ANY) keeps other groups on the same port out.
@@ -432,6 +516,7 @@ fn openSocket(cfg: *const abi.SinkConfig) sys.Error!i32 {
     if (cfg.rcvbuf_bytes != 0) {
         try net.setBufferBytes(fd, linux.SO.RCVBUF, linux.SO.RCVBUFFORCE, cfg.rcvbuf_bytes);
     }
+    if (cfg.gro != 0) try sys.setsockoptInt(fd, sol_udp, linux.UDP.GRO, 1);
     _ = try sys.call("bind", linux.bind(fd, &sa.any, sa.len()));
     if (!multicast) return fd;
 
@@ -860,4 +945,117 @@ test "gen to sink over IPv6 loopback" {
     try pump(g, sink, 0, 2000);
     try testing.expectEqual(@as(u64, 100), streamValue(sink, try slotOf(sink, 77), .received));
     try testing.expectEqual(@as(u64, 0), streamValue(sink, try slotOf(sink, 77), .pattern_errors));
+}
+
+test "a GRO message is split at gso_size: three datagrams, the last one short, each checked" {
+    const sink = try Sink.allocate();
+    defer sink.destroy();
+    const gso_size = 200;
+    var buf: [2 * gso_size + 120]u8 = undefined;
+    _ = craft(buf[0..gso_size], 6, 0, 1000);
+    _ = craft(buf[gso_size .. 2 * gso_size], 6, 1, 1000);
+    _ = craft(buf[2 * gso_size ..], 6, 2, 1000);
+    try testing.expectEqual(@as(u64, 3), sink.ingestMessage(&buf, gso_size, 5000));
+    const slot = try slotOf(sink, 6);
+    try testing.expectEqual(@as(u64, 3), streamValue(sink, slot, .received));
+    try testing.expectEqual(@as(u64, 2), streamValue(sink, slot, .max_seq));
+    try testing.expectEqual(@as(u64, 0), streamValue(sink, slot, .duplicates));
+    try testing.expectEqual(@as(u64, 0), streamValue(sink, slot, .reordered));
+    try testing.expectEqual(@as(u64, 0), streamValue(sink, slot, .pattern_errors));
+    try testing.expectEqual(@as(u64, buf.len), streamValue(sink, slot, .bytes));
+    // Every piece has the batch's receive time: three latencies of 4000 ns.
+    try testing.expectEqual(@as(u64, 3), streamValue(sink, slot, .lat_count));
+    try testing.expectEqual(@as(u64, 3 * 4000), streamValue(sink, slot, .lat_sum_ns));
+    try testing.expectEqual(@as(u64, 3), globalValue(sink, .datagrams));
+    try testing.expectEqual(@as(u64, 1), globalValue(sink, .gro_batches));
+    try testing.expectEqual(@as(u64, 3), globalValue(sink, .gro_datagrams));
+
+    // Without a gso_size the same buffer is one datagram: seq 0 with a pattern error (the
+    // second header sits where the pattern should be).
+    try testing.expectEqual(@as(u64, 1), sink.ingestMessage(&buf, 0, 5000));
+    try testing.expectEqual(@as(u64, 1), streamValue(sink, slot, .duplicates));
+    try testing.expectEqual(@as(u64, 1), streamValue(sink, slot, .pattern_errors));
+    try testing.expectEqual(@as(u64, 1), globalValue(sink, .gro_batches));
+
+    // A gso_size of exactly the buffer length is one piece; a larger one too.
+    var one: [64]u8 = undefined;
+    try testing.expectEqual(@as(u64, 1), sink.ingestMessage(craft(&one, 6, 3, 0), 64, 0));
+    try testing.expectEqual(@as(u64, 1), sink.ingestMessage(craft(&one, 6, 4, 0), 1000, 0));
+    try testing.expectEqual(@as(u64, 4), streamValue(sink, slot, .max_seq));
+    try testing.expectEqual(@as(u64, 1), streamValue(sink, slot, .pattern_errors));
+}
+
+fn putTestCmsg(buf: []u8, level: i32, kind: i32, data: []const u8) usize {
+    const header = @sizeOf(linux.cmsghdr);
+    const head: linux.cmsghdr = .{ .len = header + data.len, .level = level, .type = kind };
+    @memcpy(buf[0..header], std.mem.asBytes(&head));
+    @memcpy(buf[header..][0..data.len], data);
+    return cmsgSpace(data.len);
+}
+
+test "UDP_GRO's gso_size is found among control messages, and only when whole" {
+    var control: [control_bytes]u8 align(@alignOf(linux.cmsghdr)) = @splat(0);
+    const ttl: i32 = 64;
+    const size: i32 = 1316;
+    var at = putTestCmsg(&control, linux.IPPROTO.IP, linux.IP.TTL, std.mem.asBytes(&ttl));
+    at += putTestCmsg(control[at..], sol_udp, linux.UDP.GRO, std.mem.asBytes(&size));
+    try testing.expectEqual(@as(u32, 1316), groSizeIn(control[0..at]));
+    // Only the first message: no UDP_GRO.
+    try testing.expectEqual(@as(u32, 0), groSizeIn(control[0..cmsgSpace(4)]));
+    // Cut inside the UDP_GRO message (as with MSG_CTRUNC): not read past the end.
+    try testing.expectEqual(@as(u32, 0), groSizeIn(control[0 .. at - 6]));
+    try testing.expectEqual(@as(u32, 0), groSizeIn(control[0..0]));
+    // A nonsensical length ends the walk.
+    var bad: [control_bytes]u8 align(@alignOf(linux.cmsghdr)) = @splat(0);
+    _ = putTestCmsg(&bad, sol_udp, linux.UDP.GRO, std.mem.asBytes(&size));
+    @as(*align(1) usize, @ptrCast(&bad)).* = 2;
+    try testing.expectEqual(@as(u32, 0), groSizeIn(&bad));
+}
+
+/// Sends `count` generator datagrams of `size` bytes (seq 0..count-1, stream 88) to
+/// 127.0.0.1:port as ONE UDP GSO send of gso_size = size.
+fn sendGsoBatch(port: u16, count: usize, size: usize) !void {
+    const fd: i32 = @intCast(try sys.call("socket", linux.socket(linux.AF.INET, linux.SOCK.DGRAM | linux.SOCK.CLOEXEC, 0)));
+    defer sys.close(fd);
+    try sys.setsockoptInt(fd, sol_udp, linux.UDP.SEGMENT, @intCast(size));
+    const sa = net.SockAddr.init(&net.v4Addr(127, 0, 0, 1), port, 0);
+    _ = try sys.call("connect", linux.connect(fd, &sa.any, sa.len()));
+    var buf: [16 * 1024]u8 = undefined;
+    assert(count * size <= buf.len);
+    for (0..count) |i| _ = craft(buf[i * size ..][0..size], 88, i, sys.realtimeNs());
+    const sent = try sys.call("send", linux.sendto(fd, &buf, count * size, 0, null, 0));
+    try testing.expectEqual(count * size, sent);
+}
+
+test "a UDP GSO send over loopback: with GRO one buffer split into every datagram, without GRO the kernel's datagrams" {
+    for ([_]u8{ 1, 0 }) |gro| {
+        var cfg = sinkConfig(net.v4Addr(127, 0, 0, 1), 0);
+        cfg.gro = gro;
+        const sink = Sink.create(&cfg) catch |err| switch (err) {
+            error.NOPROTOOPT => return error.SkipZigTest, // Kernels before 5.0: no UDP_GRO.
+            else => return err,
+        };
+        defer sink.destroy();
+        sendGsoBatch(sink.port, 9, 1000) catch |err| switch (err) {
+            error.NOPROTOOPT, error.INVAL => return error.SkipZigTest, // No UDP_SEGMENT.
+            else => return err,
+        };
+        var received: u64 = 0;
+        const deadline_ns = sys.monotonicNs() + 2 * std.time.ns_per_s;
+        while (received < 9 and sys.monotonicNs() < deadline_ns) received += try sink.run(50);
+        try testing.expectEqual(@as(u64, 9), received);
+        const slot = try slotOf(sink, 88);
+        try testing.expectEqual(@as(u64, 9), streamValue(sink, slot, .received));
+        try testing.expectEqual(@as(u64, 8), streamValue(sink, slot, .max_seq));
+        try testing.expectEqual(@as(u64, 0), streamValue(sink, slot, .duplicates));
+        try testing.expectEqual(@as(u64, 0), streamValue(sink, slot, .pattern_errors));
+        try testing.expectEqual(@as(u64, 9), globalValue(sink, .datagrams));
+        try testing.expectEqual(@as(u64, 0), globalValue(sink, .control_truncated));
+        if (gro == 1) {
+            try testing.expect(globalValue(sink, .gro_batches) >= 1);
+            try testing.expectEqual(@as(u64, 9), globalValue(sink, .gro_datagrams));
+        } else {
+            try testing.expectEqual(@as(u64, 0), globalValue(sink, .gro_batches));
+        }
+    }
 }
