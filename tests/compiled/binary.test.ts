@@ -1,7 +1,7 @@
 // The compiled executable dist/mcrelay (built by `bun run test` before the tests run): it is
 // what users install, with the native library embedded, so it gets its own end-to-end run.
 import { afterEach, describe, expect, test } from "bun:test";
-import { existsSync, readdirSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, readlinkSync, statSync } from "node:fs";
 import { netnsAvailable, Topology } from "../../scripts/lib/netns.ts";
 import { buildRelayTopology, COMPILED_PATH, mcrelayCommand, note, runFlow, runGen, workerSum } from "../support/relay-harness.ts";
 
@@ -24,6 +24,27 @@ function envWithoutTmpdir(): Record<string, string> {
   for (const [k, v] of Object.entries(process.env)) if (v !== undefined && k !== "TMPDIR") env[k] = v;
   env.NO_COLOR = "1";
   return env;
+}
+
+/**
+ * The `comm` (what ps -o comm, top and perf show) of every `mcrelay _worker` process in network
+ * namespace `ns` (a name under /run/netns): the compiled executable starts its workers from an
+ * anonymous memory file through /proc/self/fd/N, which would name them "N".
+ */
+function workerCommsIn(ns: string): string[] {
+  const net = `net:[${statSync(`/run/netns/${ns}`).ino}]`;
+  const comms: string[] = [];
+  for (const pid of readdirSync("/proc")) {
+    if (!/^\d+$/.test(pid)) continue;
+    try {
+      if (readlinkSync(`/proc/${pid}/ns/net`) !== net) continue;
+      if (readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0")[1] !== "_worker") continue;
+      comms.push(readFileSync(`/proc/${pid}/comm`, "utf8").trim());
+    } catch {
+      // The process ended meanwhile.
+    }
+  }
+  return comms;
 }
 
 describe("dist/mcrelay (compiled executable)", () => {
@@ -88,19 +109,24 @@ describe.skipIf(!netnsAvailable())("dist/mcrelay forwarding (kernel)", () => {
   });
 
   test(
-    "10,000 packets at 10,000 pps are relayed with group and port rewritten, none lost or duplicated",
+    "10,000 packets at 10,000 pps are relayed with group and port rewritten, none lost or duplicated; its worker (started from memory) is named mcrelay-worker",
     async () => {
       compiled();
       topo = await Topology.create("compiled");
       const rt = await buildRelayTopology(topo, { label: "compiled" });
       const count = 10_000;
       const size = 1316;
+      let comms: string[] = [];
       const r = await runFlow(rt, {
         mode,
         forwards: [{ args: ["--from", "239.1.1.1:5000@r0", "--to", "239.2.2.2:6000@r1"] }],
         sinks: [{ ns: rt.sinks[0]!.ns, listen: "239.2.2.2:6000@s0", args: ["--expect", String(count)] }],
-        traffic: () => runGen(rt.topo, rt.gen, mode, ["--to", "239.1.1.1:5000@g0", "--rate", "10000", "--count", String(count), "--size", String(size)]),
+        traffic: async () => {
+          comms = workerCommsIn(rt.relay);
+          return await runGen(rt.topo, rt.gen, mode, ["--to", "239.1.1.1:5000@g0", "--rate", "10000", "--count", String(count), "--size", String(size)]);
+        },
       });
+      expect(comms).toEqual(["mcrelay-worker"]);
       const [sink] = r.sinks;
       const [relay] = r.forwards;
       note("compiled rewrite", { gen: r.traffic, sink: sink!.totals, latency_us: sink!.streams[0]?.latency_us });

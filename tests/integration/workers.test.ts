@@ -299,7 +299,8 @@ describe_netns("workers (kernel, under bun)", () => {
         // The worker is the Zig executable: one thread, the dataplane's (no runtime threads).
         expect(threads).toBe(1);
         expect(problems).toEqual([]);
-        // Named for ps/top/perf (PR_SET_NAME), not "43" after the memfd it was started from.
+        // Named for ps/top/perf (PR_SET_NAME). Under bun it is exec'd as zig-out/bin/mcrelay-worker,
+        // named so anyway: tests/compiled/binary.test.ts checks the memfd start ("43" without it).
         expect(readFileSync(`/proc/${pid}/comm`, "utf8")).toBe("mcrelay-worker\n");
       }
       expect(NOBODY.uid).not.toBe(0);
