@@ -611,6 +611,14 @@ export const MUTANTS: Mutant[] = [
     tests: [{ file: "tests/unit/bench-steal.test.ts", filter: "a trial without loss is never repeated" }],
   },
   {
+    name: "bench-fixed-step-down",
+    breaks: "the NDR search steps down 3 % from a lossy full-length trial whatever it delivered (long trials far above the capacity use up every retry)",
+    file: "scripts/bench/bisect.ts",
+    search: "return Math.min(rate, o.deliveredPps) * (1 - Math.max(this.p.precision, 0.03));",
+    replace: "return rate * (1 - Math.max(this.p.precision, 0.03));",
+    tests: [{ file: "tests/unit/bench-bisect.test.ts", filter: "a contender whose long trials carry 25 % less than its short ones still gets a confirmed NDR" }],
+  },
+  {
     name: "sink-gro-buffer-one-datagram",
     breaks: "`mcrelay sink --gro` counts a GRO buffer of several datagrams as one datagram instead of splitting it at its gso_size",
     file: "zig/tools/sink.zig",

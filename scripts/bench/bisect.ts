@@ -21,7 +21,9 @@
  *      bound when that delivered rate is no higher than it, and the geometric middle once
  *      such a probe passed (the contender had collapsed under the overload, not saturated);
  * Final phase (trials of final_s): a trial at NDR's lower bound; if it loses anything, the
- * candidate steps down by max(precision, 3 %) and is tried again, up to final_retries times.
+ * candidate steps down to max(precision, 3 %) below the lower of the trial's offered and
+ * delivered rates and is tried again, up to final_retries times (a long trial that lost a lot
+ * carried about what it delivered: a fixed step would spend every retry above that).
  * PDR likewise, unless a passing NDR final trial is within precision of PDR's lower bound.
  * Rates are the rates the generator achieved (the offered rate), not the ones asked for.
  */
@@ -263,7 +265,7 @@ export class NdrPdrSearch {
       return;
     }
     this.notes.push(`NDR final trial at ${rate} pps lost ${(o.lossRatio * 100).toFixed(4)} %: stepping down`);
-    this.finalCandidate = rate * (1 - Math.max(this.p.precision, 0.03));
+    this.finalCandidate = this.stepDown(rate, o);
   }
 
   private recordFinalPdr(rate: number, o: TrialOutcome): void {
@@ -275,6 +277,14 @@ export class NdrPdrSearch {
       return;
     }
     this.notes.push(`PDR final trial at ${rate} pps lost ${(o.lossRatio * 100).toFixed(4)} %: stepping down`);
-    this.finalCandidate = rate * (1 - Math.max(this.p.precision, 0.03));
+    this.finalCandidate = this.stepDown(rate, o);
+  }
+
+  /** The next final candidate after a trial at `rate` that lost too much: a step below the
+   * rate it delivered when that is lower (S2 1:4 on 2026-12-02: coarse trials passed at 317k
+   * pps, full-length ones lost 15.9 %, 9.5 % and 1.5 % stepping 3 % at a time, and NDR was left
+   * unconfirmed). */
+  private stepDown(rate: number, o: TrialOutcome): number {
+    return Math.min(rate, o.deliveredPps) * (1 - Math.max(this.p.precision, 0.03));
   }
 }
