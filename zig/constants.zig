@@ -64,6 +64,9 @@ pub const ring_block_bytes_min: u32 = 1 << 16;
 /// exceeds that unless the interface's ring is made larger (docs/operations.md, ring sizing).
 pub const ring_bytes_default: u32 = 8 * 1024 * 1024;
 pub const ring_blocks_max: u32 = 4096;
+/// At most this much of the next frame is prefetched while the current one is parsed (a
+/// full-size 1500-byte frame and its headers; decision 022).
+pub const ring_prefetch_bytes_max: u32 = 1664;
 /// Block retire timeout: a quiet stream waits at most this long in a half-filled block.
 pub const ring_block_timeout_ms: u32 = 1;
 /// Largest link MTU we size for (jumbo frames plus headroom).

@@ -265,8 +265,7 @@ pub const Ring = struct {
 };
 
 const cache_line_bytes = 64;
-/// At most this much of the next frame is prefetched (a full-size 1500-byte frame and headers).
-const prefetch_bytes_max = 1664;
+const prefetch_bytes_max = constants.ring_prefetch_bytes_max;
 
 pub const Block = struct {
     base: []const u8,
