@@ -362,6 +362,7 @@ export const LIMITS = {
   ringBlockBytesMin: 65536,
   ringBytesDefault: 8388608,
   ringBlocksMax: 4096,
+  ringPrefetchBytesMax: 1664,
   ringBlockTimeoutMs: 1,
   mtuMax: 65535,
   udpPayloadMax: 65507,
@@ -641,6 +642,7 @@ constants.join_sockets_max = 52
 constants.ring_block_bytes_min = 65536
 constants.ring_bytes_default = 8388608
 constants.ring_blocks_max = 4096
+constants.ring_prefetch_bytes_max = 1664
 constants.ring_block_timeout_ms = 1
 constants.mtu_max = 65535
 constants.udp_payload_max = 65507
