@@ -4,6 +4,7 @@
 import { describe, expect, test } from "bun:test";
 import { renderReport } from "../../scripts/bench/report.ts";
 import type { BenchRecord, TrialRecord } from "../../scripts/bench/results.ts";
+import { trialRecord } from "../support/bench-records.ts";
 import { SINK_GRO, sinkArgv, sinkModeMethod, sinkModeOf, sinkModeText } from "../../scripts/bench/sink-mode.ts";
 
 describe("sink argv", () => {
@@ -40,51 +41,7 @@ describe("sink mode of a trial", () => {
 });
 
 describe("report", () => {
-  const trial = (env: Record<string, unknown>): TrialRecord =>
-    ({
-      type: "trial",
-      schema: 1,
-      run_id: "r",
-      ts: "2026-12-02T00:00:00Z",
-      scenario: "S1",
-      variant: "S1-1316",
-      contender: "mcrelay",
-      repeat: 0,
-      phase: "fixed",
-      purpose: "cpu",
-      shape: { payload: 1316, fanout: 1, streams: 1 },
-      warmup_s: 1,
-      duration_s: 2,
-      target_pps: 150_000,
-      offered_pps: 150_000,
-      delivered_pps: 150_000,
-      output_pps: 150_000,
-      gen_limited: false,
-      sent: 300_000,
-      expected: 300_000,
-      received: 300_000,
-      lost: 0,
-      loss_ratio: 0,
-      duplicates: 0,
-      reordered: 0,
-      pattern_errors: 0,
-      foreign: 0,
-      gen_send_errors: 0,
-      gen_buffer_full_waits: 0,
-      per_output: [],
-      latency_us: { p50: 10, p99: 20, p999: 30, max: 40, mean: 11 },
-      cpu: { attributable: true, relay_ns: 1, relay_threads: 2, per_input_pkt_ns: 1300, per_output_pkt_ns: 1300, sink_ns: 1, window_s: 2 },
-      rss_kib: { relay_max: 1024, relay_hwm: 1024 },
-      relay_drops: {},
-      relay_forwarded: 300_000,
-      ring: null,
-      kernel_counters: { veth: {}, snmp: {}, softnet: { dropped: 0, time_squeeze: 0, processed_per_cpu: [] }, proc_stat_ms: [], mr_cache: { packets: 0, wrong_if: 0 } },
-      accounting: { sent_all: 300_000, expected_all: 300_000, received_all: 300_000, lost_all: 0, counted: 0, unaccounted: 0 },
-      loadavg: [0, 0, 0],
-      foreign_forwarders: [],
-      problems: [],
-      env,
-    }) as TrialRecord;
+  const trial = (env: Record<string, unknown>): TrialRecord => trialRecord({ env });
   const render = (records: BenchRecord[]) => renderReport(records, { svgFile: "x.svg", resultsFile: "x.jsonl" }).markdown;
 
   test("a run whose trials recorded sink_gro says GRO at the top, in Method and per trial", () => {

@@ -4,7 +4,8 @@
 import { describe, expect, test } from "bun:test";
 import { CAL_RPS_VARIANT } from "../../scripts/bench/plan.ts";
 import { genCeilingText, renderReport, lossSteal, stealCell } from "../../scripts/bench/report.ts";
-import type { BenchRecord, SearchRecord, TrialRecord } from "../../scripts/bench/results.ts";
+import type { BenchRecord, SearchRecord } from "../../scripts/bench/results.ts";
+import { trialRecord } from "../support/bench-records.ts";
 import { repeatForSteal, significantSteal, stealBetween, stealExplains, stealFinalNote, stealRepeatNote, stealText, STEAL_REPEATS_MAX } from "../../scripts/bench/steal.ts";
 
 const steal = (per_cpu_ms: number[], wall_ms = 35_000) => ({ per_cpu_ms, wall_ms });
@@ -72,53 +73,7 @@ describe("repeat decision", () => {
   });
 });
 
-function trial(over: Partial<TrialRecord>): TrialRecord {
-  const base: TrialRecord = {
-    type: "trial",
-    schema: 1,
-    run_id: "r1",
-    ts: "2026-12-02T01:00:00.000Z",
-    scenario: "S1",
-    variant: "S1-1316",
-    contender: "mcrelay",
-    repeat: 0,
-    phase: "fixed",
-    purpose: "cpu",
-    shape: { payload: 1316, fanout: 1, streams: 1 },
-    warmup_s: 3,
-    duration_s: 35,
-    target_pps: 300_000,
-    offered_pps: 300_000,
-    delivered_pps: 300_000,
-    output_pps: 300_000,
-    gen_limited: false,
-    sent: 10_500_000,
-    expected: 10_500_000,
-    received: 10_500_000,
-    lost: 0,
-    loss_ratio: 0,
-    duplicates: 0,
-    reordered: 0,
-    pattern_errors: 0,
-    foreign: 0,
-    gen_send_errors: 0,
-    gen_buffer_full_waits: 0,
-    per_output: [],
-    latency_us: { p50: 50, p99: 200, p999: 400, max: 900, mean: 60 },
-    cpu: { attributable: true, relay_ns: 0, relay_threads: 2, per_input_pkt_ns: 800, per_output_pkt_ns: 800, sink_ns: 0, window_s: 35 },
-    rss_kib: { relay_max: 20_480, relay_hwm: 20_480 },
-    relay_drops: {},
-    relay_forwarded: 10_500_000,
-    ring: null,
-    kernel_counters: { veth: {}, snmp: {}, softnet: { dropped: 0, time_squeeze: 0, processed_per_cpu: [] }, proc_stat_ms: [], mr_cache: { packets: 0, wrong_if: 0 } },
-    accounting: { sent_all: 10_500_000, expected_all: 10_500_000, received_all: 10_500_000, lost_all: 0, counted: 0, unaccounted: 0 },
-    loadavg: [0, 0, 0],
-    foreign_forwarders: [],
-    problems: [],
-    env: {},
-  };
-  return { ...base, ...over };
-}
+const trial = trialRecord;
 
 describe("report", () => {
   test("a row from a repeat says so and what the attempt before it lost", () => {
