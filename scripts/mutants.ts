@@ -151,6 +151,22 @@ export const MUTANTS: Mutant[] = [
     tests: [{ file: "tests/unit/worker-protocol.test.ts", filter: "malformed request gets an error reply" }],
   },
   {
+    name: "worker-fatal-exits-0",
+    breaks: "a worker that fails after ready (a ring added at run time whose confinement is not verified) exits 0, which reads as a clean stop",
+    file: "zig/worker.zig",
+    search: "            return if (w.failed) exit_fatal else 0;",
+    replace: "            return 0;",
+    tests: [{ file: "tests/unit/worker-protocol.test.ts", filter: "confinement is not verified gets a fatal reply" }],
+  },
+  {
+    name: "handle-forgets-fatal",
+    breaks: "the supervisor forgets the fatal message a worker sent after ready: its last_error says only how it exited",
+    file: "src/supervisor/worker-handle.ts",
+    search: "        if (handle) handle.#fatal = msg.message;",
+    replace: "",
+    tests: [{ file: "tests/unit/worker-protocol.test.ts", filter: "reports fatal after ready" }],
+  },
+  {
     name: "worker-unnamed",
     breaks: "the worker keeps the name exec gave it (the memfd's descriptor number) in ps -o comm, top and perf",
     file: "zig/worker.zig",
@@ -406,8 +422,8 @@ export const MUTANTS: Mutant[] = [
     name: "worker-not-restarted",
     breaks: "a worker that exits is not restarted",
     file: "src/supervisor/worker-pool.ts",
-    search: "exited (${signal ?? `code ${code}`})`);\n    this.#scheduleRestart(p);",
-    replace: "exited (${signal ?? `code ${code}`})`);",
+    search: "${own ?? how}`);\n    this.#scheduleRestart(p);",
+    replace: "${own ?? how}`);",
     tests: [{ file: "tests/integration/workers.test.ts", filter: "SIGKILLed under 10,000 pps" }],
   },
   {
@@ -681,7 +697,8 @@ export function checkMutants(dir = root, mutants = MUTANTS): string[] {
 /** The string literals that open a test(...) call (the test names), as written in the file. */
 function testTitles(source: string): string[] {
   const titles: string[] = [];
-  for (const m of source.matchAll(/\btest(?:\.each\([^)]*\))?\(\s*(["'`])((?:\\.|(?!\1)[^\\])*)\1/g)) titles.push(m[2]!);
+  // test("..."), test.each(...)("..."), test.skipIf(cond)("...") and test.if(cond)("...").
+  for (const m of source.matchAll(/\btest(?:\.(?:each|skipIf|if)\([^)]*\))?\(\s*(["'`])((?:\\.|(?!\1)[^\\])*)\1/g)) titles.push(m[2]!);
   return titles;
 }
 

@@ -29,6 +29,11 @@ const Dataplane = loop.Dataplane;
 
 /// The socketpair end the supervisor passes as fd 3.
 pub const channel_fd: i32 = 3;
+/// The exit status of a worker that failed (every path that sends `fatal`, before or after
+/// `ready`, and a channel that cannot be read): never 0, which only a `stop` or the
+/// supervisor's hang-up gives. 2: started by hand (no channel on fd 3).
+pub const exit_fatal: u8 = 1;
+pub const exit_usage: u8 = 2;
 const positions_max: u32 = constants.rings_per_worker_max;
 const fd_first: i32 = @intCast(constants.packet_fd_first);
 /// Longest dataplane run between two looks at the clock (the test hook's timer); control
@@ -797,6 +802,8 @@ const Worker = struct {
     active_count: usize = 0,
     active_dirty: bool = true,
     stopping: bool = false,
+    /// Stopping because of a failure after `ready` (told with `fatal`): the exit is exit_fatal.
+    failed: bool = false,
     /// Why the last message that was no request was refused (a ring message has no id to
     /// answer): told with the ring-add that then finds no ring message. Empty: none refused.
     refused: Problem = .{},
@@ -837,6 +844,15 @@ const Worker = struct {
             slot.* = null;
         };
         self.active_count = 0;
+    }
+
+    /// A failure after `ready` that ends the worker: the supervisor hears why (`fatal`, which
+    /// its worker record shows as the last error), then the rings are closed and the worker
+    /// exits with exit_fatal, never 0 (which would read as a clean stop).
+    fn fail(self: *Worker, what: []const u8) void {
+        sendFatal(what);
+        self.failed = true;
+        self.stopping = true;
     }
 
     fn refreshActive(self: *Worker) void {
@@ -967,8 +983,7 @@ const Worker = struct {
                         var d: [160]u8 = undefined;
                         const why = confinement.describe(f, &d);
                         log.print(.@"error", "confinement not verified on {s}: {s}: refusing to run", .{ p.msg.ifname(), why });
-                        sendFatal(std.fmt.bufPrint(&msg_buf, "confinement not verified: {s}", .{why}) catch "confinement not verified");
-                        self.stopping = true;
+                        self.fail(std.fmt.bufPrint(&msg_buf, "confinement not verified: {s}", .{why}) catch "confinement not verified");
                         return;
                     }
                 }
@@ -1087,7 +1102,7 @@ fn run(env: std.process.Environ) u8 {
     var sock_len: linux.socklen_t = @sizeOf(c_int);
     if (linux.errno(linux.getsockopt(channel_fd, linux.SOL.SOCKET, linux.SO.TYPE, std.mem.asBytes(&sock_type), &sock_len)) != .SUCCESS or sock_type != linux.SOCK.SEQPACKET) {
         log.print(.@"error", "_worker is started by the supervisor, not by hand", .{});
-        return 2;
+        return exit_usage;
     }
     var fds_buf: [positions_max]i32 = undefined;
     var arena_buf: [json_bytes_max * 2]u8 = undefined;
@@ -1095,7 +1110,7 @@ fn run(env: std.process.Environ) u8 {
     var problem: Problem = .{};
 
     // The set-up message, with one packet socket per position.
-    const first = recvStartup(&recv_bufs[0], &fds_buf) orelse return 1;
+    const first = recvStartup(&recv_bufs[0], &fds_buf) orelse return exit_fatal;
     const setup_fds = fds_buf[0..first.fd_count];
     const setup = blk: {
         const parsed = parseMessage(fba.allocator(), recv_bufs[0][0..first.bytes], &problem);
@@ -1107,7 +1122,7 @@ fn run(env: std.process.Environ) u8 {
         var fatal_buf: [200]u8 = undefined;
         sendFatal(std.fmt.bufPrint(&fatal_buf, "bad set-up message: {s}", .{problem.text()}) catch problem.text());
         for (setup_fds) |fd| sys.close(fd);
-        return 1;
+        return exit_fatal;
     };
     var w: Worker = .{ .setup = setup };
     if (setup.user) |u| {
@@ -1117,14 +1132,17 @@ fn run(env: std.process.Environ) u8 {
     }
     // The packet sockets at fixed numbers, before anything else: the seccomp filter covers the range.
     scm.place(setup_fds, fd_first) catch |err| {
-        log.print(.@"error", "cannot place the packet sockets: E{s}", .{errName(err)});
+        var msg_buf: [64]u8 = undefined;
+        const what = std.fmt.bufPrint(&msg_buf, "cannot place the packet sockets: E{s}", .{errName(err)}) catch "cannot place the packet sockets";
+        log.print(.@"error", "{s}", .{what});
+        sendFatal(what);
         for (setup_fds) |fd| sys.close(fd);
-        return 1;
+        return exit_fatal;
     };
     var initial: [positions_max]PendingRing = undefined;
     var initial_count: usize = 0;
     for (0..setup.rings) |_| {
-        const m = recvStartup(&recv_bufs[1], &fds_buf) orelse return 1;
+        const m = recvStartup(&recv_bufs[1], &fds_buf) orelse return exit_fatal;
         const ring_fds = fds_buf[0..m.fd_count];
         fba.reset();
         const parsed = parseMessage(fba.allocator(), recv_bufs[1][0..m.bytes], &problem);
@@ -1138,7 +1156,7 @@ fn run(env: std.process.Environ) u8 {
         sendFatal(std.fmt.bufPrint(&fatal_buf, "bad ring message: {s}", .{problem.text()}) catch problem.text());
         for (ring_fds) |fd| sys.close(fd);
         for (initial[0..initial_count]) |p| sys.close(p.stats_fd);
-        return 1;
+        return exit_fatal;
     }
     if (setup.cpu) |cpu| {
         // mcr's `pinning`: before the privilege drop, whose seccomp filter refuses affinity calls.
@@ -1159,7 +1177,7 @@ fn run(env: std.process.Environ) u8 {
             log.print(.@"error", "{s}: refusing to run privileged", .{what});
             var fatal_buf: [300]u8 = undefined;
             sendFatal(std.fmt.bufPrint(&fatal_buf, "privilege drop failed: {s}", .{what}) catch "privilege drop failed");
-            return 1;
+            return exit_fatal;
         };
         var all_buf: [1024]u8 = undefined;
         var first_buf: [256]u8 = undefined;
@@ -1168,7 +1186,7 @@ fn run(env: std.process.Environ) u8 {
         if (verifyDropped(u.uid, u.gid, &all, &first_problem) > 0) {
             log.print(.@"error", "privileges not dropped: {s}", .{all.slice()});
             sendFatal(std.fmt.bufPrint(&msg_buf, "privileges not dropped: {s}", .{first_problem.slice()}) catch "privileges not dropped");
-            return 1;
+            return exit_fatal;
         }
         // What a compromised worker would try must be refused, by seccomp and the socket lock, on
         // every packet socket that is set up (a blank one is checked when its ring is added).
@@ -1179,7 +1197,7 @@ fn run(env: std.process.Environ) u8 {
                 const why = confinement.describe(f, &d);
                 log.print(.@"error", "confinement not verified: {s}: refusing to run", .{why});
                 sendFatal(std.fmt.bufPrint(&msg_buf, "confinement not verified: {s}", .{why}) catch "confinement not verified");
-                return 1;
+                return exit_fatal;
             }
             probes_total += @intCast(confinement.probes.len);
         }
@@ -1194,7 +1212,7 @@ fn run(env: std.process.Environ) u8 {
             sendFatal(what);
             for (initial[i + 1 .. initial_count]) |rest| sys.close(rest.stats_fd);
             w.closeAll();
-            return 1;
+            return exit_fatal;
         };
     }
     w.test_rules_max = envU32(env, "MCRELAY_TEST_TABLE_RULES_MAX");
@@ -1228,7 +1246,7 @@ fn serve(w: *Worker) u8 {
                 log.print(.@"error", "{s}", .{what});
                 sendFatal(what);
                 w.closeAll();
-                return 1;
+                return exit_fatal;
             };
         } else {
             // Nothing to drain: wait for a message (a table starts the rings).
@@ -1252,9 +1270,12 @@ fn serve(w: *Worker) u8 {
                     break;
                 },
                 else => {
-                    log.print(.@"error", "reading the supervisor's channel: E{s}", .{errName(err)});
+                    var msg_buf: [64]u8 = undefined;
+                    const what = std.fmt.bufPrint(&msg_buf, "reading the supervisor's channel: E{s}", .{errName(err)}) catch "reading the supervisor's channel";
+                    log.print(.@"error", "{s}", .{what});
+                    sendFatal(what);
                     w.closeAll();
-                    return 1;
+                    return exit_fatal;
                 },
             };
             w.onMessage(spare[0..got.bytes], fds_buf[0..got.fd_count], &spare);
@@ -1263,7 +1284,7 @@ fn serve(w: *Worker) u8 {
         w.divergeIfDue();
         if (w.stopping) {
             w.closeAll();
-            return 0;
+            return if (w.failed) exit_fatal else 0;
         }
     }
 }

@@ -150,6 +150,9 @@ export class WorkerHandle {
   #nextId = 1;
   #exited = false;
   #killed = false;
+  /** What the worker reported with `fatal` after `ready` (it exits next), or null. */
+  #fatal: string | null = null;
+  #exitReason: string | null = null;
   readonly exited: Promise<number | null>;
 
   private constructor(index: number, proc: ReturnType<typeof Bun.spawn>, channel: number, replies: Promise<void>, ready: FromWorker & { type: "ready" }, rings: Map<number, RingState>) {
@@ -163,9 +166,12 @@ export class WorkerHandle {
     // The channel is closed once the worker exited and its replies were read to the end.
     this.exited = Promise.all([proc.exited, replies]).then(([code]) => {
       this.#exited = true;
+      const how = proc.signalCode === null || proc.signalCode === undefined ? `code ${code}` : String(proc.signalCode);
+      // The worker's own reason (`fatal`, read to the end before this), not only the exit.
+      this.#exitReason = this.#fatal === null ? `exited (${how})` : `${this.#fatal} (exited, ${how})`;
       for (const [, p] of this.#pending) {
         clearTimeout(p.timer);
-        p.reject(new WorkerError(`${this.name} (pid ${this.pid}) exited (code ${code})`));
+        p.reject(new WorkerError(`${this.name} (pid ${this.pid})${this.#fatal === null ? " " : ": "}${this.#exitReason}`));
       }
       this.#pending.clear();
       fdClose(channel);
@@ -203,6 +209,8 @@ export class WorkerHandle {
       if (msg.type === "ready") return readyResolve(msg);
       if (msg.type === "fatal") {
         log.error(`${name}: ${msg.message}`);
+        // Before `ready` the start fails with it; after, the exit that follows is told with it.
+        if (handle) handle.#fatal = msg.message;
         readyReject(new WorkerError(msg.message));
         return;
       }
@@ -438,6 +446,20 @@ export class WorkerHandle {
   kill(signal: NodeJS.Signals = "SIGKILL"): void {
     if (signal === "SIGKILL") this.#killed = true;
     if (!this.#exited) safeKill(this.#proc, signal);
+  }
+
+  /** What the worker reported with `fatal` after it was ready (it then exits), or null. */
+  get fatal(): string | null {
+    return this.#fatal;
+  }
+
+  /**
+   * Why the process ended, once `exited` resolved (null before): its `fatal` message with the
+   * exit status (`confinement not verified: ... (exited, code 1)`), else `exited (code N)` or
+   * `exited (SIGKILL)`.
+   */
+  get exitReason(): string | null {
+    return this.#exitReason;
   }
 
   /** SIGKILL was sent: the worker is on its way out. */

@@ -847,8 +847,12 @@ export class WorkerPool {
       p.nextStartAt = 0;
       return;
     }
-    p.lastError = p.lastError ?? `exited (${signal ?? `code ${code}`})`;
-    log.warn(`worker ${p.index} (pid ${handle.pid}) exited (${signal ?? `code ${code}`})`);
+    const how = `exited (${signal ?? `code ${code}`})`;
+    // The worker's own reason when it gave one (`fatal` after ready, e.g. a ring added at run
+    // time whose confinement is not verified), with its exit status, wins over an earlier error.
+    const own = handle.fatal === null ? null : handle.exitReason;
+    p.lastError = own ?? p.lastError ?? how;
+    log.warn(`worker ${p.index} (pid ${handle.pid}) ${own ?? how}`);
     this.#scheduleRestart(p);
   }
 

@@ -4,8 +4,13 @@
 // could only time out on, and the worker keeps serving afterwards. No privileges needed: the
 // worker is started without a user (no drop) and with no rings (its one packet socket position
 // holds the other end of a spare socketpair, never used as a packet socket).
+// As root, a worker that drops to `nobody` is given a packet socket with a ring whose filter is
+// not locked (made by python, as the supervisor never would): the ring added after `ready` fails
+// the confinement check, which is a `fatal` reply and a non-zero exit, and the supervisor's
+// handle (src/supervisor/worker-handle.ts) tells that message as the reason of the exit.
 import { afterEach, describe, expect, test } from "bun:test";
-import { fdClose, fdInherit, scmPair, scmRecv, scmSend, workerExecutable } from "../../src/native/lib.ts";
+import { fdClose, fdInherit, scmPair, scmRecv, scmSend, SharedStats, workerExecutable } from "../../src/native/lib.ts";
+import { WorkerHandle } from "../../src/supervisor/worker-handle.ts";
 
 const DEADLINE_MS = 3000;
 const started: { proc: ReturnType<typeof Bun.spawn>; fds: number[] }[] = [];
@@ -53,6 +58,36 @@ async function reply(channel: number): Promise<Record<string, unknown>> {
 
 const setup = { kind: "worker", index: 0, workers: 1, positions: 1, rings: 0, cpu: null, user: null };
 const ring = { kind: "ring", position: 0, ifname: "r0", ifindex: 1, slot: 0, members: 1, geometry: { blockBytes: 65536, blockCount: 1, frameBytes: 2048, frameCount: 32 } };
+
+const root = process.getuid?.() === 0;
+const nobody = { name: "nobody", uid: 65534, gid: 65534 };
+/** What the worker says about a packet socket whose filter is not locked (the first probe). */
+const UNLOCKED = "confinement not verified: getsockopt(SO_LOCK_FILTER) of the packet socket is 1: got 0, expected 1";
+
+/**
+ * A packet socket with a TPACKET_V3 ring of `ring`'s geometry (one 64 KiB block), unbound (it
+ * receives nothing) and with no locked filter: what the supervisor's set-up (zig/ring.zig setup)
+ * never hands over, so the worker's confinement check on it fails. Made by python (root) and
+ * passed back over a socketpair.
+ */
+async function unlockedRingSocket(): Promise<number> {
+  const script = [
+    "import socket, struct",
+    "s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)",
+    "s.setsockopt(263, 10, 2)  # SOL_PACKET, PACKET_VERSION, TPACKET_V3",
+    "s.setsockopt(263, 5, struct.pack('7I', 65536, 1, 2048, 32, 0, 0, 0))  # PACKET_RX_RING",
+    "socket.send_fds(socket.socket(fileno=3), [b'ring'], [s.fileno()])",
+  ].join("\n");
+  const [ours, theirs] = scmPair();
+  fdInherit(theirs);
+  const py = Bun.spawn(["python3", "-c", script], { stdio: ["ignore", "ignore", "pipe", theirs] });
+  fdClose(theirs);
+  const code = await py.exited;
+  const m = scmRecv(ours, true);
+  fdClose(ours);
+  if (code !== 0 || m === null || m.fds.length !== 1) throw new Error(`python did not pass a packet socket (exit ${code}): ${await new Response(py.stderr).text()}`);
+  return m.fds[0]!;
+}
 
 describe("worker protocol (zig/worker.zig on its socketpair)", () => {
   test("a malformed request gets an error reply with its id naming the field (a malformed ring message: the ring-add after it), and the worker keeps serving", async () => {
@@ -109,5 +144,46 @@ describe("worker protocol (zig/worker.zig on its socketpair)", () => {
     fdClose(counters);
     expect(await reply(w.channel)).toEqual({ type: "fatal", message: "bad ring message: position: 3 is past this worker's last position (0)" });
     expect(await w.proc.exited).toBe(1);
+  });
+
+  test.skipIf(!root)("a ring added after ready whose confinement is not verified gets a fatal reply, and the worker exits 1, not 0 (a clean stop)", async () => {
+    const packet = await unlockedRingSocket();
+    const w = startWorker();
+    started[started.length - 1]!.fds.push(packet);
+    scmSend(w.channel, encode({ ...setup, user: nobody }), [packet]);
+    expect(await reply(w.channel)).toMatchObject({ type: "ready", confinement: null });
+    const counters = SharedStats.create();
+    try {
+      scmSend(w.channel, encode(ring), [counters.fd], true);
+      counters.closeFd();
+      scmSend(w.channel, encode({ type: "ring-add", id: 21, position: 0 }), [], true);
+      expect(await reply(w.channel)).toEqual({ type: "fatal", message: UNLOCKED });
+      expect(await w.proc.exited).toBe(1);
+    } finally {
+      counters.release();
+    }
+  });
+});
+
+describe("the supervisor's worker handle (src/supervisor/worker-handle.ts)", () => {
+  test.skipIf(!root)("a worker that reports fatal after ready and exits: the pending request and the exit reason carry its message and exit code 1", async () => {
+    const packet = await unlockedRingSocket();
+    const exits: [number | null, string | null][] = [];
+    const handle = await WorkerHandle.start({ index: 0, workers: 1, sockets: [packet], rings: [], cpu: null, user: nobody, onExit: (code, signal) => exits.push([code, signal]) });
+    try {
+      const added = handle.addRing({ position: 0, ifname: ring.ifname, ifindex: ring.ifindex, slot: 0, members: 1, geometry: ring.geometry });
+      await expect(added).rejects.toThrow(`worker 0 (pid ${handle.pid}): ${UNLOCKED} (exited, code 1)`);
+      expect(await handle.exited).toBe(1);
+      await Bun.sleep(0);
+      expect(handle.fatal).toBe(UNLOCKED);
+      // What the pool records as the worker's last error (`mcrelay workers`: last_error).
+      expect(handle.exitReason).toBe(`${UNLOCKED} (exited, code 1)`);
+      expect(exits).toEqual([[1, null]]);
+    } finally {
+      handle.kill();
+      await handle.exited;
+      handle.release();
+      fdClose(packet);
+    }
   });
 });
