@@ -167,6 +167,26 @@ export const MUTANTS: Mutant[] = [
     tests: [{ file: "tests/unit/worker-protocol.test.ts", filter: "reports fatal after ready" }],
   },
   {
+    name: "trace-count-no-short-option",
+    breaks: "trace and capture do not take -c N (tcpdump's habit): a usage error instead of a count",
+    file: "src/cli/trace.ts",
+    search: 'count: { type: "string", alias: "c", valueHint: "N",',
+    replace: 'count: { type: "string", valueHint: "N",',
+    also: [{ file: "src/cli/capture.ts", search: 'count: { type: "string", alias: "c", valueHint: "N",', replace: 'count: { type: "string", valueHint: "N",' }],
+    tests: [
+      { file: "tests/unit/cli-validation.test.ts", filter: "trace and capture -c/--count" },
+      { file: "tests/integration/trace.test.ts", filter: "trace -c 25 and capture -c 25" },
+    ],
+  },
+  {
+    name: "trace-count-overshoots",
+    breaks: "trace/capture -c N outputs every record of the read that reached N, not exactly N",
+    file: "src/cli/trace-session.ts",
+    search: "      if (o.count !== undefined && records >= o.count) break;\n",
+    replace: "",
+    tests: [{ file: "tests/integration/trace.test.ts", filter: "trace -c 25 and capture -c 25" }],
+  },
+  {
     name: "worker-unnamed",
     breaks: "the worker keeps the name exec gave it (the memfd's descriptor number) in ps -o comm, top and perf",
     file: "zig/worker.zig",

@@ -10,15 +10,15 @@ import { checkFlags, validate } from "./args.ts";
 import { socketArg, withClient } from "./daemon-client.ts";
 import { pcapHeader, pcapRecord } from "./pcap.ts";
 import { runTraceSession } from "./trace-session.ts";
-import { traceFlags } from "./trace.ts";
+import { COUNT_MAX, traceFlags } from "./trace.ts";
 
 const log = logger("capture");
 
 const args = {
   rule: { type: "positional", description: "Rule (name or id)", required: true },
   write: { type: "string", alias: "w", description: "pcap file to write, or - for stdout", required: true },
-  count: { type: "string", description: "Stop after this many frames" },
-  duration: { type: "string", description: "Stop after this many seconds" },
+  count: { type: "string", alias: "c", valueHint: "N", description: `Stop after N captured frames (1-${COUNT_MAX}) and exit 0, as tcpdump -c` },
+  duration: { type: "string", valueHint: "SECONDS", description: "Stop after this many seconds" },
   ...socketArg,
 } as const;
 
@@ -49,10 +49,11 @@ export default defineCommand({
           { rule: a.rule, capture: true, count: f.count, durationS: f.duration },
           (s) => log.info(`capturing rule ${s.rule} (${s.input}) to ${a.write === "-" ? "stdout" : a.write}`),
           (r) => {
-            if (!r.frame) return;
+            if (!r.frame) return false;
             const frame = Buffer.from(r.frame, "base64");
             if (frame.length < r.wire_length) truncated += 1;
             write(pcapRecord(BigInt(r.time_ns), frame, r.wire_length, r.vlan));
+            return true;
           },
         );
         log.info(`capture ended (${summary.stopped_by}): ${summary.records} frames${truncated ? `, ${truncated} cut to the first 1920 bytes` : ""}${summary.overflow ? `, ${summary.overflow} lost (the trace ring overflowed)` : ""}`);

@@ -1,6 +1,7 @@
 // The client side of a trace session, shared by `trace` and `capture`: start it, read every
 // 100 ms (which also keeps the daemon's lease on it), hand each record on, and stop it at
-// the count, the duration, Ctrl-C or SIGTERM. A client that dies without stopping leaves the
+// the count (records output: exactly that many, however many more arrived), the duration,
+// Ctrl-C or SIGTERM. A client that dies without stopping leaves the
 // daemon to end the session when its lease runs out.
 import type { ControlClient } from "../control/client.ts";
 import type { TraceRecordJson } from "../control/responses.ts";
@@ -29,7 +30,8 @@ export async function runTraceSession(
   c: ControlClient,
   o: { rule: string; capture: boolean; count?: number; durationS?: number },
   onStart: (s: TraceStart) => void,
-  onRecord: (r: TraceRecordJson) => void,
+  /** Outputs one record; `false`: it output nothing (a record without a frame in a capture), not counted. */
+  onRecord: (r: TraceRecordJson) => boolean | void,
 ): Promise<TraceSummary> {
   const start = (await c.request("trace-start", { rule: o.rule, capture: o.capture })) as TraceStart;
   onStart(start);
@@ -45,7 +47,7 @@ export async function runTraceSession(
   const take = (list: TraceRecordJson[]) => {
     for (const r of list) {
       if (o.count !== undefined && records >= o.count) break;
-      onRecord(r);
+      if (onRecord(r) === false) continue;
       records += 1;
     }
     if (o.count !== undefined && records >= o.count) stoppedBy ??= "count";

@@ -1,6 +1,6 @@
 // `mcrelay trace RULE`: one line per packet of one rule (and per frame for its group that
-// matched no rule), with the verdict and each output's result, until --count, --duration or
-// Ctrl-C. Tracing is on only while this runs.
+// matched no rule), with the verdict and each output's result, until -c/--count records,
+// --duration or Ctrl-C. Tracing is on only while this runs.
 import { defineCommand } from "citty";
 import * as v from "valibot";
 import { logger } from "../log.ts";
@@ -12,10 +12,13 @@ import { runTraceSession } from "./trace-session.ts";
 
 const log = logger("trace");
 
+/** Most records (or frames) `--count` may ask for. */
+export const COUNT_MAX = 1_000_000_000;
+
 const args = {
   rule: { type: "positional", description: "Rule (name or id)", required: true },
-  count: { type: "string", description: "Stop after this many records" },
-  duration: { type: "string", description: "Stop after this many seconds" },
+  count: { type: "string", alias: "c", valueHint: "N", description: `Stop after N packet records (1-${COUNT_MAX}) and exit 0, as tcpdump -c` },
+  duration: { type: "string", valueHint: "SECONDS", description: "Stop after this many seconds" },
   ...socketArg,
   json: { type: "boolean", description: "One JSON object per record, one per line" },
 } as const;
@@ -29,7 +32,7 @@ export function traceLine(r: TraceRecordJson): string {
   return `${time} ${r.interface}${vlan} ${r.src}:${r.src_port} > ${r.dst}:${r.dst_port} len ${r.length} ttl ${r.ttl} dscp ${r.dscp}: ${verdict}${outs ? ` -> ${outs}` : ""}${more}`;
 }
 
-export const traceFlags = v.object({ count: v.optional(intFlag(1, 1_000_000_000)), duration: v.optional(secondsFlag()) });
+export const traceFlags = v.object({ count: v.optional(intFlag(1, COUNT_MAX)), duration: v.optional(secondsFlag()) });
 
 export default defineCommand({
   meta: { name: "trace", description: "Show each packet of one rule with its verdict and per-output result (tracing is on only while this runs)" },

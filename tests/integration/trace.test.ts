@@ -1,7 +1,8 @@
 // `mcrelay trace` and `mcrelay capture` against a live daemon (and a `forward --socket`): a
 // matched packet with its per-output result, a wrong-port packet with its verdict, nothing of
-// another rule; a pcap file tcpdump reads back with the expected count; a trace whose client
-// died ends by itself.
+// another rule; a pcap file tcpdump reads back with the expected count; -c N stops after exactly
+// N of more packets; a trace whose client died ends by itself.
+import { readFileSync } from "node:fs";
 import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
 import { netnsAvailable, Topology } from "../../scripts/lib/netns.ts";
 import { buildRelayTopology, mcrelayCommand, note, startForward, startLogged, type RelayTopology } from "../support/relay-harness.ts";
@@ -144,6 +145,49 @@ describe_netns("trace and capture (kernel, under bun)", () => {
       await gen("239.1.1.1:5000@g0", 15);
       expect(await piped.wait(30_000)).toBe(0);
       expect(piped.stdout.trim()).toBe("15");
+    },
+    T,
+  );
+
+  test(
+    "trace -c 25 and capture -c 25 stop by themselves after exactly 25 of 60 matching packets and exit 0; the pcap file holds exactly 25 distinct packets",
+    async () => {
+      const d = await startDaemon();
+      const tracing = await startTrace(["trace", "cam", "--json", "-c", "25"], d.socket);
+      await gen("239.1.1.1:5000@g0", 60);
+      expect(await tracing.wait(30_000)).toBe(0);
+      const recs = tracing.stdout.trim().split("\n").map((l) => JSON.parse(l) as Rec);
+      expect(recs.length).toBe(25);
+      for (const r of recs) expect(r).toMatchObject({ verdict: "matched", rule: "cam", dst: "239.1.1.1", dst_port: 5000 });
+      expect(tracing.stderr).toContain("trace ended (count): 25 records");
+
+      const file = dir!.join("count.pcap");
+      const cap = await startTrace(["capture", "cam", "-c", "25", "-w", file], d.socket);
+      await gen("239.1.1.1:5000@g0", 60);
+      expect(await cap.wait(30_000)).toBe(0);
+      expect(cap.stderr).toContain("capture ended (count): 25 frames");
+      // The file read here, record by record (classic pcap: a 24-byte header, then a 16-byte
+      // header per packet whose incl_len bytes follow), and by tcpdump.
+      const pcap = readFileSync(file);
+      expect(pcap.readUInt32LE(0)).toBe(0xa1b2c3d4);
+      const frames: string[] = [];
+      for (let at = 24; at < pcap.length; ) {
+        const incl = pcap.readUInt32LE(at + 8);
+        const frame = pcap.subarray(at + 16, at + 16 + incl);
+        expect(frame.length).toBe(incl);
+        // Ethernet, IPv4 to 239.1.1.1, UDP to port 5000.
+        expect(frame.readUInt16BE(12)).toBe(0x0800);
+        expect([...frame.subarray(30, 34)]).toEqual([239, 1, 1, 1]);
+        expect(frame.readUInt16BE(14 + 20 + 2)).toBe(5000);
+        frames.push(frame.toString("hex"));
+        at += 16 + incl;
+      }
+      note("count", { trace_records: recs.length, pcap_packets: frames.length, pcap_bytes: pcap.length });
+      expect(frames.length).toBe(25);
+      expect(new Set(frames).size).toBe(25);
+      const r = await rt.topo.exec(rt.relay, ["tcpdump", "-n", "-r", file], { timeoutMs: 30_000 });
+      expect(r.exitCode).toBe(0);
+      expect(r.stdout.trim().split("\n").length).toBe(25);
     },
     T,
   );

@@ -1,6 +1,8 @@
 // The command line as an operator who knows ip(8), systemctl and smcroutectl types it: short
 // options, `help VERB`, suggestions for typos, unambiguous prefixes, help within 80 columns
 // with the exit codes, errors as JSON with --json, and the version from -V / -v.
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
 import { describe, expect, test } from "bun:test";
 import type { CommandDef } from "citty";
 import { checkFlags, repeated } from "../../src/cli/args.ts";
@@ -169,6 +171,18 @@ describe("help", () => {
     expect(a.stdout).toContain("-w, --watch");
     expect(b.stdout).toBe(a.stdout);
     expect(c.stdout).toBe(a.stdout);
+  });
+
+  test("`help trace` and `help capture` show -c, --count N, as docs/reference.md's short options do", () => {
+    for (const verb of ["trace", "capture"]) {
+      const r = cli(["help", verb]);
+      expect(r.exitCode).toBe(0);
+      expect(r.stdout).toMatch(/^ {2}-c, --count N +Stop after N /m);
+    }
+    const reference = readFileSync(join(import.meta.dir, "../../docs/reference.md"), "utf8");
+    expect(reference).toContain("| `-c` | `--count` | `gen`, `sink`, `trace`, `capture` |");
+    expect(reference).toContain("mcrelay trace RULE [-c|--count N]");
+    expect(reference).toContain("mcrelay capture RULE -w FILE|- [-c|--count N]");
   });
 
   test("`help config check` explains the subcommand; `help` takes prefixes too", () => {

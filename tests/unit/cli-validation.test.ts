@@ -1,5 +1,9 @@
-// Command-line validation of forward / gen / sink: a wrong argument ends with exit code 2 and
-// one message naming the argument, before anything is opened, and never with a stack trace.
+// Command-line validation of forward / gen / sink / trace / capture: a wrong argument ends
+// with exit code 2 and one message naming the argument, before anything is opened, and never
+// with a stack trace.
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { netnsAvailable, Topology } from "../../scripts/lib/netns.ts";
 import { mcrelayCommand } from "../support/relay-harness.ts";
@@ -92,6 +96,21 @@ describe("CLI validation (no namespace: rejected while parsing)", () => {
     expectUsageError(runHost(["forward", "--from", "239.1.1.1:5000@r0", "--to", "239.2.2.2:6000@r1", "--source", "239.1.1.9"]), "--source", "239.1.1.9", "multicast");
     expectUsageError(runHost(["forward", "--from", "239.1.1.1:5000@r0", "--to", "239.2.2.2:6000@r1", "--source", "0.0.0.0"]), "--source", "0.0.0.0", "unspecified");
     expectUsageError(runHost(["forward", "--from", "[ff3e::1]:5000@r0", "--to", "239.2.2.2:6000@r1", "--source", "ff02::1"]), "--source", "ff02::1", "multicast");
+  });
+
+  test("trace and capture -c/--count take a whole number from 1 to 1,000,000,000, else exit 2 naming --count, before connecting or opening the -w file", () => {
+    const socket = ["--socket", "/nonexistent/s.sock"];
+    expectUsageError(runHost(["trace", "cam", "-c", "0", ...socket]), "--count: 0 is out of range (1-1000000000)");
+    expectUsageError(runHost(["trace", "cam", "--count", "1000000001", ...socket]), "--count: 1000000001 is out of range (1-1000000000)");
+    expectUsageError(runHost(["trace", "cam", "-c", "ten", ...socket]), "--count: 'ten' is not a whole number");
+    const dir = mkdtempSync(join(tmpdir(), "mcr-capture-"));
+    const file = join(dir, "never.pcap");
+    expectUsageError(runHost(["capture", "cam", "-w", file, "-c", "2.5", ...socket]), "--count: '2.5' is not a whole number");
+    expectUsageError(runHost(["capture", "cam", "-c", "-3", "-w", file, ...socket]), "--count: -3 is out of range (1-1000000000)");
+    expect(existsSync(file)).toBe(false);
+    rmSync(dir, { recursive: true });
+    // A valid count passes validation: what fails then is the missing daemon (exit 4), not the option.
+    expect(runHost(["trace", "cam", "-c", "5", ...socket]).exitCode).toBe(4);
   });
 
   test("the same interface for input and output is refused, naming --to and the interface", () => {
