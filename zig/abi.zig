@@ -96,7 +96,6 @@ pub const PacketSetup = extern struct {
     ifindex: u32,
     mtu: u32,
     ring_bytes: u32,
-    block_timeout_ms: u32,
     /// PACKET_FANOUT group id; 0 when one worker serves the interface.
     fanout_id: u16,
     _pad: u16 = 0,
@@ -191,7 +190,7 @@ comptime {
     std.debug.assert(@sizeOf(RuleDesc) == 96);
     std.debug.assert(@sizeOf(OutputDesc) == 56);
     std.debug.assert(@sizeOf(DpConfig) == 32);
-    std.debug.assert(@sizeOf(PacketSetup) == 20);
+    std.debug.assert(@sizeOf(PacketSetup) == 16);
     std.debug.assert(@sizeOf(LinkInfo) == 28);
     std.debug.assert(@sizeOf(NlEvent) == 64);
     std.debug.assert(@sizeOf(GenConfig) == 56);

@@ -14,13 +14,12 @@ pub const SetupJob = struct {
     fd: i32,
     setup: abi.PacketSetup,
     ring_bytes: u32,
-    block_timeout_ms: u32,
     done: std.atomic.Value(u32),
     result: i32,
     geometry: abi.RingGeometry,
 
     fn run(job: *SetupJob) void {
-        if (ring.setup(job.fd, job.setup.ifindex, job.setup.mtu, job.ring_bytes, job.block_timeout_ms, job.setup.fanout_id)) |geo| {
+        if (ring.setup(job.fd, job.setup.ifindex, job.setup.mtu, job.ring_bytes, job.setup.fanout_id)) |geo| {
             job.geometry = geo;
             job.result = 0;
         } else |err| {
@@ -30,13 +29,12 @@ pub const SetupJob = struct {
     }
 };
 
-pub fn startSetup(fd: i32, setup: abi.PacketSetup, ring_bytes: u32, block_timeout_ms: u32) sys.Error!*SetupJob {
+pub fn startSetup(fd: i32, setup: abi.PacketSetup, ring_bytes: u32) sys.Error!*SetupJob {
     const job = std.heap.page_allocator.create(SetupJob) catch return error.NOMEM;
     job.* = .{
         .fd = fd,
         .setup = setup,
         .ring_bytes = ring_bytes,
-        .block_timeout_ms = block_timeout_ms,
         .done = .init(0),
         .result = 0,
         .geometry = std.mem.zeroes(abi.RingGeometry),
@@ -115,7 +113,7 @@ test "a socket set up on another thread reports its geometry" {
     if (std.os.linux.geteuid() != 0) return error.SkipZigTest;
     const linux = std.os.linux;
     const fd: i32 = @intCast(try sys.call("socket", linux.socket(linux.AF.PACKET, linux.SOCK.RAW | linux.SOCK.CLOEXEC, 0)));
-    const job = try startSetup(fd, .{ .ifindex = 1, .mtu = 1500, .ring_bytes = 0, .block_timeout_ms = 0, .fanout_id = 0 }, 1 << 20, 1);
+    const job = try startSetup(fd, .{ .ifindex = 1, .mtu = 1500, .ring_bytes = 0, .fanout_id = 0 }, 1 << 20);
     var geo: abi.RingGeometry = undefined;
     var rc: i32 = 1;
     var tries: u32 = 0;
@@ -136,7 +134,7 @@ test "a reset socket is blank again: refused while its ring is mapped, then set 
     const linux = std.os.linux;
     const fd: i32 = @intCast(try sys.call("socket", linux.socket(linux.AF.PACKET, linux.SOCK.RAW | linux.SOCK.CLOEXEC, 0)));
     defer sys.close(fd);
-    const geo = try ring.setup(fd, 1, 1500, 1 << 20, 1, 0);
+    const geo = try ring.setup(fd, 1, 1500, 1 << 20, 0);
     var mapped = try ring.Ring.attach(fd, geo);
     // Frames the removed plane's ring saw are not counted for the next interface.
     try @import("dataplane/loop.zig").testInject(5000, 3);
@@ -157,7 +155,7 @@ test "a reset socket is blank again: refused while its ring is mapped, then set 
     try std.testing.expectEqual(@as(u16, ring.parked_protocol), boundProtocol(fd));
     try std.testing.expectEqual([3]u32{ 0, 0, 0 }, try ring.statisticsOf(fd));
     // Set up again for an interface: the filter is locked and is not attached twice.
-    const again = try ring.setup(fd, 1, 1500, 1 << 20, 1, 0);
+    const again = try ring.setup(fd, 1, 1500, 1 << 20, 0);
     try std.testing.expectEqual(geo.block_count, again.block_count);
     try std.testing.expectEqual(@as(u16, std.os.linux.ETH.P.ALL), boundProtocol(fd));
 }

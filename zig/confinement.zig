@@ -152,7 +152,7 @@ test "without the worker's filter, as root, no probe changes anything: the packe
     const ring = @import("ring.zig");
     const fd: i32 = @intCast(try sys.check(linux.socket(linux.AF.PACKET, linux.SOCK.RAW | linux.SOCK.CLOEXEC, 0)));
     defer sys.close(fd);
-    _ = try ring.setup(fd, 1, 1500, 1 << 20, 0, 0); // lo
+    _ = try ring.setup(fd, 1, 1500, 1 << 20, 0); // lo
     const expected = [_]Outcome{
         .refused, // locked
         .refused, // the lock refuses the detach, with or without seccomp

@@ -17,7 +17,7 @@ pub const blocks_per_turn_max: u32 = 64;
 /// payloads stay in their blocks until the flush).
 pub const blocks_per_flush_max: u32 = 8;
 /// At most one wake-up per this long while traffic flows (wake-up coalescing, decision 007).
-pub const coalesce_window_ns: u64 = 100 * std.time.ns_per_us;
+pub const coalesce_window_ns: u64 = 250 * std.time.ns_per_us;
 /// Rings (input interfaces) one worker's dataplane thread serves in one run (loop.runMany):
 /// one pollfd each, plus the wake descriptor. Also the packet sockets a worker holds, set up
 /// or blank (a blank one is set up by the supervisor when an interface is added).
@@ -51,24 +51,23 @@ pub const joins_per_socket_max: u32 = 20;
 /// Sockets used for ingress joins.
 pub const join_sockets_max: u32 = (rules_max + joins_per_socket_max - 1) / joins_per_socket_max;
 
-/// RX ring: block size is a power-of-two number of pages that holds a maximum-size frame.
-/// Blocks are small and many because a quiet stream retires a block every block timeout with
-/// only a few frames in it: capacity in frames is about the block count at low rates, and
-/// the ring must hold a worker restart's worth of traffic.
-/// 64 KiB: a block holds a UDP GSO super-frame as another mcrelay (or most GSO senders) sends
-/// it over veth, so it can be split into its datagrams instead of being cut short.
+/// RX ring (TPACKET_V2): one frame per slot, slots of a power of two (2 KiB at MTU 1500) in
+/// blocks of a power-of-two number of pages (the kernel's allocation unit, and how many slots
+/// the loop takes at a time). A frame larger than a slot (a UDP GSO super-frame) arrives whole
+/// through the socket's receive queue (ring.zig).
 pub const ring_block_bytes_min: u32 = 1 << 16;
-/// Default ring per packet socket (`ring_mib` sets it per interface): 128 blocks of 64 KiB at
-/// MTU 1500, 8 MiB, about 64 ms of a 1 Gbit/s stream of full-size frames. At low rates (one
-/// frame per block) it holds 128 frames: a worker restart under a steady stream loses what
-/// exceeds that unless the interface's ring is made larger (docs/operations.md, ring sizing).
+/// Default ring per packet socket (`ring_mib` sets it per interface): 8 MiB, 4,096 slots at MTU
+/// 1500, about 50 ms of a 1 Gbit/s stream of full-size frames, and 4,096 frames at any rate: a
+/// worker restart under a steady stream loses what exceeds that unless the interface's ring is
+/// made larger (docs/operations.md, ring sizing).
 pub const ring_bytes_default: u32 = 8 * 1024 * 1024;
 pub const ring_blocks_max: u32 = 4096;
+/// Whole frames of cut ring slots (UDP GSO super-frames, up to 64 KiB each) whose payloads can
+/// wait for one egress flush; with more in one group the loop flushes early (ring.zig).
+pub const ring_copy_frames_max: u32 = 8;
 /// At most this much of the next frame is prefetched while the current one is parsed (a
 /// full-size 1500-byte frame and its headers; decision 022).
 pub const ring_prefetch_bytes_max: u32 = 1664;
-/// Block retire timeout: a quiet stream waits at most this long in a half-filled block.
-pub const ring_block_timeout_ms: u32 = 1;
 /// Largest link MTU we size for (jumbo frames plus headroom).
 pub const mtu_max: u32 = 65535;
 

@@ -61,8 +61,7 @@ export fn mcr_packet_open() i32 {
 export fn mcr_packet_setup_start(fd: i32, cfg: *const abi.PacketSetup, out: *?*background.SetupJob) i32 {
     if (cfg.mtu == 0 or cfg.mtu > constants.mtu_max or cfg.ifindex == 0) return -sys.toErrno(error.INVAL);
     const ring_bytes = if (cfg.ring_bytes == 0) constants.ring_bytes_default else cfg.ring_bytes;
-    const timeout = if (cfg.block_timeout_ms == 0) constants.ring_block_timeout_ms else cfg.block_timeout_ms;
-    out.* = background.startSetup(fd, cfg.*, ring_bytes, timeout) catch |err| return rc(err);
+    out.* = background.startSetup(fd, cfg.*, ring_bytes) catch |err| return rc(err);
     return 0;
 }
 

@@ -101,15 +101,14 @@ export const LAYOUT = {
     },
   },
   PacketSetup: {
-    size: 20,
+    size: 16,
     align: 4,
     fields: {
       ifindex: { offset: 0, size: 4 },
       mtu: { offset: 4, size: 4 },
       ring_bytes: { offset: 8, size: 4 },
-      block_timeout_ms: { offset: 12, size: 4 },
-      fanout_id: { offset: 16, size: 2 },
-      _pad: { offset: 18, size: 2 },
+      fanout_id: { offset: 12, size: 2 },
+      _pad: { offset: 14, size: 2 },
     },
   },
   LinkInfo: {
@@ -345,7 +344,7 @@ export const LIMITS = {
   tableSlots: 2048,
   blocksPerTurnMax: 64,
   blocksPerFlushMax: 8,
-  coalesceWindowNs: 100000,
+  coalesceWindowNs: 250000,
   ringsPerWorkerMax: 32,
   egressBatchMax: 48,
   egressMmsgMax: 1024,
@@ -362,8 +361,8 @@ export const LIMITS = {
   ringBlockBytesMin: 65536,
   ringBytesDefault: 8388608,
   ringBlocksMax: 4096,
+  ringCopyFramesMax: 8,
   ringPrefetchBytesMax: 1664,
-  ringBlockTimeoutMs: 1,
   mtuMax: 65535,
   udpPayloadMax: 65507,
   filterAcceptBytes: 262144,
@@ -450,13 +449,12 @@ DpConfig.wake_fd = offset 4, 4 bytes
 DpConfig.ifindex = offset 8, 4 bytes
 DpConfig.stats_fd = offset 12, 4 bytes
 DpConfig.geometry = offset 16, 16 bytes
-PacketSetup = size 20, align 4
+PacketSetup = size 16, align 4
 PacketSetup.ifindex = offset 0, 4 bytes
 PacketSetup.mtu = offset 4, 4 bytes
 PacketSetup.ring_bytes = offset 8, 4 bytes
-PacketSetup.block_timeout_ms = offset 12, 4 bytes
-PacketSetup.fanout_id = offset 16, 2 bytes
-PacketSetup._pad = offset 18, 2 bytes
+PacketSetup.fanout_id = offset 12, 2 bytes
+PacketSetup._pad = offset 14, 2 bytes
 LinkInfo = size 28, align 4
 LinkInfo.ifindex = offset 0, 4 bytes
 LinkInfo.mtu = offset 4, 4 bytes
@@ -625,7 +623,7 @@ constants.outputs_per_rule_max = 256
 constants.table_slots = 2048
 constants.blocks_per_turn_max = 64
 constants.blocks_per_flush_max = 8
-constants.coalesce_window_ns = 100000
+constants.coalesce_window_ns = 250000
 constants.rings_per_worker_max = 32
 constants.egress_batch_max = 48
 constants.egress_mmsg_max = 1024
@@ -642,8 +640,8 @@ constants.join_sockets_max = 52
 constants.ring_block_bytes_min = 65536
 constants.ring_bytes_default = 8388608
 constants.ring_blocks_max = 4096
+constants.ring_copy_frames_max = 8
 constants.ring_prefetch_bytes_max = 1664
-constants.ring_block_timeout_ms = 1
 constants.mtu_max = 65535
 constants.udp_payload_max = 65507
 constants.filter_accept_bytes = 262144

@@ -88,7 +88,6 @@ const P = {
   ifindex: field("PacketSetup", "ifindex", 4),
   mtu: field("PacketSetup", "mtu", 4),
   ringBytes: field("PacketSetup", "ring_bytes", 4),
-  blockTimeoutMs: field("PacketSetup", "block_timeout_ms", 4),
   fanoutId: field("PacketSetup", "fanout_id", 2),
 };
 const L = {
@@ -252,7 +251,6 @@ export interface PacketSetup {
   ifindex: number;
   mtu: number;
   ringBytes: number;
-  blockTimeoutMs: number;
   /** 0 when one worker serves the interface. */
   fanoutId: number;
 }
@@ -263,7 +261,6 @@ export function encodePacketSetup(c: PacketSetup): Uint8Array {
   v.setUint32(P.ifindex, c.ifindex, true);
   v.setUint32(P.mtu, c.mtu, true);
   v.setUint32(P.ringBytes, c.ringBytes, true);
-  v.setUint32(P.blockTimeoutMs, c.blockTimeoutMs, true);
   v.setUint16(P.fanoutId, c.fanoutId, true);
   return buf;
 }

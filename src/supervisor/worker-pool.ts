@@ -428,7 +428,7 @@ export class WorkerPool {
       // One after another: fanout slots are taken in join order.
       for (const { p, position } of taken) {
         // 0: the native default (zig/constants.zig ring_bytes_default).
-        geometry = await packetSetupAsync(p.sockets[position]!, { ifindex, mtu, ringBytes: (ringMib ?? 0) * MIB, blockTimeoutMs: 0, fanoutId }, ifname);
+        geometry = await packetSetupAsync(p.sockets[position]!, { ifindex, mtu, ringBytes: (ringMib ?? 0) * MIB, fanoutId }, ifname);
       }
     } catch (err) {
       // A socket set up half-way is not reused: closed (renewed at the worker's next start).

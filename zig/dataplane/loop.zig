@@ -243,29 +243,41 @@ pub const Dataplane = struct {
         return blocks;
     }
 
-    /// One group: the frames of up to blocks_per_flush_max blocks are queued (bigger send
-    /// batches: one UDP GSO buffer carries up to ~48 datagrams), every touched output is
-    /// flushed, then the blocks go back to the kernel. Returns how many blocks.
+    /// One group: the frames of up to blocks_per_flush_max runs of slots (a block's worth each)
+    /// are queued (bigger send batches: one UDP GSO buffer carries up to ~48 datagrams), every
+    /// touched output is flushed, then the slots go back to the kernel. Returns how many runs.
     fn drainGroup(self: *Dataplane, s: stats_mod.Stats) u32 {
-        // Payloads stay in their blocks until the flush.
-        var held: [blocks_per_flush_max]ring_mod.Block = undefined;
+        // Payloads stay in their slots until the flush.
+        var held: [blocks_per_flush_max]ring_mod.Run = undefined;
         var count: u32 = 0;
-        // Tracing costs this one branch per group of blocks when off.
+        // Tracing costs this one branch per group when off.
         const traced = if (self.trace) |t| t.armed() else false;
         if (traced) self.trace.?.begin();
         while (count < blocks_per_flush_max) : (count += 1) {
-            const block = self.ring.peekBlock(count) orelse break;
-            std.debug.assert(block.index < self.ring.geo.block_count);
-            std.debug.assert(block.base.len == self.ring.geo.block_bytes);
-            if (traced) self.processBlock(true, &block) else self.processBlock(false, &block);
-            held[count] = block;
+            const taken = self.ring.peekRun() orelse break;
+            std.debug.assert(taken.first < self.ring.geo.frame_count);
+            std.debug.assert(taken.count > 0 and taken.first + taken.count <= self.ring.geo.frame_count);
+            if (traced) self.processRun(true, &taken) else self.processRun(false, &taken);
+            held[count] = taken;
         }
         if (count == 0) return 0;
         self.egress.flush(s);
         if (traced) self.trace.?.publish(s);
-        // sendmsg copied the payloads synchronously: the blocks can go back at once.
-        for (held[0..count]) |block| self.ring.release(block);
+        // sendmsg copied the payloads synchronously: the slots and the copy area can be reused.
+        for (held[0..count]) |taken| self.ring.release(taken);
+        self.ring.copyReset();
         return count;
+    }
+
+    /// A flush within a group, so the ring's copy area can be reused: traced records are
+    /// published with their results, and a new batch of them begins.
+    fn flushEarly(self: *Dataplane, comptime traced: bool, s: stats_mod.Stats) void {
+        self.egress.flush(s);
+        if (traced) {
+            self.trace.?.publish(s);
+            self.trace.?.begin();
+        }
+        self.ring.copyReset();
     }
 
     /// Under load the kernel would wake us for every retired block: sleep out the rest of a
@@ -338,14 +350,18 @@ pub const Dataplane = struct {
         return linux.errno(rc) == .SUCCESS and rc > 0;
     }
 
-    fn processBlock(self: *Dataplane, comptime traced: bool, block: *const ring_mod.Block) void {
+    fn processRun(self: *Dataplane, comptime traced: bool, slots: *const ring_mod.Run) void {
         const s = self.stats();
         const table = &self.tables[self.active];
         s.worker(.rx_blocks).* += 1;
-        // One clock read per block (vDSO, no syscall), not per datagram.
+        // One clock read per run of slots (vDSO, no syscall), not per datagram.
         self.block_ns = sys.monotonicNs();
-        var frames = block.frames();
-        while (frames.next()) |frame| {
+        var frames = slots.frames();
+        while (true) {
+            // A super-frame read from the socket's queue waits in the ring's copy area until
+            // the flush: with the area nearly full, flush before the next one is read.
+            if (self.ring.copyRoomLow()) self.flushEarly(traced, s);
+            const frame = frames.next() orelse break;
             s.worker(.rx_frames).* += 1;
             s.worker(.rx_bytes).* += frame.wire_len;
             if (frame.data.len < frame.wire_len) s.worker(.rx_truncated).* += 1;
@@ -617,7 +633,7 @@ fn testRingSocket() !i32 {
     if (linux.errno(rc) == .PERM or linux.errno(rc) == .ACCES) return error.SkipZigTest;
     const fd: i32 = @intCast(try sys.call("socket", rc));
     errdefer sys.close(fd);
-    _ = try ring_mod.setup(fd, 1, 65535, 1 << 20, 1, 0);
+    _ = try ring_mod.setup(fd, 1, 1500, 1 << 20, 0);
     return fd;
 }
 
@@ -690,7 +706,7 @@ test "one thread serves two rings: each ring's table, relays and counters stay i
     var buf: [512]u8 = undefined;
     for (&dps, 0..) |*dp, i| {
         const fd = try testRingSocket();
-        const geo = ring_mod.geometry(65535, 1 << 20);
+        const geo = ring_mod.geometry(1500, 1 << 20);
         dp.* = Dataplane.create(&.{ .packet_fd = fd, .wake_fd = pipe_fds[0], .ifindex = 1, .stats_fd = -1, .geometry = geo }) catch |err| {
             sys.close(fd);
             return err;
@@ -730,7 +746,7 @@ test "runMany refuses no rings, too many, and rings with different wake descript
     var none: [0]*Dataplane = .{};
     try std.testing.expectError(error.INVAL, runMany(&none, 1));
     const fds = [_]i32{ try testRingSocket(), try testRingSocket() };
-    const geo = ring_mod.geometry(65535, 1 << 20);
+    const geo = ring_mod.geometry(1500, 1 << 20);
     const a = try Dataplane.create(&.{ .packet_fd = fds[0], .wake_fd = -1, .ifindex = 1, .stats_fd = -1, .geometry = geo });
     defer a.destroy();
     const b = try Dataplane.create(&.{ .packet_fd = fds[1], .wake_fd = 0, .ifindex = 1, .stats_fd = -1, .geometry = geo });
