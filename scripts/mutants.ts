@@ -663,6 +663,14 @@ export const MUTANTS: Mutant[] = [
     tests: [{ file: "tests/integration/sink-gro.test.ts", filter: "the --gro sink receives them as GRO buffers" }],
   },
   {
+    name: "ring-super-frame-cut",
+    breaks: "a frame larger than a ring slot (a UDP GSO super-frame from another relay) is relayed from its cut slot instead of whole from the socket's queue (TP_STATUS_COPY ignored)",
+    file: "zig/ring.zig",
+    search: "const whole = if (hdr.status & TP_STATUS_COPY != 0) ring.wholeFrame(hdr.len) else null;",
+    replace: "const whole: ?[]const u8 = null;",
+    tests: [{ file: "tests/integration/fidelity.test.ts", filter: "a super-frame larger than a ring slot arrives whole" }],
+  },
+  {
     name: "bench-sinks-without-gro",
     breaks: "the benchmark's sinks run without --gro, so the receivers' segmentation of GSO batches is charged to the relay again",
     file: "scripts/bench/sink-mode.ts",
