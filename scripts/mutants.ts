@@ -130,8 +130,8 @@ export const MUTANTS: Mutant[] = [
     name: "restart-skips-backlog",
     breaks: "a replacement worker throws away the ring's backlog instead of relaying it",
     file: "zig/ring.zig",
-    search: "ring.block_next = ring.resumeIndex();",
-    replace: "ring.block_next = ring.resumeIndex();\n        while (ring.peekBlock(0)) |b| ring.release(b);",
+    search: "        ring.resumeSlot();\n",
+    replace: "        ring.resumeSlot();\n        while (ring.peekRun()) |r| ring.release(r);\n",
     tests: [{ file: "tests/integration/workers.test.ts", filter: "SIGKILLed under 10,000 pps" }],
   },
   {

@@ -11,12 +11,14 @@ pub const outputs_per_rule_max: u32 = 256;
 /// Hash table slots for (address, port) lookup; power of two, load factor <= 0.5.
 pub const table_slots: u32 = 2 * rules_max;
 
-/// Ring blocks the dataplane loop processes before it looks at the clock and the wake fd again.
+/// Runs of ring slots (a block's worth each) the dataplane loop processes before it looks at
+/// the clock and the wake fd again.
 pub const blocks_per_turn_max: u32 = 64;
-/// Ring blocks whose frames are queued before one egress flush (bigger send batches; the
-/// payloads stay in their blocks until the flush).
+/// Runs of ring slots whose frames are queued before one egress flush (bigger send batches;
+/// the payloads stay in their slots until the flush).
 pub const blocks_per_flush_max: u32 = 8;
-/// At most one wake-up per this long while traffic flows (wake-up coalescing, decision 007).
+/// At most one wake-up per this long while traffic flows (wake-up coalescing, decisions 007
+/// and 023): what a frame waits at most under load.
 pub const coalesce_window_ns: u64 = 250 * std.time.ns_per_us;
 /// Rings (input interfaces) one worker's dataplane thread serves in one run (loop.runMany):
 /// one pollfd each, plus the wake descriptor. Also the packet sockets a worker holds, set up

@@ -26,8 +26,6 @@ const frame_header_bytes: u32 = 48 + 32 + reserve_bytes;
 /// the header (32 bytes), the sockaddr_ll (20 bytes from 32), and from the virtio_net_hdr on;
 /// with the reserve, that starts at 80 or later for link headers up to 48 bytes.
 const stamp_offset: u32 = 56;
-/// Block descriptor at the start of every block (struct tpacket_block_desc), aligned.
-const block_header_bytes: u32 = 48;
 /// Room for two in-band VLAN tags on top of the Ethernet header.
 const l2_header_bytes_max: u32 = 14 + 8;
 /// A UDP GSO super-frame as mcrelay's own egress sends it (the largest buffer plus UDP, IPv4
@@ -99,7 +97,7 @@ pub fn geometry(mtu: u32, ring_bytes: u32) abi.RingGeometry {
     std.debug.assert(mtu > 0 and mtu <= constants.mtu_max);
     const frame_max = frame_header_bytes + vnet_hdr_bytes + l2_header_bytes_max + mtu;
     const frame_bytes = std.math.ceilPowerOfTwoAssert(u32, @max(frame_max, 2048));
-    const block_bytes = @max(constants.ring_block_bytes_min, std.math.ceilPowerOfTwoAssert(u32, frame_bytes + block_header_bytes));
+    const block_bytes = @max(constants.ring_block_bytes_min, frame_bytes);
     const block_count = std.math.clamp(ring_bytes / block_bytes, 4, constants.ring_blocks_max);
     std.debug.assert(block_bytes % page_bytes == 0);
     return .{
@@ -366,13 +364,19 @@ pub const Ring = struct {
     }
 
     /// The whole frame of a cut slot, from the receive queue. It must be this slot's: the queue
-    /// holds them in slot order, but a worker that ended between its read and the slot's
-    /// release leaves the queue one ahead (until it next runs dry); a frame of another length
-    /// is not this slot's. Null when there is none (the queue was at its limit when the frame
-    /// arrived) or it is not this slot's: the slot stays cut (rx_truncated).
+    /// holds them in slot order, but a worker that ended between reading whole frames and
+    /// releasing their slots leaves fewer in the queue than there are cut slots (the next slots
+    /// take later frames, the last ones find none); a frame of another length is not this
+    /// slot's. Null when there is none (the queue was at its limit when the frame arrived) or
+    /// it is not this slot's: the slot stays cut (rx_truncated). One frame is taken from the
+    /// queue in any case, so the queue never runs ahead of the slots.
     fn wholeFrame(self: *Ring, wire_len: u32) ?[]const u8 {
-        // The loop keeps room for one more (copyRoomLow); the check keeps memory safe anyway.
-        if (self.copyRoomLow()) return null;
+        // The loop keeps room for one more (copyRoomLow); without room the frame is dropped.
+        if (self.copyRoomLow()) {
+            var byte: [1]u8 = undefined;
+            _ = linux.recvfrom(self.fd, &byte, byte.len, linux.MSG.DONTWAIT | linux.MSG.TRUNC, null, null);
+            return null;
+        }
         const room = self.copy[self.copy_used..][0..copy_bytes_max];
         const rc = linux.recvfrom(self.fd, room, room.len, linux.MSG.DONTWAIT, null, null);
         if (linux.errno(rc) != .SUCCESS or rc < vnet_hdr_bytes) return null;
@@ -465,7 +469,9 @@ pub const Run = struct {
 test "geometry: frames fit a block for every MTU, jumbo included" {
     for ([_]u32{ 68, 576, 1500, 1504, 4000, 9000, 9216, 16000, 65535 }) |mtu| {
         const g = geometry(mtu, constants.ring_bytes_default);
-        try std.testing.expect(g.block_bytes >= frame_header_bytes + l2_header_bytes_max + mtu + block_header_bytes);
+        try std.testing.expect(g.frame_bytes >= frame_header_bytes + vnet_hdr_bytes + l2_header_bytes_max + mtu);
+        try std.testing.expectEqual(@as(u32, 0), g.block_bytes % g.frame_bytes);
+        try std.testing.expectEqual(g.frame_count * g.frame_bytes, g.block_count * g.block_bytes);
         try std.testing.expect(g.frame_bytes <= g.block_bytes);
         try std.testing.expect(g.block_count >= 4 and g.block_count <= constants.ring_blocks_max);
         try std.testing.expectEqual(@as(u32, 0), g.block_bytes % page_bytes);

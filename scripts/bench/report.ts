@@ -465,7 +465,7 @@ function diagnose(d: Data, t: TrialRecord): string[] {
       hints.push(
         `Against the calibration at the same rate, mcrelay adds ${us(t.latency_us.p50 - cal.latency_us.p50)} µs at p50 and ${us(t.latency_us.p99 - cal.latency_us.p99)} µs at p99.` +
           (t.target_pps <= 10_000
-            ? " At low rates that is consistent with packets waiting in the TPACKET_V3 ring until a partly filled block is retired by its timeout; a shorter retire timeout, or reading the current block without waiting for it to be retired, would close it."
+            ? " At low rates a frame is handed to the worker as soon as it is in the ring (TPACKET_V2); what it waits is the wake-up, then at most the loop's 250 µs coalescing window while frames keep coming."
             : ""),
       );
     }

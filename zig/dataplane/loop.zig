@@ -280,10 +280,10 @@ pub const Dataplane = struct {
         self.ring.copyReset();
     }
 
-    /// Under load the kernel would wake us for every retired block: sleep out the rest of a
-    /// short window instead, so one wake-up (a context switch) serves many blocks and sends go
-    /// out in bigger batches. A quiet stream (blocks further apart than the window) is not
-    /// delayed. True when it slept.
+    /// Under load the kernel would wake us for every frame: sleep out the rest of a short
+    /// window instead, so one wake-up (a context switch) serves many frames and sends go out in
+    /// bigger batches. A quiet stream (frames further apart than the window) is not delayed:
+    /// its frame wakes the poll and is relayed at once. True when it slept.
     fn coalesce(self: *Dataplane, s: stats_mod.Stats, now_ns: u64) bool {
         if (now_ns -% self.last_wake_ns >= coalesce_window_ns) return false;
         var ts = linux.timespec{ .sec = 0, .nsec = @intCast(coalesce_window_ns - (now_ns -% self.last_wake_ns)) };
