@@ -667,7 +667,7 @@ export const MUTANTS: Mutant[] = [
     breaks: "a frame larger than a ring slot (a UDP GSO super-frame from another relay) is relayed from its cut slot instead of whole from the socket's queue (TP_STATUS_COPY ignored)",
     file: "zig/ring.zig",
     search: "const whole = if (hdr.status & TP_STATUS_COPY != 0) ring.wholeFrame(hdr.len) else null;",
-    replace: "const whole: ?[]const u8 = null;",
+    replace: "const whole = if (hdr.status & TP_STATUS_COPY > TP_STATUS_COPY) ring.wholeFrame(hdr.len) else null;",
     tests: [{ file: "tests/integration/fidelity.test.ts", filter: "a super-frame larger than a ring slot arrives whole" }],
   },
   {
