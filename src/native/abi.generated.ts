@@ -345,6 +345,8 @@ export const LIMITS = {
   blocksPerTurnMax: 64,
   blocksPerFlushMax: 8,
   coalesceWindowNs: 250000,
+  coalesceWindowPerOutputNs: 20000,
+  coalesceWindowMaxNs: 1000000,
   ringsPerWorkerMax: 32,
   egressBatchMax: 48,
   egressMmsgMax: 1024,
@@ -624,6 +626,8 @@ constants.table_slots = 2048
 constants.blocks_per_turn_max = 64
 constants.blocks_per_flush_max = 8
 constants.coalesce_window_ns = 250000
+constants.coalesce_window_per_output_ns = 20000
+constants.coalesce_window_max_ns = 1000000
 constants.rings_per_worker_max = 32
 constants.egress_batch_max = 48
 constants.egress_mmsg_max = 1024
