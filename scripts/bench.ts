@@ -8,6 +8,9 @@
  *                                                     runs of one binary merged, e.g. a scenario the
  *                                                     first run's time budget skipped)
  *   bun scripts/bench.ts --plan [--quick]             print the plan and its time estimate
+ *   bun run bench --scenario S2 --variant S2-1:50     only the plan's items of these variants (a
+ *                                                     variant a run's time budget skipped, merged
+ *                                                     with --report afterwards)
  *
  * Options: --pin gen=0,relay=1,sink=1 (CPUs), --rps off|relay (where the relay input's receive
  * softirq runs), --gen-mode raw|udp (how the generator sends: raw Ethernet frames on a packet
@@ -47,13 +50,15 @@ const log = logger("bench");
 const root = resolve(import.meta.dir, "..");
 const SCENARIOS = ["S1", "S2", "S3", "S4", "S5"];
 
-const usage = `usage: bun scripts/bench.ts [--quick] [--scenario S1,S2,S3,S4,S5] [--pin gen=0,relay=1,sink=1] [--rps off|relay]
+const usage = `usage: bun scripts/bench.ts [--quick] [--scenario S1,S2,S3,S4,S5] [--variant V,...] [--pin gen=0,relay=1,sink=1] [--rps off|relay]
                            [--gen-mode raw|udp] [--allow-foreign] [--contenders mcrelay,kernel,socat,calibration] [--out FILE] [--plan]
        bun scripts/bench.ts --report FILE [--docs DIR]`;
 
 interface Options {
   mode: Mode;
   scenarios: Set<string>;
+  /** Only the plan items of these variants (e.g. S2-1:50); null: every item of the scenarios. */
+  variants: Set<string> | null;
   placement: Placement;
   genMode: GenMode;
   allowForeign: boolean;
@@ -85,6 +90,7 @@ function parseOptions(argv: string[]): Options {
       smoke: { type: "boolean" },
       "smoke-search": { type: "boolean" },
       scenario: { type: "string", multiple: true },
+      variant: { type: "string", multiple: true },
       pin: { type: "string" },
       rps: { type: "string" },
       "gen-mode": { type: "string" },
@@ -119,9 +125,11 @@ function parseOptions(argv: string[]): Options {
     only = new Set(values.contenders.split(",").map((c) => c.trim()) as ContenderId[]);
     for (const c of only) if (!CONTENDER_IDS.includes(c)) throw new Error(`--contenders: '${c}' is not one of ${CONTENDER_IDS.join(", ")}`);
   }
+  const variantList = (values.variant ?? []).flatMap((v) => v.split(",")).map((v) => v.trim()).filter(Boolean);
   return {
     mode,
     scenarios,
+    variants: variantList.length > 0 ? new Set(variantList) : null,
     placement: { ...parsePin(values.pin ?? "gen=0,relay=1,sink=1", cpus), rps },
     genMode,
     allowForeign: values["allow-foreign"] ?? false,
@@ -161,7 +169,16 @@ async function main(): Promise<number> {
     return 0;
   }
   const params = MODES[opts.mode];
-  const plan = buildPlan(params, opts.scenarios);
+  const planned = buildPlan(params, opts.scenarios);
+  const plan = opts.variants === null ? planned : planned.filter((i) => opts.variants!.has(i.variant));
+  if (opts.variants !== null) {
+    const known = new Set(planned.map((i) => i.variant));
+    const unknown = [...opts.variants].filter((v) => !known.has(v));
+    if (unknown.length > 0) {
+      log.error(`--variant: ${unknown.map((v) => `'${v}'`).join(", ")} is not in the plan of scenarios ${[...opts.scenarios].join(", ")} (variants: ${[...known].join(", ")})`);
+      return 2;
+    }
+  }
   const estimate = planEstimateS(plan);
   if (opts.planOnly) {
     for (const i of plan) process.stdout.write(`${String(Math.round(i.estimateS)).padStart(5)} s  ${i.title} [${i.contenders.join(", ")}]\n`);
@@ -221,7 +238,7 @@ async function main(): Promise<number> {
     ts: new Date().toISOString(),
     mode: opts.mode,
     argv: process.argv.slice(2),
-    options: { scenarios: [...opts.scenarios], placement: opts.placement, genMode: opts.genMode, allowForeign: opts.allowForeign, contenders: opts.only ? [...opts.only] : "all", params },
+    options: { scenarios: [...opts.scenarios], variants: opts.variants ? [...opts.variants] : "all", placement: opts.placement, genMode: opts.genMode, allowForeign: opts.allowForeign, contenders: opts.only ? [...opts.only] : "all", params },
     plan: plan.map((i) => ({ scenario: i.scenario, variant: i.variant, what: i.title, estimate_s: Math.round(i.estimateS) })),
     estimate_s: Math.round(estimate),
     env,

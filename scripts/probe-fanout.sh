@@ -85,6 +85,8 @@ for round in $(seq 1 "$ROUNDS"); do
     calls=$(jq '[.workers[].counters.tx_send_calls // empty] | add // "n/a"' /tmp/$P-fwd.json)
     gso=$(jq '[.workers[].counters.tx_gso_sends] | add' /tmp/$P-fwd.json)
     ringdrops=$(jq '[.workers[].counters.kernel_drops] | add' /tmp/$P-fwd.json)
+    restarts=$(jq '[.workers[].restarts // 0] | add' /tmp/$P-fwd.json)
+    [ "$restarts" != "0" ] && echo "worker restarts: $restarts; $(jq -c '[.workers[].last_error]' /tmp/$P-fwd.json)"
     awk -v b="$(basename "$b")" -v r="$round" -v s="$sent" -v c="$copies" -v n="$cpu" -v f="$FANOUT" -v calls="$calls" -v gso="$gso" -v tx="$tx" -v txerr="$txerr" -v rd="$ringdrops" -v load="$(cut -d' ' -f1 /proc/loadavg)" 'BEGIN {
       printf "round %d %-8s input %d  ring drops %d  relay sent %d copies (%d errors)  sinks read/dropped %d  cpu %.3f s  %.2f us/input pkt  %.3f us/copy  send calls %s  gso sends %s  load %s\n",
         r, b, s, rd, tx, txerr, c, n / 1e9, n / 1e3 / s, n / 1e3 / tx, calls, gso, load }'

@@ -13,10 +13,10 @@ pub const table_slots: u32 = 2 * rules_max;
 
 /// Runs of ring slots (a block's worth each) the dataplane loop processes before it looks at
 /// the clock and the wake fd again.
-pub const blocks_per_turn_max: u32 = 64;
+pub const runs_per_turn_max: u32 = 64;
 /// Runs of ring slots whose frames are queued before one egress flush (bigger send batches;
 /// the payloads stay in their slots until the flush).
-pub const blocks_per_flush_max: u32 = 8;
+pub const runs_per_flush_max: u32 = 8;
 /// At most one wake-up per window while traffic flows (wake-up coalescing, decisions 007, 023
 /// and 024): what a frame waits at most under load. The window grows with the outputs of the
 /// active table, because every flush costs a send message per touched output however few
@@ -153,7 +153,7 @@ comptime {
     std.debug.assert(outputs_per_rule_max <= outputs_max);
     std.debug.assert(std.math.isPowerOfTwo(sink_seq_window));
     std.debug.assert(outputs_per_rule_max <= std.math.maxInt(u16));
-    std.debug.assert(blocks_per_flush_max <= blocks_per_turn_max);
+    std.debug.assert(runs_per_flush_max <= runs_per_turn_max);
     std.debug.assert(egress_gso_bytes_max <= 65535 - 20 - 8);
     std.debug.assert(filter_accept_bytes > mtu_max + 14 + 8);
 }

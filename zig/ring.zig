@@ -28,10 +28,6 @@ const frame_header_bytes: u32 = 48 + 32 + reserve_bytes;
 const stamp_offset: u32 = 56;
 /// Room for two in-band VLAN tags on top of the Ethernet header.
 const l2_header_bytes_max: u32 = 14 + 8;
-/// A UDP GSO super-frame as mcrelay's own egress sends it (the largest buffer plus UDP, IPv4
-/// and link headers): the receive queue's copy must hold it whole, or a chain of relays loses
-/// it (so does any super-frame up to a 64 KiB IP packet).
-const egress_super_frame_bytes: u32 = frame_header_bytes + vnet_hdr_bytes + l2_header_bytes_max + 20 + 8 + constants.egress_gso_bytes_max;
 
 const TP_STATUS_KERNEL: u32 = 0;
 const TP_STATUS_USER: u32 = 1;
@@ -479,7 +475,10 @@ test "geometry: frames fit a block for every MTU, jumbo included" {
     }
     const g = geometry(1500, constants.ring_bytes_default);
     try std.testing.expectEqual(@as(u32, 1 << 16), g.block_bytes);
-    try std.testing.expect(copy_bytes_max >= egress_super_frame_bytes - frame_header_bytes);
+    // The copy area holds a UDP GSO super-frame as mcrelay's own egress sends it (the largest
+    // buffer plus UDP, IPv4 and link headers), or a chain of relays would lose it.
+    const egress_super_frame_bytes: u32 = vnet_hdr_bytes + l2_header_bytes_max + 20 + 8 + constants.egress_gso_bytes_max;
+    try std.testing.expect(copy_bytes_max >= egress_super_frame_bytes);
     try std.testing.expectEqual(@as(u32, 2048), g.frame_bytes);
     try std.testing.expectEqual(@as(u32, 4096), g.frame_count);
     try std.testing.expectEqual(@as(u32, 128), g.block_count);

@@ -31,6 +31,8 @@ interface Data {
   trials: TrialRecord[];
   /** Trials that lost packets with significant steal and were run again (shown in the appendix and beside their repeat). */
   repeated: TrialRecord[];
+  /** Fixed-rate trials a later merged run measured again (same variant, contender, purpose, rate). */
+  superseded: TrialRecord[];
   searches: SearchRecord[];
   overloads: OverloadRecord[];
   skips: SkipRecord[];
@@ -38,7 +40,7 @@ interface Data {
 }
 
 function split(records: BenchRecord[]): Data {
-  const d: Data = { run: null, end: null, more: [], trials: [], repeated: [], searches: [], overloads: [], skips: [], profiles: [] };
+  const d: Data = { run: null, end: null, more: [], trials: [], repeated: [], superseded: [], searches: [], overloads: [], skips: [], profiles: [] };
   for (const r of records) {
     switch (r.type) {
       case "run":
@@ -74,6 +76,18 @@ function split(records: BenchRecord[]): Data {
   // "not run": its results are in the report.
   const measured = new Set([...d.searches, ...d.trials, ...d.overloads].map((x) => `${x.variant}|${x.contender}`));
   d.skips = d.skips.filter((x) => !(x.kind === "time-budget" && measured.has(`${x.variant}|${x.contender}`)));
+  // A fixed-rate trial measured again by a later merged run (same variant, contender, purpose,
+  // rate and repeat) is superseded: the later run's figure counts, the earlier one stays in the
+  // list of every trial, labelled.
+  const fixedKey = (t: TrialRecord) => `${t.variant}|${t.contender}|${t.purpose}|${t.target_pps}|${t.repeat}`;
+  const latestRun = new Map<string, string>();
+  for (const t of d.trials) {
+    if (t.phase !== "fixed") continue;
+    const seen = latestRun.get(fixedKey(t));
+    if (seen === undefined || seen < t.run_id) latestRun.set(fixedKey(t), t.run_id);
+  }
+  d.superseded = d.trials.filter((t) => t.phase === "fixed" && latestRun.get(fixedKey(t)) !== t.run_id);
+  d.trials = d.trials.filter((t) => !(t.phase === "fixed" && latestRun.get(fixedKey(t)) !== t.run_id));
   return d;
 }
 
@@ -229,10 +243,11 @@ function earlierAttempts(d: Data, t: TrialRecord): TrialRecord[] {
  * The steal cell of a trial row: its own steal per CPU in ms, and for a repeat what the
  * attempts before it lost: "0 / 10 (attempt 2; attempt 1 lost 11782 with 1200 / 40 ms steal)".
  */
-export function stealCell(t: Pick<TrialRecord, "steal" | "attempt">, earlier: Pick<TrialRecord, "lost" | "steal" | "attempt">[]): string {
+export function stealCell(t: Pick<TrialRecord, "steal" | "attempt">, earlier: (Pick<TrialRecord, "lost" | "steal" | "attempt"> & { purpose?: string; latency_us?: { p99: number } })[]): string {
   const own = stealMsText(t.steal);
   if (!t.attempt || t.attempt <= 1) return own;
-  const before = earlier.map((x, i) => `attempt ${x.attempt ?? i + 1} lost ${x.lost} with ${stealMsText(x.steal)} ms steal`).join("; ");
+  const p99 = (x: (typeof earlier)[number]) => (x.purpose === "latency" && x.latency_us ? `, p99 ${Math.round(x.latency_us.p99)} µs,` : "");
+  const before = earlier.map((x, i) => `attempt ${x.attempt ?? i + 1}${p99(x)} lost ${x.lost} with ${stealMsText(x.steal)} ms steal`).join("; ");
   return `${own} (figure from attempt ${t.attempt}${before ? `; ${before}` : ""})`;
 }
 
@@ -560,7 +575,7 @@ function envSection(d: Data): string {
       `A trial that lost packets while some CPU had steal of at least ${(STEAL_SUSPECT_RATIO * 100).toFixed(0)} % of the trial's wall time (and at least ${STEAL_SUSPECT_MIN_MS} ms, two ticks), and lost no more copies than were offered during that CPU's stolen time, is suspect rather than failed: ` +
       "mcrelay's 8 MiB receive ring holds about 15 ms of 1316 B packets at 380k pps, so a stall of the relay's CPU longer than that loses packets whatever the relay does, and 1 % of a 30 s trial is 300 ms, twenty times that; " +
       "a trial far above the relay's capacity loses more than the stolen time explains and is not repeated. " +
-      `Such a trial is run again at the same rate, at most ${STEAL_REPEATS_MAX} times (search trials and fixed-rate trials alike); a trial without loss is never repeated. ` +
+      `Such a trial is run again at the same rate, at most ${STEAL_REPEATS_MAX} times (search trials and fixed-rate trials alike); a trial without loss is not repeated, except a latency trial (S5): one with such steal is repeated whether or not it lost packets, since a stalled vCPU holds every frame in flight for the whole stall and those frames are the tail its p99 measures. ` +
       "Every attempt is in the results and in the list of every trial below; a search's notes say which rates were repeated, a fixed-rate row says when its figure is from a repeat and what the attempts before it lost. " +
       "If every attempt loses, the loss stands, with its steal shown.",
   );
@@ -770,13 +785,14 @@ function sinkModeOfTrial(t: TrialRecord): SinkMode {
 }
 
 function trialsAppendix(d: Data): string {
-  const all = [...d.trials, ...d.repeated].sort((a, b) => (a.ts < b.ts ? -1 : a.ts > b.ts ? 1 : 0));
+  const all = [...d.trials, ...d.repeated, ...d.superseded].sort((a, b) => (a.ts < b.ts ? -1 : a.ts > b.ts ? 1 : 0));
+  const superseded = new Set(d.superseded);
   const rows = all.map((t) => [
     t.variant,
     label(t.contender),
     t.repeat + 1,
     t.phase,
-    t.attempt ? `${t.attempt}${t.repeated ? " (repeated: steal)" : ""}` : "1",
+    `${t.attempt ?? 1}${t.repeated ? " (repeated: steal)" : ""}${superseded.has(t) ? " (superseded by a later run)" : ""}`,
     targetText(t),
     pps(t.offered_pps),
     pps(t.delivered_pps),
@@ -811,11 +827,12 @@ export function renderReport(records: BenchRecord[], opts: { svgFile: string; re
   );
   for (const m of d.more) {
     const scen = (m.run.options as { scenarios?: string[] } | undefined)?.scenarios;
+    const variants = (m.run.options as { variants?: string[] | "all" } | undefined)?.variants;
     const sha = (x: RunRecord) => String((x.env as { mcrelay_sha256?: string }).mcrelay_sha256 ?? "?").slice(0, 16);
     const same = d.run && sha(d.run) === sha(m.run) ? "the same dist/mcrelay" : `dist/mcrelay sha256 ${sha(m.run)}…, not the first run's`;
     out.push(
       "",
-      `Merged with run ${m.run.run_id} (${m.run.mode}${scen ? `, scenarios ${scen.join(", ")}` : ""}${m.end ? `, ${Math.round(m.end.elapsed_s / 60)} min, ${m.end.outcome}` : ", unfinished"}; ${same}), run after the first because the first run's time budget skipped it.`,
+      `Merged with run ${m.run.run_id} (${m.run.mode}${scen ? `, scenarios ${scen.join(", ")}` : ""}${Array.isArray(variants) ? `, variants ${variants.join(", ")}` : ""}${m.end ? `, ${Math.round(m.end.elapsed_s / 60)} min, ${m.end.outcome}` : ", unfinished"}; ${same}), run separately; a fixed-rate trial both runs measured counts from the later run, the earlier one is listed as superseded.`,
     );
   }
   if (mode === "smoke") out.push("", "**Smoke run: 2 s trials at one rate on a shared machine. These numbers show that the pipeline works; they are not results.**");

@@ -99,8 +99,9 @@ async function trialWithRetry(state: RunState, ctx: TrialContext, c: ContenderId
 
 /**
  * A trial whose loss counts (search and fixed-rate trials): one that lost packets while the
- * hypervisor stole significant CPU time is run again at the same rate, at most
- * STEAL_REPEATS_MAX times (steal.ts); every attempt is recorded, the repeated ones marked, and
+ * hypervisor stole significant CPU time, or a latency trial with such steal, is run again at
+ * the same rate, at most STEAL_REPEATS_MAX times (steal.ts); every attempt is recorded, the
+ * repeated ones marked, and
  * `note` receives what happened. The last attempt is returned: if it lost too, its loss stands.
  */
 async function trialStealChecked(state: RunState, ctx: TrialContext, c: ContenderId, spec: TrialSpec, note: (text: string) => void): Promise<TrialOutput> {
@@ -111,7 +112,7 @@ async function trialStealChecked(state: RunState, ctx: TrialContext, c: Contende
     });
     const r = out.record;
     if (r.repeated) {
-      const text = stealRepeatNote(r.offered_pps, r.lost, r.steal);
+      const text = stealRepeatNote(r.offered_pps, r.lost, r.steal, r.purpose === "latency" ? r.latency_us.p99 : undefined);
       log.warn(`${spec.variant} ${c}: ${text} (attempt ${attempt})`);
       note(text);
       continue;

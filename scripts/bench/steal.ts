@@ -14,6 +14,11 @@
  * 1 s coarse trial (1 %) from counting as steal. And the loss must be one the steal can
  * explain: no more output copies than were offered during the worst CPU's stolen time (a
  * trial far above the relay's capacity loses more than that, steal or not, and is not re-run).
+ *
+ * A latency trial (S5) with significant steal is repeated whether or not it lost anything: a
+ * stolen vCPU holds every frame in flight for the whole stall, and those frames are the tail its
+ * p99 measures (1 % of a 30 s trial at 1k pps is 300 frames, the whole 1 % tail, each late by up
+ * to the stall). The same bound of attempts; the last attempt's figure stands, with its steal.
  */
 
 export const STEAL_SUSPECT_RATIO = 0.01;
@@ -61,6 +66,8 @@ export function stealExplains(steal: StealRecord | undefined | null, offeredPps:
 }
 
 export interface StealTrial {
+  /** "latency" for the one-way latency trials (S5); their steal alone makes them suspect. */
+  purpose?: string;
   /** Output copies lost. */
   lost: number;
   offered_pps: number;
@@ -69,12 +76,14 @@ export interface StealTrial {
 }
 
 /**
- * Whether the trial (attempt `attempt`, 1 for the first at this rate) is run again: it lost
- * packets, no more than its steal can explain, had significant steal, and fewer than
- * STEAL_REPEATS_MAX repeats were done.
+ * Whether the trial (attempt `attempt`, 1 for the first at this rate) is run again: it had
+ * significant steal, fewer than STEAL_REPEATS_MAX repeats were done, and it is a latency trial
+ * or lost packets, no more than its steal can explain.
  */
 export function repeatForSteal(t: StealTrial, attempt: number): boolean {
-  return t.lost > 0 && significantSteal(t.steal) && t.lost <= stealExplains(t.steal, t.offered_pps, t.shape.fanout) && attempt <= STEAL_REPEATS_MAX;
+  if (attempt > STEAL_REPEATS_MAX || !significantSteal(t.steal)) return false;
+  if (t.purpose === "latency") return true;
+  return t.lost > 0 && t.lost <= stealExplains(t.steal, t.offered_pps, t.shape.fanout);
 }
 
 /** "1200 / 40" (ms per CPU), "—" when not recorded. */
@@ -90,10 +99,15 @@ export function stealText(s: StealRecord | undefined | null): string {
   return `${stealMsText(s)} ms (${pcts} %)`;
 }
 
-/** The note of a repeated trial: "trial at N pps lost X with Y ms steal: repeated". */
-export function stealRepeatNote(offeredPps: number, lost: number, s: StealRecord | undefined | null): string {
+/**
+ * The note of a repeated trial: "trial at N pps lost X with Y ms steal: repeated", or for a
+ * latency trial (given its p99) "latency trial at N pps, p99 P µs, with Y ms steal: repeated".
+ */
+export function stealRepeatNote(offeredPps: number, lost: number, s: StealRecord | undefined | null, latencyP99Us?: number): string {
   const w = worstSteal(s);
-  return `trial at ${Math.round(offeredPps)} pps lost ${lost} with ${w ? `${Math.round(w.ms)} ms steal (CPU ${w.cpu}, ${(w.ratio * 100).toFixed(2)} %)` : "no recorded steal"}: repeated`;
+  const steal = w ? `${Math.round(w.ms)} ms steal (CPU ${w.cpu}, ${(w.ratio * 100).toFixed(2)} %)` : "no recorded steal";
+  if (latencyP99Us !== undefined) return `latency trial at ${Math.round(offeredPps)} pps, p99 ${Math.round(latencyP99Us)} µs, lost ${lost} with ${steal}: repeated`;
+  return `trial at ${Math.round(offeredPps)} pps lost ${lost} with ${steal}: repeated`;
 }
 
 /** The note of the attempt that ended a rate's repeats (attempt > 1): what it lost, and that it stands. */

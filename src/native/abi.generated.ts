@@ -342,8 +342,8 @@ export const LIMITS = {
   outputsMax: 2048,
   outputsPerRuleMax: 256,
   tableSlots: 2048,
-  blocksPerTurnMax: 64,
-  blocksPerFlushMax: 8,
+  runsPerTurnMax: 64,
+  runsPerFlushMax: 8,
   coalesceWindowNs: 250000,
   coalesceWindowPerOutputNs: 20000,
   coalesceWindowMaxNs: 1000000,
@@ -623,8 +623,8 @@ constants.rules_max = 1024
 constants.outputs_max = 2048
 constants.outputs_per_rule_max = 256
 constants.table_slots = 2048
-constants.blocks_per_turn_max = 64
-constants.blocks_per_flush_max = 8
+constants.runs_per_turn_max = 64
+constants.runs_per_flush_max = 8
 constants.coalesce_window_ns = 250000
 constants.coalesce_window_per_output_ns = 20000
 constants.coalesce_window_max_ns = 1000000

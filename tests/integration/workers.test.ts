@@ -485,7 +485,7 @@ describe_netns("workers (kernel, under bun)", () => {
         // nothing is lost (measured: 0 of 60,000, every run). It resumes after the last slot the
         // killed worker released, so what that worker had already sent of the group it was
         // working on is sent again: duplicates are bounded by one group of runs of slots
-        // (blocks_per_flush_max runs of a block's worth of slots each).
+        // (runs_per_flush_max runs of a block's worth of slots each).
         const block_packets_max = 8 * (replaced.ring!.block_bytes / replaced.ring!.frame_bytes);
         expect(report.totals).toMatchObject({ received: count, lost: 0, pattern_errors: 0, datagrams: count + report.totals.duplicates });
         expect(report.totals.duplicates).toBeLessThanOrEqual(block_packets_max);

@@ -62,12 +62,24 @@ describe("repeat decision", () => {
     expect(repeatForSteal(at380k(114_018, [3300, 0]), 3)).toBe(false);
   });
 
+  test("a latency trial (S5) with significant steal is repeated without loss; without steal it is not; at most twice", () => {
+    // At 1k pps, as in the run that motivated it: 1780 ms of 30 s stolen, p99 2.2 ms, nothing lost.
+    const at1k = (per_cpu_ms: number[]) => ({ purpose: "latency", lost: 0, offered_pps: 1_000, shape: { fanout: 1 }, steal: steal(per_cpu_ms, 30_000) });
+    expect(repeatForSteal(at1k([1780, 2130]), 1)).toBe(true);
+    expect(repeatForSteal(at1k([1780, 2130]), 2)).toBe(true);
+    expect(repeatForSteal(at1k([1780, 2130]), 3)).toBe(false);
+    expect(repeatForSteal(at1k([0, 290]), 1)).toBe(false);
+    // The same steal on a trial that measures throughput or CPU, without loss: not repeated.
+    expect(repeatForSteal({ ...at1k([1780, 2130]), purpose: "cpu" }, 1)).toBe(false);
+  });
+
   test("a trial recorded before steal was recorded is not repeated", () => {
     expect(repeatForSteal({ lost: 100, offered_pps: 380_000, shape: { fanout: 1 } }, 1)).toBe(false);
   });
 
   test("the notes name the rate, the loss and the steal, and whether the last attempt's loss stands", () => {
     expect(stealRepeatNote(380_123.4, 114_018, steal([3300, 20]))).toBe("trial at 380123 pps lost 114018 with 3300 ms steal (CPU 0, 9.43 %): repeated");
+    expect(stealRepeatNote(1_000, 0, steal([1780, 2130], 30_000), 2227.7)).toBe("latency trial at 1000 pps, p99 2228 µs, lost 0 with 2130 ms steal (CPU 1, 7.10 %): repeated");
     expect(stealFinalNote(380_000, 9_000, steal([20, 500]), 3)).toBe("trial at 380000 pps lost 9000 with 500 ms steal (CPU 1) on attempt 3: the loss stands");
     expect(stealFinalNote(380_000, 0, steal([0, 0]), 2)).toBe("trial at 380000 pps lost nothing on attempt 2 (steal 0 / 0 ms)");
   });
@@ -80,6 +92,9 @@ describe("report", () => {
     const first = { lost: 11_782, steal: steal([1200, 40]), attempt: 1 };
     expect(stealCell({ steal: steal([0, 10]), attempt: 2 }, [first])).toBe("0 / 10 (figure from attempt 2; attempt 1 lost 11782 with 1200 / 40 ms steal)");
     expect(stealCell({ steal: steal([0, 10]), attempt: 1 }, [])).toBe("0 / 10");
+    // A latency row also says what the attempt before it measured.
+    const stalled = { lost: 0, steal: steal([1780, 2130]), attempt: 1, purpose: "latency", latency_us: { p99: 2228 } };
+    expect(stealCell({ steal: steal([0, 20]), attempt: 2 }, [stalled])).toBe("0 / 20 (figure from attempt 2; attempt 1, p99 2228 µs, lost 0 with 1780 / 2130 ms steal)");
   });
 
   test("a lossy trial's drop explanation carries its steal; a clean one or one without steal does not", () => {
@@ -152,5 +167,24 @@ describe("calibration with the sink's receive on its own CPU, and the generator'
     expect(s1).toContain("| calibration, sink receive on CPU 1 (RPS) | 415 k |");
     expect(s1).toContain("**Generator's own ceiling** (`mcrelay gen --mode udp --rate 0`, sink's receive on its own CPU, no loss criterion): 463 k pps achieved over 10.0 s (the sink received 90.0 %).");
     expect(genCeilingText({ offered_pps: 458_000, received: 0, expected: 0, duration_s: 5 })).toBe("458 k pps achieved over 5.0 s");
+  });
+});
+
+describe("merged runs", () => {
+  test("a fixed-rate trial a later run measured again is superseded: the later figure counts, the earlier one is listed and labelled", () => {
+    // S5 at 1k pps: run r1 under steal (p99 2.2 ms), run r2 (merged, later) quiet (p99 0.3 ms).
+    const at1k = { variant: "S5-1316", scenario: "S5", purpose: "latency", target_pps: 1_000 };
+    const records: BenchRecord[] = [
+      trial({ ...at1k, run_id: "2026-12-02T073430Z", ts: "2026-12-02T07:50:00.000Z", latency_us: { p50: 150, p99: 2228, p999: 3000, max: 4000, mean: 200 }, steal: steal([1780, 2130]) }),
+      trial({ ...at1k, run_id: "2026-12-02T090000Z", ts: "2026-12-02T09:05:00.000Z", latency_us: { p50: 120, p99: 301, p999: 400, max: 500, mean: 130 }, steal: steal([0, 0]) }),
+    ];
+    const { markdown } = renderReport(records, { svgFile: "x.svg", resultsFile: "x.jsonl" });
+    const target = markdown.split("\n").find((l) => l.startsWith("| S5: p99"));
+    expect(target).toContain("301 µs");
+    expect(target).not.toContain("2228");
+    expect(target).toContain("PASS");
+    const appendix = markdown.slice(markdown.indexOf("<details>"));
+    expect(appendix).toContain("(superseded by a later run)");
+    expect(appendix).toContain("2228");
   });
 });

@@ -26,9 +26,9 @@ pub const shared_bytes: usize = trace_offset + trace_mod.region_bytes;
 
 pub const RunResult = enum(i32) { budget = 0, woken = 1 };
 
-const blocks_per_turn_max = constants.blocks_per_turn_max;
+const runs_per_turn_max = constants.runs_per_turn_max;
 const join_retry_ns = constants.join_retry_ns;
-const blocks_per_flush_max = constants.blocks_per_flush_max;
+const runs_per_flush_max = constants.runs_per_flush_max;
 
 /// The coalescing window for a table with `output_count` outputs (constants.zig: a flush costs
 /// a send message per output it touches, so more outputs wait longer for bigger batches).
@@ -70,8 +70,8 @@ pub const Dataplane = struct {
     /// burst, spent 1e9 / max_pps per datagram; and when it was last refilled.
     cap_credit_ns: [constants.rules_max]u64,
     cap_last_ns: [constants.rules_max]u64,
-    /// CLOCK_MONOTONIC read once per ring block: the loop guard's and the cap's clock.
-    block_ns: u64,
+    /// CLOCK_MONOTONIC read once per run of slots: the loop guard's and the cap's clock.
+    run_ns: u64,
     /// Packet tracing, in the shared region (none with private counters).
     /// Allocated apart so the hot struct keeps its layout; null with private counters.
     trace: ?*trace_mod.Trace,
@@ -96,7 +96,7 @@ pub const Dataplane = struct {
         std.debug.assert(self.loop_guard.entries[0].signature == 0 and self.loop_guard.entries[0].last_ns == 0);
         @memset(&self.cap_credit_ns, 0);
         @memset(&self.cap_last_ns, 0);
-        self.block_ns = 0;
+        self.run_ns = 0;
         self.wanted_count = 0;
         self.join_failures = 0;
         self.last_join_ns = 0;
@@ -224,46 +224,50 @@ pub const Dataplane = struct {
         if (self.join_failures > 0 and sys.monotonicNs() -% self.last_join_ns >= join_retry_ns) self.reconcileInputs();
         const deadline_ns = sys.monotonicNs() + @as(u64, budget_ms) * std.time.ns_per_ms;
         defer self.collectKernelStatistics();
-        // Bounded by the deadline: every turn either processes blocks, sleeps, or polls with
-        // a timeout that ends at the deadline.
+        // Bounded by the deadline: every turn either processes runs of slots, sleeps, or polls
+        // with a timeout that ends at the deadline.
         while (true) {
-            const blocks = self.drainTurn(s);
+            const runs = self.drainTurn(s);
             const now_ns = sys.monotonicNs();
             if (now_ns >= deadline_ns) return .budget;
-            if (blocks == blocks_per_turn_max) {
+            if (runs == runs_per_turn_max) {
                 if (self.wakePending()) return .woken;
                 continue;
             }
-            if (blocks > 0 and self.coalesce(s, now_ns)) continue;
+            if (runs > 0) switch (self.coalesce(s, now_ns)) {
+                .slept => continue,
+                .woken => return .woken,
+                .not_due => {},
+            };
             if (try self.waitForFrames(s, now_ns, deadline_ns)) |result| return result;
         }
     }
 
-    /// Up to blocks_per_turn_max ring blocks, in groups of up to blocks_per_flush_max; returns
-    /// how many. Stops early when the ring runs dry.
+    /// Up to runs_per_turn_max runs of slots (a block's worth each), in groups of up to
+    /// runs_per_flush_max; returns how many. Stops early when the ring runs dry.
     fn drainTurn(self: *Dataplane, s: stats_mod.Stats) u32 {
-        var blocks: u32 = 0;
-        while (blocks < blocks_per_turn_max) {
+        var runs: u32 = 0;
+        while (runs < runs_per_turn_max) {
             const count = self.drainGroup(s);
-            std.debug.assert(count <= blocks_per_flush_max);
-            blocks += count;
-            if (count < blocks_per_flush_max) break;
+            std.debug.assert(count <= runs_per_flush_max);
+            runs += count;
+            if (count < runs_per_flush_max) break;
         }
-        std.debug.assert(blocks <= blocks_per_turn_max);
-        return blocks;
+        std.debug.assert(runs <= runs_per_turn_max);
+        return runs;
     }
 
-    /// One group: the frames of up to blocks_per_flush_max runs of slots (a block's worth each)
+    /// One group: the frames of up to runs_per_flush_max runs of slots (a block's worth each)
     /// are queued (bigger send batches: one UDP GSO buffer carries up to ~48 datagrams), every
     /// touched output is flushed, then the slots go back to the kernel. Returns how many runs.
     fn drainGroup(self: *Dataplane, s: stats_mod.Stats) u32 {
         // Payloads stay in their slots until the flush.
-        var held: [blocks_per_flush_max]ring_mod.Run = undefined;
+        var held: [runs_per_flush_max]ring_mod.Run = undefined;
         var count: u32 = 0;
         // Tracing costs this one branch per group when off.
         const traced = if (self.trace) |t| t.armed() else false;
         if (traced) self.trace.?.begin();
-        while (count < blocks_per_flush_max) : (count += 1) {
+        while (count < runs_per_flush_max) : (count += 1) {
             const taken = self.ring.peekRun() orelse break;
             std.debug.assert(taken.first < self.ring.geo.frame_count);
             std.debug.assert(taken.count > 0 and taken.first + taken.count <= self.ring.geo.frame_count);
@@ -293,14 +297,19 @@ pub const Dataplane = struct {
     /// Under load the kernel would wake us for every frame: sleep out the rest of a short
     /// window instead, so one wake-up (a context switch) serves many frames and sends go out in
     /// bigger batches. A quiet stream (frames further apart than the window) is not delayed:
-    /// its frame wakes the poll and is relayed at once. True when it slept.
-    fn coalesce(self: *Dataplane, s: stats_mod.Stats, now_ns: u64) bool {
-        if (now_ns -% self.last_wake_ns >= self.window_ns) return false;
-        var ts = linux.timespec{ .sec = 0, .nsec = @intCast(self.window_ns - (now_ns -% self.last_wake_ns)) };
-        _ = linux.nanosleep(&ts, null);
+    /// its frame wakes the poll and is relayed at once. A control message ends the sleep: a
+    /// stream that brings frames in every window never lets the loop reach its poll, and the
+    /// supervisor's ping (1 s timeout) would otherwise wait for the run's 1 s budget.
+    fn coalesce(self: *Dataplane, s: stats_mod.Stats, now_ns: u64) Coalesced {
+        if (now_ns -% self.last_wake_ns >= self.window_ns) return .not_due;
+        const woken = sleepOrWake(self.cfg.wake_fd, self.window_ns - (now_ns -% self.last_wake_ns));
         self.last_wake_ns = sys.monotonicNs();
+        if (woken) {
+            s.worker(.wakeups).* += 1;
+            return .woken;
+        }
         s.worker(.coalesced).* += 1;
-        return true;
+        return .slept;
     }
 
     /// The ring ran dry: poll the ring and the wake descriptor until the deadline. Returns the
@@ -365,7 +374,7 @@ pub const Dataplane = struct {
         const table = &self.tables[self.active];
         s.worker(.rx_blocks).* += 1;
         // One clock read per run of slots (vDSO, no syscall), not per datagram.
-        self.block_ns = sys.monotonicNs();
+        self.run_ns = sys.monotonicNs();
         var frames = slots.frames();
         // The matched frame waiting for its relay (untraced only, see below).
         var pending: ?Matched = null;
@@ -484,7 +493,7 @@ pub const Dataplane = struct {
 
     inline fn relay(self: *Dataplane, comptime traced: bool, s: stats_mod.Stats, rule: *const abi.RuleDesc, index: u16, datagram: []const u8, signature: u64, tos: u8, source: u32, record: ?*trace_mod.Record) void {
         if (rule.flags & abi.rule_flag_no_loop_guard == 0 and
-            self.loop_guard.checkSignature(signature, source, self.block_ns) == .loop)
+            self.loop_guard.checkSignature(signature, source, self.run_ns) == .loop)
         {
             s.worker(.loop_drops).* += 1;
             s.rule(index, .loop_drops).* += 1;
@@ -512,8 +521,8 @@ pub const Dataplane = struct {
     inline fn capAllows(self: *Dataplane, index: u16, max_pps: u32) bool {
         const cost_ns: u64 = std.time.ns_per_s / max_pps;
         const burst_ns: u64 = @max(@as(u64, constants.rate_cap_burst_ms) * std.time.ns_per_ms, cost_ns);
-        const elapsed = self.block_ns -| self.cap_last_ns[index];
-        self.cap_last_ns[index] = self.block_ns;
+        const elapsed = self.run_ns -| self.cap_last_ns[index];
+        self.cap_last_ns[index] = self.run_ns;
         const credit = @min(self.cap_credit_ns[index] +| elapsed, burst_ns);
         if (credit < cost_ns) {
             self.cap_credit_ns[index] = credit;
@@ -560,11 +569,11 @@ pub const Dataplane = struct {
 
 /// One worker thread serving several rings, one Dataplane per input interface (its table,
 /// egress, joins and counter region stay its own): each turn drains every ring by up to
-/// blocks_per_turn_max blocks in drainGroup's groups (starting with the next ring each turn, so
-/// a busy interface cannot starve another), then, as `run` does for one ring, coalesces after
-/// a busy turn or polls every ring and the wake descriptor until the deadline. Loop counters
-/// (polls, wakeups, coalesced, run_calls) are counted on every ring served. With one ring this
-/// is `run` itself. All the rings share the wake descriptor of the first.
+/// runs_per_turn_max runs of slots in drainGroup's groups (starting with the next ring each
+/// turn, so a busy interface cannot starve another), then, as `run` does for one ring,
+/// coalesces after a busy turn or polls every ring and the wake descriptor until the deadline.
+/// Loop counters (polls, wakeups, coalesced, run_calls) are counted on every ring served. With
+/// one ring this is `run` itself. All the rings share the wake descriptor of the first.
 pub fn runMany(dps: []const *Dataplane, budget_ms: u32) sys.Error!RunResult {
     if (dps.len == 0 or dps.len > constants.rings_per_worker_max) return error.INVAL;
     if (dps.len == 1) return dps[0].run(budget_ms);
@@ -580,18 +589,18 @@ pub fn runMany(dps: []const *Dataplane, budget_ms: u32) sys.Error!RunResult {
     // until the next call: reading SO_ERROR clears it, a ring still down must not spin us.
     var errored = std.StaticBitSet(constants.rings_per_worker_max).empty;
     var first: usize = 0;
-    // Bounded by the deadline, as run: every turn processes blocks, sleeps, or polls with a
+    // Bounded by the deadline, as run: every turn processes runs of slots, sleeps, or polls with a
     // timeout ending at the deadline.
     while (true) {
-        var blocks_all: u32 = 0;
+        var runs_all: u32 = 0;
         var busy = false;
         for (0..dps.len) |k| {
             const dp = dps[(first + k) % dps.len];
-            const blocks = dp.drainTurn(dp.stats());
-            blocks_all += blocks;
-            busy = busy or blocks == blocks_per_turn_max;
+            const runs = dp.drainTurn(dp.stats());
+            runs_all += runs;
+            busy = busy or runs == runs_per_turn_max;
         }
-        std.debug.assert(blocks_all <= blocks_per_turn_max * dps.len);
+        std.debug.assert(runs_all <= runs_per_turn_max * dps.len);
         first = (first + 1) % dps.len;
         const now_ns = sys.monotonicNs();
         if (now_ns >= deadline_ns) return .budget;
@@ -599,26 +608,45 @@ pub fn runMany(dps: []const *Dataplane, budget_ms: u32) sys.Error!RunResult {
             if (dps[0].wakePending()) return .woken;
             continue;
         }
-        if (blocks_all > 0 and coalesceMany(dps, now_ns)) continue;
+        if (runs_all > 0) switch (coalesceMany(dps, now_ns)) {
+            .slept => continue,
+            .woken => return .woken,
+            .not_due => {},
+        };
         if (try waitForFramesMany(dps, &errored, now_ns, deadline_ns)) |result| return result;
     }
 }
 
 /// `coalesce` for several rings: the window runs from the group's last wake-up (every ring's
 /// last_wake_ns is set together) and is the window of the ring with the most outputs.
-fn coalesceMany(dps: []const *Dataplane, now_ns: u64) bool {
+fn coalesceMany(dps: []const *Dataplane, now_ns: u64) Coalesced {
     const last_wake_ns = dps[0].last_wake_ns;
     var window_ns: u64 = 0;
     for (dps) |dp| window_ns = @max(window_ns, dp.window_ns);
-    if (now_ns -% last_wake_ns >= window_ns) return false;
-    var ts = linux.timespec{ .sec = 0, .nsec = @intCast(window_ns - (now_ns -% last_wake_ns)) };
-    _ = linux.nanosleep(&ts, null);
+    if (now_ns -% last_wake_ns >= window_ns) return .not_due;
+    const woken = sleepOrWake(dps[0].cfg.wake_fd, window_ns - (now_ns -% last_wake_ns));
     const woke_ns = sys.monotonicNs();
     for (dps) |dp| {
         dp.last_wake_ns = woke_ns;
-        dp.stats().worker(.coalesced).* += 1;
+        if (woken) dp.stats().worker(.wakeups).* += 1 else dp.stats().worker(.coalesced).* += 1;
     }
-    return true;
+    return if (woken) .woken else .slept;
+}
+
+const Coalesced = enum { not_due, slept, woken };
+
+/// Sleeps `ns` (under a second), ended early when the wake descriptor becomes readable (a
+/// control message): true then. One syscall either way, as the nanosleep it replaces.
+fn sleepOrWake(wake_fd: i32, ns: u64) bool {
+    std.debug.assert(ns > 0 and ns < std.time.ns_per_s);
+    var ts = linux.timespec{ .sec = 0, .nsec = @intCast(ns) };
+    if (wake_fd < 0) {
+        _ = linux.nanosleep(&ts, null);
+        return false;
+    }
+    var fds = [_]linux.pollfd{.{ .fd = wake_fd, .events = linux.POLL.IN, .revents = 0 }};
+    const rc = linux.ppoll(&fds, 1, &ts, null);
+    return linux.errno(rc) == .SUCCESS and rc > 0;
 }
 
 /// Every ring ran dry: poll the rings (but those in error) and the wake descriptor until the
@@ -700,6 +728,12 @@ fn testTable(buf: []u8, id: u64, port: u16, out_port: u16) []const u8 {
 pub fn testInject(port: u16, count: u32) !void {
     const fd: i32 = @intCast(try sys.call("socket", linux.socket(linux.AF.PACKET, linux.SOCK.RAW | linux.SOCK.CLOEXEC, 0)));
     defer sys.close(fd);
+    try testInjectOn(fd, port, count);
+}
+
+/// testInject through a packet socket of the caller's (closing one waits for an RCU grace
+/// period: milliseconds).
+fn testInjectOn(fd: i32, port: u16, count: u32) !void {
     var frame: [14 + 20 + 8 + 16]u8 = @splat(0);
     @memcpy(frame[0..6], &[_]u8{ 0x01, 0x00, 0x5e, 0x01, 0x01, 0x01 });
     @memcpy(frame[6..12], &[_]u8{ 0x02, 0, 0, 0, 0, 0x01 });
@@ -768,7 +802,7 @@ test "one thread serves two rings: each ring's table, relays and counters stay i
     };
     try testInject(5000, 7);
     try testInject(5001, 3);
-    // Blocks retire after 1 ms; a few slices drain both rings.
+    // A few slices drain both rings.
     for (0..20) |_| _ = try runMany(&dps, 5);
     try std.testing.expectEqual(@as(u64, 7), dps[0].stats().rule(0, .packets).* - before[0][0]);
     try std.testing.expectEqual(@as(u64, 3), dps[0].stats().worker(.no_match).* - before[0][1]);
@@ -837,4 +871,38 @@ test "the coalescing window follows the active table's outputs, between its boun
     var one: [512]u8 = undefined;
     try dp.apply(testTable(&one, 1, 5000, 6000));
     try std.testing.expectEqual(@as(u64, 250 * us), dp.window_ns);
+}
+
+test "a control message ends a coalescing sleep (a stream busy in every window never reaches the poll)" {
+    var pipe_fds: [2]i32 = undefined;
+    _ = try sys.call("pipe2", linux.pipe2(&pipe_fds, .{ .CLOEXEC = true, .NONBLOCK = true }));
+    defer sys.close(pipe_fds[0]);
+    defer sys.close(pipe_fds[1]);
+    const fd = try testRingSocket();
+    const geo = ring_mod.geometry(1500, 1 << 20);
+    const dp = Dataplane.create(&.{ .packet_fd = fd, .wake_fd = pipe_fds[0], .ifindex = 1, .stats_fd = -1, .geometry = geo }) catch |err| {
+        sys.close(fd);
+        return err;
+    };
+    defer dp.destroy();
+    const s = dp.stats();
+    // Nothing to read: the whole window is slept.
+    var now = sys.monotonicNs();
+    dp.last_wake_ns = now;
+    try std.testing.expectEqual(Coalesced.slept, dp.coalesce(s, now));
+    try std.testing.expect(sys.monotonicNs() - now >= dp.window_ns);
+    // A control message waiting: the sleep ends at once and the run returns for it.
+    _ = try sys.call("write", linux.write(pipe_fds[1], "x", 1));
+    now = sys.monotonicNs();
+    dp.last_wake_ns = now;
+    try std.testing.expectEqual(Coalesced.woken, dp.coalesce(s, now));
+    try std.testing.expect(sys.monotonicNs() - now < dp.window_ns);
+    try std.testing.expectEqual(@as(u64, 1), s.worker(.wakeups).*);
+    // Several rings: the same through the first ring's wake descriptor.
+    now = sys.monotonicNs();
+    dp.last_wake_ns = now;
+    try std.testing.expectEqual(Coalesced.woken, coalesceMany(&.{dp}, now));
+    // The window already over: no sleep at all.
+    dp.last_wake_ns = now -% dp.window_ns;
+    try std.testing.expectEqual(Coalesced.not_due, dp.coalesce(s, now));
 }
