@@ -728,12 +728,6 @@ fn testTable(buf: []u8, id: u64, port: u16, out_port: u16) []const u8 {
 pub fn testInject(port: u16, count: u32) !void {
     const fd: i32 = @intCast(try sys.call("socket", linux.socket(linux.AF.PACKET, linux.SOCK.RAW | linux.SOCK.CLOEXEC, 0)));
     defer sys.close(fd);
-    try testInjectOn(fd, port, count);
-}
-
-/// testInject through a packet socket of the caller's (closing one waits for an RCU grace
-/// period: milliseconds).
-fn testInjectOn(fd: i32, port: u16, count: u32) !void {
     var frame: [14 + 20 + 8 + 16]u8 = @splat(0);
     @memcpy(frame[0..6], &[_]u8{ 0x01, 0x00, 0x5e, 0x01, 0x01, 0x01 });
     @memcpy(frame[6..12], &[_]u8{ 0x02, 0, 0, 0, 0, 0x01 });
