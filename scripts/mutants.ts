@@ -650,8 +650,8 @@ export const MUTANTS: Mutant[] = [
     name: "bench-latency-steal-kept",
     breaks: "a latency trial under steal that lost nothing is kept: its p99 is the hypervisor's stall, not the relay's",
     file: "scripts/bench/steal.ts",
-    search: 'if (t.purpose === "latency") return true;',
-    replace: 'if (t.purpose === "latency") return t.lost > 0;',
+    search: "if (latencyCounts(t.purpose)) return true;",
+    replace: "if (latencyCounts(t.purpose)) return t.lost > 0;",
     tests: [{ file: "tests/unit/bench-steal.test.ts", filter: "a latency trial" }],
   },
   {

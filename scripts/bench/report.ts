@@ -7,7 +7,7 @@
 import { CAL_RPS_VARIANT } from "./plan.ts";
 import { renderSvg } from "./svg.ts";
 import { sinkModeMethod, sinkModeOf, sinkModeText, type SinkMode } from "./sink-mode.ts";
-import { STEAL_REPEATS_MAX, STEAL_SUSPECT_MIN_MS, STEAL_SUSPECT_RATIO, stealMsText, stealText, worstSteal } from "./steal.ts";
+import { latencyCounts, STEAL_REPEATS_MAX, STEAL_SUSPECT_MIN_MS, STEAL_SUSPECT_RATIO, stealMsText, stealText, worstSteal } from "./steal.ts";
 import {
   CONTENDER_IDS,
   CONTENDER_LABEL,
@@ -246,7 +246,7 @@ function earlierAttempts(d: Data, t: TrialRecord): TrialRecord[] {
 export function stealCell(t: Pick<TrialRecord, "steal" | "attempt">, earlier: (Pick<TrialRecord, "lost" | "steal" | "attempt"> & { purpose?: string; latency_us?: { p99: number } })[]): string {
   const own = stealMsText(t.steal);
   if (!t.attempt || t.attempt <= 1) return own;
-  const p99 = (x: (typeof earlier)[number]) => (x.purpose === "latency" && x.latency_us ? `, p99 ${Math.round(x.latency_us.p99)} µs,` : "");
+  const p99 = (x: (typeof earlier)[number]) => (latencyCounts(x.purpose) && x.latency_us ? `, p99 ${Math.round(x.latency_us.p99)} µs,` : "");
   const before = earlier.map((x, i) => `attempt ${x.attempt ?? i + 1}${p99(x)} lost ${x.lost} with ${stealMsText(x.steal)} ms steal`).join("; ");
   return `${own} (figure from attempt ${t.attempt}${before ? `; ${before}` : ""})`;
 }
@@ -575,7 +575,7 @@ function envSection(d: Data): string {
       `A trial that lost packets while some CPU had steal of at least ${(STEAL_SUSPECT_RATIO * 100).toFixed(0)} % of the trial's wall time (and at least ${STEAL_SUSPECT_MIN_MS} ms, two ticks), and lost no more copies than were offered during that CPU's stolen time, is suspect rather than failed: ` +
       "mcrelay's 8 MiB receive ring holds about 15 ms of 1316 B packets at 380k pps, so a stall of the relay's CPU longer than that loses packets whatever the relay does, and 1 % of a 30 s trial is 300 ms, twenty times that; " +
       "a trial far above the relay's capacity loses more than the stolen time explains and is not repeated. " +
-      `Such a trial is run again at the same rate, at most ${STEAL_REPEATS_MAX} times (search trials and fixed-rate trials alike); a trial without loss is not repeated, except a latency trial (S5): one with such steal is repeated whether or not it lost packets, since a stalled vCPU holds every frame in flight for the whole stall and those frames are the tail its p99 measures. ` +
+      `Such a trial is run again at the same rate, at most ${STEAL_REPEATS_MAX} times (search trials and fixed-rate trials alike); a trial without loss is not repeated, except one whose p99 a target reads (S5's latency trials and S1's CPU trials at 150k and 300k pps): one with such steal is repeated whether or not it lost packets, since a stalled vCPU holds every frame in flight for the whole stall and those frames are the tail its p99 measures. ` +
       "Every attempt is in the results and in the list of every trial below; a search's notes say which rates were repeated, a fixed-rate row says when its figure is from a repeat and what the attempts before it lost. " +
       "If every attempt loses, the loss stands, with its steal shown.",
   );

@@ -11,7 +11,7 @@ import { trialOverheadS, type ModeParams, type WorkItem } from "./plan.ts";
 import { SCHEMA_VERSION, type ContenderId, type ResultsFile, type SearchRecord, type TrialRecord } from "./results.ts";
 import { buildTopology, type BenchTopology, type Placement } from "./topology.ts";
 import { describeTrial, runTrial, type TrialContext, type TrialOutput, type TrialSpec } from "./trial.ts";
-import { repeatForSteal, stealFinalNote, stealRepeatNote } from "./steal.ts";
+import { latencyCounts, repeatForSteal, stealFinalNote, stealRepeatNote } from "./steal.ts";
 
 const log = logger("bench");
 
@@ -99,7 +99,7 @@ async function trialWithRetry(state: RunState, ctx: TrialContext, c: ContenderId
 
 /**
  * A trial whose loss counts (search and fixed-rate trials): one that lost packets while the
- * hypervisor stole significant CPU time, or a latency trial with such steal, is run again at
+ * hypervisor stole significant CPU time, or one whose p99 counts with such steal, is run again at
  * the same rate, at most STEAL_REPEATS_MAX times (steal.ts); every attempt is recorded, the
  * repeated ones marked, and
  * `note` receives what happened. The last attempt is returned: if it lost too, its loss stands.
@@ -112,7 +112,7 @@ async function trialStealChecked(state: RunState, ctx: TrialContext, c: Contende
     });
     const r = out.record;
     if (r.repeated) {
-      const text = stealRepeatNote(r.offered_pps, r.lost, r.steal, r.purpose === "latency" ? r.latency_us.p99 : undefined);
+      const text = stealRepeatNote(r.offered_pps, r.lost, r.steal, latencyCounts(r.purpose) ? r.latency_us.p99 : undefined);
       log.warn(`${spec.variant} ${c}: ${text} (attempt ${attempt})`);
       note(text);
       continue;

@@ -18,8 +18,18 @@
  * A latency trial (S5) with significant steal is repeated whether or not it lost anything: a
  * stolen vCPU holds every frame in flight for the whole stall, and those frames are the tail its
  * p99 measures (1 % of a 30 s trial at 1k pps is 300 frames, the whole 1 % tail, each late by up
- * to the stall). The same bound of attempts; the last attempt's figure stands, with its steal.
+ * to the stall). So is S1's CPU trial (150k and 300k pps): its p99 is evidence for the S1
+ * latency target too (the 300k trial of run 2026-12-02T075909Z had p99 1.8 ms with 3.4 % steal
+ * on the relay's CPU). The same bound of attempts; the last attempt's figure stands, with its steal.
  */
+
+/** Trial purposes whose p99 a target reads: significant steal alone makes them suspect. */
+export const STEAL_ALONE_PURPOSES: readonly string[] = ["latency", "cpu"];
+
+/** Whether a trial of this purpose is repeated for steal even without loss (its p99 counts). */
+export function latencyCounts(purpose: string | undefined): boolean {
+  return purpose !== undefined && STEAL_ALONE_PURPOSES.includes(purpose);
+}
 
 export const STEAL_SUSPECT_RATIO = 0.01;
 export const STEAL_SUSPECT_MIN_MS = 20;
@@ -66,7 +76,7 @@ export function stealExplains(steal: StealRecord | undefined | null, offeredPps:
 }
 
 export interface StealTrial {
-  /** "latency" for the one-way latency trials (S5); their steal alone makes them suspect. */
+  /** "latency" (S5) and "cpu" (S1's CPU trials): their steal alone makes them suspect. */
   purpose?: string;
   /** Output copies lost. */
   lost: number;
@@ -77,12 +87,12 @@ export interface StealTrial {
 
 /**
  * Whether the trial (attempt `attempt`, 1 for the first at this rate) is run again: it had
- * significant steal, fewer than STEAL_REPEATS_MAX repeats were done, and it is a latency trial
- * or lost packets, no more than its steal can explain.
+ * significant steal, fewer than STEAL_REPEATS_MAX repeats were done, and its p99 counts
+ * (latencyCounts) or it lost packets, no more than its steal can explain.
  */
 export function repeatForSteal(t: StealTrial, attempt: number): boolean {
   if (attempt > STEAL_REPEATS_MAX || !significantSteal(t.steal)) return false;
-  if (t.purpose === "latency") return true;
+  if (latencyCounts(t.purpose)) return true;
   return t.lost > 0 && t.lost <= stealExplains(t.steal, t.offered_pps, t.shape.fanout);
 }
 
@@ -101,7 +111,7 @@ export function stealText(s: StealRecord | undefined | null): string {
 
 /**
  * The note of a repeated trial: "trial at N pps lost X with Y ms steal: repeated", or for a
- * latency trial (given its p99) "latency trial at N pps, p99 P µs, with Y ms steal: repeated".
+ * trial whose p99 counts (given its p99) "latency trial at N pps, p99 P µs, with Y ms steal: repeated".
  */
 export function stealRepeatNote(offeredPps: number, lost: number, s: StealRecord | undefined | null, latencyP99Us?: number): string {
   const w = worstSteal(s);

@@ -69,8 +69,11 @@ describe("repeat decision", () => {
     expect(repeatForSteal(at1k([1780, 2130]), 2)).toBe(true);
     expect(repeatForSteal(at1k([1780, 2130]), 3)).toBe(false);
     expect(repeatForSteal(at1k([0, 290]), 1)).toBe(false);
-    // The same steal on a trial that measures throughput or CPU, without loss: not repeated.
-    expect(repeatForSteal({ ...at1k([1780, 2130]), purpose: "cpu" }, 1)).toBe(false);
+    // S1's CPU trials: their p99 is evidence for the S1 latency target, so the same rule.
+    expect(repeatForSteal({ ...at1k([30, 1130]), offered_pps: 300_000, purpose: "cpu" }, 1)).toBe(true);
+    // The same steal on a trial that measures throughput only, without loss: not repeated.
+    expect(repeatForSteal({ ...at1k([1780, 2130]), purpose: "search" }, 1)).toBe(false);
+    expect(repeatForSteal({ ...at1k([1780, 2130]), purpose: undefined }, 1)).toBe(false);
   });
 
   test("a trial recorded before steal was recorded is not repeated", () => {
@@ -111,7 +114,7 @@ describe("report", () => {
     ];
     const { markdown } = renderReport(records, { svgFile: "x.svg", resultsFile: "x.jsonl" });
     const cpuSection = markdown.slice(markdown.indexOf("### Relay CPU"), markdown.indexOf("<details>"));
-    expect(cpuSection).toContain("figure from attempt 2; attempt 1 lost 11782 with 1200 / 40 ms steal");
+    expect(cpuSection).toContain("figure from attempt 2; attempt 1, p99 200 µs, lost 11782 with 1200 / 40 ms steal");
     expect(cpuSection).not.toContain("0.112 %");
     const cpuTarget = markdown.split("\n").find((l) => l.startsWith("| S1 relay CPU"));
     expect(cpuTarget).toContain("loss 0.000 %");
