@@ -5,7 +5,8 @@ import { endpointSchema } from "../base/endpoint.ts";
 import { nameSchema, ruleOutput, sourceSchema } from "../config/rule-spec.ts";
 import { inputTextSchema, outputTextSchema } from "../config/endpoint-options.ts";
 import { UsageError, PermissionError, NativeError } from "../errors.ts";
-import { resolveRule, ruleProblems, type Rule } from "../rules/rule.ts";
+import { interfaceProblems, resolveRule, ruleProblems, type Rule } from "../rules/rule.ts";
+import { ipv4Networks } from "../rules/links.ts";
 import { DEFAULT_TTL, MAX_PPS_MAX, MAX_PPS_MIN, RING_MIB_MAX, RING_MIB_MIN, TTL_MAX, TTL_MIN, WORKERS_PER_INTERFACE_MAX } from "../limits.ts";
 import { Relay, lookupLink, type RelayReport } from "../supervisor/relay.ts";
 import { checkFlags, intFlag, jsonArg, repeated, secondsFlag, validate } from "./args.ts";
@@ -72,7 +73,12 @@ export default defineCommand({
       loopGuard: a["loop-guard"] !== false,
       outputs: input.to.map((entry) => ruleOutput(1n, entry, ttl)),
     };
-    const problems = ruleProblems(rule);
+    // An output to its interface's subnet broadcast address could never send (no SO_BROADCAST).
+    const withNetworks = (iface: string) => {
+      const link = lookupLink(iface);
+      return link && { ...link, net4: ipv4Networks(link.ifindex) };
+    };
+    const problems = [...ruleProblems(rule), ...interfaceProblems(rule, withNetworks)];
     if (problems.length) throw new UsageError(problems.map((p) => (p.startsWith("source ") ? `--source: ${p}` : `--to: ${p}`)).join("\n"));
     const resolved = resolveRule(rule, lookupLink);
     if (resolved.pending.length) throw new UsageError(resolved.pending.join("\n"));

@@ -60,6 +60,8 @@ export interface RouteFacts {
   /** Next hop: the gateway, or the destination itself when on-link; null without a route. */
   via: string | null;
   gateway: boolean;
+  /** The kernel routes the destination as broadcast (a subnet's broadcast address). */
+  broadcast?: boolean;
   dev: string | null;
   /** The neighbour entry's state (REACHABLE, STALE, INCOMPLETE, FAILED, ...), null when none. */
   neighbour: string | null;
@@ -115,11 +117,17 @@ export const ERRNO_MEANING: Record<string, string> = {
   EHOSTUNREACH: "the destination host is unreachable (no ARP answer, or an ICMP host unreachable): check the next hop is up on that link",
   EADDRNOTAVAIL: "the source address is not (or no longer) on the output interface: check its IPv4 address",
   EMSGSIZE: "datagrams larger than the path allows: lower the sender's payload size or raise the MTU",
-  EPERM: "a firewall rule (nftables/iptables OUTPUT) refuses the datagrams: allow them",
+  // The dataplane counts EACCES here too: udp_sendmsg refuses a broadcast route without SO_BROADCAST.
+  EPERM: "a firewall rule (nftables/iptables OUTPUT) refuses the datagrams: allow them; EACCES is counted here too, which a broadcast destination gets (mcrelay sends without SO_BROADCAST)",
   ECONNREFUSED: "the unicast receiver answered ICMP port unreachable (nothing listens on that port): start the receiver or fix the port",
   EINVAL: "the kernel refused the datagram as invalid (e.g. a broadcast address without SO_BROADCAST)",
   other: "another send error: run with --log-level debug and look at the worker's log",
 };
+
+/** EPERM (EACCES) on an output the kernel routes as broadcast. */
+const BROADCAST_FIX =
+  "the destination is a subnet's broadcast address (the kernel routes it as broadcast) and mcrelay sends without SO_BROADCAST, so the kernel refuses every datagram (EACCES): " +
+  "send to a host or a multicast group (an output with @INTERFACE to its subnet's broadcast address is refused by add, and pending if the subnet appears later)";
 
 // ---------------------------------------------------------------------------------------
 // The checks
@@ -292,7 +300,7 @@ export function checkSendErrors(d: DiagnoseInput, r: RuleView): Finding[] {
         severity: recent > 0 ? "error" : "info",
         rule: r.name,
         what: `output ${o.to}: ${n} datagrams failed with ${errno}${recent > 0 ? ` (${recent} in the last ${d.windowS} s)` : " (none in the last window)"}`,
-        fix: ERRNO_MEANING[errno] ?? ERRNO_MEANING.other!,
+        fix: errno === "EPERM" && d.routes.get(o.to)?.broadcast ? BROADCAST_FIX : (ERRNO_MEANING[errno] ?? ERRNO_MEANING.other!),
       });
     }
   }

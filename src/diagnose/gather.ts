@@ -34,12 +34,12 @@ export function linkFacts(iface: string): LinkFacts {
 }
 
 export function routeFacts(addr: string, iface: string | null): RouteFacts {
-  const routes = ip(["route", "get", addr, ...(iface ? ["oif", iface] : [])]) as { gateway?: string; dev?: string }[] | null;
+  const routes = ip(["route", "get", addr, ...(iface ? ["oif", iface] : [])]) as { type?: string; gateway?: string; dev?: string }[] | null;
   const route = routes?.[0];
   if (!route) return { via: null, gateway: false, dev: null, neighbour: null };
   const via = route.gateway ?? addr;
   const neigh = ip(["neigh", "show", "to", via, ...(route.dev ? ["dev", route.dev] : [])]) as { state?: string[] }[] | null;
-  return { via, gateway: !!route.gateway, dev: route.dev ?? null, neighbour: neigh?.[0]?.state?.[0] ?? null };
+  return { via, gateway: !!route.gateway, broadcast: route.type === "broadcast", dev: route.dev ?? null, neighbour: neigh?.[0]?.state?.[0] ?? null };
 }
 
 function igmpMaxMemberships(): number | null {

@@ -1,9 +1,12 @@
 // Interface facts for this network namespace, by name.
 import { readFileSync } from "node:fs";
 import { NativeError } from "../errors.ts";
-import { linkQuery } from "../native/lib.ts";
+import { linkQuery, NetlinkSocket } from "../native/lib.ts";
 import { parseIp } from "../base/address.ts";
-import type { LinkFacts } from "./rule.ts";
+import type { LinkFacts, Net4 } from "./rule.ts";
+
+/** Reads of one address dump before giving up (the kernel answers a dump at once). */
+const DUMP_READS_MAX = 500;
 
 /** IFA_F_DADFAILED: an address the kernel refused (a duplicate on the link). */
 const IFA_F_DADFAILED = 0x08;
@@ -39,5 +42,29 @@ export function lookupLink(ifname: string): LinkFacts | null {
   } catch (err) {
     if (err instanceof NativeError && (err.code === "ENODEV" || err.code === "ENXIO")) return null;
     throw err;
+  }
+}
+
+/**
+ * The IPv4 addresses of interface `ifindex` with their prefix lengths, from one rtnetlink address
+ * dump (the native link query gives the primary address only). For one-shot checks (`forward`);
+ * the daemon keeps the same facts from its link monitor.
+ */
+export function ipv4Networks(ifindex: number): Net4[] {
+  const nl = NetlinkSocket.open();
+  try {
+    const seq = nl.dump("addresses");
+    const out: Net4[] = [];
+    for (let reads = 0; reads < DUMP_READS_MAX; reads++) {
+      const events = nl.read();
+      for (const e of events) {
+        if (e.kind === "addr_new" && e.family === 4 && e.ifindex === ifindex && e.addr) out.push({ addr: e.addr, prefixlen: e.prefixlen });
+        if (e.kind === "dump_done" && e.seq === seq) return out;
+      }
+      if (events.length === 0) Bun.sleepSync(1);
+    }
+    return out;
+  } finally {
+    nl.close();
   }
 }

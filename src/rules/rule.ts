@@ -1,6 +1,6 @@
 // A forwarding rule as the supervisor holds it, and its resolution against the interfaces of
 // this network namespace into the table a worker applies.
-import { isMulticast, type IpAddress } from "../base/address.ts";
+import { isMulticast, parseIp, type IpAddress } from "../base/address.ts";
 import { formatEndpoint, type Endpoint } from "../base/endpoint.ts";
 import { IFF_UP, type LinkInfo } from "../native/abi.ts";
 import type { WireOutput, WireRule } from "./wire.ts";
@@ -29,8 +29,17 @@ export interface Rule {
   outputs: RuleOutput[];
 }
 
-/** An interface as rules need it: the native facts, and its IPv6 addresses when known. */
-export type LinkFacts = LinkInfo & { addr6?: readonly string[] };
+/** An IPv4 address of an interface with its prefix length (10.1.2.1/24: addr 10.1.2.1, prefixlen 24). */
+export interface Net4 {
+  addr: string;
+  prefixlen: number;
+}
+
+/**
+ * An interface as rules need it: the native facts, its IPv6 addresses and its IPv4 addresses
+ * with their prefix lengths when known.
+ */
+export type LinkFacts = LinkInfo & { addr6?: readonly string[]; net4?: readonly Net4[] };
 export type LinkLookup = (ifname: string) => LinkFacts | null;
 
 /** The addresses own-source drops compare IPv6 sources with: the first link-local, the first other. */
@@ -46,6 +55,51 @@ function unicastInputProblem(rule: Rule, input: LinkFacts): string | null {
   const own = addr.family === 4 ? input.addr4 === addr.text : (input.addr6 ?? []).includes(addr.text);
   if (own) return null;
   return `input address ${addr.text} is not a multicast group and not an address of ${rule.input.iface}`;
+}
+
+/** An IPv4 address as a 32-bit number. */
+function v4Number(a: IpAddress): number {
+  return ((a.bytes[12]! << 24) | (a.bytes[13]! << 16) | (a.bytes[14]! << 8) | a.bytes[15]!) >>> 0;
+}
+
+/**
+ * Why `to` cannot be sent to on `iface`: it is the directed broadcast address of one of the
+ * interface's IPv4 subnets (10.1.2.255 on 10.1.2.1/24). The kernel classifies it as broadcast
+ * and, without SO_BROADCAST (our sockets never set it), refuses every datagram with EACCES.
+ * /31 and /32 have no broadcast address (RFC 3021). Null when it is not one, or not known.
+ */
+export function broadcastProblem(to: Endpoint, iface: string, link: LinkFacts | null): string | null {
+  if (to.addr.family !== 4 || isMulticast(to.addr)) return null;
+  const dest = v4Number(to.addr);
+  for (const net of link?.net4 ?? []) {
+    const a = parseIp(net.addr);
+    if (!a || a.family !== 4 || net.prefixlen >= 31) continue;
+    const host = 0xffffffff >>> net.prefixlen;
+    const broadcast = (v4Number(a) | host) >>> 0;
+    if (dest !== broadcast) continue;
+    const network = (v4Number(a) & ~host) >>> 0;
+    const text = [24, 16, 8, 0].map((s) => (network >>> s) & 255).join(".");
+    return (
+      `output ${formatEndpoint(to)} is the broadcast address of ${iface}'s subnet ${text}/${net.prefixlen}: ` +
+      "mcrelay sends without SO_BROADCAST, so the kernel would refuse every datagram (EACCES); send to a host or a multicast group"
+    );
+  }
+  return null;
+}
+
+/**
+ * Problems of a rule against the interfaces as they are now, for a rule being added: outputs to
+ * a subnet's broadcast address. (A rule that exists when the address appears keeps its rule:
+ * that output becomes pending with the same reason, see resolveRule.)
+ */
+export function interfaceProblems(rule: Rule, lookup: LinkLookup): string[] {
+  const problems: string[] = [];
+  for (const out of rule.outputs) {
+    if (!out.to.iface) continue;
+    const problem = broadcastProblem(out.to, out.to.iface, lookup(out.to.iface));
+    if (problem) problems.push(problem);
+  }
+  return problems;
 }
 
 /** Problems that make a rule unusable whatever the interfaces do. */
@@ -99,8 +153,9 @@ export interface Resolved {
 
 /**
  * Resolves interface names against the current links. A missing or down input interface makes
- * the rule pending; a missing, down or address-less output interface makes that output pending
- * while the rule's other outputs forward.
+ * the rule pending; a missing, down or address-less output interface, or an output that is now
+ * the broadcast address of its interface's subnet, makes that output pending while the rule's
+ * other outputs forward.
  */
 export function resolveRule(rule: Rule, lookup: LinkLookup): Resolved {
   const pending: string[] = [];
@@ -122,6 +177,7 @@ export function resolveRule(rule: Rule, lookup: LinkLookup): Resolved {
       if (!link) why = `output interface ${out.to.iface} does not exist`;
       else if ((link.flags & IFF_UP) === 0) why = `output interface ${out.to.iface} is down`;
       else if (out.to.addr.family === 4 && !link.addr4) why = `output interface ${out.to.iface} has no IPv4 address`;
+      else why = broadcastProblem(out.to, out.to.iface, link);
       if (why) {
         pendingOutputs.set(out.id, why);
         continue;

@@ -121,7 +121,7 @@ export class Daemon {
 
   private constructor(opts: DaemonOptions) {
     this.#opts = opts;
-    this.#store = new RuleStore({ state: new StateFile(opts.stateDir), capacity: (rules) => planCapacity(rules, this.#planOptions()) });
+    this.#store = new RuleStore({ state: new StateFile(opts.stateDir), capacity: (rules) => planCapacity(rules, this.#planOptions()), lookup: (name) => this.#links.lookup(name) });
     this.#links = new LinkMonitor();
     this.#lookup = (name) => this.#links.lookup(name);
     this.#pool = new WorkerPool({ user: opts.user, lookup: this.#lookup });

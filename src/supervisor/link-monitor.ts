@@ -22,6 +22,8 @@ interface Link {
   mtu: number;
   /** IPv4 addresses in the order the kernel reported them; the first is the primary. */
   v4: string[];
+  /** Prefix length of each IPv4 address (subnet broadcast addresses are refused as outputs). */
+  prefix4: Map<string, number>;
   v6: string[];
 }
 
@@ -29,7 +31,7 @@ type Table = Map<number, Link>;
 
 function clone(t: Table): Table {
   const out: Table = new Map();
-  for (const [k, l] of t) out.set(k, { ...l, v4: [...l.v4], v6: [...l.v6] });
+  for (const [k, l] of t) out.set(k, { ...l, v4: [...l.v4], prefix4: new Map(l.prefix4), v6: [...l.v6] });
   return out;
 }
 
@@ -79,7 +81,7 @@ export class LinkMonitor {
   /** The link named `name` as the rules need it, or null when it does not exist. */
   lookup(name: string): LinkFacts | null {
     for (const l of this.#current.values()) {
-      if (l.name === name) return { ifindex: l.ifindex, mtu: l.mtu, flags: l.flags, addr4: l.v4[0] ?? null, addr6: [...l.v6] };
+      if (l.name === name) return { ifindex: l.ifindex, mtu: l.mtu, flags: l.flags, addr4: l.v4[0] ?? null, addr6: [...l.v6], net4: l.v4.map((a) => ({ addr: a, prefixlen: l.prefix4.get(a) ?? 32 })) };
     }
     return null;
   }
@@ -163,7 +165,7 @@ export class LinkMonitor {
     switch (e.kind) {
       case "link_new": {
         const old = t.get(e.ifindex);
-        t.set(e.ifindex, { name: e.name || old?.name || `if${e.ifindex}`, ifindex: e.ifindex, flags: e.flags, mtu: e.mtu || old?.mtu || 0, v4: old?.v4 ?? [], v6: old?.v6 ?? [] });
+        t.set(e.ifindex, { name: e.name || old?.name || `if${e.ifindex}`, ifindex: e.ifindex, flags: e.flags, mtu: e.mtu || old?.mtu || 0, v4: old?.v4 ?? [], prefix4: old?.prefix4 ?? new Map(), v6: old?.v6 ?? [] });
         return;
       }
       case "link_del":
@@ -178,6 +180,8 @@ export class LinkMonitor {
         const at = list.indexOf(text);
         if (e.kind === "addr_new" && at < 0) list.push(text);
         if (e.kind === "addr_del" && at >= 0) list.splice(at, 1);
+        if (e.family === 4 && e.kind === "addr_new") link.prefix4.set(text, e.prefixlen);
+        if (e.family === 4 && e.kind === "addr_del") link.prefix4.delete(text);
         return;
       }
     }

@@ -8,7 +8,7 @@ import { ruleFromSpec, specFromRule, type RuleSpec } from "../config/rule-spec.t
 import { ControlError } from "../control/server.ts";
 import { ConfigError } from "../errors.ts";
 import { logger } from "../log.ts";
-import { describeInput, inputKey, type Rule } from "../rules/rule.ts";
+import { describeInput, inputKey, interfaceProblems, type LinkLookup, type Rule } from "../rules/rule.ts";
 import type { Resolution } from "./planner.ts";
 import type { SavedRule, StateFile } from "./state-file.ts";
 
@@ -44,6 +44,12 @@ export interface RuleStoreOptions {
   state: StateFile | null;
   /** Problems when these rules do not fit the workers' tables (none: they fit). */
   capacity: (rules: Rule[]) => string[];
+  /**
+   * The interfaces as they are now: a rule added or changed (add, reload) with an output its
+   * interface cannot send to (the subnet's broadcast address) is refused. Absent: not checked.
+   * Rules loaded at start-up are not refused; such an output is pending (see resolveRule).
+   */
+  lookup?: LinkLookup;
 }
 
 /** What makes a rule's state: compared to tell when it changed. */
@@ -138,6 +144,11 @@ export class RuleStore {
       if (before) this.#rules.set(spec.name, before);
       else this.#rules.delete(spec.name);
     };
+    const unusable = this.#interfaceProblems(stored.rule);
+    if (unusable.length) {
+      undo();
+      throw new ControlError("bad_request", `rule ${spec.name} refused, nothing changed: ${unusable.join("; ")}`);
+    }
     // Before anything is saved or applied: a table the worker could not hold would stop every
     // rule of the interface.
     const over = this.#capacity();
@@ -190,15 +201,18 @@ export class RuleStore {
       }
       for (const [name, spec] of wanted) {
         const s = this.#rules.get(name);
+        let put: StoredRule | null = null;
         if (!s) {
-          this.#put(spec, "config", this.#takeId());
+          put = this.#put(spec, "config", this.#takeId());
           change.added.push(name);
         } else if (s.origin === "runtime") {
           change.conflicts.push(name);
         } else if (JSON.stringify(s.spec) !== JSON.stringify(spec)) {
-          this.#put(spec, "config", s.rule.id);
+          put = this.#put(spec, "config", s.rule.id);
           change.changed.push(name);
         }
+        const unusable = put ? this.#interfaceProblems(put.rule) : [];
+        if (unusable.length) throw new Error(`rule ${name}: ${unusable.join("; ")}`);
       }
       // What the workers can hold, then the state file: either fails, nothing changed.
       const over = this.#capacity();
@@ -223,6 +237,10 @@ export class RuleStore {
     stored.pending = resolution.pending;
     stored.pendingOutputs = resolution.pendingOutputs;
     return was !== resolutionKey(stored);
+  }
+
+  #interfaceProblems(rule: Rule): string[] {
+    return this.#opts.lookup ? interfaceProblems(rule, this.#opts.lookup) : [];
   }
 
   #takeId(): bigint {

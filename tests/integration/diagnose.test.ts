@@ -183,6 +183,19 @@ describe_netns("diagnose (kernel, under bun)", () => {
     finding(r.findings, "no-route", "noroute");
   }, T);
 
+  test("send-errors: an output without an interface to a subnet's broadcast address fails (EACCES, counted as EPERM), and the fix names the broadcast", async () => {
+    // r1 is 10.99.2.1/24. With @r1 the output would be refused; without it the kernel routes it.
+    const d = await start([{ name: "bcast", from: "239.1.1.1:5000@r0", to: ["10.99.2.255:7000"] }]);
+    const s = startStream(rt, { to: "239.1.1.1:5000@g0", ratePps: 300 });
+    await Bun.sleep(500);
+    const r = await diagnose(d);
+    await stopStream(s);
+    const f = finding(r.findings, "send-errors", "bcast");
+    expect(f.what).toMatch(/output 10\.99\.2\.255:7000: \d+ datagrams failed with EPERM/);
+    expect(f.fix).toContain("broadcast address");
+    expect(f.fix).toContain("SO_BROADCAST");
+  }, T);
+
   test("ttl-too-low: a unicast output behind a router with TTL 1", async () => {
     await ipr("route", "add", "10.201.0.0/24", "via", rt.sinks[0]!.addr);
     cleanup.push(["route", "del", "10.201.0.0/24"]);

@@ -3,10 +3,13 @@
 // unicast output bound to an interface (IP_UNICAST_IF) against a route that says otherwise,
 // a rule's only unicast output that learns ICMP port unreachable (ECONNREFUSED), and an IPv6 multicast output leaving by its interface (IPV6_MULTICAST_IF) against a route
 // that says otherwise. Each receiver reads until it has been idle, so duplicates are counted.
+// An output to the broadcast address of its interface's subnet (which no datagram could reach
+// without SO_BROADCAST) is refused by forward and add, and pending when the address comes later.
 import { afterEach, describe, expect, test } from "bun:test";
 import { netnsAvailable, Topology } from "../../scripts/lib/netns.ts";
 import {
   buildRelayTopology,
+  mcrelayCommand,
   note,
   runGen,
   startForward,
@@ -15,6 +18,7 @@ import {
   type RelayTopologyOptions,
 } from "../support/relay-harness.ts";
 import { startReceiver } from "../support/receiver.ts";
+import { TempDir, TestDaemon, waitFor } from "../support/daemon-harness.ts";
 
 const describe_netns = describe.skipIf(!netnsAvailable());
 const mode = "bun" as const;
@@ -165,6 +169,44 @@ describe_netns("egress (kernel, under bun)", () => {
       expect(got2).toMatchObject({ datagrams: count, unique: count, duplicates: 0, ttls: { "3": count }, ifaces: { s0: count } });
       expect(got1.datagrams).toBe(0);
       expect(report.rules[0]!.outputs[0]).toMatchObject({ to: `[${group}]:6000@${s2.relayIf}`, packets: count, send_errors: {} });
+    },
+    T,
+  );
+
+  test(
+    "an output to its interface's subnet broadcast address is refused by forward and add, and pending (the daemon unharmed) when the subnet appears later",
+    async () => {
+      const rt = await topology({ label: "bcast", sinks: 1 });
+      const s = rt.sinks[0]!; // r1 is 10.99.2.1/24: its broadcast address is 10.99.2.255
+      const why = `is the broadcast address of ${s.relayIf}'s subnet 10.99.2.0/24: mcrelay sends without SO_BROADCAST`;
+      const fwd = await rt.topo.exec(rt.relay, [...mcrelayCommand(mode), "forward", "--from", "239.1.1.1:5000@r0", "--to", `10.99.2.255:7000@${s.relayIf}`, "--duration", "1"]);
+      expect(fwd.exitCode).toBe(2);
+      expect(fwd.stderr).toContain(`--to: output 10.99.2.255:7000@${s.relayIf} ${why}`);
+
+      const dir = new TempDir();
+      try {
+        // 10.77.5.255 is a host address until r1 gets 10.77.5.1/24.
+        const rules = [{ name: "later", from: "239.1.1.1:5000@r0", to: ["239.2.2.2:6000@r1", `10.77.5.255:7000@${s.relayIf}`] }];
+        const d = await TestDaemon.start(rt, dir, { configPath: dir.file("mcrelay.json5", JSON.stringify({ rules })) });
+        const add = await d.cli(["add", "-n", "bc", "-f", "239.1.1.3:5000@r0", "-t", `10.99.2.255:7000@${s.relayIf}`]);
+        expect(add.exitCode).not.toBe(0);
+        expect(add.stderr).toContain(`rule bc refused, nothing changed: output 10.99.2.255:7000@${s.relayIf} ${why}`);
+
+        await ip(rt, rt.relay, ["addr", "add", "10.77.5.1/24", "dev", s.relayIf]);
+        type Listed = { rules: { name: string; state: string; outputs: { to: string; state: string; reason: string | null }[] }[] };
+        const pending = await waitFor("broadcast output pending", async () => {
+          const out = (await d.json<Listed>(["list"])).rules[0]!.outputs;
+          return out[1]!.state === "pending" ? out : undefined;
+        });
+        note("broadcast output", pending);
+        expect(pending[1]!.reason).toContain(`output 10.77.5.255:7000@${s.relayIf} is the broadcast address of ${s.relayIf}'s subnet 10.77.5.0/24`);
+        expect(pending[0]!.state).toBe("active");
+        expect((await d.json<Listed>(["list"])).rules.map((r) => [r.name, r.state])).toEqual([["later", "active"]]);
+        expect(d.running).toBe(true);
+        await d.stop();
+      } finally {
+        dir.remove();
+      }
     },
     T,
   );

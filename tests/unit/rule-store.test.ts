@@ -8,6 +8,7 @@ import { join } from "node:path";
 import type { RuleSpec } from "../../src/config/rule-spec.ts";
 import { ControlError } from "../../src/control/server.ts";
 import type { LinkInfo } from "../../src/native/abi.ts";
+import type { LinkFacts } from "../../src/rules/rule.ts";
 import { planTables, type PlanOptions } from "../../src/supervisor/planner.ts";
 import { RuleStore } from "../../src/supervisor/rule-store.ts";
 import { StateFile } from "../../src/supervisor/state-file.ts";
@@ -159,5 +160,46 @@ describe("table planner", () => {
     expect(eth0.rules[0]!.outputs[0]!.source).toBe("10.0.1.1");
     expect(plan.resolutions.get(a.rule.id)!.pending).toEqual([]);
     expect(plan.resolutions.get(b.rule.id)!.pending).toEqual(["input interface eth2 is down"]);
+  });
+});
+
+describe("outputs to a subnet's broadcast address", () => {
+  // eth1 is 10.1.2.1/24 (broadcast 10.1.2.255) and 10.9.0.1/31 (no broadcast address).
+  const links = new Map<string, LinkFacts>([
+    ["eth0", { ifindex: 2, mtu: 1500, flags: 1, addr4: "10.0.0.1", net4: [{ addr: "10.0.0.1", prefixlen: 24 }] }],
+    ["eth1", { ifindex: 3, mtu: 1500, flags: 1, addr4: "10.1.2.1", net4: [{ addr: "10.1.2.1", prefixlen: 24 }, { addr: "10.9.0.1", prefixlen: 31 }] }],
+  ]);
+  const lookup = (name: string) => links.get(name) ?? null;
+  const checked = (dir: string | null) => new RuleStore({ state: dir ? new StateFile(dir) : null, capacity: () => [], lookup });
+  const why = "output 10.1.2.255:6000@eth1 is the broadcast address of eth1's subnet 10.1.2.0/24: mcrelay sends without SO_BROADCAST, so the kernel would refuse every datagram (EACCES); send to a host or a multicast group";
+
+  test("add refuses an output to its interface's subnet broadcast address, naming the output and why; nothing changes", () => {
+    const dir = stateDir();
+    const s = checked(dir);
+    s.load([]);
+    let err: unknown;
+    try {
+      s.add(spec("bc", 5000, { to: ["239.2.2.2:6000@eth1", "10.1.2.255:6000@eth1"] }), false);
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(ControlError);
+    expect((err as ControlError).code).toBe("bad_request");
+    expect((err as ControlError).message).toBe(`rule bc refused, nothing changed: ${why}`);
+    expect(s.size).toBe(0);
+    // A host of the subnet, and the last address of a /31, are destinations.
+    expect(s.add(spec("ok", 5001, { to: ["10.1.2.254:6000@eth1", "10.9.0.0:6000@eth1"] }), false).stored.rule.name).toBe("ok");
+  });
+
+  test("a reload that adds such an output is refused; rules loaded at start keep it, pending with the reason", () => {
+    const s = checked(null);
+    s.load([spec("bc", 5000, { to: ["239.2.2.2:6000@eth1", "10.1.2.255:6000@eth1"] })]);
+    expect(s.size).toBe(1);
+    const plan = planTables(s.rules(), { lookup, workersFor: () => 1, ringMibFor: () => undefined });
+    const r = s.find("bc")!.rule;
+    expect([...plan.resolutions.get(r.id)!.pendingOutputs.values()]).toEqual([why]);
+    expect(plan.tables.get("eth0")!.rules[0]!.outputs.map((o) => o.addr)).toEqual(["239.2.2.2"]);
+    expect(() => s.applyConfig([spec("bc", 5000), spec("new", 5001, { to: ["10.1.2.255:6000@eth1"] })])).toThrow(`rule new: ${why}`);
+    expect(s.all().map((x) => x.spec)).toEqual([spec("bc", 5000, { to: ["239.2.2.2:6000@eth1", "10.1.2.255:6000@eth1"] })]);
   });
 });
