@@ -466,7 +466,7 @@ export const MUTANTS: Mutant[] = [
     name: "same-interface-accepted",
     breaks: "a rule whose output uses its input interface is accepted",
     file: "src/rules/rule.ts",
-    search: "if (out.to.iface && out.to.iface === rule.input.iface) {",
+    search: "if (rule.input && out.to.iface && out.to.iface === rule.input.iface) {",
     replace: "if (false) {",
     tests: [{ file: "tests/unit/cli-validation.test.ts", filter: "same interface for input and output" }],
   },

@@ -1,10 +1,10 @@
 // `mcrelay add`: a rule at runtime (kept across restarts); --replace changes one in place.
 import { defineCommand } from "citty";
-import { checkFlags, intFlag, jsonArg, repeated, validate } from "./args.ts";
+import { checkFlags, intFlag, jsonArg, repeated } from "./args.ts";
 import { socketArg, withClient } from "./daemon-client.ts";
 import { printJson, printLine } from "./output.ts";
 import { logger } from "../log.ts";
-import { nameSchema, ruleFromSpec, type RuleSpec } from "../config/rule-spec.ts";
+import { ruleFromSpec, type RuleSpec } from "../config/rule-spec.ts";
 import { UsageError } from "../errors.ts";
 import { MAX_PPS_MAX, MAX_PPS_MIN, TTL_MAX, TTL_MIN } from "../limits.ts";
 import * as v from "valibot";
@@ -24,23 +24,42 @@ const args = {
   ...jsonArg,
 } as const;
 
-const Schema = v.object({ name: nameSchema, ttl: v.optional(intFlag(TTL_MIN, TTL_MAX)), "max-pps": v.optional(intFlag(MAX_PPS_MIN, MAX_PPS_MAX)) });
+/** A rule problem naming its flag: "--to[0]: ...", "--to: output ... uses the input interface", "--source: source ...". */
+function flagged(problem: string): string {
+  if (/^(from|to|source|ttl|name)(\[\d+\])?:/.test(problem)) return `--${problem}`;
+  if (problem.startsWith("output ")) return `--to: ${problem}`;
+  if (problem.startsWith("source ")) return `--source: ${problem}`;
+  return problem;
+}
+
+/** A numeric flag, or undefined with its problem added to `problems` (every problem is reported at once). */
+function intArg(flag: string, text: string | undefined, min: number, max: number, problems: string[]): number | undefined {
+  if (text === undefined) return undefined;
+  const r = v.safeParse(intFlag(min, max), text);
+  if (r.success) return r.output;
+  problems.push(...r.issues.map((issue) => `--${flag}: ${issue.message}`));
+  return undefined;
+}
 
 export default defineCommand({
   meta: { name: "add", description: "Add (or --replace) a forwarding rule in the running daemon" },
   args,
   async run({ rawArgs, args: a }) {
     checkFlags(rawArgs, args);
-    const checked = validate(Schema, { name: a.name, ttl: a.ttl, "max-pps": a["max-pps"] });
-    const rule: Record<string, unknown> = { name: checked.name, from: a.from, to: repeated(rawArgs, "to", "t") };
-    if (checked.ttl !== undefined) rule.ttl = checked.ttl;
+    const flagProblems: string[] = [];
+    const ttl = intArg("ttl", a.ttl, TTL_MIN, TTL_MAX, flagProblems);
+    const maxPps = intArg("max-pps", a["max-pps"], MAX_PPS_MIN, MAX_PPS_MAX, flagProblems);
+    const rule: Record<string, unknown> = { name: a.name, from: a.from, to: repeated(rawArgs, "to", "t") };
+    if (ttl !== undefined) rule.ttl = ttl;
     if (a.source) rule.source = a.source;
-    if (checked["max-pps"] !== undefined) rule.max_pps = checked["max-pps"];
+    if (maxPps !== undefined) rule.max_pps = maxPps;
     if (a["loop-guard"] === false) rule.loop_guard = false;
     // The daemon validates again; checking here too turns a typo into a usage error (exit 2)
-    // that names the flag, before any connection is made.
+    // that names the flag, before any connection is made. Every problem at once: a flag that
+    // is not a number is left out of the rule, the rule's other fields are still checked.
     const local = ruleFromSpec(rule as RuleSpec, 1n);
-    if (!local.ok) throw new UsageError(local.problems.map((p) => (/^(from|to|source|ttl|name)\b/.test(p) ? `--${p}` : p)).join("\n"));
+    const problems = [...(local.ok ? [] : local.problems.map(flagged)), ...flagProblems];
+    if (problems.length) throw new UsageError(problems.join("\n"));
     const result = await withClient(a.socket, (c) => c.request("add", { rule, replace: !!a.replace }));
     for (const w of result.warnings) log.warn(w);
     if (a.json) printJson(result);

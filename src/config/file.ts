@@ -10,7 +10,7 @@
 // ignored with a warning naming each one. See docs/reference.md, "mcr's format".
 import { readFileSync } from "node:fs";
 import * as v from "valibot";
-import { issueMessage, ruleFromSpec, RuleSpecSchema, ttlSchema, type RuleSpec } from "./rule-spec.ts";
+import { checkRule, issueMessage, issuePath, ruleFromSpec, RuleSpecSchema, ttlSchema, type RuleProblem, type RuleSpec } from "./rule-spec.ts";
 import { ConfigError } from "../errors.ts";
 import { capacityProblems } from "../rules/capacity.ts";
 import { describeInput, inputKey } from "../rules/rule.ts";
@@ -214,9 +214,9 @@ export function parseConfig(text: string, path: string): LoadedConfig {
     mcr ||= isMcr;
     const spec = isMcr ? mcrSpec(r, i, cfg?.multicast_ttl, problems, warnings) : ourSpec(r, i, problems);
     if (!spec) return;
-    const built = ruleFromSpec(spec, BigInt(i + 1));
+    const built = checkRule(spec, BigInt(i + 1));
     if (!built.ok) {
-      for (const p of built.problems) problems.add(placeOf(p, at, isMcr), p, { label: `${at} (${spec.name})` });
+      for (const p of built.problems) addRuleProblem(problems, p, at, spec.name, isMcr);
     } else {
       const key = inputKey(built.rule);
       const other = inputs.get(key);
@@ -237,26 +237,47 @@ export function parseConfig(text: string, path: string): LoadedConfig {
   return { path, format: mcr ? "mcr" : "mcrelay", specs, workers, workersDefault, pinning, warnings: warnings.sorted(), ringMib: new Map(Object.entries(cfg?.ring_mib ?? {})), metrics: cfg?.metrics ?? null };
 }
 
-/**
- * The key path a rule problem is about ("to[1]: ..." → rules[i].to[1]); for mcr's form the
- * input and outputs stand for `from` and `to`.
- */
-function placeOf(problem: string, at: string, mcr: boolean): string {
-  const m = /^(name|from|to|ttl|source)(\[(\d+)\])?:/.exec(problem);
-  if (!m) return at;
-  if (!mcr || m[1] === "name") return `${at}.${m[1]}${m[2] ?? ""}`;
-  if (m[1] === "from") return `${at}.input`;
-  if (m[1] === "to") return `${at}.outputs${m[2] ?? ""}`;
-  return at;
+/** "rules[1] (name): to[1]: message" at the problem's place; mcr's input and outputs stand for `from` and `to`. */
+function addRuleProblem(problems: Problems, p: RuleProblem, at: string, name: unknown, mcr: boolean): void {
+  const message = p.path ? `${p.path}: ${p.message}` : p.message;
+  const label = typeof name === "string" && name ? `${at} (${name})` : at;
+  problems.add(placeOf(p.path, at, mcr), message, { label });
+}
+
+/** The key path of a rule problem (`to[1]` → rules[i].to[1]; mcr's form: rules[i].outputs[1]). */
+function placeOf(path: string | null, at: string, mcr: boolean): string {
+  if (!path) return at;
+  if (!mcr) return `${at}.${path}`;
+  const m = /^(from|to)(\[\d+\])?/.exec(path);
+  if (!m) return path.startsWith("name") ? `${at}.${path}` : at;
+  return m[1] === "from" ? `${at}.input` : `${at}.outputs${m[2] ?? ""}`;
+}
+
+/** True when one path is the other or lies under it (`to` and `to[1].ttl`). */
+function overlaps(a: string, b: string): boolean {
+  const under = (x: string, y: string) => y === x || y.startsWith(`${x}.`) || y.startsWith(`${x}[`);
+  return under(a, b) || under(b, a);
 }
 
 function ourSpec(r: unknown, i: number, problems: Problems): RuleSpec | null {
   const parsed = v.safeParse(RuleSpecSchema, r);
-  if (!parsed.success) {
-    problems.issues(parsed.issues, `rules[${i}]`);
-    return null;
+  if (parsed.success) return parsed.output;
+  const at = `rules[${i}]`;
+  problems.issues(parsed.issues, at);
+  // The shape is wrong somewhere: the meaning of the other fields is still checked, so one run
+  // reports every problem of the rule. A field already reported is not reported again, and the
+  // checks across fields run on valid fields only (checkRule), so nothing is a mere consequence.
+  if (r === null || typeof r !== "object" || Array.isArray(r)) return null;
+  const reported = parsed.issues.map((issue) => issuePath(issue));
+  const built = checkRule(r as Record<string, unknown>, BigInt(i + 1));
+  if (built.ok) return null;
+  const name = (r as Record<string, unknown>).name;
+  const nameOk = !reported.some((p) => overlaps(p, "name"));
+  for (const p of built.problems) {
+    if (p.path !== null && reported.some((shape) => overlaps(shape, p.path!))) continue;
+    addRuleProblem(problems, p, at, nameOk ? name : undefined, false);
   }
-  return parsed.output;
+  return null;
 }
 
 function mcrSpec(r: unknown, i: number, multicastTtl: number | undefined, problems: Problems, warnings: Problems): RuleSpec | null {

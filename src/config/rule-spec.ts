@@ -54,17 +54,14 @@ export const RuleSpecSchema = v.strictObject({
 });
 export type RuleSpec = v.InferOutput<typeof RuleSpecSchema>;
 
-const ParsedSpecSchema = v.object({
-  name: nameSchema,
-  from: inputTextSchema,
-  vlan: v.optional(vlanSchema),
-  max_pps: v.optional(maxPpsSchema),
-  loop_guard: v.optional(v.boolean()),
-  // The same count limits: add checks a rule locally with this schema (exit 2 naming --to).
-  to: v.pipe(v.array(outputEntrySchema), v.minLength(1, "at least one output is needed"), v.maxLength(NATIVE_LIMITS.outputsPerRuleMax, `at most ${NATIVE_LIMITS.outputsPerRuleMax} outputs`)),
-  ttl: v.optional(ttlSchema),
-  source: v.optional(sourceSchema),
-});
+/** The list of outputs, before each entry is checked: the same count limits as RuleSpecSchema. */
+const outputListSchema = v.pipe(v.array(v.unknown()), v.minLength(1, "at least one output is needed"), v.maxLength(NATIVE_LIMITS.outputsPerRuleMax, `at most ${NATIVE_LIMITS.outputsPerRuleMax} outputs`));
+
+/** A problem of a rule: the key path within the rule (`to[1]`, `from`), or null for the rule as a whole. */
+export interface RuleProblem {
+  path: string | null;
+  message: string;
+}
 
 /**
  * Stable 63-bit id of an output within a rule: an unchanged output keeps its socket and
@@ -89,28 +86,61 @@ export function formatOutput(o: { to: Endpoint; ttl: number; dscp: number | null
   return formatEndpoint(o.to) + formatOutputOptions(o, ruleTtl);
 }
 
-/** Validates a spec and builds the rule; the id is the caller's (kept across replace). */
-export function ruleFromSpec(spec: RuleSpec, id: bigint): { ok: true; rule: Rule } | { ok: false; problems: string[] } {
-  const parsed = v.safeParse(ParsedSpecSchema, spec);
-  if (!parsed.success) return { ok: false, problems: formatIssues(parsed.issues) };
-  const p = parsed.output;
-  const ttl = p.ttl ?? DEFAULT_TTL;
-  const fromVlan = p.from.options.vlan;
-  if (fromVlan !== undefined && p.vlan !== undefined && fromVlan !== p.vlan) {
-    return { ok: false, problems: [`vlan: ${p.vlan} differs from the input's vlan=${fromVlan}`] };
-  }
-  const rule: Rule = {
-    id,
-    name: p.name,
-    input: { ...p.from.endpoint, iface: p.from.endpoint.iface! },
-    source: p.source ?? null,
-    vlan: fromVlan ?? p.vlan ?? null,
-    maxPps: p.max_pps ?? null,
-    loopGuard: p.loop_guard ?? true,
-    outputs: p.to.map((entry) => ruleOutput(id, entry, ttl)),
+/**
+ * Validates a spec and builds the rule; the id is the caller's (kept across replace). Every
+ * independent problem is reported: each field is checked on its own, each output on its own,
+ * and a check across fields (an output on the input interface, a source of the other family,
+ * the VLAN twice) runs when the fields it reads are valid, so no problem is only a consequence
+ * of another. Keys the spec should not have are not looked at (the edges' schemas refuse them).
+ */
+export function checkRule(spec: Readonly<Record<string, unknown>>, id: bigint): { ok: true; rule: Rule } | { ok: false; problems: RuleProblem[] } {
+  const problems: RuleProblem[] = [];
+  const field = <S extends v.GenericSchema>(key: string, schema: S, value: unknown): v.InferOutput<S> | undefined => {
+    const r = v.safeParse(schema, value);
+    if (r.success) return r.output;
+    for (const issue of r.issues) problems.push({ path: issuePath(issue, key), message: issueMessage(issue) });
+    return undefined;
   };
-  const problems = ruleProblems(rule);
-  return problems.length ? { ok: false, problems } : { ok: true, rule };
+  const optional = <S extends v.GenericSchema>(key: string, schema: S) => (spec[key] === undefined ? null : (field(key, schema, spec[key]) ?? undefined));
+  const name = field("name", nameSchema, spec.name);
+  const from = field("from", inputTextSchema, spec.from);
+  const list = field("to", outputListSchema, spec.to);
+  const entries = (list ?? []).map((entry, i) => field(`to[${i}]`, outputEntrySchema, entry));
+  const ttlValue = optional("ttl", ttlSchema);
+  const source = optional("source", sourceSchema);
+  const vlan = optional("vlan", vlanSchema);
+  const maxPps = optional("max_pps", maxPpsSchema);
+  const loopGuard = optional("loop_guard", v.boolean("loop_guard is true or false"));
+
+  const ttl = ttlValue ?? DEFAULT_TTL;
+  const outputs = entries.flatMap((entry) => (entry ? [ruleOutput(id, entry, ttl)] : []));
+  const fromVlan = from?.options.vlan;
+  if (fromVlan !== undefined && vlan !== undefined && vlan !== null && fromVlan !== vlan) {
+    problems.push({ path: "vlan", message: `${vlan} differs from the input's vlan=${fromVlan}` });
+  }
+  const input = from ? { ...from.endpoint, iface: from.endpoint.iface! } : null;
+  for (const message of ruleProblems({ input, source: source === undefined ? null : source, outputs })) problems.push({ path: null, message });
+  if (problems.length) return { ok: false, problems };
+  return {
+    ok: true,
+    rule: {
+      id,
+      name: name!,
+      input: input!,
+      source: source ?? null,
+      vlan: fromVlan ?? vlan ?? null,
+      maxPps: maxPps ?? null,
+      loopGuard: loopGuard ?? true,
+      outputs,
+    },
+  };
+}
+
+/** checkRule with each problem as "path: message" (what `add`, the control socket and the state file show). */
+export function ruleFromSpec(spec: RuleSpec, id: bigint): { ok: true; rule: Rule } | { ok: false; problems: string[] } {
+  const checked = checkRule(spec, id);
+  if (checked.ok) return checked;
+  return { ok: false, problems: checked.problems.map((p) => (p.path ? `${p.path}: ${p.message}` : p.message)) };
 }
 
 /** The spec a rule was made from (what `config show` and the state file write). */
@@ -131,13 +161,19 @@ export function specFromRule(rule: Rule): RuleSpec {
   return spec;
 }
 
+/** An issue's key path under `prefix`: "rules[2].to[0]". */
+export function issuePath(issue: v.BaseIssue<unknown>, prefix = ""): string {
+  let path = prefix;
+  for (const item of issue.path ?? []) {
+    path += typeof item.key === "number" ? `[${item.key}]` : path ? `.${String(item.key)}` : String(item.key);
+  }
+  return path;
+}
+
 /** "rules[2].to[0]: message" for each issue. */
 export function formatIssues(issues: readonly v.BaseIssue<unknown>[], prefix = ""): string[] {
   return issues.map((issue) => {
-    let path = prefix;
-    for (const item of issue.path ?? []) {
-      path += typeof item.key === "number" ? `[${item.key}]` : path ? `.${String(item.key)}` : String(item.key);
-    }
+    const path = issuePath(issue, prefix);
     const message = issueMessage(issue);
     return path ? `${path}: ${message}` : message;
   });

@@ -102,18 +102,21 @@ export function interfaceProblems(rule: Rule, lookup: LinkLookup): string[] {
   return problems;
 }
 
-/** Problems that make a rule unusable whatever the interfaces do. */
-export function ruleProblems(rule: Rule): string[] {
+/**
+ * Problems that make a rule unusable whatever the interfaces do. A rule being checked may lack
+ * its input (invalid) and some outputs (invalid ones left out): what needs them is not checked.
+ */
+export function ruleProblems(rule: { input: Rule["input"] | null; source: IpAddress | null; outputs: readonly RuleOutput[] }): string[] {
   const problems: string[] = [];
   for (const out of rule.outputs) {
-    if (out.to.iface && out.to.iface === rule.input.iface) {
+    if (rule.input && out.to.iface && out.to.iface === rule.input.iface) {
       problems.push(
         `output ${formatEndpoint(out.to)} uses the input interface ${rule.input.iface}: ` +
           "a relay on one interface would see its own traffic; use another interface",
       );
     }
   }
-  if (rule.source && rule.source.family !== rule.input.addr.family) {
+  if (rule.input && rule.source && rule.source.family !== rule.input.addr.family) {
     problems.push(
       `source ${rule.source.text} is an IPv${rule.source.family} address but the input ${formatEndpoint(rule.input)} is IPv${rule.input.addr.family}: ` +
         "no packet could match; give a source of the input's family",

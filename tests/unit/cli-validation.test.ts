@@ -75,6 +75,18 @@ describe("CLI validation (no namespace: rejected while parsing)", () => {
     expectUsageError(runHost(["add", "--socket", "/nonexistent/mcrelay.sock", "--name", "many", "--from", "239.1.1.6:5000@r0", ...tos]), "--to", "at most 256 outputs");
   });
 
+  test("add reports every problem of the rule at once, each naming its flag (a bad --ttl hid the rest, a bad --to hid the checks across flags)", () => {
+    const r = runHost(["add", "--socket", "/nonexistent/mcrelay.sock", "--name", "x y", "--from", "239.1.1.999:5000@r0", "--to", "239.2.2.2:70000@r1", "--ttl", "300", "--max-pps", "0"]);
+    expectUsageError(r);
+    expect(r.stderr).toContain("--name: a name is 1-64 letters");
+    expect(r.stderr).toContain("--from: '239.1.1.999:5000@r0': '239.1.1.999' is not an IPv4 or IPv6 address");
+    expect(r.stderr).toContain("--to[0]: '239.2.2.2:70000@r1': port 70000 is out of range (1-65535)");
+    expect(r.stderr).toContain("--ttl: 300 is out of range (1-255)");
+    expect(r.stderr).toContain("--max-pps: 0 is out of range");
+    const cross = runHost(["add", "--socket", "/nonexistent/mcrelay.sock", "--name", "x", "--from", "239.1.1.1:5000@r0", "--to", "239.2.2.2:70000@r1", "--to", "239.2.2.3:6000@r0", "--source", "::1"]);
+    expectUsageError(cross, "--to[0]: '239.2.2.2:70000@r1'", "--to: output 239.2.2.3:6000@r0 uses the input interface r0", "--source: source ::1 is an IPv6 address");
+  });
+
   test("an empty option value is refused naming the option (run --config= started with no rules, --state-dir= used /var/lib/mcrelay)", () => {
     // --workers 0 is a second usage error: should the empty value pass, no daemon starts here.
     expectUsageError(runHost(["run", "--config=", "--socket", "/nonexistent/s.sock", "--workers", "0"]), "--config", "empty value");

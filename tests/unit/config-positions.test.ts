@@ -22,6 +22,7 @@ function problemsOf(text: string): ConfigProblem[] {
 
 const where = (p: ConfigProblem) => `${p.line}:${p.column} ${p.path}`;
 
+
 describe("JSON5 reader", () => {
   test("reads comments, unquoted and single-quoted keys, trailing commas, hex, +, leading dots, Infinity", () => {
     const doc = parseJson5(`// c\n{ a: 1, 'b': 'x\\'y', "c": [0x10, +1, .5, 5., -Infinity,], /* d */ d: null, e: true, }`);
@@ -80,6 +81,41 @@ describe("config problems with their place", () => {
 }`);
     expect(ps.map(where)).toEqual(["3:13 rules[0].name", "6:12 rules[0].ttl", "7:7 rules[0].bogus"]);
     expect(ps.map((p) => p.message)).toEqual([expect.stringContaining("rules[0].name: a name is 1-64"), "rules[0].ttl: a TTL is at least 1", "rules[0].bogus: unknown key"]);
+  });
+
+  test("a rule with a bad input group and a bad output port reports both, with a wrong TTL and an output on the input interface", () => {
+    const ps = problemsOf(`{ rules: [
+  { name: "a",
+    from: "239.1.1.999:5000@eth0",
+    to: ["239.2.2.2:6000@eth1", "239.2.2.3:70000@eth1"] },
+  { name: "b",
+    from: "239.1.1.2:5000@eth0",
+    to: [{ to: "239.2.2.2:6000@eth1", ttl: 999 }, "239.3.3.3:x@eth2", "239.4.4.4:6000@eth0"],
+    max_pps: -1, source: "::1" },
+] }`);
+    // In file order; the problems across fields are placed at their rule.
+    expect(ps.map(where)).toEqual(["3:11 rules[0].from", "4:33 rules[0].to[1]", "5:3 rules[1]", "5:3 rules[1]", "7:44 rules[1].to[0].ttl", "7:51 rules[1].to[1]", "8:14 rules[1].max_pps"]);
+    expect(ps.map((p) => p.message)).toEqual([
+      "rules[0] (a): from: '239.1.1.999:5000@eth0': '239.1.1.999' is not an IPv4 or IPv6 address",
+      "rules[0] (a): to[1]: '239.2.2.3:70000@eth1': port 70000 is out of range (1-65535)",
+      "rules[1] (b): output 239.4.4.4:6000@eth0 uses the input interface eth0: a relay on one interface would see its own traffic; use another interface",
+      "rules[1] (b): source ::1 is an IPv6 address but the input 239.1.1.2:5000@eth0 is IPv4: no packet could match; give a source of the input's family",
+      "rules[1].to[0].ttl: a TTL is at most 255",
+      "rules[1] (b): to[1]: '239.3.3.3:x@eth2': port 'x' is not a number",
+      "rules[1].max_pps: max_pps is at least 1",
+    ]);
+  });
+
+  test("no problem is reported that is only a consequence of another", () => {
+    // A bad input: no "same input" or "output on the input interface" about it. A list that is
+    // not a list: nothing about its entries. An output with a wrong shape: once.
+    const ps = problemsOf(`{ rules: [
+  { name: "a", from: "nope", to: ["239.2.2.2:6000@eth0", "239.2.2.2:6000@eth0"] },
+  { name: "b", from: "239.1.1.1:5000@eth0", to: "239.2.2.2:6000@eth1", ttl: 0 },
+  { name: "c", from: "239.1.1.2:5000@eth0", to: [{ to: "239.2.2.2:6000@eth1", ttl: "x" }] },
+] }`);
+    expect(ps.map((p) => p.path)).toEqual(["rules[0]", "rules[0].from", "rules[1].to", "rules[1].ttl", "rules[2].to[0].ttl"]);
+    expect(ps[0]!.message).toBe("rules[0] (a): output 239.2.2.2:6000@eth0 is listed twice");
   });
 
   test("semantic problems of endpoints are placed at the endpoint, across all rules", () => {

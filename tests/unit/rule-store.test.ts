@@ -98,6 +98,18 @@ describe("rule store", () => {
     expect(saved(dir).rules.map((r) => r.spec.name)).toEqual(["a"]);
   });
 
+  test("an add with several problems is refused naming each of them (the control path), not only the first", () => {
+    const s = store(null);
+    s.load([]);
+    expect(() => s.add({ name: "bad", from: "239.1.1.999:5000@eth0", to: ["239.2.2.2:70000@eth1", "239.2.2.3:6000@eth0"], source: "::1" }, false)).toThrow(
+      "from: '239.1.1.999:5000@eth0': '239.1.1.999' is not an IPv4 or IPv6 address; to[0]: '239.2.2.2:70000@eth1': port 70000 is out of range (1-65535)",
+    );
+    expect(() => s.add({ name: "bad", from: "239.1.1.1:5000@eth0", to: ["239.2.2.2:70000@eth1", "239.2.2.3:6000@eth0"], source: "::1" }, false)).toThrow(
+      /^to\[0\]: .*out of range \(1-65535\); output 239\.2\.2\.3:6000@eth0 uses the input interface eth0: .*; source ::1 is an IPv6 address/,
+    );
+    expect(s.size).toBe(0);
+  });
+
   test("remove takes a name or an id; an unknown one is not_found", () => {
     const s = store(null);
     s.load([]);
