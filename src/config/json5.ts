@@ -1,4 +1,5 @@
-// A JSON5 reader that knows where everything is: a syntax error carries its line and column,
+// A JSON5 reader that knows where everything is: a syntax error carries its line and column
+// (from 1; a column counts Unicode code points, as an editor shows them, not UTF-16 units),
 // and every value and key of the document is mapped from its path (`rules[1].to[0]`) to the
 // line and column where it starts, so a config problem can be reported as FILE:LINE:COLUMN.
 // Covers JSON5 as https://spec.json5.org defines it: comments, trailing commas, unquoted
@@ -41,16 +42,22 @@ export function parseJson5(text: string): Json5Document {
   const keys = new Map<string, Position>();
   const duplicates: Json5Document["duplicates"] = [];
 
-  const here = (): Position => ({ line, column: i - lineStart + 1 });
+  // Columns count Unicode code points, as an editor shows them: the second half of each
+  // surrogate pair (an emoji) on the current line is not counted.
+  let lineSurrogates = 0;
+  const here = (): Position => ({ line, column: i - lineStart - lineSurrogates + 1 });
   const fail = (message: string, at: Position = here()): never => {
     throw new Json5SyntaxError(message, at.line, at.column);
   };
-  const describe = (): string => (i >= text.length ? "the end of the file" : `'${text[i]}'`);
+  const describe = (): string => (i >= text.length ? "the end of the file" : `'${String.fromCodePoint(text.codePointAt(i)!)}'`);
   const advance = (): string => {
     const c = text[i++]!;
     if (c === "\n" || (c === "\r" && text[i] !== "\n") || c === "\u2028" || c === "\u2029") {
       line += 1;
       lineStart = i;
+      lineSurrogates = 0;
+    } else if (c >= "\uDC00" && c <= "\uDFFF" && i >= 2 && text[i - 2]! >= "\uD800" && text[i - 2]! <= "\uDBFF") {
+      lineSurrogates += 1;
     }
     return c;
   };
@@ -119,7 +126,7 @@ export function parseJson5(text: string): Json5Document {
     if (body === "Infinity") return sign * Infinity;
     if (body === "NaN") return NaN;
     if (/^0[xX]/.test(body)) return sign * parseInt(body, 16);
-    if (/^0\d/.test(body)) fail(`a number cannot start with 0 ('${raw}')`, { line, column: i - lineStart + 1 - raw.length });
+    if (/^0\d/.test(body)) fail(`a number cannot start with 0 ('${raw}')`, { line, column: here().column - raw.length });
     return sign * Number(body);
   };
 

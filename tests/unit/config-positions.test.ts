@@ -118,6 +118,25 @@ describe("config problems with their place", () => {
     expect(ps[0]!.message).toBe("rules[0] (a): output 239.2.2.2:6000@eth0 is listed twice");
   });
 
+  test("columns count code points, as an editor shows them: an emoji (2 UTF-16 units) and é (2 bytes) before the error count one each", () => {
+    // Line 2: '  { name: "a", /* é 😀 */ from: "239.1.1.1:5000@eth0", to: [' is 59 code points (60
+    // UTF-16 units, 63 bytes); the bad output starts at column 60. Line 3 has none: unchanged.
+    const ps = problemsOf(`{ rules: [
+  { name: "a", /* é 😀 */ from: "239.1.1.1:5000@eth0", to: ["239.2.2.2:70000@eth1"] },
+  { name: "b", from: "239.1.1.2:5000@eth0", to: ["239.2.2.2:70000@eth1"] },
+] }`);
+    expect(ps.map(where)).toEqual(["2:60 rules[0].to[0]", "3:50 rules[1].to[0]"]);
+    // A syntax error after them: 'b' is the 11th character of '{ a: "é😀" b }' (the 12th UTF-16 unit).
+    try {
+      parseConfig(`{ a: "é😀" b }`, "x.json5");
+      throw new Error("accepted");
+    } catch (err) {
+      expect((err as Error).message).toBe("x.json5:1:11: not valid JSON5: expected ',' or '}', found 'b'");
+    }
+    // What is found is named whole, not half an emoji.
+    expect(() => parseJson5(`{ a: 1 😀 }`)).toThrow("expected ',' or '}', found '😀'");
+  });
+
   test("semantic problems of endpoints are placed at the endpoint, across all rules", () => {
     const ps = problemsOf(`{ rules: [
   { name: "a", from: "239.1.1.1:5000", to: ["239.2.2.2:6000@eth1", "239.2.2.2:70000@eth1"] },
