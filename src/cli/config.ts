@@ -36,10 +36,23 @@ const check = defineCommand({
   },
 });
 
-/** `{ name: "a", to: ["x"] }`: a JSON5 object on one line, keys unquoted where they can be. */
-function json5Line(o: Record<string, unknown>): string {
-  const entries = Object.entries(o).filter(([, value]) => value !== undefined);
-  return `{ ${entries.map(([k, value]) => `${/^[A-Za-z_$][A-Za-z0-9_$]*$/.test(k) ? k : JSON.stringify(k)}: ${JSON.stringify(value)}`).join(", ")} }`;
+/** A key as JSON5 writes it: bare when it is an identifier, else quoted ("eth0.100"). */
+function json5Key(k: string): string {
+  return /^[A-Za-z_$][A-Za-z0-9_$]*$/.test(k) ? k : JSON.stringify(k);
+}
+
+/**
+ * A value as the config file writes it, on one line: `{ to: "x", ttl: 4 }`, `["a", "b"]`, keys
+ * bare where they can be, at every depth (an object-form output too, not JSON's `{"to":"x"}`).
+ * Strings are JSON's double-quoted text, which JSON5 reads as written.
+ */
+export function json5Value(value: unknown): string {
+  if (Array.isArray(value)) return `[${value.map(json5Value).join(", ")}]`;
+  if (value !== null && typeof value === "object") {
+    const entries = Object.entries(value).filter(([, x]) => x !== undefined);
+    return entries.length ? `{ ${entries.map(([k, x]) => `${json5Key(k)}: ${json5Value(x)}`).join(", ")} }` : "{}";
+  }
+  return JSON.stringify(value);
 }
 
 /**
@@ -54,12 +67,12 @@ export function configText(r: ResultOf<"config-show">, now = new Date()): string
     "// As a --config file this gives the same rules; the runtime ones become config rules.",
     "{",
   ];
-  if (Object.keys(r.workers).length) lines.push(`  workers: ${json5Line(r.workers)},`);
+  if (Object.keys(r.workers).length) lines.push(`  workers: ${json5Value(r.workers)},`);
   else if (r.workers_default !== null) lines.push(`  workers: ${r.workers_default},`);
   lines.push("  rules: [");
   for (const { origin, id, ...spec } of r.rules) {
     lines.push(origin === "runtime" ? `    // id ${id}: runtime rule (mcrelay add), not in the config file` : `    // id ${id}: from the ${origin === "config" ? "config file" : "command line"}`);
-    lines.push(`    ${json5Line(spec)},`);
+    lines.push(`    ${json5Value(spec)},`);
   }
   lines.push("  ],", "}");
   return lines.join("\n");

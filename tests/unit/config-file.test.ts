@@ -4,6 +4,7 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { loadConfig, parseConfig } from "../../src/config/file.ts";
 import { ruleFromSpec, specFromRule } from "../../src/config/rule-spec.ts";
 import { ConfigError, EXIT } from "../../src/errors.ts";
+import { configText } from "../../src/cli/config.ts";
 import { TempDir } from "../support/daemon-harness.ts";
 
 let dir: TempDir;
@@ -225,5 +226,34 @@ describe("config file: rules that would collide in a worker", () => {
       "test.json5",
     );
     expect(cfg.specs.map((s) => s.name)).toEqual(["a", "b", "c"]);
+  });
+});
+
+describe("config show's text", () => {
+  test("object-form outputs and quoted keys are printed in JSON5 as the file writes them, and the text loads to the same rules", () => {
+    const rules = [
+      {
+        name: "obj",
+        from: "239.1.1.1:5000@eth0.100,vlan=7",
+        to: [{ to: "239.2.2.2:6000@eth1", ttl: 4, dscp: "copy" as const, gso: false }, "239.2.2.3:6000@eth1,dscp=46", { to: "[ff15::1]:6000@eth2", dscp: 10 }],
+        ttl: 9,
+        source: "10.1.1.1",
+        max_pps: 1000,
+        loop_guard: false,
+      },
+      { name: "plain", from: "239.1.1.2:5000@eth0", to: ["10.0.0.5:7000"] },
+    ];
+    const text = configText(
+      { config_file: "/etc/mcrelay/mcrelay.json5", state_dir: "/var/lib/mcrelay", workers: { "eth0.100": 2, eth0: 1 }, workers_default: null, rules: rules.map((r, i) => ({ ...r, origin: i ? "runtime" : "config", id: String(i + 1) })) },
+      new Date("2026-12-02T00:00:00Z"),
+    );
+    // JSON5 as the rest of the file: bare keys at every depth, quoted only where they must be.
+    expect(text).toContain('  workers: { "eth0.100": 2, eth0: 1 },');
+    expect(text).toContain('to: [{ to: "239.2.2.2:6000@eth1", ttl: 4, dscp: "copy", gso: false }, "239.2.2.3:6000@eth1,dscp=46", { to: "[ff15::1]:6000@eth2", dscp: 10 }]');
+    expect(text).not.toMatch(/"(to|ttl|dscp|gso)":/);
+    // Round trip: saved as a config file, it gives the same rules and workers.
+    const cfg = parseConfig(text, "shown.json5");
+    expect(cfg.specs).toEqual(rules);
+    expect(Object.fromEntries(cfg.workers)).toEqual({ "eth0.100": 2, eth0: 1 });
   });
 });
