@@ -159,6 +159,7 @@ export function renderMan(tree: Command): string {
     "mcrelay relays UDP multicast (and unicast) streams in user space: it captures frames on an input interface with a packet socket and republishes the payload to other groups, ports, interfaces or unicast addresses. `mcrelay run` is the daemon; most other commands talk to it over its control socket; `forward` is a one-shot relay without a daemon; `gen` and `sink` generate and measure test streams.",
   );
   out += `\n.PP\nEndpoints are \\fIADDRESS\\fR:\\fIPORT\\fR@\\fIINTERFACE\\fR (IPv6: [\\fIADDRESS\\fR]:\\fIPORT\\fR@\\fIINTERFACE\\fR). Every reading command accepts \\fB\\-\\-json\\fR.\n`;
+  out += `.PP\n${roff("Options are read as getopt(3) reads them: one-letter options can be grouped, a letter that takes a value takes the rest of the group or the next word (`-wjn1` is `-w -j -n 1`), and `--` ends the options: every word after it is an argument, even one that starts with `-` (`mcrelay remove -- -old`).")}\n`;
   out += `.SH GLOBAL OPTIONS\nAccepted before or after the command.\n`;
   for (const o of tree.options) out += manOption(o);
   out += `.TP\n\\fB\\-\\-help\\fR, \\fB\\-h\\fR\nPrint the usage of mcrelay or of a command.\n.TP\n\\fB\\-\\-version\\fR, \\fB\\-v\\fR\nPrint the version.\n`;

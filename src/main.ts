@@ -3,14 +3,14 @@
 // tools (the worker it starts is a Zig executable embedded in it). Subcommands load lazily so
 // `mcrelay version` stays fast.
 import "./no-color.ts";
-import { runCommand } from "citty";
+import { runCommand, type ArgsDef } from "citty";
 import { EXIT, errorKind, exitCodeOf, UsageError } from "./errors.ts";
 import { globalArgs } from "./cli/commands.ts";
 import { logger, setLogFormat, setLogLevel, type LogLevelName } from "./log.ts";
 import { VERSION } from "./version.ts";
 import { resolveSubVerb, resolveVerb } from "./cli/verbs.ts";
 import { commandHelp, mainHelp } from "./cli/help.ts";
-import { wantsJson } from "./cli/args.ts";
+import { checkFlags, positionalCount, wantsHelp, wantsJson } from "./cli/args.ts";
 import { writeOut } from "./terminal.ts";
 
 const log = logger("mcrelay");
@@ -39,15 +39,6 @@ function takeGlobalOptions(argv: string[]): string[] {
   return rest;
 }
 
-/** Is help asked for (`-h`/`--help` before any `--`)? */
-function wantsHelp(args: readonly string[]): boolean {
-  for (const a of args) {
-    if (a === "--") return false;
-    if (a === "--help" || a === "-h") return true;
-  }
-  return false;
-}
-
 /** The error as the one JSON document on stdout that `--json` promises (exit code unchanged). */
 function printJsonError(kind: string, message: string, exitCode: number, code?: string): void {
   writeOut(`${JSON.stringify({ ok: false, error: { kind, message, exit_code: exitCode, ...(code ? { code } : {}) } }, null, 2)}\n`);
@@ -61,7 +52,8 @@ async function run(): Promise<number> {
     log.error((err as Error).message);
     return EXIT.usage;
   }
-  const json = wantsJson(rawArgs);
+  // Guessed from the spelling until the verb's options are known, then read as they are.
+  let json = wantsJson(rawArgs);
   try {
     const first = rawArgs[0];
     if (first === undefined) {
@@ -89,17 +81,22 @@ async function run(): Promise<number> {
       const word = rest.find((a) => !a.startsWith("-"));
       if (word === undefined) {
         writeOut(`${commandHelp(def, names, verb.aliases)}\n`);
-        return wantsHelp(rest) ? EXIT.ok : EXIT.usage;
+        return wantsHelp(rest, {}) ? EXIT.ok : EXIT.usage;
       }
       const [subName, sub] = await resolveSubVerb(def, verb.name, word);
       rest = rest.toSpliced(rest.indexOf(word), 1);
       def = sub;
       names = [verb.name, subName];
     }
-    if (wantsHelp(rest)) {
+    const args = (def.args ?? {}) as ArgsDef;
+    json = wantsJson(rest, args);
+    if (wantsHelp(rest, args)) {
       writeOut(`${commandHelp(def, names, names.length === 1 ? verb.aliases : [])}\n`);
       return EXIT.ok;
     }
+    // Checked before citty reads them: it keeps an unknown option as an on/off one and drops a
+    // word too many, and its "missing argument" would hide the real mistake (`remove -old`).
+    checkFlags(rest, args, positionalCount(args));
     await runCommand(def, { rawArgs: rest });
     return typeof process.exitCode === "number" ? process.exitCode : EXIT.ok;
   } catch (caught) {

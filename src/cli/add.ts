@@ -49,7 +49,7 @@ export default defineCommand({
     const flagProblems: string[] = [];
     const ttl = intArg("ttl", a.ttl, TTL_MIN, TTL_MAX, flagProblems);
     const maxPps = intArg("max-pps", a["max-pps"], MAX_PPS_MIN, MAX_PPS_MAX, flagProblems);
-    const rule: Record<string, unknown> = { name: a.name, from: a.from, to: repeated(rawArgs, "to", "t") };
+    const rule: Record<string, unknown> = { name: a.name, from: a.from, to: repeated(rawArgs, args, "to") };
     if (ttl !== undefined) rule.ttl = ttl;
     if (a.source) rule.source = a.source;
     if (maxPps !== undefined) rule.max_pps = maxPps;

@@ -1,5 +1,6 @@
-// Command-line plumbing shared by the verbs: strict flag checking (citty accepts anything),
-// repeated flags, and valibot validation whose messages name the flag.
+// Command-line plumbing shared by the verbs: the arguments read as getopt(3) reads them (short
+// option groups, `--`), strict checking of them (citty accepts anything), repeated options, and
+// valibot validation whose messages name the flag.
 import * as v from "valibot";
 import type { ArgsDef } from "citty";
 import { UsageError } from "../errors.ts";
@@ -7,14 +8,28 @@ import { suggest } from "./verbs.ts";
 
 export const jsonArg = { json: { type: "boolean", alias: "j", description: "Print one JSON document to stdout (errors too)" } } as const;
 
-/** Is `--json` (or `-j`, alone or in a group like `-jw`) among the verb's arguments? */
-export function wantsJson(args: readonly string[]): boolean {
+/**
+ * Is `--json` (or `-j`, alone or in a group like `-jw`) among the arguments? Without the
+ * verb's options (an unknown verb) this guesses from the spelling; with them it reads the
+ * arguments as checkFlags does (`stats -nj` is `--interval j`, not `--json`).
+ */
+export function wantsJson(args: readonly string[], def?: ArgsDef): boolean {
+  if (def) {
+    let json = false;
+    for (const t of scanArgs(args, def)) if (t.kind === "option" && t.name === "json") json = t.value === true;
+    return json;
+  }
   for (const a of args) {
     if (a === "--") return false;
     if (a === "--json" || a === "--json=true") return true;
     if (/^-[A-Za-z]+$/.test(a) && a.includes("j")) return true;
   }
   return false;
+}
+
+/** Is help asked for (`--help`, `-h`, or `h` in a group like `-jh`) before any `--`? */
+export function wantsHelp(args: readonly string[], def: ArgsDef): boolean {
+  return scanArgs(args, def).some((t) => t.kind === "option" && t.name === "help");
 }
 
 interface FlagDef {
@@ -26,21 +41,27 @@ function aliasesOf(d: FlagDef): string[] {
   return Array.isArray(d.alias) ? d.alias : d.alias ? [d.alias] : [];
 }
 
+/** An option the verb does not have. */
+class UnknownOptionError extends UsageError {
+  /** `body`: the message without its "(see --help)"; `maybeArgument`: the word may be meant as an argument (`-old`, `-1`), not a mistyped option. */
+  constructor(
+    readonly body: string,
+    readonly maybeArgument: boolean,
+  ) {
+    super(`${body} (see --help)`);
+  }
+}
+
 /** "unknown option '--jsno'; did you mean '--json'?" */
-function unknownOption(arg: string, def: ArgsDef): UsageError {
+function unknownOption(arg: string, def: ArgsDef): UnknownOptionError {
   const longs = Object.entries(def)
     .filter(([, d]) => (d as FlagDef).type !== "positional")
     .flatMap(([n, d]) => [n, ...aliasesOf(d as FlagDef).filter((a) => a.length > 1)]);
   const word = arg.replace(/^--?(no-)?/, "").split("=")[0]!;
   const near = arg.startsWith("--") || word.length > 1 ? suggest(word, [...longs, "help"]) : null;
-  return new UsageError(`unknown option '${arg}'${near ? `; did you mean '--${near}'?` : ""} (see --help)`);
+  return new UnknownOptionError(`unknown option '${arg}'${near ? `; did you mean '--${near}'?` : ""}`, near === null);
 }
 
-/**
- * Rejects options the command does not define (citty's parser is lenient) and stray
- * positionals. Long options (`--json`, `--to=X`, `--no-watch`), single-letter aliases (`-j`)
- * and groups of them (`-jw`; a letter that takes a value ends the group) are understood.
- */
 /**
  * An empty value is never meaningful, and some options fell back to their default with one:
  * `run --config=$UNSET` started with no rules, `--state-dir=` used /var/lib/mcrelay.
@@ -49,69 +70,140 @@ function emptyValue(flag: string): UsageError {
   return new UsageError(`option ${flag} has an empty value (an unset shell variable?)`);
 }
 
-export function checkFlags(rawArgs: readonly string[], def: ArgsDef, positionals = 0): void {
-  const long = new Map<string, FlagDef>([["help", { type: "boolean" }]]);
-  const short = new Map<string, [string, FlagDef]>([["h", ["help", { type: "boolean" }]]]);
+/** What one word (or one letter of a group) of the command line is, read as getopt(3) reads it. */
+export type ArgToken =
+  /** `name` is the option's own name (`interval` for `-n`); `value` is true/false for an on/off option. */
+  | { kind: "option"; name: string; value: string | boolean }
+  | { kind: "positional"; value: string; afterDashDash: boolean }
+  /** A word that is wrong (an unknown option, a missing value); `word` is the whole word. */
+  | { kind: "problem"; error: UsageError; word: string };
+
+/**
+ * Reads the arguments against a verb's options the way getopt(3) does, and the way citty's
+ * parser (node:util parseArgs) hands the values to the verb, so that what is checked is what
+ * runs: `--opt VALUE`, `--opt=VALUE`, `--no-opt` for an on/off option; one `-` starts a group
+ * of letters, each an on/off option until one that takes a value, which takes the rest of the
+ * group (`-wjn1` = `-w -j -n 1`) or, last in the group, the next word (`-wjn 1`); `--` ends
+ * the options and every word after it is a positional argument, even one starting with `-`.
+ * A problem does not end the reading (so `--json` after a bad option is still seen): it is a
+ * token, and checkFlags throws the first.
+ */
+export function scanArgs(rawArgs: readonly string[], def: ArgsDef): ArgToken[] {
+  const help: [string, FlagDef] = ["help", { type: "boolean" }];
+  const long = new Map<string, [string, FlagDef]>([["help", help]]);
+  const short = new Map<string, [string, FlagDef]>([["h", help]]);
   for (const [name, raw] of Object.entries(def)) {
     const d = raw as FlagDef;
     if (d.type === "positional") continue;
-    long.set(name, d);
-    for (const a of aliasesOf(d)) {
-      if (a.length === 1) short.set(a, [name, d]);
-      else long.set(a, d);
-    }
+    long.set(name, [name, d]);
+    for (const a of aliasesOf(d)) (a.length === 1 ? short : long).set(a, [name, d]);
   }
   const takesValue = (d: FlagDef) => d.type === "string" || d.type === "enum";
-  let seenPositionals = 0;
+  const tokens: ArgToken[] = [];
   for (let i = 0; i < rawArgs.length; i++) {
     const arg = rawArgs[i]!;
-    if (arg === "--") break;
-    if (arg.startsWith("--")) {
-      const name = arg.slice(2).split("=")[0]!;
-      const d = long.get(name) ?? (name.startsWith("no-") ? long.get(name.slice(3)) : undefined);
-      if (!d) throw unknownOption(arg, def);
-      if (takesValue(d) && !arg.includes("=")) {
-        if (i + 1 >= rawArgs.length) throw new UsageError(`option --${name} needs a value`);
-        i += 1;
-        if (rawArgs[i] === "") throw emptyValue(`--${name}`);
-      } else if (takesValue(d) && arg.endsWith("=")) throw emptyValue(`--${name}`);
-      continue;
+    if (arg === "--") {
+      for (const value of rawArgs.slice(i + 1)) tokens.push({ kind: "positional", value, afterDashDash: true });
+      break;
     }
-    if (arg.startsWith("-") && arg !== "-" && !/^-\d/.test(arg)) {
-      const letters = arg.slice(1);
-      for (let k = 0; k < letters.length; k++) {
-        const found = short.get(letters[k]!);
-        if (!found) throw unknownOption(letters.length === 1 ? arg : `-${letters[k]}`, def);
-        const [name, d] = found;
-        if (!takesValue(d)) continue;
-        if (k !== letters.length - 1) throw new UsageError(`option -${letters[k]} (--${name}) needs a value; put it last in '${arg}'`);
-        if (i + 1 >= rawArgs.length) throw new UsageError(`option -${letters[k]} (--${name}) needs a value`);
-        i += 1;
-        if (rawArgs[i] === "") throw emptyValue(`-${letters[k]} (--${name})`);
+    try {
+      if (arg.startsWith("--")) {
+        const name = arg.slice(2).split("=")[0]!;
+        // `--no-X` turns an on/off option off; a value-taking option has no `--no-` form.
+        const negated = !long.has(name) && name.startsWith("no-") && long.get(name.slice(3))?.[1].type === "boolean";
+        const found = long.get(negated ? name.slice(3) : name);
+        if (!found) throw unknownOption(arg, def);
+        const [canonical, d] = found;
+        if (takesValue(d) && !arg.includes("=")) {
+          if (i + 1 >= rawArgs.length) throw new UsageError(`option --${name} needs a value`);
+          i += 1;
+          if (rawArgs[i] === "") throw emptyValue(`--${name}`);
+          tokens.push({ kind: "option", name: canonical, value: rawArgs[i]! });
+        } else if (takesValue(d) && arg.endsWith("=")) throw emptyValue(`--${name}`);
+        else if (takesValue(d)) tokens.push({ kind: "option", name: canonical, value: arg.slice(arg.indexOf("=") + 1) });
+        else tokens.push({ kind: "option", name: canonical, value: negated ? false : !arg.endsWith("=false") });
+        continue;
       }
-      continue;
+      if (arg.startsWith("-") && arg !== "-") {
+        // `-json` for `--json`: read as a group it would be -j -s on; say what was meant.
+        const spelled = arg.slice(1).split("=")[0]!;
+        if (spelled.length > 1 && long.has(spelled)) {
+          throw new UnknownOptionError(`unknown option '${arg}'; did you mean '-${arg}'? (one '-' starts a group of one-letter options)`, false);
+        }
+        const letters = arg.slice(1);
+        for (let k = 0; k < letters.length; k++) {
+          const letter = letters[k]!;
+          const found = short.get(letter);
+          if (!found) {
+            // As getopt: name the letter (and its group), go on with the next letter.
+            const where = letters.length === 1 ? "" : ` in '${arg}'`;
+            tokens.push({ kind: "problem", error: new UnknownOptionError(`unknown option '-${letter}'${where}`, k === 0), word: arg });
+            continue;
+          }
+          const [name, d] = found;
+          if (!takesValue(d)) {
+            tokens.push({ kind: "option", name, value: true });
+            continue;
+          }
+          if (k < letters.length - 1) {
+            // The rest of the group is the value: `-n1`, `-wjn1`, `-tADDR`.
+            tokens.push({ kind: "option", name, value: letters.slice(k + 1) });
+            break;
+          }
+          if (i + 1 >= rawArgs.length) throw new UsageError(`option -${letter} (--${name}) needs a value`);
+          i += 1;
+          if (rawArgs[i] === "") throw emptyValue(`-${letter} (--${name})`);
+          tokens.push({ kind: "option", name, value: rawArgs[i]! });
+        }
+        continue;
+      }
+      tokens.push({ kind: "positional", value: arg, afterDashDash: false });
+    } catch (err) {
+      if (!(err instanceof UsageError)) throw err;
+      tokens.push({ kind: "problem", error: err, word: arg });
     }
-    seenPositionals += 1;
-    if (seenPositionals > positionals) throw new UsageError(`unexpected argument '${arg}' (see --help)`);
   }
+  return tokens;
 }
 
-/** Every value given for a repeatable string flag (`--to X`, `--to=X`, `-t X`), in order. */
-export function repeated(rawArgs: readonly string[], name: string, shortName?: string): string[] {
-  const out: string[] = [];
-  for (let i = 0; i < rawArgs.length; i++) {
-    const arg = rawArgs[i]!;
-    if (arg === "--") break;
-    const isShort = shortName !== undefined && /^-[A-Za-z]+$/.test(arg) && arg.endsWith(shortName);
-    if (arg === `--${name}` || isShort) {
-      const next = rawArgs[i + 1];
-      if (next !== undefined) out.push(next);
-      i += 1;
-    } else if (arg.startsWith(`--${name}=`)) {
-      out.push(arg.slice(name.length + 3));
+/** "'a', 'b'" */
+function quoted(words: readonly string[]): string {
+  return words.map((w) => `'${w}'`).join(", ");
+}
+
+/**
+ * Rejects what the command does not define (citty's parser is lenient: an unknown option is
+ * kept as an on/off one, a word too many is dropped): unknown options, options missing their
+ * value, and more positional arguments than the verb takes (`positionals`), those after `--`
+ * included. main.ts calls it for every verb before citty reads the arguments (so a stray word
+ * is named before citty's "missing argument"); each verb's `run` calls it again.
+ */
+export function checkFlags(rawArgs: readonly string[], def: ArgsDef, positionals = 0): void {
+  const tokens = scanArgs(rawArgs, def);
+  const problem = tokens.find((t) => t.kind === "problem");
+  if (problem) {
+    // A verb that takes an argument may be given one that starts with '-' (a rule named -old).
+    if (problem.error instanceof UnknownOptionError && problem.error.maybeArgument && positionals > 0) {
+      throw new UsageError(`${problem.error.body}; to pass '${problem.word}' as an argument, put it after '--' (see --help)`);
     }
+    throw problem.error;
   }
-  return out;
+  const words = tokens.flatMap((t) => (t.kind === "positional" ? [t] : []));
+  if (words.length <= positionals) return;
+  const stray = words.slice(positionals);
+  const after = stray.every((w) => w.afterDashDash) ? " after '--'" : "";
+  const takes = positionals === 0 ? "this command takes no arguments" : `this command takes at most ${positionals} argument${positionals === 1 ? "" : "s"}`;
+  throw new UsageError(`unexpected argument${stray.length === 1 ? "" : "s"}${after}: ${quoted(stray.map((w) => w.value))} (${takes}; see --help)`);
+}
+
+/** How many positional arguments a verb's options define (`stats [RULE]`: 1). */
+export function positionalCount(def: ArgsDef): number {
+  return Object.values(def).filter((d) => (d as FlagDef).type === "positional").length;
+}
+
+/** Every value given for a repeatable string option (`--to X`, `--to=X`, `-t X`, `-tX`, `-jt X`), in order. */
+export function repeated(rawArgs: readonly string[], def: ArgsDef, name: string): string[] {
+  return scanArgs(rawArgs, def).flatMap((t) => (t.kind === "option" && t.name === name && typeof t.value === "string" ? [t.value] : []));
 }
 
 /** Parses with a valibot schema; the error message names the flag (`--to[2]: ...`). */

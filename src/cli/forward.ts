@@ -53,7 +53,7 @@ export default defineCommand({
     checkFlags(rawArgs, args);
     const input = validate(Schema, {
       from: a.from,
-      to: repeated(rawArgs, "to", "t"),
+      to: repeated(rawArgs, args, "to"),
       ttl: a.ttl,
       source: a.source,
       name: a.name,

@@ -2,13 +2,14 @@
 // documented schema (src/cli/output-schemas.ts), human `list` shows each rule's source and the
 // TTL of each output, human `stats` shows a non-zero drop reason, `status` counts rules,
 // workers and interfaces, `config show` prints a file that `config check` accepts and that
-// gives a new daemon the same rules, and `sink --expect N` exits 9 when fewer arrive.
+// gives a new daemon the same rules, `sink --expect N` exits 9 when fewer arrive, and the
+// compiled binary reads option groups (`-wjn1`) and `--` as getopt does.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import * as v from "valibot";
 import { readFileSync, writeFileSync } from "node:fs";
 import { availableParallelism } from "node:os";
 import { netnsAvailable, Topology } from "../../scripts/lib/netns.ts";
-import { buildRelayTopology, runGen, type RelayTopology } from "../support/relay-harness.ts";
+import { buildRelayTopology, mcrelayCommand, runGen, type RelayTopology } from "../support/relay-harness.ts";
 import { TempDir, TestDaemon, runMcrelay, sink, waitFor, type ListedRule, type StatsResult } from "../support/daemon-harness.ts";
 import { VERB_OUTPUT_SCHEMAS, SinkOutputSchema } from "../../src/cli/output-schemas.ts";
 import { schemaProblems } from "../../src/control/responses.ts";
@@ -187,6 +188,51 @@ describe_netns("reading verbs against a live daemon (kernel, under bun)", () => 
         expect(allowed).toBe(cpus === 1 ? "0" : `0-${last}`);
       } finally {
         expect(await plain.stop()).toBe(0);
+      }
+    },
+    T,
+  );
+
+  test(
+    "the compiled binary reads option groups as getopt does and -- as the end of options: a rule named -dash added with -n-dash -tADDR, watched with stats -wjn1 -- -dash, removed with remove -- -dash; a word after -- where none is taken is refused",
+    async () => {
+      const d = await TestDaemon.start(rt, dir, { stateDir: dir.join("state-dash"), socket: dir.join("dash.sock") });
+      try {
+        // The control socket is a path: the binary reaches it from this namespace.
+        const bin = (args: string[]) => runMcrelay(args, "compiled");
+        const added = await bin(["add", `-js${d.socket}`, "-n-dash", "-f", "239.1.1.9:5000@r0", "-t239.2.2.9:6000@r1", "-t", "239.2.2.10:6000@r2"]);
+        expect({ exitCode: added.exitCode, stderr: added.stderr }).toEqual({ exitCode: 0, stderr: added.stderr });
+        const rule = JSON.parse(added.stdout).rule as { name: string; outputs: { to: string }[] };
+        expect({ name: rule.name, outputs: rule.outputs.map((o) => o.to) }).toEqual({ name: "-dash", outputs: ["239.2.2.9:6000@r1", "239.2.2.10:6000@r2"] });
+
+        // stats -wjn1: --watch, --json, --interval 1; the rule named after --. One JSON line a second.
+        const watch = Bun.spawn({ cmd: [...mcrelayCommand("compiled"), "stats", "-wjn1", "-s", d.socket, "--", "-dash"], stdout: "pipe", stderr: "pipe", env: { ...process.env, NO_COLOR: "1" } });
+        try {
+          const reader = watch.stdout.getReader();
+          let text = "";
+          const deadline = Date.now() + 15_000;
+          while (!text.includes("\n") && Date.now() < deadline) {
+            const { value, done } = await reader.read();
+            if (done) break;
+            text += new TextDecoder().decode(value);
+          }
+          const first = JSON.parse(text.slice(0, text.indexOf("\n"))) as { time: string; rules: { name: string }[] };
+          expect(first.rules.map((r) => r.name)).toEqual(["-dash"]);
+        } finally {
+          watch.kill();
+          await watch.exited;
+        }
+
+        const stray = await bin(["list", "-s", d.socket, "--", "-dash"]);
+        expect(stray.exitCode).toBe(EXIT.usage);
+        expect(stray.stderr).toContain("unexpected argument after '--': '-dash' (this command takes no arguments");
+        const unguarded = await bin(["remove", "-s", d.socket, "-dash"]);
+        expect(unguarded.exitCode).toBe(EXIT.usage);
+        expect(unguarded.stderr).toContain("to pass '-dash' as an argument, put it after '--'");
+        const removed = await bin(["remove", "-s", d.socket, "--", "-dash"]);
+        expect({ exitCode: removed.exitCode, stdout: removed.stdout }).toEqual({ exitCode: 0, stdout: expect.stringContaining("removed rule -dash") });
+      } finally {
+        expect(await d.stop()).toBe(0);
       }
     },
     T,

@@ -4,8 +4,8 @@
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, test } from "bun:test";
-import type { CommandDef } from "citty";
-import { checkFlags, repeated } from "../../src/cli/args.ts";
+import type { ArgsDef, CommandDef } from "citty";
+import { checkFlags, positionalCount, repeated, scanArgs, wantsHelp, wantsJson } from "../../src/cli/args.ts";
 import { commandHelp, HELP_WIDTH, mainHelp } from "../../src/cli/help.ts";
 import { editDistance, publicVerbs, resolveVerb, suggest } from "../../src/cli/verbs.ts";
 import { EXIT, UsageError } from "../../src/errors.ts";
@@ -16,7 +16,7 @@ const mcrelay = mcrelayCommand("bun");
 const NO_SOCKET = "/nonexistent/mcrelay-test.sock";
 
 function cli(args: string[]) {
-  const r = Bun.spawnSync({ cmd: [...mcrelay, ...args], stdin: "ignore", stdout: "pipe", stderr: "pipe", env: { ...process.env, NO_COLOR: "1" } });
+  const r = Bun.spawnSync({ cmd: [...mcrelay, ...args], stdin: "ignore", stdout: "pipe", stderr: "pipe", env: { ...process.env, NO_COLOR: "1" }, timeout: 20_000 });
   return { exitCode: r.exitCode ?? -1, stdout: r.stdout.toString(), stderr: r.stderr.toString() };
 }
 
@@ -42,7 +42,9 @@ describe("short options", () => {
     watch: { type: "boolean", alias: "w" },
     json: { type: "boolean", alias: "j" },
     socket: { type: "string", alias: "s" },
+    interval: { type: "string", alias: "n" },
   } as const;
+  const options = (args: string[]) => scanArgs(args, def).map((t) => (t.kind === "option" ? `${t.name}=${t.value}` : `${t.kind}:${t.kind === "problem" ? t.error.message : t.value}`));
 
   test("single letters and groups of boolean letters are accepted; a value-taking letter ends a group", () => {
     checkFlags(["-j", "-w", "-s", "/x.sock"], def);
@@ -51,15 +53,53 @@ describe("short options", () => {
     checkFlags(["--json", "--no-watch", "--socket=/x"], def);
   });
 
-  test("an unknown letter is named, and a value-taking letter inside a group is refused", () => {
-    expect(usageError(() => checkFlags(["-x"], def))).toContain("unknown option '-x'");
-    expect(usageError(() => checkFlags(["-jx"], def))).toContain("unknown option '-x'");
-    expect(usageError(() => checkFlags(["-sj", "/x"], def))).toContain("-s (--socket) needs a value");
+  test("a group is read as getopt reads it: -wjn1 is -w -j -n 1, a value-taking letter takes the rest of the group", () => {
+    expect(options(["-wjn1"])).toEqual(["watch=true", "json=true", "interval=1"]);
+    expect(options(["-wjn", "1"])).toEqual(["watch=true", "json=true", "interval=1"]);
+    expect(options(["-n1"])).toEqual(["interval=1"]);
+    // The letters after a value-taking one are its value, not options (getopt, citty alike).
+    expect(options(["-wnj", "1"])).toEqual(["watch=true", "interval=j", "positional:1"]);
+    expect(options(["-js/x.sock"])).toEqual(["json=true", "socket=/x.sock"]);
+    checkFlags(["-wjn1", "-js/x.sock"], def);
+  });
+
+  test("an unknown letter in a group is refused naming the letter and the group", () => {
+    expect(usageError(() => checkFlags(["-x"], def))).toBe("unknown option '-x' (see --help)");
+    expect(usageError(() => checkFlags(["-jx"], def))).toBe("unknown option '-x' in '-jx' (see --help)");
+    expect(usageError(() => checkFlags(["-xwj"], def))).toBe("unknown option '-x' in '-xwj' (see --help)");
+    expect(usageError(() => checkFlags(["-wjxn1"], def))).toBe("unknown option '-x' in '-wjxn1' (see --help)");
     expect(usageError(() => checkFlags(["-s"], def))).toContain("-s (--socket) needs a value");
+    expect(usageError(() => checkFlags(["-wjn"], def))).toContain("-n (--interval) needs a value");
+  });
+
+  test("a long option after one dash (-json: -j -s on as a group) is refused naming the long option", () => {
+    expect(usageError(() => checkFlags(["-json"], def))).toContain("unknown option '-json'; did you mean '--json'?");
+    expect(usageError(() => checkFlags(["-socket", "/x"], def))).toContain("did you mean '--socket'?");
+  });
+
+  test("-- ends the options: what follows is positional, refused beyond what the verb takes, naming every stray word", () => {
+    expect(options(["-j", "--", "-w", "--json"])).toEqual(["json=true", "positional:-w", "positional:--json"]);
+    checkFlags(["--", "-old"], def, 1);
+    expect(usageError(() => checkFlags(["--", "extra", "words"], def))).toBe("unexpected arguments after '--': 'extra', 'words' (this command takes no arguments; see --help)");
+    expect(usageError(() => checkFlags(["-j", "--", "x"], def))).toBe("unexpected argument after '--': 'x' (this command takes no arguments; see --help)");
+    expect(usageError(() => checkFlags(["a", "--", "b"], def, 1))).toBe("unexpected argument after '--': 'b' (this command takes at most 1 argument; see --help)");
+    expect(usageError(() => checkFlags(["a", "b"], def, 1))).toContain("unexpected argument: 'b'");
+    // A word that starts with '-' where an argument is taken: say how to pass it.
+    expect(usageError(() => checkFlags(["-old"], def, 1))).toBe("unknown option '-o' in '-old'; to pass '-old' as an argument, put it after '--' (see --help)");
+    expect(wantsJson(["--", "--json"], def)).toBe(false);
+    expect(wantsHelp(["--", "-h"], def)).toBe(false);
+  });
+
+  test("--json and -h are found where getopt finds them (-wjn1 is JSON, -nj is --interval j)", () => {
+    expect(wantsJson(["-wjn1"], def)).toBe(true);
+    expect(wantsJson(["-nj"], def)).toBe(false);
+    expect(wantsJson(["-x", "--json"], def)).toBe(true);
+    expect(wantsHelp(["-jh"], def)).toBe(true);
+    expect(wantsHelp(["-nh"], def)).toBe(false);
   });
 
   test("a repeated option is collected from long and short spellings in order", () => {
-    expect(repeated(["-t", "a", "--to", "b", "--to=c", "-jt", "d"], "to", "t")).toEqual(["a", "b", "c", "d"]);
+    expect(repeated(["-t", "a", "--to", "b", "--to=c", "-jt", "d", "-te", "-jtf"], def, "to")).toEqual(["a", "b", "c", "d", "e", "f"]);
   });
 
   test("-j and -s reach the verb: list -j -s PATH reports the missing daemon as JSON, exit 4", () => {
@@ -75,6 +115,90 @@ describe("short options", () => {
       expect({ flag, exitCode: r.exitCode, stdout: r.stdout }).toEqual({ flag, exitCode: 0, stdout: `${VERSION}\n` });
     }
   });
+});
+
+/** Every verb as it is typed (`config check` in two words), with its options. */
+async function everyVerb(): Promise<{ words: string[]; args: ArgsDef }[]> {
+  const out: { words: string[]; args: ArgsDef }[] = [];
+  for (const v of publicVerbs()) {
+    const def: CommandDef = await v.load();
+    const subs = Object.entries((def.subCommands ?? {}) as Record<string, CommandDef>);
+    if (subs.length === 0) out.push({ words: [v.name], args: (def.args ?? {}) as ArgsDef });
+    for (const [name, sub] of subs) out.push({ words: [v.name, name], args: (sub.args ?? {}) as ArgsDef });
+  }
+  return out;
+}
+
+/** A verb's one-letter options: [letter, option name, takes a value]. */
+function shortOptions(args: ArgsDef): [string, string, boolean][] {
+  return Object.entries(args).flatMap(([name, d]) => {
+    const alias = (d as { alias?: string | string[] }).alias;
+    const valued = d.type === "string" || d.type === "enum";
+    return [alias ?? []].flat().filter((a) => a.length === 1).map((a): [string, string, boolean] => [a, name, valued]);
+  });
+}
+
+/**
+ * Should a check fail and a verb run, it finds no daemon, and `run` can create neither its
+ * socket nor its state directory (nothing can be made under /proc): it stops at once.
+ */
+function harmless(args: ArgsDef): string[] {
+  if ("state-dir" in args) return ["--socket", "/proc/mcrelay-test-never/s.sock", "--state-dir", "/proc/mcrelay-test-never/state"];
+  return "socket" in args ? ["--socket", NO_SOCKET] : [];
+}
+
+describe("every verb reads its arguments the same way", () => {
+  test("every verb refuses words after -- beyond the arguments it takes, naming them, exit 2 (they were ignored)", async () => {
+    const verbs = await everyVerb();
+    expect(verbs.length).toBeGreaterThanOrEqual(20);
+    for (const { words, args } of verbs) {
+      const takes = Array.from({ length: positionalCount(args) }, (_, i) => `arg${i}`);
+      const argv = [...words, ...harmless(args), "--", ...takes, "stray-word"];
+      const r = cli(argv);
+      const named = r.stderr.includes("unexpected argument after '--': 'stray-word'");
+      expect({ argv, exitCode: r.exitCode, named, stdout: r.stdout }).toEqual({ argv, exitCode: EXIT.usage, named: true, stdout: "" });
+    }
+  }, 60_000);
+
+  test("every verb names an unknown letter with its group, and reads a value-taking letter's value from the rest of the group", async () => {
+    for (const { words, args } of await everyVerb()) {
+      const shorts = shortOptions(args);
+      expect(shorts.map(([l]) => l)).not.toContain("Z");
+      const flags = shorts.filter(([, , valued]) => !valued);
+      const group = `-${flags.map(([l]) => l).join("")}ZY`;
+      const r = cli([...words, ...harmless(args), group]);
+      const named = r.stderr.includes(`unknown option '-Z' in '${group}'`);
+      expect({ words, group, exitCode: r.exitCode, named }).toEqual({ words, group, exitCode: EXIT.usage, named: true });
+      // The verb's own options, as its run and citty read them: -<flags><letter>VALUE.
+      for (const [letter, name] of shorts.filter(([, , valued]) => valued)) {
+        const tokens = scanArgs([`-${flags.map(([l]) => l).join("")}${letter}VALUE`], args);
+        const options = tokens.map((t) => (t.kind === "option" ? `${t.name}=${t.value}` : t.kind));
+        expect({ words, options }).toEqual({ words, options: [...flags.map(([, n]) => `${n}=true`), `${name}=VALUE`] });
+      }
+    }
+  }, 60_000);
+
+  test("-js PATH in one group reaches every verb that has both: no daemon at PATH, reported as JSON, exit 4", async () => {
+    const ran: string[] = [];
+    for (const { words, args } of await everyVerb()) {
+      const letters = new Map(shortOptions(args).map(([l, name]) => [l, name]));
+      const required = Object.values(args).some((d) => d.type !== "positional" && (d as { required?: boolean }).required);
+      if (letters.get("j") !== "json" || letters.get("s") !== "socket" || required) continue;
+      // A rule for the verbs that need one (remove, trace...); the optional ones are left out.
+      const positionals = Object.values(args).filter((d) => d.type === "positional" && d.required !== false).map(() => "r1");
+      const r = cli([...words, `-js${NO_SOCKET}`, ...positionals]);
+      if (words[0] === "version") {
+        // version answers without a daemon: its document says the daemon is not running.
+        expect({ words, exitCode: r.exitCode }).toEqual({ words, exitCode: 0 });
+        expect(JSON.parse(r.stdout).daemon.error).toBe("not running");
+      } else {
+        expect({ words, exitCode: r.exitCode }).toEqual({ words, exitCode: EXIT.notRunning });
+        expect(JSON.parse(r.stdout).error.message).toContain(NO_SOCKET);
+      }
+      ran.push(words.join(" "));
+    }
+    expect(ran.length).toBeGreaterThanOrEqual(10);
+  }, 60_000);
 });
 
 describe("suggestions", () => {

@@ -94,6 +94,21 @@ describe("CLI validation (no namespace: rejected while parsing)", () => {
     expectUsageError(runHost(["list", "-s", ""]), "-s (--socket)", "empty value");
   });
 
+  test("words after -- are refused by a verb that takes none, naming each (they were ignored); a verb that takes one gets it even when it starts with '-'", () => {
+    expectUsageError(runHost(["forward", "--from", "239.1.1.1:5000@r0", "--to", "239.2.2.2:6000@r1", "--", "--ttl", "5"]), "unexpected arguments after '--': '--ttl', '5'", "takes no arguments");
+    expectUsageError(runHost(["gen", "--to", "239.1.1.1:5000@g0", "--", "extra"]), "unexpected argument after '--': 'extra'");
+    expectUsageError(runHost(["sink", "--listen", "239.2.2.2:6000@s0", "--", "-x"]), "unexpected argument after '--': '-x'");
+    // log-level takes LEVEL: '-x' after -- is that level (refused as one), not an option.
+    expectUsageError(runHost(["log-level", "-s", "/nonexistent/mcrelay.sock", "--", "-x"]), "--level", "must be one of");
+  });
+
+  test("a value-taking letter in a group takes the rest of the group as getopt does (-c0 is --count 0), and the value is validated", () => {
+    expectUsageError(runHost(["gen", "--to", "239.1.1.1:5000@g0", "-c0"]), "--count: 0 is out of range");
+    expectUsageError(runHost(["trace", "cam", "-c0", "-s", "/nonexistent/mcrelay.sock"]), "--count: 0 is out of range");
+    expectUsageError(runHost(["gen", "--to", "239.1.1.1:5000@g0", "-cx5"]), "--count: 'x5' is not a whole number");
+    expectUsageError(runHost(["gen", "--to", "239.1.1.1:5000@g0", "-qc5"]), "unknown option '-q' in '-qc5'");
+  });
+
   test("stats --interval without --watch is refused (it was ignored: one print, no repeat)", () => {
     expectUsageError(runHost(["stats", "-n", "5", "--socket", "/nonexistent/s.sock"]), "--interval", "--watch");
   });
