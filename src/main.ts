@@ -77,14 +77,19 @@ async function run(): Promise<number> {
     let names = [verb.name];
     let rest = rawArgs.slice(1);
     // A verb with sub-verbs (`config check`): resolve the second word the same way.
+    // It is the next word, as the command is the first: an option before it has no subcommand
+    // to belong to (`config -s PATH show` would otherwise take PATH for the subcommand).
     if (def.subCommands) {
-      const word = rest.find((a) => !a.startsWith("-"));
-      if (word === undefined) {
+      const word = rest[0];
+      if (word === undefined || wantsHelp([word], {})) {
         writeOut(`${commandHelp(def, names, verb.aliases)}\n`);
-        return wantsHelp(rest, {}) ? EXIT.ok : EXIT.usage;
+        return word === undefined ? EXIT.usage : EXIT.ok;
+      }
+      if (word.startsWith("-")) {
+        throw new UsageError(`'${word}' before the subcommand: options come after it (mcrelay ${verb.name} SUBCOMMAND ${word} ...; see mcrelay help ${verb.name})`);
       }
       const [subName, sub] = await resolveSubVerb(def, verb.name, word);
-      rest = rest.toSpliced(rest.indexOf(word), 1);
+      rest = rest.slice(1);
       def = sub;
       names = [verb.name, subName];
     }

@@ -6,7 +6,7 @@ import { closeSync, openSync, writeSync } from "node:fs";
 import { defineCommand } from "citty";
 import { UsageError } from "../errors.ts";
 import { logger } from "../log.ts";
-import { checkFlags, validate } from "./args.ts";
+import { validate } from "./args.ts";
 import { socketArg, withClient } from "./daemon-client.ts";
 import { pcapHeader, pcapRecord } from "./pcap.ts";
 import { runTraceSession } from "./trace-session.ts";
@@ -25,9 +25,7 @@ const args = {
 export default defineCommand({
   meta: { name: "capture", description: "Write one rule's input frames (before rewrite) to a pcap file" },
   args,
-  async run({ rawArgs, args: a }) {
-    // checkFlags knows `-w` as a flag but not that it takes a value: check it under its long name.
-    checkFlags(rawArgs.map((x) => (x === "-w" ? "--write" : x)), args, 1);
+  async run({ args: a }) {
     const f = validate(traceFlags, { count: a.count, duration: a.duration });
     if (!a.write) throw new UsageError("-w FILE (or -w - for stdout) is required");
     let fd: number;

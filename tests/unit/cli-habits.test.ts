@@ -232,6 +232,18 @@ describe("suggestions", () => {
     expect(r.exitCode).toBe(EXIT.usage);
     expect(r.stderr).toContain("did you mean 'check'?");
   });
+
+  test("an option before the config subcommand is named, not taken for the subcommand's value", () => {
+    // `config -s PATH show` once took PATH for the subcommand ("unknown config command").
+    const r = cli(["config", "-s", NO_SOCKET, "show"]);
+    expect(r.exitCode).toBe(EXIT.usage);
+    expect(r.stderr).toContain("'-s' before the subcommand: options come after it (mcrelay config SUBCOMMAND -s");
+    expect(r.stderr).not.toContain("unknown config command");
+    // After the subcommand the same option is the subcommand's.
+    const ok = cli(["config", "show", "-s", NO_SOCKET]);
+    expect(ok.exitCode).toBe(EXIT.notRunning);
+    expect(cli(["config", "--help"]).exitCode).toBe(EXIT.ok);
+  });
 });
 
 describe("verb prefixes and aliases", () => {
