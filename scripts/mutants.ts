@@ -686,6 +686,22 @@ export const MUTANTS: Mutant[] = [
     replace: "export const SINK_GRO = false;",
     tests: [{ file: "tests/unit/bench-sink-mode.test.ts", filter: "the harness's sinks enable GRO" }],
   },
+  {
+    name: "cli-words-after-dashdash-dropped",
+    breaks: "words after `--` are dropped unread, so `mcrelay status -- extra` runs as if they were not there",
+    file: "src/cli/args.ts",
+    search: "for (const value of rawArgs.slice(i + 1)) tokens.push({ kind: \"positional\", value, afterDashDash: true });",
+    replace: "for (const value of rawArgs.slice(i + 1)) void value;",
+    tests: [{ file: "tests/unit/cli-habits.test.ts", filter: "every verb refuses words after --" }],
+  },
+  {
+    name: "cli-group-value-not-rest",
+    breaks: "a value-taking letter inside a group no longer takes the rest of the group (-wjn1 is not -w -j -n 1)",
+    file: "src/cli/args.ts",
+    search: "if (k < letters.length - 1) {",
+    replace: "if (k < letters.length - 1 && false) {",
+    tests: [{ file: "tests/unit/cli-habits.test.ts", filter: "a group is read as getopt reads it" }],
+  },
 ];
 
 // ---------------------------------------------------------------------------------------
