@@ -37,6 +37,13 @@ function safeKill(proc: ReturnType<typeof Bun.spawn>, signal: NodeJS.Signals): v
   }
 }
 
+/**
+ * Signals that ask a process to end (a service manager's stop, Ctrl-C), as opposed to a crash
+ * (SIGSEGV, SIGABRT) or a kill (SIGKILL): a worker ended by one of them while the supervisor
+ * stops it, or stops itself, was stopped, not failed.
+ */
+export const STOP_SIGNALS: ReadonlySet<string> = new Set(["SIGTERM", "SIGINT"]);
+
 export class WorkerError extends Error {
   override name = "WorkerError";
 }
@@ -222,6 +229,10 @@ export class WorkerHandle {
       // argv keeps `_worker`: ps shows `mcrelay _worker --index N`.
       proc = Bun.spawn([workerExecutable(), "_worker", "--index", String(opts.index)], {
         argv0: "mcrelay",
+        // Its own session (setsid): a terminal's Ctrl-C or a signal to the supervisor's process
+        // group reaches the supervisor only, which stops its workers itself (counters kept);
+        // the worker still ends when the supervisor does (its channel hangs up).
+        detached: true,
         stdio: ["ignore", "inherit", "inherit", theirs],
         env: {
           ...process.env,
@@ -429,15 +440,26 @@ export class WorkerHandle {
     this.#rings.delete(position);
   }
 
-  /** Asks the worker to stop and waits for it; kills it after the deadline. */
+  /**
+   * Asks the worker to stop and waits for it; kills it after the deadline. An exit before the
+   * answer (it was ending anyway, e.g. a stop signal sent to the whole service) is the stop that
+   * was asked for, not a failure; a worker that neither answers nor exits is.
+   */
   async stop(): Promise<void> {
     if (this.#exited) return;
     const timer = setTimeout(() => safeKill(this.#proc, "SIGKILL"), STOP_TIMEOUT_MS);
     try {
       await this.request({ type: "stop" }, STOP_TIMEOUT_MS);
     } catch (err) {
-      log.warn((err as Error).message);
-      safeKill(this.#proc, "SIGKILL");
+      const signal = this.#proc.signalCode === null || this.#proc.signalCode === undefined ? null : String(this.#proc.signalCode);
+      if (this.#exited && this.#fatal === null && (signal === null ? this.#proc.exitCode === 0 : STOP_SIGNALS.has(signal))) {
+        log.info(`${this.name} (pid ${this.pid}) ${this.#exitReason} while being stopped`);
+      } else if (this.#exited) {
+        log.warn(`${this.name} (pid ${this.pid}) ${this.#exitReason} while being stopped`);
+      } else {
+        log.warn(`${(err as Error).message}: killing it`);
+        safeKill(this.#proc, "SIGKILL");
+      }
     }
     await this.exited;
     clearTimeout(timer);

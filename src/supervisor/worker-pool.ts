@@ -23,7 +23,7 @@ import { CounterBook } from "./counters.ts";
 import { lookupLink } from "../rules/links.ts";
 import type { WorkerUser } from "./user.ts";
 import type { LinkLookup } from "../rules/rule.ts";
-import { WorkerHandle, WorkerRefusedError, type RingSpec } from "./worker-handle.ts";
+import { STOP_SIGNALS, WorkerHandle, WorkerRefusedError, type RingSpec } from "./worker-handle.ts";
 import type { RingInfo, WorkerInfo } from "../control/responses.ts";
 
 const log = logger("workers");
@@ -37,6 +37,13 @@ export const BACKOFF_MIN_MS = 250;
 export const BACKOFF_MAX_MS = 16_000;
 /** A worker that stayed up this long has its failure streak forgiven. */
 export const HEALTHY_RESET_MS = 30_000;
+/**
+ * How long a worker's exit by SIGTERM or SIGINT waits for the supervisor's own stop before it
+ * is reported as unexpected. A stop signal sent to every process of the service (systemd's
+ * KillMode=control-group, `kill` of each pid) reaches the supervisor and its workers at once,
+ * and which exit the event loop sees first is chance.
+ */
+export const STOP_SIGNAL_GRACE_MS = 1000;
 
 export type WorkerState = "starting" | "running" | "backoff" | "stopping";
 
@@ -164,6 +171,8 @@ export class WorkerPool {
   /** The ring size each interface should have (from the last setTables). */
   readonly #ringMib = new Map<string, number | undefined>();
   #waiters: (() => void)[] = [];
+  /** Worker exits by a stop signal not yet reported (see STOP_SIGNAL_GRACE_MS). */
+  readonly #signalledExits = new Set<{ line: string; timer: ReturnType<typeof setTimeout> }>();
 
   constructor(opts: { user: WorkerUser | null; lookup?: LinkLookup }) {
     this.#user = opts.user;
@@ -568,6 +577,12 @@ export class WorkerPool {
     if (this.#closed) return;
     this.#closed = true;
     clearInterval(this.#timer);
+    // The supervisor stops too: those workers went with the service's stop, as asked.
+    for (const x of this.#signalledExits) {
+      clearTimeout(x.timer);
+      log.info(`${x.line}: stopped with the supervisor`);
+    }
+    this.#signalledExits.clear();
     this.#planes.clear();
     this.#planeFacts.clear();
     await Promise.all(this.#procs.splice(0).map((p) => this.#retireProc(p)));
@@ -852,8 +867,22 @@ export class WorkerPool {
     // time whose confinement is not verified), with its exit status, wins over an earlier error.
     const own = handle.fatal === null ? null : handle.exitReason;
     p.lastError = own ?? p.lastError ?? how;
-    log.warn(`worker ${p.index} (pid ${handle.pid}) ${own ?? how}`);
+    const line = `worker ${p.index} (pid ${handle.pid}) ${own ?? how}`;
+    if (own === null && signal !== null && STOP_SIGNALS.has(signal)) this.#reportSignalledExit(line);
+    else log.warn(line);
     this.#scheduleRestart(p);
+  }
+
+  /** A warning unless the pool is closed within the grace (then the exit was the service's stop). */
+  #reportSignalledExit(line: string): void {
+    const x = {
+      line,
+      timer: setTimeout(() => {
+        this.#signalledExits.delete(x);
+        log.warn(line);
+      }, STOP_SIGNAL_GRACE_MS),
+    };
+    this.#signalledExits.add(x);
   }
 
   #scheduleRestart(p: Proc): void {

@@ -97,6 +97,8 @@ interface StartOptions {
   socket?: string;
   stateDir?: string;
   label?: string;
+  /** A command the daemon is started through (`setsid`: its own process group, as a shell's job). */
+  prefix?: string[];
 }
 
 /** `mcrelay run` in the relay namespace (like TestDaemon.start, plus --workers and environment), waited for until it answers ping. */
@@ -104,7 +106,7 @@ async function startDaemon(rt: RelayTopology, dir: TempDir, o: StartOptions = {}
   const socket = o.socket ?? dir.join("ctl.sock");
   const stateDir = o.stateDir ?? dir.join("state");
   const configPath = o.config === undefined ? undefined : dir.file("mcrelay.json5", o.config);
-  const argv = [...mcrelayCommand("bun"), "run", "--socket", socket, "--state-dir", stateDir];
+  const argv = [...(o.prefix ?? []), ...mcrelayCommand("bun"), "run", "--socket", socket, "--state-dir", stateDir];
   if (configPath) argv.push("--config", configPath);
   if (o.workers !== undefined) argv.push("--workers", String(o.workers));
   const proc = rt.topo.spawn(rt.relay, argv, { stdout: "pipe", stderr: "pipe", env: o.env, killGraceMs: 5_000 });
@@ -161,6 +163,13 @@ function cmdline(pid: number): string[] {
   } catch {
     return [];
   }
+}
+
+/** The process group and session of `pid` (fields 5 and 6 of /proc/PID/stat, after the name). */
+function groupAndSession(pid: number): { pgrp: number; session: number } {
+  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+  const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return { pgrp: Number(f[2]), session: Number(f[3]) };
 }
 
 /** Live children of `pid` (every thread's children) running `mcrelay _worker`. */
@@ -478,6 +487,8 @@ describe_netns("workers (kernel, under bun)", () => {
         });
         expect(sent.sent).toBe(count);
         expect(pidAlive(first!.pid!)).toBe(false);
+        // A kill by someone else is a failure, and logged as one.
+        expect(d.proc.stderr).toMatch(new RegExp(`\\[warn\\] \\[workers\\] worker 0 \\(pid ${first!.pid}\\) exited \\(SIGKILL\\)`));
         expect(replaced.pid).not.toBe(first!.pid);
         expect(row).toMatchObject({ pid: replaced.pid, state: "running", restarts: 1 });
         expect(restartMs).toBeLessThanOrEqual(1_000);
@@ -780,6 +791,46 @@ describe_netns("workers (kernel, under bun)", () => {
       expect(d.proc.proc.signalCode ?? null).toBeNull();
       expect(exitMs).toBeLessThanOrEqual(3_000);
       expect(d.proc.stderr).toMatch(/final: rule s1: \d+ packets/);
+      // Workers stopped by the supervisor are no failures: nothing about them at warn or error.
+      expect(d.proc.stderr).not.toMatch(/\[(warn|error)\] \[workers\]/);
+    },
+    T,
+  );
+
+  test(
+    "a stop signal that reaches the workers too (Ctrl-C to the process group, SIGTERM to every process as systemd's KillMode=control-group sends) is logged as a stop, not as worker failures; a worker SIGTERMed alone is still a warning",
+    async () => {
+      const rt = await topology({ label: "sigall" });
+      const dir = tempDir();
+      const groups = groupPerSlot(2);
+      const rules = groups.map((g, i) => ({ name: `s${i + 1}`, from: `${g}:5000@r0`, to: ["239.2.2.2:6000@r1"] }));
+      // Through setsid, as a shell starts a foreground job: the daemon leads its own process group.
+      const d = await startDaemon(rt, dir, { config: configText(rules, { r0: 2 }), prefix: ["setsid"] });
+      const rows = await runningWorkers(d, 2);
+      expect(groupAndSession(d.pid).pgrp).toBe(d.pid);
+      // Each worker in a session of its own: what is sent to the daemon's group misses them.
+      for (const w of rows) expect(groupAndSession(w.pid!)).toEqual({ pgrp: w.pid!, session: w.pid! });
+
+      // Someone else's SIGTERM to one worker while the supervisor goes on: a warning, and a restart.
+      const victim = rows.find((w) => w.worker === 1)!.pid!;
+      process.kill(victim, "SIGTERM");
+      await d.proc.waitForStderr(new RegExp(`\\[warn\\] \\[workers\\] worker 1 \\(pid ${victim}\\) exited \\(SIGTERM\\)`), 10_000);
+      const now = await waitFor("worker 1 replaced", async () => {
+        const r = await workerRows(d);
+        return r.length === 2 && r.every((w) => w.state === "running" && w.pid !== null) && !r.some((w) => w.pid === victim) ? r : undefined;
+      }, 30_000, 100);
+      const mark = d.proc.stderr.length;
+
+      // Ctrl-C, and SIGTERM to every process of the service at the same moment.
+      process.kill(-d.pid, "SIGINT");
+      for (const w of now) process.kill(w.pid!, "SIGTERM");
+      const code = await d.proc.wait(20_000);
+      const tail = d.proc.stderr.slice(mark);
+      note("stop signal to every process", tail.split("\n").filter((l) => /\[workers\]|stopping|final/.test(l)));
+      expect(code).toBe(0);
+      expect(tail).toMatch(/stopping \(SIGINT\)/);
+      expect(tail).toMatch(/final: rule s1: \d+ packets/);
+      expect(tail).not.toMatch(/\[(warn|error)\] \[workers\]/);
     },
     T,
   );
