@@ -442,8 +442,8 @@ export const MUTANTS: Mutant[] = [
     name: "worker-not-restarted",
     breaks: "a worker that exits is not restarted",
     file: "src/supervisor/worker-pool.ts",
-    search: "${own ?? how}`);\n    this.#scheduleRestart(p);",
-    replace: "${own ?? how}`);",
+    search: "else log.warn(line);\n    this.#scheduleRestart(p);",
+    replace: "else log.warn(line);",
     tests: [{ file: "tests/integration/workers.test.ts", filter: "SIGKILLed under 10,000 pps" }],
   },
   {

@@ -4,6 +4,7 @@ import { defineCommand } from "citty";
 import { checkFlags, jsonArg } from "./args.ts";
 import { socketArg, withClient } from "./daemon-client.ts";
 import { printJson, printLine, printTable } from "./output.ts";
+import { formatProblem } from "../config/file.ts";
 
 const args = { ...socketArg, ...jsonArg } as const;
 
@@ -23,7 +24,13 @@ export default defineCommand({
     const s = await withClient(a.socket, (c) => c.request("status"));
     if (a.json) return printJson(s);
     printLine(`mcrelay ${s.version} (${s.mode}, pid ${s.pid}), up ${duration(s.uptime_s)} since ${s.started_at}`);
-    printLine(`config: ${s.config_file ?? "none"}`);
+    printLine(`config: ${s.config_file ?? "none"}${s.config ? `, loaded ${s.config.loaded_at}` : ""}`);
+    const refused = s.config?.reload_error;
+    if (refused) {
+      // The file on disk is not what runs: say so before anything else is read as the file's.
+      printLine(`config: last reload FAILED at ${refused.at} (asked by ${refused.requested_by}); the rules loaded at ${s.config!.loaded_at} still run:`);
+      for (const p of refused.problems) printLine(`  ${formatProblem(p)}`);
+    }
     printLine(`rules: ${s.rules.total} (${s.rules.active} active, ${s.rules.pending} pending, ${s.rules.error} error, ${s.rules.join_failed} join failed)`);
     printLine(`workers: ${s.workers.total} (${s.workers.running} running, ${s.workers.starting} starting, ${s.workers.backoff} in backoff, ${s.workers.stopping} stopping)`);
     if (s.interfaces.length) {

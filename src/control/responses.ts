@@ -7,6 +7,7 @@ import * as v from "valibot";
 import { LOG_LEVELS } from "../log.ts";
 import { PARSE_DROPS, RULE_DROPS, WORKER_COUNTERS } from "../native/abi.ts";
 import { RuleSpecSchema } from "../config/rule-spec.ts";
+import { ConfigProblemSchema } from "../config/file.ts";
 import type { Command } from "./protocol.ts";
 import { DSCP_MAX, TTL_MAX, TTL_MIN } from "../limits.ts";
 
@@ -149,6 +150,32 @@ export type WorkerInfo = v.InferOutput<typeof WorkerInfoSchema>;
 
 export const ModeSchema = v.picklist(["daemon", "forward"]);
 
+/**
+ * The config file as the daemon runs it (null without --config, and in `forward`). After a
+ * refused reload the rules running are those loaded at `loaded_at`, not the file's content:
+ * `reload_error` says so until a reload succeeds.
+ */
+export const ConfigStatusSchema = v.nullable(
+  v.strictObject({
+    file: v.string(),
+    /** When the file was last loaded whole and applied (start-up or a reload), ISO 8601. */
+    loaded_at: v.string(),
+    /** The last reload was refused (by `mcrelay reload`, SIGHUP or --watch-config); null once one succeeds. */
+    reload_error: v.nullable(
+      v.strictObject({
+        at: v.string(),
+        /** Who asked: `uid 0 pid 4242`, `SIGHUP`, `a change of the config file`. */
+        requested_by: v.string(),
+        /** The refusal the reload request got (`reload refused, nothing changed: ...`). */
+        message: v.string(),
+        /** Each problem with its place, as `config check --json` lists them. */
+        problems: v.array(ConfigProblemSchema),
+      }),
+    ),
+  }),
+);
+export type ConfigStatus = v.InferOutput<typeof ConfigStatusSchema>;
+
 export const StatusSchema = v.strictObject({
   version: v.string(),
   protocol: v.number(),
@@ -157,6 +184,7 @@ export const StatusSchema = v.strictObject({
   started_at: v.string(),
   uptime_s: rate,
   config_file: v.nullable(v.string()),
+  config: ConfigStatusSchema,
   rules: v.strictObject({ total: count, active: count, pending: count, error: count, join_failed: count }),
   workers: v.strictObject({ total: count, starting: count, running: count, backoff: count, stopping: count }),
   /** Every interface a rule reads from or sends to. */

@@ -2,7 +2,7 @@
 // file and from clients at runtime (persisted in the state directory); every change is
 // resolved against the interfaces, split per input interface and handed to the workers. It
 // answers the control socket while all of this happens.
-import { formatProblem, loadConfig } from "../config/file.ts";
+import { ConfigFileError, formatProblem, loadConfig, type ConfigProblem } from "../config/file.ts";
 import type { RuleSpec } from "../config/rule-spec.ts";
 import { ConfigError } from "../errors.ts";
 import { getLogLevel, logger, setLogLevel, type LogLevelName } from "../log.ts";
@@ -10,7 +10,7 @@ import type { LinkLookup } from "../rules/rule.ts";
 import { PROTOCOL_VERSION, VERSION } from "../version.ts";
 import { ControlError, ControlServer, DaemonRunningError, type RequestContext } from "../control/server.ts";
 import type { Command, Request } from "../control/protocol.ts";
-import type { ResultOf } from "../control/responses.ts";
+import type { ConfigStatus, ResultOf } from "../control/responses.ts";
 import { buildStatus } from "./status.ts";
 import { WorkerPool } from "./worker-pool.ts";
 import { planCapacity, planTables, type PlanOptions } from "./planner.ts";
@@ -62,6 +62,19 @@ function notifyServiceManager(message: string): void {
 
 
 export type { Origin } from "./rule-store.ts";
+
+/**
+ * A reload refused: the message the client gets (`config_invalid`), and the problems behind it
+ * one by one, kept for `status` until a reload succeeds.
+ */
+class ReloadRefused extends ControlError {
+  constructor(
+    message: string,
+    readonly problems: ConfigProblem[],
+  ) {
+    super("config_invalid", message);
+  }
+}
 
 export interface DaemonOptions {
   socketPath: string;
@@ -118,6 +131,13 @@ export class Daemon {
   #started = false;
   readonly #startedAtMs = Date.now();
   readonly #startedAt = new Date();
+  /**
+   * What runs of the config file: when it was last loaded whole (start-up or a reload), and the
+   * last reload's refusal while no reload succeeded since. Rules keep running from the last good
+   * load after a refusal, so `status` must say the file on disk is not what runs.
+   */
+  #configLoadedAt: Date | null = null;
+  #reloadError: NonNullable<ConfigStatus>["reload_error"] = null;
 
   private constructor(opts: DaemonOptions) {
     this.#opts = opts;
@@ -180,6 +200,7 @@ export class Daemon {
     }
     // A config rule keeps its id across restarts (by name), as runtime rules do.
     this.#store.load(cfg?.specs ?? [], opts.configPath);
+    if (cfg) this.#configLoadedAt = new Date();
     // Before the workers start: /healthz answers during start-up, /readyz says why not yet.
     if (metricsAt) {
       this.#http = HttpEndpoint.start(metricsAt, {
@@ -300,6 +321,7 @@ export class Daemon {
           mode: "daemon",
           startedAt: this.#startedAt,
           configFile: this.#opts.configPath ?? null,
+          config: this.#configStatus(),
           rules: this.#views.list(),
           workers: this.#pool.info(),
           lookup: this.#lookup,
@@ -374,20 +396,41 @@ export class Daemon {
     }
   }
 
-  /** A reload asked by `who` (a client, SIGHUP, the config watcher), after any change in progress. */
+  /** `status`'s `config`: the file, when it was last loaded, and a reload refused since (null without --config). */
+  #configStatus(): ConfigStatus {
+    const file = this.#opts.configPath;
+    if (!file || !this.#configLoadedAt) return null;
+    return { file, loaded_at: this.#configLoadedAt.toISOString(), reload_error: this.#reloadError };
+  }
+
+  /**
+   * A reload asked by `who` (a client, SIGHUP, the config watcher), after any change in progress.
+   * Every reload comes through here: its outcome is what `status` reports.
+   */
   requestReload(who: string) {
-    return audited(`reload ${this.#opts.configPath ?? "(no config file)"}`, who, () => this.#mutate(() => this.reload()), (r) =>
+    return audited(`reload ${this.#opts.configPath ?? "(no config file)"}`, who, () => this.#mutate(() => this.reload(who)), (r) =>
       `ok, added [${r.added.join(", ")}], removed [${r.removed.join(", ")}], changed [${r.changed.join(", ")}]`,
     );
   }
 
   /** Reload: validate the whole file first (a bad file changes nothing), then apply the difference. */
-  async reload() {
+  async reload(who: string) {
     // A reload asked on the socket during start-up says nothing: READY=1 comes when start-up ends.
     const started = this.#started;
     if (started) notifyServiceManager("RELOADING=1");
     try {
-      return await this.#reload();
+      const r = await this.#reload();
+      this.#configLoadedAt = new Date();
+      this.#reloadError = null;
+      return r;
+    } catch (err) {
+      // Without --config there is no file whose rules could differ from what runs.
+      if (this.#opts.configPath) {
+        const message = (err as Error).message;
+        const problems = err instanceof ReloadRefused ? err.problems : [{ file: this.#opts.configPath, line: null, column: null, path: null, message }];
+        this.#reloadError = { at: new Date().toISOString(), requested_by: who, message, problems };
+      }
+      throw err;
     } finally {
       if (started) notifyServiceManager(`READY=1\nSTATUS=${this.#store.size} rules`);
     }
@@ -399,6 +442,7 @@ export class Daemon {
     const workersBefore = this.#workersConfig;
     const workersDefaultBefore = this.#workersDefault;
     const pinningBefore = this.#pinningConfig;
+    const ringBefore = this.#ringConfig;
     let configWarnings: string[];
     try {
       const cfg = loadConfig(this.#opts.configPath);
@@ -410,7 +454,10 @@ export class Daemon {
       this.#ringConfig = cfg.ringMib;
       this.#pinningConfig = cfg.pinning;
     } catch (err) {
-      if (err instanceof ConfigError) throw new ControlError("config_invalid", `reload refused, nothing changed: ${err.message}`);
+      if (err instanceof ConfigError) {
+        const problems = err instanceof ConfigFileError ? err.problems : [{ file: this.#opts.configPath, line: null, column: null, path: null, message: err.message }];
+        throw new ReloadRefused(`reload refused, nothing changed: ${err.message}`, problems);
+      }
       throw err;
     }
     let change: ConfigChange;
@@ -421,7 +468,9 @@ export class Daemon {
       this.#workersConfig = workersBefore;
       this.#workersDefault = workersDefaultBefore;
       this.#pinningConfig = pinningBefore;
-      throw new ControlError("config_invalid", `reload refused, nothing changed: ${(err as Error).message}`);
+      this.#ringConfig = ringBefore;
+      const message = (err as Error).message;
+      throw new ReloadRefused(`reload refused, nothing changed: ${message}`, [{ file: this.#opts.configPath, line: null, column: null, path: null, message }]);
     }
     const { added, removed, changed, conflicts, unchanged } = change;
     this.#reconcile();

@@ -2,13 +2,15 @@
 // workers by state, and every interface the rules use, with its link state).
 import { IFF_UP } from "../native/abi.ts";
 import type { LinkLookup } from "../rules/rule.ts";
-import type { RuleView, Status, WorkerInfo } from "../control/responses.ts";
+import type { ConfigStatus, RuleView, Status, WorkerInfo } from "../control/responses.ts";
 import { PROTOCOL_VERSION, VERSION } from "../version.ts";
 
 export interface StatusInput {
   mode: Status["mode"];
   startedAt: Date;
   configFile: string | null;
+  /** The daemon's config file, its last load and a refused reload (null: none, or `forward`). */
+  config?: ConfigStatus;
   rules: RuleView[];
   workers: WorkerInfo[];
   lookup: LinkLookup;
@@ -52,6 +54,7 @@ export function buildStatus(o: StatusInput): Status {
     started_at: o.startedAt.toISOString(),
     uptime_s: Math.round((now - o.startedAt.getTime()) / 100) / 10,
     config_file: o.configFile,
+    config: o.config ?? null,
     rules,
     workers,
     interfaces: [...ifaces]

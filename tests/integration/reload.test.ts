@@ -21,6 +21,7 @@ import {
   type StatsResult,
   type WorkerRow,
 } from "../support/daemon-harness.ts";
+import type { Status as StatusResult } from "../../src/control/responses.ts";
 
 const describe_netns = describe.skipIf(!netnsAvailable());
 const T = 180_000;
@@ -112,6 +113,68 @@ describe_netns("reload (kernel, under bun)", () => {
       // And the rules still forward.
       const a = await burst(rt, { to: "239.1.1.1:5000@g0", sinkNs: rt.sinks[0]!.ns, listen: "239.2.2.1:6001@s0", count: 500 });
       expect(a.sink.totals).toMatchObject({ received: 500, lost: 0, duplicates: 0, datagrams: 500 });
+    },
+    T,
+  );
+
+  test(
+    "after a refused reload `status` says the running rules are not the file's: when it was loaded, when the reload failed, who asked and every problem; a good reload clears it",
+    async () => {
+      const d = await start([rule("a", 1), rule("b", 2)]);
+      const good = await d.json<StatusResult>(["status"]);
+      expect(good.config_file).toBe(d.configPath!);
+      expect(good.config).toEqual({ file: d.configPath!, loaded_at: expect.any(String), reload_error: null });
+      expect(Date.parse(good.config!.loaded_at)).toBeGreaterThanOrEqual(Date.parse(good.started_at));
+      const human = await d.cli(["status"]);
+      expect(human.stdout).toContain(`config: ${d.configPath}, loaded ${good.config!.loaded_at}`);
+      expect(human.stdout).not.toContain("FAILED");
+
+      // The file now drops b and adds c, with two mistakes: the reload is refused.
+      writeFileSync(d.configPath!, JSON.stringify({ rules: [rule("a", 1), { ...rule("c", 3), bogus: true }], surprise: 1 }, null, 2));
+      const refused = await d.cli(["reload", "--json"]);
+      expect(refused.exitCode).toBe(6);
+      const refusal = JSON.parse(refused.stdout).error.message as string;
+      expect(refusal).toStartWith("reload refused, nothing changed: ");
+
+      const bad = await d.json<StatusResult>(["status"]);
+      // Every existing field as before; `config` tells what runs.
+      expect(bad.config_file).toBe(d.configPath!);
+      expect(bad.config!.loaded_at).toBe(good.config!.loaded_at);
+      const failure = bad.config!.reload_error!;
+      expect(failure).toEqual({ at: expect.any(String), requested_by: expect.stringMatching(/^uid 0 pid \d+$/), message: refusal, problems: expect.any(Array) });
+      expect(Date.parse(failure.at)).toBeGreaterThan(Date.parse(bad.config!.loaded_at));
+      // The problems are the refusal's lines, each with its place in the file.
+      expect(failure.problems.map((p) => `${p.file}:${p.line}:${p.column}: ${p.message}`).join("\n")).toBe(refusal.replace("reload refused, nothing changed: ", ""));
+      expect(failure.problems.map((p) => p.path).sort()).toEqual(["rules[1].bogus", "surprise"]);
+      expect(failure.problems.every((p) => p.file === d.configPath && p.line !== null)).toBe(true);
+      // The old rules still run, and forward.
+      expect(bad.rules).toMatchObject({ total: 2, active: 2 });
+      expect((await list(d)).map((r) => [r.name, r.state])).toEqual([
+        ["a", "active"],
+        ["b", "active"],
+      ]);
+      const bFlow = await burst(rt, { to: "239.1.1.2:5000@g0", sinkNs: rt.sinks[0]!.ns, listen: "239.2.2.2:6002@s0", count: 300 });
+      expect(bFlow.sink.totals).toMatchObject({ received: 300, lost: 0 });
+      // The human form says it before the counts, with each problem.
+      const humanBad = (await d.cli(["status"])).stdout;
+      expect(humanBad).toContain(`config: last reload FAILED at ${failure.at} (asked by ${failure.requested_by}); the rules loaded at ${good.config!.loaded_at} still run:`);
+      for (const p of failure.problems) expect(humanBad).toContain(`  ${p.file}:${p.line}:${p.column}: ${p.message}`);
+
+      // A SIGHUP reload of the same file: refused too, and status names SIGHUP.
+      d.proc.proc.kill("SIGHUP");
+      const byHup = await waitFor("the SIGHUP refusal in status", async () => {
+        const st = await d.json<StatusResult>(["status"]);
+        return st.config?.reload_error?.requested_by === "SIGHUP" ? st : undefined;
+      }, 10_000, 100);
+      expect(byHup.config!.reload_error!.message).toBe(refusal);
+
+      // Fixed: the reload applies, the failure is gone, loaded_at moves on.
+      writeConfig(d.configPath!, [rule("a", 1), rule("c", 3)]);
+      expect(await d.json(["reload"])).toMatchObject({ added: ["c"], removed: ["b"] });
+      const fixed = await d.json<StatusResult>(["status"]);
+      expect(fixed.config).toEqual({ file: d.configPath!, loaded_at: expect.any(String), reload_error: null });
+      expect(Date.parse(fixed.config!.loaded_at)).toBeGreaterThanOrEqual(Date.parse(byHup.config!.reload_error!.at));
+      expect((await d.cli(["status"])).stdout).not.toContain("FAILED");
     },
     T,
   );

@@ -7,6 +7,7 @@ import { mkdirSync, renameSync, symlinkSync, writeFileSync } from "node:fs";
 import { netnsAvailable, Topology } from "../../scripts/lib/netns.ts";
 import { buildRelayTopology, type RelayTopology } from "../support/relay-harness.ts";
 import { TempDir, TestDaemon, burst, killBackground, waitFor, type ListedRule } from "../support/daemon-harness.ts";
+import type { Status } from "../../src/control/responses.ts";
 
 const describe_netns = describe.skipIf(!netnsAvailable());
 const T = 180_000;
@@ -64,6 +65,13 @@ describe_netns("watch-config (kernel, under bun)", () => {
       writeFileSync(path, `{ rules: [ { name: "three", from: "239.1.1.3:5000@r0", to: ["not an endpoint"] } ] }`);
       await daemon.proc.waitForStderr(/\[audit\].*by a change of the config file: refused: reload refused, nothing changed/, 20_000);
       expect(await names(daemon)).toEqual(["one", "two"]);
+      // And `status` says the rules running are not the file's, until a reload succeeds.
+      const refused = await daemon.json<Status>(["status"]);
+      expect(refused.config!.reload_error).toMatchObject({
+        requested_by: "a change of the config file",
+        message: expect.stringMatching(/^reload refused, nothing changed: /),
+        problems: [expect.objectContaining({ file: path, path: "rules[0].to[0]" })],
+      });
       const still = await burst(rt, { to: "239.1.1.1:5000@g0", sinkNs: s.ns, listen: `239.2.2.1:6001@${s.ifname}`, count: 500 });
       expect(still.sink.totals.received).toBe(500);
 
@@ -73,6 +81,9 @@ describe_netns("watch-config (kernel, under bun)", () => {
         const n = await names(daemon!);
         return n.join(",") === "one,three" || undefined;
       }, 20_000, 200);
+      const fixed = await daemon.json<Status>(["status"]);
+      expect(fixed.config).toEqual({ file: path, loaded_at: expect.any(String), reload_error: null });
+      expect(Date.parse(fixed.config!.loaded_at)).toBeGreaterThan(Date.parse(refused.config!.reload_error!.at));
 
       // add/remove through the socket are audited with who asked.
       await daemon.json(["add", "--name", "rt", "--from", "239.1.1.5:5000@r0", "--to", `239.2.2.5:6005@${s.relayIf}`]);
