@@ -495,6 +495,7 @@ export class Daemon {
       protocol: PROTOCOL_VERSION,
       bun: Bun.version,
       startedAtS: Math.floor(this.#startedAtMs / 1000),
+      config: this.#opts.configPath && this.#configLoadedAt ? { loadedAtS: Math.floor(this.#configLoadedAt.getTime() / 1000), lastReloadOk: this.#reloadError === null } : null,
       rules: reports.map((r, i) => ({ ...r, current: this.#views.view(stored[i]!).state as RuleState })),
       interfaces: buildInterfaceReports(totals),
       workers: this.#pool.info(),

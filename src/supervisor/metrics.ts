@@ -18,6 +18,8 @@ export interface MetricsInput {
   interfaces: InterfaceReport[];
   workers: WorkerInfo[];
   startedAtS: number;
+  /** The config file's state (null without --config): when it was last loaded, and whether the last reload was refused. */
+  config: { loadedAtS: number; lastReloadOk: boolean } | null;
 }
 
 /** Worker counters whose Prometheus name differs from the counter's (the rest: `mcrelay_interface_<name>_total`). */
@@ -82,6 +84,14 @@ export function renderMetrics(m: MetricsInput): string {
   w.sample("mcrelay_build_info", { version: m.version, protocol: m.protocol, bun: m.bun }, 1);
   w.family("mcrelay_start_time_seconds", "gauge", "When the daemon started, seconds since the epoch.");
   w.sample("mcrelay_start_time_seconds", {}, m.startedAtS);
+  // As Prometheus names its own: an alert on `== 0` catches a config file that no longer loads
+  // while the daemon keeps running the rules loaded before it (status shows the problems).
+  if (m.config) {
+    w.family("mcrelay_config_last_reload_successful", "gauge", "0 when the last reload of the config file was refused (the rules loaded before still run), else 1.");
+    w.sample("mcrelay_config_last_reload_successful", {}, m.config.lastReloadOk ? 1 : 0);
+    w.family("mcrelay_config_last_reload_success_timestamp_seconds", "gauge", "When the config file was last loaded, at start or by a reload, seconds since the epoch.");
+    w.sample("mcrelay_config_last_reload_success_timestamp_seconds", {}, m.config.loadedAtS);
+  }
 
   w.family("mcrelay_rule_state", "gauge", "1 for the rule's current state (active, pending, error, join-failed), 0 for the others.");
   for (const r of m.rules) for (const s of RULE_STATES) w.sample("mcrelay_rule_state", { rule: r.name, state: s }, r.current === s ? 1 : 0);

@@ -2,6 +2,7 @@
 // reader, its counters equal to `stats --json` and to what a sink received; /readyz 503 while a
 // rule's input interface is missing and 200 once it appears; /healthz 200; scraping ten times a
 // second while a stream runs loses no packet.
+import { writeFileSync } from "node:fs";
 import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
 import { netnsAvailable, Topology } from "../../scripts/lib/netns.ts";
 import { buildRelayTopology, mcrelayCommand, note, type RelayTopology } from "../support/relay-harness.ts";
@@ -126,6 +127,34 @@ describe_netns("metrics and health endpoints (kernel, under bun)", () => {
       await rt.topo.exec(rt.relay, [IP, "link", "del", "late0"], { check: true });
       const notFound = await httpGet(rt.topo, rt.relay, `${URL_BASE}/nosuch`);
       expect(notFound.status).toBe(404);
+    },
+    T,
+  );
+
+  test(
+    "a refused reload shows in /metrics: last_reload_successful 0 with the last good load's time, 1 again after a good reload",
+    async () => {
+      const s = rt.sinks[0]!;
+      const good = { name: "cfg", from: "239.1.1.5:5000@r0", to: [`239.2.2.5:6005@${s.relayIf}`] };
+      const d = await start([good]);
+      const scrape = async () => parseExposition((await httpGet(rt.topo, rt.relay, `${URL_BASE}/metrics`)).body);
+      const first = await scrape();
+      expect(sampleOf(first, "mcrelay_config_last_reload_successful", {})).toBe(1);
+      const loadedAt = sampleOf(first, "mcrelay_config_last_reload_success_timestamp_seconds", {})!;
+      expect(Math.abs(loadedAt - Date.now() / 1000)).toBeLessThan(120);
+
+      writeFileSync(d.configPath!, JSON.stringify({ rules: [{ ...good, bogus: true }] }));
+      expect((await d.cli(["reload"])).exitCode).toBe(6);
+      const refused = await scrape();
+      expect(sampleOf(refused, "mcrelay_config_last_reload_successful", {})).toBe(0);
+      expect(sampleOf(refused, "mcrelay_config_last_reload_success_timestamp_seconds", {})).toBe(loadedAt);
+
+      await Bun.sleep(1100); // the timestamp has a resolution of one second
+      writeFileSync(d.configPath!, JSON.stringify({ rules: [good] }));
+      expect((await d.cli(["reload"])).exitCode).toBe(0);
+      const fixed = await scrape();
+      expect(sampleOf(fixed, "mcrelay_config_last_reload_successful", {})).toBe(1);
+      expect(sampleOf(fixed, "mcrelay_config_last_reload_success_timestamp_seconds", {})!).toBeGreaterThan(loadedAt);
     },
     T,
   );

@@ -14,6 +14,7 @@ function input(): MetricsInput {
     protocol: 1,
     bun: "1.4.5",
     startedAtS: 1_700_000_000,
+    config: null,
     rules: [
       {
         name: "a",
@@ -65,6 +66,16 @@ describe("metrics exposition", () => {
     expect(sampleOf(fams, "mcrelay_worker_recycled_total", { interface: "eth0" })).toBe(3);
     expect(sampleOf(fams, "mcrelay_rule_state", { rule: "a", state: "error" })).toBe(0);
     expect(text).toContain('output="weird\\"\\\\\\nname"');
+  });
+
+  test("the config file's reload state: successful 1/0 and when it last loaded; no family without a config file", () => {
+    const ok = parseExposition(renderMetrics({ ...input(), config: { loadedAtS: 1_700_000_100, lastReloadOk: true } }));
+    expect(sampleOf(ok, "mcrelay_config_last_reload_successful", {})).toBe(1);
+    expect(sampleOf(ok, "mcrelay_config_last_reload_success_timestamp_seconds", {})).toBe(1_700_000_100);
+    const refused = parseExposition(renderMetrics({ ...input(), config: { loadedAtS: 1_700_000_100, lastReloadOk: false } }));
+    expect(sampleOf(refused, "mcrelay_config_last_reload_successful", {})).toBe(0);
+    const none = parseExposition(renderMetrics(input()));
+    expect(none.has("mcrelay_config_last_reload_successful")).toBe(false);
   });
 
   test("every exported worker counter has its own family", () => {
