@@ -10,7 +10,7 @@
 // ignored with a warning naming each one. See docs/reference.md, "mcr's format".
 import { readFileSync } from "node:fs";
 import * as v from "valibot";
-import { checkRule, issueMessage, issuePath, ruleFromSpec, RuleSpecSchema, ttlSchema, type RuleProblem, type RuleSpec } from "./rule-spec.ts";
+import { checkRule, issueMessage, issuePath, ruleFromSpec, RuleSpecSchema, ttlSchema, type RuleFields, type RuleProblem, type RuleSpec } from "./rule-spec.ts";
 import { ConfigError } from "../errors.ts";
 import { capacityProblems } from "../rules/capacity.ts";
 import { describeInput, inputKey } from "../rules/rule.ts";
@@ -204,7 +204,9 @@ export function parseConfig(text: string, path: string): LoadedConfig {
   }
 
   // Each rule on its own: the schema chosen by its own keys (union errors would hide which
-  // form was meant), then its meaning (endpoints, interfaces), then names across rules.
+  // form was meant), then its meaning (endpoints, interfaces), then names and inputs across
+  // rules. A check across rules runs when the fields it reads are valid, even if another field
+  // of the rule is not: fixing a rule's shape should not reveal that its name is taken.
   const specs: RuleSpec[] = [];
   const names = new Map<string, number>();
   const inputs = new Map<string, number>();
@@ -212,21 +214,22 @@ export function parseConfig(text: string, path: string): LoadedConfig {
     const at = `rules[${i}]`;
     const isMcr = r !== null && typeof r === "object" && "input" in r;
     mcr ||= isMcr;
-    const spec = isMcr ? mcrSpec(r, i, cfg?.multicast_ttl, problems, warnings) : ourSpec(r, i, problems);
-    if (!spec) return;
-    const built = checkRule(spec, BigInt(i + 1));
-    if (!built.ok) {
-      for (const p of built.problems) addRuleProblem(problems, p, at, spec.name, isMcr);
-    } else {
-      const key = inputKey(built.rule);
+    const { spec, fields } = isMcr ? mcrRule(r, i, cfg?.multicast_ttl, problems, warnings) : ourRule(r, i, problems);
+    if (spec) specs.push(spec);
+    if (!fields) return;
+    const { name, input, source, vlan } = fields;
+    if (input !== undefined && source !== undefined && vlan !== undefined) {
+      const key = inputKey({ input, source, vlan });
       const other = inputs.get(key);
-      if (other !== undefined) problems.add(isMcr ? `${at}.input` : `${at}.from`, `relays the same input as rules[${other}] (${describeInput(built.rule)})`, { label: `${at} (${spec.name})` });
+      const label = name !== undefined ? `${at} (${name})` : at;
+      if (other !== undefined) problems.add(isMcr ? `${at}.input` : `${at}.from`, `relays the same input as rules[${other}] (${describeInput({ input, source, vlan })})`, { label });
       else inputs.set(key, i);
     }
-    const first = names.get(spec.name);
-    if (first !== undefined) problems.add(`${at}.name`, `name '${spec.name}' is already used by rules[${first}]`, { label: at });
-    else names.set(spec.name, i);
-    specs.push(spec);
+    if (name !== undefined) {
+      const first = names.get(name);
+      if (first !== undefined) problems.add(`${at}.name`, `name '${name}' is already used by rules[${first}]`, { label: at });
+      else names.set(name, i);
+    }
   });
   if (problems.list.length === 0) {
     // What a worker can hold, per interface and worker (with the file's worker counts, else 1).
@@ -259,25 +262,68 @@ function overlaps(a: string, b: string): boolean {
   return under(a, b) || under(b, a);
 }
 
-function ourSpec(r: unknown, i: number, problems: Problems): RuleSpec | null {
+/** A rule read: its spec when its shape is right, and its valid fields (null: none can be read). */
+interface ReadRule {
+  spec: RuleSpec | null;
+  fields: RuleFields | null;
+}
+
+/** A rule of the right shape: every problem of its meaning, placed by its path. */
+function checkSpec(spec: RuleSpec, i: number, problems: Problems, mcr: boolean): ReadRule {
+  const built = checkRule(spec, BigInt(i + 1));
+  if (built.ok) return { spec, fields: built.rule };
+  for (const p of built.problems) addRuleProblem(problems, p, `rules[${i}]`, spec.name, mcr);
+  return { spec, fields: built.fields };
+}
+
+function ourRule(r: unknown, i: number, problems: Problems): ReadRule {
   const parsed = v.safeParse(RuleSpecSchema, r);
-  if (parsed.success) return parsed.output;
+  if (parsed.success) return checkSpec(parsed.output, i, problems, false);
   const at = `rules[${i}]`;
   problems.issues(parsed.issues, at);
   // The shape is wrong somewhere: the meaning of the other fields is still checked, so one run
   // reports every problem of the rule. A field already reported is not reported again, and the
   // checks across fields run on valid fields only (checkRule), so nothing is a mere consequence.
-  if (r === null || typeof r !== "object" || Array.isArray(r)) return null;
+  if (r === null || typeof r !== "object" || Array.isArray(r)) return { spec: null, fields: null };
   const reported = parsed.issues.map((issue) => issuePath(issue));
+  const bad = (path: string) => reported.some((shape) => overlaps(shape, path));
   const built = checkRule(r as Record<string, unknown>, BigInt(i + 1));
-  if (built.ok) return null;
-  const name = (r as Record<string, unknown>).name;
-  const nameOk = !reported.some((p) => overlaps(p, "name"));
-  for (const p of built.problems) {
-    if (p.path !== null && reported.some((shape) => overlaps(shape, p.path!))) continue;
-    addRuleProblem(problems, p, at, nameOk ? name : undefined, false);
+  const read = built.ok ? built.rule : built.fields;
+  // What the shape refused is not valid, whatever its meaning (checkRule's schemas are the
+  // stricter ones; this keeps a check across rules off a field reported here).
+  const fields: RuleFields = {
+    name: bad("name") ? undefined : read.name,
+    input: bad("from") ? undefined : read.input,
+    source: bad("source") ? undefined : read.source,
+    vlan: bad("from") || bad("vlan") ? undefined : read.vlan,
+    outputs: read.outputs,
+  };
+  if (!built.ok) {
+    for (const p of built.problems) if (p.path === null || !bad(p.path)) addRuleProblem(problems, p, at, fields.name, false);
   }
-  return null;
+  return { spec: null, fields };
+}
+
+/** mcr's rule; with a wrong shape (or ESP), the name and the input for the checks across rules, when they are valid. */
+function mcrRule(r: unknown, i: number, multicastTtl: number | undefined, problems: Problems, warnings: Problems): ReadRule {
+  const spec = mcrSpec(r, i, multicastTtl, problems, warnings);
+  if (spec) return checkSpec(spec, i, problems, true);
+  const o = r as Record<string, unknown>;
+  const name = v.safeParse(McrRuleSchema.entries.name, o.name);
+  const input = isEsp(r) ? null : v.safeParse(McrRuleSchema.entries.input, o.input);
+  const part: Record<string, unknown> = {
+    name: name.success ? (name.output ?? `rule-${i + 1}`) : undefined,
+    from: input?.success ? endpointText(input.output.group, input.output.port, input.output.interface) : undefined,
+  };
+  // Only its fields: the problems of a part of a rule were reported by its shape, or are not yet.
+  const built = checkRule(part, BigInt(i + 1));
+  return { spec: null, fields: built.ok ? built.rule : built.fields };
+}
+
+/** mcr relays ESP for protocol "esp" (any case); mcrelay refuses such a rule. */
+function isEsp(r: unknown): boolean {
+  const protocol = (r as { input?: { protocol?: unknown } }).input?.protocol;
+  return typeof protocol === "string" && protocol.toLowerCase() === "esp";
 }
 
 function mcrSpec(r: unknown, i: number, multicastTtl: number | undefined, problems: Problems, warnings: Problems): RuleSpec | null {
@@ -286,7 +332,7 @@ function mcrSpec(r: unknown, i: number, multicastTtl: number | undefined, proble
   // relaying UDP where ESP was meant would be another rule, so ESP is refused; anything else
   // is UDP, as in mcr, and the key is ignored with a warning.
   const protocol = (r as { input?: { protocol?: unknown } }).input?.protocol;
-  const esp = typeof protocol === "string" && protocol.toLowerCase() === "esp";
+  const esp = isEsp(r);
   if (esp) problems.add(`${at}.input.protocol`, "'esp': mcrelay relays UDP only, not ESP (IP protocol 50)");
   else if (protocol !== undefined) warnings.add(`${at}.input.protocol`, `ignored (${JSON.stringify(protocol)}): mcr relays UDP for it, as mcrelay does`, { key: true });
   const parsed = v.safeParse(McrRuleSchema, r);

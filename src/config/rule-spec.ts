@@ -87,13 +87,29 @@ export function formatOutput(o: { to: Endpoint; ttl: number; dscp: number | null
 }
 
 /**
+ * The fields of a rule that has problems, each as the rule would have it, or undefined when it
+ * is invalid (`source` and `vlan` are null when not given; `vlan` is undefined when it differs
+ * from the input's). Checks across rules (a name used twice, the same input twice) run on these
+ * when the fields they read are valid, so a rule with another problem is still compared.
+ */
+export interface RuleFields {
+  name: string | undefined;
+  input: Rule["input"] | undefined;
+  source: Rule["source"] | undefined;
+  vlan: Rule["vlan"] | undefined;
+  /** The valid outputs only. */
+  outputs: RuleOutput[];
+}
+
+/**
  * Validates a spec and builds the rule; the id is the caller's (kept across replace). Every
  * independent problem is reported: each field is checked on its own, each output on its own,
  * and a check across fields (an output on the input interface, a source of the other family,
  * the VLAN twice) runs when the fields it reads are valid, so no problem is only a consequence
  * of another. Keys the spec should not have are not looked at (the edges' schemas refuse them).
+ * A rule with problems comes with its valid fields.
  */
-export function checkRule(spec: Readonly<Record<string, unknown>>, id: bigint): { ok: true; rule: Rule } | { ok: false; problems: RuleProblem[] } {
+export function checkRule(spec: Readonly<Record<string, unknown>>, id: bigint): { ok: true; rule: Rule } | { ok: false; problems: RuleProblem[]; fields: RuleFields } {
   const problems: RuleProblem[] = [];
   const field = <S extends v.GenericSchema>(key: string, schema: S, value: unknown): v.InferOutput<S> | undefined => {
     const r = v.safeParse(schema, value);
@@ -115,12 +131,15 @@ export function checkRule(spec: Readonly<Record<string, unknown>>, id: bigint): 
   const ttl = ttlValue ?? DEFAULT_TTL;
   const outputs = entries.flatMap((entry) => (entry ? [ruleOutput(id, entry, ttl)] : []));
   const fromVlan = from?.options.vlan;
-  if (fromVlan !== undefined && vlan !== undefined && vlan !== null && fromVlan !== vlan) {
-    problems.push({ path: "vlan", message: `${vlan} differs from the input's vlan=${fromVlan}` });
-  }
+  const vlanTwice = fromVlan !== undefined && vlan !== undefined && vlan !== null && fromVlan !== vlan;
+  if (vlanTwice) problems.push({ path: "vlan", message: `${vlan} differs from the input's vlan=${fromVlan}` });
   const input = from ? { ...from.endpoint, iface: from.endpoint.iface! } : null;
   for (const message of ruleProblems({ input, source: source === undefined ? null : source, outputs })) problems.push({ path: null, message });
-  if (problems.length) return { ok: false, problems };
+  if (problems.length) {
+    // The VLAN of a rule whose input is invalid is not known (it may be in `from`), nor one given twice.
+    const ruleVlan = from && vlan !== undefined && !vlanTwice ? (fromVlan ?? vlan) : undefined;
+    return { ok: false, problems, fields: { name, input: input ?? undefined, source, vlan: ruleVlan, outputs } };
+  }
   return {
     ok: true,
     rule: {

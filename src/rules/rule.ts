@@ -92,7 +92,7 @@ export function broadcastProblem(to: Endpoint, iface: string, link: LinkFacts | 
  * a subnet's broadcast address. (A rule that exists when the address appears keeps its rule:
  * that output becomes pending with the same reason, see resolveRule.)
  */
-export function interfaceProblems(rule: Rule, lookup: LinkLookup): string[] {
+export function interfaceProblems(rule: { outputs: readonly RuleOutput[] }, lookup: LinkLookup): string[] {
   const problems: string[] = [];
   for (const out of rule.outputs) {
     if (!out.to.iface) continue;
@@ -131,17 +131,20 @@ export function ruleProblems(rule: { input: Rule["input"] | null; source: IpAddr
   return problems;
 }
 
+/** What a rule's input is, to tell two rules apart: its input, VLAN and source. */
+export type RuleInput = Pick<Rule, "input" | "vlan" | "source">;
+
 /** What a worker looks rules up by: two rules with the same key cannot both exist. */
-export function inputKey(rule: Rule): string {
+export function inputKey(rule: RuleInput): string {
   return `${rule.input.iface}|${rule.input.addr.text}|${rule.input.port}|${rule.vlan ?? 0}|${rule.source?.text ?? "*"}`;
 }
 
 /** The input as written: "239.1.1.1:5000@eth0", with ",vlan=100" for a VLAN rule. */
-export function formatInput(rule: Rule): string {
+export function formatInput(rule: Pick<Rule, "input" | "vlan">): string {
   return `${formatEndpoint(rule.input)}${rule.vlan !== null ? `,vlan=${rule.vlan}` : ""}`;
 }
 
-export function describeInput(rule: Rule): string {
+export function describeInput(rule: RuleInput): string {
   return `${formatInput(rule)} from ${rule.source ? rule.source.text : "any source"}`;
 }
 

@@ -61,7 +61,7 @@ describe("config file", () => {
 
   test("a bad endpoint is refused naming the rule, the field, the value and the rule broken", () => {
     const m = problems(`{ rules: [ { name: "ok", from: "239.1.1.1:5000@eth0", to: ["239.2.2.2:6000@eth1"] },
-                                   { name: "bad", from: "239.1.1.1:5000@eth0", to: ["239.2.2.2:70000@eth1"] } ] }`);
+                                   { name: "bad", from: "239.1.1.2:5000@eth0", to: ["239.2.2.2:70000@eth1"] } ] }`);
     expect(m).toContain("rules[1] (bad)");
     expect(m).toContain("to[0]");
     expect(m).toContain("239.2.2.2:70000@eth1");

@@ -22,7 +22,6 @@ function problemsOf(text: string): ConfigProblem[] {
 
 const where = (p: ConfigProblem) => `${p.line}:${p.column} ${p.path}`;
 
-
 describe("JSON5 reader", () => {
   test("reads comments, unquoted and single-quoted keys, trailing commas, hex, +, leading dots, Infinity", () => {
     const doc = parseJson5(`// c\n{ a: 1, 'b': 'x\\'y', "c": [0x10, +1, .5, 5., -Infinity,], /* d */ d: null, e: true, }`);
@@ -116,6 +115,54 @@ describe("config problems with their place", () => {
 ] }`);
     expect(ps.map((p) => p.path)).toEqual(["rules[0]", "rules[0].from", "rules[1].to", "rules[1].ttl", "rules[2].to[0].ttl"]);
     expect(ps[0]!.message).toBe("rules[0] (a): output 239.2.2.2:6000@eth0 is listed twice");
+  });
+
+  test("a name used twice and the same input twice are reported for a rule whose shape or another field is wrong (were found only once it was fixed)", () => {
+    const ps = problemsOf(`{ rules: [
+  { name: "a", from: "239.1.1.1:5000@eth0", to: ["239.2.2.2:6000@eth1"] },
+  { name: "a", from: "239.1.1.1:5000@eth0", to: "239.2.2.2:6000@eth1" },
+  { name: "b", from: "239.1.1.2:5000@eth0", to: ["239.2.2.2:6000@eth1"], ttl: "x" },
+  { name: "c", from: "239.1.1.2:5000@eth0", to: ["239.2.2.2:70000@eth1"] },
+  { name: "b", from: "239.1.1.3:5000@eth0", to: ["239.2.2.2:6000@eth1"], bogus: 1 },
+] }`);
+    expect(ps.map((p) => `${where(p)} ${p.message}`)).toEqual([
+      "3:11 rules[1].name rules[1]: name 'a' is already used by rules[0]",
+      "3:22 rules[1].from rules[1] (a): relays the same input as rules[0] (239.1.1.1:5000@eth0 from any source)",
+      "3:49 rules[1].to rules[1].to: Invalid type: Expected Array but received \"239.2.2.2:6000@eth1\"",
+      "4:79 rules[2].ttl rules[2].ttl: a TTL is a number",
+      "5:22 rules[3].from rules[3] (c): relays the same input as rules[2] (239.1.1.2:5000@eth0 from any source)",
+      "5:50 rules[3].to[0] rules[3] (c): to[0]: '239.2.2.2:70000@eth1': port 70000 is out of range (1-65535)",
+      "6:11 rules[4].name rules[4]: name 'b' is already used by rules[2]",
+      "6:74 rules[4].bogus rules[4].bogus: unknown key",
+    ]);
+  });
+
+  test("a check across rules is skipped when a field it reads is wrong (no problem that is only a consequence)", () => {
+    // Each rule after the first would collide with it if its wrong field were read as absent
+    // (source: any; vlan: the input's), or names a rule that is itself wrong.
+    const ps = problemsOf(`{ rules: [
+  { name: "a", from: "239.1.1.1:5000@eth0,vlan=5", to: ["239.2.2.2:6000@eth1"] },
+  { name: "a b", from: "239.1.1.1:5000@eth0,vlan=5", to: ["239.2.2.2:6000@eth1"], source: "nope" },
+  { name: "a b", from: "239.1.1.1:5000@eth0,vlan=5", to: ["239.2.2.2:6000@eth1"], vlan: 6 },
+  { name: "c", from: "239.1.1.1:5000@eth0,vlan=99999", to: ["239.2.2.2:6000@eth1"], vlan: 5 },
+] }`);
+    expect(ps.map((p) => p.path)).toEqual(["rules[1].name", "rules[1].source", "rules[2].name", "rules[2].vlan", "rules[3].from"]);
+    expect(ps.map((p) => p.message).join("\n")).not.toMatch(/same input|already used/);
+  });
+
+  test("mcr's form: a rule whose shape is wrong is still compared by name and input", () => {
+    const ps = problemsOf(`{ rules: [
+  { name: "m", input: { interface: "eth0", group: "239.1.1.1", port: 5000 }, outputs: [{ group: "239.2.2.2", port: 6000, interface: "eth1" }] },
+  { name: "m", input: { interface: "eth0", group: "239.1.1.1", port: 5000 }, outputs: [] },
+  { input: { interface: "eth0", group: "239.1.1.1", port: 0 }, outputs: [] },
+] }`);
+    expect(ps.map((p) => `${where(p)} ${p.message}`)).toEqual([
+      "3:11 rules[1].name rules[1]: name 'm' is already used by rules[0]",
+      "3:23 rules[1].input rules[1] (m): relays the same input as rules[0] (239.1.1.1:5000@eth0 from any source)",
+      "3:87 rules[1].outputs rules[1].outputs: at least one output is needed",
+      "4:59 rules[2].input.port rules[2].input.port: a port is 1-65535",
+      "4:73 rules[2].outputs rules[2].outputs: at least one output is needed",
+    ]);
   });
 
   test("columns count code points, as an editor shows them: an emoji (2 UTF-16 units) and é (2 bytes) before the error count one each", () => {
