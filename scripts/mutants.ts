@@ -265,10 +265,10 @@ export const MUTANTS: Mutant[] = [
   },
   {
     name: "forward-ttl-ignored",
-    breaks: "forward --ttl is ignored (the default TTL is sent)",
-    file: "src/cli/forward.ts",
-    search: "const ttl = input.ttl ?? DEFAULT_TTL;",
-    replace: "const ttl = DEFAULT_TTL;",
+    breaks: "forward --ttl (and add --ttl) is ignored (the default TTL is sent)",
+    file: "src/cli/rule-flags.ts",
+    search: "if (ttl !== undefined) spec.ttl = ttl;",
+    replace: "",
     tests: [{ file: "tests/integration/egress.test.ts", filter: "forward --ttl 5" }],
   },
   {

@@ -1,15 +1,12 @@
 // `mcrelay forward`: a one-shot relay in the foreground, rules from flags, counters on exit.
 import { defineCommand } from "citty";
-import * as v from "valibot";
-import { endpointSchema } from "../base/endpoint.ts";
-import { nameSchema, ruleOutput, sourceSchema } from "../config/rule-spec.ts";
-import { inputTextSchema, outputTextSchema } from "../config/endpoint-options.ts";
 import { UsageError, PermissionError, NativeError } from "../errors.ts";
-import { interfaceProblems, resolveRule, ruleProblems, type Rule } from "../rules/rule.ts";
+import { interfaceProblems, resolveRule } from "../rules/rule.ts";
 import { ipv4Networks } from "../rules/links.ts";
-import { DEFAULT_TTL, MAX_PPS_MAX, MAX_PPS_MIN, RING_MIB_MAX, RING_MIB_MIN, TTL_MAX, TTL_MIN, WORKERS_PER_INTERFACE_MAX } from "../limits.ts";
+import { DEFAULT_TTL, RING_MIB_MAX, RING_MIB_MIN, WORKERS_PER_INTERFACE_MAX } from "../limits.ts";
 import { Relay, lookupLink, type RelayReport } from "../supervisor/relay.ts";
-import { checkFlags, intFlag, jsonArg, repeated, secondsFlag, validate } from "./args.ts";
+import { checkFlags, intFlag, jsonArg, secondsFlag } from "./args.ts";
+import { flagged, flagValue, ruleFromFlags } from "./rule-flags.ts";
 import { printJson, printLine, printTable } from "./output.ts";
 import { watchStop } from "./stop-signal.ts";
 import { workerUser } from "../supervisor/user.ts";
@@ -34,52 +31,26 @@ const args = {
   ...jsonArg,
 } as const;
 
-const Schema = v.object({
-  from: inputTextSchema,
-  to: v.pipe(v.array(outputTextSchema), v.minLength(1, "at least one output is needed")),
-  ttl: v.optional(intFlag(TTL_MIN, TTL_MAX)),
-  source: v.optional(sourceSchema),
-  name: v.optional(nameSchema),
-  duration: v.optional(secondsFlag()),
-  workers: v.optional(intFlag(1, WORKERS_PER_INTERFACE_MAX)),
-  "max-pps": v.optional(intFlag(MAX_PPS_MIN, MAX_PPS_MAX)),
-  "ring-mib": v.optional(intFlag(RING_MIB_MIN, RING_MIB_MAX)),
-});
-
 export default defineCommand({
   meta: { name: "forward", description: "Relay in the foreground until SIGINT/SIGTERM or --duration, then print counters" },
   args,
   async run({ rawArgs, args: a }) {
     checkFlags(rawArgs, args);
-    const input = validate(Schema, {
-      from: a.from,
-      to: repeated(rawArgs, args, "to"),
-      ttl: a.ttl,
-      source: a.source,
-      name: a.name,
-      duration: a.duration,
-      workers: a.workers,
-      "max-pps": a["max-pps"],
-      "ring-mib": a["ring-mib"],
-    });
-    const ttl = input.ttl ?? DEFAULT_TTL;
-    const rule: Rule = {
-      id: 1n,
-      name: input.name ?? "forward",
-      input: { ...input.from.endpoint, iface: input.from.endpoint.iface! },
-      source: input.source ?? null,
-      vlan: input.from.options.vlan ?? null,
-      maxPps: input["max-pps"] ?? null,
-      loopGuard: a["loop-guard"] !== false,
-      outputs: input.to.map((entry) => ruleOutput(1n, entry, ttl)),
-    };
-    // An output to its interface's subnet broadcast address could never send (no SO_BROADCAST).
+    // Every problem at once, each naming its flag, as `add` reports them (the same checks):
+    // the rule's, then the other flags'. An output to its interface's subnet broadcast address
+    // could never send (no SO_BROADCAST): checked for each valid output, whatever else is wrong.
+    const checked = ruleFromFlags(rawArgs, args, { ...a, name: a.name ?? "forward" });
+    const problems = [...checked.problems];
+    const duration = flagValue("duration", secondsFlag(), a.duration, problems);
+    const workers = flagValue("workers", intFlag(1, WORKERS_PER_INTERFACE_MAX), a.workers, problems);
+    const ringMib = flagValue("ring-mib", intFlag(RING_MIB_MIN, RING_MIB_MAX), a["ring-mib"], problems);
     const withNetworks = (iface: string) => {
       const link = lookupLink(iface);
       return link && { ...link, net4: ipv4Networks(link.ifindex) };
     };
-    const problems = [...ruleProblems(rule), ...interfaceProblems(rule, withNetworks)];
-    if (problems.length) throw new UsageError(problems.map((p) => (p.startsWith("source ") ? `--source: ${p}` : `--to: ${p}`)).join("\n"));
+    problems.push(...interfaceProblems(checked.fields, withNetworks).map(flagged));
+    if (problems.length || !checked.rule) throw new UsageError(problems.join("\n"));
+    const rule = checked.rule;
     const resolved = resolveRule(rule, lookupLink);
     if (resolved.pending.length) throw new UsageError(resolved.pending.join("\n"));
     // An output that cannot send now is reported; the others forward.
@@ -92,8 +63,8 @@ export default defineCommand({
       if (err instanceof NativeError && err.exitCode === 5) throw new PermissionError(`${err.message}: forwarding needs root or CAP_NET_RAW`);
       throw err;
     }
-    const relay = new Relay({ user: workerUser(a.user), workers: input.workers, ringMib: input["ring-mib"] });
-    const stop = watchStop(input.duration);
+    const relay = new Relay({ user: workerUser(a.user), workers, ringMib });
+    const stop = watchStop(duration);
     const startedAt = performance.now();
     try {
       if (a.socket) await relay.serve(a.socket);

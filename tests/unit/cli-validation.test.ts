@@ -140,6 +140,30 @@ describe("CLI validation (no namespace: rejected while parsing)", () => {
     expect(runHost(["trace", "cam", "-c", "5", ...socket]).exitCode).toBe(4);
   });
 
+  test("forward reports every problem at once, each naming its flag, in the words of add (it stopped at the first bad flag)", () => {
+    const ruleFlags = ["--name", "x y", "--from", "239.1.1.999:5000@r0", "--to", "239.2.2.2:70000@r1", "--ttl", "300", "--max-pps", "0"];
+    const r = runHost(["forward", ...ruleFlags, "--duration", "x", "--workers", "0", "--ring-mib", "9999"]);
+    expectUsageError(r);
+    const lines = r.stderr.replace(/^\[error\] \[mcrelay\] /, "").trimEnd().split("\n");
+    expect(lines).toEqual([
+      "--name: a name is 1-64 letters, digits, _ . -",
+      "--from: '239.1.1.999:5000@r0': '239.1.1.999' is not an IPv4 or IPv6 address",
+      "--to[0]: '239.2.2.2:70000@r1': port 70000 is out of range (1-65535)",
+      "--ttl: 300 is out of range (1-255)",
+      "--max-pps: 0 is out of range (1-100000000)",
+      "--duration: 'x' is not a number of seconds",
+      "--workers: 0 is out of range (1-64)",
+      "--ring-mib: 9999 is out of range (1-256)",
+    ]);
+    // The rule's problems are add's, word for word (one checker for both verbs).
+    const add = runHost(["add", "--socket", "/nonexistent/mcrelay.sock", ...ruleFlags]);
+    expectUsageError(add);
+    expect(r.stderr.startsWith(add.stderr.trimEnd())).toBe(true);
+    // The checks across flags run on the valid flags while another flag is wrong.
+    const cross = runHost(["forward", "--from", "239.1.1.1:5000@lo", "--to", "239.2.2.2:70000@r1", "--to", "239.2.2.3:6000@lo", "--source", "::1", "--ttl", "999"]);
+    expectUsageError(cross, "--to[0]: '239.2.2.2:70000@r1'", "--to: output 239.2.2.3:6000@lo uses the input interface lo", "--source: source ::1 is an IPv6 address", "--ttl: 999 is out of range (1-255)");
+  });
+
   test("the same interface for input and output is refused, naming --to and the interface", () => {
     expectUsageError(runHost(["forward", "--from", "239.1.1.1:5000@lo", "--to", "239.2.2.2:6000@lo"]), "--to", "lo");
   });
@@ -176,6 +200,11 @@ describe.skipIf(!netnsAvailable())("CLI validation (against a namespace's interf
   test("an unknown interface for gen and sink is refused, naming the flag and the interface", async () => {
     expectUsageError(await runNs(["gen", "--to", "239.1.1.1:5000@nosuch2", "--count", "1"]), "--to", "nosuch2");
     expectUsageError(await runNs(["sink", "--listen", "239.1.1.1:5000@nosuch3", "--duration", "1"]), "--listen", "nosuch3");
+  });
+
+  test("forward refuses an output to its interface's subnet broadcast address together with the rule's other problems", async () => {
+    const r = await runNs(["forward", "--from", "239.1.1.1:5000@v0", "--to", "10.98.1.255:6000@v1", "--to", "239.2.2.2:70000@v1", "--ttl", "999"]);
+    expectUsageError(r, "--to[1]: '239.2.2.2:70000@v1': port 70000", "--ttl: 999 is out of range", "--to: output 10.98.1.255:6000@v1 is the broadcast address of v1's subnet 10.98.1.0/24");
   });
 
   test("a unicast input address that is not the interface's own is refused, naming the address", async () => {
