@@ -439,12 +439,20 @@ export const MUTANTS: Mutant[] = [
     tests: [{ file: "tests/integration/workers.test.ts", filter: "2 workers carry 20 streams" }],
   },
   {
-    name: "worker-not-restarted",
-    breaks: "a worker that exits is not restarted",
+    name: "worker-restart-unscheduled",
+    breaks: "a worker that exits is not scheduled for restart by its exit (the control tick still restarts it, without its backoff and failure count)",
     file: "src/supervisor/worker-pool.ts",
     search: "else log.warn(line);\n    this.#scheduleRestart(p);",
     replace: "else log.warn(line);",
     tests: [{ file: "tests/integration/workers.test.ts", filter: "SIGKILLed under 10,000 pps" }],
+  },
+  {
+    name: "pool-drops-worker-reason",
+    breaks: "a ready worker that reports fatal and exits is logged and recorded as a bare exit (`exited (code 1)`), its own reason lost",
+    file: "src/supervisor/worker-pool.ts",
+    search: "const own = handle.fatal === null ? null : handle.exitReason;",
+    replace: "const own = null;",
+    tests: [{ file: "tests/integration/worker-fatal.test.ts", filter: "fails its confinement check" }],
   },
   {
     name: "backoff-flat",
