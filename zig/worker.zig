@@ -504,6 +504,11 @@ fn parseChecked(arena: std.mem.Allocator, text: []const u8, problem: *Problem) ?
                 .members = atLeast(in.members, "members", 1, problem) orelse return null,
                 .geometry = .{ .block_bytes = g.blockBytes, .block_count = g.blockCount, .frame_bytes = g.frameBytes, .frame_count = g.frameCount },
             };
+            // Told as slot+1 of members in logs: a slot past the members is no fanout member.
+            if (r.slot >= r.members) {
+                problem.set("slot: {d} is not below members ({d})", .{ r.slot, r.members });
+                return null;
+            }
             @memcpy(r.ifname_buf[0..name.len], name);
             return .{ .ring = r };
         }
@@ -1322,6 +1327,8 @@ test "set-up, ring and request messages parse; wrong or extra fields are refused
         .{ "{\"kind\":\"worker\",\"index\":0,\"workers\":1,\"positions\":33,\"rings\":0}", "positions: 33 is more than 32" },
         .{ "{\"kind\":\"ring\",\"position\":0,\"ifname\":\"a-name-longer-than-15\",\"ifindex\":1,\"slot\":0,\"members\":1,\"geometry\":{\"blockBytes\":65536,\"blockCount\":1,\"frameBytes\":1,\"frameCount\":1}}", "ifname: 21 bytes, expected 1 to 15" },
         .{ "{\"kind\":\"ring\",\"position\":0,\"ifname\":\"r0\",\"ifindex\":0,\"slot\":0,\"members\":1,\"geometry\":{\"blockBytes\":65536,\"blockCount\":1,\"frameBytes\":1,\"frameCount\":1}}", "ifindex: 0 is less than 1" },
+        .{ "{\"kind\":\"ring\",\"position\":0,\"ifname\":\"r0\",\"ifindex\":1,\"slot\":4294967295,\"members\":1,\"geometry\":{\"blockBytes\":65536,\"blockCount\":1,\"frameBytes\":2048,\"frameCount\":32}}", "slot: 4294967295 is not below members (1)" },
+        .{ "{\"kind\":\"ring\",\"position\":0,\"ifname\":\"r0\",\"ifindex\":1,\"slot\":2,\"members\":2,\"geometry\":{\"blockBytes\":65536,\"blockCount\":1,\"frameBytes\":2048,\"frameCount\":32}}", "slot: 2 is not below members (2)" },
         .{ "{\"type\":\"table\",\"id\":5,\"position\":0,\"generation\":9,\"hash\":\"short\",\"bytes\":16}", "hash: 5 characters, expected 16" },
         .{ "{\"type\":\"launch\",\"id\":1}", "type: 'launch' is no request" },
         .{ "{\"kind\":\"worker\",\"index\":0,\"workers\":1,\"positions\":2,\"rings\":3}", "rings: 3 is more than the 2 positions" },

@@ -31,22 +31,34 @@ export const WorkerSetupSchema = v.strictObject({
 });
 export type WorkerSetupMessage = v.InferOutput<typeof WorkerSetupSchema>;
 
-/** A ring to serve: the packet socket at `position` is set up for this interface. Carries its counter memfd. */
-export const RingSchema = v.strictObject({
-  kind: v.literal("ring"),
-  position: v.pipe(v.number(), v.integer(), v.minValue(0), v.maxValue(LIMITS.ringsPerWorkerMax - 1)),
-  ifname: v.string(),
-  ifindex: v.pipe(v.number(), v.integer(), v.minValue(1)),
-  /** This ring's index among the interface's sockets (its fanout member), and how many there are. */
-  slot: index,
-  members: v.pipe(v.number(), v.integer(), v.minValue(1)),
-  geometry: v.strictObject({
-    blockBytes: v.pipe(v.number(), v.integer(), v.minValue(4096)),
-    blockCount: v.pipe(v.number(), v.integer(), v.minValue(1)),
-    frameBytes: v.pipe(v.number(), v.integer(), v.minValue(1)),
-    frameCount: v.pipe(v.number(), v.integer(), v.minValue(1)),
+/**
+ * A ring to serve: the packet socket at `position` is set up for this interface. Carries its
+ * counter memfd. The worker checks the same (zig/worker.zig parseChecked).
+ */
+export const RingSchema = v.pipe(
+  v.strictObject({
+    kind: v.literal("ring"),
+    position: v.pipe(v.number(), v.integer(), v.minValue(0), v.maxValue(LIMITS.ringsPerWorkerMax - 1)),
+    ifname: v.string(),
+    ifindex: v.pipe(v.number(), v.integer(), v.minValue(1)),
+    /** This ring's index among the interface's sockets (its fanout member), and how many there are. */
+    slot: index,
+    members: v.pipe(v.number(), v.integer(), v.minValue(1)),
+    geometry: v.strictObject({
+      blockBytes: v.pipe(v.number(), v.integer(), v.minValue(4096)),
+      blockCount: v.pipe(v.number(), v.integer(), v.minValue(1)),
+      frameBytes: v.pipe(v.number(), v.integer(), v.minValue(1)),
+      frameCount: v.pipe(v.number(), v.integer(), v.minValue(1)),
+    }),
   }),
-});
+  v.forward(
+    v.check((r) => r.slot < r.members, (issue) => {
+      const r = issue.input as { slot: number; members: number };
+      return `slot: ${r.slot} is not below members (${r.members})`;
+    }),
+    ["slot"],
+  ),
+);
 export type RingMessage = v.InferOutput<typeof RingSchema>;
 
 const position = v.pipe(v.number(), v.integer(), v.minValue(0), v.maxValue(LIMITS.ringsPerWorkerMax - 1));

@@ -14,6 +14,8 @@ import { afterEach, describe, expect, test } from "bun:test";
 import { readdirSync, readFileSync } from "node:fs";
 import { fdClose, fdInherit, scmPair, scmRecv, scmSend, SharedStats, workerExecutable } from "../../src/native/lib.ts";
 import { WorkerError, WorkerHandle } from "../../src/supervisor/worker-handle.ts";
+import { RingSchema } from "../../src/worker/messages.ts";
+import * as v from "valibot";
 
 const DEADLINE_MS = 3000;
 const started: { proc: ReturnType<typeof Bun.spawn>; fds: number[] }[] = [];
@@ -166,6 +168,24 @@ describe("worker protocol (zig/worker.zig on its socketpair)", () => {
     scmSend(w.channel, encode({ type: "stop", id: 14 }), [], true);
     expect(await reply(w.channel)).toEqual({ type: "ok", id: 14 });
     expect(await w.proc.exited).toBe(0);
+  });
+
+  test("a ring message whose slot is not below its members is refused, by the worker and by the supervisor's schema", async () => {
+    const w = startWorker();
+    scmSend(w.channel, encode(setup), [w.blank]);
+    expect(await reply(w.channel)).toMatchObject({ type: "ready" });
+    for (const [id, slot, members] of [[31, 4294967295, 1], [32, 2, 2]] as const) {
+      const [counters, countersPeer] = scmPair();
+      fdClose(countersPeer);
+      scmSend(w.channel, encode({ ...ring, slot, members }), [counters], true);
+      fdClose(counters);
+      scmSend(w.channel, encode({ type: "ring-add", id, position: 0 }), [], true);
+      expect(await reply(w.channel)).toEqual({ type: "error", id, message: `no ring message for position 0 on the channel; the last one refused: slot: ${slot} is not below members (${members})` });
+      const checked = v.safeParse(RingSchema, { ...ring, slot, members });
+      expect(checked.success).toBe(false);
+      expect(checked.issues?.[0]?.message).toBe(`slot: ${slot} is not below members (${members})`);
+    }
+    expect(v.safeParse(RingSchema, { ...ring, slot: 1, members: 2 }).success).toBe(true);
   });
 
   test("a malformed set-up message gets a fatal reply naming the field, and the worker exits 1", async () => {
