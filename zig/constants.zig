@@ -64,6 +64,12 @@ pub const join_sockets_max: u32 = (rules_max + joins_per_socket_max - 1) / joins
 /// the loop takes at a time). A frame larger than a slot (a UDP GSO super-frame) arrives whole
 /// through the socket's receive queue (ring.zig).
 pub const ring_block_bytes_min: u32 = 1 << 16;
+/// Largest ring block: a slot (frame) holding the largest frame we size for (mtu_max, ring.zig
+/// geometry) rounded up to a power of two. Bounds what a worker accepts in a ring message, so
+/// the ring's slot count, (block / frame) x blocks, stays far inside a u32.
+pub const ring_block_bytes_max: u32 = 1 << 17;
+/// Smallest ring slot: a full-size frame at MTU 1500 with the slot's headers, a power of two.
+pub const ring_frame_bytes_min: u32 = 2048;
 /// Default ring per packet socket (`ring_mib` sets it per interface): 8 MiB, 4,096 slots at MTU
 /// 1500, about 50 ms of a 1 Gbit/s stream of full-size frames, and 4,096 frames at any rate: a
 /// worker restart under a steady stream loses what exceeds that unless the interface's ring is
@@ -156,4 +162,8 @@ comptime {
     std.debug.assert(runs_per_flush_max <= runs_per_turn_max);
     std.debug.assert(egress_gso_bytes_max <= 65535 - 20 - 8);
     std.debug.assert(filter_accept_bytes > mtu_max + 14 + 8);
+    std.debug.assert(std.math.isPowerOfTwo(ring_block_bytes_min) and std.math.isPowerOfTwo(ring_block_bytes_max));
+    std.debug.assert(std.math.isPowerOfTwo(ring_frame_bytes_min) and ring_frame_bytes_min <= ring_block_bytes_min);
+    std.debug.assert(ring_block_bytes_min <= ring_block_bytes_max);
+    std.debug.assert(@as(u64, ring_block_bytes_max / ring_frame_bytes_min) * ring_blocks_max <= std.math.maxInt(u32));
 }

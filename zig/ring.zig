@@ -92,10 +92,10 @@ comptime {
 pub fn geometry(mtu: u32, ring_bytes: u32) abi.RingGeometry {
     std.debug.assert(mtu > 0 and mtu <= constants.mtu_max);
     const frame_max = frame_header_bytes + vnet_hdr_bytes + l2_header_bytes_max + mtu;
-    const frame_bytes = std.math.ceilPowerOfTwoAssert(u32, @max(frame_max, 2048));
+    const frame_bytes = std.math.ceilPowerOfTwoAssert(u32, @max(frame_max, constants.ring_frame_bytes_min));
     const block_bytes = @max(constants.ring_block_bytes_min, frame_bytes);
     const block_count = std.math.clamp(ring_bytes / block_bytes, 4, constants.ring_blocks_max);
-    std.debug.assert(block_bytes % page_bytes == 0);
+    std.debug.assert(block_bytes % page_bytes == 0 and block_bytes <= constants.ring_block_bytes_max);
     return .{
         .block_bytes = block_bytes,
         .block_count = block_count,
@@ -268,7 +268,8 @@ pub const Ring = struct {
     pub fn attach(fd: i32, geo: abi.RingGeometry) sys.Error!Ring {
         if (geo.block_count == 0 or geo.block_bytes % page_bytes != 0) return error.INVAL;
         if (geo.frame_bytes < 64 or geo.block_bytes % geo.frame_bytes != 0) return error.INVAL;
-        if (geo.frame_count != (geo.block_bytes / geo.frame_bytes) * geo.block_count) return error.INVAL;
+        // In u64: a geometry that did not come from `geometry` may overflow a u32 here.
+        if (geo.frame_count != @as(u64, geo.block_bytes / geo.frame_bytes) * geo.block_count) return error.INVAL;
         const len = @as(usize, geo.block_bytes) * geo.block_count;
         const addr = linux.mmap(null, len, .{ .READ = true, .WRITE = true }, .{ .TYPE = .SHARED, .POPULATE = true }, fd, 0);
         _ = try sys.callOwn("mmap", addr);
@@ -485,6 +486,14 @@ test "geometry: frames fit a block for every MTU, jumbo included" {
     // Larger rings (ring_mib) scale the block count, up to the maximum.
     try std.testing.expectEqual(@as(u32, 1024), geometry(1500, 64 << 20).block_count);
     try std.testing.expectEqual(constants.ring_blocks_max, geometry(1500, 1 << 30).block_count);
+    // The largest frame gives the largest block a worker accepts (constants.ring_block_bytes_max).
+    try std.testing.expectEqual(constants.ring_block_bytes_max, geometry(constants.mtu_max, constants.ring_bytes_default).block_bytes);
+}
+
+test "attach refuses a geometry whose slot count does not fit a u32, before mapping anything" {
+    // (2^31 / 64) x 4096 slots is 2^37: computed in u32 it overflowed (a panic in safe builds).
+    const geo: abi.RingGeometry = .{ .block_bytes = 1 << 31, .block_count = 4096, .frame_bytes = 64, .frame_count = 1 };
+    try std.testing.expectError(error.INVAL, Ring.attach(-1, geo));
 }
 
 // Ring tests on lo. They need CAP_NET_RAW (packet sockets); without it they are skipped.

@@ -441,6 +441,34 @@ fn notJson(err: anyerror, problem: *Problem) ?Incoming {
     return null;
 }
 
+/// A ring's geometry as zig/ring.zig `geometry` makes it: blocks and slots of a power of two,
+/// slots no larger than a block (so slot i is at i x frame bytes), within the limits, and the
+/// slot count that gives. The worker cannot ask the kernel what the socket's ring is: a shape
+/// the supervisor never sends is refused here, before anything is mapped or indexed with it.
+fn ringGeometry(block_bytes: u32, block_count: u32, frame_bytes: u32, frame_count: u32, problem: *Problem) ?abi.RingGeometry {
+    const block_min = constants.ring_block_bytes_min;
+    const block_max = constants.ring_block_bytes_max;
+    if (!std.math.isPowerOfTwo(block_bytes) or block_bytes < block_min or block_bytes > block_max) {
+        problem.set("geometry: blockBytes {d} is not a power of two from {d} to {d}", .{ block_bytes, block_min, block_max });
+        return null;
+    }
+    if (block_count < 1 or block_count > constants.ring_blocks_max) {
+        problem.set("geometry: blockCount {d} is not from 1 to {d}", .{ block_count, constants.ring_blocks_max });
+        return null;
+    }
+    if (!std.math.isPowerOfTwo(frame_bytes) or frame_bytes < constants.ring_frame_bytes_min or frame_bytes > block_bytes) {
+        problem.set("geometry: frameBytes {d} is not a power of two from {d} to blockBytes ({d})", .{ frame_bytes, constants.ring_frame_bytes_min, block_bytes });
+        return null;
+    }
+    // Cannot overflow: constants.zig asserts (block_max / frame_min) x blocks_max fits a u32.
+    const slots = (block_bytes / frame_bytes) * block_count;
+    if (frame_count != slots) {
+        problem.set("geometry: frameCount {d}, expected {d} (blockBytes / frameBytes x blockCount)", .{ frame_count, slots });
+        return null;
+    }
+    return .{ .block_bytes = block_bytes, .block_count = block_count, .frame_bytes = frame_bytes, .frame_count = frame_count };
+}
+
 fn parseChecked(arena: std.mem.Allocator, text: []const u8, problem: *Problem) ?Message {
     if (text.len > json_bytes_max) {
         problem.set("message: {d} bytes, more than the limit of {d}", .{ text.len, json_bytes_max });
@@ -491,10 +519,7 @@ fn parseChecked(arena: std.mem.Allocator, text: []const u8, problem: *Problem) ?
                 problem.set("geometry: missing", .{});
                 return null;
             };
-            if (g.blockBytes < 4096 or g.blockCount < 1 or g.frameBytes < 1 or g.frameCount < 1) {
-                problem.set("geometry: {d} blocks of {d} bytes, {d} frames of {d} bytes is no ring", .{ g.blockCount, g.blockBytes, g.frameCount, g.frameBytes });
-                return null;
-            }
+            const geometry = ringGeometry(g.blockBytes, g.blockCount, g.frameBytes, g.frameCount, problem) orelse return null;
             var r: RingMsg = .{
                 .position = position(in.position, problem) orelse return null,
                 .ifname_buf = undefined,
@@ -502,7 +527,7 @@ fn parseChecked(arena: std.mem.Allocator, text: []const u8, problem: *Problem) ?
                 .ifindex = atLeast(in.ifindex, "ifindex", 1, problem) orelse return null,
                 .slot = required(u32, in.slot, "slot", problem) orelse return null,
                 .members = atLeast(in.members, "members", 1, problem) orelse return null,
-                .geometry = .{ .block_bytes = g.blockBytes, .block_count = g.blockCount, .frame_bytes = g.frameBytes, .frame_count = g.frameCount },
+                .geometry = geometry,
             };
             // Told as slot+1 of members in logs: a slot past the members is no fanout member.
             if (r.slot >= r.members) {
@@ -1325,10 +1350,19 @@ test "set-up, ring and request messages parse; wrong or extra fields are refused
         .{ "{\"type\":\"ping\",\"id\":1,", "not a message: JSON cut short" },
         .{ "[1]", "not a message: expected a JSON object" },
         .{ "{\"kind\":\"worker\",\"index\":0,\"workers\":1,\"positions\":33,\"rings\":0}", "positions: 33 is more than 32" },
-        .{ "{\"kind\":\"ring\",\"position\":0,\"ifname\":\"a-name-longer-than-15\",\"ifindex\":1,\"slot\":0,\"members\":1,\"geometry\":{\"blockBytes\":65536,\"blockCount\":1,\"frameBytes\":1,\"frameCount\":1}}", "ifname: 21 bytes, expected 1 to 15" },
-        .{ "{\"kind\":\"ring\",\"position\":0,\"ifname\":\"r0\",\"ifindex\":0,\"slot\":0,\"members\":1,\"geometry\":{\"blockBytes\":65536,\"blockCount\":1,\"frameBytes\":1,\"frameCount\":1}}", "ifindex: 0 is less than 1" },
+        .{ "{\"kind\":\"ring\",\"position\":0,\"ifname\":\"a-name-longer-than-15\",\"ifindex\":1,\"slot\":0,\"members\":1,\"geometry\":{\"blockBytes\":65536,\"blockCount\":1,\"frameBytes\":2048,\"frameCount\":32}}", "ifname: 21 bytes, expected 1 to 15" },
+        .{ "{\"kind\":\"ring\",\"position\":0,\"ifname\":\"r0\",\"ifindex\":0,\"slot\":0,\"members\":1,\"geometry\":{\"blockBytes\":65536,\"blockCount\":1,\"frameBytes\":2048,\"frameCount\":32}}", "ifindex: 0 is less than 1" },
         .{ "{\"kind\":\"ring\",\"position\":0,\"ifname\":\"r0\",\"ifindex\":1,\"slot\":4294967295,\"members\":1,\"geometry\":{\"blockBytes\":65536,\"blockCount\":1,\"frameBytes\":2048,\"frameCount\":32}}", "slot: 4294967295 is not below members (1)" },
         .{ "{\"kind\":\"ring\",\"position\":0,\"ifname\":\"r0\",\"ifindex\":1,\"slot\":2,\"members\":2,\"geometry\":{\"blockBytes\":65536,\"blockCount\":1,\"frameBytes\":2048,\"frameCount\":32}}", "slot: 2 is not below members (2)" },
+        .{ "{\"kind\":\"ring\",\"position\":0,\"ifname\":\"r0\",\"ifindex\":1,\"slot\":0,\"members\":1,\"geometry\":{\"blockBytes\":2147483648,\"blockCount\":4096,\"frameBytes\":64,\"frameCount\":1}}", "geometry: blockBytes 2147483648 is not a power of two from 65536 to 131072" },
+        .{ "{\"kind\":\"ring\",\"position\":0,\"ifname\":\"r0\",\"ifindex\":1,\"slot\":0,\"members\":1,\"geometry\":{\"blockBytes\":98304,\"blockCount\":1,\"frameBytes\":2048,\"frameCount\":48}}", "geometry: blockBytes 98304 is not a power of two from 65536 to 131072" },
+        .{ "{\"kind\":\"ring\",\"position\":0,\"ifname\":\"r0\",\"ifindex\":1,\"slot\":0,\"members\":1,\"geometry\":{\"blockBytes\":4096,\"blockCount\":1,\"frameBytes\":2048,\"frameCount\":2}}", "geometry: blockBytes 4096 is not a power of two from 65536 to 131072" },
+        .{ "{\"kind\":\"ring\",\"position\":0,\"ifname\":\"r0\",\"ifindex\":1,\"slot\":0,\"members\":1,\"geometry\":{\"blockBytes\":65536,\"blockCount\":0,\"frameBytes\":2048,\"frameCount\":0}}", "geometry: blockCount 0 is not from 1 to 4096" },
+        .{ "{\"kind\":\"ring\",\"position\":0,\"ifname\":\"r0\",\"ifindex\":1,\"slot\":0,\"members\":1,\"geometry\":{\"blockBytes\":65536,\"blockCount\":4097,\"frameBytes\":2048,\"frameCount\":131104}}", "geometry: blockCount 4097 is not from 1 to 4096" },
+        .{ "{\"kind\":\"ring\",\"position\":0,\"ifname\":\"r0\",\"ifindex\":1,\"slot\":0,\"members\":1,\"geometry\":{\"blockBytes\":65536,\"blockCount\":2,\"frameBytes\":3072,\"frameCount\":42}}", "geometry: frameBytes 3072 is not a power of two from 2048 to blockBytes (65536)" },
+        .{ "{\"kind\":\"ring\",\"position\":0,\"ifname\":\"r0\",\"ifindex\":1,\"slot\":0,\"members\":1,\"geometry\":{\"blockBytes\":65536,\"blockCount\":2,\"frameBytes\":1024,\"frameCount\":128}}", "geometry: frameBytes 1024 is not a power of two from 2048 to blockBytes (65536)" },
+        .{ "{\"kind\":\"ring\",\"position\":0,\"ifname\":\"r0\",\"ifindex\":1,\"slot\":0,\"members\":1,\"geometry\":{\"blockBytes\":65536,\"blockCount\":1,\"frameBytes\":131072,\"frameCount\":0}}", "geometry: frameBytes 131072 is not a power of two from 2048 to blockBytes (65536)" },
+        .{ "{\"kind\":\"ring\",\"position\":0,\"ifname\":\"r0\",\"ifindex\":1,\"slot\":0,\"members\":1,\"geometry\":{\"blockBytes\":65536,\"blockCount\":2,\"frameBytes\":4096,\"frameCount\":64}}", "geometry: frameCount 64, expected 32 (blockBytes / frameBytes x blockCount)" },
         .{ "{\"type\":\"table\",\"id\":5,\"position\":0,\"generation\":9,\"hash\":\"short\",\"bytes\":16}", "hash: 5 characters, expected 16" },
         .{ "{\"type\":\"launch\",\"id\":1}", "type: 'launch' is no request" },
         .{ "{\"kind\":\"worker\",\"index\":0,\"workers\":1,\"positions\":2,\"rings\":3}", "rings: 3 is more than the 2 positions" },
@@ -1348,6 +1382,21 @@ test "set-up, ring and request messages parse; wrong or extra fields are refused
             std.debug.print("for {s}\n", .{case[0]});
             return err;
         };
+    }
+}
+
+test "every ring geometry the supervisor makes (zig/ring.zig geometry) passes the ring message check" {
+    const ring_geometry = @import("ring.zig").geometry;
+    for ([_]u32{ 68, 1500, 9000, 16000, constants.mtu_max }) |mtu| {
+        for ([_]u32{ 0, 1 << 20, constants.ring_bytes_default, 1 << 30, std.math.maxInt(u32) }) |ring_bytes| {
+            const g = ring_geometry(mtu, ring_bytes);
+            var p: Problem = .{};
+            const got = ringGeometry(g.block_bytes, g.block_count, g.frame_bytes, g.frame_count, &p) orelse {
+                std.debug.print("mtu {d}, {d} bytes: {s}\n", .{ mtu, ring_bytes, p.text() });
+                return error.TestUnexpectedResult;
+            };
+            try std.testing.expectEqual(g, got);
+        }
     }
 }
 

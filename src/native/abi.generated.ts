@@ -361,6 +361,8 @@ export const LIMITS = {
   joinsPerSocketMax: 20,
   joinSocketsMax: 52,
   ringBlockBytesMin: 65536,
+  ringBlockBytesMax: 131072,
+  ringFrameBytesMin: 2048,
   ringBytesDefault: 8388608,
   ringBlocksMax: 4096,
   ringCopyFramesMax: 8,
@@ -642,6 +644,8 @@ constants.egress_shared_sndbuf_bytes = 16777216
 constants.joins_per_socket_max = 20
 constants.join_sockets_max = 52
 constants.ring_block_bytes_min = 65536
+constants.ring_block_bytes_max = 131072
+constants.ring_frame_bytes_min = 2048
 constants.ring_bytes_default = 8388608
 constants.ring_blocks_max = 4096
 constants.ring_copy_frames_max = 8

@@ -11,6 +11,7 @@ import { LOG_LEVELS } from "../log.ts";
 import { LIMITS } from "../native/abi.ts";
 
 const index = v.pipe(v.number(), v.integer(), v.minValue(0));
+const powerOfTwo = (n: number) => n > 0 && (n & (n - 1)) === 0;
 
 /**
  * First message on the socketpair, with the worker's packet sockets attached: one per position
@@ -44,12 +45,23 @@ export const RingSchema = v.pipe(
     /** This ring's index among the interface's sockets (its fanout member), and how many there are. */
     slot: index,
     members: v.pipe(v.number(), v.integer(), v.minValue(1)),
-    geometry: v.strictObject({
-      blockBytes: v.pipe(v.number(), v.integer(), v.minValue(4096)),
-      blockCount: v.pipe(v.number(), v.integer(), v.minValue(1)),
-      frameBytes: v.pipe(v.number(), v.integer(), v.minValue(1)),
-      frameCount: v.pipe(v.number(), v.integer(), v.minValue(1)),
-    }),
+    /** As zig/ring.zig `geometry` makes it; the worker cannot ask the kernel, so it checks the same. */
+    geometry: v.pipe(
+      v.strictObject({
+        blockBytes: v.pipe(v.number(), v.integer(), v.check(powerOfTwo, "geometry: blockBytes is not a power of two"), v.minValue(LIMITS.ringBlockBytesMin), v.maxValue(LIMITS.ringBlockBytesMax)),
+        blockCount: v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(LIMITS.ringBlocksMax)),
+        frameBytes: v.pipe(v.number(), v.integer(), v.check(powerOfTwo, "geometry: frameBytes is not a power of two"), v.minValue(LIMITS.ringFrameBytesMin)),
+        frameCount: v.pipe(v.number(), v.integer(), v.minValue(1)),
+      }),
+      v.forward(
+        v.check((g) => g.frameBytes <= g.blockBytes, (issue) => `geometry: frameBytes ${(issue.input as { frameBytes: number }).frameBytes} is more than blockBytes`),
+        ["frameBytes"],
+      ),
+      v.forward(
+        v.check((g) => g.frameCount === (g.blockBytes / g.frameBytes) * g.blockCount, "geometry: frameCount is not blockBytes / frameBytes x blockCount"),
+        ["frameCount"],
+      ),
+    ),
   }),
   v.forward(
     v.check((r) => r.slot < r.members, (issue) => {

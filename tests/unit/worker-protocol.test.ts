@@ -188,6 +188,31 @@ describe("worker protocol (zig/worker.zig on its socketpair)", () => {
     expect(v.safeParse(RingSchema, { ...ring, slot: 1, members: 2 }).success).toBe(true);
   });
 
+  test("a ring geometry zig/ring.zig would never make is refused, by the worker and by the supervisor's schema", async () => {
+    const w = startWorker();
+    scmSend(w.channel, encode(setup), [w.blank]);
+    expect(await reply(w.channel)).toMatchObject({ type: "ready" });
+    const cases: [number, Record<string, number>, string][] = [
+      // The slot count overflowed a u32 in the worker (a panic); the others map a ring read in the wrong places.
+      [41, { blockBytes: 2 ** 31, blockCount: 4096, frameBytes: 64, frameCount: 1 }, "blockBytes 2147483648 is not a power of two from 65536 to 131072"],
+      [42, { blockBytes: 65536, blockCount: 4097, frameBytes: 2048, frameCount: 131104 }, "blockCount 4097 is not from 1 to 4096"],
+      [43, { blockBytes: 65536, blockCount: 2, frameBytes: 3072, frameCount: 42 }, "frameBytes 3072 is not a power of two from 2048 to blockBytes (65536)"],
+      [44, { blockBytes: 65536, blockCount: 1, frameBytes: 131072, frameCount: 0 }, "frameBytes 131072 is not a power of two from 2048 to blockBytes (65536)"],
+      [45, { blockBytes: 65536, blockCount: 2, frameBytes: 4096, frameCount: 64 }, "frameCount 64, expected 32 (blockBytes / frameBytes x blockCount)"],
+    ];
+    for (const [id, geometry, problem] of cases) {
+      const [counters, countersPeer] = scmPair();
+      fdClose(countersPeer);
+      scmSend(w.channel, encode({ ...ring, geometry }), [counters], true);
+      fdClose(counters);
+      scmSend(w.channel, encode({ type: "ring-add", id, position: 0 }), [], true);
+      expect(await reply(w.channel)).toEqual({ type: "error", id, message: `no ring message for position 0 on the channel; the last one refused: geometry: ${problem}` });
+      expect(v.safeParse(RingSchema, { ...ring, geometry }).success).toBe(false);
+    }
+    expect(v.safeParse(RingSchema, ring).success).toBe(true);
+    expect(v.safeParse(RingSchema, { ...ring, geometry: { blockBytes: 131072, blockCount: 4096, frameBytes: 131072, frameCount: 4096 } }).success).toBe(true);
+  });
+
   test("a malformed set-up message gets a fatal reply naming the field, and the worker exits 1", async () => {
     const w = startWorker();
     scmSend(w.channel, encode({ ...setup, rings: 2 }), [w.blank]);
