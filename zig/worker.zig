@@ -839,6 +839,9 @@ const Worker = struct {
     refused: Problem = .{},
     test_rules_max: u32 = 0,
     diverge_at_ns: ?u64 = null,
+    /// /dev/null, opened at start-up: put at the number of a packet socket whose ring was
+    /// dropped without `keep` (reserveFd).
+    placeholder_fd: i32 = -1,
 
     /// A position must be one of this worker's packet sockets (0 .. positions-1), not only
     /// below the protocol's limit: past them there is no socket (or another descriptor).
@@ -1027,6 +1030,13 @@ const Worker = struct {
                     // ring is unmapped: the supervisor makes the socket blank again and reuses
                     // the position; otherwise our reference to the socket is closed too.
                     r.dp.destroyKeeping(d.keep);
+                    if (!d.keep) {
+                        const fd = fd_first + @as(i32, @intCast(d.position));
+                        reserveFd(self.placeholder_fd, fd) catch |err| {
+                            log.print(.@"error", "cannot keep descriptor {d} taken after its ring was dropped: E{s}", .{ fd, errName(err) });
+                            return self.fail(std.fmt.bufPrint(&msg_buf, "cannot keep descriptor {d} taken: E{s}", .{ fd, errName(err) }) catch "cannot keep a packet descriptor taken");
+                        };
+                    }
                 }
                 replyOk(d.id);
             },
@@ -1059,6 +1069,21 @@ const Worker = struct {
         };
     }
 };
+
+/// Keeps descriptor `fd` taken by a copy of `placeholder`. The seccomp filter refuses sends,
+/// connects and dups on the whole packet-socket range (fds 512..543) whoever holds the number:
+/// once a packet socket is closed, the lowest free number would sooner or later be one of
+/// them (a worker holding ~509 descriptors), and an egress or join socket given it could not
+/// send. dup3 from a descriptor outside the range is allowed by the filter.
+fn reserveFd(placeholder: i32, fd: i32) sys.Error!void {
+    std.debug.assert(placeholder >= 0 and placeholder != fd);
+    _ = try sys.call("dup3", linux.dup3(placeholder, fd, @as(u32, @bitCast(linux.O{ .CLOEXEC = true }))));
+}
+
+/// Opens the placeholder for reserveFd (before the privilege drop: nothing after needs a path).
+fn openPlaceholder() sys.Error!i32 {
+    return @intCast(try sys.call("openat", linux.openat(linux.AT.FDCWD, "/dev/null", .{ .ACCMODE = .RDONLY, .CLOEXEC = true }, 0)));
+}
 
 // Two receive buffers, each large enough for a full table: the pending table stays in one
 // while the next message is read into the other.
@@ -1167,6 +1192,13 @@ fn run(env: std.process.Environ) u8 {
         log.print(.@"error", "{s}", .{what});
         sendFatal(what);
         for (setup_fds) |fd| sys.close(fd);
+        return exit_fatal;
+    };
+    w.placeholder_fd = openPlaceholder() catch |err| {
+        var msg_buf: [64]u8 = undefined;
+        const what = std.fmt.bufPrint(&msg_buf, "cannot open /dev/null: E{s}", .{errName(err)}) catch "cannot open /dev/null";
+        log.print(.@"error", "{s}", .{what});
+        sendFatal(what);
         return exit_fatal;
     };
     var initial: [positions_max]PendingRing = undefined;
@@ -1383,6 +1415,27 @@ test "set-up, ring and request messages parse; wrong or extra fields are refused
             return err;
         };
     }
+}
+
+test "a dropped packet socket's number stays taken by the placeholder, not left for the next socket" {
+    const placeholder = try openPlaceholder();
+    defer sys.close(placeholder);
+    // A number in the packet range as the worker places it, held by something to close first.
+    const fd = fd_first + 7;
+    if (linux.errno(linux.fcntl(fd, linux.F.GETFD, 0)) != .BADF) return error.SkipZigTest;
+    _ = try sys.call("dup3", linux.dup3(placeholder, fd, 0));
+    sys.close(fd);
+    try reserveFd(placeholder, fd);
+    defer sys.close(fd);
+    // Taken, close-on-exec, and /dev/null (the same file as the placeholder).
+    const flags = linux.fcntl(fd, linux.F.GETFD, 0);
+    try std.testing.expectEqual(linux.E.SUCCESS, linux.errno(flags));
+    try std.testing.expect(flags & linux.FD_CLOEXEC != 0);
+    var a: linux.Statx = undefined;
+    var b: linux.Statx = undefined;
+    _ = try sys.call("statx", linux.statx(fd, "", linux.AT.EMPTY_PATH, .{ .INO = true }, &a));
+    _ = try sys.call("statx", linux.statx(placeholder, "", linux.AT.EMPTY_PATH, .{ .INO = true }, &b));
+    try std.testing.expectEqual(b.ino, a.ino);
 }
 
 test "every ring geometry the supervisor makes (zig/ring.zig geometry) passes the ring message check" {

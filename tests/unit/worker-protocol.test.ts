@@ -11,7 +11,7 @@
 // A worker that refuses to start: its start fails with its reason even when its exit reaches the
 // supervisor together with that reason (the event loop held until the worker exited).
 import { afterEach, describe, expect, test } from "bun:test";
-import { readdirSync, readFileSync } from "node:fs";
+import { readdirSync, readFileSync, readlinkSync } from "node:fs";
 import { fdClose, fdInherit, scmPair, scmRecv, scmSend, SharedStats, workerExecutable } from "../../src/native/lib.ts";
 import { WorkerError, WorkerHandle } from "../../src/supervisor/worker-handle.ts";
 import { RingSchema } from "../../src/worker/messages.ts";
@@ -244,6 +244,30 @@ describe("worker protocol (zig/worker.zig on its socketpair)", () => {
       scmSend(w.channel, encode({ type: "ring-add", id: 21, position: 0 }), [], true);
       expect(await reply(w.channel)).toEqual({ type: "fatal", message: UNLOCKED });
       expect(await w.proc.exited).toBe(1);
+    } finally {
+      counters.release();
+    }
+  });
+
+  test.skipIf(!root)("a ring dropped without keep leaves its packet descriptor's number taken (by /dev/null), never free for an egress socket the seccomp filter would refuse", async () => {
+    const packet = await unlockedRingSocket();
+    const w = startWorker();
+    started[started.length - 1]!.fds.push(packet);
+    scmSend(w.channel, encode(setup), [packet]);
+    expect(await reply(w.channel)).toMatchObject({ type: "ready" });
+    const counters = SharedStats.create();
+    try {
+      scmSend(w.channel, encode(ring), [counters.fd], true);
+      counters.closeFd();
+      scmSend(w.channel, encode({ type: "ring-add", id: 51, position: 0 }), [], true);
+      expect(await reply(w.channel)).toEqual({ type: "ok", id: 51 });
+      expect(readlinkSync(`/proc/${w.proc.pid}/fd/512`)).toStartWith("socket:");
+      scmSend(w.channel, encode({ type: "ring-drop", id: 52, position: 0 }), [], true);
+      expect(await reply(w.channel)).toEqual({ type: "ok", id: 52 });
+      expect(readlinkSync(`/proc/${w.proc.pid}/fd/512`)).toBe("/dev/null");
+      scmSend(w.channel, encode({ type: "stop", id: 53 }), [], true);
+      expect(await reply(w.channel)).toEqual({ type: "ok", id: 53 });
+      expect(await w.proc.exited).toBe(0);
     } finally {
       counters.release();
     }
