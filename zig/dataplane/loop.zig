@@ -82,6 +82,9 @@ pub const Dataplane = struct {
         errdefer freeUntouched(self);
         self.cfg = cfg.*;
         self.ring = try ring_mod.Ring.attach(cfg.packet_fd, cfg.geometry);
+        // A failure below (counter memory that cannot be mapped) must not leave the ring
+        // mapped: the kernel then refuses to free it (a position made blank again) until exit.
+        errdefer self.ring.deinit();
         self.egress.init();
         self.joins.init(cfg.ifindex);
         self.joins6.init(cfg.ifindex);
@@ -813,6 +816,20 @@ test "one thread serves two rings: each ring's table, relays and counters stay i
     const t0 = sys.monotonicNs();
     try std.testing.expectEqual(RunResult.woken, try runMany(&dps, 1000));
     try std.testing.expect(sys.monotonicNs() - t0 < 500 * std.time.ns_per_ms);
+}
+
+test "a dataplane whose counter memory cannot be mapped leaves its ring unmapped" {
+    const fd = try testRingSocket();
+    defer sys.close(fd);
+    var pipe_fds: [2]i32 = undefined;
+    _ = try sys.call("pipe2", linux.pipe2(&pipe_fds, .{ .CLOEXEC = true }));
+    defer sys.close(pipe_fds[1]);
+    // A pipe's read end is no writable memory file: mmap refuses it (EACCES), after the ring
+    // was mapped.
+    try std.testing.expectError(error.ACCES, Dataplane.create(&.{ .packet_fd = fd, .wake_fd = -1, .ifindex = 1, .stats_fd = pipe_fds[0], .geometry = ring_mod.geometry(1500, 1 << 20) }));
+    sys.close(pipe_fds[0]);
+    // The kernel frees a ring only when nothing maps it (EBUSY otherwise).
+    try ring_mod.reset(fd);
 }
 
 test "runMany refuses no rings, too many, and rings with different wake descriptors" {
