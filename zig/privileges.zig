@@ -75,7 +75,8 @@ fn effectiveCaps() sys.Error!u64 {
 /// also when the supervisor is a non-root user holding them as ambient capabilities. Without
 /// CAP_SETUID the ids stay; the caller's verification then says what remains.
 pub fn drop(uid: u32, gid: u32, fd_first: i32, fd_count: u32) sys.Error!void {
-    if (uid == 0) return error.INVAL;
+    // Neither root's uid nor its group: gid 0 owns what root's processes create.
+    if (uid == 0 or gid == 0) return error.INVAL;
     const caps = try effectiveCaps();
     if (caps & (@as(u64, 1) << CAP_SETUID) != 0) {
         try ids.resuid(0, 0, 0);
@@ -127,6 +128,24 @@ test "dropping in a child process gives nobody, no caps, no_new_privs" {
     try std.testing.expectEqual(@as(u32, 0), linux.W.EXITSTATUS(status));
 }
 
+test "dropping to uid 0 or gid 0 is refused before anything changes" {
+    if (linux.geteuid() != 0) return error.SkipZigTest;
+    // In a child: were it not refused, the drop would change this process's ids.
+    const pid = linux.fork();
+    if (pid == 0) {
+        if (drop(0, 65534, -1, 0)) linux.exit(2) else |err| if (err != error.INVAL) linux.exit(3);
+        if (drop(65534, 0, -1, 0)) linux.exit(4) else |err| if (err != error.INVAL) linux.exit(5);
+        var r: linux.uid_t = undefined;
+        var e: linux.uid_t = undefined;
+        var s: linux.uid_t = undefined;
+        _ = linux.getresuid(&r, &e, &s);
+        if (r != 0 or e != 0 or s != 0) linux.exit(6);
+        if (linux.prctl(@intFromEnum(linux.PR.GET_NO_NEW_PRIVS), 0, 0, 0, 0) != 0) linux.exit(7);
+        linux.exit(0);
+    }
+    const status = try waitChildBounded(@intCast(pid), constants.test_child_wait_ms_max);
+    try std.testing.expectEqual(@as(u32, 0), linux.W.EXITSTATUS(status));
+}
 
 /// A forked test child runs in a copy of a process that may have had other threads: a lock
 /// one of them held (libc's, stderr's) stays held in the child forever. Waiting without a

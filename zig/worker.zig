@@ -499,6 +499,11 @@ fn parseChecked(arena: std.mem.Allocator, text: []const u8, problem: *Problem) ?
                 problem.set("user: uid 0 is no unprivileged user", .{});
                 return null;
             };
+            // Group 0 owns files root's processes make (as src/supervisor/user.ts refuses it).
+            if (in.user) |u| if (u.gid == 0) {
+                problem.set("user: gid 0 is no unprivileged group", .{});
+                return null;
+            };
             return .{ .setup = .{
                 .index = required(u32, in.index, "index", problem) orelse return null,
                 .workers = atLeast(in.workers, "workers", 1, problem) orelse return null,
@@ -1382,6 +1387,8 @@ test "set-up, ring and request messages parse; wrong or extra fields are refused
         .{ "{\"type\":\"ping\",\"id\":1,", "not a message: JSON cut short" },
         .{ "[1]", "not a message: expected a JSON object" },
         .{ "{\"kind\":\"worker\",\"index\":0,\"workers\":1,\"positions\":33,\"rings\":0}", "positions: 33 is more than 32" },
+        .{ "{\"kind\":\"worker\",\"index\":0,\"workers\":1,\"positions\":1,\"rings\":0,\"user\":{\"name\":\"x\",\"uid\":0,\"gid\":65534}}", "user: uid 0 is no unprivileged user" },
+        .{ "{\"kind\":\"worker\",\"index\":0,\"workers\":1,\"positions\":1,\"rings\":0,\"user\":{\"name\":\"x\",\"uid\":65534,\"gid\":0}}", "user: gid 0 is no unprivileged group" },
         .{ "{\"kind\":\"ring\",\"position\":0,\"ifname\":\"a-name-longer-than-15\",\"ifindex\":1,\"slot\":0,\"members\":1,\"geometry\":{\"blockBytes\":65536,\"blockCount\":1,\"frameBytes\":2048,\"frameCount\":32}}", "ifname: 21 bytes, expected 1 to 15" },
         .{ "{\"kind\":\"ring\",\"position\":0,\"ifname\":\"r0\",\"ifindex\":0,\"slot\":0,\"members\":1,\"geometry\":{\"blockBytes\":65536,\"blockCount\":1,\"frameBytes\":2048,\"frameCount\":32}}", "ifindex: 0 is less than 1" },
         .{ "{\"kind\":\"ring\",\"position\":0,\"ifname\":\"r0\",\"ifindex\":1,\"slot\":4294967295,\"members\":1,\"geometry\":{\"blockBytes\":65536,\"blockCount\":1,\"frameBytes\":2048,\"frameCount\":32}}", "slot: 4294967295 is not below members (1)" },
