@@ -3,9 +3,10 @@
 //! go through libc, which applies them to every thread of the process; the worker executable
 //! (zig/worker.zig, no libc) has one thread and makes the calls itself. no_new_privs is likewise per thread, so it
 //! is spread to every thread with the worker's seccomp filter (seccomp.zig) installed with
-//! TSYNC (which also sets no_new_privs on each thread). Last, the process is made
-//! non-dumpable: no core dump of the ring, and /proc/<pid> files (fd, mem, environ) belong to
-//! root, so another process of the workers' user cannot ptrace it or open its descriptors.
+//! TSYNC (which also sets no_new_privs on each thread). The process is made non-dumpable right
+//! after its uid changes (and again last): no core dump of the ring, and /proc/<pid> files (fd,
+//! mem, environ) belong to root, so another process of the workers' user cannot ptrace it or
+//! open its descriptors, not even between the uid change and the seccomp filter.
 const std = @import("std");
 const builtin = @import("builtin");
 const linux = std.os.linux;
@@ -83,7 +84,7 @@ pub fn drop(uid: u32, gid: u32, fd_first: i32, fd_count: u32) sys.Error!void {
         // Groups and gid while the uid is 0: afterwards they cannot be changed any more.
         try ids.noGroups();
         try ids.resgid(gid, gid, gid);
-        try ids.resuid(uid, uid, uid);
+        try becomeUser(uid);
     }
     // A uid change from 0 clears permitted, effective and ambient sets on every thread; clear
     // them explicitly anyway (and the inheritable set, which a uid change keeps).
@@ -101,6 +102,17 @@ pub fn drop(uid: u32, gid: u32, fd_first: i32, fd_count: u32) sys.Error!void {
     try seccomp.install(fd_first, fd_count);
     // Cleared by the credential change above, so set afterwards.
     _ = try prctl(.SET_PDEATHSIG, @intFromEnum(linux.SIG.KILL));
+    // Already 0 since becomeUser; again in case a step since reset it (a credential change
+    // resets it to fs.suid_dumpable).
+    _ = try prctl(.SET_DUMPABLE, 0);
+}
+
+/// The uid change, and at once not dumpable. A uid change sets dumpable to fs.suid_dumpable:
+/// where that is 1, the worker, already running as the workers' user and still holding its
+/// packet sockets, could be ptraced by another process of that user until the end of drop
+/// (capabilities, seccomp). Clearing it right here closes that window.
+fn becomeUser(uid: u32) sys.Error!void {
+    try ids.resuid(uid, uid, uid);
     _ = try prctl(.SET_DUMPABLE, 0);
 }
 
@@ -122,6 +134,20 @@ test "dropping in a child process gives nobody, no caps, no_new_privs" {
         if (linux.prctl(@intFromEnum(linux.PR.GET_NO_NEW_PRIVS), 0, 0, 0, 0) != 1) linux.exit(6);
         // Privilege is really gone: setting uid back to root fails.
         if (setresuid(0, 0, 0) == 0) linux.exit(7);
+        linux.exit(0);
+    }
+    const status = try waitChildBounded(@intCast(pid), constants.test_child_wait_ms_max);
+    try std.testing.expectEqual(@as(u32, 0), linux.W.EXITSTATUS(status));
+}
+
+test "not dumpable from the uid change on, whatever fs.suid_dumpable makes of it" {
+    if (linux.geteuid() != 0) return error.SkipZigTest;
+    const pid = linux.fork();
+    if (pid == 0) {
+        // With fs.suid_dumpable 1 (not this kernel's default of 0) the uid change alone left
+        // the process dumpable until drop's last step.
+        becomeUser(65534) catch linux.exit(2);
+        if (linux.prctl(@intFromEnum(linux.PR.GET_DUMPABLE), 0, 0, 0, 0) != 0) linux.exit(3);
         linux.exit(0);
     }
     const status = try waitChildBounded(@intCast(pid), constants.test_child_wait_ms_max);
