@@ -90,6 +90,7 @@ pub const Log = struct {
         var out = Out.init(&line_buf);
         self.format(&out, l, msg, sys.realtimeNs());
         const text = out.slice();
+        // A failed write (EPIPE, EAGAIN, a full disk) loses the line, nothing else.
         _ = linux.write(2, text.ptr, text.len);
     }
 
@@ -1146,8 +1147,18 @@ fn setProcessName() sys.Error!void {
     _ = try sys.call("prctl", linux.prctl(@intFromEnum(linux.PR.SET_NAME), @intFromPtr(&name), 0, 0, 0));
 }
 
+/// SIGPIPE ignored: a log line written to a stderr whose reader is gone (a closed pipe, a
+/// restarted journal) fails with EPIPE, which Log.print ignores, instead of killing the worker
+/// and its forwarding. (Bun's spawn leaves SIGPIPE at its default; the channel's sends use
+/// MSG_NOSIGNAL anyway.)
+fn ignoreSigpipe() void {
+    const act: linux.Sigaction = .{ .handler = .{ .handler = linux.SIG.IGN }, .mask = linux.sigemptyset(), .flags = 0 };
+    _ = linux.sigaction(.PIPE, &act, null);
+}
+
 pub fn main(init: std.process.Init.Minimal) u8 {
     const env = init.environ;
+    ignoreSigpipe();
     // First, so that even a worker that refuses to start is listed under its name.
     setProcessName() catch {};
     if (env.getPosix("MCRELAY_LOG_LEVEL")) |l| log.level = Level.parse(l) orelse .info;

@@ -29,14 +29,14 @@ afterEach(async () => {
 });
 
 /** Starts the worker executable with fd 3 its end of a new socketpair; returns ours. */
-function startWorker(): { proc: ReturnType<typeof Bun.spawn>; channel: number; blank: number } {
+function startWorker(opts: { stderr?: "pipe"; level?: string } = {}): { proc: ReturnType<typeof Bun.spawn>; channel: number; blank: number } {
   const [channel, theirs] = scmPair();
   const [blank, blankPeer] = scmPair();
   fdClose(blankPeer);
   fdInherit(theirs);
   const proc = Bun.spawn([workerExecutable(), "_worker", "--index", "0"], {
-    stdio: ["ignore", "ignore", "ignore", theirs],
-    env: { ...process.env, MCRELAY_LOG_LEVEL: "silent" },
+    stdio: ["ignore", "ignore", opts.stderr ?? "ignore", theirs],
+    env: { ...process.env, MCRELAY_LOG_LEVEL: opts.level ?? "silent" },
   });
   fdClose(theirs);
   started.push({ proc, fds: [channel, blank] });
@@ -247,6 +247,22 @@ describe("worker protocol (zig/worker.zig on its socketpair)", () => {
     } finally {
       counters.release();
     }
+  });
+
+  test("a worker whose stderr reader is gone keeps serving: the lost log lines do not kill it (SIGPIPE)", async () => {
+    const w = startWorker({ stderr: "pipe", level: "warn" });
+    scmSend(w.channel, encode(setup), [w.blank]);
+    expect(await reply(w.channel)).toMatchObject({ type: "ready" });
+    // Our end of its stderr pipe closed: each warning below is written to a pipe without reader.
+    await (w.proc.stderr as ReadableStream).cancel();
+    for (const id of [61, 62, 63]) {
+      scmSend(w.channel, encode(`{"type":"ping","position":"0","id":${id}}`), [], true);
+      expect(await reply(w.channel)).toMatchObject({ type: "error", id });
+    }
+    scmSend(w.channel, encode({ type: "stop", id: 64 }), [], true);
+    expect(await reply(w.channel)).toEqual({ type: "ok", id: 64 });
+    expect(await w.proc.exited).toBe(0);
+    expect(w.proc.signalCode).toBeNull();
   });
 
   test.skipIf(!root)("a ring dropped without keep leaves its packet descriptor's number taken (by /dev/null), never free for an egress socket the seccomp filter would refuse", async () => {
