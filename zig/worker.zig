@@ -1301,7 +1301,9 @@ fn run(env: std.process.Environ) u8 {
         var buf: [160]u8 = undefined;
         var out = Out.init(&buf);
         out.print("{{\"type\":\"ready\",\"pid\":{d},\"confinement\":", .{linux.getpid()});
-        if (probes_total > 0) out.print("{{\"probes\":{d},\"ms\":{d:.3}}}}}\n", .{ probes_total, probe_ms }) else out.add("null}\n");
+        // An object whenever the worker dropped (probes 0: no packet socket was set up at
+        // start-up; each is probed when its ring is added); null only without a drop.
+        if (w.setup.user != null) out.print("{{\"probes\":{d},\"ms\":{d:.3}}}}}\n", .{ probes_total, probe_ms }) else out.add("null}\n");
         sendLine(&out);
     }
     return serve(&w);

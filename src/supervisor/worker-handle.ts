@@ -148,7 +148,7 @@ export class WorkerHandle {
   readonly index: number;
   readonly pid: number;
   readonly startedAt = Date.now();
-  /** The confinement probes the worker saw refused after its drop (null: it did not drop). */
+  /** The confinement probes the worker saw refused after its drop (null: it did not drop; 0 probes: it dropped with no packet socket set up yet). */
   readonly confinement: { probes: number; ms: number } | null;
   readonly #proc: ReturnType<typeof Bun.spawn>;
   readonly #channel: number;

@@ -92,8 +92,11 @@ export const FromWorkerSchema = v.variant("type", [
   v.strictObject({
     type: v.literal("ready"),
     pid: v.number(),
-    /** The confinement probes the worker saw refused after its drop, and their cost; null without a drop. */
-    confinement: v.nullable(v.strictObject({ probes: v.pipe(v.number(), v.integer(), v.minValue(1)), ms: v.number() })),
+    /**
+     * The confinement probes the worker saw refused after its drop, and their cost (0 probes: no
+     * packet socket was set up at start-up; each is probed when its ring is added); null without a drop.
+     */
+    confinement: v.nullable(v.strictObject({ probes: v.pipe(v.number(), v.integer(), v.minValue(0)), ms: v.number() })),
   }),
   v.strictObject({ type: v.literal("applied"), id: v.number(), generation: v.number(), hash: v.string() }),
   v.strictObject({ type: v.literal("pong"), id: v.number(), generation: v.number(), hash: v.string() }),

@@ -236,7 +236,8 @@ describe("worker protocol (zig/worker.zig on its socketpair)", () => {
     const w = startWorker();
     started[started.length - 1]!.fds.push(packet);
     scmSend(w.channel, encode({ ...setup, user: nobody }), [packet]);
-    expect(await reply(w.channel)).toMatchObject({ type: "ready", confinement: null });
+    // Dropped, with no ring set up at start-up to probe yet: an object, not null (which says "did not drop").
+    expect(await reply(w.channel)).toMatchObject({ type: "ready", confinement: { probes: 0 } });
     const counters = SharedStats.create();
     try {
       scmSend(w.channel, encode(ring), [counters.fd], true);
@@ -330,6 +331,8 @@ describe("the supervisor's worker handle (src/supervisor/worker-handle.ts)", () 
     const exits: [number | null, string | null][] = [];
     const handle = await WorkerHandle.start({ index: 0, workers: 1, sockets: [packet], rings: [], cpu: null, user: nobody, onExit: (code, signal) => exits.push([code, signal]) });
     try {
+      // It dropped (with nothing to probe yet): what `workers` shows as its confinement.
+      expect(handle.confinement).toMatchObject({ probes: 0 });
       const added = handle.addRing({ position: 0, ifname: ring.ifname, ifindex: ring.ifindex, slot: 0, members: 1, geometry: ring.geometry });
       await expect(added).rejects.toThrow(`worker 0 (pid ${handle.pid}): ${UNLOCKED} (exited, code 1)`);
       expect(await handle.exited).toBe(1);
