@@ -922,6 +922,9 @@ const Worker = struct {
             for (fds) |fd| sys.close(fd);
             log.print(.warn, "ignored malformed control message: {s}", .{problem.text()});
             if (problem.request_id == null) self.refused = problem;
+            // A request, even malformed, uses up the table sent before it (a table request's,
+            // whatever field was wrong): the next request must not take that table.
+            if (problem.request_id != null) self.pending_table = null;
             // A request is answered (the supervisor waits for it), naming what is wrong.
             if (problem.request_id) |id| {
                 var msg_buf: [200]u8 = undefined;
