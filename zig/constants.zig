@@ -103,6 +103,11 @@ pub const scm_sndbuf_bytes: u32 = 512 * 1024;
 /// Messages the worker executable reads off its socketpair in one go before its dataplane runs
 /// again (zig/worker.zig).
 pub const worker_drain_messages_max: u32 = 1024;
+/// How long the worker waits for each start-up message (the set-up message, then its ring
+/// messages; SO_RCVTIMEO on its channel) before it exits 1: the supervisor sends them right
+/// after the spawn, so a wait this long means it failed in between, and the worker must not
+/// hold its packet sockets forever. As long as the supervisor waits for `ready`.
+pub const worker_startup_wait_ms: u32 = 5000;
 /// Largest JSON control message the worker reads (set-up, ring and request messages are a few
 /// hundred bytes; only rule tables, which are binary, are larger).
 pub const worker_json_bytes_max: u32 = 4096;

@@ -1102,15 +1102,25 @@ fn otherBuffer(data: []const u8) []u8 {
     return if (data.ptr == &recv_bufs[0]) &recv_bufs[1] else &recv_bufs[0];
 }
 
-/// Reads one message at start-up (blocking); null with everything logged when there is none.
+/// Reads one message at start-up (blocking, at most worker_startup_wait_ms: the channel's
+/// SO_RCVTIMEO); null with everything logged when there is none.
 fn recvStartup(buf: []u8, fds: []i32) ?scm.Received {
     return scm.recv(channel_fd, buf, fds, false) catch |err| {
         var msg_buf: [96]u8 = undefined;
-        const what = std.fmt.bufPrint(&msg_buf, "reading the supervisor's channel at start-up: E{s}", .{errName(err)}) catch "reading the supervisor's channel at start-up";
+        const what = if (err == error.AGAIN)
+            std.fmt.bufPrint(&msg_buf, "no message from the supervisor within {d} ms at start-up", .{constants.worker_startup_wait_ms}) catch "no message from the supervisor at start-up"
+        else
+            std.fmt.bufPrint(&msg_buf, "reading the supervisor's channel at start-up: E{s}", .{errName(err)}) catch "reading the supervisor's channel at start-up";
         log.print(.@"error", "{s}", .{what});
         sendFatal(what);
         return null;
     };
+}
+
+/// A blocking read of the channel gives up after `ms` (EAGAIN); 0: waits for ever.
+fn setReceiveTimeout(ms: u32) sys.Error!void {
+    const tv: linux.timeval = .{ .sec = @intCast(ms / 1000), .usec = @intCast((ms % 1000) * 1000) };
+    try sys.setsockopt(channel_fd, linux.SOL.SOCKET, linux.SO.RCVTIMEO, &tv);
 }
 
 /// One of the ring messages that follow the set-up message, checked: null (problem set) unless
@@ -1183,6 +1193,12 @@ fn run(env: std.process.Environ) u8 {
     var fba = std.heap.FixedBufferAllocator.init(&arena_buf);
     var problem: Problem = .{};
 
+    // A supervisor that fails between the spawn and its start-up messages (and neither kills
+    // us nor closes its end) must not leave us holding packet sockets for ever.
+    setReceiveTimeout(constants.worker_startup_wait_ms) catch |err| {
+        log.print(.@"error", "cannot bound the start-up reads: E{s}", .{errName(err)});
+        return exit_fatal;
+    };
     // The set-up message, with one packet socket per position.
     const first = recvStartup(&recv_bufs[0], &fds_buf) orelse return exit_fatal;
     const setup_fds = fds_buf[0..first.fd_count];
@@ -1239,6 +1255,13 @@ fn run(env: std.process.Environ) u8 {
         for (initial[0..initial_count]) |p| sys.close(p.stats_fd);
         return exit_fatal;
     }
+    // From here on the channel is read without blocking (serve polls it).
+    setReceiveTimeout(0) catch |err| {
+        log.print(.@"error", "cannot clear the start-up read bound: E{s}", .{errName(err)});
+        sendFatal("cannot clear the start-up read bound");
+        for (initial[0..initial_count]) |p| sys.close(p.stats_fd);
+        return exit_fatal;
+    };
     if (setup.cpu) |cpu| {
         // mcr's `pinning`: before the privilege drop, whose seccomp filter refuses affinity calls.
         // A CPU that is not there is reported and the worker runs unpinned.

@@ -374,6 +374,7 @@ export const LIMITS = {
   packetFdFirst: 512,
   scmSndbufBytes: 524288,
   workerDrainMessagesMax: 1024,
+  workerStartupWaitMs: 5000,
   workerJsonBytesMax: 4096,
   netlinkRcvbufBytes: 4194304,
   backgroundStackBytes: 1048576,
@@ -657,6 +658,7 @@ constants.scm_fds_max = 32
 constants.packet_fd_first = 512
 constants.scm_sndbuf_bytes = 524288
 constants.worker_drain_messages_max = 1024
+constants.worker_startup_wait_ms = 5000
 constants.worker_json_bytes_max = 4096
 constants.netlink_rcvbuf_bytes = 4194304
 constants.background_stack_bytes = 1048576

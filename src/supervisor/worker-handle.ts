@@ -254,6 +254,13 @@ export class WorkerHandle {
       // rings) alive for the next worker if this one dies.
       scmSend(mine, new TextEncoder().encode(JSON.stringify(setup)), opts.sockets);
       for (const r of rings.values()) scmSend(mine, ringMessage(r.spec), [r.shared.fd]);
+    } catch (err) {
+      // No ready timer and no reader yet: left alone, the worker would wait for the rest of its
+      // start-up messages (up to its own bound) holding the packet sockets it already got.
+      safeKill(proc, "SIGKILL");
+      fdClose(mine);
+      for (const r of rings.values()) r.shared.release();
+      throw err;
     } finally {
       for (const r of rings.values()) r.shared.closeFd();
     }

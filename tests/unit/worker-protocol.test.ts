@@ -13,6 +13,7 @@
 import { afterEach, describe, expect, test } from "bun:test";
 import { readdirSync, readFileSync, readlinkSync } from "node:fs";
 import { fdClose, fdInherit, scmPair, scmRecv, scmSend, SharedStats, workerExecutable } from "../../src/native/lib.ts";
+import { LIMITS } from "../../src/native/abi.ts";
 import { WorkerError, WorkerHandle } from "../../src/supervisor/worker-handle.ts";
 import { RingSchema } from "../../src/worker/messages.ts";
 import * as v from "valibot";
@@ -267,6 +268,30 @@ describe("worker protocol (zig/worker.zig on its socketpair)", () => {
     expect(w.proc.signalCode).toBeNull();
   });
 
+  test(`a worker that gets no set-up message, or not all its ring messages, gives up after ${LIMITS.workerStartupWaitMs} ms: a fatal reply naming the wait, exit 1`, async () => {
+    // Its supervisor failed between the spawn and the messages (and kept the channel open):
+    // before, the worker waited for ever holding whatever packet sockets it had been given.
+    const none = startWorker();
+    const partial = startWorker();
+    scmSend(partial.channel, encode({ ...setup, rings: 1 }), [partial.blank]);
+    const t0 = performance.now();
+    const fatal = { type: "fatal", message: `no message from the supervisor within ${LIMITS.workerStartupWaitMs} ms at start-up` };
+    const deadline = LIMITS.workerStartupWaitMs + DEADLINE_MS;
+    const replyWithin = async (channel: number) => {
+      for (;;) {
+        const m = scmRecv(channel, true);
+        if (m !== null) return JSON.parse(new TextDecoder().decode(m.data)) as unknown;
+        if (performance.now() - t0 > deadline) throw new Error(`no reply within ${deadline} ms`);
+        await Bun.sleep(20);
+      }
+    };
+    expect(await replyWithin(none.channel)).toEqual(fatal);
+    expect(await replyWithin(partial.channel)).toEqual(fatal);
+    expect(await none.proc.exited).toBe(1);
+    expect(await partial.proc.exited).toBe(1);
+    expect(performance.now() - t0).toBeGreaterThanOrEqual(LIMITS.workerStartupWaitMs - 100);
+  }, LIMITS.workerStartupWaitMs + 2 * DEADLINE_MS);
+
   test.skipIf(!root)("a ring dropped without keep leaves its packet descriptor's number taken (by /dev/null), never free for an egress socket the seccomp filter would refuse", async () => {
     const packet = await unlockedRingSocket();
     const w = startWorker();
@@ -376,4 +401,23 @@ describe("the supervisor's worker handle (src/supervisor/worker-handle.ts)", () 
       fdClose(packet);
     }
   });
+
+  test("a start that fails after the spawn (a ring message its schema refuses) kills the worker at once: none is left waiting for its set-up", async () => {
+    const [blank, blankPeer] = scmPair();
+    fdClose(blankPeer);
+    try {
+      const before = children();
+      const badRing = { position: 0, ifname: ring.ifname, ifindex: ring.ifindex, slot: 0, members: 1, geometry: { ...ring.geometry, frameCount: 33 } };
+      const starting = WorkerHandle.start({ index: 0, workers: 1, sockets: [blank], rings: [badRing], cpu: null, user: null });
+      // Spawned before the ring message was refused: the worker is there now.
+      const pids = [...children()].filter((pid) => !before.has(pid));
+      expect(pids).toHaveLength(1);
+      await expect(starting).rejects.toThrow("geometry: frameCount is not blockBytes / frameBytes x blockCount");
+      // Killed, not left to its own start-up bound (before: blocked on its channel for ever).
+      blockUntilExited(pids[0]!, 1000);
+    } finally {
+      fdClose(blank);
+    }
+  });
+
 });
