@@ -44,6 +44,38 @@ function safeKill(proc: ReturnType<typeof Bun.spawn>, signal: NodeJS.Signals): v
  */
 export const STOP_SIGNALS: ReadonlySet<string> = new Set(["SIGTERM", "SIGINT"]);
 
+/**
+ * Test hooks the worker reads (zig/worker.zig run; MCRELAY_TEST_FATAL: the test suite's
+ * stand-in worker). Passed on by name from the supervisor's environment, where the tests set
+ * them, and told with a warning: they are never set outside tests.
+ */
+const WORKER_TEST_HOOKS = ["MCRELAY_TEST_TABLE_RULES_MAX", "MCRELAY_TEST_DIVERGE_AFTER_MS", "MCRELAY_TEST_FATAL"] as const;
+let testHooksTold = false;
+
+/**
+ * The worker's whole environment: what it reads (zig/worker.zig main and run), nothing else. The
+ * supervisor's own environment is not passed on, so a stray variable there changes no worker.
+ * PATH only so that the test suite's stand-in (a script) finds its interpreter.
+ */
+function workerEnv(index: number): Record<string, string> {
+  const env: Record<string, string> = {
+    MCRELAY_LOG_IDENTITY: `worker:${index}`,
+    MCRELAY_LOG_LEVEL: getLogLevel(),
+    MCRELAY_LOG_FORMAT: getLogFormat(),
+  };
+  // Under systemd: whether stderr is the journal's stream (its lines then carry priorities).
+  for (const name of ["JOURNAL_STREAM", "PATH", ...WORKER_TEST_HOOKS]) {
+    const value = process.env[name];
+    if (value !== undefined) env[name] = value;
+  }
+  const hooks = WORKER_TEST_HOOKS.filter((h) => env[h] !== undefined);
+  if (hooks.length > 0 && !testHooksTold) {
+    testHooksTold = true;
+    log.warn(`test hooks passed to the workers: ${hooks.map((h) => `${h}=${env[h]}`).join(", ")} (never set outside tests)`);
+  }
+  return env;
+}
+
 export class WorkerError extends Error {
   override name = "WorkerError";
 }
@@ -234,12 +266,7 @@ export class WorkerHandle {
         // the worker still ends when the supervisor does (its channel hangs up).
         detached: true,
         stdio: ["ignore", "inherit", "inherit", theirs],
-        env: {
-          ...process.env,
-          MCRELAY_LOG_IDENTITY: `worker:${opts.index}`,
-          MCRELAY_LOG_LEVEL: getLogLevel(),
-          MCRELAY_LOG_FORMAT: getLogFormat(),
-        },
+        env: workerEnv(opts.index),
       });
     } catch (err) {
       fdClose(mine);

@@ -420,4 +420,26 @@ describe("the supervisor's worker handle (src/supervisor/worker-handle.ts)", () 
     }
   });
 
+  test("the worker's environment is what it reads, not the supervisor's whole environment", async () => {
+    const [blank, blankPeer] = scmPair();
+    fdClose(blankPeer);
+    process.env.MCRELAY_TEST_STRAY = "1";
+    let handle: WorkerHandle | null = null;
+    try {
+      handle = await WorkerHandle.start({ index: 3, workers: 4, sockets: [blank], rings: [], cpu: null, user: null });
+      const names = readFileSync(`/proc/${handle.pid}/environ`, "utf8").split("\0").filter((e) => e !== "").map((e) => e.slice(0, e.indexOf("=")));
+      const allowed = ["MCRELAY_LOG_IDENTITY", "MCRELAY_LOG_LEVEL", "MCRELAY_LOG_FORMAT", "JOURNAL_STREAM", "PATH", "MCRELAY_TEST_TABLE_RULES_MAX", "MCRELAY_TEST_DIVERGE_AFTER_MS", "MCRELAY_TEST_FATAL"];
+      expect(names.filter((n) => !allowed.includes(n))).toEqual([]);
+      expect(names).toContain("MCRELAY_LOG_IDENTITY");
+      expect(readFileSync(`/proc/${handle.pid}/environ`, "utf8")).toContain("MCRELAY_LOG_IDENTITY=worker:3\0");
+    } finally {
+      delete process.env.MCRELAY_TEST_STRAY;
+      if (handle) {
+        handle.kill();
+        await handle.exited;
+        handle.release();
+      }
+      fdClose(blank);
+    }
+  });
 });
