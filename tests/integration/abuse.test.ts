@@ -5,6 +5,7 @@
 // measures the supervisor's RSS growth (sampled every 50 ms, peak minus the value before), the
 // round trip of `ping` on an administrator's connection, and what a receiver got, and holds
 // them to the targets: RSS growth <= 64 MB, ping p99 <= 100 ms, 0 packets lost.
+import { NATIVE_LIMITS } from "../../src/limits.ts";
 import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
 import { chmodSync, readFileSync } from "node:fs";
 import { join } from "node:path";
@@ -102,12 +103,18 @@ async function measured<T>(label: string, attack: () => Promise<T>): Promise<Mea
   return m;
 }
 
-function expectTargets(m: Measured<unknown>): void {
+/**
+ * `duplicatesMax`: 0, except for a test that SIGKILLs a worker mid-stream: its replacement
+ * resumes after the last slot the killed one released, so what that one had already sent of its
+ * group of runs is sent again (at-least-once across a kill; workers.test.ts bounds it the same way).
+ */
+function expectTargets(m: Measured<unknown>, duplicatesMax = 0): void {
   expect(m.rssGrowthMb).toBeLessThanOrEqual(RSS_GROWTH_MAX_MB);
   expect(m.pings.length).toBeGreaterThan(20);
   expect(percentile(m.pings, 99)).toBeLessThanOrEqual(PING_P99_MAX_MS);
   expect(m.sent).toBeGreaterThan(1000);
-  expect({ received: m.received, lost: m.lost, duplicates: m.duplicates }).toEqual({ received: m.sent, lost: 0, duplicates: 0 });
+  expect({ received: m.received, lost: m.lost }).toEqual({ received: m.sent, lost: 0 });
+  expect(m.duplicates).toBeLessThanOrEqual(duplicatesMax);
 }
 
 /** The attacker process; resolves with its JSON summary (its last stdout line). */
@@ -230,7 +237,8 @@ describe_netns("control-plane abuse (kernel, under bun)", () => {
     expect(m.result.failed).toBe(0);
     expect(m.result.connected).toBe(1100);
     expect(m.result.connected - m.result.refused).toBe(cap - 4 - 2);
-    expectTargets(m);
+    // The worker was SIGKILLed mid-stream: at most one group of runs of slots is sent twice.
+    expectTargets(m, NATIVE_LIMITS.runsPerFlushMax * (restarted!.ring!.block_bytes / restarted!.ring!.frame_bytes));
   }, T);
 
   test("M9: 2 clients pipelining `stats` without pause do not delay another client's ping beyond 100 ms (p99); 0 lost", async () => {
