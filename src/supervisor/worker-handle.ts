@@ -120,7 +120,7 @@ interface RingState {
   shared: SharedStats;
 }
 
-/** What a send to a worker whose end is closed (it exited or was killed) fails with. */
+/** What a send to (or a read from) a worker whose end is closed (it exited or was killed) fails with. */
 const PEER_GONE = new Set(["EPIPE", "ECONNRESET", "ENOTCONN"]);
 
 /** A reply line longer than this is no reply (they are a few hundred bytes). */
@@ -162,7 +162,11 @@ async function readReplies(fd: number, name: string, onMessage: (m: FromWorker) 
       }
     }
   } catch (err) {
-    log.warn(`${name}: reading its channel failed: ${(err as Error).message}`);
+    // The worker's end closed with our last message unread: it exited (a signal), and the
+    // exit is reported with its cause (a warning, or a stop) by the pool. Only the rest is news.
+    const code = (err as NodeJS.ErrnoException).code ?? /^([A-Z]+):/.exec((err as Error).message)?.[1];
+    if (code !== undefined && PEER_GONE.has(code)) log.debug(`${name}: its channel closed: ${code}`);
+    else log.warn(`${name}: reading its channel failed: ${(err as Error).message}`);
   } finally {
     reader.releaseLock();
   }
