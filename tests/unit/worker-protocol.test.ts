@@ -292,18 +292,24 @@ describe("worker protocol (zig/worker.zig on its socketpair)", () => {
     expect(performance.now() - t0).toBeGreaterThanOrEqual(LIMITS.workerStartupWaitMs - 100);
   }, LIMITS.workerStartupWaitMs + 2 * DEADLINE_MS);
 
-  test.skipIf(!root)("a ring dropped without keep leaves its packet descriptor's number taken (by /dev/null), never free for an egress socket the seccomp filter would refuse", async () => {
+  /** A ready worker with one unlocked packet socket added as the ring at position 0 (request id 51). */
+  async function workerWithRing() {
     const packet = await unlockedRingSocket();
     const w = startWorker();
     started[started.length - 1]!.fds.push(packet);
     scmSend(w.channel, encode(setup), [packet]);
     expect(await reply(w.channel)).toMatchObject({ type: "ready" });
     const counters = SharedStats.create();
+    scmSend(w.channel, encode(ring), [counters.fd], true);
+    counters.closeFd();
+    scmSend(w.channel, encode({ type: "ring-add", id: 51, position: 0 }), [], true);
+    expect(await reply(w.channel)).toEqual({ type: "ok", id: 51 });
+    return { w, counters };
+  }
+
+  test.skipIf(!root)("a ring dropped without keep leaves its packet descriptor's number taken (by /dev/null), never free for an egress socket the seccomp filter would refuse", async () => {
+    const { w, counters } = await workerWithRing();
     try {
-      scmSend(w.channel, encode(ring), [counters.fd], true);
-      counters.closeFd();
-      scmSend(w.channel, encode({ type: "ring-add", id: 51, position: 0 }), [], true);
-      expect(await reply(w.channel)).toEqual({ type: "ok", id: 51 });
       expect(readlinkSync(`/proc/${w.proc.pid}/fd/512`)).toStartWith("socket:");
       scmSend(w.channel, encode({ type: "ring-drop", id: 52, position: 0 }), [], true);
       expect(await reply(w.channel)).toEqual({ type: "ok", id: 52 });
@@ -316,17 +322,8 @@ describe("worker protocol (zig/worker.zig on its socketpair)", () => {
     }
   });
   test.skipIf(!root)("a malformed table request uses up the table sent for it: the next request naming that table finds none", async () => {
-    const packet = await unlockedRingSocket();
-    const w = startWorker();
-    started[started.length - 1]!.fds.push(packet);
-    scmSend(w.channel, encode(setup), [packet]);
-    expect(await reply(w.channel)).toMatchObject({ type: "ready" });
-    const counters = SharedStats.create();
+    const { w, counters } = await workerWithRing();
     try {
-      scmSend(w.channel, encode(ring), [counters.fd], true);
-      counters.closeFd();
-      scmSend(w.channel, encode({ type: "ring-add", id: 51, position: 0 }), [], true);
-      expect(await reply(w.channel)).toEqual({ type: "ok", id: 51 });
       // Before, the request after the malformed one took the stale table and applied it.
       const table = withGeneration(encodeWorkerTable([]), 7);
       const hash = tableBytesHash(table);
