@@ -8,6 +8,9 @@
 # sent (its tx_packets; tx_errors are printed). The sinks' UDP layers (/proc/net/snmp
 # InDatagrams + RcvbufErrors) show what was read or dropped at a socket by then.
 # Usage: scripts/probe-fanout.sh FANOUT RATE SECONDS ROUNDS BIN_A [BIN_B ...]
+# SINKARGS="--gro" passes arguments to every sink; SINK_RPS=MASK writes MASK to each sink veth's
+# rps_cpus (e.g. 1: the receivers' softirq on CPU 0, off the relay's CPU, as on a wire where the
+# receivers are other hosts).
 # PERF_DIR=dir also records a perf profile of the relay per run (dir/<round>-<bin>.data; its
 # cost is in that run's CPU figure).
 # The generator and sinks are dist/mcrelay. Needs root. For published figures use `bun run bench`.
@@ -37,8 +40,13 @@ for i in $(seq 1 "$FANOUT"); do
   ip -n $P-r addr add 10.98.$i.1/24 dev r$i; ip -n $P-r link set r$i up
   ip -n $P-s$i addr add 10.98.$i.2/24 dev s0; ip -n $P-s$i link set s0 up
   ip netns exec $P-s$i sysctl -qw net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.s0.rp_filter=0
+  if [ -n "${SINK_RPS:-}" ]; then
+    for q in $(ip netns exec $P-s$i sh -c 'ls /sys/class/net/s0/queues/ | grep rx-'); do
+      ip netns exec $P-s$i sh -c "echo $SINK_RPS > /sys/class/net/s0/queues/$q/rps_cpus"
+    done
+  fi
   TO+=(--to "239.2.2.2:6000@r$i")
-  ip netns exec $P-s$i taskset -c 0 $M sink --listen 239.2.2.2:6000@s0 --duration 100000 >/dev/null 2>&1 &
+  ip netns exec $P-s$i taskset -c 0 $M sink ${SINKARGS:-} --listen 239.2.2.2:6000@s0 --duration 100000 >/dev/null 2>&1 &
 done
 sleep 3
 udp_in() { # InDatagrams + RcvbufErrors summed over the sink namespaces
