@@ -42,7 +42,7 @@ export function lookupUser(name: string, passwd = "/etc/passwd"): WorkerUser {
  */
 export function workerUser(flag: string | undefined): WorkerUser {
   const root = process.geteuid?.() === 0;
-  if (!flag && !root) return { name: String(process.getuid?.()), uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0 };
+  if (!flag && !root) return ownUser();
   const user = flag ? lookupUser(flag) : defaultUser();
   // Signalling a process of another user needs CAP_KILL: without it a hung worker could not be
   // stopped. Root has it; a non-root supervisor must hold it to use --user.
@@ -53,6 +53,24 @@ export function workerUser(flag: string | undefined): WorkerUser {
     );
   }
   return user;
+}
+
+/**
+ * A non-root supervisor without --user: its own uid and primary group. A primary group of root
+ * (gid 0) is refused here, before anything is spawned: every worker would refuse it at its set-up
+ * (zig/worker.zig, zig/privileges.zig: gid 0 owns what root's processes create) and die, in a
+ * restart loop.
+ */
+function ownUser(): WorkerUser {
+  const uid = process.getuid?.() ?? 0;
+  const gid = process.getgid?.() ?? 0;
+  if (gid === 0) {
+    throw new UsageError(
+      `--user: not given, so the workers would run as the supervisor's own user (uid ${uid}) and its primary group, which is root (gid 0); ` +
+        "workers refuse the root group: pass --user with a user whose primary group is not root, or start mcrelay with another primary group",
+    );
+  }
+  return { name: String(uid), uid, gid };
 }
 
 /** As root without --user: the dedicated user when it exists, else nobody (with a warning). */
