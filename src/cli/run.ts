@@ -8,8 +8,9 @@ import { AlreadyRunningError, EXIT, NativeError, PermissionError, UsageError } f
 import { RING_MIB_MAX, RING_MIB_MIN, WORKERS_PER_INTERFACE_MAX } from "../limits.ts";
 import { logger } from "../log.ts";
 import { Daemon } from "../supervisor/daemon.ts";
+import { WORKER_TEST_HOOKS } from "../supervisor/worker-handle.ts";
 import { fdClose, loadNative, nofileRaise, packetOpen } from "../native/lib.ts";
-import { checkFlags, intFlag, validate } from "./args.ts";
+import { checkFlags, intFlag, repeated, validate } from "./args.ts";
 import * as v from "valibot";
 import { workerUser, type WorkerUser } from "../supervisor/user.ts";
 import { socketArg } from "./daemon-client.ts";
@@ -31,7 +32,26 @@ const args = {
   "ring-mib": { type: "string", description: `Ring of each packet socket in MiB (${RING_MIB_MIN}-${RING_MIB_MAX}; default 8: 64 ms at 1 Gbit/s; config \`ring_mib\` overrides per interface)` },
   metrics: { type: "string", valueHint: "ADDR:PORT", description: "Serve /metrics, /healthz, /readyz over HTTP on ADDR:PORT (e.g. 127.0.0.1:9464; config `metrics`)" },
   "watch-config": { type: "boolean", description: "Reload when the config file changes (as SIGHUP does)" },
+  "test-hook": { type: "string", valueHint: "NAME=N", description: `Tests only: put NAME=N in every worker's environment (${WORKER_TEST_HOOKS.join(", ")}); repeatable` },
 } as const;
+
+/**
+ * `--test-hook NAME=N` values: the one way a worker gets a test hook (the supervisor's own
+ * MCRELAY_TEST_* variables are not passed on). Told with a warning: never set outside tests.
+ */
+function testHooks(rawArgs: readonly string[]): Record<string, string> {
+  const hooks: Record<string, string> = {};
+  for (const given of repeated(rawArgs, args, "test-hook")) {
+    const m = /^([A-Z0-9_]+)=(\d{1,9})$/.exec(given);
+    if (!m || !(WORKER_TEST_HOOKS as readonly string[]).includes(m[1]!)) {
+      throw new UsageError(`--test-hook: '${given}' is not NAME=N with NAME one of ${WORKER_TEST_HOOKS.join(", ")} and N a whole number`);
+    }
+    hooks[m[1]!] = m[2]!;
+  }
+  const list = Object.entries(hooks).map(([n, val]) => `${n}=${val}`);
+  if (list.length > 0) log.warn(`test hooks passed to the workers: ${list.join(", ")} (never set outside tests)`);
+  return hooks;
+}
 
 function groupId(flag: string, name: string): number {
   if (/^\d+$/.test(name)) return Number(name);
@@ -102,6 +122,7 @@ export default defineCommand({
       { workers: a.workers, "ring-mib": a["ring-mib"], clientsMax: a["clients-max"] },
     );
     const user = workerUser(a.user);
+    const hooks = testHooks(rawArgs);
     requirePacketSockets();
     // Signal handlers before start-up: until a listener exists SIGTERM/SIGHUP kill at once (a
     // `systemctl stop` or reload right after READY=1 ended the daemon with status 143).
@@ -131,6 +152,7 @@ export default defineCommand({
         ringMib: flags["ring-mib"],
         metrics: validate(v.object({ metrics: v.optional(ListenSchema) }), { metrics: a.metrics }).metrics,
         watchConfig: a["watch-config"] ?? false,
+        testHooks: hooks,
       });
     } catch (err) {
       if (err instanceof DaemonRunningError) throw new AlreadyRunningError(`${err.message}: another mcrelay daemon is running`);

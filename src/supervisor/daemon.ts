@@ -95,6 +95,8 @@ export interface DaemonOptions {
   metrics?: ListenAddress;
   /** Reload when the config file's content changes. */
   watchConfig?: boolean;
+  /** Test hooks for every worker's environment (`run --test-hook`); never set outside tests. */
+  testHooks?: Readonly<Record<string, string>>;
 }
 
 /** Longest wait at start-up for workers to apply their tables (or fail) before READY=1. */
@@ -144,7 +146,7 @@ export class Daemon {
     this.#store = new RuleStore({ state: new StateFile(opts.stateDir), capacity: (rules) => planCapacity(rules, this.#planOptions()), lookup: (name) => this.#links.lookup(name) });
     this.#links = new LinkMonitor();
     this.#lookup = (name) => this.#links.lookup(name);
-    this.#pool = new WorkerPool({ user: opts.user, lookup: this.#lookup });
+    this.#pool = new WorkerPool({ user: opts.user, lookup: this.#lookup, testHooks: opts.testHooks });
     this.#views = new RuleViews(this.#store, this.#pool);
     this.#tracer = new Tracer({ find: (n) => this.#store.find(n)?.rule, memories: (iface) => this.#pool.traceMemories(iface) });
   }

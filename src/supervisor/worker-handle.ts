@@ -45,33 +45,33 @@ function safeKill(proc: ReturnType<typeof Bun.spawn>, signal: NodeJS.Signals): v
 export const STOP_SIGNALS: ReadonlySet<string> = new Set(["SIGTERM", "SIGINT"]);
 
 /**
- * Test hooks the worker reads (zig/worker.zig run; MCRELAY_TEST_FATAL: the test suite's
- * stand-in worker). Passed on by name from the supervisor's environment, where the tests set
- * them, and told with a warning: they are never set outside tests.
+ * Test hooks the worker executable reads (zig/worker.zig run). Never taken from the supervisor's
+ * environment: a test passes them as an option of the supervisor (`run --test-hook NAME=VALUE`,
+ * WorkerOptions.testHooks), so a stray MCRELAY_TEST_* in a service's environment changes no worker.
  */
-const WORKER_TEST_HOOKS = ["MCRELAY_TEST_TABLE_RULES_MAX", "MCRELAY_TEST_DIVERGE_AFTER_MS", "MCRELAY_TEST_FATAL"] as const;
-let testHooksTold = false;
+export const WORKER_TEST_HOOKS = ["MCRELAY_TEST_TABLE_RULES_MAX", "MCRELAY_TEST_DIVERGE_AFTER_MS"] as const;
 
 /**
  * The worker's whole environment: what it reads (zig/worker.zig main and run), nothing else. The
  * supervisor's own environment is not passed on, so a stray variable there changes no worker.
- * PATH only so that the test suite's stand-in (a script) finds its interpreter.
+ * PATH only so that the test suite's stand-in (a script) finds its interpreter; test hooks only
+ * as given.
  */
-function workerEnv(index: number): Record<string, string> {
+function workerEnv(index: number, testHooks: Readonly<Record<string, string>>): Record<string, string> {
   const env: Record<string, string> = {
     MCRELAY_LOG_IDENTITY: `worker:${index}`,
     MCRELAY_LOG_LEVEL: getLogLevel(),
     MCRELAY_LOG_FORMAT: getLogFormat(),
   };
   // Under systemd: whether stderr is the journal's stream (its lines then carry priorities).
-  for (const name of ["JOURNAL_STREAM", "PATH", ...WORKER_TEST_HOOKS]) {
+  for (const name of ["JOURNAL_STREAM", "PATH"]) {
     const value = process.env[name];
     if (value !== undefined) env[name] = value;
   }
-  const hooks = WORKER_TEST_HOOKS.filter((h) => env[h] !== undefined);
-  if (hooks.length > 0 && !testHooksTold) {
-    testHooksTold = true;
-    log.warn(`test hooks passed to the workers: ${hooks.map((h) => `${h}=${env[h]}`).join(", ")} (never set outside tests)`);
+  for (const [name, value] of Object.entries(testHooks)) {
+    // A bug in the caller, not an operating error: only test hooks go this way.
+    if (!name.startsWith("MCRELAY_TEST_")) throw new Error(`test hook ${name}: not an MCRELAY_TEST_* name`);
+    env[name] = value;
   }
   return env;
 }
@@ -110,6 +110,11 @@ export interface WorkerOptions {
   cpu: number | null;
   /** The unprivileged user the worker becomes; null keeps the supervisor's credentials. */
   user: WorkerUser | null;
+  /**
+   * Test hooks for the worker's environment (MCRELAY_TEST_* names), given by a test through the
+   * supervisor's options; never read from the supervisor's environment.
+   */
+  testHooks?: Readonly<Record<string, string>>;
   /** Called when the worker process exits, expectedly or not. */
   onExit?: (code: number | null, signal: string | null) => void;
 }
@@ -270,7 +275,7 @@ export class WorkerHandle {
         // the worker still ends when the supervisor does (its channel hangs up).
         detached: true,
         stdio: ["ignore", "inherit", "inherit", theirs],
-        env: workerEnv(opts.index),
+        env: workerEnv(opts.index, opts.testHooks ?? {}),
       });
     } catch (err) {
       fdClose(mine);

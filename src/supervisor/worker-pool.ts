@@ -160,6 +160,8 @@ export class WorkerPool {
   readonly #planes = new Map<string, Promise<Plane>>();
   readonly #timer: ReturnType<typeof setInterval>;
   readonly #user: WorkerUser | null;
+  /** Test hooks every worker gets in its environment (`run --test-hook`); empty outside tests. */
+  readonly #testHooks: Readonly<Record<string, string>>;
   readonly #lookup: LinkLookup;
   #generation = 0;
   #logLevel: string | null = null;
@@ -174,8 +176,9 @@ export class WorkerPool {
   /** Worker exits by a stop signal not yet reported (see STOP_SIGNAL_GRACE_MS). */
   readonly #signalledExits = new Set<{ line: string; timer: ReturnType<typeof setTimeout> }>();
 
-  constructor(opts: { user: WorkerUser | null; lookup?: LinkLookup }) {
+  constructor(opts: { user: WorkerUser | null; lookup?: LinkLookup; testHooks?: Readonly<Record<string, string>> }) {
     this.#user = opts.user;
+    this.#testHooks = opts.testHooks ?? {};
     this.#lookup = opts.lookup ?? lookupLink;
     this.#timer = setInterval(() => this.#tick(), TICK_MS);
   }
@@ -735,6 +738,7 @@ export class WorkerPool {
         rings,
         cpu: p.cpu,
         user: this.#user,
+        testHooks: this.#testHooks,
         onExit: (code, signal) => this.#exited(p, handle, code, signal),
       });
     } catch (err) {

@@ -44,7 +44,7 @@ function config(count: number): string {
   return JSON.stringify({ rules: Array.from({ length: count }, (_, i) => ruleText(i)) });
 }
 
-async function start(dir: TempDir, o: { configPath?: string; prefix?: string[] } = {}): Promise<TestDaemon> {
+async function start(dir: TempDir, o: { configPath?: string; prefix?: string[]; extraArgs?: string[] } = {}): Promise<TestDaemon> {
   const d = await TestDaemon.start(rt, dir, o);
   daemons.push(d);
   return d;
@@ -156,7 +156,7 @@ describe_netns("limits at every edge and transactional state (kernel, under bun)
     const dir = tempDir();
     const configPath = dir.file("mcrelay.json5", config(2));
     // The worker refuses tables of more than 2 rules (test hook), as one with smaller limits would.
-    const d = await start(dir, { configPath, prefix: ["env", "MCRELAY_TEST_TABLE_RULES_MAX=2"] });
+    const d = await start(dir, { configPath, extraArgs: ["--test-hook", "MCRELAY_TEST_TABLE_RULES_MAX=2"] });
     const stream = await steadyStream();
     const r = await d.json<{ rule: ListedRule }>(["add", "--name", "third", "--from", "239.99.0.9:5000@r0", "--to", "239.98.0.9:6000@r1"]);
     expect(r.rule.state).toBe("error");

@@ -92,8 +92,10 @@ interface StartOptions {
   config?: string;
   /** `mcrelay run --workers N`. */
   workers?: number;
-  /** Added to the daemon's environment (workers inherit it). */
+  /** Added to the daemon's environment (workers get only what they read, never a test hook). */
   env?: Record<string, string>;
+  /** More `mcrelay run` options (`--test-hook NAME=N`). */
+  extraArgs?: string[];
   socket?: string;
   stateDir?: string;
   label?: string;
@@ -109,6 +111,7 @@ async function startDaemon(rt: RelayTopology, dir: TempDir, o: StartOptions = {}
   const argv = [...(o.prefix ?? []), ...mcrelayCommand("bun"), "run", "--socket", socket, "--state-dir", stateDir];
   if (configPath) argv.push("--config", configPath);
   if (o.workers !== undefined) argv.push("--workers", String(o.workers));
+  argv.push(...(o.extraArgs ?? []));
   const proc = rt.topo.spawn(rt.relay, argv, { stdout: "pipe", stderr: "pipe", env: o.env, killGraceMs: 5_000 });
   const d = new TestDaemon(rt, new LoggedProcess(proc, o.label ?? "daemon"), socket, stateDir, configPath, "bun");
   await d.waitReady();
@@ -627,7 +630,8 @@ describe_netns("workers (kernel, under bun)", () => {
       const gen1 = await startGen(rt, ["--to", "239.1.1.1:5000@g0", "--rate", String(rate), "--duration", "600", "--size", "256", "--stream", "1"], "gen stream 1");
       const d = await startDaemon(rt, dir, {
         config: configText([{ name: "a", from: "239.1.1.1:5000@r0", to: ["239.2.2.2:6000@r1"] }]),
-        env: { MCRELAY_TEST_DIVERGE_AFTER_MS: String(divergeAfterMs), MCRELAY_LOG_FORMAT: "json" },
+        env: { MCRELAY_LOG_FORMAT: "json" },
+        extraArgs: ["--test-hook", `MCRELAY_TEST_DIVERGE_AFTER_MS=${divergeAfterMs}`],
       });
       const [first] = await runningWorkers(d, 1);
       const repaired = await waitFor("a drift repair", async () => {

@@ -7,7 +7,8 @@
 #
 # The process the supervisor started exits 1 at once; a child it forked keeps fd 3, waits until
 # that process is reaped (gone from /proc), then writes the reply and exits.
-# MCRELAY_TEST_FATAL: the message (default "stand-in worker refuses to run").
+# MCRELAY_TEST_FATAL: the message (default "stand-in worker refuses to run"), given by the test
+# as a test hook of the worker handle (WorkerOptions.testHooks), never from its own environment.
 import json, os, socket, time
 
 message = os.environ.get("MCRELAY_TEST_FATAL", "stand-in worker refuses to run")

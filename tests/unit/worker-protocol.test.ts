@@ -425,7 +425,7 @@ describe("the supervisor's worker handle (src/supervisor/worker-handle.ts)", () 
     try {
       handle = await WorkerHandle.start({ index: 3, workers: 4, sockets: [blank], rings: [], cpu: null, user: null });
       const names = readFileSync(`/proc/${handle.pid}/environ`, "utf8").split("\0").filter((e) => e !== "").map((e) => e.slice(0, e.indexOf("=")));
-      const allowed = ["MCRELAY_LOG_IDENTITY", "MCRELAY_LOG_LEVEL", "MCRELAY_LOG_FORMAT", "JOURNAL_STREAM", "PATH", "MCRELAY_TEST_TABLE_RULES_MAX", "MCRELAY_TEST_DIVERGE_AFTER_MS", "MCRELAY_TEST_FATAL"];
+      const allowed = ["MCRELAY_LOG_IDENTITY", "MCRELAY_LOG_LEVEL", "MCRELAY_LOG_FORMAT", "JOURNAL_STREAM", "PATH"];
       expect(names.filter((n) => !allowed.includes(n))).toEqual([]);
       expect(names).toContain("MCRELAY_LOG_IDENTITY");
       expect(readFileSync(`/proc/${handle.pid}/environ`, "utf8")).toContain("MCRELAY_LOG_IDENTITY=worker:3\0");
@@ -435,6 +435,31 @@ describe("the supervisor's worker handle (src/supervisor/worker-handle.ts)", () 
         handle.kill();
         await handle.exited;
         handle.release();
+      }
+      fdClose(blank);
+    }
+  });
+
+  test("a test hook in the supervisor's environment does not reach the worker; one given as the handle's option does", async () => {
+    const [blank, blankPeer] = scmPair();
+    fdClose(blankPeer);
+    // Before: MCRELAY_TEST_* names were passed on from the supervisor's environment (with a warning).
+    process.env.MCRELAY_TEST_TABLE_RULES_MAX = "2";
+    process.env.MCRELAY_TEST_DIVERGE_AFTER_MS = "1";
+    const handles: WorkerHandle[] = [];
+    try {
+      const environ = (h: WorkerHandle) => readFileSync(`/proc/${h.pid}/environ`, "utf8").split("\0").filter((e) => e !== "");
+      handles.push(await WorkerHandle.start({ index: 0, workers: 1, sockets: [blank], rings: [], cpu: null, user: null }));
+      expect(environ(handles[0]!).filter((e) => e.startsWith("MCRELAY_TEST_"))).toEqual([]);
+      handles.push(await WorkerHandle.start({ index: 0, workers: 1, sockets: [blank], rings: [], cpu: null, user: null, testHooks: { MCRELAY_TEST_TABLE_RULES_MAX: "5" } }));
+      expect(environ(handles[1]!).filter((e) => e.startsWith("MCRELAY_TEST_"))).toEqual(["MCRELAY_TEST_TABLE_RULES_MAX=5"]);
+    } finally {
+      delete process.env.MCRELAY_TEST_TABLE_RULES_MAX;
+      delete process.env.MCRELAY_TEST_DIVERGE_AFTER_MS;
+      for (const h of handles) {
+        h.kill();
+        await h.exited;
+        h.release();
       }
       fdClose(blank);
     }

@@ -27,13 +27,11 @@ afterAll(() => {
 describe("worker start-up failure ordering (src/supervisor/worker-handle.ts)", () => {
   test("a worker whose reason arrives after its exit was seen: the start fails with the worker's reason, not with 'exited during start-up'", async () => {
     const reason = "privileges not dropped: CapEff is 0000000000002000 (stand-in)";
-    const before = process.env.MCRELAY_TEST_FATAL;
-    process.env.MCRELAY_TEST_FATAL = reason;
     const [blank, blankPeer] = scmPair();
     fdClose(blankPeer);
     standIn = true;
     try {
-      const failure = await WorkerHandle.start({ index: 0, workers: 1, sockets: [blank], rings: [], cpu: null, user: null }).then(
+      const failure = await WorkerHandle.start({ index: 0, workers: 1, sockets: [blank], rings: [], cpu: null, user: null, testHooks: { MCRELAY_TEST_FATAL: reason } }).then(
         () => null,
         (err: unknown) => err,
       );
@@ -41,8 +39,6 @@ describe("worker start-up failure ordering (src/supervisor/worker-handle.ts)", (
       expect((failure as Error).message).toBe(reason);
     } finally {
       standIn = false;
-      if (before === undefined) delete process.env.MCRELAY_TEST_FATAL;
-      else process.env.MCRELAY_TEST_FATAL = before;
       fdClose(blank);
     }
   });
