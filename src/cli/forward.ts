@@ -1,7 +1,7 @@
 // `mcrelay forward`: a one-shot relay in the foreground, rules from flags, counters on exit.
 import { defineCommand } from "citty";
 import { UsageError, PermissionError, NativeError } from "../errors.ts";
-import { interfaceProblems, resolveRule } from "../rules/rule.ts";
+import { outputInterfaceProblems, resolveRule } from "../rules/rule.ts";
 import { ipv4Networks } from "../rules/links.ts";
 import { DEFAULT_TTL, RING_MIB_MAX, RING_MIB_MIN, WORKERS_PER_INTERFACE_MAX } from "../limits.ts";
 import { Relay, lookupLink, type RelayReport } from "../supervisor/relay.ts";
@@ -48,7 +48,7 @@ export default defineCommand({
       const link = lookupLink(iface);
       return link && { ...link, net4: ipv4Networks(link.ifindex) };
     };
-    problems.push(...interfaceProblems(checked.fields, withNetworks).map(flagged));
+    problems.push(...outputInterfaceProblems(checked.fields, withNetworks).map(flagged));
     if (problems.length || !checked.rule) throw new UsageError(problems.join("\n"));
     const rule = checked.rule;
     const resolved = resolveRule(rule, lookupLink);

@@ -5,7 +5,7 @@ import * as v from "valibot";
 import type { ArgsDef } from "citty";
 import { intFlag, repeated } from "./args.ts";
 import { checkRule, type RuleFields, type RuleSpec } from "../config/rule-spec.ts";
-import type { Rule } from "../rules/rule.ts";
+import { problemText, type Rule, type RuleProblem } from "../rules/rule.ts";
 import { MAX_PPS_MAX, MAX_PPS_MIN, TTL_MAX, TTL_MIN } from "../limits.ts";
 
 /** The values citty gives for the rule flags (strings as typed). */
@@ -18,12 +18,29 @@ export interface RuleFlagValues {
   "loop-guard"?: boolean;
 }
 
-/** A rule problem naming its flag: "--to[0]: ...", "--to: output ... uses the input interface", "--source: source ...". */
-export function flagged(problem: string): string {
-  if (/^(from|to|source|ttl|name)(\[\d+\])?:/.test(problem)) return `--${problem}`;
-  if (problem.startsWith("output ")) return `--to: ${problem}`;
-  if (problem.startsWith("source ")) return `--source: ${problem}`;
-  return problem;
+/** The flag that gives each field of a rule spec (`vlan` is written in --from: ",vlan=ID"). */
+const FLAG_OF_FIELD: Readonly<Record<string, string>> = {
+  name: "name",
+  from: "from",
+  to: "to",
+  ttl: "ttl",
+  source: "source",
+  vlan: "from",
+  max_pps: "max-pps",
+  loop_guard: "loop-guard",
+};
+
+/**
+ * A rule problem naming its flag, from the field it is about (never from its words):
+ * "--to[0]: '239.2.2.2:70000@r1': port ...", and for a message that names its output itself
+ * "--to: output 239.2.2.3:6000@r0 uses the input interface r0".
+ */
+export function flagged(p: RuleProblem): string {
+  const [field, ...rest] = p.path;
+  const flag = typeof field === "string" ? FLAG_OF_FIELD[field] : undefined;
+  if (flag === undefined) return problemText(p);
+  if (p.named) return `--${flag}: ${p.message}`;
+  return `--${flag}${rest.map((key) => (typeof key === "number" ? `[${key}]` : `.${key}`)).join("")}: ${p.message}`;
 }
 
 /** A flag's value, or undefined with its problems added to `problems` (every problem is reported at once). */
@@ -52,6 +69,6 @@ export function ruleFromFlags(rawArgs: readonly string[], def: ArgsDef, a: RuleF
   if (a["loop-guard"] === false) spec.loop_guard = false;
   const checked = checkRule(spec, 1n);
   if (checked.ok) return { spec, rule: numberProblems.length ? null : checked.rule, fields: checked.rule, problems: numberProblems };
-  const problems = checked.problems.map((p) => flagged(p.path ? `${p.path}: ${p.message}` : p.message));
+  const problems = checked.problems.map(flagged);
   return { spec, rule: null, fields: checked.fields, problems: [...problems, ...numberProblems] };
 }

@@ -13,7 +13,7 @@ import * as v from "valibot";
 import { checkRule, issueMessage, issuePath, ruleFromSpec, RuleSpecSchema, ttlSchema, type RuleFields, type RuleProblem, type RuleSpec } from "./rule-spec.ts";
 import { ConfigError } from "../errors.ts";
 import { capacityProblems } from "../rules/capacity.ts";
-import { describeInput, inputKey } from "../rules/rule.ts";
+import { describeInput, inputKey, pathText, problemText } from "../rules/rule.ts";
 import { ListenSchema, type ListenAddress } from "./listen.ts";
 import { PORT_MAX, PORT_MIN, RING_MIB_MAX, RING_MIB_MIN, WORKERS_PER_INTERFACE_MAX } from "../limits.ts";
 import { Json5SyntaxError, parseJson5, positionOf, type Json5Document } from "./json5.ts";
@@ -240,20 +240,20 @@ export function parseConfig(text: string, path: string): LoadedConfig {
   return { path, format: mcr ? "mcr" : "mcrelay", specs, workers, workersDefault, pinning, warnings: warnings.sorted(), ringMib: new Map(Object.entries(cfg?.ring_mib ?? {})), metrics: cfg?.metrics ?? null };
 }
 
-/** "rules[1] (name): to[1]: message" at the problem's place; mcr's input and outputs stand for `from` and `to`. */
+/** "rules[1] (name): to[1]: message" at the field's place; mcr's input and outputs stand for `from` and `to`. */
 function addRuleProblem(problems: Problems, p: RuleProblem, at: string, name: unknown, mcr: boolean): void {
-  const message = p.path ? `${p.path}: ${p.message}` : p.message;
   const label = typeof name === "string" && name ? `${at} (${name})` : at;
-  problems.add(placeOf(p.path, at, mcr), message, { label });
+  problems.add(placeOf(p.path, at, mcr), problemText(p), { label });
 }
 
-/** The key path of a rule problem (`to[1]` → rules[i].to[1]; mcr's form: rules[i].outputs[1]). */
-function placeOf(path: string | null, at: string, mcr: boolean): string {
-  if (!path) return at;
-  if (!mcr) return `${at}.${path}`;
-  const m = /^(from|to)(\[\d+\])?/.exec(path);
-  if (!m) return path.startsWith("name") ? `${at}.${path}` : at;
-  return m[1] === "from" ? `${at}.input` : `${at}.outputs${m[2] ?? ""}`;
+/** The key path of a rule problem (["to", 1] → rules[i].to[1]; mcr's form: rules[i].outputs[1]). */
+function placeOf(path: RuleProblem["path"], at: string, mcr: boolean): string {
+  if (!mcr) return pathText(path, at);
+  const [field, index] = path;
+  if (field === "name") return `${at}.name`;
+  if (field === "from") return `${at}.input`;
+  if (field === "to") return typeof index === "number" ? `${at}.outputs[${index}]` : `${at}.outputs`;
+  return at;
 }
 
 /** True when one path is the other or lies under it (`to` and `to[1].ttl`). */
@@ -299,7 +299,7 @@ function ourRule(r: unknown, i: number, problems: Problems): ReadRule {
     outputs: read.outputs,
   };
   if (!built.ok) {
-    for (const p of built.problems) if (p.path === null || !bad(p.path)) addRuleProblem(problems, p, at, fields.name, false);
+    for (const p of built.problems) if (p.path.length === 0 || !bad(pathText(p.path))) addRuleProblem(problems, p, at, fields.name, false);
   }
   return { spec: null, fields };
 }

@@ -5,7 +5,7 @@ import { createHash } from "node:crypto";
 import { isMulticast, isUnspecified, parseIp } from "../base/address.ts";
 import { endpointSchema, formatEndpoint, type Endpoint } from "../base/endpoint.ts";
 import { formatOutputOptions, inputTextSchema, outputEntrySchema, outputSpecSchema, type OutputEntry } from "./endpoint-options.ts";
-import { ruleProblems, type Rule, type RuleOutput } from "../rules/rule.ts";
+import { pathText, problemText, ruleProblems, type Rule, type RuleOutput, type RulePath, type RuleProblem } from "../rules/rule.ts";
 import { DEFAULT_TTL, MAX_PPS_MAX, MAX_PPS_MIN, NATIVE_LIMITS, TTL_MAX, TTL_MIN, VLAN_MAX, VLAN_MIN } from "../limits.ts";
 
 export const RULE_NAME = /^[A-Za-z0-9_.-]{1,64}$/;
@@ -57,11 +57,7 @@ export type RuleSpec = v.InferOutput<typeof RuleSpecSchema>;
 /** The list of outputs, before each entry is checked: the same count limits as RuleSpecSchema. */
 const outputListSchema = v.pipe(v.array(v.unknown()), v.minLength(1, "at least one output is needed"), v.maxLength(NATIVE_LIMITS.outputsPerRuleMax, `at most ${NATIVE_LIMITS.outputsPerRuleMax} outputs`));
 
-/** A problem of a rule: the key path within the rule (`to[1]`, `from`), or null for the rule as a whole. */
-export interface RuleProblem {
-  path: string | null;
-  message: string;
-}
+export type { RulePath, RuleProblem };
 
 /**
  * Stable 63-bit id of an output within a rule: an unchanged output keeps its socket and
@@ -97,8 +93,8 @@ export interface RuleFields {
   input: Rule["input"] | undefined;
   source: Rule["source"] | undefined;
   vlan: Rule["vlan"] | undefined;
-  /** The valid outputs only. */
-  outputs: RuleOutput[];
+  /** The outputs by the index they are written at, undefined where one is invalid. */
+  outputs: (RuleOutput | undefined)[];
 }
 
 /**
@@ -111,17 +107,17 @@ export interface RuleFields {
  */
 export function checkRule(spec: Readonly<Record<string, unknown>>, id: bigint): { ok: true; rule: Rule } | { ok: false; problems: RuleProblem[]; fields: RuleFields } {
   const problems: RuleProblem[] = [];
-  const field = <S extends v.GenericSchema>(key: string, schema: S, value: unknown): v.InferOutput<S> | undefined => {
+  const field = <S extends v.GenericSchema>(key: RulePath, schema: S, value: unknown): v.InferOutput<S> | undefined => {
     const r = v.safeParse(schema, value);
     if (r.success) return r.output;
-    for (const issue of r.issues) problems.push({ path: issuePath(issue, key), message: issueMessage(issue) });
+    for (const issue of r.issues) problems.push({ path: [...key, ...issueKeys(issue)], message: issueMessage(issue), named: false });
     return undefined;
   };
-  const optional = <S extends v.GenericSchema>(key: string, schema: S) => (spec[key] === undefined ? null : (field(key, schema, spec[key]) ?? undefined));
-  const name = field("name", nameSchema, spec.name);
-  const from = field("from", inputTextSchema, spec.from);
-  const list = field("to", outputListSchema, spec.to);
-  const entries = (list ?? []).map((entry, i) => field(`to[${i}]`, outputEntrySchema, entry));
+  const optional = <S extends v.GenericSchema>(key: string, schema: S) => (spec[key] === undefined ? null : (field([key], schema, spec[key]) ?? undefined));
+  const name = field(["name"], nameSchema, spec.name);
+  const from = field(["from"], inputTextSchema, spec.from);
+  const list = field(["to"], outputListSchema, spec.to);
+  const entries = (list ?? []).map((entry, i) => field(["to", i], outputEntrySchema, entry));
   const ttlValue = optional("ttl", ttlSchema);
   const source = optional("source", sourceSchema);
   const vlan = optional("vlan", vlanSchema);
@@ -129,12 +125,12 @@ export function checkRule(spec: Readonly<Record<string, unknown>>, id: bigint): 
   const loopGuard = optional("loop_guard", v.boolean("loop_guard is true or false"));
 
   const ttl = ttlValue ?? DEFAULT_TTL;
-  const outputs = entries.flatMap((entry) => (entry ? [ruleOutput(id, entry, ttl)] : []));
+  const outputs = entries.map((entry) => (entry ? ruleOutput(id, entry, ttl) : undefined));
   const fromVlan = from?.options.vlan;
   const vlanTwice = fromVlan !== undefined && vlan !== undefined && vlan !== null && fromVlan !== vlan;
-  if (vlanTwice) problems.push({ path: "vlan", message: `${vlan} differs from the input's vlan=${fromVlan}` });
+  if (vlanTwice) problems.push({ path: ["vlan"], message: `${vlan} differs from the input's vlan=${fromVlan}`, named: false });
   const input = from ? { ...from.endpoint, iface: from.endpoint.iface! } : null;
-  for (const message of ruleProblems({ input, source: source === undefined ? null : source, outputs })) problems.push({ path: null, message });
+  problems.push(...ruleProblems({ input, source: source === undefined ? null : source, outputs }));
   if (problems.length) {
     // The VLAN of a rule whose input is invalid is not known (it may be in `from`), nor one given twice.
     const ruleVlan = from && vlan !== undefined && !vlanTwice ? (fromVlan ?? vlan) : undefined;
@@ -150,16 +146,17 @@ export function checkRule(spec: Readonly<Record<string, unknown>>, id: bigint): 
       vlan: fromVlan ?? vlan ?? null,
       maxPps: maxPps ?? null,
       loopGuard: loopGuard ?? true,
-      outputs,
+      // Without a problem, every output is valid.
+      outputs: outputs.map((o) => o!),
     },
   };
 }
 
-/** checkRule with each problem as "path: message" (what `add`, the control socket and the state file show). */
+/** checkRule with each problem as one line, "to[1]: message" (what the control socket and the state file show). */
 export function ruleFromSpec(spec: RuleSpec, id: bigint): { ok: true; rule: Rule } | { ok: false; problems: string[] } {
   const checked = checkRule(spec, id);
   if (checked.ok) return checked;
-  return { ok: false, problems: checked.problems.map((p) => (p.path ? `${p.path}: ${p.message}` : p.message)) };
+  return { ok: false, problems: checked.problems.map(problemText) };
 }
 
 /** The spec a rule was made from (what `config show` and the state file write). */
@@ -180,13 +177,14 @@ export function specFromRule(rule: Rule): RuleSpec {
   return spec;
 }
 
+/** An issue's keys: ["to", 0, "ttl"]. */
+export function issueKeys(issue: v.BaseIssue<unknown>): (string | number)[] {
+  return (issue.path ?? []).map((item) => (typeof item.key === "number" ? item.key : String(item.key)));
+}
+
 /** An issue's key path under `prefix`: "rules[2].to[0]". */
 export function issuePath(issue: v.BaseIssue<unknown>, prefix = ""): string {
-  let path = prefix;
-  for (const item of issue.path ?? []) {
-    path += typeof item.key === "number" ? `[${item.key}]` : path ? `.${String(item.key)}` : String(item.key);
-  }
-  return path;
+  return pathText(issueKeys(issue), prefix);
 }
 
 /** "rules[2].to[0]: message" for each issue. */

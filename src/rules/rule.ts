@@ -88,46 +88,96 @@ export function broadcastProblem(to: Endpoint, iface: string, link: LinkFacts | 
 }
 
 /**
- * Problems of a rule against the interfaces as they are now, for a rule being added: outputs to
- * a subnet's broadcast address. (A rule that exists when the address appears keeps its rule:
- * that output becomes pending with the same reason, see resolveRule.)
+ * Where a problem of a rule is: the key path in the rule as written (["to", 1] for the second
+ * output, ["to", 0, "ttl"], ["source"]); empty for the rule as a whole. Every edge names the
+ * field from it (the CLI its flag, a config file its key and place), never from the message.
  */
-export function interfaceProblems(rule: { outputs: readonly RuleOutput[] }, lookup: LinkLookup): string[] {
-  const problems: string[] = [];
-  for (const out of rule.outputs) {
-    if (!out.to.iface) continue;
-    const problem = broadcastProblem(out.to, out.to.iface, lookup(out.to.iface));
-    if (problem) problems.push(problem);
-  }
-  return problems;
+export type RulePath = readonly (string | number)[];
+
+/** A problem of a rule and the field it is about. */
+export interface RuleProblem {
+  path: RulePath;
+  message: string;
+  /**
+   * The message names what it is about itself ("output 239.2.2.2:6000@eth0 uses ..."), so its
+   * text form needs no path before it; false for a field's own problem ("a TTL is at most 255").
+   */
+  named: boolean;
+}
+
+/** "to[1].ttl", or under a prefix: "rules[2].to[1].ttl". */
+export function pathText(path: RulePath, prefix = ""): string {
+  let text = prefix;
+  for (const key of path) text += typeof key === "number" ? `[${key}]` : text ? `.${key}` : key;
+  return text;
+}
+
+/** A problem as one line: "to[1]: message", or the message alone when it names its field or has none. */
+export function problemText(p: RuleProblem): string {
+  return p.named || p.path.length === 0 ? p.message : `${pathText(p.path)}: ${p.message}`;
 }
 
 /**
- * Problems that make a rule unusable whatever the interfaces do. A rule being checked may lack
- * its input (invalid) and some outputs (invalid ones left out): what needs them is not checked.
+ * Outputs of a rule, by the index they are written at (`to[i]`); a rule being checked has
+ * undefined where an output is invalid, so a problem of the others still names its index.
  */
-export function ruleProblems(rule: { input: Rule["input"] | null; source: IpAddress | null; outputs: readonly RuleOutput[] }): string[] {
-  const problems: string[] = [];
-  for (const out of rule.outputs) {
+type IndexedOutputs = readonly (RuleOutput | undefined)[];
+
+/**
+ * Problems of a rule against the interfaces as they are now, for a rule being added: outputs to
+ * a subnet's broadcast address, each at its output. (A rule that exists when the address
+ * appears keeps its rule: that output becomes pending with the same reason, see resolveRule.)
+ */
+export function outputInterfaceProblems(rule: { outputs: IndexedOutputs }, lookup: LinkLookup): RuleProblem[] {
+  const problems: RuleProblem[] = [];
+  rule.outputs.forEach((out, i) => {
+    if (!out?.to.iface) return;
+    const problem = broadcastProblem(out.to, out.to.iface, lookup(out.to.iface));
+    if (problem) problems.push({ path: ["to", i], message: problem, named: true });
+  });
+  return problems;
+}
+
+/** outputInterfaceProblems as text (the rule store's refusal: each message names its output). */
+export function interfaceProblems(rule: { outputs: IndexedOutputs }, lookup: LinkLookup): string[] {
+  return outputInterfaceProblems(rule, lookup).map(problemText);
+}
+
+/**
+ * Problems that make a rule unusable whatever the interfaces do, each at the field it is
+ * about. A rule being checked may lack its input (invalid) and some outputs (undefined): what
+ * needs them is not checked.
+ */
+export function ruleProblems(rule: { input: Rule["input"] | null; source: IpAddress | null; outputs: IndexedOutputs }): RuleProblem[] {
+  const problems: RuleProblem[] = [];
+  rule.outputs.forEach((out, i) => {
+    if (!out) return;
     if (rule.input && out.to.iface && out.to.iface === rule.input.iface) {
-      problems.push(
-        `output ${formatEndpoint(out.to)} uses the input interface ${rule.input.iface}: ` +
+      problems.push({
+        path: ["to", i],
+        message:
+          `output ${formatEndpoint(out.to)} uses the input interface ${rule.input.iface}: ` +
           "a relay on one interface would see its own traffic; use another interface",
-      );
+        named: true,
+      });
     }
-  }
+  });
   if (rule.input && rule.source && rule.source.family !== rule.input.addr.family) {
-    problems.push(
-      `source ${rule.source.text} is an IPv${rule.source.family} address but the input ${formatEndpoint(rule.input)} is IPv${rule.input.addr.family}: ` +
+    problems.push({
+      path: ["source"],
+      message:
+        `source ${rule.source.text} is an IPv${rule.source.family} address but the input ${formatEndpoint(rule.input)} is IPv${rule.input.addr.family}: ` +
         "no packet could match; give a source of the input's family",
-    );
+      named: true,
+    });
   }
   const seen = new Set<string>();
-  for (const out of rule.outputs) {
+  rule.outputs.forEach((out, i) => {
+    if (!out) return;
     const key = formatEndpoint(out.to);
-    if (seen.has(key)) problems.push(`output ${key} is listed twice`);
+    if (seen.has(key)) problems.push({ path: ["to", i], message: `output ${key} is listed twice`, named: true });
     seen.add(key);
-  }
+  });
   return problems;
 }
 

@@ -7,6 +7,9 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { netnsAvailable, Topology } from "../../scripts/lib/netns.ts";
 import { mcrelayCommand } from "../support/relay-harness.ts";
+import { flagged, ruleFromFlags } from "../../src/cli/rule-flags.ts";
+import { checkRule } from "../../src/config/rule-spec.ts";
+import { outputInterfaceProblems, type LinkFacts, type RuleProblem } from "../../src/rules/rule.ts";
 
 const mcrelay = mcrelayCommand("bun");
 /** A JS stack frame as bun prints it ("    at run (/path/file.ts:12:3)"). */
@@ -211,3 +214,49 @@ describe.skipIf(!netnsAvailable())("CLI validation (against a namespace's interf
     expectUsageError(await runNs(["forward", "--from", "10.98.0.77:5000@v0", "--to", "239.2.2.2:6000@v1"]), "10.98.0.77", "v0");
   });
 });
+
+// A problem's flag comes from the field it is about, not from its words: the flag of a check
+// across fields was found by the message's first word ("output ..." → --to), so rewording a
+// message in rules/rule.ts would have dropped its flag without a test failing.
+describe("rule problems name their flag from their field", () => {
+  const toFlag = { to: { type: "string", alias: "t" } } as const;
+  /** Every kind of problem across fields, one of each, as checkRule finds them. */
+  function crossFieldProblems(): RuleProblem[] {
+    const checked = checkRule({ name: "x", from: "239.1.1.1:5000@r0,vlan=5", to: ["239.2.2.2:6000@r1", "239.2.2.3:6000@r0", "239.2.2.2:6000@r1"], source: "::1", vlan: 6 }, 1n);
+    if (checked.ok) throw new Error("accepted");
+    return checked.problems;
+  }
+  /** r1 has 10.98.1.1/24: 10.98.1.255 is its subnet's broadcast address. */
+  const r1: LinkFacts = { ifindex: 7, flags: 1, mtu: 1500, addr4: "10.98.1.1", net4: [{ addr: "10.98.1.1", prefixlen: 24 }] };
+
+  test("each check across fields gives the field it is about: the output's index, source, vlan", () => {
+    expect(crossFieldProblems().map((p) => [p.path, p.message.split(" ").slice(0, 2).join(" ")])).toEqual([
+      [["vlan"], "6 differs"],
+      [["to", 1], "output 239.2.2.3:6000@r0"],
+      [["source"], "source ::1"],
+      [["to", 2], "output 239.2.2.2:6000@r1"],
+    ]);
+    const broadcast = outputInterfaceProblems({ outputs: [undefined, checkRuleOutput("10.98.1.255:6000@r1")] }, (name) => (name === "r1" ? r1 : null));
+    expect(broadcast.map((p) => p.path)).toEqual([["to", 1]]);
+  });
+
+  test("a reworded message keeps its flag (the flag is read from the field)", () => {
+    const reworded = crossFieldProblems().map((p) => flagged({ ...p, message: "reworded" }));
+    expect(reworded).toEqual(["--from: reworded", "--to: reworded", "--source: reworded", "--to: reworded"]);
+    expect(flagged({ path: ["to", 3], message: "reworded", named: false })).toBe("--to[3]: reworded");
+    expect(flagged({ path: ["max_pps"], message: "reworded", named: false })).toBe("--max-pps: reworded");
+  });
+
+  test("add's and forward's checker names the flag of every problem across flags", () => {
+    const rawArgs = ["--to", "239.2.2.2:6000@r1", "--to", "239.2.2.3:6000@r0", "--to", "239.2.2.2:6000@r1"];
+    const { problems } = ruleFromFlags(rawArgs, toFlag, { name: "x", from: "239.1.1.1:5000@r0", source: "::1" });
+    expect(problems.map((p) => p.split(": ")[0])).toEqual(["--to", "--source", "--to"]);
+  });
+});
+
+/** One valid output, as a rule holds it. */
+function checkRuleOutput(to: string) {
+  const checked = checkRule({ name: "x", from: "239.1.1.1:5000@r0", to: [to] }, 1n);
+  if (!checked.ok) throw new Error(checked.problems.map((p) => p.message).join("; "));
+  return checked.rule.outputs[0]!;
+}

@@ -92,16 +92,17 @@ describe("config problems with their place", () => {
     to: [{ to: "239.2.2.2:6000@eth1", ttl: 999 }, "239.3.3.3:x@eth2", "239.4.4.4:6000@eth0"],
     max_pps: -1, source: "::1" },
 ] }`);
-    // In file order; the problems across fields are placed at their rule.
-    expect(ps.map(where)).toEqual(["3:11 rules[0].from", "4:33 rules[0].to[1]", "5:3 rules[1]", "5:3 rules[1]", "7:44 rules[1].to[0].ttl", "7:51 rules[1].to[1]", "8:14 rules[1].max_pps"]);
+    // In file order; the problems across fields are placed at the field they are about (they
+    // were placed at their rule).
+    expect(ps.map(where)).toEqual(["3:11 rules[0].from", "4:33 rules[0].to[1]", "7:44 rules[1].to[0].ttl", "7:51 rules[1].to[1]", "7:71 rules[1].to[2]", "8:14 rules[1].max_pps", "8:26 rules[1].source"]);
     expect(ps.map((p) => p.message)).toEqual([
       "rules[0] (a): from: '239.1.1.999:5000@eth0': '239.1.1.999' is not an IPv4 or IPv6 address",
       "rules[0] (a): to[1]: '239.2.2.3:70000@eth1': port 70000 is out of range (1-65535)",
-      "rules[1] (b): output 239.4.4.4:6000@eth0 uses the input interface eth0: a relay on one interface would see its own traffic; use another interface",
-      "rules[1] (b): source ::1 is an IPv6 address but the input 239.1.1.2:5000@eth0 is IPv4: no packet could match; give a source of the input's family",
       "rules[1].to[0].ttl: a TTL is at most 255",
       "rules[1] (b): to[1]: '239.3.3.3:x@eth2': port 'x' is not a number",
+      "rules[1] (b): output 239.4.4.4:6000@eth0 uses the input interface eth0: a relay on one interface would see its own traffic; use another interface",
       "rules[1].max_pps: max_pps is at least 1",
+      "rules[1] (b): source ::1 is an IPv6 address but the input 239.1.1.2:5000@eth0 is IPv4: no packet could match; give a source of the input's family",
     ]);
   });
 
@@ -113,8 +114,8 @@ describe("config problems with their place", () => {
   { name: "b", from: "239.1.1.1:5000@eth0", to: "239.2.2.2:6000@eth1", ttl: 0 },
   { name: "c", from: "239.1.1.2:5000@eth0", to: [{ to: "239.2.2.2:6000@eth1", ttl: "x" }] },
 ] }`);
-    expect(ps.map((p) => p.path)).toEqual(["rules[0]", "rules[0].from", "rules[1].to", "rules[1].ttl", "rules[2].to[0].ttl"]);
-    expect(ps[0]!.message).toBe("rules[0] (a): output 239.2.2.2:6000@eth0 is listed twice");
+    expect(ps.map((p) => p.path)).toEqual(["rules[0].from", "rules[0].to[1]", "rules[1].to", "rules[1].ttl", "rules[2].to[0].ttl"]);
+    expect(ps[1]!.message).toBe("rules[0] (a): output 239.2.2.2:6000@eth0 is listed twice");
   });
 
   test("a name used twice and the same input twice are reported for a rule whose shape or another field is wrong (were found only once it was fixed)", () => {
@@ -189,7 +190,7 @@ describe("config problems with their place", () => {
   { name: "a", from: "239.1.1.1:5000", to: ["239.2.2.2:6000@eth1", "239.2.2.2:70000@eth1"] },
   { name: "b", from: "239.1.1.2:5000@eth0", to: ["239.2.2.3:6000@eth0"] },
 ] }`);
-    expect(ps.map(where)).toEqual(["2:22 rules[0].from", "2:68 rules[0].to[1]", "3:3 rules[1]"]);
+    expect(ps.map(where)).toEqual(["2:22 rules[0].from", "2:68 rules[0].to[1]", "3:50 rules[1].to[0]"]);
     expect(ps[0]!.message).toMatch(/^rules\[0\] \(a\): from: .*needs its interface/);
     expect(ps[1]!.message).toMatch(/^rules\[0\] \(a\): to\[1\]: .*out of range/);
     expect(ps[2]!.message).toMatch(/^rules\[1\] \(b\): .*input interface eth0/);
@@ -220,7 +221,7 @@ describe("config problems with their place", () => {
       "1:12 rules[0].from rules[0].from: missing: this key is required",
       "1:12 rules[0].to rules[0].to: missing: this key is required",
     ]);
-    expect(problemsOf(`{ rules: [ { input: { interface: "r0", group: "239.1.1.1" }, outputs: [{ group: "239.2.2.2", port: 6000 }] } ] }`).map((p) => p.message)).toEqual([
+    expect(problemsOf(`{ rules: [ { input: { interface: "r0", group: "239.1.1.1" }, outputs: [{ group: "239.2.2.2", port: 6000, interface: "r1" }] } ] }`).map((p) => p.message)).toEqual([
       "rules[0].input.port: missing: this key is required",
     ]);
   });
