@@ -64,21 +64,33 @@ export type EndpointRole = "input" | "output" | "gen" | "sink";
 
 /** Checks that depend on where the endpoint is used. */
 export function roleProblem(e: Endpoint, role: EndpointRole): string | null {
-  if (isUnspecified(e.addr) && role !== "sink") return `address ${e.addr.text} is unspecified`;
+  return addressRoleProblem(e.addr, role) ?? interfaceRoleProblem(e, role);
+}
+
+/** The checks of roleProblem on the address alone (mcr's format gives it as a key of its own). */
+export function addressRoleProblem(a: IpAddress, role: EndpointRole): string | null {
+  if (isUnspecified(a) && role !== "sink") return `address ${a.text} is unspecified`;
+  // Sockets are opened without SO_BROADCAST: every datagram would fail.
+  if ((role === "output" || role === "gen") && a.family === 4 && a.bytes.subarray(12).every((b) => b === 255)) {
+    return "the broadcast address 255.255.255.255 is not a destination mcrelay sends to (no SO_BROADCAST)";
+  }
+  return null;
+}
+
+/** The checks of roleProblem on whether the endpoint needs its interface. */
+export function interfaceRoleProblem(e: Endpoint, role: EndpointRole): string | null {
+  if (e.iface) return null;
   switch (role) {
     case "input":
-      if (!e.iface) return "an input needs its interface: ADDRESS:PORT@INTERFACE";
-      return null;
+      return "an input needs its interface: ADDRESS:PORT@INTERFACE";
     case "output":
     case "gen":
-      if (isMulticast(e.addr) && !e.iface) return "a multicast destination needs its interface: GROUP:PORT@INTERFACE";
+      if (isMulticast(e.addr)) return "a multicast destination needs its interface: GROUP:PORT@INTERFACE";
       // Without a scope the kernel picks any link with an fe80::/64 route (the input's included).
-      if (isLinkLocalV6(e.addr) && !e.iface) return "a link-local destination needs its interface: [ADDRESS]:PORT@INTERFACE";
-      // Sockets are opened without SO_BROADCAST: every datagram would fail.
-      if (e.addr.family === 4 && e.addr.bytes.subarray(12).every((b) => b === 255)) return "the broadcast address 255.255.255.255 is not a destination mcrelay sends to (no SO_BROADCAST)";
+      if (isLinkLocalV6(e.addr)) return "a link-local destination needs its interface: [ADDRESS]:PORT@INTERFACE";
       return null;
     case "sink":
-      if (isMulticast(e.addr) && !e.iface) return "a multicast group is joined on an interface: GROUP:PORT@INTERFACE";
+      if (isMulticast(e.addr)) return "a multicast group is joined on an interface: GROUP:PORT@INTERFACE";
       return null;
   }
 }

@@ -7,13 +7,17 @@
 // interface[, ttl]}]`, `multicast_ttl`, and `pinning` (interface → CPU list: that many
 // workers on the interface). mcr's default TTL of 1 applies to its rules. Keys for features
 // mcrelay does not have (`pim`, `igmp`, `msdp`, `control_plane`, a rule's `protocol`) are
-// ignored with a warning naming each one. See docs/reference.md, "mcr's format".
+// ignored with a warning naming each one. Each of its keys gets the checks our format gives the
+// same value (address, port, interface, TTL, name, and those across fields), with problems at
+// mcr's key paths (`rules[2].outputs[0].group`). See docs/reference.md, "mcr's format".
 import { readFileSync } from "node:fs";
 import * as v from "valibot";
-import { checkRule, issueMessage, issuePath, ruleFromSpec, RuleSpecSchema, ttlSchema, type RuleFields, type RuleProblem, type RuleSpec } from "./rule-spec.ts";
+import { checkRule, issueMessage, issuePath, nameSchema, ruleFromSpec, RuleSpecSchema, ttlSchema, type RuleFields, type RuleProblem, type RuleSpec } from "./rule-spec.ts";
 import { ConfigError } from "../errors.ts";
 import { capacityProblems } from "../rules/capacity.ts";
 import { describeInput, inputKey, pathText, problemText } from "../rules/rule.ts";
+import { parseIp } from "../base/address.ts";
+import { addressRoleProblem, IFNAME, interfaceRoleProblem } from "../base/endpoint.ts";
 import { ListenSchema, type ListenAddress } from "./listen.ts";
 import { PORT_MAX, PORT_MIN, RING_MIB_MAX, RING_MIB_MIN, WORKERS_PER_INTERFACE_MAX } from "../limits.ts";
 import { Json5SyntaxError, parseJson5, positionOf, type Json5Document } from "./json5.ts";
@@ -23,16 +27,44 @@ export const MCR_DEFAULT_TTL = 1;
 
 const portRange = `a port is ${PORT_MIN}-${PORT_MAX}`;
 const port = v.pipe(v.number("a port is a number"), v.integer("a port is a whole number"), v.minValue(PORT_MIN, portRange), v.maxValue(PORT_MAX, portRange));
-const ifname = v.pipe(v.string(), v.regex(/^[A-Za-z0-9_.:@-]{1,15}$/, "an interface name is 1-15 characters"));
-const ttl = ttlSchema;
+const ifname = v.pipe(v.string(), v.regex(IFNAME, "an interface name is 1-15 characters"));
 
-const McrOutputSchema = v.strictObject({ group: v.string(), port, interface: v.optional(ifname), ttl: v.optional(ttlSchema) });
+/** mcr's `group` (an address, as our endpoints check theirs), kept as written. */
+function mcrGroup(role: "input" | "output") {
+  return v.pipe(
+    v.string('a group is an IP address in quotes ("239.1.1.1")'),
+    v.rawCheck(({ dataset, addIssue }) => {
+      if (!dataset.typed) return;
+      const addr = parseIp(dataset.value);
+      const problem = addr ? addressRoleProblem(addr, role) : `'${dataset.value}' is not an IPv4 or IPv6 address`;
+      if (problem) addIssue({ message: problem });
+    }),
+  );
+}
 
-const McrRuleSchema = v.strictObject({
-  name: v.optional(v.string()),
-  input: v.strictObject({ interface: ifname, group: v.string(), port, protocol: v.optional(v.string()) }),
-  outputs: v.pipe(v.array(McrOutputSchema), v.minLength(1, "at least one output is needed")),
-});
+/** mcr's `interface`: a name as our endpoints take after `@`. */
+const mcrInterface = v.pipe(
+  v.string("an interface name is a string"),
+  v.regex(IFNAME, (issue) => `interface name '${String(issue.input)}' is not valid (1-15 characters: letters, digits, _ . : -)`),
+);
+
+const McrInputSchema = v.strictObject({ interface: mcrInterface, group: mcrGroup("input"), port, protocol: v.optional(v.unknown()) }, "an input is { interface, group, port }");
+
+/** An output; a multicast (or link-local) group needs its interface, as in our format. */
+const McrOutputSchema = v.pipe(
+  v.strictObject({ group: mcrGroup("output"), port, interface: v.optional(mcrInterface), ttl: v.optional(ttlSchema) }, "an output is { group, port, interface?, ttl? }"),
+  v.rawCheck(({ dataset, addIssue }) => {
+    if (!dataset.typed) return;
+    const o = dataset.value;
+    const addr = parseIp(o.group);
+    const problem = addr && interfaceRoleProblem({ addr, port: o.port, iface: o.interface ?? null }, "output");
+    if (problem) addIssue({ message: `missing: an output to ${o.group} needs its interface`, path: [{ type: "object", origin: "value", input: o, key: "interface", value: undefined }] });
+  }),
+);
+
+/** A rule's keys; each key's value is checked on its own (one bad output leaves the others checked). */
+const McrRuleKeysSchema = v.strictObject({ name: v.optional(v.unknown()), input: v.unknown(), outputs: v.unknown() });
+const mcrOutputListSchema = v.array(v.unknown(), "outputs is a list of outputs: [ { group, port, interface }, ... ]");
 
 /** Top-level keys of mcr's that concern features mcrelay does not have: read, warned, ignored. */
 const IGNORED_MCR_KEYS: Record<string, string> = {
@@ -214,7 +246,7 @@ export function parseConfig(text: string, path: string): LoadedConfig {
     const at = `rules[${i}]`;
     const isMcr = r !== null && typeof r === "object" && "input" in r;
     mcr ||= isMcr;
-    const { spec, fields } = isMcr ? mcrRule(r, i, cfg?.multicast_ttl, problems, warnings) : ourRule(r, i, problems);
+    const { spec, fields } = isMcr ? mcrRule(r as object, i, cfg?.multicast_ttl, problems, warnings) : ourRule(r, i, problems);
     if (spec) specs.push(spec);
     if (!fields) return;
     const { name, input, source, vlan } = fields;
@@ -240,20 +272,14 @@ export function parseConfig(text: string, path: string): LoadedConfig {
   return { path, format: mcr ? "mcr" : "mcrelay", specs, workers, workersDefault, pinning, warnings: warnings.sorted(), ringMib: new Map(Object.entries(cfg?.ring_mib ?? {})), metrics: cfg?.metrics ?? null };
 }
 
-/** "rules[1] (name): to[1]: message" at the field's place; mcr's input and outputs stand for `from` and `to`. */
-function addRuleProblem(problems: Problems, p: RuleProblem, at: string, name: unknown, mcr: boolean): void {
-  const label = typeof name === "string" && name ? `${at} (${name})` : at;
-  problems.add(placeOf(p.path, at, mcr), problemText(p), { label });
+/** "rules[1] (name): to[1]: message", at the field's place (rules[1].to[1]). */
+function addRuleProblem(problems: Problems, p: RuleProblem, at: string, name: unknown): void {
+  problems.add(pathText(p.path, at), problemText(p), { label: ruleLabel(at, name) });
 }
 
-/** The key path of a rule problem (["to", 1] → rules[i].to[1]; mcr's form: rules[i].outputs[1]). */
-function placeOf(path: RuleProblem["path"], at: string, mcr: boolean): string {
-  if (!mcr) return pathText(path, at);
-  const [field, index] = path;
-  if (field === "name") return `${at}.name`;
-  if (field === "from") return `${at}.input`;
-  if (field === "to") return typeof index === "number" ? `${at}.outputs[${index}]` : `${at}.outputs`;
-  return at;
+/** "rules[1] (name)", or "rules[1]" when the name is not known. */
+function ruleLabel(at: string, name: unknown): string {
+  return typeof name === "string" && name ? `${at} (${name})` : at;
 }
 
 /** True when one path is the other or lies under it (`to` and `to[1].ttl`). */
@@ -268,17 +294,15 @@ interface ReadRule {
   fields: RuleFields | null;
 }
 
-/** A rule of the right shape: every problem of its meaning, placed by its path. */
-function checkSpec(spec: RuleSpec, i: number, problems: Problems, mcr: boolean): ReadRule {
-  const built = checkRule(spec, BigInt(i + 1));
-  if (built.ok) return { spec, fields: built.rule };
-  for (const p of built.problems) addRuleProblem(problems, p, `rules[${i}]`, spec.name, mcr);
-  return { spec, fields: built.fields };
-}
-
 function ourRule(r: unknown, i: number, problems: Problems): ReadRule {
   const parsed = v.safeParse(RuleSpecSchema, r);
-  if (parsed.success) return checkSpec(parsed.output, i, problems, false);
+  if (parsed.success) {
+    // The right shape: every problem of its meaning, at its field.
+    const built = checkRule(parsed.output, BigInt(i + 1));
+    if (built.ok) return { spec: parsed.output, fields: built.rule };
+    for (const p of built.problems) addRuleProblem(problems, p, `rules[${i}]`, parsed.output.name);
+    return { spec: parsed.output, fields: built.fields };
+  }
   const at = `rules[${i}]`;
   problems.issues(parsed.issues, at);
   // The shape is wrong somewhere: the meaning of the other fields is still checked, so one run
@@ -299,60 +323,93 @@ function ourRule(r: unknown, i: number, problems: Problems): ReadRule {
     outputs: read.outputs,
   };
   if (!built.ok) {
-    for (const p of built.problems) if (p.path.length === 0 || !bad(pathText(p.path))) addRuleProblem(problems, p, at, fields.name, false);
+    for (const p of built.problems) if (p.path.length === 0 || !bad(pathText(p.path))) addRuleProblem(problems, p, at, fields.name);
   }
   return { spec: null, fields };
 }
 
-/** mcr's rule; with a wrong shape (or ESP), the name and the input for the checks across rules, when they are valid. */
-function mcrRule(r: unknown, i: number, multicastTtl: number | undefined, problems: Problems, warnings: Problems): ReadRule {
-  const spec = mcrSpec(r, i, multicastTtl, problems, warnings);
-  if (spec) return checkSpec(spec, i, problems, true);
-  const o = r as Record<string, unknown>;
-  const name = v.safeParse(McrRuleSchema.entries.name, o.name);
-  const input = isEsp(r) ? null : v.safeParse(McrRuleSchema.entries.input, o.input);
-  const part: Record<string, unknown> = {
-    name: name.success ? (name.output ?? `rule-${i + 1}`) : undefined,
-    from: input?.success ? endpointText(input.output.group, input.output.port, input.output.interface) : undefined,
-  };
-  // Only its fields: the problems of a part of a rule were reported by its shape, or are not yet.
-  const built = checkRule(part, BigInt(i + 1));
-  return { spec: null, fields: built.ok ? built.rule : built.fields };
-}
-
-/** mcr relays ESP for protocol "esp" (any case); mcrelay refuses such a rule. */
-function isEsp(r: unknown): boolean {
-  const protocol = (r as { input?: { protocol?: unknown } }).input?.protocol;
-  return typeof protocol === "string" && protocol.toLowerCase() === "esp";
-}
-
-function mcrSpec(r: unknown, i: number, multicastTtl: number | undefined, problems: Problems, warnings: Problems): RuleSpec | null {
+/**
+ * mcr's rule, checked key by key at mcr's paths: the rule's keys, its name, its input, each
+ * output (address, port, interface, TTL: our format's checks on the same values), then the
+ * checks across fields (checkRule: an output on the input interface, the same output twice, the
+ * number of outputs) on the parts that are valid, each problem at the mcr key it is about. Its
+ * spec when it has no problem; its valid fields for the checks across rules (not an ESP rule's
+ * input: mcrelay would relay another protocol than the one meant).
+ */
+function mcrRule(r: object, i: number, multicastTtl: number | undefined, problems: Problems, warnings: Problems): ReadRule {
   const at = `rules[${i}]`;
+  const o = r as Record<string, unknown>;
+  const before = problems.list.length;
   // mcr relays ESP for protocol "esp" and UDP for anything else. mcrelay relays UDP only:
   // relaying UDP where ESP was meant would be another rule, so ESP is refused; anything else
   // is UDP, as in mcr, and the key is ignored with a warning.
-  const protocol = (r as { input?: { protocol?: unknown } }).input?.protocol;
-  const esp = isEsp(r);
+  const protocol = (o.input as { protocol?: unknown } | null | undefined)?.protocol;
+  const esp = typeof protocol === "string" && protocol.toLowerCase() === "esp";
   if (esp) problems.add(`${at}.input.protocol`, "'esp': mcrelay relays UDP only, not ESP (IP protocol 50)");
   else if (protocol !== undefined) warnings.add(`${at}.input.protocol`, `ignored (${JSON.stringify(protocol)}): mcr relays UDP for it, as mcrelay does`, { key: true });
-  const parsed = v.safeParse(McrRuleSchema, r);
-  if (!parsed.success) {
-    problems.issues(parsed.issues, at);
-    return null;
-  }
-  if (esp) return null;
-  const rule = parsed.output;
+
+  /** A part's value, or undefined with its problems added at its mcr path. */
+  const part = <S extends v.GenericSchema>(path: string, schema: S, value: unknown): v.InferOutput<S> | undefined => {
+    const parsed = v.safeParse(schema, value);
+    if (parsed.success) return parsed.output;
+    problems.issues(parsed.issues, path);
+    return undefined;
+  };
+  part(at, McrRuleKeysSchema, o);
+  const name = o.name === undefined ? `rule-${i + 1}` : part(`${at}.name`, nameSchema, o.name);
+  const input = o.input === undefined ? undefined : part(`${at}.input`, McrInputSchema, o.input);
+  const list = o.outputs === undefined ? undefined : part(`${at}.outputs`, mcrOutputListSchema, o.outputs);
+  const outputs = (list ?? []).map((out, j) => part(`${at}.outputs[${j}]`, McrOutputSchema, out));
+
   // One TTL for every output is the rule's; otherwise each output keeps its own (the object
   // form), the others take multicast_ttl or mcr's default (1).
-  const ttls = new Set(rule.outputs.map((o) => o.ttl ?? multicastTtl ?? MCR_DEFAULT_TTL));
+  const ttls = new Set(outputs.flatMap((out) => (out ? [out.ttl ?? multicastTtl ?? MCR_DEFAULT_TTL] : [])));
   const ruleTtl = ttls.size === 1 ? [...ttls][0]! : (multicastTtl ?? MCR_DEFAULT_TTL);
-  return {
-    name: rule.name ?? `rule-${i + 1}`,
-    from: endpointText(rule.input.group, rule.input.port, rule.input.interface),
-    to: rule.outputs.map((o) => {
-      const to = endpointText(o.group, o.port, o.interface);
-      return o.ttl !== undefined && o.ttl !== ruleTtl ? { to, ttl: o.ttl } : to;
-    }),
+  // The rule in our form, an invalid part left out (an invalid output as null, so the others
+  // keep their index): checkRule's problems about those parts are the ones reported above.
+  const spec: Record<string, unknown> = {
+    name,
+    from: input ? endpointText(input.group, input.port, input.interface) : undefined,
+    to: list
+      ? outputs.map((out) => {
+          if (!out) return null;
+          const to = endpointText(out.group, out.port, out.interface);
+          return out.ttl !== undefined && out.ttl !== ruleTtl ? { to, ttl: out.ttl } : to;
+        })
+      : undefined,
     ttl: ruleTtl,
   };
+  const built = checkRule(spec, BigInt(i + 1));
+  const fields = built.ok ? built.rule : built.fields;
+  if (!built.ok) {
+    for (const p of built.problems) {
+      const place = mcrPlace(p.path, at, { name: name !== undefined, input: input !== undefined, outputs: list === undefined ? null : outputs.map((out) => out !== undefined) });
+      if (place === null) continue;
+      problems.add(place, p.message, { label: p.named ? ruleLabel(at, name) : place });
+    }
+  }
+  const read = esp ? { ...fields, input: undefined } : fields;
+  return { spec: problems.list.length === before && built.ok ? (spec as RuleSpec) : null, fields: read };
+}
+
+/**
+ * The mcr key path of a problem checkRule found in a rule read from mcr's form (`from` is
+ * `input`, `to[1]` is `outputs[1]`), or null when it is about a part that was invalid (its
+ * problems were reported at mcr's keys).
+ */
+function mcrPlace(path: RuleProblem["path"], at: string, valid: { name: boolean; input: boolean; outputs: boolean[] | null }): string | null {
+  const [field, index] = path;
+  switch (field) {
+    case "name":
+      return valid.name ? `${at}.name` : null;
+    case "from":
+      return valid.input ? `${at}.input` : null;
+    case "to":
+      if (valid.outputs === null) return null;
+      if (typeof index !== "number") return `${at}.outputs`;
+      return valid.outputs[index] ? `${at}.outputs[${index}]` : null;
+    default:
+      // The TTL comes from mcr's valid TTLs; nothing else is in the spec.
+      return at;
+  }
 }

@@ -4,7 +4,7 @@
 // protocol) ignored with a warning naming each one.
 import { describe, expect, test } from "bun:test";
 import { join } from "node:path";
-import { ConfigFileError, loadConfig, MCR_DEFAULT_TTL, parseConfig } from "../../src/config/file.ts";
+import { ConfigFileError, loadConfig, MCR_DEFAULT_TTL, parseConfig, type ConfigProblem } from "../../src/config/file.ts";
 import { ConfigCheckSchema } from "../../src/cli/output-schemas.ts";
 import { schemaProblems } from "../../src/control/responses.ts";
 import { EXIT } from "../../src/errors.ts";
@@ -97,5 +97,103 @@ describe("mcr's format, key by key", () => {
 
   test("control_plane is ignored with a warning", () => {
     expect(parseConfig(`{ control_plane: { rpf_provider: "static" } }`, "t").warnings.map((w) => w.path)).toEqual(["control_plane"]);
+  });
+});
+
+// A rule in mcr's form gets the checks a rule in ours gets, on each of its keys, with problems
+// at mcr's key paths: the group, port, interface and TTL of the input and of each output, the
+// name, and the checks across fields. A value of mcr's that our format would refuse was
+// accepted when the rule's shape was wrong elsewhere (a group was only checked as the text of
+// `from`, and only in a rule of the right shape), and a problem named our `from`/`to`.
+describe("mcr's format, each key checked as our format checks its value", () => {
+  function problemsOf(text: string): ConfigProblem[] {
+    try {
+      parseConfig(text, "f.json5");
+    } catch (err) {
+      expect(err).toBeInstanceOf(ConfigFileError);
+      return (err as ConfigFileError).problems;
+    }
+    throw new Error("accepted");
+  }
+  const said = (p: ConfigProblem) => `${p.line}:${p.column} ${p.path} | ${p.message}`;
+
+  test("a bad group, a port out of range, a bad interface name and a TTL out of range are each named at their key and place, all at once", () => {
+    const ps = problemsOf(`{ rules: [
+  { input: { interface: "eth0", group: "239.1.1.999", port: 5000 },
+    outputs: [ { group: "239.2.2.x", port: 6000, interface: "eth1" },
+               { group: "239.2.2.3", port: 70000, interface: "eth1" },
+               { group: "239.2.2.4", port: 6000, interface: "a-name-too-long-x" },
+               { group: "239.2.2.5", port: 6000, interface: "eth1", ttl: 256 } ] },
+] }`);
+    expect(ps.map(said)).toEqual([
+      "2:40 rules[0].input.group | rules[0].input.group: '239.1.1.999' is not an IPv4 or IPv6 address",
+      "3:25 rules[0].outputs[0].group | rules[0].outputs[0].group: '239.2.2.x' is not an IPv4 or IPv6 address",
+      "4:44 rules[0].outputs[1].port | rules[0].outputs[1].port: a port is 1-65535",
+      "5:61 rules[0].outputs[2].interface | rules[0].outputs[2].interface: interface name 'a-name-too-long-x' is not valid (1-15 characters: letters, digits, _ . : -)",
+      "6:74 rules[0].outputs[3].ttl | rules[0].outputs[3].ttl: a TTL is at most 255",
+    ]);
+  });
+
+  test("addresses our format refuses are refused at the group: unspecified, 255.255.255.255, a multicast output without its interface", () => {
+    const ps = problemsOf(`{ rules: [ { input: { interface: "eth0", group: "0.0.0.0", port: 5000 },
+  outputs: [ { group: "255.255.255.255", port: 6000, interface: "eth1" }, { group: "ff0e::1", port: 6000 }, { group: "10.0.0.5", port: 6000 } ] } ] }`);
+    expect(ps.map((p) => p.message)).toEqual([
+      "rules[0].input.group: address 0.0.0.0 is unspecified",
+      "rules[0].outputs[0].group: the broadcast address 255.255.255.255 is not a destination mcrelay sends to (no SO_BROADCAST)",
+      "rules[0].outputs[1].interface: missing: an output to ff0e::1 needs its interface",
+    ]);
+  });
+
+  test("the checks across fields name the output they are about, at its place; a bad name is named", () => {
+    const ps = problemsOf(`{ rules: [
+  { name: "v",
+    input: { interface: "eth0", group: "239.1.1.1", port: 5000 },
+    outputs: [ { group: "239.2.2.2", port: 6000, interface: "eth1" },
+               { group: "239.2.2.3", port: 6000, interface: "eth0" },
+               { group: "239.2.2.2", port: 6000, interface: "eth1" } ] },
+  { name: "no spaces", input: { interface: "eth0", group: "239.1.1.2", port: 5000 }, outputs: [] },
+] }`);
+    expect(ps.map(said)).toEqual([
+      "5:16 rules[0].outputs[1] | rules[0] (v): output 239.2.2.3:6000@eth0 uses the input interface eth0: a relay on one interface would see its own traffic; use another interface",
+      "6:16 rules[0].outputs[2] | rules[0] (v): output 239.2.2.2:6000@eth1 is listed twice",
+      "7:11 rules[1].name | rules[1].name: a name is 1-64 letters, digits, _ . -",
+      "7:95 rules[1].outputs | rules[1].outputs: at least one output is needed",
+    ]);
+  });
+
+  test("a rule of a wrong shape still has the meaning of its other keys checked (unknown keys hid a bad group and an output on the input interface)", () => {
+    const ps = problemsOf(`{ rules: [ { input: { interface: "eth0", group: "239.1.1.1", port: 5000 },
+  outputs: [ { group: "239.2.2.2", port: 6000, interface: "eth1", bogus: 1 }, { group: "239.2.2.x", port: 6000, interface: "eth1" }, { group: "239.2.2.3", port: 6000, interface: "eth0" } ],
+  extra: true } ] }`);
+    expect(ps.map((p) => `${p.path} | ${p.message}`)).toEqual([
+      "rules[0].outputs[0].bogus | rules[0].outputs[0].bogus: unknown key",
+      "rules[0].outputs[1].group | rules[0].outputs[1].group: '239.2.2.x' is not an IPv4 or IPv6 address",
+      "rules[0].outputs[2] | rules[0] (rule-1): output 239.2.2.3:6000@eth0 uses the input interface eth0: a relay on one interface would see its own traffic; use another interface",
+      "rules[0].extra | rules[0].extra: unknown key",
+    ]);
+  });
+
+  test("any value in any key gives problems naming their key, never a crash", () => {
+    const values = ["null", "5", '"x"', "[]", "{}", "[null]", "[5]", '["x"]', "[{}]", "true", "-1", "1e9", '"239.1.1.1"', '"::"'];
+    for (const a of values) {
+      for (const key of ["input", "outputs", "input.group", "input.port", "input.interface", "outputs[0].group", "outputs[0].port", "outputs[0].interface", "outputs[0].ttl", "name"]) {
+        const rule: Record<string, unknown> = { input: { interface: "eth0", group: "239.1.1.1", port: 5000 }, outputs: [{ group: "239.2.2.2", port: 6000, interface: "eth1" }] };
+        const [top, sub] = key.split(".");
+        const value: unknown = JSON.parse(a);
+        if (sub === undefined && top !== "outputs[0]") rule[top!] = value;
+        else if (top === "input") (rule.input as Record<string, unknown>)[sub!] = value;
+        else (rule.outputs as Record<string, unknown>[])[0]![sub!] = value;
+        const text = JSON.stringify({ rules: [rule] });
+        let ps: ConfigProblem[] = [];
+        try {
+          parseConfig(text, "f.json5");
+          continue;
+        } catch (err) {
+          expect({ text, err }).toEqual({ text, err: expect.any(ConfigFileError) });
+          ps = (err as ConfigFileError).problems;
+        }
+        for (const p of ps) expect({ text, p: p.path?.startsWith(`rules[0].${top!.replace(/\[0\]$/, "")}`) ?? false, line: p.line }).toEqual({ text, p: true, line: 1 });
+      }
+    }
   });
 });
