@@ -10,7 +10,7 @@ import { logger, setLogFormat, setLogLevel, type LogLevelName } from "./log.ts";
 import { VERSION } from "./version.ts";
 import { resolveSubVerb, resolveVerb } from "./cli/verbs.ts";
 import { commandHelp, mainHelp } from "./cli/help.ts";
-import { checkFlags, positionalCount, wantsHelp, wantsJson } from "./cli/args.ts";
+import { checkFlags, cittyArgv, positionalCount, wantsHelp, wantsJson } from "./cli/args.ts";
 import { writeOut } from "./terminal.ts";
 
 const log = logger("mcrelay");
@@ -102,7 +102,8 @@ async function run(): Promise<number> {
     // Checked before citty reads them: it keeps an unknown option as an on/off one and drops a
     // word too many, and its "missing argument" would hide the real mistake (`remove -old`).
     checkFlags(rest, args, positionalCount(args));
-    await runCommand(def, { rawArgs: rest });
+    // citty is given the words as checked, never as typed (see cittyArgv): what runs is what was checked.
+    await runCommand(def, { rawArgs: cittyArgv(rest, args) });
     return typeof process.exitCode === "number" ? process.exitCode : EXIT.ok;
   } catch (caught) {
     // citty's own argument errors (a missing required argument) are usage errors.

@@ -1,8 +1,8 @@
 // Command-line plumbing shared by the verbs: the arguments read as getopt(3) reads them (short
-// option groups, `--`), strict checking of them (citty accepts anything), repeated options, and
-// valibot validation whose messages name the flag.
+// option groups, `--`), strict checking of them (citty accepts anything), repeated options, the
+// one reading handed to citty (cittyArgv), and valibot validation whose messages name the flag.
 import * as v from "valibot";
-import type { ArgsDef } from "citty";
+import { parseArgs, type ArgsDef } from "citty";
 import { UsageError } from "../errors.ts";
 import { suggest } from "./verbs.ts";
 
@@ -35,6 +35,7 @@ export function wantsHelp(args: readonly string[], def: ArgsDef): boolean {
 interface FlagDef {
   type?: string;
   alias?: string | string[];
+  default?: unknown;
 }
 
 function aliasesOf(d: FlagDef): string[] {
@@ -194,6 +195,40 @@ export function checkFlags(rawArgs: readonly string[], def: ArgsDef, positionals
   const after = stray.every((w) => w.afterDashDash) ? " after '--'" : "";
   const takes = positionals === 0 ? "this command takes no arguments" : `this command takes at most ${positionals} argument${positionals === 1 ? "" : "s"}`;
   throw new UsageError(`unexpected argument${stray.length === 1 ? "" : "s"}${after}: ${quoted(stray.map((w) => w.value))} (${takes}; see --help)`);
+}
+
+/**
+ * The arguments as citty must read them, from scanArgs's reading of them: `--name=VALUE` for
+ * every value given (a repeatable option once per value), `--name=true|false` once for each
+ * on/off option in its final state, then `--` and the positional arguments. citty's own parser
+ * must never see the words as typed: it drops every word starting with `--no-` (even one taken
+ * as a value: `--config --no-watch-config` ran with no config), turns a value-taking option
+ * with no value into "", and applies `--no-X` last whatever the order. Call after checkFlags.
+ * What citty reads back is compared with what was checked, and a difference is a bug (thrown
+ * as an internal error, never run).
+ */
+export function cittyArgv(rawArgs: readonly string[], def: ArgsDef): string[] {
+  const tokens = scanArgs(rawArgs, def);
+  const values: string[] = [];
+  const onOff = new Map<string, boolean>();
+  const words: string[] = [];
+  const expected: Record<string, unknown> = {};
+  for (const [name, d] of Object.entries(def)) if ((d as FlagDef).type !== "positional") expected[name] = (d as FlagDef).default;
+  for (const t of tokens) {
+    if (t.kind === "problem") throw t.error;
+    if (t.kind === "positional") words.push(t.value);
+    else if (typeof t.value === "boolean") onOff.set(t.name, t.value);
+    else values.push(`--${t.name}=${t.value}`);
+    if (t.kind === "option") expected[t.name] = t.value;
+  }
+  const argv = [...values, ...[...onOff].map(([name, on]) => `--${name}=${on}`), "--", ...words];
+  const read = parseArgs(argv, def) as Record<string, unknown>;
+  const names = Object.entries(def).filter(([, d]) => (d as FlagDef).type === "positional").map(([n]) => n);
+  names.forEach((n, i) => (expected[n] = words[i] ?? (def[n] as FlagDef).default));
+  for (const [name, want] of Object.entries(expected)) {
+    if (read[name] !== want) throw new Error(`internal error: citty reads ${name} as ${JSON.stringify(read[name])}, checked as ${JSON.stringify(want)}`);
+  }
+  return argv;
 }
 
 /** How many positional arguments a verb's options define (`stats [RULE]`: 1). */

@@ -239,6 +239,44 @@ describe_netns("reading verbs against a live daemon (kernel, under bun)", () => 
   );
 
   test(
+    "the compiled binary runs the values it checked: a word starting with --no- taken as an option's value stays that value, and on/off options end as last given (citty dropped such words, emptied the option and applied --no-X last)",
+    async () => {
+      const d = await TestDaemon.start(rt, dir, { stateDir: dir.join("state-nowords"), socket: dir.join("nowords.sock") });
+      try {
+        const bin = (args: string[]) => runMcrelay(args, "compiled");
+        const rule = ["--from", "239.1.1.11:5000@r0", "--to", "239.2.2.11:6000@r1"];
+        // `--source $SRC --no-loop-guard` with SRC unset: the source filter is '--no-loop-guard', refused (the rule was added with no filter).
+        const unset = await bin(["add", "-s", d.socket, "--name", "nofilter", ...rule, "--source", "--no-loop-guard"]);
+        expect({ exitCode: unset.exitCode, stdout: unset.stdout }).toEqual({ exitCode: EXIT.usage, stdout: "" });
+        expect(unset.stderr).toContain("--source: '--no-loop-guard'");
+        // --no-loop-guard --loop-guard: the last wins, as it was checked (citty turned the guard off).
+        const guarded = await bin(["add", "-s", d.socket, "--name", "guarded", ...rule, "--no-loop-guard", "--loop-guard", "--json"]);
+        expect({ exitCode: guarded.exitCode, stderr: guarded.stderr }).toEqual({ exitCode: 0, stderr: guarded.stderr });
+        expect(JSON.parse(guarded.stdout).rule.loop_guard).toBe(true);
+        const names = async () => (await d.json<{ rules: ListedRule[] }>(["list"])).rules.map((r) => r.name);
+        expect(await names()).toEqual(["guarded"]);
+        // --no-json --json: the verb prints JSON, as main.ts reads it (it printed text).
+        const json = await bin(["list", "-s", d.socket, "--no-json", "--json"]);
+        expect(json.exitCode).toBe(0);
+        expect(JSON.parse(json.stdout).rules.map((r: { name: string }) => r.name)).toEqual(["guarded"]);
+        // `remove RULE -s $SOCK --no-json` with SOCK unset: the socket is '--no-json' (it talked to the default socket).
+        const removed = await bin(["remove", "guarded", "-s", "--no-json"]);
+        expect(removed.exitCode).toBe(EXIT.notRunning);
+        expect(removed.stderr).toContain("no control socket at --no-json");
+        expect(await names()).toEqual(["guarded"]);
+        // `run ... --config $CFG --no-watch-config` with CFG unset: the config file is '--no-watch-config', which
+        // does not exist (exit 3); the daemon started with no rules, exit 0 on SIGTERM.
+        const daemon = await rt.topo.exec(rt.relay, [...mcrelayCommand("compiled"), "run", "--socket", dir.join("nocfg.sock"), "--state-dir", dir.join("state-nocfg"), "--config", "--no-watch-config"], { timeoutMs: 15_000, env: { NO_COLOR: "1" } });
+        expect({ exitCode: daemon.exitCode, ready: daemon.stderr.includes("ready:") }).toEqual({ exitCode: EXIT.config, ready: false });
+        expect(daemon.stderr).toContain("--no-watch-config");
+      } finally {
+        expect(await d.stop()).toBe(0);
+      }
+    },
+    T,
+  );
+
+  test(
     "sink --expect N exits 9 when fewer than N arrive (and 0 when all do), printing its report either way",
     async () => {
       const run = async (expectN: number, sendN: number) => {

@@ -5,7 +5,7 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, test } from "bun:test";
 import type { ArgsDef, CommandDef } from "citty";
-import { checkFlags, positionalCount, repeated, scanArgs, wantsHelp, wantsJson } from "../../src/cli/args.ts";
+import { checkFlags, cittyArgv, positionalCount, repeated, scanArgs, wantsHelp, wantsJson } from "../../src/cli/args.ts";
 import { commandHelp, HELP_WIDTH, mainHelp } from "../../src/cli/help.ts";
 import { editDistance, publicVerbs, resolveVerb, suggest } from "../../src/cli/verbs.ts";
 import { EXIT, UsageError } from "../../src/errors.ts";
@@ -100,6 +100,13 @@ describe("short options", () => {
 
   test("a repeated option is collected from long and short spellings in order", () => {
     expect(repeated(["-t", "a", "--to", "b", "--to=c", "-jt", "d", "-te", "-jtf"], def, "to")).toEqual(["a", "b", "c", "d", "e", "f"]);
+  });
+
+  test("citty is handed the reading that was checked: an option's value that starts with --no- stays the value, on/off options in their last state, positionals after --", () => {
+    const run = { config: { type: "string", alias: "c" }, "watch-config": { type: "boolean" }, "loop-guard": { type: "boolean", default: true }, rule: { type: "positional", required: false } } as const;
+    expect(cittyArgv(["--config", "--no-watch-config"], run)).toEqual(["--config=--no-watch-config", "--"]);
+    expect(cittyArgv(["-c--no-x", "--no-loop-guard", "--loop-guard", "r1", "--watch-config", "--no-watch-config"], run)).toEqual(["--config=--no-x", "--loop-guard=true", "--watch-config=false", "--", "r1"]);
+    expect(cittyArgv(["--", "--no-rule"], run)).toEqual(["--", "--no-rule"]);
   });
 
   test("-j and -s reach the verb: list -j -s PATH reports the missing daemon as JSON, exit 4", () => {
