@@ -162,7 +162,7 @@ export const MUTANTS: Mutant[] = [
     name: "handle-forgets-fatal",
     breaks: "the supervisor forgets the fatal message a worker sent after ready: its last_error says only how it exited",
     file: "src/supervisor/worker-handle.ts",
-    search: "        if (handle) handle.#fatal = msg.message;",
+    search: "          handle.#fatal = msg.message;",
     replace: "",
     tests: [{ file: "tests/unit/worker-protocol.test.ts", filter: "reports fatal after ready" }],
   },

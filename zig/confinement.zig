@@ -32,6 +32,9 @@ pub const Outcome = union(enum) {
 pub const Probe = struct {
     name: []const u8,
     run: *const fn (packet_fd: i32) Outcome,
+    /// The probe reads what the supervisor set up on the socket (its lock), not what the
+    /// worker's own filter refuses: a failure is the socket's, and a new socket may pass.
+    of_socket: bool = false,
 };
 
 /// What a syscall's raw result means for a probe; a descriptor it returned is closed.
@@ -106,7 +109,7 @@ fn bpfEmpty(_: i32) Outcome {
 
 /// In this order: the lock is read before the packet socket's filter is touched.
 pub const probes = [_]Probe{
-    .{ .name = "getsockopt(SO_LOCK_FILTER) of the packet socket is 1", .run = lockRead },
+    .{ .name = "getsockopt(SO_LOCK_FILTER) of the packet socket is 1", .run = lockRead, .of_socket = true },
     .{ .name = "setsockopt(SO_DETACH_FILTER) on the packet socket", .run = detachPacket },
     .{ .name = "setsockopt(SOL_PACKET, PACKET_VERSION) on the packet socket", .run = packetOption },
     .{ .name = "write(0 bytes) on the packet socket", .run = writePacket },
@@ -124,13 +127,15 @@ pub const probes = [_]Probe{
 pub const Failure = struct {
     probe: []const u8,
     got: Outcome,
+    /// The failed probe is about the packet socket itself (Probe.of_socket).
+    of_socket: bool = false,
 };
 
 /// Runs every probe; the first one not refused, or null when all were.
 pub fn verify(packet_fd: i32) ?Failure {
     for (probes) |p| {
         const got = p.run(packet_fd);
-        if (got != .refused) return .{ .probe = p.name, .got = got };
+        if (got != .refused) return .{ .probe = p.name, .got = got, .of_socket = p.of_socket };
     }
     return null;
 }
@@ -181,6 +186,11 @@ test "without the worker's filter, as root, no probe changes anything: the packe
     try std.testing.expectEqualDeep(Outcome{ .errno = .BUSY }, packetOption(fd));
     const f = verify(fd).?;
     try std.testing.expectEqualStrings(probes[2].name, f.probe);
+}
+
+test "only the lock read-back is the socket's failure: every other probe is the worker's own filter" {
+    try std.testing.expect(probes[0].of_socket);
+    for (probes[1..]) |p| try std.testing.expect(!p.of_socket);
 }
 
 test "describe names the probe and what it got" {

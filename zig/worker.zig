@@ -659,11 +659,19 @@ fn replyTable(kind: []const u8, id: u64, generation: u64, hash: []const u8) void
 }
 
 fn sendFatal(msg: []const u8) void {
-    var buf: [64 + 900 * 6]u8 = undefined;
+    sendFatalAt(msg, null);
+}
+
+/// A `fatal` reply; with `position` when the failure is that packet socket's (as the supervisor
+/// set it up, e.g. its filter not locked), so the supervisor rebuilds that socket rather than
+/// hand it to the next worker. The supervisor logs the message (it knows the consequence): where
+/// it surely reaches it, the worker's own line about it is debug.
+fn sendFatalAt(msg: []const u8, at: ?usize) void {
+    var buf: [96 + 900 * 6]u8 = undefined;
     var out = Out.init(&buf);
     out.add("{\"type\":\"fatal\",\"message\":\"");
     out.escaped(msg[0..@min(msg.len, 900)]);
-    out.add("\"}\n");
+    if (at) |p| out.print("\",\"position\":{d}}}\n", .{p}) else out.add("\"}\n");
     sendLine(&out);
 }
 
@@ -889,7 +897,12 @@ const Worker = struct {
     /// its worker record shows as the last error), then the rings are closed and the worker
     /// exits with exit_fatal, never 0 (which would read as a clean stop).
     fn fail(self: *Worker, what: []const u8) void {
-        sendFatal(what);
+        self.failAt(what, null);
+    }
+
+    /// fail() for a failure of the packet socket at `position` (sendFatalAt).
+    fn failAt(self: *Worker, what: []const u8, at: ?usize) void {
+        sendFatalAt(what, at);
         self.failed = true;
         self.stopping = true;
     }
@@ -1024,8 +1037,8 @@ const Worker = struct {
                     if (confinement.verify(fd_first + @as(i32, @intCast(a.position)))) |f| {
                         var d: [160]u8 = undefined;
                         const why = confinement.describe(f, &d);
-                        log.print(.@"error", "confinement not verified on {s}: {s}: refusing to run", .{ p.msg.ifname(), why });
-                        self.fail(std.fmt.bufPrint(&msg_buf, "confinement not verified: {s}", .{why}) catch "confinement not verified");
+                        log.print(.debug, "confinement not verified on {s}: {s}: refusing to run", .{ p.msg.ifname(), why });
+                        self.failAt(std.fmt.bufPrint(&msg_buf, "confinement not verified: {s}", .{why}) catch "confinement not verified", if (f.of_socket) a.position else null);
                         return;
                     }
                 }
@@ -1208,7 +1221,7 @@ fn run(env: std.process.Environ) u8 {
             .setup => |s| if (s.positions == setup_fds.len) break :blk s else problem.set("positions: {d}, but {d} packet sockets came with the message", .{ s.positions, setup_fds.len }),
             else => problem.set("kind: expected the set-up message (worker) first", .{}),
         };
-        log.print(.@"error", "bad worker set-up message ({d} descriptors): {s}", .{ setup_fds.len, problem.text() });
+        log.print(.debug, "bad worker set-up message ({d} descriptors): {s}", .{ setup_fds.len, problem.text() });
         var fatal_buf: [200]u8 = undefined;
         sendFatal(std.fmt.bufPrint(&fatal_buf, "bad set-up message: {s}", .{problem.text()}) catch problem.text());
         for (setup_fds) |fd| sys.close(fd);
@@ -1224,7 +1237,7 @@ fn run(env: std.process.Environ) u8 {
     scm.place(setup_fds, fd_first) catch |err| {
         var msg_buf: [64]u8 = undefined;
         const what = std.fmt.bufPrint(&msg_buf, "cannot place the packet sockets: E{s}", .{errName(err)}) catch "cannot place the packet sockets";
-        log.print(.@"error", "{s}", .{what});
+        log.print(.debug, "{s}", .{what});
         sendFatal(what);
         for (setup_fds) |fd| sys.close(fd);
         return exit_fatal;
@@ -1232,7 +1245,7 @@ fn run(env: std.process.Environ) u8 {
     w.placeholder_fd = openPlaceholder() catch |err| {
         var msg_buf: [64]u8 = undefined;
         const what = std.fmt.bufPrint(&msg_buf, "cannot open /dev/null: E{s}", .{errName(err)}) catch "cannot open /dev/null";
-        log.print(.@"error", "{s}", .{what});
+        log.print(.debug, "{s}", .{what});
         sendFatal(what);
         return exit_fatal;
     };
@@ -1248,7 +1261,7 @@ fn run(env: std.process.Environ) u8 {
             initial_count += 1;
             continue;
         }
-        log.print(.@"error", "bad ring message at start-up: {s}", .{problem.text()});
+        log.print(.debug, "bad ring message at start-up: {s}", .{problem.text()});
         var fatal_buf: [200]u8 = undefined;
         sendFatal(std.fmt.bufPrint(&fatal_buf, "bad ring message: {s}", .{problem.text()}) catch problem.text());
         for (ring_fds) |fd| sys.close(fd);
@@ -1278,7 +1291,7 @@ fn run(env: std.process.Environ) u8 {
         var msg_buf: [256]u8 = undefined;
         privileges.drop(u.uid, u.gid, fd_first, setup.positions) catch |err| {
             const what = std.fmt.bufPrint(&msg_buf, "drop privileges to uid {d} gid {d}: E{s}", .{ u.uid, u.gid, errName(err) }) catch "drop privileges";
-            log.print(.@"error", "{s}: refusing to run privileged", .{what});
+            log.print(.debug, "{s}: refusing to run privileged", .{what});
             var fatal_buf: [300]u8 = undefined;
             sendFatal(std.fmt.bufPrint(&fatal_buf, "privilege drop failed: {s}", .{what}) catch "privilege drop failed");
             return exit_fatal;
@@ -1288,8 +1301,10 @@ fn run(env: std.process.Environ) u8 {
         var all = Out.init(&all_buf);
         var first_problem = Out.init(&first_buf);
         if (verifyDropped(u.uid, u.gid, &all, &first_problem) > 0) {
-            log.print(.@"error", "privileges not dropped: {s}", .{all.slice()});
-            sendFatal(std.fmt.bufPrint(&msg_buf, "privileges not dropped: {s}", .{first_problem.slice()}) catch "privileges not dropped");
+            // Every problem in the reply (the supervisor's log line), not only the first.
+            log.print(.debug, "privileges not dropped: {s}", .{all.slice()});
+            var fatal_buf: [1100]u8 = undefined;
+            sendFatal(std.fmt.bufPrint(&fatal_buf, "privileges not dropped: {s}", .{all.slice()}) catch "privileges not dropped");
             return exit_fatal;
         }
         // What a compromised worker would try must be refused, by seccomp and the socket lock, on
@@ -1299,8 +1314,8 @@ fn run(env: std.process.Environ) u8 {
             if (confinement.verify(fd_first + @as(i32, @intCast(p.msg.position)))) |f| {
                 var d: [160]u8 = undefined;
                 const why = confinement.describe(f, &d);
-                log.print(.@"error", "confinement not verified: {s}: refusing to run", .{why});
-                sendFatal(std.fmt.bufPrint(&msg_buf, "confinement not verified: {s}", .{why}) catch "confinement not verified");
+                log.print(.debug, "confinement not verified on {s}: {s}: refusing to run", .{ p.msg.ifname(), why });
+                sendFatalAt(std.fmt.bufPrint(&msg_buf, "confinement not verified: {s}", .{why}) catch "confinement not verified", if (f.of_socket) p.msg.position else null);
                 return exit_fatal;
             }
             probes_total += @intCast(confinement.probes.len);
@@ -1312,8 +1327,8 @@ fn run(env: std.process.Environ) u8 {
         w.openRing(p.msg, p.stats_fd) catch |err| {
             var msg_buf: [128]u8 = undefined;
             const what = std.fmt.bufPrint(&msg_buf, "ring setup {s}: E{s}", .{ p.msg.ifname(), errName(err) }) catch "ring setup";
-            log.print(.@"error", "{s}", .{what});
-            sendFatal(what);
+            log.print(.debug, "{s}", .{what});
+            sendFatalAt(what, p.msg.position);
             for (initial[i + 1 .. initial_count]) |rest| sys.close(rest.stats_fd);
             w.closeAll();
             return exit_fatal;

@@ -78,6 +78,13 @@ function workerEnv(index: number, testHooks: Readonly<Record<string, string>>): 
 
 export class WorkerError extends Error {
   override name = "WorkerError";
+  /** The worker put the failure on its packet socket at this position (`fatal` with `position`), or null. */
+  readonly position: number | null;
+
+  constructor(message: string, position: number | null = null) {
+    super(message);
+    this.position = position;
+  }
 }
 
 /** The worker answered the request with an error: it is alive and kept its previous state. */
@@ -200,6 +207,8 @@ export class WorkerHandle {
   #killed = false;
   /** What the worker reported with `fatal` after `ready` (it exits next), or null. */
   #fatal: string | null = null;
+  /** The packet socket position that `fatal` named (its socket failed the worker's check), or null. */
+  #fatalPosition: number | null = null;
   #exitReason: string | null = null;
   readonly exited: Promise<number | null>;
 
@@ -256,10 +265,14 @@ export class WorkerHandle {
     const onMessage = (msg: FromWorker) => {
       if (msg.type === "ready") return readyResolve(msg);
       if (msg.type === "fatal") {
-        log.error(`${name}: ${msg.message}`);
-        // Before `ready` the start fails with it; after, the exit that follows is told with it.
-        if (handle) handle.#fatal = msg.message;
-        readyReject(new WorkerError(msg.message));
+        // Told once, by the pool, with what follows (a restart, a rebuilt socket): the start
+        // fails with it before `ready`; after, the exit that follows is told with it.
+        log.debug(`${name}: fatal: ${msg.message}${msg.position === undefined ? "" : ` (position ${msg.position})`}`);
+        if (handle) {
+          handle.#fatal = msg.message;
+          handle.#fatalPosition = msg.position ?? null;
+        }
+        readyReject(new WorkerError(msg.message, msg.position ?? null));
         return;
       }
       if (handle) handle.#settle(msg);
@@ -516,6 +529,11 @@ export class WorkerHandle {
   /** What the worker reported with `fatal` after it was ready (it then exits), or null. */
   get fatal(): string | null {
     return this.#fatal;
+  }
+
+  /** The position of the packet socket the worker's `fatal` after `ready` blamed, or null. */
+  get fatalPosition(): number | null {
+    return this.#fatalPosition;
   }
 
   /**

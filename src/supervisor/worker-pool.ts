@@ -23,7 +23,7 @@ import { CounterBook } from "./counters.ts";
 import { lookupLink } from "../rules/links.ts";
 import type { WorkerUser } from "./user.ts";
 import type { LinkLookup } from "../rules/rule.ts";
-import { STOP_SIGNALS, WorkerHandle, WorkerRefusedError, type RingSpec } from "./worker-handle.ts";
+import { STOP_SIGNALS, WorkerError, WorkerHandle, WorkerRefusedError, type RingSpec } from "./worker-handle.ts";
 import type { RingInfo, WorkerInfo } from "../control/responses.ts";
 
 const log = logger("workers");
@@ -37,6 +37,14 @@ export const BACKOFF_MIN_MS = 250;
 export const BACKOFF_MAX_MS = 16_000;
 /** A worker that stayed up this long has its failure streak forgiven. */
 export const HEALTHY_RESET_MS = 30_000;
+/**
+ * Packet sockets of one ring a worker may refuse in a row (its `fatal` names the socket, e.g. a
+ * filter that is not locked) before the ring is given up: each one is rebuilt, never handed to
+ * the next worker, and after this many the ring is left out (its rules `error`) until its rules
+ * change or its interface is recreated, so its worker serves its other rings instead of
+ * restarting for ever.
+ */
+export const SOCKET_FAILURES_MAX = 3;
 /**
  * How long a worker's exit by SIGTERM or SIGINT waits for the supervisor's own stop before it
  * is reported as unexpected. A stop signal sent to every process of the service (systemd's
@@ -123,6 +131,13 @@ interface Entry {
   /** The wanted table's hash when the worker refused it, and why (not retried until it changes). */
   refusedHash: string | null;
   refusal: string | null;
+  /** Packet sockets of this ring its worker refused in a row (each rebuilt); reset once it serves it. */
+  socketFailures: number;
+  /**
+   * Given up after SOCKET_FAILURES_MAX refused sockets: why, and the interface's ifindex then.
+   * Not served (its worker serves its other rings) until its rules change or the interface is recreated.
+   */
+  failed: { reason: string; ifindex: number | null } | null;
 }
 
 export type { WorkerInfo };
@@ -203,6 +218,10 @@ export class WorkerPool {
         void this.#retireEntry(e);
       }
     }
+    // A ring given up on its refused sockets is tried again on a recreated interface.
+    for (const e of this.#entries.values()) {
+      if (e.failed !== null && (this.#lookup(e.ifname)?.ifindex ?? null) !== e.failed.ifindex) this.#unfail(e);
+    }
     this.#ringMib.clear();
     for (const [ifname, want] of desired) this.#ringMib.set(ifname, want.ringMib);
     const workers = Math.max(0, ...[...desired.values()].map(membersOf));
@@ -269,6 +288,8 @@ export class WorkerPool {
         entry.table = table;
         entry.hash = hash;
         entry.generation = ++this.#generation;
+        // Its rules changed: a ring given up on its refused sockets is tried again.
+        if (entry.failed !== null) this.#unfail(entry);
       }
       return;
     }
@@ -293,7 +314,16 @@ export class WorkerPool {
       good: null,
       refusedHash: null,
       refusal: null,
+      socketFailures: 0,
+      failed: null,
     });
+  }
+
+  #unfail(e: Entry): void {
+    log.info(`worker ${label(e)}: trying its ring again (its rules or its interface changed)`);
+    e.failed = null;
+    e.socketFailures = 0;
+    e.lastError = null;
   }
 
   /** Drops the interface's rings from their workers and closes its sockets. */
@@ -476,7 +506,8 @@ export class WorkerPool {
 
   #allApplied(failed: (key: string, e: Entry) => boolean = () => false): boolean {
     // A refused table is settled too: the worker answered, and keeps its last good table.
-    for (const [k, e] of this.#entries) if (e.appliedHash !== e.hash && e.refusedHash !== e.hash && !failed(k, e)) return false;
+    // So is a ring given up on its refused sockets (its rules are `error`, with the reason).
+    for (const [k, e] of this.#entries) if (e.appliedHash !== e.hash && e.refusedHash !== e.hash && e.failed === null && !failed(k, e)) return false;
     return true;
   }
 
@@ -487,6 +518,10 @@ export class WorkerPool {
   refusedRules(): Map<string, string> {
     const out = new Map<string, string>();
     for (const e of this.#entries.values()) {
+      if (e.failed !== null) {
+        for (const r of e.rules) out.set(r.id, e.failed.reason);
+        continue;
+      }
       if (e.refusedHash === null || e.refusedHash !== e.hash) continue;
       const kept = new Set((e.good?.rules ?? []).map((r) => r.id));
       for (const r of e.rules) if (!kept.has(r.id)) out.set(r.id, `worker ${label(e)} refused its table: ${e.refusal}`);
@@ -503,6 +538,8 @@ export class WorkerPool {
   #stateOf(e: Entry): WorkerState {
     const p = this.#procs[e.slot];
     if (!p || e.retiring) return "stopping";
+    // Given up (no retry is scheduled): shown as a failing ring, its reason in last_error.
+    if (e.failed !== null) return "backoff";
     if (p.state === "running" && e.attached === null) return "starting";
     return p.state;
   }
@@ -640,7 +677,7 @@ export class WorkerPool {
     for (const p of this.#procs) {
       // A worker being killed gets nothing more: its exit schedules the restart.
       if (p.busy || p.retiring || p.handle?.killed) continue;
-      const wanted = [...this.#entries.values()].some((e) => e.slot === p.index);
+      const wanted = [...this.#entries.values()].some((e) => e.slot === p.index && e.failed === null);
       if (!p.handle && wanted && now >= p.nextStartAt) this.#runProc(p, () => this.#startProc(p));
       if (p.handle && p.failures > 0 && Date.now() - p.startedAt >= HEALTHY_RESET_MS) {
         p.failures = 0;
@@ -650,7 +687,7 @@ export class WorkerPool {
     for (const e of this.#entries.values()) {
       const p = this.#procs[e.slot];
       const h = p?.handle;
-      if (!p || !h || p.busy || e.busy || e.retiring || h.killed || p.recycling !== null) continue;
+      if (!p || !h || p.busy || e.busy || e.retiring || e.failed !== null || h.killed || p.recycling !== null) continue;
       if (e.attached !== h) {
         if (now >= e.attachRetryAt) this.#runEntry(e, p, () => this.#attach(e, p, h));
       } else if (e.appliedHash !== e.hash && e.refusedHash !== e.hash) {
@@ -668,7 +705,11 @@ export class WorkerPool {
   #runProc(p: Proc, op: () => Promise<void>): void {
     p.busy = true;
     op()
-      .catch((err) => this.#fail(p, (err as Error).message))
+      .catch((err) => {
+        this.#fail(p, (err as Error).message);
+        // The worker refused one of its packet sockets at start-up: that socket is rebuilt.
+        if (err instanceof WorkerError && err.position !== null) this.#socketRefused(p, err.position, err.message);
+      })
       .finally(() => {
         p.busy = false;
         this.#notify();
@@ -715,7 +756,7 @@ export class WorkerPool {
 
   async #startProc(p: Proc): Promise<void> {
     p.state = "starting";
-    const entries = [...this.#entries.values()].filter((e) => e.slot === p.index && !e.retiring);
+    const entries = [...this.#entries.values()].filter((e) => e.slot === p.index && !e.retiring && e.failed === null);
     const rings: RingSpec[] = [];
     const ready: Entry[] = [];
     for (const e of entries) {
@@ -768,6 +809,7 @@ export class WorkerPool {
     }
     p.state = "running";
     p.lastError = null;
+    for (const e of ready) if (e.attached === handle) e.socketFailures = 0;
     log.debug(`worker ${p.index} (pid ${handle.pid}) serves ${ready.map((e) => label(e)).join(", ")}`);
   }
 
@@ -786,6 +828,7 @@ export class WorkerPool {
     e.appliedHash = null;
     await this.#apply(e);
     e.lastError = null;
+    e.socketFailures = 0;
     log.debug(`worker ${p.index} (pid ${h.pid}) now also serves ${label(e)}`);
   }
 
@@ -875,6 +918,63 @@ export class WorkerPool {
     if (own === null && signal !== null && STOP_SIGNALS.has(signal)) this.#reportSignalledExit(line);
     else log.warn(line);
     this.#scheduleRestart(p);
+    // It refused a packet socket (a ring added at run time): rebuilt, never handed to the next worker.
+    if (handle.fatalPosition !== null) this.#socketRefused(p, handle.fatalPosition, handle.fatal ?? own ?? how);
+  }
+
+  /**
+   * A worker refused the packet socket at `position` (its `fatal` named it: e.g. its filter is
+   * not locked). Handing the same socket to the next worker would fail the same way, a restart
+   * loop that also stops the worker's other rings: the interface's plane is rebuilt instead (new
+   * sockets, at the next start or attach), and after SOCKET_FAILURES_MAX refusals in a row the
+   * ring is given up until its rules change or its interface is recreated. The reason itself was
+   * logged once by the caller.
+   */
+  #socketRefused(p: Proc, position: number, reason: string): void {
+    const ifname = p.uses[position];
+    const e = ifname === null || ifname === undefined ? undefined : this.#entries.get(entryKey(ifname, p.index));
+    if (!ifname || !e || e.retiring) return;
+    e.socketFailures += 1;
+    if (e.socketFailures >= SOCKET_FAILURES_MAX) {
+      e.failed = { reason: `worker ${label(e)} refused ${e.socketFailures} packet sockets in a row: ${reason}`, ifindex: this.#planeFacts.get(ifname)?.ifindex ?? null };
+      e.lastError = e.failed.reason;
+      log.error(`worker ${label(e)}: gave up after ${e.socketFailures} refused packet sockets; its rules are in error until they change or the interface is recreated`);
+    } else {
+      log.warn(`worker ${label(e)}: rebuilding its packet socket (refused ${e.socketFailures} of at most ${SOCKET_FAILURES_MAX} times)`);
+    }
+    void this.#rebuildPlane(ifname);
+  }
+
+  /**
+   * Forgets an interface's plane (its rings stay wanted): its rings are dropped from the workers
+   * that still serve them and its sockets closed (never made blank again: one was refused), so the
+   * next start or attach sets up new ones.
+   */
+  async #rebuildPlane(ifname: string): Promise<void> {
+    this.#planes.delete(ifname);
+    this.#planeFacts.delete(ifname);
+    // Taken now: a new plane reserves other positions while these are still in use.
+    const old: { q: Proc; position: number; fd: number | null }[] = [];
+    for (const q of this.#procs) for (let position = 0; position < POSITIONS; position++) if (q.uses[position] === ifname) old.push({ q, position, fd: q.sockets[position] ?? null });
+    const close = (x: (typeof old)[number]) => {
+      if (x.q.uses[x.position] === ifname && x.q.sockets[x.position] === x.fd) this.#closePosition(x.q, x.position);
+    };
+    // A worker without a process holds none of them: closed at once, before its next start.
+    for (const x of old) if (!x.q.live) close(x);
+    const entries = [...this.#entries.values()].filter((e) => e.ifname === ifname);
+    await Promise.all(
+      entries.map(async (e) => {
+        const h = e.attached;
+        const position = e.position;
+        e.attached = null;
+        e.appliedHash = null;
+        e.position = null;
+        if (!h || position === null) return;
+        const final = await h.dropRing(position);
+        if (final) this.counters.retire(ringKey(e, h), e.ifname, final);
+      }),
+    );
+    for (const x of old) close(x);
   }
 
   /** A warning unless the pool is closed within the grace (then the exit was the service's stop). */

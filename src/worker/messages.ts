@@ -102,6 +102,11 @@ export const FromWorkerSchema = v.variant("type", [
   v.strictObject({ type: v.literal("pong"), id: v.number(), generation: v.number(), hash: v.string() }),
   v.strictObject({ type: v.literal("ok"), id: v.number() }),
   v.strictObject({ type: v.literal("error"), id: v.number(), message: v.string() }),
-  v.strictObject({ type: v.literal("fatal"), message: v.string() }),
+  v.strictObject({
+    type: v.literal("fatal"),
+    message: v.string(),
+    /** The failure is the packet socket's at this position (as the supervisor set it up, e.g. its filter not locked). */
+    position: v.optional(position),
+  }),
 ]);
 export type FromWorker = v.InferOutput<typeof FromWorkerSchema>;

@@ -245,7 +245,8 @@ describe("worker protocol (zig/worker.zig on its socketpair)", () => {
       scmSend(w.channel, encode(ring), [counters.fd], true);
       counters.closeFd();
       scmSend(w.channel, encode({ type: "ring-add", id: 21, position: 0 }), [], true);
-      expect(await reply(w.channel)).toEqual({ type: "fatal", message: UNLOCKED });
+      // With the socket's position: the failure is that socket's (the supervisor rebuilds it).
+      expect(await reply(w.channel)).toEqual({ type: "fatal", message: UNLOCKED, position: 0 });
       expect(await w.proc.exited).toBe(1);
     } finally {
       counters.release();
@@ -388,6 +389,7 @@ describe("the supervisor's worker handle (src/supervisor/worker-handle.ts)", () 
       expect(await handle.exited).toBe(1);
       await Bun.sleep(0);
       expect(handle.fatal).toBe(UNLOCKED);
+      expect(handle.fatalPosition).toBe(0);
       // What the pool records as the worker's last error (`mcrelay workers`: last_error).
       expect(handle.exitReason).toBe(`${UNLOCKED} (exited, code 1)`);
       expect(exits).toEqual([[1, null]]);
