@@ -42,7 +42,8 @@ export const RuleSpecSchema = v.strictObject({
   name: nameSchema,
   from: v.string(),
   /** Each output: "ADDR:PORT@IFACE[,ttl=N][,dscp=N|copy][,gso=off]" or {to, ttl, dscp, gso}. */
-  to: v.pipe(v.array(outputSpecSchema), v.minLength(1, "at least one output is needed"), v.maxLength(NATIVE_LIMITS.outputsPerRuleMax, `at most ${NATIVE_LIMITS.outputsPerRuleMax} outputs`)),
+  // The count first, then each output: a list far over the limit is one problem, not one per item.
+  to: v.pipe(v.array(v.unknown()), v.minLength(1, "at least one output is needed"), v.maxLength(NATIVE_LIMITS.outputsPerRuleMax, `at most ${NATIVE_LIMITS.outputsPerRuleMax} outputs`), v.array(outputSpecSchema)),
   ttl: v.optional(ttlSchema),
   source: v.optional(v.string()),
   /** 802.1Q VID the input frames carry (also written "from": "...@eth0,vlan=100"). */
@@ -187,13 +188,18 @@ export function issuePath(issue: v.BaseIssue<unknown>, prefix = ""): string {
   return pathText(issueKeys(issue), prefix);
 }
 
-/** "rules[2].to[0]: message" for each issue. */
+/** Issues named in one answer or log line; the rest are counted (a list of 32,000 bad items is one line). */
+export const ISSUES_SHOWN_MAX = 10;
+
+/** "rules[2].to[0]: message" for each of the first ISSUES_SHOWN_MAX issues, then "... and N more". */
 export function formatIssues(issues: readonly v.BaseIssue<unknown>[], prefix = ""): string[] {
-  return issues.map((issue) => {
+  const shown = issues.slice(0, ISSUES_SHOWN_MAX).map((issue) => {
     const path = issuePath(issue, prefix);
     const message = issueMessage(issue);
     return path ? `${path}: ${message}` : message;
   });
+  if (issues.length > ISSUES_SHOWN_MAX) shown.push(`... and ${issues.length - ISSUES_SHOWN_MAX} more`);
+  return shown;
 }
 
 /**

@@ -6,7 +6,7 @@
 import * as v from "valibot";
 import { LOG_LEVELS } from "../log.ts";
 import { PARSE_DROPS, RULE_DROPS, WORKER_COUNTERS } from "../native/abi.ts";
-import { RuleSpecSchema } from "../config/rule-spec.ts";
+import { ISSUES_SHOWN_MAX, RuleSpecSchema } from "../config/rule-spec.ts";
 import { ConfigProblemSchema } from "../config/file.ts";
 import type { Command } from "./protocol.ts";
 import { DSCP_MAX, TTL_MAX, TTL_MIN } from "../limits.ts";
@@ -300,12 +300,14 @@ export const RESULT_SCHEMAS = {
 
 export type ResultOf<C extends Command> = v.InferOutput<(typeof RESULT_SCHEMAS)[C]>;
 
-/** "rules[0].outputs[1].ttl: Invalid type" for each problem, to name what does not fit. */
+/** "rules[0].outputs[1].ttl: Invalid type" for each of the first ISSUES_SHOWN_MAX problems, then "... and N more". */
 export function schemaProblems(schema: v.GenericSchema, value: unknown): string[] {
   const r = v.safeParse(schema, value);
   if (r.success) return [];
-  return r.issues.map((issue) => {
+  const shown = r.issues.slice(0, ISSUES_SHOWN_MAX).map((issue) => {
     const path = (issue.path ?? []).map((p) => (typeof p.key === "number" ? `[${p.key}]` : `.${String(p.key)}`)).join("").replace(/^\./, "");
     return `${path || "(top)"}: ${issue.message}`;
   });
+  if (r.issues.length > ISSUES_SHOWN_MAX) shown.push(`... and ${r.issues.length - ISSUES_SHOWN_MAX} more`);
+  return shown;
 }

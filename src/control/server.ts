@@ -483,18 +483,20 @@ export class ControlServer {
     if (typeof cmd !== "string" || !(COMMANDS as readonly string[]).includes(cmd)) {
       return this.#error(socket, id, "unknown_command", `unknown command '${String(cmd)}' (known: ${COMMANDS.join(", ")})`);
     }
+    // Hello and the right to change things come from the envelope, before the arguments are
+    // checked: checking them costs time and memory that a peer who may not send them must not get.
+    if (!socket.data.hello && cmd !== "hello") return this.#error(socket, id, "hello_required", "the first request of a connection is 'hello'");
+    const peer = socket.data.peer;
+    if (isChange(env.output)) {
+      if (peer && peer.rights !== "admin") {
+        log.warn(`refused ${cmd} from uid ${peer.uid} pid ${peer.pid}: not an administrator`);
+        return this.#error(socket, id, "forbidden", `'${cmd}' changes the daemon: it needs root, CAP_NET_ADMIN or membership of the admin group (uid ${peer.uid} has none)`);
+      }
+    }
     const parsed = v.safeParse(RequestSchema, raw);
     if (!parsed.success) return this.#error(socket, id, "bad_request", formatIssues(parsed.issues).join("; "));
     const req = parsed.output;
-    if (!socket.data.hello && req.cmd !== "hello") return this.#error(socket, req.id, "hello_required", "the first request of a connection is 'hello'");
     if (req.cmd === "hello") socket.data.hello = true;
-    const peer = socket.data.peer;
-    if (isChange(req)) {
-      if (peer && peer.rights !== "admin") {
-        log.warn(`refused ${req.cmd} from uid ${peer.uid} pid ${peer.pid}: not an administrator`);
-        return this.#error(socket, req.id, "forbidden", `'${req.cmd}' changes the daemon: it needs root, CAP_NET_ADMIN or membership of the admin group (uid ${peer.uid} has none)`);
-      }
-    }
     const ctx: RequestContext = {
       subscribe: () => {
         socket.data.subscription = req.id;

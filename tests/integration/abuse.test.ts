@@ -241,6 +241,23 @@ describe_netns("control-plane abuse (kernel, under bun)", () => {
     expectTargets(m, NATIVE_LIMITS.runsPerFlushMax * (restarted!.ring!.block_bytes / restarted!.ring!.frame_bytes));
   }, T);
 
+  test("60 clients each sending a 64 KiB `add` of 32,700 invalid outputs (before hello or read-only) get a short refusal; RSS +<=64 MB, ping p99 <=100 ms, 0 lost", async () => {
+    // Such a line once drew a 3.5 MB answer (one problem per output, schema checked before the
+    // hello and the rights), held for 10 s for a client that does not read: 60 of them, 220 MB.
+    const m = await measured("wide-add", () => attacker(["wide", "60", "32700"], { HOLD_S: "3" }));
+    expect(m.result.failed).toBe(0);
+    expect(m.result.line_bytes).toBeLessThan(64 * 1024);
+    expect(m.result.codes).toEqual(["forbidden", "hello_required"]);
+    expect(m.result.answer_bytes_max).toBeLessThan(1024);
+    expectTargets(m);
+    // An administrator's such `add` is refused on the count of outputs alone, in a short answer.
+    const zeros = Array.from({ length: 32_700 }, () => 0);
+    const r = await ctl!.request("add", { rule: { name: "a", from: "x", to: zeros } }, 10_000);
+    expect(r.ok).toBe(false);
+    expect(JSON.stringify(r).length).toBeLessThan(4096);
+    expect(JSON.stringify(r)).toContain(`at most ${NATIVE_LIMITS.outputsPerRuleMax} outputs`);
+  }, T);
+
   test("M9: 2 clients pipelining `stats` without pause do not delay another client's ping beyond 100 ms (p99); 0 lost", async () => {
     const m = await measured("stats-flood", () => attacker(["flood", "2", "8"]));
     expect(m.result.answers).toBeGreaterThan(1000);

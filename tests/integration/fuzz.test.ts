@@ -145,7 +145,7 @@ function unknownCommand(): Hostile {
   return { kind: "unknown-command", line: JSON.stringify({ v: P, id, cmd }), codes: ["unknown_command"], id };
 }
 
-function deepNesting(): Hostile {
+function deepNesting(greeted: boolean): Hostile {
   // Lines stay under the 64 KiB limit (LINE_BYTES_MAX): up to 32,000 levels of [] (2 bytes
   // each), 10,000 of {"a":} (6 bytes).
   const id = ++serial;
@@ -156,7 +156,8 @@ function deepNesting(): Hostile {
   const depth = pick([100, 1000, 5_000, 10_000]);
   const nested = '{"a":'.repeat(depth) + "1" + "}".repeat(depth);
   const line = `{"v":${P},"id":${id},"cmd":"add","args":{"rule":{"name":"deep","from":${nested},"to":["239.2.2.2:6000@r1"]}}}`;
-  return { kind: "deep-object", line, codes: ["bad_request", "bad_json"], id: null };
+  // Before hello the envelope is enough to refuse it: its arguments are not read.
+  return { kind: "deep-object", line, codes: greeted ? ["bad_request", "bad_json"] : ["hello_required", "bad_json"], id: null };
 }
 
 function hugeId(): Hostile {
@@ -211,7 +212,7 @@ function hostile(greeted: boolean): Hostile {
   if (r < 0.38) return truncatedJson();
   if (r < 0.58) return wrongTypes(greeted);
   if (r < 0.7) return unknownCommand();
-  if (r < 0.73) return deepNesting();
+  if (r < 0.73) return deepNesting(greeted);
   if (r < 0.78) return hugeId();
   if (r < 0.93) return badAdd(greeted);
   return missingTarget(greeted);

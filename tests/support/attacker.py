@@ -6,6 +6,9 @@
 #   attacker.py SOCKET subscribe CONNS         hello + `events` each, never read; hold HOLD_S
 #   attacker.py SOCKET idle CONNS              hello each, then nothing; hold HOLD_S
 #   attacker.py SOCKET flood CONNS SECONDS     pipeline 64 `stats` at a time and read the answers
+#   attacker.py SOCKET wide CONNS OUTPUTS      one `add` of OUTPUTS invalid outputs each (every other
+#                                              connection says hello first); read nothing for
+#                                              HOLD_S, then the answer to the `add`
 #   attacker.py SOCKET ask 1 JSON...           hello, then each request; prints every answer line
 # HOLD_S (environment, default 12) is how long held connections stay open.
 import json, os, re, select, socket, sys, time
@@ -142,6 +145,33 @@ elif mode == "flood":
             pending[s] -= n
             answers += n
     summary.update(failed=failed, answers=answers)
+elif mode == "wide":
+    # A line just under 64 KiB whose every output is invalid: one problem per output, if the
+    # daemon looks at them (it should not: the sender may not add, or has not said hello).
+    line = b'{"v":%d,"id":1,"cmd":"add","args":{"rule":{"name":"a","from":"x","to":[' % V + b",".join([b"0"] * arg) + b"]}}}\n"
+    socks, failed = connect_all(conns)
+    for i, s in enumerate(socks):
+        s.sendall((HELLO if i % 2 else b"") + line)
+    time.sleep(HOLD_S)
+    sizes, codes = [], set()
+    for i, s in enumerate(socks):
+        s.settimeout(5)
+        buf, want = b"", 2 if i % 2 else 1
+        while buf.count(b"\n") < want:
+            try:
+                data = s.recv(1 << 20)
+            except OSError:
+                data = b""
+            if not data:
+                break
+            buf += data
+        answer = buf.split(b"\n")[want - 1] if buf.count(b"\n") >= want else buf
+        sizes.append(len(answer))
+        try:
+            codes.add(json.loads(answer)["error"]["code"])
+        except (ValueError, KeyError, TypeError):
+            codes.add("(no answer)")
+    summary.update(failed=failed, line_bytes=len(line), answer_bytes_max=max(sizes), codes=sorted(codes))
 elif mode == "ask":
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.settimeout(10)

@@ -148,6 +148,28 @@ describe("control server", () => {
     expect(await half.next()).toMatchObject({ id: 1, ok: false, error: { code: "hello_required" } });
   }, T);
 
+  test("an `add` of 32,700 invalid outputs before hello is answered hello_required in a short line, its arguments unread", async () => {
+    const c = await connect();
+    const line = JSON.stringify({ v: P, id: 1, cmd: "add", args: { rule: { name: "a", from: "x", to: Array.from({ length: 32_700 }, () => 0) } } });
+    expect(line.length).toBeLessThan(LINE_BYTES_MAX);
+    await c.write(`${line}\n`);
+    const answer = await c.nextLine();
+    expect(answer!.length).toBeLessThan(256);
+    expect(JSON.parse(answer!)).toMatchObject({ id: 1, ok: false, error: { code: "hello_required" } });
+  }, T);
+
+  test("an `add` with far too many outputs is refused on their count alone; one with 256 invalid outputs names 10 and counts the rest", async () => {
+    const c = await hello();
+    const far = await c.request("add", { rule: { name: "a", from: "x", to: Array.from({ length: 32_700 }, () => 0) } });
+    expect(far.error).toEqual({ code: "bad_request", message: "args.rule.to: at most 256 outputs" });
+    const wide = await c.request("add", { rule: { name: "a", from: "x", to: Array.from({ length: 256 }, () => 0) } });
+    expect(wide.error?.code).toBe("bad_request");
+    const parts = wide.error!.message.split("; ");
+    expect(parts).toHaveLength(11);
+    expect(parts[0]).toStartWith("args.rule.to[0]: ");
+    expect(parts[10]).toBe("... and 246 more");
+  }, T);
+
   test("a line of exactly LINE_BYTES_MAX bytes is accepted", async () => {
     const c = await connect();
     const base = JSON.stringify({ v: P, id: 1, cmd: "hello", args: { client: "x" } });
