@@ -21,7 +21,7 @@ import { sdNotify } from "../native/lib.ts";
 import { buildInterfaceReports, buildRuleReports } from "./report.ts";
 import { StateDirLockedError, StateFile, lockStateDir } from "./state-file.ts";
 import type { WorkerUser } from "./user.ts";
-import type { ListenAddress } from "../config/listen.ts";
+import { formatListen, type ListenAddress } from "../config/listen.ts";
 import { HttpEndpoint, type Readiness } from "./http.ts";
 import { renderMetrics, type RuleState } from "./metrics.ts";
 import { ConfigWatcher } from "./config-watch.ts";
@@ -47,9 +47,37 @@ async function audited<T>(what: string, who: string, run: () => Promise<T>, outc
     audit.info(`${what} by ${who}: ${outcome(r)}`);
     return r;
   } catch (err) {
-    audit.info(`${what} by ${who}: refused: ${(err as Error).message}`);
+    audit.info(`${what} by ${who}: refused: ${forLog((err as Error).message, 4 * LOG_WORD_MAX)}`);
     throw err;
   }
+}
+
+/**
+ * A client's words in an audit line, before they are checked: one line (control characters
+ * escaped, so a newline cannot forge a second entry) of at most LOG_WORD_MAX characters.
+ */
+const LOG_WORD_MAX = 200;
+
+function forLog(text: string, max = LOG_WORD_MAX): string {
+  const cut = text.length > max ? `${text.slice(0, max)}…` : text;
+  return /[\u0000-\u001f\u007f\u2028\u2029]/.test(cut) ? JSON.stringify(cut) : cut;
+}
+
+/**
+ * A refused reload is kept for `status` until the next good one, so a file with thousands of
+ * problems must not repeat them all in every answer: the first RELOAD_PROBLEMS_KEPT, then a
+ * line that says how many more and where to see them all.
+ */
+const RELOAD_PROBLEMS_KEPT = 100;
+
+function keptProblems(file: string, message: string, problems: ConfigProblem[]): { message: string; problems: ConfigProblem[] } {
+  if (problems.length <= RELOAD_PROBLEMS_KEPT) return { message, problems };
+  const more = `and ${problems.length - RELOAD_PROBLEMS_KEPT} more problems: \`mcrelay config check ${file}\` lists them all`;
+  const lines = message.split("\n");
+  return {
+    message: [...lines.slice(0, RELOAD_PROBLEMS_KEPT), ...(lines.length > RELOAD_PROBLEMS_KEPT ? [more] : [])].join("\n"),
+    problems: [...problems.slice(0, RELOAD_PROBLEMS_KEPT), { file, line: null, column: null, path: null, message: more }],
+  };
 }
 
 function notifyServiceManager(message: string): void {
@@ -140,6 +168,8 @@ export class Daemon {
    */
   #configLoadedAt: Date | null = null;
   #reloadError: NonNullable<ConfigStatus>["reload_error"] = null;
+  /** The config file's `metrics` when the listener started: the HTTP listener is not moved by a reload. */
+  #metricsFromFile: ListenAddress | null = null;
 
   private constructor(opts: DaemonOptions) {
     this.#opts = opts;
@@ -199,6 +229,7 @@ export class Daemon {
       this.#ringConfig = cfg.ringMib;
       this.#pinningConfig = cfg.pinning;
       metricsAt ??= cfg.metrics;
+      this.#metricsFromFile = cfg.metrics;
     }
     // A config rule keeps its id across restarts (by name), as runtime rules do.
     this.#store.load(cfg?.specs ?? [], opts.configPath);
@@ -330,11 +361,12 @@ export class Daemon {
         });
       case "add": {
         const spec = req.args.rule;
-        const what = `${req.args.replace ? "replace" : "add"} rule ${spec.name} (${spec.from} -> ${spec.to.join(", ")})`;
+        const outputs = spec.to.map((o) => forLog(typeof o === "string" ? o : o.to));
+        const what = `${req.args.replace ? "replace" : "add"} rule ${forLog(spec.name)} (${forLog(spec.from)} -> ${outputs.join(", ")})`;
         return audited(what, requester(ctx), () => this.#mutate(() => this.#add(spec, req.args.replace ?? false)), (r) => `ok, id ${r.rule.id}, ${r.rule.state}`);
       }
       case "remove":
-        return audited(`remove rule ${req.args.rule}`, requester(ctx), () => this.#mutate(() => this.#remove(req.args.rule)), (r) => `ok, removed ${r.removed} (id ${r.id})`);
+        return audited(`remove rule ${forLog(req.args.rule)}`, requester(ctx), () => this.#mutate(() => this.#remove(req.args.rule)), (r) => `ok, removed ${r.removed} (id ${r.id})`);
       case "list":
         return { rules: this.#views.list() };
       case "stats":
@@ -430,7 +462,7 @@ export class Daemon {
       if (this.#opts.configPath) {
         const message = (err as Error).message;
         const problems = err instanceof ReloadRefused ? err.problems : [{ file: this.#opts.configPath, line: null, column: null, path: null, message }];
-        this.#reloadError = { at: new Date().toISOString(), requested_by: who, message, problems };
+        this.#reloadError = { at: new Date().toISOString(), requested_by: who, ...keptProblems(this.#opts.configPath, message, problems) };
       }
       throw err;
     } finally {
@@ -446,8 +478,10 @@ export class Daemon {
     const pinningBefore = this.#pinningConfig;
     const ringBefore = this.#ringConfig;
     let configWarnings: string[];
+    let metrics: ListenAddress | null;
     try {
       const cfg = loadConfig(this.#opts.configPath);
+      metrics = cfg.metrics;
       specs = cfg.specs;
       configWarnings = cfg.warnings.map(formatProblem);
       for (const w of configWarnings) log.warn(w);
@@ -479,7 +513,24 @@ export class Daemon {
     await this.#settle();
     log.info(`reloaded ${this.#opts.configPath}: ${added.length} added, ${removed.length} removed, ${changed.length} changed`);
     const warnings = [...configWarnings, ...conflicts.map((n) => `rule ${n}: a runtime rule of that name is kept; the config file's version is ignored`)];
+    const metricsWarning = this.#metricsChange(metrics);
+    if (metricsWarning) {
+      log.warn(metricsWarning);
+      warnings.push(metricsWarning);
+    }
     return { added, removed, changed, unchanged, warnings };
+  }
+
+  /**
+   * The HTTP listener is opened once, at start-up: a reload that changes the file's `metrics`
+   * says so instead of reporting a clean reload while /metrics stays where it was.
+   */
+  #metricsChange(fromFile: ListenAddress | null): string | null {
+    if (this.#opts.metrics) return null; // --metrics overrides the file, before and after
+    const before = this.#metricsFromFile ? formatListen(this.#metricsFromFile) : null;
+    const after = fromFile ? formatListen(fromFile) : null;
+    if (before === after) return null;
+    return `metrics: ${after ?? "(absent)"} takes effect at the next start; the HTTP listener stays ${before ? `on ${before}` : "off"} until then`;
   }
 
   /** The Prometheus exposition: the same totals as `stats`, read now. */

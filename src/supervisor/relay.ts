@@ -63,9 +63,14 @@ export class Relay {
     }
   }
 
-  /** Serves the read-only part of the control protocol on `path` while forwarding. */
+  /**
+   * Serves the read-only part of the control protocol on `path` while forwarding. The socket
+   * (mode 0660) is open to forward's group, so the daemon's policy applies: its own user and
+   * root may trace and set the log level, members of its group may only read.
+   */
   async serve(path: string): Promise<void> {
-    this.#server = await ControlServer.start(path, (req) => this.#handle(req));
+    const access = { ownUid: process.geteuid?.() ?? 0, readGid: process.getegid?.() ?? 0 };
+    this.#server = await ControlServer.start(path, (req) => this.#handle(req), { access });
   }
 
   async #handle(req: Request): Promise<ResultOf<Command>> {

@@ -8,7 +8,7 @@ import { PROTOCOL_VERSION as P } from "../../src/version.ts";
 import { chmodSync } from "node:fs";
 import { join } from "node:path";
 import { netnsAvailable, Topology } from "../../scripts/lib/netns.ts";
-import { buildRelayTopology, mcrelayCommand, type RelayTopology } from "../support/relay-harness.ts";
+import { buildRelayTopology, mcrelayCommand, startForward, type RelayTopology } from "../support/relay-harness.ts";
 import { TempDir, TestDaemon, type ListedRule } from "../support/daemon-harness.ts";
 
 const describe_netns = describe.skipIf(!netnsAvailable());
@@ -26,7 +26,7 @@ let dir: TempDir | undefined;
 const daemons: TestDaemon[] = [];
 
 /** hello then each request, as uid 2 with group `gid`; the answers in order. */
-async function ask(d: TestDaemon, gid: number, ...requests: object[]): Promise<{ connect_error?: number; answers?: any[] }> {
+async function ask(d: { socket: string }, gid: number, ...requests: object[]): Promise<{ connect_error?: number; answers?: any[] }> {
   const p = Bun.spawn({ cmd: [...as(gid), d.socket, "ask", "1", ...requests.map((r) => JSON.stringify({ v: P, ...r }))], stdout: "pipe", stderr: "pipe" });
   const [out, code] = await Promise.all([new Response(p.stdout).text(), p.exited]);
   if (code !== 0) throw new Error(`client exit ${code}: ${await new Response(p.stderr).text()}`);
@@ -90,6 +90,44 @@ describe_netns("control socket access by peer credentials (kernel, under bun)", 
     const d = await start(["--socket-group", "users"]);
     const r = await ask(d, SYS, { id: 1, cmd: "list" });
     expect(r.connect_error).toBe(13); // EACCES
+  }, T);
+
+  test("forward --socket: a member of forward's group reads but may not trace or set the log level; a peer outside it cannot connect", async () => {
+    dir = new TempDir();
+    chmodSync(dir.path, 0o755);
+    const socket = dir.join("fwd.sock");
+    // forward runs as root: its group is 0, so uid 2 with group 0 is a member and group 100 is not.
+    const fwd = await startForward(rt.topo, rt.relay, "bun", ["--from", "239.1.1.7:5000@r0", "--to", "239.2.2.7:6007@r1", "--socket", socket], "fwd-access");
+    try {
+      const member = await ask({ socket }, 0, { id: 1, cmd: "list" }, { id: 2, cmd: "stats" }, { id: 3, cmd: "trace-start", args: { rule: "1", capture: true } }, { id: 4, cmd: "log-level", args: { level: "debug" } }, { id: 5, cmd: "log-level" });
+      const [hello, list, stats, trace, setLevel, getLevel] = member.answers!;
+      expect(hello.ok).toBe(true);
+      expect(list).toMatchObject({ id: 1, ok: true });
+      expect(stats).toMatchObject({ id: 2, ok: true });
+      for (const a of [trace, setLevel]) expect(a).toMatchObject({ ok: false, error: { code: "forbidden" } });
+      expect(getLevel).toMatchObject({ id: 5, ok: true, result: { level: "info" } });
+      const stranger = await ask({ socket }, USERS, { id: 1, cmd: "list" });
+      expect(stranger.connect_error).toBe(13); // EACCES: the socket is 0660 root:root
+    } finally {
+      fwd.proc.kill("SIGINT");
+      await fwd.wait(20_000);
+    }
+  }, T);
+
+  test("an add's words reach the audit log as one line, cut at 200 characters: a newline in `from` cannot forge an entry", async () => {
+    const d = await start(["--admin-group", "bin"]);
+    const forged = "x\nINFO audit: add rule evil by uid 0: ok";
+    const r = await ask(d, BIN, { id: 7, cmd: "add", args: { rule: { name: "forge", from: forged, to: [`239.2.2.9:6514@r1`, { to: "y".repeat(500) }] } } });
+    expect(r.answers![1]).toMatchObject({ id: 7, ok: false });
+    const lines = d.proc.stderr.split("\n").filter((l) => l.includes("add rule forge"));
+    expect(lines.length).toBe(1);
+    expect(lines[0]).toContain(JSON.stringify(forged));
+    const at = lines[0]!.indexOf(" by uid 2 pid ");
+    const [what, outcome] = [lines[0]!.slice(0, at), lines[0]!.slice(at)];
+    expect(what).toContain(`${"y".repeat(200)}…`);
+    expect(what).not.toContain("y".repeat(201));
+    expect(outcome!.length).toBeLessThan(900); // the refusal's text is cut at 800 characters
+    expect(d.proc.stderr).not.toMatch(/^INFO audit: add rule evil/m);
   }, T);
 
   test("a regular file at the --socket path is never deleted: run exits 2 naming it", async () => {

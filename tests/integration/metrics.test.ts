@@ -222,6 +222,39 @@ describe_netns("metrics and health endpoints (kernel, under bun)", () => {
   );
 
   test(
+    "a reload that moves the file's `metrics` says it takes effect at the next start (the listener stays), and a refused reload with 150 problems keeps 100 of them and a count",
+    async () => {
+      dir = new TempDir();
+      const s = rt.sinks[0]!;
+      const rule = { name: "cam.1", from: "239.1.1.1:5000@r0", to: [`239.2.2.1:6001@${s.relayIf}`] };
+      const configPath = dir.file("mcrelay.json5", JSON.stringify({ metrics: LISTEN, rules: [rule] }));
+      const d = (daemon = await TestDaemon.start(rt, dir, { configPath }));
+      expect((await httpGet(rt.topo, rt.relay, `${URL_BASE}/healthz`)).status).toBe(200);
+
+      writeFileSync(configPath, JSON.stringify({ metrics: "127.0.0.1:9465", rules: [rule] }));
+      const moved = await d.json<{ warnings: string[] }>(["reload"]);
+      expect(moved.warnings).toContain(`metrics: 127.0.0.1:9465 takes effect at the next start; the HTTP listener stays on ${LISTEN} until then`);
+      expect((await httpGet(rt.topo, rt.relay, `${URL_BASE}/healthz`)).status).toBe(200);
+      // Back to the address in use: nothing to say.
+      writeFileSync(configPath, JSON.stringify({ metrics: LISTEN, rules: [rule] }));
+      expect((await d.json<{ warnings: string[] }>(["reload"])).warnings).toEqual([]);
+
+      const bad = Array.from({ length: 150 }, (_, i) => ({ ...rule, name: `bad.${i}`, from: "not-an-endpoint" }));
+      writeFileSync(configPath, JSON.stringify({ metrics: LISTEN, rules: bad }));
+      const refused = await d.cli(["reload", "--json"]);
+      expect(refused.exitCode).toBe(6);
+      const status = await d.json<{ config: { reload_error: { message: string; problems: { message: string }[] } } }>(["status"]);
+      const failure = status.config.reload_error;
+      expect(failure.problems.length).toBe(101);
+      expect(failure.problems.at(-1)!.message).toBe(`and 50 more problems: \`mcrelay config check ${configPath}\` lists them all`);
+      expect(failure.message.split("\n").length).toBe(101);
+      const page = parseExposition((await httpGet(rt.topo, rt.relay, `${URL_BASE}/metrics`)).body);
+      expect(sampleOf(page, "mcrelay_config_last_reload_successful", {})).toBe(0);
+    },
+    T,
+  );
+
+  test(
     "run --metrics with a bad address is a usage error naming the flag",
     async () => {
       const r = await rt.topo.exec(rt.relay, [...mcrelayCommand("bun"), "run", "--metrics", "localhost:99999", "--socket", "/tmp/mcr-none.sock"], { timeoutMs: 30_000 });
