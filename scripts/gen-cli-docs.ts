@@ -160,7 +160,7 @@ export function renderMan(tree: Command): string {
   );
   out += `\n.PP\nEndpoints are \\fIADDRESS\\fR:\\fIPORT\\fR@\\fIINTERFACE\\fR (IPv6: [\\fIADDRESS\\fR]:\\fIPORT\\fR@\\fIINTERFACE\\fR). Every reading command accepts \\fB\\-\\-json\\fR.\n`;
   out += `.PP\n${roff("Options are read as getopt(3) reads them: one-letter options can be grouped, a letter that takes a value takes the rest of the group or the next word (`-wjn1` is `-w -j -n 1`), and `--` ends the options: every word after it is an argument, even one that starts with `-` (`mcrelay remove -- -old`).")}\n`;
-  out += `.SH GLOBAL OPTIONS\nAccepted before or after the command.\n`;
+  out += `.SH GLOBAL OPTIONS\nAccepted before or after the command, each once.\n`;
   for (const o of tree.options) out += manOption(o);
   out += `.TP\n\\fB\\-\\-help\\fR, \\fB\\-h\\fR\nPrint the usage of mcrelay or of a command.\n.TP\n\\fB\\-\\-version\\fR, \\fB\\-v\\fR\nPrint the version.\n`;
   out += `.SH COMMANDS\n`;

@@ -642,7 +642,7 @@ export const MUTANTS: Mutant[] = [
     name: "empty-option-value-accepted",
     breaks: "an empty option value (run --config=) falls back to the default instead of being refused",
     file: "src/cli/args.ts",
-    search: "} else if (takesValue(d) && arg.endsWith(\"=\")) throw emptyValue(`--${name}`);",
+    search: "} else if (takesValue(d) && inline === \"\") throw emptyValue(`--${name}`);",
     replace: "}",
     tests: [{ file: "tests/unit/cli-validation.test.ts", filter: "an empty option value is refused" }],
   },
@@ -706,9 +706,17 @@ export const MUTANTS: Mutant[] = [
     name: "cli-group-value-not-rest",
     breaks: "a value-taking letter inside a group no longer takes the rest of the group (-wjn1 is not -w -j -n 1)",
     file: "src/cli/args.ts",
-    search: "if (k < letters.length - 1) {",
-    replace: "if (k < letters.length - 1 && false) {",
+    search: "if (next < letters.length) {",
+    replace: "if (next < letters.length && false) {",
     tests: [{ file: "tests/unit/cli-habits.test.ts", filter: "a group is read as getopt reads it" }],
+  },
+  {
+    name: "cli-citty-reads-raw-words",
+    breaks: "citty reads the words as typed, not as checked: a value starting with --no- is dropped (run --config --no-watch-config runs with no config), --no-X wins whatever the order",
+    file: "src/cli/args.ts",
+    search: "  return argv;",
+    replace: "  return [...rawArgs];",
+    tests: [{ file: "tests/unit/cli-habits.test.ts", filter: "citty is handed the reading that was checked" }],
   },
 ];
 

@@ -12,7 +12,7 @@ const log = logger("add");
 const args = {
   name: { type: "string", alias: "n", description: "Rule name (unique)", required: true },
   from: { type: "string", alias: "f", valueHint: "GROUP:PORT@IFACE[,vlan=ID]", description: "Input GROUP:PORT@IFACE[,vlan=ID]", required: true },
-  to: { type: "string", alias: "t", valueHint: "ADDR:PORT[@IFACE][,OPTS]", description: "Output ADDR:PORT[@IFACE][,ttl=N][,dscp=N|copy][,gso=off]; repeat for fan-out", required: true },
+  to: { type: "string", alias: "t", repeatable: true, valueHint: "ADDR:PORT[@IFACE][,OPTS]", description: "Output ADDR:PORT[@IFACE][,ttl=N][,dscp=N|copy][,gso=off]; repeat for fan-out", required: true },
   ttl: { type: "string", valueHint: "1-255", description: "TTL of relayed packets, for outputs without their own ttl= (default 8)" },
   source: { type: "string", valueHint: "ADDR", description: "Relay only packets from this source address" },
   "max-pps": { type: "string", description: "Relay at most this many datagrams per second (storm cap; default none)" },

@@ -21,7 +21,7 @@ export function wantsJson(args: readonly string[], def?: ArgsDef): boolean {
   }
   for (const a of args) {
     if (a === "--") return false;
-    if (a === "--json" || a === "--json=true") return true;
+    if (a === "--json" || a.toLowerCase() === "--json=true") return true;
     if (/^-[A-Za-z]+$/.test(a) && a.includes("j")) return true;
   }
   return false;
@@ -35,6 +35,9 @@ export function wantsHelp(args: readonly string[], def: ArgsDef): boolean {
 interface FlagDef {
   type?: string;
   alias?: string | string[];
+  /** Given once per value (`--to`); any other value-taking option given twice is refused. */
+  repeatable?: boolean;
+  valueHint?: string;
   default?: unknown;
 }
 
@@ -71,6 +74,19 @@ function emptyValue(flag: string): UsageError {
   return new UsageError(`option ${flag} has an empty value (an unset shell variable?)`);
 }
 
+/**
+ * An on/off option's value after `=`: true or false in any case. Anything else was read as
+ * true (`add --replace=False` replaced the rule), and `--json=` as JSON.
+ */
+function onOffValue(flag: string, text: string): boolean {
+  const lower = text.toLowerCase();
+  if (lower === "true" || lower === "false") return lower === "true";
+  throw new UsageError(`option ${flag} is on or off: after '=' it takes true or false, not '${text}' (see --help)`);
+}
+
+/** Dashes a word processor or a web page puts where `--` or `-` was typed: en dash, em dash, minus sign. */
+const TYPOGRAPHIC_DASH = /^[\u2013\u2014\u2212]+/;
+
 /** What one word (or one letter of a group) of the command line is, read as getopt(3) reads it. */
 export type ArgToken =
   /** `name` is the option's own name (`interval` for `-n`); `value` is true/false for an on/off option. */
@@ -90,7 +106,8 @@ export type ArgToken =
  * token, and checkFlags throws the first.
  */
 export function scanArgs(rawArgs: readonly string[], def: ArgsDef): ArgToken[] {
-  const help: [string, FlagDef] = ["help", { type: "boolean" }];
+  // Not an on/off option: `--help=false` and `--no-help` are refused, never read as help.
+  const help: [string, FlagDef] = ["help", { type: "help" }];
   const long = new Map<string, [string, FlagDef]>([["help", help]]);
   const short = new Map<string, [string, FlagDef]>([["h", help]]);
   for (const [name, raw] of Object.entries(def)) {
@@ -110,19 +127,24 @@ export function scanArgs(rawArgs: readonly string[], def: ArgsDef): ArgToken[] {
     try {
       if (arg.startsWith("--")) {
         const name = arg.slice(2).split("=")[0]!;
+        const inline = arg.includes("=") ? arg.slice(arg.indexOf("=") + 1) : undefined;
+        if (name === "no-help" || (name === "help" && inline !== undefined)) {
+          throw new UsageError(`'${arg}': --help takes no value and has no --no-help form (see --help)`);
+        }
         // `--no-X` turns an on/off option off; a value-taking option has no `--no-` form.
         const negated = !long.has(name) && name.startsWith("no-") && long.get(name.slice(3))?.[1].type === "boolean";
         const found = long.get(negated ? name.slice(3) : name);
         if (!found) throw unknownOption(arg, def);
         const [canonical, d] = found;
-        if (takesValue(d) && !arg.includes("=")) {
+        if (takesValue(d) && inline === undefined) {
           if (i + 1 >= rawArgs.length) throw new UsageError(`option --${name} needs a value`);
           i += 1;
           if (rawArgs[i] === "") throw emptyValue(`--${name}`);
           tokens.push({ kind: "option", name: canonical, value: rawArgs[i]! });
-        } else if (takesValue(d) && arg.endsWith("=")) throw emptyValue(`--${name}`);
-        else if (takesValue(d)) tokens.push({ kind: "option", name: canonical, value: arg.slice(arg.indexOf("=") + 1) });
-        else tokens.push({ kind: "option", name: canonical, value: negated ? false : !arg.endsWith("=false") });
+        } else if (takesValue(d) && inline === "") throw emptyValue(`--${name}`);
+        else if (takesValue(d)) tokens.push({ kind: "option", name: canonical, value: inline! });
+        else if (negated && inline !== undefined) throw new UsageError(`option --${name} takes no value (see --help)`);
+        else tokens.push({ kind: "option", name: canonical, value: negated ? false : inline === undefined || onOffValue(`--${name}`, inline) });
         continue;
       }
       if (arg.startsWith("-") && arg !== "-") {
@@ -132,12 +154,14 @@ export function scanArgs(rawArgs: readonly string[], def: ArgsDef): ArgToken[] {
           throw new UnknownOptionError(`unknown option '${arg}'; did you mean '-${arg}'? (one '-' starts a group of one-letter options)`, false);
         }
         const letters = arg.slice(1);
-        for (let k = 0; k < letters.length; k++) {
-          const letter = letters[k]!;
+        // By code point: a letter outside the BMP (an emoji) is one letter, never half of one.
+        for (let k = 0, next = 0; k < letters.length; k = next) {
+          const letter = String.fromCodePoint(letters.codePointAt(k)!);
+          next = k + letter.length;
           const found = short.get(letter);
           if (!found) {
             // As getopt: name the letter (and its group), go on with the next letter.
-            const where = letters.length === 1 ? "" : ` in '${arg}'`;
+            const where = next >= letters.length && k === 0 ? "" : ` in '${arg}'`;
             tokens.push({ kind: "problem", error: new UnknownOptionError(`unknown option '-${letter}'${where}`, k === 0), word: arg });
             continue;
           }
@@ -146,9 +170,9 @@ export function scanArgs(rawArgs: readonly string[], def: ArgsDef): ArgToken[] {
             tokens.push({ kind: "option", name, value: true });
             continue;
           }
-          if (k < letters.length - 1) {
+          if (next < letters.length) {
             // The rest of the group is the value: `-n1`, `-wjn1`, `-tADDR`.
-            tokens.push({ kind: "option", name, value: letters.slice(k + 1) });
+            tokens.push({ kind: "option", name, value: letters.slice(next) });
             break;
           }
           if (i + 1 >= rawArgs.length) throw new UsageError(`option -${letter} (--${name}) needs a value`);
@@ -157,6 +181,14 @@ export function scanArgs(rawArgs: readonly string[], def: ArgsDef): ArgToken[] {
           tokens.push({ kind: "option", name, value: rawArgs[i]! });
         }
         continue;
+      }
+      const dash = TYPOGRAPHIC_DASH.exec(arg)?.[0];
+      if (dash) {
+        // `—watch` pasted from a page that turned `--` into a dash: an option, not an argument.
+        const rest = arg.slice(dash.length);
+        const meant = short.has(rest) ? `-${rest}` : `--${rest}`;
+        const codes = [...new Set(dash)].map((c) => `U+${c.codePointAt(0)!.toString(16).toUpperCase().padStart(4, "0")}`).join(", ");
+        throw new UnknownOptionError(`'${arg}' starts with a typographic dash (${codes}), not '-'; did you mean '${meant}'?`, true);
       }
       tokens.push({ kind: "positional", value: arg, afterDashDash: false });
     } catch (err) {
@@ -172,12 +204,21 @@ function quoted(words: readonly string[]): string {
   return words.map((w) => `'${w}'`).join(", ");
 }
 
+/** The positional arguments a verb defines, in order, as help names them (`RULE`). */
+function positionalNames(def: ArgsDef): string[] {
+  return Object.entries(def)
+    .filter(([, d]) => (d as FlagDef).type === "positional")
+    .map(([n, d]) => (d as FlagDef).valueHint ?? n.toUpperCase().replace(/-/g, "_"));
+}
+
 /**
  * Rejects what the command does not define (citty's parser is lenient: an unknown option is
  * kept as an on/off one, a word too many is dropped): unknown options, options missing their
- * value, and more positional arguments than the verb takes (`positionals`), those after `--`
- * included. main.ts calls it for every verb before citty reads the arguments (so a stray word
- * is named before citty's "missing argument"); each verb's `run` calls it again.
+ * value, a value-taking option given twice unless it is repeatable (one value was dropped:
+ * `--from A --from B` used B), more positional arguments than the verb takes (`positionals`),
+ * those after `--` included, and an empty argument (`stats ""` read as no rule: every rule).
+ * main.ts calls it for every verb before citty reads the arguments (so a stray word is named
+ * before citty's "missing argument"); each verb's `run` calls it again.
  */
 export function checkFlags(rawArgs: readonly string[], def: ArgsDef, positionals = 0): void {
   const tokens = scanArgs(rawArgs, def);
@@ -189,12 +230,29 @@ export function checkFlags(rawArgs: readonly string[], def: ArgsDef, positionals
     }
     throw problem.error;
   }
+  checkRepeats(tokens, def);
   const words = tokens.flatMap((t) => (t.kind === "positional" ? [t] : []));
-  if (words.length <= positionals) return;
-  const stray = words.slice(positionals);
-  const after = stray.every((w) => w.afterDashDash) ? " after '--'" : "";
-  const takes = positionals === 0 ? "this command takes no arguments" : `this command takes at most ${positionals} argument${positionals === 1 ? "" : "s"}`;
-  throw new UsageError(`unexpected argument${stray.length === 1 ? "" : "s"}${after}: ${quoted(stray.map((w) => w.value))} (${takes}; see --help)`);
+  if (words.length > positionals) {
+    const stray = words.slice(positionals);
+    const after = stray.every((w) => w.afterDashDash) ? " after '--'" : "";
+    const takes = positionals === 0 ? "this command takes no arguments" : `this command takes at most ${positionals} argument${positionals === 1 ? "" : "s"}`;
+    throw new UsageError(`unexpected argument${stray.length === 1 ? "" : "s"}${after}: ${quoted(stray.map((w) => w.value))} (${takes}; see --help)`);
+  }
+  const empty = words.findIndex((w) => w.value === "");
+  if (empty >= 0) throw new UsageError(`argument ${positionalNames(def)[empty] ?? empty + 1} is empty (an unset shell variable?) (see --help)`);
+}
+
+/** A value-taking option given more than once that takes one value: refused naming every value. */
+function checkRepeats(tokens: readonly ArgToken[], def: ArgsDef): void {
+  const values = new Map<string, string[]>();
+  for (const t of tokens) {
+    if (t.kind !== "option" || typeof t.value !== "string") continue;
+    if ((def[t.name] as FlagDef | undefined)?.repeatable) continue;
+    values.set(t.name, [...(values.get(t.name) ?? []), t.value]);
+  }
+  for (const [name, given] of values) {
+    if (given.length > 1) throw new UsageError(`option --${name} is given ${given.length} times (${quoted(given)}); it takes one value (see --help)`);
+  }
 }
 
 /**

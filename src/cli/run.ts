@@ -32,7 +32,7 @@ const args = {
   "ring-mib": { type: "string", description: `Ring of each packet socket in MiB (${RING_MIB_MIN}-${RING_MIB_MAX}; default 8: 64 ms at 1 Gbit/s; config \`ring_mib\` overrides per interface)` },
   metrics: { type: "string", valueHint: "ADDR:PORT", description: "Serve /metrics, /healthz, /readyz over HTTP on ADDR:PORT (e.g. 127.0.0.1:9464; config `metrics`)" },
   "watch-config": { type: "boolean", description: "Reload when the config file changes (as SIGHUP does)" },
-  "test-hook": { type: "string", valueHint: "NAME=N", description: `Tests only: put NAME=N in every worker's environment (${WORKER_TEST_HOOKS.join(", ")}); repeatable` },
+  "test-hook": { type: "string", repeatable: true, valueHint: "NAME=N", description: `Tests only: put NAME=N in every worker's environment (${WORKER_TEST_HOOKS.join(", ")}); repeatable` },
 } as const;
 
 /**

@@ -41,7 +41,7 @@ export default defineCommand({
     const interval = validate(v.object({ interval: v.optional(secondsFlag(3600)) }), { interval: a.interval }).interval ?? 1;
     if (a.interval !== undefined && !a.watch) throw new UsageError("--interval: needs --watch (stats without --watch prints once)");
     await withClient(a.socket, async (c) => {
-      const query = a.rule ? { rule: a.rule } : undefined;
+      const query = a.rule !== undefined ? { rule: a.rule } : undefined;
       // --watch: a screen redrawn in place on a terminal, one JSON line per interval with
       // --json, plain blocks of lines otherwise (a pipe, a log file).
       const top = a.watch && !a.json && isTerminal(1);

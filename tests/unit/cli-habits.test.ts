@@ -124,6 +124,67 @@ describe("short options", () => {
   });
 });
 
+describe("values as given, never guessed", () => {
+  const def = {
+    to: { type: "string", alias: "t", repeatable: true },
+    from: { type: "string", alias: "f" },
+    watch: { type: "boolean", alias: "w" },
+    json: { type: "boolean", alias: "j" },
+    socket: { type: "string", alias: "s" },
+    rule: { type: "positional", valueHint: "RULE", required: false },
+  } as const;
+  const options = (args: string[]) => scanArgs(args, def).map((t) => (t.kind === "option" ? `${t.name}=${t.value}` : `${t.kind}:${t.kind === "problem" ? t.error.message : t.value}`));
+
+  test("an on/off option takes only true or false (any case) after '=': --replace=False replaced the rule, --json= was JSON", () => {
+    expect(options(["--watch=False", "--json=TRUE"])).toEqual(["watch=false", "json=true"]);
+    for (const word of ["--watch=no", "--watch=0", "--watch=off", "--watch=yes", "--watch="]) {
+      expect(usageError(() => checkFlags([word], def))).toBe(`option --watch is on or off: after '=' it takes true or false, not '${word.slice(8)}' (see --help)`);
+    }
+    expect(usageError(() => checkFlags(["--no-watch=false"], def))).toBe("option --no-watch takes no value (see --help)");
+    expect(wantsJson(["--json="], def)).toBe(false);
+    const r = cli(["list", "--json=no", "-s", NO_SOCKET]);
+    expect({ exitCode: r.exitCode, stdout: r.stdout }).toEqual({ exitCode: EXIT.usage, stdout: "" });
+    expect(r.stderr).toContain("option --json is on or off");
+  });
+
+  test("a value-taking option given twice is refused naming both values unless it is repeatable (--from A --from B used B); an on/off option's last word wins", () => {
+    expect(usageError(() => checkFlags(["--from", "A", "-f", "B"], def))).toBe("option --from is given 2 times ('A', 'B'); it takes one value (see --help)");
+    expect(usageError(() => checkFlags(["-sX", "--socket=Y", "--to", "1"], def))).toContain("option --socket is given 2 times ('X', 'Y')");
+    checkFlags(["--to", "a", "-tb", "--json", "--json", "--no-watch", "--watch"], def);
+    expect(options(["--json", "--no-json", "-w", "--no-watch", "--watch"]).slice(-1)).toEqual(["watch=true"]);
+    const r = cli(["add", "-s", NO_SOCKET, "--name", "r", "--from", "239.1.1.1:5000@a0", "--from", "239.1.1.2:5000@a0", "--to", "239.2.2.2:6000@b0", "--to", "239.2.2.3:6000@b0"]);
+    expect(r.exitCode).toBe(EXIT.usage);
+    expect(r.stderr).toContain("option --from is given 2 times ('239.1.1.1:5000@a0', '239.1.1.2:5000@a0')");
+    const globals = cli(["run", "--socket", "/proc/mcrelay-test-never/s.sock", "--log-level", "warn", "--log-level", "info"]);
+    expect(globals.exitCode).toBe(EXIT.usage);
+    expect(globals.stderr).toContain("option --log-level is given more than once");
+  });
+
+  test("an empty argument is refused naming it (stats \"$RULE\" with RULE unset printed every rule)", () => {
+    expect(usageError(() => checkFlags([""], def, 1))).toBe("argument RULE is empty (an unset shell variable?) (see --help)");
+    expect(usageError(() => checkFlags(["--", ""], def, 1))).toContain("argument RULE is empty");
+    for (const argv of [["stats", "", "-s", NO_SOCKET], ["diagnose", "-s", NO_SOCKET, "--", ""], ["remove", "", "-s", NO_SOCKET]]) {
+      const r = cli(argv);
+      expect({ argv, exitCode: r.exitCode, named: r.stderr.includes("argument RULE is empty") }).toEqual({ argv, exitCode: EXIT.usage, named: true });
+    }
+  });
+
+  test("--help=false and --no-help are refused, never read as help; an option pasted with an em dash gets a hint; an unknown letter is named whole", () => {
+    for (const word of ["--help=false", "--help=true", "--no-help"]) {
+      const r = cli(["stats", "-s", NO_SOCKET, word]);
+      expect({ word, exitCode: r.exitCode, stdout: r.stdout }).toEqual({ word, exitCode: EXIT.usage, stdout: "" });
+      expect(r.stderr).toContain(`'${word}': --help takes no value and has no --no-help form`);
+    }
+    expect(usageError(() => checkFlags(["\u2014watch"], def))).toBe("'\u2014watch' starts with a typographic dash (U+2014), not '-'; did you mean '--watch'? (see --help)");
+    expect(usageError(() => checkFlags(["\u2013w"], def, 1))).toContain("did you mean '-w'?; to pass '\u2013w' as an argument, put it after '--'");
+    checkFlags(["--", "\u2014watch"], def, 1);
+    expect(cli(["status", "-s", NO_SOCKET, "\u2014json"]).stderr).toContain("did you mean '--json'?");
+    expect(usageError(() => checkFlags(["-\u{1F600}"], def))).toBe("unknown option '-\u{1F600}' (see --help)");
+    expect(usageError(() => checkFlags(["-j\u{1F600}w"], def))).toBe("unknown option '-\u{1F600}' in '-j\u{1F600}w' (see --help)");
+    expect(options(["-j\u{1F600}"])).toEqual(["json=true", "problem:unknown option '-\u{1F600}' in '-j\u{1F600}' (see --help)"]);
+  });
+});
+
 /** Every verb as it is typed (`config check` in two words), with its options. */
 async function everyVerb(): Promise<{ words: string[]; args: ArgsDef }[]> {
   const out: { words: string[]; args: ArgsDef }[] = [];
@@ -346,6 +407,15 @@ describe("errors with --json", () => {
     const r = cli(["stats", "--json", "--interval", "abc", "-s", NO_SOCKET]);
     expect(r.exitCode).toBe(EXIT.usage);
     expect(JSON.parse(r.stdout)).toEqual({ ok: false, error: { kind: "usage", message: expect.stringContaining("--interval"), exit_code: EXIT.usage } });
+  });
+
+  test("a bad global option with --json is a JSON document too (stdout was empty), read against the verb's options", () => {
+    const r = cli(["list", "--json", "--log-level=verbose", "-s", NO_SOCKET]);
+    expect(r.exitCode).toBe(EXIT.usage);
+    expect(JSON.parse(r.stdout)).toEqual({ ok: false, error: { kind: "usage", message: "--log-level: 'verbose' is not one of silent, error, warn, info, debug, trace", exit_code: EXIT.usage } });
+    expect(JSON.parse(cli(["--log-format", "xml", "config", "show", "-j"]).stdout).error.message).toContain("--log-format");
+    // -nj is --interval j, not --json: no document.
+    expect(cli(["stats", "-nj", "--log-level=verbose"]).stdout).toBe("");
   });
 
   test("without --json, stdout stays empty on an error", () => {
