@@ -186,47 +186,55 @@ export class RuleStore {
   /**
    * Makes the config file's rules these, all or nothing: a spec that cannot be applied, rules
    * the workers cannot hold or a state file that cannot be written leave every rule as it was
-   * (and throw). Runtime rules are kept and win over a config rule of the same name.
+   * (and throw). Runtime rules are kept and win over a config rule of the same name. The new
+   * set is built whole and then checked: rules may swap or shift inputs between them (r1 takes
+   * r2's input while r2 moves on), as a restart with the same file would load them.
    */
   applyConfig(specs: readonly RuleSpec[]): ConfigChange {
     const wanted = new Map(specs.map((s) => [s.name, s]));
     const change: ConfigChange = { added: [], removed: [], changed: [], conflicts: [], unchanged: 0 };
-    const before = new Map(this.#rules);
+    const next = new Map<string, StoredRule>();
+    for (const [name, s] of this.#rules) {
+      if (s.origin !== "config") next.set(name, s);
+      else if (!wanted.has(name)) change.removed.push(name);
+    }
+    const nextId = this.#nextId;
     try {
-      for (const [name, s] of this.#rules) {
-        if (s.origin === "config" && !wanted.has(name)) {
-          this.#rules.delete(name);
-          change.removed.push(name);
-        }
-      }
       for (const [name, spec] of wanted) {
         const s = this.#rules.get(name);
         let put: StoredRule | null = null;
         if (!s) {
-          put = this.#put(spec, "config", this.#takeId());
+          put = this.#build(spec, "config", this.#takeId());
           change.added.push(name);
         } else if (s.origin === "runtime") {
           change.conflicts.push(name);
         } else if (JSON.stringify(s.spec) !== JSON.stringify(spec)) {
-          put = this.#put(spec, "config", s.rule.id);
+          put = this.#build(spec, "config", s.rule.id);
           change.changed.push(name);
+        } else {
+          next.set(name, s);
         }
-        const unusable = put ? this.#interfaceProblems(put.rule) : [];
+        if (!put) continue;
+        const unusable = this.#interfaceProblems(put.rule);
         if (unusable.length) throw new Error(`rule ${name}: ${unusable.join("; ")}`);
+        next.set(name, put);
       }
+      const clash = inputClash(next.values());
+      if (clash) throw new ControlError("exists", clash);
       // What the workers can hold, then the state file: either fails, nothing changed.
-      const over = this.#capacity();
+      const over = this.#capacity(next);
       if (over.length) throw new Error(over.join("; "));
       try {
-        this.#persist();
+        this.#persist(next);
       } catch (err) {
         throw new Error(`cannot save state: ${(err as Error).message}`);
       }
     } catch (err) {
-      this.#rules.clear();
-      for (const [k, v] of before) this.#rules.set(k, v);
+      this.#nextId = nextId;
       throw err;
     }
+    this.#rules.clear();
+    for (const [k, v] of next) this.#rules.set(k, v);
     change.unchanged = wanted.size - change.added.length - change.changed.length - change.conflicts.length;
     return change;
   }
@@ -247,8 +255,8 @@ export class RuleStore {
     return this.#nextId++;
   }
 
-  #capacity(): string[] {
-    return this.#opts.capacity([...this.#rules.values()].map((s) => s.rule));
+  #capacity(rules: Map<string, StoredRule> = this.#rules): string[] {
+    return this.#opts.capacity([...rules.values()].map((s) => s.rule));
   }
 
   /** Writes runtime rules, and config rules' ids, to the state file (when there is one). */
@@ -264,9 +272,14 @@ export class RuleStore {
   }
 
   #put(spec: RuleSpec, origin: Origin, id: bigint): StoredRule {
+    return this.#insert(this.#build(spec, origin, id));
+  }
+
+  /** The rule of a spec, not yet held. */
+  #build(spec: RuleSpec, origin: Origin, id: bigint): StoredRule {
     const built = ruleFromSpec(spec, id);
     if (!built.ok) throw new ControlError("bad_request", built.problems.join("; "));
-    return this.#insert({ rule: built.rule, spec, origin, pending: [], pendingOutputs: new Map(), inputErrno: 0 });
+    return { rule: built.rule, spec, origin, pending: [], pendingOutputs: new Map(), inputErrno: 0 };
   }
 
   /** Two rules never relay the same input (interface, address, port, source, VLAN). */
@@ -280,4 +293,16 @@ export class RuleStore {
     this.#rules.set(stored.rule.name, stored);
     return stored;
   }
+}
+
+/** "rule b: rule a already relays ..." for the first two rules of a set that relay the same input; null when none do. */
+function inputClash(rules: Iterable<StoredRule>): string | null {
+  const seen = new Map<string, StoredRule>();
+  for (const s of rules) {
+    const key = inputKey(s.rule);
+    const other = seen.get(key);
+    if (other) return `rule ${s.rule.name}: rule ${other.rule.name} already relays ${describeInput(s.rule)}`;
+    seen.set(key, s);
+  }
+  return null;
 }

@@ -254,6 +254,29 @@ describe_netns("reload (kernel, under bun)", () => {
   );
 
   test(
+    "a reload where one rule takes another's input while that one moves on is applied, and the moved input forwards to its new rule",
+    async () => {
+      const d = await start([rule("x", 1), rule("y", 2)]);
+      const ids = (await list(d)).map((r) => [r.name, r.id]);
+      // x takes y's input (239.1.1.2), y moves to 239.1.1.3; y comes later in the file.
+      const x = { ...rule("x", 1), from: "239.1.1.2:5000@r0" };
+      const y = { ...rule("y", 2), from: "239.1.1.3:5000@r0" };
+      writeConfig(d.configPath!, [x, y]);
+      expect(await d.json(["reload"])).toEqual({ added: [], removed: [], changed: ["x", "y"], unchanged: 0, warnings: [] });
+      const rules = await list(d);
+      expect(rules.map((r) => [r.name, r.id])).toEqual(ids);
+      expect(rules.map((r) => [r.name, r.input])).toEqual([
+        ["x", "239.1.1.2:5000@r0"],
+        ["y", "239.1.1.3:5000@r0"],
+      ]);
+      // What was y's input now reaches x's output.
+      const flow = await burst(rt, { to: "239.1.1.2:5000@g0", sinkNs: rt.sinks[0]!.ns, listen: "239.2.2.1:6001@s0", count: 500 });
+      expect(flow.sink.totals).toMatchObject({ received: 500, lost: 0, duplicates: 0, datagrams: 500 });
+    },
+    T,
+  );
+
+  test(
     "runtime rules survive reloads, keep their origin and win over a config rule of the same name",
     async () => {
       const d = await start([rule("a", 1)]);

@@ -136,6 +136,28 @@ describe("rule store", () => {
     expect(s.all().map((x) => [x.rule.name, x.rule.id])).toEqual(before);
   });
 
+  test("a reload where rules swap or shift inputs is applied (the new set is checked whole), keeping each rule's id", () => {
+    const s = store(null);
+    s.load([spec("r1", 5000), spec("r2", 5001), spec("r3", 5002)], "c.json5");
+    const ids = s.all().map((x) => x.rule.id);
+    // r1 takes r2's input while r2 moves on to a new one (a shift), then r2 and r3 swap.
+    expect(s.applyConfig([spec("r1", 5001), spec("r2", 5009), spec("r3", 5002)])).toMatchObject({ changed: ["r1", "r2"], unchanged: 1 });
+    expect(s.applyConfig([spec("r1", 5001), spec("r2", 5002), spec("r3", 5009)])).toMatchObject({ changed: ["r2", "r3"], unchanged: 1 });
+    expect(s.all().map((x) => [x.rule.name, x.rule.input.port])).toEqual([
+      ["r1", 5001],
+      ["r2", 5002],
+      ["r3", 5009],
+    ]);
+    expect(s.all().map((x) => x.rule.id)).toEqual(ids);
+    // Two rules of the final set on one input are still refused, naming both; nothing changed.
+    expect(() => s.applyConfig([spec("r1", 5002), spec("r2", 5002), spec("r3", 5009)])).toThrow("rule r2: rule r1 already relays 239.1.1.1:5002@eth0 from any source");
+    expect(s.all().map((x) => x.rule.input.port)).toEqual([5001, 5002, 5009]);
+    // A config rule on a runtime rule's input is refused too.
+    s.add(spec("mine", 5020), false);
+    expect(() => s.applyConfig([spec("r1", 5001), spec("r2", 5020), spec("r3", 5009)])).toThrow("rule r2: rule mine already relays 239.1.1.1:5020@eth0");
+    expect(s.find("r2")!.rule.input.port).toBe(5002);
+  });
+
   test("resolve reports whether a rule's state changed", () => {
     const s = store(null);
     s.load([]);
