@@ -1,5 +1,5 @@
 // What a worker can hold (zig/constants.zig: rules_max rules and outputs_max outputs per
-// table), checked at every edge that brings rules in (add, config check, reload, state
+// table, rings_per_worker_max input interfaces), checked at every edge that brings rules in (add, config check, reload, state
 // restore) before anything changes: a table a worker refuses would stop every rule of the
 // interface (issue 11, H1). Rules are counted per worker the way the worker pool splits them
 // (the flow hash over the interface's workers), pending ones included: a pending rule joins
@@ -30,6 +30,18 @@ export function capacityProblems(rules: Iterable<Rule>, workersFor: (iface: stri
     loads.set(key, load);
   }
   const problems: string[] = [];
+  // Worker process k serves a ring of every interface with more than k workers (worker-pool.ts:
+  // an interface of N workers takes a ring position in workers 0..N-1), so worker 0 serves them
+  // all. Numbered as `mcrelay workers` and the pool's errors number them (from 0).
+  const members = new Map<string, number>();
+  for (const l of loads.values()) members.set(l.iface, l.members);
+  const widest = Math.max(0, ...members.values());
+  for (let slot = 0; slot < widest; slot++) {
+    const served = [...members.values()].filter((m) => m > slot).length;
+    if (served > NATIVE_LIMITS.ringsPerWorkerMax) {
+      problems.push(`worker ${slot}: rules on ${served} input interfaces, but a worker serves at most ${NATIVE_LIMITS.ringsPerWorkerMax} (rings_per_worker_max)`);
+    }
+  }
   for (const l of loads.values()) {
     const where = l.members > 1 ? `interface ${l.iface} (worker ${l.slot + 1} of ${l.members})` : `interface ${l.iface}`;
     if (l.rules > NATIVE_LIMITS.rulesMax) problems.push(`${where}: ${l.rules} rules, but a worker holds at most ${NATIVE_LIMITS.rulesMax} (rules_max)`);

@@ -50,3 +50,28 @@ describe("worker capacity", () => {
     expect(capacityProblems(same, () => 2)).toEqual([`interface eth0 (worker 1 of 2): ${NATIVE_LIMITS.rulesMax + 1} rules, but a worker holds at most ${NATIVE_LIMITS.rulesMax} (rules_max)`]);
   });
 });
+
+describe("input interfaces per worker", () => {
+  const max = NATIVE_LIMITS.ringsPerWorkerMax;
+  test(`rules on ${max} input interfaces fit; a rule on one more is refused naming rings_per_worker_max`, () => {
+    const rules = Array.from({ length: max }, (_, i) => rule(i, `in${i}`));
+    expect(capacityProblems(rules, () => 1)).toEqual([]);
+    // More rules on interfaces already served take no ring.
+    expect(capacityProblems([...rules, rule(max, "in0"), rule(max + 1, `in${max - 1}`)], () => 1)).toEqual([]);
+    expect(capacityProblems([...rules, rule(max, `in${max}`)], () => 1)).toEqual([
+      `worker 0: rules on ${max + 1} input interfaces, but a worker serves at most ${max} (rings_per_worker_max)`,
+    ]);
+  });
+
+  test("an interface of N workers takes a ring in workers 0..N-1: each worker over the limit is named", () => {
+    // 33 interfaces, 3 of them with 2 workers: worker 0 serves 33, worker 1 serves 3.
+    const rules = Array.from({ length: max + 1 }, (_, i) => rule(i, `in${i}`));
+    const workersFor = (iface: string) => (["in0", "in1", "in2"].includes(iface) ? 2 : 1);
+    expect(capacityProblems(rules, workersFor)).toEqual([`worker 0: rules on ${max + 1} input interfaces, but a worker serves at most ${max} (rings_per_worker_max)`]);
+    // 33 interfaces of 2 workers each: both workers are over.
+    expect(capacityProblems(rules, () => 2)).toEqual([
+      `worker 0: rules on ${max + 1} input interfaces, but a worker serves at most ${max} (rings_per_worker_max)`,
+      `worker 1: rules on ${max + 1} input interfaces, but a worker serves at most ${max} (rings_per_worker_max)`,
+    ]);
+  });
+});
