@@ -9,8 +9,15 @@ import { pathText, problemText, ruleProblems, type Rule, type RuleOutput, type R
 import { DEFAULT_TTL, MAX_PPS_MAX, MAX_PPS_MIN, NATIVE_LIMITS, TTL_MAX, TTL_MIN, VLAN_MAX, VLAN_MIN } from "../limits.ts";
 
 export const RULE_NAME = /^[A-Za-z0-9_.-]{1,64}$/;
+/** A name of digits only would read as a rule id (`remove 5`): refused for new rules; a saved one still loads (rule-store.ts). */
+export const ALL_DIGITS = /^[0-9]+$/;
 
-export const nameSchema = v.pipe(v.string(), v.regex(RULE_NAME, "a name is 1-64 letters, digits, _ . -"));
+/** A name as rules saved before ALL_DIGITS was refused may have it. */
+export const savedNameSchema = v.pipe(v.string(), v.regex(RULE_NAME, "a name is 1-64 letters, digits, _ . -"));
+export const nameSchema = v.pipe(
+  savedNameSchema,
+  v.check((name) => !ALL_DIGITS.test(name), (issue) => `'${String(issue.input)}' is all digits, which reads as a rule id (remove, stats, trace): a name needs a letter or one of _ . -`),
+);
 export const vlanSchema = v.pipe(v.number("a VLAN id is a number"), v.integer("a VLAN id is a whole number"), v.minValue(VLAN_MIN, `a VLAN id is ${VLAN_MIN}-${VLAN_MAX}`), v.maxValue(VLAN_MAX, `a VLAN id is ${VLAN_MIN}-${VLAN_MAX}`));
 export const maxPpsSchema = v.pipe(
   v.number("max_pps is a number"),

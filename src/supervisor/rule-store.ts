@@ -4,7 +4,7 @@
 // against what the workers can hold and saved before it takes effect: a change that cannot be
 // saved or held leaves every rule as it was. The daemon and the one-shot relay (`forward`)
 // keep their rules here; neither touches the map itself.
-import { ruleFromSpec, specFromRule, type RuleSpec } from "../config/rule-spec.ts";
+import { ALL_DIGITS, ruleFromSpec, specFromRule, type RuleSpec } from "../config/rule-spec.ts";
 import { ControlError } from "../control/server.ts";
 import { ConfigError } from "../errors.ts";
 import { logger } from "../log.ts";
@@ -81,9 +81,13 @@ export class RuleStore {
     return this.all().map((s) => s.rule);
   }
 
-  /** A rule by name, or by its id in decimal. */
+  /**
+   * A rule by name, or by its id in decimal. A word of digits is an id first: no new rule has
+   * such a name, and a saved rule that has one is found by it only when no rule has that id.
+   */
   find(nameOrId: string): StoredRule | undefined {
-    return this.#rules.get(nameOrId) ?? [...this.#rules.values()].find((s) => s.rule.id.toString() === nameOrId);
+    const byId = () => [...this.#rules.values()].find((s) => s.rule.id.toString() === nameOrId);
+    return ALL_DIGITS.test(nameOrId) ? (byId() ?? this.#rules.get(nameOrId)) : this.#rules.get(nameOrId);
   }
 
   /**
@@ -105,7 +109,7 @@ export class RuleStore {
       }
       const shadowed = this.#rules.get(r.spec.name);
       try {
-        this.#put(r.spec, "runtime", r.id);
+        this.#put(r.spec, "runtime", r.id, true);
         const over = this.#capacity();
         if (over.length) {
           if (shadowed) this.#rules.set(r.spec.name, shadowed);
@@ -271,15 +275,21 @@ export class RuleStore {
     });
   }
 
-  #put(spec: RuleSpec, origin: Origin, id: bigint): StoredRule {
-    return this.#insert(this.#build(spec, origin, id));
+  #put(spec: RuleSpec, origin: Origin, id: bigint, saved = false): StoredRule {
+    return this.#insert(this.#build(spec, origin, id, saved));
   }
 
-  /** The rule of a spec, not yet held. */
-  #build(spec: RuleSpec, origin: Origin, id: bigint): StoredRule {
-    const built = ruleFromSpec(spec, id);
+  /**
+   * The rule of a spec, not yet held. A `saved` rule (state file) may be named with digits only,
+   * as rules could be before such names were refused: it is checked under a stand-in name and
+   * keeps its own (the name enters nothing else of the rule).
+   */
+  #build(spec: RuleSpec, origin: Origin, id: bigint, saved = false): StoredRule {
+    const digits = saved && ALL_DIGITS.test(spec.name);
+    const built = ruleFromSpec(digits ? { ...spec, name: "saved" } : spec, id);
     if (!built.ok) throw new ControlError("bad_request", built.problems.join("; "));
-    return { rule: built.rule, spec, origin, pending: [], pendingOutputs: new Map(), inputErrno: 0 };
+    const rule = digits ? { ...built.rule, name: spec.name } : built.rule;
+    return { rule, spec, origin, pending: [], pendingOutputs: new Map(), inputErrno: 0 };
   }
 
   /** Two rules never relay the same input (interface, address, port, source, VLAN). */

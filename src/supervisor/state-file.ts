@@ -7,7 +7,7 @@ import { join } from "node:path";
 import * as v from "valibot";
 import { dirLock } from "../native/lib.ts";
 import { ConfigError, NativeError } from "../errors.ts";
-import { RuleSpecSchema, formatIssues, type RuleSpec } from "../config/rule-spec.ts";
+import { ALL_DIGITS, RuleSpecSchema, formatIssues, savedNameSchema, type RuleSpec } from "../config/rule-spec.ts";
 import { logger } from "../log.ts";
 
 const log = logger("state");
@@ -24,7 +24,8 @@ const StateSchema = v.looseObject({
 });
 const KNOWN_KEYS = new Set(["version", "next_id", "rules", "config_ids"]);
 
-const RuleEntrySchema = v.strictObject({ id: v.pipe(v.string(), v.regex(/^\d{1,20}$/)), spec: RuleSpecSchema });
+// A saved name may be all digits: such names were allowed before they were refused for new rules.
+const RuleEntrySchema = v.strictObject({ id: v.pipe(v.string(), v.regex(/^\d{1,20}$/)), spec: v.strictObject({ ...RuleSpecSchema.entries, name: savedNameSchema }) });
 
 /** Rule ids are u64 in the dataplane; 0 is never given out. */
 export const RULE_ID_MAX = 2n ** 64n - 1n;
@@ -137,6 +138,12 @@ export class StateFile {
       ids.add(id);
       names.add(parsed.output.spec.name);
       rules.push({ id, spec: parsed.output.spec });
+      const name = parsed.output.spec.name;
+      if (ALL_DIGITS.test(name)) {
+        log.warn(
+          `state file ${this.path}: rule '${name}' (id ${id}) is named with digits only, which new rules may not be: remove, stats and trace read '${name}' as the id ${name} first; to rename it, add it under another name and remove ${id}`,
+        );
+      }
     });
     const configIds = new Map<string, bigint>();
     for (const [name, rawId] of Object.entries(raw.config_ids ?? {})) {

@@ -158,6 +158,29 @@ describe("rule store", () => {
     expect(s.find("r2")!.rule.input.port).toBe(5002);
   });
 
+  test("a name of digits only is refused for new rules, naming the field; a saved one still loads, and a word of digits is an id first", () => {
+    const s = store(null);
+    s.load([]);
+    expect(() => s.add(spec("5", 5000), false)).toThrow("name: '5' is all digits, which reads as a rule id");
+    expect(() => s.applyConfig([spec("7", 5000)])).toThrow("name: '7' is all digits");
+    expect(s.size).toBe(0);
+    // A state file of an earlier version: rule "2" has id 1, rule "b" has id 2.
+    const dir = stateDir();
+    new StateFile(dir).save({ nextId: 3n, rules: [{ id: 1n, spec: spec("2", 5000) }, { id: 2n, spec: spec("b", 5001) }], configIds: new Map() });
+    const t = store(dir);
+    t.load([]);
+    expect(t.all().map((x) => [x.rule.name, x.rule.id.toString()])).toEqual([
+      ["2", "1"],
+      ["b", "2"],
+    ]);
+    expect(t.find("1")!.rule.name).toBe("2");
+    // "2" is the id 2 (rule b), not the rule named "2".
+    expect(t.remove("2").rule.name).toBe("b");
+    // No rule has the id 2 now: the saved name finds its rule, which stays saved under its name.
+    expect(t.find("2")!.rule.id).toBe(1n);
+    expect(saved(dir).rules.map((r) => r.spec.name)).toEqual(["2"]);
+  });
+
   test("resolve reports whether a rule's state changed", () => {
     const s = store(null);
     s.load([]);

@@ -114,6 +114,14 @@ describe("state file", () => {
     expect(st.nextId).toBe(18446744073709551616n);
   });
 
+  test("a rule saved with a name of digits only (allowed by earlier versions) loads, not set aside", () => {
+    const spec = { name: "7", from: "239.1.1.1:5000@eth0", to: ["239.2.2.2:6000@eth1"] };
+    writeFileSync(dir.join(STATE_FILE), JSON.stringify({ version: 1, next_id: "4", rules: [{ id: "3", spec }] }));
+    const state = new StateFile(dir.path).load();
+    expect(state.rules).toEqual([{ id: 3n, spec }]);
+    expect(state.rejected).toBeUndefined();
+  });
+
   test("an unknown top-level key is ignored, not a reason to set the file aside", () => {
     const sd = dir.join("state");
     const sf = new StateFile(sd);
