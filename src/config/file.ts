@@ -12,7 +12,7 @@
 // mcr's key paths (`rules[2].outputs[0].group`). See docs/reference.md, "mcr's format".
 import { readFileSync } from "node:fs";
 import * as v from "valibot";
-import { checkRule, issueMessage, issuePath, nameSchema, ruleFromSpec, RuleSpecSchema, ttlSchema, type RuleFields, type RuleProblem, type RuleSpec } from "./rule-spec.ts";
+import { ALL_DIGITS, checkRule, DIGIT_NAME_STAND_IN, issueMessage, issuePath, nameSchema, ruleFromSpec, RuleSpecSchema, savedNameSchema, ttlSchema, type RuleFields, type RuleProblem, type RuleSpec } from "./rule-spec.ts";
 import { ConfigError } from "../errors.ts";
 import { capacityProblems } from "../rules/capacity.ts";
 import { describeInput, inputKey, pathText, problemText } from "../rules/rule.ts";
@@ -246,7 +246,7 @@ export function parseConfig(text: string, path: string): LoadedConfig {
     const at = `rules[${i}]`;
     const isMcr = r !== null && typeof r === "object" && "input" in r;
     mcr ||= isMcr;
-    const { spec, fields } = isMcr ? mcrRule(r as object, i, cfg?.multicast_ttl, problems, warnings) : ourRule(r, i, problems);
+    const { spec, fields } = isMcr ? mcrRule(r as object, i, cfg?.multicast_ttl, problems, warnings) : ourRule(r, i, problems, warnings);
     if (spec) specs.push(spec);
     if (!fields) return;
     const { name, input, source, vlan } = fields;
@@ -294,14 +294,32 @@ interface ReadRule {
   fields: RuleFields | null;
 }
 
-function ourRule(r: unknown, i: number, problems: Problems): ReadRule {
+/**
+ * A config rule named with digits only: such names were allowed before they were refused for new
+ * rules (`remove 5` reads 5 as an id first). A file that has one still loads, with a warning, so
+ * that an upgrade does not stop a daemon whose rules are named by channel number; the rule is
+ * checked under a stand-in name and keeps its own (the rule store does the same).
+ */
+function digitName(r: unknown, at: string, warnings: Problems): string | null {
+  if (r === null || typeof r !== "object" || Array.isArray(r)) return null;
+  const name = (r as { name?: unknown }).name;
+  if (typeof name !== "string" || !ALL_DIGITS.test(name) || !v.is(savedNameSchema, name)) return null;
+  warnings.add(`${at}.name`, `'${name}' is all digits: remove, stats and trace read '${name}' as a rule id first, and new rules may not be named so; rename it (a name needs a letter or one of _ . -)`);
+  return name;
+}
+
+function ourRule(raw: unknown, i: number, problems: Problems, warnings: Problems): ReadRule {
+  const digits = digitName(raw, `rules[${i}]`, warnings);
+  const r = digits === null ? raw : { ...(raw as object), name: DIGIT_NAME_STAND_IN };
+  const own = <T extends { name?: unknown }>(x: T): T => (digits === null ? x : { ...x, name: digits });
   const parsed = v.safeParse(RuleSpecSchema, r);
   if (parsed.success) {
     // The right shape: every problem of its meaning, at its field.
     const built = checkRule(parsed.output, BigInt(i + 1));
-    if (built.ok) return { spec: parsed.output, fields: built.rule };
-    for (const p of built.problems) addRuleProblem(problems, p, `rules[${i}]`, parsed.output.name);
-    return { spec: parsed.output, fields: built.fields };
+    const spec = own(parsed.output);
+    if (built.ok) return { spec, fields: own(built.rule) };
+    for (const p of built.problems) addRuleProblem(problems, p, `rules[${i}]`, spec.name);
+    return { spec, fields: own(built.fields) };
   }
   const at = `rules[${i}]`;
   problems.issues(parsed.issues, at);
@@ -316,7 +334,7 @@ function ourRule(r: unknown, i: number, problems: Problems): ReadRule {
   // What the shape refused is not valid, whatever its meaning (checkRule's schemas are the
   // stricter ones; this keeps a check across rules off a field reported here).
   const fields: RuleFields = {
-    name: bad("name") ? undefined : read.name,
+    name: bad("name") ? undefined : digits ?? read.name,
     input: bad("from") ? undefined : read.input,
     source: bad("source") ? undefined : read.source,
     vlan: bad("from") || bad("vlan") ? undefined : read.vlan,
@@ -356,7 +374,8 @@ function mcrRule(r: object, i: number, multicastTtl: number | undefined, problem
     return undefined;
   };
   part(at, McrRuleKeysSchema, o);
-  const name = o.name === undefined ? `rule-${i + 1}` : part(`${at}.name`, nameSchema, o.name);
+  const digits = digitName(o, at, warnings);
+  const name = o.name === undefined ? `rule-${i + 1}` : (digits ?? part(`${at}.name`, nameSchema, o.name));
   const input = o.input === undefined ? undefined : part(`${at}.input`, McrInputSchema, o.input);
   const list = o.outputs === undefined ? undefined : part(`${at}.outputs`, mcrOutputListSchema, o.outputs);
   const outputs = (list ?? []).map((out, j) => part(`${at}.outputs[${j}]`, McrOutputSchema, out));
@@ -379,8 +398,8 @@ function mcrRule(r: object, i: number, multicastTtl: number | undefined, problem
       : undefined,
     ttl: ruleTtl,
   };
-  const built = checkRule(spec, BigInt(i + 1));
-  const fields = built.ok ? built.rule : built.fields;
+  const built = checkRule(digits === null ? spec : { ...spec, name: DIGIT_NAME_STAND_IN }, BigInt(i + 1));
+  const fields = digits === null ? (built.ok ? built.rule : built.fields) : { ...(built.ok ? built.rule : built.fields), name: digits };
   if (!built.ok) {
     for (const p of built.problems) {
       const place = mcrPlace(p.path, at, { name: name !== undefined, input: input !== undefined, outputs: list === undefined ? null : outputs.map((out) => out !== undefined) });

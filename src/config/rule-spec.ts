@@ -11,6 +11,8 @@ import { DEFAULT_TTL, MAX_PPS_MAX, MAX_PPS_MIN, NATIVE_LIMITS, TTL_MAX, TTL_MIN,
 export const RULE_NAME = /^[A-Za-z0-9_.-]{1,64}$/;
 /** A name of digits only would read as a rule id (`remove 5`): refused for new rules; a saved one still loads (rule-store.ts). */
 export const ALL_DIGITS = /^[0-9]+$/;
+/** The name a saved or config rule named with digits only is checked under; it keeps its own. */
+export const DIGIT_NAME_STAND_IN = "saved";
 
 /** A name as rules saved before ALL_DIGITS was refused may have it. */
 export const savedNameSchema = v.pipe(v.string(), v.regex(RULE_NAME, "a name is 1-64 letters, digits, _ . -"));

@@ -4,7 +4,7 @@
 // against what the workers can hold and saved before it takes effect: a change that cannot be
 // saved or held leaves every rule as it was. The daemon and the one-shot relay (`forward`)
 // keep their rules here; neither touches the map itself.
-import { ALL_DIGITS, ruleFromSpec, specFromRule, type RuleSpec } from "../config/rule-spec.ts";
+import { ALL_DIGITS, DIGIT_NAME_STAND_IN, ruleFromSpec, specFromRule, type RuleSpec } from "../config/rule-spec.ts";
 import { ControlError } from "../control/server.ts";
 import { ConfigError } from "../errors.ts";
 import { logger } from "../log.ts";
@@ -285,8 +285,9 @@ export class RuleStore {
    * keeps its own (the name enters nothing else of the rule).
    */
   #build(spec: RuleSpec, origin: Origin, id: bigint, saved = false): StoredRule {
-    const digits = saved && ALL_DIGITS.test(spec.name);
-    const built = ruleFromSpec(digits ? { ...spec, name: "saved" } : spec, id);
+    // A config file may have such a name too (loaded with a warning, config/file.ts).
+    const digits = (saved || origin === "config") && ALL_DIGITS.test(spec.name);
+    const built = ruleFromSpec(digits ? { ...spec, name: DIGIT_NAME_STAND_IN } : spec, id);
     if (!built.ok) throw new ControlError("bad_request", built.problems.join("; "));
     const rule = digits ? { ...built.rule, name: spec.name } : built.rule;
     return { rule, spec, origin, pending: [], pendingOutputs: new Map(), inputErrno: 0 };

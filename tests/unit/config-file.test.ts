@@ -44,6 +44,19 @@ describe("config file", () => {
     ]);
   });
 
+  test("a rule named with digits only (allowed before such names were refused) loads with a warning at its name, in both formats", () => {
+    const ours = parseConfig(`{ rules: [ { name: "101", from: "239.1.1.1:5000@eth0", to: ["239.2.2.2:6000@eth1"] } ] }`, "d.json5");
+    expect(ours.specs.map((r) => r.name)).toEqual(["101"]);
+    expect(ours.warnings.map((w) => [w.path, w.message])).toEqual([["rules[0].name", "rules[0].name: '101' is all digits: remove, stats and trace read '101' as a rule id first, and new rules may not be named so; rename it (a name needs a letter or one of _ . -)"]]);
+    // Its other problems are still found, and named with its own name.
+    expect(problems(`{ rules: [ { name: "101", from: "239.1.1.1:5000@eth0", to: ["239.2.2.2:70000@eth1"] } ] }`)).toContain("rules[0] (101)");
+    // Two rules of the same digit name are still one name twice.
+    expect(problems(`{ rules: [ { name: "7", from: "239.1.1.1:5000@eth0", to: ["239.2.2.2:6000@eth1"] }, { name: "7", from: "239.1.1.2:5000@eth0", to: ["239.2.2.2:6000@eth1"] } ] }`)).toContain("rules[1]");
+    const mcr = parseConfig(`{ rules: [ { name: "42", input: { interface: "eth0", group: "239.1.1.1", port: 5000 }, outputs: [ { group: "239.2.2.2", port: 6000, interface: "eth1" } ] } ] }`, "m.json5");
+    expect(mcr.specs.map((r) => r.name)).toEqual(["42"]);
+    expect(mcr.warnings.map((w) => w.path)).toContain("rules[0].name");
+  });
+
   test("an empty object and an empty rule list are valid and give no rules", () => {
     expect(parseConfig("{}", "e").specs).toEqual([]);
     expect(parseConfig("{ rules: [] }", "e").specs).toEqual([]);
