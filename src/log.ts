@@ -170,3 +170,37 @@ export function getLogFormat(): LogFormat {
 export function setLogIdentity(id: string): void {
   identity = id;
 }
+
+/**
+ * A budget for a log line that a client can cause at will (a refused request, a stalled
+ * reader): at most `perSecond` lines a second, so that a flood of such requests cannot fill the
+ * journal or the disk. The lines left out are counted and said in the next line written.
+ */
+export class LogBudget {
+  #second = -1;
+  #used = 0;
+  #skipped = 0;
+
+  constructor(
+    readonly perSecond: number,
+    private readonly nowMs: () => number = Date.now,
+  ) {}
+
+  /** Calls `write` with a suffix that counts the lines left out before it, if the budget allows. */
+  spend(write: (skippedNote: string) => void): boolean {
+    const second = Math.floor(this.nowMs() / 1000);
+    if (second !== this.#second) {
+      this.#second = second;
+      this.#used = 0;
+    }
+    if (this.#used >= this.perSecond) {
+      this.#skipped += 1;
+      return false;
+    }
+    this.#used += 1;
+    const note = this.#skipped ? ` (${this.#skipped} more like it not logged before this one: at most ${this.perSecond} a second)` : "";
+    this.#skipped = 0;
+    write(note);
+    return true;
+  }
+}

@@ -22,7 +22,7 @@ import { chownSync, lstatSync, mkdirSync, unlinkSync } from "node:fs";
 import { dirname } from "node:path";
 import type { Socket, UnixSocketListener } from "bun";
 import * as v from "valibot";
-import { logger } from "../log.ts";
+import { LogBudget, logger } from "../log.ts";
 import { formatIssues } from "../config/rule-spec.ts";
 import { peerRights, type AccessPolicy, type Peer } from "./access.ts";
 import { RESULT_SCHEMAS, schemaProblems, type ResultOf } from "./responses.ts";
@@ -49,6 +49,8 @@ import {
 } from "./protocol.ts";
 
 const log = logger("control");
+/** Log lines a second that clients can cause at will (refused changes, stalled readers); see LogBudget. */
+const CLIENT_LOG_LINES_PER_S = 10;
 
 export class ControlError extends Error {
   readonly code: ErrorCode;
@@ -150,6 +152,8 @@ export class ControlServer {
   readonly #conns = new Set<Socket<Conn>>();
   readonly #handler: Handler;
   readonly #access: AccessPolicy | undefined;
+  /** Lines a client causes at will (refusals, stalls): CLIENT_LOG_LINES_PER_S a second at most. */
+  readonly #clientLogBudget = new LogBudget(CLIENT_LOG_LINES_PER_S);
   /** Connections with a complete line waiting, in the order they became ready. */
   #ready: Socket<Conn>[] = [];
   #pumpScheduled = false;
@@ -455,7 +459,7 @@ export class ControlServer {
         this.#drop(socket);
       } else if (c.backlogBytes > 0 && now - c.lastProgress > this.#writeStallMs) {
         this.#stats.stalled += 1;
-        log.warn(`client (uid ${c.peer?.uid ?? "?"}, pid ${c.peer?.pid ?? "?"}) has not read its answers for ${this.#writeStallMs / 1000} s; disconnecting it`);
+        this.#clientLogBudget.spend((more) => log.warn(`client (uid ${c.peer?.uid ?? "?"}, pid ${c.peer?.pid ?? "?"}) has not read its answers for ${this.#writeStallMs / 1000} s; disconnecting it${more}`));
         c.backlog = [];
         c.backlogBytes = 0;
         this.#drop(socket);
@@ -489,7 +493,7 @@ export class ControlServer {
     const peer = socket.data.peer;
     if (isChange(env.output)) {
       if (peer && peer.rights !== "admin") {
-        log.warn(`refused ${cmd} from uid ${peer.uid} pid ${peer.pid}: not an administrator`);
+        this.#clientLogBudget.spend((more) => log.warn(`refused ${cmd} from uid ${peer.uid} pid ${peer.pid}: not an administrator${more}`));
         return this.#error(socket, id, "forbidden", `'${cmd}' changes the daemon: it needs root, CAP_NET_ADMIN or membership of the admin group (uid ${peer.uid} has none)`);
       }
     }

@@ -73,6 +73,30 @@ describe_netns("control socket access by peer credentials (kernel, under bun)", 
     expect(d.proc.stderr).toMatch(/refused add from uid 2 pid \d+: not an administrator/);
   }, T);
 
+  test("a flood of refused changes from a socket-group member is logged at most 10 times a second, the rest counted in the next line", async () => {
+    const d = await start(["--socket-group", "users"]);
+    const flood = Array.from({ length: 200 }, (_, i) => ({ id: 100 + i, cmd: "remove", args: { rule: "x" } }));
+    const r = await ask(d, USERS, ...flood);
+    expect(r.answers!.slice(1).every((a) => a.error?.code === "forbidden")).toBe(true);
+    await Bun.sleep(1100);
+    const later = await ask(d, USERS, { id: 1, cmd: "remove", args: { rule: "x" } });
+    expect(later.answers![1]).toMatchObject({ ok: false, error: { code: "forbidden" } });
+    // Every refusal is a line or counted in one (the daemon's stderr arrives here a little later);
+    // consola itself folds identical lines into one "(repeated N times)".
+    const tally = () => {
+      const lines = d.proc.stderr.split("\n").filter((l) => l.includes("refused remove from uid 2"));
+      const written = lines.map((l) => Number(l.match(/\(repeated (\d+) times\)/)?.[1] ?? 1)).reduce((a, b) => a + b, 0);
+      const counted = lines.map((l) => Number(l.match(/\((\d+) more like it not logged/)?.[1] ?? 0)).reduce((a, b) => a + b, 0);
+      return { lines: written, total: written + counted };
+    };
+    for (let i = 0; i < 30 && tally().total < 201; i++) await Bun.sleep(100);
+    const { lines, total } = tally();
+    expect(total).toBe(201);
+    // The 201 refusals span at most three seconds: at most 10 lines in each.
+    expect(lines).toBeGreaterThanOrEqual(2);
+    expect(lines).toBeLessThanOrEqual(30);
+  }, T);
+
   test("H5: an admin-group member may add and remove (logged with its uid and pid); a peer in neither group is refused at connect", async () => {
     const d = await start(["--socket-group", "users", "--admin-group", "bin"]);
     const r = await ask(d, BIN, tap("tap"), { id: 9, cmd: "remove", args: { rule: "tap" } });
