@@ -2,7 +2,7 @@
 // the directory) on every change, and read back at start, rule by rule. A bad entry, or a file
 // that is not a state file at all, is reported and set aside under another name, never
 // silently dropped.
-import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, writeFileSync, writeSync } from "node:fs";
+import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, writeFileSync, writeSync } from "node:fs";
 import { join } from "node:path";
 import * as v from "valibot";
 import { dirLock } from "../native/lib.ts";
@@ -192,18 +192,39 @@ export class StateFile {
     const tmp = `${this.path}.tmp-${process.pid}`;
     const fd = openSync(tmp, "w", 0o640);
     try {
-      writeSync(fd, `${body}\n`);
-      fsyncSync(fd);
-    } finally {
-      closeSync(fd);
+      try {
+        writeAll(fd, Buffer.from(`${body}\n`));
+        fsyncSync(fd);
+      } finally {
+        closeSync(fd);
+      }
+      renameSync(tmp, this.path);
+    } catch (err) {
+      // A temporary that was not renamed is never a state file: remove it (a full disk would
+      // otherwise keep the space it took).
+      rmSync(tmp, { force: true });
+      throw err;
     }
-    renameSync(tmp, this.path);
     const dirFd = openSync(this.dir, "r");
     try {
       fsyncSync(dirFd);
     } finally {
       closeSync(dirFd);
     }
+  }
+}
+
+/**
+ * Writes every byte of `buf`: write(2) on a full file system (ENOSPC, EDQUOT) may write part and
+ * return a short count without an error, and a state file cut short would replace a good one.
+ * The loop ends: each round writes at least one byte or throws (a count of 0 is refused).
+ */
+function writeAll(fd: number, buf: Uint8Array): void {
+  let off = 0;
+  while (off < buf.length) {
+    const n = writeSync(fd, buf, off, buf.length - off);
+    if (n <= 0) throw new Error(`write returned ${n} with ${buf.length - off} bytes left`);
+    off += n;
   }
 }
 

@@ -2,7 +2,7 @@
 // daemon and `forward` share: identity and persistence of rules, all-or-nothing changes, and
 // tables planned from the rules and the links as they are. No kernel needed: links are a map.
 import { afterEach, describe, expect, test } from "bun:test";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { closeSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, statSync, truncateSync, writeSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { RuleSpec } from "../../src/config/rule-spec.ts";
@@ -193,6 +193,73 @@ describe("rule store", () => {
     expect(s.resolve(a, { pending: ["input interface eth0 is down"], pendingOutputs: new Map() })).toBe(true);
     expect(s.resolve(a, { pending: ["input interface eth0 is down"], pendingOutputs: new Map() })).toBe(false);
     expect(s.resolve(a, { pending: [], pendingOutputs: new Map() })).toBe(true);
+  });
+});
+
+/**
+ * A tmpfs of 64 KiB mounted on a new temporary directory, for saves on a full file system.
+ * `run` gets its path; it is unmounted and removed afterwards, also when `run` throws.
+ */
+function withSmallTmpfs(run: (dir: string) => void): void {
+  const dir = mkdtempSync(join(tmpdir(), "mcr-full-"));
+  try {
+    const m = Bun.spawnSync({ cmd: ["mount", "-t", "tmpfs", "-o", "size=64k,mode=0700", "mcr-full", dir] });
+    if (m.exitCode !== 0) throw new Error(`mount tmpfs on ${dir}: ${m.stderr.toString()}`);
+    try {
+      run(dir);
+    } finally {
+      const u = Bun.spawnSync({ cmd: ["umount", dir] });
+      if (u.exitCode !== 0) Bun.spawnSync({ cmd: ["umount", "-l", dir] });
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** Fills the file system of `dir` to the last byte, then frees `freeBytes` of it. */
+function fillBut(dir: string, freeBytes: number): void {
+  const fd = openSync(join(dir, "filler"), "w");
+  const page = Buffer.alloc(4096, 0x78);
+  try {
+    for (let i = 0; i < 1024; i++) writeSync(fd, page); // more than 64 KiB: ends in ENOSPC
+    throw new Error("the file system did not fill up");
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== "ENOSPC") throw err;
+  } finally {
+    closeSync(fd);
+  }
+  truncateSync(join(dir, "filler"), statSync(join(dir, "filler")).size - freeBytes);
+}
+
+describe("rule store on a full file system", () => {
+  test.skipIf(process.getuid?.() !== 0)("an add the full disk cannot save (short write) is refused, nothing changed; the saved file stays whole and loads", () => {
+    withSmallTmpfs((dir) => {
+      const a = store(dir);
+      a.load([]);
+      a.add(spec("first", 4999), false);
+      // One page free: the temporary file holds one page besides the old file, so adds succeed
+      // until the file grows past a page; then write(2) writes one page and returns a short count.
+      fillBut(dir, 4096);
+      const added = ["first"];
+      let refusal: unknown = null;
+      for (let i = 0; i < 100 && !refusal; i++) {
+        try {
+          a.add(spec(`rule-${i}`, 5000 + i), false);
+          added.push(`rule-${i}`);
+        } catch (err) {
+          refusal = err;
+        }
+      }
+      expect(refusal).toBeInstanceOf(ControlError);
+      expect((refusal as ControlError).message).toContain("cannot save state, nothing changed");
+      expect(a.all().map((s) => s.rule.name)).toEqual(added);
+      // The saved file is the last one saved, whole; no temporary is left taking space.
+      expect(saved(dir).rules.map((r) => r.spec.name)).toEqual(added);
+      expect(readdirSync(dir).sort()).toEqual(["filler", "rules.json"]);
+      const b = store(dir);
+      b.load([]);
+      expect(b.all().map((s) => s.rule.name)).toEqual(added);
+    });
   });
 });
 
