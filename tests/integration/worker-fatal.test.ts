@@ -9,13 +9,13 @@
 // with success without running it: the ring added then reaches the worker unlocked, and the
 // worker refuses it with `fatal` and exits 1 (as root only: the check runs in a worker that
 // dropped to `nobody`).
-import { afterEach, describe, expect, test } from "bun:test";
+import { describe, expect, test } from "bun:test";
 import { existsSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { SOCKET_FAILURES_MAX, type WorkerInfo } from "../../src/supervisor/worker-pool.ts";
-import { burst, pidAlive, TempDir, TestDaemon, waitFor } from "../support/daemon-harness.ts";
-import { netnsAvailable, Topology } from "../../scripts/lib/netns.ts";
-import { buildRelayTopology, LoggedProcess, mcrelayCommand, note, type RelayTopology } from "../support/relay-harness.ts";
+import { burst, perTestTopology, pidAlive, TestDaemon, waitFor } from "../support/daemon-harness.ts";
+import { netnsAvailable } from "../../scripts/lib/netns.ts";
+import { LoggedProcess, mcrelayCommand, note, type RelayTopology } from "../support/relay-harness.ts";
 
 const root = process.getuid?.() === 0;
 const describe_netns = describe.skipIf(!netnsAvailable() || !root);
@@ -25,14 +25,7 @@ const UNLOCKED_FILTER = join(import.meta.dir, "../support/unlocked-filter.py");
 /** What the worker reports about a packet socket whose filter is not locked (its first probe). */
 const UNLOCKED = "confinement not verified: getsockopt(SO_LOCK_FILTER) of the packet socket is 1: got 0, expected 1";
 
-let topo: Topology | undefined;
-const dirs: TempDir[] = [];
-
-afterEach(async () => {
-  await topo?.destroy();
-  topo = undefined;
-  for (const d of dirs.splice(0)) d.remove();
-}, T);
+const perTest = perTestTopology(T, "mcr-f-");
 
 async function workerRows(d: TestDaemon): Promise<WorkerInfo[]> {
   return ((await d.call("workers")) as { workers: WorkerInfo[] }).workers;
@@ -50,10 +43,8 @@ describe_netns("a worker's fatal after ready, through the worker pool of a real 
   test(
     "a ready worker whose ring added at run time fails its confinement check: the pool logs and records the worker's own reason, replaces it, and the replacement forwards the interface",
     async () => {
-      topo = await Topology.create("fatal");
-      const rt: RelayTopology = await buildRelayTopology(topo, { label: "fatal", sinks: 2 });
-      const dir = new TempDir("mcr-f-");
-      dirs.push(dir);
+      const rt: RelayTopology = await perTest.relay({ label: "fatal", sinks: 2 });
+      const dir = perTest.tempDir();
       const unlock = dir.join("unlock");
       const socket = dir.join("ctl.sock");
       const config = dir.file("mcrelay.json5", JSON.stringify({ rules: [{ name: "a", from: "239.1.1.1:5000@r0", to: ["239.2.2.2:6000@r1"] }] }));
@@ -125,10 +116,8 @@ describe_netns("a packet socket its workers keep refusing, in a real daemon (src
   test(
     "b's socket refused at run time and at every start-up: rebuilt each time, given up after the bound (b `error`, a forwards, no more restarts), each reason logged once; b added again with the lock on is served",
     async () => {
-      topo = await Topology.create("sockfail");
-      const rt: RelayTopology = await buildRelayTopology(topo, { label: "sockfail", sinks: 2 });
-      const dir = new TempDir("mcr-f-");
-      dirs.push(dir);
+      const rt: RelayTopology = await perTest.relay({ label: "sockfail", sinks: 2 });
+      const dir = perTest.tempDir();
       const unlock = dir.join("unlock");
       const socket = dir.join("ctl.sock");
       const config = dir.file("mcrelay.json5", JSON.stringify({ rules: [{ name: "a", from: "239.1.1.1:5000@r0", to: ["239.2.2.2:6000@r1"] }] }));

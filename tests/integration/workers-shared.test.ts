@@ -9,22 +9,15 @@
 // replaced on purpose (recycled: fanout sockets cannot be reused).
 //
 // MCR_TEST_METRICS=1 prints what was measured.
-import { afterEach, describe, expect, test } from "bun:test";
+import { describe, expect, test } from "bun:test";
 import { readdirSync, readFileSync } from "node:fs";
 import type { WorkerInfo } from "../../src/supervisor/worker-pool.ts";
-import { pidAlive, ruleNamed, sink, sinkReport, TempDir, TestDaemon, waitFor, type StatsResult } from "../support/daemon-harness.ts";
-import { netnsAvailable, Topology } from "../../scripts/lib/netns.ts";
-import { buildRelayTopology, note, recreateInputLink, runGen, type RelayTopology, type SinkReport } from "../support/relay-harness.ts";
+import { perTestTopology, pidAlive, ruleNamed, sink, sinkReport, TestDaemon, waitFor, type StatsResult } from "../support/daemon-harness.ts";
+import { netnsAvailable } from "../../scripts/lib/netns.ts";
+import { note, recreateInputLink, runGen, type RelayTopology, type SinkReport } from "../support/relay-harness.ts";
 
 const T = 240_000;
-let topo: Topology | undefined;
-const dirs: TempDir[] = [];
-
-afterEach(async () => {
-  await topo?.destroy();
-  topo = undefined;
-  for (const d of dirs.splice(0)) d.remove();
-}, T);
+const perTest = perTestTopology(T);
 
 /** Input k (0..3): its interface, the namespace and interface a generator sends from, its groups. */
 interface Input {
@@ -97,12 +90,10 @@ describe.skipIf(!netnsAvailable())("one worker process serves several input inte
   test(
     "3 inputs and 1 worker: one process relays all three exactly; a 4th input added at runtime joins that process without a restart or loss on the others; after SIGKILL it comes back with all 4 rings and exact counters",
     async () => {
-      topo = await Topology.create("shared");
-      const rt = await buildRelayTopology(topo, { label: "shared", sinks: 4 });
+      const rt = await perTest.relay({ label: "shared", sinks: 4 });
       const ins = inputs(rt);
       const out = rt.sinks[3]!; // r4 -> sink namespace 4
-      const dir = new TempDir("mcr-ws-");
-      dirs.push(dir);
+      const dir = perTest.tempDir("mcr-ws-");
       const rule = (i: Input) => ({ name: i.name, from: `${i.from}@${i.iface}`, to: [`${i.to}@r4`] });
       // 32 MiB rings: a worker restart (250 ms backoff plus start-up) at 300 pps fits with room
       // (a block per frame at low rates: 512 blocks); the default 8 MiB ring holds 128.
@@ -204,11 +195,9 @@ describe.skipIf(!netnsAvailable())("one worker process serves several input inte
 
 /** r0 deleted and recreated 34 times under `workers` workers while r1 streams (see the tests). */
 async function recreatedInput(workers: number): Promise<void> {
-  topo = await Topology.create(`recycle${workers}`);
-  const rt = await buildRelayTopology(topo, { label: `recycle${workers}`, sinks: 2 });
+  const rt = await perTest.relay({ label: `recycle${workers}`, sinks: 2 });
   const out = rt.sinks[1]!; // r2 -> sink namespace 2
-  const dir = new TempDir("mcr-wr-");
-  dirs.push(dir);
+  const dir = perTest.tempDir("mcr-wr-");
   // r1 (fed from sink namespace 1) is stable; r0 (fed from the generator namespace) is recreated.
   const stable = { from: "239.1.1.2:5000", genNs: rt.sinks[0]!.ns, to: "239.2.2.2:6001" };
   const flappy = { from: "239.1.1.1:5000", to: "239.2.2.1:6000" };

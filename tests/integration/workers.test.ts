@@ -6,7 +6,7 @@
 // `mcrelay sink` received; the relay's counters and /proc only where a receiver cannot tell.
 //
 // MCR_TEST_METRICS=1 prints what was measured (restart time, loss, backoff gaps, stop time).
-import { afterEach, describe, expect, test } from "bun:test";
+import { describe, expect, test } from "bun:test";
 import { chmodSync, copyFileSync, readdirSync, readFileSync, readlinkSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { workerSlot } from "../../src/rules/flow-hash.ts";
@@ -15,20 +15,20 @@ import { lookupUser } from "../../src/supervisor/user.ts";
 import {
   helloClient,
   percentile,
+  perTestTopology,
   pidAlive,
   ruleNamed,
   sink,
   sinkReport,
   stopStream,
-  TempDir,
+  type TempDir,
   TestDaemon,
   waitFor,
   type ListedRule,
   type StatsResult,
 } from "../support/daemon-harness.ts";
-import { netnsAvailable, Topology } from "../../scripts/lib/netns.ts";
+import { netnsAvailable } from "../../scripts/lib/netns.ts";
 import {
-  buildRelayTopology,
   COMPILED_PATH,
   LoggedProcess,
   MAIN_TS,
@@ -41,7 +41,6 @@ import {
   stream,
   type ForwardReport,
   type RelayTopology,
-  type RelayTopologyOptions,
 } from "../support/relay-harness.ts";
 
 const describe_netns = describe.skipIf(!netnsAvailable());
@@ -53,27 +52,7 @@ const PING_INTERVAL_MS = 1_000;
 const PING_DEADLINE_MS = 1_000;
 const BACKOFF_FIRST_MS = 250;
 
-let topo: Topology | undefined;
-const dirs: TempDir[] = [];
-
-afterEach(async () => {
-  // Stops every process the topology started (daemons, sinks, generators), kills whatever is
-  // left inside the namespaces (workers included) and deletes them.
-  await topo?.destroy();
-  topo = undefined;
-  for (const d of dirs.splice(0)) d.remove();
-}, T);
-
-async function topology(opts: RelayTopologyOptions): Promise<RelayTopology> {
-  topo = await Topology.create(opts.label);
-  return buildRelayTopology(topo, opts);
-}
-
-function tempDir(): TempDir {
-  const d = new TempDir("mcr-w-");
-  dirs.push(d);
-  return d;
-}
+const perTest = perTestTopology(T, "mcr-w-");
 
 // ---------------------------------------------------------------------------------------
 // Config and daemon
@@ -291,8 +270,8 @@ describe_netns("workers (kernel, under bun)", () => {
   test.each([1, 2])(
     "with %d worker(s) on the interface every worker and every thread runs as nobody (named mcrelay-worker) with no groups, no capabilities, no_new_privs and the seccomp filter, not dumpable, each worker saw its 13 confinement probes refused, and still forwards",
     async (n) => {
-      const rt = await topology({ label: `priv${n}` });
-      const dir = tempDir();
+      const rt = await perTest.relay({ label: `priv${n}` });
+      const dir = perTest.tempDir();
       // One rule per worker slot so that every worker carries traffic.
       const groups = groupPerSlot(2);
       const rules = groups.map((g, i) => ({ name: `p${i + 1}`, from: `${g}:5000@r0`, to: ["239.2.2.2:6000@r1"] }));
@@ -342,7 +321,7 @@ describe_netns("workers (kernel, under bun)", () => {
   test(
     "a supervisor running as a non-root user with only CAP_NET_RAW, CAP_SETUID and CAP_SETGID forwards every packet, its workers as that user without capabilities",
     async () => {
-      const rt = await topology({ label: "nonroot" });
+      const rt = await perTest.relay({ label: "nonroot" });
       const setpriv = Bun.which("setpriv") ?? Bun.which("setpriv", { PATH: "/usr/bin:/bin:/usr/sbin:/sbin" });
       if (!setpriv) throw new Error("setpriv (util-linux) is needed to start the supervisor with chosen capabilities");
       const runAs = lookupUser("daemon");
@@ -354,7 +333,7 @@ describe_netns("workers (kernel, under bun)", () => {
       let how = "bun src/main.ts";
       const probe = await rt.topo.exec(rt.relay, [...privs, ...command, "version", "--json"], { timeoutMs: 60_000 });
       if (probe.exitCode !== 0) {
-        const dir = tempDir();
+        const dir = perTest.tempDir();
         chmodSync(dir.path, 0o755);
         const copy = join(dir.path, "mcrelay");
         copyFileSync(COMPILED_PATH, copy);
@@ -409,7 +388,7 @@ describe_netns("workers (kernel, under bun)", () => {
   test(
     "a supervisor that is a member of supplementary groups starts workers with none (Groups: empty on every thread), and they forward",
     async () => {
-      const rt = await topology({ label: "groups" });
+      const rt = await perTest.relay({ label: "groups" });
       const setpriv = Bun.which("setpriv") ?? Bun.which("setpriv", { PATH: "/usr/bin:/bin:/usr/sbin:/sbin" });
       if (!setpriv) throw new Error("setpriv (util-linux) is needed to start the supervisor with supplementary groups");
       // Root with two supplementary groups (adm and disk exist on every Debian-like system; any gid works).
@@ -443,8 +422,8 @@ describe_netns("workers (kernel, under bun)", () => {
   test(
     "a worker SIGKILLed under 10,000 pps is replaced by a running worker within 1 s, the stream loses nothing, at most one group of ring slots is sent twice, and the rule's count equals what the receiver got",
     async () => {
-      const rt = await topology({ label: "kill" });
-      const dir = tempDir();
+      const rt = await perTest.relay({ label: "kill" });
+      const dir = perTest.tempDir();
       // Riding out a restart (250 ms backoff plus start-up) at 10,000 pps takes a few thousand
       // ring slots; 64 MiB holds 32,768 (docs/operations.md, ring sizing), a margin for a slow
       // start-up on a loaded machine.
@@ -515,8 +494,8 @@ describe_netns("workers (kernel, under bun)", () => {
   test(
     "a crash-looping worker is restarted after 250, 500, 1000, 2000 and 4000 ms, workers shows the failure streak and backoff, ping stays fast",
     async () => {
-      const rt = await topology({ label: "backoff" });
-      const dir = tempDir();
+      const rt = await perTest.relay({ label: "backoff" });
+      const dir = perTest.tempDir();
       const d = await startDaemon(rt, dir, { config: configText([{ name: "a", from: "239.1.1.1:5000@r0", to: ["239.2.2.2:6000@r1"] }]) });
       const [first] = await runningWorkers(d, 1);
       const kills = 5;
@@ -620,8 +599,8 @@ describe_netns("workers (kernel, under bun)", () => {
   test(
     "a worker whose table diverges is found at the next ping and resynced, and the stream flows on after the repair",
     async () => {
-      const rt = await topology({ label: "drift" });
-      const dir = tempDir();
+      const rt = await perTest.relay({ label: "drift" });
+      const dir = perTest.tempDir();
       const rate = 1_000;
       const divergeAfterMs = 2_000;
       // Sink and generator first, so that traffic crosses the relay from the worker's first
@@ -688,8 +667,8 @@ describe_netns("workers (kernel, under bun)", () => {
   test(
     "supervisor resyncs rules on restart",
     async () => {
-      const rt = await topology({ label: "resync" });
-      const dir = tempDir();
+      const rt = await perTest.relay({ label: "resync" });
+      const dir = perTest.tempDir();
       const d1 = await startDaemon(rt, dir, { label: "daemon#1" });
       await d1.json(["add", "--name", "rt1", "--from", "239.1.1.1:5000@r0", "--to", "239.2.2.2:6000@r1"]);
       const rows = await runningWorkers(d1, 1);
@@ -727,8 +706,8 @@ describe_netns("workers (kernel, under bun)", () => {
   test(
     "supervisor in namespace: a daemon started inside a namespace forwards between that namespace's interfaces and a client there controls it",
     async () => {
-      const rt = await topology({ label: "inns", sinks: 2 });
-      const dir = tempDir();
+      const rt = await perTest.relay({ label: "inns", sinks: 2 });
+      const dir = perTest.tempDir();
       const d = await startDaemon(rt, dir);
       // The daemon lives in the relay namespace, not in ours.
       const relayNs = netnsId(`/run/netns/${rt.relay}`);
@@ -767,8 +746,8 @@ describe_netns("workers (kernel, under bun)", () => {
   test(
     "SIGTERM to a supervisor with 2 workers under traffic stops both workers within 2 s and the process exits 0",
     async () => {
-      const rt = await topology({ label: "stop" });
-      const dir = tempDir();
+      const rt = await perTest.relay({ label: "stop" });
+      const dir = perTest.tempDir();
       const groups = groupPerSlot(2);
       const rules = groups.map((g, i) => ({ name: `s${i + 1}`, from: `${g}:5000@r0`, to: ["239.2.2.2:6000@r1"] }));
       const d = await startDaemon(rt, dir, { config: configText(rules, { r0: 2 }) });
@@ -804,8 +783,8 @@ describe_netns("workers (kernel, under bun)", () => {
   test(
     "a stop signal that reaches the workers too (Ctrl-C to the process group, SIGTERM to every process as systemd's KillMode=control-group sends) is logged as a stop, not as worker failures; a worker SIGTERMed alone is still a warning",
     async () => {
-      const rt = await topology({ label: "sigall" });
-      const dir = tempDir();
+      const rt = await perTest.relay({ label: "sigall" });
+      const dir = perTest.tempDir();
       const groups = groupPerSlot(2);
       const rules = groups.map((g, i) => ({ name: `s${i + 1}`, from: `${g}:5000@r0`, to: ["239.2.2.2:6000@r1"] }));
       // Through setsid, as a shell starts a foreground job: the daemon leads its own process group.
@@ -842,8 +821,8 @@ describe_netns("workers (kernel, under bun)", () => {
   test(
     "M7: another process of the workers' user cannot reach a worker's packet socket: /proc/PID/fd, pidfd_getfd and ptrace are refused",
     async () => {
-      const rt = await topology({ label: "reach" });
-      const dir = tempDir();
+      const rt = await perTest.relay({ label: "reach" });
+      const dir = perTest.tempDir();
       const d = await startDaemon(rt, dir, { config: configText([{ name: "h", from: "239.1.1.1:5000@r0", to: ["239.2.2.2:6000@r1"] }]) });
       const [row] = await runningWorkers(d, 1);
       const pid = row!.pid!;
@@ -891,8 +870,8 @@ print(json.dumps(out))
   test(
     "M4: a SIGSTOPped worker fails one health check and counts as one failure (restarts 1, streak 1), not two",
     async () => {
-      const rt = await topology({ label: "stuck" });
-      const dir = tempDir();
+      const rt = await perTest.relay({ label: "stuck" });
+      const dir = perTest.tempDir();
       const d = await startDaemon(rt, dir, { config: configText([{ name: "h", from: "239.1.1.1:5000@r0", to: ["239.2.2.2:6000@r1"] }]) });
       const [row] = await runningWorkers(d, 1);
       process.kill(row!.pid!, "SIGSTOP");
@@ -914,8 +893,8 @@ print(json.dumps(out))
   test(
     "a daemon whose worker is stuck (SIGSTOPped) stops within 1.5 s of SIGTERM and exits 0",
     async () => {
-      const rt = await topology({ label: "stuckstop" });
-      const dir = tempDir();
+      const rt = await perTest.relay({ label: "stuckstop" });
+      const dir = perTest.tempDir();
       const d = await startDaemon(rt, dir, { config: configText([{ name: "h", from: "239.1.1.1:5000@r0", to: ["239.2.2.2:6000@r1"] }]) });
       const [row] = await runningWorkers(d, 1);
       process.kill(row!.pid!, "SIGSTOP");
@@ -934,8 +913,8 @@ print(json.dumps(out))
   test(
     "2 workers carry 20 streams between them (every packet once, split by the flow hash), and after a reload to 3 workers still every packet, the first two workers not restarted",
     async () => {
-      const rt = await topology({ label: "twenty" });
-      const dir = tempDir();
+      const rt = await perTest.relay({ label: "twenty" });
+      const dir = perTest.tempDir();
       const streams = 20;
       const count = 1_000;
       const groups = Array.from({ length: streams }, (_, i) => `239.1.1.${i + 1}`);

@@ -2,20 +2,23 @@
  * Pieces of the daemon tests: a real `mcrelay run` in the relay namespace of a relay topology
  * (see relay-harness.ts), waited for by pinging its control socket; the CLI run against it; a
  * raw line client of the control protocol for the tests that must send what the CLI never
- * would; a background traffic stream that runs until it is stopped; temporary directories.
+ * would; a background traffic stream that runs until it is stopped; temporary directories; a
+ * topology and directories made per test and removed after each one.
  *
  * A path-named Unix socket is reached through the file system, not the network namespace: the
  * test process talks to a daemon inside a namespace directly.
  */
+import { afterEach } from "bun:test";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Socket } from "bun";
-import type { ExecResult } from "../../scripts/lib/netns.ts";
+import { Topology, type ExecResult } from "../../scripts/lib/netns.ts";
 import * as v from "valibot";
 import type { OutputReport, RuleReport, RuleView, Stats, WorkerInfo } from "../../src/control/responses.ts";
 import { GenOutputSchema, VERB_OUTPUT_SCHEMAS } from "../../src/cli/output-schemas.ts";
 import {
+  buildRelayTopology,
   LoggedProcess,
   SINK_JSON,
   mcrelayCommand,
@@ -25,6 +28,7 @@ import {
   type GenReport,
   type Mode,
   type RelayTopology,
+  type RelayTopologyOptions,
   type SinkReport,
 } from "./relay-harness.ts";
 
@@ -61,6 +65,58 @@ export class TempDir {
   remove(): void {
     rmSync(this.path, { recursive: true, force: true });
   }
+}
+
+// ---------------------------------------------------------------------------------------
+// A topology per test
+
+/**
+ * What a test builds for itself and must not leave behind: relay topologies (namespaces with
+ * unique names, see Topology.create) and temporary directories. Made by `perTestTopology`,
+ * which removes them after every test of the file.
+ */
+export class PerTestTopology {
+  readonly #topos: Topology[] = [];
+  readonly #dirs: TempDir[] = [];
+
+  constructor(readonly dirPrefix: string) {}
+
+  /** A relay topology in new namespaces labelled `opts.label` (relay-harness.ts). */
+  async relay(opts: RelayTopologyOptions): Promise<RelayTopology> {
+    const topo = await Topology.create(opts.label);
+    this.#topos.push(topo);
+    return buildRelayTopology(topo, opts);
+  }
+
+  /** A temporary directory (prefix `dirPrefix` unless given), removed after the test. */
+  tempDir(prefix = this.dirPrefix): TempDir {
+    const d = new TempDir(prefix);
+    this.#dirs.push(d);
+    return d;
+  }
+
+  /**
+   * Stops every process the topologies started (daemons, sinks, generators), kills whatever is
+   * left inside their namespaces (workers included), deletes them, then the directories.
+   */
+  async teardown(): Promise<void> {
+    try {
+      for (const topo of this.#topos.splice(0)) await topo.destroy();
+    } finally {
+      for (const d of this.#dirs.splice(0)) d.remove();
+    }
+  }
+}
+
+/**
+ * Per-test topologies and directories for the calling test file: registers their teardown
+ * with afterEach (`timeoutMs`: stopping daemons on a busy machine takes a while), so it runs
+ * after every test, also one that failed half-way. Call at the top level of the file.
+ */
+export function perTestTopology(timeoutMs: number, dirPrefix = "mcr-d-"): PerTestTopology {
+  const scope = new PerTestTopology(dirPrefix);
+  afterEach(() => scope.teardown(), timeoutMs);
+  return scope;
 }
 
 // ---------------------------------------------------------------------------------------
