@@ -140,18 +140,82 @@ test "dropping in a child process gives nobody, no caps, no_new_privs" {
     try std.testing.expectEqual(@as(u32, 0), linux.W.EXITSTATUS(status));
 }
 
-test "not dumpable from the uid change on, whatever fs.suid_dumpable makes of it" {
-    if (linux.geteuid() != 0) return error.SkipZigTest;
+/// fs.suid_dumpable: what a change of ids sets the process's dumpable flag to.
+const suid_dumpable_path = "/proc/sys/fs/suid_dumpable";
+
+/// Writes `value` ('0', '1' or '2') to fs.suid_dumpable and returns the value it had.
+fn suidDumpableSwap(value: u8) !u8 {
+    const old = blk: {
+        const fd: i32 = @intCast(try sys.call("openat", linux.openat(linux.AT.FDCWD, suid_dumpable_path, .{ .ACCMODE = .RDONLY, .CLOEXEC = true }, 0)));
+        defer sys.close(fd);
+        var buf: [1]u8 = undefined;
+        if (try sys.call("read", linux.read(fd, &buf, buf.len)) != 1) return error.ShortRead;
+        break :blk buf[0];
+    };
+    const fd: i32 = @intCast(try sys.call("openat", linux.openat(linux.AT.FDCWD, suid_dumpable_path, .{ .ACCMODE = .WRONLY, .CLOEXEC = true }, 0)));
+    defer sys.close(fd);
+    const text = [_]u8{value};
+    if (try sys.call("write", linux.write(fd, &text, text.len)) != 1) return error.ShortWrite;
+    return old;
+}
+
+/// The calling process's dumpable flag (PR_GET_DUMPABLE: 0, 1 or 2).
+fn dumpable() usize {
+    return linux.prctl(@intFromEnum(linux.PR.GET_DUMPABLE), 0, 0, 0, 0);
+}
+
+/// Runs `child` in a forked process and expects it to exit 0 (another code names the step
+/// that failed).
+fn expectChildExitsZero(comptime child: fn () u8) !void {
     const pid = linux.fork();
-    if (pid == 0) {
-        // With fs.suid_dumpable 1 (not this kernel's default of 0) the uid change alone left
-        // the process dumpable until drop's last step.
-        becomeUser(65534) catch linux.exit(2);
-        if (linux.prctl(@intFromEnum(linux.PR.GET_DUMPABLE), 0, 0, 0, 0) != 0) linux.exit(3);
-        linux.exit(0);
-    }
+    if (pid == 0) linux.exit(child());
     const status = try waitChildBounded(@intCast(pid), constants.test_child_wait_ms_max);
     try std.testing.expectEqual(@as(u32, 0), linux.W.EXITSTATUS(status));
+}
+
+test "not dumpable from the uid change on, whatever fs.suid_dumpable makes of it" {
+    if (linux.geteuid() != 0) return error.SkipZigTest;
+    // Where fs.suid_dumpable is 0 (this kernel's default) or 2, a uid change alone makes the
+    // process not dumpable, and this test could not fail. So it runs with 1, where the uid
+    // change leaves the process dumpable and only becomeUser's prctl clears it; the global
+    // setting is put back as soon as the child is done.
+    const old = suidDumpableSwap('1') catch |err| switch (err) {
+        // Not writable here (a container's read-only /proc/sys: EROFS, unnamed in sys.Error).
+        error.ACCES, error.PERM, error.Unexpected => return error.SkipZigTest,
+        else => return err,
+    };
+    defer _ = suidDumpableSwap(old) catch |err| std.debug.panic("fs.suid_dumpable left at 1, restore it to {c}: {t}", .{ old, err });
+    try expectChildExitsZero(struct {
+        fn child() u8 {
+            // The premise: with this setting a change of ids makes the process dumpable (from
+            // not dumpable, so that it is the change that did it).
+            if (linux.prctl(@intFromEnum(linux.PR.SET_DUMPABLE), 0, 0, 0, 0) != 0) return 2;
+            ids.resgid(65534, 65534, 65534) catch return 2;
+            if (dumpable() != 1) return 3;
+            becomeUser(65534) catch return 4;
+            return if (dumpable() == 0) 0 else 5;
+        }
+    }.child);
+}
+
+test "a drop that changes no ids (no CAP_SETUID) still ends not dumpable" {
+    if (linux.geteuid() != 0) return error.SkipZigTest;
+    try expectChildExitsZero(struct {
+        fn child() u8 {
+            // Like a worker exec'd by a supervisor without CAP_SETUID: its ids stay, so no
+            // change of ids resets the dumpable flag an exec gave it; only drop's last prctl
+            // clears it.
+            var header = linux.cap_user_header_t{ .version = LINUX_CAPABILITY_VERSION_3, .pid = 0 };
+            var data: [2]linux.cap_user_data_t = undefined;
+            if (linux.capget(&header, &data[0]) != 0) return 2;
+            data[0].effective &= ~(@as(u32, 1) << CAP_SETUID);
+            if (linux.capset(&header, &data[0]) != 0) return 2;
+            if (linux.prctl(@intFromEnum(linux.PR.SET_DUMPABLE), 1, 0, 0, 0) != 0) return 2;
+            drop(65534, 65534, -1, 0) catch return 3;
+            if (linux.getuid() != 0) return 4; // the premise: the ids did not change
+            return if (dumpable() == 0) 0 else 5;
+        }
+    }.child);
 }
 
 test "dropping to uid 0 or gid 0 is refused before anything changes" {
