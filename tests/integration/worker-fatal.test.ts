@@ -39,26 +39,35 @@ function logLines(d: TestDaemon): { level: string; tag: string; msg: string }[] 
     .map((l) => JSON.parse(l) as { level: string; tag: string; msg: string });
 }
 
+/**
+ * A daemon (rule a: r0 -> r1) under unlocked-filter.py, in a topology of its own with two sink
+ * namespaces (r1, r2), and its worker 0 running. Its lock is switched off while the file
+ * `unlock` exists. The premise every test needs is checked: the worker dropped to `nobody`
+ * (its confinement is checked, so it checks a ring's lock).
+ */
+async function daemonWithLockSwitch(label: string): Promise<{ rt: RelayTopology; d: TestDaemon; unlock: string; first: WorkerInfo }> {
+  const rt = await perTest.relay({ label, sinks: 2 });
+  const dir = perTest.tempDir();
+  const unlock = dir.join("unlock");
+  const socket = dir.join("ctl.sock");
+  const config = dir.file("mcrelay.json5", JSON.stringify({ rules: [{ name: "a", from: "239.1.1.1:5000@r0", to: ["239.2.2.2:6000@r1"] }] }));
+  const argv = ["python3", UNLOCKED_FILTER, unlock, "--", ...mcrelayCommand("bun"), "run", "--socket", socket, "--state-dir", dir.join("state"), "--config", config];
+  const proc = rt.topo.spawn(rt.relay, argv, { stdout: "pipe", stderr: "pipe", env: { MCRELAY_LOG_FORMAT: "json" }, killGraceMs: 5_000 });
+  const d = new TestDaemon(rt, new LoggedProcess(proc, "daemon"), socket, dir.join("state"), config, "bun");
+  await d.waitReady();
+  const first = await waitFor("worker 0 running", async () => {
+    const w = (await workerRows(d))[0];
+    return w && w.state === "running" && w.pid !== null ? w : undefined;
+  }, 30_000);
+  expect(first.confinement).not.toBeNull();
+  return { rt, d, unlock, first };
+}
+
 describe_netns("a worker's fatal after ready, through the worker pool of a real daemon", () => {
   test(
     "a ready worker whose ring added at run time fails its confinement check: the pool logs and records the worker's own reason, replaces it, and the replacement forwards the interface",
     async () => {
-      const rt: RelayTopology = await perTest.relay({ label: "fatal", sinks: 2 });
-      const dir = perTest.tempDir();
-      const unlock = dir.join("unlock");
-      const socket = dir.join("ctl.sock");
-      const config = dir.file("mcrelay.json5", JSON.stringify({ rules: [{ name: "a", from: "239.1.1.1:5000@r0", to: ["239.2.2.2:6000@r1"] }] }));
-      const argv = ["python3", UNLOCKED_FILTER, unlock, "--", ...mcrelayCommand("bun"), "run", "--socket", socket, "--state-dir", dir.join("state"), "--config", config];
-      const proc = rt.topo.spawn(rt.relay, argv, { stdout: "pipe", stderr: "pipe", env: { MCRELAY_LOG_FORMAT: "json" }, killGraceMs: 5_000 });
-      const d = new TestDaemon(rt, new LoggedProcess(proc, "daemon"), socket, dir.join("state"), config, "bun");
-      await d.waitReady();
-
-      const first = await waitFor("worker 0 running", async () => {
-        const w = (await workerRows(d))[0];
-        return w && w.state === "running" && w.pid !== null ? w : undefined;
-      }, 30_000);
-      // The premise: the worker dropped to `nobody` (its confinement is checked) and forwards.
-      expect(first.confinement).not.toBeNull();
+      const { rt, d, unlock, first } = await daemonWithLockSwitch("fatal");
       const before = await burst(rt, { to: "239.1.1.1:5000@g0", sinkNs: rt.sinks[0]!.ns, listen: "239.2.2.2:6000@s0", count: 500, stream: 1 });
       expect(before.sink.totals).toMatchObject({ received: 500, lost: 0 });
 
@@ -115,20 +124,7 @@ describe_netns("a packet socket its workers keep refusing, in a real daemon (src
   test(
     "b's socket refused at run time and at every start-up: rebuilt each time, given up after the bound (b `error`, a forwards, no more restarts), each reason logged once; b added again with the lock on is served",
     async () => {
-      const rt: RelayTopology = await perTest.relay({ label: "sockfail", sinks: 2 });
-      const dir = perTest.tempDir();
-      const unlock = dir.join("unlock");
-      const socket = dir.join("ctl.sock");
-      const config = dir.file("mcrelay.json5", JSON.stringify({ rules: [{ name: "a", from: "239.1.1.1:5000@r0", to: ["239.2.2.2:6000@r1"] }] }));
-      const argv = ["python3", UNLOCKED_FILTER, unlock, "--", ...mcrelayCommand("bun"), "run", "--socket", socket, "--state-dir", dir.join("state"), "--config", config];
-      const proc = rt.topo.spawn(rt.relay, argv, { stdout: "pipe", stderr: "pipe", env: { MCRELAY_LOG_FORMAT: "json" }, killGraceMs: 5_000 });
-      const d = new TestDaemon(rt, new LoggedProcess(proc, "daemon"), socket, dir.join("state"), config, "bun");
-      await d.waitReady();
-      const first = await waitFor("worker 0 running", async () => {
-        const w = (await workerRows(d))[0];
-        return w && w.state === "running" && w.pid !== null ? w : undefined;
-      }, 30_000);
-      expect(first.confinement).not.toBeNull();
+      const { rt, d, unlock, first } = await daemonWithLockSwitch("sockfail");
 
       // The lock stays off: b's socket, and every one rebuilt for it, reaches a worker unlocked.
       // Refused at ring-add (after ready), then at each replacement's start-up (before ready).
