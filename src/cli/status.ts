@@ -31,6 +31,11 @@ export default defineCommand({
       printLine(`config: last reload FAILED at ${refused.at} (asked by ${refused.requested_by}); the rules loaded at ${s.config!.loaded_at} still run:`);
       for (const p of refused.problems) printLine(`  ${formatProblem(p)}`);
     }
+    const aside = s.state?.set_aside;
+    if (aside) {
+      // The daemon started without the runtime rules it had saved: say where they are.
+      printLine(`state: ${s.state!.file} did not load at ${aside.at} (${aside.reason}); set aside as ${aside.path}; started without runtime rules`);
+    }
     printLine(`rules: ${s.rules.total} (${s.rules.active} active, ${s.rules.pending} pending, ${s.rules.error} error, ${s.rules.join_failed} join failed)`);
     printLine(`workers: ${s.workers.total} (${s.workers.running} running, ${s.workers.starting} starting, ${s.workers.backoff} in backoff, ${s.workers.stopping} stopping)`);
     if (s.interfaces.length) {

@@ -176,6 +176,19 @@ export const ConfigStatusSchema = v.nullable(
 );
 export type ConfigStatus = v.InferOutput<typeof ConfigStatusSchema>;
 
+/**
+ * The state file of runtime rules (null in `forward`, which keeps none). `set_aside`: at this
+ * start the file did not parse and was moved to `path` (the daemon started without runtime rules);
+ * null when it loaded, or there was none.
+ */
+export const StateStatusSchema = v.nullable(
+  v.strictObject({
+    file: v.string(),
+    set_aside: v.nullable(v.strictObject({ path: v.string(), reason: v.string(), at: v.string() })),
+  }),
+);
+export type StateStatus = v.InferOutput<typeof StateStatusSchema>;
+
 export const StatusSchema = v.strictObject({
   version: v.string(),
   protocol: v.number(),
@@ -185,6 +198,7 @@ export const StatusSchema = v.strictObject({
   uptime_s: rate,
   config_file: v.nullable(v.string()),
   config: ConfigStatusSchema,
+  state: StateStatusSchema,
   rules: v.strictObject({ total: count, active: count, pending: count, error: count, join_failed: count }),
   workers: v.strictObject({ total: count, starting: count, running: count, backoff: count, stopping: count }),
   /** Every interface a rule reads from or sends to. */

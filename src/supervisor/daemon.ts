@@ -170,10 +170,13 @@ export class Daemon {
   #reloadError: NonNullable<ConfigStatus>["reload_error"] = null;
   /** The config file's `metrics` when the listener started: the HTTP listener is not moved by a reload. */
   #metricsFromFile: ListenAddress | null = null;
+  /** The state file: status and /metrics say when it was set aside at start. */
+  readonly #state: StateFile;
 
   private constructor(opts: DaemonOptions) {
     this.#opts = opts;
-    this.#store = new RuleStore({ state: new StateFile(opts.stateDir), capacity: (rules) => planCapacity(rules, this.#planOptions()), lookup: (name) => this.#links.lookup(name) });
+    this.#state = new StateFile(opts.stateDir);
+    this.#store = new RuleStore({ state: this.#state, capacity: (rules) => planCapacity(rules, this.#planOptions()), lookup: (name) => this.#links.lookup(name) });
     this.#links = new LinkMonitor();
     this.#lookup = (name) => this.#links.lookup(name);
     this.#pool = new WorkerPool({ user: opts.user, lookup: this.#lookup, testHooks: opts.testHooks });
@@ -355,6 +358,7 @@ export class Daemon {
           startedAt: this.#startedAt,
           configFile: this.#opts.configPath ?? null,
           config: this.#configStatus(),
+          state: { file: this.#state.path, set_aside: this.#state.setAside },
           rules: this.#views.list(),
           workers: this.#pool.info(),
           lookup: this.#lookup,
@@ -549,6 +553,7 @@ export class Daemon {
       bun: Bun.version,
       startedAtS: Math.floor(this.#startedAtMs / 1000),
       config: this.#opts.configPath && this.#configLoadedAt ? { loadedAtS: Math.floor(this.#configLoadedAt.getTime() / 1000), lastReloadOk: this.#reloadError === null } : null,
+      state: { setAside: this.#state.setAside !== null },
       rules: reports.map((r, i) => ({ ...r, current: this.#views.view(stored[i]!).state as RuleState })),
       interfaces: buildInterfaceReports(totals),
       workers: this.#pool.info(),

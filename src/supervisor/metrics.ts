@@ -20,6 +20,8 @@ export interface MetricsInput {
   startedAtS: number;
   /** The config file's state (null without --config): when it was last loaded, and whether the last reload was refused. */
   config: { loadedAtS: number; lastReloadOk: boolean } | null;
+  /** The state file (null: none, `forward`): whether it was set aside at start because it did not parse. */
+  state?: { setAside: boolean } | null;
 }
 
 /** Worker counters whose Prometheus name differs from the counter's (the rest: `mcrelay_interface_<name>_total`). */
@@ -91,6 +93,12 @@ export function renderMetrics(m: MetricsInput): string {
     w.sample("mcrelay_config_last_reload_successful", {}, m.config.lastReloadOk ? 1 : 0);
     w.family("mcrelay_config_last_reload_success_timestamp_seconds", "gauge", "When the config file was last loaded, at start or by a reload, seconds since the epoch.");
     w.sample("mcrelay_config_last_reload_success_timestamp_seconds", {}, m.config.loadedAtS);
+  }
+
+  // An alert on `== 1`: the daemon runs without the runtime rules it had saved (status names the file).
+  if (m.state) {
+    w.family("mcrelay_state_file_set_aside", "gauge", "1 when the state file did not parse at start and was set aside (the daemon started without runtime rules), else 0.");
+    w.sample("mcrelay_state_file_set_aside", {}, m.state.setAside ? 1 : 0);
   }
 
   w.family("mcrelay_rule_state", "gauge", "1 for the rule's current state (active, pending, error, join-failed), 0 for the others.");

@@ -2,7 +2,7 @@
 // workers by state, and every interface the rules use, with its link state).
 import { IFF_UP } from "../native/abi.ts";
 import type { LinkLookup } from "../rules/rule.ts";
-import type { ConfigStatus, RuleView, Status, WorkerInfo } from "../control/responses.ts";
+import type { ConfigStatus, RuleView, StateStatus, Status, WorkerInfo } from "../control/responses.ts";
 import { PROTOCOL_VERSION, VERSION } from "../version.ts";
 
 export interface StatusInput {
@@ -11,6 +11,8 @@ export interface StatusInput {
   configFile: string | null;
   /** The daemon's config file, its last load and a refused reload (null: none, or `forward`). */
   config?: ConfigStatus;
+  /** The state file, and whether it was set aside at start (null: none, `forward`). */
+  state?: StateStatus;
   rules: RuleView[];
   workers: WorkerInfo[];
   lookup: LinkLookup;
@@ -55,6 +57,7 @@ export function buildStatus(o: StatusInput): Status {
     uptime_s: Math.round((now - o.startedAt.getTime()) / 100) / 10,
     config_file: o.configFile,
     config: o.config ?? null,
+    state: o.state ?? null,
     rules,
     workers,
     interfaces: [...ifaces]

@@ -3,10 +3,14 @@
 // whole, ids included; a saved runtime rule that cannot be loaded at start (here: it clashes with
 // a config rule's input) is reported, kept in the state file through later changes, and loads
 // again once the clash is gone. Every rule that is said to forward is checked at a receiver.
+// A state file the daemon must not drop (a newer version's) or must not trust (a directory
+// others may write) stops the start; one that does not parse is set aside, visibly.
 import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
+import { chmodSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { netnsAvailable, Topology } from "../../scripts/lib/netns.ts";
-import { buildRelayTopology, type RelayTopology } from "../support/relay-harness.ts";
+import { buildRelayTopology, mcrelayCommand, type RelayTopology } from "../support/relay-harness.ts";
 import { TempDir, TestDaemon, burst, killBackground, type ListedRule } from "../support/daemon-harness.ts";
+import { httpGet, parseExposition, sampleOf } from "../support/prom.ts";
 
 const describe_netns = describe.skipIf(!netnsAvailable());
 const T = 180_000;
@@ -16,9 +20,9 @@ let rt: RelayTopology;
 let dir: TempDir | undefined;
 const daemons: TestDaemon[] = [];
 
-async function start(configText?: string): Promise<TestDaemon> {
+async function start(configText?: string, extraArgs?: string[]): Promise<TestDaemon> {
   const configPath = configText === undefined ? undefined : dir!.file("mcrelay.json5", configText);
-  const d = await TestDaemon.start(rt, dir!, { configPath });
+  const d = await TestDaemon.start(rt, dir!, { configPath, extraArgs });
   daemons.push(d);
   return d;
 }
@@ -137,6 +141,72 @@ describe_netns("persistence across restarts (kernel, under bun)", () => {
       expect(rules.map((r) => [r.name, r.origin, r.state])).toEqual([["clash", "runtime", "active"], ["other", "runtime", "active"]]);
       expect(d3.proc.stderr).not.toContain("is not loaded");
       await expectForwards("239.1.1.1", "239.2.2.1:6001");
+      expect(await d3.stop()).toBe(0);
+    },
+    T,
+  );
+  test(
+    "a state file of a newer version stops the start (exit 3, naming the file, the version and what to do) and is left as it was",
+    async () => {
+      dir = new TempDir();
+      const d1 = await start();
+      await d1.json(["add", "--name", "kept", "--from", "239.1.1.2:5000@r0", "--to", "239.2.2.2:6002@r1"]);
+      expect(await d1.stop()).toBe(0);
+      const file = `${d1.stateDir}/rules.json`;
+      const newer = readFileSync(file, "utf8").replace('"version": 1', '"version": 2');
+      writeFileSync(file, newer);
+      const r = await rt.topo.exec(rt.relay, [...mcrelayCommand("bun"), "run", "--socket", dir.join("v2.sock"), "--state-dir", d1.stateDir], { timeoutMs: 30_000 });
+      expect(r.exitCode).toBe(3);
+      expect(r.stderr).toContain(`state file ${file} has version 2, written by a newer mcrelay (this one reads version 1); run the newer mcrelay, or move the file away`);
+      expect(r.stderr).not.toMatch(/^\s+at /m);
+      expect(readFileSync(file, "utf8")).toBe(newer);
+      expect(readdirSync(d1.stateDir)).toEqual(["rules.json"]);
+    },
+    T,
+  );
+
+  test(
+    "a state directory writable by others is refused (exit 3, naming it, its owner and mode, and the fix)",
+    async () => {
+      dir = new TempDir();
+      const stateDir = dir.join("state");
+      mkdirSync(stateDir);
+      chmodSync(stateDir, 0o777);
+      const r = await rt.topo.exec(rt.relay, [...mcrelayCommand("bun"), "run", "--socket", dir.join("w.sock"), "--state-dir", stateDir], { timeoutMs: 30_000 });
+      expect(r.exitCode).toBe(3);
+      expect(r.stderr).toContain(`state directory ${stateDir} (owner uid 0, mode 0777) is writable by its group or others`);
+      expect(r.stderr).toContain(`chown 0 ${stateDir} && chmod go-w ${stateDir}`);
+      expect(readdirSync(stateDir)).toEqual([]);
+    },
+    T,
+  );
+
+  test(
+    "a state file that does not parse is set aside; status and /metrics say so until the next start",
+    async () => {
+      dir = new TempDir();
+      const d1 = await start();
+      await d1.json(["add", "--name", "lost", "--from", "239.1.1.2:5000@r0", "--to", "239.2.2.2:6002@r1"]);
+      expect(await d1.stop()).toBe(0);
+      const file = `${d1.stateDir}/rules.json`;
+      writeFileSync(file, readFileSync(file, "utf8").slice(0, 40));
+
+      const listen = "127.0.0.1:9469";
+      const d2 = await start(undefined, ["--metrics", listen]);
+      expect(await list(d2)).toEqual([]);
+      const aside = readdirSync(d2.stateDir).filter((f) => f.startsWith("rules.json.corrupt-"));
+      expect(aside).toHaveLength(1);
+      const status = await d2.json<{ state: { file: string; set_aside: { path: string; reason: string; at: string } | null } }>(["status"]);
+      expect(status.state).toEqual({ file, set_aside: { path: `${d2.stateDir}/${aside[0]}`, reason: expect.any(String), at: expect.any(String) } });
+      const human = await d2.cli(["status"]);
+      expect(human.stdout).toContain(`state: ${file} did not load at ${status.state.set_aside!.at} (${status.state.set_aside!.reason}); set aside as ${d2.stateDir}/${aside[0]}; started without runtime rules`);
+      const metrics = parseExposition((await httpGet(rt.topo, rt.relay, `http://${listen}/metrics`)).body);
+      expect(sampleOf(metrics, "mcrelay_state_file_set_aside", {})).toBe(1);
+      expect(await d2.stop()).toBe(0);
+
+      // The next start loads the file written since: nothing is set aside any more.
+      const d3 = await start();
+      expect((await d3.json<{ state: unknown }>(["status"])).state).toEqual({ file, set_aside: null });
       expect(await d3.stop()).toBe(0);
     },
     T,

@@ -78,6 +78,14 @@ describe("metrics exposition", () => {
     expect(none.has("mcrelay_config_last_reload_successful")).toBe(false);
   });
 
+  test("the state file set aside at start: 1, else 0; no family without a state file (forward)", () => {
+    const aside = parseExposition(renderMetrics({ ...input(), state: { setAside: true } }));
+    expect(sampleOf(aside, "mcrelay_state_file_set_aside", {})).toBe(1);
+    const loaded = parseExposition(renderMetrics({ ...input(), state: { setAside: false } }));
+    expect(sampleOf(loaded, "mcrelay_state_file_set_aside", {})).toBe(0);
+    expect(parseExposition(renderMetrics(input())).has("mcrelay_state_file_set_aside")).toBe(false);
+  });
+
   test("every exported worker counter has its own family", () => {
     const fams = parseExposition(renderMetrics(input()));
     for (const c of EXPORTED_INTERFACE_COUNTERS) expect(fams.has(interfaceMetricName(c))).toBe(true);

@@ -2,7 +2,7 @@
 // daemon and `forward` share: identity and persistence of rules, all-or-nothing changes, and
 // tables planned from the rules and the links as they are. No kernel needed: links are a map.
 import { afterEach, describe, expect, test } from "bun:test";
-import { closeSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, statSync, truncateSync, writeSync } from "node:fs";
+import { chmodSync, chownSync, closeSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, statSync, truncateSync, writeSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { RuleSpec } from "../../src/config/rule-spec.ts";
@@ -260,6 +260,35 @@ describe("rule store on a full file system", () => {
       b.load([]);
       expect(b.all().map((s) => s.rule.name)).toEqual(added);
     });
+  });
+});
+
+describe("rule store, saved but the directory not synced", () => {
+  // A real failure, no seam: a directory of mode 0300 (write and search, no read) lets its owner
+  // create and rename files in it, but not open the directory itself to fsync it. Root ignores
+  // modes, so the store runs as nobody.
+  test.skipIf(process.getuid?.() !== 0)("a change whose rename succeeded stands (kept in memory, reported done) when the directory cannot be synced", () => {
+    const top = stateDir();
+    chmodSync(top, 0o755);
+    const dir = join(top, "state");
+    mkdirSync(dir, { mode: 0o300 });
+    chownSync(dir, 65534, 65534);
+    const src = (f: string) => JSON.stringify(join(import.meta.dir, "../../src/supervisor", f));
+    const script = `
+      const { RuleStore } = await import(${src("rule-store.ts")});
+      const { StateFile } = await import(${src("state-file.ts")});
+      const s = new RuleStore({ state: new StateFile(${JSON.stringify(dir)}), capacity: () => [] });
+      s.load([]);
+      try {
+        s.add(${JSON.stringify(spec("a", 5000))}, false);
+        console.log("added; held: " + s.all().map((x) => x.rule.name).join(","));
+      } catch (e) {
+        console.log("refused: " + e.message + "; held: " + s.all().map((x) => x.rule.name).join(","));
+      }`;
+    const r = Bun.spawnSync({ cmd: ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", process.execPath, "-e", script] });
+    expect(r.stdout.toString().trim()).toBe("added; held: a");
+    expect(r.stderr.toString()).toContain("saved, but the directory could not be synced");
+    expect(saved(dir).rules.map((x) => x.spec.name)).toEqual(["a"]);
   });
 });
 

@@ -1,10 +1,10 @@
 // The state file keeps runtime rules across restarts: saved atomically, read back exactly, and
 // a corrupt file is set aside under another name (kept for a human), never silently dropped.
 import { afterEach, beforeEach, describe, expect, test } from "bun:test";
-import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { chmodSync, chownSync, closeSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { ConfigError } from "../../src/errors.ts";
 import { join } from "node:path";
-import { STATE_FILE, StateFile, type State } from "../../src/supervisor/state-file.ts";
+import { STATE_FILE, StateFile, lockStateDir, type State } from "../../src/supervisor/state-file.ts";
 import { TempDir } from "../support/daemon-harness.ts";
 
 let dir: TempDir;
@@ -157,13 +157,104 @@ describe("state file", () => {
     }
   });
 
-  test("a file of another version is not loaded as if it were ours", () => {
+  test("a file of a newer version stops the load (ConfigError naming the file, the version and what to do) and is left as it was", () => {
     const sd = dir.join("state");
     const sf = new StateFile(sd);
     sf.save(sample);
     const text = readFileSync(join(sd, STATE_FILE), "utf8").replace('"version": 1', '"version": 2');
     writeFileSync(join(sd, STATE_FILE), text);
-    expect(sf.load().rules).toEqual([]);
-    expect(readdirSync(sd).some((f) => f.includes(".corrupt-"))).toBe(true);
+    expect(() => sf.load()).toThrow(ConfigError);
+    expect(() => sf.load()).toThrow(`state file ${join(sd, STATE_FILE)} has version 2, written by a newer mcrelay (this one reads version 1); run the newer mcrelay, or move the file away`);
+    expect(readdirSync(sd)).toEqual([STATE_FILE]);
+    expect(readFileSync(join(sd, STATE_FILE), "utf8")).toBe(text);
+  });
+
+  test("a version that is not a number of ours or above (a string, 0) is not ours: the file is set aside", () => {
+    for (const version of ['"1"', "0"]) {
+      const sd = dir.join(`state-${version.length}`);
+      const sf = new StateFile(sd);
+      sf.save(sample);
+      writeFileSync(join(sd, STATE_FILE), readFileSync(join(sd, STATE_FILE), "utf8").replace('"version": 1', `"version": ${version}`));
+      expect(sf.load().rules).toEqual([]);
+      expect(sf.setAside?.reason).toContain("version");
+    }
+  });
+
+  test("a set-aside file is recorded for status (path, reason, time); a load that succeeds clears it", () => {
+    const sd = dir.join("state");
+    const sf = new StateFile(sd);
+    sf.save(sample);
+    writeFileSync(join(sd, STATE_FILE), "{ not json");
+    sf.load();
+    const aside = readdirSync(sd).filter((f) => f.startsWith(`${STATE_FILE}.corrupt-`));
+    expect(sf.setAside).toEqual({ path: join(sd, aside[0]!), reason: expect.stringContaining("JSON"), at: expect.stringMatching(/^\d{4}-\d\d-\d\dT/) });
+    sf.save(sample);
+    sf.load();
+    expect(sf.setAside).toBeNull();
+  });
+
+  test("only the newest 5 set-aside files of each kind are kept", () => {
+    const sd = dir.join("state");
+    mkdirSync(sd);
+    const old = (kind: string, i: number) => `${STATE_FILE}.${kind}-2020-01-0${i}T00-00-00-000Z`;
+    for (let i = 1; i <= 7; i++) for (const kind of ["corrupt", "rejected"]) writeFileSync(join(sd, old(kind, i)), "old");
+    const sf = new StateFile(sd);
+    writeFileSync(join(sd, STATE_FILE), "{ not json");
+    sf.load();
+    writeFileSync(join(sd, STATE_FILE), JSON.stringify({ version: 1, rules: [{ id: "x" }] }));
+    sf.load();
+    const kept = readdirSync(sd).sort();
+    const newest = (kind: string) => kept.filter((f) => f.includes(`.${kind}-`) && !f.includes("2020"));
+    expect(newest("corrupt")).toHaveLength(1);
+    expect(newest("rejected")).toHaveLength(1);
+    for (const kind of ["corrupt", "rejected"]) {
+      expect(kept.filter((f) => f.includes(`.${kind}-`))).toEqual([4, 5, 6, 7].map((i) => old(kind, i)).concat(newest(kind)));
+    }
+  });
+
+  test("a temporary left by a crashed save is removed at the next load", () => {
+    const sd = dir.join("state");
+    const sf = new StateFile(sd);
+    sf.save(sample);
+    writeFileSync(join(sd, `${STATE_FILE}.tmp-99999`), '{"version": 1, "rul');
+    expect(sf.load()).toEqual(sample);
+    expect(readdirSync(sd)).toEqual([STATE_FILE]);
+  });
+
+  test("a save never writes through a symlink planted at the temporary's name", () => {
+    const sd = dir.join("state");
+    const sf = new StateFile(sd);
+    sf.save(sample);
+    const victim = dir.file("victim", "precious\n");
+    symlinkSync(victim, join(sd, `${STATE_FILE}.tmp-${process.pid}`));
+    sf.save({ nextId: 2n, rules: [], configIds: new Map() });
+    expect(readFileSync(victim, "utf8")).toBe("precious\n");
+    expect(lstatSync(join(sd, STATE_FILE)).isFile()).toBe(true);
+    expect(sf.load()).toEqual({ nextId: 2n, rules: [], configIds: new Map() });
+  });
+});
+
+describe("state directory", () => {
+  test("a directory the daemon's user owns, writable by no one else, is locked", () => {
+    const sd = dir.join("state");
+    mkdirSync(sd, { mode: 0o750 });
+    closeSync(lockStateDir(sd));
+  });
+
+  test("a directory writable by others, or owned by another user, is refused (ConfigError naming it, its owner and mode, and the fix); the lock is let go", () => {
+    const sd = dir.join("state");
+    mkdirSync(sd);
+    chmodSync(sd, 0o777);
+    const euid = process.geteuid!();
+    expect(() => lockStateDir(sd)).toThrow(ConfigError);
+    expect(() => lockStateDir(sd)).toThrow(`state directory ${sd} (owner uid ${euid}, mode 0777) is writable by its group or others: another user could change the runtime rules; run \`chown ${euid} ${sd} && chmod go-w ${sd}\``);
+    chmodSync(sd, 0o750);
+    if (euid === 0) {
+      chownSync(sd, 65534, 65534);
+      expect(() => lockStateDir(sd)).toThrow(`state directory ${sd} (owner uid 65534, mode 0750) is owned by uid 65534, not by uid 0 that runs the daemon`);
+      chownSync(sd, 0, 0);
+    }
+    // Refused, not held: once put right the same process locks it.
+    closeSync(lockStateDir(sd));
   });
 });
