@@ -7,6 +7,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test
 import { netnsAvailable, Topology } from "../../scripts/lib/netns.ts";
 import { buildRelayTopology, mcrelayCommand, note, type RelayTopology } from "../support/relay-harness.ts";
 import { TempDir, TestDaemon, burst, killBackground, ruleNamed, sink, sinkReport, startStream, stopStream, waitFor, type StatsResult } from "../support/daemon-harness.ts";
+import { METRICS_CACHE_MS } from "../../src/supervisor/http.ts";
 import { httpGet, parseExposition, parseWithPython, sampleOf, type Family } from "../support/prom.ts";
 
 const describe_netns = describe.skipIf(!netnsAvailable());
@@ -145,6 +146,7 @@ describe_netns("metrics and health endpoints (kernel, under bun)", () => {
 
       writeFileSync(d.configPath!, JSON.stringify({ rules: [{ ...good, bogus: true }] }));
       expect((await d.cli(["reload"])).exitCode).toBe(6);
+      await Bun.sleep(METRICS_CACHE_MS + 100); // the page is a rendering up to 1 s old
       const refused = await scrape();
       expect(sampleOf(refused, "mcrelay_config_last_reload_successful", {})).toBe(0);
       expect(sampleOf(refused, "mcrelay_config_last_reload_success_timestamp_seconds", {})).toBe(loadedAt);
