@@ -37,6 +37,8 @@ const TP_STATUS_COPY: u32 = 1 << 1;
 /// peer namespace over veth): it is valid by construction.
 const TP_STATUS_CSUMNOTREADY: u32 = 1 << 3;
 const TP_STATUS_VLAN_VALID: u32 = 1 << 4;
+/// tp_vlan_tpid holds the TPID of the tag in tp_vlan_tci (0x8100, 0x88a8, ...).
+const TP_STATUS_VLAN_TPID_VALID: u32 = 1 << 6;
 /// The device or the stack verified the transport checksum (CHECKSUM_UNNECESSARY).
 const TP_STATUS_CSUM_VALID: u32 = 1 << 7;
 
@@ -458,6 +460,33 @@ pub const Run = struct {
         }
     };
 
+    /// What the kernel wrote of a frame beyond its bytes and what Frame carries; read by the
+    /// traced loop only, so the untraced one pays nothing for it.
+    pub const Stamp = struct {
+        /// When it was received (tp_sec, tp_nsec): CLOCK_REALTIME as the kernel stamps it
+        /// (the skb's software timestamp when it has one, else the time of the copy).
+        time_ns: u64,
+        /// TPID of the tag the kernel moved into metadata (Frame.vlan_tci); 0x8100 when the
+        /// kernel does not say (TP_STATUS_VLAN_TPID_VALID off), 0 when there is no such tag.
+        vlan_tpid: u16,
+    };
+
+    /// The stamp of the frame `Iterator.next` returned last.
+    pub fn stampOfLast(self: *const Run, it: *const Iterator) Stamp {
+        std.debug.assert(it.run == self);
+        std.debug.assert(it.next_index > 0 and it.next_index <= self.count);
+        const slot = self.first + it.next_index - 1;
+        const slot_bytes = self.ring.geo.frame_bytes;
+        const base = self.ring.map[@as(usize, slot) * slot_bytes ..][0..@sizeOf(SlotHeader)];
+        const hdr = std.mem.bytesToValue(SlotHeader, base);
+        const tagged = hdr.status & TP_STATUS_VLAN_VALID != 0;
+        const tpid_known = hdr.status & TP_STATUS_VLAN_TPID_VALID != 0;
+        return .{
+            .time_ns = @as(u64, hdr.sec) * std.time.ns_per_s + hdr.nsec,
+            .vlan_tpid = if (!tagged) 0 else if (tpid_known) hdr.vlan_tpid else 0x8100,
+        };
+    }
+
     pub fn frames(self: *const Run) Iterator {
         return .{ .run = self, .next_index = 0 };
     }
@@ -624,4 +653,68 @@ test "a socket made blank again drops the whole frames its cut slots left in the
     try reset(s.fd);
     var byte: [1]u8 = undefined;
     try std.testing.expectEqual(linux.E.AGAIN, linux.errno(linux.recvfrom(s.fd, &byte, 1, linux.MSG.DONTWAIT, null, null)));
+}
+
+test "a frame's stamp is its own receive time (realtime), and the TPID of a tag the kernel moved out" {
+    const s = try testSocket(1 << 20);
+    defer sys.close(s.fd);
+    var ring = try Ring.attach(s.fd, s.geo);
+    defer ring.deinit();
+    const tx: i32 = @intCast(try sys.call("socket", linux.socket(linux.AF.PACKET, linux.SOCK.RAW | linux.SOCK.CLOEXEC, 0)));
+    defer sys.close(tx);
+    const before_ns = sys.realtimeNs();
+    // Four frames 3 ms apart, read together afterwards: one run, four different times.
+    for (1..5) |m| {
+        try testSend(tx, 64, @intCast(m));
+        const gap = linux.timespec{ .sec = 0, .nsec = 3 * std.time.ns_per_ms };
+        _ = linux.nanosleep(&gap, null);
+    }
+    // A QinQ frame: the kernel moves the outer tag (0x88a8, PCP 5, DEI 1, VID 100) into the
+    // slot's metadata and leaves the inner 0x8100 tag in the frame.
+    var qinq: [14 + 8 + 20 + 8 + 8]u8 = @splat(0);
+    @memcpy(qinq[0..6], &[_]u8{ 0x01, 0x00, 0x5e, 0x01, 0x01, 0x01 });
+    @memcpy(qinq[6..12], &[_]u8{ 0x02, 0, 0, 0, 0, 0x01 });
+    std.mem.writeInt(u16, qinq[12..14], 0x88a8, .big);
+    std.mem.writeInt(u16, qinq[14..16], (5 << 13) | (1 << 12) | 100, .big);
+    std.mem.writeInt(u16, qinq[16..18], 0x8100, .big);
+    std.mem.writeInt(u16, qinq[18..20], 200, .big);
+    std.mem.writeInt(u16, qinq[20..22], 0x0800, .big);
+    qinq[22] = 0x45;
+    std.mem.writeInt(u16, qinq[50..52], test_port, .big);
+    var sll = linux.sockaddr.ll{ .protocol = std.mem.nativeToBig(u16, 0x88a8), .ifindex = 1, .hatype = 0, .pkttype = 0, .halen = 6, .addr = .{ 0x01, 0x00, 0x5e, 0x01, 0x01, 0x01, 0, 0 } };
+    _ = try sys.call("sendto", linux.sendto(tx, &qinq, qinq.len, 0, @ptrCast(&sll), @sizeOf(linux.sockaddr.ll)));
+    const after_ns = sys.realtimeNs();
+
+    var times: [4]u64 = undefined;
+    var n: usize = 0;
+    var qinq_seen = false;
+    var waited: u32 = 0;
+    while ((n < times.len or !qinq_seen) and waited < 100) : (waited += 1) {
+        const run = ring.peekRun() orelse {
+            var pfd = [_]linux.pollfd{.{ .fd = ring.fd, .events = linux.POLL.IN, .revents = 0 }};
+            _ = linux.poll(&pfd, 1, 10);
+            continue;
+        };
+        var it = run.frames();
+        while (it.next()) |f| {
+            const stamp = run.stampOfLast(&it);
+            if (f.data.len >= 46 and std.mem.readInt(u16, f.data[12..14], .big) == 0x0800 and std.mem.readInt(u16, f.data[36..38], .big) == test_port) {
+                try std.testing.expectEqual(@as(u16, 0), stamp.vlan_tpid);
+                try std.testing.expect(f.vlan_tci == null);
+                if (n < times.len) times[n] = stamp.time_ns;
+                n += 1;
+            } else if (f.vlan_tci != null and f.data.len >= 16 and std.mem.readInt(u16, f.data[12..14], .big) == 0x8100) {
+                try std.testing.expectEqual(@as(u16, 0x88a8), stamp.vlan_tpid);
+                try std.testing.expectEqual(@as(u16, (5 << 13) | (1 << 12) | 100), f.vlan_tci.?);
+                try std.testing.expect(stamp.time_ns >= before_ns and stamp.time_ns <= after_ns);
+                qinq_seen = true;
+            }
+        }
+        ring.release(run);
+    }
+    try std.testing.expectEqual(@as(usize, 4), n);
+    try std.testing.expect(qinq_seen);
+    try std.testing.expect(times[0] >= before_ns and times[3] <= after_ns);
+    // At least the sleep apart (a slow machine only makes the gaps longer).
+    for (times[0..3], times[1..4]) |a, b| try std.testing.expect(b >= a + 2 * std.time.ns_per_ms);
 }

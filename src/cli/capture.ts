@@ -50,7 +50,7 @@ export default defineCommand({
             if (!r.frame) return false;
             const frame = Buffer.from(r.frame, "base64");
             if (frame.length < r.wire_length) truncated += 1;
-            write(pcapRecord(BigInt(r.time_ns), frame, r.wire_length, r.vlan));
+            write(pcapRecord(BigInt(r.time_ns), frame, r.wire_length, r.frame_tag ?? null));
             return true;
           },
         );

@@ -18,17 +18,18 @@ export function pcapHeader(): Uint8Array {
 }
 
 /**
- * One record. The kernel moves an 802.1Q tag into the ring's metadata; `vlan` puts it back
- * (as libpcap does), so the file shows the frame as it was on the wire.
+ * One record. The kernel moves a frame's (outer) VLAN tag into the ring's metadata; `tag` puts
+ * it back whole, TPID and TCI (PCP, DEI, VID), after the MAC addresses, as libpcap does, so the
+ * file shows the frame as it was on the wire. Always when there is one: with QinQ the frame
+ * left in the ring still starts with the inner 802.1Q tag, and the outer one is the tag.
  */
-export function pcapRecord(timeNs: bigint, frame: Uint8Array, wireLen: number, vlan: number | null): Uint8Array {
+export function pcapRecord(timeNs: bigint, frame: Uint8Array, wireLen: number, tag: { tpid: number; tci: number } | null): Uint8Array {
   let bytes = frame;
   let orig = wireLen;
-  const et = frame.length >= 14 ? (frame[12]! << 8) | frame[13]! : 0;
-  if (vlan !== null && et !== 0x8100 && et !== 0x88a8 && frame.length >= 14) {
+  if (tag !== null && frame.length >= 12) {
     bytes = new Uint8Array(frame.length + 4);
     bytes.set(frame.subarray(0, 12), 0);
-    bytes.set([0x81, 0x00, (vlan >> 8) & 0x0f, vlan & 0xff], 12);
+    bytes.set([(tag.tpid >> 8) & 0xff, tag.tpid & 0xff, (tag.tci >> 8) & 0xff, tag.tci & 0xff], 12);
     bytes.set(frame.subarray(12), 16);
     orig += 4;
   }

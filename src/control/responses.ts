@@ -27,6 +27,7 @@ export const OutputStateSchema = v.picklist(["active", "pending"]);
  */
 const ttl = v.pipe(v.number(), v.integer(), v.minValue(TTL_MIN), v.maxValue(TTL_MAX));
 const vlan = v.pipe(v.number(), v.integer(), v.minValue(0), v.maxValue(4095));
+const u16 = v.pipe(v.number(), v.integer(), v.minValue(0), v.maxValue(0xffff));
 /** A fixed DSCP (0-63), or "copy": the input packet's. */
 const dscp = v.union([v.pipe(v.number(), v.integer(), v.minValue(0), v.maxValue(DSCP_MAX)), v.literal("copy")]);
 
@@ -247,6 +248,8 @@ export interface TraceRecordJson {
   outputs: { to: string; result: string }[];
   outputs_total: number;
   frame?: string;
+  /** The VLAN tag the kernel moved out of `frame` (capture only): its TPID and whole TCI. */
+  frame_tag?: { tpid: number; tci: number };
 }
 
 export const TraceRecordSchema = v.strictObject({
@@ -270,6 +273,8 @@ export const TraceRecordSchema = v.strictObject({
   outputs_total: count,
   /** The frame's bytes, base64 (`capture` only). */
   frame: v.optional(v.string()),
+  /** The VLAN tag the kernel moved out of `frame` (0x8100 or 0x88a8, PCP, DEI, VID): capture puts it back. */
+  frame_tag: v.optional(v.strictObject({ tpid: u16, tci: u16 })),
 });
 
 const versionEntries = { daemon: v.string(), protocol: v.number(), mode: ModeSchema };

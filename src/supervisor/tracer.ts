@@ -9,7 +9,7 @@ import { formatEndpoint } from "../base/endpoint.ts";
 import { ControlError } from "../control/server.ts";
 import { logger } from "../log.ts";
 import type { Rule } from "../rules/rule.ts";
-import { arm, armedFor, disarm, drain, overflow, ready, type RawRecord } from "./trace-ring.ts";
+import { arm, armedFor, armedGroup, disarm, drain, overflow, ready, type RawRecord } from "./trace-ring.ts";
 import type { TraceRecordJson } from "../control/responses.ts";
 
 export type { TraceRecordJson };
@@ -40,6 +40,8 @@ interface Session {
   overflowBase: Map<Uint8Array, number>;
   overflow: number;
   records: number;
+  /** Records dropped because a worker's ring made no sense (trace-ring.ts drain). */
+  corrupt: number;
 }
 
 
@@ -50,6 +52,10 @@ function v4(bytes: Uint8Array): string {
   const groups: string[] = [];
   for (let i = 0; i < 16; i += 2) groups.push(((bytes[i]! << 8) | bytes[i + 1]!).toString(16));
   return parseIp(groups.join(":"))?.text ?? groups.join(":");
+}
+
+function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  return a.length === b.length && a.every((x, i) => x === b[i]);
 }
 
 export class Tracer {
@@ -75,7 +81,7 @@ export class Tracer {
       throw new ControlError("busy", `a ${s.capture ? "capture" : "trace"} of rule ${s.rule.name} is running (one at a time; it ends when its client stops, or ${LEASE_MS / 1000} s after it stops reading)`);
     }
     const now = Date.now();
-    this.#session = { id: randomUUID(), rule, capture, allUnmatched, startedAt: now, lastReadAt: now, overflowBase: new Map(), overflow: 0, records: 0 };
+    this.#session = { id: randomUUID(), rule, capture, allUnmatched, startedAt: now, lastReadAt: now, overflowBase: new Map(), overflow: 0, records: 0, corrupt: 0 };
     this.#armAll(this.#session);
     log.info(`${capture ? "capture" : "trace"} of rule ${rule.name} started`);
     return {
@@ -93,8 +99,9 @@ export class Tracer {
   read(sessionId: string) {
     const s = this.#get(sessionId);
     s.lastReadAt = Date.now();
+    const before = this.#follow(s);
     this.#armAll(s);
-    return { records: this.#collect(s), overflow: s.overflow, active: true };
+    return { records: [...before, ...this.#collect(s)], overflow: s.overflow, active: true };
   }
 
   stop(sessionId: string) {
@@ -116,25 +123,63 @@ export class Tracer {
     return s;
   }
 
-  /** Arms every worker of the interface that is not armed for this rule (new or restarted). */
+  /**
+   * The session follows its rule (by id: `add --replace` keeps it) when it was replaced: what the
+   * workers published under the old input is collected first, then the old interface's workers
+   * are disarmed, so #armAll arms the new group (and interface). Returns those last records.
+   */
+  #follow(s: Session): TraceRecordJson[] {
+    const current = this.#source.find(s.rule.id.toString());
+    if (!current || current.id !== s.rule.id || current === s.rule) return [];
+    const sameInput = current.input.iface === s.rule.input.iface && sameBytes(current.input.addr.bytes, s.rule.input.addr.bytes);
+    if (sameInput) {
+      s.rule = current;
+      return [];
+    }
+    const last = this.#collect(s);
+    for (const mem of this.#source.memories(s.rule.input.iface)) if (armedFor(mem) === s.rule.id) disarm(mem);
+    log.info(`rule ${s.rule.name} was replaced (input ${formatEndpoint(s.rule.input)} -> ${formatEndpoint(current.input)}): the ${s.capture ? "capture" : "trace"} follows it`);
+    s.rule = current;
+    return last;
+  }
+
+  /** Arms every worker of the interface that is not armed for this rule and group (new or restarted). */
   #armAll(s: Session): void {
     const group = s.rule.input.addr.bytes;
     for (const mem of this.#source.memories(s.rule.input.iface)) {
-      if (!ready(mem) || armedFor(mem) === s.rule.id) continue;
+      if (!ready(mem) || (armedFor(mem) === s.rule.id && sameBytes(armedGroup(mem), group))) continue;
       arm(mem, { ruleId: s.rule.id, group, capture: s.capture, allUnmatched: s.allUnmatched });
       s.overflowBase.set(mem, overflow(mem));
     }
   }
 
+  /**
+   * Takes what the workers published, the read budget shared between them: each gets an equal
+   * part of what is left, then what they left unused goes to those with more (a busy first
+   * worker must not starve the others into overflowing).
+   */
   #collect(s: Session): TraceRecordJson[] {
     const max = s.capture ? READ_CAPTURE_RECORDS_MAX : READ_RECORDS_MAX;
+    const mems = this.#source.memories(s.rule.input.iface).filter(ready);
     const raw: RawRecord[] = [];
+    const take = (mem: Uint8Array, budget: number): number => {
+      const got = drain(mem, budget);
+      if (got.corrupt) {
+        // Warned once a session (it is read every 100 ms); counted in the line that ends it.
+        if (s.corrupt === 0) log.warn(`a worker's trace ring of ${s.rule.input.iface} is corrupt (${got.corrupt}): its unread records are dropped`);
+        s.corrupt += 1;
+      }
+      raw.push(...got.records);
+      return got.records.length;
+    };
+    const full: Uint8Array[] = [];
+    mems.forEach((mem, i) => {
+      const share = Math.floor((max - raw.length) / (mems.length - i));
+      if (take(mem, share) === share && share > 0) full.push(mem);
+    });
+    for (const mem of full) if (raw.length < max) take(mem, max - raw.length);
     let over = 0;
-    for (const mem of this.#source.memories(s.rule.input.iface)) {
-      if (!ready(mem)) continue;
-      raw.push(...drain(mem, max - raw.length));
-      over += overflow(mem) - (s.overflowBase.get(mem) ?? 0);
-    }
+    for (const mem of mems) over += overflow(mem) - (s.overflowBase.get(mem) ?? 0);
     s.overflow = Math.max(s.overflow, over);
     raw.sort((a, b) => (a.timeNs < b.timeNs ? -1 : a.timeNs > b.timeNs ? 1 : 0));
     s.records += raw.length;
@@ -143,6 +188,7 @@ export class Tracer {
 
   #json(s: Session, r: RawRecord): TraceRecordJson {
     const ms = Number(r.timeNs / 1_000_000n);
+    const ours = r.ruleId !== 0n && r.ruleId === s.rule.id;
     const rec: TraceRecordJson = {
       time: new Date(ms).toISOString(),
       time_ns: r.timeNs.toString(),
@@ -159,18 +205,22 @@ export class Tracer {
       ecn: r.tos & 3,
       verdict: r.verdict,
       reason: r.reason,
-      rule: r.ruleId !== 0n ? s.rule.name : null,
-      outputs: r.outputs.map((o) => ({ to: s.rule.outputs[o.index] ? formatEndpoint(s.rule.outputs[o.index]!.to) : `output ${o.index}`, result: o.result })),
+      // A record names the session's rule only when it is that rule's (a matched record).
+      rule: ours ? s.rule.name : null,
+      outputs: r.outputs.map((o) => ({ to: ours && s.rule.outputs[o.index] ? formatEndpoint(s.rule.outputs[o.index]!.to) : `output ${o.index}`, result: o.result })),
       outputs_total: r.outputsTotal,
     };
-    if (r.frame) rec.frame = Buffer.from(r.frame).toString("base64");
+    if (r.frame) {
+      rec.frame = Buffer.from(r.frame).toString("base64");
+      if (r.tag) rec.frame_tag = r.tag;
+    }
     return rec;
   }
 
   #end(s: Session, why: string): void {
     for (const mem of this.#source.memories(s.rule.input.iface)) if (armedFor(mem) === s.rule.id) disarm(mem);
     this.#session = null;
-    log.info(`${s.capture ? "capture" : "trace"} of rule ${s.rule.name} ended (${why}): ${s.records} records, ${s.overflow} lost to overflow`);
+    log.info(`${s.capture ? "capture" : "trace"} of rule ${s.rule.name} ended (${why}): ${s.records} records, ${s.overflow} lost to overflow${s.corrupt ? `, ${s.corrupt} corrupt ring read(s) dropped` : ""}`);
   }
 
   #expire(): void {

@@ -1,12 +1,14 @@
 // `mcrelay trace` and `mcrelay capture` against a live daemon (and a `forward --socket`): a
 // matched packet with its per-output result, a wrong-port packet with its verdict, nothing of
 // another rule; a pcap file tcpdump reads back with the expected count; -c N stops after exactly
-// N of more packets; a trace whose client died ends by itself.
+// N of more packets; a trace whose client died ends by itself; each record has its own frame's
+// receive time; VLAN tags (PCP, DEI, QinQ) come back whole in a capture.
 import { readFileSync } from "node:fs";
 import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
 import { netnsAvailable, Topology } from "../../scripts/lib/netns.ts";
 import { buildRelayTopology, mcrelayCommand, note, startForward, startLogged, type RelayTopology } from "../support/relay-harness.ts";
 import { RawClient, TempDir, TestDaemon, killBackground, sink, sinkReport, startStream, stopStream, waitFor } from "../support/daemon-harness.ts";
+import { sendRawFrames } from "../support/udp-tools.ts";
 
 const describe_netns = describe.skipIf(!netnsAvailable());
 const T = 180_000;
@@ -32,8 +34,8 @@ interface Rec {
   outputs: { to: string; result: string }[];
 }
 
-async function gen(to: string, count: number, extra: string[] = []): Promise<void> {
-  const r = await rt.topo.exec(rt.gen, [...mcrelayCommand("bun"), "gen", "--to", to, "--count", String(count), "--rate", "1000", "--size", "120", ...extra], { timeoutMs: 60_000 });
+async function gen(to: string, count: number, extra: string[] = [], ratePps = 1000): Promise<void> {
+  const r = await rt.topo.exec(rt.gen, [...mcrelayCommand("bun"), "gen", "--to", to, "--count", String(count), "--rate", String(ratePps), "--size", "120", ...extra], { timeoutMs: 60_000 });
   if (r.exitCode !== 0) throw new Error(`gen ${to}: ${r.stderr}`);
 }
 
@@ -263,6 +265,78 @@ describe_netns("trace and capture (kernel, under bun)", () => {
         fwd.proc.kill("SIGINT");
         await fwd.wait(20_000);
       }
+    },
+    T,
+  );
+  test(
+    "each record carries its own frame's receive time: a burst at 10,000 pps gives distinct, increasing times about 100 us apart, in the trace and in a capture",
+    async () => {
+      const d = await startDaemon();
+      const tracing = await startTrace(["trace", "cam", "--json", "-c", "200"], d.socket);
+      await gen("239.1.1.1:5000@g0", 200, [], 10_000);
+      expect(await tracing.wait(30_000)).toBe(0);
+      const times = tracing.stdout.trim().split("\n").map((l) => BigInt((JSON.parse(l) as { time_ns: string }).time_ns));
+      const gaps = times.slice(1).map((t, i) => Number(t - times[i]!) / 1000);
+      const sorted = [...gaps].sort((a, b) => a - b);
+      const median = sorted[Math.floor(sorted.length / 2)]!;
+      note("trace-times", { records: times.length, median_gap_us: median, min_gap_us: sorted[0], max_gap_us: sorted.at(-1), equal: gaps.filter((g) => g === 0).length });
+      expect(times.length).toBe(200);
+      // Before, a group of ring blocks (several frames at this rate) shared one time.
+      expect(gaps.filter((g) => g <= 0)).toEqual([]);
+      // gen paces at 100 us; a loaded machine delays some frames and bunches the next ones.
+      expect(median).toBeGreaterThan(50);
+      expect(median).toBeLessThan(200);
+      // The times are the kernel's realtime stamps: within the last minute.
+      expect(Math.abs(Number(times[0]! / 1_000_000n) - Date.now())).toBeLessThan(60_000);
+
+      // The pcap file's timestamps, read by tcpdump (-tt: seconds.microseconds).
+      const file = dir!.join("times.pcap");
+      const cap = await startTrace(["capture", "cam", "-c", "100", "-w", file], d.socket);
+      await gen("239.1.1.1:5000@g0", 100, [], 10_000);
+      expect(await cap.wait(30_000)).toBe(0);
+      const r = await rt.topo.exec(rt.relay, ["tcpdump", "-n", "-tt", "-r", file], { timeoutMs: 30_000 });
+      expect(r.exitCode).toBe(0);
+      const us = r.stdout.trim().split("\n").map((l) => Math.round(Number(l.split(" ")[0]) * 1e6));
+      expect(us.length).toBe(100);
+      expect(new Set(us).size).toBe(100);
+      for (let i = 1; i < us.length; i++) expect(us[i]!).toBeGreaterThan(us[i - 1]!);
+    },
+    T,
+  );
+
+  test(
+    "a capture puts a VLAN tag the kernel moved out back whole: PCP and DEI kept, and the outer 802.1ad tag of a QinQ frame",
+    async () => {
+      const d = await startDaemon();
+      const file = dir!.join("vlan.pcap");
+      const cap = await startTrace(["capture", "cam", "-c", "2", "-w", file], d.socket);
+      // For the rule's group: a tagged frame matches no (untagged) rule, a QinQ frame is a parse drop.
+      const frame = { src: rt.genAddr, dst: "239.1.1.1", dport: 5000, size: 100 };
+      await sendRawFrames(rt.topo, rt.gen, "g0", [
+        { ...frame, seq: 1, tags: [[0x8100, (5 << 13) | (1 << 12) | 100]] },
+        { ...frame, seq: 2, tags: [[0x88a8, (3 << 13) | 300], [0x8100, 200]] },
+      ], 0.05);
+      expect(await cap.wait(30_000)).toBe(0);
+      // Read back independently: the bytes after the MAC addresses, and tcpdump -e.
+      const pcap = readFileSync(file);
+      const frames: Buffer[] = [];
+      for (let at = 24; at < pcap.length; ) {
+        const incl = pcap.readUInt32LE(at + 8);
+        frames.push(pcap.subarray(at + 16, at + 16 + incl));
+        at += 16 + incl;
+      }
+      expect(frames.length).toBe(2);
+      expect(frames[0]!.subarray(12, 18).toString("hex")).toBe("8100b0640800");
+      expect(frames[1]!.subarray(12, 22).toString("hex")).toBe("88a8612c810000c80800");
+      const r = await rt.topo.exec(rt.relay, ["tcpdump", "-e", "-n", "-r", file], { timeoutMs: 30_000 });
+      expect(r.exitCode).toBe(0);
+      const lines = r.stdout.trim().split("\n");
+      note("capture-vlan", { lines });
+      expect(lines[0]).toContain("vlan 100, p 5, DEI");
+      expect(lines[0]).toContain("> 239.1.1.1.5000: UDP");
+      expect(lines[1]).toContain("802.1Q-QinQ");
+      expect(lines[1]).toMatch(/vlan 300, p 3,.*vlan 200, p 0,/);
+      expect(lines[1]).toContain("> 239.1.1.1.5000: UDP");
     },
     T,
   );

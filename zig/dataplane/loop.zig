@@ -391,6 +391,11 @@ pub const Dataplane = struct {
                 self.flushEarly(traced, s);
             }
             const frame = frames.next() orelse break;
+            if (traced) {
+                // Each record's time is its frame's receive time (the untraced copy skips this).
+                const stamp = slots.stampOfLast(&frames);
+                self.trace.?.frameStamp(stamp.time_ns, stamp.vlan_tpid);
+            }
             s.worker(.rx_frames).* += 1;
             s.worker(.rx_bytes).* += frame.wire_len;
             if (frame.data.len < frame.wire_len) s.worker(.rx_truncated).* += 1;

@@ -18,7 +18,8 @@ const stats_mod = @import("stats.zig");
 const egress_mod = @import("egress.zig");
 
 pub const magic: u32 = 0x4d435452; // "MCTR"
-pub const layout_version: u32 = 1;
+/// 2: time_ns is the frame's receive time; vlan_tci and vlan_tpid keep a metadata tag whole.
+pub const layout_version: u32 = 2;
 /// The region header takes one page, so records start page-aligned.
 pub const header_bytes: u32 = 4096;
 pub const record_bytes: u32 = @import("../constants.zig").trace_record_bytes;
@@ -66,6 +67,7 @@ pub const RecordOutput = extern struct {
 };
 
 pub const Record = extern struct {
+    /// When the kernel received the frame (its slot's tp_sec/tp_nsec): CLOCK_REALTIME.
     time_ns: u64,
     rule_id: u64,
     src: abi.Addr,
@@ -84,7 +86,11 @@ pub const Record = extern struct {
     outputs_recorded: u8,
     outputs_total: u8,
     ifindex: u32,
-    _pad0: u32 = 0,
+    /// The tag the kernel moved out of the frame into the ring's metadata, whole (PCP, DEI,
+    /// VID), and its TPID (0x8100, 0x88a8 the outer tag of QinQ); vlan_tpid 0: none, the
+    /// frame is as it was on the wire.
+    vlan_tci: u16,
+    vlan_tpid: u16,
     outputs: [record_outputs_max]RecordOutput,
     _reserved: [32]u8 = @splat(0),
 };
@@ -95,6 +101,8 @@ comptime {
     std.debug.assert(@offsetOf(Header, "tail") == 56);
     std.debug.assert(@offsetOf(Header, "overflow") == 64);
     std.debug.assert(@sizeOf(Record) == record_head_bytes);
+    std.debug.assert(@offsetOf(Record, "vlan_tci") == 76);
+    std.debug.assert(@offsetOf(Record, "vlan_tpid") == 78);
     std.debug.assert(@offsetOf(Record, "outputs") == 80);
     std.debug.assert(std.math.isPowerOfTwo(records_max));
     std.debug.assert(region_bytes % 4096 == 0);
@@ -127,7 +135,9 @@ pub const Trace = struct {
     pending: [pending_max]Pending,
     pending_count: u32,
     ifindex: u32,
-    now_ns: u64,
+    /// The current frame's receive time and metadata tag TPID (`frameStamp`).
+    frame_time_ns: u64,
+    frame_vlan_tpid: u16,
 
     /// Lays out a fresh region (the supervisor's memfd is zero-filled: disarmed).
     pub fn init(self: *Trace, region: []align(4096) u8, ifindex: u32) void {
@@ -141,7 +151,8 @@ pub const Trace = struct {
         self.head_local = @atomicLoad(u64, &self.header.head, .acquire);
         self.pending_count = 0;
         self.ifindex = ifindex;
-        self.now_ns = 0;
+        self.frame_time_ns = 0;
+        self.frame_vlan_tpid = 0;
     }
 
     /// Read once per group of blocks: the one branch tracing costs when off.
@@ -153,9 +164,14 @@ pub const Trace = struct {
     pub fn begin(self: *Trace) void {
         self.head_local = @atomicLoad(u64, &self.header.head, .monotonic);
         self.pending_count = 0;
-        var ts: std.os.linux.timespec = undefined;
-        _ = std.os.linux.clock_gettime(.REALTIME, &ts);
-        self.now_ns = @as(u64, @intCast(ts.sec)) * std.time.ns_per_s + @as(u64, @intCast(ts.nsec));
+    }
+
+    /// The next frame's kernel stamp (ring.zig Run.Stamp), given by the traced loop before
+    /// anything of that frame is recorded: each record carries its own frame's receive time
+    /// (a time per group of blocks made inter-arrival times in a capture meaningless).
+    pub inline fn frameStamp(self: *Trace, time_ns: u64, vlan_tpid: u16) void {
+        self.frame_time_ns = time_ns;
+        self.frame_vlan_tpid = vlan_tpid;
     }
 
     fn reserve(self: *Trace) ?*Record {
@@ -175,10 +191,14 @@ pub const Trace = struct {
 
     fn fill(self: *Trace, r: *Record, frame_data: []const u8, wire_len: u32, vlan_tci: ?u16) void {
         r.* = std.mem.zeroes(Record);
-        r.time_ns = self.now_ns;
+        r.time_ns = self.frame_time_ns;
         r.wire_len = wire_len;
         r.ifindex = self.ifindex;
         r.vlan = if (vlan_tci) |tci| tci & 0x0fff else 0xffff;
+        if (vlan_tci) |tci| {
+            r.vlan_tci = tci;
+            r.vlan_tpid = if (self.frame_vlan_tpid != 0) self.frame_vlan_tpid else 0x8100;
+        }
         if (self.header.flags & flag_capture != 0) {
             const n: u32 = @intCast(@min(frame_data.len, capture_bytes_max));
             const dest: [*]u8 = @ptrCast(r);
@@ -367,4 +387,48 @@ test "trace ring: armed filter, records published after the flush, overflow coun
     t.publish(s);
     try std.testing.expectEqual(@as(u64, records_max), t.header.head);
     try std.testing.expectEqual(@as(u64, 12), t.header.overflow);
+}
+
+test "trace records: each its own frame's receive time, and a metadata tag kept whole with its TPID" {
+    const region = try std.testing.allocator.alignedAlloc(u8, .fromByteUnits(4096), region_bytes);
+    defer std.testing.allocator.free(region);
+    @memset(region, 0);
+    const t = try std.testing.allocator.create(Trace);
+    defer std.testing.allocator.destroy(t);
+    t.init(region, 7);
+    t.header.group = [_]u8{ 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 239, 1, 1, 1 };
+    t.header.enabled = 1;
+    const words = try std.testing.allocator.create([stats_mod.total_words]u64);
+    defer std.testing.allocator.destroy(words);
+    const s = stats_mod.Stats.init(words);
+    var p = std.mem.zeroes(parse.Packet);
+    p.dst = t.header.group;
+
+    // Three frames of one group of blocks, 100 us apart on the wire.
+    const t0: u64 = 1_764_000_000_123_456_789;
+    t.begin();
+    t.frameStamp(t0, 0);
+    t.unmatched(&.{}, 60, null, &p, .no_match);
+    // PCP 5, DEI 1, VID 100 in an outer 802.1ad tag the kernel moved out.
+    t.frameStamp(t0 + 100_000, 0x88a8);
+    t.unmatched(&.{}, 60, (5 << 13) | (1 << 12) | 100, &p, .no_match);
+    // A tag whose TPID the kernel did not give: 802.1Q.
+    t.frameStamp(t0 + 200_000, 0);
+    t.unmatched(&.{}, 60, 7, &p, .no_match);
+    t.publish(s);
+    const at = struct {
+        fn f(tr: *const Trace, i: usize) *const Record {
+            return @ptrCast(@alignCast(tr.records + i * record_bytes));
+        }
+    }.f;
+    try std.testing.expectEqual(t0, at(t, 0).time_ns);
+    try std.testing.expectEqual(t0 + 100_000, at(t, 1).time_ns);
+    try std.testing.expectEqual(t0 + 200_000, at(t, 2).time_ns);
+    try std.testing.expectEqual(@as(u16, 0), at(t, 0).vlan_tpid);
+    try std.testing.expectEqual(@as(u16, 0xffff), at(t, 0).vlan);
+    try std.testing.expectEqual(@as(u16, 0x88a8), at(t, 1).vlan_tpid);
+    try std.testing.expectEqual(@as(u16, 0xb064), at(t, 1).vlan_tci);
+    try std.testing.expectEqual(@as(u16, 100), at(t, 1).vlan);
+    try std.testing.expectEqual(@as(u16, 0x8100), at(t, 2).vlan_tpid);
+    try std.testing.expectEqual(@as(u16, 7), at(t, 2).vlan_tci);
 }
