@@ -19,12 +19,42 @@ export function isTerminal(fd: 1 | 2): boolean {
 /** Set once stdout would block: the rest goes through process.stdout, which queues in order. */
 let streamed = false;
 
+/** What writeOut throws, instead of exiting, when a command asked for it (onOutputClosed). */
+export class OutputClosed extends Error {
+  constructor() {
+    super("standard output was closed by its reader");
+  }
+}
+
+let closedHandler: (() => void) | null = null;
+let closed = false;
+
+/**
+ * For a command that holds something in the daemon while it prints (`mcrelay trace | head`
+ * holds a trace session, and every other trace gets `busy` until it is given back): when the
+ * reader goes away, writeOut throws OutputClosed (and keeps throwing), and an EPIPE that
+ * arrives later for queued output calls `handler`, instead of exiting at once. The command
+ * unwinds, gives back what it holds, and ends.
+ */
+export function onOutputClosed(handler: () => void): void {
+  closedHandler = handler;
+}
+
+/** The reader went away: exit quietly, or tell the command that asked to be told. */
+function outputClosed(thrown: boolean): void {
+  if (!closedHandler) process.exit(process.exitCode ?? 0);
+  const first = !closed;
+  closed = true;
+  if (first) closedHandler();
+  if (thrown) throw new OutputClosed();
+}
+
 /** The stream, with `mcrelay stats | head` handled: a closed pipe ends the output quietly. */
 function stdoutStream(): NodeJS.WriteStream {
   if (!streamed) {
     streamed = true;
     process.stdout.on("error", (err: NodeJS.ErrnoException) => {
-      if (err.code === "EPIPE") process.exit(process.exitCode ?? 0);
+      if (err.code === "EPIPE") return outputClosed(false);
       throw err;
     });
   }
@@ -33,6 +63,7 @@ function stdoutStream(): NodeJS.WriteStream {
 
 /** Writes command output to stdout, whole and in order. */
 export function writeOut(text: string): void {
+  if (closed) throw new OutputClosed();
   if (streamed) {
     stdoutStream().write(text);
     return;
@@ -47,7 +78,7 @@ export function writeOut(text: string): void {
       // A non-blocking pipe that is full: the stream queues the rest (and what follows).
       if (code === "EAGAIN") return void stdoutStream().write(bytes);
       // The reader went away (`mcrelay stats | head`): nothing more to say to it.
-      if (code === "EPIPE") process.exit(process.exitCode ?? 0);
+      if (code === "EPIPE") return outputClosed(true);
       throw err;
     }
     bytes = bytes.subarray(n);

@@ -4,6 +4,7 @@
 import { defineCommand } from "citty";
 import * as v from "valibot";
 import { logger } from "../log.ts";
+import { OutputClosed, onOutputClosed } from "../terminal.ts";
 import type { TraceRecordJson } from "../control/responses.ts";
 import { checkFlags, intFlag, secondsFlag, validate } from "./args.ts";
 import { socketArg, withClient } from "./daemon-client.ts";
@@ -40,14 +41,22 @@ export default defineCommand({
   async run({ rawArgs, args: a }) {
     checkFlags(rawArgs, args, 1);
     const f = validate(traceFlags, { count: a.count, duration: a.duration });
+    // `mcrelay trace cam | head -1`: when the reader goes, the session is stopped at once
+    // (one trace at a time), then the command ends quietly, as `stats | head` does.
+    const readerGone = new AbortController();
+    onOutputClosed(() => readerGone.abort());
     await withClient(a.socket, async (c) => {
-      const summary = await runTraceSession(
-        c,
-        { rule: a.rule, capture: false, count: f.count, durationS: f.duration },
-        (s) => log.info(`tracing rule ${s.rule} (${s.input} -> ${s.outputs.join(", ")}) on ${s.workers} worker(s); also frames for its group that match no rule`),
-        (r) => (a.json ? printJsonLine(r) : printLine(traceLine(r))),
-      );
-      log.info(`trace ended (${summary.stopped_by}): ${summary.records} records${summary.overflow ? `, ${summary.overflow} lost (the trace ring overflowed)` : ""}`);
+      try {
+        const summary = await runTraceSession(
+          c,
+          { rule: a.rule, capture: false, count: f.count, durationS: f.duration, stop: readerGone.signal },
+          (s) => log.info(`tracing rule ${s.rule} (${s.input} -> ${s.outputs.join(", ")}) on ${s.workers} worker(s); also frames for its group that match no rule`),
+          (r) => (a.json ? printJsonLine(r) : printLine(traceLine(r))),
+        );
+        if (!readerGone.signal.aborted) log.info(`trace ended (${summary.stopped_by}): ${summary.records} records${summary.overflow ? `, ${summary.overflow} lost (the trace ring overflowed)` : ""}`);
+      } catch (err) {
+        if (!(err instanceof OutputClosed)) throw err;
+      }
     });
   },
 });

@@ -2,8 +2,9 @@
 // matched packet with its per-output result, a wrong-port packet with its verdict, nothing of
 // another rule; a pcap file tcpdump reads back with the expected count; -c N stops after exactly
 // N of more packets; a trace whose client died ends by itself; each record has its own frame's
-// receive time; VLAN tags (PCP, DEI, QinQ) come back whole in a capture.
-import { readFileSync } from "node:fs";
+// receive time; a refused capture leaves an existing file alone; `trace | head -1` gives its
+// session back at once; VLAN tags (PCP, DEI, QinQ) come back whole in a capture.
+import { chmodSync, existsSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
 import { netnsAvailable, Topology } from "../../scripts/lib/netns.ts";
 import { buildRelayTopology, mcrelayCommand, note, startForward, startLogged, type RelayTopology } from "../support/relay-harness.ts";
@@ -300,6 +301,60 @@ describe_netns("trace and capture (kernel, under bun)", () => {
       expect(us.length).toBe(100);
       expect(new Set(us).size).toBe(100);
       for (let i = 1; i < us.length; i++) expect(us[i]!).toBeGreaterThan(us[i - 1]!);
+    },
+    T,
+  );
+
+  test(
+    "a capture the daemon refuses (busy, no such rule) leaves an existing -w file as it was; a capture that ran replaces it with a new file of mode 0640",
+    async () => {
+      const d = await startDaemon();
+      const file = dir!.join("keep.pcap");
+      writeFileSync(file, "an earlier capture\n");
+      chmodSync(file, 0o644);
+      const holder = await RawClient.connect(d.socket);
+      await holder.hello();
+      const held = await holder.call("trace-start", { rule: "other" });
+      const busy = await rt.topo.exec(rt.relay, [...mcrelayCommand("bun"), "capture", "cam", "-w", file, "-c", "1", "--socket", d.socket], { timeoutMs: 30_000 });
+      expect(busy.exitCode).toBe(6);
+      await holder.call("trace-stop", { session: held.session });
+      holder.close();
+      const missing = await rt.topo.exec(rt.relay, [...mcrelayCommand("bun"), "capture", "nosuch", "-w", file, "-c", "1", "--socket", d.socket], { timeoutMs: 30_000 });
+      expect(missing.exitCode).toBe(6);
+      note("capture-refused", { busy: busy.stderr.trim(), missing: missing.stderr.trim() });
+      expect(readFileSync(file, "utf8")).toBe("an earlier capture\n");
+      expect(statSync(file).mode & 0o777).toBe(0o644);
+      expect(existsSync(`${file}.tmp`)).toBe(false);
+
+      const cap = await startTrace(["capture", "cam", "-c", "5", "-w", file], d.socket);
+      await gen("239.1.1.1:5000@g0", 5);
+      expect(await cap.wait(30_000)).toBe(0);
+      expect(statSync(file).mode & 0o777).toBe(0o640);
+      expect(existsSync(`${file}.tmp`)).toBe(false);
+      const r = await rt.topo.exec(rt.relay, ["tcpdump", "-n", "-r", file], { timeoutMs: 30_000 });
+      expect(r.exitCode).toBe(0);
+      expect(r.stdout.trim().split("\n").length).toBe(5);
+    },
+    T,
+  );
+
+  test(
+    "trace piped into head -1 gives its session back when head exits: another trace starts at once, not busy",
+    async () => {
+      const d = await startDaemon();
+      const piped = startLogged(rt.topo, rt.relay, ["sh", "-c", `"$@" | head -1`, "sh", ...mcrelayCommand("bun"), "trace", "cam", "--socket", d.socket], "trace | head -1");
+      await piped.waitForStderr(/tracing rule/, 30_000);
+      // More packets than head reads: the trace's next line finds the pipe closed.
+      await gen("239.1.1.1:5000@g0", 20);
+      expect(await piped.wait(30_000)).toBe(0);
+      expect(piped.stdout.trim().split("\n").length).toBe(1);
+      const c = await RawClient.connect(d.socket);
+      await c.hello();
+      const again = await c.request("trace-start", { rule: "other" });
+      note("trace-head", { stdout: piped.stdout.trim(), again_ok: again.ok, error: again.error });
+      expect(again.ok).toBe(true);
+      await c.call("trace-stop", { session: (again.result as { session: string }).session });
+      c.close();
     },
     T,
   );
