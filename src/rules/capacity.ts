@@ -43,7 +43,8 @@ export function capacityProblems(rules: Iterable<Rule>, workersFor: (iface: stri
     }
   }
   for (const l of loads.values()) {
-    const where = l.members > 1 ? `interface ${l.iface} (worker ${l.slot + 1} of ${l.members})` : `interface ${l.iface}`;
+    // The worker by its number in `mcrelay workers` (from 0), as in the line above.
+    const where = l.members > 1 ? `interface ${l.iface} on worker ${l.slot} (workers 0-${l.members - 1})` : `interface ${l.iface}`;
     if (l.rules > NATIVE_LIMITS.rulesMax) problems.push(`${where}: ${l.rules} rules, but a worker holds at most ${NATIVE_LIMITS.rulesMax} (rules_max)`);
     if (l.outputs > NATIVE_LIMITS.outputsMax) problems.push(`${where}: ${l.outputs} outputs, but a worker holds at most ${NATIVE_LIMITS.outputsMax} (outputs_max)`);
   }

@@ -41,13 +41,13 @@ describe("worker capacity", () => {
     // 1,100 rules over 2 workers: each worker gets about half, so all fit.
     const rules = Array.from({ length: 1100 }, (_, i) => rule(i));
     expect(capacityProblems(rules, () => 2)).toEqual([]);
-    // Rules that all hash to worker 1 of 2: one over the limit is refused for that worker.
+    // Rules that all hash to worker 0 of workers 0-1: one over the limit is refused, naming worker 0 as `workers` numbers it.
     const same: Rule[] = [];
     for (let i = 0; same.length <= NATIVE_LIMITS.rulesMax; i++) {
       const r = rule(i);
       if (workerSlot(r.input.addr.text, r.input.port, 2) === 0) same.push(r);
     }
-    expect(capacityProblems(same, () => 2)).toEqual([`interface eth0 (worker 1 of 2): ${NATIVE_LIMITS.rulesMax + 1} rules, but a worker holds at most ${NATIVE_LIMITS.rulesMax} (rules_max)`]);
+    expect(capacityProblems(same, () => 2)).toEqual([`interface eth0 on worker 0 (workers 0-1): ${NATIVE_LIMITS.rulesMax + 1} rules, but a worker holds at most ${NATIVE_LIMITS.rulesMax} (rules_max)`]);
   });
 });
 
