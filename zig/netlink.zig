@@ -1,7 +1,9 @@
 //! rtnetlink: links and IPv4/IPv6 addresses as they appear, change and vanish. Messages are
 //! parsed here into fixed-size records (`abi.NlEvent`) that TypeScript reads in batches, so
 //! the supervisor never handles netlink bytes. A receive overflow (ENOBUFS) is reported as an
-//! event: the caller then asks for a full dump, so no change is ever missed.
+//! event: the caller then asks for a full dump, so no change is ever missed. So is a dump that
+//! did not read a consistent table: one whose DONE carries an error, or one the kernel marks
+//! interrupted (NLM_F_DUMP_INTR: the table changed while it was being read).
 const std = @import("std");
 const linux = std.os.linux;
 const sys = @import("sys.zig");
@@ -24,6 +26,9 @@ const RTM_DELADDR: u16 = 21;
 const RTM_GETADDR: u16 = 22;
 const NLM_F_REQUEST: u16 = 0x1;
 const NLM_F_DUMP: u16 = 0x300;
+/// Set by the kernel on a dump message written after the table changed under the dump: what the
+/// dump returns is not one consistent table (some entries may be missing).
+const NLM_F_DUMP_INTR: u16 = 0x10;
 
 const IFLA_IFNAME: u16 = 3;
 const IFLA_MTU: u16 = 4;
@@ -138,6 +143,16 @@ pub fn parse(data: []const u8, out: []abi.NlEvent) u32 {
         at += std.mem.alignForward(usize, h.len, 4);
         var ev = std.mem.zeroes(abi.NlEvent);
         ev.seq = h.seq;
+        if (h.flags & NLM_F_DUMP_INTR != 0 and h.type != NLMSG_DONE and h.type != NLMSG_ERROR) {
+            // An entry of an interrupted dump: what the dump read cannot be trusted. Reported as
+            // an overflow with seq 0 (like lost notifications) in place of the entry; the dump
+            // still ends with its DONE, and the caller reads everything again.
+            ev.seq = 0;
+            ev.kind = @intFromEnum(abi.NlEventKind.overflow);
+            out[n] = ev;
+            n += 1;
+            continue;
+        }
         switch (h.type) {
             RTM_NEWLINK, RTM_DELLINK => {
                 if (body.len < @sizeOf(IfInfo)) continue;
@@ -188,7 +203,20 @@ pub fn parse(data: []const u8, out: []abi.NlEvent) u32 {
                 };
                 attrs(body[@sizeOf(IfAddr)..], V{ .ev = &ev, .family = info.family });
             },
-            NLMSG_DONE => ev.kind = @intFromEnum(abi.NlEventKind.dump_done),
+            NLMSG_DONE => {
+                // DONE carries the dump's result (0, or -errno such as -EMSGSIZE when an entry
+                // did not fit), and NLM_F_DUMP_INTR when the table changed during the dump. Either
+                // way the dump is incomplete: reported as an overflow with the dump's seq (it
+                // ends the dump, so the caller drops what it read), flags the errno (0 when only
+                // interrupted).
+                const err: i32 = if (body.len >= 4) std.mem.readInt(i32, body[0..4], .native) else 0;
+                if (err < 0 or h.flags & NLM_F_DUMP_INTR != 0) {
+                    ev.kind = @intFromEnum(abi.NlEventKind.overflow);
+                    ev.flags = if (err < 0) @intCast(-@as(i64, err)) else 0;
+                } else {
+                    ev.kind = @intFromEnum(abi.NlEventKind.dump_done);
+                }
+            },
             NLMSG_ERROR => {
                 if (body.len < 4) continue;
                 const err = std.mem.readInt(i32, body[0..4], .native);
@@ -260,4 +288,49 @@ test "malformed datagrams parse to nothing, never out of bounds" {
         _ = parse(buf[0..len], &out);
     }
     try std.testing.expectEqual(@as(u32, 0), parse(&.{}, &out));
+}
+
+/// One netlink message of `body_len` payload bytes in `buf` (header filled in), for the tests.
+fn craft(buf: []u8, msg_type: u16, flags: u16, seq: u32, body: []const u8) []const u8 {
+    const len = @sizeOf(Header) + body.len;
+    const h = Header{ .len = @intCast(len), .type = msg_type, .flags = flags, .seq = seq, .pid = 0 };
+    @memcpy(buf[0..@sizeOf(Header)], std.mem.asBytes(&h));
+    @memcpy(buf[@sizeOf(Header)..len], body);
+    return buf[0..len];
+}
+
+test "a dump's DONE ends it; a DONE carrying an error is an overflow with the dump's seq and the errno" {
+    var buf: [64]u8 align(4) = undefined;
+    var out: [4]abi.NlEvent = undefined;
+    const ok: i32 = 0;
+    try std.testing.expectEqual(@as(u32, 1), parse(craft(&buf, NLMSG_DONE, 0x2, 7, std.mem.asBytes(&ok)), &out));
+    try std.testing.expectEqual(@intFromEnum(abi.NlEventKind.dump_done), out[0].kind);
+    try std.testing.expectEqual(@as(u32, 7), out[0].seq);
+    // Without a payload (older kernels for some families): complete.
+    try std.testing.expectEqual(@as(u32, 1), parse(craft(&buf, NLMSG_DONE, 0x2, 7, &.{}), &out));
+    try std.testing.expectEqual(@intFromEnum(abi.NlEventKind.dump_done), out[0].kind);
+
+    const emsgsize: i32 = -@as(i32, @intFromEnum(linux.E.MSGSIZE));
+    try std.testing.expectEqual(@as(u32, 1), parse(craft(&buf, NLMSG_DONE, 0x2, 8, std.mem.asBytes(&emsgsize)), &out));
+    try std.testing.expectEqual(@intFromEnum(abi.NlEventKind.overflow), out[0].kind);
+    try std.testing.expectEqual(@as(u32, 8), out[0].seq);
+    try std.testing.expectEqual(@as(u32, @intFromEnum(linux.E.MSGSIZE)), out[0].flags);
+}
+
+test "an interrupted dump (NLM_F_DUMP_INTR) is an overflow: on an entry with seq 0, on DONE with the dump's seq" {
+    var buf: [128]u8 align(4) = undefined;
+    var out: [4]abi.NlEvent = undefined;
+    // An RTM_NEWLINK entry of the dump, without attributes.
+    const info = IfInfo{ .family = 0, ._pad = 0, .type = 1, .index = 5, .flags = 1, .change = 0 };
+    try std.testing.expectEqual(@as(u32, 1), parse(craft(&buf, RTM_NEWLINK, 0x2, 9, std.mem.asBytes(&info)), &out));
+    try std.testing.expectEqual(@intFromEnum(abi.NlEventKind.link_new), out[0].kind);
+    try std.testing.expectEqual(@as(u32, 1), parse(craft(&buf, RTM_NEWLINK, 0x2 | NLM_F_DUMP_INTR, 9, std.mem.asBytes(&info)), &out));
+    try std.testing.expectEqual(@intFromEnum(abi.NlEventKind.overflow), out[0].kind);
+    try std.testing.expectEqual(@as(u32, 0), out[0].seq);
+
+    const ok: i32 = 0;
+    try std.testing.expectEqual(@as(u32, 1), parse(craft(&buf, NLMSG_DONE, 0x2 | NLM_F_DUMP_INTR, 9, std.mem.asBytes(&ok)), &out));
+    try std.testing.expectEqual(@intFromEnum(abi.NlEventKind.overflow), out[0].kind);
+    try std.testing.expectEqual(@as(u32, 9), out[0].seq);
+    try std.testing.expectEqual(@as(u32, 0), out[0].flags);
 }

@@ -7,6 +7,8 @@ import type { LinkFacts, Net4 } from "./rule.ts";
 
 /** Reads of one address dump before giving up (the kernel answers a dump at once). */
 const DUMP_READS_MAX = 500;
+/** Address dumps asked for before the last one read is taken, complete or not. */
+const DUMP_ATTEMPTS_MAX = 3;
 
 /** IFA_F_DADFAILED: an address the kernel refused (a duplicate on the link). */
 const IFA_F_DADFAILED = 0x08;
@@ -48,20 +50,31 @@ export function lookupLink(ifname: string): LinkFacts | null {
 /**
  * The IPv4 addresses of interface `ifindex` with their prefix lengths, from one rtnetlink address
  * dump (the native link query gives the primary address only). For one-shot checks (`forward`);
- * the daemon keeps the same facts from its link monitor.
+ * the daemon keeps the same facts from its link monitor. A dump that ends in an error or is
+ * interrupted by a change (an `overflow` event, zig/netlink.zig) is asked for again, a few times
+ * at most; then the last one read is the answer.
  */
 export function ipv4Networks(ifindex: number): Net4[] {
   const nl = NetlinkSocket.open();
   try {
-    const seq = nl.dump("addresses");
-    const out: Net4[] = [];
-    for (let reads = 0; reads < DUMP_READS_MAX; reads++) {
-      const events = nl.read();
-      for (const e of events) {
-        if (e.kind === "addr_new" && e.family === 4 && e.ifindex === ifindex && e.addr) out.push({ addr: e.addr, prefixlen: e.prefixlen });
-        if (e.kind === "dump_done" && e.seq === seq) return out;
+    let out: Net4[] = [];
+    for (let attempt = 0; attempt < DUMP_ATTEMPTS_MAX; attempt++) {
+      const seq = nl.dump("addresses");
+      out = [];
+      let whole = true;
+      let ended = false;
+      for (let reads = 0; reads < DUMP_READS_MAX && !ended; reads++) {
+        const events = nl.read();
+        for (const e of events) {
+          // The dump's answers carry its seq; notifications of changes (the socket listens to
+          // them too) carry the seq of whoever made the change.
+          if (e.kind === "addr_new" && e.seq === seq && e.family === 4 && e.ifindex === ifindex && e.addr) out.push({ addr: e.addr, prefixlen: e.prefixlen });
+          if (e.kind === "overflow") whole = false;
+          if ((e.kind === "dump_done" || e.kind === "overflow" || e.kind === "failed") && e.seq === seq) ended = true;
+        }
+        if (events.length === 0) Bun.sleepSync(1);
       }
-      if (events.length === 0) Bun.sleepSync(1);
+      if (ended && whole) return out;
     }
     return out;
   } finally {

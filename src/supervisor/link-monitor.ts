@@ -2,6 +2,9 @@
 // full dump at start and after any overflow, and by change notifications in between. Changes
 // are reported as events (for reconciliation and for `mcrelay events`). A timer reads the
 // socket every POLL_MS: one native call returns every waiting change, already parsed.
+// A dump that cannot be sent (ENOBUFS or ENOMEM under memory pressure), that ends in an error or
+// is interrupted is dropped and a full one is asked for again at the next poll: the table is
+// never taken from an incomplete dump, and the timer never throws.
 import { parseIp } from "../base/address.ts";
 import { logger } from "../log.ts";
 import { NetlinkSocket } from "../native/lib.ts";
@@ -29,6 +32,9 @@ interface Link {
 
 type Table = Map<number, Link>;
 
+/** The netlink calls the monitor makes (a `NetlinkSocket`; tests wrap one to make a call fail). */
+export type LinkSource = Pick<NetlinkSocket, "dump" | "read" | "close">;
+
 function clone(t: Table): Table {
   const out: Table = new Map();
   for (const [k, l] of t) out.set(k, { ...l, v4: [...l.v4], prefix4: new Map(l.prefix4), v6: [...l.v6] });
@@ -36,7 +42,7 @@ function clone(t: Table): Table {
 }
 
 export class LinkMonitor {
-  #nl: NetlinkSocket;
+  #nl: LinkSource;
   #current: Table = new Map();
   /** The table as last reported to listeners: changes are always reported against it. */
   #reported: Table = new Map();
@@ -45,6 +51,8 @@ export class LinkMonitor {
   #next: Table | null = null;
   #dumpSeq = -1;
   #dumpQueue: ("links" | "addresses")[] = [];
+  /** Why a full dump must be asked for at the next poll (the last request could not be sent). */
+  #dumpRetry: string | null = null;
   #timer: ReturnType<typeof setInterval>;
   #readyResolve!: () => void;
   readonly ready: Promise<void>;
@@ -53,8 +61,8 @@ export class LinkMonitor {
   overflows = 0;
   #closed = false;
 
-  constructor() {
-    this.#nl = NetlinkSocket.open();
+  constructor(opts: { source?: LinkSource } = {}) {
+    this.#nl = opts.source ?? NetlinkSocket.open();
     this.ready = new Promise((r) => (this.#readyResolve = r));
     this.#startFullDump("start");
     this.#timer = setInterval(() => this.poll(), POLL_MS);
@@ -95,11 +103,37 @@ export class LinkMonitor {
     log.debug(`full dump (${reason})`);
     this.#next = new Map();
     this.#dumpQueue = ["addresses"];
-    this.#dumpSeq = this.#nl.dump("links");
+    this.#request("links");
+  }
+
+  /**
+   * Sends one dump request. A send that fails (ENOBUFS, ENOMEM) drops the dump in progress and
+   * asks for a full one at the next poll; the table reported so far stays as it was.
+   */
+  #request(what: "links" | "addresses"): void {
+    try {
+      this.#dumpSeq = this.#nl.dump(what);
+    } catch (err) {
+      this.#abandonDump(`netlink dump request (${what}) failed: ${(err as Error).message}`);
+    }
+  }
+
+  /** Drops the dump in progress; a full one is asked for at the next poll. */
+  #abandonDump(why: string): void {
+    log.warn(`${why}; reading everything again`);
+    this.#next = null;
+    this.#dumpQueue = [];
+    this.#dumpSeq = -1;
+    this.#dumpRetry = why;
   }
 
   /** Reads and applies every waiting change; public so tests and shutdown can flush. */
   poll(): void {
+    if (this.#dumpRetry !== null && !this.#next) {
+      const why = this.#dumpRetry;
+      this.#dumpRetry = null;
+      this.#startFullDump(`retry: ${why}`);
+    }
     let events: NlEvent[];
     try {
       events = this.#nl.read();
@@ -112,11 +146,22 @@ export class LinkMonitor {
     for (const e of events) {
       if (e.kind === "overflow") {
         this.overflows += 1;
-        resync = "netlink overflow: changes were lost, re-reading everything";
+        if (this.#next && e.seq !== 0 && e.seq === this.#dumpSeq) {
+          // Our dump ended in an error or was interrupted (zig/netlink.zig): what it read is
+          // incomplete. Its table is dropped; the full dump below starts over.
+          resync = `netlink dump ended incomplete${e.flags ? ` (errno ${e.flags})` : " (interrupted)"}, re-reading everything`;
+          this.#next = null;
+          this.#dumpQueue = [];
+          this.#dumpSeq = -1;
+        } else {
+          resync = "netlink overflow: changes were lost, re-reading everything";
+        }
         continue;
       }
       if (e.kind === "failed") {
         log.warn(`netlink request failed: errno ${e.flags}`);
+        // A refused dump request never ends with DONE: without this the table would wait for it.
+        if (this.#next && e.seq === this.#dumpSeq) this.#abandonDump(`netlink dump refused (errno ${e.flags})`);
         continue;
       }
       if (e.kind === "dump_done") {
@@ -130,8 +175,9 @@ export class LinkMonitor {
       this.#emit([{ type: "resync", reason: resync }]);
       this.#startFullDump("overflow");
     }
-    // While a dump runs the table is incomplete: report once it is whole again.
-    if (!this.#next) this.#report();
+    // While a dump runs, or one is still to be asked for again, the table is incomplete: report
+    // once it is whole again.
+    if (!this.#next && this.#dumpRetry === null) this.#report();
   }
 
   #report(): void {
@@ -152,7 +198,7 @@ export class LinkMonitor {
     const what = this.#dumpQueue.shift();
     if (what) {
       if (what === "links") this.#next = new Map();
-      this.#dumpSeq = this.#nl.dump(what);
+      this.#request(what);
       return;
     }
     this.#current = this.#next!;
