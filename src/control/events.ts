@@ -8,7 +8,7 @@ export type LinkEvent =
   | { type: "link-up" | "link-down"; interface: string; ifindex: number }
   | { type: "mtu-changed"; interface: string; ifindex: number; from: number; to: number }
   | { type: "link-recreated"; interface: string; from_ifindex: number; ifindex: number }
-  | { type: "address-added" | "address-removed"; interface: string; address: string }
+  | { type: "address-added" | "address-removed"; interface: string; address: string; prefixlen: number }
   | { type: "resync"; reason: string };
 
 export function describe(e: LinkEvent): string {
@@ -26,7 +26,7 @@ export function describe(e: LinkEvent): string {
       return `interface ${e.interface} was recreated (index ${e.from_ifindex} -> ${e.ifindex})`;
     case "address-added":
     case "address-removed":
-      return `interface ${e.interface} ${e.type === "address-added" ? "gained" : "lost"} address ${e.address}`;
+      return `interface ${e.interface} ${e.type === "address-added" ? "gained" : "lost"} address ${e.address}/${e.prefixlen}`;
     case "resync":
       return e.reason;
   }

@@ -37,9 +37,11 @@ export interface Net4 {
 
 /**
  * An interface as rules need it: the native facts, its IPv6 addresses and its IPv4 addresses
- * with their prefix lengths when known.
+ * with their prefix lengths when known. `incarnation` changes when the interface was deleted and
+ * created again under the same ifindex (the link monitor knows; a one-shot lookup says nothing):
+ * whatever was bound to the old one must be bound again.
  */
-export type LinkFacts = LinkInfo & { addr6?: readonly string[]; net4?: readonly Net4[] };
+export type LinkFacts = LinkInfo & { addr6?: readonly string[]; net4?: readonly Net4[]; incarnation?: number };
 export type LinkLookup = (ifname: string) => LinkFacts | null;
 
 /** The addresses own-source drops compare IPv6 sources with: the first link-local, the first other. */

@@ -18,16 +18,24 @@ export const POLL_MS = 50;
 /** Poll interval until the first full dump is complete (start-up). */
 const STARTUP_POLL_MS = 1;
 
+/**
+ * One address of a link. The kernel keys an IPv4 address by address and prefix length (10.0.0.1/24
+ * and 10.0.0.1/16 can both be on a link, and deleting one leaves the other), so we do too; the
+ * prefix length also says which subnet broadcast address an output must not use.
+ */
+interface Addr {
+  addr: string;
+  prefixlen: number;
+}
+
 interface Link {
   name: string;
   ifindex: number;
   flags: number;
   mtu: number;
   /** IPv4 addresses in the order the kernel reported them; the first is the primary. */
-  v4: string[];
-  /** Prefix length of each IPv4 address (subnet broadcast addresses are refused as outputs). */
-  prefix4: Map<string, number>;
-  v6: string[];
+  v4: Addr[];
+  v6: Addr[];
 }
 
 type Table = Map<number, Link>;
@@ -37,8 +45,12 @@ export type LinkSource = Pick<NetlinkSocket, "dump" | "read" | "close">;
 
 function clone(t: Table): Table {
   const out: Table = new Map();
-  for (const [k, l] of t) out.set(k, { ...l, v4: [...l.v4], prefix4: new Map(l.prefix4), v6: [...l.v6] });
+  for (const [k, l] of t) out.set(k, { ...l, v4: l.v4.map((a) => ({ ...a })), v6: l.v6.map((a) => ({ ...a })) });
   return out;
+}
+
+function addrKey(a: Addr): string {
+  return `${a.addr}/${a.prefixlen}`;
 }
 
 export class LinkMonitor {
@@ -53,6 +65,16 @@ export class LinkMonitor {
   #dumpQueue: ("links" | "addresses")[] = [];
   /** Why a full dump must be asked for at the next poll (the last request could not be sent). */
   #dumpRetry: string | null = null;
+  /**
+   * Links deleted since the last report, by ifindex. An interface deleted and created again with
+   * the same index within one poll (moved to another namespace and back, `ip link add ... index
+   * N`) looks unchanged in the table, but packet sockets bound to the old one are dead: the report
+   * says `link-recreated` for it and its incarnation changes (`LinkFacts.incarnation`).
+   */
+  #deleted = new Set<number>();
+  /** Incarnation of each link recreated with the same index (absent: 0). */
+  #incarnations = new Map<number, number>();
+  #incarnationNext = 1;
   #timer: ReturnType<typeof setInterval>;
   #readyResolve!: () => void;
   readonly ready: Promise<void>;
@@ -89,7 +111,16 @@ export class LinkMonitor {
   /** The link named `name` as the rules need it, or null when it does not exist. */
   lookup(name: string): LinkFacts | null {
     for (const l of this.#current.values()) {
-      if (l.name === name) return { ifindex: l.ifindex, mtu: l.mtu, flags: l.flags, addr4: l.v4[0] ?? null, addr6: [...l.v6], net4: l.v4.map((a) => ({ addr: a, prefixlen: l.prefix4.get(a) ?? 32 })) };
+      if (l.name !== name) continue;
+      return {
+        ifindex: l.ifindex,
+        mtu: l.mtu,
+        flags: l.flags,
+        addr4: l.v4[0]?.addr ?? null,
+        addr6: [...new Set(l.v6.map((a) => a.addr))],
+        net4: l.v4.map((a) => ({ ...a })),
+        incarnation: this.#incarnations.get(l.ifindex) ?? 0,
+      };
     }
     return null;
   }
@@ -181,7 +212,14 @@ export class LinkMonitor {
   }
 
   #report(): void {
-    const events = diff(this.#reported, this.#current);
+    const events = diff(this.#reported, this.#current, this.#deleted);
+    // A link deleted and created again under the same index is another interface: its facts get a
+    // new incarnation, so what is bound to it (a plane of packet sockets) is rebuilt.
+    for (const ifindex of this.#deleted) {
+      if (this.#current.has(ifindex)) this.#incarnations.set(ifindex, this.#incarnationNext++);
+      else this.#incarnations.delete(ifindex);
+    }
+    this.#deleted.clear();
     this.#reported = clone(this.#current);
     // The first report lists every interface and address the host has: one line at info, the
     // details at debug (a router with 50 interfaces would otherwise log 150 lines at start).
@@ -211,23 +249,22 @@ export class LinkMonitor {
     switch (e.kind) {
       case "link_new": {
         const old = t.get(e.ifindex);
-        t.set(e.ifindex, { name: e.name || old?.name || `if${e.ifindex}`, ifindex: e.ifindex, flags: e.flags, mtu: e.mtu || old?.mtu || 0, v4: old?.v4 ?? [], prefix4: old?.prefix4 ?? new Map(), v6: old?.v6 ?? [] });
+        t.set(e.ifindex, { name: e.name || old?.name || `if${e.ifindex}`, ifindex: e.ifindex, flags: e.flags, mtu: e.mtu || old?.mtu || 0, v4: old?.v4 ?? [], v6: old?.v6 ?? [] });
         return;
       }
       case "link_del":
         t.delete(e.ifindex);
+        this.#deleted.add(e.ifindex);
         return;
       case "addr_new":
       case "addr_del": {
         const link = t.get(e.ifindex);
         if (!link || !e.addr) return;
-        const text = parseIp(e.addr)?.text ?? e.addr;
+        const entry = { addr: parseIp(e.addr)?.text ?? e.addr, prefixlen: e.prefixlen };
         const list = e.family === 4 ? link.v4 : link.v6;
-        const at = list.indexOf(text);
-        if (e.kind === "addr_new" && at < 0) list.push(text);
+        const at = list.findIndex((a) => a.addr === entry.addr && a.prefixlen === entry.prefixlen);
+        if (e.kind === "addr_new" && at < 0) list.push(entry);
         if (e.kind === "addr_del" && at >= 0) list.splice(at, 1);
-        if (e.family === 4 && e.kind === "addr_new") link.prefix4.set(text, e.prefixlen);
-        if (e.family === 4 && e.kind === "addr_del") link.prefix4.delete(text);
         return;
       }
     }
@@ -244,8 +281,11 @@ function byName(t: Table): Map<string, Link> {
   return new Map([...t.values()].map((l) => [l.name, l]));
 }
 
-/** What changed between two tables, by interface name (what rules refer to). */
-export function diff(before: Table, after: Table): LinkEvent[] {
+/**
+ * What changed between two tables, by interface name (what rules refer to). `deleted`: indexes
+ * of links deleted meanwhile; one present in both tables under the same name was recreated.
+ */
+export function diff(before: Table, after: Table, deleted: ReadonlySet<number> = new Set()): LinkEvent[] {
   const out: LinkEvent[] = [];
   const a = byName(before);
   const b = byName(after);
@@ -256,18 +296,19 @@ export function diff(before: Table, after: Table): LinkEvent[] {
     const old = a.get(name);
     if (!old) {
       out.push({ type: "link-added", interface: name, ifindex: now.ifindex, up: (now.flags & IFF_UP) !== 0, mtu: now.mtu });
-      for (const addr of [...now.v4, ...now.v6]) out.push({ type: "address-added", interface: name, address: addr });
+      for (const a of [...now.v4, ...now.v6]) out.push({ type: "address-added", interface: name, address: a.addr, prefixlen: a.prefixlen });
       continue;
     }
-    if (old.ifindex !== now.ifindex) out.push({ type: "link-recreated", interface: name, from_ifindex: old.ifindex, ifindex: now.ifindex });
+    if (old.ifindex !== now.ifindex || deleted.has(now.ifindex)) out.push({ type: "link-recreated", interface: name, from_ifindex: old.ifindex, ifindex: now.ifindex });
     const wasUp = (old.flags & IFF_UP) !== 0;
     const isUp = (now.flags & IFF_UP) !== 0;
     if (wasUp !== isUp) out.push({ type: isUp ? "link-up" : "link-down", interface: name, ifindex: now.ifindex });
     if (old.mtu !== now.mtu) out.push({ type: "mtu-changed", interface: name, ifindex: now.ifindex, from: old.mtu, to: now.mtu });
-    const oldAddrs = new Set([...old.v4, ...old.v6]);
-    const newAddrs = new Set([...now.v4, ...now.v6]);
-    for (const x of newAddrs) if (!oldAddrs.has(x)) out.push({ type: "address-added", interface: name, address: x });
-    for (const x of oldAddrs) if (!newAddrs.has(x)) out.push({ type: "address-removed", interface: name, address: x });
+    // By address and prefix length: a prefix that changed is the old one removed, the new added.
+    const oldAddrs = new Map([...old.v4, ...old.v6].map((a) => [addrKey(a), a]));
+    const newAddrs = new Map([...now.v4, ...now.v6].map((a) => [addrKey(a), a]));
+    for (const [k, a] of newAddrs) if (!oldAddrs.has(k)) out.push({ type: "address-added", interface: name, address: a.addr, prefixlen: a.prefixlen });
+    for (const [k, a] of oldAddrs) if (!newAddrs.has(k)) out.push({ type: "address-removed", interface: name, address: a.addr, prefixlen: a.prefixlen });
   }
   return out;
 }

@@ -184,7 +184,7 @@ export class WorkerPool {
   #lastSampleAt = 0;
   #lastTickAt = performance.now();
   /** What each plane was built for (known before its sockets are ready). */
-  readonly #planeFacts = new Map<string, { ifindex: number; mtu: number; members: number; ringMib: number | undefined }>();
+  readonly #planeFacts = new Map<string, { ifindex: number; incarnation: number; mtu: number; members: number; ringMib: number | undefined }>();
   /** The ring size each interface should have (from the last setTables). */
   readonly #ringMib = new Map<string, number | undefined>();
   #waiters: (() => void)[] = [];
@@ -201,14 +201,15 @@ export class WorkerPool {
   /**
    * Sets what every interface should forward. Interfaces absent (or with no rules) get their
    * rings dropped from their workers and sockets closed; a changed worker count, ring size,
-   * ifindex or MTU rebuilds the interface's plane. Other interfaces' rings are not touched.
+   * ifindex, incarnation (the interface recreated under the same ifindex: its packet sockets are
+   * unhooked) or MTU rebuilds the interface's plane. Other interfaces' rings are not touched.
    */
   setTables(desired: Map<string, Desired>): void {
     const membersOf = (want: Desired | undefined) => (want && want.rules.length > 0 ? Math.max(1, Math.min(WORKERS_PER_INTERFACE_MAX, want.workers)) : 0);
     for (const [ifname, facts] of this.#planeFacts) {
       const want = desired.get(ifname);
       const link = want && want.rules.length ? this.#lookup(ifname) : null;
-      const stale = membersOf(want) === 0 || facts.members !== membersOf(want) || facts.ringMib !== want?.ringMib || !link || link.ifindex !== facts.ifindex || link.mtu !== facts.mtu;
+      const stale = membersOf(want) === 0 || facts.members !== membersOf(want) || facts.ringMib !== want?.ringMib || !link || link.ifindex !== facts.ifindex || (link.incarnation ?? 0) !== facts.incarnation || link.mtu !== facts.mtu;
       if (stale) void this.#closePlane(ifname);
     }
     // Rings whose plane was never built (its setup kept failing) are pruned here too.
@@ -406,7 +407,7 @@ export class WorkerPool {
     const link = this.#lookup(ifname);
     if (!link) return Promise.reject(new Error(`interface ${ifname} does not exist`));
     const ringMib = this.#ringMib.get(ifname);
-    this.#planeFacts.set(ifname, { ifindex: link.ifindex, mtu: link.mtu, members, ringMib });
+    this.#planeFacts.set(ifname, { ifindex: link.ifindex, incarnation: link.incarnation ?? 0, mtu: link.mtu, members, ringMib });
     const building = this.#buildPlane(ifname, link.ifindex, link.mtu, members, ringMib);
     this.#planes.set(ifname, building);
     // A failed setup is tried again by the next attempt.

@@ -1,8 +1,9 @@
 // The daemon follows the interfaces through rtnetlink: a rule waits for an input interface
 // that does not exist yet and forwards as soon as it is up; a link going down stops its
 // workers on purpose (no failure, no restart) and coming up starts them again; a recreated
-// interface (new ifindex), a new output address and a new MTU each rebuild what depends on
-// them; an output interface without an address or down parks only that output (also at
+// interface (new ifindex, or the same one between two reads), a new output address and a new
+// MTU each rebuild what depends on them; an output address renumbered to another prefix length
+// keeps forwarding and moves the subnet broadcast check with it; an output interface without an address or down parks only that output (also at
 // start); a hundred flaps leave the daemon responsive, in the right state and without
 // growing; a netlink overflow is repaired by a re-read that still reports what changed;
 // `mcrelay events` reports it all in order. Every check ends at a receiver in another
@@ -391,6 +392,95 @@ describe_netns("netlink: the daemon follows the interfaces (kernel, under bun)",
       expect(w!.last_error).toBeNull();
       expect(failureLines(d)).toEqual([]);
       expectAllArrived(await relayBurst(rt, { to: "239.1.1.1:5000@g0", sinkNs: rt.sinks[0]!.ns, listen: "239.2.2.2:6000@s0", count: 3_000, stream: 2 }), 3_000);
+    },
+    T,
+  );
+
+  test(
+    "an input interface deleted and created again under the same ifindex while the supervisor reads nothing gets a new plane and forwards again",
+    async () => {
+      const rt = await setup("nl-sameidx");
+      const s1 = rt.sinks[0]!;
+      const d = await startDaemon(rt, [{ name: "same", from: "239.1.1.1:5000@r0", to: ["239.2.2.2:6000@r1"] }]);
+      const before = await waitWorker(d, "r0", "running");
+      expect((await sendAndCapture(rt, s1, 500, 1)).received).toBe(500);
+      const index = await ifindexOf(rt, rt.relay, "r0");
+      const sub = await helloClient(d.socket);
+      try {
+        await sub.call("events");
+        // The supervisor is stopped so that it reads the delete and the new link in one poll
+        // (as after a veth moved to another namespace and back, or a quick `ip link del` and
+        // `ip link add ... index N`): by name and index nothing changed, yet the packet sockets
+        // bound to the old interface were unhooked by its unregistration.
+        const script = [
+          `"$1" link del r0`,
+          `"$1" link add r0 index "$2" type veth peer name g0 netns "$3"`,
+          `"$1" addr add "$4/24" dev r0`,
+          `"$1" link set r0 up`,
+        ].join(" && ");
+        process.kill(d.pid, "SIGSTOP");
+        try {
+          await rt.topo.exec(rt.relay, ["sh", "-c", script, "recreate", IP, String(index), rt.gen, rt.relayInAddr], { check: true });
+        } finally {
+          process.kill(d.pid, "SIGCONT");
+        }
+        expect(await ifindexOf(rt, rt.relay, "r0")).toBe(index);
+        await ip(rt, rt.gen, ["addr", "add", `${rt.genAddr}/24`, "dev", "g0"]);
+        await ip(rt, rt.gen, ["link", "set", "g0", "up"]);
+        await rt.topo.addMulticastRoute(rt.gen, "g0");
+
+        const recreated = await waitFor("a link-recreated event for r0", async () => {
+          const line = await sub.nextLine(1_000).catch(() => null);
+          const e = line === null ? null : (JSON.parse(line) as { event: Record<string, any> }).event;
+          return e?.kind === "link" && e.type === "link-recreated" && e.interface === "r0" ? e : undefined;
+        }, 10_000, 0);
+        expect([recreated.from_ifindex, recreated.ifindex]).toEqual([index, index]);
+      } finally {
+        sub.close();
+      }
+      // A ring on the new interface: in the same worker at another position (or a new worker).
+      const after = await waitWorker(d, "r0", "on a new plane", (w) => w.pid !== before.pid || w.position !== before.position, 10_000);
+      expect(after.restarts).toBe(0);
+      expect(ruleNamed(await listCli(d), "same").state).toBe("active");
+      expect(await sendAndCapture(rt, s1, 500, 2)).toEqual({ received: 500, duplicates: 0, first_at_ms: expect.any(Number), sources: { [s1.relayAddr]: 500 }, ttls: { "8": 500 } });
+      expect(failureLines(d)).toEqual([]);
+    },
+    T,
+  );
+
+  test(
+    "an output interface's address renumbered to another prefix length keeps its output forwarding, and the output to the new subnet's broadcast address waits",
+    async () => {
+      const rt = await setup("nl-prefix");
+      const s1 = rt.sinks[0]!;
+      // r1 has 10.99.1.1/24: 10.99.255.255 is a host of another subnet, the broadcast address of
+      // 10.99.0.0/16 (outputs to a subnet broadcast address are refused: no SO_BROADCAST).
+      const wide = "10.99.255.255:6001@r1";
+      const d = await startDaemon(rt, [{ name: "pfx", from: "239.1.1.1:5000@r0", to: ["239.2.2.2:6000@r1", wide] }]);
+      const w0 = await waitWorker(d, "r0", "running");
+      expect(ruleNamed(await listCli(d), "pfx").outputs.map((o) => [o.to, o.state])).toEqual([["239.2.2.2:6000@r1", "active"], [wide, "active"]]);
+      const addrs = async () => {
+        const r = await rt.topo.exec(rt.relay, [IP, "-4", "-j", "addr", "show", "dev", "r1"], { check: true });
+        return (JSON.parse(r.stdout) as { addr_info: { local: string; prefixlen: number }[] }[])[0]!.addr_info.map((a) => `${a.local}/${a.prefixlen}`);
+      };
+
+      // Renumbered the routine way: the new prefix added (the kernel keeps both), the old deleted.
+      await ip(rt, rt.relay, ["addr", "add", `${s1.relayAddr}/16`, "dev", "r1"]);
+      await ip(rt, rt.relay, ["addr", "del", `${s1.relayAddr}/24`, "dev", "r1"]);
+      expect(await addrs()).toEqual([`${s1.relayAddr}/16`]);
+      const renumbered = await waitRule(d, "pfx", "with the broadcast output pending", (r) => r.outputs[1]!.state === "pending");
+      expect(renumbered.state).toBe("active");
+      expect(renumbered.outputs.map((o) => [o.to, o.state])).toEqual([["239.2.2.2:6000@r1", "active"], [wide, "pending"]]);
+      expect(renumbered.outputs[1]!.reason).toContain("is the broadcast address of r1's subnet 10.99.0.0/16");
+      await waitWorker(d, "r0", "holding the table without the broadcast output", (w) => w.table_hash !== w0.table_hash, 10_000);
+      expect(await sendAndCapture(rt, s1, 500, 1)).toEqual({ received: 500, duplicates: 0, first_at_ms: expect.any(Number), sources: { [s1.relayAddr]: 500 }, ttls: { "8": 500 } });
+
+      // Back, by one shell (likely within one poll): only the prefix length differs.
+      await rt.topo.exec(rt.relay, ["sh", "-c", `"$1" addr add "$2/24" dev r1 && "$1" addr del "$2/16" dev r1`, "renumber", IP, s1.relayAddr], { check: true });
+      expect(await addrs()).toEqual([`${s1.relayAddr}/24`]);
+      await waitRule(d, "pfx", "with both outputs active again", (r) => r.outputs.every((o) => o.state === "active"));
+      expect(await sendAndCapture(rt, s1, 500, 2)).toEqual({ received: 500, duplicates: 0, first_at_ms: expect.any(Number), sources: { [s1.relayAddr]: 500 }, ttls: { "8": 500 } });
+      expect(failureLines(d)).toEqual([]);
     },
     T,
   );
