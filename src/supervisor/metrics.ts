@@ -129,15 +129,21 @@ export function renderMetrics(m: MetricsInput): string {
   w.family("mcrelay_interface_parse_drops_total", "counter", "Frames dropped by the parser, by reason.");
   for (const i of m.interfaces) for (const reason of PARSE_DROPS) w.sample("mcrelay_interface_parse_drops_total", { interface: i.interface, reason }, i.parse_drops[reason]);
 
-  w.family("mcrelay_worker_up", "gauge", "1 when the worker runs with its table applied.");
+  w.family("mcrelay_worker_up", "gauge", "1 when the ring's worker runs with the ring's table applied.");
   for (const x of m.workers) w.sample("mcrelay_worker_up", { interface: x.interface, slot: x.slot }, x.state === "running" && x.applied_hash === x.table_hash ? 1 : 0);
-  w.family("mcrelay_worker_restarts_total", "counter", "Times the worker was restarted after it exited or failed.");
-  for (const x of m.workers) w.sample("mcrelay_worker_restarts_total", { interface: x.interface, slot: x.slot }, x.restarts);
-  w.family("mcrelay_worker_recycled_total", "counter", "Times the worker was replaced on purpose (its CPU changed, or to renew closed packet sockets): not failures.");
-  for (const x of m.workers) w.sample("mcrelay_worker_recycled_total", { interface: x.interface, slot: x.slot }, x.recycled);
-  w.family("mcrelay_worker_backoff_seconds", "gauge", "Current restart backoff of the worker (0 when running).");
-  for (const x of m.workers) w.sample("mcrelay_worker_backoff_seconds", { interface: x.interface, slot: x.slot }, x.backoff_ms / 1000);
-  w.family("mcrelay_worker_drift_repairs_total", "counter", "Times the worker's table differed from the wanted one and was resent.");
+  // A worker process serves the rings of several interfaces and its restarts are the process's:
+  // one series per process (`worker`, as `mcrelay workers` numbers it), so a sum over the
+  // series counts each restart once. Its rows in `workers` all carry the same values.
+  const procs = new Map<number, WorkerInfo>();
+  for (const x of m.workers) if (!procs.has(x.worker)) procs.set(x.worker, x);
+  const byWorker = [...procs.values()].sort((a, b) => a.worker - b.worker);
+  w.family("mcrelay_worker_restarts_total", "counter", "Times the worker process was restarted after it exited or failed.");
+  for (const x of byWorker) w.sample("mcrelay_worker_restarts_total", { worker: x.worker }, x.restarts);
+  w.family("mcrelay_worker_recycled_total", "counter", "Times the worker process was replaced on purpose (its CPU changed, or to renew closed packet sockets): not failures.");
+  for (const x of byWorker) w.sample("mcrelay_worker_recycled_total", { worker: x.worker }, x.recycled);
+  w.family("mcrelay_worker_backoff_seconds", "gauge", "Current restart backoff of the worker process (0 when running).");
+  for (const x of byWorker) w.sample("mcrelay_worker_backoff_seconds", { worker: x.worker }, x.backoff_ms / 1000);
+  w.family("mcrelay_worker_drift_repairs_total", "counter", "Times the ring's table in its worker differed from the wanted one and was resent.");
   for (const x of m.workers) w.sample("mcrelay_worker_drift_repairs_total", { interface: x.interface, slot: x.slot }, x.drift_repairs);
   w.lines.push("");
   return w.lines.join("\n");

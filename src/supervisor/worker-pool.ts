@@ -164,6 +164,9 @@ function entryKey(ifname: string, slot: number): string {
   return `${ifname}#${slot}`;
 }
 
+/** Dropped rings whose drift repairs are kept for a ring of the same interface and slot. */
+const RETIRED_RINGS_MAX = 1024;
+
 /** Packet sockets (positions) each worker holds: the rings it can serve. */
 const POSITIONS = LIMITS.ringsPerWorkerMax;
 
@@ -188,6 +191,13 @@ export class WorkerPool {
   /** The ring size each interface should have (from the last setTables). */
   readonly #ringMib = new Map<string, number | undefined>();
   #waiters: (() => void)[] = [];
+  /**
+   * Counters of workers and rings that were dropped (fewer workers, a rebuilt plane), taken up
+   * again by the same worker index or ring: `restarts`, `recycled` and `drift_repairs` stay
+   * monotonic (Prometheus counters). Rings only with repairs, at most RETIRED_RINGS_MAX of them.
+   */
+  readonly #retiredProcs = new Map<number, { restarts: number; recycled: number }>();
+  readonly #retiredDrift = new Map<string, number>();
   /** Worker exits by a stop signal not yet reported (see STOP_SIGNAL_GRACE_MS). */
   readonly #signalledExits = new Set<{ line: string; timer: ReturnType<typeof setTimeout> }>();
 
@@ -226,7 +236,10 @@ export class WorkerPool {
     this.#ringMib.clear();
     for (const [ifname, want] of desired) this.#ringMib.set(ifname, want.ringMib);
     const workers = Math.max(0, ...[...desired.values()].map(membersOf));
-    for (const p of this.#procs.splice(workers)) void this.#retireProc(p);
+    for (const p of this.#procs.splice(workers)) {
+      this.#retiredProcs.set(p.index, { restarts: p.restarts, recycled: p.recycled });
+      void this.#retireProc(p);
+    }
     for (let i = 0; i < workers; i++) {
       let cpu: number | null = null;
       for (const want of desired.values()) {
@@ -265,7 +278,7 @@ export class WorkerPool {
       live: false,
       state: "starting",
       busy: false,
-      restarts: 0,
+      restarts: this.#retiredProcs.get(index)?.restarts ?? 0,
       failures: 0,
       backoffMs: 0,
       nextStartAt: 0,
@@ -273,7 +286,7 @@ export class WorkerPool {
       lastError: null,
       retiring: false,
       recycling: null,
-      recycled: 0,
+      recycled: this.#retiredProcs.get(index)?.recycled ?? 0,
     };
   }
 
@@ -308,7 +321,7 @@ export class WorkerPool {
       busy: false,
       lastPingAt: 0,
       lastError: null,
-      driftRepairs: 0,
+      driftRepairs: this.#retiredDrift.get(key) ?? 0,
       attachFailures: 0,
       attachRetryAt: 0,
       retiring: false,
@@ -633,6 +646,13 @@ export class WorkerPool {
   /** A ring leaves its worker: the worker drops it, its final counts are kept. */
   async #retireEntry(e: Entry, keepSocket = false): Promise<void> {
     e.retiring = true;
+    if (e.driftRepairs > 0) {
+      const key = entryKey(e.ifname, e.slot);
+      this.#retiredDrift.delete(key);
+      this.#retiredDrift.set(key, e.driftRepairs);
+      // The oldest first (a Map keeps insertion order).
+      if (this.#retiredDrift.size > RETIRED_RINGS_MAX) this.#retiredDrift.delete(this.#retiredDrift.keys().next().value!);
+    }
     const h = e.attached;
     e.attached = null;
     if (!h || e.position === null) return;

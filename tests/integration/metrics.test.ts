@@ -80,7 +80,7 @@ describe_netns("metrics and health endpoints (kernel, under bun)", () => {
         expect(sampleOf(fams, "mcrelay_interface_parse_drops_total", { interface: "r0", reason })).toBe(n);
       }
       expect(sampleOf(fams, "mcrelay_worker_up", { interface: "r0", slot: "0" })).toBe(1);
-      expect(sampleOf(fams, "mcrelay_worker_restarts_total", { interface: "r0" })).toBe(stats.workers[0]!.restarts);
+      expect(sampleOf(fams, "mcrelay_worker_restarts_total", { worker: "0" })).toBe(stats.workers[0]!.restarts);
       expect(fams.get("mcrelay_build_info")!.samples[0]!.labels.version).toMatch(/^\d+\.\d+\.\d+/);
 
       // The reference parser reads the same page (fetched again: counters unchanged).

@@ -50,6 +50,26 @@ function input(): MetricsInput {
 }
 
 describe("metrics exposition", () => {
+  test("a worker process serving two interfaces has one restarts series: a sum over series counts each restart once", () => {
+    const m = input();
+    const row = m.workers[0]!;
+    // Worker 0 serves eth0 and eth1 (two rows, the process's values on both); worker 1 a second ring of eth1.
+    m.workers = [row, { ...row, interface: "eth1", position: 1 }, { ...row, interface: "eth1", slot: 1, worker: 1, restarts: 5, recycled: 0, backoff_ms: 800 }];
+    const fams = parseExposition(renderMetrics(m));
+    for (const f of ["mcrelay_worker_restarts_total", "mcrelay_worker_recycled_total", "mcrelay_worker_backoff_seconds"]) {
+      expect(fams.get(f)!.samples.map((s) => s.labels)).toEqual([{ worker: "0" }, { worker: "1" }]);
+    }
+    expect(fams.get("mcrelay_worker_restarts_total")!.samples.reduce((n, s) => n + s.value, 0)).toBe(2 + 5);
+    expect(sampleOf(fams, "mcrelay_worker_backoff_seconds", { worker: "1" })).toBe(0.8);
+    // Per ring: up and drift repairs keep interface and slot.
+    expect(fams.get("mcrelay_worker_up")!.samples.length).toBe(3);
+    expect(fams.get("mcrelay_worker_drift_repairs_total")!.samples.map((s) => s.labels)).toEqual([
+      { interface: "eth0", slot: "0" },
+      { interface: "eth1", slot: "0" },
+      { interface: "eth1", slot: "1" },
+    ]);
+  });
+
   test("every family is mcrelay_-prefixed, counters end in _total, label values are escaped and read back", () => {
     const text = renderMetrics(input());
     const fams = parseExposition(text);
@@ -62,8 +82,8 @@ describe("metrics exposition", () => {
     expect(sampleOf(fams, "mcrelay_output_active", { output: 'weird"\\\nname' })).toBe(0);
     expect(sampleOf(fams, "mcrelay_interface_ring_drops_total", { interface: "eth0" })).toBe(3);
     expect(sampleOf(fams, "mcrelay_interface_parse_drops_total", { interface: "eth0", reason: "ipv4_fragment" })).toBe(2);
-    expect(sampleOf(fams, "mcrelay_worker_restarts_total", { interface: "eth0" })).toBe(2);
-    expect(sampleOf(fams, "mcrelay_worker_recycled_total", { interface: "eth0" })).toBe(3);
+    expect(sampleOf(fams, "mcrelay_worker_restarts_total", { worker: "0" })).toBe(2);
+    expect(sampleOf(fams, "mcrelay_worker_recycled_total", { worker: "0" })).toBe(3);
     expect(sampleOf(fams, "mcrelay_rule_state", { rule: "a", state: "error" })).toBe(0);
     expect(text).toContain('output="weird\\"\\\\\\nname"');
   });
