@@ -251,7 +251,7 @@ export const MUTANTS: Mutant[] = [
     name: "unloadable-rule-dropped",
     breaks: "a saved rule that cannot be loaded is dropped from the state file",
     file: "src/supervisor/rule-store.ts",
-    search: "this.#unloadable.push(r);",
+    search: "this.#unloadable.push({ saved: r, reason: (err as Error).message });",
     replace: "",
     tests: [{ file: "tests/integration/persistence.test.ts", filter: "cannot be loaded" }],
   },

@@ -16,6 +16,7 @@ export default defineCommand({
     const result = await withClient(a.socket, (c) => c.request("remove", { rule: a.rule }));
     for (const w of result.warnings) log.warn(w);
     if (a.json) printJson(result);
+    else if (result.not_loaded !== undefined) printLine(`removed saved rule ${result.removed} (id ${result.id}) from the state file; it was not loaded: ${result.not_loaded}`);
     else printLine(`removed rule ${result.removed} (id ${result.id})`);
   },
 });

@@ -36,6 +36,8 @@ export default defineCommand({
       // The daemon started without the runtime rules it had saved: say where they are.
       printLine(`state: ${s.state!.file} did not load at ${aside.at} (${aside.reason}); set aside as ${aside.path}; started without runtime rules`);
     }
+    // Saved rules kept in the state file but not running: each with what removes it.
+    for (const u of s.state?.unloaded ?? []) printLine(`state: saved rule ${u.name} (id ${u.id}) is not loaded: ${u.reason}; \`mcrelay remove ${u.id}\` drops it`);
     printLine(`rules: ${s.rules.total} (${s.rules.active} active, ${s.rules.pending} pending, ${s.rules.error} error, ${s.rules.join_failed} join failed)`);
     printLine(`workers: ${s.workers.total} (${s.workers.running} running, ${s.workers.starting} starting, ${s.workers.backoff} in backoff, ${s.workers.stopping} stopping)`);
     if (s.interfaces.length) {

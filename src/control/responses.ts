@@ -180,12 +180,14 @@ export type ConfigStatus = v.InferOutput<typeof ConfigStatusSchema>;
 /**
  * The state file of runtime rules (null in `forward`, which keeps none). `set_aside`: at this
  * start the file did not parse and was moved to `path` (the daemon started without runtime rules);
- * null when it loaded, or there was none.
+ * null when it loaded, or there was none. `unloaded`: saved rules that parsed but were not loaded
+ * (no longer valid, or more than the workers hold), kept in the file until `remove NAME|ID`.
  */
 export const StateStatusSchema = v.nullable(
   v.strictObject({
     file: v.string(),
     set_aside: v.nullable(v.strictObject({ path: v.string(), reason: v.string(), at: v.string() })),
+    unloaded: v.array(v.strictObject({ name: v.string(), id: v.string(), reason: v.string() })),
   }),
 );
 export type StateStatus = v.InferOutput<typeof StateStatusSchema>;
@@ -287,7 +289,8 @@ export const RESULT_SCHEMAS = {
   version: v.strictObject({ ...versionEntries, bun: v.string() }),
   status: StatusSchema,
   add: v.strictObject({ rule: RuleViewSchema, warnings: v.array(v.string()), replaced: v.boolean() }),
-  remove: v.strictObject({ removed: v.string(), id: v.string(), warnings: v.array(v.string()) }),
+  // `not_loaded`: the removed entry was a saved rule that was not loaded (status `state.unloaded`), and why.
+  remove: v.strictObject({ removed: v.string(), id: v.string(), warnings: v.array(v.string()), not_loaded: v.optional(v.string()) }),
   list: v.strictObject({ rules: v.array(RuleViewSchema) }),
   stats: StatsSchema,
   workers: v.strictObject({ workers: v.array(WorkerInfoSchema) }),

@@ -358,7 +358,7 @@ export class Daemon {
           startedAt: this.#startedAt,
           configFile: this.#opts.configPath ?? null,
           config: this.#configStatus(),
-          state: { file: this.#state.path, set_aside: this.#state.setAside },
+          state: { file: this.#state.path, set_aside: this.#state.setAside, unloaded: this.#store.unloaded() },
           rules: this.#views.list(),
           workers: this.#pool.info(),
           lookup: this.#lookup,
@@ -418,6 +418,9 @@ export class Daemon {
   }
 
   async #remove(nameOrId: string) {
+    // A saved rule that was not loaded runs nowhere: only the state file changes.
+    const unloaded = this.#store.find(nameOrId) ? undefined : this.#store.removeUnloaded(nameOrId);
+    if (unloaded) return { removed: unloaded.name, id: unloaded.id, warnings: [], not_loaded: unloaded.reason };
     const stored = this.#store.remove(nameOrId);
     this.#reconcile();
     await this.#settle();

@@ -61,8 +61,11 @@ export class RuleStore {
   readonly #rules = new Map<string, StoredRule>();
   readonly #opts: RuleStoreOptions;
   #nextId = 1n;
-  /** Saved runtime rules that could not be loaded: kept in the state file, not dropped. */
-  #unloadable: SavedRule[] = [];
+  /**
+   * Saved runtime rules that could not be loaded, with why: kept in the state file (a rule is
+   * not lost to a transient problem), shown by `status`, removed by `remove NAME|ID`.
+   */
+  #unloadable: { saved: SavedRule; reason: string }[] = [];
 
   constructor(opts: RuleStoreOptions) {
     this.#opts = opts;
@@ -117,8 +120,8 @@ export class RuleStore {
           throw new Error(over.join("; "));
         }
       } catch (err) {
-        this.#unloadable.push(r);
-        log.error(`saved rule ${r.spec.name} is not loaded (${(err as Error).message}); it stays in the state file`);
+        this.#unloadable.push({ saved: r, reason: (err as Error).message });
+        log.error(`saved rule ${r.spec.name} is not loaded (${(err as Error).message}); it stays in the state file (status lists it; remove ${r.id} drops it)`);
         continue;
       }
       if (r.id >= this.#nextId) this.#nextId = r.id + 1n;
@@ -167,6 +170,31 @@ export class RuleStore {
       throw new ControlError("internal", `cannot save state, nothing changed: ${(err as Error).message}`);
     }
     return { stored, replaced: !!existing };
+  }
+
+  /** Saved rules that were not loaded at start (they stay in the state file), with why. */
+  unloaded(): { name: string; id: string; reason: string }[] {
+    return this.#unloadable.map((u) => ({ name: u.saved.spec.name, id: u.saved.id.toString(), reason: u.reason }));
+  }
+
+  /**
+   * Drops a saved rule that was not loaded, by name or id (an id first, as find), from the state
+   * file; undefined when there is none. Saved first: if the state cannot be written it stays.
+   */
+  removeUnloaded(nameOrId: string): { name: string; id: string; reason: string } | undefined {
+    const byId = this.#unloadable.findIndex((u) => u.saved.id.toString() === nameOrId);
+    const at = ALL_DIGITS.test(nameOrId) && byId >= 0 ? byId : this.#unloadable.findIndex((u) => u.saved.spec.name === nameOrId);
+    if (at < 0) return undefined;
+    const gone = this.#unloadable[at]!;
+    const before = this.#unloadable;
+    this.#unloadable = before.filter((_, i) => i !== at);
+    try {
+      this.#persist();
+    } catch (err) {
+      this.#unloadable = before;
+      throw new ControlError("internal", `cannot save state, nothing changed (saved rule ${gone.saved.spec.name} is still in the state file): ${(err as Error).message}`);
+    }
+    return { name: gone.saved.spec.name, id: gone.saved.id.toString(), reason: gone.reason };
   }
 
   /**
@@ -270,7 +298,7 @@ export class RuleStore {
     const config = [...rules.values()].filter((s) => s.origin === "config");
     this.#opts.state.save({
       nextId: this.#nextId,
-      rules: [...runtime.map((s) => ({ id: s.rule.id, spec: s.spec })), ...this.#unloadable],
+      rules: [...runtime.map((s) => ({ id: s.rule.id, spec: s.spec })), ...this.#unloadable.map((u) => u.saved)],
       configIds: new Map(config.map((s) => [s.rule.name, s.rule.id])),
     });
   }

@@ -196,8 +196,8 @@ describe_netns("persistence across restarts (kernel, under bun)", () => {
       expect(await list(d2)).toEqual([]);
       const aside = readdirSync(d2.stateDir).filter((f) => f.startsWith("rules.json.corrupt-"));
       expect(aside).toHaveLength(1);
-      const status = await d2.json<{ state: { file: string; set_aside: { path: string; reason: string; at: string } | null } }>(["status"]);
-      expect(status.state).toEqual({ file, set_aside: { path: `${d2.stateDir}/${aside[0]}`, reason: expect.any(String), at: expect.any(String) } });
+      const status = await d2.json<{ state: { file: string; set_aside: { path: string; reason: string; at: string } | null; unloaded: unknown[] } }>(["status"]);
+      expect(status.state).toEqual({ file, set_aside: { path: `${d2.stateDir}/${aside[0]}`, reason: expect.any(String), at: expect.any(String) }, unloaded: [] });
       const human = await d2.cli(["status"]);
       expect(human.stdout).toContain(`state: ${file} did not load at ${status.state.set_aside!.at} (${status.state.set_aside!.reason}); set aside as ${d2.stateDir}/${aside[0]}; started without runtime rules`);
       const metrics = parseExposition((await httpGet(rt.topo, rt.relay, `http://${listen}/metrics`)).body);
@@ -206,7 +206,53 @@ describe_netns("persistence across restarts (kernel, under bun)", () => {
 
       // The next start loads the file written since: nothing is set aside any more.
       const d3 = await start();
-      expect((await d3.json<{ state: unknown }>(["status"])).state).toEqual({ file, set_aside: null });
+      expect((await d3.json<{ state: unknown }>(["status"])).state).toEqual({ file, set_aside: null, unloaded: [] });
+      expect(await d3.stop()).toBe(0);
+    },
+    T,
+  );
+
+  test(
+    "a saved rule that was not loaded is listed by status (name, id, reason) and removed by remove NAME or ID, from the state file only",
+    async () => {
+      dir = new TempDir();
+      const d1 = await start();
+      const added = await d1.json<{ rule: { id: string } }>(["add", "--name", "clash", "--from", "239.1.1.1:5000@r0", "--to", "239.2.2.1:6001@r1"]);
+      await d1.json(["add", "--name", "clash2", "--from", "239.1.1.3:5000@r0", "--to", "239.2.2.3:6003@r1"]);
+      expect(await d1.stop()).toBe(0);
+
+      // A config rule takes both saved rules' inputs: neither loads.
+      const d2 = await start(
+        `{ rules: [ { name: "cfg", from: "239.1.1.1:5000@r0", to: ["239.2.2.5:6005@r1"] }, { name: "cfg2", from: "239.1.1.3:5000@r0", to: ["239.2.2.6:6006@r1"] } ] }`,
+      );
+      const status = await d2.json<{ state: { unloaded: { name: string; id: string; reason: string }[] } }>(["status"]);
+      expect(status.state.unloaded.map((u) => [u.name, u.id])).toEqual([
+        ["clash", added.rule.id],
+        ["clash2", expect.any(String)],
+      ]);
+      const reason = status.state.unloaded[0]!.reason;
+      expect(reason).toContain("cfg");
+      const human = await d2.cli(["status"]);
+      expect(human.stdout).toContain(`state: saved rule clash (id ${added.rule.id}) is not loaded: ${reason}; \`mcrelay remove ${added.rule.id}\` drops it`);
+
+      // By id, then by name: each leaves the state file, the config rules stay and forward.
+      const byId = await d2.cli(["remove", added.rule.id]);
+      expect(byId.exitCode).toBe(0);
+      expect(byId.stdout).toContain(`removed saved rule clash (id ${added.rule.id}) from the state file; it was not loaded: ${reason}`);
+      expect(await savedNames(d2)).toEqual(["clash2"]);
+      const byName = await d2.json<{ removed: string; not_loaded: string }>(["remove", "clash2"]);
+      expect(byName).toMatchObject({ removed: "clash2", not_loaded: expect.stringContaining("cfg2") });
+      expect(await savedNames(d2)).toEqual([]);
+      expect((await d2.json<{ state: { unloaded: unknown[] } }>(["status"])).state.unloaded).toEqual([]);
+      expect((await d2.cli(["remove", "clash"])).exitCode).not.toBe(0);
+      expect((await list(d2)).map((r) => r.name)).toEqual(["cfg", "cfg2"]);
+      await expectForwards("239.1.1.1", "239.2.2.5:6005");
+      expect(await d2.stop()).toBe(0);
+
+      // Gone for good: the next start without the config file has no runtime rules.
+      const d3 = await start();
+      expect(await list(d3)).toEqual([]);
+      expect(d3.proc.stderr).not.toContain("is not loaded");
       expect(await d3.stop()).toBe(0);
     },
     T,

@@ -40,6 +40,33 @@ function saved(dir: string): { rules: { id: string; spec: RuleSpec }[]; config_i
 }
 
 describe("rule store", () => {
+  test("saved rules that do not load are listed with id and reason, kept through saves, and removed by name or id", () => {
+    const dir = stateDir();
+    const a = store(dir);
+    a.load([]);
+    a.add(spec("a", 5000), false);
+    a.add(spec("b", 5001), false);
+    a.add(spec("c", 5002), false);
+    // Only one rule fits now: b and c stay in the state file, not loaded.
+    const b = store(dir, (n) => (n > 1 ? [`${n} rules, at most 1`] : []));
+    b.load([]);
+    expect(b.all().map((s) => s.rule.name)).toEqual(["a"]);
+    expect(b.unloaded()).toEqual([
+      { name: "b", id: "2", reason: "2 rules, at most 1" },
+      { name: "c", id: "3", reason: "2 rules, at most 1" },
+    ]);
+    b.remove("a");
+    expect(saved(dir).rules.map((r) => r.spec.name)).toEqual(["b", "c"]);
+    expect(b.removeUnloaded("2")).toEqual({ name: "b", id: "2", reason: "2 rules, at most 1" });
+    expect(b.removeUnloaded("c")?.id).toBe("3");
+    expect(b.removeUnloaded("c")).toBeUndefined();
+    expect(b.unloaded()).toEqual([]);
+    expect(saved(dir).rules).toEqual([]);
+    const c = store(dir);
+    c.load([]);
+    expect(c.all()).toEqual([]);
+  });
+
   test("runtime rules get increasing ids, are saved, and come back with the same ids after a restart", () => {
     const dir = stateDir();
     const a = store(dir);
