@@ -57,12 +57,27 @@ export interface Rates {
   outputs: Map<string, { pps: number; bps: number }>;
 }
 
+/**
+ * How long the retired totals of an interface no rule reads from any more (and no worker
+ * serves) are kept, so its series' last values reach a scrape before they leave /metrics.
+ */
+export const GONE_INTERFACE_KEEP_MS = 10 * 60_000;
+
+/** What the book must keep counting: ids and input interfaces of the rules there are now. */
+export interface Keep {
+  rules: ReadonlySet<string>;
+  outputs: ReadonlySet<string>;
+  interfaces: ReadonlySet<string>;
+}
+
 export class CounterBook {
   /** Latest snapshot per live worker, keyed by worker key (interface/pid). */
   readonly #live = new Map<string, { iface: string; snap: DataplaneSnapshot }>();
   readonly #retired: Totals = { rules: new Map(), outputs: new Map(), interfaces: new Map(), inputErrnos: new Map() };
   #previous: { at: number; totals: Totals } | null = null;
   #rates: Rates = { rules: new Map(), outputs: new Map() };
+  /** Interfaces with retired totals that no rule reads from, since when (performance.now() ms). */
+  readonly #goneSince = new Map<string, number>();
 
   /**
    * The latest counters of a live worker. A worker counts per rule and output id while the id
@@ -90,6 +105,32 @@ export class CounterBook {
   retire(key: string, iface: string, final: DataplaneSnapshot): void {
     addSnapshot(this.#retired, iface, final);
     this.#live.delete(key);
+  }
+
+  /**
+   * Forgets what nothing shows again, so the book and /metrics stay bounded under rule churn:
+   * retired counts of rule and output ids no rule has now (ids are never reused, and a removed
+   * rule's series leave /metrics with the rule), and an interface's retired totals once no rule
+   * has read from it for GONE_INTERFACE_KEEP_MS and no worker serves it. Called about once a
+   * second: a worker's final counts retired after its rule was removed go at the next call.
+   */
+  prune(keep: Keep, now = performance.now()): void {
+    for (const id of this.#retired.rules.keys()) if (!keep.rules.has(id)) this.#retired.rules.delete(id);
+    for (const id of this.#retired.outputs.keys()) if (!keep.outputs.has(id)) this.#retired.outputs.delete(id);
+    const served = new Set([...this.#live.values()].map((l) => l.iface));
+    for (const iface of this.#goneSince.keys()) if (!this.#retired.interfaces.has(iface)) this.#goneSince.delete(iface);
+    for (const iface of this.#retired.interfaces.keys()) {
+      if (keep.interfaces.has(iface) || served.has(iface)) {
+        this.#goneSince.delete(iface);
+        continue;
+      }
+      const since = this.#goneSince.get(iface);
+      if (since === undefined) this.#goneSince.set(iface, now);
+      else if (now - since >= GONE_INTERFACE_KEEP_MS) {
+        this.#retired.interfaces.delete(iface);
+        this.#goneSince.delete(iface);
+      }
+    }
   }
 
   totals(): Totals {

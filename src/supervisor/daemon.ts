@@ -325,6 +325,15 @@ export class Daemon {
         this.#publish({ kind: "loop", rule: s.rule.name, id, loop_drops: now, dropped: now - before });
       }
     }
+    // Counts of removed rules, and of interfaces no rule reads from any more, are let go.
+    const keep = { rules: new Set<string>(), outputs: new Set<string>(), interfaces: new Set<string>() };
+    for (const s of this.#store.all()) {
+      keep.rules.add(s.rule.id.toString());
+      for (const o of s.rule.outputs) keep.outputs.add(o.id.toString());
+      keep.interfaces.add(s.rule.input.iface);
+    }
+    this.#pool.counters.prune(keep);
+    for (const id of this.#loopDropsSeen.keys()) if (!keep.rules.has(id)) this.#loopDropsSeen.delete(id);
   }
 
   #publish(event: Record<string, unknown>): void {

@@ -6,7 +6,7 @@ import { writeFileSync } from "node:fs";
 import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
 import { netnsAvailable, Topology } from "../../scripts/lib/netns.ts";
 import { buildRelayTopology, mcrelayCommand, note, type RelayTopology } from "../support/relay-harness.ts";
-import { TempDir, TestDaemon, burst, killBackground, ruleNamed, sink, sinkReport, startStream, stopStream, waitFor, type StatsResult } from "../support/daemon-harness.ts";
+import { helloClient, TempDir, TestDaemon, burst, killBackground, ruleNamed, sink, sinkReport, startStream, stopStream, waitFor, type StatsResult } from "../support/daemon-harness.ts";
 import { METRICS_CACHE_MS } from "../../src/supervisor/http.ts";
 import { httpGet, parseExposition, parseWithPython, sampleOf, type Family } from "../support/prom.ts";
 
@@ -262,6 +262,36 @@ describe_netns("metrics and health endpoints (kernel, under bun)", () => {
       const r = await rt.topo.exec(rt.relay, [...mcrelayCommand("bun"), "run", "--metrics", "localhost:99999", "--socket", "/tmp/mcr-none.sock"], { timeoutMs: 30_000 });
       expect(r.exitCode).toBe(2);
       expect(r.stderr).toContain("--metrics");
+    },
+    T,
+  );
+
+  test(
+    "1,000 rules of distinct names added and removed: /metrics stays the size it was, and the rule kept beside them still counts",
+    async () => {
+      const s = rt.sinks[0]!;
+      await start([{ name: "kept", from: "239.1.1.7:5000@r0", to: [`239.2.2.7:6007@${s.relayIf}`] }]);
+      const page = async () => (await httpGet(rt.topo, rt.relay, `${URL_BASE}/metrics`)).body;
+      const before = await page();
+      const c = await helloClient(daemon!.socket);
+      const started = performance.now();
+      for (let i = 0; i < 1000; i++) {
+        const name = `churn-${i}`;
+        await c.call("add", { rule: { name, from: `239.5.${(i >> 8) + 1}.${i & 255}:5000@r0`, to: [`239.6.${(i >> 8) + 1}.${i & 255}:7000@${s.relayIf}`] } }, 20_000);
+        await c.call("remove", { rule: name }, 20_000);
+      }
+      c.close();
+      note("churn", { rules: 1000, seconds: Math.round((performance.now() - started) / 100) / 10 });
+      // The daemon's 1 s check lets the removed rules' counts go; /metrics is rendered at most once a second.
+      await Bun.sleep(METRICS_CACHE_MS + 1_100);
+      const after = await page();
+      const fams = parseExposition(after);
+      expect([...new Set(fams.get("mcrelay_rule_packets_total")!.samples.map((x) => x.labels.rule))]).toEqual(["kept"]);
+      expect([...new Set(fams.get("mcrelay_interface_rx_frames_total")!.samples.map((x) => x.labels.interface))]).toEqual(["r0"]);
+      expect(after.split("\n").length).toBe(before.split("\n").length);
+      expect(after.length).toBeLessThan(before.length + 200);
+      const b = await burst(rt, { to: "239.1.1.7:5000@g0", sinkNs: s.ns, listen: `239.2.2.7:6007@${s.ifname}`, count: 200 });
+      expect(b.sink.totals).toMatchObject({ received: 200, lost: 0 });
     },
     T,
   );

@@ -3,7 +3,7 @@
 import { describe, expect, test } from "bun:test";
 import { PARSE_DROPS, RULE_DROPS, WORKER_COUNTERS } from "../../src/native/abi.ts";
 import type { DataplaneSnapshot } from "../../src/stats/decode.ts";
-import { CounterBook } from "../../src/supervisor/counters.ts";
+import { CounterBook, GONE_INTERFACE_KEEP_MS } from "../../src/supervisor/counters.ts";
 
 interface SnapOptions {
   rules?: [string, number, number, Partial<Record<(typeof RULE_DROPS)[number], number>>?][];
@@ -116,5 +116,51 @@ describe("counter book", () => {
     book.observe("eth0/200", "eth0", snap({ rules: [["1", 500, 50_000]] }));
     book.sample(3000);
     expect(book.rates().rules.get("1")).toMatchObject({ pps: 500, bps: 400_000 });
+  });
+});
+
+describe("counter book under rule churn", () => {
+  const none = { rules: new Set<string>(), outputs: new Set<string>(), interfaces: new Set<string>() };
+
+  test("1,000 rules added and removed on 1,000 interfaces: the book keeps only what rules there are now name", () => {
+    const book = new CounterBook();
+    const keep = { rules: new Set(["k"]), outputs: new Set(["ko"]), interfaces: new Set(["eth0"]) };
+    let t = 0;
+    for (let i = 0; i < 1000; i++) {
+      // The kept rule's ring on eth0 restarts each round; rule i lives one round on its own interface.
+      book.observe(`eth0/${i}`, "eth0", snap({ rules: [["k", 1, 10]], outputs: [["ko", 1, 10]], worker: { rx_frames: 1 } }));
+      book.retire(`eth0/${i}`, "eth0", snap({ rules: [["k", 1, 10]], outputs: [["ko", 1, 10]], worker: { rx_frames: 1 } }));
+      book.observe(`x${i}/1`, `x${i}`, snap({ rules: [[`r${i}`, 5, 50]], outputs: [[`o${i}`, 5, 50]] }));
+      book.retire(`x${i}/1`, `x${i}`, snap({ rules: [[`r${i}`, 5, 50]], outputs: [[`o${i}`, 5, 50]] }));
+      book.prune(keep, (t += 1000));
+    }
+    const totals = book.totals();
+    expect([...totals.rules.keys()]).toEqual(["k"]);
+    expect([...totals.outputs.keys()]).toEqual(["ko"]);
+    // The kept rule's and interface's counts went on across every restart.
+    expect(totals.rules.get("k")).toMatchObject({ packets: 1000, bytes: 10_000 });
+    expect(totals.interfaces.get("eth0")!.worker.rx_frames).toBe(1000);
+    // Interfaces no rule reads from stay for GONE_INTERFACE_KEEP_MS (one round a second here), then go.
+    const rounds = GONE_INTERFACE_KEEP_MS / 1000;
+    expect(totals.interfaces.size).toBe(1 + rounds);
+    book.prune(keep, t + GONE_INTERFACE_KEEP_MS);
+    expect([...book.totals().interfaces.keys()]).toEqual(["eth0"]);
+  });
+
+  test("an interface a worker still serves, or a rule reads from again within the grace, keeps its totals", () => {
+    const book = new CounterBook();
+    book.observe("eth1/1", "eth1", snap({ worker: { rx_frames: 3 } }));
+    book.retire("eth1/1", "eth1", snap({ worker: { rx_frames: 3 } }));
+    book.observe("eth1/2", "eth1", snap({ worker: { rx_frames: 4 } }));
+    book.prune(none, 0);
+    book.prune(none, GONE_INTERFACE_KEEP_MS * 2);
+    expect(book.totals().interfaces.get("eth1")!.worker.rx_frames).toBe(7);
+    book.retire("eth1/2", "eth1", snap({ worker: { rx_frames: 4 } }));
+    book.prune(none, GONE_INTERFACE_KEEP_MS * 3);
+    book.prune({ ...none, interfaces: new Set(["eth1"]) }, GONE_INTERFACE_KEEP_MS * 3 + 1);
+    book.prune(none, GONE_INTERFACE_KEEP_MS * 4);
+    expect(book.totals().interfaces.get("eth1")!.worker.rx_frames).toBe(7);
+    book.prune(none, GONE_INTERFACE_KEEP_MS * 5);
+    expect(book.totals().interfaces.has("eth1")).toBe(false);
   });
 });
