@@ -295,4 +295,51 @@ describe_netns("metrics and health endpoints (kernel, under bun)", () => {
     },
     T,
   );
+
+  test(
+    "a worker serving two interfaces restarted once is one restart in /metrics, and stays one after the workers go from 2 to 1 and back",
+    async () => {
+      const s = rt.sinks[0]!;
+      const rules = [
+        { name: "a", from: "239.1.1.8:5000@r0", to: [`239.2.2.8:6008@${s.relayIf}`] },
+        { name: "b", from: "239.1.1.9:5000@r1", to: ["239.2.2.9:6009@r0"] },
+      ];
+      const d = await start(rules);
+      const setWorkers = async (workers: number) => {
+        writeFileSync(d.configPath!, JSON.stringify({ workers, rules }));
+        expect((await d.cli(["reload"])).exitCode).toBe(0);
+      };
+      type Row = { interface: string; worker: number; pid: number | null; state: string; restarts: number };
+      const rows = async () => (await d.json<{ workers: Row[] }>(["workers"])).workers;
+      const running = (want: number) =>
+        waitFor(`${want} workers running`, async () => {
+          const r = await rows();
+          return r.length === want * 2 && r.every((x) => x.state === "running") ? r : undefined;
+        }, 20_000, 100);
+      await setWorkers(2);
+      const victim = (await running(2)).find((x) => x.worker === 1)!.pid!;
+      process.kill(victim, "SIGKILL");
+      await waitFor("worker 1 restarted", async () => {
+        const r = await rows();
+        return r.filter((x) => x.worker === 1).every((x) => x.restarts === 1 && x.state === "running" && x.pid !== victim) ? r : undefined;
+      }, 20_000, 100);
+      const restarts = async () => {
+        await Bun.sleep(METRICS_CACHE_MS + 100);
+        const f = parseExposition((await httpGet(rt.topo, rt.relay, `${URL_BASE}/metrics`)).body).get("mcrelay_worker_restarts_total")!;
+        return f.samples.map((x) => [x.labels, x.value]);
+      };
+      // Worker 1 serves a ring of r0 and one of r1: one series, one restart.
+      expect((await rows()).filter((x) => x.worker === 1).map((x) => x.interface).sort()).toEqual(["r0", "r1"]);
+      expect(await restarts()).toEqual([[{ worker: "0" }, 0], [{ worker: "1" }, 1]]);
+      // Worker 1 stopped (one worker needed), then made again: its count goes on, in both views.
+      await setWorkers(1);
+      await running(1);
+      expect(await restarts()).toEqual([[{ worker: "0" }, 0]]);
+      await setWorkers(2);
+      const again = await running(2);
+      expect(again.filter((x) => x.worker === 1).map((x) => x.restarts)).toEqual([1, 1]);
+      expect(await restarts()).toEqual([[{ worker: "0" }, 0], [{ worker: "1" }, 1]]);
+    },
+    T,
+  );
 });
