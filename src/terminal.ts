@@ -54,7 +54,7 @@ function stdoutStream(): NodeJS.WriteStream {
   if (!streamed) {
     streamed = true;
     process.stdout.on("error", (err: NodeJS.ErrnoException) => {
-      if (err.code === "EPIPE") return outputClosed(false);
+      if (err.code === "EPIPE" || err.code === "EIO") return outputClosed(false);
       throw err;
     });
   }
@@ -77,8 +77,9 @@ export function writeOut(text: string): void {
       const code = (err as NodeJS.ErrnoException).code;
       // A non-blocking pipe that is full: the stream queues the rest (and what follows).
       if (code === "EAGAIN") return void stdoutStream().write(bytes);
-      // The reader went away (`mcrelay stats | head`): nothing more to say to it.
-      if (code === "EPIPE") return outputClosed(true);
+      // The reader went away (`mcrelay stats | head`): nothing more to say to it. EIO: the
+      // same for a terminal that was hung up (closed window, ended ssh session).
+      if (code === "EPIPE" || code === "EIO") return outputClosed(true);
       throw err;
     }
     bytes = bytes.subarray(n);

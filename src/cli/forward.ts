@@ -1,6 +1,6 @@
 // `mcrelay forward`: a one-shot relay in the foreground, rules from flags, counters on exit.
 import { defineCommand } from "citty";
-import { UsageError, PermissionError, NativeError } from "../errors.ts";
+import { EXIT, UsageError, PermissionError, NativeError } from "../errors.ts";
 import { outputInterfaceProblems, resolveRule } from "../rules/rule.ts";
 import { ipv4Networks } from "../rules/links.ts";
 import { DEFAULT_TTL, RING_MIB_MAX, RING_MIB_MIN, WORKERS_PER_INTERFACE_MAX } from "../limits.ts";
@@ -23,8 +23,8 @@ const args = {
   "max-pps": { type: "string", description: "Relay at most this many datagrams per second (storm cap; default none)" },
   "loop-guard": { type: "boolean", default: true, description: "Drop datagrams that loop back through relays (--no-loop-guard turns it off)" },
   name: { type: "string", alias: "n", description: "Rule name in the report (default: forward)" },
-  duration: { type: "string", alias: "d", valueHint: "SECONDS", description: "Stop after this many seconds (default: until SIGINT/SIGTERM)" },
-  user: { type: "string", alias: "u", description: "User the workers run as (default: nobody as root, else your own user)" },
+  duration: { type: "string", alias: "d", valueHint: "SECONDS", description: "Stop after this many seconds (default: until SIGINT/SIGTERM/SIGHUP)" },
+  user: { type: "string", alias: "u", description: "User the workers run as (default as root: mcrelay-worker if it exists, else nobody; otherwise your own user)" },
   workers: { type: "string", valueHint: "N", description: "Workers on the input interface (default 1)" },
   "ring-mib": { type: "string", description: `Ring of each packet socket in MiB (${RING_MIB_MIN}-${RING_MIB_MAX}; default 8: 64 ms at 1 Gbit/s)` },
   socket: { type: "string", alias: "s", valueHint: "PATH", description: "Also answer read-only control requests (stats, list, workers, ...) on this socket" },
@@ -32,7 +32,7 @@ const args = {
 } as const;
 
 export default defineCommand({
-  meta: { name: "forward", description: "Relay in the foreground until SIGINT/SIGTERM or --duration, then print counters" },
+  meta: { name: "forward", description: "Relay in the foreground until SIGINT/SIGTERM/SIGHUP or --duration, then print counters" },
   args,
   async run({ rawArgs, args: a }) {
     checkFlags(rawArgs, args);
@@ -64,11 +64,15 @@ export default defineCommand({
       throw err;
     }
     const relay = new Relay({ user: workerUser(a.user), workers, ringMib });
+    // The signals are watched from here: a ^C during start-up (which waits up to 10 s for the
+    // workers) stops at once instead of being swallowed.
     const stop = watchStop(duration);
-    const startedAt = performance.now();
     try {
       if (a.socket) await relay.serve(a.socket);
-      await relay.start([rule]);
+      const started = relay.start([rule]);
+      // start() goes on after a stop won the race: its end (or failure) no longer matters.
+      started.catch(() => {});
+      await Promise.race([started, stop.done]);
     } catch (err) {
       stop.dispose();
       await relay.stop();
@@ -77,18 +81,28 @@ export default defineCommand({
       }
       throw err;
     }
+    // duration_s counts from here (every worker forwarding) to the stop request: not start-up,
+    // not the stop itself. 0 when stopped during start-up.
+    const readyAt = stop.stopped ? null : performance.now();
     const why = await stop.done;
+    const seconds = readyAt === null ? 0 : (performance.now() - readyAt) / 1000;
     stop.dispose();
     log.debug(`stopping (${why})`);
+    // Read before stop: a worker in backoff at the end, an input interface that went away.
+    const troubles = readyAt === null ? [] : relay.troubles();
     const report = await relay.stop();
-    const seconds = (performance.now() - startedAt) / 1000;
-    if (a.json) printJson({ duration_s: Number(seconds.toFixed(3)), stopped_by: why, ...report });
-    else printHuman(report, seconds);
+    if (a.json) printJson({ duration_s: Number(seconds.toFixed(3)), stopped_by: why, problems: troubles, ...report });
+    else printHuman(report, seconds, troubles);
+    if (troubles.length) {
+      for (const p of troubles) log.error(p);
+      process.exitCode = EXIT.system;
+    }
   },
 });
 
-function printHuman(report: RelayReport, seconds: number): void {
+function printHuman(report: RelayReport, seconds: number, problems: string[]): void {
   printLine(`forwarded for ${seconds.toFixed(1)} s`);
+  for (const p of problems) printLine(`problem: ${p}`);
   for (const rule of report.rules) {
     printLine();
     const drops = Object.entries(rule.drops).filter(([, n]) => n > 0).map(([k, n]) => `${k} ${n}`);

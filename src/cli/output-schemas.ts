@@ -110,6 +110,8 @@ export type SinkOutput = v.InferOutput<typeof SinkOutputSchema>;
 export const ForwardOutputSchema = v.strictObject({
   duration_s: seconds,
   stopped_by: v.string(),
+  /** What went wrong during the run (an input interface that vanished, a worker in backoff at the end): exit 7 when any. */
+  problems: v.array(v.string()),
   rules: v.array(RuleReportSchema),
   workers: v.array(
     v.strictObject({ ...InterfaceReportSchema.entries, pid: v.nullable(count), pids: v.array(v.nullable(count)), restarts: count, ring: v.nullable(RingSchema) }),

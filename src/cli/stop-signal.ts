@@ -1,4 +1,6 @@
-// Waiting for the end of a foreground command: SIGINT, SIGTERM or a duration.
+// Waiting for the end of a foreground command: SIGINT, SIGTERM, SIGHUP or a duration. SIGHUP
+// (the terminal was closed) stops it as SIGTERM does, so it still cleans up (its socket file,
+// its workers) instead of dying at the default action.
 
 export interface StopWatch {
   readonly stopped: boolean;
@@ -20,8 +22,10 @@ export function watchStop(durationS?: number): StopWatch {
   };
   const onInt = () => stop("SIGINT");
   const onTerm = () => stop("SIGTERM");
+  const onHup = () => stop("SIGHUP");
   process.on("SIGINT", onInt);
   process.on("SIGTERM", onTerm);
+  process.on("SIGHUP", onHup);
   const timer = durationS !== undefined ? setTimeout(() => stop("duration"), durationS * 1000) : null;
   return {
     get stopped() {
@@ -34,6 +38,7 @@ export function watchStop(durationS?: number): StopWatch {
     dispose() {
       process.off("SIGINT", onInt);
       process.off("SIGTERM", onTerm);
+      process.off("SIGHUP", onHup);
       if (timer) clearTimeout(timer);
     },
   };

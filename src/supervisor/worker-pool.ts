@@ -13,6 +13,7 @@
 // blocks the event loop.
 import { randomInt } from "node:crypto";
 import { logger } from "../log.ts";
+import { SystemError } from "../errors.ts";
 import { WORKERS_PER_INTERFACE_MAX } from "../limits.ts";
 import { fdCloseAsync, packetOpen, packetResetAsync, packetSetupAsync, type RingGeometry } from "../native/lib.ts";
 import { LIMITS } from "../native/abi.ts";
@@ -509,7 +510,9 @@ export class WorkerPool {
     while (!this.#allApplied(failed)) {
       if (performance.now() > deadline) {
         const late = [...this.#entries.values()].filter((e) => e.appliedHash !== e.hash);
-        throw new Error(late.map((e) => `worker ${label(e)}: ${e.lastError ?? this.#procs[e.slot]?.lastError ?? `table not applied yet (${this.#stateOf(e)})`}`).join("; "));
+        // An operating problem (a worker that cannot start or bind), not a bug: exit 7, no stack.
+        const why = late.map((e) => `worker ${label(e)}: ${e.lastError ?? this.#procs[e.slot]?.lastError ?? `table not applied yet (${this.#stateOf(e)})`}`);
+        throw new SystemError(`workers not forwarding within ${timeoutMs / 1000} s: ${why.join("; ")}`);
       }
       await new Promise<void>((r) => {
         this.#waiters.push(r);

@@ -9,6 +9,11 @@ import { netnsAvailable, Topology } from "../../scripts/lib/netns.ts";
 import {
   buildRelayTopology,
   execJson,
+  FORWARD_JSON,
+  recreateInputLink,
+  startForward,
+  startSink,
+  SINK_JSON,
   injectFrames,
   mcrelayCommand,
   note,
@@ -18,7 +23,11 @@ import {
   workerSum,
   type RelayTopology,
   type RelayTopologyOptions,
+  type ForwardReport,
+  type SinkReport,
 } from "../support/relay-harness.ts";
+import { EXIT } from "../../src/errors.ts";
+import type { WorkerInfo } from "../../src/control/responses.ts";
 
 const describe_netns = describe.skipIf(!netnsAvailable());
 const mode = "bun" as const;
@@ -478,6 +487,86 @@ describe_netns("forward with a control socket (kernel, under bun)", () => {
         expect(r.traffic.add.stderr).toContain("needs the daemon");
         expect(r.sinks[0]!.totals).toMatchObject({ received: count, lost: 0 });
         expect(existsSync(socket)).toBe(false); // removed when forward stopped
+      } finally {
+        rmSync(dir, { recursive: true, force: true });
+      }
+    },
+    TEST_TIMEOUT_MS,
+  );
+});
+
+async function ifindexOf(rt: RelayTopology, ns: string, ifname: string): Promise<number> {
+  const r = await rt.topo.exec(ns, ["ip", "-j", "link", "show", ifname], { check: true });
+  return (JSON.parse(r.stdout) as { ifindex: number }[])[0]!.ifindex;
+}
+
+describe_netns("forward and its interfaces (kernel, under bun)", () => {
+  test(
+    "input and output interfaces deleted and created again during a forward: it says so, forwards again on the new ones, and exits 7 naming the input that went away",
+    async () => {
+      const rt = await topology({ label: "fwdlinks" });
+      const s1 = rt.sinks[0]!;
+      const dir = mkdtempSync(join(tmpdir(), "mcr-fwdlinks-"));
+      const socket = join(dir, "ctl.sock");
+      try {
+        const fwd = await startForward(rt.topo, rt.relay, mode, ["--from", "239.1.1.1:5000@r0", "--to", "239.2.2.2:6000@r1", "--socket", socket]);
+        const oldIn = await ifindexOf(rt, rt.relay, "r0");
+        const oldOut = await ifindexOf(rt, rt.relay, "r1");
+        // Both go away and come back with new indexes: the input with its generator's side, the
+        // output with its receiver's side (the receiver is started after, on the new link).
+        await recreateInputLink(rt);
+        await ipIn(rt, rt.relay, ["link", "del", "r1"]);
+        await rt.topo.link({ ns: rt.relay, ifname: "r1", addr: `${s1.relayAddr}/24` }, { ns: s1.ns, ifname: "s0", addr: `${s1.addr}/24` });
+        const newIn = await ifindexOf(rt, rt.relay, "r0");
+        expect(newIn).not.toBe(oldIn);
+        expect(await ifindexOf(rt, rt.relay, "r1")).not.toBe(oldOut);
+        await fwd.waitForStderr(/input interface r0 went away/, 10_000);
+        await fwd.waitForStderr(/input interface r0 is back/, 10_000);
+        await fwd.waitForStderr(/output interface r1 is back/, 10_000);
+        // The worker's ring is bound to the new r0 and its table (with r1's new index) applied.
+        const deadline = performance.now() + 20_000;
+        for (;;) {
+          const { workers } = await execJson<{ workers: WorkerInfo[] }>(rt.topo, rt.relay, [...mcrelayCommand(mode), "workers", "--json", "--socket", socket]);
+          const w = workers[0];
+          if (w && w.ifindex === newIn && w.state === "running" && w.applied_hash === w.table_hash) break;
+          if (performance.now() > deadline) throw new Error(`worker not forwarding on the new r0 (index ${newIn}): ${JSON.stringify(workers)}\n${fwd.output()}`);
+          await Bun.sleep(100);
+        }
+        const count = 2_000;
+        const sink = await startSink(rt.topo, s1.ns, mode, ["--listen", "239.2.2.2:6000@s0", "--idle", "2", "--expect", String(count)]);
+        const sent = await runGen(rt.topo, rt.gen, mode, ["--to", "239.1.1.1:5000@g0", "--rate", "5000", "--count", String(count)]);
+        await Promise.race([sink.exited, Bun.sleep(30_000)]);
+        const got = await sink.stopJson<SinkReport>("SIGINT", 30_000, SINK_JSON);
+        expect(fwd.running).toBe(true);
+        const report = await fwd.stopJson<ForwardReport>("SIGINT", 30_000, { ...FORWARD_JSON, okCodes: [EXIT.system] });
+        note("fwdlinks", { sent, sink: got.totals, problems: report.problems });
+
+        expect(sent.sent).toBe(count);
+        expect(got.totals).toMatchObject({ received: count, lost: 0, duplicates: 0 });
+        expect(report.rules[0]!.outputs[0]).toMatchObject({ to: "239.2.2.2:6000@r1", packets: count });
+        expect(report.problems).toEqual(["input interface r0 went away during the run"]);
+        expect(report.stopped_by).toBe("SIGINT");
+        expect(fwd.stderr).toContain("output interface r1 went away");
+      } finally {
+        rmSync(dir, { recursive: true, force: true });
+      }
+    },
+    TEST_TIMEOUT_MS,
+  );
+
+  test(
+    "SIGHUP (the terminal closed) stops forward like SIGTERM: the report says SIGHUP and the socket file is removed",
+    async () => {
+      const rt = await topology({ label: "fwdhup" });
+      const dir = mkdtempSync(join(tmpdir(), "mcr-fwdhup-"));
+      const socket = join(dir, "ctl.sock");
+      try {
+        const fwd = await startForward(rt.topo, rt.relay, mode, ["--from", "239.1.1.1:5000@r0", "--to", "239.2.2.2:6000@r1", "--socket", socket]);
+        expect(existsSync(socket)).toBe(true);
+        const report = await fwd.stopJson<ForwardReport>("SIGHUP", 30_000, FORWARD_JSON);
+        expect(report.stopped_by).toBe("SIGHUP");
+        expect(report.problems).toEqual([]);
+        expect(existsSync(socket)).toBe(false);
       } finally {
         rmSync(dir, { recursive: true, force: true });
       }
