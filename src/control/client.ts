@@ -139,8 +139,25 @@ export class ControlClient {
   async request<C extends Command>(cmd: C, args?: unknown, timeoutMs = 10_000): Promise<ResultOf<C>> {
     const result = await this.#call(cmd, args, timeoutMs);
     const problems = schemaProblems(RESULT_SCHEMAS[cmd], result);
-    if (problems.length) throw new Error(`the daemon's answer to '${cmd}' does not fit its schema (${problems.join("; ")}): is the daemon the same version as this client?`);
+    if (problems.length) throw this.#unfitting(cmd, result, problems);
     return result as ResultOf<C>;
+  }
+
+  /**
+   * An answer that does not fit: after an upgrade, a daemon still running the old version (the
+   * protocol number did not change, a result's shape did). The versions come first, with what
+   * to do; the schema's problems after them.
+   */
+  #unfitting(cmd: Command, result: unknown, problems: string[]): RefusedError {
+    // hello itself may be what does not fit: its `daemon` field, if there is one, still says.
+    const told = cmd === "hello" && result && typeof result === "object" ? (result as { daemon?: unknown }).daemon : undefined;
+    const daemon = this.daemonVersion || (typeof told === "string" ? told : "");
+    const misfit = `its answer to '${cmd}' does not fit this client's schema (${problems.join("; ")})`;
+    if (daemon && daemon !== VERSION) {
+      return new RefusedError("version_mismatch", `daemon is mcrelay ${daemon}, this client is ${VERSION}: restart the daemon (systemctl restart mcrelay); ${misfit}`);
+    }
+    const which = daemon ? `the daemon (mcrelay ${daemon}, as this client)` : `the daemon (version unknown; this client is ${VERSION})`;
+    return new RefusedError("version_mismatch", `${which}: ${misfit}`);
   }
 
   #call(cmd: Command, args: unknown, timeoutMs: number): Promise<unknown> {
