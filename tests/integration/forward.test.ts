@@ -555,6 +555,40 @@ describe_netns("forward and its interfaces (kernel, under bun)", () => {
   );
 
   test(
+    "forward on a terminal that is closed (pty hung up): it stops on the SIGHUP, its report to the dead terminal (EIO) ends quietly with exit 0, and the socket file is removed",
+    async () => {
+      const rt = await topology({ label: "fwdpty" });
+      const dir = mkdtempSync(join(tmpdir(), "mcr-fwdpty-"));
+      const socket = join(dir, "ctl.sock");
+      // forward as the session leader on a pty (stdout and stderr on it); once it forwards, the
+      // master is closed: the kernel sends SIGHUP and every later write gets EIO.
+      const script = [
+        "import os, pty, sys",
+        "pid, fd = pty.fork()",
+        "if pid == 0:",
+        "    os.execvp(sys.argv[1], sys.argv[1:])",
+        "seen = b''",
+        "while b'forwarding ' not in seen:",
+        "    chunk = os.read(fd, 4096)",
+        "    if not chunk: break",
+        "    seen += chunk",
+        "os.close(fd)",
+        "_, status = os.waitpid(pid, 0)",
+        "print(os.waitstatus_to_exitcode(status))",
+        "sys.stderr.write(seen.decode(errors='replace'))",
+      ].join("\n");
+      try {
+        const r = await rt.topo.exec(rt.relay, ["python3", "-c", script, ...mcrelayCommand(mode), "forward", "--from", "239.1.1.1:5000@r0", "--to", "239.2.2.2:6000@r1", "--socket", socket], { timeoutMs: 60_000 });
+        expect({ code: r.stdout.trim(), seen: r.stderr }).toMatchObject({ code: "0", seen: expect.stringContaining("forwarding ") });
+        expect(existsSync(socket)).toBe(false);
+      } finally {
+        rmSync(dir, { recursive: true, force: true });
+      }
+    },
+    TEST_TIMEOUT_MS,
+  );
+
+  test(
     "SIGHUP (the terminal closed) stops forward like SIGTERM: the report says SIGHUP and the socket file is removed",
     async () => {
       const rt = await topology({ label: "fwdhup" });
