@@ -674,7 +674,7 @@ export const MUTANTS: Mutant[] = [
     name: "sink-gro-buffer-one-datagram",
     breaks: "`mcrelay sink --gro` counts a GRO buffer of several datagrams as one datagram instead of splitting it at its gso_size",
     file: "zig/tools/sink.zig",
-    search: "const gso_size = if (self.gro) groSize(&msg.hdr) else 0;",
+    search: "const gso_size = if (self.gro) control.gso_size else 0;",
     replace: "const gso_size: u32 = 0;",
     tests: [{ file: "tests/integration/sink-gro.test.ts", filter: "the --gro sink receives them as GRO buffers" }],
   },

@@ -67,6 +67,10 @@ const latency = v.strictObject({ p50: seconds, p99: seconds, p999: seconds, max:
 
 export const SinkStreamSchema = v.strictObject({
   stream: count,
+  /** 0, then +1 each time the stream's generator restarted (its seq fell back to 0). */
+  run: count,
+  /** Lowest sequence number of the run; loss counts from it. */
+  first_seq: count,
   received: count,
   lost: count,
   duplicates: count,
@@ -85,10 +89,14 @@ export const SinkOutputSchema = v.strictObject({
   complete: v.nullable(v.boolean()),
   /** --gro: UDP_GRO was enabled on the socket. */
   gro: v.boolean(),
+  /** SO_RCVBUF as read back (twice the granted size); below the request when capped at rmem_max. */
+  rcvbuf_bytes: count,
   /**
    * datagrams: every datagram, a GRO buffer counting its pieces; gro_batches: buffers that came
    * with a UDP_GRO gso_size and were split (gro_datagrams pieces); control_truncated: messages
-   * with MSG_CTRUNC, taken as one datagram.
+   * with MSG_CTRUNC, taken as one datagram; socket_drops: datagrams the kernel dropped at the
+   * sink's socket (in lost too); streams_overflow: datagrams of streams beyond the table;
+   * latency_clamped: datagrams stamped ahead of the sink's clock (latency taken as 0).
    */
   totals: v.strictObject({
     received: count,
@@ -102,6 +110,9 @@ export const SinkOutputSchema = v.strictObject({
     gro_batches: count,
     gro_datagrams: count,
     control_truncated: count,
+    socket_drops: count,
+    streams_overflow: count,
+    latency_clamped: count,
   }),
   streams: v.array(SinkStreamSchema),
 });

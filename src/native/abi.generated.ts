@@ -304,6 +304,9 @@ export const SINK_GLOBAL_COUNTERS = [
   "gro_batches",
   "gro_datagrams",
   "control_truncated",
+  "rcvbuf_bytes",
+  "socket_drops",
+  "latency_clamped",
 ] as const;
 
 /** sink.StreamCounter, in word order. */
@@ -322,6 +325,9 @@ export const SINK_STREAM_COUNTERS = [
   "lat_p50_ns",
   "lat_p99_ns",
   "lat_p999_ns",
+  "min_seq",
+  "max_sent_ns",
+  "run",
   "used",
 ] as const;
 
@@ -600,6 +606,9 @@ sink.GlobalCounter[5] = first_rx_ns
 sink.GlobalCounter[6] = gro_batches
 sink.GlobalCounter[7] = gro_datagrams
 sink.GlobalCounter[8] = control_truncated
+sink.GlobalCounter[9] = rcvbuf_bytes
+sink.GlobalCounter[10] = socket_drops
+sink.GlobalCounter[11] = latency_clamped
 sink.StreamCounter[0] = stream_id
 sink.StreamCounter[1] = received
 sink.StreamCounter[2] = duplicates
@@ -614,7 +623,10 @@ sink.StreamCounter[10] = lat_max_ns
 sink.StreamCounter[11] = lat_p50_ns
 sink.StreamCounter[12] = lat_p99_ns
 sink.StreamCounter[13] = lat_p999_ns
-sink.StreamCounter[14] = used
+sink.StreamCounter[14] = min_seq
+sink.StreamCounter[15] = max_sent_ns
+sink.StreamCounter[16] = run
+sink.StreamCounter[17] = used
 abi.NlEventKind.link_new = 1
 abi.NlEventKind.link_del = 2
 abi.NlEventKind.addr_new = 3

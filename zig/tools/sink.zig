@@ -43,15 +43,29 @@ pub const GlobalCounter = enum(u32) {
     gro_datagrams,
     /// Messages whose control data was truncated (MSG_CTRUNC): a UDP_GRO control message may
     /// be missing, so the message was taken as one datagram. Not expected: the control buffer
-    /// holds several control messages and only UDP_GRO is asked for.
+    /// holds several control messages and only UDP_GRO and SO_RXQ_OVFL are asked for.
     control_truncated,
+    /// SO_RCVBUF as read back after asking for cfg.rcvbuf_bytes (the kernel reports twice
+    /// what it grants): without CAP_NET_ADMIN, SO_RCVBUFFORCE fails and the request is clamped
+    /// to net.core.rmem_max, so this is how the caller learns what it really got.
+    rcvbuf_bytes,
+    /// Datagrams the kernel dropped at this socket (receive buffer full, mostly): the largest
+    /// of SO_RXQ_OVFL's count on received messages and SO_MEMINFO's SK_MEMINFO_DROPS read by
+    /// summarize(). These never reach the sink, so they show as `lost` as well: this tells
+    /// the sink's own loss from loss upstream.
+    socket_drops,
+    /// Datagrams whose sender stamp was ahead of our clock (skew between hosts): their
+    /// latency was taken as 0.
+    latency_clamped,
 };
 pub const global_counter_count: u32 = std.meta.fieldNames(GlobalCounter).len;
 
-/// Indexes into one stream's block of stream_counter_count entries. A slot whose `used` is 0
-/// holds no stream. received counts every datagram of the stream, duplicates and late ones
-/// included: unique = received - duplicates; lost = max_seq + 1 - unique when the generator
-/// started at 0 and nothing arrived late.
+/// Indexes into one stream's block of stream_counter_count entries: one run of one stream.
+/// A slot whose `used` is 0 holds nothing; `used` 2 is a run that ended because the generator
+/// restarted (a lower seq with a later send stamp than max_seq's), and the stream goes on in
+/// a new slot with `run` one higher. received counts every datagram of the run, duplicates
+/// and late ones included: unique = received - duplicates - late, all distinct numbers in
+/// [min_seq, max_seq]; lost = max_seq - min_seq + 1 - unique, whenever the sink started.
 pub const StreamCounter = enum(u32) {
     stream_id,
     received,
@@ -72,11 +86,20 @@ pub const StreamCounter = enum(u32) {
     lat_p50_ns,
     lat_p99_ns,
     lat_p999_ns,
+    /// Lowest sequence number of the run (within the window when it arrived).
+    min_seq,
+    /// Sender stamp of the datagram that set max_seq: a lower seq stamped later is a restart.
+    max_sent_ns,
+    /// 0 for a stream's first run, +1 at each restart of its generator.
+    run,
     used,
 };
 pub const stream_counter_count: u32 = std.meta.fieldNames(StreamCounter).len;
 
 const streams_max = constants.sink_streams_max;
+/// Values of StreamCounter.used.
+const used_live: u64 = 1;
+const used_retired: u64 = 2;
 const window = constants.sink_seq_window;
 const window_words = window / 64;
 const buckets = constants.sink_latency_buckets;
@@ -142,6 +165,7 @@ pub const Sink = struct {
         errdefer self.destroy();
         self.fd = try openSocket(cfg);
         self.port = try boundPort(self.fd);
+        self.global(.rcvbuf_bytes).* = try rcvbufBytes(self.fd);
         self.gro = cfg.gro != 0;
         return self;
     }
@@ -211,9 +235,8 @@ pub const Sink = struct {
         // the deadline, or returns.
         while (true) {
             // The kernel overwrites controllen with what it wrote: give every message its
-            // whole buffer again (0 without GRO: no control data is asked for).
-            const controllen: usize = if (self.gro) control_bytes else 0;
-            for (&self.msgs) |*msg| msg.hdr.controllen = @intCast(controllen);
+            // whole buffer again (SO_RXQ_OVFL is always asked for, UDP_GRO with cfg.gro).
+            for (&self.msgs) |*msg| msg.hdr.controllen = control_bytes;
             const rc = linux.recvmmsg(self.fd, &self.msgs, batch_max, linux.MSG.DONTWAIT, null);
             const count = sys.call("recvmmsg", rc) catch |err| switch (err) {
                 error.INTR => continue,
@@ -238,7 +261,9 @@ pub const Sink = struct {
                     continue;
                 }
                 if (msg.hdr.flags & linux.MSG.CTRUNC != 0) self.add(.control_truncated, 1);
-                const gso_size = if (self.gro) groSize(&msg.hdr) else 0;
+                const control = controlOf(&msg.hdr);
+                if (control.drops) |drops| self.noteDrops(drops);
+                const gso_size = if (self.gro) control.gso_size else 0;
                 received += self.ingestMessage(buf[0..msg.len], gso_size, rx_real_ns);
             }
             if (self.global(.first_rx_ns).* == 0) self.global(.first_rx_ns).* = rx_mono_ns;
@@ -300,16 +325,21 @@ pub const Sink = struct {
         const seq = std.mem.littleToNative(u64, header.seq);
         const sent_ns = std.mem.littleToNative(u64, header.sent_ns);
 
-        const found = self.lookup(stream_id) orelse return self.add(.streams_overflow, 1);
+        var found = self.lookup(stream_id) orelse return self.add(.streams_overflow, 1);
+        if (!found.fresh and restarted(self.stream(found.slot), seq, sent_ns)) {
+            found = self.restart(found.slot) orelse return self.add(.streams_overflow, 1);
+        }
         const s = self.stream(found.slot);
         s[@intFromEnum(StreamCounter.received)] += 1;
         s[@intFromEnum(StreamCounter.bytes)] += payload.len;
         const seen = &self.region.streams[found.slot].seen;
         if (found.fresh) {
             s[@intFromEnum(StreamCounter.max_seq)] = seq;
+            s[@intFromEnum(StreamCounter.min_seq)] = seq;
+            s[@intFromEnum(StreamCounter.max_sent_ns)] = sent_ns;
             setBit(seen, seq);
         } else {
-            trackSeq(s, seen, seq);
+            trackSeq(s, seen, seq, sent_ns);
         }
 
         const off = gen.patternOffset(seq);
@@ -317,7 +347,8 @@ pub const Sink = struct {
             s[@intFromEnum(StreamCounter.pattern_errors)] += 1;
         }
 
-        // A sender clock ahead of ours (skew between hosts) reads as latency 0.
+        // A sender clock ahead of ours (skew between hosts) reads as latency 0, counted.
+        if (sent_ns > rx_ns) self.add(.latency_clamped, 1);
         const latency_ns = rx_ns -| sent_ns;
         s[@intFromEnum(StreamCounter.lat_count)] += 1;
         s[@intFromEnum(StreamCounter.lat_sum_ns)] +%= latency_ns;
@@ -326,8 +357,28 @@ pub const Sink = struct {
         self.region.streams[found.slot].histogram[latencyBucket(latency_ns)] += 1;
     }
 
-    /// Fills lat_p50/p99/p999 of every used stream from the histograms.
+    /// socket_drops only grows: SO_RXQ_OVFL and SK_MEMINFO_DROPS are the socket's running
+    /// total (a u32 in the kernel) at the time they were read.
+    fn noteDrops(self: *Sink, drops: u32) void {
+        const total = self.global(.socket_drops);
+        total.* = @max(total.*, drops);
+    }
+
+    /// SK_MEMINFO_DROPS now: the SO_RXQ_OVFL count rides only on datagrams queued after a
+    /// drop, so drops after the last datagram received would otherwise go unseen.
+    fn readDrops(self: *Sink) void {
+        if (self.fd < 0) return;
+        var meminfo: [sk_meminfo_vars]u32 = @splat(0);
+        var len: linux.socklen_t = @sizeOf(@TypeOf(meminfo));
+        const rc = linux.getsockopt(self.fd, linux.SOL.SOCKET, so_meminfo, @ptrCast(&meminfo), &len);
+        // ENOPROTOOPT before Linux 4.?: SO_RXQ_OVFL's count is all there is.
+        _ = sys.call("getsockopt", rc) catch return;
+        if (len > sk_meminfo_drops * @sizeOf(u32)) self.noteDrops(meminfo[sk_meminfo_drops]);
+    }
+
+    /// Fills lat_p50/p99/p999 of every used stream from the histograms, and socket_drops.
     pub fn summarize(self: *Sink) void {
+        self.readDrops();
         for (0..streams_max) |slot| {
             const s = self.stream(@intCast(slot));
             if (s[@intFromEnum(StreamCounter.used)] == 0) continue;
@@ -355,10 +406,26 @@ pub const Sink = struct {
                 self.claim(slot, stream_id);
                 return .{ .slot = slot, .fresh = true };
             }
+            if (s[@intFromEnum(StreamCounter.used)] == used_retired) continue;
             if (s[@intFromEnum(StreamCounter.stream_id)] == stream_id) return .{ .slot = slot, .fresh = false };
         }
         assert(self.stream_count == streams_max);
         return null;
+    }
+
+    /// The generator of `slot`'s stream restarted: the slot keeps the finished run and a new
+    /// slot takes the stream from here, or null (streams_overflow) when the table is full.
+    fn restart(self: *Sink, slot: u32) ?Found {
+        const old = self.stream(slot);
+        assert(old[@intFromEnum(StreamCounter.used)] == used_live);
+        const stream_id: u32 = @intCast(old[@intFromEnum(StreamCounter.stream_id)]);
+        const run_next = old[@intFromEnum(StreamCounter.run)] + 1;
+        if (self.stream_count == streams_max) return null;
+        old[@intFromEnum(StreamCounter.used)] = used_retired;
+        const found = self.lookup(stream_id) orelse unreachable; // A free slot is left.
+        assert(found.fresh);
+        self.stream(found.slot)[@intFromEnum(StreamCounter.run)] = run_next;
+        return found;
     }
 
     fn claim(self: *Sink, slot: u32, stream_id: u32) void {
@@ -368,7 +435,7 @@ pub const Sink = struct {
         @memset(&self.region.streams[slot].seen, 0);
         @memset(&self.region.streams[slot].histogram, 0);
         s[@intFromEnum(StreamCounter.stream_id)] = stream_id;
-        s[@intFromEnum(StreamCounter.used)] = 1;
+        s[@intFromEnum(StreamCounter.used)] = used_live;
         self.stream_count += 1;
     }
 
@@ -387,7 +454,7 @@ pub const Sink = struct {
 };
 
 /// Classifies seq against the stream's max_seq and window bitmap (see StreamCounter).
-fn trackSeq(s: *[stream_counter_count]u64, seen: *[window_words]u64, seq: u64) void {
+fn trackSeq(s: *[stream_counter_count]u64, seen: *[window_words]u64, seq: u64, sent_ns: u64) void {
     const max_seq = &s[@intFromEnum(StreamCounter.max_seq)];
     if (seq > max_seq.*) {
         // Bits of (old max, seq] held sequence numbers a window older: forget them.
@@ -398,6 +465,7 @@ fn trackSeq(s: *[stream_counter_count]u64, seen: *[window_words]u64, seq: u64) v
             clearCircular(seen, @intCast((max_seq.* + 1) % window), @intCast(gap));
         }
         max_seq.* = seq;
+        s[@intFromEnum(StreamCounter.max_sent_ns)] = sent_ns;
         setBit(seen, seq);
     } else if (max_seq.* - seq >= window) {
         s[@intFromEnum(StreamCounter.late)] += 1;
@@ -405,8 +473,17 @@ fn trackSeq(s: *[stream_counter_count]u64, seen: *[window_words]u64, seq: u64) v
         s[@intFromEnum(StreamCounter.duplicates)] += 1;
     } else {
         s[@intFromEnum(StreamCounter.reordered)] += 1;
+        const min_seq = &s[@intFromEnum(StreamCounter.min_seq)];
+        min_seq.* = @min(min_seq.*, seq);
         setBit(seen, seq);
     }
+}
+
+/// A generator restarted with the same stream id begins again at seq 0: a lower seq than
+/// max_seq stamped later than max_seq's datagram. Reordered and duplicated datagrams (and
+/// late ones) carry an earlier or equal stamp, so they never look like a restart.
+fn restarted(s: *const [stream_counter_count]u64, seq: u64, sent_ns: u64) bool {
+    return seq < s[@intFromEnum(StreamCounter.max_seq)] and sent_ns > s[@intFromEnum(StreamCounter.max_sent_ns)];
 }
 
 fn setBit(seen: *[window_words]u64, seq: u64) void {
@@ -478,26 +555,56 @@ fn percentile(histogram: *const [buckets]u64, count: u64, max_ns: u64, per_mille
     unreachable; // The histogram holds lat_count samples.
 }
 
-/// The gso_size of a message's (SOL_UDP, UDP_GRO) control message, 0 when it has none.
-fn groSize(hdr: *const linux.msghdr) u32 {
-    const control: [*]const u8 = @ptrCast(hdr.control orelse return 0);
-    return groSizeIn(control[0..hdr.controllen]);
+/// What the sink reads from a message's control data.
+const Control = struct {
+    /// (SOL_UDP, UDP_GRO) int: the segment size of a GRO buffer, 0 without one.
+    gso_size: u32 = 0,
+    /// (SOL_SOCKET, SO_RXQ_OVFL) u32: the socket's drop count when the datagram was queued.
+    drops: ?u32 = null,
+};
+
+fn controlOf(hdr: *const linux.msghdr) Control {
+    const control: [*]const u8 = @ptrCast(hdr.control orelse return .{});
+    return controlIn(control[0..hdr.controllen]);
 }
 
-/// Walks the control messages in `control` (as CMSG_FIRSTHDR/CMSG_NXTHDR) for UDP_GRO.
-fn groSizeIn(control: []const u8) u32 {
+/// Walks the control messages in `control` (as CMSG_FIRSTHDR/CMSG_NXTHDR).
+fn controlIn(control: []const u8) Control {
     const header = @sizeOf(linux.cmsghdr);
+    var out: Control = .{};
     var at: usize = 0;
     while (at + header <= control.len) {
         const head = std.mem.bytesToValue(linux.cmsghdr, control[at..][0..header]);
-        if (head.len < header or head.len > control.len - at) return 0;
-        if (head.level == sol_udp and head.type == linux.UDP.GRO and head.len >= header + @sizeOf(i32)) {
-            const size = std.mem.bytesToValue(i32, control[at + header ..][0..@sizeOf(i32)]);
-            return if (size > 0) @intCast(size) else 0;
+        if (head.len < header or head.len > control.len - at) return out;
+        const data = control[at + header .. at + head.len];
+        if (head.level == sol_udp and head.type == linux.UDP.GRO and data.len >= @sizeOf(i32)) {
+            const size = std.mem.bytesToValue(i32, data[0..@sizeOf(i32)]);
+            out.gso_size = if (size > 0) @intCast(size) else 0;
+        } else if (head.level == linux.SOL.SOCKET and head.type == linux.SO.RXQ_OVFL and data.len >= @sizeOf(u32)) {
+            out.drops = std.mem.bytesToValue(u32, data[0..@sizeOf(u32)]);
         }
         at += cmsgSpace(head.len - header);
     }
-    return 0;
+    return out;
+}
+
+/// The gso_size of UDP_GRO in `control`, 0 without one (the unit tests' view of controlIn).
+fn groSizeIn(control: []const u8) u32 {
+    return controlIn(control).gso_size;
+}
+
+/// SO_MEMINFO (asm-generic/socket.h) fills u32 meminfo[SK_MEMINFO_VARS]; SK_MEMINFO_DROPS is
+/// the socket's sk_drops (linux/sock_diag.h).
+const so_meminfo: u32 = 55;
+const sk_meminfo_drops: usize = 8;
+const sk_meminfo_vars: usize = 9;
+
+/// SO_RCVBUF as the kernel reports it (twice the granted size).
+fn rcvbufBytes(fd: i32) sys.Error!u64 {
+    var value: c_int = 0;
+    var len: linux.socklen_t = @sizeOf(c_int);
+    _ = try sys.call("getsockopt", linux.getsockopt(fd, linux.SOL.SOCKET, linux.SO.RCVBUF, @ptrCast(&value), &len));
+    return @intCast(@max(value, 0));
 }
 
 fn openSocket(cfg: *const abi.SinkConfig) sys.Error!i32 {
@@ -517,6 +624,8 @@ fn openSocket(cfg: *const abi.SinkConfig) sys.Error!i32 {
         try net.setBufferBytes(fd, linux.SO.RCVBUF, linux.SO.RCVBUFFORCE, cfg.rcvbuf_bytes);
     }
     if (cfg.gro != 0) try sys.setsockoptInt(fd, sol_udp, linux.UDP.GRO, 1);
+    // Every received message then carries the socket's drop count (socket_drops).
+    try sys.setsockoptInt(fd, linux.SOL.SOCKET, linux.SO.RXQ_OVFL, 1);
     _ = try sys.call("bind", linux.bind(fd, &sa.any, sa.len()));
     if (!multicast) return fd;
 
@@ -1058,4 +1167,69 @@ test "a UDP GSO send over loopback: with GRO one buffer split into every datagra
             try testing.expectEqual(@as(u64, 0), globalValue(sink, .gro_batches));
         }
     }
+}
+
+test "a generator restarted with the same stream starts a new run; reordering and late datagrams do not" {
+    const sink = try Sink.allocate();
+    defer sink.destroy();
+    var buf: [64]u8 = undefined;
+    // Run 0 starts at seq 100 (the sink joined late): nothing before it is lost.
+    for (100..200) |seq| sink.ingest(craft(&buf, 5, seq, 1000 + seq), 9000);
+    // Reordered (older stamp, lower seq) and a duplicate: still run 0.
+    sink.ingest(craft(&buf, 5, 99, 1099), 9000);
+    sink.ingest(craft(&buf, 5, 150, 1150), 9000);
+    // The generator restarts: seq 0 again, stamped later than seq 199.
+    for (0..50) |seq| sink.ingest(craft(&buf, 5, seq, 5000 + seq), 9000);
+    try testing.expectEqual(@as(u32, 2), sink.streamCount());
+    var runs: [2]u32 = undefined;
+    var n: usize = 0;
+    for (0..streams_max) |slot| {
+        const s = sink.stream(@intCast(slot));
+        if (s[@intFromEnum(StreamCounter.used)] == 0) continue;
+        runs[s[@intFromEnum(StreamCounter.run)]] = @intCast(slot);
+        n += 1;
+    }
+    try testing.expectEqual(@as(usize, 2), n);
+    try testing.expectEqual(used_retired, streamValue(sink, runs[0], .used));
+    try testing.expectEqual(@as(u64, 99), streamValue(sink, runs[0], .min_seq));
+    try testing.expectEqual(@as(u64, 199), streamValue(sink, runs[0], .max_seq));
+    try testing.expectEqual(@as(u64, 102), streamValue(sink, runs[0], .received));
+    try testing.expectEqual(@as(u64, 1), streamValue(sink, runs[0], .duplicates));
+    try testing.expectEqual(@as(u64, 1), streamValue(sink, runs[0], .reordered));
+    try testing.expectEqual(used_live, streamValue(sink, runs[1], .used));
+    try testing.expectEqual(@as(u64, 0), streamValue(sink, runs[1], .min_seq));
+    try testing.expectEqual(@as(u64, 49), streamValue(sink, runs[1], .max_seq));
+    try testing.expectEqual(@as(u64, 50), streamValue(sink, runs[1], .received));
+    try testing.expectEqual(@as(u64, 0), streamValue(sink, runs[1], .duplicates));
+    // Later datagrams go to the live run; a stamp ahead of the receive time is counted.
+    sink.ingest(craft(&buf, 5, 50, 9500), 9000);
+    try testing.expectEqual(@as(u64, 51), streamValue(sink, runs[1], .received));
+    try testing.expectEqual(@as(u64, 1), globalValue(sink, .latency_clamped));
+}
+
+test "datagrams the socket drops (buffer full) are counted in socket_drops" {
+    var cfg = sinkConfig(net.v4Addr(127, 0, 0, 1), 0);
+    cfg.rcvbuf_bytes = 4096; // The kernel's minimum: a few datagrams fit.
+    const sink = try Sink.create(&cfg);
+    defer sink.destroy();
+    try testing.expect(globalValue(sink, .rcvbuf_bytes) > 0);
+    try testing.expect(globalValue(sink, .rcvbuf_bytes) < 64 * 1024);
+    const fd: i32 = @intCast(try sys.call("socket", linux.socket(linux.AF.INET, linux.SOCK.DGRAM | linux.SOCK.CLOEXEC, 0)));
+    defer sys.close(fd);
+    const sa = net.SockAddr.init(&net.v4Addr(127, 0, 0, 1), sink.port, 0);
+    var buf: [1000]u8 = undefined;
+    const sent: u64 = 200;
+    for (0..sent) |seq| {
+        _ = try sys.call("sendto", linux.sendto(fd, craft(&buf, 3, seq, sys.realtimeNs()).ptr, buf.len, 0, &sa.any, sa.len()));
+    }
+    var received: u64 = 0;
+    while (true) {
+        const n = try sink.run(20);
+        if (n == 0) break;
+        received += n;
+    }
+    sink.summarize();
+    const drops = globalValue(sink, .socket_drops);
+    try testing.expect(drops > 0);
+    try testing.expectEqual(sent, received + drops);
 }

@@ -1,0 +1,81 @@
+// `mcrelay sink` and `mcrelay gen` account for their own trouble, so a relay is not blamed for
+// it: the sink reports the datagrams its own socket dropped (socket_drops) and the receive
+// buffer it really got, counts loss from the first sequence number it saw (a sink started after
+// its generator), and starts a new run when a generator restarts with the same stream id.
+// Everything runs on lo inside one namespace: no relay, so any loss is the tools' own.
+import { afterEach, describe, expect, test } from "bun:test";
+import { netnsAvailable, Topology } from "../../scripts/lib/netns.ts";
+import { mcrelayCommand, note, runGen, SINK_JSON, startLogged, startSink, type SinkReport } from "../support/relay-harness.ts";
+
+const describe_netns = describe.skipIf(!netnsAvailable());
+const mode = "bun" as const;
+const TEST_TIMEOUT_MS = 120_000;
+
+let topo: Topology | undefined;
+
+afterEach(async () => {
+  await topo?.destroy();
+  topo = undefined;
+});
+
+describe_netns("sink accounting", () => {
+  test(
+    "a sink stopped while a burst arrives at a small buffer reports the loss as socket_drops, all of it",
+    async () => {
+      topo = await Topology.create("sinkdrop");
+      const ns = await topo.ns("a");
+      const count = 5000;
+      const sink = await startSink(topo, ns, mode, ["--listen", "127.0.0.1:7000", "--rcvbuf", "65536", "--idle", "2", "--expect", String(count)]);
+      sink.proc.kill("SIGSTOP");
+      let gen;
+      try {
+        gen = await runGen(topo, ns, mode, ["--to", "127.0.0.1:7000", "--rate", "0", "--count", String(count), "--size", "1000"]);
+      } finally {
+        sink.proc.kill("SIGCONT");
+      }
+      const report = await sink.json<SinkReport>(60_000, SINK_JSON);
+      note("sinkdrop", { gen, totals: report.totals, rcvbuf_bytes: report.rcvbuf_bytes });
+      expect(gen.sent).toBe(count);
+      // As root SO_RCVBUFFORCE grants the request; the kernel reports twice the size.
+      expect(report.rcvbuf_bytes).toBe(2 * 65536);
+      expect(report.totals.socket_drops).toBeGreaterThan(0);
+      // Nothing else lost anything: every missing datagram was dropped at the sink's socket.
+      expect(report.totals.lost).toBe(report.totals.socket_drops);
+      expect(report.totals.received + report.totals.socket_drops).toBe(count);
+      expect(sink.stderr).toContain("dropped at the sink's own socket");
+    },
+    TEST_TIMEOUT_MS,
+  );
+
+  test(
+    "a sink started after its generator counts no loss before its first datagram; a restarted generator is a new run, each run complete",
+    async () => {
+      topo = await Topology.create("sinkrun");
+      const ns = await topo.ns("a");
+      // Stream 1 runs for 3 s; the sink joins about 1 s in.
+      const early = startLogged(topo, ns, [...mcrelayCommand(mode), "gen", "--to", "127.0.0.1:7001", "--rate", "2000", "--duration", "3", "--stream", "1", "--json"], "gen early");
+      await Bun.sleep(1000);
+      const sink = await startSink(topo, ns, mode, ["--listen", "127.0.0.1:7001", "--idle", "2"]);
+      await early.exited;
+      // Stream 2 twice: the second generator begins again at seq 0.
+      const first = await runGen(topo, ns, mode, ["--to", "127.0.0.1:7001", "--rate", "20000", "--count", "3000", "--stream", "2"]);
+      const second = await runGen(topo, ns, mode, ["--to", "127.0.0.1:7001", "--rate", "20000", "--count", "1000", "--stream", "2"]);
+      const report = await sink.json<SinkReport>(60_000, SINK_JSON);
+      note("sinkrun", { totals: report.totals, streams: report.streams.map(({ latency_us: _, ...s }) => s) });
+      expect(first.sent).toBe(3000);
+      expect(second.sent).toBe(1000);
+      const s1 = report.streams.filter((s) => s.stream === 1);
+      expect(s1.length).toBe(1);
+      expect(s1[0]!.first_seq).toBeGreaterThan(0);
+      expect(s1[0]).toMatchObject({ run: 0, lost: 0, duplicates: 0 });
+      const s2 = report.streams.filter((s) => s.stream === 2).sort((a, b) => a.run - b.run);
+      expect(s2.map((s) => [s.run, s.first_seq, s.received, s.lost, s.duplicates, s.late])).toEqual([
+        [0, 0, 3000, 0, 0, 0],
+        [1, 0, 1000, 0, 0, 0],
+      ]);
+      expect(report.totals.lost).toBe(0);
+      expect(report.totals.duplicates).toBe(0);
+    },
+    TEST_TIMEOUT_MS,
+  );
+});
