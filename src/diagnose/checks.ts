@@ -44,6 +44,7 @@ export interface WorkerView {
   interface: string;
   slot: number;
   state: string;
+  /** Restarts since the daemon started (they never go back to 0). */
   restarts: number;
   backoff_ms: number;
   last_error: string | null;
@@ -53,10 +54,15 @@ export interface LinkFacts {
   exists: boolean;
   up: boolean;
   mtu: number;
+  /** The interface's IPv4 address (the one outputs send from), as the daemon sees it. */
   ipv4: string[];
+  /** Its IPv6 addresses, link-local ones included. */
+  ipv6: string[];
 }
 
 export interface RouteFacts {
+  /** False when the route could not be asked for (no usable `ip`): nothing below is known. */
+  known: boolean;
   /** Next hop: the gateway, or the destination itself when on-link; null without a route. */
   via: string | null;
   gateway: boolean;
@@ -75,6 +81,10 @@ export interface DiagnoseInput {
   interfaces: Map<string, { counters: Record<string, number>; parse_drops: Record<string, number> }>;
   interfacesBefore: Map<string, { counters: Record<string, number>; parse_drops: Record<string, number> }>;
   workers: WorkerView[];
+  /** The same workers at the start of the window. */
+  workersBefore: WorkerView[];
+  /** When the daemon started (ISO 8601), the start of every total; null when unknown. */
+  since: string | null;
   links: Map<string, LinkFacts>;
   /** Unicast outputs' routes, by the output's `to`. */
   routes: Map<string, RouteFacts>;
@@ -102,12 +112,23 @@ function portOf(endpoint: string): number {
   return Number(hostPort.slice(hostPort.lastIndexOf(":") + 1));
 }
 
+/** An endpoint's address family, from its address's text. */
+export function familyOf(endpoint: string): 4 | 6 {
+  return addrOf(endpoint).includes(":") ? 6 : 4;
+}
+
 export function isMulticastV4(addr: string): boolean {
   const first = Number(addr.split(".")[0]);
   return first >= 224 && first <= 239;
 }
 
 const delta = (now: number | undefined, was: number | undefined) => Math.max(0, (now ?? 0) - (was ?? 0));
+
+/** IP and UDP headers in front of a datagram's payload, by family. */
+const HEADER_BYTES = { 4: 20 + 8, 6: 40 + 8 } as const;
+
+/** ` since the daemon started at X` when that is known: what an old total counts from. */
+const sinceText = (d: DiagnoseInput) => (d.since ? ` since the daemon started at ${d.since}` : "");
 
 /** What each send errno means for a relay, and what to do. */
 export const ERRNO_MEANING: Record<string, string> = {
@@ -132,27 +153,35 @@ const BROADCAST_FIX =
 // ---------------------------------------------------------------------------------------
 // The checks
 
-/** An input or output interface that does not exist, is down, or (output) has no IPv4 address. */
+/**
+ * An input or output interface that does not exist, is down, or has no address to send from:
+ * an IPv4 output needs an IPv4 address on it (the daemon keeps such an output pending, see
+ * resolveRule); an IPv6 output needs an IPv6 address, of which a link-local one is enough
+ * (the kernel picks it as the source of multicast), and the daemon does not wait for one.
+ */
 export function checkInterfaces(d: DiagnoseInput, r: RuleView): Finding[] {
   const out: Finding[] = [];
   const input = ifaceOf(r.input);
   const seen = new Set<string>();
-  const look = (iface: string, role: "input" | "output") => {
-    if (seen.has(`${role}:${iface}`)) return;
-    seen.add(`${role}:${iface}`);
+  const look = (iface: string, role: "input" | "output", family: 4 | 6) => {
+    const key = role === "input" ? `input:${iface}` : `output:${iface}:${family}`;
+    if (seen.has(key)) return;
+    seen.add(key);
     const l = d.links.get(iface);
     if (!l || !l.exists) {
       out.push({ check: "interface-missing", severity: "error", rule: r.name, what: `${role} interface ${iface} does not exist`, fix: `create it or fix the rule's ${role} (ip link show lists the interfaces); mcrelay keeps the rule pending and starts relaying when it appears` });
     } else if (!l.up) {
       out.push({ check: "interface-down", severity: "error", rule: r.name, what: `${role} interface ${iface} is down`, fix: `ip link set ${iface} up (and check its cable/carrier)` });
-    } else if (role === "output" && l.ipv4.length === 0) {
-      out.push({ check: "interface-no-address", severity: "error", rule: r.name, what: `output interface ${iface} has no IPv4 address, so nothing can be sent from it`, fix: `give ${iface} an IPv4 address (ip addr add ADDR/LEN dev ${iface})` });
+    } else if (role === "output" && family === 4 && l.ipv4.length === 0) {
+      out.push({ check: "interface-no-address", severity: "error", rule: r.name, what: `output interface ${iface} has no IPv4 address, so nothing can be sent from it to an IPv4 destination`, fix: `give ${iface} an IPv4 address (ip addr add ADDR/LEN dev ${iface})` });
+    } else if (role === "output" && family === 6 && l.ipv6.length === 0) {
+      out.push({ check: "interface-no-address", severity: "error", rule: r.name, what: `output interface ${iface} has no IPv6 address (not even a link-local one), so the kernel has no source address for IPv6 datagrams sent from it`, fix: `enable IPv6 on ${iface} (sysctl net.ipv6.conf.${iface}.disable_ipv6=0; a link-local address is enough for multicast) or give it one (ip -6 addr add ADDR/LEN dev ${iface})` });
     }
   };
-  if (input) look(input, "input");
+  if (input) look(input, "input", familyOf(r.input));
   for (const o of r.outputs) {
     const iface = ifaceOf(o.to);
-    if (iface) look(iface, "output");
+    if (iface) look(iface, "output", familyOf(o.to));
   }
   return out;
 }
@@ -177,8 +206,9 @@ export function checkMtu(d: DiagnoseInput, r: RuleView): Finding[] {
     const iface = ifaceOf(o.to);
     const l = iface ? d.links.get(iface) : undefined;
     if (!l?.exists) continue;
-    if (average + 28 > l.mtu) {
-      out.push({ check: "mtu-too-small", severity: "warning", rule: r.name, what: `datagrams average ${Math.round(average)} bytes but ${iface}'s MTU is ${l.mtu}: each is sent as IP fragments, which many receivers and every per-packet relay drop`, fix: `raise ${iface}'s MTU to at least ${Math.ceil(average) + 28}, or have the sender use smaller datagrams` });
+    const headers = HEADER_BYTES[familyOf(o.to)];
+    if (average + headers > l.mtu) {
+      out.push({ check: "mtu-too-small", severity: "warning", rule: r.name, what: `datagrams average ${Math.round(average)} bytes but ${iface}'s MTU is ${l.mtu}: with ${headers} bytes of IP and UDP headers each is sent as IP fragments, which many receivers and every per-packet relay drop`, fix: `raise ${iface}'s MTU to at least ${Math.ceil(average) + headers}, or have the sender use smaller datagrams` });
     }
   }
   return out;
@@ -244,25 +274,54 @@ export function checkSource(d: DiagnoseInput, r: RuleView): Finding[] {
   }];
 }
 
-/** IGMP or MLD joins on the input interface failed. */
+/** What to look at when a join of this family fails on `iface`. */
+function joinFix(d: DiagnoseInput, iface: string, ipv6: boolean): string {
+  if (ipv6) return `compare \`ip -6 maddr show dev ${iface}\` with the IPv6 rules' groups; check net.core.optmem_max (memory for a socket's memberships) and the daemon's log for the errno`;
+  const groups = d.rules.filter((x) => ifaceOf(x.input) === iface && familyOf(x.input) === 4).length;
+  const limit = d.igmpMaxMemberships;
+  return limit !== null && groups > limit
+    ? `${groups} groups on ${iface} but net.ipv4.igmp_max_memberships is ${limit}: sysctl -w net.ipv4.igmp_max_memberships=${Math.max(groups, 20) * 2}`
+    : `check net.ipv4.igmp_max_memberships (now ${limit ?? "unknown"}) and the daemon's log for the errno`;
+}
+
+/**
+ * The rule's own IGMP or MLD join fails now: the daemon says so in the rule's state
+ * (join-failed, from the rule's last join errno, either family), which ends when a retry
+ * succeeds. The interface's join_errors total is checkJoinErrors' business.
+ */
 export function checkJoins(d: DiagnoseInput, r: RuleView): Finding[] {
   const iface = ifaceOf(r.input);
-  const n = iface ? d.interfaces.get(iface)?.counters.join_errors ?? 0 : 0;
-  if (!n) return [];
-  const ipv6 = addrOf(r.input).includes(":");
-  const groups = d.rules.filter((x) => ifaceOf(x.input) === iface && addrOf(x.input).includes(":") === ipv6).length;
-  const limit = d.igmpMaxMemberships;
+  if (!iface || r.state !== "join-failed") return [];
+  const ipv6 = familyOf(r.input) === 6;
   return [{
     check: "join-failed",
     severity: "error",
     rule: r.name,
-    what: `${n} joins of input groups on ${iface} failed: without a membership a NIC's multicast filter or an IGMP/MLD-snooping switch keeps the stream away`,
-    fix: ipv6
-      ? `compare \`ip -6 maddr show dev ${iface}\` with the IPv6 rules' groups; check net.core.optmem_max (memory for a socket's memberships) and the daemon's log for the errno`
-      : limit !== null && groups > limit
-      ? `${groups} groups on ${iface} but net.ipv4.igmp_max_memberships is ${limit}: sysctl -w net.ipv4.igmp_max_memberships=${Math.max(groups, 20) * 2}`
-      : `check net.ipv4.igmp_max_memberships (now ${limit ?? "unknown"}) and the daemon's log for the errno`,
+    what: `the ${ipv6 ? "IPv6 (MLD)" : "IPv4 (IGMP)"} join of ${addrOf(r.input)} on ${iface} fails (${r.reasons.join("; ") || "no reason given"}): without a membership a NIC's multicast filter or an ${ipv6 ? "MLD" : "IGMP"}-snooping switch keeps the stream away`,
+    fix: joinFix(d, iface, ipv6),
   }];
+}
+
+/**
+ * Failed joins counted on an input interface (both families; the counter only grows): a
+ * problem only when it grew during the window while no rule is join-failed now (a join that
+ * fails and then holds); an older total is a note.
+ */
+export function checkJoinErrors(d: DiagnoseInput): Finding[] {
+  const out: Finding[] = [];
+  for (const [iface, now] of d.interfaces) {
+    const total = now.counters.join_errors ?? 0;
+    if (!total) continue;
+    const onIface = d.rules.filter((x) => ifaceOf(x.input) === iface);
+    if (onIface.some((x) => x.state === "join-failed")) continue; // checkJoins says it, per rule
+    const recent = delta(total, d.interfacesBefore.get(iface)?.counters.join_errors);
+    const families = new Set(onIface.map((x) => familyOf(x.input)));
+    const fix = [...families].map((f) => joinFix(d, iface, f === 6)).join("; ");
+    out.push(recent > 0
+      ? { check: "join-errors", severity: "warning", rule: null, what: `${recent} joins of input groups on ${iface} failed in the last ${d.windowS} s, though every rule's join holds now (${total} in total${sinceText(d)})`, fix: `joins that fail now and then: ${fix || "see the daemon's log for the errno"}` }
+      : { check: "join-errors", severity: "info", rule: null, what: `${total} joins of input groups on ${iface} failed${sinceText(d)}, none in the last ${d.windowS} s: every rule's join holds now`, fix: "nothing to do now; the daemon's log names the errno of each failure" });
+  }
+  return out;
 }
 
 /** A unicast output whose next hop has no resolved neighbour: the kernel drops after sendmsg succeeded. */
@@ -271,7 +330,9 @@ export function checkNeighbours(d: DiagnoseInput, r: RuleView): Finding[] {
   for (const o of r.outputs) {
     const rt = d.routes.get(o.to);
     if (!rt) continue;
-    if (rt.via === null) {
+    if (!rt.known) {
+      out.push({ check: "route-unknown", severity: "info", rule: r.name, what: `the route and next hop of output ${o.to} are unknown: this host has no \`ip\` that answers in JSON (iproute2's \`ip -j\`)`, fix: "install iproute2 to have routes, next hops and neighbours checked (ip route get ADDR shows the route meanwhile)" });
+    } else if (rt.via === null) {
       out.push({ check: "no-route", severity: "error", rule: r.name, what: `no route to ${addrOf(o.to)} for output ${o.to}`, fix: "add a route, or name the output interface" });
     } else if (rt.neighbour === "FAILED" || rt.neighbour === "INCOMPLETE") {
       out.push({
@@ -319,16 +380,27 @@ export function checkTtl(d: DiagnoseInput, r: RuleView): Finding[] {
   return out;
 }
 
-/** The loop guard or the storm cap dropped the rule's datagrams. */
+/**
+ * The loop guard, the own-source filter or the storm cap dropped the rule's datagrams. Only
+ * drops during the window are a problem; the totals never go back to 0, so an older total is
+ * a note.
+ */
 export function checkLoopsAndCaps(d: DiagnoseInput, r: RuleView): Finding[] {
   const out: Finding[] = [];
   const was = d.before.get(r.name)?.drops ?? {};
-  const loop = r.drops.loop_drops ?? 0;
-  const cap = r.drops.cap_drops ?? 0;
-  const own = r.drops.own_source ?? 0;
-  if (loop) out.push({ check: "loop", severity: delta(loop, was.loop_drops) ? "error" : "warning", rule: r.name, what: `${loop} datagrams dropped as a loop (the same datagram came back within the guard's window)`, fix: "two rules (here or on another relay) feed each other: break the cycle; loop_guard=false only if the repeats are genuine" });
-  if (own) out.push({ check: "own-source", severity: "warning", rule: r.name, what: `${own} datagrams from the input interface's own address were not relayed`, fix: "the host itself sends this stream: a loop through another relay, or a local sender that should use another group" });
-  if (cap) out.push({ check: "cap", severity: delta(cap, was.cap_drops) ? "error" : "warning", rule: r.name, what: `${cap} datagrams dropped by the rule's storm cap (max_pps)`, fix: "raise max_pps if the stream is really that fast, or find the storm's source" });
+  const kinds = [
+    { check: "loop", key: "loop_drops", severity: "error", what: "dropped as a loop (the same datagram came back within the guard's window)", fix: "two rules (here or on another relay) feed each other: break the cycle; loop_guard=false only if the repeats are genuine" },
+    { check: "own-source", key: "own_source", severity: "warning", what: "from the input interface's own address were not relayed", fix: "the host itself sends this stream: a loop through another relay, or a local sender that should use another group" },
+    { check: "cap", key: "cap_drops", severity: "error", what: "dropped by the rule's storm cap (max_pps)", fix: "raise max_pps if the stream is really that fast, or find the storm's source" },
+  ] as const;
+  for (const k of kinds) {
+    const total = r.drops[k.key] ?? 0;
+    if (!total) continue;
+    const recent = delta(total, was[k.key]);
+    out.push(recent > 0
+      ? { check: k.check, severity: k.severity, rule: r.name, what: `${recent} datagrams ${k.what} in the last ${d.windowS} s (${total} in total)`, fix: k.fix }
+      : { check: k.check, severity: "info", rule: r.name, what: `${total} datagrams ${k.what}${sinceText(d)}, none in the last ${d.windowS} s`, fix: `nothing is dropped now; if it comes back: ${k.fix}` });
+  }
   return out;
 }
 
@@ -352,17 +424,27 @@ export function checkGso(d: DiagnoseInput, r: RuleView): Finding[] {
   }];
 }
 
-/** Workers that restarted, are in backoff, or failed for want of privileges. */
+/**
+ * Workers failing now (in backoff, or restarted during the window), and why; restart totals
+ * only grow, so restarts before the window are a note. EPERM from a worker is either a missing
+ * capability or, under a service manager, a system call filter refusing a call.
+ */
 export function checkWorkers(d: DiagnoseInput): Finding[] {
   const out: Finding[] = [];
   for (const w of d.workers) {
     const who = `worker ${w.interface}/${w.slot}`;
-    if (w.last_error && /EPERM|EACCES|Operation not permitted|capabilit/i.test(w.last_error)) {
-      out.push({ check: "capabilities", severity: "error", rule: null, what: `${who} failed for want of privileges: ${w.last_error}`, fix: "the daemon needs CAP_NET_RAW, CAP_SETUID, CAP_SETGID (and CAP_KILL with --user): see docs/operations.md" });
+    const was = d.workersBefore.find((x) => x.interface === w.interface && x.slot === w.slot);
+    // A ring that appeared during the window has no earlier reading: no change seen.
+    const recent = delta(w.restarts, was?.restarts ?? w.restarts);
+    const failing = w.state === "backoff" || recent > 0;
+    if (failing && w.last_error && /EPERM|EACCES|Operation not permitted|capabilit/i.test(w.last_error)) {
+      out.push({ check: "capabilities", severity: "error", rule: null, what: `${who} was refused an operation (EPERM): ${w.last_error}`, fix: "the daemon lacks a capability it needs (CAP_NET_RAW, CAP_SETUID, CAP_SETGID, and CAP_KILL with --user), or a system call filter (systemd's SystemCallFilter=) refuses a call: see docs/operations.md and the daemon's log" });
     } else if (w.state === "backoff") {
       out.push({ check: "worker-backoff", severity: "error", rule: null, what: `${who} is waiting ${w.backoff_ms} ms before restart ${w.restarts + 1}: ${w.last_error ?? "no error recorded"}`, fix: "look at the daemon's log for why it keeps failing" });
+    } else if (recent > 0) {
+      out.push({ check: "worker-restarts", severity: "warning", rule: null, what: `${who} was restarted ${recent} times in the last ${d.windowS} s (${w.restarts} in total; last: ${w.last_error ?? "no error recorded"})`, fix: "frames arriving meanwhile waited in the ring; repeated restarts point at a crash: see the daemon's log" });
     } else if (w.restarts > 0) {
-      out.push({ check: "worker-restarts", severity: "warning", rule: null, what: `${who} was restarted ${w.restarts} times (last: ${w.last_error ?? "no error recorded"})`, fix: "frames arriving meanwhile waited in the ring; repeated restarts point at a crash: see the daemon's log" });
+      out.push({ check: "worker-restarts", severity: "info", rule: null, what: `${who} was restarted ${w.restarts} times${sinceText(d)} (last: ${w.last_error ?? "no error recorded"}), none in the last ${d.windowS} s: it runs now`, fix: "nothing to do now; if restarts come back, the daemon's log says why" });
     }
   }
   return out;
@@ -379,7 +461,7 @@ export function checkRingDrops(d: DiagnoseInput): Finding[] {
 }
 
 export const RULE_CHECKS = [checkInterfaces, checkPending, checkMtu, checkNoFrames, checkNotMatching, checkSource, checkJoins, checkNeighbours, checkSendErrors, checkTtl, checkLoopsAndCaps, checkGso];
-export const GLOBAL_CHECKS = [checkWorkers, checkRingDrops];
+export const GLOBAL_CHECKS = [checkWorkers, checkRingDrops, checkJoinErrors];
 
 const ORDER: Record<Severity, number> = { error: 0, warning: 1, info: 2 };
 

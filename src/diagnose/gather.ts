@@ -1,11 +1,16 @@
 // What `mcrelay diagnose` looks at: the daemon's rules and counters twice, a window apart,
 // with a short trace of every unmatched frame on one input interface meanwhile; and, from this
 // host's network namespace (run diagnose where the daemon runs), the interfaces, the routes and
-// neighbour entries of unicast outputs, and the IGMP membership limit.
-import { existsSync, readFileSync } from "node:fs";
+// neighbour entries of unicast outputs, and the IGMP membership limit. Interfaces and their
+// addresses come from the native link query the daemon uses (no `ip` needed); routes and
+// neighbours from iproute2's `ip -j`, and are "unknown" where that is missing (busybox `ip`
+// has no -j).
+import { readFileSync } from "node:fs";
 import type { ControlClient } from "../control/client.ts";
-import type { Stats } from "../control/responses.ts";
+import type { Stats, Status } from "../control/responses.ts";
 import type { TraceRecordJson } from "../supervisor/tracer.ts";
+import { lookupLink } from "../rules/links.ts";
+import { IFF_UP } from "../native/abi.ts";
 import { addrOf, ifaceOf, isMulticastV4, type DiagnoseInput, type LinkFacts, type RouteFacts, type RuleView, type WorkerView } from "./checks.ts";
 
 interface Listed {
@@ -14,32 +19,48 @@ interface Listed {
   reasons: string[];
 }
 
-function ip(args: string[]): unknown {
-  const r = Bun.spawnSync(["ip", "-j", ...args], { stdout: "pipe", stderr: "ignore" });
-  if (r.exitCode !== 0) return null;
+/** How long one `ip` may take before its answer is given up on. */
+const IP_TIMEOUT_MS = 2_000;
+
+/** What `ip -j ARGS` printed, parsed; "unusable" when there is no `ip` that answers in JSON. */
+function ip(args: string[]): { ok: true; value: unknown } | { ok: false } {
+  let r: ReturnType<typeof Bun.spawnSync>;
   try {
-    return JSON.parse(r.stdout.toString() || "null");
+    r = Bun.spawnSync(["ip", "-j", ...args], { stdout: "pipe", stderr: "ignore", timeout: IP_TIMEOUT_MS });
   } catch {
-    return null;
+    return { ok: false }; // no `ip` on PATH (spawn throws ENOENT)
+  }
+  if (r.exitCode !== 0) return { ok: false };
+  try {
+    return { ok: true, value: JSON.parse(r.stdout?.toString() || "null") };
+  } catch {
+    return { ok: false };
   }
 }
 
+/** The interface as the daemon sees it: the same native link query (and IPv6 address table). */
 export function linkFacts(iface: string): LinkFacts {
-  const base = `/sys/class/net/${iface}`;
-  if (!/^[A-Za-z0-9_.:@-]{1,15}$/.test(iface) || !existsSync(base)) return { exists: false, up: false, mtu: 0, ipv4: [] };
-  const flags = Number.parseInt(readFileSync(`${base}/flags`, "utf8").trim(), 16);
-  const mtu = Number(readFileSync(`${base}/mtu`, "utf8").trim());
-  const addrs = (ip(["-4", "addr", "show", "dev", iface]) as { addr_info?: { local?: string }[] }[] | null) ?? [];
-  return { exists: true, up: (flags & 1) !== 0, mtu, ipv4: addrs.flatMap((a) => (a.addr_info ?? []).map((x) => x.local ?? "")).filter(Boolean) };
+  const l = lookupLink(iface);
+  if (!l) return { exists: false, up: false, mtu: 0, ipv4: [], ipv6: [] };
+  return { exists: true, up: (l.flags & IFF_UP) !== 0, mtu: l.mtu, ipv4: l.addr4 ? [l.addr4] : [], ipv6: [...(l.addr6 ?? [])] };
 }
 
+/** The route to a unicast output and its next hop's neighbour entry; `known: false` without a usable `ip`. */
 export function routeFacts(addr: string, iface: string | null): RouteFacts {
-  const routes = ip(["route", "get", addr, ...(iface ? ["oif", iface] : [])]) as { type?: string; gateway?: string; dev?: string }[] | null;
-  const route = routes?.[0];
-  if (!route) return { via: null, gateway: false, dev: null, neighbour: null };
+  const routes = ip(["route", "get", addr, ...(iface ? ["oif", iface] : [])]);
+  // `ip route get` exits 2 when there is no route, and so does a busybox `ip` that has no -j:
+  // ask one question that has an answer to tell "no route" from "cannot ask".
+  if (!routes.ok) return ip(["route", "show", "table", "local"]).ok ? { known: true, via: null, gateway: false, dev: null, neighbour: null } : unknownRoute();
+  const route = (routes.value as { type?: string; gateway?: string; dev?: string }[] | null)?.[0];
+  if (!route) return { known: true, via: null, gateway: false, dev: null, neighbour: null };
   const via = route.gateway ?? addr;
-  const neigh = ip(["neigh", "show", "to", via, ...(route.dev ? ["dev", route.dev] : [])]) as { state?: string[] }[] | null;
-  return { via, gateway: !!route.gateway, broadcast: route.type === "broadcast", dev: route.dev ?? null, neighbour: neigh?.[0]?.state?.[0] ?? null };
+  const neigh = ip(["neigh", "show", "to", via, ...(route.dev ? ["dev", route.dev] : [])]);
+  const state = neigh.ok ? (neigh.value as { state?: string[] }[] | null)?.[0]?.state?.[0] ?? null : null;
+  return { known: true, via, gateway: !!route.gateway, broadcast: route.type === "broadcast", dev: route.dev ?? null, neighbour: state };
+}
+
+function unknownRoute(): RouteFacts {
+  return { known: false, via: null, gateway: false, dev: null, neighbour: null };
 }
 
 function igmpMaxMemberships(): number | null {
@@ -73,7 +94,7 @@ async function stats(c: ControlClient, rule?: string): Promise<Stats> {
 
 /** Reads everything over `windowS` seconds; traces unmatched frames on one rule's input meanwhile. */
 export async function gather(c: ControlClient, o: { rule?: string; windowS: number }): Promise<DiagnoseInput> {
-  const listed = ((await c.request("list")) as { rules: Listed[] }).rules;
+  const since = ((await c.request("status")) as Status).started_at;
   const first = await stats(c, o.rule);
   const target = first.rules.find((r) => r.state === "active");
   let unmatched = new Map<string, TraceRecordJson[]>();
@@ -94,6 +115,8 @@ export async function gather(c: ControlClient, o: { rule?: string; windowS: numb
   }
   if (session) records.push(...((await c.request("trace-stop", { session })) as { records: TraceRecordJson[] }).records);
   const second = await stats(c, o.rule);
+  // The rules' states at the end of the window: a join's failure shows in them within a second.
+  const listed = ((await c.request("list")) as { rules: Listed[] }).rules;
   if (target) {
     const iface = ifaceOf(target.input) ?? "";
     unmatched = new Map([[iface, records.filter((r) => r.verdict !== "matched")]]);
@@ -120,6 +143,8 @@ export async function gather(c: ControlClient, o: { rule?: string; windowS: numb
     interfaces: new Map(second.interfaces.map((i) => [i.interface, i])),
     interfacesBefore: new Map(first.interfaces.map((i) => [i.interface, i])),
     workers: second.workers,
+    workersBefore: first.workers,
+    since,
     links: new Map([...ifaces].map((i) => [i, linkFacts(i)])),
     routes,
     igmpMaxMemberships: igmpMaxMemberships(),

@@ -4,6 +4,9 @@
 // client without the socket's group) and expects that finding; a healthy relay gets none and
 // exit 0.
 import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
+import { chmodSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { netnsAvailable, Topology } from "../../scripts/lib/netns.ts";
 import { buildRelayTopology, mcrelayCommand, type RelayTopology } from "../support/relay-harness.ts";
 import { TempDir, TestDaemon, killBackground, startStream, stopStream, waitFor, type StatsResult } from "../support/daemon-harness.ts";
@@ -110,6 +113,15 @@ describe_netns("diagnose (kernel, under bun)", () => {
     expect(finding(r.findings, "interface-no-address", "noaddr").what).toContain("na0 has no IPv4 address");
   }, T);
 
+  test("an IPv6 output on an interface with only a link-local address (no IPv4) is no interface-no-address", async () => {
+    await veth("v6o0", "v6o1");
+    await waitFor("a link-local address on v6o0", async () => /fe80::/.test((await rt.topo.exec(rt.relay, [IP, "-6", "addr", "show", "dev", "v6o0"])).stdout) || undefined);
+    const d = await start([{ name: "six", from: "239.1.1.1:5000@r0", to: ["[ff0e::1]:5000@v6o0", "239.2.2.1:6001@v6o0"] }]);
+    const r = await diagnose(d);
+    const f = r.findings.filter((x) => x.check === "interface-no-address");
+    expect(f.map((x) => x.what)).toEqual(["output interface v6o0 has no IPv4 address, so nothing can be sent from it to an IPv4 destination"]);
+  }, T);
+
   test("mtu-too-small: datagrams larger than the output interface's MTU", async () => {
     await veth("mt0", "mt1", { addr: "10.98.2.1/24", mtu: 600 });
     const d = await start([{ name: "big", from: "239.1.1.1:5000@r0", to: ["239.2.2.1:6001@mt0"] }]);
@@ -153,7 +165,9 @@ describe_netns("diagnose (kernel, under bun)", () => {
     try {
       const d = await start([{ name: "join", from: "239.1.1.1:5000@r0", to: ["239.2.2.1:6001@r1"] }]);
       const r = await diagnose(d);
-      expect(finding(r.findings, "join-failed", "join").fix).toContain("net.ipv4.igmp_max_memberships is 0");
+      const f = finding(r.findings, "join-failed", "join");
+      expect(f.what).toContain("IPv4 (IGMP) join of 239.1.1.1 on r0 fails");
+      expect(f.fix).toContain("net.ipv4.igmp_max_memberships is 0");
     } finally {
       await rt.topo.exec(rt.relay, ["sysctl", "-w", `net.ipv4.igmp_max_memberships=${was}`], { check: true });
     }
@@ -210,19 +224,49 @@ describe_netns("diagnose (kernel, under bun)", () => {
     await Bun.sleep(500);
     const r = await diagnose(d);
     await stopStream(s);
-    expect(finding(r.findings, "cap", "capped").what).toMatch(/^\d+ datagrams dropped by the rule's storm cap \(max_pps\)$/);
+    expect(finding(r.findings, "cap", "capped")).toMatchObject({ severity: "error", what: expect.stringMatching(/^\d+ datagrams dropped by the rule's storm cap \(max_pps\) in the last 2 s \(\d+ in total\)$/) });
   }, T);
 
-  test("worker-restarts: a worker killed and restarted is reported", async () => {
+  test("without an `ip` that answers in JSON (a failing one, or none on PATH) addresses still come from the kernel and routes are unknown, not missing", async () => {
+    const d = await start([{ name: "noip", from: "239.1.1.1:5000@r0", to: ["239.2.2.1:6001@r1", `${rt.sinks[0]!.addr}:7000`] }]);
+    const s = startStream(rt, { to: "239.1.1.1:5000@g0", ratePps: 300 });
+    const fake = mkdtempSync(join(tmpdir(), "mcr-diag-ip-"));
+    try {
+      await waitFor("packets", async () => (await d.json<StatsResult>(["stats"])).rules[0]!.packets > 50 || undefined);
+      // Busybox `ip` has no -j: it prints its usage and exits 1.
+      writeFileSync(join(fake, "ip"), "#!/bin/sh\necho 'BusyBox: ip: invalid option -- j' >&2\nexit 1\n");
+      chmodSync(join(fake, "ip"), 0o755);
+      for (const path of [fake, join(fake, "empty")]) {
+        const r = await rt.topo.exec(rt.relay, [...mcrelayCommand("bun"), "diagnose", "--json", "--window", "1", "--socket", d.socket], { timeoutMs: 30_000, env: { NO_COLOR: "1", PATH: path } });
+        expect({ path, code: r.exitCode, stderr: r.stderr }).toEqual({ path, code: 0, stderr: "" });
+        const fs = (JSON.parse(r.stdout) as { findings: Finding[] }).findings;
+        expect(fs.filter((f) => f.severity !== "info")).toEqual([]);
+        expect(finding(fs, "route-unknown", "noip").what).toContain(`output ${rt.sinks[0]!.addr}:7000 are unknown`);
+      }
+    } finally {
+      await stopStream(s);
+      rmSync(fake, { recursive: true, force: true });
+    }
+  }, T);
+
+  test("worker-restarts: a worker restarted before the window is a note with the total; diagnose exits 0", async () => {
     const d = await start([{ name: "w", from: "239.1.1.1:5000@r0", to: ["239.2.2.1:6001@r1"] }]);
+    const s = startStream(rt, { to: "239.1.1.1:5000@g0", ratePps: 300 });
     const pid = (await d.json<{ workers: { pid: number }[] }>(["workers"])).workers[0]!.pid;
     process.kill(pid, "SIGKILL");
     await waitFor("the worker back", async () => {
       const w = (await d.json<{ workers: { pid: number; state: string; restarts: number }[] }>(["workers"])).workers[0]!;
       return (w.restarts > 0 && w.state === "running" && w.pid !== pid) || undefined;
     });
+    const was = (await d.json<StatsResult>(["stats"])).rules[0]!.packets;
+    await waitFor("packets again", async () => (await d.json<StatsResult>(["stats"])).rules[0]!.packets > was + 50 || undefined);
     const r = await diagnose(d);
-    expect(finding(r.findings, "worker-restarts").what).toMatch(/^worker r0\/0 was restarted 1 times/);
+    await stopStream(s);
+    const f = finding(r.findings, "worker-restarts");
+    expect(f.severity).toBe("info");
+    expect(f.what).toMatch(/^worker r0\/0 was restarted 1 times since the daemon started at \S+ \(last: .*\), none in the last 2 s/);
+    expect(r.findings.filter((x) => x.severity !== "info")).toEqual([]);
+    expect(r.code).toBe(0);
   }, T);
 
   test("socket-permission: a user outside the socket's group is told so, exit 10", async () => {
