@@ -27,7 +27,7 @@ const args = {
   "socket-group": { type: "string", valueHint: "GROUP", description: "Group allowed to read through the control socket (list, stats, events; mode 0660)" },
   "admin-group": { type: "string", description: "Group allowed to change rules through the control socket (root and CAP_NET_ADMIN always may)" },
   "clients-max": { type: "string", description: `Control connections at once (default ${CLIENTS_MAX_DEFAULT}; lowered to fit the descriptor limit)` },
-  user: { type: "string", alias: "u", description: "User the workers run as (default: nobody as root, else the daemon's own user)" },
+  user: { type: "string", alias: "u", description: "User the workers run as (default as root: mcrelay-worker if it exists, else nobody; otherwise the daemon's own user)" },
   workers: { type: "string", valueHint: "N", description: "Worker processes (default 1); each input interface is spread over all of them (config `workers` overrides)" },
   "ring-mib": { type: "string", description: `Ring of each packet socket in MiB (${RING_MIB_MIN}-${RING_MIB_MAX}; default 8: 64 ms at 1 Gbit/s; config \`ring_mib\` overrides per interface)` },
   metrics: { type: "string", valueHint: "ADDR:PORT", description: "Serve /metrics, /healthz, /readyz over HTTP on ADDR:PORT (e.g. 127.0.0.1:9464; config `metrics`)" },
