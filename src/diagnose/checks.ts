@@ -136,7 +136,7 @@ export const ERRNO_MEANING: Record<string, string> = {
   ENOBUFS: "the socket buffer or the device queue was full: raise net.core.wmem_max / the interface's txqueuelen, or lower the rate",
   ENETUNREACH: "no route to the destination's network (or the output interface is down): add a route, bring the interface up",
   EHOSTUNREACH: "the destination host is unreachable (no ARP answer, or an ICMP host unreachable): check the next hop is up on that link",
-  EADDRNOTAVAIL: "the source address is not (or no longer) on the output interface: check its IPv4 address",
+  EADDRNOTAVAIL: "the source address is not (or no longer) on the output interface: check its address (an IPv6 output needs an IPv6 address on the interface, link-local is enough)",
   EMSGSIZE: "datagrams larger than the path allows: lower the sender's payload size or raise the MTU",
   // The dataplane counts EACCES here too: udp_sendmsg refuses a broadcast route without SO_BROADCAST.
   EPERM: "a firewall rule (nftables/iptables OUTPUT) refuses the datagrams: allow them; EACCES is counted here too, which a broadcast destination gets (mcrelay sends without SO_BROADCAST)",

@@ -49,7 +49,7 @@ const HELP: Record<string, string> = {
   tx_bytes: "Payload bytes sent on all outputs.",
   tx_errors: "Datagrams that could not be sent, all outputs.",
   tx_gso_sends: "UDP GSO sends (each carries several datagrams).",
-  join_errors: "Failed IPv4 multicast joins on the input interface.",
+  join_errors: "Failed multicast joins (IGMP or MLD) on the input interface.",
   ring_errors: "Ring errors (unexpected block states).",
 };
 
