@@ -4,7 +4,8 @@ import { defineCommand } from "citty";
 import * as v from "valibot";
 import { isMulticast } from "../base/address.ts";
 import { endpointSchema, formatEndpoint } from "../base/endpoint.ts";
-import { UsageError } from "../errors.ts";
+import { readFileSync } from "node:fs";
+import { EXIT, NativeError, PermissionError, SystemError, UsageError } from "../errors.ts";
 import { TTL_MAX, TTL_MIN } from "../limits.ts";
 import { LIMITS, SIZE } from "../native/abi.ts";
 import { Generator } from "../native/lib.ts";
@@ -62,18 +63,24 @@ export default defineCommand({
       throw new UsageError(`--mode raw: --to must be an IPv4 multicast group with @IFACE (raw frames take their MAC from the group; got ${formatEndpoint(input.to)})`);
     }
     const rate = input.rate ?? 1000;
-    const gen = Generator.open({
-      addr: input.to.addr.bytes,
-      port: input.to.port,
-      ttl: input.ttl ?? 8,
-      mode,
-      ifindex,
-      size: input.size ?? 1316,
-      streamId: input.stream ?? 1,
-      ratePps: rate,
-      count: input.count ?? 0,
-      durationNs: input.duration ? BigInt(Math.round(input.duration * 1e9)) : 0n,
-    });
+    const size = input.size ?? 1316;
+    let gen: Generator;
+    try {
+      gen = Generator.open({
+        addr: input.to.addr.bytes,
+        port: input.to.port,
+        ttl: input.ttl ?? 8,
+        mode,
+        ifindex,
+        size,
+        streamId: input.stream ?? 1,
+        ratePps: rate,
+        count: input.count ?? 0,
+        durationNs: input.duration ? BigInt(Math.round(input.duration * 1e9)) : 0n,
+      });
+    } catch (err) {
+      throw mode === "raw" ? explainRawOpen(err, input.to.iface!, size) : err;
+    }
     const stop = watchStop();
     log.debug(`sending to ${formatEndpoint(input.to)} at ${rate || "max"} pps`);
     try {
@@ -97,11 +104,52 @@ export default defineCommand({
       bytes: Number(c.bytes),
       send_errors: Number(c.send_errors),
       buffer_full_waits: Number(c.eagain),
+      schedule_slips: Number(c.schedule_slips),
       duration_s: Number(spanS.toFixed(6)),
       rate_pps: Math.round(achieved),
       stopped_by: stop.reason ?? "done",
     } satisfies v.InferOutput<typeof GenOutputSchema>;
+    if (result.schedule_slips > 0) {
+      log.warn(`fell more than 100 ms behind the schedule ${result.schedule_slips} time(s) (stopped or descheduled): the packets due meanwhile were skipped, not sent in a burst`);
+    }
+    const exitCode = genExitCode(sent, result.send_errors);
+    if (exitCode !== EXIT.ok) {
+      process.exitCode = exitCode;
+      log.error(`every send to ${result.to} failed (${result.send_errors} send errors): no route, interface down, or nobody listening on a unicast destination`);
+    }
     if (a.json) printJson(result);
-    else printLine(`sent ${sent.toLocaleString("en-US")} packets to ${result.to} in ${spanS.toFixed(2)} s (${formatRate(achieved, "pps")}), ${result.send_errors} send errors`);
+    else printLine(`sent ${sent.toLocaleString("en-US")} packets to ${result.to} in ${spanS.toFixed(2)} s (${formatRate(achieved, "pps")}), ${result.send_errors} send errors${result.schedule_slips ? `, ${result.schedule_slips} schedule slips` : ""}`);
   },
 });
+
+/** Raw mode's open errors with what to do about them: the MTU that --size exceeds, the capability. */
+function explainRawOpen(err: unknown, iface: string, size: number): unknown {
+  if (!(err instanceof NativeError)) return err;
+  if (err.code === "EMSGSIZE") {
+    const mtu = interfaceMtu(iface);
+    const most = mtu === null ? "" : ` (MTU ${mtu}: at most ${mtu - 28} payload bytes)`;
+    return new SystemError(`--size ${size}: a raw frame of that payload does not fit ${iface}'s MTU${most}; raw frames are never fragmented (--mode udp fragments)`);
+  }
+  if (err.code === "EPERM" || err.code === "EACCES") {
+    return new PermissionError(`--mode raw: opening an AF_PACKET socket on ${iface}: ${err.code}: needs CAP_NET_RAW (run as root, or setcap cap_net_raw+ep on the binary)`);
+  }
+  return err;
+}
+
+function interfaceMtu(iface: string): number | null {
+  try {
+    const mtu = Number.parseInt(readFileSync(`/sys/class/net/${iface}/mtu`, "utf8"), 10);
+    return Number.isFinite(mtu) ? mtu : null;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Nothing left the host and sends failed (no route, interface gone): not a measurement of
+ * anything, so exit 7 (system, like a native failure at open); the report is printed as usual.
+ * Some errors among sent datagrams exit 0: the sink counts those as loss.
+ */
+export function genExitCode(sent: number, sendErrors: number): number {
+  return sent === 0 && sendErrors > 0 ? EXIT.system : EXIT.ok;
+}

@@ -58,6 +58,8 @@ export const GenOutputSchema = v.strictObject({
   bytes: count,
   send_errors: count,
   buffer_full_waits: count,
+  /** Times it fell more than 100 ms behind its schedule and skipped the packets due meanwhile. */
+  schedule_slips: count,
   duration_s: seconds,
   rate_pps: count,
   stopped_by: v.string(),

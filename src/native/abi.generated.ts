@@ -291,6 +291,7 @@ export const GEN_COUNTERS = [
   "started_ns",
   "last_ns",
   "seq_next",
+  "schedule_slips",
 ] as const;
 
 /** sink.GlobalCounter, in word order. */
@@ -597,6 +598,7 @@ gen.Counter[3] = eagain
 gen.Counter[4] = started_ns
 gen.Counter[5] = last_ns
 gen.Counter[6] = seq_next
+gen.Counter[7] = schedule_slips
 sink.GlobalCounter[0] = datagrams
 sink.GlobalCounter[1] = bytes
 sink.GlobalCounter[2] = foreign

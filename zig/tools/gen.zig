@@ -36,6 +36,10 @@ pub const Counter = enum(u32) {
     last_ns,
     /// Next sequence number: every sequence number below it was sent or failed.
     seq_next,
+    /// Times the generator fell more than slip_ns behind its schedule (stopped with Ctrl-Z or
+    /// SIGSTOP, descheduled, a long wait on a full buffer) and skipped the backlog instead of
+    /// sending it back to back.
+    schedule_slips,
 };
 pub const counter_count: u32 = std.meta.fieldNames(Counter).len;
 
@@ -45,6 +49,10 @@ const sndbuf_bytes: u32 = constants.egress_sndbuf_bytes;
 const pace_burst_ns: u64 = constants.gen_pace_burst_ns;
 const eagain_wait_ns: u64 = constants.gen_eagain_wait_ns;
 const enobufs_wait_ns: u64 = constants.gen_enobufs_wait_ns;
+/// Further behind its schedule than this, a paced generator moves the schedule forward rather
+/// than catch up: a stall of 60 s at 1000 pps would otherwise come out as 60,000 datagrams at
+/// line rate, and the receivers' drops of that burst would read as the relay's loss.
+const slip_ns: u64 = 100 * ns_per_ms;
 
 /// The body of datagram `seq` is pattern_template[off + i] for payload offset i, with
 /// off = (seq * 31) mod 256 (see abi.patternByte): one memcpy/memcmp per datagram.
@@ -79,8 +87,10 @@ pub const Gen = struct {
     msgs: [constants.gen_batch_max]linux.mmsghdr,
     /// Packets to wait for before waking up when paced (1 at low rates).
     burst: u32,
-    /// CLOCK_MONOTONIC of the first run(): pacing and duration are measured from it.
+    /// CLOCK_MONOTONIC of the first run(): duration is measured from it.
     epoch_ns: u64,
+    /// Packet k is due at pace_epoch_ns + k / rate: epoch_ns, moved forward at each slip.
+    pace_epoch_ns: u64,
     started: bool,
     done: bool,
 
@@ -124,6 +134,7 @@ pub const Gen = struct {
             .msgs = undefined,
             .burst = burstPackets(cfg.rate_pps),
             .epoch_ns = 0,
+            .pace_epoch_ns = 0,
             .started = false,
             .done = false,
         };
@@ -197,6 +208,7 @@ pub const Gen = struct {
         if (!self.started) {
             self.started = true;
             self.epoch_ns = start_ns;
+            self.pace_epoch_ns = start_ns;
         }
         const deadline_ns = start_ns + @as(u64, budget_ms) * ns_per_ms;
         var now_ns = start_ns;
@@ -207,6 +219,7 @@ pub const Gen = struct {
                 self.done = true;
                 return true;
             }
+            self.slipIfBehind(now_ns);
             const due = self.packetsDue(now_ns);
             if (due > 0) {
                 try self.sendBatch(due, deadline_ns);
@@ -232,12 +245,23 @@ pub const Gen = struct {
         return false;
     }
 
+    /// More than slip_ns behind (the next packet was due that long ago): the next packet is
+    /// due now, and the ones that fell due during the stall are never sent (nor numbered).
+    fn slipIfBehind(self: *Gen, now_ns: u64) void {
+        if (self.cfg.rate_pps == 0) return;
+        const seq_next = self.values[@intFromEnum(Counter.seq_next)];
+        const due_ns = self.pace_epoch_ns +| dueNs(self.cfg.rate_pps, seq_next);
+        if (now_ns <= due_ns or now_ns - due_ns <= slip_ns) return;
+        self.pace_epoch_ns += now_ns - due_ns;
+        self.add(.schedule_slips, 1);
+    }
+
     /// Datagrams to send now: at most one batch, never past count, never ahead of the rate.
     fn packetsDue(self: *const Gen, now_ns: u64) u32 {
         const seq_next = self.values[@intFromEnum(Counter.seq_next)];
         var limit = seq_next +| constants.gen_batch_max;
         if (self.cfg.count != 0) limit = @min(limit, self.cfg.count);
-        if (self.cfg.rate_pps != 0) limit = @min(limit, dueCount(self.cfg.rate_pps, now_ns - self.epoch_ns));
+        if (self.cfg.rate_pps != 0) limit = @min(limit, dueCount(self.cfg.rate_pps, now_ns -| self.pace_epoch_ns));
         if (limit <= seq_next) return 0;
         return @intCast(limit - seq_next);
     }
@@ -249,7 +273,7 @@ pub const Gen = struct {
         const seq_next = self.values[@intFromEnum(Counter.seq_next)];
         var index = seq_next + self.burst - 1;
         if (self.cfg.count != 0) index = @min(index, self.cfg.count - 1);
-        var wake_ns = self.epoch_ns +| dueNs(self.cfg.rate_pps, index);
+        var wake_ns = self.pace_epoch_ns +| dueNs(self.cfg.rate_pps, index);
         if (self.cfg.duration_ns != 0) wake_ns = @min(wake_ns, self.epoch_ns + self.cfg.duration_ns);
         return wake_ns;
     }
@@ -469,3 +493,28 @@ test "pacing arithmetic: packet k is due at k / rate, the first at once" {
     try testing.expectEqual(constants.gen_batch_max, burstPackets(std.math.maxInt(u64)));
 }
 
+
+test "a paced generator stalled for 0.5 s skips the backlog instead of sending it at once" {
+    const fd: i32 = @intCast(try sys.call("socket", linux.socket(linux.AF.INET, linux.SOCK.DGRAM | linux.SOCK.NONBLOCK | linux.SOCK.CLOEXEC, 0)));
+    defer sys.close(fd);
+    var sa = net.SockAddr.init(&net.v4Addr(127, 0, 0, 1), 0, 0);
+    _ = try sys.call("bind", linux.bind(fd, &sa.any, sa.len()));
+    var len: linux.socklen_t = sa.len();
+    _ = try sys.call("getsockname", linux.getsockname(fd, &sa.any, &len));
+    var cfg = testConfig(std.mem.bigToNative(u16, sa.in.port));
+    cfg.rate_pps = 1000;
+    const g = try Gen.create(&cfg);
+    defer g.destroy();
+    _ = try g.run(50);
+    const before = g.values[@intFromEnum(Counter.sent)];
+    try testing.expect(before >= 40 and before <= 60);
+    // The process does not run for 0.5 s (as under SIGSTOP): 500 packets fall due.
+    const pause: linux.timespec = .{ .sec = 0, .nsec = 500 * ns_per_ms };
+    _ = linux.nanosleep(&pause, null);
+    _ = try g.run(20);
+    const after = g.values[@intFromEnum(Counter.sent)];
+    try testing.expectEqual(@as(u64, 1), g.values[@intFromEnum(Counter.schedule_slips)]);
+    // 20 ms at 1000 pps, not the 500 of the stall on top.
+    try testing.expect(after - before <= 40);
+    try testing.expectEqual(after, g.values[@intFromEnum(Counter.seq_next)]);
+}
