@@ -62,6 +62,35 @@ describe_netns("gen accounting", () => {
   );
 });
 
+/** `argv` run as nobody with no capabilities (setpriv), as an unprivileged user would. */
+function unprivileged(argv: string[]): string[] {
+  return ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all", ...argv];
+}
+
+describe_netns("unprivileged gen and sink", () => {
+  test(
+    "without CAP_NET_ADMIN the sink reports the smaller buffer it got and warns; without CAP_NET_RAW raw gen names the capability",
+    async () => {
+      topo = await Topology.create("sinkpriv");
+      const a = await topo.ns("a");
+      const b = await topo.ns("b");
+      await topo.link({ ns: a, ifname: "g0", addr: "10.98.2.1/24" }, { ns: b, ifname: "s0", addr: "10.98.2.2/24" });
+      const requested = 2 ** 31 - 1;
+      const sink = await topo.exec(a, unprivileged([...mcrelayCommand(mode), "sink", "--listen", "127.0.0.1:7003", "--duration", "0.2", "--rcvbuf", String(requested), "--json"]));
+      expect(sink.exitCode).toBe(0);
+      const report = JSON.parse(sink.stdout) as SinkReport;
+      // Capped at net.core.rmem_max (reported doubled), far below the request.
+      expect(report.rcvbuf_bytes).toBeGreaterThan(0);
+      expect(report.rcvbuf_bytes).toBeLessThan(requested);
+      expect(sink.stderr).toContain(`asked for ${requested} bytes, got ${report.rcvbuf_bytes}`);
+      const gen = await topo.exec(a, unprivileged([...mcrelayCommand(mode), "gen", "--mode", "raw", "--to", "239.1.1.1:5000@g0", "--count", "1"]));
+      expect(gen.exitCode).toBe(EXIT.permission);
+      expect(gen.stderr).toContain("needs CAP_NET_RAW");
+    },
+    TEST_TIMEOUT_MS,
+  );
+});
+
 describe_netns("sink accounting", () => {
   test(
     "a sink stopped while a burst arrives at a small buffer reports the loss as socket_drops, all of it",
