@@ -7,7 +7,8 @@
 # prints the steal ticks of CPU 0 and CPU 1 (/proc/stat, 10 ms each) before and after it.
 # Usage: scripts/probe-ab.sh RATE COUNT ROUNDS BIN_A [BIN_B ...]
 # SINKARGS="--gro" passes options to the sink (the benchmark's sinks use --gro); DUMP=1 prints
-# the worker's counters. The generator and sink are each BIN itself. Needs root and jq.
+# the worker's counters. The generator and sink are each BIN itself, or TOOLS=PATH for all (to
+# compare relays with the same generator and sink). Needs root and jq.
 # For published figures use `bun run bench`.
 set -u
 RATE=${1:?rate}; COUNT=${2:?count}; ROUNDS=${3:?rounds}; shift 3
@@ -40,13 +41,14 @@ relay_cpu_ns() {
 steal() { awk '/^cpu0 /{a=$9} /^cpu1 /{b=$9} END{print a","b}' /proc/stat; }
 for r in $(seq 1 "$ROUNDS"); do
   for B in "$@"; do
+    T=${TOOLS:-$B}
     ip netns exec $P-r taskset -c 1 "$B" forward --from 239.1.1.1:5000@r0 --to 239.2.2.2:6000@r1 --duration 120 --json > $D/fwd.json 2>$D/fwd.err &
     F=$!
-    ip netns exec $P-s taskset -c 1 "$B" sink ${SINKARGS:-} --listen 239.2.2.2:6000@s0 --duration 120 --idle 1 --json > $D/sink.json 2>/dev/null &
+    ip netns exec $P-s taskset -c 1 "$T" sink ${SINKARGS:-} --listen 239.2.2.2:6000@s0 --duration 120 --idle 1 --json > $D/sink.json 2>/dev/null &
     S=$!
     sleep 1.5
     st0=$(steal); c0=$(relay_cpu_ns)
-    ip netns exec $P-g taskset -c 0 "$B" gen --mode raw --to 239.1.1.1:5000@g0 --rate "$RATE" --count "$COUNT" --size 1316 --json > $D/gen.json
+    ip netns exec $P-g taskset -c 0 "$T" gen --mode raw --to 239.1.1.1:5000@g0 --rate "$RATE" --count "$COUNT" --size 1316 --json > $D/gen.json
     c1=$(relay_cpu_ns); st1=$(steal)
     wait $S
     kill -INT $F; wait $F
