@@ -8,6 +8,7 @@ import { ConfigFileError, loadConfig, MCR_DEFAULT_TTL, parseConfig, type ConfigP
 import { ConfigCheckSchema } from "../../src/cli/output-schemas.ts";
 import { schemaProblems } from "../../src/control/responses.ts";
 import { EXIT } from "../../src/errors.ts";
+import { problemsOf } from "../support/config-problems.ts";
 import { mcrelayCommand } from "../support/relay-harness.ts";
 
 const FIXTURES = join(import.meta.dir, "../fixtures/mcr");
@@ -106,15 +107,6 @@ describe("mcr's format, key by key", () => {
 // accepted when the rule's shape was wrong elsewhere (a group was only checked as the text of
 // `from`, and only in a rule of the right shape), and a problem named our `from`/`to`.
 describe("mcr's format, each key checked as our format checks its value", () => {
-  function problemsOf(text: string): ConfigProblem[] {
-    try {
-      parseConfig(text, "f.json5");
-    } catch (err) {
-      expect(err).toBeInstanceOf(ConfigFileError);
-      return (err as ConfigFileError).problems;
-    }
-    throw new Error("accepted");
-  }
   const said = (p: ConfigProblem) => `${p.line}:${p.column} ${p.path} | ${p.message}`;
 
   test("a bad group, a port out of range, a bad interface name and a TTL out of range are each named at their key and place, all at once", () => {

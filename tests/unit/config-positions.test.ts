@@ -7,18 +7,10 @@ import { parseJson5, Json5SyntaxError } from "../../src/config/json5.ts";
 import { ConfigCheckSchema } from "../../src/cli/output-schemas.ts";
 import { schemaProblems } from "../../src/control/responses.ts";
 import { EXIT } from "../../src/errors.ts";
+import { problemsOf } from "../support/config-problems.ts";
 import { TempDir } from "../support/daemon-harness.ts";
 import { mcrelayCommand } from "../support/relay-harness.ts";
 
-function problemsOf(text: string): ConfigProblem[] {
-  try {
-    parseConfig(text, "f.json5");
-  } catch (err) {
-    expect(err).toBeInstanceOf(ConfigFileError);
-    return (err as ConfigFileError).problems;
-  }
-  throw new Error("accepted");
-}
 
 const where = (p: ConfigProblem) => `${p.line}:${p.column} ${p.path}`;
 
